@@ -1,0 +1,93 @@
+// The training side of an edge client, without any transport.
+//
+// Vocabulary follows Flower's client API (get_parameters, fit, evaluate): the
+// federation hands the client global parameters and hyperparameters (FitIns),
+// the client trains on its own shard and returns its new parameters (FitRes).
+// The networked runtime (fl-client) and the simulator wrap this class; it keeps
+// LibTorch out of its header so they need not include torch.
+#ifndef FEDGE_CLIENT_LOCAL_CLIENT_H_
+#define FEDGE_CLIENT_LOCAL_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/dataset.h"
+#include "common/model_state.h"
+#include "common/status.h"
+
+namespace fl {
+
+// Instructions for one round of local training.
+struct FitIns {
+  // Global parameters to start from.
+  ModelState parameters;
+  // Local epochs E.
+  int epochs{1};
+  // Local batch size B (<= 0: whole shard).
+  int64_t batch_size{10};
+  // SGD learning rate, momentum and weight decay.
+  double lr{0.01};
+  double momentum{0.0};
+  double weight_decay{0.0};
+  // Seed for this round's shuffle order.
+  uint64_t seed{1};
+};
+
+// Result of one round of local training.
+struct FitRes {
+  // Parameters after local training.
+  ModelState parameters;
+  // Examples in the client's shard (the FedAvg weight n_k).
+  int64_t num_examples{0};
+  // Mean training loss of the first and last local epoch.
+  double first_epoch_loss{0};
+  double last_epoch_loss{0};
+  // Wall time of local training.
+  double seconds{0};
+};
+
+struct EvaluateRes {
+  double accuracy{0};
+  double loss{0};
+  int64_t num_examples{0};
+};
+
+// Per-epoch progress: (epoch, mean loss, training accuracy, seconds).
+using EpochCallback = std::function<void(int, double, double, double)>;
+
+class LocalClient final {
+ public:
+  // Creates a client holding the samples of `data` at `indices` and a model of
+  // architecture `architecture`. `threads` = intra-op threads for training.
+  static Result<std::unique_ptr<LocalClient>> Create(const std::string& architecture,
+                                                     const ImageDataset& data,
+                                                     const std::vector<int64_t>& indices,
+                                                     int threads = 1);
+  ~LocalClient();
+  LocalClient(const LocalClient&) = delete;
+  LocalClient& operator=(const LocalClient&) = delete;
+
+  // Number of local training examples.
+  int64_t num_examples() const;
+
+  // The model's current parameters.
+  ModelState GetParameters() const;
+
+  // Loads `ins.parameters`, trains, and returns the new parameters.
+  Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr);
+
+  // Evaluates `parameters` on the samples of `data` (all of them).
+  Result<EvaluateRes> Evaluate(const ModelState& parameters, const ImageDataset& data);
+
+ private:
+  struct Impl;
+  explicit LocalClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fl
+
+#endif  // FEDGE_CLIENT_LOCAL_CLIENT_H_

@@ -1,0 +1,142 @@
+#include "common/model_zoo.h"
+
+#include <functional>
+#include <mutex>
+
+namespace fl {
+namespace {
+
+// FedAvg "2NN": two hidden layers of 200 units.
+class Mnist2nn final : public Model {
+ public:
+  Mnist2nn() {
+    fc1_ = register_module("fc1", torch::nn::Linear(784, 200));
+    fc2_ = register_module("fc2", torch::nn::Linear(200, 200));
+    fc3_ = register_module("fc3", torch::nn::Linear(200, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = x.flatten(1);
+    x = torch::relu(fc1_->forward(x));
+    x = torch::relu(fc2_->forward(x));
+    return fc3_->forward(x);
+  }
+
+ private:
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr}, fc3_{nullptr};
+};
+
+// FedAvg "CNN". Padding 2 keeps 28x28 through conv1 and 14x14 through conv2, so
+// the flattened size is 7*7*64 = 3136 and the total is 1,663,370 parameters.
+class MnistCnn final : public Model {
+ public:
+  MnistCnn() {
+    conv1_ = register_module("conv1",
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)));
+    conv2_ = register_module("conv2",
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
+    fc1_ = register_module("fc1", torch::nn::Linear(7 * 7 * 64, 512));
+    fc2_ = register_module("fc2", torch::nn::Linear(512, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = torch::max_pool2d(torch::relu(conv1_->forward(x)), 2);
+    x = torch::max_pool2d(torch::relu(conv2_->forward(x)), 2);
+    x = torch::relu(fc1_->forward(x.flatten(1)));
+    return fc2_->forward(x);
+  }
+
+ private:
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+};
+
+struct Registration {
+  ModelInfo info;
+  std::function<ModelPtr()> make;
+};
+
+// The registry. Add a model by adding a line.
+const std::vector<Registration>& Registry() {
+  static const std::vector<Registration> kModels = {
+      {{"mnist_2nn", "MLP 784-200-200-10, ReLU (FedAvg 2NN), 199,210 params"},
+       [] { return std::make_shared<Mnist2nn>(); }},
+      {{"mnist_cnn", "CNN conv5x5x32-pool-conv5x5x64-pool-fc512-fc10 (FedAvg CNN), 1,663,370 params"},
+       [] { return std::make_shared<MnistCnn>(); }},
+  };
+  return kModels;
+}
+
+}  // namespace
+
+std::vector<ModelInfo> ListModels() {
+  std::vector<ModelInfo> out;
+  for (const auto& r : Registry()) out.push_back(r.info);
+  return out;
+}
+
+Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {
+  for (const auto& r : Registry()) {
+    if (name != r.info.name) continue;
+    // Torch's default initialisers draw from the global generator, so seeding it
+    // and constructing must happen together; the lock keeps concurrent creations
+    // (virtual clients on threads) from interleaving their draws.
+    static std::mutex mu;
+    std::lock_guard<std::mutex> lock(mu);
+    try {
+      torch::manual_seed(seed);
+      return r.make();
+    } catch (const c10::Error& e) {
+      return Status::Internal("creating model " + name, e.what_without_backtrace());
+    }
+  }
+  std::string known;
+  for (const auto& r : Registry()) known += (known.empty() ? "" : ", ") + std::string(r.info.name);
+  return Status::NotFound("unknown model '" + name + "'", "known models: " + known);
+}
+
+int64_t CountParameters(const torch::nn::Module& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) n += p.numel();
+  return n;
+}
+
+ModelState GetModelState(const std::string& architecture, const torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  ModelState state;
+  state.architecture = architecture;
+  for (const auto& item : model.named_parameters()) {
+    TensorState t;
+    t.name = item.key();
+    t.shape = item.value().sizes().vec();
+    torch::Tensor v = item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    t.values.assign(v.data_ptr<float>(), v.data_ptr<float>() + v.numel());
+    state.tensors.push_back(std::move(t));
+  }
+  return state;
+}
+
+Status SetModelState(torch::nn::Module& model, const ModelState& state) {
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  if (params.size() != state.tensors.size()) {
+    return Status::InvalidArgument("model has " + std::to_string(params.size()) +
+                                   " tensors, state has " + std::to_string(state.tensors.size()));
+  }
+  size_t i = 0;
+  for (auto& item : params) {
+    const TensorState& t = state.tensors[i++];
+    if (item.key() != t.name) {
+      return Status::InvalidArgument("tensor " + std::to_string(i - 1) + " is '" + item.key() +
+                                     "' in the model but '" + t.name + "' in the state");
+    }
+    if (item.value().sizes().vec() != t.shape ||
+        static_cast<int64_t>(t.values.size()) != item.value().numel()) {
+      return Status::InvalidArgument("shape mismatch for tensor '" + t.name + "'");
+    }
+    torch::Tensor src = torch::from_blob(const_cast<float*>(t.values.data()),
+                                         item.value().sizes(), torch::kFloat32);
+    item.value().copy_(src);
+  }
+  return Status::OK();
+}
+
+}  // namespace fl

@@ -1,0 +1,56 @@
+// The model zoo: classifiers by name.
+//
+//   mnist_2nn  784-200-200-10 MLP with ReLU (FedAvg paper "2NN"): 199,210 parameters.
+//   mnist_cnn  5x5 conv 32 -> 2x2 max-pool -> 5x5 conv 64 -> 2x2 max-pool -> FC 512
+//              -> FC 10, ReLU, "same" padding (FedAvg paper "CNN"): 1,663,370 parameters.
+//
+// Adding a model is one entry in the registry table in model_zoo.cc: a name, a
+// one-line description and a factory.
+#ifndef FEDGE_COMMON_MODEL_ZOO_H_
+#define FEDGE_COMMON_MODEL_ZOO_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/model_state.h"
+#include "common/status.h"
+
+namespace fl {
+
+// A classifier over [N, 1, 28, 28] float images returning [N, classes] logits.
+class Model : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+
+using ModelPtr = std::shared_ptr<Model>;
+
+// One registered architecture.
+struct ModelInfo {
+  const char* name;
+  const char* description;
+};
+
+// Returns the registered architectures, in registration order.
+std::vector<ModelInfo> ListModels();
+
+// Creates the model `name` with weights initialised deterministically from
+// `seed` (the same name and seed give the same weights). NotFound for an unknown
+// name, with the list of known ones in the message.
+Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed);
+
+// Number of scalar trainable parameters.
+int64_t CountParameters(const torch::nn::Module& model);
+
+// Copies the parameters of `model` out as plain data.
+ModelState GetModelState(const std::string& architecture, const torch::nn::Module& model);
+
+// Copies `state` into `model`. InvalidArgument if names, order or shapes differ.
+Status SetModelState(torch::nn::Module& model, const ModelState& state);
+
+}  // namespace fl
+
+#endif  // FEDGE_COMMON_MODEL_ZOO_H_

@@ -1,0 +1,149 @@
+#include "common/trainer.h"
+
+#include <chrono>
+#include <numeric>
+
+#include "common/random.h"
+
+namespace fl {
+namespace {
+
+// MNIST pixel statistics (over the training set, after scaling to [0, 1]).
+constexpr double kMnistMean = 0.1307;
+constexpr double kMnistStd = 0.3081;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sets the intra-op thread count for this call and restores it afterwards.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int threads) : saved_(torch::get_num_threads()) {
+    if (threads > 0 && threads != saved_) torch::set_num_threads(threads);
+  }
+  ~ThreadScope() {
+    if (torch::get_num_threads() != saved_) torch::set_num_threads(saved_);
+  }
+
+ private:
+  int saved_;
+};
+
+}  // namespace
+
+TensorDataset ToTensors(const ImageDataset& data) {
+  TensorDataset out;
+  auto bytes = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
+                                {data.count, 1, data.rows, data.cols}, torch::kUInt8);
+  out.images = (bytes.to(torch::kFloat32).div_(255.0).sub_(kMnistMean).div_(kMnistStd));
+  out.labels = torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count},
+                                torch::kUInt8)
+                   .to(torch::kInt64);
+  return out;
+}
+
+Result<TensorDataset> Subset(const TensorDataset& data, const std::vector<int64_t>& indices) {
+  const int64_t n = data.size();
+  for (int64_t i : indices) {
+    if (i < 0 || i >= n) {
+      return Status::InvalidArgument("sample index " + std::to_string(i) +
+                                     " out of range for a dataset of " + std::to_string(n));
+    }
+  }
+  auto idx = torch::tensor(indices, torch::kInt64);
+  return TensorDataset{data.images.index_select(0, idx).contiguous(),
+                       data.labels.index_select(0, idx).contiguous()};
+}
+
+Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
+                              const TrainOptions& options) {
+  const int64_t n = data.size();
+  if (n == 0) return Status::InvalidArgument("cannot train on an empty dataset");
+  if (options.epochs < 1) {
+    return Status::InvalidArgument("epochs must be >= 1, got " + std::to_string(options.epochs));
+  }
+  if (!(options.lr > 0)) {
+    return Status::InvalidArgument("learning rate must be > 0, got " + std::to_string(options.lr));
+  }
+  const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
+  ThreadScope threads(options.threads);
+  TrainStats stats;
+  const double t0 = Now();
+  try {
+    model.train();
+    torch::optim::SGD optimizer(model.parameters(),
+                                torch::optim::SGDOptions(options.lr)
+                                    .momentum(options.momentum)
+                                    .weight_decay(options.weight_decay));
+    Random rng(options.seed);
+    std::vector<int64_t> order(n);
+    for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+      const double e0 = Now();
+      std::iota(order.begin(), order.end(), 0);
+      rng.Shuffle(&order);
+      auto perm = torch::tensor(order, torch::kInt64);
+      double loss_sum = 0;
+      int64_t correct = 0;
+      for (int64_t begin = 0; begin < n; begin += batch) {
+        const int64_t end = std::min(begin + batch, n);
+        auto idx = perm.slice(0, begin, end);
+        auto x = data.images.index_select(0, idx);
+        auto y = data.labels.index_select(0, idx);
+        optimizer.zero_grad();
+        auto logits = model.forward(x);
+        auto loss = torch::nn::functional::cross_entropy(logits, y);
+        loss.backward();
+        optimizer.step();
+        loss_sum += loss.item<double>() * (end - begin);
+        correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+        stats.steps++;
+      }
+      stats.samples_seen += n;
+      const double mean = loss_sum / n;
+      if (epoch == 1) stats.first_epoch_loss = mean;
+      stats.last_epoch_loss = mean;
+      if (options.on_epoch) {
+        options.on_epoch(EpochStats{epoch, mean, static_cast<double>(correct) / n, Now() - e0});
+      }
+    }
+  } catch (const c10::Error& e) {
+    return Status::Internal("local training failed", e.what_without_backtrace());
+  }
+  stats.seconds = Now() - t0;
+  return stats;
+}
+
+Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t batch_size) {
+  const int64_t n = data.size();
+  if (n == 0) return Status::InvalidArgument("cannot evaluate on an empty dataset");
+  if (batch_size <= 0) batch_size = n;
+  EvalResult r;
+  try {
+    torch::NoGradGuard no_grad;
+    model.eval();
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (int64_t begin = 0; begin < n; begin += batch_size) {
+      const int64_t end = std::min(begin + batch_size, n);
+      auto x = data.images.slice(0, begin, end);
+      auto y = data.labels.slice(0, begin, end);
+      auto logits = model.forward(x);
+      loss_sum += torch::nn::functional::cross_entropy(
+                      logits, y,
+                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                      .item<double>();
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+    }
+    model.train();
+    r.count = n;
+    r.accuracy = static_cast<double>(correct) / n;
+    r.mean_loss = loss_sum / n;
+  } catch (const c10::Error& e) {
+    return Status::Internal("evaluation failed", e.what_without_backtrace());
+  }
+  return r;
+}
+
+}  // namespace fl

@@ -1,0 +1,89 @@
+// Local training and evaluation of a model-zoo classifier.
+//
+// TrainLocal is what a federated client runs on its shard each round: SGD with
+// learning rate, momentum and weight decay for E epochs at batch size B, with the
+// shuffle order drawn from a seed. Evaluate reports accuracy and mean
+// cross-entropy on a labelled set. LibTorch exceptions are caught here and come
+// back as a Status.
+#ifndef FEDGE_COMMON_TRAINER_H_
+#define FEDGE_COMMON_TRAINER_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "common/dataset.h"
+#include "common/model_zoo.h"
+#include "common/status.h"
+
+namespace fl {
+
+// Images as a float tensor [N, 1, rows, cols], normalised with the MNIST mean
+// and standard deviation, and labels as int64 [N].
+struct TensorDataset {
+  torch::Tensor images;
+  torch::Tensor labels;
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+};
+
+// Converts raw bytes to tensors: x / 255, then (x - 0.1307) / 0.3081.
+TensorDataset ToTensors(const ImageDataset& data);
+
+// Returns the rows of `data` at `indices`, copied into contiguous tensors.
+// InvalidArgument when an index is out of range.
+Result<TensorDataset> Subset(const TensorDataset& data, const std::vector<int64_t>& indices);
+
+// Progress after each local epoch.
+struct EpochStats {
+  int epoch{0};           // 1-based
+  double mean_loss{0};    // mean training loss over the epoch's batches, per sample
+  double accuracy{0};     // training accuracy over the epoch (during training)
+  double seconds{0};      // wall time of the epoch
+};
+
+struct TrainOptions {
+  // Local epochs E.
+  int epochs{1};
+  // Local batch size B; <= 0 means the whole shard in one batch (B = infinity).
+  int64_t batch_size{10};
+  // SGD learning rate.
+  double lr{0.01};
+  // SGD momentum (0 = plain SGD).
+  double momentum{0.0};
+  // L2 weight decay added by SGD.
+  double weight_decay{0.0};
+  // Seed for the per-epoch shuffle order.
+  uint64_t seed{1};
+  // Intra-op threads for this training call; one is fastest per client on small
+  // machines (several clients train in parallel instead).
+  int threads{1};
+  // Called after every epoch, when set.
+  std::function<void(const EpochStats&)> on_epoch;
+};
+
+struct TrainStats {
+  int64_t samples_seen{0};  // examples processed, summed over epochs
+  int64_t steps{0};         // optimizer steps
+  double first_epoch_loss{0};
+  double last_epoch_loss{0};
+  double seconds{0};
+};
+
+// Trains `model` in place on all of `data` (already the client's shard).
+Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
+                              const TrainOptions& options);
+
+struct EvalResult {
+  double accuracy{0};   // fraction in [0, 1]
+  double mean_loss{0};  // mean cross-entropy per sample
+  int64_t count{0};
+};
+
+// Evaluates in batches of `batch_size` with gradients off.
+Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t batch_size = 1000);
+
+}  // namespace fl
+
+#endif  // FEDGE_COMMON_TRAINER_H_

@@ -1,0 +1,127 @@
+// fl-bench-train: local training throughput of the model zoo.
+//
+// Prints, for each model, training samples/s at batch size 10 on one intra-op
+// thread, and the wall time of one FedAvg client round (E=5 epochs over 600
+// samples, the per-client share of MNIST with 100 clients). Results go in
+// experiments/BENCHMARKS.md with the date.
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/dataset.h"
+#include "common/model_zoo.h"
+#include "common/trainer.h"
+
+namespace {
+
+// Batch size of the throughput measurement (FedAvg's B=10).
+const int64_t kBatch = 10;
+// Samples in the client-round measurement (60,000 / 100 clients).
+const int64_t kRoundSamples = 600;
+// Epochs in the client-round measurement.
+const int kRoundEpochs = 5;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+// Which BLAS the process actually loaded, read from its memory map.
+std::string LoadedBlas() {
+  std::ifstream in("/proc/self/maps");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("openblas") != std::string::npos) return line.substr(line.find('/'));
+  }
+  in.clear();
+  in.seekg(0);
+  while (std::getline(in, line)) {
+    if (line.find("libblas") != std::string::npos) return line.substr(line.find('/'));
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string data_dir = FL_DEFAULT_DATA_DIR;
+  int64_t samples = 3000;
+  int threads = 1;
+  CLI::App app{"fl-bench-train: local training throughput of the model zoo"};
+  app.add_option("--data", data_dir, "Folder with MNIST-format IDX files")->capture_default_str();
+  app.add_option("--samples", samples, "Samples per throughput measurement")
+      ->capture_default_str()->check(CLI::Range(100, 60000));
+  app.add_option("--threads", threads, "Intra-op threads")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
+  if (!train.ok()) {
+    std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
+    return 1;
+  }
+  const fl::TensorDataset all = fl::ToTensors(*train);
+  torch::set_num_threads(threads);
+
+  std::printf("fl-bench-train\n");
+  std::printf("CPU:        %s (%u logical cores)\n", CpuModel().c_str(),
+              std::thread::hardware_concurrency());
+  std::printf("LibTorch:   %s, intra-op threads %d\n", TORCH_VERSION, torch::get_num_threads());
+  std::printf("BLAS:       %s\n", LoadedBlas().c_str());
+#ifndef NDEBUG
+  std::printf("WARNING: Assertions are enabled; benchmarks unnecessarily slow\n");
+#endif
+  std::printf("\n%-10s %8s %12s %14s %18s\n", "model", "batch", "samples", "samples/s",
+              "round E=5,n=600 s");
+
+  for (const auto& info : fl::ListModels()) {
+    auto model = fl::CreateModel(info.name, 1);
+    if (!model.ok()) return 1;
+    std::vector<int64_t> idx(samples);
+    for (int64_t i = 0; i < samples; ++i) idx[i] = i;
+    auto subset = fl::Subset(all, idx);
+    std::vector<int64_t> round_idx(idx.begin(), idx.begin() + kRoundSamples);
+    auto round_set = fl::Subset(all, round_idx);
+    if (!subset.ok() || !round_set.ok()) return 1;
+
+    fl::TrainOptions opts;
+    opts.batch_size = kBatch;
+    opts.lr = 0.01;
+    opts.threads = threads;
+    // Warm-up: first-touch allocations and lazy initialisation.
+    auto warm = fl::Subset(all, std::vector<int64_t>(idx.begin(), idx.begin() + 200));
+    if (!fl::TrainLocal(**model, *warm, opts).ok()) return 1;
+
+    const double t0 = Now();
+    auto s = fl::TrainLocal(**model, *subset, opts);
+    const double secs = Now() - t0;
+    if (!s.ok()) {
+      std::fprintf(stderr, "error: %s\n", s.status().ToString().c_str());
+      return 1;
+    }
+
+    opts.epochs = kRoundEpochs;
+    const double r0 = Now();
+    auto r = fl::TrainLocal(**model, *round_set, opts);
+    const double round_secs = Now() - r0;
+    if (!r.ok()) return 1;
+    std::printf("%-10s %8lld %12lld %14.0f %18.2f\n", info.name, static_cast<long long>(kBatch),
+                static_cast<long long>(samples), samples / secs, round_secs);
+    std::fflush(stdout);
+  }
+  return 0;
+}

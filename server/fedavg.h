@@ -1,0 +1,45 @@
+// Federated averaging (McMahan et al. 2017), as a free function over an options
+// value in the style of Gloo's collectives.
+//
+//   new = old + server_lr * sum_k (n_k / n) * delta_k,   n = sum_k n_k
+//
+// where delta_k = (client k's parameters after local training) - old. With
+// server_lr = 1 this equals the sample-weighted mean of the client models.
+#ifndef FEDGE_SERVER_FEDAVG_H_
+#define FEDGE_SERVER_FEDAVG_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "common/model_state.h"
+#include "common/status.h"
+
+namespace fl {
+
+// One client's contribution to a round.
+struct ClientUpdate {
+  // Examples the client trained on (its weight n_k); must be > 0.
+  int64_t num_examples{0};
+  // Client parameters minus the round's global parameters, same layout as global.
+  ModelState delta;
+};
+
+struct FedAvgOptions {
+  // The round's global model. Not owned; must outlive the call.
+  const ModelState* global{nullptr};
+  // The accepted updates. Not owned; must outlive the call.
+  const std::vector<ClientUpdate>* updates{nullptr};
+  // Server learning rate applied to the averaged delta (1 = plain FedAvg).
+  double server_lr{1.0};
+};
+
+// Returns the new global model. InvalidArgument when there are no updates, a
+// weight is not positive, or an update's layout differs from the global model.
+Result<ModelState> FedAvg(const FedAvgOptions& options);
+
+// Returns `after - before`, tensor by tensor. InvalidArgument on layout mismatch.
+Result<ModelState> Difference(const ModelState& after, const ModelState& before);
+
+}  // namespace fl
+
+#endif  // FEDGE_SERVER_FEDAVG_H_

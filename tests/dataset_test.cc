@@ -1,0 +1,178 @@
+#include "common/dataset.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+// Builds an IDX file of unsigned bytes with the given dims; element i = i % 251.
+std::string MakeIdx(const std::vector<uint32_t>& dims, uint8_t mod = 251) {
+  std::string s = {0, 0, 0x08, static_cast<char>(dims.size())};
+  size_t n = 1;
+  for (uint32_t d : dims) {
+    n *= d;
+    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(static_cast<char>((d >> shift) & 0xff));
+  }
+  for (size_t i = 0; i < n; ++i) s.push_back(static_cast<char>(i % mod));
+  return s;
+}
+
+TEST(IdxTest, ParsesValidFile) {
+  auto r = ParseIdx("x", MakeIdx({3, 2, 4}));
+  ASSERT_FL_OK(r);
+  EXPECT_EQ(r->dims, (std::vector<uint32_t>{3, 2, 4}));
+  ASSERT_EQ(r->data.size(), 24u);
+  EXPECT_EQ(r->data[23], 23);
+}
+
+TEST(IdxTest, RejectsBadMagic) {
+  std::string s = MakeIdx({4});
+  s[0] = 0x1f;  // gzip's first byte: a common mistake is to pass the .gz file
+  auto r = ParseIdx("labels.gz", s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption());
+  EXPECT_NE(r.status().message().find("labels.gz"), std::string::npos);
+  EXPECT_NE(r.status().message().find("bad magic"), std::string::npos);
+}
+
+TEST(IdxTest, RejectsUnsupportedTypeAndDims) {
+  std::string s = MakeIdx({4});
+  s[2] = 0x0D;  // float
+  auto r = ParseIdx("f", s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("0x0d"), std::string::npos) << r.status().ToString();
+  s = MakeIdx({4});
+  s[3] = 0;
+  EXPECT_NE(ParseIdx("f", s).status().message().find("dimension count"), std::string::npos);
+  s[3] = 9;
+  EXPECT_FALSE(ParseIdx("f", s).ok());
+}
+
+TEST(IdxTest, RejectsTruncatedAnywhere) {
+  const std::string full = MakeIdx({5, 3, 3});
+  // Every proper prefix, including inside the magic and the header, is an error.
+  for (size_t len = 0; len < full.size(); ++len) {
+    auto r = ParseIdx("images", full.substr(0, len));
+    ASSERT_FALSE(r.ok()) << "prefix of " << len << " bytes accepted";
+    EXPECT_TRUE(r.status().IsCorruption());
+    EXPECT_NE(r.status().message().find("truncated"), std::string::npos)
+        << len << ": " << r.status().ToString();
+  }
+}
+
+TEST(IdxTest, RejectsTrailingBytes) {
+  auto r = ParseIdx("images", MakeIdx({2, 2}) + "xx");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("2 trailing bytes"), std::string::npos);
+}
+
+TEST(IdxTest, HugeDeclaredSizeDoesNotAllocate) {
+  // 4 x 0xffffffff dims would be 2^128 bytes; must be rejected as truncated.
+  std::string s = {0, 0, 0x08, 4};
+  for (int i = 0; i < 16; ++i) s.push_back(static_cast<char>(0xff));
+  auto r = ParseIdx("hostile", s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("truncated"), std::string::npos);
+}
+
+TEST(IdxTest, MissingFileIsNotFound) {
+  auto r = ReadIdxFile("/nonexistent/fedge/file");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsNotFound());
+  EXPECT_NE(r.status().message().find("/nonexistent/fedge/file"), std::string::npos);
+}
+
+class MnistFolderTest : public ::testing::Test {
+ protected:
+  void Write(const std::string& name, const std::string& bytes) {
+    test::WriteFile(dir_.path() + "/" + name, bytes);
+  }
+  void WriteAll(uint32_t train, uint32_t test, uint32_t rows = 28) {
+    Write("train-images-idx3-ubyte", MakeIdx({train, rows, 28}));
+    Write("train-labels-idx1-ubyte", MakeIdx({train}, 10));
+    Write("t10k-images-idx3-ubyte", MakeIdx({test, rows, 28}));
+    Write("t10k-labels-idx1-ubyte", MakeIdx({test}, 10));
+  }
+  test::TempDir dir_;
+};
+
+TEST_F(MnistFolderTest, LoadsAnyFolderWithTheFourFiles) {
+  WriteAll(30, 7);
+  auto train = LoadMnistFolder(dir_.path(), Split::kTrain);
+  ASSERT_FL_OK(train);
+  EXPECT_EQ(train->count, 30);
+  EXPECT_EQ(train->rows, 28);
+  EXPECT_EQ(train->labels[13], 3);
+  auto test = LoadMnistFolder(dir_.path(), Split::kTest);
+  ASSERT_FL_OK(test);
+  EXPECT_EQ(test->count, 7);
+}
+
+TEST_F(MnistFolderTest, AcceptsDottedNames) {
+  Write("train-images.idx3-ubyte", MakeIdx({5, 28, 28}));
+  Write("train-labels.idx1-ubyte", MakeIdx({5}, 10));
+  EXPECT_FL_OK(LoadMnistFolder(dir_.path(), Split::kTrain));
+}
+
+TEST_F(MnistFolderTest, CountMismatchNamesBothFiles) {
+  WriteAll(30, 7);
+  Write("train-labels-idx1-ubyte", MakeIdx({29}, 10));
+  auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption());
+  EXPECT_NE(r.status().message().find("29 labels"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("30 images"), std::string::npos);
+}
+
+TEST_F(MnistFolderTest, LabelOutOfRange) {
+  WriteAll(30, 7);
+  Write("train-labels-idx1-ubyte", MakeIdx({30}, 12));  // labels 10, 11 appear
+  auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("label 10 at index 10"), std::string::npos)
+      << r.status().ToString();
+}
+
+TEST_F(MnistFolderTest, WrongImageSize) {
+  WriteAll(4, 4, /*rows=*/32);
+  auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("32x28"), std::string::npos) << r.status().ToString();
+}
+
+TEST_F(MnistFolderTest, MissingFileSaysWhatToDo) {
+  Write("train-images-idx3-ubyte", MakeIdx({5, 28, 28}));
+  auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsNotFound());
+  EXPECT_NE(r.status().message().find("train-labels-idx1-ubyte"), std::string::npos);
+  EXPECT_NE(r.status().message().find("setup.sh"), std::string::npos);
+}
+
+TEST_F(MnistFolderTest, TruncatedFileOnDiskNamesIt) {
+  WriteAll(30, 7);
+  std::string full = MakeIdx({30, 28, 28});
+  Write("train-images-idx3-ubyte", full.substr(0, full.size() - 100));
+  auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("train-images-idx3-ubyte: truncated"), std::string::npos)
+      << r.status().ToString();
+}
+
+TEST(RealMnistTest, CountsAndLabelHistogram) {
+  auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+  ASSERT_FL_OK(train);
+  auto t10k = LoadMnistFolder(test::MnistDir(), Split::kTest);
+  ASSERT_FL_OK(t10k);
+  EXPECT_EQ(train->count, 60000);
+  EXPECT_EQ(t10k->count, 10000);
+  std::vector<int> hist(10, 0);
+  for (uint8_t l : train->labels) hist[l]++;
+  // The published MNIST training label counts.
+  EXPECT_EQ(hist, (std::vector<int>{5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949}));
+}
+
+}  // namespace
+}  // namespace fl

@@ -1,0 +1,94 @@
+#include "server/fedavg.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+ModelState Make(std::vector<float> a, std::vector<float> b) {
+  ModelState s;
+  s.architecture = "toy";
+  s.tensors.push_back({"w", {static_cast<int64_t>(a.size())}, std::move(a)});
+  s.tensors.push_back({"b", {static_cast<int64_t>(b.size())}, std::move(b)});
+  return s;
+}
+
+TEST(FedAvgTest, WeightedByExampleCount) {
+  const ModelState global = Make({1, 2, 3}, {0});
+  // Client k trains to global + delta_k.
+  std::vector<ClientUpdate> ups = {
+      {100, Make({1, 0, 0}, {2})},
+      {300, Make({0, 4, 0}, {-2})},
+  };
+  FedAvgOptions o;
+  o.global = &global;
+  o.updates = &ups;
+  auto r = FedAvg(o);
+  ASSERT_FL_OK(r);
+  // new = old + 0.25 * d1 + 0.75 * d2
+  EXPECT_FLOAT_EQ(r->tensors[0].values[0], 1.25f);
+  EXPECT_FLOAT_EQ(r->tensors[0].values[1], 5.0f);
+  EXPECT_FLOAT_EQ(r->tensors[0].values[2], 3.0f);
+  EXPECT_FLOAT_EQ(r->tensors[1].values[0], -1.0f);
+}
+
+TEST(FedAvgTest, ManyClientsClosedForm) {
+  // K clients, client k has n_k = k + 1 examples and delta = k everywhere:
+  // weighted mean = sum k(k+1) / sum (k+1) = (K-1)(K+1)K/3 / (K(K+1)/2) = 2(K-1)/3.
+  const int K = 100;
+  const ModelState global = Make(std::vector<float>(10, 0.5f), {0.0f});
+  std::vector<ClientUpdate> ups;
+  for (int k = 0; k < K; ++k) {
+    ups.push_back({k + 1, Make(std::vector<float>(10, float(k)), {float(k)})});
+  }
+  FedAvgOptions o;
+  o.global = &global;
+  o.updates = &ups;
+  auto r = FedAvg(o);
+  ASSERT_FL_OK(r);
+  const double expected = 2.0 * (K - 1) / 3.0;
+  for (float v : r->tensors[0].values) EXPECT_NEAR(v, 0.5 + expected, 1e-4);
+  EXPECT_NEAR(r->tensors[1].values[0], expected, 1e-4);
+  // Server learning rate scales the step.
+  o.server_lr = 0.5;
+  auto half = FedAvg(o);
+  ASSERT_FL_OK(half);
+  EXPECT_NEAR(half->tensors[1].values[0], expected / 2, 1e-4);
+}
+
+TEST(FedAvgTest, DifferenceRoundTrip) {
+  const ModelState before = Make({1, 2, 3}, {4});
+  const ModelState after = Make({2, 2, 1}, {5});
+  auto d = Difference(after, before);
+  ASSERT_FL_OK(d);
+  EXPECT_EQ(d->tensors[0].values, (std::vector<float>{1, 0, -2}));
+  std::vector<ClientUpdate> ups = {{7, *d}};
+  FedAvgOptions o;
+  o.global = &before;
+  o.updates = &ups;
+  auto r = FedAvg(o);
+  ASSERT_FL_OK(r);
+  EXPECT_EQ(r->tensors[0].values, after.tensors[0].values);
+}
+
+TEST(FedAvgTest, RejectsBadInput) {
+  const ModelState global = Make({1, 2, 3}, {0});
+  std::vector<ClientUpdate> none;
+  FedAvgOptions o;
+  o.global = &global;
+  o.updates = &none;
+  EXPECT_TRUE(FedAvg(o).status().IsInvalidArgument());
+  std::vector<ClientUpdate> zero = {{0, Make({0, 0, 0}, {0})}};
+  o.updates = &zero;
+  EXPECT_TRUE(FedAvg(o).status().IsInvalidArgument());
+  std::vector<ClientUpdate> wrong = {{5, Make({0, 0}, {0})}};
+  o.updates = &wrong;
+  auto r = FedAvg(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'w'"), std::string::npos) << r.status().ToString();
+}
+
+}  // namespace
+}  // namespace fl

@@ -1,0 +1,67 @@
+// Helpers shared by the test suites.
+#ifndef FEDGE_TESTS_TEST_UTIL_H_
+#define FEDGE_TESTS_TEST_UTIL_H_
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "common/status.h"
+
+// Asserts that a Status (or Result) is OK, printing it otherwise.
+#define ASSERT_FL_OK(expr)                                   \
+  do {                                                       \
+    const auto& fl_s_ = (expr);                              \
+    ASSERT_TRUE(fl_s_.ok()) << ::fl::test::StatusOf(fl_s_).ToString(); \
+  } while (0)
+#define EXPECT_FL_OK(expr)                                   \
+  do {                                                       \
+    const auto& fl_s_ = (expr);                              \
+    EXPECT_TRUE(fl_s_.ok()) << ::fl::test::StatusOf(fl_s_).ToString(); \
+  } while (0)
+
+namespace fl {
+namespace test {
+
+inline const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+const Status& StatusOf(const Result<T>& r) { return r.status(); }
+
+// The gtest random seed (pinned with --gtest_random_seed=N to replay a failure).
+inline uint64_t RandomSeed() {
+  return static_cast<uint64_t>(::testing::UnitTest::GetInstance()->random_seed());
+}
+
+// A fresh temporary directory, removed at destruction.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/fedge_test_XXXXXX";
+    const char* p = ::mkdtemp(tmpl);
+    path_ = p ? p : "/tmp";
+  }
+  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+inline void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Where setup.sh puts MNIST; tests that need real data fail (not skip) without it.
+inline std::string MnistDir() {
+  const char* env = std::getenv("FEDGE_MNIST_DIR");
+  return env ? env : FL_TEST_MNIST_DIR;
+}
+
+}  // namespace test
+}  // namespace fl
+
+#endif  // FEDGE_TESTS_TEST_UTIL_H_

@@ -1,0 +1,138 @@
+// The local trainer on a few hundred real MNIST samples: loss falls, accuracy rises.
+#include "common/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include "client/local_client.h"
+#include "common/partition.h"
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    auto t10k = LoadMnistFolder(test::MnistDir(), Split::kTest);
+    ASSERT_FL_OK(train);
+    ASSERT_FL_OK(t10k);
+    train_ = new ImageDataset(std::move(train).value());
+    test_ = new ImageDataset(std::move(t10k).value());
+  }
+  static void TearDownTestSuite() {
+    delete train_;
+    delete test_;
+  }
+  // First `n` samples of a split as tensors.
+  static TensorDataset Head(const ImageDataset& d, int64_t n) {
+    std::vector<int64_t> idx(n);
+    for (int64_t i = 0; i < n; ++i) idx[i] = i;
+    auto s = Subset(ToTensors(d), idx);
+    EXPECT_TRUE(s.ok());
+    return *s;
+  }
+  static ImageDataset* train_;
+  static ImageDataset* test_;
+};
+ImageDataset* TrainerTest::train_ = nullptr;
+ImageDataset* TrainerTest::test_ = nullptr;
+
+TEST_F(TrainerTest, NormalisationMatchesMnistStatistics) {
+  auto all = ToTensors(*train_);
+  EXPECT_NEAR(all.images.mean().item<double>(), 0.0, 0.01);
+  EXPECT_NEAR(all.images.std().item<double>(), 1.0, 0.01);
+  EXPECT_EQ(all.labels.dtype(), torch::kInt64);
+}
+
+TEST_F(TrainerTest, LossFallsAndAccuracyRises) {
+  const auto shard = Head(*train_, 500);
+  const auto held_out = Head(*test_, 1000);
+  for (const char* name : {"mnist_2nn", "mnist_cnn"}) {
+    auto model = CreateModel(name, 1);
+    ASSERT_FL_OK(model);
+    auto before = Evaluate(**model, held_out);
+    ASSERT_FL_OK(before);
+    TrainOptions opts;
+    opts.epochs = 3;
+    opts.batch_size = 10;
+    opts.lr = 0.05;
+    opts.momentum = 0.5;
+    std::vector<double> epoch_losses;
+    opts.on_epoch = [&](const EpochStats& e) { epoch_losses.push_back(e.mean_loss); };
+    auto stats = TrainLocal(**model, shard, opts);
+    ASSERT_FL_OK(stats);
+    EXPECT_EQ(stats->samples_seen, 1500);
+    EXPECT_EQ(stats->steps, 150);
+    ASSERT_EQ(epoch_losses.size(), 3u);
+    EXPECT_LT(epoch_losses[2], epoch_losses[0]) << name;
+    auto after = Evaluate(**model, held_out);
+    ASSERT_FL_OK(after);
+    // Untrained: about chance (10%). 1,500 sample-steps of SGD: well above 75%.
+    EXPECT_LT(before->accuracy, 0.25) << name;
+    EXPECT_GT(after->accuracy, 0.75) << name;
+    EXPECT_LT(after->mean_loss, before->mean_loss) << name;
+  }
+}
+
+TEST_F(TrainerTest, SameSeedSameResult) {
+  const auto shard = Head(*train_, 200);
+  ModelState results[2];
+  for (auto& r : results) {
+    auto model = CreateModel("mnist_2nn", 3);
+    ASSERT_FL_OK(model);
+    TrainOptions opts;
+    opts.seed = 17;
+    ASSERT_FL_OK(TrainLocal(**model, shard, opts));
+    r = GetModelState("mnist_2nn", **model);
+  }
+  for (size_t i = 0; i < results[0].tensors.size(); ++i) {
+    EXPECT_EQ(results[0].tensors[i].values, results[1].tensors[i].values);
+  }
+}
+
+TEST_F(TrainerTest, BadOptionsAreErrors) {
+  auto model = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(model);
+  const auto shard = Head(*train_, 20);
+  TrainOptions opts;
+  opts.epochs = 0;
+  EXPECT_TRUE(TrainLocal(**model, shard, opts).status().IsInvalidArgument());
+  opts.epochs = 1;
+  opts.lr = -1;
+  EXPECT_TRUE(TrainLocal(**model, shard, opts).status().IsInvalidArgument());
+  EXPECT_TRUE(TrainLocal(**model, TensorDataset{}, TrainOptions{}).status().IsInvalidArgument());
+  EXPECT_TRUE(Subset(shard, {0, 20}).status().IsInvalidArgument());
+}
+
+TEST_F(TrainerTest, LocalClientFitOnShard) {
+  // One client of a 100-way IID split (600 samples), two epochs, through the
+  // Flower-style client API.
+  auto parts = PartitionIid(train_->count, 100, 1);
+  ASSERT_FL_OK(parts);
+  auto client = LocalClient::Create("mnist_2nn", *train_, (*parts)[0]);
+  ASSERT_FL_OK(client);
+  EXPECT_EQ((*client)->num_examples(), 600);
+  auto init = CreateModel("mnist_2nn", 1);
+  FitIns ins;
+  ins.parameters = GetModelState("mnist_2nn", **init);
+  ins.epochs = 2;
+  ins.lr = 0.05;
+  ins.momentum = 0.5;
+  int epochs_reported = 0;
+  auto res = (*client)->Fit(ins, [&](int, double, double, double) { epochs_reported++; });
+  ASSERT_FL_OK(res);
+  EXPECT_EQ(epochs_reported, 2);
+  EXPECT_EQ(res->num_examples, 600);
+  auto eval = (*client)->Evaluate(res->parameters, *test_);
+  ASSERT_FL_OK(eval);
+  EXPECT_EQ(eval->num_examples, 10000);
+  EXPECT_GT(eval->accuracy, 0.75);
+
+  FitIns wrong = ins;
+  wrong.parameters.architecture = "mnist_cnn";
+  EXPECT_TRUE((*client)->Fit(wrong).status().IsInvalidArgument());
+}
+
+}  // namespace
+}  // namespace fl
