@@ -1,13 +1,30 @@
 #include "client/local_client.h"
 
+#include <cstring>
+
 #include "common/model_zoo.h"
 #include "common/trainer.h"
 
 namespace fl {
 
-struct LocalClient::Impl {
+class SharedModel {
+ public:
   std::string architecture;
   ModelPtr model;
+};
+
+Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture) {
+  auto model = CreateModel(architecture, /*seed=*/0);
+  if (!model.ok()) return model.status();
+  auto s = std::make_shared<SharedModel>();
+  s->architecture = architecture;
+  s->model = std::move(model).value();
+  return s;
+}
+
+struct LocalClient::Impl {
+  std::string architecture;
+  std::shared_ptr<SharedModel> model;
   TensorDataset shard;
   int threads{1};
 };
@@ -18,28 +35,55 @@ LocalClient::~LocalClient() = default;
 Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& architecture,
                                                          const ImageDataset& data,
                                                          const std::vector<int64_t>& indices,
-                                                         int threads) {
+                                                         int threads,
+                                                         std::shared_ptr<SharedModel> shared) {
   if (indices.empty()) return Status::InvalidArgument("client has no training samples");
-  auto model = CreateModel(architecture, /*seed=*/0);
-  if (!model.ok()) return model.status();
+  if (shared && shared->architecture != architecture) {
+    return Status::InvalidArgument("shared model is '" + shared->architecture + "', client needs '" +
+                                   architecture + "'");
+  }
+  if (!shared) {
+    auto own = NewSharedModel(architecture);
+    if (!own.ok()) return own.status();
+    shared = std::move(own).value();
+  }
+  // Copy only this client's images before converting to float, so creating many
+  // small clients costs in proportion to their shards, not the whole dataset.
+  const size_t image_bytes = static_cast<size_t>(data.rows) * data.cols;
+  ImageDataset local;
+  local.count = static_cast<int64_t>(indices.size());
+  local.rows = data.rows;
+  local.cols = data.cols;
+  local.num_classes = data.num_classes;
+  local.pixels.resize(indices.size() * image_bytes);
+  local.labels.resize(indices.size());
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const int64_t i = indices[k];
+    if (i < 0 || i >= data.count) {
+      return Status::InvalidArgument("sample index " + std::to_string(i) +
+                                     " out of range for a dataset of " + std::to_string(data.count));
+    }
+    std::memcpy(&local.pixels[k * image_bytes], &data.pixels[i * image_bytes], image_bytes);
+    local.labels[k] = data.labels[i];
+  }
   auto impl = std::make_unique<Impl>();
   impl->architecture = architecture;
-  impl->model = std::move(model).value();
+  impl->model = std::move(shared);
   impl->threads = threads;
   try {
-    auto shard = Subset(ToTensors(data), indices);
-    if (!shard.ok()) return shard.status();
-    impl->shard = std::move(shard).value();
+    impl->shard = ToTensors(local);  // converts into new tensors; `local` may go
   } catch (const c10::Error& e) {
     return Status::Internal("building the client's shard", e.what_without_backtrace());
   }
   return std::unique_ptr<LocalClient>(new LocalClient(std::move(impl)));
 }
 
+const std::string& LocalClient::architecture() const { return impl_->architecture; }
+
 int64_t LocalClient::num_examples() const { return impl_->shard.size(); }
 
 ModelState LocalClient::GetParameters() const {
-  return GetModelState(impl_->architecture, *impl_->model);
+  return GetModelState(impl_->architecture, *impl_->model->model);
 }
 
 Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
@@ -47,7 +91,8 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
     return Status::InvalidArgument("task is for model '" + ins.parameters.architecture +
                                    "' but this client runs '" + impl_->architecture + "'");
   }
-  FL_RETURN_IF_ERROR(SetModelState(*impl_->model, ins.parameters));
+  Model& model = *impl_->model->model;
+  FL_RETURN_IF_ERROR(SetModelState(model, ins.parameters));
   TrainOptions opts;
   opts.epochs = ins.epochs;
   opts.batch_size = ins.batch_size;
@@ -61,7 +106,7 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
       on_epoch(e.epoch, e.mean_loss, e.accuracy, e.seconds);
     };
   }
-  auto stats = TrainLocal(*impl_->model, impl_->shard, opts);
+  auto stats = TrainLocal(model, impl_->shard, opts);
   if (!stats.ok()) return stats.status();
   FitRes res;
   res.parameters = GetParameters();
@@ -73,14 +118,15 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
 }
 
 Result<EvaluateRes> LocalClient::Evaluate(const ModelState& parameters, const ImageDataset& data) {
-  FL_RETURN_IF_ERROR(SetModelState(*impl_->model, parameters));
+  Model& model = *impl_->model->model;
+  FL_RETURN_IF_ERROR(SetModelState(model, parameters));
   TensorDataset test;
   try {
     test = ToTensors(data);
   } catch (const c10::Error& e) {
     return Status::Internal("converting the evaluation set", e.what_without_backtrace());
   }
-  auto r = fl::Evaluate(*impl_->model, test);
+  auto r = fl::Evaluate(model, test);
   if (!r.ok()) return r.status();
   return EvaluateRes{r->accuracy, r->mean_loss, r->count};
 }

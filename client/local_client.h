@@ -58,14 +58,28 @@ struct EvaluateRes {
 // Per-epoch progress: (epoch, mean loss, training accuracy, seconds).
 using EpochCallback = std::function<void(int, double, double, double)>;
 
+// A model instance that several clients driven by the same thread can share,
+// so a simulation worker hosting hundreds of virtual clients holds one model,
+// not hundreds. Opaque: keeps LibTorch out of this header.
+class SharedModel;
+
+// Creates a shareable model of `architecture`. NotFound for an unknown name.
+Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture);
+
 class LocalClient final {
  public:
-  // Creates a client holding the samples of `data` at `indices` and a model of
-  // architecture `architecture`. `threads` = intra-op threads for training.
+  // Creates a client holding a copy of the samples of `data` at `indices` and a
+  // model of `architecture` (its own, or `shared` when given, which must be of
+  // the same architecture and used from one thread at a time).
+  // `threads` = intra-op threads for training.
   static Result<std::unique_ptr<LocalClient>> Create(const std::string& architecture,
                                                      const ImageDataset& data,
                                                      const std::vector<int64_t>& indices,
-                                                     int threads = 1);
+                                                     int threads = 1,
+                                                     std::shared_ptr<SharedModel> shared = nullptr);
+
+  // The architecture this client trains.
+  const std::string& architecture() const;
   ~LocalClient();
   LocalClient(const LocalClient&) = delete;
   LocalClient& operator=(const LocalClient&) = delete;

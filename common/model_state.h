@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace fl {
 
 struct TensorState {
@@ -30,6 +32,20 @@ struct ModelState {
     return n;
   }
 };
+
+// Checks that every tensor has a non-empty name, non-negative dimensions, and
+// exactly product(shape) values. Corruption otherwise, naming the tensor.
+Status CheckModelState(const ModelState& state);
+
+// Returns true iff `a` and `b` have the same tensor names, order and shapes.
+bool SameLayout(const ModelState& a, const ModelState& b);
+
+// All values of `state`, concatenated in canonical order (tensor order, row-major).
+std::vector<float> Flatten(const ModelState& state);
+
+// Adds `scale * delta[i]` to the i-th value of `state` in canonical order.
+// InvalidArgument if delta.size() != state.NumParameters().
+Status AddScaled(ModelState* state, const std::vector<float>& delta, float scale = 1.0f);
 
 }  // namespace fl
 

@@ -57,6 +57,36 @@ Result<ModelState> FedAvg(const FedAvgOptions& options) {
   return out;
 }
 
+Status FedAvgAccumulator::Add(int64_t num_examples, const std::vector<float>& delta) {
+  if (num_examples <= 0) {
+    return Status::InvalidArgument("update weight " + std::to_string(num_examples) +
+                                   " (must be > 0)");
+  }
+  if (delta.size() != sum_.size()) {
+    return Status::InvalidArgument("delta has " + std::to_string(delta.size()) +
+                                   " values, model has " + std::to_string(sum_.size()));
+  }
+  const double w = static_cast<double>(num_examples);
+  for (size_t i = 0; i < sum_.size(); ++i) sum_[i] += w * delta[i];
+  total_ += num_examples;
+  count_++;
+  return Status::OK();
+}
+
+Status FedAvgAccumulator::ApplyTo(ModelState* model, double server_lr) const {
+  if (count_ == 0) return Status::FailedPrecondition("no updates to average");
+  if (static_cast<int64_t>(sum_.size()) != model->NumParameters()) {
+    return Status::InvalidArgument("accumulator has " + std::to_string(sum_.size()) +
+                                   " values, model has " + std::to_string(model->NumParameters()));
+  }
+  const double scale = server_lr / static_cast<double>(total_);
+  size_t k = 0;
+  for (auto& t : model->tensors) {
+    for (float& v : t.values) v = static_cast<float>(v + scale * sum_[k++]);
+  }
+  return Status::OK();
+}
+
 Result<ModelState> Difference(const ModelState& after, const ModelState& before) {
   FL_RETURN_IF_ERROR(CheckSameLayout(after, before, "model"));
   ModelState out = after;

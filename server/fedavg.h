@@ -40,6 +40,31 @@ Result<ModelState> FedAvg(const FedAvgOptions& options);
 // Returns `after - before`, tensor by tensor. InvalidArgument on layout mismatch.
 Result<ModelState> Difference(const ModelState& after, const ModelState& before);
 
+// Streaming FedAvg: adds each accepted delta as it arrives, so a round holds one
+// accumulator instead of every client's delta. Accumulates in double.
+class FedAvgAccumulator final {
+ public:
+  // `num_values` = parameters in the model.
+  explicit FedAvgAccumulator(size_t num_values) : sum_(num_values, 0.0) {}
+
+  // Adds num_examples * delta. InvalidArgument on a size mismatch or a weight <= 0;
+  // the accumulator is unchanged then.
+  Status Add(int64_t num_examples, const std::vector<float>& delta);
+
+  // Number of updates added, and their total weight.
+  int count() const { return count_; }
+  int64_t total_examples() const { return total_; }
+
+  // Applies server_lr * (sum_k n_k delta_k) / (sum_k n_k) to `model`.
+  // FailedPrecondition when nothing was added.
+  Status ApplyTo(ModelState* model, double server_lr = 1.0) const;
+
+ private:
+  std::vector<double> sum_;
+  int64_t total_{0};
+  int count_{0};
+};
+
 }  // namespace fl
 
 #endif  // FEDGE_SERVER_FEDAVG_H_

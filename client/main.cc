@@ -1,0 +1,135 @@
+// fl-client: a federated learning edge client.
+//
+// Connects to an fl-server, registers, trains on each TASK with its local data,
+// sends back the delta, and exits 0 when the server says DONE. Follows a
+// restarted server by reconnecting with backoff.
+//
+//   fl-client --server tcp://aggregator:5555 --id edge-17 --data /var/lib/fedge/data
+//   fl-client --server tcp://127.0.0.1:5555 --id c3 --partition iid --num-partitions 10
+//             --partition-index 3     (a shard of a shared set, for experiments)
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+
+#include "client/local_client.h"
+#include "client/session.h"
+#include "common/dataset.h"
+#include "common/partition.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fl::ClientOptions co;
+  std::string data_dir = FL_DEFAULT_DATA_DIR;
+  std::string model = "mnist_cnn";
+  std::string partition = "none";
+  int num_partitions = 1;
+  int partition_index = 0;
+  double alpha = 0.5;
+  uint64_t seed = 1;
+  int threads = 1;
+  double max_frame_mb = 64;
+  bool quiet = false;
+  char host[64] = "client";
+  gethostname(host, sizeof(host) - 1);
+  co.id = std::string(host).substr(0, 20) + "-" + std::to_string(getpid());
+
+  CLI::App app{"fl-client: federated learning edge client (trains locally, sends deltas)"};
+  app.add_option("--server", co.server, "Aggregator endpoint, e.g. tcp://10.0.0.5:5555")
+      ->required();
+  app.add_option("--id", co.id, "Client id, 1-32 printable characters (default: host-pid)")
+      ->capture_default_str();
+  app.add_option("--data", data_dir, "Folder with this device's MNIST-format IDX files")
+      ->capture_default_str();
+  app.add_option("--model", model, "Architecture the client trains")->capture_default_str();
+  app.add_option("--partition", partition,
+                 "Use one shard of --data instead of all of it: none | iid | shards | dirichlet")
+      ->capture_default_str();
+  app.add_option("--num-partitions", num_partitions, "Shards --data is split into")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--partition-index", partition_index, "Which shard this client holds")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--alpha", alpha, "Dirichlet concentration (--partition dirichlet)")
+      ->capture_default_str();
+  app.add_option("--seed", seed, "Partition seed (must match the other clients')")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "Intra-op threads for training")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--heartbeat", co.heartbeat_seconds, "Seconds between HELLOs while idle")
+      ->capture_default_str();
+  app.add_option("--server-timeout", co.server_timeout_seconds,
+                 "Seconds of server silence before reconnecting")->capture_default_str();
+  app.add_option("--backoff-max", co.backoff_max_seconds, "Longest reconnect backoff (s)")
+      ->capture_default_str();
+  app.add_option("--max-frame-mb", max_frame_mb, "Largest frame accepted from the server (MiB)")
+      ->capture_default_str();
+  app.add_flag("--quiet", quiet, "Log warnings and errors only");
+  CLI11_PARSE(app, argc, argv);
+  if (quiet) spdlog::set_level(spdlog::level::warn);
+  co.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
+
+  auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
+  if (!train.ok()) {
+    spdlog::error("loading local data: {}", train.status().ToString());
+    return 1;
+  }
+  std::vector<int64_t> indices;
+  if (partition == "none") {
+    indices.resize(train->count);
+    for (int64_t i = 0; i < train->count; ++i) indices[i] = i;
+  } else {
+    auto scheme = fl::ParsePartitionScheme(partition);
+    if (!scheme.ok()) {
+      spdlog::error("--partition: {}", scheme.status().message());
+      return 2;
+    }
+    if (partition_index >= num_partitions) {
+      spdlog::error("--partition-index {} must be below --num-partitions {}", partition_index,
+                    num_partitions);
+      return 2;
+    }
+    fl::PartitionOptions po;
+    po.scheme = *scheme;
+    po.clients = num_partitions;
+    po.alpha = alpha;
+    po.seed = seed;
+    auto parts = fl::MakePartition(train->labels, train->num_classes, po);
+    if (!parts.ok()) {
+      spdlog::error("partition: {}", parts.status().ToString());
+      return 2;
+    }
+    indices = (*parts)[partition_index];
+  }
+  auto client = fl::LocalClient::Create(model, *train, indices, threads);
+  if (!client.ok()) {
+    spdlog::error("{}", client.status().ToString());
+    return 2;
+  }
+  spdlog::info("client {}: {} training samples, model {}, server {}", co.id, indices.size(),
+               model, co.server);
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  auto ctx = fl::transport::CreateZmqContext();
+  fl::ClientSession session(co, ctx, client->get());
+  fl::Status st = session.Start();
+  if (st.ok()) st = fl::RunClient(&session, ctx, &g_stop);
+  if (!st.ok()) {
+    spdlog::error("client {}: {}", co.id, st.ToString());
+    return 1;
+  }
+  const auto& s = session.stats();
+  spdlog::info("client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
+               "{} reconnects, {} bytes sent, {} received",
+               co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects,
+               s.bytes_sent, s.bytes_received);
+  return 0;
+}

@@ -1,0 +1,281 @@
+#include "client/session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "common/codec.h"
+#include "common/wire/envelope.h"
+#include "common/wire/serialize.h"
+#include "crypto/message.h"
+
+namespace fl {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct ClientSession::Impl {
+  ClientOptions o;
+  std::shared_ptr<transport::Context> ctx;
+  LocalClient* client;
+  std::unique_ptr<transport::Socket> sock;
+  ClientStats stats;
+  double last_heard{0};
+  double last_hello{-1e9};
+  double reconnect_at{0};
+  double backoff{0};
+  bool done{false};
+  std::string done_message;
+
+  Status Connect() {
+    transport::SocketOptions so;
+    so.max_frame_bytes = o.max_frame_bytes;
+    auto s = ctx->Connect(o.server, so);
+    if (!s.ok()) return s.status();
+    sock = std::move(s).value();
+    last_heard = Now();
+    last_hello = -1e9;
+    return SendHello();
+  }
+
+  Status Send(wire::MessageType type, uint64_t round, const std::array<uint8_t, 32>& version,
+              std::string payload) {
+    wire::Envelope env;
+    env.type = type;
+    env.sender = o.id;
+    env.round = round;
+    env.model_version = version;
+    SealedMessage m = SealMessage(env, std::move(payload));
+    stats.bytes_sent += m.envelope.size() + m.payload.size();
+    return sock->Send("", {std::move(m.envelope), std::move(m.payload)});
+  }
+
+  Status SendHello() {
+    wire::Hello h;
+    h.num_examples = client->num_examples();
+    h.architecture = client->architecture();
+    h.codecs = {wire::kCodecDenseFp32};
+    h.heartbeat_seconds = o.heartbeat_seconds;
+    last_hello = Now();
+    return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h));
+  }
+
+  void Bad(const std::string& what) {
+    stats.bad_messages++;
+    spdlog::warn("[{}] dropped message from server: {}", o.id, what);
+  }
+
+  Status HandleTask(const wire::Envelope& env, const std::string& payload) {
+    wire::Task task;
+    Status st = wire::Decode(payload, &task);
+    if (!st.ok()) {
+      Bad(st.ToString());
+      return Status::OK();
+    }
+    if (ModelVersion(task.model) != env.model_version) {
+      Bad("TASK model does not match the version in its envelope");
+      return Status::OK();
+    }
+    FitIns ins;
+    ins.parameters = std::move(task.model);
+    ins.epochs = task.config.epochs;
+    ins.batch_size = task.config.batch_size;
+    ins.lr = task.config.lr;
+    ins.momentum = task.config.momentum;
+    ins.weight_decay = task.config.weight_decay;
+    // Each client shuffles differently within a round: mix its id into the
+    // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
+    uint64_t h = 1469598103934665603ULL;
+    for (char c : o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
+    ins.seed = task.config.seed ^ h;
+    if (task.config.codec != wire::kCodecDenseFp32) {
+      Bad("TASK asks for codec '" + task.config.codec + "', this client has fp32 only");
+      return Status::OK();
+    }
+    if (o.verbose) {
+      spdlog::info("[{}] round {}: training E={} B={} lr={} on {} samples", o.id, env.round,
+                   ins.epochs, ins.batch_size, ins.lr, client->num_examples());
+    }
+    auto res = client->Fit(ins);
+    if (!res.ok()) {
+      // A task this client cannot run (wrong architecture, bad hyperparameters)
+      // is the server's mistake, not a reason to stop; say so and stay available.
+      Bad("cannot train this task: " + res.status().ToString());
+      return Status::OK();
+    }
+    stats.rounds_trained++;
+    stats.train_seconds += res->seconds;
+    stats.last_train_seconds = res->seconds;
+    std::vector<float> after = Flatten(res->parameters);
+    const std::vector<float> before = Flatten(ins.parameters);
+    for (size_t i = 0; i < after.size(); ++i) after[i] -= before[i];
+    wire::Update u;
+    u.num_examples = res->num_examples;
+    u.train_loss = res->last_epoch_loss;
+    u.train_seconds = res->seconds;
+    u.codec = wire::kCodecDenseFp32;
+    u.data = EncodeDenseFp32(after);
+    if (o.verbose) {
+      spdlog::info("[{}] round {}: trained in {:.2f} s, loss {:.4f}; sending update ({} bytes)",
+                   o.id, env.round, res->seconds, res->last_epoch_loss, u.data.size());
+    }
+    // Training may have outlasted the server timeout; the clock restarts now
+    // that we are talking to the server again.
+    last_heard = Now();
+    return Send(wire::MessageType::kUpdate, env.round, env.model_version, wire::Encode(u));
+  }
+
+  Status Handle(const transport::Received& r) {
+    stats.bytes_received += r.bytes;
+    if (r.frame_count != 2) {
+      Bad("expected 2 frames, got " + std::to_string(r.frame_count));
+      return Status::OK();
+    }
+    auto env = OpenMessage(r.frames[0], r.frames[1], o.max_frame_bytes);
+    if (!env.ok()) {
+      Bad(env.status().ToString());
+      return Status::OK();
+    }
+    last_heard = Now();
+    backoff = o.backoff_initial_seconds;
+    switch (env->type) {
+      case wire::MessageType::kTask:
+        return HandleTask(*env, r.frames[1]);
+      case wire::MessageType::kAck: {
+        wire::Reply reply;
+        if (wire::Decode(r.frames[1], &reply).ok() &&
+            reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
+          stats.updates_accepted++;
+        }
+        return Status::OK();
+      }
+      case wire::MessageType::kReject: {
+        wire::Reply reply;
+        Status st = wire::Decode(r.frames[1], &reply);
+        if (!st.ok()) {
+          Bad(st.ToString());
+          return Status::OK();
+        }
+        if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
+          stats.updates_rejected++;
+        }
+        spdlog::warn("[{}] server rejected our {} (round {}): {}: {}", o.id,
+                     wire::MessageTypeName(static_cast<wire::MessageType>(reply.in_reply_to)),
+                     env->round, reply.reason, reply.message);
+        return Status::OK();
+      }
+      case wire::MessageType::kDone: {
+        wire::Done d;
+        Status st = wire::Decode(r.frames[1], &d);
+        if (!st.ok()) {
+          Bad(st.ToString());
+          return Status::OK();
+        }
+        done = true;
+        done_message = d.message;
+        if (o.verbose) {
+          spdlog::info("[{}] server says done after {} rounds: {}", o.id, d.rounds_completed,
+                       d.message);
+        }
+        return Status::OK();
+      }
+      default:
+        Bad(std::string("unexpected ") + wire::MessageTypeName(env->type) + " from server");
+        return Status::OK();
+    }
+  }
+};
+
+ClientSession::ClientSession(ClientOptions options, std::shared_ptr<transport::Context> context,
+                             LocalClient* client)
+    : impl_(new Impl) {
+  impl_->o = std::move(options);
+  impl_->ctx = std::move(context);
+  impl_->client = client;
+  impl_->backoff = impl_->o.backoff_initial_seconds;
+}
+
+ClientSession::~ClientSession() = default;
+
+Status ClientSession::Start() {
+  if (!wire::IsValidSenderId(impl_->o.id)) {
+    return Status::InvalidArgument("client id '" + impl_->o.id +
+                                   "' must be 1-32 printable ASCII characters without spaces");
+  }
+  return impl_->Connect();
+}
+
+Status ClientSession::Step() {
+  Impl& s = *impl_;
+  if (s.done) return Status::OK();
+  if (!s.sock) {
+    if (Now() < s.reconnect_at) return Status::OK();
+    spdlog::info("[{}] reconnecting to {}", s.o.id, s.o.server);
+    return s.Connect();
+  }
+  for (int i = 0; i < 64 && !s.done; ++i) {  // bounded so one peer cannot starve the rest
+    transport::Received r;
+    auto got = s.sock->TryReceive(&r);
+    if (!got.ok()) return got.status();
+    if (!*got) break;
+    FL_RETURN_IF_ERROR(s.Handle(r));
+  }
+  if (s.done) return Status::OK();
+  const double now = Now();
+  if (now - s.last_heard > s.o.server_timeout_seconds) {
+    spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
+                 s.o.server, now - s.last_heard, s.backoff);
+    s.sock.reset();
+    s.stats.reconnects++;
+    s.reconnect_at = now + s.backoff;
+    s.backoff = std::min(2 * s.backoff, s.o.backoff_max_seconds);
+    return Status::OK();
+  }
+  if (now - s.last_hello >= s.o.heartbeat_seconds) {
+    Status st = s.SendHello();
+    // A full send queue means the server is not reading; the timeout handles it.
+    if (!st.ok() && st.code() != Status::Code::kUnavailable) return st;
+  }
+  return Status::OK();
+}
+
+transport::Socket* ClientSession::socket() const { return impl_->sock.get(); }
+
+double ClientSession::SecondsUntilDue() const {
+  const Impl& s = *impl_;
+  const double now = Now();
+  if (!s.sock) return std::max(0.0, s.reconnect_at - now);
+  const double hb = s.last_hello + s.o.heartbeat_seconds - now;
+  const double to = s.last_heard + s.o.server_timeout_seconds - now;
+  return std::max(0.0, std::min(hb, to));
+}
+
+bool ClientSession::done() const { return impl_->done; }
+const std::string& ClientSession::done_message() const { return impl_->done_message; }
+const ClientStats& ClientSession::stats() const { return impl_->stats; }
+const std::string& ClientSession::id() const { return impl_->o.id; }
+
+Status RunClient(ClientSession* session, std::shared_ptr<transport::Context> context,
+                 const std::atomic<bool>* stop) {
+  std::vector<bool> ready;
+  while (!session->done() && !(stop && stop->load())) {
+    const int wait_ms = static_cast<int>(std::min(0.2, session->SecondsUntilDue()) * 1000) + 1;
+    if (transport::Socket* s = session->socket()) {
+      auto r = context->Poll({s}, wait_ms, &ready);
+      if (!r.ok()) return r.status();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+    }
+    FL_RETURN_IF_ERROR(session->Step());
+  }
+  return Status::OK();
+}
+
+}  // namespace fl

@@ -1,0 +1,103 @@
+// The networked edge client: one connection to an aggregator, driven step by step.
+//
+// Protocol, from the client's side:
+//   connect, send HELLO; repeat HELLO every heartbeat while idle (the server
+//   answers each, which is how both sides know the other is alive);
+//   on TASK: train with the task's hyperparameters, send UPDATE (delta from
+//   the task's model), wait for ACK/REJECT, go back to idle;
+//   on DONE: finished.
+//   If the server has not answered for server_timeout, the socket is dropped and
+//   re-created after a backoff (doubling up to backoff_max), then HELLO again:
+//   this is how a client follows a restarted server.
+//
+// A ClientSession never blocks except while training. fl-client runs one in a
+// loop; fl-sim's workers each drive many over one Context::Poll.
+#ifndef FEDGE_CLIENT_SESSION_H_
+#define FEDGE_CLIENT_SESSION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "client/local_client.h"
+#include "common/status.h"
+#include "transport/transport.h"
+
+namespace fl {
+
+struct ClientOptions {
+  // Server endpoint, e.g. "tcp://10.0.0.5:5555".
+  std::string server;
+  // This client's id (1-32 printable ASCII bytes).
+  std::string id;
+  // Seconds between HELLOs while idle.
+  double heartbeat_seconds{2.0};
+  // Seconds without any message from the server before reconnecting.
+  double server_timeout_seconds{15.0};
+  // Reconnect backoff: first wait and cap, in seconds.
+  double backoff_initial_seconds{0.5};
+  double backoff_max_seconds{10.0};
+  // Largest frame accepted from the server.
+  size_t max_frame_bytes{64u << 20};
+  // Log each round at info level (off for simulations with many clients).
+  bool verbose{true};
+};
+
+// Counters a session keeps for reports and tests.
+struct ClientStats {
+  int64_t rounds_trained{0};
+  int64_t updates_accepted{0};
+  int64_t updates_rejected{0};
+  int64_t reconnects{0};
+  int64_t bad_messages{0};  // malformed or unexpected messages from the server
+  uint64_t bytes_sent{0};
+  uint64_t bytes_received{0};
+  double train_seconds{0};   // total local training time
+  double last_train_seconds{0};
+};
+
+class ClientSession final {
+ public:
+  // `client` does the training; it must outlive the session.
+  ClientSession(ClientOptions options, std::shared_ptr<transport::Context> context,
+                LocalClient* client);
+  ~ClientSession();
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
+
+  // Connects and sends the first HELLO.
+  Status Start();
+
+  // Handles every message waiting on the socket (training inline on a TASK),
+  // then sends a heartbeat or reconnects if one is due. Errors are returned only
+  // for conditions the session cannot recover from; a malformed message is
+  // counted, logged and dropped.
+  Status Step();
+
+  // The socket to poll; changes after a reconnect. Null while backing off.
+  transport::Socket* socket() const;
+
+  // Seconds until Step() has timed work to do (heartbeat, reconnect).
+  double SecondsUntilDue() const;
+
+  // True once the server sent DONE.
+  bool done() const;
+  // The server's closing message (valid when done()).
+  const std::string& done_message() const;
+
+  const ClientStats& stats() const;
+  const std::string& id() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs `session` until DONE, `*stop` becomes true, or an unrecoverable error.
+Status RunClient(ClientSession* session, std::shared_ptr<transport::Context> context,
+                 const std::atomic<bool>* stop);
+
+}  // namespace fl
+
+#endif  // FEDGE_CLIENT_SESSION_H_

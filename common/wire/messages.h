@@ -1,0 +1,86 @@
+// The payloads of fedge's messages, as plain value structs (TensorPipe
+// core/message.h style). Their serialization lives apart, in serialize.h.
+//
+// Round numbers, the model version and the sender id travel in the envelope
+// (envelope.h), where they are covered by the payload digest and signature; the
+// payloads hold only what the envelope does not.
+#ifndef FEDGE_COMMON_WIRE_MESSAGES_H_
+#define FEDGE_COMMON_WIRE_MESSAGES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/model_state.h"
+
+namespace fl {
+namespace wire {
+
+// Name of the dense, unquantized delta codec: fp32 values of every parameter in
+// canonical order (tensor order, row-major), little-endian.
+constexpr char kCodecDenseFp32[] = "fp32";
+
+// Client -> server: registration, repeated as a heartbeat while idle.
+struct Hello {
+  // Training examples the client holds (its FedAvg weight).
+  int64_t num_examples{0};
+  // Architecture the client can train, e.g. "mnist_cnn".
+  std::string architecture;
+  // Delta codecs the client can produce, best first.
+  std::vector<std::string> codecs;
+  // Heartbeat interval the client uses, so the server knows when it is late.
+  double heartbeat_seconds{0};
+};
+
+// Hyperparameters of one round of local training.
+struct TrainConfig {
+  int32_t epochs{1};
+  int64_t batch_size{10};
+  double lr{0.01};
+  double momentum{0};
+  double weight_decay{0};
+  // Seed for this client's shuffle order this round.
+  uint64_t seed{1};
+  // Seconds the client has, from receipt, before the server stops waiting.
+  double deadline_seconds{60};
+  // Codec the server wants the delta in.
+  std::string codec{kCodecDenseFp32};
+};
+
+// Server -> client: train from this global model (its version is in the envelope).
+struct Task {
+  TrainConfig config;
+  ModelState model;
+};
+
+// Client -> server: the result of local training for the envelope's round,
+// as a delta from the envelope's base model version.
+struct Update {
+  int64_t num_examples{0};
+  double train_loss{0};
+  double train_seconds{0};
+  std::string codec;
+  // The encoded delta (see codec.h).
+  std::string data;
+};
+
+// Server -> client: ACK (accepted) or REJECT (refused). `reason` is a short
+// machine-readable code (e.g. "stale_round"), `message` a sentence for people.
+struct Reply {
+  // Type of the message this answers (a MessageType value: HELLO or UPDATE).
+  uint8_t in_reply_to{0};
+  std::string reason;
+  std::string message;
+};
+
+// Server -> client: the federation is over.
+struct Done {
+  uint64_t rounds_completed{0};
+  double final_accuracy{0};
+  std::string message;
+};
+
+}  // namespace wire
+}  // namespace fl
+
+#endif  // FEDGE_COMMON_WIRE_MESSAGES_H_

@@ -1,0 +1,173 @@
+#include "common/wire/serialize.h"
+
+#include <cereal/archives/binary.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/vector.hpp>
+
+#include <cstring>
+#include <sstream>
+
+namespace cereal {
+
+// A binary input archive over a memory span that refuses, before any
+// allocation, a container size larger than the bytes that remain (every element
+// takes at least one byte). Wire-compatible with cereal::BinaryOutputArchive.
+class BoundedInputArchive : public InputArchive<BoundedInputArchive, AllowEmptyClassElision> {
+ public:
+  BoundedInputArchive(const char* data, size_t size)
+      : InputArchive<BoundedInputArchive, AllowEmptyClassElision>(this), p_(data), left_(size) {}
+
+  void loadBinary(void* const data, std::streamsize size) {
+    if (size < 0 || static_cast<size_t>(size) > left_) {
+      throw Exception("payload truncated: need " + std::to_string(size) + " bytes, " +
+                      std::to_string(left_) + " left");
+    }
+    std::memcpy(data, p_, static_cast<size_t>(size));
+    p_ += size;
+    left_ -= static_cast<size_t>(size);
+  }
+  size_t remaining() const { return left_; }
+
+ private:
+  const char* p_;
+  size_t left_;
+};
+
+template <class T>
+inline typename std::enable_if<std::is_arithmetic<T>::value, void>::type CEREAL_LOAD_FUNCTION_NAME(
+    BoundedInputArchive& ar, T& t) {
+  ar.loadBinary(std::addressof(t), sizeof(t));
+}
+
+template <class T>
+inline void CEREAL_SERIALIZE_FUNCTION_NAME(BoundedInputArchive& ar, NameValuePair<T>& t) {
+  ar(t.value);
+}
+
+// The bound: a length may not exceed the bytes left.
+template <class T>
+inline void CEREAL_SERIALIZE_FUNCTION_NAME(BoundedInputArchive& ar, SizeTag<T>& t) {
+  ar(t.size);
+  if (static_cast<uint64_t>(t.size) > ar.remaining()) {
+    throw Exception("length " + std::to_string(static_cast<uint64_t>(t.size)) +
+                    " exceeds the " + std::to_string(ar.remaining()) + " bytes left");
+  }
+}
+
+template <class T>
+inline void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, BinaryData<T>& bd) {
+  ar.loadBinary(bd.data, static_cast<std::streamsize>(bd.size));
+}
+
+}  // namespace cereal
+
+CEREAL_REGISTER_ARCHIVE(cereal::BoundedInputArchive)
+// Only the input -> output direction: BinaryOutputArchive already pairs with
+// cereal's own BinaryInputArchive.
+namespace cereal {
+namespace traits {
+namespace detail {
+template <>
+struct get_output_from_input<cereal::BoundedInputArchive> {
+  using type = cereal::BinaryOutputArchive;
+};
+}  // namespace detail
+}  // namespace traits
+}  // namespace cereal
+
+namespace fl {
+
+template <class Archive>
+void serialize(Archive& ar, TensorState& t) {
+  ar(t.name, t.shape, t.values);
+}
+template <class Archive>
+void serialize(Archive& ar, ModelState& m) {
+  ar(m.architecture, m.tensors);
+}
+
+namespace wire {
+
+template <class Archive>
+void serialize(Archive& ar, Hello& m) {
+  ar(m.num_examples, m.architecture, m.codecs, m.heartbeat_seconds);
+}
+template <class Archive>
+void serialize(Archive& ar, TrainConfig& m) {
+  ar(m.epochs, m.batch_size, m.lr, m.momentum, m.weight_decay, m.seed, m.deadline_seconds,
+     m.codec);
+}
+template <class Archive>
+void serialize(Archive& ar, Task& m) {
+  ar(m.config, m.model);
+}
+template <class Archive>
+void serialize(Archive& ar, Update& m) {
+  ar(m.num_examples, m.train_loss, m.train_seconds, m.codec, m.data);
+}
+template <class Archive>
+void serialize(Archive& ar, Reply& m) {
+  ar(m.in_reply_to, m.reason, m.message);
+}
+template <class Archive>
+void serialize(Archive& ar, Done& m) {
+  ar(m.rounds_completed, m.final_accuracy, m.message);
+}
+
+namespace {
+
+template <typename T>
+std::string EncodeAny(const T& m) {
+  std::ostringstream os(std::ios::binary);
+  {
+    cereal::BinaryOutputArchive ar(os);
+    ar(m);
+  }
+  return os.str();
+}
+
+template <typename T>
+Status DecodeAny(const std::string& bytes, T* out, const char* what) {
+  try {
+    cereal::BoundedInputArchive ar(bytes.data(), bytes.size());
+    T m;
+    ar(m);
+    if (ar.remaining() != 0) {
+      return Status::Corruption(std::string(what) + " payload has " +
+                                std::to_string(ar.remaining()) + " trailing bytes");
+    }
+    *out = std::move(m);
+    return Status::OK();
+  } catch (const cereal::Exception& e) {
+    return Status::Corruption(std::string(what) + " payload malformed", e.what());
+  } catch (const std::bad_alloc&) {
+    return Status::Corruption(std::string(what) + " payload malformed", "allocation refused");
+  } catch (const std::length_error& e) {
+    return Status::Corruption(std::string(what) + " payload malformed", e.what());
+  }
+}
+
+}  // namespace
+
+std::string Encode(const Hello& m) { return EncodeAny(m); }
+std::string Encode(const Task& m) { return EncodeAny(m); }
+std::string Encode(const Update& m) { return EncodeAny(m); }
+std::string Encode(const Reply& m) { return EncodeAny(m); }
+std::string Encode(const Done& m) { return EncodeAny(m); }
+std::string Encode(const ModelState& m) { return EncodeAny(m); }
+
+Status Decode(const std::string& b, Hello* out) { return DecodeAny(b, out, "HELLO"); }
+Status Decode(const std::string& b, Task* out) {
+  FL_RETURN_IF_ERROR(DecodeAny(b, out, "TASK"));
+  return CheckModelState(out->model).WithContext("TASK model");
+}
+Status Decode(const std::string& b, Update* out) { return DecodeAny(b, out, "UPDATE"); }
+Status Decode(const std::string& b, Reply* out) { return DecodeAny(b, out, "REPLY"); }
+Status Decode(const std::string& b, Done* out) { return DecodeAny(b, out, "DONE"); }
+Status Decode(const std::string& b, ModelState* out) {
+  FL_RETURN_IF_ERROR(DecodeAny(b, out, "model"));
+  return CheckModelState(*out);
+}
+
+}  // namespace wire
+}  // namespace fl

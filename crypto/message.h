@@ -1,0 +1,43 @@
+// Sealing and opening fedge messages: the envelope plus its payload.
+//
+// Receive order (DESIGN.md invariant): bound, authenticate, decode. OpenMessage
+// is the first two steps: it refuses a payload above the size limit for its
+// type, parses the fixed-size envelope with a bounds-checked reader, checks the
+// declared payload length against the frame and the payload's SHA-256 against
+// the envelope; only then may the caller hand the payload to a decoder.
+// (Signatures fill the envelope's signature slot once identities exist.)
+#ifndef FEDGE_CRYPTO_MESSAGE_H_
+#define FEDGE_CRYPTO_MESSAGE_H_
+
+#include <string>
+
+#include "common/model_state.h"
+#include "common/status.h"
+#include "common/wire/envelope.h"
+
+namespace fl {
+
+// A message ready for the wire: frame 0 and frame 1.
+struct SealedMessage {
+  std::string envelope;
+  std::string payload;
+};
+
+// Fills in `env.payload_length` and `env.payload_digest` from `payload` and
+// encodes the envelope.
+SealedMessage SealMessage(wire::Envelope env, std::string payload);
+
+// Checks a received envelope/payload pair; see the file comment.
+// `max_payload_bytes` bounds the payload of any type.
+Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::string& payload,
+                                   size_t max_payload_bytes);
+
+// The content address of a model: SHA-256 of its canonical serialization.
+std::array<uint8_t, 32> ModelVersion(const ModelState& state);
+
+// Short hex form of a version for logs (first 12 hex characters).
+std::string ShortVersion(const std::array<uint8_t, 32>& version);
+
+}  // namespace fl
+
+#endif  // FEDGE_CRYPTO_MESSAGE_H_

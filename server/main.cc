@@ -1,0 +1,93 @@
+// fl-server: the federated learning aggregator.
+//
+//   fl-server --bind tcp://*:5555 --model mnist_cnn --rounds 50 --fraction 0.1
+//             --min-clients 10 --data data/mnist --out runs/prod
+//   fl-server ... --resume        # continue from runs/prod/checkpoint.fl
+//
+// SIGINT/SIGTERM abandon the round in progress, keep the last checkpoint and exit 0.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+
+#include "server/server.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fl::ServerOptions o;
+  o.data_dir = FL_DEFAULT_DATA_DIR;
+  double max_frame_mb = 64;
+  bool quiet = false;
+  bool no_eval = false;
+  CLI::App app{"fl-server: federated learning aggregator (FedAvg over ZeroMQ)"};
+  app.add_option("--bind", o.bind, "Endpoint to listen on")->capture_default_str();
+  app.add_option("--model", o.model, "Architecture of the global model")->capture_default_str();
+  app.add_option("--rounds", o.rounds, "Rounds to run")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--min-clients", o.min_clients, "Active clients needed to start a round")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--fraction,-C", o.fraction, "Fraction of active clients selected per round")
+      ->capture_default_str()->check(CLI::Range(1e-9, 1.0));
+  app.add_option("--deadline", o.round_deadline_seconds, "Seconds a round waits for updates")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--client-timeout", o.client_timeout_seconds,
+                 "Seconds of silence after which a client is not selected")->capture_default_str();
+  app.add_option("--epochs,-E", o.train.epochs, "Local epochs")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch,-B", o.train.batch_size, "Local batch size (0 = whole shard)")
+      ->capture_default_str();
+  app.add_option("--lr", o.train.lr, "Client SGD learning rate")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--momentum", o.train.momentum, "Client SGD momentum")->capture_default_str();
+  app.add_option("--weight-decay", o.train.weight_decay, "Client L2 weight decay")
+      ->capture_default_str();
+  app.add_option("--server-lr", o.server_lr, "Server learning rate on the averaged delta")
+      ->capture_default_str();
+  app.add_option("--data", o.data_dir, "MNIST-format folder whose test split evaluates the model")
+      ->capture_default_str();
+  app.add_flag("--no-eval", no_eval, "Do not evaluate the global model");
+  app.add_option("--eval-every", o.eval_every, "Evaluate every N rounds")->capture_default_str();
+  app.add_option("--out", o.out_dir, "Folder for rounds.csv and checkpoint.fl");
+  app.add_flag("--resume", o.resume, "Continue from the checkpoint in --out");
+  app.add_option("--seed", o.seed, "Seed of the initial model and client selection")
+      ->capture_default_str();
+  app.add_option("--max-frame-mb", max_frame_mb, "Largest accepted frame (MiB)")
+      ->capture_default_str();
+  app.add_option("--linger", o.done_linger_seconds, "Seconds to answer stragglers after DONE")
+      ->capture_default_str();
+  app.add_flag("--quiet", quiet, "Log warnings and errors only");
+  CLI11_PARSE(app, argc, argv);
+  if (quiet) spdlog::set_level(spdlog::level::warn);
+  if (no_eval) o.data_dir.clear();
+  o.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
+  o.verbose = !quiet;
+  spdlog::info("seed {}", o.seed);
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  auto server = fl::Server::Create(o, fl::transport::CreateZmqContext());
+  if (!server.ok()) {
+    spdlog::error("{}", server.status().ToString());
+    return 1;
+  }
+  auto sum = (*server)->Run(&g_stop, nullptr);
+  if (!sum.ok()) {
+    spdlog::error("{}", sum.status().ToString());
+    return 1;
+  }
+  std::string rej;
+  for (const auto& [reason, n] : sum->rejected) rej += " " + reason + "=" + std::to_string(n);
+  spdlog::info("{} after {} rounds: final test accuracy {:.2f}%, {} bytes up, {} down; "
+               "refused:{}",
+               sum->interrupted ? "stopped" : "finished", sum->rounds_completed,
+               100 * sum->final_accuracy, sum->upload_bytes, sum->download_bytes,
+               rej.empty() ? " none" : rej);
+  return 0;
+}

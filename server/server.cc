@@ -1,0 +1,525 @@
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "common/codec.h"
+#include "common/dataset.h"
+#include "common/model_zoo.h"
+#include "common/random.h"
+#include "common/trainer.h"
+#include "common/wire/envelope.h"
+#include "common/wire/serialize.h"
+#include "crypto/message.h"
+#include "server/checkpoint.h"
+#include "server/fedavg.h"
+
+namespace fl {
+
+const char kRoundsCsvHeader[] =
+    "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds";
+
+namespace {
+
+using Version = std::array<uint8_t, 32>;
+
+// The server's id in envelopes it sends.
+const char kServerId[] = "server";
+// Log at most this many refusals per reason per round; the rest are counted.
+const int kLogPerReason = 5;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct ClientEntry {
+  std::string peer;  // transport routing id of its current connection
+  int64_t num_examples{0};
+  double last_seen{0};
+};
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions o;
+  std::shared_ptr<transport::Context> ctx;
+  std::unique_ptr<transport::Socket> sock;
+  ModelPtr eval_model;
+  TensorDataset test_set;
+  bool have_test_set{false};
+
+  ModelState global;
+  Version version{};
+  uint64_t round{0};       // last completed round
+  std::map<std::string, ClientEntry> clients;
+
+  // State of the round being collected (collecting == true).
+  bool collecting{false};
+  uint64_t current_round{0};
+  std::set<std::string> pending;   // selected, not yet answered
+  std::set<std::string> selected;
+  std::unique_ptr<FedAvgAccumulator> acc;
+  SealedMessage task_message;
+  RoundMetrics m;
+  double last_accept_time{0};
+  double train_loss_sum{0};
+  std::map<std::string, int64_t> totals_rejected;
+  bool finished{false};
+  wire::Done done_msg;
+
+  // --- sending --------------------------------------------------------------
+
+  Status SendRaw(const std::string& peer, const SealedMessage& msg) {
+    Status st = sock->Send(peer, {msg.envelope, msg.payload});
+    if (st.ok()) m.download_bytes += msg.envelope.size() + msg.payload.size();
+    return st;
+  }
+
+  Status Send(const std::string& peer, wire::MessageType type, uint64_t r, std::string payload) {
+    wire::Envelope env;
+    env.type = type;
+    env.sender = kServerId;
+    env.round = r;
+    env.model_version = version;
+    return SendRaw(peer, SealMessage(env, std::move(payload)));
+  }
+
+  void Reply(const std::string& peer, bool accepted, wire::MessageType about, uint64_t r,
+             const std::string& reason, const std::string& message) {
+    wire::Reply reply;
+    reply.in_reply_to = static_cast<uint8_t>(about);
+    reply.reason = reason;
+    reply.message = message;
+    // A peer that is gone cannot be told; that is not an error for the server.
+    (void)Send(peer, accepted ? wire::MessageType::kAck : wire::MessageType::kReject, r,
+               wire::Encode(reply));
+  }
+
+  // Refuses a message: counter, throttled log line, REJECT to the sender.
+  void Refuse(const std::string& peer, const std::string& who, wire::MessageType about,
+              uint64_t r, const std::string& reason, const std::string& message) {
+    const int64_t n = ++m.rejected[reason];
+    totals_rejected[reason]++;
+    if (n <= kLogPerReason) {
+      spdlog::warn("refused {} from {}: {}: {}{}", wire::MessageTypeName(about), who, reason,
+                   message, n == kLogPerReason ? " (further ones this round are only counted)" : "");
+    }
+    Reply(peer, false, about, r, reason, message);
+  }
+
+  // --- receiving ------------------------------------------------------------
+
+  void Handle(const transport::Received& rx) {
+    m.upload_bytes += rx.bytes;
+    const std::string who = "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000);
+    if (rx.frame_count != 2) {
+      Refuse(rx.peer, who, wire::MessageType::kHello, 0, "bad_frames",
+             "expected 2 frames (envelope, payload), got " + std::to_string(rx.frame_count));
+      return;
+    }
+    // Bound and authenticate before anything is decoded.
+    auto env = OpenMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
+    if (!env.ok()) {
+      const char* reason = env.status().IsUnauthenticated() ? "bad_digest" : "bad_envelope";
+      Refuse(rx.peer, who, wire::MessageType::kHello, 0, reason, env.status().message());
+      return;
+    }
+    if (finished) {
+      (void)Send(rx.peer, wire::MessageType::kDone, round, wire::Encode(done_msg));
+      return;
+    }
+    switch (env->type) {
+      case wire::MessageType::kHello:
+        return HandleHello(rx.peer, *env, rx.frames[1]);
+      case wire::MessageType::kUpdate:
+        return HandleUpdate(rx.peer, *env, rx.frames[1]);
+      default:
+        Refuse(rx.peer, env->sender, env->type, env->round, "unexpected_type",
+               std::string("a server does not accept ") + wire::MessageTypeName(env->type));
+    }
+  }
+
+  void HandleHello(const std::string& peer, const wire::Envelope& env, const std::string& payload) {
+    wire::Hello h;
+    Status st = wire::Decode(payload, &h);
+    if (!st.ok()) {
+      Refuse(peer, env.sender, env.type, env.round, "bad_payload", st.message());
+      return;
+    }
+    if (h.architecture != global.architecture) {
+      Refuse(peer, env.sender, env.type, env.round, "wrong_architecture",
+             "this federation trains '" + global.architecture + "', client has '" +
+                 h.architecture + "'");
+      return;
+    }
+    if (h.num_examples <= 0) {
+      Refuse(peer, env.sender, env.type, env.round, "bad_payload",
+             "num_examples must be > 0, got " + std::to_string(h.num_examples));
+      return;
+    }
+    if (std::find(h.codecs.begin(), h.codecs.end(), o.train.codec) == h.codecs.end()) {
+      Refuse(peer, env.sender, env.type, env.round, "no_common_codec",
+             "server needs codec '" + o.train.codec + "'");
+      return;
+    }
+    auto it = clients.find(env.sender);
+    const bool is_new = it == clients.end();
+    ClientEntry& c = clients[env.sender];
+    const bool moved = !is_new && c.peer != peer;
+    c.peer = peer;
+    c.num_examples = h.num_examples;
+    c.last_seen = Now();
+    if (is_new && o.verbose) {
+      spdlog::info("client {} registered ({} examples); {} known", env.sender, h.num_examples,
+                   clients.size());
+    }
+    Reply(peer, true, wire::MessageType::kHello, current_round, "welcome", "");
+    // A selected client that reconnected mid-round lost its TASK; send it again.
+    if (moved && collecting && pending.count(env.sender)) {
+      (void)SendRaw(peer, task_message);
+    }
+  }
+
+  void HandleUpdate(const std::string& peer, const wire::Envelope& env,
+                    const std::string& payload) {
+    const auto who = env.sender;
+    auto it = clients.find(who);
+    if (it == clients.end()) {
+      Refuse(peer, who, env.type, env.round, "unknown_client", "send HELLO first");
+      return;
+    }
+    it->second.last_seen = Now();
+    if (!collecting || env.round != current_round) {
+      Refuse(peer, who, env.type, env.round, "stale_round",
+             "update for round " + std::to_string(env.round) +
+                 (collecting ? "; collecting round " + std::to_string(current_round)
+                             : "; no round is open"));
+      return;
+    }
+    if (!selected.count(who)) {
+      Refuse(peer, who, env.type, env.round, "not_selected",
+             "client was not selected for round " + std::to_string(current_round));
+      return;
+    }
+    if (!pending.count(who)) {
+      Refuse(peer, who, env.type, env.round, "duplicate", "already answered this round");
+      return;
+    }
+    if (env.model_version != version) {
+      Refuse(peer, who, env.type, env.round, "wrong_base",
+             "delta is from model " + ShortVersion(env.model_version) + ", round started from " +
+                 ShortVersion(version));
+      return;
+    }
+    wire::Update u;
+    Status st = wire::Decode(payload, &u);
+    if (!st.ok()) {
+      Refuse(peer, who, env.type, env.round, "bad_payload", st.message());
+      return;
+    }
+    if (u.codec != wire::kCodecDenseFp32) {
+      Refuse(peer, who, env.type, env.round, "bad_codec", "codec '" + u.codec + "' not supported");
+      return;
+    }
+    if (u.num_examples <= 0) {
+      Refuse(peer, who, env.type, env.round, "bad_payload",
+             "num_examples must be > 0, got " + std::to_string(u.num_examples));
+      return;
+    }
+    std::vector<float> delta;
+    st = DecodeDenseFp32(u.data, static_cast<size_t>(global.NumParameters()), &delta);
+    if (!st.ok()) {
+      Refuse(peer, who, env.type, env.round, "bad_delta", st.message());
+      return;
+    }
+    st = acc->Add(u.num_examples, delta);
+    if (!st.ok()) {
+      Refuse(peer, who, env.type, env.round, "bad_delta", st.message());
+      return;
+    }
+    pending.erase(who);
+    m.participants++;
+    m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
+    train_loss_sum += u.train_loss;
+    last_accept_time = Now();
+    Reply(peer, true, wire::MessageType::kUpdate, env.round, "accepted", "");
+  }
+
+  // Receives and handles messages until `until` (a Now() time) or `*stop`.
+  // Returns early when `done_when` says so.
+  Status Pump(double until, const std::atomic<bool>* stop, const std::function<bool()>& done_when) {
+    std::vector<bool> ready;
+    while (!(stop && stop->load()) && !(done_when && done_when())) {
+      const double left = until - Now();
+      if (left <= 0) break;
+      auto r = ctx->Poll({sock.get()}, static_cast<int>(std::min(left, 0.2) * 1000) + 1, &ready);
+      if (!r.ok()) return r.status();
+      // Drain what is waiting, bounded so the deadline is still checked.
+      for (int i = 0; i < 256; ++i) {
+        transport::Received rx;
+        auto got = sock->TryReceive(&rx);
+        if (!got.ok()) return got.status();
+        if (!*got) break;
+        Handle(rx);
+      }
+    }
+    return Status::OK();
+  }
+
+  int ActiveClients(std::vector<std::string>* ids) const {
+    const double now = Now();
+    int n = 0;
+    for (const auto& [id, c] : clients) {
+      if (now - c.last_seen <= o.client_timeout_seconds) {
+        ++n;
+        if (ids) ids->push_back(id);
+      }
+    }
+    return n;
+  }
+
+  Status Evaluate(RoundMetrics* rm) {
+    rm->test_accuracy = std::nan("");
+    rm->test_loss = std::nan("");
+    if (!have_test_set) return Status::OK();
+    FL_RETURN_IF_ERROR(SetModelState(*eval_model, global));
+    auto r = fl::Evaluate(*eval_model, test_set);
+    if (!r.ok()) return r.status();
+    rm->test_accuracy = r->accuracy;
+    rm->test_loss = r->mean_loss;
+    return Status::OK();
+  }
+
+  Status AppendCsv(const RoundMetrics& rm) {
+    if (o.out_dir.empty()) return Status::OK();
+    const std::string path = o.out_dir + "/rounds.csv";
+    struct stat st;
+    const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+    FILE* f = std::fopen(path.c_str(), "a");
+    if (!f) return Status::IOError(path, "cannot open for append");
+    if (!exists) std::fprintf(f, "%s\n", kRoundsCsvHeader);
+    std::fprintf(f, "%llu,%d,%.6f,%.6f,%llu,%llu,%.3f\n",
+                 static_cast<unsigned long long>(rm.round), rm.participants, rm.test_accuracy,
+                 rm.test_loss, static_cast<unsigned long long>(rm.upload_bytes),
+                 static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds);
+    std::fflush(f);
+    ::fsync(fileno(f));
+    std::fclose(f);
+    return Status::OK();
+  }
+
+  Status RunRound(uint64_t r, const std::atomic<bool>* stop, bool* abandoned) {
+    m = RoundMetrics();
+    m.round = r;
+    // 1. Wait for enough clients.
+    double next_log = Now();
+    while (ActiveClients(nullptr) < o.min_clients) {
+      if (stop && stop->load()) {
+        *abandoned = true;
+        return Status::OK();
+      }
+      if (Now() >= next_log) {
+        spdlog::info("round {}: waiting for clients ({} of {} active)", r, ActiveClients(nullptr),
+                     o.min_clients);
+        next_log = Now() + 5;
+      }
+      FL_RETURN_IF_ERROR(Pump(Now() + 0.5, stop, nullptr));
+    }
+    // 2. Select.
+    const double t0 = Now();
+    std::vector<std::string> active;
+    ActiveClients(&active);  // sorted by id (std::map order)
+    const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+    Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
+    rng.Shuffle(&active);
+    active.resize(std::min<size_t>(active.size(), want));
+    selected = std::set<std::string>(active.begin(), active.end());
+    pending = selected;
+    m.selected = static_cast<int>(selected.size());
+    // 3. One TASK, encoded and hashed once, sent to every selected client.
+    wire::Task task;
+    task.config = o.train;
+    task.config.seed = o.seed * 1000003ULL + r;
+    task.config.deadline_seconds = o.round_deadline_seconds;
+    task.model = global;
+    wire::Envelope env;
+    env.type = wire::MessageType::kTask;
+    env.sender = kServerId;
+    env.round = r;
+    env.model_version = version;
+    task_message = SealMessage(env, wire::Encode(task));
+    current_round = r;
+    collecting = true;
+    acc = std::make_unique<FedAvgAccumulator>(static_cast<size_t>(global.NumParameters()));
+    train_loss_sum = 0;
+    last_accept_time = t0;
+    for (const auto& id : active) {
+      Status st = SendRaw(clients[id].peer, task_message);
+      if (!st.ok()) {
+        spdlog::warn("round {}: could not send TASK to {}: {}", r, id, st.message());
+        pending.erase(id);
+        clients[id].last_seen = -1e18;  // gone until it says HELLO again
+      }
+    }
+    if (o.verbose) {
+      spdlog::info("round {}: selected {} of {} active clients, model {}", r, m.selected,
+                   ActiveClients(nullptr), ShortVersion(version));
+    }
+    // 4. Collect.
+    const double deadline = t0 + o.round_deadline_seconds;
+    FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] { return pending.empty(); }));
+    collecting = false;
+    if (stop && stop->load()) {
+      spdlog::warn("round {} abandoned on signal; the checkpoint of round {} stays", r, round);
+      *abandoned = true;
+      return Status::OK();
+    }
+    m.collect_seconds = (pending.empty() ? last_accept_time : Now()) - t0;
+    for (const auto& id : pending) {
+      spdlog::warn("round {}: {} missed the {:.0f} s deadline", r, id, o.round_deadline_seconds);
+      clients[id].last_seen = -1e18;
+    }
+    // 5. Aggregate, evaluate, persist.
+    if (acc->count() > 0) {
+      FL_RETURN_IF_ERROR(acc->ApplyTo(&global, o.server_lr));
+      version = ModelVersion(global);
+      m.mean_train_loss = train_loss_sum / acc->count();
+    } else {
+      spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
+    }
+    acc.reset();
+    const bool eval = (r % std::max(1, o.eval_every) == 0) || r == static_cast<uint64_t>(o.rounds);
+    if (eval) {
+      FL_RETURN_IF_ERROR(Evaluate(&m));
+    } else {
+      m.test_accuracy = m.test_loss = std::nan("");
+    }
+    round = r;
+    if (!o.out_dir.empty()) {
+      Checkpoint c{round, o.seed, global};
+      FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c));
+    }
+    m.round_seconds = Now() - t0;
+    FL_RETURN_IF_ERROR(AppendCsv(m));
+    return Status::OK();
+  }
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
+                                               std::shared_ptr<transport::Context> context) {
+  auto impl = std::make_unique<Impl>();
+  impl->o = std::move(options);
+  impl->ctx = std::move(context);
+  const ServerOptions& o = impl->o;
+  if (o.rounds < 1) return Status::InvalidArgument("rounds must be >= 1");
+  if (o.min_clients < 1) return Status::InvalidArgument("min_clients must be >= 1");
+  if (!(o.fraction > 0 && o.fraction <= 1)) {
+    return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
+  }
+  if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
+  if (o.train.codec != wire::kCodecDenseFp32) {
+    return Status::InvalidArgument("codec '" + o.train.codec + "' not supported (fp32)");
+  }
+  auto model = CreateModel(o.model, o.seed);
+  if (!model.ok()) return model.status();
+  impl->eval_model = std::move(model).value();
+  impl->global = GetModelState(o.model, *impl->eval_model);
+
+  if (!o.out_dir.empty()) {
+    ::mkdir(o.out_dir.c_str(), 0755);
+    struct stat st;
+    if (::stat(o.out_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Status::IOError(o.out_dir, "cannot create output folder");
+    }
+  }
+  if (o.resume) {
+    if (o.out_dir.empty()) return Status::InvalidArgument("--resume needs an output folder");
+    auto c = ReadCheckpoint(o.out_dir + "/checkpoint.fl");
+    if (c.ok()) {
+      if (!SameLayout(c->model, impl->global)) {
+        return Status::InvalidArgument(o.out_dir + "/checkpoint.fl",
+                                       "holds a '" + c->model.architecture +
+                                           "' model, this run trains '" + o.model + "'");
+      }
+      impl->global = std::move(c->model);
+      impl->round = c->round;
+      spdlog::info("resuming after round {} from {}/checkpoint.fl", impl->round, o.out_dir);
+    } else if (c.status().IsNotFound()) {
+      spdlog::info("no checkpoint in {}; starting from round 1", o.out_dir);
+    } else {
+      return c.status();
+    }
+  }
+  impl->version = ModelVersion(impl->global);
+
+  if (!o.data_dir.empty()) {
+    auto test = LoadMnistFolder(o.data_dir, Split::kTest);
+    if (!test.ok()) return test.status().WithContext("server test set");
+    impl->test_set = ToTensors(*test);
+    impl->have_test_set = true;
+  }
+  transport::SocketOptions so;
+  so.max_frame_bytes = o.max_frame_bytes;
+  auto sock = impl->ctx->Listen(o.bind, so);
+  if (!sock.ok()) return sock.status();
+  impl->sock = std::move(sock).value();
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+std::string Server::endpoint() const { return impl_->sock->endpoint(); }
+uint64_t Server::first_round() const { return impl_->round + 1; }
+
+Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCallback& on_round) {
+  Impl& s = *impl_;
+  ServerSummary sum;
+  if (s.o.verbose) {
+    spdlog::info("serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s",
+                 s.o.model, endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
+                 s.o.round_deadline_seconds);
+  }
+  for (uint64_t r = s.round + 1; r <= static_cast<uint64_t>(s.o.rounds); ++r) {
+    bool abandoned = false;
+    FL_RETURN_IF_ERROR(s.RunRound(r, stop, &abandoned));
+    if (abandoned) {
+      sum.interrupted = true;
+      break;
+    }
+    sum.upload_bytes += s.m.upload_bytes;
+    sum.download_bytes += s.m.download_bytes;
+    if (!std::isnan(s.m.test_accuracy)) {
+      sum.final_accuracy = s.m.test_accuracy;
+      sum.final_loss = s.m.test_loss;
+    }
+    if (s.o.verbose) {
+      spdlog::info("round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s", r,
+                   s.m.participants, s.m.selected, 100 * s.m.test_accuracy, s.m.round_seconds);
+    }
+    if (on_round) on_round(s.m);
+  }
+  sum.rounds_completed = s.round;
+  sum.rejected = s.totals_rejected;
+  if (!sum.interrupted) {
+    // Tell everyone, then answer stragglers with DONE for a little while.
+    s.finished = true;
+    s.done_msg.rounds_completed = s.round;
+    s.done_msg.final_accuracy = sum.final_accuracy;
+    s.done_msg.message = "federation finished after " + std::to_string(s.round) + " rounds";
+    for (const auto& [id, c] : s.clients) {
+      (void)s.Send(c.peer, wire::MessageType::kDone, s.round, wire::Encode(s.done_msg));
+    }
+    FL_RETURN_IF_ERROR(s.Pump(Now() + s.o.done_linger_seconds, stop, nullptr));
+  }
+  return sum;
+}
+
+}  // namespace fl

@@ -1,0 +1,142 @@
+// The aggregator: client registry, rounds, FedAvg, evaluation, checkpoints.
+//
+// One thread (the caller of Run) owns the listening socket and does everything:
+// receive, verify, aggregate, evaluate, checkpoint. A round:
+//   1. wait until at least min_clients clients are active (heard from within
+//      client_timeout);
+//   2. select max(1, round(fraction * active)) of them with a seeded RNG;
+//   3. send each a TASK (global model, version hash, hyperparameters, deadline);
+//   4. collect UPDATEs until every selected client answered or the deadline
+//      passed (a client that vanished does not hold the round up);
+//   5. FedAvg the accepted deltas, evaluate on the test set if one is
+//      configured, write the checkpoint and a row of rounds.csv.
+// After the last round every known client gets DONE.
+//
+// Every incoming message is checked in the order bound, authenticate, decode
+// (see crypto/message.h). Anything refused gets a REJECT with a reason code, a
+// log line (the first few per reason and round) and a per-reason counter in the
+// round's metrics; it never touches the global model, and the server carries on.
+#ifndef FEDGE_SERVER_SERVER_H_
+#define FEDGE_SERVER_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "common/wire/messages.h"
+#include "transport/transport.h"
+
+namespace fl {
+
+struct ServerOptions {
+  // Endpoint to listen on.
+  std::string bind{"tcp://*:5555"};
+  // Architecture of the global model (model zoo name).
+  std::string model{"mnist_cnn"};
+  // Seed of the initial model and of client selection.
+  uint64_t seed{1};
+  // Rounds to run.
+  int rounds{10};
+  // Clients that must be active before a round starts.
+  int min_clients{2};
+  // Fraction C of active clients selected each round.
+  double fraction{0.1};
+  // Seconds a round waits for updates.
+  double round_deadline_seconds{120};
+  // A client not heard from for this long is not selected.
+  double client_timeout_seconds{15};
+  // Local training hyperparameters sent with each TASK.
+  wire::TrainConfig train;
+  // Server learning rate on the averaged delta (1 = plain FedAvg).
+  double server_lr{1.0};
+  // Folder with MNIST-format IDX files whose test split is used to evaluate
+  // the global model after each round; empty = no evaluation.
+  std::string data_dir;
+  // Evaluate every this many rounds (and always after the last).
+  int eval_every{1};
+  // Folder for rounds.csv and checkpoint.fl; empty = write nothing.
+  std::string out_dir;
+  // Continue from out_dir/checkpoint.fl when it exists.
+  bool resume{false};
+  // Largest frame accepted (bounds every incoming message before it is read).
+  size_t max_frame_bytes{64u << 20};
+  // After DONE, keep answering late clients with DONE for this long.
+  double done_linger_seconds{2.0};
+  // Log each round at info level.
+  bool verbose{true};
+};
+
+// What happened in one round.
+struct RoundMetrics {
+  uint64_t round{0};
+  int selected{0};
+  // Clients whose update was accepted and averaged.
+  int participants{0};
+  // Test accuracy and loss of the new global model (NaN when not evaluated).
+  double test_accuracy{0};
+  double test_loss{0};
+  // Bytes of all messages received from / sent to clients during the round.
+  uint64_t upload_bytes{0};
+  uint64_t download_bytes{0};
+  // Wall time from selection to the checkpoint being written.
+  double round_seconds{0};
+  // Wall time from selection to the last accepted update (or the deadline).
+  double collect_seconds{0};
+  // Longest local training time reported by a participant.
+  double max_train_seconds{0};
+  // Mean of the participants' last-epoch training loss.
+  double mean_train_loss{0};
+  // Refused messages this round, by reason code.
+  std::map<std::string, int64_t> rejected;
+};
+
+// Called after every completed round (on the server thread).
+using RoundCallback = std::function<void(const RoundMetrics&)>;
+
+struct ServerSummary {
+  uint64_t rounds_completed{0};
+  double final_accuracy{0};
+  double final_loss{0};
+  uint64_t upload_bytes{0};
+  uint64_t download_bytes{0};
+  // Total refused messages by reason over the run.
+  std::map<std::string, int64_t> rejected;
+  // True when the run stopped on a signal before finishing its rounds.
+  bool interrupted{false};
+};
+
+class Server final {
+ public:
+  // Binds the socket, builds or resumes the global model, loads the test set.
+  static Result<std::unique_ptr<Server>> Create(ServerOptions options,
+                                                std::shared_ptr<transport::Context> context);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The bound endpoint (useful with "tcp://127.0.0.1:*").
+  std::string endpoint() const;
+
+  // The round the run will start at (1, or the checkpoint's round + 1).
+  uint64_t first_round() const;
+
+  // Runs until all rounds are done or `*stop` becomes true (then the current
+  // round is abandoned; the last checkpoint stays). `on_round` may be null.
+  Result<ServerSummary> Run(const std::atomic<bool>* stop, const RoundCallback& on_round);
+
+ private:
+  struct Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The CSV header of rounds.csv.
+extern const char kRoundsCsvHeader[];
+
+}  // namespace fl
+
+#endif  // FEDGE_SERVER_SERVER_H_

@@ -1,0 +1,93 @@
+// Message transport: the small interface fedge's client and server talk
+// through, after TensorPipe's transport/connection.h. The ZeroMQ backend is
+// reached only through CreateZmqContext(); nothing outside transport/ includes
+// ZeroMQ headers.
+//
+// Threading: a Socket is owned by one thread at a time. A Context may be shared.
+#ifndef FEDGE_TRANSPORT_TRANSPORT_H_
+#define FEDGE_TRANSPORT_TRANSPORT_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace fl {
+namespace transport {
+
+struct SocketOptions {
+  // Frames larger than this are refused by the transport before they are read
+  // (ZMQ_MAXMSGSIZE); the offending connection is dropped.
+  size_t max_frame_bytes{64u << 20};
+  // Messages with more frames than this are received but flagged (the extra
+  // frames are discarded), so the caller can reject them.
+  size_t max_frames{4};
+  // Outgoing queue limit in messages; a send that would exceed it fails with
+  // Unavailable instead of blocking.
+  int send_queue{1000};
+  // Reconnect backoff of a connecting socket: first retry and cap (ms).
+  int reconnect_ms{100};
+  int reconnect_max_ms{5000};
+};
+
+// One received message.
+struct Received {
+  // Routing id of the sender (listening sockets only; empty otherwise).
+  std::string peer;
+  // The frames, at most max_frames of them.
+  std::vector<std::string> frames;
+  // Frames the sender sent, including discarded ones.
+  size_t frame_count{0};
+  // Total bytes of all frames received (excluding the routing id).
+  size_t bytes{0};
+};
+
+class Socket {
+ public:
+  virtual ~Socket() = default;
+
+  // Sends `frames` as one multipart message, to `peer` on a listening socket (a
+  // routing id from Received::peer) or to the remote end on a connecting one.
+  // Never blocks: Unavailable when the peer is unknown or gone, or the queue is full.
+  virtual Status Send(const std::string& peer, const std::vector<std::string>& frames) = 0;
+
+  // Receives one message if one is waiting. Returns true and fills `out`, or
+  // false when nothing is waiting. Never blocks.
+  virtual Result<bool> TryReceive(Received* out) = 0;
+
+  // The endpoint actually bound or connected (resolves "tcp://127.0.0.1:*").
+  virtual std::string endpoint() const = 0;
+
+  // Backend handle for Context::Poll.
+  virtual void* handle() = 0;
+};
+
+class Context {
+ public:
+  virtual ~Context() = default;
+
+  // A listening socket (ZeroMQ ROUTER) bound to `endpoint`, e.g. "tcp://*:5555".
+  virtual Result<std::unique_ptr<Socket>> Listen(const std::string& endpoint,
+                                                 const SocketOptions& options) = 0;
+
+  // A connecting socket (ZeroMQ DEALER) to `endpoint`; connection happens in the
+  // background and is retried with backoff.
+  virtual Result<std::unique_ptr<Socket>> Connect(const std::string& endpoint,
+                                                  const SocketOptions& options) = 0;
+
+  // Waits up to `timeout_ms` (-1: forever) until one of `sockets` has a message.
+  // Sets (*ready)[i] for each readable socket; returns how many are readable.
+  virtual Result<int> Poll(const std::vector<Socket*>& sockets, int timeout_ms,
+                           std::vector<bool>* ready) = 0;
+};
+
+// The ZeroMQ backend. `max_sockets` raises ZeroMQ's per-context socket limit
+// (simulations host one socket per virtual client).
+std::shared_ptr<Context> CreateZmqContext(int max_sockets = 1024);
+
+}  // namespace transport
+}  // namespace fl
+
+#endif  // FEDGE_TRANSPORT_TRANSPORT_H_
