@@ -59,6 +59,19 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents) {
   return Status::OK();
 }
 
+Status CreateDirectories(const std::string& path) {
+  for (size_t pos = 1; pos != std::string::npos;) {
+    pos = path.find('/', pos + 1);
+    const std::string part = path.substr(0, pos);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return Errno("mkdir " + part);
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::IOError(path, "not a directory");
+  }
+  return Status::OK();
+}
+
 Status WriteCheckpoint(const std::string& path, const Checkpoint& c) {
   const std::string model = wire::Encode(c.model);
   wire::Writer w;

@@ -32,6 +32,10 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path);
 // Writes `contents` to `path` durably (temp file, fsync, rename, fsync dir).
 Status WriteFileAtomic(const std::string& path, const std::string& contents);
 
+// Creates `path` and its missing parents (mkdir -p). IOError naming the part
+// that could not be created.
+Status CreateDirectories(const std::string& path);
+
 }  // namespace fl
 
 #endif  // FEDGE_SERVER_CHECKPOINT_H_

@@ -436,11 +436,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   impl->global = GetModelState(o.model, *impl->eval_model);
 
   if (!o.out_dir.empty()) {
-    ::mkdir(o.out_dir.c_str(), 0755);
-    struct stat st;
-    if (::stat(o.out_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return Status::IOError(o.out_dir, "cannot create output folder");
-    }
+    FL_RETURN_IF_ERROR(CreateDirectories(o.out_dir));
   }
   if (o.resume) {
     if (o.out_dir.empty()) return Status::InvalidArgument("--resume needs an output folder");

@@ -1,0 +1,378 @@
+// fl-sim: a federated experiment on one machine. The real fl-server code and K
+// virtual fl-clients, talking over real ZeroMQ sockets on 127.0.0.1; the
+// clients are hosted by a small pool of worker threads (default one per core),
+// each driving many client sessions and training them one at a time.
+//
+//   fl-sim --config experiments/configs/quick.toml
+//   fl-sim --config experiments/configs/fedavg_cnn_iid.toml --rounds 30 --out runs/iid
+//
+// Writes to --out: rounds.csv, summary.json, config.toml (the effective config)
+// and the server's checkpoint.fl.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <mutex>
+#include <thread>
+
+#include "client/local_client.h"
+#include "client/session.h"
+#include "common/dataset.h"
+#include "common/partition.h"
+#include "experiments/sim/sim_config.h"
+#include "server/checkpoint.h"
+#include "server/server.h"
+
+namespace fl {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Lets one process hold a socket per virtual client.
+void RaiseFileLimit() {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+std::string Mb(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", bytes / 1e6);
+  return buf;
+}
+
+// One worker thread: hosts `ids` and drives their sessions until all are done.
+struct Worker {
+  std::vector<int> ids;
+  Status status;
+  double train_seconds{0};
+  int64_t rounds_trained{0};
+};
+
+void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& parts,
+               const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
+               Worker* w) {
+  auto shared = NewSharedModel(c.model);
+  if (!shared.ok()) {
+    w->status = shared.status();
+    return;
+  }
+  std::vector<std::unique_ptr<LocalClient>> clients;
+  std::vector<std::unique_ptr<ClientSession>> sessions;
+  for (int k : w->ids) {
+    auto lc = LocalClient::Create(c.model, train, parts[k], /*threads=*/1, *shared);
+    if (!lc.ok()) {
+      w->status = lc.status().WithContext("virtual client " + std::to_string(k));
+      return;
+    }
+    ClientOptions co;
+    co.server = endpoint;
+    char id[32];
+    std::snprintf(id, sizeof(id), "sim-%05d", k);
+    co.id = id;
+    co.heartbeat_seconds = c.heartbeat;
+    // A worker trains its clients one after another, so a client can stay
+    // silent for many rounds' worth of training; never give up on the server.
+    co.server_timeout_seconds = 1e9;
+    co.verbose = false;
+    clients.push_back(std::move(lc).value());
+    sessions.push_back(std::make_unique<ClientSession>(co, ctx, clients.back().get()));
+    Status st = sessions.back()->Start();
+    if (!st.ok()) {
+      w->status = st;
+      return;
+    }
+  }
+  std::vector<transport::Socket*> socks;
+  std::vector<size_t> index;
+  std::vector<bool> ready;
+  while (!g_stop) {
+    socks.clear();
+    index.clear();
+    double due = 0.2;
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      if (sessions[i]->done() || !sessions[i]->socket()) continue;
+      socks.push_back(sessions[i]->socket());
+      index.push_back(i);
+      due = std::min(due, sessions[i]->SecondsUntilDue());
+    }
+    if (socks.empty()) break;  // every client got DONE
+    auto r = ctx->Poll(socks, static_cast<int>(due * 1000) + 1, &ready);
+    if (!r.ok()) {
+      w->status = r.status();
+      return;
+    }
+    for (size_t j = 0; j < socks.size(); ++j) {
+      ClientSession* s = sessions[index[j]].get();
+      if (ready[j] || s->SecondsUntilDue() <= 0) {
+        Status st = s->Step();
+        if (!st.ok()) {
+          w->status = st.WithContext(s->id());
+          return;
+        }
+      }
+    }
+  }
+  for (const auto& s : sessions) {
+    w->train_seconds += s->stats().train_seconds;
+    w->rounds_trained += s->stats().rounds_trained;
+  }
+}
+
+std::string JsonNumber(double v) {
+  if (std::isnan(v) || std::isinf(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) continue;
+    out += ch;
+  }
+  return out + "\"";
+}
+
+int Main(int argc, char** argv) {
+  SimConfig c;
+  std::string config_path;
+  CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
+  app.add_option("--config", config_path, "TOML experiment config (see experiments/configs/)");
+  // Overrides; each replaces the config file's value when given.
+  int rounds = 0, clients = 0, workers = -1, epochs = 0;
+  double fraction = 0, lr = 0, alpha = 0;
+  uint64_t seed = 0;
+  std::string data, out, partition, model;
+  bool quiet = false;
+  auto* o_rounds = app.add_option("--rounds", rounds, "Rounds to run");
+  auto* o_clients = app.add_option("--clients,-K", clients, "Number of virtual clients K");
+  auto* o_fraction = app.add_option("--fraction,-C", fraction, "Fraction of clients per round");
+  auto* o_data = app.add_option("--data", data, "MNIST-format data folder");
+  auto* o_seed = app.add_option("--seed", seed, "Seed");
+  auto* o_out = app.add_option("--out", out, "Results folder");
+  auto* o_workers = app.add_option("--workers", workers, "Worker threads (0 = one per core)");
+  auto* o_epochs = app.add_option("--epochs,-E", epochs, "Local epochs");
+  auto* o_lr = app.add_option("--lr", lr, "Client learning rate");
+  auto* o_partition = app.add_option("--partition", partition, "iid | shards | dirichlet");
+  auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
+  auto* o_model = app.add_option("--model", model, "Model zoo architecture");
+  app.add_flag("--quiet", quiet, "Print only the final table");
+  CLI11_PARSE(app, argc, argv);
+
+  if (!config_path.empty()) {
+    Status st = LoadSimConfig(config_path, &c);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
+  if (*o_rounds) c.rounds = rounds;
+  if (*o_clients) c.clients = clients;
+  if (*o_fraction) c.fraction = fraction;
+  if (*o_data) c.data_dir = data;
+  if (*o_seed) c.seed = seed;
+  if (*o_out) c.out = out;
+  if (*o_workers) c.workers = workers;
+  if (*o_epochs) c.epochs = epochs;
+  if (*o_lr) c.lr = lr;
+  if (*o_partition) c.partition = partition;
+  if (*o_alpha) c.alpha = alpha;
+  if (*o_model) c.model = model;
+  Status st = ValidateSimConfig(c);
+  if (!st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  auto scheme = ParsePartitionScheme(c.partition);
+  if (!scheme.ok()) {
+    std::fprintf(stderr, "error: data.partition: %s\n", scheme.status().message().c_str());
+    return 2;
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int nworkers = std::min(c.clients, c.workers > 0 ? c.workers : cores);
+  spdlog::set_level(spdlog::level::warn);
+  RaiseFileLimit();
+
+  // A fresh run replaces earlier results in the same folder.
+  st = CreateDirectories(c.out);
+  std::remove((c.out + "/rounds.csv").c_str());
+  std::remove((c.out + "/checkpoint.fl").c_str());
+  if (st.ok()) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
+  if (!st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 1;
+  }
+
+  std::printf("fl-sim: %s, K=%d clients (%s), C=%.2f, E=%d, B=%lld, lr=%g, %d rounds, seed %llu\n",
+              c.model.c_str(), c.clients, c.partition.c_str(), c.fraction, c.epochs,
+              static_cast<long long>(c.batch), c.lr, c.rounds,
+              static_cast<unsigned long long>(c.seed));
+  std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
+              c.out.c_str());
+  const double t_start = Now();
+  auto train = LoadMnistFolder(c.data_dir, Split::kTrain);
+  if (!train.ok()) {
+    std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
+    return 1;
+  }
+  PartitionOptions po;
+  po.scheme = *scheme;
+  po.clients = c.clients;
+  po.shards_per_client = c.shards_per_client;
+  po.alpha = c.alpha;
+  po.seed = c.seed;
+  auto parts = MakePartition(train->labels, train->num_classes, po);
+  if (!parts.ok()) {
+    std::fprintf(stderr, "error: partition: %s\n", parts.status().ToString().c_str());
+    return 2;
+  }
+
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = c.model;
+  so.seed = c.seed;
+  so.rounds = c.rounds;
+  so.min_clients = c.min_clients > 0 ? c.min_clients : c.clients;
+  so.fraction = c.fraction;
+  so.round_deadline_seconds = c.round_deadline;
+  so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
+  so.train.epochs = c.epochs;
+  so.train.batch_size = c.batch;
+  so.train.lr = c.lr;
+  so.train.momentum = c.momentum;
+  so.train.weight_decay = c.weight_decay;
+  so.server_lr = c.server_lr;
+  so.data_dir = c.data_dir;
+  so.eval_every = c.eval_every;
+  so.out_dir = c.out;
+  so.done_linger_seconds = 1.0;
+  so.verbose = false;
+  auto ctx = transport::CreateZmqContext(std::max(1024, 2 * c.clients + 64));
+  auto server = Server::Create(so, ctx);
+  if (!server.ok()) {
+    std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  const std::string endpoint = (*server)->endpoint();
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::vector<Worker> workers_v(nworkers);
+  for (int k = 0; k < c.clients; ++k) workers_v[k % nworkers].ids.push_back(k);
+  std::vector<std::thread> threads;
+  for (auto& w : workers_v) {
+    threads.emplace_back(RunWorker, std::cref(c), std::cref(*train), std::cref(*parts),
+                         endpoint, ctx, &w);
+  }
+
+  std::vector<RoundMetrics> history;
+  const double t_rounds = Now();
+  auto summary = (*server)->Run(&g_stop, [&](const RoundMetrics& m) {
+    history.push_back(m);
+    if (quiet) return;
+    const double elapsed = Now() - t_rounds;
+    const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
+    std::printf("round %3llu/%d  acc %6.2f%%  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
+                "%.1f s  [elapsed %.0f s, eta %.0f s]\n",
+                static_cast<unsigned long long>(m.round), c.rounds, 100 * m.test_accuracy,
+                m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
+                Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta);
+    std::fflush(stdout);
+  });
+  g_stop = true;  // release workers whose clients missed DONE
+  for (auto& t : threads) t.join();
+  if (!summary.ok()) {
+    std::fprintf(stderr, "error: server: %s\n", summary.status().ToString().c_str());
+    return 1;
+  }
+  for (const auto& w : workers_v) {
+    if (!w.status.ok()) {
+      std::fprintf(stderr, "error: worker: %s\n", w.status.ToString().c_str());
+      return 1;
+    }
+  }
+  const double wall = Now() - t_start;
+
+  // Final table.
+  std::printf("\n%5s %12s %9s %9s %12s %12s %9s\n", "round", "participants", "test_acc",
+              "test_loss", "upload_MB", "download_MB", "seconds");
+  for (const auto& m : history) {
+    std::printf("%5llu %12d %8.2f%% %9.4f %12s %12s %9.1f\n",
+                static_cast<unsigned long long>(m.round), m.participants, 100 * m.test_accuracy,
+                m.test_loss, Mb(m.upload_bytes).c_str(), Mb(m.download_bytes).c_str(),
+                m.round_seconds);
+  }
+  std::string targets_json;
+  for (double t : c.targets) {
+    std::string reached = "null";
+    for (const auto& m : history) {
+      if (m.test_accuracy >= t) {
+        reached = std::to_string(m.round);
+        break;
+      }
+    }
+    if (!targets_json.empty()) targets_json += ", ";
+    targets_json += "\"" + JsonNumber(t) + "\": " + reached;
+    std::printf("rounds to %.2f%% test accuracy: %s\n", 100 * t,
+                reached == "null" ? "not reached" : reached.c_str());
+  }
+  std::printf("final test accuracy %.2f%%, %s MB up, %s MB down, wall time %.1f s%s\n",
+              100 * summary->final_accuracy, Mb(summary->upload_bytes).c_str(),
+              Mb(summary->download_bytes).c_str(), wall,
+              summary->interrupted ? " (interrupted)" : "");
+  std::string rejected;
+  for (const auto& [reason, n] : summary->rejected) {
+    rejected += (rejected.empty() ? "" : ", ") + JsonString(reason) + ": " + std::to_string(n);
+  }
+  std::ostringstream js;
+  js << "{\n"
+     << "  \"config\": " << JsonString(c.out + "/config.toml") << ",\n"
+     << "  \"config_file\": " << JsonString(config_path) << ",\n"
+     << "  \"seed\": " << c.seed << ",\n"
+     << "  \"model\": " << JsonString(c.model) << ",\n"
+     << "  \"clients\": " << c.clients << ",\n"
+     << "  \"fraction\": " << JsonNumber(c.fraction) << ",\n"
+     << "  \"partition\": " << JsonString(c.partition) << ",\n"
+     << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
+     << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
+     << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"
+     << "  \"final_loss\": " << JsonNumber(summary->final_loss) << ",\n"
+     << "  \"rounds_to_target\": {" << targets_json << "},\n"
+     << "  \"upload_bytes\": " << summary->upload_bytes << ",\n"
+     << "  \"download_bytes\": " << summary->download_bytes << ",\n"
+     << "  \"rejected\": {" << rejected << "},\n"
+     << "  \"wall_seconds\": " << JsonNumber(wall) << "\n"
+     << "}\n";
+  st = WriteFileAtomic(c.out + "/summary.json", js.str());
+  if (!st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  std::printf("wrote %s/rounds.csv, %s/summary.json, %s/config.toml\n", c.out.c_str(),
+              c.out.c_str(), c.out.c_str());
+  return summary->interrupted ? 130 : 0;
+}
+
+}  // namespace
+}  // namespace fl
+
+int main(int argc, char** argv) { return fl::Main(argc, argv); }

@@ -1,0 +1,192 @@
+#include "experiments/sim/sim_config.h"
+
+#include <toml++/toml.h>
+
+#include <set>
+#include <sstream>
+
+namespace fl {
+namespace {
+
+// Reads typed keys out of one TOML table and remembers which keys it knew.
+class TableReader {
+ public:
+  TableReader(const toml::table* table, std::string prefix)
+      : table_(table), prefix_(std::move(prefix)) {}
+
+  template <typename T>
+  void Get(const char* key, T* out) {
+    known_.insert(key);
+    if (!status_.ok() || table_ == nullptr) return;
+    const toml::node* node = table_->get(key);
+    if (node == nullptr) return;
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (auto v = node->value<std::string>()) {
+        *out = *v;
+        return;
+      }
+      Fail(key, "a string");
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (auto v = node->value<double>()) {  // accepts integers too
+        *out = static_cast<T>(*v);
+        return;
+      }
+      Fail(key, "a number");
+    } else {
+      if (node->is_integer()) {
+        const int64_t v = *node->value<int64_t>();
+        if (std::is_unsigned_v<T> && v < 0) return Fail(key, "a non-negative integer");
+        *out = static_cast<T>(v);
+        return;
+      }
+      Fail(key, "an integer");
+    }
+  }
+
+  void GetList(const char* key, std::vector<double>* out) {
+    known_.insert(key);
+    if (!status_.ok() || table_ == nullptr) return;
+    const toml::node* node = table_->get(key);
+    if (node == nullptr) return;
+    const toml::array* arr = node->as_array();
+    if (!arr) return Fail(key, "an array of numbers");
+    out->clear();
+    for (const auto& el : *arr) {
+      auto v = el.value<double>();
+      if (!v) return Fail(key, "an array of numbers");
+      out->push_back(*v);
+    }
+  }
+
+  // Marks a sub-table name as known (checked by its own reader).
+  void Table(const char* key) { known_.insert(key); }
+
+  // Errors on keys nobody asked for.
+  Status Finish() {
+    if (!status_.ok() || table_ == nullptr) return status_;
+    for (const auto& [k, v] : *table_) {
+      if (!known_.count(std::string(k.str()))) {
+        return Status::InvalidArgument("unknown config key '" + prefix_ + std::string(k.str()) +
+                                       "'");
+      }
+    }
+    return status_;
+  }
+
+ private:
+  void Fail(const char* key, const char* want) {
+    status_ = Status::InvalidArgument("config key '" + prefix_ + key + "' must be " + want);
+  }
+
+  const toml::table* table_;
+  std::string prefix_;
+  std::set<std::string> known_;
+  Status status_;
+};
+
+}  // namespace
+
+Status LoadSimConfig(const std::string& path, SimConfig* c) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << e.description() << " at line " << e.source().begin.line << ", column "
+       << e.source().begin.column;
+    return Status::InvalidArgument(path, os.str());
+  }
+  TableReader top(&root, "");
+  top.Get("seed", &c->seed);
+  top.Get("rounds", &c->rounds);
+  top.GetList("targets", &c->targets);
+  for (const char* t : {"data", "model", "federation", "client", "sim"}) top.Table(t);
+
+  TableReader data(root["data"].as_table(), "data.");
+  data.Get("dir", &c->data_dir);
+  data.Get("partition", &c->partition);
+  data.Get("alpha", &c->alpha);
+  data.Get("shards_per_client", &c->shards_per_client);
+
+  TableReader model(root["model"].as_table(), "model.");
+  model.Get("name", &c->model);
+
+  TableReader fed(root["federation"].as_table(), "federation.");
+  fed.Get("clients", &c->clients);
+  fed.Get("fraction", &c->fraction);
+  fed.Get("min_clients", &c->min_clients);
+  fed.Get("round_deadline", &c->round_deadline);
+  fed.Get("server_lr", &c->server_lr);
+  fed.Get("eval_every", &c->eval_every);
+
+  TableReader client(root["client"].as_table(), "client.");
+  client.Get("epochs", &c->epochs);
+  client.Get("batch", &c->batch);
+  client.Get("lr", &c->lr);
+  client.Get("momentum", &c->momentum);
+  client.Get("weight_decay", &c->weight_decay);
+
+  TableReader sim(root["sim"].as_table(), "sim.");
+  sim.Get("workers", &c->workers);
+  sim.Get("out", &c->out);
+  sim.Get("heartbeat", &c->heartbeat);
+
+  for (TableReader* r : {&top, &data, &model, &fed, &client, &sim}) {
+    Status st = r->Finish();
+    if (!st.ok()) return st.WithContext(path);
+  }
+  return Status::OK();
+}
+
+Status ValidateSimConfig(const SimConfig& c) {
+  auto bad = [](const std::string& key, const std::string& why) {
+    return Status::InvalidArgument("config key '" + key + "' " + why);
+  };
+  if (c.rounds < 1) return bad("rounds", "must be >= 1");
+  if (c.clients < 1) return bad("federation.clients", "must be >= 1");
+  if (!(c.fraction > 0 && c.fraction <= 1)) return bad("federation.fraction", "must be in (0, 1]");
+  if (c.min_clients < 0 || c.min_clients > c.clients) {
+    return bad("federation.min_clients", "must be between 0 and federation.clients");
+  }
+  if (!(c.round_deadline > 0)) return bad("federation.round_deadline", "must be > 0");
+  if (c.epochs < 1) return bad("client.epochs", "must be >= 1");
+  if (!(c.lr > 0)) return bad("client.lr", "must be > 0");
+  if (c.workers < 0) return bad("sim.workers", "must be >= 0");
+  if (!(c.heartbeat > 0)) return bad("sim.heartbeat", "must be > 0");
+  for (double t : c.targets) {
+    if (!(t > 0 && t <= 1)) return bad("targets", "values must be accuracies in (0, 1]");
+  }
+  return Status::OK();
+}
+
+std::string SimConfigToToml(const SimConfig& c) {
+  toml::array targets;
+  for (double t : c.targets) targets.push_back(t);
+  toml::table root{
+      {"seed", static_cast<int64_t>(c.seed)},
+      {"rounds", c.rounds},
+      {"targets", targets},
+      {"data", toml::table{{"dir", c.data_dir},
+                           {"partition", c.partition},
+                           {"alpha", c.alpha},
+                           {"shards_per_client", c.shards_per_client}}},
+      {"model", toml::table{{"name", c.model}}},
+      {"federation", toml::table{{"clients", c.clients},
+                                 {"fraction", c.fraction},
+                                 {"min_clients", c.min_clients},
+                                 {"round_deadline", c.round_deadline},
+                                 {"server_lr", c.server_lr},
+                                 {"eval_every", c.eval_every}}},
+      {"client", toml::table{{"epochs", c.epochs},
+                             {"batch", c.batch},
+                             {"lr", c.lr},
+                             {"momentum", c.momentum},
+                             {"weight_decay", c.weight_decay}}},
+      {"sim", toml::table{{"workers", c.workers}, {"out", c.out}, {"heartbeat", c.heartbeat}}},
+  };
+  std::ostringstream os;
+  os << root << "\n";
+  return os.str();
+}
+
+}  // namespace fl

@@ -1,0 +1,75 @@
+// Configuration of an fl-sim experiment: a TOML file, overridden by flags.
+//
+//   seed = 1
+//   rounds = 5
+//   targets = [0.97, 0.99]          # report rounds to reach each test accuracy
+//   [data]       dir, partition ("iid" | "shards" | "dirichlet"), alpha, shards_per_client
+//   [model]      name
+//   [federation] clients, fraction, min_clients, round_deadline, server_lr, eval_every
+//   [client]     epochs, batch, lr, momentum, weight_decay
+//   [sim]        workers (0 = one per core), out, heartbeat
+//
+// Unknown keys and wrong types are errors naming the key, so a typo cannot be
+// silently ignored. Every run writes its effective config next to its results.
+#ifndef FEDGE_EXPERIMENTS_SIM_SIM_CONFIG_H_
+#define FEDGE_EXPERIMENTS_SIM_SIM_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace fl {
+
+struct SimConfig {
+  // Seed for partition, initial model, selection and client shuffles.
+  uint64_t seed{1};
+  // Federated rounds to run.
+  int rounds{5};
+  // Test accuracies to report rounds-to-target for.
+  std::vector<double> targets{0.97, 0.99};
+
+  // [data] MNIST-format folder, and how its training split is partitioned.
+  std::string data_dir{"data/mnist"};
+  std::string partition{"iid"};
+  double alpha{0.5};
+  int shards_per_client{2};
+
+  // [model] model zoo architecture.
+  std::string model{"mnist_cnn"};
+
+  // [federation] K clients, fraction C selected per round, and server settings.
+  int clients{10};
+  double fraction{1.0};
+  int min_clients{0};  // 0 = all K clients
+  double round_deadline{600};
+  double server_lr{1.0};
+  int eval_every{1};
+
+  // [client] local training.
+  int epochs{1};
+  int64_t batch{10};
+  double lr{0.05};
+  double momentum{0.0};
+  double weight_decay{0.0};
+
+  // [sim] worker threads hosting the virtual clients (0 = one per core),
+  // results folder, client heartbeat interval.
+  int workers{0};
+  std::string out{"runs/sim"};
+  double heartbeat{5.0};
+};
+
+// Reads a TOML file into `config` (keys absent from the file keep their values).
+Status LoadSimConfig(const std::string& path, SimConfig* config);
+
+// Checks ranges and combinations; InvalidArgument naming the key.
+Status ValidateSimConfig(const SimConfig& config);
+
+// The config as TOML, loadable by LoadSimConfig.
+std::string SimConfigToToml(const SimConfig& config);
+
+}  // namespace fl
+
+#endif  // FEDGE_EXPERIMENTS_SIM_SIM_CONFIG_H_
