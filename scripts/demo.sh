@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The main job: set up, build, then train the FedAvg CNN on one client's shard of
-# MNIST (client 0 of a 10-way IID split, 6,000 images) and print its test accuracy.
-# Extra arguments go to fl-local (see build/bin/fl-local --help).
+# The main job: set up, build, then run a federated simulation over real ZeroMQ
+# sockets: the fl-server code and 10 virtual fl-clients training the FedAvg CNN on
+# IID shards of MNIST (experiments/configs/quick.toml). Prints progress per round
+# and a table at the end; results land in runs/quick/.
+# Extra arguments go to fl-sim (see build/bin/fl-sim --help).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 echo "[demo] building"
 bash scripts/build.sh
-echo "[demo] training mnist_cnn on client 0 of 10 (IID), 2 epochs, B=10"
-exec build/bin/fl-local --data data/mnist --model mnist_cnn --partition iid --clients 10 \
-  --client 0 --epochs 2 --batch 10 --lr 0.05 --seed 1 "$@"
+echo "[demo] running experiments/configs/quick.toml"
+exec build/bin/fl-sim --config experiments/configs/quick.toml "$@"

@@ -31,6 +31,8 @@ using Version = std::array<uint8_t, 32>;
 
 // The server's id in envelopes it sends.
 const char kServerId[] = "server";
+// Type reported in a REJECT when the refused message's type is unknown.
+const wire::MessageType kUnknownType = static_cast<wire::MessageType>(0);
 // Log at most this many refusals per reason per round; the rest are counted.
 const int kLogPerReason = 5;
 
@@ -108,7 +110,9 @@ struct Server::Impl {
     const int64_t n = ++m.rejected[reason];
     totals_rejected[reason]++;
     if (n <= kLogPerReason) {
-      spdlog::warn("refused {} from {}: {}: {}{}", wire::MessageTypeName(about), who, reason,
+      const bool known = about >= wire::MessageType::kHello && about <= wire::MessageType::kDone;
+      spdlog::warn("refused {} from {}: {}: {}{}", known ? wire::MessageTypeName(about) : "message",
+                   who, reason,
                    message, n == kLogPerReason ? " (further ones this round are only counted)" : "");
     }
     Reply(peer, false, about, r, reason, message);
@@ -120,7 +124,7 @@ struct Server::Impl {
     m.upload_bytes += rx.bytes;
     const std::string who = "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000);
     if (rx.frame_count != 2) {
-      Refuse(rx.peer, who, wire::MessageType::kHello, 0, "bad_frames",
+      Refuse(rx.peer, who, kUnknownType, 0, "bad_frames",
              "expected 2 frames (envelope, payload), got " + std::to_string(rx.frame_count));
       return;
     }
@@ -128,7 +132,7 @@ struct Server::Impl {
     auto env = OpenMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
     if (!env.ok()) {
       const char* reason = env.status().IsUnauthenticated() ? "bad_digest" : "bad_envelope";
-      Refuse(rx.peer, who, wire::MessageType::kHello, 0, reason, env.status().message());
+      Refuse(rx.peer, who, kUnknownType, 0, reason, env.status().message());
       return;
     }
     if (finished) {

@@ -1,0 +1,156 @@
+// fl-server and fl-client as separate processes over tcp://127.0.0.1.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "server/checkpoint.h"
+#include "tests/process_util.h"
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+const std::string kServer = std::string(FL_TEST_BIN_DIR) + "/fl-server";
+const std::string kClient = std::string(FL_TEST_BIN_DIR) + "/fl-client";
+
+// A port per test from the gtest seed and pid, to keep parallel ctest runs apart.
+std::string Endpoint(int offset) {
+  const int port = 20000 + (getpid() * 7 + offset) % 20000;
+  return "tcp://127.0.0.1:" + std::to_string(port);
+}
+
+struct Row {
+  int round, participants;
+  double accuracy;
+  double seconds;
+};
+
+std::vector<Row> ReadRounds(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::vector<Row> rows;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) f.push_back(cell);
+    if (f.size() != 7) continue;
+    rows.push_back({std::stoi(f[0]), std::stoi(f[1]), std::stod(f[2]), std::stod(f[6])});
+  }
+  return rows;
+}
+
+std::vector<std::string> ServerArgs(const std::string& endpoint, const std::string& out,
+                                    int rounds, int min_clients, double deadline) {
+  return {"--bind", endpoint, "--model", "mnist_2nn", "--rounds", std::to_string(rounds),
+          "--min-clients", std::to_string(min_clients), "--fraction", "1", "--epochs", "1",
+          "--lr", "0.05", "--deadline", std::to_string(deadline), "--client-timeout", "3",
+          "--data", test::MnistDir(), "--out", out, "--linger", "2"};
+}
+
+std::vector<std::string> ClientArgs(const std::string& endpoint, int index, int partitions) {
+  return {"--server", endpoint, "--id", "c" + std::to_string(index), "--model", "mnist_2nn",
+          "--data", test::MnistDir(), "--partition", "iid", "--num-partitions",
+          std::to_string(partitions), "--partition-index", std::to_string(index),
+          "--heartbeat", "0.3", "--server-timeout", "2", "--backoff-max", "1"};
+}
+
+TEST(IntegrationTest, ThreeClientsTwoRoundsAccuracyRises) {
+  test::TempDir dir;
+  const std::string ep = Endpoint(1);
+  test::Process server(kServer, ServerArgs(ep, dir.path() + "/out", 2, 3, 60),
+                       dir.path() + "/server.log");
+  std::vector<std::unique_ptr<test::Process>> clients;
+  for (int k = 0; k < 3; ++k) {
+    // 60 partitions: 1,000 samples each, a small MNIST subset.
+    clients.push_back(std::make_unique<test::Process>(
+        kClient, ClientArgs(ep, k, 60), dir.path() + "/c" + std::to_string(k) + ".log"));
+  }
+  ASSERT_EQ(server.Wait(120), 0) << server.Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u) << server.Log();
+  EXPECT_EQ(rows[0].participants, 3);
+  EXPECT_EQ(rows[1].participants, 3);
+  EXPECT_GT(rows[0].accuracy, 0.5);  // chance is 0.1
+  EXPECT_GT(rows[1].accuracy, rows[0].accuracy);
+  EXPECT_NE(clients[0]->Log().find("2 rounds trained, 2 updates accepted"), std::string::npos)
+      << clients[0]->Log();
+}
+
+TEST(IntegrationTest, KilledClientDoesNotBlockTheRound) {
+  test::TempDir dir;
+  const std::string ep = Endpoint(2);
+  const double deadline = 6;
+  test::Process server(kServer, ServerArgs(ep, dir.path() + "/out", 2, 3, deadline),
+                       dir.path() + "/server.log");
+  std::vector<std::unique_ptr<test::Process>> clients;
+  // c0, c1 hold 1,000 samples; c2 holds 30,000, so it is still training when killed.
+  for (int k = 0; k < 2; ++k) {
+    clients.push_back(std::make_unique<test::Process>(
+        kClient, ClientArgs(ep, k, 60), dir.path() + "/c" + std::to_string(k) + ".log"));
+  }
+  auto big = ClientArgs(ep, 1, 2);
+  big[3] = "c2";
+  test::Process victim(kClient, big, dir.path() + "/c2.log");
+  ASSERT_TRUE(victim.WaitForLog("round 1: training", 60)) << server.Log() << victim.Log();
+  victim.Signal(SIGKILL);
+  EXPECT_EQ(victim.Wait(5), 128 + SIGKILL);
+  // The server needs 3 active clients to start round 2: a new device joins.
+  clients.push_back(std::make_unique<test::Process>(kClient, ClientArgs(ep, 3, 60),
+                                                    dir.path() + "/c3.log"));
+
+  ASSERT_EQ(server.Wait(120), 0) << server.Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u) << server.Log();
+  // Round 1 closed at its deadline with the two survivors; round 2 went on
+  // without c2 (not selected again: it missed a deadline and went silent).
+  EXPECT_EQ(rows[0].participants, 2);
+  EXPECT_GE(rows[0].seconds, deadline - 0.5);
+  EXPECT_EQ(rows[1].participants, 3);
+  EXPECT_NE(server.Log().find("c2 missed the"), std::string::npos) << server.Log();
+}
+
+TEST(IntegrationTest, ServerRestartWithResume) {
+  test::TempDir dir;
+  const std::string ep = Endpoint(3);
+  const std::string out = dir.path() + "/out";
+  std::vector<std::unique_ptr<test::Process>> clients;
+  {
+    test::Process server(kServer, ServerArgs(ep, out, 4, 2, 60), dir.path() + "/server1.log");
+    for (int k = 0; k < 2; ++k) {
+      clients.push_back(std::make_unique<test::Process>(
+          kClient, ClientArgs(ep, k, 60), dir.path() + "/c" + std::to_string(k) + ".log"));
+    }
+    ASSERT_TRUE(server.WaitForLog("round 2: 2/2 updates", 60)) << server.Log();
+    server.Signal(SIGTERM);
+    ASSERT_EQ(server.Wait(30), 0) << server.Log();
+  }
+  auto saved = ReadCheckpoint(out + "/checkpoint.fl");
+  ASSERT_FL_OK(saved);
+  const uint64_t saved_round = saved->round;
+  EXPECT_GE(saved_round, 2u);
+  // Clients stay up and reconnect to the restarted server.
+  for (auto& c : clients) EXPECT_TRUE(c->running());
+  auto args = ServerArgs(ep, out, 4, 2, 60);
+  args.push_back("--resume");
+  test::Process server2(kServer, args, dir.path() + "/server2.log");
+  ASSERT_EQ(server2.Wait(120), 0) << server2.Log();
+  EXPECT_NE(server2.Log().find("resuming after round " + std::to_string(saved_round)),
+            std::string::npos)
+      << server2.Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+  auto rows = ReadRounds(out + "/rounds.csv");
+  ASSERT_EQ(rows.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(rows[i].round, i + 1);
+  EXPECT_GE(rows[3].accuracy, rows[0].accuracy);
+  auto final_ckpt = ReadCheckpoint(out + "/checkpoint.fl");
+  ASSERT_FL_OK(final_ckpt);
+  EXPECT_EQ(final_ckpt->round, 4u);
+}
+
+}  // namespace
+}  // namespace fl

@@ -1,0 +1,105 @@
+// One contract suite for the transport, run over inproc:// and tcp://127.0.0.1.
+#include "transport/transport.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/test_util.h"
+
+namespace fl {
+namespace transport {
+namespace {
+
+class TransportTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    ctx_ = CreateZmqContext();
+    SocketOptions so;
+    so.max_frame_bytes = 1 << 16;
+    so.max_frames = 4;
+    auto l = ctx_->Listen(GetParam(), so);
+    ASSERT_FL_OK(l);
+    server_ = std::move(l).value();
+    auto c = ctx_->Connect(server_->endpoint(), so);
+    ASSERT_FL_OK(c);
+    client_ = std::move(c).value();
+  }
+
+  // Waits up to 5 s for a message on `s`.
+  bool ReceiveWithin(Socket* s, Received* out, int ms = 5000) {
+    std::vector<bool> ready;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto r = ctx_->Poll({s}, 50, &ready);
+      EXPECT_TRUE(r.ok());
+      auto got = s->TryReceive(out);
+      EXPECT_TRUE(got.ok());
+      if (got.ok() && *got) return true;
+    }
+    return false;
+  }
+
+  std::shared_ptr<Context> ctx_;
+  std::unique_ptr<Socket> server_;
+  std::unique_ptr<Socket> client_;
+};
+
+TEST_P(TransportTest, RequestReply) {
+  ASSERT_FL_OK(client_->Send("", {"env", "payload"}));
+  Received r;
+  ASSERT_TRUE(ReceiveWithin(server_.get(), &r));
+  EXPECT_EQ(r.frames, (std::vector<std::string>{"env", "payload"}));
+  EXPECT_EQ(r.frame_count, 2u);
+  EXPECT_EQ(r.bytes, 10u);
+  EXPECT_FALSE(r.peer.empty());
+  ASSERT_FL_OK(server_->Send(r.peer, {"reply", ""}));
+  Received back;
+  ASSERT_TRUE(ReceiveWithin(client_.get(), &back));
+  EXPECT_EQ(back.frames, (std::vector<std::string>{"reply", ""}));
+  EXPECT_TRUE(back.peer.empty());
+}
+
+TEST_P(TransportTest, NothingWaitingIsNotAnError) {
+  Received r;
+  auto got = server_->TryReceive(&r);
+  ASSERT_FL_OK(got);
+  EXPECT_FALSE(*got);
+}
+
+TEST_P(TransportTest, TooManyFramesAreCountedNotKept) {
+  ASSERT_FL_OK(client_->Send("", {"a", "b", "c", "d", "e", "f"}));
+  Received r;
+  ASSERT_TRUE(ReceiveWithin(server_.get(), &r));
+  EXPECT_EQ(r.frame_count, 6u);
+  EXPECT_EQ(r.frames.size(), 4u);
+}
+
+TEST_P(TransportTest, OversizeFrameNeverDelivered) {
+  // Over tcp the frame is refused by ZMQ_MAXMSGSIZE before it is read and the
+  // connection dropped; inproc bypasses the wire, so only tcp is checked.
+  if (GetParam().rfind("tcp", 0) != 0) return;
+  ASSERT_FL_OK(client_->Send("", {"env", std::string(1 << 17, 'x')}));
+  Received r;
+  EXPECT_FALSE(ReceiveWithin(server_.get(), &r, 500));
+  // A fresh connection still works: the server carried on.
+  SocketOptions so;
+  auto c2 = ctx_->Connect(server_->endpoint(), so);
+  ASSERT_FL_OK(c2);
+  ASSERT_FL_OK((*c2)->Send("", {"env", "small"}));
+  ASSERT_TRUE(ReceiveWithin(server_.get(), &r));
+  EXPECT_EQ(r.frames[1], "small");
+}
+
+TEST_P(TransportTest, SendToUnknownPeerFails) {
+  Status st = server_->Send("no-such-peer", {"x"});
+  EXPECT_FALSE(st.ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Inproc, TransportTest, ::testing::Values("inproc://fedge-transport-test"));
+INSTANTIATE_TEST_SUITE_P(Tcp, TransportTest, ::testing::Values("tcp://127.0.0.1:*"));
+
+}  // namespace
+}  // namespace transport
+}  // namespace fl
