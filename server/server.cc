@@ -71,6 +71,7 @@ struct Server::Impl {
   SealedMessage task_message;
   RoundMetrics m;
   double last_accept_time{0};
+  double first_update_time{0};
   double train_loss_sum{0};
   std::map<std::string, int64_t> totals_rejected;
   bool finished{false};
@@ -193,6 +194,7 @@ struct Server::Impl {
 
   void HandleUpdate(const std::string& peer, const wire::Envelope& env,
                     const std::string& payload) {
+    if (collecting && first_update_time == 0) first_update_time = Now();
     const auto who = env.sender;
     auto it = clients.find(who);
     if (it == clients.end()) {
@@ -364,6 +366,7 @@ struct Server::Impl {
     acc = std::make_unique<FedAvgAccumulator>(static_cast<size_t>(global.NumParameters()));
     train_loss_sum = 0;
     last_accept_time = t0;
+    first_update_time = 0;
     for (const auto& id : active) {
       Status st = SendRaw(clients[id].peer, task_message);
       if (!st.ok()) {
@@ -386,6 +389,7 @@ struct Server::Impl {
       return Status::OK();
     }
     m.collect_seconds = (pending.empty() ? last_accept_time : Now()) - t0;
+    if (m.participants >= 2) m.ingest_seconds = last_accept_time - first_update_time;
     for (const auto& id : pending) {
       spdlog::warn("round {}: {} missed the {:.0f} s deadline", r, id, o.round_deadline_seconds);
       clients[id].last_seen = -1e18;

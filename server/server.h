@@ -86,6 +86,9 @@ struct RoundMetrics {
   double round_seconds{0};
   // Wall time from selection to the last accepted update (or the deadline).
   double collect_seconds{0};
+  // Wall time from the first UPDATE received to the last one accepted: the
+  // server's ingest window (0 when fewer than two updates arrived).
+  double ingest_seconds{0};
   // Longest local training time reported by a participant.
   double max_train_seconds{0};
   // Mean of the participants' last-epoch training loss.

@@ -313,13 +313,17 @@ int Main(int argc, char** argv) {
   const double wall = Now() - t_start;
 
   // Final table.
-  std::printf("\n%5s %12s %9s %9s %12s %12s %9s\n", "round", "participants", "test_acc",
-              "test_loss", "upload_MB", "download_MB", "seconds");
+  // max_train_s: the slowest participant's training wall time; overhead: round
+  // time over it (1.0 = the round took exactly as long as its slowest client).
+  std::printf("\n%5s %12s %9s %9s %10s %12s %8s %11s %8s\n", "round", "participants",
+              "test_acc", "test_loss", "upload_MB", "download_MB", "seconds", "max_train_s",
+              "overhead");
   for (const auto& m : history) {
-    std::printf("%5llu %12d %8.2f%% %9.4f %12s %12s %9.1f\n",
+    std::printf("%5llu %12d %8.2f%% %9.4f %10s %12s %8.1f %11.1f %8.2f\n",
                 static_cast<unsigned long long>(m.round), m.participants, 100 * m.test_accuracy,
                 m.test_loss, Mb(m.upload_bytes).c_str(), Mb(m.download_bytes).c_str(),
-                m.round_seconds);
+                m.round_seconds, m.max_train_seconds,
+                m.max_train_seconds > 0 ? m.round_seconds / m.max_train_seconds : 0.0);
   }
   std::string targets_json;
   for (double t : c.targets) {

@@ -1,0 +1,191 @@
+// fl-bench-ingest: how many model updates per second the aggregator accepts.
+//
+// Runs the real server (one thread: receive, bound, digest check, decode,
+// validate, accumulate) against a load generator holding K client connections
+// that answer every TASK at once with a prebuilt dense fp32 UPDATE of the
+// model's size. Reports, per round, accepted updates divided by the server's
+// ingest window (first UPDATE received to last accepted).
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "common/codec.h"
+#include "common/model_zoo.h"
+#include "common/random.h"
+#include "common/wire/envelope.h"
+#include "common/wire/serialize.h"
+#include "crypto/sha256.h"
+#include "server/server.h"
+
+namespace fl {
+namespace {
+
+// Load generator: K DEALER connections that register and answer each TASK.
+void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoint,
+              const std::string& model, int k, int64_t params, std::atomic<bool>* stop,
+              Status* status) {
+  // One UPDATE payload for everyone: its digest is computed once, so the
+  // generator spends its time sending, not hashing.
+  Random rng(7);
+  std::vector<float> delta(params);
+  for (auto& v : delta) v = static_cast<float>(rng.Normal() * 1e-3);
+  wire::Update u{600, 0.1, 1.0, wire::kCodecDenseFp32, EncodeDenseFp32(delta)};
+  const std::string payload = wire::Encode(u);
+  const Sha256Digest digest = Sha256(payload);
+  wire::Hello hello{600, model, {wire::kCodecDenseFp32}, 1.0};
+
+  std::vector<std::unique_ptr<transport::Socket>> socks;
+  std::vector<std::string> ids;
+  transport::SocketOptions so;
+  for (int i = 0; i < k; ++i) {
+    auto s = ctx->Connect(endpoint, so);
+    if (!s.ok()) {
+      *status = s.status();
+      return;
+    }
+    socks.push_back(std::move(s).value());
+    char id[32];
+    std::snprintf(id, sizeof(id), "load-%05d", i);
+    ids.push_back(id);
+  }
+  auto send_hello = [&](int i) {
+    const std::string p = wire::Encode(hello);
+    wire::Envelope e;
+    e.type = wire::MessageType::kHello;
+    e.sender = ids[i];
+    e.payload_length = p.size();
+    e.payload_digest = Sha256(p);
+    (void)socks[i]->Send("", {wire::EncodeEnvelope(e), p});
+  };
+  for (int i = 0; i < k; ++i) send_hello(i);
+  std::vector<transport::Socket*> raw;
+  for (auto& s : socks) raw.push_back(s.get());
+  std::vector<bool> ready;
+  while (!stop->load()) {
+    auto r = ctx->Poll(raw, 100, &ready);
+    if (!r.ok()) {
+      *status = r.status();
+      return;
+    }
+    for (int i = 0; i < k; ++i) {
+      if (!ready[i]) continue;
+      transport::Received rx;
+      while (true) {
+        auto got = socks[i]->TryReceive(&rx);
+        if (!got.ok() || !*got) break;
+        if (rx.frame_count != 2) continue;
+        auto env = wire::DecodeEnvelope(rx.frames[0]);
+        if (!env.ok()) continue;
+        if (env->type == wire::MessageType::kTask) {
+          wire::Envelope e;
+          e.type = wire::MessageType::kUpdate;
+          e.sender = ids[i];
+          e.round = env->round;
+          e.model_version = env->model_version;
+          e.payload_length = payload.size();
+          e.payload_digest = digest;
+          (void)socks[i]->Send("", {wire::EncodeEnvelope(e), payload});
+        } else if (env->type == wire::MessageType::kDone) {
+          socks[i].reset();
+          raw[i] = nullptr;
+        }
+      }
+    }
+    bool all_done = true;
+    for (auto* s : raw) all_done &= (s == nullptr);
+    if (all_done) return;
+    // Closed sockets leave the poll set.
+    std::vector<transport::Socket*> live;
+    for (auto* s : raw) {
+      if (s) live.push_back(s);
+    }
+    if (live.size() != raw.size()) {
+      std::vector<std::unique_ptr<transport::Socket>> kept;
+      std::vector<std::string> kept_ids;
+      for (int i = 0; i < k; ++i) {
+        if (socks[i]) {
+          kept.push_back(std::move(socks[i]));
+          kept_ids.push_back(ids[i]);
+        }
+      }
+      socks = std::move(kept);
+      ids = std::move(kept_ids);
+      raw = live;
+      k = static_cast<int>(socks.size());
+    }
+  }
+}
+
+int Main(int argc, char** argv) {
+  std::string model = "mnist_cnn";
+  int clients = 100;
+  int rounds = 6;
+  CLI::App app{"fl-bench-ingest: updates per second accepted by the aggregator"};
+  app.add_option("--model", model, "Architecture (sets the update size)")->capture_default_str();
+  app.add_option("--clients", clients, "Connections sending updates each round")
+      ->capture_default_str()->check(CLI::Range(2, 5000));
+  app.add_option("--rounds", rounds, "Rounds (the first is a warm-up)")->capture_default_str()
+      ->check(CLI::Range(2, 1000));
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+
+  auto m = CreateModel(model, 1);
+  if (!m.ok()) {
+    std::fprintf(stderr, "error: %s\n", m.status().ToString().c_str());
+    return 2;
+  }
+  const int64_t params = CountParameters(**m);
+  auto ctx = transport::CreateZmqContext(2 * clients + 64);
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = model;
+  so.rounds = rounds;
+  so.min_clients = clients;
+  so.fraction = 1.0;
+  so.round_deadline_seconds = 300;
+  so.client_timeout_seconds = 1e9;
+  so.done_linger_seconds = 0.5;
+  so.verbose = false;
+  auto server = Server::Create(so, ctx);
+  if (!server.ok()) {
+    std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  std::atomic<bool> stop{false};
+  Status gen_status;
+  std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, &stop,
+                  &gen_status);
+  std::printf("fl-bench-ingest: %s (%lld params, %.2f MB dense fp32 update), %d clients, %d rounds\n",
+              model.c_str(), static_cast<long long>(params), params * 4 / 1e6, clients, rounds);
+  std::printf("%5s %9s %10s %12s %12s\n", "round", "accepted", "ingest_s", "updates/s", "MB/s");
+  double total_updates = 0, total_seconds = 0;
+  auto sum = (*server)->Run(nullptr, [&](const RoundMetrics& r) {
+    const double ups = r.ingest_seconds > 0 ? (r.participants - 1) / r.ingest_seconds : 0;
+    std::printf("%5llu %9d %10.3f %12.1f %12.1f%s\n", static_cast<unsigned long long>(r.round),
+                r.participants, r.ingest_seconds, ups, ups * params * 4 / 1e6,
+                r.round == 1 ? "  (warm-up)" : "");
+    std::fflush(stdout);
+    if (r.round > 1) {
+      total_updates += r.participants - 1;
+      total_seconds += r.ingest_seconds;
+    }
+  });
+  stop = true;
+  gen.join();
+  if (!sum.ok() || !gen_status.ok()) {
+    std::fprintf(stderr, "error: %s\n",
+                 (!sum.ok() ? sum.status() : gen_status).ToString().c_str());
+    return 1;
+  }
+  std::printf("mean over rounds 2..%d: %.1f updates/s accepted\n", rounds,
+              total_updates / total_seconds);
+  return 0;
+}
+
+}  // namespace
+}  // namespace fl
+
+int main(int argc, char** argv) { return fl::Main(argc, argv); }
