@@ -1,0 +1,244 @@
+#include "common/quant_codec.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+
+#include "common/random.h"
+
+namespace fl {
+namespace {
+
+int Levels(int bits) { return (1 << (bits - 1)) - 1; }
+
+void PutU32(char* p, uint32_t v) { std::memcpy(p, &v, 4); }
+void PutU64(char* p, uint64_t v) { std::memcpy(p, &v, 8); }
+uint32_t GetU32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t GetU64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the quantized codec assumes a little-endian host"
+#endif
+
+// A tiny generator for rounding noise: xorshift64*, 2 x 32-bit uniforms a call.
+// Fast enough that noise costs less than the arithmetic; seeded, so encodings
+// are reproducible.
+class Noise {
+ public:
+  explicit Noise(uint64_t seed) : s_(Random(seed).Next() | 1) {}
+  uint64_t Next() {
+    s_ ^= s_ >> 12;
+    s_ ^= s_ << 25;
+    s_ ^= s_ >> 27;
+    return s_ * 0x2545F4914F6CDD1DULL;
+  }
+
+ private:
+  uint64_t s_;
+};
+
+// Quantizes one block into levels q + L (0..2L), written to `levels`.
+template <bool kStochastic>
+void QuantizeBlock(const float* v, size_t n, int L, float inv, Noise* noise, uint8_t* levels) {
+  size_t i = 0;
+  if (kStochastic) {
+    const float k2m32 = 1.0f / 4294967296.0f;
+    for (; i + 1 < n; i += 2) {
+      const uint64_t r = noise->Next();
+      const float u0 = static_cast<float>(static_cast<uint32_t>(r)) * k2m32;
+      const float u1 = static_cast<float>(static_cast<uint32_t>(r >> 32)) * k2m32;
+      int q0 = static_cast<int>(std::floor(v[i] * inv + u0));
+      int q1 = static_cast<int>(std::floor(v[i + 1] * inv + u1));
+      // Float rounding of u near 1 can land one past L; clamp keeps the range.
+      q0 = std::min(std::max(q0, -L), L);
+      q1 = std::min(std::max(q1, -L), L);
+      levels[i] = static_cast<uint8_t>(q0 + L);
+      levels[i + 1] = static_cast<uint8_t>(q1 + L);
+    }
+    if (i < n) {
+      const float u = static_cast<float>(static_cast<uint32_t>(noise->Next())) * k2m32;
+      int q = static_cast<int>(std::floor(v[i] * inv + u));
+      q = std::min(std::max(q, -L), L);
+      levels[i] = static_cast<uint8_t>(q + L);
+    }
+  } else {
+    for (; i < n; ++i) {
+      int q = static_cast<int>(std::nearbyint(v[i] * inv));
+      q = std::min(std::max(q, -L), L);
+      levels[i] = static_cast<uint8_t>(q + L);
+    }
+  }
+}
+
+}  // namespace
+
+Status ValidateQuantOptions(const QuantOptions& o) {
+  if (o.bits != 32 && o.bits != 8 && o.bits != 4 && o.bits != 2) {
+    return Status::InvalidArgument("quantization bits must be 32, 8, 4 or 2, got " +
+                                   std::to_string(o.bits));
+  }
+  if (o.block < 1) return Status::InvalidArgument("quantization block must be >= 1");
+  return Status::OK();
+}
+
+size_t QuantEncodedSize(size_t count, int bits, uint32_t block) {
+  if (bits == 32) return kQuantHeaderBytes + 4 * count;
+  const size_t blocks = (count + block - 1) / block;
+  return kQuantHeaderBytes + 4 * blocks + (count * bits + 7) / 8;
+}
+
+std::string QuantEncode(const float* values, size_t count, const QuantOptions& o) {
+  const size_t blocks = o.bits == 32 ? 0 : (count + o.block - 1) / o.block;
+  std::string out(QuantEncodedSize(count, o.bits, o.block), '\0');
+  char* p = &out[0];
+  p[0] = static_cast<char>(kQuantMagic);
+  p[1] = static_cast<char>(o.bits);
+  p[2] = static_cast<char>(o.stochastic ? 1 : 0);
+  PutU32(p + 4, o.block);
+  PutU64(p + 8, count);
+  PutU64(p + 16, blocks);
+  if (o.bits == 32) {
+    if (count) std::memcpy(p + kQuantHeaderBytes, values, 4 * count);
+    return out;
+  }
+  char* scales = p + kQuantHeaderBytes;
+  uint8_t* data = reinterpret_cast<uint8_t*>(scales + 4 * blocks);
+  const int L = Levels(o.bits);
+  Noise noise(o.seed);
+  std::vector<uint8_t> levels(o.block);
+  size_t bitpos = 0;  // for sub-byte packing
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t begin = b * o.block;
+    const size_t n = std::min<size_t>(o.block, count - begin);
+    const float* v = values + begin;
+    float maxabs = 0;
+    for (size_t i = 0; i < n; ++i) maxabs = std::max(maxabs, std::fabs(v[i]));
+    const float scale = maxabs / L;
+    std::memcpy(scales + 4 * b, &scale, 4);
+    const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    uint8_t* lv = o.bits == 8 ? data + begin : levels.data();
+    if (o.stochastic) {
+      QuantizeBlock<true>(v, n, L, inv, &noise, lv);
+    } else {
+      QuantizeBlock<false>(v, n, L, inv, &noise, lv);
+    }
+    if (o.bits != 8) {
+      for (size_t i = 0; i < n; ++i, bitpos += o.bits) {
+        data[bitpos >> 3] |= static_cast<uint8_t>(lv[i] << (bitpos & 7));
+      }
+    }
+  }
+  return out;
+}
+
+Status QuantPeek(const std::string& data, int* bits, uint32_t* block, uint64_t* count) {
+  if (data.size() < kQuantHeaderBytes) {
+    return Status::Corruption("quantized delta truncated: " + std::to_string(data.size()) +
+                              " bytes, header needs " + std::to_string(kQuantHeaderBytes));
+  }
+  const char* p = data.data();
+  if (static_cast<uint8_t>(p[0]) != kQuantMagic) {
+    return Status::Corruption("quantized delta has bad magic");
+  }
+  *bits = static_cast<uint8_t>(p[1]);
+  *block = GetU32(p + 4);
+  *count = GetU64(p + 8);
+  QuantOptions o;
+  o.bits = *bits;
+  o.block = *block;
+  Status st = ValidateQuantOptions(o);
+  if (!st.ok()) return Status::Corruption("quantized delta header: " + st.message());
+  return Status::OK();
+}
+
+Status QuantDecode(const std::string& data, size_t expected_count, std::vector<float>* out) {
+  int bits = 0;
+  uint32_t block = 0;
+  uint64_t count = 0;
+  FL_RETURN_IF_ERROR(QuantPeek(data, &bits, &block, &count));
+  if (count != expected_count) {
+    return Status::Corruption("quantized delta holds " + std::to_string(count) +
+                              " values, expected " + std::to_string(expected_count));
+  }
+  const uint64_t blocks = GetU64(data.data() + 16);
+  const uint64_t want_blocks = bits == 32 ? 0 : (count + block - 1) / block;
+  if (blocks != want_blocks) {
+    return Status::Corruption("quantized delta declares " + std::to_string(blocks) +
+                              " blocks, its count and block size imply " +
+                              std::to_string(want_blocks));
+  }
+  const size_t want = QuantEncodedSize(count, bits, block);
+  if (data.size() != want) {
+    return Status::Corruption("quantized delta is " + std::to_string(data.size()) +
+                              " bytes; its header implies " + std::to_string(want));
+  }
+  out->resize(count);
+  const char* p = data.data() + kQuantHeaderBytes;
+  if (bits == 32) {
+    if (count) std::memcpy(out->data(), p, 4 * count);
+    for (size_t i = 0; i < count; ++i) {
+      if (!std::isfinite((*out)[i])) {
+        return Status::Corruption("delta value " + std::to_string(i) + " is not finite");
+      }
+    }
+    return Status::OK();
+  }
+  const uint8_t* levels = reinterpret_cast<const uint8_t*>(p + 4 * blocks);
+  const int L = Levels(bits);
+  float* dst = out->data();
+  size_t bitpos = 0;
+  const unsigned mask = (1u << bits) - 1;
+  for (size_t b = 0; b < blocks; ++b) {
+    float scale;
+    std::memcpy(&scale, p + 4 * b, 4);
+    if (!(scale >= 0) || !std::isfinite(scale)) {
+      return Status::Corruption("block " + std::to_string(b) + " has scale " +
+                                std::to_string(scale));
+    }
+    const size_t begin = b * block;
+    const size_t n = std::min<size_t>(block, count - begin);
+    if (bits == 8) {
+      const uint8_t* q = levels + begin;
+      uint8_t bad = 0;
+      for (size_t i = 0; i < n; ++i) {
+        bad |= static_cast<uint8_t>(q[i] == 255);  // 2L = 254 is the top level
+        dst[begin + i] = static_cast<float>(static_cast<int>(q[i]) - L) * scale;
+      }
+      if (bad) return Status::Corruption("block " + std::to_string(b) + " has level 255");
+    } else {
+      for (size_t i = 0; i < n; ++i, bitpos += bits) {
+        const int q = static_cast<int>((levels[bitpos >> 3] >> (bitpos & 7)) & mask);
+        if (q > 2 * L) {
+          return Status::Corruption("block " + std::to_string(b) + " has level " +
+                                    std::to_string(q) + " above " + std::to_string(2 * L));
+        }
+        dst[begin + i] = static_cast<float>(q - L) * scale;
+      }
+    }
+  }
+  return Status::OK();
+}
+
+std::string ErrorFeedback::Encode(const std::vector<float>& delta, const QuantOptions& options) {
+  if (residual_.size() != delta.size()) residual_.assign(delta.size(), 0.0f);
+  for (size_t i = 0; i < delta.size(); ++i) residual_[i] += delta[i];
+  std::string enc = QuantEncode(residual_.data(), residual_.size(), options);
+  std::vector<float> sent;
+  // Our own encoding always decodes; the check guards the invariant.
+  Status st = QuantDecode(enc, residual_.size(), &sent);
+  assert(st.ok());
+  (void)st;
+  for (size_t i = 0; i < delta.size(); ++i) residual_[i] -= sent[i];
+  return enc;
+}
+
+}  // namespace fl
