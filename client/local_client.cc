@@ -101,6 +101,7 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
   opts.weight_decay = ins.weight_decay;
   opts.seed = ins.seed;
   opts.threads = impl_->threads;
+  opts.masks = MasksOf(ins.parameters);
   if (on_epoch) {
     opts.on_epoch = [&](const EpochStats& e) {
       on_epoch(e.epoch, e.mean_loss, e.accuracy, e.seconds);
@@ -110,6 +111,9 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
   if (!stats.ok()) return stats.status();
   FitRes res;
   res.parameters = GetParameters();
+  for (size_t i = 0; i < res.parameters.tensors.size(); ++i) {
+    res.parameters.tensors[i].mask = ins.parameters.tensors[i].mask;  // the mask is shared state
+  }
   res.num_examples = impl_->shard.size();
   res.first_epoch_loss = stats->first_epoch_loss;
   res.last_epoch_loss = stats->last_epoch_loss;

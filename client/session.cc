@@ -6,7 +6,7 @@
 #include <chrono>
 #include <thread>
 
-#include "common/codec.h"
+#include "common/quant_codec.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
@@ -33,6 +33,8 @@ struct ClientSession::Impl {
   double backoff{0};
   bool done{false};
   std::string done_message;
+  // Quantization residual carried between rounds (error feedback).
+  ErrorFeedback feedback;
 
   Status Connect() {
     transport::SocketOptions so;
@@ -61,7 +63,7 @@ struct ClientSession::Impl {
     wire::Hello h;
     h.num_examples = client->num_examples();
     h.architecture = client->architecture();
-    h.codecs = {wire::kCodecDenseFp32};
+    h.codecs = {wire::kCodecQuant};
     h.heartbeat_seconds = o.heartbeat_seconds;
     last_hello = Now();
     return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h));
@@ -84,7 +86,11 @@ struct ClientSession::Impl {
       return Status::OK();
     }
     FitIns ins;
-    ins.parameters = std::move(task.model);
+    st = wire::Expand(task.model, &ins.parameters);
+    if (!st.ok()) {
+      Bad("TASK model: " + st.ToString());
+      return Status::OK();
+    }
     ins.epochs = task.config.epochs;
     ins.batch_size = task.config.batch_size;
     ins.lr = task.config.lr;
@@ -95,8 +101,14 @@ struct ClientSession::Impl {
     uint64_t h = 1469598103934665603ULL;
     for (char c : o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
     ins.seed = task.config.seed ^ h;
-    if (task.config.codec != wire::kCodecDenseFp32) {
-      Bad("TASK asks for codec '" + task.config.codec + "', this client has fp32 only");
+    QuantOptions q;
+    q.bits = task.config.uplink_bits;
+    q.block = task.config.block;
+    q.stochastic = task.config.stochastic_rounding;
+    q.seed = ins.seed;
+    st = ValidateQuantOptions(q);
+    if (!st.ok()) {
+      Bad("TASK asks for an encoding this client cannot produce: " + st.message());
       return Status::OK();
     }
     if (o.verbose) {
@@ -113,15 +125,19 @@ struct ClientSession::Impl {
     stats.rounds_trained++;
     stats.train_seconds += res->seconds;
     stats.last_train_seconds = res->seconds;
-    std::vector<float> after = Flatten(res->parameters);
-    const std::vector<float> before = Flatten(ins.parameters);
-    for (size_t i = 0; i < after.size(); ++i) after[i] -= before[i];
+    auto delta = KeptDifference(res->parameters, ins.parameters);
+    if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
     wire::Update u;
     u.num_examples = res->num_examples;
     u.train_loss = res->last_epoch_loss;
     u.train_seconds = res->seconds;
-    u.codec = wire::kCodecDenseFp32;
-    u.data = EncodeDenseFp32(after);
+    u.codec = wire::kCodecQuant;
+    if (task.config.error_feedback) {
+      u.data = feedback.Encode(*delta, q);
+    } else {
+      feedback.Reset();
+      u.data = QuantEncode(delta->data(), delta->size(), q);
+    }
     if (o.verbose) {
       spdlog::info("[{}] round {}: trained in {:.2f} s, loss {:.4f}; sending update ({} bytes)",
                    o.id, env.round, res->seconds, res->last_epoch_loss, u.data.size());

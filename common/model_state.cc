@@ -1,6 +1,17 @@
 #include "common/model_state.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
 namespace fl {
+
+int64_t TensorState::KeptCount() const {
+  if (mask.empty()) return static_cast<int64_t>(values.size());
+  int64_t n = 0;
+  for (uint8_t m : mask) n += m;
+  return n;
+}
 
 Status CheckModelState(const ModelState& state) {
   for (size_t i = 0; i < state.tensors.size(); ++i) {
@@ -17,6 +28,23 @@ Status CheckModelState(const ModelState& state) {
       return Status::Corruption("tensor '" + t.name + "' has " + std::to_string(t.values.size()) +
                                 " values but its shape implies " + std::to_string(n));
     }
+    if (!t.mask.empty()) {
+      if (t.mask.size() != t.values.size()) {
+        return Status::Corruption("tensor '" + t.name + "' has a mask of " +
+                                  std::to_string(t.mask.size()) + " entries for " +
+                                  std::to_string(t.values.size()) + " values");
+      }
+      for (size_t k = 0; k < t.mask.size(); ++k) {
+        if (t.mask[k] > 1) {
+          return Status::Corruption("tensor '" + t.name + "' mask entry " + std::to_string(k) +
+                                    " is not 0 or 1");
+        }
+        if (t.mask[k] == 0 && t.values[k] != 0.0f) {
+          return Status::Corruption("tensor '" + t.name + "' has a nonzero value at pruned position " +
+                                    std::to_string(k));
+        }
+      }
+    }
   }
   return Status::OK();
 }
@@ -32,22 +60,109 @@ bool SameLayout(const ModelState& a, const ModelState& b) {
   return true;
 }
 
-std::vector<float> Flatten(const ModelState& state) {
+bool SameMasks(const ModelState& a, const ModelState& b) {
+  if (!SameLayout(a, b)) return false;
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    if (a.tensors[i].mask != b.tensors[i].mask) return false;
+  }
+  return true;
+}
+
+std::vector<float> GatherKept(const ModelState& state) {
   std::vector<float> out;
-  out.reserve(state.NumParameters());
-  for (const auto& t : state.tensors) out.insert(out.end(), t.values.begin(), t.values.end());
+  out.reserve(state.KeptCount());
+  for (const auto& t : state.tensors) {
+    if (t.mask.empty()) {
+      out.insert(out.end(), t.values.begin(), t.values.end());
+    } else {
+      for (size_t k = 0; k < t.values.size(); ++k) {
+        if (t.mask[k]) out.push_back(t.values[k]);
+      }
+    }
+  }
   return out;
 }
 
-Status AddScaled(ModelState* state, const std::vector<float>& delta, float scale) {
-  if (static_cast<int64_t>(delta.size()) != state->NumParameters()) {
-    return Status::InvalidArgument("delta has " + std::to_string(delta.size()) +
-                                   " values, model has " +
-                                   std::to_string(state->NumParameters()));
+Result<std::vector<float>> KeptDifference(const ModelState& after, const ModelState& before) {
+  if (!SameLayout(after, before)) {
+    return Status::InvalidArgument("models differ in layout ('" + after.architecture + "' vs '" +
+                                   before.architecture + "')");
   }
-  size_t k = 0;
+  std::vector<float> out;
+  out.reserve(before.KeptCount());
+  for (size_t i = 0; i < before.tensors.size(); ++i) {
+    const auto& a = after.tensors[i].values;
+    const auto& b = before.tensors[i].values;
+    const auto& m = before.tensors[i].mask;
+    for (size_t k = 0; k < b.size(); ++k) {
+      if (m.empty() || m[k]) out.push_back(a[k] - b[k]);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+template <typename T, typename S>
+Status AddScaledKeptImpl(ModelState* state, const std::vector<T>& delta, S scale) {
+  if (static_cast<int64_t>(delta.size()) != state->KeptCount()) {
+    return Status::InvalidArgument("delta has " + std::to_string(delta.size()) +
+                                   " values, model keeps " + std::to_string(state->KeptCount()));
+  }
+  size_t j = 0;
   for (auto& t : state->tensors) {
-    for (float& v : t.values) v += scale * delta[k++];
+    for (size_t k = 0; k < t.values.size(); ++k) {
+      if (t.mask.empty() || t.mask[k]) {
+        t.values[k] = static_cast<float>(t.values[k] + scale * delta[j++]);
+      }
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status AddScaledKept(ModelState* state, const std::vector<float>& delta, float scale) {
+  return AddScaledKeptImpl(state, delta, scale);
+}
+
+Status AddScaledKept(ModelState* state, const std::vector<double>& delta, double scale) {
+  return AddScaledKeptImpl(state, delta, scale);
+}
+
+Status PruneByMagnitude(ModelState* state, double sparsity, bool global) {
+  if (!(sparsity >= 0 && sparsity < 1)) {
+    return Status::InvalidArgument("sparsity must be in [0, 1), got " + std::to_string(sparsity));
+  }
+  std::vector<TensorState*> prunable;
+  for (auto& t : state->tensors) {
+    if (t.shape.size() >= 2) prunable.push_back(&t);
+  }
+  // Prunes the `drop` smallest-magnitude currently kept values of `ts` together.
+  auto prune = [](const std::vector<TensorState*>& ts, double frac) {
+    std::vector<std::pair<float, std::pair<size_t, size_t>>> all;  // |v|, (tensor, index)
+    for (size_t i = 0; i < ts.size(); ++i) {
+      for (size_t k = 0; k < ts[i]->values.size(); ++k) {
+        all.push_back({std::fabs(ts[i]->values[k]), {i, k}});
+      }
+    }
+    const size_t drop = static_cast<size_t>(std::llround(frac * all.size()));
+    if (drop == 0) return;
+    std::nth_element(all.begin(), all.begin() + (drop - 1), all.end());
+    for (size_t j = 0; j < drop; ++j) {
+      TensorState* t = ts[all[j].second.first];
+      if (t->mask.empty()) t->mask.assign(t->values.size(), 1);
+      t->mask[all[j].second.second] = 0;
+      t->values[all[j].second.second] = 0.0f;
+    }
+  };
+  if (global) {
+    prune(prunable, sparsity);
+  } else {
+    for (TensorState* t : prunable) prune({t}, sparsity);
+  }
+  for (TensorState* t : prunable) {
+    if (t->mask.empty()) t->mask.assign(t->values.size(), 1);
   }
   return Status::OK();
 }

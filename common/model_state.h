@@ -1,9 +1,14 @@
 // A model's parameters as plain data, independent of LibTorch.
 //
 // An ordered list of named tensors (the order of Module::named_parameters()),
-// each with its shape and fp32 values in row-major order. This is what moves
-// between client and server and what aggregation works on, so the server's
-// arithmetic and the wire format never need torch headers.
+// each with its shape, fp32 values in row-major order and, for pruned tensors,
+// a mask. This is what moves between client and server and what aggregation
+// works on, so the server's arithmetic and the wire format never need torch.
+//
+// The mask is shared state (DESIGN.md): a pruned value is exactly 0.0 and
+// stays so through local training and aggregation. Deltas carry values only at
+// kept positions, in canonical order: tensor order, then row-major, skipping
+// pruned positions.
 #ifndef FEDGE_COMMON_MODEL_STATE_H_
 #define FEDGE_COMMON_MODEL_STATE_H_
 
@@ -19,6 +24,12 @@ struct TensorState {
   std::string name;             // e.g. "conv1.weight"
   std::vector<int64_t> shape;   // e.g. {32, 1, 5, 5}
   std::vector<float> values;    // product(shape) values, row-major
+  // Empty: every value is kept (dense). Otherwise one byte per value, 1 = kept,
+  // 0 = pruned (its value is 0.0).
+  std::vector<uint8_t> mask;
+
+  // Values kept by the mask (all of them when dense).
+  int64_t KeptCount() const;
 };
 
 struct ModelState {
@@ -31,21 +42,49 @@ struct ModelState {
     for (const auto& t : tensors) n += static_cast<int64_t>(t.values.size());
     return n;
   }
+  // Parameters kept by the masks: the length of a delta.
+  int64_t KeptCount() const {
+    int64_t n = 0;
+    for (const auto& t : tensors) n += t.KeptCount();
+    return n;
+  }
+  // Fraction of parameters pruned.
+  double Sparsity() const {
+    const int64_t n = NumParameters();
+    return n ? 1.0 - static_cast<double>(KeptCount()) / n : 0.0;
+  }
 };
 
-// Checks that every tensor has a non-empty name, non-negative dimensions, and
-// exactly product(shape) values. Corruption otherwise, naming the tensor.
+// Checks that every tensor has a non-empty name, non-negative dimensions,
+// exactly product(shape) values, a mask that is empty or of the same length
+// with 0/1 bytes, and 0.0 at every pruned position. Corruption otherwise,
+// naming the tensor.
 Status CheckModelState(const ModelState& state);
 
 // Returns true iff `a` and `b` have the same tensor names, order and shapes.
 bool SameLayout(const ModelState& a, const ModelState& b);
 
-// All values of `state`, concatenated in canonical order (tensor order, row-major).
-std::vector<float> Flatten(const ModelState& state);
+// Returns true iff `a` and `b` have the same layout and the same masks.
+bool SameMasks(const ModelState& a, const ModelState& b);
 
-// Adds `scale * delta[i]` to the i-th value of `state` in canonical order.
-// InvalidArgument if delta.size() != state.NumParameters().
-Status AddScaled(ModelState* state, const std::vector<float>& delta, float scale = 1.0f);
+// The kept values of `state` in canonical order (all values when dense).
+std::vector<float> GatherKept(const ModelState& state);
+
+// `after - before` at the kept positions of `before`, in canonical order.
+// InvalidArgument when the layouts differ.
+Result<std::vector<float>> KeptDifference(const ModelState& after, const ModelState& before);
+
+// Adds `scale * delta[i]` to the i-th kept value of `state` in canonical order;
+// pruned values stay 0.0. InvalidArgument if delta.size() != state.KeptCount().
+Status AddScaledKept(ModelState* state, const std::vector<float>& delta, float scale = 1.0f);
+Status AddScaledKept(ModelState* state, const std::vector<double>& delta, double scale);
+
+// Prunes `state` by magnitude to `sparsity` (fraction of prunable values set to
+// zero and masked), counting values already pruned. Prunable tensors are those
+// with 2 or more dimensions (weights); biases stay dense. `global` ranks all
+// prunable values together (layers with many small weights lose more);
+// otherwise each layer is pruned to `sparsity` on its own.
+Status PruneByMagnitude(ModelState* state, double sparsity, bool global);
 
 }  // namespace fl
 

@@ -99,6 +99,19 @@ int64_t CountParameters(const torch::nn::Module& model) {
   return n;
 }
 
+std::vector<torch::Tensor> MasksOf(const ModelState& state) {
+  std::vector<torch::Tensor> masks;
+  for (const auto& t : state.tensors) {
+    if (t.mask.empty()) {
+      masks.emplace_back();
+    } else {
+      masks.push_back(torch::from_blob(const_cast<uint8_t*>(t.mask.data()), t.shape, torch::kUInt8)
+                          .to(torch::kFloat32));
+    }
+  }
+  return masks;
+}
+
 ModelState GetModelState(const std::string& architecture, const torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   ModelState state;

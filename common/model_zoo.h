@@ -48,8 +48,13 @@ int64_t CountParameters(const torch::nn::Module& model);
 // Copies the parameters of `model` out as plain data.
 ModelState GetModelState(const std::string& architecture, const torch::nn::Module& model);
 
-// Copies `state` into `model`. InvalidArgument if names, order or shapes differ.
+// Copies `state`'s values into `model` (masks are not part of a module; see
+// MasksOf). InvalidArgument if names, order or shapes differ.
 Status SetModelState(torch::nn::Module& model, const ModelState& state);
+
+// The masks of `state` as float tensors for TrainOptions::masks (undefined for
+// dense tensors).
+std::vector<torch::Tensor> MasksOf(const ModelState& state);
 
 }  // namespace fl
 

@@ -68,6 +68,16 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     return Status::InvalidArgument("learning rate must be > 0, got " + std::to_string(options.lr));
   }
   const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
+  std::vector<torch::Tensor> params = model.parameters();
+  if (!options.masks.empty() && options.masks.size() != params.size()) {
+    return Status::InvalidArgument("got " + std::to_string(options.masks.size()) +
+                                   " masks for " + std::to_string(params.size()) + " parameters");
+  }
+  for (size_t i = 0; i < options.masks.size(); ++i) {
+    if (options.masks[i].defined() && !options.masks[i].sizes().equals(params[i].sizes())) {
+      return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
+    }
+  }
   ThreadScope threads(options.threads);
   TrainStats stats;
   const double t0 = Now();
@@ -95,6 +105,11 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
         auto logits = model.forward(x);
         auto loss = torch::nn::functional::cross_entropy(logits, y);
         loss.backward();
+        for (size_t i = 0; i < options.masks.size(); ++i) {
+          if (options.masks[i].defined() && params[i].grad().defined()) {
+            params[i].grad().mul_(options.masks[i]);
+          }
+        }
         optimizer.step();
         loss_sum += loss.item<double>() * (end - begin);
         correct += logits.argmax(1).eq(y).sum().item<int64_t>();
@@ -106,6 +121,17 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       stats.last_epoch_loss = mean;
       if (options.on_epoch) {
         options.on_epoch(EpochStats{epoch, mean, static_cast<double>(correct) / n, Now() - e0});
+      }
+    }
+    // The mask invariant, checked rather than enforced: a pruned weight that
+    // moved means a bug in the masking above, and must not be hidden.
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < options.masks.size(); ++i) {
+      if (!options.masks[i].defined()) continue;
+      const int64_t leaked = params[i].mul(1 - options.masks[i]).ne(0).sum().item<int64_t>();
+      if (leaked != 0) {
+        return Status::Internal(std::to_string(leaked) + " pruned weights of parameter " +
+                                std::to_string(i) + " became nonzero during training");
       }
     }
   } catch (const c10::Error& e) {

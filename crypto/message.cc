@@ -37,6 +37,10 @@ std::array<uint8_t, 32> ModelVersion(const ModelState& state) {
   return Sha256(wire::Encode(state));
 }
 
+std::array<uint8_t, 32> ModelVersion(const wire::CompactModel& model) {
+  return Sha256(wire::Encode(model));
+}
+
 std::string ShortVersion(const std::array<uint8_t, 32>& version) {
   return ToHex(version).substr(0, 12);
 }

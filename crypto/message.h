@@ -13,6 +13,7 @@
 
 #include "common/model_state.h"
 #include "common/status.h"
+#include "common/wire/compact.h"
 #include "common/wire/envelope.h"
 
 namespace fl {
@@ -34,6 +35,10 @@ Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::strin
 
 // The content address of a model: SHA-256 of its canonical serialization.
 std::array<uint8_t, 32> ModelVersion(const ModelState& state);
+
+// The version of a model as sent in a TASK: SHA-256 of the encoded CompactModel,
+// which the client can check against what it received.
+std::array<uint8_t, 32> ModelVersion(const wire::CompactModel& model);
 
 // Short hex form of a version for logs (first 12 hex characters).
 std::string ShortVersion(const std::array<uint8_t, 32>& version);

@@ -75,16 +75,8 @@ Status FedAvgAccumulator::Add(int64_t num_examples, const std::vector<float>& de
 
 Status FedAvgAccumulator::ApplyTo(ModelState* model, double server_lr) const {
   if (count_ == 0) return Status::FailedPrecondition("no updates to average");
-  if (static_cast<int64_t>(sum_.size()) != model->NumParameters()) {
-    return Status::InvalidArgument("accumulator has " + std::to_string(sum_.size()) +
-                                   " values, model has " + std::to_string(model->NumParameters()));
-  }
-  const double scale = server_lr / static_cast<double>(total_);
-  size_t k = 0;
-  for (auto& t : model->tensors) {
-    for (float& v : t.values) v = static_cast<float>(v + scale * sum_[k++]);
-  }
-  return Status::OK();
+  // Adds at the kept positions only, so the global model keeps its mask.
+  return AddScaledKept(model, sum_, server_lr / static_cast<double>(total_));
 }
 
 Result<ModelState> Difference(const ModelState& after, const ModelState& before) {

@@ -44,7 +44,7 @@ Result<ModelState> Difference(const ModelState& after, const ModelState& before)
 // accumulator instead of every client's delta. Accumulates in double.
 class FedAvgAccumulator final {
  public:
-  // `num_values` = parameters in the model.
+  // `num_values` = kept parameters of the model (its delta length).
   explicit FedAvgAccumulator(size_t num_values) : sum_(num_values, 0.0) {}
 
   // Adds num_examples * delta. InvalidArgument on a size mismatch or a weight <= 0;

@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <set>
 
-#include "common/codec.h"
+#include "common/quant_codec.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
 #include "common/random.h"
@@ -169,9 +169,9 @@ struct Server::Impl {
              "num_examples must be > 0, got " + std::to_string(h.num_examples));
       return;
     }
-    if (std::find(h.codecs.begin(), h.codecs.end(), o.train.codec) == h.codecs.end()) {
+    if (std::find(h.codecs.begin(), h.codecs.end(), wire::kCodecQuant) == h.codecs.end()) {
       Refuse(peer, env.sender, env.type, env.round, "no_common_codec",
-             "server needs codec '" + o.train.codec + "'");
+             std::string("server needs codec '") + wire::kCodecQuant + "'");
       return;
     }
     auto it = clients.find(env.sender);
@@ -230,7 +230,7 @@ struct Server::Impl {
       Refuse(peer, who, env.type, env.round, "bad_payload", st.message());
       return;
     }
-    if (u.codec != wire::kCodecDenseFp32) {
+    if (u.codec != wire::kCodecQuant) {
       Refuse(peer, who, env.type, env.round, "bad_codec", "codec '" + u.codec + "' not supported");
       return;
     }
@@ -240,7 +240,8 @@ struct Server::Impl {
       return;
     }
     std::vector<float> delta;
-    st = DecodeDenseFp32(u.data, static_cast<size_t>(global.NumParameters()), &delta);
+    // Values at the kept positions only: the mask is shared state.
+    st = QuantDecode(u.data, static_cast<size_t>(global.KeptCount()), &delta);
     if (!st.ok()) {
       Refuse(peer, who, env.type, env.round, "bad_delta", st.message());
       return;
@@ -252,6 +253,7 @@ struct Server::Impl {
     }
     pending.erase(who);
     m.participants++;
+    m.delta_bytes += u.data.size();
     m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
     train_loss_sum += u.train_loss;
     last_accept_time = Now();
@@ -354,7 +356,7 @@ struct Server::Impl {
     task.config = o.train;
     task.config.seed = o.seed * 1000003ULL + r;
     task.config.deadline_seconds = o.round_deadline_seconds;
-    task.model = global;
+    task.model = wire::Compact(global, o.downlink);
     wire::Envelope env;
     env.type = wire::MessageType::kTask;
     env.sender = kServerId;
@@ -363,7 +365,7 @@ struct Server::Impl {
     task_message = SealMessage(env, wire::Encode(task));
     current_round = r;
     collecting = true;
-    acc = std::make_unique<FedAvgAccumulator>(static_cast<size_t>(global.NumParameters()));
+    acc = std::make_unique<FedAvgAccumulator>(static_cast<size_t>(global.KeptCount()));
     train_loss_sum = 0;
     last_accept_time = t0;
     first_update_time = 0;
@@ -397,7 +399,7 @@ struct Server::Impl {
     // 5. Aggregate, evaluate, persist.
     if (acc->count() > 0) {
       FL_RETURN_IF_ERROR(acc->ApplyTo(&global, o.server_lr));
-      version = ModelVersion(global);
+      version = ModelVersion(wire::Compact(global, o.downlink));
       m.mean_train_loss = train_loss_sum / acc->count();
     } else {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
@@ -435,13 +437,15 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
   }
   if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
-  if (o.train.codec != wire::kCodecDenseFp32) {
-    return Status::InvalidArgument("codec '" + o.train.codec + "' not supported (fp32)");
-  }
+  QuantOptions q;
+  q.bits = o.train.uplink_bits;
+  q.block = o.train.block;
+  FL_RETURN_IF_ERROR(ValidateQuantOptions(q).WithContext("uplink encoding"));
   auto model = CreateModel(o.model, o.seed);
   if (!model.ok()) return model.status();
   impl->eval_model = std::move(model).value();
   impl->global = GetModelState(o.model, *impl->eval_model);
+  bool resumed = false;
 
   if (!o.out_dir.empty()) {
     FL_RETURN_IF_ERROR(CreateDirectories(o.out_dir));
@@ -457,6 +461,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       }
       impl->global = std::move(c->model);
       impl->round = c->round;
+      resumed = true;
       spdlog::info("resuming after round {} from {}/checkpoint.fl", impl->round, o.out_dir);
     } else if (c.status().IsNotFound()) {
       spdlog::info("no checkpoint in {}; starting from round 1", o.out_dir);
@@ -464,7 +469,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       return c.status();
     }
   }
-  impl->version = ModelVersion(impl->global);
+  if (!resumed && o.sparsity > 0) {
+    FL_RETURN_IF_ERROR(PruneByMagnitude(&impl->global, o.sparsity, o.global_pruning));
+    spdlog::info("pruned the initial model to {:.1f}% sparsity ({} of {} parameters kept)",
+                 100 * impl->global.Sparsity(), impl->global.KeptCount(),
+                 impl->global.NumParameters());
+  }
+  impl->version = ModelVersion(wire::Compact(impl->global, o.downlink));
 
   if (!o.data_dir.empty()) {
     auto test = LoadMnistFolder(o.data_dir, Split::kTest);

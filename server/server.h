@@ -53,6 +53,13 @@ struct ServerOptions {
   wire::TrainConfig train;
   // Server learning rate on the averaged delta (1 = plain FedAvg).
   double server_lr{1.0};
+  // Prune the initial model by magnitude to this sparsity before round 1
+  // (0 = dense; ignored when resuming or starting from a model file).
+  double sparsity{0.0};
+  // Rank weights across all layers (true) or prune each layer to `sparsity`.
+  bool global_pruning{true};
+  // How the TASK carries the global model's kept values: fp32 or fp16.
+  wire::ValueFormat downlink{wire::ValueFormat::kFp32};
   // Folder with MNIST-format IDX files whose test split is used to evaluate
   // the global model after each round; empty = no evaluation.
   std::string data_dir;
@@ -82,6 +89,8 @@ struct RoundMetrics {
   // Bytes of all messages received from / sent to clients during the round.
   uint64_t upload_bytes{0};
   uint64_t download_bytes{0};
+  // Encoded delta bytes of the accepted updates (UPDATE data field only).
+  uint64_t delta_bytes{0};
   // Wall time from selection to the checkpoint being written.
   double round_seconds{0};
   // Wall time from selection to the last accepted update (or the deadline).

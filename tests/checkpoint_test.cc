@@ -15,7 +15,7 @@ Checkpoint Sample() {
   c.round = 7;
   c.seed = 42;
   c.model.architecture = "toy";
-  c.model.tensors.push_back({"w", {3}, {1, 2, 3}});
+  c.model.tensors.push_back({"w", {3}, {1, 2, 3}, {1, 1, 1}});
   return c;
 }
 

@@ -10,8 +10,8 @@ namespace {
 ModelState Make(std::vector<float> a, std::vector<float> b) {
   ModelState s;
   s.architecture = "toy";
-  s.tensors.push_back({"w", {static_cast<int64_t>(a.size())}, std::move(a)});
-  s.tensors.push_back({"b", {static_cast<int64_t>(b.size())}, std::move(b)});
+  s.tensors.push_back({"w", {static_cast<int64_t>(a.size())}, std::move(a), {}});
+  s.tensors.push_back({"b", {static_cast<int64_t>(b.size())}, std::move(b), {}});
   return s;
 }
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <thread>
 
 #include "client/local_client.h"
@@ -13,6 +14,7 @@
 #include "common/partition.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
+#include "server/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -95,12 +97,12 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
   Sealed(wire::MessageType::kHello, "mallory", 0, "xyz", &m);
   ASSERT_FL_OK(b->Send("", {m.envelope, "xyZ"}));                         // bad_digest
   ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // bad_payload
-  wire::Hello wrong{100, "resnet50", {"fp32"}, 1.0};
+  wire::Hello wrong{100, "resnet50", {wire::kCodecQuant}, 1.0};
   Sealed(wire::MessageType::kHello, "mallory", 0, wire::Encode(wrong), &m);
   ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // wrong_architecture
   Sealed(wire::MessageType::kTask, "mallory", 0, "", &m);
   ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // unexpected_type
-  wire::Update u{10, 0, 0, "fp32", "abcd"};
+  wire::Update u{10, 0, 0, wire::kCodecQuant, "abcd"};
   Sealed(wire::MessageType::kUpdate, "mallory", 1, wire::Encode(u), &m);
   ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // unknown_client
 
@@ -155,6 +157,78 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
     }
   }
   EXPECT_EQ(rejects, 10);
+}
+
+TEST_F(ServerTest, CompressedFederationKeepsTheMask) {
+  // 80%-sparse 2NN, 4-bit deltas with error feedback, fp16 downlink.
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = "mnist_2nn";
+  so.rounds = 3;
+  so.min_clients = 2;
+  so.fraction = 1.0;
+  so.train.epochs = 1;
+  so.train.lr = 0.05;
+  so.train.uplink_bits = 4;
+  so.train.block = 64;
+  so.sparsity = 0.8;
+  so.downlink = wire::ValueFormat::kFp16;
+  so.out_dir = out.path();
+  so.data_dir = test::MnistDir();
+  so.done_linger_seconds = 0.3;
+  so.verbose = false;
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  auto parts = PartitionIid(train_->count, 60, 2);
+  ASSERT_FL_OK(parts);
+  std::vector<std::unique_ptr<LocalClient>> locals;
+  std::vector<std::unique_ptr<ClientSession>> sessions;
+  for (int k = 0; k < 2; ++k) {
+    auto lc = LocalClient::Create("mnist_2nn", *train_, (*parts)[k]);
+    ASSERT_FL_OK(lc);
+    locals.push_back(std::move(lc).value());
+    ClientOptions co;
+    co.server = (*server)->endpoint();
+    co.id = "c" + std::to_string(k);
+    co.heartbeat_seconds = 0.2;
+    co.verbose = false;
+    sessions.push_back(std::make_unique<ClientSession>(co, ctx, locals.back().get()));
+  }
+  std::vector<double> accuracy;
+  std::vector<uint64_t> delta_bytes;
+  std::atomic<bool> stop{false};
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread st([&] {
+    summary = (*server)->Run(&stop, [&](const RoundMetrics& m) {
+      accuracy.push_back(m.test_accuracy);
+      delta_bytes.push_back(m.delta_bytes);
+    });
+  });
+  std::vector<std::thread> ct;
+  for (int k = 0; k < 2; ++k) {
+    ct.emplace_back([&, k] {
+      if (sessions[k]->Start().ok()) (void)RunClient(sessions[k].get(), ctx, &stop);
+    });
+  }
+  st.join();
+  stop = true;
+  for (auto& t : ct) t.join();
+  ASSERT_FL_OK(summary);
+  ASSERT_EQ(accuracy.size(), 3u);
+  EXPECT_GT(accuracy[2], 0.8);
+  EXPECT_GT(accuracy[2], accuracy[0]);
+
+  auto ckpt = ReadCheckpoint(out.path() + "/checkpoint.fl");
+  ASSERT_FL_OK(ckpt);
+  ASSERT_FL_OK(CheckModelState(ckpt->model));  // includes: pruned values are exactly 0
+  const int64_t prunable = 784 * 200 + 200 * 200 + 200 * 10;
+  const int64_t kept = ckpt->model.KeptCount();
+  EXPECT_EQ(kept, prunable - std::llround(0.8 * prunable) + 200 + 200 + 10);
+  // Each delta: header + one scale per 64 values + 4 bits a value.
+  const uint64_t per_update = 24 + 4 * ((kept + 63) / 64) + (kept * 4 + 7) / 8;
+  for (uint64_t b : delta_bytes) EXPECT_EQ(b, 2 * per_update);
 }
 
 }  // namespace

@@ -91,6 +91,54 @@ TEST_F(TrainerTest, SameSeedSameResult) {
   }
 }
 
+TEST_F(TrainerTest, PrunedWeightsStayExactlyZero) {
+  // 90% sparse CNN, SGD with momentum and weight decay: every pruned weight
+  // must still be exactly 0.0 after training, and its gradient 0.
+  const auto shard = Head(*train_, 300);
+  auto model = CreateModel("mnist_cnn", 4);
+  ASSERT_FL_OK(model);
+  ModelState state = GetModelState("mnist_cnn", **model);
+  ASSERT_FL_OK(PruneByMagnitude(&state, 0.9, /*global=*/true));
+  ASSERT_FL_OK(SetModelState(**model, state));
+  TrainOptions opts;
+  opts.epochs = 2;
+  opts.lr = 0.05;
+  opts.momentum = 0.9;
+  opts.weight_decay = 1e-3;
+  opts.masks = MasksOf(state);
+  auto stats = TrainLocal(**model, shard, opts);
+  ASSERT_FL_OK(stats);
+  ModelState after = GetModelState("mnist_cnn", **model);
+  auto params = (*model)->parameters();
+  int64_t pruned = 0, moved = 0;
+  for (size_t i = 0; i < state.tensors.size(); ++i) {
+    const auto& mask = state.tensors[i].mask;
+    if (mask.empty()) continue;
+    auto grad = params[i].grad().contiguous();
+    const float* g = grad.data_ptr<float>();
+    for (size_t k = 0; k < mask.size(); ++k) {
+      if (mask[k]) {
+        moved += after.tensors[i].values[k] != state.tensors[i].values[k];
+        continue;
+      }
+      ++pruned;
+      ASSERT_EQ(after.tensors[i].values[k], 0.0f) << state.tensors[i].name << "[" << k << "]";
+      ASSERT_EQ(g[k], 0.0f) << state.tensors[i].name << "[" << k << "]";
+    }
+  }
+  EXPECT_GT(pruned, 1400000);   // 90% of the 1.66M weights
+  EXPECT_GT(moved, 100000);     // and the kept ones did train
+  EXPECT_LT(stats->last_epoch_loss, stats->first_epoch_loss);
+}
+
+TEST_F(TrainerTest, MaskOfTheWrongShapeIsAnError) {
+  auto model = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(model);
+  TrainOptions opts;
+  opts.masks = {torch::ones({3, 3})};
+  EXPECT_TRUE(TrainLocal(**model, Head(*train_, 20), opts).status().IsInvalidArgument());
+}
+
 TEST_F(TrainerTest, BadOptionsAreErrors) {
   auto model = CreateModel("mnist_2nn", 1);
   ASSERT_FL_OK(model);

@@ -5,7 +5,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "common/codec.h"
+#include "common/quant_codec.h"
+#include "common/wire/compact.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
@@ -32,8 +33,8 @@ Envelope SampleEnvelope() {
 ModelState SampleModel() {
   ModelState m;
   m.architecture = "toy";
-  m.tensors.push_back({"w", {2, 3}, {1, 2, 3, 4, 5, 6}});
-  m.tensors.push_back({"b", {2}, {-1, 0.5}});
+  m.tensors.push_back({"w", {2, 3}, {1, 2, 3, 4, 5, 6}, {}});
+  m.tensors.push_back({"b", {2}, {-1, 0.5}, {}});
   return m;
 }
 
@@ -121,13 +122,21 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
   wire::Task t;
   t.config.epochs = 5;
   t.config.lr = 0.1;
-  t.model = SampleModel();
+  t.config.uplink_bits = 4;
+  t.config.error_feedback = false;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
   wire::Task t2;
   ASSERT_FL_OK(wire::Decode(wire::Encode(t), &t2));
   EXPECT_EQ(t2.config.epochs, 5);
-  EXPECT_EQ(t2.model.tensors[1].values, t.model.tensors[1].values);
+  EXPECT_EQ(t2.config.uplink_bits, 4);
+  EXPECT_FALSE(t2.config.error_feedback);
+  ModelState back;
+  ASSERT_FL_OK(wire::Expand(t2.model, &back));
+  EXPECT_EQ(back.tensors[1].values, SampleModel().tensors[1].values);
 
-  wire::Update u{600, 0.25, 3.5, "fp32", EncodeDenseFp32({1.5f, -2.0f})};
+  const std::vector<float> delta = {1.5f, -2.0f};
+  wire::Update u{600, 0.25, 3.5, wire::kCodecQuant,
+                 QuantEncode(delta.data(), 2, QuantOptions{})};
   wire::Update u2;
   ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
   EXPECT_EQ(u2.data, u.data);
@@ -145,7 +154,7 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
 
 TEST(PayloadTest, EveryTruncationAndPaddingRejected) {
   wire::Task t;
-  t.model = SampleModel();
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
   const std::string good = wire::Encode(t);
   for (size_t len = 0; len < good.size(); ++len) {
     wire::Task out;
@@ -173,29 +182,109 @@ TEST(PayloadTest, HostileLengthDoesNotAllocate) {
   EXPECT_NE(st.message().find("exceeds"), std::string::npos) << st.ToString();
 }
 
-TEST(PayloadTest, TaskModelMustBeConsistent) {
-  wire::Task t;
-  t.model = SampleModel();
-  t.model.tensors[0].shape = {2, 4};  // implies 8 values, holds 6
-  wire::Task out;
-  Status st = wire::Decode(wire::Encode(t), &out);
-  ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("shape implies 8"), std::string::npos) << st.ToString();
+ModelState SparseModel() {
+  ModelState m = SampleModel();
+  m.tensors[0].mask = {1, 0, 1, 1, 0, 1};
+  m.tensors[0].values[1] = 0;
+  m.tensors[0].values[4] = 0;
+  return m;
 }
 
-TEST(CodecTest, DenseFp32SizeAndFiniteness) {
-  const std::vector<float> v = {1, -2, 3.5f};
-  const std::string enc = EncodeDenseFp32(v);
-  EXPECT_EQ(enc.size(), 12u);
-  std::vector<float> out;
-  ASSERT_FL_OK(DecodeDenseFp32(enc, 3, &out));
-  EXPECT_EQ(out, v);
-  EXPECT_TRUE(DecodeDenseFp32(enc, 4, &out).IsCorruption());
-  EXPECT_TRUE(DecodeDenseFp32(enc.substr(1), 3, &out).IsCorruption());
-  EXPECT_TRUE(DecodeDenseFp32(enc + "pad!", 3, &out).IsCorruption());
-  std::vector<float> nan = {1, std::nanf(""), 3};
-  Status st = DecodeDenseFp32(EncodeDenseFp32(nan), 3, &out);
-  EXPECT_NE(st.message().find("value 1 is not finite"), std::string::npos) << st.ToString();
+TEST(CompactModelTest, SparseRoundTripCarriesOnlyKeptValues) {
+  const ModelState m = SparseModel();
+  ASSERT_FL_OK(CheckModelState(m));
+  wire::CompactModel c = wire::Compact(m, wire::ValueFormat::kFp32);
+  EXPECT_EQ(c.tensors[0].mask_bits.size(), 1u);
+  EXPECT_EQ(c.tensors[0].values.size(), 4u * 4);  // 4 kept values
+  EXPECT_TRUE(c.tensors[1].mask_bits.empty());
+  ModelState back;
+  ASSERT_FL_OK(wire::Expand(c, &back));
+  EXPECT_EQ(back.tensors[0].values, m.tensors[0].values);
+  EXPECT_EQ(back.tensors[0].mask, m.tensors[0].mask);
+  EXPECT_TRUE(back.tensors[1].mask.empty());
+  // fp16 halves the value bytes and rounds to within 2^-11 relative.
+  wire::CompactModel h = wire::Compact(m, wire::ValueFormat::kFp16);
+  EXPECT_EQ(h.tensors[0].values.size(), 4u * 2);
+  ASSERT_FL_OK(wire::Expand(h, &back));
+  for (size_t k = 0; k < 6; ++k) {
+    EXPECT_NEAR(back.tensors[0].values[k], m.tensors[0].values[k],
+                std::fabs(m.tensors[0].values[k]) / 2048);
+  }
+}
+
+TEST(CompactModelTest, RejectsInconsistentTensors) {
+  const wire::CompactModel good = wire::Compact(SparseModel(), wire::ValueFormat::kFp32);
+  ModelState out;
+  wire::CompactModel c = good;
+  c.tensors[0].mask_bits[0] |= 0x02;  // keeps 5 values, carries 4
+  EXPECT_NE(wire::Expand(c, &out).message().find("value bytes"), std::string::npos);
+  c = good;
+  c.tensors[0].mask_bits[0] |= static_cast<char>(0x80);  // padding bit beyond 6 values
+  EXPECT_NE(wire::Expand(c, &out).message().find("padding"), std::string::npos);
+  c = good;
+  c.tensors[0].mask_bits += "x";
+  EXPECT_NE(wire::Expand(c, &out).message().find("mask is 2 bytes"), std::string::npos);
+  c = good;
+  c.tensors[1].values.pop_back();
+  EXPECT_TRUE(wire::Expand(c, &out).IsCorruption());
+  c = good;
+  c.tensors[0].shape = {-1, 6};
+  EXPECT_TRUE(wire::Expand(c, &out).IsCorruption());
+  c = good;
+  c.format = 7;
+  EXPECT_TRUE(wire::Expand(c, &out).IsCorruption());
+}
+
+TEST(CompactModelTest, CheckModelStateEnforcesTheMask) {
+  ModelState m = SparseModel();
+  m.tensors[0].values[1] = 0.5f;  // nonzero at a pruned position
+  EXPECT_NE(CheckModelState(m).message().find("pruned position 1"), std::string::npos);
+  m = SparseModel();
+  m.tensors[0].mask.pop_back();
+  EXPECT_TRUE(CheckModelState(m).IsCorruption());
+}
+
+TEST(ModelStateTest, KeptGatherDifferenceAndAdd) {
+  ModelState m = SparseModel();
+  EXPECT_EQ(m.KeptCount(), 6);  // 4 + 2
+  EXPECT_EQ(GatherKept(m), (std::vector<float>{1, 3, 4, 6, -1, 0.5f}));
+  ModelState after = m;
+  for (auto& t : after.tensors) {
+    for (auto& v : t.values) v += 1;  // also touches pruned positions
+  }
+  auto d = KeptDifference(after, m);
+  ASSERT_FL_OK(d);
+  EXPECT_EQ(*d, std::vector<float>(6, 1.0f));
+  ASSERT_FL_OK(AddScaledKept(&m, *d, 2.0f));
+  EXPECT_EQ(m.tensors[0].values, (std::vector<float>{3, 0, 5, 6, 0, 8}));
+  EXPECT_TRUE(AddScaledKept(&m, std::vector<float>(5, 0.0f)).IsInvalidArgument());
+}
+
+TEST(ModelStateTest, PruneByMagnitude) {
+  ModelState m;
+  m.architecture = "toy";
+  std::vector<float> w(100), w2(100);
+  for (int i = 0; i < 100; ++i) {
+    w[i] = static_cast<float>(i + 1);          // magnitudes 1..100
+    w2[i] = static_cast<float>(i + 1) / 1000;  // all tiny
+  }
+  m.tensors.push_back({"a.weight", {10, 10}, w, {}});
+  m.tensors.push_back({"b.weight", {10, 10}, w2, {}});
+  m.tensors.push_back({"b.bias", {10}, std::vector<float>(10, 1e-6f), {}});
+  ModelState layer = m;
+  ASSERT_FL_OK(PruneByMagnitude(&layer, 0.9, /*global=*/false));
+  EXPECT_EQ(layer.tensors[0].KeptCount(), 10);
+  EXPECT_EQ(layer.tensors[1].KeptCount(), 10);
+  EXPECT_TRUE(layer.tensors[2].mask.empty());  // biases stay dense
+  EXPECT_EQ(layer.tensors[0].values[89], 0.0f);
+  EXPECT_EQ(layer.tensors[0].values[90], 91.0f);
+  ASSERT_FL_OK(CheckModelState(layer));
+  ModelState global = m;
+  ASSERT_FL_OK(PruneByMagnitude(&global, 0.5, /*global=*/true));
+  EXPECT_EQ(global.tensors[0].KeptCount(), 100);  // the tiny layer goes first
+  EXPECT_EQ(global.tensors[1].KeptCount(), 0);
+  EXPECT_NEAR(global.Sparsity(), 100.0 / 210, 1e-9);
+  EXPECT_TRUE(PruneByMagnitude(&global, 1.0, true).IsInvalidArgument());
 }
 
 TEST(ModelVersionTest, ContentAddressed) {

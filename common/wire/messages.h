@@ -12,13 +12,14 @@
 #include <vector>
 
 #include "common/model_state.h"
+#include "common/wire/compact.h"
 
 namespace fl {
 namespace wire {
 
-// Name of the dense, unquantized delta codec: fp32 values of every parameter in
-// canonical order (tensor order, row-major), little-endian.
-constexpr char kCodecDenseFp32[] = "fp32";
+// Name of the delta codec: block-quantized values at the kept positions in
+// canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
+constexpr char kCodecQuant[] = "q";
 
 // Client -> server: registration, repeated as a heartbeat while idle.
 struct Hello {
@@ -43,14 +44,20 @@ struct TrainConfig {
   uint64_t seed{1};
   // Seconds the client has, from receipt, before the server stops waiting.
   double deadline_seconds{60};
-  // Codec the server wants the delta in.
-  std::string codec{kCodecDenseFp32};
+  // How the client encodes its delta: bits per value (32, 8, 4, 2), values per
+  // scale, stochastic rounding, and whether to carry the quantization residual
+  // to the next round (error feedback).
+  int32_t uplink_bits{32};
+  uint32_t block{256};
+  bool stochastic_rounding{true};
+  bool error_feedback{true};
 };
 
-// Server -> client: train from this global model (its version is in the envelope).
+// Server -> client: train from this global model. The envelope's model version
+// is the SHA-256 of the encoded CompactModel, so the client checks what it got.
 struct Task {
   TrainConfig config;
-  ModelState model;
+  CompactModel model;
 };
 
 // Client -> server: the result of local training for the envelope's round,

@@ -79,7 +79,7 @@ namespace fl {
 
 template <class Archive>
 void serialize(Archive& ar, TensorState& t) {
-  ar(t.name, t.shape, t.values);
+  ar(t.name, t.shape, t.values, t.mask);
 }
 template <class Archive>
 void serialize(Archive& ar, ModelState& m) {
@@ -94,8 +94,21 @@ void serialize(Archive& ar, Hello& m) {
 }
 template <class Archive>
 void serialize(Archive& ar, TrainConfig& m) {
+  // Booleans travel as bytes (0 or 1), so a hostile byte cannot become an
+  // invalid bool.
+  uint8_t sr = m.stochastic_rounding ? 1 : 0, ef = m.error_feedback ? 1 : 0;
   ar(m.epochs, m.batch_size, m.lr, m.momentum, m.weight_decay, m.seed, m.deadline_seconds,
-     m.codec);
+     m.uplink_bits, m.block, sr, ef);
+  m.stochastic_rounding = sr != 0;
+  m.error_feedback = ef != 0;
+}
+template <class Archive>
+void serialize(Archive& ar, CompactTensor& t) {
+  ar(t.name, t.shape, t.mask_bits, t.values);
+}
+template <class Archive>
+void serialize(Archive& ar, CompactModel& m) {
+  ar(m.architecture, m.format, m.tensors);
 }
 template <class Archive>
 void serialize(Archive& ar, Task& m) {
@@ -155,12 +168,10 @@ std::string Encode(const Update& m) { return EncodeAny(m); }
 std::string Encode(const Reply& m) { return EncodeAny(m); }
 std::string Encode(const Done& m) { return EncodeAny(m); }
 std::string Encode(const ModelState& m) { return EncodeAny(m); }
+std::string Encode(const CompactModel& m) { return EncodeAny(m); }
 
 Status Decode(const std::string& b, Hello* out) { return DecodeAny(b, out, "HELLO"); }
-Status Decode(const std::string& b, Task* out) {
-  FL_RETURN_IF_ERROR(DecodeAny(b, out, "TASK"));
-  return CheckModelState(out->model).WithContext("TASK model");
-}
+Status Decode(const std::string& b, Task* out) { return DecodeAny(b, out, "TASK"); }
 Status Decode(const std::string& b, Update* out) { return DecodeAny(b, out, "UPDATE"); }
 Status Decode(const std::string& b, Reply* out) { return DecodeAny(b, out, "REPLY"); }
 Status Decode(const std::string& b, Done* out) { return DecodeAny(b, out, "DONE"); }

@@ -22,6 +22,7 @@ std::string Encode(const Update& m);
 std::string Encode(const Reply& m);
 std::string Encode(const Done& m);
 std::string Encode(const ModelState& m);
+std::string Encode(const CompactModel& m);
 
 // Each returns Corruption naming the message type when `bytes` is not exactly
 // one well-formed message of that type.

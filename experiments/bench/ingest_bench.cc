@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "common/codec.h"
+#include "common/quant_codec.h"
 #include "common/model_zoo.h"
 #include "common/random.h"
 #include "common/wire/envelope.h"
@@ -25,17 +25,19 @@ namespace {
 
 // Load generator: K DEALER connections that register and answer each TASK.
 void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoint,
-              const std::string& model, int k, int64_t params, std::atomic<bool>* stop,
+              const std::string& model, int k, int64_t kept, int bits, std::atomic<bool>* stop,
               Status* status) {
   // One UPDATE payload for everyone: its digest is computed once, so the
   // generator spends its time sending, not hashing.
   Random rng(7);
-  std::vector<float> delta(params);
+  std::vector<float> delta(kept);
   for (auto& v : delta) v = static_cast<float>(rng.Normal() * 1e-3);
-  wire::Update u{600, 0.1, 1.0, wire::kCodecDenseFp32, EncodeDenseFp32(delta)};
+  QuantOptions q;
+  q.bits = bits;
+  wire::Update u{600, 0.1, 1.0, wire::kCodecQuant, QuantEncode(delta.data(), delta.size(), q)};
   const std::string payload = wire::Encode(u);
   const Sha256Digest digest = Sha256(payload);
-  wire::Hello hello{600, model, {wire::kCodecDenseFp32}, 1.0};
+  wire::Hello hello{600, model, {wire::kCodecQuant}, 1.0};
 
   std::vector<std::unique_ptr<transport::Socket>> socks;
   std::vector<std::string> ids;
@@ -103,15 +105,15 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
       if (s) live.push_back(s);
     }
     if (live.size() != raw.size()) {
-      std::vector<std::unique_ptr<transport::Socket>> kept;
+      std::vector<std::unique_ptr<transport::Socket>> kept_socks;
       std::vector<std::string> kept_ids;
       for (int i = 0; i < k; ++i) {
         if (socks[i]) {
-          kept.push_back(std::move(socks[i]));
+          kept_socks.push_back(std::move(socks[i]));
           kept_ids.push_back(ids[i]);
         }
       }
-      socks = std::move(kept);
+      socks = std::move(kept_socks);
       ids = std::move(kept_ids);
       raw = live;
       k = static_cast<int>(socks.size());
@@ -123,12 +125,17 @@ int Main(int argc, char** argv) {
   std::string model = "mnist_cnn";
   int clients = 100;
   int rounds = 6;
+  int bits = 32;
+  double sparsity = 0;
   CLI::App app{"fl-bench-ingest: updates per second accepted by the aggregator"};
   app.add_option("--model", model, "Architecture (sets the update size)")->capture_default_str();
   app.add_option("--clients", clients, "Connections sending updates each round")
       ->capture_default_str()->check(CLI::Range(2, 5000));
   app.add_option("--rounds", rounds, "Rounds (the first is a warm-up)")->capture_default_str()
       ->check(CLI::Range(2, 1000));
+  app.add_option("--bits", bits, "Uplink bits per value: 32, 8, 4, 2")->capture_default_str();
+  app.add_option("--sparsity", sparsity, "Prune the model to this sparsity first")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
@@ -137,7 +144,17 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", m.status().ToString().c_str());
     return 2;
   }
-  const int64_t params = CountParameters(**m);
+  // The server prunes its initial model the same way (same seed), so this is
+  // the kept count its deltas must have.
+  ModelState state = GetModelState(model, **m);
+  if (sparsity > 0) {
+    Status st = PruneByMagnitude(&state, sparsity, true);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
+  const int64_t params = state.KeptCount();
   auto ctx = transport::CreateZmqContext(2 * clients + 64);
   ServerOptions so;
   so.bind = "tcp://127.0.0.1:*";
@@ -149,6 +166,8 @@ int Main(int argc, char** argv) {
   so.client_timeout_seconds = 1e9;
   so.done_linger_seconds = 0.5;
   so.verbose = false;
+  so.sparsity = sparsity;
+  so.train.uplink_bits = bits;
   auto server = Server::Create(so, ctx);
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
@@ -156,16 +175,19 @@ int Main(int argc, char** argv) {
   }
   std::atomic<bool> stop{false};
   Status gen_status;
-  std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, &stop,
+  std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, bits, &stop,
                   &gen_status);
-  std::printf("fl-bench-ingest: %s (%lld params, %.2f MB dense fp32 update), %d clients, %d rounds\n",
-              model.c_str(), static_cast<long long>(params), params * 4 / 1e6, clients, rounds);
+  const double update_mb = QuantEncodedSize(params, bits, 256) / 1e6;
+  std::printf("fl-bench-ingest: %s, sparsity %.2f (%lld kept values), %d-bit uplink "
+              "(%.3f MB per update), %d clients, %d rounds\n",
+              model.c_str(), sparsity, static_cast<long long>(params), bits, update_mb, clients,
+              rounds);
   std::printf("%5s %9s %10s %12s %12s\n", "round", "accepted", "ingest_s", "updates/s", "MB/s");
   double total_updates = 0, total_seconds = 0;
   auto sum = (*server)->Run(nullptr, [&](const RoundMetrics& r) {
     const double ups = r.ingest_seconds > 0 ? (r.participants - 1) / r.ingest_seconds : 0;
     std::printf("%5llu %9d %10.3f %12.1f %12.1f%s\n", static_cast<unsigned long long>(r.round),
-                r.participants, r.ingest_seconds, ups, ups * params * 4 / 1e6,
+                r.participants, r.ingest_seconds, ups, ups * update_mb,
                 r.round == 1 ? "  (warm-up)" : "");
     std::fflush(stdout);
     if (r.round > 1) {

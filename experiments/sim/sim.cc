@@ -158,7 +158,9 @@ int Main(int argc, char** argv) {
   CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
   app.add_option("--config", config_path, "TOML experiment config (see experiments/configs/)");
   // Overrides; each replaces the config file's value when given.
-  int rounds = 0, clients = 0, workers = -1, epochs = 0;
+  int rounds = 0, clients = 0, workers = -1, epochs = 0, bits = 0;
+  double sparsity = 0;
+  std::string downlink;
   double fraction = 0, lr = 0, alpha = 0;
   uint64_t seed = 0;
   std::string data, out, partition, model;
@@ -175,6 +177,9 @@ int Main(int argc, char** argv) {
   auto* o_partition = app.add_option("--partition", partition, "iid | shards | dirichlet");
   auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
   auto* o_model = app.add_option("--model", model, "Model zoo architecture");
+  auto* o_sparsity = app.add_option("--sparsity", sparsity, "Prune the initial model to this");
+  auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2");
+  auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
   app.add_flag("--quiet", quiet, "Print only the final table");
   CLI11_PARSE(app, argc, argv);
 
@@ -197,6 +202,9 @@ int Main(int argc, char** argv) {
   if (*o_partition) c.partition = partition;
   if (*o_alpha) c.alpha = alpha;
   if (*o_model) c.model = model;
+  if (*o_sparsity) c.sparsity = sparsity;
+  if (*o_bits) c.uplink_bits = bits;
+  if (*o_downlink) c.downlink = downlink;
   Status st = ValidateSimConfig(c);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
@@ -226,6 +234,10 @@ int Main(int argc, char** argv) {
               c.model.c_str(), c.clients, c.partition.c_str(), c.fraction, c.epochs,
               static_cast<long long>(c.batch), c.lr, c.rounds,
               static_cast<unsigned long long>(c.seed));
+  std::printf("        sparsity %.2f, uplink %d-bit (block %d, %s rounding, error feedback %s), "
+              "downlink %s\n",
+              c.sparsity, c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
+              c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
   const double t_start = Now();
@@ -261,6 +273,13 @@ int Main(int argc, char** argv) {
   so.train.momentum = c.momentum;
   so.train.weight_decay = c.weight_decay;
   so.server_lr = c.server_lr;
+  so.sparsity = c.sparsity;
+  so.global_pruning = c.global_pruning;
+  so.train.uplink_bits = c.uplink_bits;
+  so.train.block = static_cast<uint32_t>(c.block);
+  so.train.stochastic_rounding = c.stochastic_rounding;
+  so.train.error_feedback = c.error_feedback;
+  so.downlink = c.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
   so.data_dir = c.data_dir;
   so.eval_every = c.eval_every;
   so.out_dir = c.out;
@@ -285,9 +304,12 @@ int Main(int argc, char** argv) {
   }
 
   std::vector<RoundMetrics> history;
+  uint64_t delta_bytes = 0, updates = 0;
   const double t_rounds = Now();
   auto summary = (*server)->Run(&g_stop, [&](const RoundMetrics& m) {
     history.push_back(m);
+    delta_bytes += m.delta_bytes;
+    updates += m.participants;
     if (quiet) return;
     const double elapsed = Now() - t_rounds;
     const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
@@ -343,6 +365,9 @@ int Main(int argc, char** argv) {
               100 * summary->final_accuracy, Mb(summary->upload_bytes).c_str(),
               Mb(summary->download_bytes).c_str(), wall,
               summary->interrupted ? " (interrupted)" : "");
+  const double per_update = updates ? static_cast<double>(delta_bytes) / updates : 0.0;
+  std::printf("encoded delta per client update: %.0f bytes (%llu updates)\n", per_update,
+              static_cast<unsigned long long>(updates));
   std::string rejected;
   for (const auto& [reason, n] : summary->rejected) {
     rejected += (rejected.empty() ? "" : ", ") + JsonString(reason) + ": " + std::to_string(n);
@@ -356,6 +381,9 @@ int Main(int argc, char** argv) {
      << "  \"clients\": " << c.clients << ",\n"
      << "  \"fraction\": " << JsonNumber(c.fraction) << ",\n"
      << "  \"partition\": " << JsonString(c.partition) << ",\n"
+     << "  \"sparsity\": " << JsonNumber(c.sparsity) << ",\n"
+     << "  \"uplink_bits\": " << c.uplink_bits << ",\n"
+     << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
      << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
      << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"
@@ -363,6 +391,7 @@ int Main(int argc, char** argv) {
      << "  \"rounds_to_target\": {" << targets_json << "},\n"
      << "  \"upload_bytes\": " << summary->upload_bytes << ",\n"
      << "  \"download_bytes\": " << summary->download_bytes << ",\n"
+     << "  \"delta_bytes_per_update\": " << JsonNumber(per_update) << ",\n"
      << "  \"rejected\": {" << rejected << "},\n"
      << "  \"wall_seconds\": " << JsonNumber(wall) << "\n"
      << "}\n";

@@ -20,7 +20,13 @@ class TableReader {
     if (!status_.ok() || table_ == nullptr) return;
     const toml::node* node = table_->get(key);
     if (node == nullptr) return;
-    if constexpr (std::is_same_v<T, std::string>) {
+    if constexpr (std::is_same_v<T, bool>) {
+      if (auto v = node->value<bool>()) {
+        *out = *v;
+        return;
+      }
+      Fail(key, "true or false");
+    } else if constexpr (std::is_same_v<T, std::string>) {
       if (auto v = node->value<std::string>()) {
         *out = *v;
         return;
@@ -100,7 +106,9 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.Get("seed", &c->seed);
   top.Get("rounds", &c->rounds);
   top.GetList("targets", &c->targets);
-  for (const char* t : {"data", "model", "federation", "client", "sim"}) top.Table(t);
+  for (const char* t : {"data", "model", "federation", "client", "compression", "sim"}) {
+    top.Table(t);
+  }
 
   TableReader data(root["data"].as_table(), "data.");
   data.Get("dir", &c->data_dir);
@@ -126,12 +134,21 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   client.Get("momentum", &c->momentum);
   client.Get("weight_decay", &c->weight_decay);
 
+  TableReader comp(root["compression"].as_table(), "compression.");
+  comp.Get("sparsity", &c->sparsity);
+  comp.Get("global_pruning", &c->global_pruning);
+  comp.Get("uplink_bits", &c->uplink_bits);
+  comp.Get("block", &c->block);
+  comp.Get("stochastic_rounding", &c->stochastic_rounding);
+  comp.Get("error_feedback", &c->error_feedback);
+  comp.Get("downlink", &c->downlink);
+
   TableReader sim(root["sim"].as_table(), "sim.");
   sim.Get("workers", &c->workers);
   sim.Get("out", &c->out);
   sim.Get("heartbeat", &c->heartbeat);
 
-  for (TableReader* r : {&top, &data, &model, &fed, &client, &sim}) {
+  for (TableReader* r : {&top, &data, &model, &fed, &client, &comp, &sim}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -151,6 +168,14 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (!(c.round_deadline > 0)) return bad("federation.round_deadline", "must be > 0");
   if (c.epochs < 1) return bad("client.epochs", "must be >= 1");
   if (!(c.lr > 0)) return bad("client.lr", "must be > 0");
+  if (!(c.sparsity >= 0 && c.sparsity < 1)) return bad("compression.sparsity", "must be in [0, 1)");
+  if (c.uplink_bits != 32 && c.uplink_bits != 8 && c.uplink_bits != 4 && c.uplink_bits != 2) {
+    return bad("compression.uplink_bits", "must be 32, 8, 4 or 2");
+  }
+  if (c.block < 1) return bad("compression.block", "must be >= 1");
+  if (c.downlink != "fp32" && c.downlink != "fp16") {
+    return bad("compression.downlink", "must be \"fp32\" or \"fp16\"");
+  }
   if (c.workers < 0) return bad("sim.workers", "must be >= 0");
   if (!(c.heartbeat > 0)) return bad("sim.heartbeat", "must be > 0");
   for (double t : c.targets) {
@@ -182,6 +207,13 @@ std::string SimConfigToToml(const SimConfig& c) {
                              {"lr", c.lr},
                              {"momentum", c.momentum},
                              {"weight_decay", c.weight_decay}}},
+      {"compression", toml::table{{"sparsity", c.sparsity},
+                                  {"global_pruning", c.global_pruning},
+                                  {"uplink_bits", c.uplink_bits},
+                                  {"block", c.block},
+                                  {"stochastic_rounding", c.stochastic_rounding},
+                                  {"error_feedback", c.error_feedback},
+                                  {"downlink", c.downlink}}},
       {"sim", toml::table{{"workers", c.workers}, {"out", c.out}, {"heartbeat", c.heartbeat}}},
   };
   std::ostringstream os;

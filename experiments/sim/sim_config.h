@@ -7,6 +7,8 @@
 //   [model]      name
 //   [federation] clients, fraction, min_clients, round_deadline, server_lr, eval_every
 //   [client]     epochs, batch, lr, momentum, weight_decay
+//   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
+//                error_feedback, downlink ("fp32" | "fp16")
 //   [sim]        workers (0 = one per core), out, heartbeat
 //
 // Unknown keys and wrong types are errors naming the key, so a typo cannot be
@@ -53,6 +55,19 @@ struct SimConfig {
   double lr{0.05};
   double momentum{0.0};
   double weight_decay{0.0};
+
+  // [compression] prune the initial model to `sparsity` by magnitude (global or
+  // per layer); clients send deltas at the kept positions quantized to
+  // `uplink_bits` (32 = none) with one scale per `block` values, stochastic or
+  // nearest rounding, with or without error feedback; the TASK carries kept
+  // values as `downlink` ("fp32" or "fp16").
+  double sparsity{0.0};
+  bool global_pruning{true};
+  int uplink_bits{32};
+  int block{256};
+  bool stochastic_rounding{true};
+  bool error_feedback{true};
+  std::string downlink{"fp32"};
 
   // [sim] worker threads hosting the virtual clients (0 = one per core),
   // results folder, client heartbeat interval.
