@@ -67,6 +67,10 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   if (!(options.lr > 0)) {
     return Status::InvalidArgument("learning rate must be > 0, got " + std::to_string(options.lr));
   }
+  if (options.teacher != nullptr &&
+      (!(options.temperature > 0) || options.distill_alpha < 0 || options.distill_alpha > 1)) {
+    return Status::InvalidArgument("distillation needs temperature > 0 and alpha in [0, 1]");
+  }
   const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
   std::vector<torch::Tensor> params = model.parameters();
   if (!options.masks.empty() && options.masks.size() != params.size()) {
@@ -104,6 +108,18 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
         optimizer.zero_grad();
         auto logits = model.forward(x);
         auto loss = torch::nn::functional::cross_entropy(logits, y);
+        if (options.teacher != nullptr) {
+          torch::Tensor soft;
+          {
+            torch::NoGradGuard no_grad;
+            soft = torch::softmax(options.teacher->forward(x) / options.temperature, 1);
+          }
+          const double t = options.temperature;
+          auto kd = torch::nn::functional::kl_div(
+              torch::log_softmax(logits / t, 1), soft,
+              torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
+          loss = options.distill_alpha * t * t * kd + (1 - options.distill_alpha) * loss;
+        }
         loss.backward();
         for (size_t i = 0; i < options.masks.size(); ++i) {
           if (options.masks[i].defined() && params[i].grad().defined()) {

@@ -67,6 +67,13 @@ struct TrainOptions {
   // entry and stay exactly 0: their gradients are zeroed before every step, so
   // momentum buffers and weight decay (wd * 0) never move them either.
   std::vector<torch::Tensor> masks;
+  // Knowledge distillation (Hinton et al. 2015), when `teacher` is set: the loss
+  // is alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+  //       + (1 - alpha) * cross-entropy(student, labels).
+  // The teacher is evaluated with gradients off and is not modified.
+  Model* teacher{nullptr};
+  double temperature{4.0};
+  double distill_alpha{0.5};
 };
 
 struct TrainStats {

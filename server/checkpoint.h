@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/model_state.h"
+#include "common/file_util.h"
 #include "common/status.h"
 
 namespace fl {
@@ -28,13 +29,6 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoint);
 
 // NotFound if absent; Corruption naming the problem if truncated or altered.
 Result<Checkpoint> ReadCheckpoint(const std::string& path);
-
-// Writes `contents` to `path` durably (temp file, fsync, rename, fsync dir).
-Status WriteFileAtomic(const std::string& path, const std::string& contents);
-
-// Creates `path` and its missing parents (mkdir -p). IOError naming the part
-// that could not be created.
-Status CreateDirectories(const std::string& path);
 
 }  // namespace fl
 

@@ -1,0 +1,25 @@
+// Durable file writes and whole-file reads.
+#ifndef FEDGE_COMMON_FILE_UTIL_H_
+#define FEDGE_COMMON_FILE_UTIL_H_
+
+#include <string>
+
+#include "common/status.h"
+
+namespace fl {
+
+// Writes `contents` to `path` durably: a temp file next to it, fsync, rename
+// over `path`, fsync of the directory. A crash leaves the old file or the new
+// one, never a torn one.
+Status WriteFileAtomic(const std::string& path, const std::string& contents);
+
+// Creates `path` and its missing parents (mkdir -p). IOError naming the part
+// that could not be created.
+Status CreateDirectories(const std::string& path);
+
+// Reads a whole file. NotFound when it cannot be opened.
+Result<std::string> ReadFile(const std::string& path);
+
+}  // namespace fl
+
+#endif  // FEDGE_COMMON_FILE_UTIL_H_

@@ -1,0 +1,164 @@
+#include "crypto/model_file.h"
+
+#include <cstring>
+
+#include "common/file_util.h"
+#include "common/quant_codec.h"
+#include "common/wire/reader.h"
+#include "crypto/sha256.h"
+
+namespace fl {
+namespace {
+
+constexpr char kMagic[4] = {'F', 'L', 'M', '1'};
+constexpr uint32_t kFormat = 1;
+// Bounds on header fields, far above any real model, so a corrupt length is
+// reported as such instead of being tried.
+constexpr uint32_t kMaxName = 1024;
+constexpr uint32_t kMaxDims = 8;
+
+void PutString32(wire::Writer* w, const std::string& s) {
+  w->PutU32(static_cast<uint32_t>(s.size()));
+  w->PutBytes(s.data(), s.size());
+}
+
+bool GetString32(wire::Reader* r, std::string* out) {
+  uint32_t n;
+  const uint8_t* p;
+  if (!r->GetU32(&n) || n > kMaxName || !r->Skip(n, &p)) return false;
+  out->assign(reinterpret_cast<const char*>(p), n);
+  return true;
+}
+
+}  // namespace
+
+std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& options) {
+  wire::Writer w;
+  w.PutBytes(kMagic, 4);
+  w.PutU32(kFormat);
+  PutString32(&w, state.architecture);
+  w.PutU32(static_cast<uint32_t>(state.tensors.size()));
+  for (const auto& t : state.tensors) {
+    PutString32(&w, t.name);
+    w.PutU32(static_cast<uint32_t>(t.shape.size()));
+    for (int64_t d : t.shape) w.PutU64(static_cast<uint64_t>(d));
+    w.PutU8(t.mask.empty() ? 0 : 1);
+    if (!t.mask.empty()) {
+      std::string bits((t.mask.size() + 7) / 8, '\0');
+      for (size_t k = 0; k < t.mask.size(); ++k) {
+        if (t.mask[k]) bits[k >> 3] |= static_cast<char>(1 << (k & 7));
+      }
+      w.PutBytes(bits.data(), bits.size());
+    }
+    ModelState one;
+    one.tensors.push_back(t);
+    const std::vector<float> kept = GatherKept(one);
+    QuantOptions q;
+    q.bits = options.value_bits;
+    q.block = options.block;
+    q.stochastic = false;
+    const std::string values = QuantEncode(kept.data(), kept.size(), q);
+    w.PutU64(values.size());
+    w.PutBytes(values.data(), values.size());
+  }
+  std::string out = w.Release();
+  const Sha256Digest d = Sha256(out);
+  out.append(reinterpret_cast<const char*>(d.data()), d.size());
+  return out;
+}
+
+Result<std::array<uint8_t, 32>> ModelFileVersion(const std::string& bytes) {
+  if (bytes.size() < 4 + kSha256DigestBytes) return Status::Corruption("model file truncated");
+  std::array<uint8_t, 32> v;
+  std::memcpy(v.data(), bytes.data() + bytes.size() - 32, 32);
+  return v;
+}
+
+Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes) {
+  auto corrupt = [&](const std::string& what) { return Status::Corruption(name, what); };
+  if (bytes.size() < 4 + 4 + kSha256DigestBytes) {
+    return corrupt("truncated (" + std::to_string(bytes.size()) + " bytes)");
+  }
+  if (std::memcmp(bytes.data(), kMagic, 4) != 0) {
+    return corrupt("not a fedge model file (bad magic)");
+  }
+  const size_t body = bytes.size() - kSha256DigestBytes;
+  const Sha256Digest digest = Sha256(bytes.data(), body);
+  if (std::memcmp(digest.data(), bytes.data() + body, kSha256DigestBytes) != 0) {
+    return corrupt("SHA-256 mismatch: the file is truncated or altered");
+  }
+  wire::Reader r(bytes.data() + 4, body - 4);
+  uint32_t format = 0, count = 0;
+  ModelState m;
+  if (!r.GetU32(&format)) return corrupt("truncated header");
+  if (format != kFormat) return corrupt("format version " + std::to_string(format) + " unknown");
+  if (!GetString32(&r, &m.architecture) || !r.GetU32(&count)) {
+    return corrupt("truncated header");
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    TensorState t;
+    uint32_t ndims = 0;
+    const std::string where = "tensor " + std::to_string(i);
+    if (!GetString32(&r, &t.name) || !r.GetU32(&ndims) || ndims > kMaxDims) {
+      return corrupt(where + ": bad name or dimension count");
+    }
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < ndims; ++d) {
+      uint64_t dim = 0;
+      if (!r.GetU64(&dim)) return corrupt(where + " ('" + t.name + "'): truncated shape");
+      if (dim > (uint64_t{1} << 32) || (dim && n > (uint64_t{1} << 34) / dim)) {
+        return corrupt(where + " ('" + t.name + "'): shape too large");
+      }
+      n *= dim;
+      t.shape.push_back(static_cast<int64_t>(dim));
+    }
+    uint8_t has_mask = 0;
+    if (!r.GetU8(&has_mask) || has_mask > 1) return corrupt(where + ": bad mask flag");
+    if (n > r.remaining() * 8 + 8) return corrupt(where + " ('" + t.name + "'): shape exceeds file");
+    size_t kept = n;
+    if (has_mask) {
+      const uint8_t* bits;
+      if (!r.Skip((n + 7) / 8, &bits)) return corrupt(where + " ('" + t.name + "'): truncated mask");
+      if (n % 8 && (bits[n / 8] >> (n % 8)) != 0) {
+        return corrupt(where + " ('" + t.name + "'): mask padding bits set");
+      }
+      t.mask.resize(n);
+      kept = 0;
+      for (size_t k = 0; k < n; ++k) {
+        t.mask[k] = (bits[k >> 3] >> (k & 7)) & 1;
+        kept += t.mask[k];
+      }
+    }
+    uint64_t vlen = 0;
+    const uint8_t* vp;
+    if (!r.GetU64(&vlen) || vlen > r.remaining() || !r.Skip(vlen, &vp)) {
+      return corrupt(where + " ('" + t.name + "'): truncated values");
+    }
+    std::vector<float> values;
+    Status st = QuantDecode(std::string(reinterpret_cast<const char*>(vp), vlen), kept, &values);
+    if (!st.ok()) return corrupt(where + " ('" + t.name + "'): " + st.message());
+    t.values.assign(n, 0.0f);
+    size_t j = 0;
+    for (size_t k = 0; k < n; ++k) {
+      if (!has_mask || t.mask[k]) t.values[k] = values[j++];
+    }
+    m.tensors.push_back(std::move(t));
+  }
+  if (r.remaining() != 0) return corrupt(std::to_string(r.remaining()) + " unexpected bytes");
+  Status st = CheckModelState(m);
+  if (!st.ok()) return corrupt(st.message());
+  return m;
+}
+
+Status WriteModelFile(const std::string& path, const ModelState& state,
+                      const ModelFileOptions& options) {
+  return WriteFileAtomic(path, EncodeModelFile(state, options));
+}
+
+Result<ModelState> ReadModelFile(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  return DecodeModelFile(path, *bytes);
+}
+
+}  // namespace fl
