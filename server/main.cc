@@ -50,6 +50,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--server-lr", o.server_lr, "Server learning rate on the averaged delta")
       ->capture_default_str();
+  std::string downlink = "fp32";
+  app.add_option("--model-file", o.model_file, "Start from this compressed model (fl-compress)");
+  app.add_option("--sparsity", o.sparsity, "Prune the initial model by magnitude to this")
+      ->capture_default_str();
+  app.add_option("--uplink-bits", o.train.uplink_bits, "Client delta bits per value: 32, 8, 4, 2")
+      ->capture_default_str();
+  app.add_option("--block", o.train.block, "Values per quantization scale")->capture_default_str();
+  app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16")
+      ->capture_default_str();
+  bool no_ef = false, nearest = false;
+  app.add_flag("--no-error-feedback", no_ef, "Clients do not carry the quantization residual");
+  app.add_flag("--nearest-rounding", nearest, "Round to nearest instead of stochastically");
   app.add_option("--data", o.data_dir, "MNIST-format folder whose test split evaluates the model")
       ->capture_default_str();
   app.add_flag("--no-eval", no_eval, "Do not evaluate the global model");
@@ -66,6 +78,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);
   if (no_eval) o.data_dir.clear();
+  o.train.error_feedback = !no_ef;
+  o.train.stochastic_rounding = !nearest;
+  auto format = fl::wire::ParseValueFormat(downlink);
+  if (!format.ok()) {
+    spdlog::error("--downlink: {}", format.status().message());
+    return 2;
+  }
+  o.downlink = *format;
   o.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
   o.verbose = !quiet;
   spdlog::info("seed {}", o.seed);

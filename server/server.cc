@@ -17,6 +17,7 @@
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
+#include "crypto/model_file.h"
 #include "server/checkpoint.h"
 #include "server/fedavg.h"
 
@@ -469,7 +470,18 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       return c.status();
     }
   }
-  if (!resumed && o.sparsity > 0) {
+  if (!resumed && !o.model_file.empty()) {
+    auto file = ReadModelFile(o.model_file);
+    if (!file.ok()) return file.status();
+    if (!SameLayout(*file, impl->global)) {
+      return Status::InvalidArgument(o.model_file, "holds a '" + file->architecture +
+                                                       "' model, this run trains '" + o.model + "'");
+    }
+    impl->global = std::move(file).value();
+    spdlog::info("starting from {}: {:.1f}% sparse, {} of {} parameters kept", o.model_file,
+                 100 * impl->global.Sparsity(), impl->global.KeptCount(),
+                 impl->global.NumParameters());
+  } else if (!resumed && o.sparsity > 0) {
     FL_RETURN_IF_ERROR(PruneByMagnitude(&impl->global, o.sparsity, o.global_pruning));
     spdlog::info("pruned the initial model to {:.1f}% sparsity ({} of {} parameters kept)",
                  100 * impl->global.Sparsity(), impl->global.KeptCount(),

@@ -53,6 +53,9 @@ struct ServerOptions {
   wire::TrainConfig train;
   // Server learning rate on the averaged delta (1 = plain FedAvg).
   double server_lr{1.0};
+  // Start round 1 from this compressed model file (.flm, from fl-compress)
+  // instead of a freshly initialised model; its masks become the federation's.
+  std::string model_file;
   // Prune the initial model by magnitude to this sparsity before round 1
   // (0 = dense; ignored when resuming or starting from a model file).
   double sparsity{0.0};

@@ -177,6 +177,8 @@ int Main(int argc, char** argv) {
   auto* o_partition = app.add_option("--partition", partition, "iid | shards | dirichlet");
   auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
   auto* o_model = app.add_option("--model", model, "Model zoo architecture");
+  std::string model_file;
+  auto* o_model_file = app.add_option("--model-file", model_file, "Start from this .flm file");
   auto* o_sparsity = app.add_option("--sparsity", sparsity, "Prune the initial model to this");
   auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2");
   auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
@@ -203,6 +205,7 @@ int Main(int argc, char** argv) {
   if (*o_alpha) c.alpha = alpha;
   if (*o_model) c.model = model;
   if (*o_sparsity) c.sparsity = sparsity;
+  if (*o_model_file) c.model_file = model_file;
   if (*o_bits) c.uplink_bits = bits;
   if (*o_downlink) c.downlink = downlink;
   Status st = ValidateSimConfig(c);
@@ -234,9 +237,12 @@ int Main(int argc, char** argv) {
               c.model.c_str(), c.clients, c.partition.c_str(), c.fraction, c.epochs,
               static_cast<long long>(c.batch), c.lr, c.rounds,
               static_cast<unsigned long long>(c.seed));
-  std::printf("        sparsity %.2f, uplink %d-bit (block %d, %s rounding, error feedback %s), "
+  const std::string start =
+      c.model_file.empty() ? "sparsity " + std::to_string(c.sparsity).substr(0, 4)
+                           : "model file " + c.model_file;
+  std::printf("        %s, uplink %d-bit (block %d, %s rounding, error feedback %s), "
               "downlink %s\n",
-              c.sparsity, c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
+              start.c_str(), c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
               c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
@@ -274,6 +280,7 @@ int Main(int argc, char** argv) {
   so.train.weight_decay = c.weight_decay;
   so.server_lr = c.server_lr;
   so.sparsity = c.sparsity;
+  so.model_file = c.model_file;
   so.global_pruning = c.global_pruning;
   so.train.uplink_bits = c.uplink_bits;
   so.train.block = static_cast<uint32_t>(c.block);

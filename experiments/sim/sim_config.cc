@@ -118,6 +118,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
 
   TableReader model(root["model"].as_table(), "model.");
   model.Get("name", &c->model);
+  model.Get("file", &c->model_file);
 
   TableReader fed(root["federation"].as_table(), "federation.");
   fed.Get("clients", &c->clients);
@@ -195,7 +196,7 @@ std::string SimConfigToToml(const SimConfig& c) {
                            {"partition", c.partition},
                            {"alpha", c.alpha},
                            {"shards_per_client", c.shards_per_client}}},
-      {"model", toml::table{{"name", c.model}}},
+      {"model", toml::table{{"name", c.model}, {"file", c.model_file}}},
       {"federation", toml::table{{"clients", c.clients},
                                  {"fraction", c.fraction},
                                  {"min_clients", c.min_clients},

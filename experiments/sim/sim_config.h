@@ -4,7 +4,7 @@
 //   rounds = 5
 //   targets = [0.97, 0.99]          # report rounds to reach each test accuracy
 //   [data]       dir, partition ("iid" | "shards" | "dirichlet"), alpha, shards_per_client
-//   [model]      name
+//   [model]      name, file
 //   [federation] clients, fraction, min_clients, round_deadline, server_lr, eval_every
 //   [client]     epochs, batch, lr, momentum, weight_decay
 //   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
@@ -38,8 +38,11 @@ struct SimConfig {
   double alpha{0.5};
   int shards_per_client{2};
 
-  // [model] model zoo architecture.
+  // [model] model zoo architecture, and optionally a compressed model file
+  // (fl-compress) to start from; without one, [compression] sparsity prunes the
+  // initial model on the fly.
   std::string model{"mnist_cnn"};
+  std::string model_file;
 
   // [federation] K clients, fraction C selected per round, and server settings.
   int clients{10};

@@ -1,0 +1,312 @@
+// fl-compress: prepares a compressed model once, on the server side.
+//
+//   fl-compress prune --model mnist_cnn --sparsity 0.9 --schedule gradual --steps 5
+//               --distill --temperature 4 --alpha 0.7 --data data/mnist --out cnn90.flm
+//   fl-compress prune ... --compare     # with and without distillation, same teacher
+//   fl-compress inspect cnn90.flm       # JSON: shapes, kept counts, sparsity, version
+//
+// Pruning is by weight magnitude, global across layers by default (--per-layer
+// prunes each layer to the target on its own); biases stay dense. The gradual
+// schedule is Zhu & Gupta 2017: sparsity s_t = s_f * (1 - (1 - t/n)^3) at steps
+// t = 1..n, with masked fine-tuning after each step. Distillation (Hinton et al.
+// 2015) mixes the loss on the dense teacher's soft targets at temperature T with
+// the hard-label loss: alpha * T^2 * KL + (1 - alpha) * CE.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "common/dataset.h"
+#include "common/file_util.h"
+#include "common/model_zoo.h"
+#include "common/trainer.h"
+#include "crypto/model_file.h"
+#include "crypto/sha256.h"
+
+namespace fl {
+namespace {
+
+struct PruneOptions {
+  // Architecture of the dense teacher and the pruned student.
+  std::string model = "mnist_cnn";
+  // Final fraction of prunable weights set to zero.
+  double sparsity = 0.9;
+  // "gradual" (Zhu & Gupta) or "oneshot".
+  std::string schedule = "gradual";
+  // Pruning steps of the gradual schedule.
+  int steps = 5;
+  // Rank weights within each layer instead of across all layers.
+  bool per_layer = false;
+  // Distil from the dense teacher while fine-tuning, and its parameters.
+  bool distill = false;
+  double temperature = 4.0;
+  double alpha = 0.7;
+  // Train and report both with and without distillation.
+  bool compare = false;
+  // Dense teacher: a model file to load, or trained here for teacher_epochs.
+  std::string teacher;
+  int teacher_epochs = 1;
+  // Fine-tuning epochs after each pruning step.
+  int finetune_epochs = 1;
+  // Training samples used (the first N of the training split; 0 = all).
+  int64_t train_samples = 0;
+  // SGD settings for teacher training and fine-tuning.
+  double lr = 0.05;
+  double momentum = 0.9;
+  int64_t batch = 64;
+  uint64_t seed = 1;
+  std::string data = FL_DEFAULT_DATA_DIR;
+  std::string out;
+  // Store kept values as int8 with per-block scales instead of fp32.
+  bool int8 = false;
+};
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void Fail(const Status& st) { std::fprintf(stderr, "error: %s\n", st.ToString().c_str()); }
+
+// Prunes a copy of `dense` by the schedule, fine-tuning after each step, and
+// returns the final sparse state with its test accuracy.
+Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
+                                                       const ModelState& dense, Model* teacher,
+                                                       bool distill, const TensorDataset& train,
+                                                       const TensorDataset& test) {
+  auto student = CreateModel(o.model, o.seed);
+  if (!student.ok()) return student.status();
+  ModelState state = dense;
+  const int steps = o.schedule == "oneshot" ? 1 : o.steps;
+  double acc = 0;
+  for (int t = 1; t <= steps; ++t) {
+    const double frac = static_cast<double>(t) / steps;
+    const double s = o.sparsity * (1 - std::pow(1 - frac, 3));
+    FL_RETURN_IF_ERROR(PruneByMagnitude(&state, s, !o.per_layer));
+    FL_RETURN_IF_ERROR(SetModelState(**student, state));
+    TrainOptions to;
+    to.epochs = o.finetune_epochs;
+    to.batch_size = o.batch;
+    to.lr = o.lr;
+    to.momentum = o.momentum;
+    to.seed = o.seed + t;
+    to.masks = MasksOf(state);
+    if (distill) {
+      to.teacher = teacher;
+      to.temperature = o.temperature;
+      to.distill_alpha = o.alpha;
+    }
+    const double t0 = Now();
+    auto st = TrainLocal(**student, train, to);
+    if (!st.ok()) return st.status();
+    ModelState trained = GetModelState(o.model, **student);
+    for (size_t i = 0; i < trained.tensors.size(); ++i) trained.tensors[i].mask = state.tensors[i].mask;
+    state = std::move(trained);
+    auto e = Evaluate(**student, test);
+    if (!e.ok()) return e.status();
+    acc = e->accuracy;
+    std::printf("  %s step %d/%d: sparsity %.1f%%, fine-tuned %d epoch(s) in %.0f s, "
+                "test accuracy %.2f%%\n",
+                distill ? "[distill]" : "[plain]  ", t, steps, 100 * state.Sparsity(),
+                o.finetune_epochs, Now() - t0, 100 * acc);
+    std::fflush(stdout);
+  }
+  return std::make_pair(std::move(state), acc);
+}
+
+int RunPrune(const PruneOptions& o) {
+  if (!(o.sparsity > 0 && o.sparsity < 1)) {
+    Fail(Status::InvalidArgument("--sparsity must be in (0, 1)"));
+    return 2;
+  }
+  if (o.schedule != "gradual" && o.schedule != "oneshot") {
+    Fail(Status::InvalidArgument("--schedule must be gradual or oneshot"));
+    return 2;
+  }
+  if (o.out.empty()) {
+    Fail(Status::InvalidArgument("--out FILE is required"));
+    return 2;
+  }
+  auto train_raw = LoadMnistFolder(o.data, Split::kTrain);
+  auto test_raw = train_raw.ok() ? LoadMnistFolder(o.data, Split::kTest) : train_raw;
+  if (!train_raw.ok() || !test_raw.ok()) {
+    Fail((train_raw.ok() ? test_raw : train_raw).status());
+    return 1;
+  }
+  TensorDataset train = ToTensors(*train_raw);
+  if (o.train_samples > 0 && o.train_samples < train.size()) {
+    train.images = train.images.slice(0, 0, o.train_samples).contiguous();
+    train.labels = train.labels.slice(0, 0, o.train_samples).contiguous();
+  }
+  const TensorDataset test = ToTensors(*test_raw);
+  std::printf("fl-compress prune: %s to %.0f%% sparsity (%s, %s%s), %lld training samples, seed %llu\n",
+              o.model.c_str(), 100 * o.sparsity, o.schedule.c_str(),
+              o.per_layer ? "per layer" : "global",
+              o.distill || o.compare ? ", distillation" : "", static_cast<long long>(train.size()),
+              static_cast<unsigned long long>(o.seed));
+
+  // 1. The dense teacher.
+  auto teacher = CreateModel(o.model, o.seed);
+  if (!teacher.ok()) {
+    Fail(teacher.status());
+    return 2;
+  }
+  if (!o.teacher.empty()) {
+    auto t = ReadModelFile(o.teacher);
+    if (!t.ok()) {
+      Fail(t.status());
+      return 1;
+    }
+    Status st = SetModelState(**teacher, *t);
+    if (!st.ok()) {
+      Fail(st.WithContext(o.teacher));
+      return 1;
+    }
+    std::printf("teacher: loaded %s\n", o.teacher.c_str());
+  } else {
+    TrainOptions to;
+    to.epochs = o.teacher_epochs;
+    to.batch_size = o.batch;
+    to.lr = o.lr;
+    to.momentum = o.momentum;
+    to.seed = o.seed;
+    to.on_epoch = [&](const EpochStats& e) {
+      std::printf("  teacher epoch %d/%d: train loss %.4f, %.0f s\n", e.epoch, o.teacher_epochs,
+                  e.mean_loss, e.seconds);
+      std::fflush(stdout);
+    };
+    auto st = TrainLocal(**teacher, train, to);
+    if (!st.ok()) {
+      Fail(st.status());
+      return 1;
+    }
+  }
+  auto dense_eval = Evaluate(**teacher, test);
+  if (!dense_eval.ok()) {
+    Fail(dense_eval.status());
+    return 1;
+  }
+  const ModelState dense = GetModelState(o.model, **teacher);
+  std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n",
+              100 * dense_eval->accuracy, static_cast<long long>(dense.NumParameters()));
+
+  // 2. Prune + fine-tune, with and/or without distillation.
+  std::vector<bool> variants;
+  if (o.compare) {
+    variants = {false, true};
+  } else {
+    variants = {o.distill};
+  }
+  ModelState chosen;
+  double acc_plain = std::nan(""), acc_kd = std::nan("");
+  for (bool kd : variants) {
+    auto r = PruneAndFinetune(o, dense, teacher->get(), kd, train, test);
+    if (!r.ok()) {
+      Fail(r.status());
+      return 1;
+    }
+    (kd ? acc_kd : acc_plain) = r->second;
+    if (kd == (o.distill || o.compare)) chosen = std::move(r->first);
+  }
+  // 3. Save.
+  ModelFileOptions fo;
+  fo.value_bits = o.int8 ? 8 : 32;
+  Status st = WriteModelFile(o.out, chosen, fo);
+  if (!st.ok()) {
+    Fail(st);
+    return 1;
+  }
+  auto bytes = ReadFile(o.out);
+  std::printf("\n%-34s %8s\n", "model", "test acc");
+  std::printf("%-34s %7.2f%%\n", "dense teacher", 100 * dense_eval->accuracy);
+  if (!std::isnan(acc_plain)) {
+    std::printf("%-34s %7.2f%%\n", ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "%").c_str(),
+                100 * acc_plain);
+  }
+  if (!std::isnan(acc_kd)) {
+    std::printf("%-34s %7.2f%%\n",
+                ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "% + distillation").c_str(),
+                100 * acc_kd);
+  }
+  std::printf("wrote %s: %lld of %lld parameters kept (%.1f%% sparse), %zu bytes%s\n", o.out.c_str(),
+              static_cast<long long>(chosen.KeptCount()),
+              static_cast<long long>(chosen.NumParameters()), 100 * chosen.Sparsity(),
+              bytes.ok() ? bytes->size() : 0, o.int8 ? ", int8 values" : "");
+  return 0;
+}
+
+int RunInspect(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) {
+    Fail(bytes.status());
+    return 1;
+  }
+  auto m = DecodeModelFile(path, *bytes);
+  if (!m.ok()) {
+    Fail(m.status());
+    return 1;
+  }
+  auto version = ModelFileVersion(*bytes);
+  std::ostringstream js;
+  js << "{\n  \"file\": \"" << path << "\",\n  \"architecture\": \"" << m->architecture << "\",\n"
+     << "  \"version\": \"" << ToHex(*version) << "\",\n"
+     << "  \"bytes_on_disk\": " << bytes->size() << ",\n"
+     << "  \"parameters\": " << m->NumParameters() << ",\n"
+     << "  \"kept\": " << m->KeptCount() << ",\n"
+     << "  \"sparsity\": " << m->Sparsity() << ",\n  \"tensors\": [\n";
+  for (size_t i = 0; i < m->tensors.size(); ++i) {
+    const auto& t = m->tensors[i];
+    js << "    {\"name\": \"" << t.name << "\", \"shape\": [";
+    for (size_t d = 0; d < t.shape.size(); ++d) js << (d ? ", " : "") << t.shape[d];
+    const int64_t n = static_cast<int64_t>(t.values.size());
+    js << "], \"kept\": " << t.KeptCount() << ", \"sparsity\": "
+       << (n ? 1.0 - static_cast<double>(t.KeptCount()) / n : 0.0) << "}"
+       << (i + 1 < m->tensors.size() ? "," : "") << "\n";
+  }
+  js << "  ]\n}\n";
+  std::fputs(js.str().c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+}  // namespace fl
+
+int main(int argc, char** argv) {
+  fl::PruneOptions o;
+  std::string inspect_path;
+  CLI::App app{"fl-compress: prune (with distillation) and inspect compressed models"};
+  app.require_subcommand(1);
+  auto* prune = app.add_subcommand("prune", "Train or load a dense teacher, prune, fine-tune, save");
+  prune->add_option("--model", o.model, "Architecture")->capture_default_str();
+  prune->add_option("--sparsity", o.sparsity, "Target sparsity")->capture_default_str();
+  prune->add_option("--schedule", o.schedule, "gradual | oneshot")->capture_default_str();
+  prune->add_option("--steps", o.steps, "Steps of the gradual schedule")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  prune->add_flag("--per-layer", o.per_layer, "Prune each layer to the target (default: global)");
+  prune->add_flag("--distill", o.distill, "Distil from the dense teacher while fine-tuning");
+  prune->add_option("--temperature", o.temperature, "Distillation temperature T")
+      ->capture_default_str();
+  prune->add_option("--alpha", o.alpha, "Weight of the soft-target loss")->capture_default_str();
+  prune->add_flag("--compare", o.compare, "Report with and without distillation");
+  prune->add_option("--teacher", o.teacher, "Dense model file to use as teacher");
+  prune->add_option("--teacher-epochs", o.teacher_epochs, "Epochs to train the teacher")
+      ->capture_default_str();
+  prune->add_option("--finetune-epochs", o.finetune_epochs, "Epochs of fine-tuning per step")
+      ->capture_default_str();
+  prune->add_option("--train-samples", o.train_samples, "Use the first N training samples (0 = all)")
+      ->capture_default_str();
+  prune->add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
+  prune->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
+  prune->add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  prune->add_option("--seed", o.seed, "Seed")->capture_default_str();
+  prune->add_option("--data", o.data, "MNIST-format data folder")->capture_default_str();
+  prune->add_option("--out", o.out, "Model file to write")->required();
+  prune->add_flag("--int8", o.int8, "Store kept values as int8 with per-block scales");
+  auto* inspect = app.add_subcommand("inspect", "Print a model file as JSON");
+  inspect->add_option("file", inspect_path, "Model file")->required();
+  CLI11_PARSE(app, argc, argv);
+  if (*prune) return fl::RunPrune(o);
+  return fl::RunInspect(inspect_path);
+}
