@@ -28,7 +28,45 @@ class ServerTest : public ::testing::Test {
     train_ = new ImageDataset(std::move(train).value());
   }
   static void TearDownTestSuite() { delete train_; }
+
+  // Options shared by the tests: 2NN, 2 clients, every client every round.
+  static ServerOptions BaseOptions(const std::string& out_dir) {
+    ServerOptions so;
+    so.bind = "tcp://127.0.0.1:*";
+    so.model = "mnist_2nn";
+    so.rounds = 3;
+    so.min_clients = 2;
+    so.fraction = 1.0;
+    so.train.epochs = 1;
+    so.train.lr = 0.05;
+    so.out_dir = out_dir;
+    so.done_linger_seconds = 0.3;
+    so.verbose = false;
+    return so;
+  }
+
+  // Honest clients "<prefix>0", "<prefix>1", ... holding shards of a
+  // `partitions`-way IID split of the training set.
+  void AddClients(int n, int partitions, const std::string& prefix, const std::string& endpoint,
+                  std::shared_ptr<transport::Context> ctx) {
+    auto parts = PartitionIid(train_->count, partitions, 1);
+    ASSERT_FL_OK(parts);
+    for (int k = 0; k < n; ++k) {
+      auto lc = LocalClient::Create("mnist_2nn", *train_, (*parts)[k]);
+      ASSERT_FL_OK(lc);
+      locals_.push_back(std::move(lc).value());
+      ClientOptions co;
+      co.server = endpoint;
+      co.id = prefix + std::to_string(k);
+      co.heartbeat_seconds = 0.2;
+      co.verbose = false;
+      sessions_.push_back(std::make_unique<ClientSession>(co, ctx, locals_.back().get()));
+    }
+  }
+
   static ImageDataset* train_;
+  std::vector<std::unique_ptr<LocalClient>> locals_;
+  std::vector<std::unique_ptr<ClientSession>> sessions_;
 };
 ImageDataset* ServerTest::train_ = nullptr;
 
@@ -46,39 +84,15 @@ std::string Sealed(wire::MessageType type, const std::string& sender, uint64_t r
 TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
   auto ctx = transport::CreateZmqContext();
   test::TempDir out;
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = "mnist_2nn";
-  so.rounds = 3;
-  so.min_clients = 2;
-  so.fraction = 1.0;
+  ServerOptions so = BaseOptions(out.path());
   so.round_deadline_seconds = 20;
-  so.train.epochs = 1;
-  so.train.lr = 0.05;
-  so.out_dir = out.path();
-  so.done_linger_seconds = 0.5;
-  so.verbose = false;
   so.max_frame_bytes = 4 << 20;
   auto server = Server::Create(so, ctx);
   ASSERT_FL_OK(server);
   const std::string endpoint = (*server)->endpoint();
-
   // Two honest clients on 300 samples each.
-  auto parts = PartitionIid(train_->count, 200, 1);
-  ASSERT_FL_OK(parts);
-  std::vector<std::unique_ptr<LocalClient>> locals;
-  std::vector<std::unique_ptr<ClientSession>> sessions;
-  for (int k = 0; k < 2; ++k) {
-    auto lc = LocalClient::Create("mnist_2nn", *train_, (*parts)[k]);
-    ASSERT_FL_OK(lc);
-    locals.push_back(std::move(lc).value());
-    ClientOptions co;
-    co.server = endpoint;
-    co.id = "honest-" + std::to_string(k);
-    co.heartbeat_seconds = 0.2;
-    co.verbose = false;
-    sessions.push_back(std::make_unique<ClientSession>(co, ctx, locals.back().get()));
-  }
+  AddClients(2, 200, "honest-", endpoint, ctx);
+  auto& sessions = sessions_;
 
   std::atomic<bool> stop{false};
   Result<ServerSummary> summary = Status::Internal("not run");
@@ -163,39 +177,16 @@ TEST_F(ServerTest, CompressedFederationKeepsTheMask) {
   // 80%-sparse 2NN, 4-bit deltas with error feedback, fp16 downlink.
   auto ctx = transport::CreateZmqContext();
   test::TempDir out;
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = "mnist_2nn";
-  so.rounds = 3;
-  so.min_clients = 2;
-  so.fraction = 1.0;
-  so.train.epochs = 1;
-  so.train.lr = 0.05;
+  ServerOptions so = BaseOptions(out.path());
   so.train.uplink_bits = 4;
   so.train.block = 64;
   so.sparsity = 0.8;
   so.downlink = wire::ValueFormat::kFp16;
-  so.out_dir = out.path();
   so.data_dir = test::MnistDir();
-  so.done_linger_seconds = 0.3;
-  so.verbose = false;
   auto server = Server::Create(so, ctx);
   ASSERT_FL_OK(server);
-  auto parts = PartitionIid(train_->count, 60, 2);
-  ASSERT_FL_OK(parts);
-  std::vector<std::unique_ptr<LocalClient>> locals;
-  std::vector<std::unique_ptr<ClientSession>> sessions;
-  for (int k = 0; k < 2; ++k) {
-    auto lc = LocalClient::Create("mnist_2nn", *train_, (*parts)[k]);
-    ASSERT_FL_OK(lc);
-    locals.push_back(std::move(lc).value());
-    ClientOptions co;
-    co.server = (*server)->endpoint();
-    co.id = "c" + std::to_string(k);
-    co.heartbeat_seconds = 0.2;
-    co.verbose = false;
-    sessions.push_back(std::make_unique<ClientSession>(co, ctx, locals.back().get()));
-  }
+  AddClients(2, 60, "c", (*server)->endpoint(), ctx);
+  auto& sessions = sessions_;
   std::vector<double> accuracy;
   std::vector<uint64_t> delta_bytes;
   std::atomic<bool> stop{false};
