@@ -314,9 +314,14 @@ struct Server::Impl {
     FILE* f = std::fopen(path.c_str(), "a");
     if (!f) return Status::IOError(path, "cannot open for append");
     if (!exists) std::fprintf(f, "%s\n", kRoundsCsvHeader);
-    std::fprintf(f, "%llu,%d,%.6f,%.6f,%llu,%llu,%.3f\n",
-                 static_cast<unsigned long long>(rm.round), rm.participants, rm.test_accuracy,
-                 rm.test_loss, static_cast<unsigned long long>(rm.upload_bytes),
+    // Rounds without evaluation leave the accuracy and loss fields empty.
+    char acc[32] = "", loss[32] = "";
+    if (!std::isnan(rm.test_accuracy)) {
+      std::snprintf(acc, sizeof(acc), "%.6f", rm.test_accuracy);
+      std::snprintf(loss, sizeof(loss), "%.6f", rm.test_loss);
+    }
+    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f\n", static_cast<unsigned long long>(rm.round),
+                 rm.participants, acc, loss, static_cast<unsigned long long>(rm.upload_bytes),
                  static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds);
     std::fflush(f);
     ::fsync(fileno(f));

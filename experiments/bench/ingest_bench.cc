@@ -93,6 +93,7 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
         } else if (env->type == wire::MessageType::kDone) {
           socks[i].reset();
           raw[i] = nullptr;
+          break;
         }
       }
     }

@@ -51,6 +51,14 @@ void RaiseFileLimit() {
   }
 }
 
+// "98.62%", or "-" for a round that was not evaluated.
+std::string Percent(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", 100 * v);
+  return buf;
+}
+
 std::string Mb(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f", bytes / 1e6);
@@ -320,10 +328,10 @@ int Main(int argc, char** argv) {
     if (quiet) return;
     const double elapsed = Now() - t_rounds;
     const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
-    std::printf("round %3llu/%d  acc %6.2f%%  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
+    std::printf("round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
                 "%.1f s  [elapsed %.0f s, eta %.0f s]\n",
-                static_cast<unsigned long long>(m.round), c.rounds, 100 * m.test_accuracy,
-                m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
+                static_cast<unsigned long long>(m.round), c.rounds,
+                Percent(m.test_accuracy).c_str(), m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
                 Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta);
     std::fflush(stdout);
   });
@@ -348,9 +356,9 @@ int Main(int argc, char** argv) {
               "test_acc", "test_loss", "upload_MB", "download_MB", "seconds", "max_train_s",
               "overhead");
   for (const auto& m : history) {
-    std::printf("%5llu %12d %8.2f%% %9.4f %10s %12s %8.1f %11.1f %8.2f\n",
-                static_cast<unsigned long long>(m.round), m.participants, 100 * m.test_accuracy,
-                m.test_loss, Mb(m.upload_bytes).c_str(), Mb(m.download_bytes).c_str(),
+    std::printf("%5llu %12d %9s %9.4f %10s %12s %8.1f %11.1f %8.2f\n",
+                static_cast<unsigned long long>(m.round), m.participants,
+                Percent(m.test_accuracy).c_str(), m.test_loss, Mb(m.upload_bytes).c_str(), Mb(m.download_bytes).c_str(),
                 m.round_seconds, m.max_train_seconds,
                 m.max_train_seconds > 0 ? m.round_seconds / m.max_train_seconds : 0.0);
   }
