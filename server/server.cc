@@ -315,13 +315,13 @@ struct Server::Impl {
     if (!f) return Status::IOError(path, "cannot open for append");
     if (!exists) std::fprintf(f, "%s\n", kRoundsCsvHeader);
     // Rounds without evaluation leave the accuracy and loss fields empty.
-    char acc[32] = "", loss[32] = "";
+    char acc_s[32] = "", loss_s[32] = "";
     if (!std::isnan(rm.test_accuracy)) {
-      std::snprintf(acc, sizeof(acc), "%.6f", rm.test_accuracy);
-      std::snprintf(loss, sizeof(loss), "%.6f", rm.test_loss);
+      std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
+      std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
     }
     std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f\n", static_cast<unsigned long long>(rm.round),
-                 rm.participants, acc, loss, static_cast<unsigned long long>(rm.upload_bytes),
+                 rm.participants, acc_s, loss_s, static_cast<unsigned long long>(rm.upload_bytes),
                  static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds);
     std::fflush(f);
     ::fsync(fileno(f));
