@@ -39,8 +39,8 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
                                                          std::shared_ptr<SharedModel> shared) {
   if (indices.empty()) return Status::InvalidArgument("client has no training samples");
   if (shared && shared->architecture != architecture) {
-    return Status::InvalidArgument("shared model is '" + shared->architecture + "', client needs '" +
-                                   architecture + "'");
+    return Status::InvalidArgument("shared model is '" + shared->architecture +
+                                   "', client needs '" + architecture + "'");
   }
   if (!shared) {
     auto own = NewSharedModel(architecture);
@@ -61,7 +61,8 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
     const int64_t i = indices[k];
     if (i < 0 || i >= data.count) {
       return Status::InvalidArgument("sample index " + std::to_string(i) +
-                                     " out of range for a dataset of " + std::to_string(data.count));
+                                     " out of range for a dataset of " +
+                                     std::to_string(data.count));
     }
     std::memcpy(&local.pixels[k * image_bytes], &data.pixels[i * image_bytes], image_bytes);
     local.labels[k] = data.labels[i];

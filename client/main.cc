@@ -7,10 +7,10 @@
 //   fl-client --server tcp://aggregator:5555 --id edge-17 --data /var/lib/fedge/data
 //   fl-client --server tcp://127.0.0.1:5555 --id c3 --partition iid --num-partitions 10
 //             --partition-index 3     (a shard of a shared set, for experiments)
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
 
@@ -54,19 +54,23 @@ int main(int argc, char** argv) {
                  "Use one shard of --data instead of all of it: none | iid | shards | dirichlet")
       ->capture_default_str();
   app.add_option("--num-partitions", num_partitions, "Shards --data is split into")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--partition-index", partition_index, "Which shard this client holds")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--alpha", alpha, "Dirichlet concentration (--partition dirichlet)")
       ->capture_default_str();
   app.add_option("--seed", seed, "Partition seed (must match the other clients')")
       ->capture_default_str();
-  app.add_option("--threads", threads, "Intra-op threads for training")->capture_default_str()
+  app.add_option("--threads", threads, "Intra-op threads for training")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat", co.heartbeat_seconds, "Seconds between HELLOs while idle")
       ->capture_default_str();
   app.add_option("--server-timeout", co.server_timeout_seconds,
-                 "Seconds of server silence before reconnecting")->capture_default_str();
+                 "Seconds of server silence before reconnecting")
+      ->capture_default_str();
   app.add_option("--backoff-max", co.backoff_max_seconds, "Longest reconnect backoff (s)")
       ->capture_default_str();
   app.add_option("--max-frame-mb", max_frame_mb, "Largest frame accepted from the server (MiB)")
@@ -113,8 +117,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", client.status().ToString());
     return 2;
   }
-  spdlog::info("client {}: {} training samples, model {}, server {}", co.id, indices.size(),
-               model, co.server);
+  spdlog::info("client {}: {} training samples, model {}, server {}", co.id, indices.size(), model,
+               co.server);
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -127,9 +131,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto& s = session.stats();
-  spdlog::info("client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
-               "{} reconnects, {} bytes sent, {} received",
-               co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects,
-               s.bytes_sent, s.bytes_received);
+  spdlog::info(
+      "client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
+      "{} reconnects, {} bytes sent, {} received",
+      co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects, s.bytes_sent,
+      s.bytes_received);
   return 0;
 }

@@ -53,7 +53,7 @@ struct ClientStats {
   int64_t bad_messages{0};  // malformed or unexpected messages from the server
   uint64_t bytes_sent{0};
   uint64_t bytes_received{0};
-  double train_seconds{0};   // total local training time
+  double train_seconds{0};  // total local training time
   double last_train_seconds{0};
 };
 

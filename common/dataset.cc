@@ -37,26 +37,26 @@ Result<IdxArray> ParseIdx(const std::string& name, const std::string& bytes) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   const size_t size = bytes.size();
   if (size < idx::kMagicBytes) {
-    return Status::Corruption(name, "truncated: " + std::to_string(size) +
-                                        " bytes, too short for the 4-byte IDX magic");
+    return Status::Corruption(
+        name, "truncated: " + std::to_string(size) + " bytes, too short for the 4-byte IDX magic");
   }
   if (p[0] != 0 || p[1] != 0) {
     char buf[64];
-    std::snprintf(buf, sizeof(buf), "bad magic %02x %02x %02x %02x (expected 00 00 08 0N)",
-                  p[0], p[1], p[2], p[3]);
+    std::snprintf(buf, sizeof(buf), "bad magic %02x %02x %02x %02x (expected 00 00 08 0N)", p[0],
+                  p[1], p[2], p[3]);
     return Status::Corruption(name, std::string(buf) + "; not an IDX file");
   }
   if (p[2] != idx::kTypeUnsignedByte) {
     char buf[80];
-    std::snprintf(buf, sizeof(buf), "unsupported IDX element type 0x%02x (only 0x08, unsigned byte)",
-                  p[2]);
+    std::snprintf(buf, sizeof(buf),
+                  "unsupported IDX element type 0x%02x (only 0x08, unsigned byte)", p[2]);
     return Status::Corruption(name, buf);
   }
   const uint8_t ndims = p[3];
   if (ndims == 0 || ndims > idx::kMaxDims) {
     return Status::Corruption(name, "bad dimension count " + std::to_string(ndims) +
-                                        " in magic (expected 1.." +
-                                        std::to_string(idx::kMaxDims) + ")");
+                                        " in magic (expected 1.." + std::to_string(idx::kMaxDims) +
+                                        ")");
   }
   const size_t header = idx::kMagicBytes + idx::kDimBytes * ndims;
   if (size < header) {
@@ -78,14 +78,15 @@ Result<IdxArray> ParseIdx(const std::string& name, const std::string& bytes) {
     std::ostringstream os;
     os << "truncated: header declares dims [";
     for (size_t i = 0; i < out.dims.size(); ++i) os << (i ? "x" : "") << out.dims[i];
-    os << "] needing " << (elements > size ? std::string("more than ") + std::to_string(size)
-                                           : std::to_string(expected))
+    os << "] needing "
+       << (elements > size ? std::string("more than ") + std::to_string(size)
+                           : std::to_string(expected))
        << " bytes, file has " << size;
     return Status::Corruption(name, os.str());
   }
   if (size > expected) {
-    return Status::Corruption(name, std::to_string(size - expected) +
-                                        " trailing bytes after the declared data");
+    return Status::Corruption(
+        name, std::to_string(size - expected) + " trailing bytes after the declared data");
   }
   out.data.assign(bytes.begin() + header, bytes.end());
   return out;
@@ -113,8 +114,8 @@ Result<ImageDataset> LoadIdxPair(const std::string& images_path, const std::stri
                                                std::to_string(images->dims.size()));
   }
   if (labels->dims.size() != 1) {
-    return Status::Corruption(labels_path, "expected 1 dimension (count), found " +
-                                               std::to_string(labels->dims.size()));
+    return Status::Corruption(
+        labels_path, "expected 1 dimension (count), found " + std::to_string(labels->dims.size()));
   }
   if (images->dims[0] != labels->dims[0]) {
     return Status::Corruption(labels_path, "holds " + std::to_string(labels->dims[0]) +

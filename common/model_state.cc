@@ -22,7 +22,7 @@ Status CheckModelState(const ModelState& state) {
     for (int64_t d : t.shape) {
       if (d < 0) return Status::Corruption("tensor '" + t.name + "' has a negative dimension");
       n = (d != 0 && n > (uint64_t{1} << 40) / static_cast<uint64_t>(d)) ? (uint64_t{1} << 41)
-                                                                          : n * d;
+                                                                         : n * d;
     }
     if (n != t.values.size()) {
       return Status::Corruption("tensor '" + t.name + "' has " + std::to_string(t.values.size()) +
@@ -40,7 +40,8 @@ Status CheckModelState(const ModelState& state) {
                                     " is not 0 or 1");
         }
         if (t.mask[k] == 0 && t.values[k] != 0.0f) {
-          return Status::Corruption("tensor '" + t.name + "' has a nonzero value at pruned position " +
+          return Status::Corruption("tensor '" + t.name +
+                                    "' has a nonzero value at pruned position " +
                                     std::to_string(k));
         }
       }

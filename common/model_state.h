@@ -21,9 +21,9 @@
 namespace fl {
 
 struct TensorState {
-  std::string name;             // e.g. "conv1.weight"
-  std::vector<int64_t> shape;   // e.g. {32, 1, 5, 5}
-  std::vector<float> values;    // product(shape) values, row-major
+  std::string name;            // e.g. "conv1.weight"
+  std::vector<int64_t> shape;  // e.g. {32, 1, 5, 5}
+  std::vector<float> values;   // product(shape) values, row-major
   // Empty: every value is kept (dense). Otherwise one byte per value, 1 = kept,
   // 0 = pruned (its value is 0.0).
   std::vector<uint8_t> mask;

@@ -30,10 +30,10 @@ class Mnist2nn final : public Model {
 class MnistCnn final : public Model {
  public:
   MnistCnn() {
-    conv1_ = register_module("conv1",
-                             torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)));
-    conv2_ = register_module("conv2",
-                             torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
+    conv1_ =
+        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)));
+    conv2_ =
+        register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
     fc1_ = register_module("fc1", torch::nn::Linear(7 * 7 * 64, 512));
     fc2_ = register_module("fc2", torch::nn::Linear(512, 10));
   }
@@ -59,7 +59,8 @@ const std::vector<Registration>& Registry() {
   static const std::vector<Registration> kModels = {
       {{"mnist_2nn", "MLP 784-200-200-10, ReLU (FedAvg 2NN), 199,210 params"},
        [] { return std::make_shared<Mnist2nn>(); }},
-      {{"mnist_cnn", "CNN conv5x5x32-pool-conv5x5x64-pool-fc512-fc10 (FedAvg CNN), 1,663,370 params"},
+      {{"mnist_cnn",
+        "CNN conv5x5x32-pool-conv5x5x64-pool-fc512-fc10 (FedAvg CNN), 1,663,370 params"},
        [] { return std::make_shared<MnistCnn>(); }},
   };
   return kModels;
@@ -145,8 +146,8 @@ Status SetModelState(torch::nn::Module& model, const ModelState& state) {
         static_cast<int64_t>(t.values.size()) != item.value().numel()) {
       return Status::InvalidArgument("shape mismatch for tensor '" + t.name + "'");
     }
-    torch::Tensor src = torch::from_blob(const_cast<float*>(t.values.data()),
-                                         item.value().sizes(), torch::kFloat32);
+    torch::Tensor src = torch::from_blob(const_cast<float*>(t.values.data()), item.value().sizes(),
+                                         torch::kFloat32);
     item.value().copy_(src);
   }
   return Status::OK();

@@ -9,7 +9,8 @@ namespace fl {
 namespace {
 
 Status CheckCounts(int64_t n, int clients, int64_t units, const char* what) {
-  if (clients < 1) return Status::InvalidArgument("clients must be >= 1, got " + std::to_string(clients));
+  if (clients < 1)
+    return Status::InvalidArgument("clients must be >= 1, got " + std::to_string(clients));
   if (units > n) {
     return Status::InvalidArgument("cannot make " + std::to_string(units) + " " + what + " from " +
                                    std::to_string(n) + " samples");
@@ -53,9 +54,12 @@ Result<PartitionScheme> ParsePartitionScheme(const std::string& name) {
 
 const char* PartitionSchemeName(PartitionScheme scheme) {
   switch (scheme) {
-    case PartitionScheme::kIid: return "iid";
-    case PartitionScheme::kShards: return "shards";
-    case PartitionScheme::kDirichlet: return "dirichlet";
+    case PartitionScheme::kIid:
+      return "iid";
+    case PartitionScheme::kShards:
+      return "shards";
+    case PartitionScheme::kDirichlet:
+      return "dirichlet";
   }
   return "unknown";
 }
@@ -76,8 +80,8 @@ Result<Partition> PartitionIid(int64_t n, int clients, uint64_t seed) {
   return out;
 }
 
-Result<Partition> PartitionShards(const std::vector<uint8_t>& labels, int num_classes,
-                                  int clients, int shards_per_client, uint64_t seed) {
+Result<Partition> PartitionShards(const std::vector<uint8_t>& labels, int num_classes, int clients,
+                                  int shards_per_client, uint64_t seed) {
   const int64_t n = static_cast<int64_t>(labels.size());
   if (shards_per_client < 1) {
     return Status::InvalidArgument("shards_per_client must be >= 1, got " +
@@ -91,9 +95,10 @@ Result<Partition> PartitionShards(const std::vector<uint8_t>& labels, int num_cl
   for (int64_t i = 0; i < n; ++i) by_label[labels[i]].push_back(i);
   std::vector<int64_t> counts(num_classes);
   for (int c = 0; c < num_classes; ++c) counts[c] = by_label[c].size();
-  if (num_shards < std::count_if(counts.begin(), counts.end(), [](int64_t c) { return c > 0; })) {
-    return Status::InvalidArgument("need at least one shard per label present: " +
-                                   std::to_string(num_shards) + " shards");
+  if (num_shards < std::count_if(
+                       counts.begin(), counts.end(), [](int64_t c) { return c > 0; })) {
+    return Status::InvalidArgument(
+        "need at least one shard per label present: " + std::to_string(num_shards) + " shards");
   }
 
   // Each label gets a share of the shards proportional to its count (at least one
@@ -209,8 +214,7 @@ Result<Partition> MakePartition(const std::vector<uint8_t>& labels, int num_clas
       return PartitionShards(labels, num_classes, options.clients, options.shards_per_client,
                              options.seed);
     case PartitionScheme::kDirichlet:
-      return PartitionDirichlet(labels, num_classes, options.clients, options.alpha,
-                                options.seed);
+      return PartitionDirichlet(labels, num_classes, options.clients, options.alpha, options.seed);
   }
   return Status::InvalidArgument("unknown partition scheme");
 }

@@ -58,8 +58,8 @@ Result<Partition> MakePartition(const std::vector<uint8_t>& labels, int num_clas
 
 // The individual schemes, as used by MakePartition.
 Result<Partition> PartitionIid(int64_t n, int clients, uint64_t seed);
-Result<Partition> PartitionShards(const std::vector<uint8_t>& labels, int num_classes,
-                                  int clients, int shards_per_client, uint64_t seed);
+Result<Partition> PartitionShards(const std::vector<uint8_t>& labels, int num_classes, int clients,
+                                  int shards_per_client, uint64_t seed);
 Result<Partition> PartitionDirichlet(const std::vector<uint8_t>& labels, int num_classes,
                                      int clients, double alpha, uint64_t seed);
 

@@ -68,8 +68,8 @@ typedef float F32x8 __attribute__((vector_size(32)));
 typedef uint8_t U8x8 __attribute__((vector_size(8)));
 
 template <bool kStochastic>
-inline void QuantizeBlockImpl(const float* __restrict v, size_t n, int L, float inv,
-                              Noise* noise, uint8_t* __restrict levels) {
+inline void QuantizeBlockImpl(const float* __restrict v, size_t n, int L, float inv, Noise* noise,
+                              uint8_t* __restrict levels) {
   static_assert(Noise::kLanes == 8, "one vector of lanes");
   const float fl = static_cast<float>(L);
   const float top = static_cast<float>(2 * L);
@@ -111,8 +111,7 @@ inline void QuantizeBlockImpl(const float* __restrict v, size_t n, int L, float 
 }
 
 FL_TARGET_CLONES
-void QuantizeStochastic(const float* v, size_t n, int L, float inv, Noise* noise,
-                        uint8_t* levels) {
+void QuantizeStochastic(const float* v, size_t n, int L, float inv, Noise* noise, uint8_t* levels) {
   QuantizeBlockImpl<true>(v, n, L, inv, noise, levels);
 }
 
@@ -141,8 +140,8 @@ void Pack(const uint8_t* lv, size_t n, int bits, uint8_t* data, size_t* bitpos) 
       for (; i + 2 <= n; i += 2) *out++ = static_cast<uint8_t>(lv[i] | (lv[i + 1] << 4));
     } else if (bits == 2) {
       for (; i + 4 <= n; i += 4) {
-        *out++ = static_cast<uint8_t>(lv[i] | (lv[i + 1] << 2) | (lv[i + 2] << 4) |
-                                      (lv[i + 3] << 6));
+        *out++ =
+            static_cast<uint8_t>(lv[i] | (lv[i + 1] << 2) | (lv[i + 2] << 4) | (lv[i + 3] << 6));
       }
     }
     pos += i * bits;

@@ -22,14 +22,14 @@ class [[nodiscard]] Status {
   // The kind of failure. Callers branch on the code; people read the message.
   enum class Code {
     kOk = 0,
-    kInvalidArgument,  // the caller passed something unusable (flag, config, size)
-    kNotFound,         // a file, model name or key does not exist
-    kCorruption,       // bytes on disk or on the wire are malformed
-    kIOError,          // the OS refused a read, write, fsync or rename
-    kUnauthenticated,  // a signature, key or digest did not verify
+    kInvalidArgument,     // the caller passed something unusable (flag, config, size)
+    kNotFound,            // a file, model name or key does not exist
+    kCorruption,          // bytes on disk or on the wire are malformed
+    kIOError,             // the OS refused a read, write, fsync or rename
+    kUnauthenticated,     // a signature, key or digest did not verify
     kFailedPrecondition,  // the operation is not valid in the current state
-    kUnavailable,      // a peer is unreachable or timed out; retrying may help
-    kInternal,         // a library reported an unexpected error
+    kUnavailable,         // a peer is unreachable or timed out; retrying may help
+    kInternal,            // a library reported an unexpected error
   };
 
   // Creates a success status.
@@ -101,7 +101,7 @@ class [[nodiscard]] Result {
  public:
   // Implicit from a value and from an error so functions can `return value;` or
   // `return Status::NotFound(...)`.
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(runtime/explicit)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(runtime/explicit)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(runtime/explicit)
     assert(!status_.ok() && "Result constructed from an OK status without a value");
     if (status_.ok()) status_ = Status::Internal("Result constructed from OK status");
@@ -136,9 +136,9 @@ class [[nodiscard]] Result {
 }  // namespace fl
 
 // Returns early from the enclosing function if `expr` yields a non-OK Status.
-#define FL_RETURN_IF_ERROR(expr)          \
-  do {                                    \
-    ::fl::Status fl_status_tmp_ = (expr); \
+#define FL_RETURN_IF_ERROR(expr)                     \
+  do {                                               \
+    ::fl::Status fl_status_tmp_ = (expr);            \
     if (!fl_status_tmp_.ok()) return fl_status_tmp_; \
   } while (0)
 

@@ -13,8 +13,7 @@ constexpr double kMnistMean = 0.1307;
 constexpr double kMnistStd = 0.3081;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Sets the intra-op thread count for this call and restores it afterwards.
@@ -38,9 +37,9 @@ TensorDataset ToTensors(const ImageDataset& data) {
   auto bytes = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
                                 {data.count, 1, data.rows, data.cols}, torch::kUInt8);
   out.images = (bytes.to(torch::kFloat32).div_(255.0).sub_(kMnistMean).div_(kMnistStd));
-  out.labels = torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count},
-                                torch::kUInt8)
-                   .to(torch::kInt64);
+  out.labels =
+      torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count}, torch::kUInt8)
+          .to(torch::kInt64);
   return out;
 }
 
@@ -74,8 +73,8 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
   std::vector<torch::Tensor> params = model.parameters();
   if (!options.masks.empty() && options.masks.size() != params.size()) {
-    return Status::InvalidArgument("got " + std::to_string(options.masks.size()) +
-                                   " masks for " + std::to_string(params.size()) + " parameters");
+    return Status::InvalidArgument("got " + std::to_string(options.masks.size()) + " masks for " +
+                                   std::to_string(params.size()) + " parameters");
   }
   for (size_t i = 0; i < options.masks.size(); ++i) {
     if (options.masks[i].defined() && !options.masks[i].sizes().equals(params[i].sizes())) {
@@ -87,10 +86,9 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   const double t0 = Now();
   try {
     model.train();
-    torch::optim::SGD optimizer(model.parameters(),
-                                torch::optim::SGDOptions(options.lr)
-                                    .momentum(options.momentum)
-                                    .weight_decay(options.weight_decay));
+    torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(options.lr)
+                                                        .momentum(options.momentum)
+                                                        .weight_decay(options.weight_decay));
     Random rng(options.seed);
     std::vector<int64_t> order(n);
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
@@ -172,10 +170,10 @@ Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t bat
       auto x = data.images.slice(0, begin, end);
       auto y = data.labels.slice(0, begin, end);
       auto logits = model.forward(x);
-      loss_sum += torch::nn::functional::cross_entropy(
-                      logits, y,
-                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
+      loss_sum +=
+          torch::nn::functional::cross_entropy(
+              logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+              .item<double>();
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
     }
     model.train();

@@ -37,10 +37,10 @@ Result<TensorDataset> Subset(const TensorDataset& data, const std::vector<int64_
 
 // Progress after each local epoch.
 struct EpochStats {
-  int epoch{0};           // 1-based
-  double mean_loss{0};    // mean training loss over the epoch's batches, per sample
-  double accuracy{0};     // training accuracy over the epoch (during training)
-  double seconds{0};      // wall time of the epoch
+  int epoch{0};         // 1-based
+  double mean_loss{0};  // mean training loss over the epoch's batches, per sample
+  double accuracy{0};   // training accuracy over the epoch (during training)
+  double seconds{0};    // wall time of the epoch
 };
 
 struct TrainOptions {
@@ -85,8 +85,7 @@ struct TrainStats {
 };
 
 // Trains `model` in place on all of `data` (already the client's shard).
-Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
-                              const TrainOptions& options);
+Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data, const TrainOptions& options);
 
 struct EvalResult {
   double accuracy{0};   // fraction in [0, 1]

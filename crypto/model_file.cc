@@ -114,11 +114,13 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
     }
     uint8_t has_mask = 0;
     if (!r.GetU8(&has_mask) || has_mask > 1) return corrupt(where + ": bad mask flag");
-    if (n > r.remaining() * 8 + 8) return corrupt(where + " ('" + t.name + "'): shape exceeds file");
+    if (n > r.remaining() * 8 + 8)
+      return corrupt(where + " ('" + t.name + "'): shape exceeds file");
     size_t kept = n;
     if (has_mask) {
       const uint8_t* bits;
-      if (!r.Skip((n + 7) / 8, &bits)) return corrupt(where + " ('" + t.name + "'): truncated mask");
+      if (!r.Skip((n + 7) / 8, &bits))
+        return corrupt(where + " ('" + t.name + "'): truncated mask");
       if (n % 8 && (bits[n / 8] >> (n % 8)) != 0) {
         return corrupt(where + " ('" + t.name + "'): mask padding bits set");
       }

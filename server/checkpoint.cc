@@ -35,8 +35,8 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
   const std::string& bytes = *read;
   const size_t header = 4 + 4 + 8 + 8 + 8;
   if (bytes.size() < header + kSha256DigestBytes) {
-    return Status::Corruption(path, "truncated checkpoint (" + std::to_string(bytes.size()) +
-                                        " bytes)");
+    return Status::Corruption(path,
+                              "truncated checkpoint (" + std::to_string(bytes.size()) + " bytes)");
   }
   if (std::memcmp(bytes.data(), kCheckpointMagic, 4) != 0) {
     return Status::Corruption(path, "not a fedge checkpoint (bad magic)");
@@ -54,12 +54,12 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
     return Status::Corruption(path, "truncated header");
   }
   if (format != kCheckpointFormat) {
-    return Status::Corruption(path, "checkpoint format " + std::to_string(format) +
-                                        " not supported");
+    return Status::Corruption(path,
+                              "checkpoint format " + std::to_string(format) + " not supported");
   }
   if (model_len != r.remaining()) {
-    return Status::Corruption(path, "model length " + std::to_string(model_len) +
-                                        " does not match the file");
+    return Status::Corruption(
+        path, "model length " + std::to_string(model_len) + " does not match the file");
   }
   Status st = wire::Decode(bytes.substr(header, model_len), &c.model);
   if (!st.ok()) return st.WithContext(path);

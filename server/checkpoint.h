@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <string>
 
-#include "common/model_state.h"
 #include "common/file_util.h"
+#include "common/model_state.h"
 #include "common/status.h"
 
 namespace fl {

@@ -14,8 +14,8 @@ Status CheckSameLayout(const ModelState& a, const ModelState& b, const std::stri
     if (a.tensors[i].name != b.tensors[i].name || a.tensors[i].shape != b.tensors[i].shape ||
         a.tensors[i].values.size() != b.tensors[i].values.size()) {
       return Status::InvalidArgument(what + ": tensor " + std::to_string(i) + " ('" +
-                                     a.tensors[i].name + "') does not match '" +
-                                     b.tensors[i].name + "' of the global model");
+                                     a.tensors[i].name + "') does not match '" + b.tensors[i].name +
+                                     "' of the global model");
     }
   }
   return Status::OK();

@@ -5,9 +5,9 @@
 //   fl-server ... --resume        # continue from runs/prod/checkpoint.fl
 //
 // SIGINT/SIGTERM abandon the round in progress, keep the last checkpoint and exit 0.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
 
@@ -29,21 +29,28 @@ int main(int argc, char** argv) {
   CLI::App app{"fl-server: federated learning aggregator (FedAvg over ZeroMQ)"};
   app.add_option("--bind", o.bind, "Endpoint to listen on")->capture_default_str();
   app.add_option("--model", o.model, "Architecture of the global model")->capture_default_str();
-  app.add_option("--rounds", o.rounds, "Rounds to run")->capture_default_str()
+  app.add_option("--rounds", o.rounds, "Rounds to run")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--min-clients", o.min_clients, "Active clients needed to start a round")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--fraction,-C", o.fraction, "Fraction of active clients selected per round")
-      ->capture_default_str()->check(CLI::Range(1e-9, 1.0));
+      ->capture_default_str()
+      ->check(CLI::Range(1e-9, 1.0));
   app.add_option("--deadline", o.round_deadline_seconds, "Seconds a round waits for updates")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--client-timeout", o.client_timeout_seconds,
-                 "Seconds of silence after which a client is not selected")->capture_default_str();
-  app.add_option("--epochs,-E", o.train.epochs, "Local epochs")->capture_default_str()
+                 "Seconds of silence after which a client is not selected")
+      ->capture_default_str();
+  app.add_option("--epochs,-E", o.train.epochs, "Local epochs")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--batch,-B", o.train.batch_size, "Local batch size (0 = whole shard)")
       ->capture_default_str();
-  app.add_option("--lr", o.train.lr, "Client SGD learning rate")->capture_default_str()
+  app.add_option("--lr", o.train.lr, "Client SGD learning rate")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--momentum", o.train.momentum, "Client SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", o.train.weight_decay, "Client L2 weight decay")
@@ -104,10 +111,10 @@ int main(int argc, char** argv) {
   }
   std::string rej;
   for (const auto& [reason, n] : sum->rejected) rej += " " + reason + "=" + std::to_string(n);
-  spdlog::info("{} after {} rounds: final test accuracy {:.2f}%, {} bytes up, {} down; "
-               "refused:{}",
-               sum->interrupted ? "stopped" : "finished", sum->rounds_completed,
-               100 * sum->final_accuracy, sum->upload_bytes, sum->download_bytes,
-               rej.empty() ? " none" : rej);
+  spdlog::info(
+      "{} after {} rounds: final test accuracy {:.2f}%, {} bytes up, {} down; "
+      "refused:{}",
+      sum->interrupted ? "stopped" : "finished", sum->rounds_completed, 100 * sum->final_accuracy,
+      sum->upload_bytes, sum->download_bytes, rej.empty() ? " none" : rej);
   return 0;
 }

@@ -9,9 +9,9 @@
 #include <cstdio>
 #include <set>
 
-#include "common/quant_codec.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
+#include "common/quant_codec.h"
 #include "common/random.h"
 #include "common/trainer.h"
 #include "common/wire/envelope.h"
@@ -38,8 +38,7 @@ const wire::MessageType kUnknownType = static_cast<wire::MessageType>(0);
 const int kLogPerReason = 5;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct ClientEntry {
@@ -60,13 +59,13 @@ struct Server::Impl {
 
   ModelState global;
   Version version{};
-  uint64_t round{0};       // last completed round
+  uint64_t round{0};  // last completed round
   std::map<std::string, ClientEntry> clients;
 
   // State of the round being collected (collecting == true).
   bool collecting{false};
   uint64_t current_round{0};
-  std::set<std::string> pending;   // selected, not yet answered
+  std::set<std::string> pending;  // selected, not yet answered
   std::set<std::string> selected;
   std::unique_ptr<FedAvgAccumulator> acc;
   SealedMessage task_message;
@@ -107,15 +106,15 @@ struct Server::Impl {
   }
 
   // Refuses a message: counter, throttled log line, REJECT to the sender.
-  void Refuse(const std::string& peer, const std::string& who, wire::MessageType about,
-              uint64_t r, const std::string& reason, const std::string& message) {
+  void Refuse(const std::string& peer, const std::string& who, wire::MessageType about, uint64_t r,
+              const std::string& reason, const std::string& message) {
     const int64_t n = ++m.rejected[reason];
     totals_rejected[reason]++;
     if (n <= kLogPerReason) {
       const bool known = about >= wire::MessageType::kHello && about <= wire::MessageType::kDone;
       spdlog::warn("refused {} from {}: {}: {}{}", known ? wire::MessageTypeName(about) : "message",
-                   who, reason,
-                   message, n == kLogPerReason ? " (further ones this round are only counted)" : "");
+                   who, reason, message,
+                   n == kLogPerReason ? " (further ones this round are only counted)" : "");
     }
     Reply(peer, false, about, r, reason, message);
   }
@@ -161,8 +160,8 @@ struct Server::Impl {
     }
     if (h.architecture != global.architecture) {
       Refuse(peer, env.sender, env.type, env.round, "wrong_architecture",
-             "this federation trains '" + global.architecture + "', client has '" +
-                 h.architecture + "'");
+             "this federation trains '" + global.architecture + "', client has '" + h.architecture +
+                 "'");
       return;
     }
     if (h.num_examples <= 0) {
@@ -461,9 +460,9 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     auto c = ReadCheckpoint(o.out_dir + "/checkpoint.fl");
     if (c.ok()) {
       if (!SameLayout(c->model, impl->global)) {
-        return Status::InvalidArgument(o.out_dir + "/checkpoint.fl",
-                                       "holds a '" + c->model.architecture +
-                                           "' model, this run trains '" + o.model + "'");
+        return Status::InvalidArgument(
+            o.out_dir + "/checkpoint.fl",
+            "holds a '" + c->model.architecture + "' model, this run trains '" + o.model + "'");
       }
       impl->global = std::move(c->model);
       impl->round = c->round;
@@ -479,8 +478,9 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     auto file = ReadModelFile(o.model_file);
     if (!file.ok()) return file.status();
     if (!SameLayout(*file, impl->global)) {
-      return Status::InvalidArgument(o.model_file, "holds a '" + file->architecture +
-                                                       "' model, this run trains '" + o.model + "'");
+      return Status::InvalidArgument(
+          o.model_file,
+          "holds a '" + file->architecture + "' model, this run trains '" + o.model + "'");
     }
     impl->global = std::move(file).value();
     spdlog::info("starting from {}: {:.1f}% sparse, {} of {} parameters kept", o.model_file,
@@ -515,8 +515,8 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
   Impl& s = *impl_;
   ServerSummary sum;
   if (s.o.verbose) {
-    spdlog::info("serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s",
-                 s.o.model, endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
+    spdlog::info("serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s", s.o.model,
+                 endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
                  s.o.round_deadline_seconds);
   }
   for (uint64_t r = s.round + 1; r <= static_cast<uint64_t>(s.o.rounds); ++r) {
@@ -533,8 +533,8 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
       sum.final_loss = s.m.test_loss;
     }
     if (s.o.verbose) {
-      spdlog::info("round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s", r,
-                   s.m.participants, s.m.selected, 100 * s.m.test_accuracy, s.m.round_seconds);
+      spdlog::info("round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s", r, s.m.participants,
+                   s.m.selected, 100 * s.m.test_accuracy, s.m.round_seconds);
     }
     if (on_round) on_round(s.m);
   }

@@ -13,7 +13,8 @@ std::string MakeIdx(const std::vector<uint32_t>& dims, uint8_t mod = 251) {
   size_t n = 1;
   for (uint32_t d : dims) {
     n *= d;
-    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(static_cast<char>((d >> shift) & 0xff));
+    for (int shift = 24; shift >= 0; shift -= 8)
+      s.push_back(static_cast<char>((d >> shift) & 0xff));
   }
   for (size_t i = 0; i < n; ++i) s.push_back(static_cast<char>(i % mod));
   return s;

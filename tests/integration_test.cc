@@ -42,19 +42,55 @@ std::vector<Row> ReadRounds(const std::string& path) {
   return rows;
 }
 
-std::vector<std::string> ServerArgs(const std::string& endpoint, const std::string& out,
-                                    int rounds, int min_clients, double deadline) {
-  return {"--bind", endpoint, "--model", "mnist_2nn", "--rounds", std::to_string(rounds),
-          "--min-clients", std::to_string(min_clients), "--fraction", "1", "--epochs", "1",
-          "--lr", "0.05", "--deadline", std::to_string(deadline), "--client-timeout", "3",
-          "--data", test::MnistDir(), "--out", out, "--linger", "2"};
+std::vector<std::string> ServerArgs(const std::string& endpoint, const std::string& out, int rounds,
+                                    int min_clients, double deadline) {
+  return {"--bind",
+          endpoint,
+          "--model",
+          "mnist_2nn",
+          "--rounds",
+          std::to_string(rounds),
+          "--min-clients",
+          std::to_string(min_clients),
+          "--fraction",
+          "1",
+          "--epochs",
+          "1",
+          "--lr",
+          "0.05",
+          "--deadline",
+          std::to_string(deadline),
+          "--client-timeout",
+          "3",
+          "--data",
+          test::MnistDir(),
+          "--out",
+          out,
+          "--linger",
+          "2"};
 }
 
 std::vector<std::string> ClientArgs(const std::string& endpoint, int index, int partitions) {
-  return {"--server", endpoint, "--id", "c" + std::to_string(index), "--model", "mnist_2nn",
-          "--data", test::MnistDir(), "--partition", "iid", "--num-partitions",
-          std::to_string(partitions), "--partition-index", std::to_string(index),
-          "--heartbeat", "0.3", "--server-timeout", "2", "--backoff-max", "1"};
+  return {"--server",
+          endpoint,
+          "--id",
+          "c" + std::to_string(index),
+          "--model",
+          "mnist_2nn",
+          "--data",
+          test::MnistDir(),
+          "--partition",
+          "iid",
+          "--num-partitions",
+          std::to_string(partitions),
+          "--partition-index",
+          std::to_string(index),
+          "--heartbeat",
+          "0.3",
+          "--server-timeout",
+          "2",
+          "--backoff-max",
+          "1"};
 }
 
 TEST(IntegrationTest, ThreeClientsTwoRoundsAccuracyRises) {
@@ -99,8 +135,8 @@ TEST(IntegrationTest, KilledClientDoesNotBlockTheRound) {
   victim.Signal(SIGKILL);
   EXPECT_EQ(victim.Wait(5), 128 + SIGKILL);
   // The server needs 3 active clients to start round 2: a new device joins.
-  clients.push_back(std::make_unique<test::Process>(kClient, ClientArgs(ep, 3, 60),
-                                                    dir.path() + "/c3.log"));
+  clients.push_back(
+      std::make_unique<test::Process>(kClient, ClientArgs(ep, 3, 60), dir.path() + "/c3.log"));
 
   ASSERT_EQ(server.Wait(120), 0) << server.Log();
   for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();

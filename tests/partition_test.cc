@@ -129,7 +129,8 @@ TEST_F(PartitionTest, DirichletSmallerAlphaMoreSkew) {
 }
 
 TEST_F(PartitionTest, DeterministicGivenSeed) {
-  for (auto scheme : {PartitionScheme::kIid, PartitionScheme::kShards, PartitionScheme::kDirichlet}) {
+  for (auto scheme :
+       {PartitionScheme::kIid, PartitionScheme::kShards, PartitionScheme::kDirichlet}) {
     PartitionOptions o{scheme, 50, 2, 0.3, 1234};
     auto a = MakePartition(*labels_, 10, o);
     auto b = MakePartition(*labels_, 10, o);
@@ -146,7 +147,8 @@ TEST_F(PartitionTest, RandomSeedStillValid) {
   // A seed from gtest (--gtest_random_seed=N replays a failure).
   const uint64_t seed = test::RandomSeed();
   auto labels = SyntheticLabels(3000, seed);
-  for (auto scheme : {PartitionScheme::kIid, PartitionScheme::kShards, PartitionScheme::kDirichlet}) {
+  for (auto scheme :
+       {PartitionScheme::kIid, PartitionScheme::kShards, PartitionScheme::kDirichlet}) {
     auto p = MakePartition(labels, 10, {scheme, 30, 2, 0.5, seed});
     ASSERT_FL_OK(p);
     ExpectDisjointCovering(*p, 3000);
@@ -155,11 +157,21 @@ TEST_F(PartitionTest, RandomSeedStillValid) {
 
 TEST_F(PartitionTest, BadOptionsAreErrors) {
   auto labels = SyntheticLabels(100, 1);
-  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kIid, 0, 2, 0.5, 1}).status().IsInvalidArgument());
-  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kIid, 101, 2, 0.5, 1}).status().IsInvalidArgument());
-  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kShards, 60, 2, 0.5, 1}).status().IsInvalidArgument());
-  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kDirichlet, 10, 2, 0.0, 1}).status().IsInvalidArgument());
-  EXPECT_TRUE(MakePartition(labels, 5, {PartitionScheme::kIid, 10, 2, 0.5, 1}).status().IsInvalidArgument());
+  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kIid, 0, 2, 0.5, 1})
+                  .status()
+                  .IsInvalidArgument());
+  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kIid, 101, 2, 0.5, 1})
+                  .status()
+                  .IsInvalidArgument());
+  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kShards, 60, 2, 0.5, 1})
+                  .status()
+                  .IsInvalidArgument());
+  EXPECT_TRUE(MakePartition(labels, 10, {PartitionScheme::kDirichlet, 10, 2, 0.0, 1})
+                  .status()
+                  .IsInvalidArgument());
+  EXPECT_TRUE(MakePartition(labels, 5, {PartitionScheme::kIid, 10, 2, 0.5, 1})
+                  .status()
+                  .IsInvalidArgument());
   EXPECT_TRUE(ParsePartitionScheme("noniid").status().IsInvalidArgument());
   EXPECT_EQ(*ParsePartitionScheme("shards"), PartitionScheme::kShards);
 }

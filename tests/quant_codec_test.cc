@@ -28,15 +28,14 @@ class QuantCodecTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(QuantCodecTest, SizeMatchesFormulaExactly) {
   const int bits = GetParam();
-  for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{255}, size_t{256}, size_t{1000},
-                       size_t{166337}}) {
+  for (size_t count :
+       {size_t{0}, size_t{1}, size_t{7}, size_t{255}, size_t{256}, size_t{1000}, size_t{166337}}) {
     for (uint32_t block : {1u, 64u, 256u, 1000u}) {
       QuantOptions o{bits, block, true, 3};
       auto v = Gaussian(count, count + block);
       const std::string enc = QuantEncode(v.data(), v.size(), o);
       const size_t blocks = bits == 32 ? 0 : (count + block - 1) / block;
-      const size_t expect =
-          24 + 4 * blocks + (bits == 32 ? 4 * count : (count * bits + 7) / 8);
+      const size_t expect = 24 + 4 * blocks + (bits == 32 ? 4 * count : (count * bits + 7) / 8);
       ASSERT_EQ(enc.size(), expect) << "count " << count << " block " << block;
       ASSERT_EQ(QuantEncodedSize(count, bits, block), expect);
       std::vector<float> out;
@@ -134,8 +133,8 @@ TEST(ErrorFeedbackTest, CarriesTheResidual) {
   std::vector<double> sent_sum(300, 0.0), true_sum(300, 0.0);
   for (int round = 0; round < 50; ++round) {
     auto d = Gaussian(300, round + 1);
-    const std::vector<float> before = ef.residual().empty() ? std::vector<float>(300, 0.0f)
-                                                            : ef.residual();
+    const std::vector<float> before =
+        ef.residual().empty() ? std::vector<float>(300, 0.0f) : ef.residual();
     const std::string enc = ef.Encode(d, o);
     std::vector<float> sent;
     ASSERT_FL_OK(QuantDecode(enc, 300, &sent));

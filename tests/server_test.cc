@@ -103,22 +103,22 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
   auto bad = ctx->Connect(endpoint, po);
   ASSERT_FL_OK(bad);
   transport::Socket* b = bad->get();
-  ASSERT_FL_OK(b->Send("", {"just one frame"}));                          // bad_frames
-  ASSERT_FL_OK(b->Send("", {"a", "b", "c", "d", "e"}));                   // bad_frames
-  ASSERT_FL_OK(b->Send("", {std::string(184, '\0'), ""}));                // bad_envelope
-  ASSERT_FL_OK(b->Send("", {"", ""}));                                    // bad_envelope
+  ASSERT_FL_OK(b->Send("", {"just one frame"}));            // bad_frames
+  ASSERT_FL_OK(b->Send("", {"a", "b", "c", "d", "e"}));     // bad_frames
+  ASSERT_FL_OK(b->Send("", {std::string(184, '\0'), ""}));  // bad_envelope
+  ASSERT_FL_OK(b->Send("", {"", ""}));                      // bad_envelope
   SealedMessage m;
   Sealed(wire::MessageType::kHello, "mallory", 0, "xyz", &m);
-  ASSERT_FL_OK(b->Send("", {m.envelope, "xyZ"}));                         // bad_digest
-  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // bad_payload
+  ASSERT_FL_OK(b->Send("", {m.envelope, "xyZ"}));      // bad_digest
+  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));  // bad_payload
   wire::Hello wrong{100, "resnet50", {wire::kCodecQuant}, 1.0};
   Sealed(wire::MessageType::kHello, "mallory", 0, wire::Encode(wrong), &m);
-  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // wrong_architecture
+  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));  // wrong_architecture
   Sealed(wire::MessageType::kTask, "mallory", 0, "", &m);
-  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // unexpected_type
+  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));  // unexpected_type
   wire::Update u{10, 0, 0, wire::kCodecQuant, "abcd"};
   Sealed(wire::MessageType::kUpdate, "mallory", 1, wire::Encode(u), &m);
-  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));                     // unknown_client
+  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));  // unknown_client
 
   std::vector<std::thread> client_threads;
   std::vector<Status> client_status(2);

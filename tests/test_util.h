@@ -12,14 +12,14 @@
 #include "common/status.h"
 
 // Asserts that a Status (or Result) is OK, printing it otherwise.
-#define ASSERT_FL_OK(expr)                                   \
-  do {                                                       \
-    const auto& fl_s_ = (expr);                              \
+#define ASSERT_FL_OK(expr)                                             \
+  do {                                                                 \
+    const auto& fl_s_ = (expr);                                        \
     ASSERT_TRUE(fl_s_.ok()) << ::fl::test::StatusOf(fl_s_).ToString(); \
   } while (0)
-#define EXPECT_FL_OK(expr)                                   \
-  do {                                                       \
-    const auto& fl_s_ = (expr);                              \
+#define EXPECT_FL_OK(expr)                                             \
+  do {                                                                 \
+    const auto& fl_s_ = (expr);                                        \
     EXPECT_TRUE(fl_s_.ok()) << ::fl::test::StatusOf(fl_s_).ToString(); \
   } while (0)
 
@@ -28,7 +28,9 @@ namespace test {
 
 inline const Status& StatusOf(const Status& s) { return s; }
 template <typename T>
-const Status& StatusOf(const Result<T>& r) { return r.status(); }
+const Status& StatusOf(const Result<T>& r) {
+  return r.status();
+}
 
 // The gtest random seed (pinned with --gtest_random_seed=N to replay a failure).
 inline uint64_t RandomSeed() {

@@ -126,8 +126,8 @@ TEST_F(TrainerTest, PrunedWeightsStayExactlyZero) {
       ASSERT_EQ(g[k], 0.0f) << state.tensors[i].name << "[" << k << "]";
     }
   }
-  EXPECT_GT(pruned, 1400000);   // 90% of the 1.66M weights
-  EXPECT_GT(moved, 100000);     // and the kept ones did train
+  EXPECT_GT(pruned, 1400000);  // 90% of the 1.66M weights
+  EXPECT_GT(moved, 100000);    // and the kept ones did train
   EXPECT_LT(stats->last_epoch_loss, stats->first_epoch_loss);
 }
 

@@ -72,8 +72,8 @@ TEST(EnvelopeTest, FieldByFieldCorruption) {
       {4, 9, "protocol version"},
       {6, 0, "unknown message type"},
       {6, 7, "unknown message type"},
-      {8, 0, "sender id"},        // empty sender
-      {9, 0x01, "sender id"},     // non-printable
+      {8, 0, "sender id"},     // empty sender
+      {9, 0x01, "sender id"},  // non-printable
       {9 + 9, 'x', "after its terminator"},
   };
   for (const auto& c : cases) {
@@ -135,8 +135,7 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
   EXPECT_EQ(back.tensors[1].values, SampleModel().tensors[1].values);
 
   const std::vector<float> delta = {1.5f, -2.0f};
-  wire::Update u{600, 0.25, 3.5, wire::kCodecQuant,
-                 QuantEncode(delta.data(), 2, QuantOptions{})};
+  wire::Update u{600, 0.25, 3.5, wire::kCodecQuant, QuantEncode(delta.data(), 2, QuantOptions{})};
   wire::Update u2;
   ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
   EXPECT_EQ(u2.data, u.data);

@@ -80,8 +80,8 @@ Status Expand(const CompactModel& c, ModelState* out) {
     if (ct.values.size() != kept * width) {
       return Status::Corruption("tensor '" + ct.name + "' carries " +
                                 std::to_string(ct.values.size()) + " value bytes, its mask keeps " +
-                                std::to_string(kept) + " values (" +
-                                std::to_string(kept * width) + " bytes)");
+                                std::to_string(kept) + " values (" + std::to_string(kept * width) +
+                                " bytes)");
     }
     TensorState t;
     t.name = ct.name;

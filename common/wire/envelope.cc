@@ -10,12 +10,18 @@ namespace wire {
 
 const char* MessageTypeName(MessageType type) {
   switch (type) {
-    case MessageType::kHello: return "HELLO";
-    case MessageType::kTask: return "TASK";
-    case MessageType::kUpdate: return "UPDATE";
-    case MessageType::kAck: return "ACK";
-    case MessageType::kReject: return "REJECT";
-    case MessageType::kDone: return "DONE";
+    case MessageType::kHello:
+      return "HELLO";
+    case MessageType::kTask:
+      return "TASK";
+    case MessageType::kUpdate:
+      return "UPDATE";
+    case MessageType::kAck:
+      return "ACK";
+    case MessageType::kReject:
+      return "REJECT";
+    case MessageType::kDone:
+      return "DONE";
   }
   return "UNKNOWN";
 }
@@ -57,8 +63,8 @@ Result<Envelope> DecodeEnvelope(const std::string& bytes) {
   char sender[kSenderIdBytes];
   // Sizes were checked above, so these reads cannot fail; they are still
   // checked so the reader's contract holds on its own.
-  if (!r.GetBytes(magic, 4) || !r.GetU16(&env.version) || !r.GetU8(&type) ||
-      !r.GetU8(&env.flags) || !r.GetBytes(sender, kSenderIdBytes) || !r.GetU64(&env.round) ||
+  if (!r.GetBytes(magic, 4) || !r.GetU16(&env.version) || !r.GetU8(&type) || !r.GetU8(&env.flags) ||
+      !r.GetBytes(sender, kSenderIdBytes) || !r.GetU64(&env.round) ||
       !r.GetBytes(env.model_version.data(), kDigestBytes) || !r.GetU64(&env.payload_length) ||
       !r.GetBytes(env.payload_digest.data(), kDigestBytes) ||
       !r.GetBytes(env.signature.data(), kSignatureBytes) || r.remaining() != 0) {

@@ -28,8 +28,8 @@ constexpr uint16_t kProtocolVersion = 1;
 constexpr size_t kSenderIdBytes = 32;
 constexpr size_t kDigestBytes = 32;
 constexpr size_t kSignatureBytes = 64;
-constexpr size_t kEnvelopeBytes = 4 + 2 + 1 + 1 + kSenderIdBytes + 8 + kDigestBytes + 8 +
-                                  kDigestBytes + kSignatureBytes;
+constexpr size_t kEnvelopeBytes =
+    4 + 2 + 1 + 1 + kSenderIdBytes + 8 + kDigestBytes + 8 + kDigestBytes + kSignatureBytes;
 static_assert(kEnvelopeBytes == 184, "envelope layout changed; update the comment above");
 
 enum class MessageType : uint8_t {

@@ -58,9 +58,7 @@ class Reader {
 
 class Writer {
  public:
-  void PutBytes(const void* data, size_t n) {
-    buf_.append(static_cast<const char*>(data), n);
-  }
+  void PutBytes(const void* data, size_t n) { buf_.append(static_cast<const char*>(data), n); }
   void PutU8(uint8_t v) { buf_.push_back(static_cast<char>(v)); }
   void PutU16(uint16_t v) { PutLe(v, 2); }
   void PutU32(uint32_t v) { PutLe(v, 4); }

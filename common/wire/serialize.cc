@@ -3,7 +3,6 @@
 #include <cereal/archives/binary.hpp>
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
-
 #include <cstring>
 #include <sstream>
 
@@ -49,8 +48,8 @@ template <class T>
 inline void CEREAL_SERIALIZE_FUNCTION_NAME(BoundedInputArchive& ar, SizeTag<T>& t) {
   ar(t.size);
   if (static_cast<uint64_t>(t.size) > ar.remaining()) {
-    throw Exception("length " + std::to_string(static_cast<uint64_t>(t.size)) +
-                    " exceeds the " + std::to_string(ar.remaining()) + " bytes left");
+    throw Exception("length " + std::to_string(static_cast<uint64_t>(t.size)) + " exceeds the " +
+                    std::to_string(ar.remaining()) + " bytes left");
   }
 }
 

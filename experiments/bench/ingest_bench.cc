@@ -5,15 +5,15 @@
 // that answer every TASK at once with a prebuilt dense fp32 UPDATE of the
 // model's size. Reports, per round, accepted updates divided by the server's
 // ingest window (first UPDATE received to last accepted).
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
 #include <thread>
 
-#include "common/quant_codec.h"
 #include "common/model_zoo.h"
+#include "common/quant_codec.h"
 #include "common/random.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
@@ -131,8 +131,10 @@ int Main(int argc, char** argv) {
   CLI::App app{"fl-bench-ingest: updates per second accepted by the aggregator"};
   app.add_option("--model", model, "Architecture (sets the update size)")->capture_default_str();
   app.add_option("--clients", clients, "Connections sending updates each round")
-      ->capture_default_str()->check(CLI::Range(2, 5000));
-  app.add_option("--rounds", rounds, "Rounds (the first is a warm-up)")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(2, 5000));
+  app.add_option("--rounds", rounds, "Rounds (the first is a warm-up)")
+      ->capture_default_str()
       ->check(CLI::Range(2, 1000));
   app.add_option("--bits", bits, "Uplink bits per value: 32, 8, 4, 2")->capture_default_str();
   app.add_option("--sparsity", sparsity, "Prune the model to this sparsity first")
@@ -179,10 +181,10 @@ int Main(int argc, char** argv) {
   std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, bits, &stop,
                   &gen_status);
   const double update_mb = QuantEncodedSize(params, bits, 256) / 1e6;
-  std::printf("fl-bench-ingest: %s, sparsity %.2f (%lld kept values), %d-bit uplink "
-              "(%.3f MB per update), %d clients, %d rounds\n",
-              model.c_str(), sparsity, static_cast<long long>(params), bits, update_mb, clients,
-              rounds);
+  std::printf(
+      "fl-bench-ingest: %s, sparsity %.2f (%lld kept values), %d-bit uplink "
+      "(%.3f MB per update), %d clients, %d rounds\n",
+      model.c_str(), sparsity, static_cast<long long>(params), bits, update_mb, clients, rounds);
   std::printf("%5s %9s %10s %12s %12s\n", "round", "accepted", "ingest_s", "updates/s", "MB/s");
   double total_updates = 0, total_seconds = 0;
   auto sum = (*server)->Run(nullptr, [&](const RoundMetrics& r) {
@@ -199,8 +201,7 @@ int Main(int argc, char** argv) {
   stop = true;
   gen.join();
   if (!sum.ok() || !gen_status.ok()) {
-    std::fprintf(stderr, "error: %s\n",
-                 (!sum.ok() ? sum.status() : gen_status).ToString().c_str());
+    std::fprintf(stderr, "error: %s\n", (!sum.ok() ? sum.status() : gen_status).ToString().c_str());
     return 1;
   }
   std::printf("mean over rounds 2..%d: %.1f updates/s accepted\n", rounds,

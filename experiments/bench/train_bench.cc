@@ -4,9 +4,9 @@
 // thread, and the wall time of one FedAvg client round (E=5 epochs over 600
 // samples, the per-client share of MNIST with 100 clients). Results go in
 // experiments/BENCHMARKS.md with the date.
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -28,8 +28,7 @@ const int64_t kRoundSamples = 600;
 const int kRoundEpochs = 5;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::string CpuModel() {
@@ -65,7 +64,8 @@ int main(int argc, char** argv) {
   CLI::App app{"fl-bench-train: local training throughput of the model zoo"};
   app.add_option("--data", data_dir, "Folder with MNIST-format IDX files")->capture_default_str();
   app.add_option("--samples", samples, "Samples per throughput measurement")
-      ->capture_default_str()->check(CLI::Range(100, 60000));
+      ->capture_default_str()
+      ->check(CLI::Range(100, 60000));
   app.add_option("--threads", threads, "Intra-op threads")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

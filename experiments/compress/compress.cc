@@ -12,7 +12,6 @@
 // 2015) mixes the loss on the dense teacher's soft targets at temperature T with
 // the hard-label loss: alpha * T^2 * KL + (1 - alpha) * CE.
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -64,8 +63,7 @@ struct PruneOptions {
 };
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void Fail(const Status& st) { std::fprintf(stderr, "error: %s\n", st.ToString().c_str()); }
@@ -102,15 +100,17 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
     auto st = TrainLocal(**student, train, to);
     if (!st.ok()) return st.status();
     ModelState trained = GetModelState(o.model, **student);
-    for (size_t i = 0; i < trained.tensors.size(); ++i) trained.tensors[i].mask = state.tensors[i].mask;
+    for (size_t i = 0; i < trained.tensors.size(); ++i)
+      trained.tensors[i].mask = state.tensors[i].mask;
     state = std::move(trained);
     auto e = Evaluate(**student, test);
     if (!e.ok()) return e.status();
     acc = e->accuracy;
-    std::printf("  %s step %d/%d: sparsity %.1f%%, fine-tuned %d epoch(s) in %.0f s, "
-                "test accuracy %.2f%%\n",
-                distill ? "[distill]" : "[plain]  ", t, steps, 100 * state.Sparsity(),
-                o.finetune_epochs, Now() - t0, 100 * acc);
+    std::printf(
+        "  %s step %d/%d: sparsity %.1f%%, fine-tuned %d epoch(s) in %.0f s, "
+        "test accuracy %.2f%%\n",
+        distill ? "[distill]" : "[plain]  ", t, steps, 100 * state.Sparsity(), o.finetune_epochs,
+        Now() - t0, 100 * acc);
     std::fflush(stdout);
   }
   return std::make_pair(std::move(state), acc);
@@ -141,11 +141,11 @@ int RunPrune(const PruneOptions& o) {
     train.labels = train.labels.slice(0, 0, o.train_samples).contiguous();
   }
   const TensorDataset test = ToTensors(*test_raw);
-  std::printf("fl-compress prune: %s to %.0f%% sparsity (%s, %s%s), %lld training samples, seed %llu\n",
-              o.model.c_str(), 100 * o.sparsity, o.schedule.c_str(),
-              o.per_layer ? "per layer" : "global",
-              o.distill || o.compare ? ", distillation" : "", static_cast<long long>(train.size()),
-              static_cast<unsigned long long>(o.seed));
+  std::printf(
+      "fl-compress prune: %s to %.0f%% sparsity (%s, %s%s), %lld training samples, seed %llu\n",
+      o.model.c_str(), 100 * o.sparsity, o.schedule.c_str(), o.per_layer ? "per layer" : "global",
+      o.distill || o.compare ? ", distillation" : "", static_cast<long long>(train.size()),
+      static_cast<unsigned long long>(o.seed));
 
   // 1. The dense teacher.
   auto teacher = CreateModel(o.model, o.seed);
@@ -189,8 +189,8 @@ int RunPrune(const PruneOptions& o) {
     return 1;
   }
   const ModelState dense = GetModelState(o.model, **teacher);
-  std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n",
-              100 * dense_eval->accuracy, static_cast<long long>(dense.NumParameters()));
+  std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n", 100 * dense_eval->accuracy,
+              static_cast<long long>(dense.NumParameters()));
 
   // 2. Prune + fine-tune, with and/or without distillation.
   std::vector<bool> variants;
@@ -222,16 +222,19 @@ int RunPrune(const PruneOptions& o) {
   std::printf("\n%-34s %8s\n", "model", "test acc");
   std::printf("%-34s %7.2f%%\n", "dense teacher", 100 * dense_eval->accuracy);
   if (!std::isnan(acc_plain)) {
-    std::printf("%-34s %7.2f%%\n", ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "%").c_str(),
+    std::printf("%-34s %7.2f%%\n",
+                ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "%").c_str(),
                 100 * acc_plain);
   }
   if (!std::isnan(acc_kd)) {
-    std::printf("%-34s %7.2f%%\n",
-                ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "% + distillation").c_str(),
-                100 * acc_kd);
+    std::printf(
+        "%-34s %7.2f%%\n",
+        ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "% + distillation")
+            .c_str(),
+        100 * acc_kd);
   }
-  std::printf("wrote %s: %lld of %lld parameters kept (%.1f%% sparse), %zu bytes%s\n", o.out.c_str(),
-              static_cast<long long>(chosen.KeptCount()),
+  std::printf("wrote %s: %lld of %lld parameters kept (%.1f%% sparse), %zu bytes%s\n",
+              o.out.c_str(), static_cast<long long>(chosen.KeptCount()),
               static_cast<long long>(chosen.NumParameters()), 100 * chosen.Sparsity(),
               bytes.ok() ? bytes->size() : 0, o.int8 ? ", int8 values" : "");
   return 0;
@@ -261,8 +264,8 @@ int RunInspect(const std::string& path) {
     js << "    {\"name\": \"" << t.name << "\", \"shape\": [";
     for (size_t d = 0; d < t.shape.size(); ++d) js << (d ? ", " : "") << t.shape[d];
     const int64_t n = static_cast<int64_t>(t.values.size());
-    js << "], \"kept\": " << t.KeptCount() << ", \"sparsity\": "
-       << (n ? 1.0 - static_cast<double>(t.KeptCount()) / n : 0.0) << "}"
+    js << "], \"kept\": " << t.KeptCount()
+       << ", \"sparsity\": " << (n ? 1.0 - static_cast<double>(t.KeptCount()) / n : 0.0) << "}"
        << (i + 1 < m->tensors.size() ? "," : "") << "\n";
   }
   js << "  ]\n}\n";
@@ -278,11 +281,13 @@ int main(int argc, char** argv) {
   std::string inspect_path;
   CLI::App app{"fl-compress: prune (with distillation) and inspect compressed models"};
   app.require_subcommand(1);
-  auto* prune = app.add_subcommand("prune", "Train or load a dense teacher, prune, fine-tune, save");
+  auto* prune =
+      app.add_subcommand("prune", "Train or load a dense teacher, prune, fine-tune, save");
   prune->add_option("--model", o.model, "Architecture")->capture_default_str();
   prune->add_option("--sparsity", o.sparsity, "Target sparsity")->capture_default_str();
   prune->add_option("--schedule", o.schedule, "gradual | oneshot")->capture_default_str();
-  prune->add_option("--steps", o.steps, "Steps of the gradual schedule")->capture_default_str()
+  prune->add_option("--steps", o.steps, "Steps of the gradual schedule")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   prune->add_flag("--per-layer", o.per_layer, "Prune each layer to the target (default: global)");
   prune->add_flag("--distill", o.distill, "Distil from the dense teacher while fine-tuning");
@@ -295,7 +300,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   prune->add_option("--finetune-epochs", o.finetune_epochs, "Epochs of fine-tuning per step")
       ->capture_default_str();
-  prune->add_option("--train-samples", o.train_samples, "Use the first N training samples (0 = all)")
+  prune
+      ->add_option("--train-samples", o.train_samples, "Use the first N training samples (0 = all)")
       ->capture_default_str();
   prune->add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
   prune->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();

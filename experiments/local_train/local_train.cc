@@ -3,9 +3,9 @@
 // run is compared against, and the README's demo job.
 //
 //   fl-local --model mnist_cnn --partition iid --clients 10 --client 0 --epochs 2
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -44,8 +44,7 @@ struct Options {
 };
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -60,11 +59,14 @@ int main(int argc, char** argv) {
   app.add_option("--model", o.model, "Architecture: " + models)->capture_default_str();
   app.add_option("--partition", o.partition, "iid | shards | dirichlet")->capture_default_str();
   app.add_option("--clients", o.clients, "Clients the training set is split across")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--client", o.client, "Index of the client whose shard to train on")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--alpha", o.alpha, "Dirichlet concentration")->capture_default_str();
-  app.add_option("--epochs,-E", o.epochs, "Local epochs")->capture_default_str()
+  app.add_option("--epochs,-E", o.epochs, "Local epochs")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--batch,-B", o.batch, "Batch size (0 = whole shard)")->capture_default_str();
   app.add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
@@ -72,7 +74,8 @@ int main(int argc, char** argv) {
   app.add_option("--weight-decay", o.weight_decay, "L2 weight decay")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed for partition, weights and shuffling")
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "Intra-op threads")->capture_default_str()
+  app.add_option("--threads", o.threads, "Intra-op threads")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
@@ -142,8 +145,9 @@ int main(int argc, char** argv) {
   }
   const double t0 = Now();
   auto fit = (*client)->Fit(ins, [&](int epoch, double loss, double acc, double secs) {
-    spdlog::info("epoch {}/{}: train loss {:.4f}, train accuracy {:.2f}%, {:.1f} s ({:.0f} samples/s)",
-                 epoch, o.epochs, loss, 100 * acc, secs, shard.size() / secs);
+    spdlog::info(
+        "epoch {}/{}: train loss {:.4f}, train accuracy {:.2f}%, {:.1f} s ({:.0f} samples/s)",
+        epoch, o.epochs, loss, 100 * acc, secs, shard.size() / secs);
   });
   if (!fit.ok()) {
     spdlog::error("training: {}", fit.status().ToString());

@@ -8,19 +8,19 @@
 //
 // Writes to --out: rounds.csv, summary.json, config.toml (the effective config)
 // and the server's checkpoint.fl.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "client/local_client.h"
@@ -38,8 +38,7 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Lets one process hold a socket per virtual client.
@@ -74,8 +73,7 @@ struct Worker {
 };
 
 void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& parts,
-               const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
-               Worker* w) {
+               const std::string& endpoint, std::shared_ptr<transport::Context> ctx, Worker* w) {
   auto shared = NewSharedModel(c.model);
   if (!shared.ok()) {
     w->status = shared.status();
@@ -245,13 +243,14 @@ int Main(int argc, char** argv) {
               c.model.c_str(), c.clients, c.partition.c_str(), c.fraction, c.epochs,
               static_cast<long long>(c.batch), c.lr, c.rounds,
               static_cast<unsigned long long>(c.seed));
-  const std::string start =
-      c.model_file.empty() ? "sparsity " + std::to_string(c.sparsity).substr(0, 4)
-                           : "model file " + c.model_file;
-  std::printf("        %s, uplink %d-bit (block %d, %s rounding, error feedback %s), "
-              "downlink %s\n",
-              start.c_str(), c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
-              c.error_feedback ? "on" : "off", c.downlink.c_str());
+  const std::string start = c.model_file.empty()
+                                ? "sparsity " + std::to_string(c.sparsity).substr(0, 4)
+                                : "model file " + c.model_file;
+  std::printf(
+      "        %s, uplink %d-bit (block %d, %s rounding, error feedback %s), "
+      "downlink %s\n",
+      start.c_str(), c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
+      c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
   const double t_start = Now();
@@ -314,8 +313,8 @@ int Main(int argc, char** argv) {
   for (int k = 0; k < c.clients; ++k) workers_v[k % nworkers].ids.push_back(k);
   std::vector<std::thread> threads;
   for (auto& w : workers_v) {
-    threads.emplace_back(RunWorker, std::cref(c), std::cref(*train), std::cref(*parts),
-                         endpoint, ctx, &w);
+    threads.emplace_back(RunWorker, std::cref(c), std::cref(*train), std::cref(*parts), endpoint,
+                         ctx, &w);
   }
 
   std::vector<RoundMetrics> history;
@@ -328,11 +327,12 @@ int Main(int argc, char** argv) {
     if (quiet) return;
     const double elapsed = Now() - t_rounds;
     const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
-    std::printf("round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
-                "%.1f s  [elapsed %.0f s, eta %.0f s]\n",
-                static_cast<unsigned long long>(m.round), c.rounds,
-                Percent(m.test_accuracy).c_str(), m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
-                Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta);
+    std::printf(
+        "round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
+        "%.1f s  [elapsed %.0f s, eta %.0f s]\n",
+        static_cast<unsigned long long>(m.round), c.rounds, Percent(m.test_accuracy).c_str(),
+        m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
+        Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta);
     std::fflush(stdout);
   });
   g_stop = true;  // release workers whose clients missed DONE
@@ -352,14 +352,13 @@ int Main(int argc, char** argv) {
   // Final table.
   // max_train_s: the slowest participant's training wall time; overhead: round
   // time over it (1.0 = the round took exactly as long as its slowest client).
-  std::printf("\n%5s %12s %9s %9s %10s %12s %8s %11s %8s\n", "round", "participants",
-              "test_acc", "test_loss", "upload_MB", "download_MB", "seconds", "max_train_s",
-              "overhead");
+  std::printf("\n%5s %12s %9s %9s %10s %12s %8s %11s %8s\n", "round", "participants", "test_acc",
+              "test_loss", "upload_MB", "download_MB", "seconds", "max_train_s", "overhead");
   for (const auto& m : history) {
     std::printf("%5llu %12d %9s %9.4f %10s %12s %8.1f %11.1f %8.2f\n",
                 static_cast<unsigned long long>(m.round), m.participants,
-                Percent(m.test_accuracy).c_str(), m.test_loss, Mb(m.upload_bytes).c_str(), Mb(m.download_bytes).c_str(),
-                m.round_seconds, m.max_train_seconds,
+                Percent(m.test_accuracy).c_str(), m.test_loss, Mb(m.upload_bytes).c_str(),
+                Mb(m.download_bytes).c_str(), m.round_seconds, m.max_train_seconds,
                 m.max_train_seconds > 0 ? m.round_seconds / m.max_train_seconds : 0.0);
   }
   std::string targets_json;
