@@ -11,6 +11,7 @@
 #include <atomic>
 #include <csignal>
 
+#include "crypto/model_file.h"
 #include "server/server.h"
 
 namespace {
@@ -28,7 +29,10 @@ int main(int argc, char** argv) {
   bool no_eval = false;
   CLI::App app{"fl-server: federated learning aggregator (FedAvg over ZeroMQ)"};
   app.add_option("--bind", o.bind, "Endpoint to listen on")->capture_default_str();
-  app.add_option("--model", o.model, "Architecture of the global model")->capture_default_str();
+  app.add_option("--model", o.model,
+                 "Architecture of the global model (model zoo name), or a compressed model "
+                 "file (.flm from fl-compress) to start from")
+      ->capture_default_str();
   app.add_option("--rounds", o.rounds, "Rounds to run")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -94,6 +98,16 @@ int main(int argc, char** argv) {
   }
   o.downlink = *format;
   o.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
+  // --model FILE.flm: the architecture comes from the file.
+  if (o.model.size() > 4 && o.model.compare(o.model.size() - 4, 4, ".flm") == 0) {
+    auto file = fl::ReadModelFile(o.model);
+    if (!file.ok()) {
+      spdlog::error("--model: {}", file.status().ToString());
+      return 1;
+    }
+    o.model_file = o.model;
+    o.model = file->architecture;
+  }
   o.verbose = !quiet;
   spdlog::info("seed {}", o.seed);
 
