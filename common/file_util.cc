@@ -22,10 +22,17 @@ std::string DirName(const std::string& path) {
 
 }  // namespace
 
-Status WriteFileAtomic(const std::string& path, const std::string& contents) {
+Status WriteFileAtomic(const std::string& path, const std::string& contents, unsigned mode) {
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::unlink(tmp.c_str());  // O_CREAT keeps an existing file's mode; start fresh
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return Errno("open " + tmp);
+  // The umask may have narrowed `mode`; never widen it, but make it exact.
+  if (::fchmod(fd, mode) != 0) {
+    Status st = Errno("chmod " + tmp);
+    ::close(fd);
+    return st;
+  }
   size_t off = 0;
   while (off < contents.size()) {
     const ssize_t n = ::write(fd, contents.data() + off, contents.size() - off);

@@ -10,8 +10,9 @@ namespace fl {
 
 // Writes `contents` to `path` durably: a temp file next to it, fsync, rename
 // over `path`, fsync of the directory. A crash leaves the old file or the new
-// one, never a torn one.
-Status WriteFileAtomic(const std::string& path, const std::string& contents);
+// one, never a torn one. The file is created with permission bits `mode`
+// (0600 for secrets: the temp file never exists with wider permissions).
+Status WriteFileAtomic(const std::string& path, const std::string& contents, unsigned mode = 0644);
 
 // Creates `path` and its missing parents (mkdir -p). IOError naming the part
 // that could not be created.

@@ -1,0 +1,179 @@
+#include "crypto/ed25519.h"
+
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <sys/stat.h>
+
+#include "common/file_util.h"
+#include "crypto/sha256.h"
+
+namespace fl {
+namespace {
+
+using PkeyPtr = std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)>;
+using BioPtr = std::unique_ptr<BIO, int (*)(BIO*)>;
+
+std::string OpenSslError() {
+  const unsigned long e = ERR_get_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof(buf));
+  ERR_clear_error();
+  return buf;
+}
+
+Result<Ed25519PublicKey> RawPublic(EVP_PKEY* key) {
+  Ed25519PublicKey pub;
+  size_t len = pub.size();
+  if (EVP_PKEY_get_raw_public_key(key, pub.data(), &len) != 1 || len != pub.size()) {
+    return Status::Internal("reading Ed25519 public key", OpenSslError());
+  }
+  return pub;
+}
+
+std::string BioToString(BIO* bio) {
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);
+  return std::string(data, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+struct SigningKey::Handle {
+  PkeyPtr key{nullptr, EVP_PKEY_free};
+};
+
+SigningKey::SigningKey(std::unique_ptr<Handle> h, const Ed25519PublicKey& pub)
+    : h_(std::move(h)), public_(pub) {}
+SigningKey::SigningKey(SigningKey&&) noexcept = default;
+SigningKey& SigningKey::operator=(SigningKey&&) noexcept = default;
+SigningKey::~SigningKey() = default;
+
+Result<SigningKey> SigningKey::Generate() {
+  std::unique_ptr<EVP_PKEY_CTX, void (*)(EVP_PKEY_CTX*)> ctx(
+      EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr), EVP_PKEY_CTX_free);
+  EVP_PKEY* raw = nullptr;
+  if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_keygen(ctx.get(), &raw) != 1) {
+    return Status::Internal("generating an Ed25519 key", OpenSslError());
+  }
+  auto h = std::make_unique<Handle>();
+  h->key.reset(raw);
+  auto pub = RawPublic(raw);
+  if (!pub.ok()) return pub.status();
+  return SigningKey(std::move(h), *pub);
+}
+
+Result<SigningKey> SigningKey::FromSeed(const uint8_t* seed, size_t len) {
+  if (len != kEd25519PrivateKeyBytes) {
+    return Status::InvalidArgument("an Ed25519 seed is 32 bytes, got " + std::to_string(len));
+  }
+  EVP_PKEY* raw = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed, len);
+  if (!raw) return Status::Internal("loading an Ed25519 seed", OpenSslError());
+  auto h = std::make_unique<Handle>();
+  h->key.reset(raw);
+  auto pub = RawPublic(raw);
+  if (!pub.ok()) return pub.status();
+  return SigningKey(std::move(h), *pub);
+}
+
+Result<SigningKey> SigningKey::LoadPem(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::NotFound(path, "no such key file");
+  if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::InvalidArgument(path, std::string("private key file has mode ") + mode +
+                                             "; it must not be accessible to group or others "
+                                             "(chmod 600 " + path + ")");
+  }
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  BioPtr bio(BIO_new_mem_buf(bytes->data(), static_cast<int>(bytes->size())), BIO_free);
+  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+  OPENSSL_cleanse(&(*bytes)[0], bytes->size());
+  if (!raw) return Status::Corruption(path, "not a PEM private key (" + OpenSslError() + ")");
+  auto h = std::make_unique<Handle>();
+  h->key.reset(raw);
+  if (EVP_PKEY_get_id(raw) != EVP_PKEY_ED25519) {
+    return Status::InvalidArgument(path, "holds a " + std::string(OBJ_nid2sn(EVP_PKEY_get_id(raw))) +
+                                             " key; fedge needs Ed25519 (make one with fl-keygen)");
+  }
+  auto pub = RawPublic(raw);
+  if (!pub.ok()) return pub.status();
+  return SigningKey(std::move(h), *pub);
+}
+
+Ed25519Signature SigningKey::Sign(const void* data, size_t len) const {
+  Ed25519Signature sig{};
+  MdCtxPtr ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t sig_len = sig.size();
+  // Ed25519 is one-shot (no digest); failure here means OpenSSL is broken.
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, h_->key.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), sig.data(), &sig_len, static_cast<const unsigned char*>(data),
+                     len) != 1 ||
+      sig_len != sig.size()) {
+    std::fprintf(stderr, "fatal: Ed25519 signing failed: %s\n", OpenSslError().c_str());
+    std::abort();
+  }
+  return sig;
+}
+
+Status SigningKey::SavePem(const std::string& path) const {
+  BioPtr bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (PEM_write_bio_PrivateKey(bio.get(), h_->key.get(), nullptr, nullptr, 0, nullptr, nullptr) !=
+      1) {
+    return Status::Internal("encoding private key", OpenSslError());
+  }
+  std::string pem = BioToString(bio.get());
+  Status st = WriteFileAtomic(path, pem, 0600);
+  OPENSSL_cleanse(&pem[0], pem.size());
+  return st;
+}
+
+Status Ed25519Verify(const Ed25519PublicKey& pub, const void* data, size_t len,
+                     const Ed25519Signature& sig) {
+  PkeyPtr key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()),
+              EVP_PKEY_free);
+  if (!key) return Status::Unauthenticated("invalid Ed25519 public key");
+  MdCtxPtr ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1) {
+    return Status::Internal("Ed25519 verify init", OpenSslError());
+  }
+  const int ok = EVP_DigestVerify(ctx.get(), sig.data(), sig.size(),
+                                  static_cast<const unsigned char*>(data), len);
+  ERR_clear_error();
+  if (ok != 1) return Status::Unauthenticated("Ed25519 signature does not verify");
+  return Status::OK();
+}
+
+Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub) {
+  PkeyPtr key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()),
+              EVP_PKEY_free);
+  BioPtr bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (!key || PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1) {
+    return Status::Internal("encoding public key", OpenSslError());
+  }
+  return WriteFileAtomic(path, BioToString(bio.get()), 0644);
+}
+
+Result<Ed25519PublicKey> LoadPublicKeyPem(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  BioPtr bio(BIO_new_mem_buf(bytes->data(), static_cast<int>(bytes->size())), BIO_free);
+  PkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
+  if (!key) return Status::Corruption(path, "not a PEM public key (" + OpenSslError() + ")");
+  if (EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
+    return Status::InvalidArgument(path, "not an Ed25519 public key");
+  }
+  return RawPublic(key.get());
+}
+
+std::string NodeId(const Ed25519PublicKey& pub) {
+  return ToHex(Sha256(pub.data(), pub.size())).substr(0, 32);
+}
+
+}  // namespace fl

@@ -1,0 +1,94 @@
+// Ed25519: known answers (RFC 8032, section 7.1), sign/verify, key files.
+#include "crypto/ed25519.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+std::vector<uint8_t> Unhex(const std::string& h) {
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i + 1 < h.size(); i += 2) {
+    out.push_back(static_cast<uint8_t>(std::stoi(h.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+std::string Hex(const uint8_t* p, size_t n) {
+  static const char* k = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    s += k[p[i] >> 4];
+    s += k[p[i] & 15];
+  }
+  return s;
+}
+
+TEST(Ed25519Test, Rfc8032Test1) {
+  const auto seed = Unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+  auto key = SigningKey::FromSeed(seed.data(), seed.size());
+  ASSERT_FL_OK(key);
+  EXPECT_EQ(Hex(key->public_key().data(), 32),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+  const Ed25519Signature sig = key->Sign("", 0);
+  EXPECT_EQ(Hex(sig.data(), 64),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e"
+            "39701cf9b46bd25bf5f0595bbe24655141438e7a100b");
+  EXPECT_FL_OK(Ed25519Verify(key->public_key(), "", 0, sig));
+}
+
+TEST(Ed25519Test, TamperedMessageSignatureOrKeyFails) {
+  auto key = SigningKey::Generate();
+  ASSERT_FL_OK(key);
+  const std::string msg = "round 7 update";
+  const Ed25519Signature sig = key->Sign(msg.data(), msg.size());
+  EXPECT_FL_OK(Ed25519Verify(key->public_key(), msg.data(), msg.size(), sig));
+  std::string bad = msg;
+  bad[0] ^= 1;
+  EXPECT_TRUE(Ed25519Verify(key->public_key(), bad.data(), bad.size(), sig).IsUnauthenticated());
+  for (size_t i = 0; i < sig.size(); i += 7) {
+    Ed25519Signature s2 = sig;
+    s2[i] ^= 0x20;
+    EXPECT_TRUE(Ed25519Verify(key->public_key(), msg.data(), msg.size(), s2).IsUnauthenticated());
+  }
+  auto other = SigningKey::Generate();
+  EXPECT_TRUE(
+      Ed25519Verify(other->public_key(), msg.data(), msg.size(), sig).IsUnauthenticated());
+}
+
+TEST(Ed25519Test, KeyFilesRoundTripWithPermissions) {
+  test::TempDir dir;
+  auto key = SigningKey::Generate();
+  ASSERT_FL_OK(key);
+  const std::string priv = dir.path() + "/node.key", pub = dir.path() + "/node.pub";
+  ASSERT_FL_OK(key->SavePem(priv));
+  ASSERT_FL_OK(SavePublicKeyPem(pub, key->public_key()));
+  struct stat st;
+  ASSERT_EQ(::stat(priv.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto loaded = SigningKey::LoadPem(priv);
+  ASSERT_FL_OK(loaded);
+  EXPECT_EQ(loaded->public_key(), key->public_key());
+  auto lp = LoadPublicKeyPem(pub);
+  ASSERT_FL_OK(lp);
+  EXPECT_EQ(*lp, key->public_key());
+  EXPECT_EQ(NodeId(*lp).size(), 32u);
+
+  // Wrong permissions, corrupt file, public key where a private one belongs.
+  ASSERT_EQ(::chmod(priv.c_str(), 0644), 0);
+  auto r = SigningKey::LoadPem(priv);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("chmod 600"), std::string::npos) << r.status().ToString();
+  ASSERT_EQ(::chmod(priv.c_str(), 0600), 0);
+  test::WriteFile(dir.path() + "/bad.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n");
+  ASSERT_EQ(::chmod((dir.path() + "/bad.key").c_str(), 0600), 0);
+  EXPECT_TRUE(SigningKey::LoadPem(dir.path() + "/bad.key").status().IsCorruption());
+  EXPECT_TRUE(LoadPublicKeyPem(priv).status().IsCorruption());
+  EXPECT_TRUE(SigningKey::LoadPem(dir.path() + "/missing.key").status().IsNotFound());
+}
+
+}  // namespace
+}  // namespace fl
