@@ -2,15 +2,47 @@
 
 #include <openssl/crypto.h>
 
+#include <cstring>
+
 #include "common/wire/serialize.h"
+#include "crypto/ed25519.h"
 #include "crypto/sha256.h"
 
 namespace fl {
 
-SealedMessage SealMessage(wire::Envelope env, std::string payload) {
+namespace {
+
+// Bytes of the envelope covered by the signature: everything before the slot.
+constexpr size_t kSignedBytes = wire::kEnvelopeBytes - wire::kSignatureBytes;
+
+}  // namespace
+
+SealedMessage SealMessage(wire::Envelope env, std::string payload, const SigningKey* signer) {
   env.payload_length = payload.size();
   env.payload_digest = Sha256(payload);
-  return SealedMessage{wire::EncodeEnvelope(env), std::move(payload)};
+  env.signature.fill(0);
+  if (signer == nullptr) {
+    env.flags &= static_cast<uint8_t>(~kFlagSigned);
+    return SealedMessage{wire::EncodeEnvelope(env), std::move(payload)};
+  }
+  env.flags |= kFlagSigned;
+  std::string bytes = wire::EncodeEnvelope(env);
+  const Ed25519Signature sig = signer->Sign(bytes.data(), kSignedBytes);
+  std::memcpy(&bytes[kSignedBytes], sig.data(), sig.size());
+  return SealedMessage{std::move(bytes), std::move(payload)};
+}
+
+Status VerifyMessageSignature(const std::string& envelope,
+                              const std::array<uint8_t, 32>& signer_key) {
+  if (envelope.size() != wire::kEnvelopeBytes) {
+    return Status::Unauthenticated("envelope has the wrong size for a signature check");
+  }
+  if (!(static_cast<uint8_t>(envelope[7]) & kFlagSigned)) {
+    return Status::Unauthenticated("message is not signed");
+  }
+  Ed25519Signature sig;
+  std::memcpy(sig.data(), envelope.data() + kSignedBytes, sig.size());
+  return Ed25519Verify(signer_key, envelope.data(), kSignedBytes, sig);
 }
 
 Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::string& payload,

@@ -24,9 +24,23 @@ struct SealedMessage {
   std::string payload;
 };
 
+class SigningKey;
+
+// Flag bit set in Envelope::flags when the signature slot holds a signature.
+constexpr uint8_t kFlagSigned = 0x01;
+
 // Fills in `env.payload_length` and `env.payload_digest` from `payload` and
-// encodes the envelope.
-SealedMessage SealMessage(wire::Envelope env, std::string payload);
+// encodes the envelope. With a `signer`, sets kFlagSigned and signs every
+// envelope byte before the signature slot (protocol version, type, flags,
+// sender, round, model version, payload length and the payload's SHA-256).
+SealedMessage SealMessage(wire::Envelope env, std::string payload,
+                          const SigningKey* signer = nullptr);
+
+// Checks the Ed25519 signature of an encoded envelope (the bytes OpenMessage
+// accepted) against `signer_key`. Unauthenticated when the envelope is not
+// signed or the signature does not verify.
+[[nodiscard]] Status VerifyMessageSignature(const std::string& envelope,
+                                            const std::array<uint8_t, 32>& signer_key);
 
 // Checks a received envelope/payload pair; see the file comment.
 // `max_payload_bytes` bounds the payload of any type.

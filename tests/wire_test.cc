@@ -9,6 +9,7 @@
 #include "common/wire/compact.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
+#include "crypto/ed25519.h"
 #include "crypto/message.h"
 #include "tests/test_util.h"
 
@@ -92,6 +93,29 @@ TEST(MessageTest, SealOpenRoundTrip) {
   auto opened = OpenMessage(m.envelope, m.payload, 1 << 20);
   ASSERT_FL_OK(opened);
   EXPECT_EQ(opened->payload_length, 13u);
+}
+
+TEST(MessageTest, SignedEnvelopeEveryByteFlipIsCaught) {
+  auto key = SigningKey::Generate();
+  ASSERT_FL_OK(key);
+  SealedMessage m = SealMessage(SampleEnvelope(), "payload", &*key);
+  ASSERT_FL_OK(OpenMessage(m.envelope, m.payload, 1 << 20));
+  ASSERT_FL_OK(VerifyMessageSignature(m.envelope, key->public_key()));
+  // Every single-byte change to the envelope is refused by the parser, the
+  // digest check or the signature.
+  for (size_t i = 0; i < m.envelope.size(); ++i) {
+    std::string bad = m.envelope;
+    bad[i] ^= 0x04;
+    const bool opened = OpenMessage(bad, m.payload, 1 << 20).ok();
+    const bool verified = VerifyMessageSignature(bad, key->public_key()).ok();
+    ASSERT_FALSE(opened && verified) << "flip at byte " << i << " accepted";
+  }
+  // Another key, or an unsigned message, does not verify.
+  auto other = SigningKey::Generate();
+  EXPECT_TRUE(VerifyMessageSignature(m.envelope, other->public_key()).IsUnauthenticated());
+  SealedMessage plain = SealMessage(SampleEnvelope(), "payload");
+  EXPECT_NE(VerifyMessageSignature(plain.envelope, key->public_key()).message().find("not signed"),
+            std::string::npos);
 }
 
 TEST(MessageTest, EveryPayloadByteFlipIsCaught) {
