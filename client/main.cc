@@ -18,6 +18,7 @@
 #include "client/session.h"
 #include "common/dataset.h"
 #include "common/partition.h"
+#include "crypto/ed25519.h"
 
 namespace {
 
@@ -75,11 +76,35 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-frame-mb", max_frame_mb, "Largest frame accepted from the server (MiB)")
       ->capture_default_str();
+  std::string key_path, server_key_path;
+  app.add_option("--key", key_path,
+                 "This device's signing key (fl-keygen); its node id becomes the client id");
+  app.add_option("--server-key", server_key_path,
+                 "The server's public key: only messages it signed are accepted");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);
   co.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
 
+  std::unique_ptr<fl::SigningKey> key;
+  if (!key_path.empty()) {
+    auto k = fl::SigningKey::LoadPem(key_path);
+    if (!k.ok()) {
+      spdlog::error("--key: {}", k.status().ToString());
+      return 2;
+    }
+    key = std::make_unique<fl::SigningKey>(std::move(k).value());
+    co.key = key.get();
+    co.id = fl::NodeId(key->public_key());
+  }
+  if (!server_key_path.empty()) {
+    auto pub = fl::LoadPublicKeyPem(server_key_path);
+    if (!pub.ok()) {
+      spdlog::error("--server-key: {}", pub.status().ToString());
+      return 2;
+    }
+    co.server_key = *pub;
+  }
   auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
   if (!train.ok()) {
     spdlog::error("loading local data: {}", train.status().ToString());

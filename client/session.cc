@@ -32,6 +32,8 @@ struct ClientSession::Impl {
   double backoff{0};
   bool done{false};
   std::string done_message;
+  // Reason the server last gave for refusing our HELLO (logged once).
+  std::string last_hello_reject;
   // Quantization residual carried between rounds (error feedback).
   ErrorFeedback feedback;
 
@@ -53,7 +55,7 @@ struct ClientSession::Impl {
     env.sender = o.id;
     env.round = round;
     env.model_version = version;
-    SealedMessage m = SealMessage(env, std::move(payload));
+    SealedMessage m = SealMessage(env, std::move(payload), o.key);
     stats.bytes_sent += m.envelope.size() + m.payload.size();
     return sock->Send("", {std::move(m.envelope), std::move(m.payload)});
   }
@@ -158,6 +160,15 @@ struct ClientSession::Impl {
       Bad(env.status().ToString());
       return Status::OK();
     }
+    if (o.server_key) {
+      // Authenticate before anything is decoded: a model must come from the
+      // pinned server.
+      Status st = VerifyMessageSignature(r.frames[0], *o.server_key);
+      if (!st.ok()) {
+        Bad(std::string(wire::MessageTypeName(env->type)) + " from server: " + st.message());
+        return Status::OK();
+      }
+    }
     last_heard = Now();
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
@@ -165,9 +176,12 @@ struct ClientSession::Impl {
         return HandleTask(*env, r.frames[1]);
       case wire::MessageType::kAck: {
         wire::Reply reply;
-        if (wire::Decode(r.frames[1], &reply).ok() &&
-            reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
-          stats.updates_accepted++;
+        if (wire::Decode(r.frames[1], &reply).ok()) {
+          if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
+            stats.updates_accepted++;
+          } else {
+            last_hello_reject.clear();
+          }
         }
         return Status::OK();
       }
@@ -180,6 +194,10 @@ struct ClientSession::Impl {
         }
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
           stats.updates_rejected++;
+        } else if (reply.reason == last_hello_reject) {
+          return Status::OK();  // a refused heartbeat repeats; say it once
+        } else {
+          last_hello_reject = reply.reason;
         }
         spdlog::warn("[{}] server rejected our {} (round {}): {}: {}", o.id,
                      wire::MessageTypeName(static_cast<wire::MessageType>(reply.in_reply_to)),

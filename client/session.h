@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "client/local_client.h"
@@ -25,6 +26,8 @@
 #include "transport/transport.h"
 
 namespace fl {
+
+class SigningKey;
 
 struct ClientOptions {
   // Server endpoint, e.g. "tcp://10.0.0.5:5555".
@@ -42,6 +45,13 @@ struct ClientOptions {
   size_t max_frame_bytes{64u << 20};
   // Log each round at info level (off for simulations with many clients).
   bool verbose{true};
+  // This device's signing key; when set, every message is signed with it and
+  // `id` should be NodeId(key->public_key()), the id the server enrolled.
+  // Not owned; must outlive the session.
+  const SigningKey* key{nullptr};
+  // The server's pinned public key; when set, every message from the server
+  // must carry a valid signature by it, or it is dropped before decoding.
+  std::optional<std::array<uint8_t, 32>> server_key;
 };
 
 // Counters a session keeps for reports and tests.

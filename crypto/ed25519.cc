@@ -88,7 +88,8 @@ Result<SigningKey> SigningKey::LoadPem(const std::string& path) {
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
     return Status::InvalidArgument(path, std::string("private key file has mode ") + mode +
                                              "; it must not be accessible to group or others "
-                                             "(chmod 600 " + path + ")");
+                                             "(chmod 600 " +
+                                             path + ")");
   }
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
@@ -99,7 +100,8 @@ Result<SigningKey> SigningKey::LoadPem(const std::string& path) {
   auto h = std::make_unique<Handle>();
   h->key.reset(raw);
   if (EVP_PKEY_get_id(raw) != EVP_PKEY_ED25519) {
-    return Status::InvalidArgument(path, "holds a " + std::string(OBJ_nid2sn(EVP_PKEY_get_id(raw))) +
+    return Status::InvalidArgument(path, "holds a " +
+                                             std::string(OBJ_nid2sn(EVP_PKEY_get_id(raw))) +
                                              " key; fedge needs Ed25519 (make one with fl-keygen)");
   }
   auto pub = RawPublic(raw);

@@ -85,6 +85,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--linger", o.done_linger_seconds, "Seconds to answer stragglers after DONE")
       ->capture_default_str();
+  app.add_option("--key", o.key_path,
+                 "Server signing key (PEM from fl-keygen); signs all it sends");
+  app.add_option("--clients", o.clients_dir,
+                 "Enrollment folder of client public keys (*.pub); only enrolled, correctly "
+                 "signed clients are accepted. Re-read every round.");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);
@@ -110,6 +115,9 @@ int main(int argc, char** argv) {
   }
   o.verbose = !quiet;
   spdlog::info("seed {}", o.seed);
+  if (o.clients_dir.empty()) {
+    spdlog::warn("no --clients enrollment folder: accepting updates from any client, unsigned");
+  }
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

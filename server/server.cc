@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <dirent.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -16,6 +17,7 @@
 #include "common/trainer.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
+#include "crypto/ed25519.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
@@ -69,6 +71,9 @@ struct Server::Impl {
   std::set<std::string> selected;
   std::unique_ptr<FedAvgAccumulator> acc;
   SealedMessage task_message;
+  // Enrolled node ids and their public keys (clients_dir).
+  std::map<std::string, Ed25519PublicKey> enrolled;
+  std::unique_ptr<SigningKey> signer;
   RoundMetrics m;
   double last_accept_time{0};
   double first_update_time{0};
@@ -91,7 +96,7 @@ struct Server::Impl {
     env.sender = kServerId;
     env.round = r;
     env.model_version = version;
-    return SendRaw(peer, SealMessage(env, std::move(payload)));
+    return SendRaw(peer, SealMessage(env, std::move(payload), signer.get()));
   }
 
   void Reply(const std::string& peer, bool accepted, wire::MessageType about, uint64_t r,
@@ -135,6 +140,20 @@ struct Server::Impl {
       const char* reason = env.status().IsUnauthenticated() ? "bad_digest" : "bad_envelope";
       Refuse(rx.peer, who, kUnknownType, 0, reason, env.status().message());
       return;
+    }
+    if (!o.clients_dir.empty()) {
+      // Enrolled sender, then its signature; only then is the payload decoded.
+      auto key = enrolled.find(env->sender);
+      if (key == enrolled.end()) {
+        Refuse(rx.peer, env->sender, env->type, env->round, "not_enrolled",
+               "node id is not in the enrollment folder");
+        return;
+      }
+      Status st = VerifyMessageSignature(rx.frames[0], key->second);
+      if (!st.ok()) {
+        Refuse(rx.peer, env->sender, env->type, env->round, "bad_signature", st.message());
+        return;
+      }
     }
     if (finished) {
       (void)Send(rx.peer, wire::MessageType::kDone, round, wire::Encode(done_msg));
@@ -281,6 +300,35 @@ struct Server::Impl {
     return Status::OK();
   }
 
+  // Re-reads the enrollment folder: every *.pub file is a device. A file that
+  // does not parse is logged and skipped; the others stay enrolled.
+  Status LoadEnrollment() {
+    if (o.clients_dir.empty()) return Status::OK();
+    DIR* d = ::opendir(o.clients_dir.c_str());
+    if (!d) return Status::IOError(o.clients_dir, "cannot open enrollment folder");
+    std::map<std::string, Ed25519PublicKey> keys;
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() < 5 || name.compare(name.size() - 4, 4, ".pub") != 0) continue;
+      auto pub = LoadPublicKeyPem(o.clients_dir + "/" + name);
+      if (!pub.ok()) {
+        spdlog::warn("enrollment: skipping {}", pub.status().ToString());
+        continue;
+      }
+      keys[NodeId(*pub)] = *pub;
+    }
+    ::closedir(d);
+    if (keys.size() != enrolled.size() && o.verbose) {
+      spdlog::info("enrollment: {} device(s) in {}", keys.size(), o.clients_dir);
+    }
+    // A device removed from the folder is forgotten at once.
+    for (auto it = clients.begin(); it != clients.end();) {
+      it = keys.count(it->first) ? std::next(it) : clients.erase(it);
+    }
+    enrolled = std::move(keys);
+    return Status::OK();
+  }
+
   int ActiveClients(std::vector<std::string>* ids) const {
     const double now = Now();
     int n = 0;
@@ -331,6 +379,7 @@ struct Server::Impl {
   Status RunRound(uint64_t r, const std::atomic<bool>* stop, bool* abandoned) {
     m = RoundMetrics();
     m.round = r;
+    FL_RETURN_IF_ERROR(LoadEnrollment());
     // 1. Wait for enough clients.
     double next_log = Now();
     while (ActiveClients(nullptr) < o.min_clients) {
@@ -367,7 +416,7 @@ struct Server::Impl {
     env.sender = kServerId;
     env.round = r;
     env.model_version = version;
-    task_message = SealMessage(env, wire::Encode(task));
+    task_message = SealMessage(env, wire::Encode(task), signer.get());
     current_round = r;
     collecting = true;
     acc = std::make_unique<FedAvgAccumulator>(static_cast<size_t>(global.KeptCount()));
@@ -500,6 +549,14 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     impl->test_set = ToTensors(*test);
     impl->have_test_set = true;
   }
+  if (!o.key_path.empty()) {
+    auto key = SigningKey::LoadPem(o.key_path);
+    if (!key.ok()) return key.status();
+    impl->signer = std::make_unique<SigningKey>(std::move(key).value());
+    spdlog::info("signing with key {} (node id {})", o.key_path,
+                 NodeId(impl->signer->public_key()));
+  }
+  FL_RETURN_IF_ERROR(impl->LoadEnrollment());
   transport::SocketOptions so;
   so.max_frame_bytes = o.max_frame_bytes;
   auto sock = impl->ctx->Listen(o.bind, so);
@@ -539,7 +596,6 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
     if (on_round) on_round(s.m);
   }
   sum.rounds_completed = s.round;
-  sum.rejected = s.totals_rejected;
   if (!sum.interrupted) {
     // Tell everyone, then answer stragglers with DONE for a little while.
     s.finished = true;
@@ -551,6 +607,7 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
     }
     FL_RETURN_IF_ERROR(s.Pump(Now() + s.o.done_linger_seconds, stop, nullptr));
   }
+  sum.rejected = s.totals_rejected;
   return sum;
 }
 

@@ -78,6 +78,13 @@ struct ServerOptions {
   double done_linger_seconds{2.0};
   // Log each round at info level.
   bool verbose{true};
+  // Enrollment: a folder of client public keys (PEM, one file per device,
+  // made by fl-keygen). When set, only messages from enrolled node ids with a
+  // valid signature are accepted; the folder is re-read at every round, so
+  // adding or removing a device is adding or removing a file. Empty = open.
+  std::string clients_dir;
+  // The server's signing key (PEM); when set, every message it sends is signed.
+  std::string key_path;
 };
 
 // What happened in one round.

@@ -55,8 +55,7 @@ TEST(Ed25519Test, TamperedMessageSignatureOrKeyFails) {
     EXPECT_TRUE(Ed25519Verify(key->public_key(), msg.data(), msg.size(), s2).IsUnauthenticated());
   }
   auto other = SigningKey::Generate();
-  EXPECT_TRUE(
-      Ed25519Verify(other->public_key(), msg.data(), msg.size(), sig).IsUnauthenticated());
+  EXPECT_TRUE(Ed25519Verify(other->public_key(), msg.data(), msg.size(), sig).IsUnauthenticated());
 }
 
 TEST(Ed25519Test, KeyFilesRoundTripWithPermissions) {

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/file_util.h"
 #include "server/checkpoint.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
@@ -13,6 +14,7 @@ namespace {
 
 const std::string kServer = std::string(FL_TEST_BIN_DIR) + "/fl-server";
 const std::string kClient = std::string(FL_TEST_BIN_DIR) + "/fl-client";
+const std::string kKeygen = std::string(FL_TEST_BIN_DIR) + "/fl-keygen";
 
 // A port per test from the gtest seed and pid, to keep parallel ctest runs apart.
 std::string Endpoint(int offset) {
@@ -186,6 +188,49 @@ TEST(IntegrationTest, ServerRestartWithResume) {
   auto final_ckpt = ReadCheckpoint(out + "/checkpoint.fl");
   ASSERT_FL_OK(final_ckpt);
   EXPECT_EQ(final_ckpt->round, 4u);
+}
+
+TEST(IntegrationTest, EnrolledSignedFederation) {
+  test::TempDir dir;
+  const std::string keys = dir.path() + "/keys", enrolled = dir.path() + "/enrolled";
+  for (const char* name : {"server", "c0", "c1", "rogue"}) {
+    test::Process kg(kKeygen, {"--out", keys, "--name", name}, dir.path() + "/kg.log");
+    ASSERT_EQ(kg.Wait(30), 0) << kg.Log();
+  }
+  ASSERT_FL_OK(CreateDirectories(enrolled));
+  for (const char* name : {"c0", "c1"}) {
+    auto pub = ReadFile(keys + "/" + name + ".pub");
+    ASSERT_FL_OK(pub);
+    ASSERT_FL_OK(WriteFileAtomic(enrolled + "/" + name + ".pub", *pub));
+  }
+  const std::string ep = Endpoint(4);
+  auto args = ServerArgs(ep, dir.path() + "/out", 2, 2, 30);
+  args.insert(args.end(), {"--key", keys + "/server.key", "--clients", enrolled});
+  test::Process server(kServer, args, dir.path() + "/server.log");
+  auto client_args = [&](const std::string& name, const std::string& server_pub) {
+    auto a = ClientArgs(ep, 0, 60);
+    a.insert(a.end(), {"--key", keys + "/" + name + ".key", "--server-key", server_pub});
+    return a;
+  };
+  test::Process c0(kClient, client_args("c0", keys + "/server.pub"), dir.path() + "/c0.log");
+  test::Process c1(kClient, client_args("c1", keys + "/server.pub"), dir.path() + "/c1.log");
+  // Not enrolled: refused before its payload is decoded.
+  test::Process rogue(kClient, client_args("rogue", keys + "/server.pub"),
+                      dir.path() + "/rogue.log");
+  // Pins the wrong server key: drops everything the real server signs.
+  test::Process pinned(kClient, client_args("c1", keys + "/rogue.pub"), dir.path() + "/pinned.log");
+  ASSERT_EQ(server.Wait(120), 0) << server.Log();
+  EXPECT_EQ(c0.Wait(30), 0) << c0.Log();
+  EXPECT_EQ(c1.Wait(30), 0) << c1.Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].participants, 2);
+  EXPECT_EQ(rows[1].participants, 2);
+  EXPECT_NE(server.Log().find("not_enrolled"), std::string::npos) << server.Log();
+  EXPECT_NE(c0.Log().find(": training E="), std::string::npos) << c0.Log();
+  EXPECT_EQ(rogue.Log().find(": training E="), std::string::npos) << rogue.Log();
+  EXPECT_NE(pinned.Log().find("signature does not verify"), std::string::npos) << pinned.Log();
+  EXPECT_EQ(pinned.Log().find(": training E="), std::string::npos) << pinned.Log();
 }
 
 }  // namespace
