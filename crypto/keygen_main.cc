@@ -6,7 +6,6 @@
 //                       enrollment folder (fl-server --clients DIR)
 //   and prints the node id (the fingerprint the device sends as its id).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 
 #include "common/file_util.h"
@@ -17,8 +16,7 @@ int main(int argc, char** argv) {
   std::string name;
   bool force = false;
   CLI::App app{"fl-keygen: make an Ed25519 identity (signing key pair) for a device or server"};
-  app.add_option("--out", out, "Folder to write NAME.key and NAME.pub into")
-      ->capture_default_str();
+  app.add_option("--out", out, "Folder to write NAME.key and NAME.pub into")->capture_default_str();
   app.add_option("--name", name, "Name of the key files")->required();
   app.add_flag("--force", force, "Overwrite existing key files");
   CLI11_PARSE(app, argc, argv);

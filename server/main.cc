@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
   app.add_option("--clients", o.clients_dir,
                  "Enrollment folder of client public keys (*.pub); only enrolled, correctly "
                  "signed clients are accepted. Re-read every round.");
+  app.add_option("--max-update-norm", o.max_update_norm,
+                 "Refuse deltas with a larger L2 norm (0 = no bound)")
+      ->capture_default_str();
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);

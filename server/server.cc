@@ -237,37 +237,49 @@ struct Server::Impl {
       Refuse(peer, who, env.type, env.round, "duplicate", "already answered this round");
       return;
     }
+    // From here on the sender was selected and has not answered: a refusal
+    // counts as its answer for the round, so the round does not wait for it.
     if (env.model_version != version) {
-      Refuse(peer, who, env.type, env.round, "wrong_base",
-             "delta is from model " + ShortVersion(env.model_version) + ", round started from " +
-                 ShortVersion(version));
+      RefuseAnswer(peer, who, env.round, "wrong_base",
+                   "delta is from model " + ShortVersion(env.model_version) +
+                       ", round started from " + ShortVersion(version));
       return;
     }
     wire::Update u;
     Status st = wire::Decode(payload, &u);
     if (!st.ok()) {
-      Refuse(peer, who, env.type, env.round, "bad_payload", st.message());
+      RefuseAnswer(peer, who, env.round, "bad_payload", st.message());
       return;
     }
     if (u.codec != wire::kCodecQuant) {
-      Refuse(peer, who, env.type, env.round, "bad_codec", "codec '" + u.codec + "' not supported");
+      RefuseAnswer(peer, who, env.round, "bad_codec", "codec '" + u.codec + "' not supported");
       return;
     }
     if (u.num_examples <= 0) {
-      Refuse(peer, who, env.type, env.round, "bad_payload",
-             "num_examples must be > 0, got " + std::to_string(u.num_examples));
+      RefuseAnswer(peer, who, env.round, "bad_payload",
+                   "num_examples must be > 0, got " + std::to_string(u.num_examples));
       return;
     }
     std::vector<float> delta;
     // Values at the kept positions only: the mask is shared state.
     st = QuantDecode(u.data, static_cast<size_t>(global.KeptCount()), &delta);
     if (!st.ok()) {
-      Refuse(peer, who, env.type, env.round, "bad_delta", st.message());
+      RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
       return;
+    }
+    if (o.max_update_norm > 0) {
+      double sq = 0;
+      for (float v : delta) sq += static_cast<double>(v) * v;
+      if (std::sqrt(sq) > o.max_update_norm) {
+        RefuseAnswer(peer, who, env.round, "norm_too_large",
+                     "delta L2 norm " + std::to_string(std::sqrt(sq)) + " exceeds the bound " +
+                         std::to_string(o.max_update_norm));
+        return;
+      }
     }
     st = acc->Add(u.num_examples, delta);
     if (!st.ok()) {
-      Refuse(peer, who, env.type, env.round, "bad_delta", st.message());
+      RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
       return;
     }
     pending.erase(who);
@@ -277,6 +289,13 @@ struct Server::Impl {
     train_loss_sum += u.train_loss;
     last_accept_time = Now();
     Reply(peer, true, wire::MessageType::kUpdate, env.round, "accepted", "");
+  }
+
+  // Refuses the UPDATE of a selected, pending client and closes its turn.
+  void RefuseAnswer(const std::string& peer, const std::string& who, uint64_t r,
+                    const std::string& reason, const std::string& message) {
+    pending.erase(who);
+    Refuse(peer, who, wire::MessageType::kUpdate, r, reason, message);
   }
 
   // Receives and handles messages until `until` (a Now() time) or `*stop`.

@@ -83,6 +83,9 @@ struct ServerOptions {
   // valid signature are accepted; the folder is re-read at every round, so
   // adding or removing a device is adding or removing a file. Empty = open.
   std::string clients_dir;
+  // Refuse an update whose delta has an L2 norm above this (0 = no bound): a
+  // cheap guard against a client that sends a wildly scaled delta.
+  double max_update_norm{0};
   // The server's signing key (PEM); when set, every message it sends is signed.
   std::string key_path;
 };

@@ -11,6 +11,7 @@
 #include "client/local_client.h"
 #include "client/session.h"
 #include "common/dataset.h"
+#include "common/model_zoo.h"
 #include "common/partition.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
@@ -171,6 +172,47 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
     }
   }
   EXPECT_EQ(rejects, 10);
+}
+
+TEST_F(ServerTest, OversizedDeltasNeverTouchTheModel) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 2;
+  so.round_deadline_seconds = 20;
+  so.max_update_norm = 1e-6;  // every real delta is larger
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  AddClients(2, 100, "c", (*server)->endpoint(), ctx);
+  std::atomic<bool> stop{false};
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::vector<int> participants;
+  std::thread st([&] {
+    summary = (*server)->Run(
+        &stop, [&](const RoundMetrics& m) { participants.push_back(m.participants); });
+  });
+  std::vector<std::thread> ct;
+  for (auto& s : sessions_) {
+    ct.emplace_back([&, p = s.get()] {
+      if (p->Start().ok()) (void)RunClient(p, ctx, &stop);
+    });
+  }
+  st.join();
+  stop = true;
+  for (auto& t : ct) t.join();
+  ASSERT_FL_OK(summary);
+  EXPECT_EQ(participants, (std::vector<int>{0, 0}));
+  EXPECT_EQ(summary->rejected["norm_too_large"], 4);
+  // The global model is still the seeded initial model.
+  auto ckpt = ReadCheckpoint(out.path() + "/checkpoint.fl");
+  ASSERT_FL_OK(ckpt);
+  auto init = CreateModel("mnist_2nn", so.seed);
+  ASSERT_FL_OK(init);
+  const ModelState expect = GetModelState("mnist_2nn", **init);
+  for (size_t i = 0; i < expect.tensors.size(); ++i) {
+    EXPECT_EQ(ckpt->model.tensors[i].values, expect.tensors[i].values);
+  }
+  for (auto& s : sessions_) EXPECT_EQ(s->stats().updates_rejected, 2);
 }
 
 TEST_F(ServerTest, CompressedFederationKeepsTheMask) {
