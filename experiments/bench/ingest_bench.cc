@@ -10,6 +10,8 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "common/model_zoo.h"
@@ -17,6 +19,8 @@
 #include "common/random.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
+#include "crypto/ed25519.h"
+#include "crypto/message.h"
 #include "crypto/sha256.h"
 #include "server/server.h"
 
@@ -25,8 +29,8 @@ namespace {
 
 // Load generator: K DEALER connections that register and answer each TASK.
 void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoint,
-              const std::string& model, int k, int64_t kept, int bits, std::atomic<bool>* stop,
-              Status* status) {
+              const std::string& model, int k, int64_t kept, int bits,
+              std::vector<SigningKey>* keys, std::atomic<bool>* stop, Status* status) {
   // One UPDATE payload for everyone: its digest is computed once, so the
   // generator spends its time sending, not hashing.
   Random rng(7);
@@ -41,6 +45,18 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
 
   std::vector<std::unique_ptr<transport::Socket>> socks;
   std::vector<std::string> ids;
+  std::vector<int> key_index;  // socket i signs with (*keys)[key_index[i]]
+  // Encodes `e` and, when keys were given, signs it as SealMessage does (the
+  // payload digest is precomputed, so only the signature is per message).
+  auto Envelope = [&](wire::Envelope e, int i) {
+    if (keys->empty()) return wire::EncodeEnvelope(e);
+    e.flags |= kFlagSigned;
+    std::string bytes = wire::EncodeEnvelope(e);
+    const size_t n = wire::kEnvelopeBytes - wire::kSignatureBytes;
+    const auto sig = (*keys)[key_index[i]].Sign(bytes.data(), n);
+    std::memcpy(&bytes[n], sig.data(), sig.size());
+    return bytes;
+  };
   transport::SocketOptions so;
   for (int i = 0; i < k; ++i) {
     auto s = ctx->Connect(endpoint, so);
@@ -51,7 +67,8 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
     socks.push_back(std::move(s).value());
     char id[32];
     std::snprintf(id, sizeof(id), "load-%05d", i);
-    ids.push_back(id);
+    ids.push_back(keys->empty() ? std::string(id) : NodeId((*keys)[i].public_key()));
+    key_index.push_back(i);
   }
   auto send_hello = [&](int i) {
     const std::string p = wire::Encode(hello);
@@ -60,7 +77,7 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
     e.sender = ids[i];
     e.payload_length = p.size();
     e.payload_digest = Sha256(p);
-    (void)socks[i]->Send("", {wire::EncodeEnvelope(e), p});
+    (void)socks[i]->Send("", {Envelope(e, i), p});
   };
   for (int i = 0; i < k; ++i) send_hello(i);
   std::vector<transport::Socket*> raw;
@@ -89,7 +106,7 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
           e.model_version = env->model_version;
           e.payload_length = payload.size();
           e.payload_digest = digest;
-          (void)socks[i]->Send("", {wire::EncodeEnvelope(e), payload});
+          (void)socks[i]->Send("", {Envelope(e, i), payload});
         } else if (env->type == wire::MessageType::kDone) {
           socks[i].reset();
           raw[i] = nullptr;
@@ -108,14 +125,17 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
     if (live.size() != raw.size()) {
       std::vector<std::unique_ptr<transport::Socket>> kept_socks;
       std::vector<std::string> kept_ids;
+      std::vector<int> kept_keys;
       for (int i = 0; i < k; ++i) {
         if (socks[i]) {
           kept_socks.push_back(std::move(socks[i]));
           kept_ids.push_back(ids[i]);
+          kept_keys.push_back(key_index[i]);
         }
       }
       socks = std::move(kept_socks);
       ids = std::move(kept_ids);
+      key_index = std::move(kept_keys);
       raw = live;
       k = static_cast<int>(socks.size());
     }
@@ -128,6 +148,7 @@ int Main(int argc, char** argv) {
   int rounds = 6;
   int bits = 32;
   double sparsity = 0;
+  bool signed_updates = false;
   CLI::App app{"fl-bench-ingest: updates per second accepted by the aggregator"};
   app.add_option("--model", model, "Architecture (sets the update size)")->capture_default_str();
   app.add_option("--clients", clients, "Connections sending updates each round")
@@ -139,6 +160,8 @@ int Main(int argc, char** argv) {
   app.add_option("--bits", bits, "Uplink bits per value: 32, 8, 4, 2")->capture_default_str();
   app.add_option("--sparsity", sparsity, "Prune the model to this sparsity first")
       ->capture_default_str();
+  app.add_flag("--signed", signed_updates,
+               "Enrolled clients sign every message; the server checks each signature");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
@@ -171,6 +194,22 @@ int Main(int argc, char** argv) {
   so.verbose = false;
   so.sparsity = sparsity;
   so.train.uplink_bits = bits;
+  // --signed: one Ed25519 key per connection, all enrolled with the server.
+  std::vector<SigningKey> keys;
+  char tmpl[] = "/tmp/fedge_ingest_XXXXXX";
+  const std::string enroll_dir = signed_updates ? ::mkdtemp(tmpl) : "";
+  for (int i = 0; signed_updates && i < clients; ++i) {
+    auto key = SigningKey::Generate();
+    Status st = key.ok() ? SavePublicKeyPem(enroll_dir + "/" + std::to_string(i) + ".pub",
+                                            key->public_key())
+                         : key.status();
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    keys.push_back(std::move(key).value());
+  }
+  so.clients_dir = enroll_dir;
   auto server = Server::Create(so, ctx);
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
@@ -178,7 +217,7 @@ int Main(int argc, char** argv) {
   }
   std::atomic<bool> stop{false};
   Status gen_status;
-  std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, bits, &stop,
+  std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, bits, &keys, &stop,
                   &gen_status);
   const double update_mb = QuantEncodedSize(params, bits, 256) / 1e6;
   std::printf(
@@ -206,6 +245,7 @@ int Main(int argc, char** argv) {
   }
   std::printf("mean over rounds 2..%d: %.1f updates/s accepted\n", rounds,
               total_updates / total_seconds);
+  if (!enroll_dir.empty()) std::system(("rm -rf '" + enroll_dir + "'").c_str());
   return 0;
 }
 
