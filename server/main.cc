@@ -5,6 +5,7 @@
 //   fl-server ... --resume        # continue from runs/prod/checkpoint.fl
 //
 // SIGINT/SIGTERM abandon the round in progress, keep the last checkpoint and exit 0.
+// SIGHUP re-reads the enrollment folder (--clients) at once.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -17,7 +18,9 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 void OnSignal(int) { g_stop = true; }
+void OnHangup(int) { g_reload = true; }
 
 }  // namespace
 
@@ -124,6 +127,8 @@ int main(int argc, char** argv) {
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  std::signal(SIGHUP, OnHangup);  // re-read the enrollment folder now
+  o.reload_enrollment = &g_reload;
   auto server = fl::Server::Create(o, fl::transport::CreateZmqContext());
   if (!server.ok()) {
     spdlog::error("{}", server.status().ToString());

@@ -303,6 +303,10 @@ struct Server::Impl {
   Status Pump(double until, const std::atomic<bool>* stop, const std::function<bool()>& done_when) {
     std::vector<bool> ready;
     while (!(stop && stop->load()) && !(done_when && done_when())) {
+      if (o.reload_enrollment && o.reload_enrollment->exchange(false)) {
+        Status st = LoadEnrollment();
+        if (!st.ok()) spdlog::error("reloading enrollment: {}", st.ToString());
+      }
       const double left = until - Now();
       if (left <= 0) break;
       auto r = ctx->Poll({sock.get()}, static_cast<int>(std::min(left, 0.2) * 1000) + 1, &ready);

@@ -86,6 +86,9 @@ struct ServerOptions {
   // Refuse an update whose delta has an L2 norm above this (0 = no bound): a
   // cheap guard against a client that sends a wildly scaled delta.
   double max_update_norm{0};
+  // When set, the server re-reads the enrollment folder as soon as it finds
+  // this flag true (and clears it): fl-server sets it on SIGHUP.
+  std::atomic<bool>* reload_enrollment{nullptr};
   // The server's signing key (PEM); when set, every message it sends is signed.
   std::string key_path;
 };
