@@ -144,7 +144,7 @@ void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& p
 std::string JsonNumber(double v) {
   if (std::isnan(v) || std::isinf(v)) return "null";
   char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  std::snprintf(buf, sizeof(buf), "%.10g", v);
   return buf;
 }
 
