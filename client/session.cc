@@ -3,22 +3,16 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <chrono>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/quant_codec.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
 
 namespace fl {
-namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 struct ClientSession::Impl {
   ClientOptions o;
@@ -43,7 +37,7 @@ struct ClientSession::Impl {
     auto s = ctx->Connect(o.server, so);
     if (!s.ok()) return s.status();
     sock = std::move(s).value();
-    last_heard = Now();
+    last_heard = NowSeconds();
     last_hello = -1e9;
     return SendHello();
   }
@@ -66,7 +60,7 @@ struct ClientSession::Impl {
     h.architecture = client->architecture();
     h.codecs = {wire::kCodecQuant};
     h.heartbeat_seconds = o.heartbeat_seconds;
-    last_hello = Now();
+    last_hello = NowSeconds();
     return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h));
   }
 
@@ -145,7 +139,7 @@ struct ClientSession::Impl {
     }
     // Training may have outlasted the server timeout; the clock restarts now
     // that we are talking to the server again.
-    last_heard = Now();
+    last_heard = NowSeconds();
     return Send(wire::MessageType::kUpdate, env.round, env.model_version, wire::Encode(u));
   }
 
@@ -169,7 +163,7 @@ struct ClientSession::Impl {
         return Status::OK();
       }
     }
-    last_heard = Now();
+    last_heard = NowSeconds();
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
       case wire::MessageType::kTask:
@@ -249,7 +243,7 @@ Status ClientSession::Step() {
   Impl& s = *impl_;
   if (s.done) return Status::OK();
   if (!s.sock) {
-    if (Now() < s.reconnect_at) return Status::OK();
+    if (NowSeconds() < s.reconnect_at) return Status::OK();
     spdlog::info("[{}] reconnecting to {}", s.o.id, s.o.server);
     return s.Connect();
   }
@@ -261,7 +255,7 @@ Status ClientSession::Step() {
     FL_RETURN_IF_ERROR(s.Handle(r));
   }
   if (s.done) return Status::OK();
-  const double now = Now();
+  const double now = NowSeconds();
   if (now - s.last_heard > s.o.server_timeout_seconds) {
     spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
                  s.o.server, now - s.last_heard, s.backoff);
@@ -283,7 +277,7 @@ transport::Socket* ClientSession::socket() const { return impl_->sock.get(); }
 
 double ClientSession::SecondsUntilDue() const {
   const Impl& s = *impl_;
-  const double now = Now();
+  const double now = NowSeconds();
   if (!s.sock) return std::max(0.0, s.reconnect_at - now);
   const double hb = s.last_hello + s.o.heartbeat_seconds - now;
   const double to = s.last_heard + s.o.server_timeout_seconds - now;

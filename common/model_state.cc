@@ -69,19 +69,56 @@ bool SameMasks(const ModelState& a, const ModelState& b) {
   return true;
 }
 
+namespace {
+
+void AppendKept(const TensorState& t, std::vector<float>* out) {
+  if (t.mask.empty()) {
+    out->insert(out->end(), t.values.begin(), t.values.end());
+    return;
+  }
+  for (size_t k = 0; k < t.values.size(); ++k) {
+    if (t.mask[k]) out->push_back(t.values[k]);
+  }
+}
+
+}  // namespace
+
 std::vector<float> GatherKept(const ModelState& state) {
   std::vector<float> out;
   out.reserve(state.KeptCount());
-  for (const auto& t : state.tensors) {
-    if (t.mask.empty()) {
-      out.insert(out.end(), t.values.begin(), t.values.end());
-    } else {
-      for (size_t k = 0; k < t.values.size(); ++k) {
-        if (t.mask[k]) out.push_back(t.values[k]);
-      }
-    }
-  }
+  for (const auto& t : state.tensors) AppendKept(t, &out);
   return out;
+}
+
+std::vector<float> GatherKept(const TensorState& tensor) {
+  std::vector<float> out;
+  out.reserve(tensor.KeptCount());
+  AppendKept(tensor, &out);
+  return out;
+}
+
+std::string PackMask(const std::vector<uint8_t>& mask) {
+  std::string bits((mask.size() + 7) / 8, '\0');
+  for (size_t k = 0; k < mask.size(); ++k) {
+    if (mask[k]) bits[k >> 3] |= static_cast<char>(1 << (k & 7));
+  }
+  return bits;
+}
+
+Result<size_t> UnpackMask(const char* bits, size_t len, size_t n, std::vector<uint8_t>* mask) {
+  if (len != (n + 7) / 8) {
+    return Status::Corruption("mask is " + std::to_string(len) + " bytes, shape needs " +
+                              std::to_string((n + 7) / 8));
+  }
+  const auto* b = reinterpret_cast<const uint8_t*>(bits);
+  if (n % 8 && (b[n / 8] >> (n % 8)) != 0) return Status::Corruption("mask has padding bits set");
+  mask->resize(n);
+  size_t kept = 0;
+  for (size_t k = 0; k < n; ++k) {
+    (*mask)[k] = (b[k >> 3] >> (k & 7)) & 1;
+    kept += (*mask)[k];
+  }
+  return kept;
 }
 
 Result<std::vector<float>> KeptDifference(const ModelState& after, const ModelState& before) {

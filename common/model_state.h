@@ -69,6 +69,18 @@ bool SameMasks(const ModelState& a, const ModelState& b);
 
 // The kept values of `state` in canonical order (all values when dense).
 std::vector<float> GatherKept(const ModelState& state);
+// The kept values of one tensor, row-major.
+std::vector<float> GatherKept(const TensorState& tensor);
+
+// A mask as a bitmap, the form it takes on the wire and on disk: ceil(n / 8)
+// bytes, bit k of byte k/8 (least significant first) = 1 when value k is kept,
+// padding bits 0. Empty for an empty (dense) mask.
+std::string PackMask(const std::vector<uint8_t>& mask);
+
+// Reads a bitmap of `len` bytes for `n` values into `mask` (one byte per
+// value) and returns how many are kept. Corruption when `len` is not
+// ceil(n / 8) or a padding bit is set.
+Result<size_t> UnpackMask(const char* bits, size_t len, size_t n, std::vector<uint8_t>* mask);
 
 // `after - before` at the kept positions of `before`, in canonical order.
 // InvalidArgument when the layouts differ.

@@ -1,8 +1,8 @@
 #include "common/trainer.h"
 
-#include <chrono>
 #include <numeric>
 
+#include "common/clock.h"
 #include "common/random.h"
 
 namespace fl {
@@ -11,10 +11,6 @@ namespace {
 // MNIST pixel statistics (over the training set, after scaling to [0, 1]).
 constexpr double kMnistMean = 0.1307;
 constexpr double kMnistStd = 0.3081;
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Sets the intra-op thread count for this call and restores it afterwards.
 class ThreadScope {
@@ -83,7 +79,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   }
   ThreadScope threads(options.threads);
   TrainStats stats;
-  const double t0 = Now();
+  const double t0 = NowSeconds();
   try {
     model.train();
     torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(options.lr)
@@ -92,7 +88,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     Random rng(options.seed);
     std::vector<int64_t> order(n);
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-      const double e0 = Now();
+      const double e0 = NowSeconds();
       std::iota(order.begin(), order.end(), 0);
       rng.Shuffle(&order);
       auto perm = torch::tensor(order, torch::kInt64);
@@ -134,7 +130,8 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       if (epoch == 1) stats.first_epoch_loss = mean;
       stats.last_epoch_loss = mean;
       if (options.on_epoch) {
-        options.on_epoch(EpochStats{epoch, mean, static_cast<double>(correct) / n, Now() - e0});
+        options.on_epoch(
+            EpochStats{epoch, mean, static_cast<double>(correct) / n, NowSeconds() - e0});
       }
     }
     // The mask invariant, checked rather than enforced: a pruned weight that
@@ -151,7 +148,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   } catch (const c10::Error& e) {
     return Status::Internal("local training failed", e.what_without_backtrace());
   }
-  stats.seconds = Now() - t0;
+  stats.seconds = NowSeconds() - t0;
   return stats;
 }
 

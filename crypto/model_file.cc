@@ -44,15 +44,10 @@ std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& opt
     for (int64_t d : t.shape) w.PutU64(static_cast<uint64_t>(d));
     w.PutU8(t.mask.empty() ? 0 : 1);
     if (!t.mask.empty()) {
-      std::string bits((t.mask.size() + 7) / 8, '\0');
-      for (size_t k = 0; k < t.mask.size(); ++k) {
-        if (t.mask[k]) bits[k >> 3] |= static_cast<char>(1 << (k & 7));
-      }
+      const std::string bits = PackMask(t.mask);
       w.PutBytes(bits.data(), bits.size());
     }
-    ModelState one;
-    one.tensors.push_back(t);
-    const std::vector<float> kept = GatherKept(one);
+    const std::vector<float> kept = GatherKept(t);
     QuantOptions q;
     q.bits = options.value_bits;
     q.block = options.block;
@@ -121,15 +116,9 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
       const uint8_t* bits;
       if (!r.Skip((n + 7) / 8, &bits))
         return corrupt(where + " ('" + t.name + "'): truncated mask");
-      if (n % 8 && (bits[n / 8] >> (n % 8)) != 0) {
-        return corrupt(where + " ('" + t.name + "'): mask padding bits set");
-      }
-      t.mask.resize(n);
-      kept = 0;
-      for (size_t k = 0; k < n; ++k) {
-        t.mask[k] = (bits[k >> 3] >> (k & 7)) & 1;
-        kept += t.mask[k];
-      }
+      auto k = UnpackMask(reinterpret_cast<const char*>(bits), (n + 7) / 8, n, &t.mask);
+      if (!k.ok()) return corrupt(where + " ('" + t.name + "'): " + k.status().message());
+      kept = *k;
     }
     uint64_t vlen = 0;
     const uint8_t* vp;

@@ -29,7 +29,6 @@ Result<ModelState> FedAvg(const FedAvgOptions& options) {
   }
   const auto& updates = *options.updates;
   if (updates.empty()) return Status::InvalidArgument("FedAvg with no updates");
-  int64_t total = 0;
   for (size_t k = 0; k < updates.size(); ++k) {
     if (updates[k].num_examples <= 0) {
       return Status::InvalidArgument("update " + std::to_string(k) + " has weight " +
@@ -37,23 +36,25 @@ Result<ModelState> FedAvg(const FedAvgOptions& options) {
     }
     FL_RETURN_IF_ERROR(
         CheckSameLayout(updates[k].delta, *options.global, "update " + std::to_string(k)));
-    total += updates[k].num_examples;
   }
-  ModelState out = *options.global;
-  // Accumulate in double so the result does not depend on float rounding order
-  // across many clients, then apply once.
-  for (size_t t = 0; t < out.tensors.size(); ++t) {
-    std::vector<double> acc(out.tensors[t].values.size(), 0.0);
-    for (const auto& u : updates) {
-      const double w = static_cast<double>(u.num_examples) / total;
+  // The same arithmetic as a round on the server: the streaming accumulator,
+  // fed each delta's values at the global model's kept positions.
+  const ModelState& global = *options.global;
+  FedAvgAccumulator acc(static_cast<size_t>(global.KeptCount()));
+  std::vector<float> kept;
+  for (const auto& u : updates) {
+    kept.clear();
+    for (size_t t = 0; t < global.tensors.size(); ++t) {
+      const auto& mask = global.tensors[t].mask;
       const auto& d = u.delta.tensors[t].values;
-      for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * d[i];
+      for (size_t i = 0; i < d.size(); ++i) {
+        if (mask.empty() || mask[i]) kept.push_back(d[i]);
+      }
     }
-    auto& v = out.tensors[t].values;
-    for (size_t i = 0; i < v.size(); ++i) {
-      v[i] = static_cast<float>(v[i] + options.server_lr * acc[i]);
-    }
+    FL_RETURN_IF_ERROR(acc.Add(u.num_examples, kept));
   }
+  ModelState out = global;
+  FL_RETURN_IF_ERROR(acc.ApplyTo(&out, options.server_lr));
   return out;
 }
 

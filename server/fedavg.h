@@ -5,6 +5,7 @@
 //
 // where delta_k = (client k's parameters after local training) - old. With
 // server_lr = 1 this equals the sample-weighted mean of the client models.
+// Only the global model's kept positions move: pruned weights stay 0.
 #ifndef FEDGE_SERVER_FEDAVG_H_
 #define FEDGE_SERVER_FEDAVG_H_
 

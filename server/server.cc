@@ -5,11 +5,11 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <set>
 
+#include "common/clock.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
 #include "common/quant_codec.h"
@@ -39,10 +39,6 @@ const wire::MessageType kUnknownType = static_cast<wire::MessageType>(0);
 // Log at most this many refusals per reason per round; the rest are counted.
 const int kLogPerReason = 5;
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 struct ClientEntry {
   std::string peer;  // transport routing id of its current connection
   int64_t num_examples{0};
@@ -61,6 +57,9 @@ struct Server::Impl {
 
   ModelState global;
   Version version{};
+  // `global` as TASKs carry it (kept values in the downlink format), and the
+  // hash of its encoding, `version`. Both change only when `global` does.
+  wire::CompactModel compact;
   uint64_t round{0};  // last completed round
   std::map<std::string, ClientEntry> clients;
 
@@ -81,6 +80,12 @@ struct Server::Impl {
   std::map<std::string, int64_t> totals_rejected;
   bool finished{false};
   wire::Done done_msg;
+
+  // Recomputes `compact` and `version` after `global` changed.
+  void SetGlobal() {
+    compact = wire::Compact(global, o.downlink);
+    version = ModelVersion(compact);
+  }
 
   // --- sending --------------------------------------------------------------
 
@@ -199,7 +204,7 @@ struct Server::Impl {
     const bool moved = !is_new && c.peer != peer;
     c.peer = peer;
     c.num_examples = h.num_examples;
-    c.last_seen = Now();
+    c.last_seen = NowSeconds();
     if (is_new && o.verbose) {
       spdlog::info("client {} registered ({} examples); {} known", env.sender, h.num_examples,
                    clients.size());
@@ -213,14 +218,14 @@ struct Server::Impl {
 
   void HandleUpdate(const std::string& peer, const wire::Envelope& env,
                     const std::string& payload) {
-    if (collecting && first_update_time == 0) first_update_time = Now();
+    if (collecting && first_update_time == 0) first_update_time = NowSeconds();
     const auto who = env.sender;
     auto it = clients.find(who);
     if (it == clients.end()) {
       Refuse(peer, who, env.type, env.round, "unknown_client", "send HELLO first");
       return;
     }
-    it->second.last_seen = Now();
+    it->second.last_seen = NowSeconds();
     if (!collecting || env.round != current_round) {
       Refuse(peer, who, env.type, env.round, "stale_round",
              "update for round " + std::to_string(env.round) +
@@ -287,7 +292,7 @@ struct Server::Impl {
     m.delta_bytes += u.data.size();
     m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
     train_loss_sum += u.train_loss;
-    last_accept_time = Now();
+    last_accept_time = NowSeconds();
     Reply(peer, true, wire::MessageType::kUpdate, env.round, "accepted", "");
   }
 
@@ -298,7 +303,7 @@ struct Server::Impl {
     Refuse(peer, who, wire::MessageType::kUpdate, r, reason, message);
   }
 
-  // Receives and handles messages until `until` (a Now() time) or `*stop`.
+  // Receives and handles messages until `until` (a NowSeconds() time) or `*stop`.
   // Returns early when `done_when` says so.
   Status Pump(double until, const std::atomic<bool>* stop, const std::function<bool()>& done_when) {
     std::vector<bool> ready;
@@ -307,7 +312,7 @@ struct Server::Impl {
         Status st = LoadEnrollment();
         if (!st.ok()) spdlog::error("reloading enrollment: {}", st.ToString());
       }
-      const double left = until - Now();
+      const double left = until - NowSeconds();
       if (left <= 0) break;
       auto r = ctx->Poll({sock.get()}, static_cast<int>(std::min(left, 0.2) * 1000) + 1, &ready);
       if (!r.ok()) return r.status();
@@ -353,7 +358,7 @@ struct Server::Impl {
   }
 
   int ActiveClients(std::vector<std::string>* ids) const {
-    const double now = Now();
+    const double now = NowSeconds();
     int n = 0;
     for (const auto& [id, c] : clients) {
       if (now - c.last_seen <= o.client_timeout_seconds) {
@@ -404,21 +409,21 @@ struct Server::Impl {
     m.round = r;
     FL_RETURN_IF_ERROR(LoadEnrollment());
     // 1. Wait for enough clients.
-    double next_log = Now();
+    double next_log = NowSeconds();
     while (ActiveClients(nullptr) < o.min_clients) {
       if (stop && stop->load()) {
         *abandoned = true;
         return Status::OK();
       }
-      if (Now() >= next_log) {
+      if (NowSeconds() >= next_log) {
         spdlog::info("round {}: waiting for clients ({} of {} active)", r, ActiveClients(nullptr),
                      o.min_clients);
-        next_log = Now() + 5;
+        next_log = NowSeconds() + 5;
       }
-      FL_RETURN_IF_ERROR(Pump(Now() + 0.5, stop, nullptr));
+      FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.5, stop, nullptr));
     }
     // 2. Select.
-    const double t0 = Now();
+    const double t0 = NowSeconds();
     std::vector<std::string> active;
     ActiveClients(&active);  // sorted by id (std::map order)
     const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
@@ -433,7 +438,7 @@ struct Server::Impl {
     task.config = o.train;
     task.config.seed = o.seed * 1000003ULL + r;
     task.config.deadline_seconds = o.round_deadline_seconds;
-    task.model = wire::Compact(global, o.downlink);
+    task.model = compact;
     wire::Envelope env;
     env.type = wire::MessageType::kTask;
     env.sender = kServerId;
@@ -467,7 +472,7 @@ struct Server::Impl {
       *abandoned = true;
       return Status::OK();
     }
-    m.collect_seconds = (pending.empty() ? last_accept_time : Now()) - t0;
+    m.collect_seconds = (pending.empty() ? last_accept_time : NowSeconds()) - t0;
     if (m.participants >= 2) m.ingest_seconds = last_accept_time - first_update_time;
     for (const auto& id : pending) {
       spdlog::warn("round {}: {} missed the {:.0f} s deadline", r, id, o.round_deadline_seconds);
@@ -476,7 +481,7 @@ struct Server::Impl {
     // 5. Aggregate, evaluate, persist.
     if (acc->count() > 0) {
       FL_RETURN_IF_ERROR(acc->ApplyTo(&global, o.server_lr));
-      version = ModelVersion(wire::Compact(global, o.downlink));
+      SetGlobal();
       m.mean_train_loss = train_loss_sum / acc->count();
     } else {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
@@ -493,7 +498,7 @@ struct Server::Impl {
       Checkpoint c{round, o.seed, global};
       FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c));
     }
-    m.round_seconds = Now() - t0;
+    m.round_seconds = NowSeconds() - t0;
     FL_RETURN_IF_ERROR(AppendCsv(m));
     return Status::OK();
   }
@@ -564,7 +569,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                  100 * impl->global.Sparsity(), impl->global.KeptCount(),
                  impl->global.NumParameters());
   }
-  impl->version = ModelVersion(wire::Compact(impl->global, o.downlink));
+  impl->SetGlobal();
 
   if (!o.data_dir.empty()) {
     auto test = LoadMnistFolder(o.data_dir, Split::kTest);
@@ -628,7 +633,7 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
     for (const auto& [id, c] : s.clients) {
       (void)s.Send(c.peer, wire::MessageType::kDone, s.round, wire::Encode(s.done_msg));
     }
-    FL_RETURN_IF_ERROR(s.Pump(Now() + s.o.done_linger_seconds, stop, nullptr));
+    FL_RETURN_IF_ERROR(s.Pump(NowSeconds() + s.o.done_linger_seconds, stop, nullptr));
   }
   sum.rejected = s.totals_rejected;
   return sum;

@@ -25,24 +25,16 @@ CompactModel Compact(const ModelState& state, ValueFormat format) {
     CompactTensor ct;
     ct.name = t.name;
     ct.shape = t.shape;
-    const size_t n = t.values.size();
-    if (!t.mask.empty()) {
-      ct.mask_bits.assign((n + 7) / 8, '\0');
-      for (size_t k = 0; k < n; ++k) {
-        if (t.mask[k]) ct.mask_bits[k >> 3] |= static_cast<char>(1 << (k & 7));
+    ct.mask_bits = PackMask(t.mask);
+    const std::vector<float> kept = GatherKept(t);
+    ct.values.resize(kept.size() * width);
+    if (width == 4) {
+      if (!kept.empty()) std::memcpy(&ct.values[0], kept.data(), ct.values.size());
+    } else {
+      for (size_t j = 0; j < kept.size(); ++j) {
+        const uint16_t h = FloatToHalf(kept[j]);
+        std::memcpy(&ct.values[2 * j], &h, 2);
       }
-    }
-    ct.values.resize(static_cast<size_t>(t.KeptCount()) * width);
-    char* p = ct.values.empty() ? nullptr : &ct.values[0];
-    for (size_t k = 0; k < n; ++k) {
-      if (!t.mask.empty() && !t.mask[k]) continue;
-      if (width == 2) {
-        const uint16_t h = FloatToHalf(t.values[k]);
-        std::memcpy(p, &h, 2);
-      } else {
-        std::memcpy(p, &t.values[k], 4);
-      }
-      p += width;
     }
     c.tensors.push_back(std::move(ct));
   }
@@ -64,18 +56,12 @@ Status Expand(const CompactModel& c, ModelState* out) {
       }
       n *= static_cast<uint64_t>(d);
     }
+    TensorState t;
     size_t kept = n;
     if (!ct.mask_bits.empty()) {
-      if (ct.mask_bits.size() != (n + 7) / 8) {
-        return Status::Corruption("tensor '" + ct.name + "' mask is " +
-                                  std::to_string(ct.mask_bits.size()) + " bytes, shape needs " +
-                                  std::to_string((n + 7) / 8));
-      }
-      if (n % 8 && (static_cast<uint8_t>(ct.mask_bits.back()) >> (n % 8)) != 0) {
-        return Status::Corruption("tensor '" + ct.name + "' mask has padding bits set");
-      }
-      kept = 0;
-      for (char b : ct.mask_bits) kept += __builtin_popcount(static_cast<uint8_t>(b));
+      auto k = UnpackMask(ct.mask_bits.data(), ct.mask_bits.size(), n, &t.mask);
+      if (!k.ok()) return k.status().WithContext("tensor '" + ct.name + "'");
+      kept = *k;
     }
     if (ct.values.size() != kept * width) {
       return Status::Corruption("tensor '" + ct.name + "' carries " +
@@ -83,17 +69,12 @@ Status Expand(const CompactModel& c, ModelState* out) {
                                 std::to_string(kept) + " values (" + std::to_string(kept * width) +
                                 " bytes)");
     }
-    TensorState t;
     t.name = ct.name;
     t.shape = ct.shape;
     t.values.assign(n, 0.0f);
-    if (!ct.mask_bits.empty()) t.mask.assign(n, 0);
     const char* p = ct.values.data();
     for (size_t k = 0; k < n; ++k) {
-      if (!ct.mask_bits.empty()) {
-        if (!((static_cast<uint8_t>(ct.mask_bits[k >> 3]) >> (k & 7)) & 1)) continue;
-        t.mask[k] = 1;
-      }
+      if (!t.mask.empty() && !t.mask[k]) continue;
       float v;
       if (width == 2) {
         uint16_t h;

@@ -7,13 +7,13 @@
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
 #include "common/trainer.h"
@@ -26,10 +26,6 @@ const int64_t kBatch = 10;
 const int64_t kRoundSamples = 600;
 // Epochs in the client-round measurement.
 const int kRoundEpochs = 5;
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
@@ -106,18 +102,18 @@ int main(int argc, char** argv) {
     auto warm = fl::Subset(all, std::vector<int64_t>(idx.begin(), idx.begin() + 200));
     if (!fl::TrainLocal(**model, *warm, opts).ok()) return 1;
 
-    const double t0 = Now();
+    const double t0 = fl::NowSeconds();
     auto s = fl::TrainLocal(**model, *subset, opts);
-    const double secs = Now() - t0;
+    const double secs = fl::NowSeconds() - t0;
     if (!s.ok()) {
       std::fprintf(stderr, "error: %s\n", s.status().ToString().c_str());
       return 1;
     }
 
     opts.epochs = kRoundEpochs;
-    const double r0 = Now();
+    const double r0 = fl::NowSeconds();
     auto r = fl::TrainLocal(**model, *round_set, opts);
-    const double round_secs = Now() - r0;
+    const double round_secs = fl::NowSeconds() - r0;
     if (!r.ok()) return 1;
     std::printf("%-10s %8lld %12lld %14.0f %18.2f\n", info.name, static_cast<long long>(kBatch),
                 static_cast<long long>(samples), samples / secs, round_secs);

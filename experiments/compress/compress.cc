@@ -12,11 +12,11 @@
 // 2015) mixes the loss on the dense teacher's soft targets at temperature T with
 // the hard-label loss: alpha * T^2 * KL + (1 - alpha) * CE.
 #include <CLI/CLI.hpp>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 
+#include "common/clock.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/model_zoo.h"
@@ -62,10 +62,6 @@ struct PruneOptions {
   bool int8 = false;
 };
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 void Fail(const Status& st) { std::fprintf(stderr, "error: %s\n", st.ToString().c_str()); }
 
 // Prunes a copy of `dense` by the schedule, fine-tuning after each step, and
@@ -96,7 +92,7 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
       to.temperature = o.temperature;
       to.distill_alpha = o.alpha;
     }
-    const double t0 = Now();
+    const double t0 = NowSeconds();
     auto st = TrainLocal(**student, train, to);
     if (!st.ok()) return st.status();
     ModelState trained = GetModelState(o.model, **student);
@@ -110,7 +106,7 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
         "  %s step %d/%d: sparsity %.1f%%, fine-tuned %d epoch(s) in %.0f s, "
         "test accuracy %.2f%%\n",
         distill ? "[distill]" : "[plain]  ", t, steps, 100 * state.Sparsity(), o.finetune_epochs,
-        Now() - t0, 100 * acc);
+        NowSeconds() - t0, 100 * acc);
     std::fflush(stdout);
   }
   return std::make_pair(std::move(state), acc);

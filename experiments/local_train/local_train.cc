@@ -6,11 +6,11 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <chrono>
 #include <cstdio>
 #include <string>
 
 #include "client/local_client.h"
+#include "common/clock.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
 #include "common/partition.h"
@@ -42,10 +42,6 @@ struct Options {
   // Intra-op threads for training.
   int threads = 1;
 };
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 }  // namespace
 
@@ -143,7 +139,7 @@ int main(int argc, char** argv) {
     spdlog::error("{}", before.status().ToString());
     return 1;
   }
-  const double t0 = Now();
+  const double t0 = fl::NowSeconds();
   auto fit = (*client)->Fit(ins, [&](int epoch, double loss, double acc, double secs) {
     spdlog::info(
         "epoch {}/{}: train loss {:.4f}, train accuracy {:.2f}%, {:.1f} s ({:.0f} samples/s)",
@@ -153,7 +149,7 @@ int main(int argc, char** argv) {
     spdlog::error("training: {}", fit.status().ToString());
     return 1;
   }
-  const double train_secs = Now() - t0;
+  const double train_secs = fl::NowSeconds() - t0;
   auto after = (*client)->Evaluate(fit->parameters, *test);
   if (!after.ok()) {
     spdlog::error("{}", after.status().ToString());

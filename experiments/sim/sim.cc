@@ -14,7 +14,6 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -25,6 +24,7 @@
 
 #include "client/local_client.h"
 #include "client/session.h"
+#include "common/clock.h"
 #include "common/dataset.h"
 #include "common/partition.h"
 #include "experiments/sim/sim_config.h"
@@ -36,10 +36,6 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Lets one process hold a socket per virtual client.
 void RaiseFileLimit() {
@@ -253,7 +249,7 @@ int Main(int argc, char** argv) {
       c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
-  const double t_start = Now();
+  const double t_start = NowSeconds();
   auto train = LoadMnistFolder(c.data_dir, Split::kTrain);
   if (!train.ok()) {
     std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
@@ -319,13 +315,13 @@ int Main(int argc, char** argv) {
 
   std::vector<RoundMetrics> history;
   uint64_t delta_bytes = 0, updates = 0;
-  const double t_rounds = Now();
+  const double t_rounds = NowSeconds();
   auto summary = (*server)->Run(&g_stop, [&](const RoundMetrics& m) {
     history.push_back(m);
     delta_bytes += m.delta_bytes;
     updates += m.participants;
     if (quiet) return;
-    const double elapsed = Now() - t_rounds;
+    const double elapsed = NowSeconds() - t_rounds;
     const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
     std::printf(
         "round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
@@ -347,7 +343,7 @@ int Main(int argc, char** argv) {
       return 1;
     }
   }
-  const double wall = Now() - t_start;
+  const double wall = NowSeconds() - t_start;
 
   // Final table.
   // max_train_s: the slowest participant's training wall time; overhead: round
