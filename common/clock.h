@@ -8,8 +8,7 @@ namespace fl {
 
 // Seconds on the steady clock (arbitrary origin; only differences mean anything).
 inline double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace fl

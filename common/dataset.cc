@@ -2,12 +2,10 @@
 
 #include <sys/stat.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <sstream>
 
+#include "common/file_util.h"
 #include "common/idx_format.h"
 
 namespace fl {
@@ -93,14 +91,9 @@ Result<IdxArray> ParseIdx(const std::string& name, const std::string& bytes) {
 }
 
 Result<IdxArray> ReadIdxFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return Status::NotFound(path, std::strerror(errno));
-  }
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return Status::IOError(path, "read failed");
-  return ParseIdx(path, buf.str());
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  return ParseIdx(path, *bytes);
 }
 
 Result<ImageDataset> LoadIdxPair(const std::string& images_path, const std::string& labels_path,

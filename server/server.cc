@@ -133,9 +133,13 @@ struct Server::Impl {
 
   void Handle(const transport::Received& rx) {
     m.upload_bytes += rx.bytes;
-    const std::string who = "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000);
+    // A name for log lines about a peer whose envelope gave no usable sender
+    // id; built only when such a message is refused.
+    auto who = [&rx] {
+      return "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000);
+    };
     if (rx.frame_count != 2) {
-      Refuse(rx.peer, who, kUnknownType, 0, "bad_frames",
+      Refuse(rx.peer, who(), kUnknownType, 0, "bad_frames",
              "expected 2 frames (envelope, payload), got " + std::to_string(rx.frame_count));
       return;
     }
@@ -143,7 +147,7 @@ struct Server::Impl {
     auto env = OpenMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
     if (!env.ok()) {
       const char* reason = env.status().IsUnauthenticated() ? "bad_digest" : "bad_envelope";
-      Refuse(rx.peer, who, kUnknownType, 0, reason, env.status().message());
+      Refuse(rx.peer, who(), kUnknownType, 0, reason, env.status().message());
       return;
     }
     if (!o.clients_dir.empty()) {

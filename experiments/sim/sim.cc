@@ -26,9 +26,9 @@
 #include "client/session.h"
 #include "common/clock.h"
 #include "common/dataset.h"
+#include "common/file_util.h"
 #include "common/partition.h"
 #include "experiments/sim/sim_config.h"
-#include "server/checkpoint.h"
 #include "server/server.h"
 
 namespace fl {
