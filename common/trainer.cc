@@ -122,7 +122,9 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
         }
         optimizer.step();
         loss_sum += loss.item<double>() * (end - begin);
-        correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+        // Training accuracy is only reported through on_epoch; federated
+        // rounds do not ask for it, so they skip the argmax.
+        if (options.on_epoch) correct += logits.argmax(1).eq(y).sum().item<int64_t>();
         stats.steps++;
       }
       stats.samples_seen += n;
