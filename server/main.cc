@@ -12,7 +12,6 @@
 #include <atomic>
 #include <csignal>
 
-#include "crypto/model_file.h"
 #include "server/server.h"
 
 namespace {
@@ -109,15 +108,10 @@ int main(int argc, char** argv) {
   }
   o.downlink = *format;
   o.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
-  // --model FILE.flm: the architecture comes from the file.
+  // --model FILE.flm: start from the file; the server takes the architecture from it.
   if (o.model.size() > 4 && o.model.compare(o.model.size() - 4, 4, ".flm") == 0) {
-    auto file = fl::ReadModelFile(o.model);
-    if (!file.ok()) {
-      spdlog::error("--model: {}", file.status().ToString());
-      return 1;
-    }
     o.model_file = o.model;
-    o.model = file->architecture;
+    o.model.clear();
   }
   o.verbose = !quiet;
   spdlog::info("seed {}", o.seed);

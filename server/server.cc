@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 #include "common/clock.h"
@@ -527,6 +528,16 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   q.bits = o.train.uplink_bits;
   q.block = o.train.block;
   FL_RETURN_IF_ERROR(ValidateQuantOptions(q).WithContext("uplink encoding"));
+  // A model file is read once: it names the architecture when `model` is empty
+  // and is the starting point unless a checkpoint is resumed.
+  std::optional<ModelState> from_file;
+  if (!o.model_file.empty()) {
+    auto file = ReadModelFile(o.model_file);
+    if (!file.ok()) return file.status();
+    from_file = std::move(file).value();
+    if (impl->o.model.empty()) impl->o.model = from_file->architecture;
+  }
+  if (o.model.empty()) return Status::InvalidArgument("no model architecture given");
   auto model = CreateModel(o.model, o.seed);
   if (!model.ok()) return model.status();
   impl->eval_model = std::move(model).value();
@@ -555,15 +566,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       return c.status();
     }
   }
-  if (!resumed && !o.model_file.empty()) {
-    auto file = ReadModelFile(o.model_file);
-    if (!file.ok()) return file.status();
-    if (!SameLayout(*file, impl->global)) {
+  if (!resumed && from_file) {
+    if (!SameLayout(*from_file, impl->global)) {
       return Status::InvalidArgument(
           o.model_file,
-          "holds a '" + file->architecture + "' model, this run trains '" + o.model + "'");
+          "holds a '" + from_file->architecture + "' model, this run trains '" + o.model + "'");
     }
-    impl->global = std::move(file).value();
+    impl->global = std::move(*from_file);
     spdlog::info("starting from {}: {:.1f}% sparse, {} of {} parameters kept", o.model_file,
                  100 * impl->global.Sparsity(), impl->global.KeptCount(),
                  impl->global.NumParameters());

@@ -35,7 +35,8 @@ namespace fl {
 struct ServerOptions {
   // Endpoint to listen on.
   std::string bind{"tcp://*:5555"};
-  // Architecture of the global model (model zoo name).
+  // Architecture of the global model (model zoo name). May be empty when
+  // `model_file` is set: the file names it.
   std::string model{"mnist_cnn"};
   // Seed of the initial model and of client selection.
   uint64_t seed{1};
