@@ -19,6 +19,7 @@
 #include "common/dataset.h"
 #include "common/partition.h"
 #include "crypto/ed25519.h"
+#include "crypto/identity.h"
 
 namespace {
 
@@ -77,33 +78,57 @@ int main(int argc, char** argv) {
   app.add_option("--max-frame-mb", max_frame_mb, "Largest frame accepted from the server (MiB)")
       ->capture_default_str();
   std::string key_path, server_key_path;
+  bool insecure = false;
   app.add_option("--key", key_path,
-                 "This device's signing key (fl-keygen); its node id becomes the client id");
+                 "This device's identity, NAME.key from fl-keygen: signs every message, "
+                 "authenticates the encrypted connection; its node id becomes the client id");
   app.add_option("--server-key", server_key_path,
-                 "The server's public key: only messages it signed are accepted");
+                 "The server's NAME.pub: the connection must reach this server, and only "
+                 "models and messages it signed are accepted");
+  app.add_flag("--insecure", insecure,
+               "Plaintext transport without CURVE (local experiments on a trusted network)");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);
   co.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
 
+  if (!insecure && (key_path.empty() || server_key_path.empty())) {
+    spdlog::error(
+        "the connection is encrypted and authenticated by default: give this device's identity "
+        "(--key NAME.key from fl-keygen) and the server's public key (--server-key SERVER.pub), "
+        "or pass --insecure for a local experiment on a trusted network");
+    return 2;
+  }
+  if (insecure) {
+    spdlog::warn(
+        "INSECURE TRANSPORT (--insecure): the connection to {} is not encrypted; "
+        "use this for local experiments only",
+        co.server);
+  }
   std::unique_ptr<fl::SigningKey> key;
   if (!key_path.empty()) {
-    auto k = fl::SigningKey::LoadPem(key_path);
-    if (!k.ok()) {
-      spdlog::error("--key: {}", k.status().ToString());
+    auto id = insecure ? fl::LoadIdentity(key_path) : fl::LoadIdentityWithCurve(key_path);
+    if (!id.ok()) {
+      spdlog::error("--key: {}", id.status().ToString());
       return 2;
     }
-    key = std::make_unique<fl::SigningKey>(std::move(k).value());
+    key = std::make_unique<fl::SigningKey>(std::move(id->signing));
     co.key = key.get();
     co.id = fl::NodeId(key->public_key());
+    if (!insecure) {
+      co.curve.secret_key.assign(id->curve->secret_key.begin(), id->curve->secret_key.end());
+      co.curve.public_key.assign(id->curve->public_key.begin(), id->curve->public_key.end());
+    }
   }
   if (!server_key_path.empty()) {
-    auto pub = fl::LoadPublicKeyPem(server_key_path);
+    auto pub = insecure ? fl::LoadPublicIdentity(server_key_path)
+                        : fl::LoadPublicIdentityWithCurve(server_key_path);
     if (!pub.ok()) {
       spdlog::error("--server-key: {}", pub.status().ToString());
       return 2;
     }
-    co.server_key = *pub;
+    co.server_key = pub->signing;
+    if (!insecure) co.curve.server_key.assign(pub->curve->begin(), pub->curve->end());
   }
   auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
   if (!train.ok()) {

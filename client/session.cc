@@ -34,6 +34,7 @@ struct ClientSession::Impl {
   Status Connect() {
     transport::SocketOptions so;
     so.max_frame_bytes = o.max_frame_bytes;
+    so.curve = o.curve;
     auto s = ctx->Connect(o.server, so);
     if (!s.ok()) return s.status();
     sock = std::move(s).value();
@@ -43,12 +44,13 @@ struct ClientSession::Impl {
   }
 
   Status Send(wire::MessageType type, uint64_t round, const std::array<uint8_t, 32>& version,
-              std::string payload) {
+              std::string payload, const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
     wire::Envelope env;
     env.type = type;
     env.sender = o.id;
     env.round = round;
     env.model_version = version;
+    env.nonce = nonce;
     SealedMessage m = SealMessage(env, std::move(payload), o.key);
     stats.bytes_sent += m.envelope.size() + m.payload.size();
     return sock->Send("", {std::move(m.envelope), std::move(m.payload)});
@@ -140,7 +142,10 @@ struct ClientSession::Impl {
     // Training may have outlasted the server timeout; the clock restarts now
     // that we are talking to the server again.
     last_heard = NowSeconds();
-    return Send(wire::MessageType::kUpdate, env.round, env.model_version, wire::Encode(u));
+    // The TASK's round nonce goes back under our signature: the update is bound
+    // to this round of this server run.
+    return Send(wire::MessageType::kUpdate, env.round, env.model_version, wire::Encode(u),
+                env.nonce);
   }
 
   Status Handle(const transport::Received& r) {
@@ -257,8 +262,12 @@ Status ClientSession::Step() {
   if (s.done) return Status::OK();
   const double now = NowSeconds();
   if (now - s.last_heard > s.o.server_timeout_seconds) {
-    spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
-                 s.o.server, now - s.last_heard, s.backoff);
+    spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s{}", s.o.id,
+                 s.o.server, now - s.last_heard, s.backoff,
+                 s.o.curve.secret_key.empty()
+                     ? ""
+                     : " (if this persists: is this device's .pub in the server's enrollment "
+                       "folder, and is --server-key the server's .pub?)");
     s.sock.reset();
     s.stats.reconnects++;
     s.reconnect_at = now + s.backoff;

@@ -52,6 +52,9 @@ struct ClientOptions {
   // The server's pinned public key; when set, every message from the server
   // must carry a valid signature by it, or it is dropped before decoding.
   std::optional<std::array<uint8_t, 32>> server_key;
+  // Encrypted transport: this device's CURVE key pair and the server's CURVE
+  // public key (from the identity files). Empty secret = plaintext (--insecure).
+  transport::CurveOptions curve;
 };
 
 // Counters a session keeps for reports and tests.

@@ -124,15 +124,20 @@ Ed25519Signature SigningKey::Sign(const void* data, size_t len) const {
   return sig;
 }
 
-Status SigningKey::SavePem(const std::string& path) const {
+Result<std::string> SigningKey::ToPem() const {
   BioPtr bio(BIO_new(BIO_s_mem()), BIO_free);
   if (PEM_write_bio_PrivateKey(bio.get(), h_->key.get(), nullptr, nullptr, 0, nullptr, nullptr) !=
       1) {
     return Status::Internal("encoding private key", OpenSslError());
   }
-  std::string pem = BioToString(bio.get());
-  Status st = WriteFileAtomic(path, pem, 0600);
-  OPENSSL_cleanse(&pem[0], pem.size());
+  return BioToString(bio.get());
+}
+
+Status SigningKey::SavePem(const std::string& path) const {
+  auto pem = ToPem();
+  if (!pem.ok()) return pem.status();
+  Status st = WriteFileAtomic(path, *pem, 0600);
+  OPENSSL_cleanse(&(*pem)[0], pem->size());
   return st;
 }
 
@@ -152,14 +157,20 @@ Status Ed25519Verify(const Ed25519PublicKey& pub, const void* data, size_t len,
   return Status::OK();
 }
 
-Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub) {
+Result<std::string> PublicKeyPem(const Ed25519PublicKey& pub) {
   PkeyPtr key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()),
               EVP_PKEY_free);
   BioPtr bio(BIO_new(BIO_s_mem()), BIO_free);
   if (!key || PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1) {
     return Status::Internal("encoding public key", OpenSslError());
   }
-  return WriteFileAtomic(path, BioToString(bio.get()), 0644);
+  return BioToString(bio.get());
+}
+
+Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub) {
+  auto pem = PublicKeyPem(pub);
+  if (!pem.ok()) return pem.status();
+  return WriteFileAtomic(path, *pem, 0644);
 }
 
 Result<Ed25519PublicKey> LoadPublicKeyPem(const std::string& path) {

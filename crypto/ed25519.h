@@ -49,6 +49,8 @@ class SigningKey final {
 
   // Writes the private key as PKCS#8 PEM with mode 0600 (temp file, fsync, rename).
   Status SavePem(const std::string& path) const;
+  // The PKCS#8 PEM text; the caller wipes it (OPENSSL_cleanse) when done.
+  Result<std::string> ToPem() const;
 
  private:
   struct Handle;
@@ -63,6 +65,7 @@ class SigningKey final {
 
 // Public key files: SubjectPublicKeyInfo PEM. Errors name the file and the problem.
 Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub);
+Result<std::string> PublicKeyPem(const Ed25519PublicKey& pub);
 Result<Ed25519PublicKey> LoadPublicKeyPem(const std::string& path);
 
 // The node id of a public key (32 hex characters).

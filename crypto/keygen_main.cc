@@ -1,21 +1,26 @@
 // fl-keygen: makes a device's or the server's identity.
 //
 //   fl-keygen --out keys/ --name edge-17
-//     keys/edge-17.key  Ed25519 private key, PKCS#8 PEM, mode 0600
-//     keys/edge-17.pub  Ed25519 public key, PEM: copy it into the server's
-//                       enrollment folder (fl-server --clients DIR)
+//     keys/edge-17.key  Ed25519 private key (PKCS#8 PEM) and CURVE secret key,
+//                       mode 0600: stays on the device
+//     keys/edge-17.pub  Ed25519 public key (PEM) and CURVE public key: copy it
+//                       into the server's enrollment folder (fl-server --clients)
 //   and prints the node id (the fingerprint the device sends as its id).
+//   For the server, the same: clients pin its .pub with --server-key.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "common/file_util.h"
 #include "crypto/ed25519.h"
+#include "crypto/identity.h"
 
 int main(int argc, char** argv) {
   std::string out = ".";
   std::string name;
   bool force = false;
-  CLI::App app{"fl-keygen: make an Ed25519 identity (signing key pair) for a device or server"};
+  CLI::App app{
+      "fl-keygen: make the identity of a device or server: an Ed25519 signing key pair and a\n"
+      "ZeroMQ CURVE transport key pair, in NAME.key (private, mode 0600) and NAME.pub"};
   app.add_option("--out", out, "Folder to write NAME.key and NAME.pub into")->capture_default_str();
   app.add_option("--name", name, "Name of the key files")->required();
   app.add_flag("--force", force, "Overwrite existing key files");
@@ -31,13 +36,16 @@ int main(int argc, char** argv) {
   }
   auto key = fl::SigningKey::Generate();
   if (st.ok() && !key.ok()) st = key.status();
-  if (st.ok()) st = key->SavePem(priv);
-  if (st.ok()) st = fl::SavePublicKeyPem(pub, key->public_key());
+  auto curve = fl::GenerateCurveKeyPair();
+  if (st.ok() && !curve.ok()) st = curve.status();
+  if (st.ok()) st = fl::SaveIdentity(priv, pub, *key, *curve);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 1;
   }
   std::printf("wrote %s (private, mode 0600) and %s\n", priv.c_str(), pub.c_str());
   std::printf("node id: %s\n", fl::NodeId(key->public_key()).c_str());
+  std::printf("curve public key: %s\n",
+              fl::Z85Encode(curve->public_key.data(), curve->public_key.size()).c_str());
   return 0;
 }

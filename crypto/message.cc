@@ -1,7 +1,10 @@
 #include "crypto/message.h"
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/wire/serialize.h"
@@ -63,6 +66,15 @@ Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::strin
     return Status::Unauthenticated("payload SHA-256 does not match the envelope");
   }
   return env;
+}
+
+std::array<uint8_t, wire::kNonceBytes> RandomNonce() {
+  std::array<uint8_t, wire::kNonceBytes> n{};
+  if (RAND_bytes(n.data(), static_cast<int>(n.size())) != 1) {
+    std::fprintf(stderr, "fatal: OpenSSL's random generator failed\n");
+    std::abort();
+  }
+  return n;
 }
 
 std::array<uint8_t, 32> ModelVersion(const ModelState& state) {

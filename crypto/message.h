@@ -47,6 +47,9 @@ SealedMessage SealMessage(wire::Envelope env, std::string payload,
 Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::string& payload,
                                    size_t max_payload_bytes);
 
+// 16 bytes from OpenSSL's CSPRNG (a round nonce).
+std::array<uint8_t, wire::kNonceBytes> RandomNonce();
+
 // The content address of a model: SHA-256 of its canonical serialization.
 std::array<uint8_t, 32> ModelVersion(const ModelState& state);
 

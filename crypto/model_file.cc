@@ -1,5 +1,7 @@
 #include "crypto/model_file.h"
 
+#include <openssl/crypto.h>
+
 #include <cstring>
 
 #include "common/file_util.h"
@@ -12,10 +14,25 @@ namespace {
 
 constexpr char kMagic[4] = {'F', 'L', 'M', '1'};
 constexpr uint32_t kFormat = 1;
+constexpr uint32_t kFormatSigned = 2;
+constexpr size_t kSignatureTrailer = kEd25519PublicKeyBytes + kEd25519SignatureBytes;
 // Bounds on header fields, far above any real model, so a corrupt length is
 // reported as such instead of being tried.
 constexpr uint32_t kMaxName = 1024;
 constexpr uint32_t kMaxDims = 8;
+
+// The format field (bytes 4..8), or 0 when the file is too short to have one.
+uint32_t FormatOf(const std::string& bytes) {
+  if (bytes.size() < 8) return 0;
+  wire::Reader r(bytes.data() + 4, 4);
+  uint32_t f = 0;
+  return r.GetU32(&f) ? f : 0;
+}
+
+// Bytes after the version digest.
+size_t TrailerBytes(const std::string& bytes) {
+  return FormatOf(bytes) == kFormatSigned ? kSignatureTrailer : 0;
+}
 
 void PutString32(wire::Writer* w, const std::string& s) {
   w->PutU32(static_cast<uint32_t>(s.size()));
@@ -32,10 +49,11 @@ bool GetString32(wire::Reader* r, std::string* out) {
 
 }  // namespace
 
-std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& options) {
+std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& options,
+                            const SigningKey* signer) {
   wire::Writer w;
   w.PutBytes(kMagic, 4);
-  w.PutU32(kFormat);
+  w.PutU32(signer ? kFormatSigned : kFormat);
   PutString32(&w, state.architecture);
   w.PutU32(static_cast<uint32_t>(state.tensors.size()));
   for (const auto& t : state.tensors) {
@@ -59,34 +77,74 @@ std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& opt
   std::string out = w.Release();
   const Sha256Digest d = Sha256(out);
   out.append(reinterpret_cast<const char*>(d.data()), d.size());
+  if (signer) {
+    const Ed25519Signature sig = signer->Sign(d.data(), d.size());
+    out.append(reinterpret_cast<const char*>(signer->public_key().data()), kEd25519PublicKeyBytes);
+    out.append(reinterpret_cast<const char*>(sig.data()), sig.size());
+  }
   return out;
 }
 
 Result<std::array<uint8_t, 32>> ModelFileVersion(const std::string& bytes) {
-  if (bytes.size() < 4 + kSha256DigestBytes) return Status::Corruption("model file truncated");
+  const size_t trailer = TrailerBytes(bytes);
+  if (bytes.size() < 8 + kSha256DigestBytes + trailer) {
+    return Status::Corruption("model file truncated");
+  }
   std::array<uint8_t, 32> v;
-  std::memcpy(v.data(), bytes.data() + bytes.size() - 32, 32);
+  std::memcpy(v.data(), bytes.data() + bytes.size() - trailer - 32, 32);
   return v;
 }
 
-Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes) {
+Result<std::optional<Ed25519PublicKey>> ModelFileSigner(const std::string& bytes) {
+  const size_t trailer = TrailerBytes(bytes);
+  if (trailer == 0) return std::optional<Ed25519PublicKey>();
+  if (bytes.size() < 8 + kSha256DigestBytes + trailer) {
+    return Status::Corruption("model file truncated");
+  }
+  Ed25519PublicKey pub;
+  std::memcpy(pub.data(), bytes.data() + bytes.size() - trailer, pub.size());
+  return std::optional<Ed25519PublicKey>(pub);
+}
+
+Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes,
+                                   const Ed25519PublicKey* trusted_signer) {
   auto corrupt = [&](const std::string& what) { return Status::Corruption(name, what); };
-  if (bytes.size() < 4 + 4 + kSha256DigestBytes) {
+  const size_t trailer = TrailerBytes(bytes);
+  if (bytes.size() < 4 + 4 + kSha256DigestBytes + trailer) {
     return corrupt("truncated (" + std::to_string(bytes.size()) + " bytes)");
   }
   if (std::memcmp(bytes.data(), kMagic, 4) != 0) {
     return corrupt("not a fedge model file (bad magic)");
   }
-  const size_t body = bytes.size() - kSha256DigestBytes;
+  const size_t body = bytes.size() - trailer - kSha256DigestBytes;
   const Sha256Digest digest = Sha256(bytes.data(), body);
-  if (std::memcmp(digest.data(), bytes.data() + body, kSha256DigestBytes) != 0) {
+  if (CRYPTO_memcmp(digest.data(), bytes.data() + body, kSha256DigestBytes) != 0) {
     return corrupt("SHA-256 mismatch: the file is truncated or altered");
+  }
+  if (trailer) {
+    Ed25519PublicKey signer;
+    Ed25519Signature sig;
+    const char* t = bytes.data() + body + kSha256DigestBytes;
+    std::memcpy(signer.data(), t, signer.size());
+    std::memcpy(sig.data(), t + signer.size(), sig.size());
+    if (trusted_signer &&
+        CRYPTO_memcmp(signer.data(), trusted_signer->data(), signer.size()) != 0) {
+      return Status::Unauthenticated(
+          name, "signed by node " + NodeId(signer) + ", expected " + NodeId(*trusted_signer));
+    }
+    Status st = Ed25519Verify(signer, digest.data(), digest.size(), sig);
+    if (!st.ok()) return Status::Unauthenticated(name, "signature does not verify");
+  } else if (trusted_signer) {
+    return Status::Unauthenticated(
+        name, "is not signed; expected a signature by node " + NodeId(*trusted_signer));
   }
   wire::Reader r(bytes.data() + 4, body - 4);
   uint32_t format = 0, count = 0;
   ModelState m;
   if (!r.GetU32(&format)) return corrupt("truncated header");
-  if (format != kFormat) return corrupt("format version " + std::to_string(format) + " unknown");
+  if (format != kFormat && format != kFormatSigned) {
+    return corrupt("format version " + std::to_string(format) + " unknown");
+  }
   if (!GetString32(&r, &m.architecture) || !r.GetU32(&count)) {
     return corrupt("truncated header");
   }
@@ -142,14 +200,14 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
 }
 
 Status WriteModelFile(const std::string& path, const ModelState& state,
-                      const ModelFileOptions& options) {
-  return WriteFileAtomic(path, EncodeModelFile(state, options));
+                      const ModelFileOptions& options, const SigningKey* signer) {
+  return WriteFileAtomic(path, EncodeModelFile(state, options, signer));
 }
 
-Result<ModelState> ReadModelFile(const std::string& path) {
+Result<ModelState> ReadModelFile(const std::string& path, const Ed25519PublicKey* trusted_signer) {
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  return DecodeModelFile(path, *bytes);
+  return DecodeModelFile(path, *bytes, trusted_signer);
 }
 
 }  // namespace fl

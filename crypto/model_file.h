@@ -11,18 +11,24 @@
 //                 holding the kept values: 32 bits (fp32) or 8 bits with one
 //                 scale per block (int8, for deployment)
 //   | SHA-256 of all preceding bytes (32)
-// The digest is the file's version hash. The loader checks the digest first,
-// then every length against what is left, the mask against the shape, and
-// the value count against the mask.
+//   | signed files (format version 2) only: signer's Ed25519 public key (32)
+//     | Ed25519 signature over the SHA-256 above (64)
+// The digest is the file's version hash. Because it covers the format version,
+// a signature cannot be stripped without changing the version. The loader
+// checks the digest first, then the signature (against a pinned key when the
+// caller has one), then every length against what is left, the mask against
+// the shape, and the value count against the mask.
 #ifndef FEDGE_CRYPTO_MODEL_FILE_H_
 #define FEDGE_CRYPTO_MODEL_FILE_H_
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/model_state.h"
 #include "common/status.h"
+#include "crypto/ed25519.h"
 
 namespace fl {
 
@@ -33,16 +39,27 @@ struct ModelFileOptions {
   uint32_t block{256};
 };
 
-// Serializes `state` (values at pruned positions must be 0).
-std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& options);
+// Serializes `state` (values at pruned positions must be 0), signed by
+// `signer` when one is given.
+std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& options,
+                            const SigningKey* signer = nullptr);
 
 // Parses and verifies a model file held in memory. `name` is used in messages.
-Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes);
+// A signed file's signature is always checked. With `trusted_signer`, the file
+// must also be signed, by that key: an unsigned file or another signer is
+// Unauthenticated.
+Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes,
+                                   const Ed25519PublicKey* trusted_signer = nullptr);
 
 // Writes durably (temp file, fsync, rename) / reads and verifies a file.
 Status WriteModelFile(const std::string& path, const ModelState& state,
-                      const ModelFileOptions& options);
-Result<ModelState> ReadModelFile(const std::string& path);
+                      const ModelFileOptions& options, const SigningKey* signer = nullptr);
+Result<ModelState> ReadModelFile(const std::string& path,
+                                 const Ed25519PublicKey* trusted_signer = nullptr);
+
+// The signer of an encoded model file (nullopt when unsigned); the signature
+// itself is checked by DecodeModelFile.
+Result<std::optional<Ed25519PublicKey>> ModelFileSigner(const std::string& bytes);
 
 // The version hash of an encoded model file (its trailing SHA-256).
 Result<std::array<uint8_t, 32>> ModelFileVersion(const std::string& bytes);

@@ -3,6 +3,8 @@
 //   fl-server --bind tcp://*:5555 --model mnist_cnn --rounds 50 --fraction 0.1
 //             --min-clients 10 --data data/mnist --out runs/prod
 //   fl-server ... --resume        # continue from runs/prod/checkpoint.fl
+//   Encrypted (CURVE) and enrolled by default: --key server.key --clients enrolled/;
+//   --insecure for local experiments. See README "Deploying to a fleet".
 //
 // SIGINT/SIGTERM abandon the round in progress, keep the last checkpoint and exit 0.
 // SIGHUP re-reads the enrollment folder (--clients) at once.
@@ -88,10 +90,14 @@ int main(int argc, char** argv) {
   app.add_option("--linger", o.done_linger_seconds, "Seconds to answer stragglers after DONE")
       ->capture_default_str();
   app.add_option("--key", o.key_path,
-                 "Server signing key (PEM from fl-keygen); signs all it sends");
+                 "Server identity (NAME.key from fl-keygen): signs every message and model file "
+                 "it sends, and is the CURVE key of the encrypted transport");
   app.add_option("--clients", o.clients_dir,
-                 "Enrollment folder of client public keys (*.pub); only enrolled, correctly "
-                 "signed clients are accepted. Re-read every round.");
+                 "Enrollment folder of device public keys (NAME.pub from fl-keygen); only "
+                 "enrolled devices can connect and only their signed messages are accepted. "
+                 "Re-read every round and on SIGHUP.");
+  app.add_flag("--insecure", o.insecure,
+               "Plaintext, unauthenticated transport (no CURVE): local experiments only");
   app.add_option("--max-update-norm", o.max_update_norm,
                  "Refuse deltas with a larger L2 norm (0 = no bound)")
       ->capture_default_str();
@@ -115,7 +121,7 @@ int main(int argc, char** argv) {
   }
   o.verbose = !quiet;
   spdlog::info("seed {}", o.seed);
-  if (o.clients_dir.empty()) {
+  if (o.clients_dir.empty() && o.insecure) {
     spdlog::warn("no --clients enrollment folder: accepting updates from any client, unsigned");
   }
 

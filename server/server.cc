@@ -1,12 +1,14 @@
 #include "server/server.h"
 
 #include <dirent.h>
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <set>
 
@@ -19,6 +21,7 @@
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
+#include "crypto/identity.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
@@ -39,6 +42,30 @@ const char kServerId[] = "server";
 const wire::MessageType kUnknownType = static_cast<wire::MessageType>(0);
 // Log at most this many refusals per reason per round; the rest are counted.
 const int kLogPerReason = 5;
+
+// The CURVE keys the transport admits, shared with the ZAP thread.
+struct Admission {
+  std::mutex mu;
+  std::set<std::string> keys;  // raw 32-byte Curve25519 public keys
+  std::atomic<int64_t> denied{0};
+
+  bool Admit(const std::string& key) {
+    bool ok;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ok = keys.count(key) > 0;
+    }
+    if (!ok) {
+      const int64_t n = ++denied;
+      // Log the first few and then every power of two: a flood stays readable.
+      if (n <= kLogPerReason || (n & (n - 1)) == 0) {
+        spdlog::warn("refused a CURVE handshake: transport key {} is not enrolled ({} so far)",
+                     Z85Encode(reinterpret_cast<const uint8_t*>(key.data()), key.size()), n);
+      }
+    }
+    return ok;
+  }
+};
 
 struct ClientEntry {
   std::string peer;  // transport routing id of its current connection
@@ -67,13 +94,17 @@ struct Server::Impl {
   // State of the round being collected (collecting == true).
   bool collecting{false};
   uint64_t current_round{0};
+  // Random per round; TASKs carry it and UPDATEs must return it (signed).
+  std::array<uint8_t, wire::kNonceBytes> round_nonce{};
   std::set<std::string> pending;  // selected, not yet answered
   std::set<std::string> selected;
   std::unique_ptr<FedAvgAccumulator> acc;
   SealedMessage task_message;
   // Enrolled node ids and their public keys (clients_dir).
-  std::map<std::string, Ed25519PublicKey> enrolled;
+  std::map<std::string, PublicIdentity> enrolled;
   std::unique_ptr<SigningKey> signer;
+  std::optional<CurveKeyPair> curve;
+  std::shared_ptr<Admission> admission = std::make_shared<Admission>();
   RoundMetrics m;
   double last_accept_time{0};
   double first_update_time{0};
@@ -132,7 +163,20 @@ struct Server::Impl {
 
   // --- receiving ------------------------------------------------------------
 
-  void Handle(const transport::Received& rx) {
+  // Handles one message; for UPDATEs, adds its time (from `received_at`, when
+  // the receive started) and its digest + signature time to the round metrics.
+  void Handle(const transport::Received& rx, double received_at) {
+    double auth_seconds = 0;
+    const wire::MessageType type = Dispatch(rx, &auth_seconds);
+    if (type == wire::MessageType::kUpdate) {
+      m.updates_received++;
+      m.update_auth_seconds += auth_seconds;
+      m.update_handle_seconds += NowSeconds() - received_at;
+    }
+  }
+
+  // Returns the type of the message if its envelope decoded, else kUnknownType.
+  wire::MessageType Dispatch(const transport::Received& rx, double* auth_seconds) {
     m.upload_bytes += rx.bytes;
     // A name for log lines about a peer whose envelope gave no usable sender
     // id; built only when such a message is refused.
@@ -142,42 +186,58 @@ struct Server::Impl {
     if (rx.frame_count != 2) {
       Refuse(rx.peer, who(), kUnknownType, 0, "bad_frames",
              "expected 2 frames (envelope, payload), got " + std::to_string(rx.frame_count));
-      return;
+      return kUnknownType;
     }
     // Bound and authenticate before anything is decoded.
+    const double t_auth = NowSeconds();
     auto env = OpenMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
+    *auth_seconds = NowSeconds() - t_auth;
     if (!env.ok()) {
       const char* reason = env.status().IsUnauthenticated() ? "bad_digest" : "bad_envelope";
       Refuse(rx.peer, who(), kUnknownType, 0, reason, env.status().message());
-      return;
+      return kUnknownType;
     }
     if (!o.clients_dir.empty()) {
       // Enrolled sender, then its signature; only then is the payload decoded.
-      auto key = enrolled.find(env->sender);
-      if (key == enrolled.end()) {
+      auto id = enrolled.find(env->sender);
+      if (id == enrolled.end()) {
         Refuse(rx.peer, env->sender, env->type, env->round, "not_enrolled",
                "node id is not in the enrollment folder");
-        return;
+        return env->type;
       }
-      Status st = VerifyMessageSignature(rx.frames[0], key->second);
+      const double t_sig = NowSeconds();
+      Status st = VerifyMessageSignature(rx.frames[0], id->second.signing);
+      *auth_seconds += NowSeconds() - t_sig;
       if (!st.ok()) {
         Refuse(rx.peer, env->sender, env->type, env->round, "bad_signature", st.message());
-        return;
+        return env->type;
+      }
+      // The signer must be the device at the other end of this connection:
+      // a message copied onto another device's connection is refused.
+      const auto& curve_key = id->second.curve;
+      if (!o.insecure && (!curve_key || rx.peer_key.size() != kCurveKeyBytes ||
+                          CRYPTO_memcmp(rx.peer_key.data(), curve_key->data(), kCurveKeyBytes))) {
+        Refuse(rx.peer, env->sender, env->type, env->round, "key_mismatch",
+               "signed by this node but sent over a connection authenticated as another device");
+        return env->type;
       }
     }
     if (finished) {
       (void)Send(rx.peer, wire::MessageType::kDone, round, wire::Encode(done_msg));
-      return;
+      return env->type;
     }
     switch (env->type) {
       case wire::MessageType::kHello:
-        return HandleHello(rx.peer, *env, rx.frames[1]);
+        HandleHello(rx.peer, *env, rx.frames[1]);
+        break;
       case wire::MessageType::kUpdate:
-        return HandleUpdate(rx.peer, *env, rx.frames[1]);
+        HandleUpdate(rx.peer, *env, rx.frames[1]);
+        break;
       default:
         Refuse(rx.peer, env->sender, env->type, env->round, "unexpected_type",
                std::string("a server does not accept ") + wire::MessageTypeName(env->type));
     }
+    return env->type;
   }
 
   void HandleHello(const std::string& peer, const wire::Envelope& env, const std::string& payload) {
@@ -238,13 +298,18 @@ struct Server::Impl {
                              : "; no round is open"));
       return;
     }
+    if (CRYPTO_memcmp(env.nonce.data(), round_nonce.data(), round_nonce.size()) != 0) {
+      Refuse(peer, who, env.type, env.round, "bad_nonce",
+             "update does not carry this round's nonce (replayed from another run?)");
+      return;
+    }
     if (!selected.count(who)) {
       Refuse(peer, who, env.type, env.round, "not_selected",
              "client was not selected for round " + std::to_string(current_round));
       return;
     }
     if (!pending.count(who)) {
-      Refuse(peer, who, env.type, env.round, "duplicate", "already answered this round");
+      Refuse(peer, who, env.type, env.round, "replay", "already answered this round");
       return;
     }
     // From here on the sender was selected and has not answered: a refusal
@@ -324,14 +389,23 @@ struct Server::Impl {
       // Drain what is waiting, bounded so the deadline is still checked.
       for (int i = 0; i < 256; ++i) {
         transport::Received rx;
+        const double received_at = NowSeconds();
         auto got = sock->TryReceive(&rx);
         if (!got.ok()) return got.status();
         if (!*got) break;
-        Handle(rx);
+        Handle(rx, received_at);
+      }
+      // Handshakes the ZAP thread refused since the last look.
+      if (const int64_t denied = admission->denied.exchange(0)) {
+        m.rejected["transport_denied"] += denied;
+        totals_rejected["transport_denied"] += denied;
       }
     }
     return Status::OK();
   }
+
+  // Enrollment files already reported as unusable.
+  std::set<std::string> skipped;
 
   // Re-reads the enrollment folder: every *.pub file is a device. A file that
   // does not parse is logged and skipped; the others stay enrolled.
@@ -339,18 +413,28 @@ struct Server::Impl {
     if (o.clients_dir.empty()) return Status::OK();
     DIR* d = ::opendir(o.clients_dir.c_str());
     if (!d) return Status::IOError(o.clients_dir, "cannot open enrollment folder");
-    std::map<std::string, Ed25519PublicKey> keys;
+    std::map<std::string, PublicIdentity> keys;
+    std::set<std::string> curve_keys;
     while (dirent* e = ::readdir(d)) {
       const std::string name = e->d_name;
       if (name.size() < 5 || name.compare(name.size() - 4, 4, ".pub") != 0) continue;
-      auto pub = LoadPublicKeyPem(o.clients_dir + "/" + name);
+      const std::string path = o.clients_dir + "/" + name;
+      auto pub = o.insecure ? LoadPublicIdentity(path) : LoadPublicIdentityWithCurve(path);
       if (!pub.ok()) {
-        spdlog::warn("enrollment: skipping {}", pub.status().ToString());
+        // Logged once per file content, not at every round.
+        if (skipped.insert(pub.status().ToString()).second) {
+          spdlog::warn("enrollment: skipping {}", pub.status().ToString());
+        }
         continue;
       }
-      keys[NodeId(*pub)] = *pub;
+      if (pub->curve) curve_keys.insert(std::string(pub->curve->begin(), pub->curve->end()));
+      keys[NodeId(pub->signing)] = *pub;
     }
     ::closedir(d);
+    {
+      std::lock_guard<std::mutex> lock(admission->mu);
+      admission->keys = std::move(curve_keys);
+    }
     if (keys.size() != enrolled.size() && o.verbose) {
       spdlog::info("enrollment: {} device(s) in {}", keys.size(), o.clients_dir);
     }
@@ -449,6 +533,8 @@ struct Server::Impl {
     env.sender = kServerId;
     env.round = r;
     env.model_version = version;
+    round_nonce = RandomNonce();
+    env.nonce = round_nonce;
     task_message = SealMessage(env, wire::Encode(task), signer.get());
     current_round = r;
     collecting = true;
@@ -502,6 +588,9 @@ struct Server::Impl {
     if (!o.out_dir.empty()) {
       Checkpoint c{round, o.seed, global};
       FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c));
+      // The model as it leaves the server: a model file, signed when the
+      // server has a key (fl-compress inspect --signer checks it).
+      FL_RETURN_IF_ERROR(WriteModelFile(o.out_dir + "/global.flm", global, {}, signer.get()));
     }
     m.round_seconds = NowSeconds() - t0;
     FL_RETURN_IF_ERROR(AppendCsv(m));
@@ -590,16 +679,42 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     impl->test_set = ToTensors(*test);
     impl->have_test_set = true;
   }
+  if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
+    return Status::InvalidArgument(
+        "encrypted transport needs the server's identity (--key, from fl-keygen) and an "
+        "enrollment folder (--clients); for a local experiment on a trusted network, pass "
+        "--insecure");
+  }
   if (!o.key_path.empty()) {
-    auto key = SigningKey::LoadPem(o.key_path);
-    if (!key.ok()) return key.status();
-    impl->signer = std::make_unique<SigningKey>(std::move(key).value());
+    auto id = o.insecure ? LoadIdentity(o.key_path) : LoadIdentityWithCurve(o.key_path);
+    if (!id.ok()) return id.status();
+    impl->signer = std::make_unique<SigningKey>(std::move(id->signing));
+    impl->curve = id->curve;
     spdlog::info("signing with key {} (node id {})", o.key_path,
                  NodeId(impl->signer->public_key()));
   }
   FL_RETURN_IF_ERROR(impl->LoadEnrollment());
   transport::SocketOptions so;
   so.max_frame_bytes = o.max_frame_bytes;
+  if (o.insecure) {
+    spdlog::warn(
+        "INSECURE TRANSPORT (--insecure): no encryption and no transport authentication on {}. "
+        "Anyone who can reach it can read the models{}. Use this for local experiments only.",
+        o.bind,
+        o.clients_dir.empty() ? " and send updates" : " (updates still need enrolled signatures)");
+  } else {
+    so.curve.secret_key.assign(impl->curve->secret_key.begin(), impl->curve->secret_key.end());
+    so.curve.public_key.assign(impl->curve->public_key.begin(), impl->curve->public_key.end());
+    so.curve.authorize = [admission = impl->admission](const std::string& key) {
+      return admission->Admit(key);
+    };
+    if (o.verbose) {
+      spdlog::info(
+          "transport: CURVE, server key {}; admitting the CURVE keys of {} enrolled "
+          "device(s)",
+          Z85Encode(impl->curve->public_key.data(), kCurveKeyBytes), impl->enrolled.size());
+    }
+  }
   auto sock = impl->ctx->Listen(o.bind, so);
   if (!sock.ok()) return sock.status();
   impl->sock = std::move(sock).value();

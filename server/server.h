@@ -12,6 +12,10 @@
 //      configured, write the checkpoint and a row of rounds.csv.
 // After the last round every known client gets DONE.
 //
+// Transport: ZeroMQ CURVE unless `insecure`; the handshake admits only the
+// CURVE keys of enrolled devices, and a message is accepted only when its
+// signer is the device whose CURVE key the connection authenticated.
+//
 // Every incoming message is checked in the order bound, authenticate, decode
 // (see crypto/message.h). Anything refused gets a REJECT with a reason code, a
 // log line (the first few per reason and round) and a per-reason counter in the
@@ -90,8 +94,15 @@ struct ServerOptions {
   // When set, the server re-reads the enrollment folder as soon as it finds
   // this flag true (and clears it): fl-server sets it on SIGHUP.
   std::atomic<bool>* reload_enrollment{nullptr};
-  // The server's signing key (PEM); when set, every message it sends is signed.
+  // The server's identity (NAME.key from fl-keygen): its Ed25519 key signs
+  // every message and model file the server sends or writes, and its CURVE key
+  // encrypts the transport.
   std::string key_path;
+  // Plaintext, unauthenticated transport (no CURVE). Off by default: a server
+  // then needs `key_path` (with a CURVE key) and `clients_dir`, and admits a
+  // connection only from a CURVE key that an enrolled device's .pub lists.
+  // For local experiments only; the server says so loudly in its log.
+  bool insecure{false};
 };
 
 // What happened in one round.
@@ -119,8 +130,14 @@ struct RoundMetrics {
   double max_train_seconds{0};
   // Mean of the participants' last-epoch training loss.
   double mean_train_loss{0};
-  // Refused messages this round, by reason code.
+  // Refused messages this round, by reason code. Connections refused during
+  // the CURVE handshake (unenrolled transport key) count as "transport_denied".
   std::map<std::string, int64_t> rejected;
+  // Time spent on the UPDATEs that reached the server this round: in total
+  // (receive to reply) and in checking their payload digest and signature.
+  double update_handle_seconds{0};
+  double update_auth_seconds{0};
+  int64_t updates_received{0};
 };
 
 // Called after every completed round (on the server thread).

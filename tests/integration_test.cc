@@ -1,10 +1,13 @@
 // fl-server and fl-client as separate processes over tcp://127.0.0.1.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "common/file_util.h"
+#include "crypto/identity.h"
+#include "crypto/model_file.h"
 #include "server/checkpoint.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
@@ -69,7 +72,8 @@ std::vector<std::string> ServerArgs(const std::string& endpoint, const std::stri
           "--out",
           out,
           "--linger",
-          "2"};
+          "2",
+          "--insecure"};
 }
 
 std::vector<std::string> ClientArgs(const std::string& endpoint, int index, int partitions) {
@@ -92,7 +96,14 @@ std::vector<std::string> ClientArgs(const std::string& endpoint, int index, int 
           "--server-timeout",
           "2",
           "--backoff-max",
-          "1"};
+          "1",
+          "--insecure"};
+}
+
+// Drops "--insecure" from an argument list (for the encrypted deployment).
+std::vector<std::string> Secure(std::vector<std::string> args) {
+  args.erase(std::remove(args.begin(), args.end(), "--insecure"), args.end());
+  return args;
 }
 
 TEST(IntegrationTest, ThreeClientsTwoRoundsAccuracyRises) {
@@ -204,20 +215,31 @@ TEST(IntegrationTest, EnrolledSignedFederation) {
     ASSERT_FL_OK(WriteFileAtomic(enrolled + "/" + name + ".pub", *pub));
   }
   const std::string ep = Endpoint(4);
-  auto args = ServerArgs(ep, dir.path() + "/out", 2, 2, 30);
+  // Without --insecure, a server or client lacking keys refuses to start and says why.
+  {
+    test::Process bare(kServer, Secure(ServerArgs(ep, dir.path() + "/bare", 2, 2, 30)),
+                       dir.path() + "/bare.log");
+    EXPECT_NE(bare.Wait(30), 0);
+    EXPECT_NE(bare.Log().find("--insecure"), std::string::npos) << bare.Log();
+    test::Process bare_client(kClient, Secure(ClientArgs(ep, 0, 60)),
+                              dir.path() + "/bare_client.log");
+    EXPECT_EQ(bare_client.Wait(30), 2);
+    EXPECT_NE(bare_client.Log().find("--server-key"), std::string::npos) << bare_client.Log();
+  }
+  auto args = Secure(ServerArgs(ep, dir.path() + "/out", 2, 2, 30));
   args.insert(args.end(), {"--key", keys + "/server.key", "--clients", enrolled});
   test::Process server(kServer, args, dir.path() + "/server.log");
   auto client_args = [&](const std::string& name, const std::string& server_pub) {
-    auto a = ClientArgs(ep, 0, 60);
+    auto a = Secure(ClientArgs(ep, 0, 60));
     a.insert(a.end(), {"--key", keys + "/" + name + ".key", "--server-key", server_pub});
     return a;
   };
   test::Process c0(kClient, client_args("c0", keys + "/server.pub"), dir.path() + "/c0.log");
   test::Process c1(kClient, client_args("c1", keys + "/server.pub"), dir.path() + "/c1.log");
-  // Not enrolled: refused before its payload is decoded.
+  // Not enrolled: its CURVE handshake is refused; it never reaches the server.
   test::Process rogue(kClient, client_args("rogue", keys + "/server.pub"),
                       dir.path() + "/rogue.log");
-  // Pins the wrong server key: drops everything the real server signs.
+  // Pins the wrong server key: the handshake fails, nothing is exchanged.
   test::Process pinned(kClient, client_args("c1", keys + "/rogue.pub"), dir.path() + "/pinned.log");
   ASSERT_EQ(server.Wait(120), 0) << server.Log();
   EXPECT_EQ(c0.Wait(30), 0) << c0.Log();
@@ -226,11 +248,22 @@ TEST(IntegrationTest, EnrolledSignedFederation) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0].participants, 2);
   EXPECT_EQ(rows[1].participants, 2);
-  EXPECT_NE(server.Log().find("not_enrolled"), std::string::npos) << server.Log();
+  EXPECT_NE(server.Log().find("transport: CURVE"), std::string::npos) << server.Log();
+  EXPECT_NE(server.Log().find("refused a CURVE handshake"), std::string::npos) << server.Log();
+  EXPECT_NE(server.Log().find("transport_denied="), std::string::npos) << server.Log();
+  EXPECT_EQ(server.Log().find("INSECURE"), std::string::npos) << server.Log();
   EXPECT_NE(c0.Log().find(": training E="), std::string::npos) << c0.Log();
   EXPECT_EQ(rogue.Log().find(": training E="), std::string::npos) << rogue.Log();
-  EXPECT_NE(pinned.Log().find("signature does not verify"), std::string::npos) << pinned.Log();
   EXPECT_EQ(pinned.Log().find(": training E="), std::string::npos) << pinned.Log();
+  // The model that leaves the server is signed by it.
+  auto server_id = LoadPublicIdentity(keys + "/server.pub");
+  auto rogue_id = LoadPublicIdentity(keys + "/rogue.pub");
+  ASSERT_FL_OK(server_id);
+  ASSERT_FL_OK(rogue_id);
+  EXPECT_FL_OK(ReadModelFile(dir.path() + "/out/global.flm", &server_id->signing));
+  EXPECT_TRUE(ReadModelFile(dir.path() + "/out/global.flm", &rogue_id->signing)
+                  .status()
+                  .IsUnauthenticated());
 }
 
 }  // namespace

@@ -84,5 +84,53 @@ TEST(ModelFileTest, WriteReadAndVersion) {
   EXPECT_TRUE(ReadModelFile(dir.path() + "/missing.flm").status().IsNotFound());
 }
 
+TEST(ModelFileTest, SignedFiles) {
+  auto a = SigningKey::Generate();
+  auto b = SigningKey::Generate();
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  const std::string unsigned_bytes = EncodeModelFile(Sample(), {});
+  const std::string good = EncodeModelFile(Sample(), {}, &*a);
+  ASSERT_EQ(good.size(), unsigned_bytes.size() + 96);
+  auto signer = ModelFileSigner(good);
+  ASSERT_FL_OK(signer);
+  ASSERT_TRUE(signer->has_value());
+  EXPECT_EQ(**signer, a->public_key());
+  auto none = ModelFileSigner(unsigned_bytes);
+  ASSERT_FL_OK(none);
+  EXPECT_FALSE(none->has_value());
+
+  EXPECT_FL_OK(DecodeModelFile("s.flm", good));
+  EXPECT_FL_OK(DecodeModelFile("s.flm", good, &a->public_key()));
+  EXPECT_TRUE(DecodeModelFile("s.flm", good, &b->public_key()).status().IsUnauthenticated());
+  EXPECT_TRUE(
+      DecodeModelFile("u.flm", unsigned_bytes, &a->public_key()).status().IsUnauthenticated());
+  // Signed and unsigned encodings of one model have different versions: the
+  // signature cannot be stripped while keeping the version.
+  EXPECT_NE(*ModelFileVersion(good), *ModelFileVersion(unsigned_bytes));
+
+  // Every byte flipped, in turn: refused, and never by accident accepted.
+  int refused = 0;
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] ^= 0xFF;
+    auto r = DecodeModelFile("s.flm", bad, &a->public_key());
+    EXPECT_FALSE(r.ok()) << "flip at " << i;
+    refused += !r.ok();
+  }
+  EXPECT_EQ(refused, static_cast<int>(good.size()));
+  // The signature trailer cut off, or replaced by another key's signature.
+  EXPECT_FALSE(DecodeModelFile("s.flm", good.substr(0, good.size() - 96)).ok());
+  std::string forged = good;
+  const std::string other = EncodeModelFile(Sample(), {}, &*b);
+  forged.replace(forged.size() - 96, 96, other.substr(other.size() - 96));
+  // b genuinely signed the same digest: a valid file, but not signed by a.
+  EXPECT_FL_OK(DecodeModelFile("s.flm", forged));
+  EXPECT_TRUE(DecodeModelFile("s.flm", forged, &a->public_key()).status().IsUnauthenticated());
+  forged.replace(forged.size() - 96, 32,
+                 std::string(a->public_key().begin(), a->public_key().end()));
+  EXPECT_TRUE(DecodeModelFile("s.flm", forged, &a->public_key()).status().IsUnauthenticated());
+}
+
 }  // namespace
 }  // namespace fl

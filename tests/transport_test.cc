@@ -3,9 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "crypto/identity.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -97,6 +99,85 @@ TEST_P(TcpTransportTest, OversizeFrameNeverDelivered) {
 TEST_P(TransportTest, SendToUnknownPeerFails) {
   Status st = server_->Send("no-such-peer", {"x"});
   EXPECT_FALSE(st.ok());
+}
+
+// CURVE: an enrolled key gets through and is reported as the peer's key;
+// unenrolled keys, a plaintext client and a client pinning the wrong server key
+// never deliver a message.
+std::string Raw(const CurveKey& k) { return std::string(k.begin(), k.end()); }
+
+TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
+  auto ctx = CreateZmqContext();
+  auto server_keys = GenerateCurveKeyPair();
+  auto good = GenerateCurveKeyPair();
+  auto bad = GenerateCurveKeyPair();
+  ASSERT_FL_OK(server_keys);
+  ASSERT_FL_OK(good);
+  ASSERT_FL_OK(bad);
+  std::atomic<int> asked{0}, denied{0};
+  SocketOptions lo;
+  lo.curve.secret_key = Raw(server_keys->secret_key);
+  lo.curve.public_key = Raw(server_keys->public_key);
+  lo.curve.authorize = [&](const std::string& key) {
+    asked++;
+    const bool ok = key == Raw(good->public_key);
+    if (!ok) denied++;
+    return ok;
+  };
+  auto l = ctx->Listen("tcp://127.0.0.1:*", lo);
+  ASSERT_FL_OK(l);
+  Socket* server = l->get();
+  auto client = [&](const CurveKeyPair* kp, const CurveKey& server_pub) {
+    SocketOptions co;
+    if (kp) {
+      co.curve.secret_key = Raw(kp->secret_key);
+      co.curve.public_key = Raw(kp->public_key);
+      co.curve.server_key = Raw(server_pub);
+    }
+    auto c = ctx->Connect(server->endpoint(), co);
+    EXPECT_FL_OK(c);
+    return std::move(c).value();
+  };
+  auto receive = [&](Socket* s, Received* out, int ms) {
+    std::vector<bool> ready;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+      EXPECT_TRUE(ctx->Poll({s}, 50, &ready).ok());
+      auto got = s->TryReceive(out);
+      if (got.ok() && *got) return true;
+    }
+    return false;
+  };
+  // Refused first, so a message that got through could only be theirs.
+  auto unenrolled = client(&*bad, server_keys->public_key);
+  auto plaintext = client(nullptr, server_keys->public_key);
+  auto wrong_pin = client(&*good, bad->public_key);  // thinks the server is `bad`
+  ASSERT_FL_OK(unenrolled->Send("", {"from", "unenrolled"}));
+  ASSERT_FL_OK(plaintext->Send("", {"from", "plaintext"}));
+  ASSERT_FL_OK(wrong_pin->Send("", {"from", "wrong pin"}));
+  Received r;
+  EXPECT_FALSE(receive(server, &r, 1500)) << r.frames.back();
+  EXPECT_GE(denied.load(), 1);
+
+  auto enrolled = client(&*good, server_keys->public_key);
+  ASSERT_FL_OK(enrolled->Send("", {"from", "enrolled"}));
+  ASSERT_TRUE(receive(server, &r, 5000));
+  EXPECT_EQ(r.frames[1], "enrolled");
+  EXPECT_EQ(r.peer_key, Raw(good->public_key));
+  ASSERT_FL_OK(server->Send(r.peer, {"hi", ""}));
+  Received back;
+  ASSERT_TRUE(receive(enrolled.get(), &back, 5000));
+  EXPECT_EQ(back.frames[0], "hi");
+  EXPECT_FALSE(receive(server, &r, 300));  // still nothing from the others
+}
+
+TEST(CurveTransportTest, ListeningWithoutAuthorizerIsRefused) {
+  auto ctx = CreateZmqContext();
+  auto keys = GenerateCurveKeyPair();
+  ASSERT_FL_OK(keys);
+  SocketOptions lo;
+  lo.curve.secret_key = Raw(keys->secret_key);
+  EXPECT_FALSE(ctx->Listen("tcp://127.0.0.1:*", lo).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Inproc, TransportTest, ::testing::Values("inproc://fedge-transport-test"));

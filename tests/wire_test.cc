@@ -26,6 +26,7 @@ Envelope SampleEnvelope() {
   e.sender = "edge-0042";
   e.round = 0x0102030405060708ULL;
   for (int i = 0; i < 32; ++i) e.model_version[i] = static_cast<uint8_t>(i * 3);
+  for (int i = 0; i < 16; ++i) e.nonce[i] = static_cast<uint8_t>(0xA0 + i);
   e.payload_length = 1234;
   for (int i = 0; i < 32; ++i) e.payload_digest[i] = static_cast<uint8_t>(255 - i);
   return e;
@@ -49,6 +50,7 @@ TEST(EnvelopeTest, RoundTrip) {
   EXPECT_EQ(d->sender, e.sender);
   EXPECT_EQ(d->round, e.round);
   EXPECT_EQ(d->model_version, e.model_version);
+  EXPECT_EQ(d->nonce, e.nonce);
   EXPECT_EQ(d->payload_length, e.payload_length);
   EXPECT_EQ(d->payload_digest, e.payload_digest);
 }

@@ -8,6 +8,7 @@
 #define FEDGE_TRANSPORT_TRANSPORT_H_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,23 @@
 
 namespace fl {
 namespace transport {
+
+// Encrypted, authenticated transport: ZeroMQ CURVE (Curve25519 key agreement,
+// XSalsa20-Poly1305 per frame). Keys are raw 32-byte Curve25519 keys. A socket
+// without a secret key speaks plaintext.
+struct CurveOptions {
+  // This end's key pair. Empty secret = no CURVE.
+  std::string secret_key;
+  std::string public_key;
+  // Connecting sockets: the server's public key (pinned; a server holding
+  // another key fails the handshake).
+  std::string server_key;
+  // Listening sockets: decides whether a client presenting `client_key` (raw,
+  // 32 bytes) may connect. Runs on the context's authentication (ZAP) thread,
+  // during the handshake, so it must be thread-safe and quick. Required when
+  // `secret_key` is set on a listening socket: CURVE never admits everyone.
+  std::function<bool(const std::string& client_key)> authorize;
+};
 
 struct SocketOptions {
   // Frames larger than this are refused by the transport before they are read
@@ -30,12 +48,16 @@ struct SocketOptions {
   // Reconnect backoff of a connecting socket: first retry and cap (ms).
   int reconnect_ms{100};
   int reconnect_max_ms{5000};
+  CurveOptions curve;
 };
 
 // One received message.
 struct Received {
   // Routing id of the sender (listening sockets only; empty otherwise).
   std::string peer;
+  // The sender's authenticated CURVE public key, raw 32 bytes (listening CURVE
+  // sockets only; empty otherwise).
+  std::string peer_key;
   // The frames, at most max_frames of them.
   std::vector<std::string> frames;
   // Frames the sender sent, including discarded ones.

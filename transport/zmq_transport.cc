@@ -1,8 +1,12 @@
 // ZeroMQ backend of transport.h: ROUTER for listening, DEALER for connecting.
 #include <zmq.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
 
 #include "transport/transport.h"
 
@@ -14,11 +18,118 @@ Status ZmqError(const std::string& what) {
   return Status::Unavailable(what, zmq_strerror(zmq_errno()));
 }
 
+constexpr size_t kCurveKeyBytes = 32;
+
+// The ZeroMQ Authentication Protocol handler (RFC 27) of one context: a REP
+// socket on inproc://zeromq.zap.01 served by its own thread. Each CURVE
+// listening socket gets a ZAP domain and an authorizer; a handshake is admitted
+// only when the socket's authorizer accepts the client's public key. Admitted
+// connections carry the key (Z85) as their User-Id, which the receive path
+// reports as Received::peer_key.
+class ZapHandler {
+ public:
+  explicit ZapHandler(void* ctx) {
+    sock_ = zmq_socket(ctx, ZMQ_REP);
+    const int zero = 0;
+    if (sock_ && zmq_setsockopt(sock_, ZMQ_LINGER, &zero, sizeof(zero)) == 0 &&
+        zmq_bind(sock_, "inproc://zeromq.zap.01") == 0) {
+      thread_ = std::thread([this] { Serve(); });
+    } else {
+      error_ = zmq_strerror(zmq_errno());
+    }
+  }
+  ~ZapHandler() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (sock_) zmq_close(sock_);
+  }
+  bool ok() const { return thread_.joinable(); }
+  const std::string& error() const { return error_; }
+
+  std::string Register(std::function<bool(const std::string&)> authorize) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string domain = "fedge-" + std::to_string(++next_domain_);
+    domains_[domain] = std::move(authorize);
+    return domain;
+  }
+  void Unregister(const std::string& domain) {
+    std::lock_guard<std::mutex> lock(mu_);
+    domains_.erase(domain);
+  }
+
+ private:
+  static std::string Frame(zmq_msg_t* m) {
+    return std::string(static_cast<const char*>(zmq_msg_data(m)), zmq_msg_size(m));
+  }
+
+  void Serve() {
+    while (!stop_) {
+      zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+      if (zmq_poll(&item, 1, 100) <= 0) continue;
+      // Request: version, request id, domain, address, routing id, mechanism,
+      // then the mechanism's credentials (CURVE: the client's public key).
+      std::vector<std::string> req;
+      for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock_, 0) < 0) {
+          zmq_msg_close(&m);
+          break;
+        }
+        req.push_back(Frame(&m));
+        const bool more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (!more) break;
+      }
+      if (req.size() < 2) continue;  // cannot even answer; libzmq never sends this
+      std::string code = "400", text = "denied", user;
+      if (req.size() >= 7 && req[0] == "1.0" && req[5] == "CURVE" &&
+          req[6].size() == kCurveKeyBytes) {
+        std::function<bool(const std::string&)> authorize;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          auto it = domains_.find(req[2]);
+          if (it != domains_.end()) authorize = it->second;
+        }
+        if (authorize && authorize(req[6])) {
+          char z85[41];
+          zmq_z85_encode(z85, reinterpret_cast<const uint8_t*>(req[6].data()), kCurveKeyBytes);
+          code = "200";
+          text = "OK";
+          user = z85;
+        } else {
+          text = "CURVE key not enrolled";
+        }
+      }
+      const std::string reply[] = {"1.0", req[1], code, text, user, ""};
+      for (size_t i = 0; i < 6; ++i) {
+        zmq_send(sock_, reply[i].data(), reply[i].size(), i + 1 < 6 ? ZMQ_SNDMORE : 0);
+      }
+    }
+  }
+
+  void* sock_{nullptr};
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::string error_;
+  std::mutex mu_;
+  std::map<std::string, std::function<bool(const std::string&)>> domains_;
+  uint64_t next_domain_{0};
+};
+
 class ZmqSocket final : public Socket {
  public:
-  ZmqSocket(void* sock, bool listening, SocketOptions options)
-      : sock_(sock), listening_(listening), options_(options) {}
-  ~ZmqSocket() override { zmq_close(sock_); }
+  ZmqSocket(void* sock, bool listening, SocketOptions options,
+            std::shared_ptr<ZapHandler> zap = nullptr, std::string zap_domain = "")
+      : sock_(sock),
+        listening_(listening),
+        options_(std::move(options)),
+        zap_(std::move(zap)),
+        zap_domain_(std::move(zap_domain)) {}
+  ~ZmqSocket() override {
+    zmq_close(sock_);
+    if (zap_) zap_->Unregister(zap_domain_);
+  }
 
   Status Send(const std::string& peer, const std::vector<std::string>& frames) override {
     if (listening_) {
@@ -37,6 +148,7 @@ class ZmqSocket final : public Socket {
 
   Result<bool> TryReceive(Received* out) override {
     out->peer.clear();
+    out->peer_key.clear();
     out->frames.clear();
     out->frame_count = 0;
     out->bytes = 0;
@@ -58,6 +170,14 @@ class ZmqSocket final : public Socket {
       if (first && listening_) {
         out->peer.assign(data, size);  // the routing id ROUTER prepends
       } else {
+        if (out->frame_count == 0 && zap_) {
+          // The ZAP handler set User-Id to the client's CURVE key (Z85).
+          const char* user = zmq_msg_gets(&msg, "User-Id");
+          uint8_t raw[kCurveKeyBytes];
+          if (user && std::strlen(user) == 40 && zmq_z85_decode(raw, user)) {
+            out->peer_key.assign(reinterpret_cast<const char*>(raw), kCurveKeyBytes);
+          }
+        }
         out->frame_count++;
         out->bytes += size;
         if (out->frames.size() < options_.max_frames) out->frames.emplace_back(data, size);
@@ -82,6 +202,8 @@ class ZmqSocket final : public Socket {
   void* sock_;
   bool listening_;
   SocketOptions options_;
+  std::shared_ptr<ZapHandler> zap_;
+  std::string zap_domain_;
 };
 
 class ZmqContext final : public Context {
@@ -89,10 +211,22 @@ class ZmqContext final : public Context {
   explicit ZmqContext(int max_sockets) : ctx_(zmq_ctx_new()) {
     zmq_ctx_set(ctx_, ZMQ_MAX_SOCKETS, max_sockets);
   }
-  ~ZmqContext() override { zmq_ctx_term(ctx_); }
+  ~ZmqContext() override {
+    zap_.reset();  // its socket must close before the context terminates
+    zmq_ctx_term(ctx_);
+  }
 
   Result<std::unique_ptr<Socket>> Listen(const std::string& endpoint,
                                          const SocketOptions& options) override {
+    const CurveOptions& c = options.curve;
+    if (!c.secret_key.empty()) {
+      if (c.secret_key.size() != kCurveKeyBytes) {
+        return Status::InvalidArgument("CURVE secret key must be 32 bytes");
+      }
+      if (!c.authorize) {
+        return Status::InvalidArgument("a CURVE listening socket needs an authorizer");
+      }
+    }
     void* s = zmq_socket(ctx_, ZMQ_ROUTER);
     if (!s) return ZmqError("creating ROUTER socket");
     auto st = Configure(s, options);
@@ -101,12 +235,30 @@ class ZmqContext final : public Context {
     if (st.ok() && zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof(one)) != 0) {
       st = ZmqError("ZMQ_ROUTER_MANDATORY");
     }
+    std::shared_ptr<ZapHandler> zap;
+    std::string domain;
+    if (st.ok() && !c.secret_key.empty()) {
+      auto z = Zap();
+      if (!z.ok()) {
+        st = z.status();
+      } else {
+        zap = *z;
+        domain = zap->Register(c.authorize);
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof(one)) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c.secret_key.data(), kCurveKeyBytes) != 0 ||
+            zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, domain.data(), domain.size()) != 0) {
+          st = ZmqError("configuring CURVE");
+        }
+      }
+    }
     if (st.ok() && zmq_bind(s, endpoint.c_str()) != 0) st = ZmqError("bind " + endpoint);
     if (!st.ok()) {
       zmq_close(s);
+      if (zap) zap->Unregister(domain);
       return st;
     }
-    return std::unique_ptr<Socket>(new ZmqSocket(s, /*listening=*/true, options));
+    return std::unique_ptr<Socket>(
+        new ZmqSocket(s, /*listening=*/true, options, std::move(zap), std::move(domain)));
   }
 
   Result<std::unique_ptr<Socket>> Connect(const std::string& endpoint,
@@ -120,6 +272,17 @@ class ZmqContext final : public Context {
     if (st.ok() &&
         zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &options.reconnect_max_ms, sizeof(int)) != 0) {
       st = ZmqError("ZMQ_RECONNECT_IVL_MAX");
+    }
+    const CurveOptions& c = options.curve;
+    if (st.ok() && !c.secret_key.empty()) {
+      if (c.secret_key.size() != kCurveKeyBytes || c.public_key.size() != kCurveKeyBytes ||
+          c.server_key.size() != kCurveKeyBytes) {
+        st = Status::InvalidArgument("CURVE client needs 32-byte secret, public and server keys");
+      } else if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c.server_key.data(), kCurveKeyBytes) != 0 ||
+                 zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c.public_key.data(), kCurveKeyBytes) != 0 ||
+                 zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c.secret_key.data(), kCurveKeyBytes) != 0) {
+        st = ZmqError("configuring CURVE");
+      }
     }
     if (st.ok() && zmq_connect(s, endpoint.c_str()) != 0) st = ZmqError("connect " + endpoint);
     if (!st.ok()) {
@@ -159,7 +322,20 @@ class ZmqContext final : public Context {
     return Status::OK();
   }
 
+  // The context's ZAP handler, started with the first CURVE listening socket.
+  Result<std::shared_ptr<ZapHandler>> Zap() {
+    std::lock_guard<std::mutex> lock(zap_mu_);
+    if (!zap_) {
+      auto z = std::make_shared<ZapHandler>(ctx_);
+      if (!z->ok()) return Status::Unavailable("starting the ZAP handler", z->error());
+      zap_ = std::move(z);
+    }
+    return zap_;
+  }
+
   void* ctx_;
+  std::mutex zap_mu_;
+  std::shared_ptr<ZapHandler> zap_;
 };
 
 }  // namespace

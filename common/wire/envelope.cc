@@ -45,6 +45,7 @@ std::string EncodeEnvelope(const Envelope& env) {
   w.PutBytes(sender, kSenderIdBytes);
   w.PutU64(env.round);
   w.PutBytes(env.model_version.data(), kDigestBytes);
+  w.PutBytes(env.nonce.data(), kNonceBytes);
   w.PutU64(env.payload_length);
   w.PutBytes(env.payload_digest.data(), kDigestBytes);
   w.PutBytes(env.signature.data(), kSignatureBytes);
@@ -65,7 +66,8 @@ Result<Envelope> DecodeEnvelope(const std::string& bytes) {
   // checked so the reader's contract holds on its own.
   if (!r.GetBytes(magic, 4) || !r.GetU16(&env.version) || !r.GetU8(&type) || !r.GetU8(&env.flags) ||
       !r.GetBytes(sender, kSenderIdBytes) || !r.GetU64(&env.round) ||
-      !r.GetBytes(env.model_version.data(), kDigestBytes) || !r.GetU64(&env.payload_length) ||
+      !r.GetBytes(env.model_version.data(), kDigestBytes) ||
+      !r.GetBytes(env.nonce.data(), kNonceBytes) || !r.GetU64(&env.payload_length) ||
       !r.GetBytes(env.payload_digest.data(), kDigestBytes) ||
       !r.GetBytes(env.signature.data(), kSignatureBytes) || r.remaining() != 0) {
     return Status::Corruption("envelope truncated");

@@ -5,10 +5,15 @@
 // who sent what, for which round and model, and how long the payload is, and it
 // carries the payload's SHA-256 and a signature slot (all zero when unsigned).
 //
-// Layout (184 bytes, integers little-endian), as LevelDB's log_format.h:
+// Layout (200 bytes, integers little-endian), as LevelDB's log_format.h:
 //   magic "FEDG" (4) | protocol version u16 (2) | message type u8 (1) | flags u8 (1)
 //   sender id (32, ASCII, zero-padded) | round u64 (8) | model version (32)
-//   payload length u64 (8) | payload SHA-256 (32) | signature (64)
+//   round nonce (16) | payload length u64 (8) | payload SHA-256 (32) | signature (64)
+//
+// The round nonce is drawn at random by the server when it opens a round and
+// sent in that round's TASKs; an UPDATE must carry it back. Because it is
+// covered by the signature, a captured update cannot be replayed into another
+// round, even one with the same number after a server restart.
 #ifndef FEDGE_COMMON_WIRE_ENVELOPE_H_
 #define FEDGE_COMMON_WIRE_ENVELOPE_H_
 
@@ -24,13 +29,14 @@ namespace wire {
 
 constexpr char kMagic[4] = {'F', 'E', 'D', 'G'};
 // Bumped on any incompatible change to the envelope or the payloads.
-constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kProtocolVersion = 2;
 constexpr size_t kSenderIdBytes = 32;
 constexpr size_t kDigestBytes = 32;
 constexpr size_t kSignatureBytes = 64;
-constexpr size_t kEnvelopeBytes =
-    4 + 2 + 1 + 1 + kSenderIdBytes + 8 + kDigestBytes + 8 + kDigestBytes + kSignatureBytes;
-static_assert(kEnvelopeBytes == 184, "envelope layout changed; update the comment above");
+constexpr size_t kNonceBytes = 16;
+constexpr size_t kEnvelopeBytes = 4 + 2 + 1 + 1 + kSenderIdBytes + 8 + kDigestBytes + kNonceBytes +
+                                  8 + kDigestBytes + kSignatureBytes;
+static_assert(kEnvelopeBytes == 200, "envelope layout changed; update the comment above");
 
 enum class MessageType : uint8_t {
   kHello = 1,   // client -> server: register / heartbeat
@@ -52,6 +58,7 @@ struct Envelope {
   std::string sender;  // at most kSenderIdBytes ASCII bytes
   uint64_t round{0};
   std::array<uint8_t, kDigestBytes> model_version{};
+  std::array<uint8_t, kNonceBytes> nonce{};
   uint64_t payload_length{0};
   std::array<uint8_t, kDigestBytes> payload_digest{};
   std::array<uint8_t, kSignatureBytes> signature{};

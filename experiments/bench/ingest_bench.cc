@@ -104,6 +104,7 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
           e.sender = ids[i];
           e.round = env->round;
           e.model_version = env->model_version;
+          e.nonce = env->nonce;
           e.payload_length = payload.size();
           e.payload_digest = digest;
           (void)socks[i]->Send("", {Envelope(e, i), payload});
@@ -193,6 +194,7 @@ int Main(int argc, char** argv) {
   so.done_linger_seconds = 0.5;
   so.verbose = false;
   so.sparsity = sparsity;
+  so.insecure = true;  // plaintext loopback: the server thread's own work is measured
   so.train.uplink_bits = bits;
   // --signed: one Ed25519 key per connection, all enrolled with the server.
   std::vector<SigningKey> keys;

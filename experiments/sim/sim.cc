@@ -6,8 +6,9 @@
 //   fl-sim --config experiments/configs/quick.toml
 //   fl-sim --config experiments/configs/fedavg_cnn_iid.toml --rounds 30 --out runs/iid
 //
-// Writes to --out: rounds.csv, summary.json, config.toml (the effective config)
-// and the server's checkpoint.fl.
+// Writes to --out: rounds.csv, summary.json, config.toml (the effective config),
+// the server's checkpoint.fl and global.flm, and with [security] secure = true
+// the generated identities under keys/.
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -28,6 +29,8 @@
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/partition.h"
+#include "crypto/ed25519.h"
+#include "crypto/identity.h"
 #include "experiments/sim/sim_config.h"
 #include "server/server.h"
 
@@ -60,6 +63,43 @@ std::string Mb(uint64_t bytes) {
   return buf;
 }
 
+// Identities of a secure simulation: one per virtual client, plus the server's
+// public keys every client pins.
+struct SimIdentities {
+  std::vector<SigningKey> signing;
+  std::vector<CurveKeyPair> curve;
+  Ed25519PublicKey server_signing{};
+  CurveKey server_curve{};
+};
+
+// Generates the server's identity (out/keys/server.key, .pub) and one per
+// virtual client, enrolling each client's public keys in out/keys/enrolled.
+Status MakeIdentities(int clients, const std::string& dir, SimIdentities* ids) {
+  FL_RETURN_IF_ERROR(CreateDirectories(dir + "/enrolled"));
+  auto server = SigningKey::Generate();
+  if (!server.ok()) return server.status();
+  auto server_curve = GenerateCurveKeyPair();
+  if (!server_curve.ok()) return server_curve.status();
+  FL_RETURN_IF_ERROR(
+      SaveIdentity(dir + "/server.key", dir + "/server.pub", *server, *server_curve));
+  ids->server_signing = server->public_key();
+  ids->server_curve = server_curve->public_key;
+  for (int k = 0; k < clients; ++k) {
+    auto key = SigningKey::Generate();
+    if (!key.ok()) return key.status();
+    auto curve = GenerateCurveKeyPair();
+    if (!curve.ok()) return curve.status();
+    char name[32];
+    std::snprintf(name, sizeof(name), "/enrolled/sim-%05d.pub", k);
+    FL_RETURN_IF_ERROR(SavePublicIdentity(dir + name, key->public_key(), curve->public_key));
+    ids->signing.push_back(std::move(key).value());
+    ids->curve.push_back(*curve);
+  }
+  return Status::OK();
+}
+
+std::string Raw(const CurveKey& k) { return std::string(k.begin(), k.end()); }
+
 // One worker thread: hosts `ids` and drives their sessions until all are done.
 struct Worker {
   std::vector<int> ids;
@@ -69,7 +109,8 @@ struct Worker {
 };
 
 void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& parts,
-               const std::string& endpoint, std::shared_ptr<transport::Context> ctx, Worker* w) {
+               const SimIdentities* identities, const std::string& endpoint,
+               std::shared_ptr<transport::Context> ctx, Worker* w) {
   auto shared = NewSharedModel(c.model);
   if (!shared.ok()) {
     w->status = shared.status();
@@ -88,6 +129,16 @@ void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& p
     char id[32];
     std::snprintf(id, sizeof(id), "sim-%05d", k);
     co.id = id;
+    if (identities) {
+      // As a deployed device: its own keys, the server's pinned.
+      const SigningKey& key = identities->signing[k];
+      co.key = &key;
+      co.id = NodeId(key.public_key());
+      co.server_key = identities->server_signing;
+      co.curve.secret_key = Raw(identities->curve[k].secret_key);
+      co.curve.public_key = Raw(identities->curve[k].public_key);
+      co.curve.server_key = Raw(identities->server_curve);
+    }
     co.heartbeat_seconds = c.heartbeat;
     // A worker trains its clients one after another, so a client can stay
     // silent for many rounds' worth of training; never give up on the server.
@@ -184,6 +235,10 @@ int Main(int argc, char** argv) {
   auto* o_sparsity = app.add_option("--sparsity", sparsity, "Prune the initial model to this");
   auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2");
   auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
+  bool secure = false;
+  auto* o_secure = app.add_flag("--secure", secure,
+                                "Identities per virtual client, CURVE transport, signed messages "
+                                "([security] secure)");
   app.add_flag("--quiet", quiet, "Print only the final table");
   CLI11_PARSE(app, argc, argv);
 
@@ -210,6 +265,7 @@ int Main(int argc, char** argv) {
   if (*o_model_file) c.model_file = model_file;
   if (*o_bits) c.uplink_bits = bits;
   if (*o_downlink) c.downlink = downlink;
+  if (*o_secure) c.secure = secure;
   Status st = ValidateSimConfig(c);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
@@ -295,6 +351,23 @@ int Main(int argc, char** argv) {
   so.out_dir = c.out;
   so.done_linger_seconds = 1.0;
   so.verbose = false;
+  SimIdentities identities;
+  if (c.secure) {
+    const double t_keys = NowSeconds();
+    st = MakeIdentities(c.clients, c.out + "/keys", &identities);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: making identities: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    so.key_path = c.out + "/keys/server.key";
+    so.clients_dir = c.out + "/keys/enrolled";
+    std::printf(
+        "        secure: %d client identities enrolled in %s/keys (%.1f s); CURVE "
+        "transport, signed messages\n",
+        c.clients, c.out.c_str(), NowSeconds() - t_keys);
+  } else {
+    so.insecure = true;
+  }
   auto ctx = transport::CreateZmqContext(std::max(1024, 2 * c.clients + 64));
   auto server = Server::Create(so, ctx);
   if (!server.ok()) {
@@ -309,8 +382,8 @@ int Main(int argc, char** argv) {
   for (int k = 0; k < c.clients; ++k) workers_v[k % nworkers].ids.push_back(k);
   std::vector<std::thread> threads;
   for (auto& w : workers_v) {
-    threads.emplace_back(RunWorker, std::cref(c), std::cref(*train), std::cref(*parts), endpoint,
-                         ctx, &w);
+    threads.emplace_back(RunWorker, std::cref(c), std::cref(*train), std::cref(*parts),
+                         c.secure ? &identities : nullptr, endpoint, ctx, &w);
   }
 
   std::vector<RoundMetrics> history;
@@ -394,6 +467,7 @@ int Main(int argc, char** argv) {
      << "  \"sparsity\": " << JsonNumber(c.sparsity) << ",\n"
      << "  \"uplink_bits\": " << c.uplink_bits << ",\n"
      << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
+     << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"
      << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
      << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"

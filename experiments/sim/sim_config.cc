@@ -106,7 +106,8 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.Get("seed", &c->seed);
   top.Get("rounds", &c->rounds);
   top.GetList("targets", &c->targets);
-  for (const char* t : {"data", "model", "federation", "client", "compression", "sim"}) {
+  for (const char* t :
+       {"data", "model", "federation", "client", "compression", "sim", "security"}) {
     top.Table(t);
   }
 
@@ -149,7 +150,10 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   sim.Get("out", &c->out);
   sim.Get("heartbeat", &c->heartbeat);
 
-  for (TableReader* r : {&top, &data, &model, &fed, &client, &comp, &sim}) {
+  TableReader security(root["security"].as_table(), "security.");
+  security.Get("secure", &c->secure);
+
+  for (TableReader* r : {&top, &data, &model, &fed, &client, &comp, &sim, &security}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -216,6 +220,7 @@ std::string SimConfigToToml(const SimConfig& c) {
                                   {"error_feedback", c.error_feedback},
                                   {"downlink", c.downlink}}},
       {"sim", toml::table{{"workers", c.workers}, {"out", c.out}, {"heartbeat", c.heartbeat}}},
+      {"security", toml::table{{"secure", c.secure}}},
   };
   std::ostringstream os;
   os << root << "\n";

@@ -10,6 +10,8 @@
 //   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
 //   [sim]        workers (0 = one per core), out, heartbeat
+//   [security]   secure (false: plaintext loopback; true: a generated identity per
+//                virtual client, CURVE transport, enrolled and signed, as deployed)
 //
 // Unknown keys and wrong types are errors naming the key, so a typo cannot be
 // silently ignored. Every run writes its effective config next to its results.
@@ -77,6 +79,12 @@ struct SimConfig {
   int workers{0};
   std::string out{"runs/sim"};
   double heartbeat{5.0};
+
+  // [security] Run as a deployment does: the server and every virtual client
+  // get a generated identity (written under out/keys), the server enrolls all
+  // clients, connections use CURVE and every message is signed. Off: plaintext
+  // loopback, unsigned (the server logs that it is insecure).
+  bool secure{false};
 };
 
 // Reads a TOML file into `config` (keys absent from the file keep their values).
