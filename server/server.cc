@@ -698,7 +698,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   so.max_frame_bytes = o.max_frame_bytes;
   if (o.insecure) {
     spdlog::warn(
-        "INSECURE TRANSPORT (--insecure): no encryption and no transport authentication on {}. "
+        "INSECURE TRANSPORT: no encryption and no transport authentication on {}. "
         "Anyone who can reach it can read the models{}. Use this for local experiments only.",
         o.bind,
         o.clients_dir.empty() ? " and send updates" : " (updates still need enrolled signatures)");
