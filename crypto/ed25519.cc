@@ -141,13 +141,11 @@ Status SigningKey::SavePem(const std::string& path) const {
   return st;
 }
 
-Status Ed25519Verify(const Ed25519PublicKey& pub, const void* data, size_t len,
-                     const Ed25519Signature& sig) {
-  PkeyPtr key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()),
-              EVP_PKEY_free);
-  if (!key) return Status::Unauthenticated("invalid Ed25519 public key");
+namespace {
+
+Status VerifyWithKey(EVP_PKEY* key, const void* data, size_t len, const Ed25519Signature& sig) {
   MdCtxPtr ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1) {
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key) != 1) {
     return Status::Internal("Ed25519 verify init", OpenSslError());
   }
   const int ok = EVP_DigestVerify(ctx.get(), sig.data(), sig.size(),
@@ -155,6 +153,31 @@ Status Ed25519Verify(const Ed25519PublicKey& pub, const void* data, size_t len,
   ERR_clear_error();
   if (ok != 1) return Status::Unauthenticated("Ed25519 signature does not verify");
   return Status::OK();
+}
+
+}  // namespace
+
+Status Ed25519Verify(const Ed25519PublicKey& pub, const void* data, size_t len,
+                     const Ed25519Signature& sig) {
+  PkeyPtr key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()),
+              EVP_PKEY_free);
+  if (!key) return Status::Unauthenticated("invalid Ed25519 public key");
+  return VerifyWithKey(key.get(), data, len, sig);
+}
+
+struct Ed25519Verifier::Handle {
+  PkeyPtr key{nullptr, EVP_PKEY_free};
+};
+
+Result<Ed25519Verifier> Ed25519Verifier::Create(const Ed25519PublicKey& pub) {
+  auto h = std::make_shared<Handle>();
+  h->key.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()));
+  if (!h->key) return Status::InvalidArgument("invalid Ed25519 public key", OpenSslError());
+  return Ed25519Verifier(std::move(h), pub);
+}
+
+Status Ed25519Verifier::Verify(const void* data, size_t len, const Ed25519Signature& sig) const {
+  return VerifyWithKey(h_->key.get(), data, len, sig);
 }
 
 Result<std::string> PublicKeyPem(const Ed25519PublicKey& pub) {

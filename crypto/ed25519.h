@@ -63,6 +63,23 @@ class SigningKey final {
 [[nodiscard]] Status Ed25519Verify(const Ed25519PublicKey& pub, const void* data, size_t len,
                                    const Ed25519Signature& sig);
 
+// A public key prepared once for many checks: the server keeps one per
+// enrolled device, so a verification does not rebuild the key each time.
+// Copies share the prepared key; Verify may be called from several threads.
+class Ed25519Verifier final {
+ public:
+  static Result<Ed25519Verifier> Create(const Ed25519PublicKey& pub);
+  [[nodiscard]] Status Verify(const void* data, size_t len, const Ed25519Signature& sig) const;
+  const Ed25519PublicKey& public_key() const { return public_; }
+
+ private:
+  struct Handle;
+  Ed25519Verifier(std::shared_ptr<const Handle> h, const Ed25519PublicKey& pub)
+      : h_(std::move(h)), public_(pub) {}
+  std::shared_ptr<const Handle> h_;
+  Ed25519PublicKey public_{};
+};
+
 // Public key files: SubjectPublicKeyInfo PEM. Errors name the file and the problem.
 Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub);
 Result<std::string> PublicKeyPem(const Ed25519PublicKey& pub);

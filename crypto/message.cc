@@ -35,8 +35,10 @@ SealedMessage SealMessage(wire::Envelope env, std::string payload, const Signing
   return SealedMessage{std::move(bytes), std::move(payload)};
 }
 
-Status VerifyMessageSignature(const std::string& envelope,
-                              const std::array<uint8_t, 32>& signer_key) {
+namespace {
+
+// The signature slot of a signed envelope, or Unauthenticated.
+Result<Ed25519Signature> SignatureOf(const std::string& envelope) {
   if (envelope.size() != wire::kEnvelopeBytes) {
     return Status::Unauthenticated("envelope has the wrong size for a signature check");
   }
@@ -45,7 +47,22 @@ Status VerifyMessageSignature(const std::string& envelope,
   }
   Ed25519Signature sig;
   std::memcpy(sig.data(), envelope.data() + kSignedBytes, sig.size());
-  return Ed25519Verify(signer_key, envelope.data(), kSignedBytes, sig);
+  return sig;
+}
+
+}  // namespace
+
+Status VerifyMessageSignature(const std::string& envelope,
+                              const std::array<uint8_t, 32>& signer_key) {
+  auto sig = SignatureOf(envelope);
+  if (!sig.ok()) return sig.status();
+  return Ed25519Verify(signer_key, envelope.data(), kSignedBytes, *sig);
+}
+
+Status VerifyMessageSignature(const std::string& envelope, const Ed25519Verifier& signer) {
+  auto sig = SignatureOf(envelope);
+  if (!sig.ok()) return sig.status();
+  return signer.Verify(envelope.data(), kSignedBytes, *sig);
 }
 
 Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::string& payload,

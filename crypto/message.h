@@ -25,6 +25,7 @@ struct SealedMessage {
 };
 
 class SigningKey;
+class Ed25519Verifier;
 
 // Flag bit set in Envelope::flags when the signature slot holds a signature.
 constexpr uint8_t kFlagSigned = 0x01;
@@ -41,6 +42,9 @@ SealedMessage SealMessage(wire::Envelope env, std::string payload,
 // signed or the signature does not verify.
 [[nodiscard]] Status VerifyMessageSignature(const std::string& envelope,
                                             const std::array<uint8_t, 32>& signer_key);
+// The same with a prepared key (the server keeps one per enrolled device).
+[[nodiscard]] Status VerifyMessageSignature(const std::string& envelope,
+                                            const Ed25519Verifier& signer);
 
 // Checks a received envelope/payload pair; see the file comment.
 // `max_payload_bytes` bounds the payload of any type.

@@ -100,8 +100,13 @@ struct Server::Impl {
   std::set<std::string> selected;
   std::unique_ptr<FedAvgAccumulator> acc;
   SealedMessage task_message;
-  // Enrolled node ids and their public keys (clients_dir).
-  std::map<std::string, PublicIdentity> enrolled;
+  // Enrolled node ids: their public keys (clients_dir), the signing key
+  // prepared for verification.
+  struct Enrolled {
+    PublicIdentity keys;
+    Ed25519Verifier verifier;
+  };
+  std::map<std::string, Enrolled> enrolled;
   std::unique_ptr<SigningKey> signer;
   std::optional<CurveKeyPair> curve;
   std::shared_ptr<Admission> admission = std::make_shared<Admission>();
@@ -113,10 +118,17 @@ struct Server::Impl {
   bool finished{false};
   wire::Done done_msg;
 
-  // Recomputes `compact` and `version` after `global` changed.
+  // Kept (unpruned) values of `global`: the length of every delta.
+  size_t kept_count{0};
+  // Decoded delta of the update being handled; reused so that a large update
+  // does not cost a fresh allocation (and its page faults) every time.
+  std::vector<float> delta;
+
+  // Recomputes `compact`, `version` and `kept_count` after `global` changed.
   void SetGlobal() {
     compact = wire::Compact(global, o.downlink);
     version = ModelVersion(compact);
+    kept_count = static_cast<size_t>(global.KeptCount());
   }
 
   // --- sending --------------------------------------------------------------
@@ -206,7 +218,7 @@ struct Server::Impl {
         return env->type;
       }
       const double t_sig = NowSeconds();
-      Status st = VerifyMessageSignature(rx.frames[0], id->second.signing);
+      Status st = VerifyMessageSignature(rx.frames[0], id->second.verifier);
       *auth_seconds += NowSeconds() - t_sig;
       if (!st.ok()) {
         Refuse(rx.peer, env->sender, env->type, env->round, "bad_signature", st.message());
@@ -214,7 +226,7 @@ struct Server::Impl {
       }
       // The signer must be the device at the other end of this connection:
       // a message copied onto another device's connection is refused.
-      const auto& curve_key = id->second.curve;
+      const auto& curve_key = id->second.keys.curve;
       if (!o.insecure && (!curve_key || rx.peer_key.size() != kCurveKeyBytes ||
                           CRYPTO_memcmp(rx.peer_key.data(), curve_key->data(), kCurveKeyBytes))) {
         Refuse(rx.peer, env->sender, env->type, env->round, "key_mismatch",
@@ -335,9 +347,8 @@ struct Server::Impl {
                    "num_examples must be > 0, got " + std::to_string(u.num_examples));
       return;
     }
-    std::vector<float> delta;
     // Values at the kept positions only: the mask is shared state.
-    st = QuantDecode(u.data, static_cast<size_t>(global.KeptCount()), &delta);
+    st = QuantDecode(u.data, kept_count, &delta);
     if (!st.ok()) {
       RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
       return;
@@ -413,7 +424,7 @@ struct Server::Impl {
     if (o.clients_dir.empty()) return Status::OK();
     DIR* d = ::opendir(o.clients_dir.c_str());
     if (!d) return Status::IOError(o.clients_dir, "cannot open enrollment folder");
-    std::map<std::string, PublicIdentity> keys;
+    std::map<std::string, Enrolled> keys;
     std::set<std::string> curve_keys;
     while (dirent* e = ::readdir(d)) {
       const std::string name = e->d_name;
@@ -427,8 +438,15 @@ struct Server::Impl {
         }
         continue;
       }
+      auto verifier = Ed25519Verifier::Create(pub->signing);
+      if (!verifier.ok()) {
+        if (skipped.insert(path + verifier.status().ToString()).second) {
+          spdlog::warn("enrollment: skipping {}: {}", path, verifier.status().ToString());
+        }
+        continue;
+      }
       if (pub->curve) curve_keys.insert(std::string(pub->curve->begin(), pub->curve->end()));
-      keys[NodeId(pub->signing)] = *pub;
+      keys.emplace(NodeId(pub->signing), Enrolled{*pub, *verifier});
     }
     ::closedir(d);
     {
@@ -538,7 +556,7 @@ struct Server::Impl {
     task_message = SealMessage(env, wire::Encode(task), signer.get());
     current_round = r;
     collecting = true;
-    acc = std::make_unique<FedAvgAccumulator>(static_cast<size_t>(global.KeptCount()));
+    acc = std::make_unique<FedAvgAccumulator>(kept_count);
     train_loss_sum = 0;
     last_accept_time = t0;
     first_update_time = 0;

@@ -69,9 +69,8 @@ class HostileTest : public ::testing::Test {
     for (auto& h : honest_) h = NewNode();
     mallory_ = NewNode();
     rogue_ = NewNode();
-    ASSERT_FL_OK(
-        SaveIdentity(dir_.path() + "/server.key", dir_.path() + "/server.pub", *server_.key,
-                     server_.curve));
+    ASSERT_FL_OK(SaveIdentity(dir_.path() + "/server.key", dir_.path() + "/server.pub",
+                              *server_.key, server_.curve));
     ASSERT_FL_OK(CreateDirectories(dir_.path() + "/enrolled"));
     // The honest devices and mallory (a compromised device) are enrolled; rogue is not.
     for (const Node* n : {&honest_[0], &honest_[1], &mallory_}) {
@@ -372,7 +371,7 @@ TEST_F(HostileTest, AttacksChangeNothing) {
   Print("CURVE transport", curve, curve_sum);
   EXPECT_EQ(curve_sum.rounds_completed, static_cast<uint64_t>(kRounds));
   EXPECT_EQ(curve.unanswered, 0);
-  EXPECT_EQ(curve.rejected, curve.sent - 1);  // all but the oversize frame
+  EXPECT_EQ(curve.rejected, curve.sent - 1);    // all but the oversize frame
   EXPECT_GE(curve.reasons["key_mismatch"], 3);  // replays and the re-nonced capture
   EXPECT_EQ(curve.reasons["replay"], 0);
   EXPECT_GE(Count(curve_sum, "transport_denied"), 1);
