@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   std::string downlink = "fp32";
   app.add_option("--model-file", o.model_file, "Start from this compressed model (fl-compress)");
+  app.add_option("--model-signer", o.model_signer,
+                 "Refuse the model file unless this identity (NAME.pub) signed it "
+                 "(fl-compress prune --key)");
   app.add_option("--sparsity", o.sparsity, "Prune the initial model by magnitude to this")
       ->capture_default_str();
   app.add_option("--uplink-bits", o.train.uplink_bits, "Client delta bits per value: 32, 8, 4, 2")

@@ -639,7 +639,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   // and is the starting point unless a checkpoint is resumed.
   std::optional<ModelState> from_file;
   if (!o.model_file.empty()) {
-    auto file = ReadModelFile(o.model_file);
+    std::optional<Ed25519PublicKey> trusted;
+    if (!o.model_signer.empty()) {
+      auto pub = LoadPublicIdentity(o.model_signer);
+      if (!pub.ok()) return pub.status();
+      trusted = pub->signing;
+    }
+    auto file = ReadModelFile(o.model_file, trusted ? &*trusted : nullptr);
     if (!file.ok()) return file.status();
     from_file = std::move(file).value();
     if (impl->o.model.empty()) impl->o.model = from_file->architecture;

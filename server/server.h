@@ -61,6 +61,8 @@ struct ServerOptions {
   // Start round 1 from this compressed model file (.flm, from fl-compress)
   // instead of a freshly initialised model; its masks become the federation's.
   std::string model_file;
+  // When set (a NAME.pub), `model_file` must be signed by that identity.
+  std::string model_signer;
   // Prune the initial model by magnitude to this sparsity before round 1
   // (0 = dense; ignored when resuming or starting from a model file).
   double sparsity{0.0};

@@ -4,6 +4,8 @@
 //               --distill --temperature 4 --alpha 0.7 --data data/mnist --out cnn90.flm
 //   fl-compress prune ... --compare     # with and without distillation, same teacher
 //   fl-compress inspect cnn90.flm       # JSON: shapes, kept counts, sparsity, version
+//   fl-compress prune ... --key server.key           # sign the file
+//   fl-compress inspect global.flm --signer server.pub   # refuse unless that key signed it
 //
 // Pruning is by weight magnitude, global across layers by default (--per-layer
 // prunes each layer to the target on its own); biases stay dense. The gradual
@@ -21,6 +23,7 @@
 #include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/trainer.h"
+#include "crypto/identity.h"
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
 
@@ -58,6 +61,8 @@ struct PruneOptions {
   uint64_t seed = 1;
   std::string data = FL_DEFAULT_DATA_DIR;
   std::string out;
+  // Identity (NAME.key) to sign the written file with; empty = unsigned.
+  std::string key;
   // Store kept values as int8 with per-block scales instead of fp32.
   bool int8 = false;
 };
@@ -209,7 +214,16 @@ int RunPrune(const PruneOptions& o) {
   // 3. Save.
   ModelFileOptions fo;
   fo.value_bits = o.int8 ? 8 : 32;
-  Status st = WriteModelFile(o.out, chosen, fo);
+  std::unique_ptr<SigningKey> signer;
+  if (!o.key.empty()) {
+    auto id = LoadIdentity(o.key);
+    if (!id.ok()) {
+      Fail(id.status());
+      return 1;
+    }
+    signer = std::make_unique<SigningKey>(std::move(id->signing));
+  }
+  Status st = WriteModelFile(o.out, chosen, fo, signer.get());
   if (!st.ok()) {
     Fail(st);
     return 1;
@@ -236,21 +250,33 @@ int RunPrune(const PruneOptions& o) {
   return 0;
 }
 
-int RunInspect(const std::string& path) {
+int RunInspect(const std::string& path, const std::string& signer_pub) {
   auto bytes = ReadFile(path);
   if (!bytes.ok()) {
     Fail(bytes.status());
     return 1;
   }
-  auto m = DecodeModelFile(path, *bytes);
+  std::optional<Ed25519PublicKey> trusted;
+  if (!signer_pub.empty()) {
+    auto pub = LoadPublicIdentity(signer_pub);
+    if (!pub.ok()) {
+      Fail(pub.status());
+      return 1;
+    }
+    trusted = pub->signing;
+  }
+  auto m = DecodeModelFile(path, *bytes, trusted ? &*trusted : nullptr);
   if (!m.ok()) {
     Fail(m.status());
     return 1;
   }
   auto version = ModelFileVersion(*bytes);
+  auto signer = ModelFileSigner(*bytes);
   std::ostringstream js;
   js << "{\n  \"file\": \"" << path << "\",\n  \"architecture\": \"" << m->architecture << "\",\n"
      << "  \"version\": \"" << ToHex(*version) << "\",\n"
+     << "  \"signed_by\": "
+     << (signer.ok() && signer->has_value() ? "\"" + NodeId(**signer) + "\"" : "null") << ",\n"
      << "  \"bytes_on_disk\": " << bytes->size() << ",\n"
      << "  \"parameters\": " << m->NumParameters() << ",\n"
      << "  \"kept\": " << m->KeptCount() << ",\n"
@@ -306,9 +332,15 @@ int main(int argc, char** argv) {
   prune->add_option("--data", o.data, "MNIST-format data folder")->capture_default_str();
   prune->add_option("--out", o.out, "Model file to write")->required();
   prune->add_flag("--int8", o.int8, "Store kept values as int8 with per-block scales");
-  auto* inspect = app.add_subcommand("inspect", "Print a model file as JSON");
+  prune->add_option("--key", o.key, "Sign the file with this identity (NAME.key from fl-keygen)");
+  std::string signer_pub;
+  auto* inspect = app.add_subcommand(
+      "inspect", "Check a model file (digest; signature if signed) and print it as JSON");
   inspect->add_option("file", inspect_path, "Model file")->required();
+  inspect->add_option("--signer", signer_pub,
+                      "Refuse the file unless it is signed by this identity (NAME.pub), e.g. "
+                      "the server's for the global.flm it writes");
   CLI11_PARSE(app, argc, argv);
   if (*prune) return fl::RunPrune(o);
-  return fl::RunInspect(inspect_path);
+  return fl::RunInspect(inspect_path, signer_pub);
 }
