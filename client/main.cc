@@ -183,8 +183,8 @@ int main(int argc, char** argv) {
   const auto& s = session.stats();
   spdlog::info(
       "client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
-      "{} reconnects, {} bytes sent, {} received",
-      co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects, s.bytes_sent,
-      s.bytes_received);
+      "{} reconnects, {} failed handshakes, {} bytes sent, {} received",
+      co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects,
+      s.handshake_failures, s.bytes_sent, s.bytes_received);
   return 0;
 }

@@ -28,6 +28,8 @@ struct ClientSession::Impl {
   std::string done_message;
   // Reason the server last gave for refusing our HELLO (logged once).
   std::string last_hello_reject;
+  // Last CURVE handshake failure (logged once until it changes).
+  std::string last_handshake_error;
   // Quantization residual carried between rounds (error feedback).
   ErrorFeedback feedback;
 
@@ -260,6 +262,14 @@ Status ClientSession::Step() {
     FL_RETURN_IF_ERROR(s.Handle(r));
   }
   if (s.done) return Status::OK();
+  std::string handshake = s.sock->TakeHandshakeError();
+  if (!handshake.empty()) {
+    s.stats.handshake_failures++;
+    if (handshake != s.last_handshake_error) {
+      spdlog::error("[{}] {} ({})", s.o.id, handshake, s.o.server);
+      s.last_handshake_error = handshake;
+    }
+  }
   const double now = NowSeconds();
   if (now - s.last_heard > s.o.server_timeout_seconds) {
     spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s{}", s.o.id,

@@ -63,7 +63,8 @@ struct ClientStats {
   int64_t updates_accepted{0};
   int64_t updates_rejected{0};
   int64_t reconnects{0};
-  int64_t bad_messages{0};  // malformed or unexpected messages from the server
+  int64_t bad_messages{0};        // malformed or unexpected messages from the server
+  int64_t handshake_failures{0};  // CURVE handshakes the server refused or that failed
   uint64_t bytes_sent{0};
   uint64_t bytes_received{0};
   double train_seconds{0};  // total local training time

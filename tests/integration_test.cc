@@ -254,7 +254,9 @@ TEST(IntegrationTest, EnrolledSignedFederation) {
   EXPECT_EQ(server.Log().find("INSECURE"), std::string::npos) << server.Log();
   EXPECT_NE(c0.Log().find(": training E="), std::string::npos) << c0.Log();
   EXPECT_EQ(rogue.Log().find(": training E="), std::string::npos) << rogue.Log();
+  EXPECT_NE(rogue.Log().find("refused this device's CURVE key"), std::string::npos) << rogue.Log();
   EXPECT_EQ(pinned.Log().find(": training E="), std::string::npos) << pinned.Log();
+  EXPECT_NE(pinned.Log().find("handshake failed"), std::string::npos) << pinned.Log();
   // The model that leaves the server is signed by it.
   auto server_id = LoadPublicIdentity(keys + "/server.pub");
   auto rogue_id = LoadPublicIdentity(keys + "/rogue.pub");

@@ -158,6 +158,10 @@ TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   Received r;
   EXPECT_FALSE(receive(server, &r, 1500)) << r.frames.back();
   EXPECT_GE(denied.load(), 1);
+  // The refused device and the one pinning the wrong key are told why.
+  EXPECT_NE(unenrolled->TakeHandshakeError().find("refused this device's CURVE key"),
+            std::string::npos);
+  EXPECT_NE(wrong_pin->TakeHandshakeError().find("handshake failed"), std::string::npos);
 
   auto enrolled = client(&*good, server_keys->public_key);
   ASSERT_FL_OK(enrolled->Send("", {"from", "enrolled"}));

@@ -84,6 +84,11 @@ class Socket {
 
   // Backend handle for Context::Poll.
   virtual void* handle() = 0;
+
+  // A connecting CURVE socket: why the last handshake failed since the
+  // previous call (e.g. the server refused this device's key), or "" when
+  // none did. Other sockets always return "".
+  virtual std::string TakeHandshakeError() { return ""; }
 };
 
 class Context {

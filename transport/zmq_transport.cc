@@ -127,8 +127,52 @@ class ZmqSocket final : public Socket {
         zap_(std::move(zap)),
         zap_domain_(std::move(zap_domain)) {}
   ~ZmqSocket() override {
+    if (monitor_) {
+      zmq_close(monitor_);
+      zmq_socket_monitor(sock_, nullptr, 0);
+    }
     zmq_close(sock_);
     if (zap_) zap_->Unregister(zap_domain_);
+  }
+
+  // Watches this socket's handshakes through `monitor`, a PAIR socket.
+  void SetMonitor(void* monitor) { monitor_ = monitor; }
+
+  std::string TakeHandshakeError() override {
+    std::string error;
+    while (monitor_) {
+      // An event is two frames: u16 event + u32 value, then the endpoint.
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, monitor_, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        break;
+      }
+      uint16_t event = 0;
+      uint32_t value = 0;
+      if (zmq_msg_size(&m) == 6) {
+        std::memcpy(&event, zmq_msg_data(&m), 2);
+        std::memcpy(&value, static_cast<const char*>(zmq_msg_data(&m)) + 2, 4);
+      }
+      const bool more = zmq_msg_more(&m);
+      zmq_msg_close(&m);
+      if (more) {
+        zmq_msg_t addr;
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, monitor_, 0);
+        zmq_msg_close(&addr);
+      }
+      if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        error = "the server refused this device's CURVE key (status " + std::to_string(value) +
+                "): is its .pub in the server's enrollment folder?";
+      } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                 event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        error =
+            "CURVE handshake failed: the server's key is not the one pinned (--server-key), "
+            "or it does not speak CURVE";
+      }
+    }
+    return error;
   }
 
   Status Send(const std::string& peer, const std::vector<std::string>& frames) override {
@@ -204,6 +248,7 @@ class ZmqSocket final : public Socket {
   SocketOptions options_;
   std::shared_ptr<ZapHandler> zap_;
   std::string zap_domain_;
+  void* monitor_{nullptr};
 };
 
 class ZmqContext final : public Context {
@@ -284,12 +329,29 @@ class ZmqContext final : public Context {
         st = ZmqError("configuring CURVE");
       }
     }
+    // A CURVE client watches its handshakes, so a refusal can be reported.
+    void* monitor = nullptr;
+    if (st.ok() && !c.secret_key.empty()) {
+      const std::string address = "inproc://fedge-monitor-" + std::to_string(++monitors_);
+      const int zero = 0;
+      if (zmq_socket_monitor(s, address.c_str(),
+                             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0 ||
+          !(monitor = zmq_socket(ctx_, ZMQ_PAIR)) ||
+          zmq_setsockopt(monitor, ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
+          zmq_connect(monitor, address.c_str()) != 0) {
+        st = ZmqError("monitoring the CURVE handshake");
+      }
+    }
     if (st.ok() && zmq_connect(s, endpoint.c_str()) != 0) st = ZmqError("connect " + endpoint);
     if (!st.ok()) {
+      if (monitor) zmq_close(monitor);
       zmq_close(s);
       return st;
     }
-    return std::unique_ptr<Socket>(new ZmqSocket(s, /*listening=*/false, options));
+    auto sock = std::make_unique<ZmqSocket>(s, /*listening=*/false, options);
+    sock->SetMonitor(monitor);
+    return std::unique_ptr<Socket>(std::move(sock));
   }
 
   Result<int> Poll(const std::vector<Socket*>& sockets, int timeout_ms,
@@ -334,6 +396,7 @@ class ZmqContext final : public Context {
   }
 
   void* ctx_;
+  std::atomic<uint64_t> monitors_{0};
   std::mutex zap_mu_;
   std::shared_ptr<ZapHandler> zap_;
 };
