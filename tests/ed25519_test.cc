@@ -89,5 +89,24 @@ TEST(Ed25519Test, KeyFilesRoundTripWithPermissions) {
   EXPECT_TRUE(SigningKey::LoadPem(dir.path() + "/missing.key").status().IsNotFound());
 }
 
+TEST(Ed25519Test, KeyOfAnotherTypeIsRefusedByName) {
+  // A P-256 key (throwaway, made with `openssl genpkey -algorithm EC`).
+  const char kEcKey[] =
+      "-----BEGIN PRIVATE KEY-----\n"
+      "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgtvt5OBxzUXpJQ69U\n"
+      "4utU1KCG5U7HT+Diyj3ryhguldahRANCAAQRlbruy4K0de7T1G64MvzxZf047LNO\n"
+      "AK8XBTpcsLJzVC/eBueJC2H/hCZ2M6m2BKyoLf4e7sw0JQafRKP6bsES\n"
+      "-----END PRIVATE KEY-----\n";
+  test::TempDir dir;
+  const std::string path = dir.path() + "/ec.key";
+  test::WriteFile(path, kEcKey);
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  auto r = SigningKey::LoadPem(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().ToString().find("needs Ed25519"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_NE(r.status().ToString().find(path), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fl
