@@ -83,7 +83,9 @@ TEST(ClientSessionTest, OnlyGenuineSignedModelsAreTrainedOn) {
   env.model_version = ModelVersion(task.model);
   env.nonce = RandomNonce();
 
-  auto send = [&](const SealedMessage& m) { ASSERT_FL_OK(server->Send(peer, {m.envelope, m.payload})); };
+  auto send = [&](const SealedMessage& m) {
+    ASSERT_FL_OK(server->Send(peer, {m.envelope, m.payload}));
+  };
   int64_t dropped = 0;
   auto expect_dropped = [&](const SealedMessage& m, const char* what) {
     send(m);

@@ -31,6 +31,7 @@
 #include "common/partition.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
+#include "crypto/sha256.h"
 #include "experiments/sim/sim_config.h"
 #include "server/server.h"
 
@@ -72,22 +73,48 @@ struct SimIdentities {
   CurveKey server_curve{};
 };
 
-// Generates the server's identity (out/keys/server.key, .pub) and one per
-// virtual client, enrolling each client's public keys in out/keys/enrolled.
-Status MakeIdentities(int clients, const std::string& dir, SimIdentities* ids) {
+// 32 key bytes derived from the run's seed: SHA-256("fedge-sim" | what | seed | index).
+// Simulation keys are reproducible so that a secure run is too (node ids decide
+// the clients' shuffles and the selection order); they protect nothing and are
+// never meant for a deployment, where fl-keygen draws keys from the OS.
+Sha256Digest SimKeyBytes(const char* what, uint64_t seed, int index) {
+  const std::string label =
+      std::string("fedge-sim|") + what + "|" + std::to_string(seed) + "|" + std::to_string(index);
+  return Sha256(label);
+}
+
+Result<SigningKey> SimSigningKey(uint64_t seed, int index) {
+  Sha256Digest b = SimKeyBytes("ed25519", seed, index);
+  return SigningKey::FromSeed(b.data(), b.size());
+}
+
+Result<CurveKeyPair> SimCurveKey(uint64_t seed, int index) {
+  CurveKeyPair kp;
+  const Sha256Digest b = SimKeyBytes("curve25519", seed, index);
+  std::copy(b.begin(), b.end(), kp.secret_key.begin());
+  auto pub = CurvePublicFromSecret(kp.secret_key);
+  if (!pub.ok()) return pub.status();
+  kp.public_key = *pub;
+  return kp;
+}
+
+// Makes the server's identity (out/keys/server.key, .pub) and one per virtual
+// client, enrolling each client's public keys in out/keys/enrolled. Index -1 is
+// the server.
+Status MakeIdentities(int clients, uint64_t seed, const std::string& dir, SimIdentities* ids) {
   FL_RETURN_IF_ERROR(CreateDirectories(dir + "/enrolled"));
-  auto server = SigningKey::Generate();
+  auto server = SimSigningKey(seed, -1);
   if (!server.ok()) return server.status();
-  auto server_curve = GenerateCurveKeyPair();
+  auto server_curve = SimCurveKey(seed, -1);
   if (!server_curve.ok()) return server_curve.status();
   FL_RETURN_IF_ERROR(
       SaveIdentity(dir + "/server.key", dir + "/server.pub", *server, *server_curve));
   ids->server_signing = server->public_key();
   ids->server_curve = server_curve->public_key;
   for (int k = 0; k < clients; ++k) {
-    auto key = SigningKey::Generate();
+    auto key = SimSigningKey(seed, k);
     if (!key.ok()) return key.status();
-    auto curve = GenerateCurveKeyPair();
+    auto curve = SimCurveKey(seed, k);
     if (!curve.ok()) return curve.status();
     char name[32];
     std::snprintf(name, sizeof(name), "/enrolled/sim-%05d.pub", k);
@@ -354,7 +381,7 @@ int Main(int argc, char** argv) {
   SimIdentities identities;
   if (c.secure) {
     const double t_keys = NowSeconds();
-    st = MakeIdentities(c.clients, c.out + "/keys", &identities);
+    st = MakeIdentities(c.clients, c.seed, c.out + "/keys", &identities);
     if (!st.ok()) {
       std::fprintf(stderr, "error: making identities: %s\n", st.ToString().c_str());
       return 1;
