@@ -201,7 +201,7 @@ int Main(int argc, char** argv) {
     }
   }
   const int64_t params = state.KeptCount();
-  auto ctx = transport::CreateZmqContext(2 * clients + 64);
+  auto ctx = transport::CreateZmqContext(4 * clients + 64);  // CURVE adds a monitor per client
   ServerOptions so;
   so.bind = "tcp://127.0.0.1:*";
   so.model = model;

@@ -389,13 +389,16 @@ int Main(int argc, char** argv) {
     so.key_path = c.out + "/keys/server.key";
     so.clients_dir = c.out + "/keys/enrolled";
     std::printf(
-        "        secure: %d client identities enrolled in %s/keys (%.1f s); CURVE "
+        "        secure: %d client identities (derived from the seed) enrolled in %s/keys "
+        "(%.1f s); CURVE "
         "transport, signed messages\n",
         c.clients, c.out.c_str(), NowSeconds() - t_keys);
   } else {
     so.insecure = true;
   }
-  auto ctx = transport::CreateZmqContext(std::max(1024, 2 * c.clients + 64));
+  // Per virtual client: its DEALER, and with CURVE a handshake monitor (two
+  // sockets inside ZeroMQ); plus the server's.
+  auto ctx = transport::CreateZmqContext(std::max(1024, 4 * c.clients + 64));
   auto server = Server::Create(so, ctx);
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
@@ -409,8 +412,12 @@ int Main(int argc, char** argv) {
   for (int k = 0; k < c.clients; ++k) workers_v[k % nworkers].ids.push_back(k);
   std::vector<std::thread> threads;
   for (auto& w : workers_v) {
-    threads.emplace_back(RunWorker, std::cref(c), std::cref(*train), std::cref(*parts),
-                         c.secure ? &identities : nullptr, endpoint, ctx, &w);
+    threads.emplace_back([&, w = &w] {
+      RunWorker(c, *train, *parts, c.secure ? &identities : nullptr, endpoint, ctx, w);
+      // A worker that failed takes its clients with it: stop the run instead of
+      // letting the server wait for them.
+      if (!w->status.ok()) g_stop = true;
+    });
   }
 
   std::vector<RoundMetrics> history;
