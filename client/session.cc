@@ -33,6 +33,15 @@ struct ClientSession::Impl {
   // Quantization residual carried between rounds (error feedback).
   ErrorFeedback feedback;
 
+  // Closes the connection; Step() opens a new one after the backoff, which
+  // doubles up to backoff_max until the server answers again.
+  void DropAndBackOff(double now) {
+    sock.reset();
+    stats.reconnects++;
+    reconnect_at = now + backoff;
+    backoff = std::min(2 * backoff, o.backoff_max_seconds);
+  }
+
   Status Connect() {
     transport::SocketOptions so;
     so.max_frame_bytes = o.max_frame_bytes;
@@ -264,11 +273,15 @@ Status ClientSession::Step() {
   if (s.done) return Status::OK();
   std::string handshake = s.sock->TakeHandshakeError();
   if (!handshake.empty()) {
+    // ZeroMQ does not retry a refused handshake: connect again after the
+    // backoff (the device may be enrolled by then).
     s.stats.handshake_failures++;
     if (handshake != s.last_handshake_error) {
-      spdlog::error("[{}] {} ({})", s.o.id, handshake, s.o.server);
+      spdlog::error("[{}] {} ({}); retrying with backoff", s.o.id, handshake, s.o.server);
       s.last_handshake_error = handshake;
     }
+    s.DropAndBackOff(NowSeconds());
+    return Status::OK();
   }
   const double now = NowSeconds();
   if (now - s.last_heard > s.o.server_timeout_seconds) {
@@ -278,10 +291,7 @@ Status ClientSession::Step() {
                      ? ""
                      : " (if this persists: is this device's .pub in the server's enrollment "
                        "folder, and is --server-key the server's .pub?)");
-    s.sock.reset();
-    s.stats.reconnects++;
-    s.reconnect_at = now + s.backoff;
-    s.backoff = std::min(2 * s.backoff, s.o.backoff_max_seconds);
+    s.DropAndBackOff(now);
     return Status::OK();
   }
   if (now - s.last_hello >= s.o.heartbeat_seconds) {

@@ -378,5 +378,95 @@ TEST_F(HostileTest, AttacksChangeNothing) {
   EXPECT_EQ(over_curve, baseline) << "the attack changed the final model";
 }
 
+// Enrollment is a folder: a device added to it can connect and register after a
+// reload (SIGHUP in fl-server), a device removed from it is refused at once,
+// even on the connection it already has.
+TEST_F(HostileTest, EnrollmentFolderChangesTakeEffect) {
+  auto ctx = transport::CreateZmqContext();
+  std::atomic<bool> reload{false}, stop{false};
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = "mnist_2nn";
+  so.min_clients = 100;  // no round starts: this test is about admission
+  so.verbose = false;
+  so.key_path = dir_.path() + "/server.key";
+  so.clients_dir = dir_.path() + "/enrolled";
+  so.reload_enrollment = &reload;
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
+
+  auto connect = [&](const Node& n) {
+    transport::SocketOptions o;
+    o.curve.secret_key = Raw(n.curve.secret_key);
+    o.curve.public_key = Raw(n.curve.public_key);
+    o.curve.server_key = Raw(server_.curve.public_key);
+    o.reconnect_ms = 50;
+    o.reconnect_max_ms = 200;
+    return std::move(ctx->Connect((*server)->endpoint(), o)).value();
+  };
+  // Sends HELLO every 200 ms until a reply of `type` comes back (or 8 s pass).
+  auto hello_until = [&](transport::Socket* s, const Node& n, wire::MessageType type,
+                         std::string* reason) {
+    wire::Hello h{600, "mnist_2nn", {wire::kCodecQuant}, 1.0};
+    for (int i = 0; i < 40; ++i) {
+      // No connection (refused handshake) means the send cannot even queue.
+      wire::Envelope e;
+      e.type = wire::MessageType::kHello;
+      e.sender = n.id;
+      SealedMessage m = SealMessage(e, wire::Encode(h), n.key.get());
+      (void)s->Send("", {m.envelope, m.payload});
+      wire::Envelope env;
+      std::string payload;
+      if (Await(ctx.get(), s, type, &env, &payload, 200)) {
+        wire::Reply reply;
+        if (reason && wire::Decode(payload, &reply).ok()) *reason = reply.reason;
+        return true;
+      }
+    }
+    return false;
+  };
+
+  // Not enrolled yet: the handshake is refused and the device is told so.
+  Node late = NewNode();
+  auto late_sock = connect(late);
+  std::string refusal;
+  for (int i = 0; i < 300 && refusal.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    refusal = late_sock->TakeHandshakeError();
+  }
+  EXPECT_NE(refusal.find("refused this device's CURVE key"), std::string::npos) << refusal;
+  transport::Received nothing;
+  EXPECT_FALSE(late_sock->TryReceive(&nothing).value());
+  // Enrolled by adding its file, then a reload: it gets in and registers. (A
+  // refused handshake is not retried by ZeroMQ; the device connects again, as
+  // ClientSession does after a refusal.)
+  ASSERT_FL_OK(SavePublicIdentity(dir_.path() + "/enrolled/late.pub", late.key->public_key(),
+                                  late.curve.public_key));
+  reload = true;
+  while (reload.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the reload itself
+  late_sock = connect(late);
+  std::string reason;
+  EXPECT_TRUE(hello_until(late_sock.get(), late, wire::MessageType::kAck, &reason));
+  EXPECT_EQ(reason, "welcome");
+
+  // An enrolled device, then removed: refused on its open connection.
+  auto h1 = connect(honest_[1]);
+  EXPECT_TRUE(hello_until(h1.get(), honest_[1], wire::MessageType::kAck, nullptr));
+  ASSERT_EQ(std::remove((dir_.path() + "/enrolled/" + honest_[1].id.substr(0, 8) + ".pub").c_str()),
+            0);
+  reload = true;
+  EXPECT_TRUE(hello_until(h1.get(), honest_[1], wire::MessageType::kReject, &reason));
+  EXPECT_EQ(reason, "not_enrolled");
+
+  stop = true;
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  EXPECT_GE(Count(*summary, "transport_denied"), 1);
+  EXPECT_GE(Count(*summary, "not_enrolled"), 1);
+}
+
 }  // namespace
 }  // namespace fl
