@@ -116,8 +116,8 @@ int main(int argc, char** argv) {
     co.key = key.get();
     co.id = fl::NodeId(key->public_key());
     if (!insecure) {
-      co.curve.secret_key.assign(id->curve->secret_key.begin(), id->curve->secret_key.end());
-      co.curve.public_key.assign(id->curve->public_key.begin(), id->curve->public_key.end());
+      co.curve.secret_key = fl::KeyBytes(id->curve->secret_key);
+      co.curve.public_key = fl::KeyBytes(id->curve->public_key);
     }
   }
   if (!server_key_path.empty()) {
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     co.server_key = pub->signing;
-    if (!insecure) co.curve.server_key.assign(pub->curve->begin(), pub->curve->end());
+    if (!insecure) co.curve.server_key = fl::KeyBytes(*pub->curve);
   }
   auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
   if (!train.ok()) {

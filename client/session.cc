@@ -285,12 +285,8 @@ Status ClientSession::Step() {
   }
   const double now = NowSeconds();
   if (now - s.last_heard > s.o.server_timeout_seconds) {
-    spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s{}", s.o.id,
-                 s.o.server, now - s.last_heard, s.backoff,
-                 s.o.curve.secret_key.empty()
-                     ? ""
-                     : " (if this persists: is this device's .pub in the server's enrollment "
-                       "folder, and is --server-key the server's .pub?)");
+    spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
+                 s.o.server, now - s.last_heard, s.backoff);
     s.DropAndBackOff(now);
     return Status::OK();
   }

@@ -80,7 +80,7 @@ Result<SigningKey> SigningKey::FromSeed(const uint8_t* seed, size_t len) {
   return SigningKey(std::move(h), *pub);
 }
 
-Result<SigningKey> SigningKey::LoadPem(const std::string& path) {
+Result<std::string> ReadPrivateKeyFile(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::NotFound(path, "no such key file");
   if (st.st_mode & (S_IRWXG | S_IRWXO)) {
@@ -91,22 +91,31 @@ Result<SigningKey> SigningKey::LoadPem(const std::string& path) {
                                              "(chmod 600 " +
                                              path + ")");
   }
-  auto bytes = ReadFile(path);
-  if (!bytes.ok()) return bytes.status();
-  BioPtr bio(BIO_new_mem_buf(bytes->data(), static_cast<int>(bytes->size())), BIO_free);
+  return ReadFile(path);
+}
+
+Result<SigningKey> SigningKey::FromPem(const std::string& name, const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
   EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
-  OPENSSL_cleanse(&(*bytes)[0], bytes->size());
-  if (!raw) return Status::Corruption(path, "not a PEM private key (" + OpenSslError() + ")");
+  if (!raw) return Status::Corruption(name, "not a PEM private key (" + OpenSslError() + ")");
   auto h = std::make_unique<Handle>();
   h->key.reset(raw);
   if (EVP_PKEY_get_id(raw) != EVP_PKEY_ED25519) {
-    return Status::InvalidArgument(path, "holds a " +
+    return Status::InvalidArgument(name, "holds a " +
                                              std::string(OBJ_nid2sn(EVP_PKEY_get_id(raw))) +
                                              " key; fedge needs Ed25519 (make one with fl-keygen)");
   }
   auto pub = RawPublic(raw);
   if (!pub.ok()) return pub.status();
   return SigningKey(std::move(h), *pub);
+}
+
+Result<SigningKey> SigningKey::LoadPem(const std::string& path) {
+  auto bytes = ReadPrivateKeyFile(path);
+  if (!bytes.ok()) return bytes.status();
+  auto key = FromPem(path, *bytes);
+  OPENSSL_cleanse(&(*bytes)[0], bytes->size());
+  return key;
 }
 
 Ed25519Signature SigningKey::Sign(const void* data, size_t len) const {
@@ -196,16 +205,20 @@ Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub) {
   return WriteFileAtomic(path, *pem, 0644);
 }
 
+Result<Ed25519PublicKey> PublicKeyFromPem(const std::string& name, const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  PkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
+  if (!key) return Status::Corruption(name, "not a PEM public key (" + OpenSslError() + ")");
+  if (EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
+    return Status::InvalidArgument(name, "not an Ed25519 public key");
+  }
+  return RawPublic(key.get());
+}
+
 Result<Ed25519PublicKey> LoadPublicKeyPem(const std::string& path) {
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  BioPtr bio(BIO_new_mem_buf(bytes->data(), static_cast<int>(bytes->size())), BIO_free);
-  PkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
-  if (!key) return Status::Corruption(path, "not a PEM public key (" + OpenSslError() + ")");
-  if (EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
-    return Status::InvalidArgument(path, "not an Ed25519 public key");
-  }
-  return RawPublic(key.get());
+  return PublicKeyFromPem(path, *bytes);
 }
 
 std::string NodeId(const Ed25519PublicKey& pub) {

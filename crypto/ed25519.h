@@ -37,6 +37,9 @@ class SigningKey final {
   // group or others (mode must be 0600 or stricter), a key of another type, and
   // a corrupt file, each with a message naming the file.
   static Result<SigningKey> LoadPem(const std::string& path);
+  // Parses PKCS#8 PEM text already read (`name` is used in messages); the type
+  // and corruption checks of LoadPem.
+  static Result<SigningKey> FromPem(const std::string& name, const std::string& pem);
 
   SigningKey(SigningKey&&) noexcept;
   SigningKey& operator=(SigningKey&&) noexcept;
@@ -84,6 +87,11 @@ class Ed25519Verifier final {
 Status SavePublicKeyPem(const std::string& path, const Ed25519PublicKey& pub);
 Result<std::string> PublicKeyPem(const Ed25519PublicKey& pub);
 Result<Ed25519PublicKey> LoadPublicKeyPem(const std::string& path);
+Result<Ed25519PublicKey> PublicKeyFromPem(const std::string& name, const std::string& pem);
+
+// Reads a private key file, refusing one that group or others may access; the
+// caller wipes the returned text (OPENSSL_cleanse) when done.
+Result<std::string> ReadPrivateKeyFile(const std::string& path);
 
 // The node id of a public key (32 hex characters).
 std::string NodeId(const Ed25519PublicKey& pub);

@@ -95,6 +95,8 @@ Result<std::string> Z85Decode(const std::string& text) {
   return out;
 }
 
+std::string KeyBytes(const CurveKey& key) { return std::string(key.begin(), key.end()); }
+
 CurveKeyPair::~CurveKeyPair() { OPENSSL_cleanse(secret_key.data(), secret_key.size()); }
 
 Result<CurveKey> CurvePublicFromSecret(const CurveKey& secret) {
@@ -154,13 +156,13 @@ Status SavePublicIdentity(const std::string& pub_path, const Ed25519PublicKey& s
 }
 
 Result<Identity> LoadIdentity(const std::string& key_path) {
-  auto signing = SigningKey::LoadPem(key_path);  // permission, type, corruption
-  if (!signing.ok()) return signing.status();
-  Identity id{std::move(signing).value(), std::nullopt};
-  auto text = ReadFile(key_path);
+  auto text = ReadPrivateKeyFile(key_path);
   if (!text.ok()) return text.status();
+  auto signing = SigningKey::FromPem(key_path, *text);
   auto line = TaggedLine(*text, kCurveSecretTag);
   OPENSSL_cleanse(&(*text)[0], text->size());
+  if (!signing.ok()) return signing.status();
+  Identity id{std::move(signing).value(), std::nullopt};
   if (line) {
     auto secret = ParseCurveKey(key_path, *line);
     OPENSSL_cleanse(&(*line)[0], line->size());
@@ -177,12 +179,12 @@ Result<Identity> LoadIdentity(const std::string& key_path) {
 }
 
 Result<PublicIdentity> LoadPublicIdentity(const std::string& pub_path) {
-  auto signing = LoadPublicKeyPem(pub_path);
+  auto text = ReadFile(pub_path);
+  if (!text.ok()) return text.status();
+  auto signing = PublicKeyFromPem(pub_path, *text);
   if (!signing.ok()) return signing.status();
   PublicIdentity id;
   id.signing = *signing;
-  auto text = ReadFile(pub_path);
-  if (!text.ok()) return text.status();
   if (auto line = TaggedLine(*text, kCurvePublicTag)) {
     auto k = ParseCurveKey(pub_path, *line);
     if (!k.ok()) return k.status();

@@ -32,6 +32,9 @@ using CurveKey = std::array<uint8_t, kCurveKeyBytes>;
 std::string Z85Encode(const uint8_t* data, size_t len);
 Result<std::string> Z85Decode(const std::string& text);
 
+// The key as raw bytes, the form transport::CurveOptions takes.
+std::string KeyBytes(const CurveKey& key);
+
 // A CURVE key pair; the secret half is wiped on destruction.
 struct CurveKeyPair {
   CurveKey public_key{};

@@ -23,16 +23,20 @@ constexpr size_t kSignedBytes = wire::kEnvelopeBytes - wire::kSignatureBytes;
 SealedMessage SealMessage(wire::Envelope env, std::string payload, const SigningKey* signer) {
   env.payload_length = payload.size();
   env.payload_digest = Sha256(payload);
+  return SealedMessage{SealEnvelope(env, signer), std::move(payload)};
+}
+
+std::string SealEnvelope(wire::Envelope env, const SigningKey* signer) {
   env.signature.fill(0);
   if (signer == nullptr) {
     env.flags &= static_cast<uint8_t>(~kFlagSigned);
-    return SealedMessage{wire::EncodeEnvelope(env), std::move(payload)};
+    return wire::EncodeEnvelope(env);
   }
   env.flags |= kFlagSigned;
   std::string bytes = wire::EncodeEnvelope(env);
   const Ed25519Signature sig = signer->Sign(bytes.data(), kSignedBytes);
   std::memcpy(&bytes[kSignedBytes], sig.data(), sig.size());
-  return SealedMessage{std::move(bytes), std::move(payload)};
+  return bytes;
 }
 
 namespace {

@@ -37,6 +37,11 @@ constexpr uint8_t kFlagSigned = 0x01;
 SealedMessage SealMessage(wire::Envelope env, std::string payload,
                           const SigningKey* signer = nullptr);
 
+// Encodes `env`, whose payload length and digest are already filled in, and
+// with a `signer` sets kFlagSigned and signs it. SealMessage's second half, for
+// senders that hash a payload once and send it many times.
+std::string SealEnvelope(wire::Envelope env, const SigningKey* signer);
+
 // Checks the Ed25519 signature of an encoded envelope (the bytes OpenMessage
 // accepted) against `signer_key`. Unauthenticated when the envelope is not
 // signed or the signature does not verify.

@@ -34,6 +34,13 @@ size_t TrailerBytes(const std::string& bytes) {
   return FormatOf(bytes) == kFormatSigned ? kSignatureTrailer : 0;
 }
 
+// Bytes before the version digest, or 0 when the file is too short to hold a
+// header, the digest and its trailer.
+size_t BodyBytes(const std::string& bytes) {
+  const size_t tail = kSha256DigestBytes + TrailerBytes(bytes);
+  return bytes.size() < 8 + tail ? 0 : bytes.size() - tail;
+}
+
 void PutString32(wire::Writer* w, const std::string& s) {
   w->PutU32(static_cast<uint32_t>(s.size()));
   w->PutBytes(s.data(), s.size());
@@ -86,42 +93,35 @@ std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& opt
 }
 
 Result<std::array<uint8_t, 32>> ModelFileVersion(const std::string& bytes) {
-  const size_t trailer = TrailerBytes(bytes);
-  if (bytes.size() < 8 + kSha256DigestBytes + trailer) {
-    return Status::Corruption("model file truncated");
-  }
+  const size_t body = BodyBytes(bytes);
+  if (body == 0) return Status::Corruption("model file truncated");
   std::array<uint8_t, 32> v;
-  std::memcpy(v.data(), bytes.data() + bytes.size() - trailer - 32, 32);
+  std::memcpy(v.data(), bytes.data() + body, v.size());
   return v;
 }
 
 Result<std::optional<Ed25519PublicKey>> ModelFileSigner(const std::string& bytes) {
-  const size_t trailer = TrailerBytes(bytes);
-  if (trailer == 0) return std::optional<Ed25519PublicKey>();
-  if (bytes.size() < 8 + kSha256DigestBytes + trailer) {
-    return Status::Corruption("model file truncated");
-  }
+  const size_t body = BodyBytes(bytes);
+  if (body == 0) return Status::Corruption("model file truncated");
+  if (TrailerBytes(bytes) == 0) return std::optional<Ed25519PublicKey>();
   Ed25519PublicKey pub;
-  std::memcpy(pub.data(), bytes.data() + bytes.size() - trailer, pub.size());
+  std::memcpy(pub.data(), bytes.data() + body + kSha256DigestBytes, pub.size());
   return std::optional<Ed25519PublicKey>(pub);
 }
 
 Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes,
                                    const Ed25519PublicKey* trusted_signer) {
   auto corrupt = [&](const std::string& what) { return Status::Corruption(name, what); };
-  const size_t trailer = TrailerBytes(bytes);
-  if (bytes.size() < 4 + 4 + kSha256DigestBytes + trailer) {
-    return corrupt("truncated (" + std::to_string(bytes.size()) + " bytes)");
-  }
+  const size_t body = BodyBytes(bytes);
+  if (body == 0) return corrupt("truncated (" + std::to_string(bytes.size()) + " bytes)");
   if (std::memcmp(bytes.data(), kMagic, 4) != 0) {
     return corrupt("not a fedge model file (bad magic)");
   }
-  const size_t body = bytes.size() - trailer - kSha256DigestBytes;
   const Sha256Digest digest = Sha256(bytes.data(), body);
   if (CRYPTO_memcmp(digest.data(), bytes.data() + body, kSha256DigestBytes) != 0) {
     return corrupt("SHA-256 mismatch: the file is truncated or altered");
   }
-  if (trailer) {
+  if (TrailerBytes(bytes)) {
     Ed25519PublicKey signer;
     Ed25519Signature sig;
     const char* t = bytes.data() + body + kSha256DigestBytes;

@@ -100,15 +100,14 @@ struct Server::Impl {
   std::set<std::string> selected;
   std::unique_ptr<FedAvgAccumulator> acc;
   SealedMessage task_message;
-  // Enrolled node ids: their public keys (clients_dir), the signing key
-  // prepared for verification.
+  // Enrolled node ids (clients_dir): the signing key prepared for
+  // verification, and the CURVE key the device's connections must present.
   struct Enrolled {
-    PublicIdentity keys;
     Ed25519Verifier verifier;
+    std::optional<CurveKey> curve;
   };
   std::map<std::string, Enrolled> enrolled;
   std::unique_ptr<SigningKey> signer;
-  std::optional<CurveKeyPair> curve;
   std::shared_ptr<Admission> admission = std::make_shared<Admission>();
   RoundMetrics m;
   double last_accept_time{0};
@@ -226,7 +225,7 @@ struct Server::Impl {
       }
       // The signer must be the device at the other end of this connection:
       // a message copied onto another device's connection is refused.
-      const auto& curve_key = id->second.keys.curve;
+      const auto& curve_key = id->second.curve;
       if (!o.insecure && (!curve_key || rx.peer_key.size() != kCurveKeyBytes ||
                           CRYPTO_memcmp(rx.peer_key.data(), curve_key->data(), kCurveKeyBytes))) {
         Refuse(rx.peer, env->sender, env->type, env->round, "key_mismatch",
@@ -445,8 +444,8 @@ struct Server::Impl {
         }
         continue;
       }
-      if (pub->curve) curve_keys.insert(std::string(pub->curve->begin(), pub->curve->end()));
-      keys.emplace(NodeId(pub->signing), Enrolled{*pub, *verifier});
+      if (pub->curve) curve_keys.insert(KeyBytes(*pub->curve));
+      keys.emplace(NodeId(pub->signing), Enrolled{*verifier, pub->curve});
     }
     ::closedir(d);
     {
@@ -709,11 +708,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         "enrollment folder (--clients); for a local experiment on a trusted network, pass "
         "--insecure");
   }
+  std::optional<CurveKeyPair> curve;  // the transport's keys (not kept: the socket has them)
   if (!o.key_path.empty()) {
     auto id = o.insecure ? LoadIdentity(o.key_path) : LoadIdentityWithCurve(o.key_path);
     if (!id.ok()) return id.status();
     impl->signer = std::make_unique<SigningKey>(std::move(id->signing));
-    impl->curve = id->curve;
+    curve = id->curve;
     spdlog::info("signing with key {} (node id {})", o.key_path,
                  NodeId(impl->signer->public_key()));
   }
@@ -727,8 +727,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         o.bind,
         o.clients_dir.empty() ? " and send updates" : " (updates still need enrolled signatures)");
   } else {
-    so.curve.secret_key.assign(impl->curve->secret_key.begin(), impl->curve->secret_key.end());
-    so.curve.public_key.assign(impl->curve->public_key.begin(), impl->curve->public_key.end());
+    so.curve.secret_key = KeyBytes(curve->secret_key);
+    so.curve.public_key = KeyBytes(curve->public_key);
     so.curve.authorize = [admission = impl->admission](const std::string& key) {
       return admission->Admit(key);
     };
@@ -736,7 +736,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       spdlog::info(
           "transport: CURVE, server key {}; admitting the CURVE keys of {} enrolled "
           "device(s)",
-          Z85Encode(impl->curve->public_key.data(), kCurveKeyBytes), impl->enrolled.size());
+          Z85Encode(curve->public_key.data(), kCurveKeyBytes), impl->enrolled.size());
     }
   }
   auto sock = impl->ctx->Listen(o.bind, so);

@@ -35,8 +35,6 @@ namespace {
 
 constexpr int kRounds = 3;
 
-std::string Raw(const CurveKey& k) { return std::string(k.begin(), k.end()); }
-
 struct Node {
   std::unique_ptr<SigningKey> key;
   CurveKeyPair curve;
@@ -109,17 +107,7 @@ class HostileTest : public ::testing::Test {
     Result<ServerSummary> summary = Status::Internal("not run");
     std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
 
-    auto connect = [&](const Node& n) {
-      transport::SocketOptions o;
-      if (secure) {
-        o.curve.secret_key = Raw(n.curve.secret_key);
-        o.curve.public_key = Raw(n.curve.public_key);
-        o.curve.server_key = Raw(server_.curve.public_key);
-      }
-      auto s = ctx->Connect(ep, o);
-      EXPECT_FL_OK(s);
-      return std::move(s).value();
-    };
+    auto connect = [&](const Node& n) { return Connect(ctx.get(), ep, n, secure); };
     std::unique_ptr<transport::Socket> hs[2] = {connect(honest_[0]), connect(honest_[1])};
     // In the clear the attacker is anyone; over CURVE it is the compromised device.
     std::unique_ptr<transport::Socket> attacker = connect(mallory_);
@@ -127,12 +115,14 @@ class HostileTest : public ::testing::Test {
     if (secure) {
       unenrolled_curve = connect(rogue_);
       wire::Hello h{600, "mnist_2nn", {wire::kCodecQuant}, 1.0};
-      Send(unenrolled_curve.get(), rogue_, wire::MessageType::kHello, 0, {}, {}, wire::Encode(h));
+      ExpectSent(Send(unenrolled_curve.get(), rogue_, wire::MessageType::kHello, 0, {}, {},
+                      wire::Encode(h)));
     }
 
     for (int k = 0; k < 2; ++k) {
       wire::Hello h{600, "mnist_2nn", {wire::kCodecQuant}, 1.0};
-      Send(hs[k].get(), honest_[k], wire::MessageType::kHello, 0, {}, {}, wire::Encode(h));
+      ExpectSent(
+          Send(hs[k].get(), honest_[k], wire::MessageType::kHello, 0, {}, {}, wire::Encode(h)));
     }
     SealedMessage first_round_update;  // honest 0's, kept for replays
     std::array<uint8_t, wire::kNonceBytes> first_nonce{};
@@ -173,9 +163,24 @@ class HostileTest : public ::testing::Test {
 
   static void ExpectSent(const Status& st) { EXPECT_FL_OK(st); }
 
-  static void Send(transport::Socket* s, const Node& from, wire::MessageType type, uint64_t round,
-                   const std::array<uint8_t, 32>& version,
-                   const std::array<uint8_t, wire::kNonceBytes>& nonce, std::string payload) {
+  // A connection as device `n`: over CURVE with its keys, pinning the server's.
+  std::unique_ptr<transport::Socket> Connect(transport::Context* ctx, const std::string& ep,
+                                             const Node& n, bool secure) {
+    transport::SocketOptions o;
+    if (secure) {
+      o.curve.secret_key = KeyBytes(n.curve.secret_key);
+      o.curve.public_key = KeyBytes(n.curve.public_key);
+      o.curve.server_key = KeyBytes(server_.curve.public_key);
+    }
+    auto s = ctx->Connect(ep, o);
+    EXPECT_FL_OK(s);
+    return std::move(s).value();
+  }
+
+  // Sends a message signed by `from`.
+  static Status Send(transport::Socket* s, const Node& from, wire::MessageType type, uint64_t round,
+                     const std::array<uint8_t, 32>& version,
+                     const std::array<uint8_t, wire::kNonceBytes>& nonce, std::string payload) {
     wire::Envelope e;
     e.type = type;
     e.sender = from.id;
@@ -183,7 +188,7 @@ class HostileTest : public ::testing::Test {
     e.model_version = version;
     e.nonce = nonce;
     SealedMessage m = SealMessage(e, std::move(payload), from.key.get());
-    EXPECT_FL_OK(s->Send("", {m.envelope, m.payload}));
+    return s->Send("", {m.envelope, m.payload});
   }
 
   // Waits for a message of `type` (signed by the server), skipping others.
@@ -397,26 +402,14 @@ TEST_F(HostileTest, EnrollmentFolderChangesTakeEffect) {
   Result<ServerSummary> summary = Status::Internal("not run");
   std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
 
-  auto connect = [&](const Node& n) {
-    transport::SocketOptions o;
-    o.curve.secret_key = Raw(n.curve.secret_key);
-    o.curve.public_key = Raw(n.curve.public_key);
-    o.curve.server_key = Raw(server_.curve.public_key);
-    o.reconnect_ms = 50;
-    o.reconnect_max_ms = 200;
-    return std::move(ctx->Connect((*server)->endpoint(), o)).value();
-  };
+  auto connect = [&](const Node& n) { return Connect(ctx.get(), (*server)->endpoint(), n, true); };
   // Sends HELLO every 200 ms until a reply of `type` comes back (or 8 s pass).
   auto hello_until = [&](transport::Socket* s, const Node& n, wire::MessageType type,
                          std::string* reason) {
     wire::Hello h{600, "mnist_2nn", {wire::kCodecQuant}, 1.0};
     for (int i = 0; i < 40; ++i) {
       // No connection (refused handshake) means the send cannot even queue.
-      wire::Envelope e;
-      e.type = wire::MessageType::kHello;
-      e.sender = n.id;
-      SealedMessage m = SealMessage(e, wire::Encode(h), n.key.get());
-      (void)s->Send("", {m.envelope, m.payload});
+      (void)Send(s, n, wire::MessageType::kHello, 0, {}, {}, wire::Encode(h));
       wire::Envelope env;
       std::string payload;
       if (Await(ctx.get(), s, type, &env, &payload, 200)) {

@@ -103,8 +103,6 @@ TEST_P(TransportTest, SendToUnknownPeerFails) {
 
 // CURVE: an enrolled key gets through and is reported as the peer's key;
 // unenrolled keys, a plaintext client and a client pinning the wrong server key
-// never deliver a message.
-std::string Raw(const CurveKey& k) { return std::string(k.begin(), k.end()); }
 
 TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   auto ctx = CreateZmqContext();
@@ -116,11 +114,11 @@ TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   ASSERT_FL_OK(bad);
   std::atomic<int> asked{0}, denied{0};
   SocketOptions lo;
-  lo.curve.secret_key = Raw(server_keys->secret_key);
-  lo.curve.public_key = Raw(server_keys->public_key);
+  lo.curve.secret_key = KeyBytes(server_keys->secret_key);
+  lo.curve.public_key = KeyBytes(server_keys->public_key);
   lo.curve.authorize = [&](const std::string& key) {
     asked++;
-    const bool ok = key == Raw(good->public_key);
+    const bool ok = key == KeyBytes(good->public_key);
     if (!ok) denied++;
     return ok;
   };
@@ -130,9 +128,9 @@ TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   auto client = [&](const CurveKeyPair* kp, const CurveKey& server_pub) {
     SocketOptions co;
     if (kp) {
-      co.curve.secret_key = Raw(kp->secret_key);
-      co.curve.public_key = Raw(kp->public_key);
-      co.curve.server_key = Raw(server_pub);
+      co.curve.secret_key = KeyBytes(kp->secret_key);
+      co.curve.public_key = KeyBytes(kp->public_key);
+      co.curve.server_key = KeyBytes(server_pub);
     }
     auto c = ctx->Connect(server->endpoint(), co);
     EXPECT_FL_OK(c);
@@ -167,7 +165,7 @@ TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   ASSERT_FL_OK(enrolled->Send("", {"from", "enrolled"}));
   ASSERT_TRUE(receive(server, &r, 5000));
   EXPECT_EQ(r.frames[1], "enrolled");
-  EXPECT_EQ(r.peer_key, Raw(good->public_key));
+  EXPECT_EQ(r.peer_key, KeyBytes(good->public_key));
   ASSERT_FL_OK(server->Send(r.peer, {"hi", ""}));
   Received back;
   ASSERT_TRUE(receive(enrolled.get(), &back, 5000));
@@ -180,7 +178,7 @@ TEST(CurveTransportTest, ListeningWithoutAuthorizerIsRefused) {
   auto keys = GenerateCurveKeyPair();
   ASSERT_FL_OK(keys);
   SocketOptions lo;
-  lo.curve.secret_key = Raw(keys->secret_key);
+  lo.curve.secret_key = KeyBytes(keys->secret_key);
   EXPECT_FALSE(ctx->Listen("tcp://127.0.0.1:*", lo).ok());
 }
 

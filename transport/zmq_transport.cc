@@ -119,11 +119,11 @@ class ZapHandler {
 
 class ZmqSocket final : public Socket {
  public:
-  ZmqSocket(void* sock, bool listening, SocketOptions options,
+  ZmqSocket(void* sock, bool listening, size_t max_frames,
             std::shared_ptr<ZapHandler> zap = nullptr, std::string zap_domain = "")
       : sock_(sock),
         listening_(listening),
-        options_(std::move(options)),
+        max_frames_(max_frames),
         zap_(std::move(zap)),
         zap_domain_(std::move(zap_domain)) {}
   ~ZmqSocket() override {
@@ -224,7 +224,7 @@ class ZmqSocket final : public Socket {
         }
         out->frame_count++;
         out->bytes += size;
-        if (out->frames.size() < options_.max_frames) out->frames.emplace_back(data, size);
+        if (out->frames.size() < max_frames_) out->frames.emplace_back(data, size);
       }
       first = false;
       zmq_msg_close(&msg);
@@ -245,7 +245,7 @@ class ZmqSocket final : public Socket {
  private:
   void* sock_;
   bool listening_;
-  SocketOptions options_;
+  size_t max_frames_;
   std::shared_ptr<ZapHandler> zap_;
   std::string zap_domain_;
   void* monitor_{nullptr};
@@ -302,8 +302,8 @@ class ZmqContext final : public Context {
       if (zap) zap->Unregister(domain);
       return st;
     }
-    return std::unique_ptr<Socket>(
-        new ZmqSocket(s, /*listening=*/true, options, std::move(zap), std::move(domain)));
+    return std::unique_ptr<Socket>(new ZmqSocket(s, /*listening=*/true, options.max_frames,
+                                                 std::move(zap), std::move(domain)));
   }
 
   Result<std::unique_ptr<Socket>> Connect(const std::string& endpoint,
@@ -349,7 +349,7 @@ class ZmqContext final : public Context {
       zmq_close(s);
       return st;
     }
-    auto sock = std::make_unique<ZmqSocket>(s, /*listening=*/false, options);
+    auto sock = std::make_unique<ZmqSocket>(s, /*listening=*/false, options.max_frames);
     sock->SetMonitor(monitor);
     return std::unique_ptr<Socket>(std::move(sock));
   }

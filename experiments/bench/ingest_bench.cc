@@ -35,8 +35,6 @@ struct LoadKeys {
   CurveKey server_curve{};
 };
 
-std::string Raw(const CurveKey& k) { return std::string(k.begin(), k.end()); }
-
 // Load generator: K DEALER connections that register and answer each TASK.
 void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoint,
               const std::string& model, int k, int64_t kept, int bits, LoadKeys* load,
@@ -57,23 +55,17 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
   std::vector<std::unique_ptr<transport::Socket>> socks;
   std::vector<std::string> ids;
   std::vector<int> key_index;  // socket i signs with (*keys)[key_index[i]]
-  // Encodes `e` and, when keys were given, signs it as SealMessage does (the
-  // payload digest is precomputed, so only the signature is per message).
-  auto Envelope = [&](wire::Envelope e, int i) {
-    if (keys->empty()) return wire::EncodeEnvelope(e);
-    e.flags |= kFlagSigned;
-    std::string bytes = wire::EncodeEnvelope(e);
-    const size_t n = wire::kEnvelopeBytes - wire::kSignatureBytes;
-    const auto sig = (*keys)[key_index[i]].Sign(bytes.data(), n);
-    std::memcpy(&bytes[n], sig.data(), sig.size());
-    return bytes;
+  // Encodes `e` and, when keys were given, signs it (the payload digest is
+  // precomputed, so only the signature is per message).
+  auto Envelope = [&](const wire::Envelope& e, int i) {
+    return SealEnvelope(e, keys->empty() ? nullptr : &(*keys)[key_index[i]]);
   };
   for (int i = 0; i < k; ++i) {
     transport::SocketOptions so;
     if (!load->curve.empty()) {
-      so.curve.secret_key = Raw(load->curve[i].secret_key);
-      so.curve.public_key = Raw(load->curve[i].public_key);
-      so.curve.server_key = Raw(load->server_curve);
+      so.curve.secret_key = KeyBytes(load->curve[i].secret_key);
+      so.curve.public_key = KeyBytes(load->curve[i].public_key);
+      so.curve.server_key = KeyBytes(load->server_curve);
     }
     auto s = ctx->Connect(endpoint, so);
     if (!s.ok()) {

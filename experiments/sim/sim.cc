@@ -125,8 +125,6 @@ Status MakeIdentities(int clients, uint64_t seed, const std::string& dir, SimIde
   return Status::OK();
 }
 
-std::string Raw(const CurveKey& k) { return std::string(k.begin(), k.end()); }
-
 // One worker thread: hosts `ids` and drives their sessions until all are done.
 struct Worker {
   std::vector<int> ids;
@@ -162,9 +160,9 @@ void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& p
       co.key = &key;
       co.id = NodeId(key.public_key());
       co.server_key = identities->server_signing;
-      co.curve.secret_key = Raw(identities->curve[k].secret_key);
-      co.curve.public_key = Raw(identities->curve[k].public_key);
-      co.curve.server_key = Raw(identities->server_curve);
+      co.curve.secret_key = KeyBytes(identities->curve[k].secret_key);
+      co.curve.public_key = KeyBytes(identities->curve[k].public_key);
+      co.curve.server_key = KeyBytes(identities->server_curve);
     }
     co.heartbeat_seconds = c.heartbeat;
     // A worker trains its clients one after another, so a client can stay
@@ -390,8 +388,7 @@ int Main(int argc, char** argv) {
     so.clients_dir = c.out + "/keys/enrolled";
     std::printf(
         "        secure: %d client identities (derived from the seed) enrolled in %s/keys "
-        "(%.1f s); CURVE "
-        "transport, signed messages\n",
+        "(%.1f s); CURVE transport, signed messages\n",
         c.clients, c.out.c_str(), NowSeconds() - t_keys);
   } else {
     so.insecure = true;
