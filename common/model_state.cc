@@ -61,14 +61,6 @@ bool SameLayout(const ModelState& a, const ModelState& b) {
   return true;
 }
 
-bool SameMasks(const ModelState& a, const ModelState& b) {
-  if (!SameLayout(a, b)) return false;
-  for (size_t i = 0; i < a.tensors.size(); ++i) {
-    if (a.tensors[i].mask != b.tensors[i].mask) return false;
-  }
-  return true;
-}
-
 namespace {
 
 void AppendKept(const TensorState& t, std::vector<float>* out) {

@@ -64,9 +64,6 @@ Status CheckModelState(const ModelState& state);
 // Returns true iff `a` and `b` have the same tensor names, order and shapes.
 bool SameLayout(const ModelState& a, const ModelState& b);
 
-// Returns true iff `a` and `b` have the same layout and the same masks.
-bool SameMasks(const ModelState& a, const ModelState& b);
-
 // The kept values of `state` in canonical order (all values when dense).
 std::vector<float> GatherKept(const ModelState& state);
 // The kept values of one tensor, row-major.
