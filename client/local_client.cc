@@ -23,6 +23,9 @@ Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architect
 }
 
 struct LocalClient::Impl {
+  // What the client was asked to train; empty: whatever the server sends.
+  std::string requested;
+  // The architecture of `model` (empty until the first TASK when following).
   std::string architecture;
   std::shared_ptr<SharedModel> model;
   TensorDataset shard;
@@ -42,7 +45,10 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
     return Status::InvalidArgument("shared model is '" + shared->architecture +
                                    "', client needs '" + architecture + "'");
   }
-  if (!shared) {
+  if (shared && architecture.empty()) {
+    return Status::InvalidArgument("a client on a shared model needs its architecture");
+  }
+  if (!shared && !architecture.empty()) {
     auto own = NewSharedModel(architecture);
     if (!own.ok()) return own.status();
     shared = std::move(own).value();
@@ -68,6 +74,7 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
     local.labels[k] = data.labels[i];
   }
   auto impl = std::make_unique<Impl>();
+  impl->requested = architecture;
   impl->architecture = architecture;
   impl->model = std::move(shared);
   impl->threads = threads;
@@ -79,15 +86,28 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
   return std::unique_ptr<LocalClient>(new LocalClient(std::move(impl)));
 }
 
-const std::string& LocalClient::architecture() const { return impl_->architecture; }
+const std::string& LocalClient::architecture() const { return impl_->requested; }
 
 int64_t LocalClient::num_examples() const { return impl_->shard.size(); }
 
 ModelState LocalClient::GetParameters() const {
+  if (!impl_->model) return ModelState();
   return GetModelState(impl_->architecture, *impl_->model->model);
 }
 
 Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
+  if (impl_->requested.empty() && ins.parameters.architecture != impl_->architecture) {
+    // Following the server: build the architecture its TASK carries.
+    auto model = NewSharedModel(ins.parameters.architecture);
+    if (!model.ok()) {
+      return Status::FailedPrecondition(
+          "the server trains '" + ins.parameters.architecture + "', which this fl-client does "
+          "not know",
+          model.status().message());
+    }
+    impl_->model = std::move(model).value();
+    impl_->architecture = ins.parameters.architecture;
+  }
   if (ins.parameters.architecture != impl_->architecture) {
     return Status::InvalidArgument("task is for model '" + ins.parameters.architecture +
                                    "' but this client runs '" + impl_->architecture + "'");
@@ -123,6 +143,9 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
 }
 
 Result<EvaluateRes> LocalClient::Evaluate(const ModelState& parameters, const ImageDataset& data) {
+  if (!impl_->model) {
+    return Status::FailedPrecondition("the client has no model yet (no TASK received)");
+  }
   Model& model = *impl_->model->model;
   FL_RETURN_IF_ERROR(SetModelState(model, parameters));
   TensorDataset test;

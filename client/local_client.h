@@ -70,7 +70,9 @@ class LocalClient final {
  public:
   // Creates a client holding a copy of the samples of `data` at `indices` and a
   // model of `architecture` (its own, or `shared` when given, which must be of
-  // the same architecture and used from one thread at a time).
+  // the same architecture and used from one thread at a time). An empty
+  // `architecture` (own model only) follows the server: the model is built from
+  // the architecture named by each Fit's parameters.
   // `threads` = intra-op threads for training.
   static Result<std::unique_ptr<LocalClient>> Create(const std::string& architecture,
                                                      const ImageDataset& data,
@@ -78,7 +80,8 @@ class LocalClient final {
                                                      int threads = 1,
                                                      std::shared_ptr<SharedModel> shared = nullptr);
 
-  // The architecture this client trains.
+  // The architecture this client was asked to train ("" when it follows the
+  // server).
   const std::string& architecture() const;
   ~LocalClient();
   LocalClient(const LocalClient&) = delete;

@@ -7,6 +7,10 @@
 //   fl-client --server tcp://aggregator:5555 --id edge-17 --data /var/lib/fedge/data
 //   fl-client --server tcp://127.0.0.1:5555 --id c3 --partition iid --num-partitions 10
 //             --partition-index 3     (a shard of a shared set, for experiments)
+//
+// Exit codes: 0 the federation finished (DONE) or the client was stopped by a
+// signal; 1 a runtime error; 2 bad flags or files; 3 the server refuses this
+// client for a reason retrying cannot fix (the message says what to change).
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -31,7 +35,7 @@ void OnSignal(int) { g_stop = true; }
 int main(int argc, char** argv) {
   fl::ClientOptions co;
   std::string data_dir = FL_DEFAULT_DATA_DIR;
-  std::string model = "mnist_cnn";
+  std::string model;  // empty: the architecture the server's TASK carries
   std::string partition = "none";
   int num_partitions = 1;
   int partition_index = 0;
@@ -51,7 +55,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--data", data_dir, "Folder with this device's MNIST-format IDX files")
       ->capture_default_str();
-  app.add_option("--model", model, "Architecture the client trains")->capture_default_str();
+  app.add_option("--model", model,
+                 "Architecture the client trains (default: the one the server sends; give it "
+                 "to refuse a federation that trains something else)");
   app.add_option("--partition", partition,
                  "Use one shard of --data instead of all of it: none | iid | shards | dirichlet")
       ->capture_default_str();
@@ -75,6 +81,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--backoff-max", co.backoff_max_seconds, "Longest reconnect backoff (s)")
       ->capture_default_str();
+  // Test hook: a device whose training outlasts the timeouts.
+  app.add_option("--debug-train-delay", co.debug_train_delay_seconds,
+                 "Seconds added to every local training (testing a slow device)")
+      ->group("");
   app.add_option("--max-frame-mb", max_frame_mb, "Largest frame accepted from the server (MiB)")
       ->capture_default_str();
   std::string key_path, server_key_path;
@@ -167,8 +177,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", client.status().ToString());
     return 2;
   }
-  spdlog::info("client {}: {} training samples, model {}, server {}", co.id, indices.size(), model,
-               co.server);
+  spdlog::info("client {}: {} training samples, model {}, server {}", co.id, indices.size(),
+               model.empty() ? "from the server" : model, co.server);
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -178,7 +188,7 @@ int main(int argc, char** argv) {
   if (st.ok()) st = fl::RunClient(&session, ctx, &g_stop);
   if (!st.ok()) {
     spdlog::error("client {}: {}", co.id, st.ToString());
-    return 1;
+    return st.code() == fl::Status::Code::kFailedPrecondition ? 3 : 1;
   }
   const auto& s = session.stats();
   spdlog::info(

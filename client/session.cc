@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "common/clock.h"
@@ -12,7 +13,16 @@
 #include "crypto/message.h"
 
 namespace fl {
-namespace {}  // namespace
+namespace {
+
+// HELLO refusals that come back the same however often the client retries:
+// they need the person running it to change something.
+bool IsPermanentRefusal(const std::string& reason) {
+  return reason == "wrong_architecture" || reason == "no_common_codec" ||
+         reason == "bad_payload";
+}
+
+}  // namespace
 
 struct ClientSession::Impl {
   ClientOptions o;
@@ -20,6 +30,13 @@ struct ClientSession::Impl {
   LocalClient* client;
   std::unique_ptr<transport::Socket> sock;
   ClientStats stats;
+  // When the oldest message the server has not answered since was sent; < 0
+  // when nothing is unanswered. The server answers every HELLO and UPDATE at
+  // once (it never blocks on evaluation), so only silence after we spoke means
+  // it is gone; time we spent training ourselves does not count against it.
+  double awaiting_since{-1};
+  // A refusal that retrying cannot fix: Step() returns it and the client ends.
+  Status fatal;
   double last_heard{0};
   double last_hello{-1e9};
   double reconnect_at{0};
@@ -50,6 +67,7 @@ struct ClientSession::Impl {
     if (!s.ok()) return s.status();
     sock = std::move(s).value();
     last_heard = NowSeconds();
+    awaiting_since = -1;
     last_hello = -1e9;
     return SendHello();
   }
@@ -64,6 +82,7 @@ struct ClientSession::Impl {
     env.nonce = nonce;
     SealedMessage m = SealMessage(env, std::move(payload), o.key);
     stats.bytes_sent += m.envelope.size() + m.payload.size();
+    if (awaiting_since < 0) awaiting_since = NowSeconds();
     return sock->Send("", {std::move(m.envelope), std::move(m.payload)});
   }
 
@@ -124,6 +143,14 @@ struct ClientSession::Impl {
                    ins.epochs, ins.batch_size, ins.lr, client->num_examples());
     }
     auto res = client->Fit(ins);
+    if (res.ok() && o.debug_train_delay_seconds > 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(o.debug_train_delay_seconds));
+      res->seconds += o.debug_train_delay_seconds;
+    }
+    if (!res.ok() && res.status().code() == Status::Code::kFailedPrecondition) {
+      fatal = res.status();
+      return Status::OK();
+    }
     if (!res.ok()) {
       // A task this client cannot run (wrong architecture, bad hyperparameters)
       // is the server's mistake, not a reason to stop; say so and stay available.
@@ -150,9 +177,6 @@ struct ClientSession::Impl {
       spdlog::info("[{}] round {}: trained in {:.2f} s, loss {:.4f}; sending update ({} bytes)",
                    o.id, env.round, res->seconds, res->last_epoch_loss, u.data.size());
     }
-    // Training may have outlasted the server timeout; the clock restarts now
-    // that we are talking to the server again.
-    last_heard = NowSeconds();
     // The TASK's round nonce goes back under our signature: the update is bound
     // to this round of this server run.
     return Send(wire::MessageType::kUpdate, env.round, env.model_version, wire::Encode(u),
@@ -180,6 +204,7 @@ struct ClientSession::Impl {
       }
     }
     last_heard = NowSeconds();
+    awaiting_since = -1;
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
       case wire::MessageType::kTask:
@@ -204,6 +229,10 @@ struct ClientSession::Impl {
         }
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
           stats.updates_rejected++;
+        } else if (IsPermanentRefusal(reply.reason)) {
+          fatal = Status::FailedPrecondition("the server refuses this client (" + reply.reason +
+                                             "): " + reply.message);
+          return Status::OK();
         } else if (reply.reason == last_hello_reject) {
           return Status::OK();  // a refused heartbeat repeats; say it once
         } else {
@@ -257,6 +286,7 @@ Status ClientSession::Start() {
 
 Status ClientSession::Step() {
   Impl& s = *impl_;
+  if (!s.fatal.ok()) return s.fatal;
   if (s.done) return Status::OK();
   if (!s.sock) {
     if (NowSeconds() < s.reconnect_at) return Status::OK();
@@ -269,6 +299,7 @@ Status ClientSession::Step() {
     if (!got.ok()) return got.status();
     if (!*got) break;
     FL_RETURN_IF_ERROR(s.Handle(r));
+    if (!s.fatal.ok()) return s.fatal;
   }
   if (s.done) return Status::OK();
   std::string handshake = s.sock->TakeHandshakeError();
@@ -284,9 +315,9 @@ Status ClientSession::Step() {
     return Status::OK();
   }
   const double now = NowSeconds();
-  if (now - s.last_heard > s.o.server_timeout_seconds) {
+  if (s.awaiting_since >= 0 && now - s.awaiting_since > s.o.server_timeout_seconds) {
     spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
-                 s.o.server, now - s.last_heard, s.backoff);
+                 s.o.server, now - s.awaiting_since, s.backoff);
     s.DropAndBackOff(now);
     return Status::OK();
   }
@@ -305,7 +336,8 @@ double ClientSession::SecondsUntilDue() const {
   const double now = NowSeconds();
   if (!s.sock) return std::max(0.0, s.reconnect_at - now);
   const double hb = s.last_hello + s.o.heartbeat_seconds - now;
-  const double to = s.last_heard + s.o.server_timeout_seconds - now;
+  if (s.awaiting_since < 0) return std::max(0.0, hb);
+  const double to = s.awaiting_since + s.o.server_timeout_seconds - now;
   return std::max(0.0, std::min(hb, to));
 }
 

@@ -6,9 +6,15 @@
 //   on TASK: train with the task's hyperparameters, send UPDATE (delta from
 //   the task's model), wait for ACK/REJECT, go back to idle;
 //   on DONE: finished.
-//   If the server has not answered for server_timeout, the socket is dropped and
-//   re-created after a backoff (doubling up to backoff_max), then HELLO again:
-//   this is how a client follows a restarted server.
+//   The server answers every HELLO and UPDATE at once. If a message of ours has
+//   gone unanswered for server_timeout (counted from when we sent it, so time
+//   spent training does not count), the socket is dropped and re-created after
+//   a backoff (doubling up to backoff_max), then HELLO again: this is how a
+//   client follows a restarted server. The new connection is a new route at
+//   the server; its HELLO replaces the old one, and a TASK lost with the old
+//   connection is sent again.
+//   A refusal that retrying cannot fix (wrong architecture, no common codec,
+//   a HELLO the server cannot accept) ends the session with FailedPrecondition.
 //
 // A ClientSession never blocks except while training. fl-client runs one in a
 // loop; fl-sim's workers each drive many over one Context::Poll.
@@ -36,8 +42,10 @@ struct ClientOptions {
   std::string id;
   // Seconds between HELLOs while idle.
   double heartbeat_seconds{2.0};
-  // Seconds without any message from the server before reconnecting.
+  // Seconds a message to the server may go unanswered before reconnecting.
   double server_timeout_seconds{15.0};
+  // Test hook: seconds added to every local training (a slow device).
+  double debug_train_delay_seconds{0};
   // Reconnect backoff: first wait and cap, in seconds.
   double backoff_initial_seconds{0.5};
   double backoff_max_seconds{10.0};
@@ -85,8 +93,9 @@ class ClientSession final {
 
   // Handles every message waiting on the socket (training inline on a TASK),
   // then sends a heartbeat or reconnects if one is due. Errors are returned only
-  // for conditions the session cannot recover from; a malformed message is
-  // counted, logged and dropped.
+  // for conditions the session cannot recover from (FailedPrecondition: the
+  // server refuses this client for a reason retrying cannot fix); a malformed
+  // message is counted, logged and dropped.
   Status Step();
 
   // The socket to poll; changes after a reconnect. Null while backing off.

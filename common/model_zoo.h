@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,10 +21,20 @@
 
 namespace fl {
 
+// Logits for a batch, computed for inference only (no autograd graph).
+using InferenceFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
 // A classifier over [N, 1, 28, 28] float images returning [N, classes] logits.
 class Model : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+
+  // A function computing the same logits as forward() for inference, prepared
+  // once for the current weights and valid until they change. Call it with
+  // gradients off (torch::NoGradGuard). The default is forward(); a model may
+  // return a faster plan, e.g. one that keeps activations in oneDNN's blocked
+  // layout between layers and converts its weights once instead of per batch.
+  virtual InferenceFn PrepareInference();
 };
 
 using ModelPtr = std::shared_ptr<Model>;

@@ -1,5 +1,8 @@
 #include "common/trainer.h"
 
+#include <malloc.h>
+
+#include <mutex>
 #include <numeric>
 
 #include "common/clock.h"
@@ -77,6 +80,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
     }
   }
+  RetainFreedTensorMemory();
   ThreadScope threads(options.threads);
   TrainStats stats;
   const double t0 = NowSeconds();
@@ -154,35 +158,104 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   return stats;
 }
 
-Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t batch_size) {
+void RetainFreedTensorMemory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Blocks up to 64 MiB come from the heap and are reused; the heap is given
+    // back to the kernel only when 128 MiB at its top are free.
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  });
+}
+
+namespace {
+
+// Accumulates loss and correct predictions over the batches of one pass.
+class EvalPass {
+ public:
+  explicit EvalPass(Model& model) : model_(model) {
+    model_.eval();
+    infer_ = model_.PrepareInference();
+  }
+  ~EvalPass() { model_.train(); }
+
+  void Add(const torch::Tensor& x, const torch::Tensor& y) {
+    auto logits = infer_(x);
+    loss_sum_ +=
+        torch::nn::functional::cross_entropy(
+            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
+    correct_ += logits.argmax(1).eq(y).sum().item<int64_t>();
+  }
+
+  EvalResult Result(int64_t n) const {
+    EvalResult r;
+    r.count = n;
+    r.accuracy = static_cast<double>(correct_) / n;
+    r.mean_loss = loss_sum_ / n;
+    return r;
+  }
+
+ private:
+  Model& model_;
+  InferenceFn infer_;
+  double loss_sum_{0};
+  int64_t correct_{0};
+};
+
+}  // namespace
+
+Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t batch_size,
+                            int threads) {
   const int64_t n = data.size();
   if (n == 0) return Status::InvalidArgument("cannot evaluate on an empty dataset");
   if (batch_size <= 0) batch_size = n;
-  EvalResult r;
+  RetainFreedTensorMemory();
+  ThreadScope scope(threads);
   try {
     torch::NoGradGuard no_grad;
-    model.eval();
-    double loss_sum = 0;
-    int64_t correct = 0;
+    EvalPass pass(model);
     for (int64_t begin = 0; begin < n; begin += batch_size) {
       const int64_t end = std::min(begin + batch_size, n);
-      auto x = data.images.slice(0, begin, end);
-      auto y = data.labels.slice(0, begin, end);
-      auto logits = model.forward(x);
-      loss_sum +=
-          torch::nn::functional::cross_entropy(
-              logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-              .item<double>();
-      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      pass.Add(data.images.slice(0, begin, end), data.labels.slice(0, begin, end));
     }
-    model.train();
-    r.count = n;
-    r.accuracy = static_cast<double>(correct) / n;
-    r.mean_loss = loss_sum / n;
+    return pass.Result(n);
   } catch (const c10::Error& e) {
     return Status::Internal("evaluation failed", e.what_without_backtrace());
   }
-  return r;
+}
+
+Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batch_size,
+                            int threads) {
+  const int64_t n = data.count;
+  if (n == 0) return Status::InvalidArgument("cannot evaluate on an empty dataset");
+  if (batch_size <= 0) batch_size = n;
+  batch_size = std::min(batch_size, n);
+  RetainFreedTensorMemory();
+  ThreadScope scope(threads);
+  try {
+    torch::NoGradGuard no_grad;
+    auto pixels = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
+                                   {data.count, 1, data.rows, data.cols}, torch::kUInt8);
+    auto labels_u8 =
+        torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count}, torch::kUInt8);
+    // Reused for every batch; the last, shorter batch uses a prefix.
+    torch::Tensor images = torch::empty({batch_size, 1, data.rows, data.cols}, torch::kFloat32);
+    torch::Tensor labels = torch::empty({batch_size}, torch::kInt64);
+    EvalPass pass(model);
+    for (int64_t begin = 0; begin < n; begin += batch_size) {
+      const int64_t end = std::min(begin + batch_size, n);
+      auto x = images.slice(0, 0, end - begin);
+      auto y = labels.slice(0, 0, end - begin);
+      // Same arithmetic as ToTensors, so both overloads give the same numbers.
+      x.copy_(pixels.slice(0, begin, end)).div_(255.0).sub_(kMnistMean).div_(kMnistStd);
+      y.copy_(labels_u8.slice(0, begin, end));
+      pass.Add(x, y);
+    }
+    return pass.Result(n);
+  } catch (const c10::Error& e) {
+    return Status::Internal("evaluation failed", e.what_without_backtrace());
+  }
 }
 
 }  // namespace fl

@@ -84,6 +84,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-eval", no_eval, "Do not evaluate the global model");
   app.add_option("--eval-every", o.eval_every, "Evaluate every N rounds")->capture_default_str();
+  app.add_option("--eval-threads", o.eval_threads,
+                 "LibTorch threads of the evaluation thread (it runs beside the receive thread, "
+                 "overlapping the next round)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  // Test hook: a server whose evaluation takes longer than the clients' timeouts.
+  app.add_option("--debug-eval-delay", o.debug_eval_delay_seconds,
+                 "Seconds added to every evaluation (testing a slow server)")
+      ->group("");
   app.add_option("--out", o.out_dir, "Folder for rounds.csv and checkpoint.fl");
   app.add_flag("--resume", o.resume, "Continue from the checkpoint in --out");
   app.add_option("--seed", o.seed, "Seed of the initial model and client selection")

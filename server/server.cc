@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <mutex>
+#include <deque>
 #include <optional>
 #include <set>
 
@@ -25,12 +26,14 @@
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
+#include "server/evaluator.h"
 #include "server/fedavg.h"
 
 namespace fl {
 
 const char kRoundsCsvHeader[] =
-    "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds";
+    "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds,"
+    "eval_seconds";
 
 namespace {
 
@@ -69,9 +72,19 @@ struct Admission {
 
 struct ClientEntry {
   std::string peer;  // transport routing id of its current connection
+  // False once a send to `peer` failed (the connection is gone); true again
+  // when the client speaks on a connection.
+  bool reachable{true};
   int64_t num_examples{0};
   double last_seen{0};
 };
+
+// Messages read before a round's selection, so that queued HELLOs of clients
+// that reconnected have updated their routes.
+const int kDrainBeforeSelection = 4096;
+// Evaluations allowed to queue behind the one running before the server waits
+// for them (each holds a copy of a global model).
+const size_t kMaxEvaluationsQueued = 2;
 
 }  // namespace
 
@@ -79,9 +92,18 @@ struct Server::Impl {
   ServerOptions o;
   std::shared_ptr<transport::Context> ctx;
   std::unique_ptr<transport::Socket> sock;
-  ModelPtr eval_model;
-  TensorDataset test_set;
-  bool have_test_set{false};
+  // Evaluates global models on the test set off this thread; null without one.
+  std::unique_ptr<BackgroundEvaluator> evaluator;
+  // Completed rounds whose row (rounds.csv, callback, summary) is not written
+  // yet, oldest first; `awaiting_eval` ones wait for their evaluation.
+  struct Completed {
+    RoundMetrics m;
+    bool awaiting_eval{false};
+  };
+  std::deque<Completed> unreported;
+  // Set for the duration of Run().
+  const RoundCallback* on_round{nullptr};
+  ServerSummary* summary{nullptr};
 
   ModelState global;
   Version version{};
@@ -98,6 +120,8 @@ struct Server::Impl {
   std::array<uint8_t, wire::kNonceBytes> round_nonce{};
   std::set<std::string> pending;  // selected, not yet answered
   std::set<std::string> selected;
+  // Selected clients that already got their TASK a second time this round.
+  std::set<std::string> resent;
   std::unique_ptr<FedAvgAccumulator> acc;
   SealedMessage task_message;
   // Enrolled node ids (clients_dir): the signing key prepared for
@@ -258,10 +282,13 @@ struct Server::Impl {
       Refuse(peer, env.sender, env.type, env.round, "bad_payload", st.message());
       return;
     }
-    if (h.architecture != global.architecture) {
+    // An empty architecture means "whatever the server trains": the client
+    // builds its model from the first TASK.
+    if (!h.architecture.empty() && h.architecture != global.architecture) {
       Refuse(peer, env.sender, env.type, env.round, "wrong_architecture",
-             "this federation trains '" + global.architecture + "', client has '" + h.architecture +
-                 "'");
+             "this federation trains '" + global.architecture + "', the client was started with "
+             "--model " + h.architecture + "; start it with --model " + global.architecture +
+                 " or without --model");
       return;
     }
     if (h.num_examples <= 0) {
@@ -277,8 +304,9 @@ struct Server::Impl {
     auto it = clients.find(env.sender);
     const bool is_new = it == clients.end();
     ClientEntry& c = clients[env.sender];
-    const bool moved = !is_new && c.peer != peer;
+    const bool moved = !is_new && (c.peer != peer || !c.reachable);
     c.peer = peer;
+    c.reachable = true;
     c.num_examples = h.num_examples;
     c.last_seen = NowSeconds();
     if (is_new && o.verbose) {
@@ -286,9 +314,15 @@ struct Server::Impl {
                    clients.size());
     }
     Reply(peer, true, wire::MessageType::kHello, current_round, "welcome", "");
-    // A selected client that reconnected mid-round lost its TASK; send it again.
-    if (moved && collecting && pending.count(env.sender)) {
-      (void)SendRaw(peer, task_message);
+    // A selected client that reconnected mid-round lost its TASK: send it again
+    // on the new connection, once a round (a client flapping its connection
+    // does not get a copy of the model per HELLO).
+    if (moved && collecting && pending.count(env.sender) && resent.insert(env.sender).second) {
+      if (o.verbose) {
+        spdlog::info("round {}: {} reconnected; sending its TASK again", current_round,
+                     env.sender);
+      }
+      if (!SendRaw(peer, task_message).ok()) c.reachable = false;
     }
   }
 
@@ -301,6 +335,8 @@ struct Server::Impl {
       Refuse(peer, who, env.type, env.round, "unknown_client", "send HELLO first");
       return;
     }
+    // The route stays: only a HELLO moves a client to another connection (in
+    // plaintext, a replayed UPDATE passes authentication from any connection).
     it->second.last_seen = NowSeconds();
     if (!collecting || env.round != current_round) {
       Refuse(peer, who, env.type, env.round, "stale_round",
@@ -396,20 +432,75 @@ struct Server::Impl {
       if (left <= 0) break;
       auto r = ctx->Poll({sock.get()}, static_cast<int>(std::min(left, 0.2) * 1000) + 1, &ready);
       if (!r.ok()) return r.status();
-      // Drain what is waiting, bounded so the deadline is still checked.
-      for (int i = 0; i < 256; ++i) {
-        transport::Received rx;
-        const double received_at = NowSeconds();
-        auto got = sock->TryReceive(&rx);
-        if (!got.ok()) return got.status();
-        if (!*got) break;
-        Handle(rx, received_at);
-      }
+      // Handle what is waiting, bounded so the deadline is still checked.
+      FL_RETURN_IF_ERROR(Drain(256));
       // Handshakes the ZAP thread refused since the last look.
       if (const int64_t denied = admission->denied.exchange(0)) {
         m.rejected["transport_denied"] += denied;
         totals_rejected["transport_denied"] += denied;
       }
+      FL_RETURN_IF_ERROR(Report(/*wait=*/false));
+    }
+    return Status::OK();
+  }
+
+  // Handles up to `max` messages already waiting in the socket, without
+  // waiting for more.
+  Status Drain(int max) {
+    for (int i = 0; i < max; ++i) {
+      transport::Received rx;
+      const double received_at = NowSeconds();
+      auto got = sock->TryReceive(&rx);
+      if (!got.ok()) return got.status();
+      if (!*got) break;
+      Handle(rx, received_at);
+    }
+    return Status::OK();
+  }
+
+  // Writes the rows of completed rounds whose evaluation is done (all of
+  // them, waiting for the evaluator, when `wait`), in round order.
+  Status Report(bool wait) {
+    while (!unreported.empty()) {
+      Completed& c = unreported.front();
+      if (c.awaiting_eval) {
+        std::optional<Evaluation> e = wait ? evaluator->Take() : evaluator->TryTake();
+        if (!e) break;
+        if (e->round != c.m.round) {
+          return Status::Internal("evaluation of round " + std::to_string(e->round) +
+                                  " arrived for round " + std::to_string(c.m.round));
+        }
+        if (!e->status.ok()) {
+          spdlog::error("round {}: evaluation failed: {}", e->round, e->status.ToString());
+        }
+        c.m.test_accuracy = e->accuracy;
+        c.m.test_loss = e->mean_loss;
+        c.m.eval_seconds = e->seconds;
+        c.awaiting_eval = false;
+      }
+      const RoundMetrics rm = std::move(c.m);
+      unreported.pop_front();
+      FL_RETURN_IF_ERROR(AppendCsv(rm));
+      if (summary) {
+        summary->upload_bytes += rm.upload_bytes;
+        summary->download_bytes += rm.download_bytes;
+        if (!std::isnan(rm.test_accuracy)) {
+          summary->final_accuracy = rm.test_accuracy;
+          summary->final_loss = rm.test_loss;
+        }
+      }
+      if (o.verbose) {
+        if (std::isnan(rm.test_accuracy)) {
+          spdlog::info("round {}: {}/{} updates, {:.1f} s", rm.round, rm.participants,
+                       rm.selected, rm.round_seconds);
+        } else {
+          spdlog::info("round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s (+{:.1f} s "
+                       "evaluation, overlapping the next round)",
+                       rm.round, rm.participants, rm.selected, 100 * rm.test_accuracy,
+                       rm.round_seconds, rm.eval_seconds);
+        }
+      }
+      if (on_round && *on_round) (*on_round)(rm);
     }
     return Status::OK();
   }
@@ -467,24 +558,12 @@ struct Server::Impl {
     const double now = NowSeconds();
     int n = 0;
     for (const auto& [id, c] : clients) {
-      if (now - c.last_seen <= o.client_timeout_seconds) {
+      if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) {
         ++n;
         if (ids) ids->push_back(id);
       }
     }
     return n;
-  }
-
-  Status Evaluate(RoundMetrics* rm) {
-    rm->test_accuracy = std::nan("");
-    rm->test_loss = std::nan("");
-    if (!have_test_set) return Status::OK();
-    FL_RETURN_IF_ERROR(SetModelState(*eval_model, global));
-    auto r = fl::Evaluate(*eval_model, test_set);
-    if (!r.ok()) return r.status();
-    rm->test_accuracy = r->accuracy;
-    rm->test_loss = r->mean_loss;
-    return Status::OK();
   }
 
   Status AppendCsv(const RoundMetrics& rm) {
@@ -501,9 +580,11 @@ struct Server::Impl {
       std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
       std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
     }
-    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f\n", static_cast<unsigned long long>(rm.round),
-                 rm.participants, acc_s, loss_s, static_cast<unsigned long long>(rm.upload_bytes),
-                 static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds);
+    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f\n",
+                 static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
+                 static_cast<unsigned long long>(rm.upload_bytes),
+                 static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
+                 rm.eval_seconds);
     std::fflush(f);
     ::fsync(fileno(f));
     std::fclose(f);
@@ -514,7 +595,19 @@ struct Server::Impl {
     m = RoundMetrics();
     m.round = r;
     FL_RETURN_IF_ERROR(LoadEnrollment());
-    // 1. Wait for enough clients.
+    // 0. Evaluations may run behind the rounds, but only a little: each waiting
+    // one holds a copy of a global model. The server answers while it waits.
+    while (evaluator && evaluator->outstanding() > kMaxEvaluationsQueued) {
+      if (stop && stop->load()) {
+        *abandoned = true;
+        return Status::OK();
+      }
+      FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.05, stop, nullptr));
+    }
+    // 1. Wait for enough live clients. Whatever is queued in the socket is read
+    // first: a client that reconnected while this server was busy is then
+    // known by its new connection, not by the one it dropped.
+    FL_RETURN_IF_ERROR(Drain(kDrainBeforeSelection));
     double next_log = NowSeconds();
     while (ActiveClients(nullptr) < o.min_clients) {
       if (stop && stop->load()) {
@@ -522,22 +615,25 @@ struct Server::Impl {
         return Status::OK();
       }
       if (NowSeconds() >= next_log) {
-        spdlog::info("round {}: waiting for clients ({} of {} active)", r, ActiveClients(nullptr),
+        spdlog::info("round {}: waiting for clients ({} of {} live)", r, ActiveClients(nullptr),
                      o.min_clients);
         next_log = NowSeconds() + 5;
       }
       FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.5, stop, nullptr));
+      FL_RETURN_IF_ERROR(Drain(kDrainBeforeSelection));
     }
     // 2. Select.
     const double t0 = NowSeconds();
     std::vector<std::string> active;
     ActiveClients(&active);  // sorted by id (std::map order)
+    const int live = static_cast<int>(active.size());
     const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
     Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
     rng.Shuffle(&active);
     active.resize(std::min<size_t>(active.size(), want));
     selected = std::set<std::string>(active.begin(), active.end());
     pending = selected;
+    resent.clear();
     m.selected = static_cast<int>(selected.size());
     // 3. One TASK, encoded and hashed once, sent to every selected client.
     wire::Task task;
@@ -560,16 +656,20 @@ struct Server::Impl {
     last_accept_time = t0;
     first_update_time = 0;
     for (const auto& id : active) {
-      Status st = SendRaw(clients[id].peer, task_message);
+      ClientEntry& c = clients[id];
+      Status st = SendRaw(c.peer, task_message);
       if (!st.ok()) {
-        spdlog::warn("round {}: could not send TASK to {}: {}", r, id, st.message());
-        pending.erase(id);
-        clients[id].last_seen = -1e18;  // gone until it says HELLO again
+        // Its connection went away since it was last heard. It stays selected:
+        // when it reconnects (its next HELLO) it gets the TASK on the new
+        // connection; if it never does, the deadline closes its turn.
+        spdlog::warn("round {}: could not send TASK to {} ({}); it gets it when it reconnects",
+                     r, id, st.message());
+        c.reachable = false;
       }
     }
     if (o.verbose) {
-      spdlog::info("round {}: selected {} of {} active clients, model {}", r, m.selected,
-                   ActiveClients(nullptr), ShortVersion(version));
+      spdlog::info("round {}: selected {} of {} live clients, model {}", r, m.selected, live,
+                   ShortVersion(version));
     }
     // 4. Collect.
     const double deadline = t0 + o.round_deadline_seconds;
@@ -586,7 +686,7 @@ struct Server::Impl {
       spdlog::warn("round {}: {} missed the {:.0f} s deadline", r, id, o.round_deadline_seconds);
       clients[id].last_seen = -1e18;
     }
-    // 5. Aggregate, evaluate, persist.
+    // 5. Aggregate, persist, evaluate in the background.
     if (acc->count() > 0) {
       FL_RETURN_IF_ERROR(acc->ApplyTo(&global, o.server_lr));
       SetGlobal();
@@ -595,12 +695,6 @@ struct Server::Impl {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
     }
     acc.reset();
-    const bool eval = (r % std::max(1, o.eval_every) == 0) || r == static_cast<uint64_t>(o.rounds);
-    if (eval) {
-      FL_RETURN_IF_ERROR(Evaluate(&m));
-    } else {
-      m.test_accuracy = m.test_loss = std::nan("");
-    }
     round = r;
     if (!o.out_dir.empty()) {
       Checkpoint c{round, o.seed, global};
@@ -610,8 +704,12 @@ struct Server::Impl {
       FL_RETURN_IF_ERROR(WriteModelFile(o.out_dir + "/global.flm", global, {}, signer.get()));
     }
     m.round_seconds = NowSeconds() - t0;
-    FL_RETURN_IF_ERROR(AppendCsv(m));
-    return Status::OK();
+    m.test_accuracy = m.test_loss = std::nan("");
+    const bool eval = evaluator && ((r % std::max(1, o.eval_every) == 0) ||
+                                    r == static_cast<uint64_t>(o.rounds));
+    if (eval) evaluator->Submit(r, global);
+    unreported.push_back({m, eval});
+    return Report(/*wait=*/false);
   }
 };
 
@@ -652,8 +750,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (o.model.empty()) return Status::InvalidArgument("no model architecture given");
   auto model = CreateModel(o.model, o.seed);
   if (!model.ok()) return model.status();
-  impl->eval_model = std::move(model).value();
-  impl->global = GetModelState(o.model, *impl->eval_model);
+  impl->global = GetModelState(o.model, **model);
   bool resumed = false;
 
   if (!o.out_dir.empty()) {
@@ -697,10 +794,10 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   impl->SetGlobal();
 
   if (!o.data_dir.empty()) {
-    auto test = LoadMnistFolder(o.data_dir, Split::kTest);
-    if (!test.ok()) return test.status().WithContext("server test set");
-    impl->test_set = ToTensors(*test);
-    impl->have_test_set = true;
+    auto evaluator = BackgroundEvaluator::Create(o.model, o.data_dir, o.eval_threads,
+                                                 o.debug_eval_delay_seconds);
+    if (!evaluator.ok()) return evaluator.status();
+    impl->evaluator = std::move(evaluator).value();
   }
   if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
     return Status::InvalidArgument(
@@ -751,6 +848,15 @@ uint64_t Server::first_round() const { return impl_->round + 1; }
 Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCallback& on_round) {
   Impl& s = *impl_;
   ServerSummary sum;
+  s.on_round = &on_round;
+  s.summary = &sum;
+  struct Detach {
+    Impl& s;
+    ~Detach() {
+      s.on_round = nullptr;
+      s.summary = nullptr;
+    }
+  } detach{s};
   if (s.o.verbose) {
     spdlog::info("serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s", s.o.model,
                  endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
@@ -763,18 +869,12 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
       sum.interrupted = true;
       break;
     }
-    sum.upload_bytes += s.m.upload_bytes;
-    sum.download_bytes += s.m.download_bytes;
-    if (!std::isnan(s.m.test_accuracy)) {
-      sum.final_accuracy = s.m.test_accuracy;
-      sum.final_loss = s.m.test_loss;
-    }
-    if (s.o.verbose) {
-      spdlog::info("round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s", r, s.m.participants,
-                   s.m.selected, 100 * s.m.test_accuracy, s.m.round_seconds);
-    }
-    if (on_round) on_round(s.m);
   }
+  // The last evaluations: keep answering while they finish (on a signal, just
+  // wait for them: their rows belong in rounds.csv).
+  FL_RETURN_IF_ERROR(s.Pump(std::numeric_limits<double>::infinity(), stop,
+                            [&] { return s.unreported.empty(); }));
+  FL_RETURN_IF_ERROR(s.Report(/*wait=*/true));
   sum.rounds_completed = s.round;
   if (!sum.interrupted) {
     // Tell everyone, then answer stragglers with DONE for a little while.

@@ -1,16 +1,24 @@
 // The aggregator: client registry, rounds, FedAvg, evaluation, checkpoints.
 //
-// One thread (the caller of Run) owns the listening socket and does everything:
-// receive, verify, aggregate, evaluate, checkpoint. A round:
-//   1. wait until at least min_clients clients are active (heard from within
-//      client_timeout);
-//   2. select max(1, round(fraction * active)) of them with a seeded RNG;
+// One thread (the caller of Run) owns the listening socket and does receive,
+// verify, aggregate and checkpoint; it never stops answering for longer than
+// one of those steps takes (milliseconds). Evaluation runs on a thread of its
+// own (BackgroundEvaluator), overlapping the next round. A round:
+//   1. wait until at least min_clients clients are live: heard from within
+//      client_timeout on a connection the server can still reach (messages
+//      waiting in the socket are read first, so a client that reconnected is
+//      known by its new connection);
+//   2. select max(1, round(fraction * live)) of them with a seeded RNG;
 //   3. send each a TASK (global model, version hash, hyperparameters, deadline);
+//      a selected client whose connection is gone, or that reconnects during
+//      the round, gets the TASK again on its new connection (once a round);
 //   4. collect UPDATEs until every selected client answered or the deadline
 //      passed (a client that vanished does not hold the round up);
-//   5. FedAvg the accepted deltas, evaluate on the test set if one is
-//      configured, write the checkpoint and a row of rounds.csv.
-// After the last round every known client gets DONE.
+//   5. FedAvg the accepted deltas, write the checkpoint, hand the new global
+//      model to the evaluator when a test set is configured; the round's row of
+//      rounds.csv (and the RoundCallback) follow when its evaluation is done,
+//      in round order.
+// After the last round (and its evaluation) every known client gets DONE.
 //
 // Transport: ZeroMQ CURVE unless `insecure`; the handshake admits only the
 // CURVE keys of enrolled devices, and a message is accepted only when its
@@ -75,6 +83,11 @@ struct ServerOptions {
   std::string data_dir;
   // Evaluate every this many rounds (and always after the last).
   int eval_every{1};
+  // LibTorch intra-op threads of the evaluation thread.
+  int eval_threads{1};
+  // Test hook: seconds added to every evaluation, standing in for a slow
+  // server (fl-server --debug-eval-delay).
+  double debug_eval_delay_seconds{0};
   // Folder for rounds.csv and checkpoint.fl; empty = write nothing.
   std::string out_dir;
   // Continue from out_dir/checkpoint.fl when it exists.
@@ -123,6 +136,9 @@ struct RoundMetrics {
   uint64_t delta_bytes{0};
   // Wall time from selection to the checkpoint being written.
   double round_seconds{0};
+  // Wall time of the evaluation (0 when not evaluated); it runs in the
+  // background, overlapping the next round, so it is not part of round_seconds.
+  double eval_seconds{0};
   // Wall time from selection to the last accepted update (or the deadline).
   double collect_seconds{0};
   // Wall time from the first UPDATE received to the last one accepted: the
@@ -142,7 +158,8 @@ struct RoundMetrics {
   int64_t updates_received{0};
 };
 
-// Called after every completed round (on the server thread).
+// Called after every completed round, once its evaluation is done, in round
+// order (on the server thread).
 using RoundCallback = std::function<void(const RoundMetrics&)>;
 
 struct ServerSummary {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -26,6 +27,7 @@ std::string Endpoint(int offset) {
   return "tcp://127.0.0.1:" + std::to_string(port);
 }
 
+// Rows of rounds.csv with the accuracy as a number (NaN when not evaluated).
 struct Row {
   int round, participants;
   double accuracy;
@@ -33,17 +35,10 @@ struct Row {
 };
 
 std::vector<Row> ReadRounds(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
   std::vector<Row> rows;
-  std::getline(in, line);  // header
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    std::string cell;
-    while (std::getline(ss, cell, ',')) f.push_back(cell);
-    if (f.size() != 7) continue;
-    rows.push_back({std::stoi(f[0]), std::stoi(f[1]), std::stod(f[2]), std::stod(f[6])});
+  for (const auto& r : test::ReadRoundsCsv(path)) {
+    rows.push_back({r.round, r.participants, r.accuracy.empty() ? std::nan("") : std::stod(r.accuracy),
+                    r.seconds});
   }
   return rows;
 }

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -61,6 +63,32 @@ inline void WriteFile(const std::string& path, const std::string& bytes) {
 inline std::string MnistDir() {
   const char* env = std::getenv("FEDGE_MNIST_DIR");
   return env ? env : FL_TEST_MNIST_DIR;
+}
+
+// One row of a server's rounds.csv, as the tests read it.
+struct RoundRow {
+  int round{0}, participants{0};
+  std::string accuracy;  // empty when the round was not evaluated
+  double seconds{0};     // round_seconds
+  double eval_seconds{0};
+};
+
+// Reads rounds.csv (kRoundsCsvHeader's columns); rows with too few fields are
+// skipped.
+inline std::vector<RoundRow> ReadRoundsCsv(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::vector<RoundRow> rows;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) f.push_back(cell);
+    if (f.size() < 8) continue;
+    rows.push_back({std::stoi(f[0]), std::stoi(f[1]), f[2], std::stod(f[6]), std::stod(f[7])});
+  }
+  return rows;
 }
 
 }  // namespace test

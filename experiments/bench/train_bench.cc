@@ -17,6 +17,7 @@
 #include "common/dataset.h"
 #include "common/model_zoo.h"
 #include "common/trainer.h"
+#include "experiments/bench/bench_util.h"
 
 namespace {
 
@@ -26,15 +27,6 @@ const int64_t kBatch = 10;
 const int64_t kRoundSamples = 600;
 // Epochs in the client-round measurement.
 const int kRoundEpochs = 5;
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
 
 // Which BLAS the process actually loaded, read from its memory map.
 std::string LoadedBlas() {
@@ -74,7 +66,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
 
   std::printf("fl-bench-train\n");
-  std::printf("CPU:        %s (%u logical cores)\n", CpuModel().c_str(),
+  std::printf("CPU:        %s (%u logical cores)\n", fl::bench::CpuModel().c_str(),
               std::thread::hardware_concurrency());
   std::printf("LibTorch:   %s, intra-op threads %d\n", TORCH_VERSION, torch::get_num_threads());
   std::printf("BLAS:       %s\n", LoadedBlas().c_str());

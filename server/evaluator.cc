@@ -1,0 +1,130 @@
+#include "server/evaluator.h"
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "common/clock.h"
+#include "common/dataset.h"
+#include "common/model_zoo.h"
+#include "common/trainer.h"
+
+namespace fl {
+
+struct BackgroundEvaluator::Impl {
+  ModelPtr model;  // used by the worker only
+  ImageDataset test;
+  int threads{1};
+  double delay{0};
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::pair<uint64_t, ModelState>> queue;  // submitted, not started
+  std::deque<Evaluation> finished;                    // done, not taken
+  size_t outstanding{0};                              // submitted, not taken
+  bool stopping{false};
+  std::thread worker;
+
+  Evaluation Run(uint64_t round, const ModelState& state) {
+    Evaluation e;
+    e.round = round;
+    const double t0 = NowSeconds();
+    e.status = SetModelState(*model, state);
+    if (e.status.ok()) {
+      auto r = Evaluate(*model, test, kEvalBatch, threads);
+      if (r.ok()) {
+        e.accuracy = r->accuracy;
+        e.mean_loss = r->mean_loss;
+      } else {
+        e.status = r.status();
+      }
+    }
+    if (!e.status.ok()) e.accuracy = e.mean_loss = std::nan("");
+    if (delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+    e.seconds = NowSeconds() - t0;
+    return e;
+  }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (stopping) return;
+      auto job = std::move(queue.front());
+      queue.pop_front();
+      lock.unlock();
+      Evaluation e = Run(job.first, job.second);
+      lock.lock();
+      finished.push_back(std::move(e));
+      cv.notify_all();
+    }
+  }
+};
+
+BackgroundEvaluator::BackgroundEvaluator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+BackgroundEvaluator::~BackgroundEvaluator() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->worker.joinable()) impl_->worker.join();
+}
+
+Result<std::unique_ptr<BackgroundEvaluator>> BackgroundEvaluator::Create(
+    const std::string& architecture, const std::string& data_dir, int threads,
+    double delay_seconds) {
+  auto test = LoadMnistFolder(data_dir, Split::kTest);
+  if (!test.ok()) return test.status().WithContext("server test set");
+  auto model = CreateModel(architecture, /*seed=*/0);
+  if (!model.ok()) return model.status();
+  auto impl = std::make_unique<Impl>();
+  impl->model = std::move(model).value();
+  impl->test = std::move(test).value();
+  impl->threads = threads;
+  impl->delay = delay_seconds;
+  Impl* p = impl.get();
+  impl->worker = std::thread([p] { p->Loop(); });
+  return std::unique_ptr<BackgroundEvaluator>(new BackgroundEvaluator(std::move(impl)));
+}
+
+void BackgroundEvaluator::Submit(uint64_t round, ModelState model) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->queue.emplace_back(round, std::move(model));
+    impl_->outstanding++;
+  }
+  impl_->cv.notify_all();
+}
+
+std::optional<Evaluation> BackgroundEvaluator::TryTake() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->finished.empty()) return std::nullopt;
+  Evaluation e = std::move(impl_->finished.front());
+  impl_->finished.pop_front();
+  impl_->outstanding--;
+  return e;
+}
+
+std::optional<Evaluation> BackgroundEvaluator::Take() {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  if (impl_->outstanding == 0) return std::nullopt;
+  impl_->cv.wait(lock, [&] { return !impl_->finished.empty(); });
+  Evaluation e = std::move(impl_->finished.front());
+  impl_->finished.pop_front();
+  impl_->outstanding--;
+  return e;
+}
+
+size_t BackgroundEvaluator::outstanding() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->outstanding;
+}
+
+int64_t BackgroundEvaluator::test_count() const { return impl_->test.count; }
+
+}  // namespace fl
