@@ -55,31 +55,15 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
   }
   // Copy only this client's images before converting to float, so creating many
   // small clients costs in proportion to their shards, not the whole dataset.
-  const size_t image_bytes = static_cast<size_t>(data.rows) * data.cols;
-  ImageDataset local;
-  local.count = static_cast<int64_t>(indices.size());
-  local.rows = data.rows;
-  local.cols = data.cols;
-  local.num_classes = data.num_classes;
-  local.pixels.resize(indices.size() * image_bytes);
-  local.labels.resize(indices.size());
-  for (size_t k = 0; k < indices.size(); ++k) {
-    const int64_t i = indices[k];
-    if (i < 0 || i >= data.count) {
-      return Status::InvalidArgument("sample index " + std::to_string(i) +
-                                     " out of range for a dataset of " +
-                                     std::to_string(data.count));
-    }
-    std::memcpy(&local.pixels[k * image_bytes], &data.pixels[i * image_bytes], image_bytes);
-    local.labels[k] = data.labels[i];
-  }
+  auto local = SelectSamples(data, indices);
+  if (!local.ok()) return local.status();
   auto impl = std::make_unique<Impl>();
   impl->requested = architecture;
   impl->architecture = architecture;
   impl->model = std::move(shared);
   impl->threads = threads;
   try {
-    impl->shard = ToTensors(local);  // converts into new tensors; `local` may go
+    impl->shard = ToTensors(*local);  // converts into new tensors; `local` may go
   } catch (const c10::Error& e) {
     return Status::Internal("building the client's shard", e.what_without_backtrace());
   }

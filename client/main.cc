@@ -20,6 +20,7 @@
 
 #include "client/local_client.h"
 #include "client/session.h"
+#include "common/memory.h"
 #include "common/dataset.h"
 #include "common/partition.h"
 #include "crypto/ed25519.h"
@@ -33,6 +34,7 @@ void OnSignal(int) { g_stop = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  fl::UseOneMallocArena();
   fl::ClientOptions co;
   std::string data_dir = FL_DEFAULT_DATA_DIR;
   std::string model;  // empty: the architecture the server's TASK carries

@@ -83,7 +83,9 @@ struct ClientSession::Impl {
     SealedMessage m = SealMessage(env, std::move(payload), o.key);
     stats.bytes_sent += m.envelope.size() + m.payload.size();
     if (awaiting_since < 0) awaiting_since = NowSeconds();
-    return sock->Send("", {std::move(m.envelope), std::move(m.payload)});
+    // Shared, not copied: an UPDATE is as large as the model.
+    return sock->SendShared("", {std::make_shared<const std::string>(std::move(m.envelope)),
+                                 std::make_shared<const std::string>(std::move(m.payload))});
   }
 
   Status SendHello() {
@@ -101,9 +103,13 @@ struct ClientSession::Impl {
     spdlog::warn("[{}] dropped message from server: {}", o.id, what);
   }
 
-  Status HandleTask(const wire::Envelope& env, const std::string& payload) {
+  // Takes the payload to free it as soon as it is decoded: a device holds as
+  // few copies of the model at once as it can (RSS is measured in
+  // experiments/BENCHMARKS.md).
+  Status HandleTask(const wire::Envelope& env, std::string payload) {
     wire::Task task;
     Status st = wire::Decode(payload, &task);
+    std::string().swap(payload);
     if (!st.ok()) {
       Bad(st.ToString());
       return Status::OK();
@@ -114,6 +120,7 @@ struct ClientSession::Impl {
     }
     FitIns ins;
     st = wire::Expand(task.model, &ins.parameters);
+    task.model = wire::CompactModel();
     if (!st.ok()) {
       Bad("TASK model: " + st.ToString());
       return Status::OK();
@@ -161,6 +168,8 @@ struct ClientSession::Impl {
     stats.train_seconds += res->seconds;
     stats.last_train_seconds = res->seconds;
     auto delta = KeptDifference(res->parameters, ins.parameters);
+    res->parameters = ModelState();
+    ins.parameters = ModelState();
     if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
     wire::Update u;
     u.num_examples = res->num_examples;
@@ -183,7 +192,8 @@ struct ClientSession::Impl {
                 env.nonce);
   }
 
-  Status Handle(const transport::Received& r) {
+  // May take r.frames (a TASK's payload is moved out).
+  Status Handle(transport::Received& r) {
     stats.bytes_received += r.bytes;
     if (r.frame_count != 2) {
       Bad("expected 2 frames, got " + std::to_string(r.frame_count));
@@ -208,7 +218,7 @@ struct ClientSession::Impl {
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
       case wire::MessageType::kTask:
-        return HandleTask(*env, r.frames[1]);
+        return HandleTask(*env, std::move(r.frames[1]));
       case wire::MessageType::kAck: {
         wire::Reply reply;
         if (wire::Decode(r.frames[1], &reply).ok()) {

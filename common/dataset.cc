@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 
 #include "common/file_util.h"
@@ -154,6 +155,59 @@ Result<ImageDataset> LoadMnistFolder(const std::string& dir, Split split) {
                                                "; the model zoo expects 28x28");
   }
   return ds;
+}
+
+Result<ImageDataset> SelectSamples(const ImageDataset& data, const std::vector<int64_t>& indices) {
+  const size_t image_bytes = static_cast<size_t>(data.rows) * data.cols;
+  ImageDataset out;
+  out.count = static_cast<int64_t>(indices.size());
+  out.rows = data.rows;
+  out.cols = data.cols;
+  out.num_classes = data.num_classes;
+  out.pixels.resize(indices.size() * image_bytes);
+  out.labels.resize(indices.size());
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const int64_t i = indices[k];
+    if (i < 0 || i >= data.count) {
+      return Status::InvalidArgument("sample index " + std::to_string(i) +
+                                     " out of range for a dataset of " +
+                                     std::to_string(data.count));
+    }
+    std::memcpy(&out.pixels[k * image_bytes], &data.pixels[i * image_bytes], image_bytes);
+    out.labels[k] = data.labels[i];
+  }
+  return out;
+}
+
+namespace {
+
+// An IDX file of unsigned bytes with the given dimensions.
+std::string EncodeIdx(const std::vector<uint32_t>& dims, const uint8_t* data, size_t n) {
+  std::string out;
+  out.reserve(idx::kMagicBytes + idx::kDimBytes * dims.size() + n);
+  out.push_back(0);
+  out.push_back(0);
+  out.push_back(static_cast<char>(idx::kTypeUnsignedByte));
+  out.push_back(static_cast<char>(dims.size()));
+  for (uint32_t d : dims) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(d >> shift));
+  }
+  out.append(reinterpret_cast<const char*>(data), n);
+  return out;
+}
+
+}  // namespace
+
+Status WriteMnistFolder(const std::string& dir, Split split, const ImageDataset& data) {
+  const std::string prefix = split == Split::kTrain ? "train" : "t10k";
+  FL_RETURN_IF_ERROR(CreateDirectories(dir));
+  const auto n = static_cast<uint32_t>(data.count);
+  FL_RETURN_IF_ERROR(WriteFileAtomic(
+      dir + "/" + prefix + "-images-idx3-ubyte",
+      EncodeIdx({n, static_cast<uint32_t>(data.rows), static_cast<uint32_t>(data.cols)},
+                data.pixels.data(), data.pixels.size())));
+  return WriteFileAtomic(dir + "/" + prefix + "-labels-idx1-ubyte",
+                         EncodeIdx({n}, data.labels.data(), data.labels.size()));
 }
 
 }  // namespace fl

@@ -55,6 +55,15 @@ enum class Split { kTrain, kTest };
 // IDX files. Requires 28x28 images and labels in [0, 10).
 Result<ImageDataset> LoadMnistFolder(const std::string& dir, Split split);
 
+// The samples of `data` at `indices`, in that order. InvalidArgument when an
+// index is out of range.
+Result<ImageDataset> SelectSamples(const ImageDataset& data, const std::vector<int64_t>& indices);
+
+// Writes `data` as the images and labels IDX files of `split` into `dir`
+// (created if missing), durably, so that LoadMnistFolder(dir, split) reads it
+// back: how a device's data folder is made from a shard of a shared set.
+Status WriteMnistFolder(const std::string& dir, Split split, const ImageDataset& data);
+
 }  // namespace fl
 
 #endif  // FEDGE_COMMON_DATASET_H_

@@ -158,7 +158,12 @@ ModelState GetModelState(const std::string& architecture, const torch::nn::Modul
   return state;
 }
 
-Status SetModelState(torch::nn::Module& model, const ModelState& state) {
+namespace {
+
+// Checks that `state` matches `model` tensor by tensor, then calls
+// apply(parameter, values as a tensor over the state's memory).
+template <typename F>
+Status ForEachMatchingTensor(torch::nn::Module& model, const ModelState& state, F&& apply) {
   torch::NoGradGuard no_grad;
   auto params = model.named_parameters();
   if (params.size() != state.tensors.size()) {
@@ -176,11 +181,24 @@ Status SetModelState(torch::nn::Module& model, const ModelState& state) {
         static_cast<int64_t>(t.values.size()) != item.value().numel()) {
       return Status::InvalidArgument("shape mismatch for tensor '" + t.name + "'");
     }
-    torch::Tensor src = torch::from_blob(const_cast<float*>(t.values.data()), item.value().sizes(),
-                                         torch::kFloat32);
-    item.value().copy_(src);
+    apply(item.value(), torch::from_blob(const_cast<float*>(t.values.data()),
+                                         item.value().sizes(), torch::kFloat32));
   }
   return Status::OK();
+}
+
+}  // namespace
+
+Status SetModelState(torch::nn::Module& model, const ModelState& state) {
+  return ForEachMatchingTensor(model, state, [](torch::Tensor& param, const torch::Tensor& src) {
+    param.copy_(src);
+  });
+}
+
+Status BindModelState(torch::nn::Module& model, const ModelState& state) {
+  return ForEachMatchingTensor(model, state, [](torch::Tensor& param, const torch::Tensor& src) {
+    param.set_data(src);
+  });
 }
 
 }  // namespace fl

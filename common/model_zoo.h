@@ -63,6 +63,13 @@ ModelState GetModelState(const std::string& architecture, const torch::nn::Modul
 // MasksOf). InvalidArgument if names, order or shapes differ.
 Status SetModelState(torch::nn::Module& model, const ModelState& state);
 
+// Points `model`'s parameters at `state`'s values instead of copying them
+// (for evaluation: one copy of the weights instead of two). `state` must stay
+// alive and unchanged while the model is used, and the model must not be
+// trained or given to SetModelState until it is bound again. Same checks as
+// SetModelState.
+Status BindModelState(torch::nn::Module& model, const ModelState& state);
+
 // The masks of `state` as float tensors for TrainOptions::masks (undefined for
 // dense tensors).
 std::vector<torch::Tensor> MasksOf(const ModelState& state);

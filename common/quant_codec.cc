@@ -297,6 +297,20 @@ Status QuantDecode(const std::string& data, size_t expected_count, std::vector<f
 }
 
 std::string ErrorFeedback::Encode(const std::vector<float>& delta, const QuantOptions& options) {
+  if (options.bits == 32) {
+    // Lossless: nothing is left over, so no residual is kept (one copy of the
+    // model's size less on the device). A residual left by an earlier,
+    // quantized round still goes out with this delta.
+    std::string enc;
+    if (residual_.size() == delta.size()) {
+      for (size_t i = 0; i < delta.size(); ++i) residual_[i] += delta[i];
+      enc = QuantEncode(residual_.data(), residual_.size(), options);
+    } else {
+      enc = QuantEncode(delta.data(), delta.size(), options);
+    }
+    std::vector<float>().swap(residual_);
+    return enc;
+  }
   if (residual_.size() != delta.size()) residual_.assign(delta.size(), 0.0f);
   for (size_t i = 0; i < delta.size(); ++i) residual_[i] += delta[i];
   std::string enc = QuantEncode(residual_.data(), residual_.size(), options);

@@ -80,7 +80,6 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
     }
   }
-  RetainFreedTensorMemory();
   ThreadScope threads(options.threads);
   TrainStats stats;
   const double t0 = NowSeconds();
@@ -151,6 +150,9 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
                                 std::to_string(i) + " became nonzero during training");
       }
     }
+    // Gradients are not needed until the next call, which makes new ones: a
+    // device keeps one copy of the model's size less between rounds.
+    for (auto& p : params) p.mutable_grad().reset();
   } catch (const c10::Error& e) {
     return Status::Internal("local training failed", e.what_without_backtrace());
   }
@@ -161,10 +163,10 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
 void RetainFreedTensorMemory() {
   static std::once_flag once;
   std::call_once(once, [] {
-    // Blocks up to 64 MiB come from the heap and are reused; the heap is given
-    // back to the kernel only when 128 MiB at its top are free.
-    mallopt(M_MMAP_THRESHOLD, 64 << 20);
-    mallopt(M_TRIM_THRESHOLD, 128 << 20);
+    // Blocks up to 32 MiB come from the heap and are reused; the heap is given
+    // back to the kernel only when 32 MiB at its top are free.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
   });
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The FedAvg-paper MNIST CNN workload as Flower users run it, on fedge as a real
 # deployment: one fl-server and 10 fl-client processes on 127.0.0.1, each client
-# with its own folder of 600 training images, E=1, B=10, SGD lr 0.05, C=1
+# with its own folder of 600 IID training images (written by fl-partition), E=1, B=10, SGD lr 0.05, C=1
 # (all 10 clients every round), 5 rounds, the server evaluating the 10k test
 # images. Peak RSS of every process comes from /usr/bin/time -v.
 #
@@ -31,21 +31,12 @@ PORT="${PORT:-27555}"
 [ -f "$MNIST/train-images-idx3-ubyte" ] || { echo "no MNIST: bash scripts/setup.sh" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
 
-# 1. A folder of 600 training images per client: client k holds images
-# [600k, 600k+600) of MNIST's training set (whose order is not sorted by label),
-# as the two train-* IDX files an fl-client --data folder needs.
-be32() { printf "\\x$(printf %02x $(($1 >> 24 & 255)))\\x$(printf %02x $(($1 >> 16 & 255)))\\x$(printf %02x $(($1 >> 8 & 255)))\\x$(printf %02x $(($1 & 255)))"; }
-for k in $(seq 0 $((CLIENTS - 1))); do
-  d="$OUT/data/c$k"
-  [ -f "$d/train-labels-idx1-ubyte" ] && continue
-  mkdir -p "$d"
-  { printf '\x00\x00\x08\x03'; be32 $PER_CLIENT; be32 28; be32 28
-    tail -c +$((16 + k * PER_CLIENT * 784 + 1)) "$MNIST/train-images-idx3-ubyte" | head -c $((PER_CLIENT * 784))
-  } > "$d/train-images-idx3-ubyte"
-  { printf '\x00\x00\x08\x01'; be32 $PER_CLIENT
-    tail -c +$((8 + k * PER_CLIENT + 1)) "$MNIST/train-labels-idx1-ubyte" | head -c $PER_CLIENT
-  } > "$d/train-labels-idx1-ubyte"
-done
+# 1. A folder of 600 training images per client: the first 10 of 100 IID
+# shards of MNIST's 60k training images (fl-partition, seed 1).
+if [ ! -f "$OUT/data/c$((CLIENTS - 1))/train-labels-idx1-ubyte" ]; then
+  "$BIN/fl-partition" --data "$MNIST" --scheme iid --clients $((60000 / PER_CLIENT)) \
+    --only $CLIENTS --seed 1 --out "$OUT/data" >/dev/null
+fi
 
 # Identities for the secure mode (made once).
 KEYS="$OUT/keys"

@@ -32,7 +32,8 @@ struct BackgroundEvaluator::Impl {
     Evaluation e;
     e.round = round;
     const double t0 = NowSeconds();
-    e.status = SetModelState(*model, state);
+    // The model evaluates the submitted copy in place: no second copy.
+    e.status = BindModelState(*model, state);
     if (e.status.ok()) {
       auto r = Evaluate(*model, test, kEvalBatch, threads);
       if (r.ok()) {

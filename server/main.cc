@@ -14,6 +14,7 @@
 #include <atomic>
 #include <csignal>
 
+#include "common/memory.h"
 #include "server/server.h"
 
 namespace {
@@ -26,6 +27,7 @@ void OnHangup(int) { g_reload = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  fl::UseOneMallocArena();
   fl::ServerOptions o;
   o.data_dir = FL_DEFAULT_DATA_DIR;
   double max_frame_mb = 64;

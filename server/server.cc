@@ -108,7 +108,9 @@ struct Server::Impl {
   ModelState global;
   Version version{};
   // `global` as TASKs carry it (kept values in the downlink format), and the
-  // hash of its encoding, `version`. Both change only when `global` does.
+  // hash of its encoding, `version`. Both change only when `global` does;
+  // `compact` is given to the next TASK (and rebuilt from `global` when a
+  // round did not change it).
   wire::CompactModel compact;
   uint64_t round{0};  // last completed round
   std::map<std::string, ClientEntry> clients;
@@ -123,7 +125,8 @@ struct Server::Impl {
   // Selected clients that already got their TASK a second time this round.
   std::set<std::string> resent;
   std::unique_ptr<FedAvgAccumulator> acc;
-  SealedMessage task_message;
+  // The round's TASK (envelope, payload): one copy, shared by every send.
+  std::vector<transport::SharedFrame> task_frames;
   // Enrolled node ids (clients_dir): the signing key prepared for
   // verification, and the CURVE key the device's connections must present.
   struct Enrolled {
@@ -155,6 +158,12 @@ struct Server::Impl {
   }
 
   // --- sending --------------------------------------------------------------
+
+  Status SendTask(const std::string& peer) {
+    Status st = sock->SendShared(peer, task_frames);
+    if (st.ok()) m.download_bytes += task_frames[0]->size() + task_frames[1]->size();
+    return st;
+  }
 
   Status SendRaw(const std::string& peer, const SealedMessage& msg) {
     Status st = sock->Send(peer, {msg.envelope, msg.payload});
@@ -322,7 +331,7 @@ struct Server::Impl {
         spdlog::info("round {}: {} reconnected; sending its TASK again", current_round,
                      env.sender);
       }
-      if (!SendRaw(peer, task_message).ok()) c.reachable = false;
+      if (!SendTask(peer).ok()) c.reachable = false;
     }
   }
 
@@ -636,19 +645,26 @@ struct Server::Impl {
     resent.clear();
     m.selected = static_cast<int>(selected.size());
     // 3. One TASK, encoded and hashed once, sent to every selected client.
-    wire::Task task;
-    task.config = o.train;
-    task.config.seed = o.seed * 1000003ULL + r;
-    task.config.deadline_seconds = o.round_deadline_seconds;
-    task.model = compact;
-    wire::Envelope env;
-    env.type = wire::MessageType::kTask;
-    env.sender = kServerId;
-    env.round = r;
-    env.model_version = version;
-    round_nonce = RandomNonce();
-    env.nonce = round_nonce;
-    task_message = SealMessage(env, wire::Encode(task), signer.get());
+    {
+      wire::Task task;
+      task.config = o.train;
+      task.config.seed = o.seed * 1000003ULL + r;
+      task.config.deadline_seconds = o.round_deadline_seconds;
+      // Taken, not copied: between rounds only the encoded TASK holds it.
+      task.model = compact.tensors.empty() ? wire::Compact(global, o.downlink)
+                                           : std::move(compact);
+      compact = wire::CompactModel();
+      wire::Envelope env;
+      env.type = wire::MessageType::kTask;
+      env.sender = kServerId;
+      env.round = r;
+      env.model_version = version;
+      round_nonce = RandomNonce();
+      env.nonce = round_nonce;
+      SealedMessage sealed = SealMessage(env, wire::Encode(task), signer.get());
+      task_frames = {std::make_shared<const std::string>(std::move(sealed.envelope)),
+                     std::make_shared<const std::string>(std::move(sealed.payload))};
+    }
     current_round = r;
     collecting = true;
     acc = std::make_unique<FedAvgAccumulator>(kept_count);
@@ -657,7 +673,7 @@ struct Server::Impl {
     first_update_time = 0;
     for (const auto& id : active) {
       ClientEntry& c = clients[id];
-      Status st = SendRaw(c.peer, task_message);
+      Status st = SendTask(c.peer);
       if (!st.ok()) {
         // Its connection went away since it was last heard. It stays selected:
         // when it reconnects (its next HELLO) it gets the TASK on the new
@@ -675,6 +691,7 @@ struct Server::Impl {
     const double deadline = t0 + o.round_deadline_seconds;
     FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] { return pending.empty(); }));
     collecting = false;
+    task_frames.clear();  // sends still in flight hold their own references
     if (stop && stop->load()) {
       spdlog::warn("round {} abandoned on signal; the checkpoint of round {} stays", r, round);
       *abandoned = true;

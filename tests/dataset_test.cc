@@ -175,5 +175,29 @@ TEST(RealMnistTest, CountsAndLabelHistogram) {
   EXPECT_EQ(hist, (std::vector<int>{5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949}));
 }
 
+// A client's shard written as its own data folder reads back the same.
+TEST(ShardFolderTest, SelectedSamplesWrittenAndReadBack) {
+  ImageDataset all;
+  all.count = 5;
+  all.rows = 28;
+  all.cols = 28;
+  all.num_classes = 10;
+  for (int64_t i = 0; i < all.count * 28 * 28; ++i) all.pixels.push_back(static_cast<uint8_t>(i % 253));
+  all.labels = {3, 1, 4, 1, 5};
+  auto shard = SelectSamples(all, {4, 0, 2});
+  ASSERT_FL_OK(shard);
+  EXPECT_EQ(shard->labels, (std::vector<uint8_t>{5, 3, 4}));
+  EXPECT_EQ(shard->pixels[0], all.pixels[4 * 784]);
+  test::TempDir dir;
+  ASSERT_FL_OK(WriteMnistFolder(dir.path() + "/c0", Split::kTrain, *shard));
+  auto back = LoadMnistFolder(dir.path() + "/c0", Split::kTrain);
+  ASSERT_FL_OK(back);
+  EXPECT_EQ(back->count, 3);
+  EXPECT_EQ(back->pixels, shard->pixels);
+  EXPECT_EQ(back->labels, shard->labels);
+  EXPECT_TRUE(SelectSamples(all, {5}).status().IsInvalidArgument());
+  EXPECT_TRUE(SelectSamples(all, {-1}).status().IsInvalidArgument());
+}
+
 }  // namespace
 }  // namespace fl

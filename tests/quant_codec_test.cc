@@ -159,5 +159,25 @@ TEST(ErrorFeedbackTest, CarriesTheResidual) {
   }
 }
 
+// 32 bits is lossless: no residual is kept, and one left by an earlier
+// quantized round goes out with the next delta.
+TEST(ErrorFeedbackTest, LosslessEncodingKeepsNoResidual) {
+  ErrorFeedback ef;
+  const auto d1 = Gaussian(300, 7);
+  ef.Encode(d1, QuantOptions{2, 64, false, 1});
+  ASSERT_EQ(ef.residual().size(), 300u);
+  const std::vector<float> left = ef.residual();
+  const auto d2 = Gaussian(300, 8);
+  const std::string enc = ef.Encode(d2, QuantOptions{32, 256, false, 1});
+  EXPECT_TRUE(ef.residual().empty());
+  std::vector<float> sent;
+  ASSERT_FL_OK(QuantDecode(enc, 300, &sent));
+  for (size_t i = 0; i < 300; ++i) EXPECT_EQ(sent[i], d2[i] + left[i]);
+  const std::string again = ef.Encode(d2, QuantOptions{32, 256, false, 1});
+  ASSERT_FL_OK(QuantDecode(again, 300, &sent));
+  for (size_t i = 0; i < 300; ++i) EXPECT_EQ(sent[i], d2[i]);
+  EXPECT_TRUE(ef.residual().empty());
+}
+
 }  // namespace
 }  // namespace fl

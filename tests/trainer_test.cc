@@ -45,6 +45,48 @@ TEST_F(TrainerTest, NormalisationMatchesMnistStatistics) {
   EXPECT_EQ(all.labels.dtype(), torch::kInt64);
 }
 
+// The evaluation path (inference plan, raw bytes normalised batch by batch,
+// weights bound instead of copied) gives the numbers the plain path gives.
+TEST_F(TrainerTest, EvaluationPathsAgree) {
+  for (const auto& info : ListModels()) {
+    auto model = CreateModel(info.name, 3);
+    ASSERT_FL_OK(model);
+    // Train a little so the logits are not near-uniform.
+    TrainOptions opts;
+    opts.lr = 0.05;
+    ASSERT_FL_OK(TrainLocal(**model, Head(*train_, 500), opts));
+    const TensorDataset test = Head(*test_, 1000);
+    {
+      torch::NoGradGuard no_grad;
+      (*model)->eval();
+      auto x = test.images.slice(0, 0, 64);
+      auto plan = (*model)->PrepareInference();
+      EXPECT_TRUE(torch::allclose(plan(x), (*model)->forward(x), 1e-5, 1e-5)) << info.name;
+      (*model)->train();
+    }
+    auto on_floats = Evaluate(**model, test, 1000);
+    std::vector<int64_t> idx(1000);
+    for (int64_t i = 0; i < 1000; ++i) idx[i] = i;
+    auto raw = SelectSamples(*test_, idx);
+    ASSERT_FL_OK(raw);
+    auto on_bytes = Evaluate(**model, *raw, 100);
+    ASSERT_FL_OK(on_floats);
+    ASSERT_FL_OK(on_bytes);
+    EXPECT_EQ(on_floats->accuracy, on_bytes->accuracy) << info.name;
+    EXPECT_NEAR(on_floats->mean_loss, on_bytes->mean_loss, 1e-5) << info.name;
+    EXPECT_GT(on_bytes->accuracy, 0.5) << info.name;
+    // A second model bound to the first one's weights evaluates the same.
+    const ModelState state = GetModelState(info.name, **model);
+    auto other = CreateModel(info.name, 99);
+    ASSERT_FL_OK(other);
+    ASSERT_FL_OK(BindModelState(**other, state));
+    auto bound = Evaluate(**other, *raw, 100);
+    ASSERT_FL_OK(bound);
+    EXPECT_EQ(bound->accuracy, on_bytes->accuracy) << info.name;
+    EXPECT_EQ(bound->mean_loss, on_bytes->mean_loss) << info.name;
+  }
+}
+
 TEST_F(TrainerTest, LossFallsAndAccuracyRises) {
   const auto shard = Head(*train_, 500);
   const auto held_out = Head(*test_, 1000);

@@ -66,6 +66,10 @@ struct Received {
   size_t bytes{0};
 };
 
+// A frame several sends can share without copying it (a TASK goes to every
+// selected client; an UPDATE is a few MB a device would otherwise hold twice).
+using SharedFrame = std::shared_ptr<const std::string>;
+
 class Socket {
  public:
   virtual ~Socket() = default;
@@ -74,6 +78,16 @@ class Socket {
   // routing id from Received::peer) or to the remote end on a connecting one.
   // Never blocks: Unavailable when the peer is unknown or gone, or the queue is full.
   virtual Status Send(const std::string& peer, const std::vector<std::string>& frames) = 0;
+
+  // The same without copying the frames: the transport holds a reference to
+  // each until it has written it, so the bytes exist once however many peers
+  // they go to. The default copies (for backends that cannot do better).
+  virtual Status SendShared(const std::string& peer, const std::vector<SharedFrame>& frames) {
+    std::vector<std::string> copies;
+    copies.reserve(frames.size());
+    for (const auto& f : frames) copies.push_back(*f);
+    return Send(peer, copies);
+  }
 
   // Receives one message if one is waiting. Returns true and fills `out`, or
   // false when nothing is waiting. Never blocks.

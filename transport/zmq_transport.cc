@@ -117,6 +117,9 @@ class ZapHandler {
   uint64_t next_domain_{0};
 };
 
+// zmq_msg_init_data's free function for SharedFrame sends.
+void ReleaseFrame(void* /*data*/, void* hint) { delete static_cast<SharedFrame*>(hint); }
+
 class ZmqSocket final : public Socket {
  public:
   ZmqSocket(void* sock, bool listening, size_t max_frames,
@@ -184,6 +187,31 @@ class ZmqSocket final : public Socket {
     for (size_t i = 0; i < frames.size(); ++i) {
       const int flags = ZMQ_DONTWAIT | (i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
       if (zmq_send(sock_, frames[i].data(), frames[i].size(), flags) < 0) {
+        return ZmqError("send frame " + std::to_string(i));
+      }
+    }
+    return Status::OK();
+  }
+
+  Status SendShared(const std::string& peer, const std::vector<SharedFrame>& frames) override {
+    if (listening_) {
+      if (zmq_send(sock_, peer.data(), peer.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        return ZmqError("send to peer");
+      }
+    }
+    for (size_t i = 0; i < frames.size(); ++i) {
+      const int flags = ZMQ_DONTWAIT | (i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
+      // ZeroMQ calls ReleaseFrame (on its I/O thread) once the frame is
+      // written; the reference keeps the bytes alive until then.
+      auto* ref = new SharedFrame(frames[i]);
+      zmq_msg_t msg;
+      if (zmq_msg_init_data(&msg, const_cast<char*>((*ref)->data()), (*ref)->size(), ReleaseFrame,
+                            ref) != 0) {
+        delete ref;
+        return ZmqError("send frame " + std::to_string(i));
+      }
+      if (zmq_msg_send(&msg, sock_, flags) < 0) {
+        zmq_msg_close(&msg);  // releases `ref`
         return ZmqError("send frame " + std::to_string(i));
       }
     }

@@ -128,14 +128,50 @@ void serialize(Archive& ar, Done& m) {
 
 namespace {
 
+// Counts the bytes an archive writes, storing none.
+class CountingBuf final : public std::streambuf {
+ public:
+  size_t count() const { return n_; }
+
+ protected:
+  std::streamsize xsputn(const char*, std::streamsize n) override {
+    n_ += static_cast<size_t>(n);
+    return n;
+  }
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof())) ++n_;
+    return traits_type::not_eof(c);
+  }
+
+ private:
+  size_t n_{0};
+};
+
+// Writes into a fixed buffer; a write past its end fails (cereal throws).
+class FixedBuf final : public std::streambuf {
+ public:
+  FixedBuf(char* p, size_t n) { setp(p, p + n); }
+};
+
+// Serializes twice, once to count and once into a string of exactly that
+// size: a payload as large as the model is allocated once, not grown by
+// doubling and then copied out of a stringstream (3x its size at the peak).
 template <typename T>
 std::string EncodeAny(const T& m) {
-  std::ostringstream os(std::ios::binary);
+  CountingBuf counter;
   {
+    std::ostream os(&counter);
     cereal::BinaryOutputArchive ar(os);
     ar(m);
   }
-  return os.str();
+  std::string out(counter.count(), '\0');
+  FixedBuf buf(out.data(), out.size());
+  {
+    std::ostream os(&buf);
+    cereal::BinaryOutputArchive ar(os);
+    ar(m);
+  }
+  return out;
 }
 
 template <typename T>
