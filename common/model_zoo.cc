@@ -137,7 +137,7 @@ std::vector<torch::Tensor> MasksOf(const ModelState& state) {
       masks.emplace_back();
     } else {
       masks.push_back(torch::from_blob(const_cast<uint8_t*>(t.mask.data()), t.shape, torch::kUInt8)
-                          .to(torch::kFloat32));
+                          .to(torch::kBool));
     }
   }
   return masks;

@@ -70,8 +70,8 @@ Status SetModelState(torch::nn::Module& model, const ModelState& state);
 // SetModelState.
 Status BindModelState(torch::nn::Module& model, const ModelState& state);
 
-// The masks of `state` as float tensors for TrainOptions::masks (undefined for
-// dense tensors).
+// The masks of `state` as bool tensors for TrainOptions::masks (undefined for
+// dense tensors): one byte an element, a quarter of a float mask.
 std::vector<torch::Tensor> MasksOf(const ModelState& state);
 
 }  // namespace fl

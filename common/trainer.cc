@@ -144,7 +144,8 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < options.masks.size(); ++i) {
       if (!options.masks[i].defined()) continue;
-      const int64_t leaked = params[i].mul(1 - options.masks[i]).ne(0).sum().item<int64_t>();
+      const int64_t leaked =
+          params[i].ne(0).logical_and(options.masks[i].logical_not()).sum().item<int64_t>();
       if (leaked != 0) {
         return Status::Internal(std::to_string(leaked) + " pruned weights of parameter " +
                                 std::to_string(i) + " became nonzero during training");

@@ -62,10 +62,11 @@ struct TrainOptions {
   // Called after every epoch, when set.
   std::function<void(const EpochStats&)> on_epoch;
   // Sparse masks, one per model parameter in Module::parameters() order: an
-  // undefined tensor leaves that parameter dense; otherwise a float tensor of
-  // the parameter's shape, 1 = kept, 0 = pruned. Pruned weights must be 0 on
-  // entry and stay exactly 0: their gradients are zeroed before every step, so
-  // momentum buffers and weight decay (wd * 0) never move them either.
+  // undefined tensor leaves that parameter dense; otherwise a bool (or float)
+  // tensor of the parameter's shape, true/1 = kept, false/0 = pruned. Pruned
+  // weights must be 0 on entry and stay exactly 0: their gradients are zeroed
+  // before every step, so momentum buffers and weight decay (wd * 0) never
+  // move them either.
   std::vector<torch::Tensor> masks;
   // Knowledge distillation (Hinton et al. 2015), when `teacher` is set: the loss
   // is alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
