@@ -132,13 +132,8 @@ Result<EvaluateRes> LocalClient::Evaluate(const ModelState& parameters, const Im
   }
   Model& model = *impl_->model->model;
   FL_RETURN_IF_ERROR(SetModelState(model, parameters));
-  TensorDataset test;
-  try {
-    test = ToTensors(data);
-  } catch (const c10::Error& e) {
-    return Status::Internal("converting the evaluation set", e.what_without_backtrace());
-  }
-  auto r = fl::Evaluate(model, test);
+  // Straight from the raw bytes: no float copy of the whole set.
+  auto r = fl::Evaluate(model, data, kEvalBatch, impl_->threads);
   if (!r.ok()) return r.status();
   return EvaluateRes{r->accuracy, r->mean_loss, r->count};
 }

@@ -1,9 +1,5 @@
 #include "server/evaluator.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -17,12 +13,6 @@
 #include "common/trainer.h"
 
 namespace fl {
-namespace {
-
-// Nice value of the evaluation thread.
-constexpr int kEvalNice = 10;
-
-}  // namespace
 
 struct BackgroundEvaluator::Impl {
   ModelPtr model;  // used by the worker only
@@ -60,10 +50,6 @@ struct BackgroundEvaluator::Impl {
   }
 
   void Loop() {
-    // Background work: the receive thread, and the clients' training when
-    // they share the machine, come first. (Linux: nice applies per thread.)
-    // If it fails, evaluation just competes at normal priority.
-    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kEvalNice);
     std::unique_lock<std::mutex> lock(mu);
     while (true) {
       cv.wait(lock, [&] { return stopping || !queue.empty(); });

@@ -84,7 +84,7 @@ struct ClientEntry {
 const int kDrainBeforeSelection = 4096;
 // Evaluations allowed to queue behind the one running before the server waits
 // for them (each holds a copy of a global model).
-const size_t kMaxEvaluationsQueued = 2;
+const size_t kMaxEvaluationsQueued = 1;
 
 }  // namespace
 

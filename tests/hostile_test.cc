@@ -461,5 +461,72 @@ TEST_F(HostileTest, EnrollmentFolderChangesTakeEffect) {
   EXPECT_GE(Count(*summary, "not_enrolled"), 1);
 }
 
+// Liveness: a selected device that reconnects mid-round (new connection, new
+// routing id) gets its TASK again on the new connection, once a round: a
+// second reconnect gets only the welcome, so reconnecting is no way to make
+// the server send model after model. The round then completes with it.
+TEST_F(HostileTest, ReconnectedDeviceGetsItsTaskOnceOnTheNewConnection) {
+  auto ctx = transport::CreateZmqContext();
+  std::atomic<bool> stop{false};
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = "mnist_2nn";
+  so.rounds = 1;
+  so.min_clients = 2;
+  so.fraction = 1.0;
+  so.round_deadline_seconds = 60;
+  so.done_linger_seconds = 0.2;
+  so.verbose = false;
+  so.key_path = dir_.path() + "/server.key";
+  so.clients_dir = dir_.path() + "/enrolled";
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  std::vector<RoundMetrics> rounds;
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] {
+    summary = (*server)->Run(&stop, [&](const RoundMetrics& m) { rounds.push_back(m); });
+  });
+  auto connect = [&](const Node& n) { return Connect(ctx.get(), (*server)->endpoint(), n, true); };
+  const wire::Hello hello{600, "", {wire::kCodecQuant}, 1.0};  // "": any architecture
+  auto say_hello = [&](transport::Socket* s, const Node& n) {
+    ExpectSent(Send(s, n, wire::MessageType::kHello, 0, {}, {}, wire::Encode(hello)));
+  };
+  std::unique_ptr<transport::Socket> socks[2] = {connect(honest_[0]), connect(honest_[1])};
+  say_hello(socks[0].get(), honest_[0]);
+  say_hello(socks[1].get(), honest_[1]);
+  wire::Envelope task_env[2];
+  std::string task[2];
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(Await(ctx.get(), socks[k].get(), wire::MessageType::kTask, &task_env[k], &task[k]));
+  }
+  // Device 0 loses its connection and comes back on a new one.
+  socks[0] = connect(honest_[0]);
+  say_hello(socks[0].get(), honest_[0]);
+  wire::Envelope again_env;
+  std::string again;
+  ASSERT_TRUE(Await(ctx.get(), socks[0].get(), wire::MessageType::kTask, &again_env, &again));
+  EXPECT_EQ(again_env.round, task_env[0].round);
+  EXPECT_EQ(again_env.nonce, task_env[0].nonce);
+  EXPECT_EQ(again, task[0]);
+  // And again: welcomed, but no third copy of the model this round.
+  socks[0] = connect(honest_[0]);
+  say_hello(socks[0].get(), honest_[0]);
+  wire::Envelope env;
+  std::string payload;
+  EXPECT_TRUE(Await(ctx.get(), socks[0].get(), wire::MessageType::kAck, &env, &payload));
+  EXPECT_FALSE(Await(ctx.get(), socks[0].get(), wire::MessageType::kTask, &env, &payload, 1500));
+  // Both answer (device 0 on its newest connection); the round is complete.
+  for (int k = 0; k < 2; ++k) {
+    SealedMessage u = HonestUpdate(honest_[k], k, task_env[k], task[k]);
+    ExpectSent(socks[k]->Send("", {u.envelope, u.payload}));
+    ExpectAccepted(ctx.get(), socks[k].get());
+  }
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  EXPECT_EQ(summary->rounds_completed, 1u);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].participants, 2);
+}
+
 }  // namespace
 }  // namespace fl

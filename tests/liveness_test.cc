@@ -5,6 +5,8 @@
 // round must have every participant.
 #include <gtest/gtest.h>
 
+#include <cctype>
+
 #include "tests/process_util.h"
 #include "tests/test_util.h"
 
@@ -14,9 +16,17 @@ namespace {
 const std::string kServer = std::string(FL_TEST_BIN_DIR) + "/fl-server";
 const std::string kClient = std::string(FL_TEST_BIN_DIR) + "/fl-client";
 
-std::string Endpoint(int offset) {
-  const int port = 20000 + (getpid() * 11 + offset) % 20000;
-  return "tcp://127.0.0.1:" + std::to_string(port);
+// Starts fl-server on a port the kernel picks and returns the endpoint it
+// logged ("" if it did not come up): no two tests can collide on a port.
+std::string StartedEndpoint(const test::Process& server) {
+  if (!server.WaitForLog("serving ", 60)) return "";
+  const std::string log = server.Log();
+  const std::string marker = " on tcp://127.0.0.1:";
+  const size_t at = log.find(marker, log.find("serving "));
+  if (at == std::string::npos) return "";
+  size_t end = at + marker.size();
+  while (end < log.size() && std::isdigit(static_cast<unsigned char>(log[end]))) ++end;
+  return "tcp://127.0.0.1:" + log.substr(at + marker.size(), end - at - marker.size());
 }
 
 int Count(const std::string& text, const std::string& what) {
@@ -43,18 +53,20 @@ std::vector<std::string> ClientArgs(const std::string& ep, int index) {
 
 TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) {
   test::TempDir dir;
-  const std::string ep = Endpoint(1);
   const int kClients = 5, kRounds = 5;
   // Evaluation takes >= 3 s (hook), longer than the clients' 2 s server
   // timeout; the slow device trains >= 5 s, longer than the server's 3 s
   // client timeout and its own 2 s server timeout.
   test::Process server(kServer,
-                       {"--bind", ep, "--model", "mnist_2nn", "--rounds", std::to_string(kRounds),
+                       {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--rounds",
+                        std::to_string(kRounds),
                         "--min-clients", std::to_string(kClients), "--fraction", "1", "--epochs",
                         "1", "--lr", "0.05", "--deadline", "60", "--client-timeout", "3", "--data",
                         test::MnistDir(), "--eval-every", "1", "--debug-eval-delay", "3", "--out",
                         dir.path() + "/out", "--linger", "2", "--insecure"},
                        dir.path() + "/server.log");
+  const std::string ep = StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
   std::vector<std::unique_ptr<test::Process>> clients;
   for (int k = 0; k < kClients; ++k) {
     auto args = ClientArgs(ep, k);
@@ -94,11 +106,12 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
 // to change, instead of retrying forever.
 TEST(LivenessTest, ClientForTheWrongArchitectureExitsWithTheFix) {
   test::TempDir dir;
-  const std::string ep = Endpoint(2);
   test::Process server(kServer,
-                       {"--bind", ep, "--model", "mnist_2nn", "--rounds", "1", "--min-clients",
+                       {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--rounds", "1", "--min-clients",
                         "1", "--no-eval", "--deadline", "30", "--insecure"},
                        dir.path() + "/server.log");
+  const std::string ep = StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
   auto args = ClientArgs(ep, 0);
   args.insert(args.end(), {"--model", "mnist_cnn"});
   test::Process client(kClient, args, dir.path() + "/client.log");

@@ -134,7 +134,9 @@ int main(int argc, char** argv) {
                o.model, ins.parameters.NumParameters(), o.epochs, o.batch, o.lr, o.momentum,
                o.threads);
 
+  const double e0 = fl::NowSeconds();
   auto before = (*client)->Evaluate(ins.parameters, *test);
+  const double eval_before_secs = fl::NowSeconds() - e0;
   if (!before.ok()) {
     spdlog::error("{}", before.status().ToString());
     return 1;
@@ -150,7 +152,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double train_secs = fl::NowSeconds() - t0;
+  const double e1 = fl::NowSeconds();
   auto after = (*client)->Evaluate(fit->parameters, *test);
+  const double eval_after_secs = fl::NowSeconds() - e1;
   if (!after.ok()) {
     spdlog::error("{}", after.status().ToString());
     return 1;
@@ -163,5 +167,7 @@ int main(int argc, char** argv) {
               before->loss);
   std::printf("%-28s %.2f%% (loss %.4f) on %lld test images\n", "test accuracy after",
               100 * after->accuracy, after->loss, static_cast<long long>(after->num_examples));
+  std::printf("%-28s %.2f s before, %.2f s after\n", "evaluation time", eval_before_secs,
+              eval_after_secs);
   return 0;
 }
