@@ -240,8 +240,13 @@ struct ClientSession::Impl {
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
           stats.updates_rejected++;
         } else if (IsPermanentRefusal(reply.reason)) {
+          std::string hint;
+          if (reply.reason == "wrong_architecture" && client->architecture().empty()) {
+            hint = " (this server predates clients that take the architecture from it: start "
+                   "fl-client with --model and the name the server trains)";
+          }
           fatal = Status::FailedPrecondition("the server refuses this client (" + reply.reason +
-                                             "): " + reply.message);
+                                             "): " + reply.message + hint);
           return Status::OK();
         } else if (reply.reason == last_hello_reject) {
           return Status::OK();  // a refused heartbeat repeats; say it once

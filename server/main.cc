@@ -21,7 +21,12 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 std::atomic<bool> g_reload{false};
-void OnSignal(int) { g_stop = true; }
+// The first SIGINT/SIGTERM stops the run cleanly (rows of finished rounds are
+// still written); a second one ends the process at once.
+void OnSignal(int sig) {
+  g_stop = true;
+  std::signal(sig, SIG_DFL);
+}
 void OnHangup(int) { g_reload = true; }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <deque>
 #include <optional>
@@ -15,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/dataset.h"
+#include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
@@ -75,6 +77,7 @@ struct ClientEntry {
   // False once a send to `peer` failed (the connection is gone); true again
   // when the client speaks on a connection.
   bool reachable{true};
+  double unreachable_since{0};  // NowSeconds() of the failed send
   int64_t num_examples{0};
   double last_seen{0};
 };
@@ -85,6 +88,35 @@ const int kDrainBeforeSelection = 4096;
 // Evaluations allowed to queue behind the one running before the server waits
 // for them (each holds a copy of a global model).
 const size_t kMaxEvaluationsQueued = 1;
+
+// Looks at the rounds.csv of an earlier run in `out_dir`: one written with
+// other columns is moved aside to rounds.csv.old (rows of two layouts in one
+// file would not parse), and rounds the checkpoint is ahead of (the server
+// stopped after their checkpoint, before their evaluation finished) are named.
+void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
+  const std::string path = out_dir + "/rounds.csv";
+  auto text = ReadFile(path);
+  if (!text.ok() || text->empty()) return;
+  const std::string header = text->substr(0, text->find('\n'));
+  if (header != kRoundsCsvHeader) {
+    const std::string aside = path + ".old";
+    if (std::rename(path.c_str(), aside.c_str()) == 0) {
+      spdlog::warn("{} has other columns (an older fl-server wrote it); moved it to {}", path,
+                   aside);
+    }
+    return;
+  }
+  uint64_t last = 0;
+  size_t line = text->rfind('\n', text->size() >= 2 ? text->size() - 2 : 0);
+  if (line != std::string::npos && line + 1 < text->size()) {
+    last = std::strtoull(text->c_str() + line + 1, nullptr, 10);
+  }
+  if (last < checkpoint_round) {
+    spdlog::warn("{} has no row for round(s) {}..{}: the server stopped after their checkpoint, "
+                 "before their evaluation finished",
+                 path, last + 1, checkpoint_round);
+  }
+}
 
 }  // namespace
 
@@ -331,7 +363,10 @@ struct Server::Impl {
         spdlog::info("round {}: {} reconnected; sending its TASK again", current_round,
                      env.sender);
       }
-      if (!SendTask(peer).ok()) c.reachable = false;
+      if (!SendTask(peer).ok()) {
+        c.reachable = false;
+        c.unreachable_since = NowSeconds();
+      }
     }
   }
 
@@ -419,6 +454,25 @@ struct Server::Impl {
     train_loss_sum += u.train_loss;
     last_accept_time = NowSeconds();
     Reply(peer, true, wire::MessageType::kUpdate, env.round, "accepted", "");
+  }
+
+  // Stops waiting for selected clients whose TASK could not be sent and that
+  // have not come back (a HELLO on a new connection) within client_timeout: a
+  // device that died just before selection does not hold the round until the
+  // deadline.
+  void GiveUpOnVanished() {
+    const double now = NowSeconds();
+    for (auto it = pending.begin(); it != pending.end();) {
+      const ClientEntry& c = clients[*it];
+      if (!c.reachable && now - c.unreachable_since > o.client_timeout_seconds) {
+        spdlog::warn("round {}: {} did not reconnect within {:.0f} s of a failed TASK; not "
+                     "waiting for it",
+                     current_round, *it, o.client_timeout_seconds);
+        it = pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
 
   // Refuses the UPDATE of a selected, pending client and closes its turn.
@@ -675,6 +729,7 @@ struct Server::Impl {
       ClientEntry& c = clients[id];
       Status st = SendTask(c.peer);
       if (!st.ok()) {
+        c.unreachable_since = NowSeconds();
         // Its connection went away since it was last heard. It stays selected:
         // when it reconnects (its next HELLO) it gets the TASK on the new
         // connection; if it never does, the deadline closes its turn.
@@ -689,7 +744,10 @@ struct Server::Impl {
     }
     // 4. Collect.
     const double deadline = t0 + o.round_deadline_seconds;
-    FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] { return pending.empty(); }));
+    FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] {
+      GiveUpOnVanished();
+      return pending.empty();
+    }));
     collecting = false;
     task_frames.clear();  // sends still in flight hold their own references
     if (stop && stop->load()) {
@@ -785,6 +843,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       impl->global = std::move(c->model);
       impl->round = c->round;
       resumed = true;
+      CheckRoundsCsv(o.out_dir, impl->round);
       spdlog::info("resuming after round {} from {}/checkpoint.fl", impl->round, o.out_dir);
     } else if (c.status().IsNotFound()) {
       spdlog::info("no checkpoint in {}; starting from round 1", o.out_dir);
@@ -879,9 +938,15 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
                  endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
                  s.o.round_deadline_seconds);
   }
+  // On an error, rounds already checkpointed still get their rows (best effort).
+  auto fail = [&s](Status st) {
+    Status rs = s.Report(/*wait=*/true);
+    if (!rs.ok()) spdlog::error("writing the rows of finished rounds: {}", rs.ToString());
+    return st;
+  };
   for (uint64_t r = s.round + 1; r <= static_cast<uint64_t>(s.o.rounds); ++r) {
     bool abandoned = false;
-    FL_RETURN_IF_ERROR(s.RunRound(r, stop, &abandoned));
+    if (Status st = s.RunRound(r, stop, &abandoned); !st.ok()) return fail(st);
     if (abandoned) {
       sum.interrupted = true;
       break;
@@ -889,8 +954,15 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
   }
   // The last evaluations: keep answering while they finish (on a signal, just
   // wait for them: their rows belong in rounds.csv).
-  FL_RETURN_IF_ERROR(s.Pump(std::numeric_limits<double>::infinity(), stop,
-                            [&] { return s.unreported.empty(); }));
+  if (!s.unreported.empty() && stop && stop->load() && s.o.verbose) {
+    spdlog::info("waiting for the evaluation of {} finished round(s) for rounds.csv",
+                 s.unreported.size());
+  }
+  if (Status st = s.Pump(std::numeric_limits<double>::infinity(), stop,
+                         [&] { return s.unreported.empty(); });
+      !st.ok()) {
+    return fail(st);
+  }
   FL_RETURN_IF_ERROR(s.Report(/*wait=*/true));
   sum.rounds_completed = s.round;
   if (!sum.interrupted) {
