@@ -87,7 +87,7 @@ struct ClientEntry {
 const int kDrainBeforeSelection = 4096;
 // Evaluations allowed to queue behind the one running before the server waits
 // for them (each holds a copy of a global model).
-const size_t kMaxEvaluationsQueued = 1;
+const size_t kMaxEvaluationsQueued = 2;
 
 // Looks at the rounds.csv of an earlier run in `out_dir`: one written with
 // other columns is moved aside to rounds.csv.old (rows of two layouts in one
