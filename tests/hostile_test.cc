@@ -528,5 +528,63 @@ TEST_F(HostileTest, ReconnectedDeviceGetsItsTaskOnceOnTheNewConnection) {
   EXPECT_EQ(rounds[0].participants, 2);
 }
 
+// Liveness: a device selected while its connection is already gone (it said
+// HELLO, then vanished) gets no TASK; if it does not come back within
+// --client-timeout the round stops waiting for it, long before the deadline.
+TEST_F(HostileTest, VanishedSelectedDeviceDoesNotHoldTheRound) {
+  auto ctx = transport::CreateZmqContext();
+  std::atomic<bool> stop{false};
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = "mnist_2nn";
+  so.rounds = 1;
+  so.min_clients = 3;
+  so.fraction = 1.0;
+  so.round_deadline_seconds = 60;
+  so.client_timeout_seconds = 1.5;
+  so.done_linger_seconds = 0.2;
+  so.verbose = false;
+  so.key_path = dir_.path() + "/server.key";
+  so.clients_dir = dir_.path() + "/enrolled";
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  std::vector<RoundMetrics> rounds;
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] {
+    summary = (*server)->Run(&stop, [&](const RoundMetrics& m) { rounds.push_back(m); });
+  });
+  auto connect = [&](const Node& n) { return Connect(ctx.get(), (*server)->endpoint(), n, true); };
+  const wire::Hello hello{600, "mnist_2nn", {wire::kCodecQuant}, 1.0};
+  wire::Envelope env;
+  std::string payload;
+  {
+    // The third device registers, then its connection goes away.
+    auto gone = connect(mallory_);
+    ExpectSent(Send(gone.get(), mallory_, wire::MessageType::kHello, 0, {}, {},
+                    wire::Encode(hello)));
+    ASSERT_TRUE(Await(ctx.get(), gone.get(), wire::MessageType::kAck, &env, &payload));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::unique_ptr<transport::Socket> socks[2] = {connect(honest_[0]), connect(honest_[1])};
+  wire::Envelope task_env[2];
+  std::string task[2];
+  for (int k = 0; k < 2; ++k) {
+    ExpectSent(Send(socks[k].get(), honest_[k], wire::MessageType::kHello, 0, {}, {},
+                    wire::Encode(hello)));
+  }
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(Await(ctx.get(), socks[k].get(), wire::MessageType::kTask, &task_env[k], &task[k]));
+    SealedMessage u = HonestUpdate(honest_[k], k, task_env[k], task[k]);
+    ExpectSent(socks[k]->Send("", {u.envelope, u.payload}));
+    ExpectAccepted(ctx.get(), socks[k].get());
+  }
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].selected, 3);
+  EXPECT_EQ(rounds[0].participants, 2);
+  EXPECT_LT(rounds[0].round_seconds, 15.0) << "the round waited for the vanished device";
+}
+
 }  // namespace
 }  // namespace fl
