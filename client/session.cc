@@ -35,6 +35,8 @@ struct ClientSession::Impl {
   // once (it never blocks on evaluation), so only silence after we spoke means
   // it is gone; time we spent training ourselves does not count against it.
   double awaiting_since{-1};
+  // Freshness stamp of the last HELLO sent (wire::HelloStampNonce).
+  uint64_t hello_stamp{0};
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
   double last_heard{0};
@@ -95,7 +97,15 @@ struct ClientSession::Impl {
     h.codecs = {wire::kCodecQuant};
     h.heartbeat_seconds = o.heartbeat_seconds;
     last_hello = NowSeconds();
-    return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h));
+    // Freshness: a stamp newer than any this process sent before, even if the
+    // wall clock steps back.
+    const uint64_t wall = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    hello_stamp = std::max(hello_stamp + 1, wall);
+    return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h),
+                wire::HelloStampNonce(hello_stamp));
   }
 
   void Bad(const std::string& what) {

@@ -78,6 +78,8 @@ struct ClientEntry {
   // when the client speaks on a connection.
   bool reachable{true};
   double unreachable_since{0};  // NowSeconds() of the failed send
+  // Newest HELLO freshness stamp seen from this node (wire::HelloStampOf).
+  uint64_t hello_stamp{0};
   int64_t num_examples{0};
   double last_seen{0};
 };
@@ -344,7 +346,20 @@ struct Server::Impl {
     }
     auto it = clients.find(env.sender);
     const bool is_new = it == clients.end();
+    const uint64_t stamp = wire::HelloStampOf(env.nonce);
+    if (!is_new && it->second.peer != peer && stamp != 0 && stamp <= it->second.hello_stamp &&
+        it->second.reachable &&
+        NowSeconds() - it->second.last_seen <= o.client_timeout_seconds) {
+      // A HELLO no newer than one already seen, from another connection, while
+      // the node's own connection is live: a replay (or a clock that stepped
+      // back across a restart, which heals once the old connection times out).
+      Refuse(peer, env.sender, env.type, env.round, "stale_hello",
+             "HELLO is not newer than the last one from this node, which is connected on "
+             "another connection");
+      return;
+    }
     ClientEntry& c = clients[env.sender];
+    c.hello_stamp = std::max(c.hello_stamp, stamp);
     const bool moved = !is_new && (c.peer != peer || !c.reachable);
     c.peer = peer;
     c.reachable = true;

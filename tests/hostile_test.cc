@@ -488,8 +488,10 @@ TEST_F(HostileTest, ReconnectedDeviceGetsItsTaskOnceOnTheNewConnection) {
   });
   auto connect = [&](const Node& n) { return Connect(ctx.get(), (*server)->endpoint(), n, true); };
   const wire::Hello hello{600, "", {wire::kCodecQuant}, 1.0};  // "": any architecture
+  uint64_t stamp = 1000;  // fresh HELLOs, as fl-client sends them
   auto say_hello = [&](transport::Socket* s, const Node& n) {
-    ExpectSent(Send(s, n, wire::MessageType::kHello, 0, {}, {}, wire::Encode(hello)));
+    ExpectSent(Send(s, n, wire::MessageType::kHello, 0, {}, wire::HelloStampNonce(++stamp),
+                    wire::Encode(hello)));
   };
   std::unique_ptr<transport::Socket> socks[2] = {connect(honest_[0]), connect(honest_[1])};
   say_hello(socks[0].get(), honest_[0]);
@@ -584,6 +586,71 @@ TEST_F(HostileTest, VanishedSelectedDeviceDoesNotHoldTheRound) {
   EXPECT_EQ(rounds[0].selected, 3);
   EXPECT_EQ(rounds[0].participants, 2);
   EXPECT_LT(rounds[0].round_seconds, 15.0) << "the round waited for the vanished device";
+}
+
+// A HELLO captured from the network and replayed from another connection (in
+// plaintext: the signature is valid, nothing binds it to a connection) does
+// not take the device's route while the device is connected: it is refused as
+// stale_hello, and the device keeps getting its TASKs.
+TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
+  auto ctx = transport::CreateZmqContext();
+  std::atomic<bool> stop{false};
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = "mnist_2nn";
+  so.rounds = 1;
+  so.min_clients = 2;
+  so.fraction = 1.0;
+  so.round_deadline_seconds = 60;
+  so.done_linger_seconds = 0.2;
+  so.verbose = false;
+  so.insecure = true;  // plaintext, but enrollment and signatures on
+  so.key_path = dir_.path() + "/server.key";
+  so.clients_dir = dir_.path() + "/enrolled";
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
+  auto connect = [&](const Node& n) {
+    return Connect(ctx.get(), (*server)->endpoint(), n, /*secure=*/false);
+  };
+  const wire::Hello hello{600, "mnist_2nn", {wire::kCodecQuant}, 1.0};
+  wire::Envelope env;
+  env.type = wire::MessageType::kHello;
+  env.sender = honest_[0].id;
+  env.nonce = wire::HelloStampNonce(1'700'000'000'000'000ULL);
+  const SealedMessage captured = SealMessage(env, wire::Encode(hello), honest_[0].key.get());
+  auto device = connect(honest_[0]);
+  ExpectSent(device->Send("", {captured.envelope, captured.payload}));
+  std::string payload;
+  wire::Envelope reply_env;
+  ASSERT_TRUE(Await(ctx.get(), device.get(), wire::MessageType::kAck, &reply_env, &payload));
+  // The attacker replays the captured HELLO from its own connection.
+  auto attacker = connect(mallory_);
+  ExpectSent(attacker->Send("", {captured.envelope, captured.payload}));
+  ASSERT_TRUE(Await(ctx.get(), attacker.get(), wire::MessageType::kReject, &reply_env, &payload));
+  wire::Reply reply;
+  ASSERT_FL_OK(wire::Decode(payload, &reply));
+  EXPECT_EQ(reply.reason, "stale_hello");
+  // The round opens with the device on its own connection.
+  auto other = connect(honest_[1]);
+  ExpectSent(Send(other.get(), honest_[1], wire::MessageType::kHello, 0, {},
+                  wire::HelloStampNonce(5), wire::Encode(hello)));
+  wire::Envelope task_env[2];
+  std::string task[2];
+  transport::Socket* socks[2] = {device.get(), other.get()};
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(Await(ctx.get(), socks[k], wire::MessageType::kTask, &task_env[k], &task[k]));
+    SealedMessage u = HonestUpdate(honest_[k], k, task_env[k], task[k]);
+    ExpectSent(socks[k]->Send("", {u.envelope, u.payload}));
+    ExpectAccepted(ctx.get(), socks[k]);
+  }
+  EXPECT_FALSE(Await(ctx.get(), attacker.get(), wire::MessageType::kTask, &reply_env, &payload,
+                     200));
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  EXPECT_EQ(summary->rounds_completed, 1u);
+  EXPECT_EQ(Count(*summary, "stale_hello"), 1);
 }
 
 }  // namespace

@@ -26,6 +26,18 @@ const char* MessageTypeName(MessageType type) {
   return "UNKNOWN";
 }
 
+std::array<uint8_t, kNonceBytes> HelloStampNonce(uint64_t stamp) {
+  std::array<uint8_t, kNonceBytes> nonce{};
+  for (int i = 0; i < 8; ++i) nonce[i] = static_cast<uint8_t>(stamp >> (8 * i));
+  return nonce;
+}
+
+uint64_t HelloStampOf(const std::array<uint8_t, kNonceBytes>& nonce) {
+  uint64_t stamp = 0;
+  for (int i = 0; i < 8; ++i) stamp |= static_cast<uint64_t>(nonce[i]) << (8 * i);
+  return stamp;
+}
+
 bool IsValidSenderId(const std::string& id) {
   if (id.empty() || id.size() > kSenderIdBytes) return false;
   for (char c : id) {

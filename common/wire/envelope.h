@@ -75,6 +75,16 @@ Result<Envelope> DecodeEnvelope(const std::string& bytes);
 // A sender id is 1..32 printable ASCII bytes without spaces.
 bool IsValidSenderId(const std::string& id);
 
+// A HELLO's freshness stamp, carried in its nonce field: microseconds since
+// the Unix epoch, little-endian in the first 8 bytes (the rest zero), strictly
+// increasing over the HELLOs of one client process. 0 = no stamp (clients
+// before protocol note 2026-11-28). The server lets a HELLO move a client to
+// another connection only if its stamp is newer than the last one it saw
+// from that node, so a HELLO replayed from another connection cannot take a
+// live device's route.
+std::array<uint8_t, kNonceBytes> HelloStampNonce(uint64_t stamp);
+uint64_t HelloStampOf(const std::array<uint8_t, kNonceBytes>& nonce);
+
 }  // namespace wire
 }  // namespace fl
 
