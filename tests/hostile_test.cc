@@ -81,23 +81,14 @@ class HostileTest : public ::testing::Test {
   std::string Run(bool secure, bool attack, const std::string& out, AttackReport* report,
                   ServerSummary* summary_out) {
     auto ctx = transport::CreateZmqContext();
-    ServerOptions so;
-    so.bind = "tcp://127.0.0.1:*";
-    so.model = "mnist_2nn";
+    ServerOptions so = TestServerOptions(2);
     so.seed = 5;
     so.rounds = kRounds;
-    so.min_clients = 2;
-    so.fraction = 1.0;
-    so.round_deadline_seconds = 60;
     so.client_timeout_seconds = 1e9;
     so.sparsity = 0.9;
     so.train.uplink_bits = 8;
     so.out_dir = out;
-    so.done_linger_seconds = 0.2;
-    so.verbose = false;
     so.max_frame_bytes = 1 << 20;
-    so.key_path = dir_.path() + "/server.key";
-    so.clients_dir = dir_.path() + "/enrolled";
     so.insecure = !secure;
     auto server = Server::Create(so, ctx);
     EXPECT_FL_OK(server);
@@ -159,6 +150,22 @@ class HostileTest : public ::testing::Test {
     auto model = ReadModelFile(out + "/global.flm", &server_.key->public_key());
     EXPECT_FL_OK(model);
     return model.ok() ? EncodeModelFile(*model, {}) : "";
+  }
+
+  // A one-round federation of the 2NN with the devices of this fixture enrolled.
+  ServerOptions TestServerOptions(int min_clients) const {
+    ServerOptions so;
+    so.bind = "tcp://127.0.0.1:*";
+    so.model = "mnist_2nn";
+    so.rounds = 1;
+    so.min_clients = min_clients;
+    so.fraction = 1.0;
+    so.round_deadline_seconds = 60;
+    so.done_linger_seconds = 0.2;
+    so.verbose = false;
+    so.key_path = dir_.path() + "/server.key";
+    so.clients_dir = dir_.path() + "/enrolled";
+    return so;
   }
 
   static void ExpectSent(const Status& st) { EXPECT_FL_OK(st); }
@@ -468,17 +475,7 @@ TEST_F(HostileTest, EnrollmentFolderChangesTakeEffect) {
 TEST_F(HostileTest, ReconnectedDeviceGetsItsTaskOnceOnTheNewConnection) {
   auto ctx = transport::CreateZmqContext();
   std::atomic<bool> stop{false};
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = "mnist_2nn";
-  so.rounds = 1;
-  so.min_clients = 2;
-  so.fraction = 1.0;
-  so.round_deadline_seconds = 60;
-  so.done_linger_seconds = 0.2;
-  so.verbose = false;
-  so.key_path = dir_.path() + "/server.key";
-  so.clients_dir = dir_.path() + "/enrolled";
+  ServerOptions so = TestServerOptions(2);
   auto server = Server::Create(so, ctx);
   ASSERT_FL_OK(server);
   std::vector<RoundMetrics> rounds;
@@ -536,18 +533,8 @@ TEST_F(HostileTest, ReconnectedDeviceGetsItsTaskOnceOnTheNewConnection) {
 TEST_F(HostileTest, VanishedSelectedDeviceDoesNotHoldTheRound) {
   auto ctx = transport::CreateZmqContext();
   std::atomic<bool> stop{false};
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = "mnist_2nn";
-  so.rounds = 1;
-  so.min_clients = 3;
-  so.fraction = 1.0;
-  so.round_deadline_seconds = 60;
+  ServerOptions so = TestServerOptions(3);
   so.client_timeout_seconds = 1.5;
-  so.done_linger_seconds = 0.2;
-  so.verbose = false;
-  so.key_path = dir_.path() + "/server.key";
-  so.clients_dir = dir_.path() + "/enrolled";
   auto server = Server::Create(so, ctx);
   ASSERT_FL_OK(server);
   std::vector<RoundMetrics> rounds;
@@ -595,18 +582,8 @@ TEST_F(HostileTest, VanishedSelectedDeviceDoesNotHoldTheRound) {
 TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
   auto ctx = transport::CreateZmqContext();
   std::atomic<bool> stop{false};
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = "mnist_2nn";
-  so.rounds = 1;
-  so.min_clients = 2;
-  so.fraction = 1.0;
-  so.round_deadline_seconds = 60;
-  so.done_linger_seconds = 0.2;
-  so.verbose = false;
+  ServerOptions so = TestServerOptions(2);
   so.insecure = true;  // plaintext, but enrollment and signatures on
-  so.key_path = dir_.path() + "/server.key";
-  so.clients_dir = dir_.path() + "/enrolled";
   auto server = Server::Create(so, ctx);
   ASSERT_FL_OK(server);
   Result<ServerSummary> summary = Status::Internal("not run");
