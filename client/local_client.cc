@@ -84,10 +84,10 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
     // Following the server: build the architecture its TASK carries.
     auto model = NewSharedModel(ins.parameters.architecture);
     if (!model.ok()) {
-      return Status::FailedPrecondition(
-          "the server trains '" + ins.parameters.architecture + "', which this fl-client does "
-          "not know",
-          model.status().message());
+      return Status::FailedPrecondition("the server trains '" + ins.parameters.architecture +
+                                            "', which this fl-client does "
+                                            "not know",
+                                        model.status().message());
     }
     impl_->model = std::move(model).value();
     impl_->architecture = ins.parameters.architecture;

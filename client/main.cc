@@ -20,8 +20,8 @@
 
 #include "client/local_client.h"
 #include "client/session.h"
-#include "common/memory.h"
 #include "common/dataset.h"
+#include "common/memory.h"
 #include "common/partition.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"

@@ -18,8 +18,7 @@ namespace {
 // HELLO refusals that come back the same however often the client retries:
 // they need the person running it to change something.
 bool IsPermanentRefusal(const std::string& reason) {
-  return reason == "wrong_architecture" || reason == "no_common_codec" ||
-         reason == "bad_payload";
+  return reason == "wrong_architecture" || reason == "no_common_codec" || reason == "bad_payload";
 }
 
 }  // namespace
@@ -99,10 +98,10 @@ struct ClientSession::Impl {
     last_hello = NowSeconds();
     // Freshness: a stamp newer than any this process sent before, even if the
     // wall clock steps back.
-    const uint64_t wall = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(
-            std::chrono::system_clock::now().time_since_epoch())
-            .count());
+    const uint64_t wall =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count());
     hello_stamp = std::max(hello_stamp + 1, wall);
     return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h),
                 wire::HelloStampNonce(hello_stamp));
@@ -252,8 +251,9 @@ struct ClientSession::Impl {
         } else if (IsPermanentRefusal(reply.reason)) {
           std::string hint;
           if (reply.reason == "wrong_architecture" && client->architecture().empty()) {
-            hint = " (this server predates clients that take the architecture from it: start "
-                   "fl-client with --model and the name the server trains)";
+            hint =
+                " (this server predates clients that take the architecture from it: start "
+                "fl-client with --model and the name the server trains)";
           }
           fatal = Status::FailedPrecondition("the server refuses this client (" + reply.reason +
                                              "): " + reply.message + hint);

@@ -181,8 +181,8 @@ Status ForEachMatchingTensor(torch::nn::Module& model, const ModelState& state, 
         static_cast<int64_t>(t.values.size()) != item.value().numel()) {
       return Status::InvalidArgument("shape mismatch for tensor '" + t.name + "'");
     }
-    apply(item.value(), torch::from_blob(const_cast<float*>(t.values.data()),
-                                         item.value().sizes(), torch::kFloat32));
+    apply(item.value(), torch::from_blob(const_cast<float*>(t.values.data()), item.value().sizes(),
+                                         torch::kFloat32));
   }
   return Status::OK();
 }
@@ -190,15 +190,13 @@ Status ForEachMatchingTensor(torch::nn::Module& model, const ModelState& state, 
 }  // namespace
 
 Status SetModelState(torch::nn::Module& model, const ModelState& state) {
-  return ForEachMatchingTensor(model, state, [](torch::Tensor& param, const torch::Tensor& src) {
-    param.copy_(src);
-  });
+  return ForEachMatchingTensor(
+      model, state, [](torch::Tensor& param, const torch::Tensor& src) { param.copy_(src); });
 }
 
 Status BindModelState(torch::nn::Module& model, const ModelState& state) {
-  return ForEachMatchingTensor(model, state, [](torch::Tensor& param, const torch::Tensor& src) {
-    param.set_data(src);
-  });
+  return ForEachMatchingTensor(
+      model, state, [](torch::Tensor& param, const torch::Tensor& src) { param.set_data(src); });
 }
 
 }  // namespace fl

@@ -108,8 +108,8 @@ Result<EvalResult> Evaluate(Model& model, const TensorDataset& data,
 
 // The same on raw images: each batch is normalised into one reused buffer, so
 // the float copy of the whole set (4 bytes a pixel) never exists.
-Result<EvalResult> Evaluate(Model& model, const ImageDataset& data,
-                            int64_t batch_size = kEvalBatch, int threads = 0);
+Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batch_size = kEvalBatch,
+                            int threads = 0);
 
 // Tells the C library to keep freed blocks below 32 MiB for reuse instead of
 // returning them to the kernel at every free (and to trim the heap only when

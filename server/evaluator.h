@@ -24,10 +24,10 @@ namespace fl {
 // The outcome of evaluating the global model of one round.
 struct Evaluation {
   uint64_t round{0};
-  Status status;         // not OK: accuracy and loss are NaN
-  double accuracy{0};    // fraction in [0, 1]
-  double mean_loss{0};   // mean cross-entropy per sample
-  double seconds{0};     // wall time of the evaluation
+  Status status;        // not OK: accuracy and loss are NaN
+  double accuracy{0};   // fraction in [0, 1]
+  double mean_loss{0};  // mean cross-entropy per sample
+  double seconds{0};    // wall time of the evaluation
 };
 
 class BackgroundEvaluator final {

@@ -9,8 +9,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 #include <deque>
+#include <mutex>
 #include <optional>
 #include <set>
 
@@ -114,9 +114,10 @@ void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
     last = std::strtoull(text->c_str() + line + 1, nullptr, 10);
   }
   if (last < checkpoint_round) {
-    spdlog::warn("{} has no row for round(s) {}..{}: the server stopped after their checkpoint, "
-                 "before their evaluation finished",
-                 path, last + 1, checkpoint_round);
+    spdlog::warn(
+        "{} has no row for round(s) {}..{}: the server stopped after their checkpoint, "
+        "before their evaluation finished",
+        path, last + 1, checkpoint_round);
   }
 }
 
@@ -329,8 +330,10 @@ struct Server::Impl {
     // builds its model from the first TASK.
     if (!h.architecture.empty() && h.architecture != global.architecture) {
       Refuse(peer, env.sender, env.type, env.round, "wrong_architecture",
-             "this federation trains '" + global.architecture + "', the client was started with "
-             "--model " + h.architecture + "; start it with --model " + global.architecture +
+             "this federation trains '" + global.architecture +
+                 "', the client was started with "
+                 "--model " +
+                 h.architecture + "; start it with --model " + global.architecture +
                  " or without --model");
       return;
     }
@@ -348,8 +351,7 @@ struct Server::Impl {
     const bool is_new = it == clients.end();
     const uint64_t stamp = wire::HelloStampOf(env.nonce);
     if (!is_new && it->second.peer != peer && stamp != 0 && stamp <= it->second.hello_stamp &&
-        it->second.reachable &&
-        NowSeconds() - it->second.last_seen <= o.client_timeout_seconds) {
+        it->second.reachable && NowSeconds() - it->second.last_seen <= o.client_timeout_seconds) {
       // A HELLO no newer than one already seen, from another connection, while
       // the node's own connection is live: a replay (or a clock that stepped
       // back across a restart, which heals once the old connection times out).
@@ -375,8 +377,7 @@ struct Server::Impl {
     // does not get a copy of the model per HELLO).
     if (moved && collecting && pending.count(env.sender) && resent.insert(env.sender).second) {
       if (o.verbose) {
-        spdlog::info("round {}: {} reconnected; sending its TASK again", current_round,
-                     env.sender);
+        spdlog::info("round {}: {} reconnected; sending its TASK again", current_round, env.sender);
       }
       if (!SendTask(peer).ok()) {
         c.reachable = false;
@@ -480,9 +481,10 @@ struct Server::Impl {
     for (auto it = pending.begin(); it != pending.end();) {
       const ClientEntry& c = clients[*it];
       if (!c.reachable && now - c.unreachable_since > o.client_timeout_seconds) {
-        spdlog::warn("round {}: {} did not reconnect within {:.0f} s of a failed TASK; not "
-                     "waiting for it",
-                     current_round, *it, o.client_timeout_seconds);
+        spdlog::warn(
+            "round {}: {} did not reconnect within {:.0f} s of a failed TASK; not "
+            "waiting for it",
+            current_round, *it, o.client_timeout_seconds);
         it = pending.erase(it);
       } else {
         ++it;
@@ -569,13 +571,14 @@ struct Server::Impl {
       }
       if (o.verbose) {
         if (std::isnan(rm.test_accuracy)) {
-          spdlog::info("round {}: {}/{} updates, {:.1f} s", rm.round, rm.participants,
-                       rm.selected, rm.round_seconds);
+          spdlog::info("round {}: {}/{} updates, {:.1f} s", rm.round, rm.participants, rm.selected,
+                       rm.round_seconds);
         } else {
-          spdlog::info("round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s (+{:.1f} s "
-                       "evaluation, overlapping the next round)",
-                       rm.round, rm.participants, rm.selected, 100 * rm.test_accuracy,
-                       rm.round_seconds, rm.eval_seconds);
+          spdlog::info(
+              "round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s (+{:.1f} s "
+              "evaluation, overlapping the next round)",
+              rm.round, rm.participants, rm.selected, 100 * rm.test_accuracy, rm.round_seconds,
+              rm.eval_seconds);
         }
       }
       if (on_round && *on_round) (*on_round)(rm);
@@ -658,11 +661,10 @@ struct Server::Impl {
       std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
       std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
     }
-    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f\n",
-                 static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
-                 static_cast<unsigned long long>(rm.upload_bytes),
-                 static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
-                 rm.eval_seconds);
+    std::fprintf(
+        f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f\n", static_cast<unsigned long long>(rm.round),
+        rm.participants, acc_s, loss_s, static_cast<unsigned long long>(rm.upload_bytes),
+        static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds, rm.eval_seconds);
     std::fflush(f);
     ::fsync(fileno(f));
     std::fclose(f);
@@ -720,8 +722,7 @@ struct Server::Impl {
       task.config.seed = o.seed * 1000003ULL + r;
       task.config.deadline_seconds = o.round_deadline_seconds;
       // Taken, not copied: between rounds only the encoded TASK holds it.
-      task.model = compact.tensors.empty() ? wire::Compact(global, o.downlink)
-                                           : std::move(compact);
+      task.model = compact.tensors.empty() ? wire::Compact(global, o.downlink) : std::move(compact);
       compact = wire::CompactModel();
       wire::Envelope env;
       env.type = wire::MessageType::kTask;
@@ -748,8 +749,8 @@ struct Server::Impl {
         // Its connection went away since it was last heard. It stays selected:
         // when it reconnects (its next HELLO) it gets the TASK on the new
         // connection; if it never does, the deadline closes its turn.
-        spdlog::warn("round {}: could not send TASK to {} ({}); it gets it when it reconnects",
-                     r, id, st.message());
+        spdlog::warn("round {}: could not send TASK to {} ({}); it gets it when it reconnects", r,
+                     id, st.message());
         c.reachable = false;
       }
     }
@@ -795,8 +796,8 @@ struct Server::Impl {
     }
     m.round_seconds = NowSeconds() - t0;
     m.test_accuracy = m.test_loss = std::nan("");
-    const bool eval = evaluator && ((r % std::max(1, o.eval_every) == 0) ||
-                                    r == static_cast<uint64_t>(o.rounds));
+    const bool eval =
+        evaluator && ((r % std::max(1, o.eval_every) == 0) || r == static_cast<uint64_t>(o.rounds));
     if (eval) evaluator->Submit(r, global);
     unreported.push_back({m, eval});
     return Report(/*wait=*/false);

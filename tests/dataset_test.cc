@@ -182,7 +182,8 @@ TEST(ShardFolderTest, SelectedSamplesWrittenAndReadBack) {
   all.rows = 28;
   all.cols = 28;
   all.num_classes = 10;
-  for (int64_t i = 0; i < all.count * 28 * 28; ++i) all.pixels.push_back(static_cast<uint8_t>(i % 253));
+  for (int64_t i = 0; i < all.count * 28 * 28; ++i)
+    all.pixels.push_back(static_cast<uint8_t>(i % 253));
   all.labels = {3, 1, 4, 1, 5};
   auto shard = SelectSamples(all, {4, 0, 2});
   ASSERT_FL_OK(shard);

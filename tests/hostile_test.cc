@@ -549,8 +549,8 @@ TEST_F(HostileTest, VanishedSelectedDeviceDoesNotHoldTheRound) {
   {
     // The third device registers, then its connection goes away.
     auto gone = connect(mallory_);
-    ExpectSent(Send(gone.get(), mallory_, wire::MessageType::kHello, 0, {}, {},
-                    wire::Encode(hello)));
+    ExpectSent(
+        Send(gone.get(), mallory_, wire::MessageType::kHello, 0, {}, {}, wire::Encode(hello)));
     ASSERT_TRUE(Await(ctx.get(), gone.get(), wire::MessageType::kAck, &env, &payload));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -622,8 +622,8 @@ TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
     ExpectSent(socks[k]->Send("", {u.envelope, u.payload}));
     ExpectAccepted(ctx.get(), socks[k]);
   }
-  EXPECT_FALSE(Await(ctx.get(), attacker.get(), wire::MessageType::kTask, &reply_env, &payload,
-                     200));
+  EXPECT_FALSE(
+      Await(ctx.get(), attacker.get(), wire::MessageType::kTask, &reply_env, &payload, 200));
   server_thread.join();
   ASSERT_FL_OK(summary);
   EXPECT_EQ(summary->rounds_completed, 1u);

@@ -37,8 +37,8 @@ struct Row {
 std::vector<Row> ReadRounds(const std::string& path) {
   std::vector<Row> rows;
   for (const auto& r : test::ReadRoundsCsv(path)) {
-    rows.push_back({r.round, r.participants, r.accuracy.empty() ? std::nan("") : std::stod(r.accuracy),
-                    r.seconds});
+    rows.push_back({r.round, r.participants,
+                    r.accuracy.empty() ? std::nan("") : std::stod(r.accuracy), r.seconds});
   }
   return rows;
 }

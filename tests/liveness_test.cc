@@ -39,15 +39,24 @@ int Count(const std::string& text, const std::string& what) {
 // short server timeout, so any silence of the server would show at once. No
 // --model: the client takes the architecture from the server's TASK.
 std::vector<std::string> ClientArgs(const std::string& ep, int index) {
-  return {"--server",           ep,
-          "--id",               "c" + std::to_string(index),
-          "--data",             test::MnistDir(),
-          "--partition",        "iid",
-          "--num-partitions",   "100",
-          "--partition-index",  std::to_string(index),
-          "--heartbeat",        "0.3",
-          "--server-timeout",   "2",
-          "--backoff-max",      "1",
+  return {"--server",
+          ep,
+          "--id",
+          "c" + std::to_string(index),
+          "--data",
+          test::MnistDir(),
+          "--partition",
+          "iid",
+          "--num-partitions",
+          "100",
+          "--partition-index",
+          std::to_string(index),
+          "--heartbeat",
+          "0.3",
+          "--server-timeout",
+          "2",
+          "--backoff-max",
+          "1",
           "--insecure"};
 }
 
@@ -58,12 +67,35 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
   // timeout; the slow device trains >= 5 s, longer than the server's 3 s
   // client timeout and its own 2 s server timeout.
   test::Process server(kServer,
-                       {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--rounds",
+                       {"--bind",
+                        "tcp://127.0.0.1:*",
+                        "--model",
+                        "mnist_2nn",
+                        "--rounds",
                         std::to_string(kRounds),
-                        "--min-clients", std::to_string(kClients), "--fraction", "1", "--epochs",
-                        "1", "--lr", "0.05", "--deadline", "60", "--client-timeout", "3", "--data",
-                        test::MnistDir(), "--eval-every", "1", "--debug-eval-delay", "3", "--out",
-                        dir.path() + "/out", "--linger", "2", "--insecure"},
+                        "--min-clients",
+                        std::to_string(kClients),
+                        "--fraction",
+                        "1",
+                        "--epochs",
+                        "1",
+                        "--lr",
+                        "0.05",
+                        "--deadline",
+                        "60",
+                        "--client-timeout",
+                        "3",
+                        "--data",
+                        test::MnistDir(),
+                        "--eval-every",
+                        "1",
+                        "--debug-eval-delay",
+                        "3",
+                        "--out",
+                        dir.path() + "/out",
+                        "--linger",
+                        "2",
+                        "--insecure"},
                        dir.path() + "/server.log");
   const std::string ep = StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();
@@ -107,8 +139,8 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
 TEST(LivenessTest, ClientForTheWrongArchitectureExitsWithTheFix) {
   test::TempDir dir;
   test::Process server(kServer,
-                       {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--rounds", "1", "--min-clients",
-                        "1", "--no-eval", "--deadline", "30", "--insecure"},
+                       {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--rounds", "1",
+                        "--min-clients", "1", "--no-eval", "--deadline", "30", "--insecure"},
                        dir.path() + "/server.log");
   const std::string ep = StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();

@@ -96,15 +96,26 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
   AddClients(2, 200, "honest-", endpoint, ctx);
   auto& sessions = sessions_;
 
-  std::atomic<bool> stop{false};
-  Result<ServerSummary> summary = Status::Internal("not run");
-  std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
-
   // The hostile peer, before and while the honest clients work.
   transport::SocketOptions po;
   auto bad = ctx->Connect(endpoint, po);
   ASSERT_FL_OK(bad);
   transport::Socket* b = bad->get();
+  // A late update in an honest client's name (no signatures here) for a round
+  // that is not open: stale_round. Sent from the round-1 callback, so the
+  // clients are registered and the federation (3 rounds) is still running;
+  // the test thread does not touch `b` until the server has finished.
+  SealedMessage late;
+  Sealed(wire::MessageType::kUpdate, "honest-0", 99,
+         wire::Encode(wire::Update{10, 0, 0, wire::kCodecQuant, "abcd"}), &late);
+  Status late_sent = Status::Internal("not sent");
+  std::atomic<bool> stop{false};
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] {
+    summary = (*server)->Run(&stop, [&](const RoundMetrics& rm) {
+      if (rm.round == 1) late_sent = b->Send("", {late.envelope, late.payload});
+    });
+  });
   ASSERT_FL_OK(b->Send("", {"just one frame"}));                             // bad_frames
   ASSERT_FL_OK(b->Send("", {"a", "b", "c", "d", "e"}));                      // bad_frames
   ASSERT_FL_OK(b->Send("", {std::string(wire::kEnvelopeBytes, '\0'), ""}));  // bad_envelope
@@ -130,13 +141,8 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
       if (client_status[k].ok()) client_status[k] = RunClient(sessions[k].get(), ctx, &stop);
     });
   }
-  // A late update in an honest client's name (no signatures yet) for a round
-  // that is not open: stale_round. Sent after the clients registered.
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  Sealed(wire::MessageType::kUpdate, "honest-0", 99, wire::Encode(u), &m);
-  ASSERT_FL_OK(b->Send("", {m.envelope, m.payload}));
-
   server_thread.join();
+  EXPECT_FL_OK(late_sent);
   stop = true;
   for (auto& t : client_threads) t.join();
   ASSERT_FL_OK(summary);

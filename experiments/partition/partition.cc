@@ -8,12 +8,13 @@
 //
 //   fl-partition --data data/mnist --scheme iid --clients 100 --only 10 --out runs/devices
 //   -> runs/devices/c0 ... runs/devices/c9, 600 images each
+#include "common/partition.h"
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 
 #include "common/dataset.h"
-#include "common/partition.h"
 
 int main(int argc, char** argv) {
   std::string data = FL_DEFAULT_DATA_DIR;
