@@ -38,7 +38,6 @@ struct ClientSession::Impl {
   uint64_t hello_stamp{0};
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
-  double last_heard{0};
   double last_hello{-1e9};
   double reconnect_at{0};
   double backoff{0};
@@ -67,7 +66,6 @@ struct ClientSession::Impl {
     auto s = ctx->Connect(o.server, so);
     if (!s.ok()) return s.status();
     sock = std::move(s).value();
-    last_heard = NowSeconds();
     awaiting_since = -1;
     last_hello = -1e9;
     return SendHello();
@@ -222,7 +220,6 @@ struct ClientSession::Impl {
         return Status::OK();
       }
     }
-    last_heard = NowSeconds();
     awaiting_since = -1;
     backoff = o.backoff_initial_seconds;
     switch (env->type) {

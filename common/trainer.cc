@@ -208,11 +208,16 @@ class EvalPass {
 
 }  // namespace
 
-Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t batch_size,
-                            int threads) {
-  const int64_t n = data.size();
+namespace {
+
+// One evaluation pass over `n` samples in batches of `batch_size`: the checks,
+// allocator and thread settings, and the LibTorch error boundary both
+// overloads share. `batch(begin, end, &x, &y)` provides the tensors of
+// samples [begin, end).
+template <typename BatchFn>
+Result<EvalResult> EvaluateBatches(Model& model, int64_t n, int64_t batch_size, int threads,
+                                   BatchFn&& batch) {
   if (n == 0) return Status::InvalidArgument("cannot evaluate on an empty dataset");
-  if (batch_size <= 0) batch_size = n;
   RetainFreedTensorMemory();
   ThreadScope scope(threads);
   try {
@@ -220,7 +225,9 @@ Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t bat
     EvalPass pass(model);
     for (int64_t begin = 0; begin < n; begin += batch_size) {
       const int64_t end = std::min(begin + batch_size, n);
-      pass.Add(data.images.slice(0, begin, end), data.labels.slice(0, begin, end));
+      torch::Tensor x, y;
+      batch(begin, end, &x, &y);
+      pass.Add(x, y);
     }
     return pass.Result(n);
   } catch (const c10::Error& e) {
@@ -228,37 +235,45 @@ Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t bat
   }
 }
 
+}  // namespace
+
+Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t batch_size,
+                            int threads) {
+  const int64_t n = data.size();
+  if (batch_size <= 0) batch_size = n;
+  return EvaluateBatches(model, n, batch_size, threads,
+                         [&](int64_t begin, int64_t end, torch::Tensor* x, torch::Tensor* y) {
+                           *x = data.images.slice(0, begin, end);
+                           *y = data.labels.slice(0, begin, end);
+                         });
+}
+
 Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batch_size,
                             int threads) {
   const int64_t n = data.count;
   if (n == 0) return Status::InvalidArgument("cannot evaluate on an empty dataset");
-  if (batch_size <= 0) batch_size = n;
-  batch_size = std::min(batch_size, n);
-  RetainFreedTensorMemory();
-  ThreadScope scope(threads);
+  if (batch_size <= 0 || batch_size > n) batch_size = n;
+  torch::Tensor pixels, labels_u8, images, labels;
   try {
-    torch::NoGradGuard no_grad;
-    auto pixels = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
-                                   {data.count, 1, data.rows, data.cols}, torch::kUInt8);
-    auto labels_u8 =
+    pixels = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
+                              {data.count, 1, data.rows, data.cols}, torch::kUInt8);
+    labels_u8 =
         torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count}, torch::kUInt8);
     // Reused for every batch; the last, shorter batch uses a prefix.
-    torch::Tensor images = torch::empty({batch_size, 1, data.rows, data.cols}, torch::kFloat32);
-    torch::Tensor labels = torch::empty({batch_size}, torch::kInt64);
-    EvalPass pass(model);
-    for (int64_t begin = 0; begin < n; begin += batch_size) {
-      const int64_t end = std::min(begin + batch_size, n);
-      auto x = images.slice(0, 0, end - begin);
-      auto y = labels.slice(0, 0, end - begin);
-      // Same arithmetic as ToTensors, so both overloads give the same numbers.
-      x.copy_(pixels.slice(0, begin, end)).div_(255.0).sub_(kMnistMean).div_(kMnistStd);
-      y.copy_(labels_u8.slice(0, begin, end));
-      pass.Add(x, y);
-    }
-    return pass.Result(n);
+    images = torch::empty({batch_size, 1, data.rows, data.cols}, torch::kFloat32);
+    labels = torch::empty({batch_size}, torch::kInt64);
   } catch (const c10::Error& e) {
-    return Status::Internal("evaluation failed", e.what_without_backtrace());
+    return Status::Internal("evaluation buffers", e.what_without_backtrace());
   }
+  return EvaluateBatches(
+      model, n, batch_size, threads,
+      [&](int64_t begin, int64_t end, torch::Tensor* x, torch::Tensor* y) {
+        *x = images.slice(0, 0, end - begin);
+        *y = labels.slice(0, 0, end - begin);
+        // Same arithmetic as ToTensors, so both overloads give the same numbers.
+        x->copy_(pixels.slice(0, begin, end)).div_(255.0).sub_(kMnistMean).div_(kMnistStd);
+        y->copy_(labels_u8.slice(0, begin, end));
+      });
 }
 
 }  // namespace fl

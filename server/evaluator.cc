@@ -126,6 +126,4 @@ size_t BackgroundEvaluator::outstanding() const {
   return impl_->outstanding;
 }
 
-int64_t BackgroundEvaluator::test_count() const { return impl_->test.count; }
-
 }  // namespace fl

@@ -56,9 +56,6 @@ class BackgroundEvaluator final {
   // Evaluations submitted and not yet taken.
   size_t outstanding() const;
 
-  // Test samples.
-  int64_t test_count() const;
-
  private:
   struct Impl;
   explicit BackgroundEvaluator(std::unique_ptr<Impl> impl);

@@ -141,12 +141,9 @@ struct Server::Impl {
   ServerSummary* summary{nullptr};
 
   ModelState global;
+  // The SHA-256 of `global` as TASKs carry it (wire::Compact in the downlink
+  // format); changes only when `global` does.
   Version version{};
-  // `global` as TASKs carry it (kept values in the downlink format), and the
-  // hash of its encoding, `version`. Both change only when `global` does;
-  // `compact` is given to the next TASK (and rebuilt from `global` when a
-  // round did not change it).
-  wire::CompactModel compact;
   uint64_t round{0};  // last completed round
   std::map<std::string, ClientEntry> clients;
 
@@ -185,10 +182,9 @@ struct Server::Impl {
   // does not cost a fresh allocation (and its page faults) every time.
   std::vector<float> delta;
 
-  // Recomputes `compact`, `version` and `kept_count` after `global` changed.
+  // Recomputes `version` and `kept_count` after `global` changed.
   void SetGlobal() {
-    compact = wire::Compact(global, o.downlink);
-    version = ModelVersion(compact);
+    version = ModelVersion(wire::Compact(global, o.downlink));
     kept_count = static_cast<size_t>(global.KeptCount());
   }
 
@@ -379,10 +375,7 @@ struct Server::Impl {
       if (o.verbose) {
         spdlog::info("round {}: {} reconnected; sending its TASK again", current_round, env.sender);
       }
-      if (!SendTask(peer).ok()) {
-        c.reachable = false;
-        c.unreachable_since = NowSeconds();
-      }
+      if (!SendTask(peer).ok()) MarkUnreachable(&c);
     }
   }
 
@@ -490,6 +483,13 @@ struct Server::Impl {
         ++it;
       }
     }
+  }
+
+  // A send to the client's connection failed: it is gone until the client
+  // speaks again (a HELLO on a new connection).
+  static void MarkUnreachable(ClientEntry* c) {
+    c->reachable = false;
+    c->unreachable_since = NowSeconds();
   }
 
   // Refuses the UPDATE of a selected, pending client and closes its turn.
@@ -685,8 +685,8 @@ struct Server::Impl {
       FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.05, stop, nullptr));
     }
     // 1. Wait for enough live clients. Whatever is queued in the socket is read
-    // first: a client that reconnected while this server was busy is then
-    // known by its new connection, not by the one it dropped.
+    // first (here and at every check): a client that reconnected is then known
+    // by its new connection, not by the one it dropped.
     FL_RETURN_IF_ERROR(Drain(kDrainBeforeSelection));
     double next_log = NowSeconds();
     while (ActiveClients(nullptr) < o.min_clients) {
@@ -721,9 +721,9 @@ struct Server::Impl {
       task.config = o.train;
       task.config.seed = o.seed * 1000003ULL + r;
       task.config.deadline_seconds = o.round_deadline_seconds;
-      // Taken, not copied: between rounds only the encoded TASK holds it.
-      task.model = compact.tensors.empty() ? wire::Compact(global, o.downlink) : std::move(compact);
-      compact = wire::CompactModel();
+      // Built for this TASK and dropped with it: between rounds only the
+      // encoded TASK holds the model in its wire form.
+      task.model = wire::Compact(global, o.downlink);
       wire::Envelope env;
       env.type = wire::MessageType::kTask;
       env.sender = kServerId;
@@ -745,13 +745,13 @@ struct Server::Impl {
       ClientEntry& c = clients[id];
       Status st = SendTask(c.peer);
       if (!st.ok()) {
-        c.unreachable_since = NowSeconds();
         // Its connection went away since it was last heard. It stays selected:
         // when it reconnects (its next HELLO) it gets the TASK on the new
-        // connection; if it never does, the deadline closes its turn.
+        // connection; if it does not within client_timeout, GiveUpOnVanished
+        // closes its turn.
         spdlog::warn("round {}: could not send TASK to {} ({}); it gets it when it reconnects", r,
                      id, st.message());
-        c.reachable = false;
+        MarkUnreachable(&c);
       }
     }
     if (o.verbose) {

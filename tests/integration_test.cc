@@ -10,16 +10,15 @@
 #include "crypto/identity.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
-#include "tests/process_util.h"
-#include "tests/test_util.h"
+#include "tests/federation_util.h"
 
 namespace fl {
 namespace {
 
-const std::string kServer = std::string(FL_TEST_BIN_DIR) + "/fl-server";
-const std::string kClient = std::string(FL_TEST_BIN_DIR) + "/fl-client";
-const std::string kKeygen = std::string(FL_TEST_BIN_DIR) + "/fl-keygen";
-const std::string kSim = std::string(FL_TEST_BIN_DIR) + "/fl-sim";
+const std::string kServer = test::BinPath("fl-server");
+const std::string kClient = test::BinPath("fl-client");
+const std::string kKeygen = test::BinPath("fl-keygen");
+const std::string kSim = test::BinPath("fl-sim");
 
 // A port per test from the gtest seed and pid, to keep parallel ctest runs apart.
 std::string Endpoint(int offset) {
@@ -72,28 +71,11 @@ std::vector<std::string> ServerArgs(const std::string& endpoint, const std::stri
           "--insecure"};
 }
 
+// The shared client flags, pinned to the 2NN these tests' servers train.
 std::vector<std::string> ClientArgs(const std::string& endpoint, int index, int partitions) {
-  return {"--server",
-          endpoint,
-          "--id",
-          "c" + std::to_string(index),
-          "--model",
-          "mnist_2nn",
-          "--data",
-          test::MnistDir(),
-          "--partition",
-          "iid",
-          "--num-partitions",
-          std::to_string(partitions),
-          "--partition-index",
-          std::to_string(index),
-          "--heartbeat",
-          "0.3",
-          "--server-timeout",
-          "2",
-          "--backoff-max",
-          "1",
-          "--insecure"};
+  auto args = test::ClientArgs(endpoint, index, partitions);
+  args.insert(args.end(), {"--model", "mnist_2nn"});
+  return args;
 }
 
 // Drops "--insecure" from an argument list (for the encrypted deployment).

@@ -5,59 +5,17 @@
 // round must have every participant.
 #include <gtest/gtest.h>
 
-#include <cctype>
-
-#include "tests/process_util.h"
-#include "tests/test_util.h"
+#include "tests/federation_util.h"
 
 namespace fl {
 namespace {
 
-const std::string kServer = std::string(FL_TEST_BIN_DIR) + "/fl-server";
-const std::string kClient = std::string(FL_TEST_BIN_DIR) + "/fl-client";
+const std::string kServer = test::BinPath("fl-server");
+const std::string kClient = test::BinPath("fl-client");
 
-// Starts fl-server on a port the kernel picks and returns the endpoint it
-// logged ("" if it did not come up): no two tests can collide on a port.
-std::string StartedEndpoint(const test::Process& server) {
-  if (!server.WaitForLog("serving ", 60)) return "";
-  const std::string log = server.Log();
-  const std::string marker = " on tcp://127.0.0.1:";
-  const size_t at = log.find(marker, log.find("serving "));
-  if (at == std::string::npos) return "";
-  size_t end = at + marker.size();
-  while (end < log.size() && std::isdigit(static_cast<unsigned char>(log[end]))) ++end;
-  return "tcp://127.0.0.1:" + log.substr(at + marker.size(), end - at - marker.size());
-}
-
-int Count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
-  return n;
-}
-
-// Client flags: 600 IID samples each (100 partitions), fast heartbeats and a
-// short server timeout, so any silence of the server would show at once. No
-// --model: the client takes the architecture from the server's TASK.
+// 600 IID samples per client (100 shards).
 std::vector<std::string> ClientArgs(const std::string& ep, int index) {
-  return {"--server",
-          ep,
-          "--id",
-          "c" + std::to_string(index),
-          "--data",
-          test::MnistDir(),
-          "--partition",
-          "iid",
-          "--num-partitions",
-          "100",
-          "--partition-index",
-          std::to_string(index),
-          "--heartbeat",
-          "0.3",
-          "--server-timeout",
-          "2",
-          "--backoff-max",
-          "1",
-          "--insecure"};
+  return test::ClientArgs(ep, index, 100);
 }
 
 TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) {
@@ -97,7 +55,7 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
                         "2",
                         "--insecure"},
                        dir.path() + "/server.log");
-  const std::string ep = StartedEndpoint(server);
+  const std::string ep = test::StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();
   std::vector<std::unique_ptr<test::Process>> clients;
   for (int k = 0; k < kClients; ++k) {
@@ -119,14 +77,14 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
   }
   EXPECT_GT(std::stod(rows.back().accuracy), 0.8);
   const std::string slog = server.Log();
-  EXPECT_EQ(Count(slog, "could not send TASK"), 0) << slog;
-  EXPECT_EQ(Count(slog, "missed the"), 0) << slog;
+  EXPECT_EQ(test::CountOf(slog, "could not send TASK"), 0) << slog;
+  EXPECT_EQ(test::CountOf(slog, "missed the"), 0) << slog;
   for (int k = 0; k < kClients; ++k) {
     const std::string log = clients[k]->Log();
     // Nobody gave up on the server, nobody was refused, everyone trained
     // every round with the architecture the server sent.
-    EXPECT_EQ(Count(log, "no answer from"), 0) << log;
-    EXPECT_EQ(Count(log, "server rejected"), 0) << log;
+    EXPECT_EQ(test::CountOf(log, "no answer from"), 0) << log;
+    EXPECT_EQ(test::CountOf(log, "server rejected"), 0) << log;
     EXPECT_NE(log.find(std::to_string(kRounds) + " rounds trained, " + std::to_string(kRounds) +
                        " updates accepted, 0 rejected, 0 reconnects"),
               std::string::npos)
@@ -142,7 +100,7 @@ TEST(LivenessTest, ClientForTheWrongArchitectureExitsWithTheFix) {
                        {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--rounds", "1",
                         "--min-clients", "1", "--no-eval", "--deadline", "30", "--insecure"},
                        dir.path() + "/server.log");
-  const std::string ep = StartedEndpoint(server);
+  const std::string ep = test::StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();
   auto args = ClientArgs(ep, 0);
   args.insert(args.end(), {"--model", "mnist_cnn"});

@@ -11,6 +11,7 @@
 #include "client/local_client.h"
 #include "client/session.h"
 #include "common/dataset.h"
+#include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/partition.h"
 #include "common/wire/serialize.h"
@@ -269,6 +270,30 @@ TEST_F(ServerTest, CompressedFederationKeepsTheMask) {
   // Each delta: header + one scale per 64 values + 4 bits a value.
   const uint64_t per_update = 24 + 4 * ((kept + 63) / 64) + (kept * 4 + 7) / 8;
   for (uint64_t b : delta_bytes) EXPECT_EQ(b, 2 * per_update);
+}
+
+// Resuming over a rounds.csv written with other columns (an fl-server from
+// before eval_seconds) moves it aside instead of appending rows of another
+// layout under its header.
+TEST_F(ServerTest, ResumeMovesAnOldFormatRoundsCsvAside) {
+  test::TempDir out;
+  auto model = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(model);
+  ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl",
+                               Checkpoint{2, 1, GetModelState("mnist_2nn", **model)}));
+  const std::string old_csv =
+      "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds\n"
+      "1,2,0.9,0.3,10,10,1.0\n2,2,0.91,0.29,10,10,1.0\n";
+  ASSERT_FL_OK(WriteFileAtomic(out.path() + "/rounds.csv", old_csv));
+  ServerOptions so = BaseOptions(out.path());
+  so.resume = true;
+  auto server = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FL_OK(server);
+  EXPECT_EQ((*server)->first_round(), 3u);
+  auto aside = ReadFile(out.path() + "/rounds.csv.old");
+  ASSERT_FL_OK(aside);
+  EXPECT_EQ(*aside, old_csv);
+  EXPECT_TRUE(ReadFile(out.path() + "/rounds.csv").status().IsNotFound());
 }
 
 }  // namespace

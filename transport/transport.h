@@ -81,13 +81,8 @@ class Socket {
 
   // The same without copying the frames: the transport holds a reference to
   // each until it has written it, so the bytes exist once however many peers
-  // they go to. The default copies (for backends that cannot do better).
-  virtual Status SendShared(const std::string& peer, const std::vector<SharedFrame>& frames) {
-    std::vector<std::string> copies;
-    copies.reserve(frames.size());
-    for (const auto& f : frames) copies.push_back(*f);
-    return Send(peer, copies);
-  }
+  // they go to.
+  virtual Status SendShared(const std::string& peer, const std::vector<SharedFrame>& frames) = 0;
 
   // Receives one message if one is waiting. Returns true and fills `out`, or
   // false when nothing is waiting. Never blocks.

@@ -178,19 +178,12 @@ class ZmqSocket final : public Socket {
     return error;
   }
 
+  // Small messages go through the same path: ZeroMQ would copy them anyway.
   Status Send(const std::string& peer, const std::vector<std::string>& frames) override {
-    if (listening_) {
-      if (zmq_send(sock_, peer.data(), peer.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        return ZmqError("send to peer");
-      }
-    }
-    for (size_t i = 0; i < frames.size(); ++i) {
-      const int flags = ZMQ_DONTWAIT | (i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
-      if (zmq_send(sock_, frames[i].data(), frames[i].size(), flags) < 0) {
-        return ZmqError("send frame " + std::to_string(i));
-      }
-    }
-    return Status::OK();
+    std::vector<SharedFrame> shared;
+    shared.reserve(frames.size());
+    for (const auto& f : frames) shared.push_back(std::make_shared<const std::string>(f));
+    return SendShared(peer, shared);
   }
 
   Status SendShared(const std::string& peer, const std::vector<SharedFrame>& frames) override {
