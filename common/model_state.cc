@@ -133,13 +133,33 @@ Result<std::vector<float>> KeptDifference(const ModelState& after, const ModelSt
 
 namespace {
 
+std::string DescribeOutOfRange(double v, float max_abs) {
+  if (!std::isfinite(v)) return std::to_string(v) + ", not finite";
+  return std::to_string(v) + ", beyond the limit " + std::to_string(max_abs);
+}
+
 template <typename T, typename S>
-Status AddScaledKeptImpl(ModelState* state, const std::vector<T>& delta, S scale) {
+Status AddScaledKeptImpl(ModelState* state, const std::vector<T>& delta, S scale, float max_abs) {
   if (static_cast<int64_t>(delta.size()) != state->KeptCount()) {
     return Status::InvalidArgument("delta has " + std::to_string(delta.size()) +
                                    " values, model keeps " + std::to_string(state->KeptCount()));
   }
+  // First pass checks every new value (in the wider type, before it is
+  // narrowed to float: a double beyond FLT_MAX does not convert), second
+  // pass writes them. A refused update leaves the model as it was.
+  const double limit = max_abs;
   size_t j = 0;
+  for (const auto& t : state->tensors) {
+    for (size_t k = 0; k < t.values.size(); ++k) {
+      if (!t.mask.empty() && !t.mask[k]) continue;
+      const double v = static_cast<double>(t.values[k]) + static_cast<double>(scale * delta[j++]);
+      if (!(std::fabs(v) <= limit)) {  // also NaN
+        return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name +
+                                       "' would become " + DescribeOutOfRange(v, max_abs));
+      }
+    }
+  }
+  j = 0;
   for (auto& t : state->tensors) {
     for (size_t k = 0; k < t.values.size(); ++k) {
       if (t.mask.empty() || t.mask[k]) {
@@ -152,12 +172,26 @@ Status AddScaledKeptImpl(ModelState* state, const std::vector<T>& delta, S scale
 
 }  // namespace
 
-Status AddScaledKept(ModelState* state, const std::vector<float>& delta, float scale) {
-  return AddScaledKeptImpl(state, delta, scale);
+Status AddScaledKept(ModelState* state, const std::vector<float>& delta, float scale,
+                     float max_abs) {
+  return AddScaledKeptImpl(state, delta, scale, max_abs);
 }
 
-Status AddScaledKept(ModelState* state, const std::vector<double>& delta, double scale) {
-  return AddScaledKeptImpl(state, delta, scale);
+Status AddScaledKept(ModelState* state, const std::vector<double>& delta, double scale,
+                     float max_abs) {
+  return AddScaledKeptImpl(state, delta, scale, max_abs);
+}
+
+Status CheckValueRange(const ModelState& state, float max_abs) {
+  for (const auto& t : state.tensors) {
+    for (size_t k = 0; k < t.values.size(); ++k) {
+      if (!(std::fabs(t.values[k]) <= max_abs)) {
+        return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name + "' is " +
+                                       DescribeOutOfRange(t.values[k], max_abs));
+      }
+    }
+  }
+  return Status::OK();
 }
 
 Status PruneByMagnitude(ModelState* state, double sparsity, bool global) {

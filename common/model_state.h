@@ -13,6 +13,7 @@
 #define FEDGE_COMMON_MODEL_STATE_H_
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -85,8 +86,20 @@ Result<std::vector<float>> KeptDifference(const ModelState& after, const ModelSt
 
 // Adds `scale * delta[i]` to the i-th kept value of `state` in canonical order;
 // pruned values stay 0.0. InvalidArgument if delta.size() != state.KeptCount().
-Status AddScaledKept(ModelState* state, const std::vector<float>& delta, float scale = 1.0f);
-Status AddScaledKept(ModelState* state, const std::vector<double>& delta, double scale);
+// All or nothing: InvalidArgument, and `state` untouched, when a new value would not
+// be finite or would exceed `max_abs` in magnitude (65504 for a model sent as
+// fp16, FLT_MAX otherwise).
+Status AddScaledKept(ModelState* state, const std::vector<float>& delta, float scale = 1.0f,
+                     float max_abs = std::numeric_limits<float>::max());
+Status AddScaledKept(ModelState* state, const std::vector<double>& delta, double scale,
+                     float max_abs = std::numeric_limits<float>::max());
+
+// OK when every value of `state` is finite and at most `max_abs` in magnitude;
+// otherwise InvalidArgument naming the first offending tensor and index.
+Status CheckValueRange(const ModelState& state, float max_abs = std::numeric_limits<float>::max());
+
+// Largest magnitude an fp16 value holds (the limit of a model sent as fp16).
+constexpr float kMaxFp16Value = 65504.0f;
 
 // Prunes `state` by magnitude to `sparsity` (fraction of prunable values set to
 // zero and masked), counting values already pruned. Prunable tensors are those

@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "common/random.h"
 
@@ -208,7 +209,17 @@ std::string QuantEncode(const float* values, size_t count, const QuantOptions& o
   return out;
 }
 
-Status QuantPeek(const std::string& data, int* bits, uint32_t* block, uint64_t* count) {
+float QuantMaxScale(int bits) {
+  if (bits == 32) return 0.0f;
+  // FLT_MAX / L rounded to nearest can be a hair above the true quotient, and
+  // L times it then rounds to +Inf: step down until the product is finite.
+  const float levels = static_cast<float>(Levels(bits));
+  float s = std::numeric_limits<float>::max() / levels;
+  while (!std::isfinite(s * levels)) s = std::nextafter(s, 0.0f);
+  return s;
+}
+
+Status QuantPeek(const std::string& data, QuantHeader* header) {
   if (data.size() < kQuantHeaderBytes) {
     return Status::Corruption("quantized delta truncated: " + std::to_string(data.size()) +
                               " bytes, header needs " + std::to_string(kQuantHeaderBytes));
@@ -217,22 +228,24 @@ Status QuantPeek(const std::string& data, int* bits, uint32_t* block, uint64_t* 
   if (static_cast<uint8_t>(p[0]) != kQuantMagic) {
     return Status::Corruption("quantized delta has bad magic");
   }
-  *bits = static_cast<uint8_t>(p[1]);
-  *block = GetU32(p + 4);
-  *count = GetU64(p + 8);
+  header->bits = static_cast<uint8_t>(p[1]);
+  header->stochastic = (static_cast<uint8_t>(p[2]) & 1) != 0;
+  header->block = GetU32(p + 4);
+  header->count = GetU64(p + 8);
   QuantOptions o;
-  o.bits = *bits;
-  o.block = *block;
+  o.bits = header->bits;
+  o.block = header->block;
   Status st = ValidateQuantOptions(o);
   if (!st.ok()) return Status::Corruption("quantized delta header: " + st.message());
   return Status::OK();
 }
 
 Status QuantDecode(const std::string& data, size_t expected_count, std::vector<float>* out) {
-  int bits = 0;
-  uint32_t block = 0;
-  uint64_t count = 0;
-  FL_RETURN_IF_ERROR(QuantPeek(data, &bits, &block, &count));
+  QuantHeader h;
+  FL_RETURN_IF_ERROR(QuantPeek(data, &h));
+  const int bits = h.bits;
+  const uint32_t block = h.block;
+  const uint64_t count = h.count;
   if (count != expected_count) {
     return Status::Corruption("quantized delta holds " + std::to_string(count) +
                               " values, expected " + std::to_string(expected_count));
@@ -262,15 +275,18 @@ Status QuantDecode(const std::string& data, size_t expected_count, std::vector<f
   }
   const uint8_t* levels = reinterpret_cast<const uint8_t*>(p + 4 * blocks);
   const int L = Levels(bits);
+  const float max_scale = QuantMaxScale(bits);
   float* dst = out->data();
   size_t bitpos = 0;
   const unsigned mask = (1u << bits) - 1;
   for (size_t b = 0; b < blocks; ++b) {
     float scale;
     std::memcpy(&scale, p + 4 * b, 4);
-    if (!(scale >= 0) || !std::isfinite(scale)) {
+    // Also refuses NaN. A scale up to max_scale keeps every level finite.
+    if (!(scale >= 0 && scale <= max_scale)) {
       return Status::Corruption("block " + std::to_string(b) + " has scale " +
-                                std::to_string(scale));
+                                std::to_string(scale) + " (allowed: 0 to " +
+                                std::to_string(max_scale) + ")");
     }
     const size_t begin = b * block;
     const size_t n = std::min<size_t>(block, count - begin);

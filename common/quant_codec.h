@@ -54,12 +54,27 @@ std::string QuantEncode(const float* values, size_t count, const QuantOptions& o
 
 // Decodes `data` into exactly `expected_count` values (`out` is resized).
 // Corruption when the header is malformed, the count differs from
-// expected_count, the size differs from QuantEncodedSize, a scale is negative or
-// not finite, or a stored level is out of range.
+// expected_count, the size differs from QuantEncodedSize, a scale is negative,
+// not finite or above QuantMaxScale(bits), a stored level is out of range, or
+// (32 bits) a value is not finite. Every decoded value is therefore finite:
+// |value| <= levels * scale <= FLT_MAX.
 Status QuantDecode(const std::string& data, size_t expected_count, std::vector<float>* out);
 
-// Reads just the header: bits and block of an encoded delta.
-Status QuantPeek(const std::string& data, int* bits, uint32_t* block, uint64_t* count);
+// The largest scale a block may carry at `bits`: FLT_MAX / levels, so that the
+// top level times the scale is still a finite float.
+float QuantMaxScale(int bits);
+
+// What the header of an encoded delta says.
+struct QuantHeader {
+  int bits{0};
+  uint32_t block{0};
+  bool stochastic{false};
+  uint64_t count{0};
+};
+
+// Reads just the header. Corruption when it is truncated, has a bad magic, or
+// names bits or a block ValidateQuantOptions refuses.
+Status QuantPeek(const std::string& data, QuantHeader* header);
 
 // Error feedback (Seide et al. 2014; Karimireddy et al. 2019): a client keeps
 // what quantization dropped and adds it to its next delta, so the error does

@@ -1,6 +1,9 @@
 #include "server/checkpoint.h"
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "common/wire/reader.h"
 #include "common/wire/serialize.h"
@@ -26,6 +29,15 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c) {
   std::string body = w.Release();
   const Sha256Digest digest = Sha256(body);
   body.append(reinterpret_cast<const char*>(digest.data()), digest.size());
+  // Oldest first, so a crash between the renames loses no generation but the
+  // oldest; ReadNewestCheckpoint reads whichever are there.
+  for (int g = kCheckpointGenerations - 1; g >= 1; --g) {
+    const std::string from = g == 1 ? path : path + "." + std::to_string(g - 1);
+    const std::string to = path + "." + std::to_string(g);
+    if (std::rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) {
+      return Status::IOError(from, std::string("rename to ") + to + ": " + std::strerror(errno));
+    }
+  }
   return WriteFileAtomic(path, body);
 }
 
@@ -63,7 +75,27 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
   }
   Status st = wire::Decode(bytes.substr(header, model_len), &c.model);
   if (!st.ok()) return st.WithContext(path);
+  st = CheckValueRange(c.model);
+  if (!st.ok()) return Status::Corruption(path, st.message());
   return c;
+}
+
+Result<Checkpoint> ReadNewestCheckpoint(const std::string& path, std::string* used,
+                                        std::vector<std::string>* refused) {
+  std::optional<Status> newest_error;
+  for (int g = 0; g < kCheckpointGenerations; ++g) {
+    const std::string file = g == 0 ? path : path + "." + std::to_string(g);
+    auto c = ReadCheckpoint(file);
+    if (c.ok()) {
+      if (used) *used = file;
+      return c;
+    }
+    if (c.status().IsNotFound()) continue;
+    if (refused) refused->push_back(c.status().ToString());
+    if (!newest_error) newest_error = c.status();
+  }
+  if (newest_error) return *newest_error;
+  return Status::NotFound(path, "no checkpoint");
 }
 
 }  // namespace fl

@@ -5,11 +5,15 @@
 //   | model length u64 (8) | model (cereal ModelState) | SHA-256 of all preceding bytes (32)
 // Written to a temp file, fsynced, renamed over the old one, and the directory
 // fsynced, so a crash leaves either the old or the new checkpoint, never a torn one.
+// The two previous checkpoints stay beside it as PATH.1 and PATH.2, so a
+// checkpoint that cannot be used (altered, or written by a faulty build) is not
+// the only one.
 #ifndef FEDGE_SERVER_CHECKPOINT_H_
 #define FEDGE_SERVER_CHECKPOINT_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/file_util.h"
 #include "common/model_state.h"
@@ -25,10 +29,22 @@ struct Checkpoint {
   ModelState model;
 };
 
+// Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).
+constexpr int kCheckpointGenerations = 3;
+
+// Moves PATH.1 to PATH.2 and PATH to PATH.1, then writes PATH.
 Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoint);
 
-// NotFound if absent; Corruption naming the problem if truncated or altered.
+// NotFound if absent; Corruption naming the problem if truncated, altered, or
+// holding a value that is not finite.
 Result<Checkpoint> ReadCheckpoint(const std::string& path);
+
+// The newest usable generation: PATH, else PATH.1, else PATH.2. `*used` (when
+// given) gets the file read and `*refused` one line per generation that exists
+// but could not be used. NotFound when none exists; the newest generation's
+// error when none is usable.
+Result<Checkpoint> ReadNewestCheckpoint(const std::string& path, std::string* used = nullptr,
+                                        std::vector<std::string>* refused = nullptr);
 
 }  // namespace fl
 

@@ -67,17 +67,22 @@ Status FedAvgAccumulator::Add(int64_t num_examples, const std::vector<float>& de
     return Status::InvalidArgument("delta has " + std::to_string(delta.size()) +
                                    " values, model has " + std::to_string(sum_.size()));
   }
+  int64_t total = 0;
+  if (__builtin_add_overflow(total_, num_examples, &total)) {
+    return Status::InvalidArgument("total weight overflows: " + std::to_string(total_) + " + " +
+                                   std::to_string(num_examples));
+  }
   const double w = static_cast<double>(num_examples);
   for (size_t i = 0; i < sum_.size(); ++i) sum_[i] += w * delta[i];
-  total_ += num_examples;
+  total_ = total;
   count_++;
   return Status::OK();
 }
 
-Status FedAvgAccumulator::ApplyTo(ModelState* model, double server_lr) const {
+Status FedAvgAccumulator::ApplyTo(ModelState* model, double server_lr, float max_abs) const {
   if (count_ == 0) return Status::FailedPrecondition("no updates to average");
   // Adds at the kept positions only, so the global model keeps its mask.
-  return AddScaledKept(model, sum_, server_lr / static_cast<double>(total_));
+  return AddScaledKept(model, sum_, server_lr / static_cast<double>(total_), max_abs);
 }
 
 Result<ModelState> Difference(const ModelState& after, const ModelState& before) {

@@ -10,6 +10,7 @@
 #define FEDGE_SERVER_FEDAVG_H_
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "common/model_state.h"
@@ -48,8 +49,9 @@ class FedAvgAccumulator final {
   // `num_values` = kept parameters of the model (its delta length).
   explicit FedAvgAccumulator(size_t num_values) : sum_(num_values, 0.0) {}
 
-  // Adds num_examples * delta. InvalidArgument on a size mismatch or a weight <= 0;
-  // the accumulator is unchanged then.
+  // Adds num_examples * delta. InvalidArgument on a size mismatch, a weight
+  // <= 0, or a total weight that would overflow int64; the accumulator is
+  // unchanged then.
   Status Add(int64_t num_examples, const std::vector<float>& delta);
 
   // Number of updates added, and their total weight.
@@ -57,8 +59,10 @@ class FedAvgAccumulator final {
   int64_t total_examples() const { return total_; }
 
   // Applies server_lr * (sum_k n_k delta_k) / (sum_k n_k) to `model`.
-  // FailedPrecondition when nothing was added.
-  Status ApplyTo(ModelState* model, double server_lr = 1.0) const;
+  // FailedPrecondition when nothing was added; InvalidArgument, and `model`
+  // unchanged, when a new value would not be finite or exceed `max_abs`.
+  Status ApplyTo(ModelState* model, double server_lr = 1.0,
+                 float max_abs = std::numeric_limits<float>::max()) const;
 
  private:
   std::vector<double> sum_;

@@ -118,7 +118,23 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", o.insecure,
                "Plaintext, unauthenticated transport (no CURVE): local experiments only");
   app.add_option("--max-update-norm", o.max_update_norm,
-                 "Refuse deltas with a larger L2 norm (0 = no bound)")
+                 "Refuse deltas with a larger L2 norm (0 = derived from the round: "
+                 "--update-norm-factor x the global model's L2 norm)")
+      ->capture_default_str();
+  app.add_option("--update-norm-factor", o.update_norm_factor,
+                 "The derived bound on a delta's L2 norm, as a multiple of the global model's "
+                 "L2 norm (0 with --max-update-norm 0 = no bound)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-examples", o.max_examples,
+                 "Most examples an update counts with in the average (its weight), whatever "
+                 "the device claims")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-weight-ratio", o.max_weight_ratio,
+                 "An update counts with at most this many times the median examples of the "
+                 "round's selected devices (0 = no relative cap)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -35,7 +36,7 @@ namespace fl {
 
 const char kRoundsCsvHeader[] =
     "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds,"
-    "eval_seconds";
+    "eval_seconds,max_delta_norm";
 
 namespace {
 
@@ -182,10 +183,48 @@ struct Server::Impl {
   // does not cost a fresh allocation (and its page faults) every time.
   std::vector<float> delta;
 
-  // Recomputes `version` and `kept_count` after `global` changed.
+  // L2 norm of the global model's kept values.
+  double global_norm{0};
+  // This round's bounds on an update: its delta's L2 norm (0 = none) and the
+  // examples it counts with.
+  double norm_bound{0};
+  int64_t weight_cap{0};
+
+  // Recomputes `version`, `kept_count` and `global_norm` after `global` changed.
   void SetGlobal() {
     version = ModelVersion(wire::Compact(global, o.downlink));
     kept_count = static_cast<size_t>(global.KeptCount());
+    double sq = 0;
+    for (const auto& t : global.tensors) {
+      for (float v : t.values) sq += static_cast<double>(v) * v;  // pruned values are 0
+    }
+    global_norm = std::sqrt(sq);
+  }
+
+  // Largest magnitude a value of the global model may have: what the downlink
+  // format can carry.
+  float ValueLimit() const {
+    return o.downlink == wire::ValueFormat::kFp16 ? kMaxFp16Value
+                                                  : std::numeric_limits<float>::max();
+  }
+
+  // Sets the round's update bounds (see ServerOptions) for the selected clients.
+  void SetRoundBounds() {
+    norm_bound = o.max_update_norm > 0 ? o.max_update_norm
+                                       : o.update_norm_factor * std::max(global_norm, 1.0);
+    std::vector<int64_t> registered;
+    for (const auto& id : selected) registered.push_back(clients[id].num_examples);
+    weight_cap = o.max_examples;
+    if (o.max_weight_ratio > 0 && !registered.empty()) {
+      // The lower median: with two devices, the smaller count.
+      const size_t mid = (registered.size() - 1) / 2;
+      std::nth_element(registered.begin(), registered.begin() + mid, registered.end());
+      const double median = static_cast<double>(registered[mid]);
+      const double cap = std::max(1.0, std::floor(o.max_weight_ratio * median));
+      if (cap < static_cast<double>(weight_cap)) weight_cap = static_cast<int64_t>(cap);
+    }
+    m.update_norm_bound = norm_bound;
+    m.weight_cap = weight_cap;
   }
 
   // --- sending --------------------------------------------------------------
@@ -430,34 +469,60 @@ struct Server::Impl {
       RefuseAnswer(peer, who, env.round, "bad_codec", "codec '" + u.codec + "' not supported");
       return;
     }
-    if (u.num_examples <= 0) {
-      RefuseAnswer(peer, who, env.round, "bad_payload",
-                   "num_examples must be > 0, got " + std::to_string(u.num_examples));
+    // The weight: what the device trained on, never more than it registered
+    // with (its HELLO), and capped by the round (weight_cap).
+    if (u.num_examples <= 0 || u.num_examples > it->second.num_examples) {
+      RefuseAnswer(peer, who, env.round, "bad_weight",
+                   "num_examples " + std::to_string(u.num_examples) + " is not in 1.." +
+                       std::to_string(it->second.num_examples) + " (what its HELLO registered)");
       return;
     }
-    // Values at the kept positions only: the mask is shared state.
+    const int64_t weight = std::min(u.num_examples, weight_cap);
+    // The codec the TASK asked for, and nothing else.
+    QuantHeader qh;
+    st = QuantPeek(u.data, &qh);
+    if (!st.ok()) {
+      RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
+      return;
+    }
+    const wire::TrainConfig& tc = o.train;
+    if (qh.bits != tc.uplink_bits ||
+        (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding))) {
+      auto describe = [](int bits, uint32_t block, bool stochastic) {
+        return bits == 32 ? std::string("32-bit")
+                          : std::to_string(bits) + "-bit, blocks of " + std::to_string(block) +
+                                (stochastic ? ", stochastic" : ", nearest") + " rounding";
+      };
+      RefuseAnswer(peer, who, env.round, "wrong_codec",
+                   "delta is " + describe(qh.bits, qh.block, qh.stochastic) +
+                       "; the round asked for " +
+                       describe(tc.uplink_bits, tc.block, tc.stochastic_rounding));
+      return;
+    }
+    // Values at the kept positions only: the mask is shared state. Decoded
+    // values are finite (QuantDecode bounds every scale).
     st = QuantDecode(u.data, kept_count, &delta);
     if (!st.ok()) {
       RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
       return;
     }
-    if (o.max_update_norm > 0) {
-      double sq = 0;
-      for (float v : delta) sq += static_cast<double>(v) * v;
-      if (std::sqrt(sq) > o.max_update_norm) {
-        RefuseAnswer(peer, who, env.round, "norm_too_large",
-                     "delta L2 norm " + std::to_string(std::sqrt(sq)) + " exceeds the bound " +
-                         std::to_string(o.max_update_norm));
-        return;
-      }
+    double sq = 0;
+    for (float v : delta) sq += static_cast<double>(v) * v;
+    const double norm = std::sqrt(sq);
+    if (norm_bound > 0 && !(norm <= norm_bound)) {
+      RefuseAnswer(peer, who, env.round, "norm_too_large",
+                   "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
+                       std::to_string(norm_bound));
+      return;
     }
-    st = acc->Add(u.num_examples, delta);
+    st = acc->Add(weight, delta);
     if (!st.ok()) {
       RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
       return;
     }
     pending.erase(who);
     m.participants++;
+    m.max_delta_norm = std::max(m.max_delta_norm, norm);
     m.delta_bytes += u.data.size();
     m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
     train_loss_sum += u.train_loss;
@@ -661,10 +726,11 @@ struct Server::Impl {
       std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
       std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
     }
-    std::fprintf(
-        f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f\n", static_cast<unsigned long long>(rm.round),
-        rm.participants, acc_s, loss_s, static_cast<unsigned long long>(rm.upload_bytes),
-        static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds, rm.eval_seconds);
+    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f,%.6g\n",
+                 static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
+                 static_cast<unsigned long long>(rm.upload_bytes),
+                 static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
+                 rm.eval_seconds, rm.max_delta_norm);
     std::fflush(f);
     ::fsync(fileno(f));
     std::fclose(f);
@@ -715,6 +781,7 @@ struct Server::Impl {
     pending = selected;
     resent.clear();
     m.selected = static_cast<int>(selected.size());
+    SetRoundBounds();
     // 3. One TASK, encoded and hashed once, sent to every selected client.
     {
       wire::Task task;
@@ -779,8 +846,20 @@ struct Server::Impl {
     }
     // 5. Aggregate, persist, evaluate in the background.
     if (acc->count() > 0) {
-      FL_RETURN_IF_ERROR(acc->ApplyTo(&global, o.server_lr));
-      SetGlobal();
+      // All or nothing: an average with a value the downlink cannot carry
+      // (not finite, or beyond fp16) is not committed.
+      Status st = acc->ApplyTo(&global, o.server_lr, ValueLimit());
+      if (st.ok()) {
+        SetGlobal();
+      } else {
+        m.committed = false;
+        m.rejected["global_out_of_range"]++;
+        totals_rejected["global_out_of_range"]++;
+        spdlog::error(
+            "round {}: the average of {} updates is not committed, the global model is "
+            "unchanged: {}",
+            r, acc->count(), st.message());
+      }
       m.mean_train_loss = train_loss_sum / acc->count();
     } else {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
@@ -849,18 +928,25 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   }
   if (o.resume) {
     if (o.out_dir.empty()) return Status::InvalidArgument("--resume needs an output folder");
-    auto c = ReadCheckpoint(o.out_dir + "/checkpoint.fl");
+    std::string used;
+    std::vector<std::string> refused;
+    auto c = ReadNewestCheckpoint(o.out_dir + "/checkpoint.fl", &used, &refused);
+    for (const auto& why : refused) {
+      spdlog::error("checkpoint not usable: {}", why);
+    }
     if (c.ok()) {
       if (!SameLayout(c->model, impl->global)) {
-        return Status::InvalidArgument(
-            o.out_dir + "/checkpoint.fl",
-            "holds a '" + c->model.architecture + "' model, this run trains '" + o.model + "'");
+        return Status::InvalidArgument(used, "holds a '" + c->model.architecture +
+                                                 "' model, this run trains '" + o.model + "'");
       }
       impl->global = std::move(c->model);
       impl->round = c->round;
       resumed = true;
       CheckRoundsCsv(o.out_dir, impl->round);
-      spdlog::info("resuming after round {} from {}/checkpoint.fl", impl->round, o.out_dir);
+      if (!refused.empty()) {
+        spdlog::warn("resuming from an older checkpoint generation, {}", used);
+      }
+      spdlog::info("resuming after round {} from {}", impl->round, used);
     } else if (c.status().IsNotFound()) {
       spdlog::info("no checkpoint in {}; starting from round 1", o.out_dir);
     } else {
@@ -884,6 +970,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                  impl->global.NumParameters());
   }
   impl->SetGlobal();
+  if (Status st = CheckValueRange(impl->global, impl->ValueLimit()); !st.ok()) {
+    return Status::InvalidArgument(
+        "the starting model cannot be sent as " +
+            std::string(o.downlink == wire::ValueFormat::kFp16 ? "fp16" : "fp32"),
+        st.message());
+  }
 
   if (!o.data_dir.empty()) {
     auto evaluator = BackgroundEvaluator::Create(o.model, o.data_dir, o.eval_threads,

@@ -44,6 +44,11 @@
 
 namespace fl {
 
+// Defaults of the update checks (see ServerOptions and docs/protocol.md).
+constexpr double kDefaultUpdateNormFactor = 10.0;
+constexpr int64_t kDefaultMaxExamples = 1000000;
+constexpr double kDefaultMaxWeightRatio = 10.0;
+
 struct ServerOptions {
   // Endpoint to listen on.
   std::string bind{"tcp://*:5555"};
@@ -103,9 +108,18 @@ struct ServerOptions {
   // valid signature are accepted; the folder is re-read at every round, so
   // adding or removing a device is adding or removing a file. Empty = open.
   std::string clients_dir;
-  // Refuse an update whose delta has an L2 norm above this (0 = no bound): a
-  // cheap guard against a client that sends a wildly scaled delta.
+  // Refuse an update whose delta has an L2 norm above this. 0 = the bound is
+  // derived from the round: update_norm_factor times the L2 norm of the
+  // round's global model (kept values). Both 0 = no bound.
   double max_update_norm{0};
+  double update_norm_factor{kDefaultUpdateNormFactor};
+  // An update counts with at most this many examples (its weight in the
+  // average), whatever the device claims.
+  int64_t max_examples{kDefaultMaxExamples};
+  // ... and at most this many times the median examples the round's selected
+  // devices registered with (0 = no relative cap), so one device cannot
+  // outweigh the rest of the round by claiming a huge dataset.
+  double max_weight_ratio{kDefaultMaxWeightRatio};
   // When set, the server re-reads the enrollment folder as soon as it finds
   // this flag true (and clears it): fl-server sets it on SIGHUP.
   std::atomic<bool>* reload_enrollment{nullptr};
@@ -148,6 +162,14 @@ struct RoundMetrics {
   double max_train_seconds{0};
   // Mean of the participants' last-epoch training loss.
   double mean_train_loss{0};
+  // Largest L2 norm of an accepted delta, and the round's bound on it (0 = none).
+  double max_delta_norm{0};
+  double update_norm_bound{0};
+  // Most examples one update counted with this round.
+  int64_t weight_cap{0};
+  // False when the averaged model would have had a value out of range (not
+  // finite, or beyond fp16 with an fp16 downlink): the global model was kept.
+  bool committed{true};
   // Refused messages this round, by reason code. Connections refused during
   // the CURVE handshake (unenrolled transport key) count as "transport_denied".
   std::map<std::string, int64_t> rejected;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -63,6 +65,58 @@ TEST(CheckpointTest, EveryTruncationAndFlipRejected) {
     ASSERT_FALSE(r.ok()) << "flip at " << i;
     EXPECT_NE(r.status().message().find(path), std::string::npos);
   }
+}
+
+// A checkpoint holding a value that is not finite is refused even when its
+// checksum matches (a faulty build or a poisoned round wrote it).
+TEST(CheckpointTest, NonFiniteValuesAreRefused) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/c.fl";
+  Checkpoint c = Sample();
+  c.model.tensors[0].values[1] = INFINITY;
+  ASSERT_FL_OK(WriteCheckpoint(path, c));
+  auto r = ReadCheckpoint(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption());
+  EXPECT_NE(r.status().message().find("'w'"), std::string::npos) << r.status().ToString();
+}
+
+// Three generations are kept; the newest usable one is read.
+TEST(CheckpointTest, OlderGenerationsAreKeptAndUsedWhenTheNewestIsNot) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/checkpoint.fl";
+  for (uint64_t r = 1; r <= 5; ++r) {
+    Checkpoint c = Sample();
+    c.round = r;
+    ASSERT_FL_OK(WriteCheckpoint(path, c));
+  }
+  EXPECT_EQ(ReadCheckpoint(path)->round, 5u);
+  EXPECT_EQ(ReadCheckpoint(path + ".1")->round, 4u);
+  EXPECT_EQ(ReadCheckpoint(path + ".2")->round, 3u);
+  EXPECT_TRUE(ReadCheckpoint(path + ".3").status().IsNotFound());
+  std::string used;
+  std::vector<std::string> refused;
+  EXPECT_EQ(ReadNewestCheckpoint(path, &used, &refused)->round, 5u);
+  EXPECT_EQ(used, path);
+  EXPECT_TRUE(refused.empty());
+  // The newest altered: the one before it.
+  std::string bytes = ReadAll(path);
+  bytes[bytes.size() / 2] ^= 1;
+  test::WriteFile(path, bytes);
+  auto c = ReadNewestCheckpoint(path, &used, &refused);
+  ASSERT_FL_OK(c);
+  EXPECT_EQ(c->round, 4u);
+  EXPECT_EQ(used, path + ".1");
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_NE(refused[0].find("checksum"), std::string::npos) << refused[0];
+  // The newest missing (a crash between the renames): the one before it.
+  ASSERT_EQ(std::remove(path.c_str()), 0);
+  EXPECT_EQ(ReadNewestCheckpoint(path)->round, 4u);
+  // None usable: the newest one's error; none at all: NotFound.
+  test::WriteFile(path + ".1", "x");
+  test::WriteFile(path + ".2", "y");
+  EXPECT_TRUE(ReadNewestCheckpoint(path).status().IsCorruption());
+  EXPECT_TRUE(ReadNewestCheckpoint(dir.path() + "/none.fl").status().IsNotFound());
 }
 
 }  // namespace

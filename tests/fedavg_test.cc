@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "tests/test_util.h"
 
 namespace fl {
@@ -88,6 +90,39 @@ TEST(FedAvgTest, RejectsBadInput) {
   auto r = FedAvg(o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("'w'"), std::string::npos) << r.status().ToString();
+}
+
+// The total weight is checked arithmetic: two updates whose weights sum past
+// INT64_MAX are refused (the second one), not wrapped into a negative total
+// that would flip the sign of the average.
+TEST(FedAvgTest, TotalWeightCannotOverflow) {
+  FedAvgAccumulator acc(3);
+  ASSERT_FL_OK(acc.Add(std::numeric_limits<int64_t>::max() - 1, {1, 1, 1}));
+  const Status st = acc.Add(2, {1, 1, 1});
+  EXPECT_TRUE(st.IsInvalidArgument());
+  EXPECT_NE(st.message().find("overflow"), std::string::npos) << st.ToString();
+  EXPECT_EQ(acc.count(), 1);
+  EXPECT_EQ(acc.total_examples(), std::numeric_limits<int64_t>::max() - 1);
+}
+
+// An average out of range is not applied at all: the model stays as it was.
+TEST(FedAvgTest, OutOfRangeAverageLeavesTheModelUnchanged) {
+  ModelState global = Make({1, 2, 3}, {0});
+  FedAvgAccumulator acc(4);
+  ASSERT_FL_OK(acc.Add(1, {1, 70000, 1, 0}));
+  const ModelState before = global;
+  const Status st = acc.ApplyTo(&global, 1.0, kMaxFp16Value);
+  EXPECT_TRUE(st.IsInvalidArgument());
+  EXPECT_NE(st.message().find("'w'"), std::string::npos) << st.ToString();
+  EXPECT_EQ(global.tensors[0].values, before.tensors[0].values);
+  // fp32: a server learning rate that pushes past FLT_MAX is refused too (a
+  // double beyond FLT_MAX is never narrowed to float).
+  FedAvgAccumulator big(4);
+  ASSERT_FL_OK(big.Add(1, {0, std::numeric_limits<float>::max(), 0, 0}));
+  EXPECT_TRUE(big.ApplyTo(&global, 2.0).IsInvalidArgument());
+  EXPECT_EQ(global.tensors[0].values, before.tensors[0].values);
+  ASSERT_FL_OK(acc.ApplyTo(&global, 1.0));  // within fp32
+  EXPECT_EQ(global.tensors[0].values, (std::vector<float>{2, 70002, 4}));
 }
 
 }  // namespace

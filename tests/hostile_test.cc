@@ -17,16 +17,22 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
 #include <thread>
 
 #include "common/file_util.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
+#include "common/wire/compact.h"
 #include "common/wire/envelope.h"
 #include "common/wire/serialize.h"
 #include "crypto/identity.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
+#include "server/checkpoint.h"
+#include "server/fedavg.h"
 #include "server/server.h"
 #include "tests/test_util.h"
 
@@ -632,6 +638,234 @@ TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
   ASSERT_FL_OK(summary);
   EXPECT_EQ(summary->rounds_completed, 1u);
   EXPECT_EQ(Count(*summary, "stale_hello"), 1);
+}
+
+// --- Poisoning by an enrolled device ----------------------------------------
+//
+// One round of the 2NN (90% sparse, 8-bit deltas up, plaintext transport with
+// enrollment and signatures on) between honest device 0 and one or two
+// compromised but enrolled devices, which answer their TASK with a crafted
+// UPDATE. The global model the server commits must be exactly what FedAvg of
+// the updates it accepted gives (bit for bit), and always finite.
+
+// An 8-bit UPDATE for `task` whose blocks all carry `scale` and whose values
+// are all at `level` (127 = zero, 254 = +127 * scale).
+std::string CraftedQuantDelta(size_t count, const wire::TrainConfig& c, float scale,
+                              uint8_t level) {
+  std::vector<float> zeros(count, 0.0f);
+  QuantOptions q;
+  q.bits = c.uplink_bits;
+  q.block = c.block;
+  q.stochastic = c.stochastic_rounding;
+  std::string d = QuantEncode(zeros.data(), count, q);
+  const size_t blocks = (count + q.block - 1) / q.block;
+  for (size_t b = 0; b < blocks; ++b) std::memcpy(&d[kQuantHeaderBytes + 4 * b], &scale, 4);
+  std::memset(&d[kQuantHeaderBytes + 4 * blocks], level, count);
+  return d;
+}
+
+struct PoisonCase {
+  std::string name;
+  // What the compromised devices register with (HELLO) and claim (UPDATE).
+  int64_t registered{600};
+  int64_t claimed{600};
+  int colluders{1};
+  // Makes the compromised devices' delta (the encoded data field).
+  std::function<std::string(size_t count, const wire::TrainConfig&)> delta;
+  std::function<void(ServerOptions*)> options;
+  // The reply each compromised device must get, and the weight it must count
+  // with when accepted.
+  std::string reason;
+  int64_t weight{0};
+  // False: the average is refused as out of range and the model stays.
+  bool committed{true};
+};
+
+class PoisoningTest : public HostileTest {
+ protected:
+  void Check(const PoisonCase& pc) {
+    SCOPED_TRACE(pc.name);
+    std::vector<const Node*> bad = {&mallory_};
+    if (pc.colluders == 2) {
+      bad.push_back(&rogue_);
+      ASSERT_FL_OK(SavePublicIdentity(dir_.path() + "/enrolled/rogue.pub", rogue_.key->public_key(),
+                                      rogue_.curve.public_key));
+    }
+    auto ctx = transport::CreateZmqContext();
+    ServerOptions so = TestServerOptions(1 + pc.colluders);
+    so.insecure = true;
+    so.sparsity = 0.9;
+    so.train.uplink_bits = 8;
+    so.out_dir = dir_.path() + "/" + pc.name;
+    if (pc.options) pc.options(&so);
+    auto server = Server::Create(so, ctx);
+    ASSERT_FL_OK(server);
+    std::vector<RoundMetrics> rounds;
+    Result<ServerSummary> summary = Status::Internal("not run");
+    std::thread server_thread([&] {
+      summary = (*server)->Run(nullptr, [&](const RoundMetrics& m) { rounds.push_back(m); });
+    });
+    const std::string ep = (*server)->endpoint();
+    auto honest = Connect(ctx.get(), ep, honest_[0], false);
+    ExpectSent(Send(honest.get(), honest_[0], wire::MessageType::kHello, 0, {}, {},
+                    wire::Encode(wire::Hello{600, "", {wire::kCodecQuant}, 1.0})));
+    std::vector<std::unique_ptr<transport::Socket>> socks;
+    for (const Node* n : bad) {
+      socks.push_back(Connect(ctx.get(), ep, *n, false));
+      ExpectSent(Send(socks.back().get(), *n, wire::MessageType::kHello, 0, {}, {},
+                      wire::Encode(wire::Hello{pc.registered, "", {wire::kCodecQuant}, 1.0})));
+    }
+    wire::Envelope env;
+    std::string payload;
+    ASSERT_TRUE(Await(ctx.get(), honest.get(), wire::MessageType::kTask, &env, &payload));
+    wire::Task task;
+    ASSERT_FL_OK(wire::Decode(payload, &task));
+    ModelState before;
+    ASSERT_FL_OK(wire::Expand(task.model, &before));
+    const size_t count = static_cast<size_t>(before.KeptCount());
+    // The honest update first, so the server adds in the order FedAvg below does.
+    const SealedMessage h = HonestUpdate(honest_[0], 0, env, payload);
+    ExpectSent(honest->Send("", {h.envelope, h.payload}));
+    ExpectAccepted(ctx.get(), honest.get());
+    // An accepted update as FedAvg takes it: the delta at the kept positions.
+    std::vector<ClientUpdate> accepted;
+    auto accept = [&](int64_t weight, const std::string& data) {
+      std::vector<float> d;
+      EXPECT_FL_OK(QuantDecode(data, count, &d));
+      ClientUpdate cu{weight, before};
+      size_t j = 0;
+      for (auto& t : cu.delta.tensors) {
+        for (size_t i = 0; i < t.values.size(); ++i) {
+          if (t.mask.empty() || t.mask[i]) t.values[i] = d[j++];
+        }
+      }
+      accepted.push_back(std::move(cu));
+    };
+    wire::Update honest_update;
+    ASSERT_FL_OK(wire::Decode(h.payload, &honest_update));
+    accept(honest_update.num_examples, honest_update.data);
+    const std::string data = pc.delta(count, task.config);
+    for (size_t k = 0; k < bad.size(); ++k) {
+      wire::Envelope benv;
+      std::string bpayload;
+      ASSERT_TRUE(Await(ctx.get(), socks[k].get(), wire::MessageType::kTask, &benv, &bpayload));
+      wire::Envelope e = benv;
+      e.type = wire::MessageType::kUpdate;
+      e.sender = bad[k]->id;
+      const SealedMessage m =
+          SealMessage(e, wire::Encode(wire::Update{pc.claimed, 0.5, 0.1, wire::kCodecQuant, data}),
+                      bad[k]->key.get());
+      ExpectSent(socks[k]->Send("", {m.envelope, m.payload}));
+      wire::Envelope renv;
+      std::string rpayload;
+      ASSERT_TRUE(
+          Await(ctx.get(), socks[k].get(),
+                pc.reason == "accepted" ? wire::MessageType::kAck : wire::MessageType::kReject,
+                &renv, &rpayload))
+          << "no " << pc.reason;
+      wire::Reply reply;
+      ASSERT_FL_OK(wire::Decode(rpayload, &reply));
+      EXPECT_EQ(reply.reason, pc.reason) << reply.message;
+      if (pc.reason == "accepted") accept(pc.weight, data);
+    }
+    server_thread.join();
+    ASSERT_FL_OK(summary);
+    ASSERT_EQ(rounds.size(), 1u);
+    EXPECT_EQ(rounds[0].committed, pc.committed);
+    if (pc.reason != "accepted") EXPECT_EQ(Count(*summary, pc.reason.c_str()), pc.colluders);
+    auto after = ReadModelFile(so.out_dir + "/global.flm", &server_.key->public_key());
+    ASSERT_FL_OK(after);
+    EXPECT_FL_OK(CheckValueRange(*after, so.downlink == wire::ValueFormat::kFp16
+                                             ? kMaxFp16Value
+                                             : std::numeric_limits<float>::max()));
+    auto checkpoint = ReadCheckpoint(so.out_dir + "/checkpoint.fl");
+    ASSERT_FL_OK(checkpoint);
+    if (pc.committed) {
+      FedAvgOptions fo;
+      fo.global = &before;
+      fo.updates = &accepted;
+      auto expected = FedAvg(fo);
+      ASSERT_FL_OK(expected);
+      EXPECT_TRUE(EncodeModelFile(*after, {}) == EncodeModelFile(*expected, {}))
+          << "the committed model is not FedAvg of the accepted updates";
+      // And a resumed server loads what was committed.
+      EXPECT_TRUE(EncodeModelFile(checkpoint->model, {}) == EncodeModelFile(*expected, {}));
+    } else {
+      EXPECT_EQ(Count(*summary, "global_out_of_range"), 1);
+      // The model the round's TASK carried (its version) is still the global one.
+      EXPECT_EQ(ModelVersion(wire::Compact(*after, so.downlink)), env.model_version);
+      EXPECT_EQ(ModelVersion(wire::Compact(checkpoint->model, so.downlink)), env.model_version);
+    }
+    std::printf("%-34s -> %-16s weight cap %lld, largest accepted delta norm %.3g (bound %.3g)\n",
+                pc.name.c_str(), pc.reason.c_str(), static_cast<long long>(rounds[0].weight_cap),
+                rounds[0].max_delta_norm, rounds[0].update_norm_bound);
+  }
+};
+
+constexpr int64_t k2Pow62 = int64_t{1} << 62;
+
+// Issue: a block scale near FLT_MAX with the top level decoded to +Inf and was
+// averaged in; every client then refused the next TASK.
+TEST_F(PoisoningTest, HugeScalesAreRefusedBeforeTheyReachTheModel) {
+  Check({"scale_above_bound", 600, 600, 1,
+         [](size_t n, const wire::TrainConfig& c) {
+           return CraftedQuantDelta(n, c, std::numeric_limits<float>::max(), 254);
+         },
+         nullptr, "bad_delta"});
+  // The largest scale that still decodes to finite values: a norm far beyond
+  // the round's bound.
+  Check({"largest_finite_scale", 600, 600, 1,
+         [](size_t n, const wire::TrainConfig& c) {
+           return CraftedQuantDelta(n, c, QuantMaxScale(8), 254);
+         },
+         nullptr, "norm_too_large"});
+}
+
+// With the norm bound switched off, the average itself is checked: a model an
+// fp16 TASK cannot carry (above 65504) is not committed; the round's model stays.
+TEST_F(PoisoningTest, AnAverageOutOfRangeIsNotCommitted) {
+  Check({"fp16_out_of_range", 600, 600, 1,
+         [](size_t n, const wire::TrainConfig& c) { return CraftedQuantDelta(n, c, 1e4f, 254); },
+         [](ServerOptions* so) {
+           so->downlink = wire::ValueFormat::kFp16;
+           so->update_norm_factor = 0;
+         },
+         "accepted", 600, /*committed=*/false});
+}
+
+// Issue: num_examples was taken from the UPDATE: 2^62 took the whole round, and
+// two such devices overflowed the int64 total.
+TEST_F(PoisoningTest, NoDeviceChoosesItsOwnWeight) {
+  auto small = [](size_t n, const wire::TrainConfig& c) {
+    return CraftedQuantDelta(n, c, 1e-3f, 128);
+  };
+  // More than it registered with.
+  Check({"claims_more_than_registered", 600, k2Pow62, 1, small, nullptr, "bad_weight"});
+  // Registered with 2^62 itself: counts as 10x the round's median (600).
+  Check({"registered_2^62", k2Pow62, k2Pow62, 1, small, nullptr, "accepted", 6000});
+  // Two colluders at 2^62 each: the median is theirs, the absolute cap
+  // (--max-examples) holds, and the total cannot overflow.
+  Check({"two_colluders_at_2^62", k2Pow62, k2Pow62, 2, small, nullptr, "accepted",
+         kDefaultMaxExamples});
+}
+
+// The codec of an UPDATE is the one its TASK asked for.
+TEST_F(PoisoningTest, TheRoundsCodecIsEnforced) {
+  auto encode = [](int bits, uint32_t block, bool stochastic) {
+    return [=](size_t n, const wire::TrainConfig&) {
+      std::vector<float> v(n, 1e-3f);
+      QuantOptions q;
+      q.bits = bits;
+      q.block = block;
+      q.stochastic = stochastic;
+      return QuantEncode(v.data(), n, q);
+    };
+  };
+  Check({"4_bit", 600, 600, 1, encode(4, 256, true), nullptr, "wrong_codec"});
+  Check({"32_bit", 600, 600, 1, encode(32, 256, true), nullptr, "wrong_codec"});
+  Check({"block_64", 600, 600, 1, encode(8, 64, true), nullptr, "wrong_codec"});
+  Check({"nearest_rounding", 600, 600, 1, encode(8, 256, false), nullptr, "wrong_codec"});
+  Check({"the_round_codec", 600, 600, 1, encode(8, 256, true), nullptr, "accepted", 600});
 }
 
 }  // namespace

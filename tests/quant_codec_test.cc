@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "common/random.h"
 #include "tests/test_util.h"
@@ -131,6 +132,48 @@ TEST(QuantCodecTest, RejectsMalformed) {
   std::string two = QuantEncode(v.data(), v.size(), o2);
   two[24 + 4 * 10] = static_cast<char>(0xff);
   EXPECT_NE(QuantDecode(two, 1000, &out).message().find("level 3"), std::string::npos);
+}
+
+// Every decoded value is finite: a scale is at most QuantMaxScale(bits), so the
+// top level times it is at most FLT_MAX (a scale near FLT_MAX at level 254 used
+// to decode to +Inf and poison the average).
+TEST(QuantCodecTest, DecodedValuesAreFiniteByConstruction) {
+  for (int bits : {8, 4, 2}) {
+    SCOPED_TRACE(bits);
+    std::vector<float> zeros(300, 0.0f);
+    QuantOptions o{bits, 100, true, 1};
+    std::string d = QuantEncode(zeros.data(), zeros.size(), o);
+    // Every level at the top.
+    const size_t data_at = kQuantHeaderBytes + 4 * 3;
+    for (size_t i = data_at; i < d.size(); ++i) {
+      d[i] = static_cast<char>(bits == 8 ? 254 : bits == 4 ? 0xEE : 0xAA);
+    }
+    std::vector<float> out;
+    for (float scale : {QuantMaxScale(bits), std::nextafter(QuantMaxScale(bits), INFINITY),
+                        std::numeric_limits<float>::max(), INFINITY}) {
+      std::memcpy(&d[kQuantHeaderBytes + 4], &scale, 4);  // block 1
+      const Status st = QuantDecode(d, 300, &out);
+      if (scale <= QuantMaxScale(bits)) {
+        ASSERT_FL_OK(st);
+        for (float v : out) ASSERT_TRUE(std::isfinite(v)) << v;
+        EXPECT_EQ(out[100], QuantMaxScale(bits) * static_cast<float>((1 << (bits - 1)) - 1));
+      } else {
+        EXPECT_NE(st.message().find("scale"), std::string::npos) << st.ToString();
+      }
+    }
+  }
+}
+
+TEST(QuantCodecTest, PeekReadsTheWholeHeader) {
+  std::vector<float> v(1000, 0.5f);
+  QuantHeader h;
+  ASSERT_FL_OK(QuantPeek(QuantEncode(v.data(), v.size(), QuantOptions{4, 64, false, 1}), &h));
+  EXPECT_EQ(h.bits, 4);
+  EXPECT_EQ(h.block, 64u);
+  EXPECT_FALSE(h.stochastic);
+  EXPECT_EQ(h.count, 1000u);
+  ASSERT_FL_OK(QuantPeek(QuantEncode(v.data(), v.size(), QuantOptions{8, 256, true, 1}), &h));
+  EXPECT_TRUE(h.stochastic);
 }
 
 TEST(ErrorFeedbackTest, CarriesTheResidual) {

@@ -296,5 +296,31 @@ TEST_F(ServerTest, ResumeMovesAnOldFormatRoundsCsvAside) {
   EXPECT_TRUE(ReadFile(out.path() + "/rounds.csv").status().IsNotFound());
 }
 
+// --resume takes the newest checkpoint generation that loads: a newest one
+// holding an Inf (with a valid checksum: a faulty build wrote it) is skipped
+// for the one before it; a server with no usable generation refuses to start.
+TEST_F(ServerTest, ResumeSkipsAnUnusableCheckpoint) {
+  test::TempDir out;
+  auto model = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(model);
+  const ModelState good = GetModelState("mnist_2nn", **model);
+  const std::string path = out.path() + "/checkpoint.fl";
+  ASSERT_FL_OK(WriteCheckpoint(path, Checkpoint{3, 1, good}));
+  ModelState poisoned = good;
+  poisoned.tensors[0].values[7] = INFINITY;
+  ASSERT_FL_OK(WriteCheckpoint(path, Checkpoint{4, 1, poisoned}));
+  ServerOptions so = BaseOptions(out.path());
+  so.resume = true;
+  auto server = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FL_OK(server);
+  EXPECT_EQ((*server)->first_round(), 4u);  // resumed after round 3
+  server->reset();
+  test::WriteFile(path + ".1", "not a checkpoint");
+  auto refused = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().ToString().find("not finite"), std::string::npos)
+      << refused.status().ToString();
+}
+
 }  // namespace
 }  // namespace fl
