@@ -79,23 +79,36 @@ ModelState LocalClient::GetParameters() const {
   return GetModelState(impl_->architecture, *impl_->model->model);
 }
 
-Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
-  if (impl_->requested.empty() && ins.parameters.architecture != impl_->architecture) {
+Status LocalClient::Prepare(const std::string& architecture) {
+  if (impl_->requested.empty() && architecture != impl_->architecture) {
     // Following the server: build the architecture its TASK carries.
-    auto model = NewSharedModel(ins.parameters.architecture);
+    auto model = NewSharedModel(architecture);
     if (!model.ok()) {
-      return Status::FailedPrecondition("the server trains '" + ins.parameters.architecture +
-                                            "', which this fl-client does "
-                                            "not know",
-                                        model.status().message());
+      return Status::FailedPrecondition(
+          "the server trains '" + architecture + "', which this fl-client does not know",
+          model.status().message());
     }
     impl_->model = std::move(model).value();
-    impl_->architecture = ins.parameters.architecture;
+    impl_->architecture = architecture;
   }
-  if (ins.parameters.architecture != impl_->architecture) {
-    return Status::InvalidArgument("task is for model '" + ins.parameters.architecture +
+  if (architecture != impl_->architecture) {
+    return Status::InvalidArgument("task is for model '" + architecture +
                                    "' but this client runs '" + impl_->architecture + "'");
   }
+  return Status::OK();
+}
+
+Result<std::vector<TensorLayout>> LocalClient::Layout(const std::string& architecture) {
+  FL_RETURN_IF_ERROR(Prepare(architecture));
+  std::vector<TensorLayout> layout;
+  for (const auto& p : impl_->model->model->named_parameters()) {
+    layout.push_back({p.key(), p.value().sizes().vec()});
+  }
+  return layout;
+}
+
+Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
+  FL_RETURN_IF_ERROR(Prepare(ins.parameters.architecture));
   Model& model = *impl_->model->model;
   FL_RETURN_IF_ERROR(SetModelState(model, ins.parameters));
   TrainOptions opts;

@@ -66,6 +66,12 @@ class SharedModel;
 // Creates a shareable model of `architecture`. NotFound for an unknown name.
 Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture);
 
+// One parameter tensor's name and shape.
+struct TensorLayout {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
 class LocalClient final {
  public:
   // Creates a client holding a copy of the samples of `data` at `indices` and a
@@ -93,6 +99,13 @@ class LocalClient final {
   // The model's current parameters.
   ModelState GetParameters() const;
 
+  // The names and shapes of the parameters of `architecture`, in canonical
+  // order, as this client's model has them (a client following the server
+  // builds that architecture first). FailedPrecondition for an architecture
+  // this build does not know; InvalidArgument for one other than the client
+  // was asked to train. Lets a TASK's model be checked before it is expanded.
+  Result<std::vector<TensorLayout>> Layout(const std::string& architecture);
+
   // Loads `ins.parameters`, trains, and returns the new parameters.
   Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr);
 
@@ -100,6 +113,9 @@ class LocalClient final {
   Result<EvaluateRes> Evaluate(const ModelState& parameters, const ImageDataset& data);
 
  private:
+  // Makes the model `architecture` (see Layout for the errors).
+  Status Prepare(const std::string& architecture);
+
   struct Impl;
   explicit LocalClient(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <thread>
 
 #include "common/clock.h"
 #include "common/quant_codec.h"
 #include "common/wire/envelope.h"
+#include "common/wire/limits.h"
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
 
@@ -19,6 +21,24 @@ namespace {
 // they need the person running it to change something.
 bool IsPermanentRefusal(const std::string& reason) {
   return reason == "wrong_architecture" || reason == "no_common_codec" || reason == "bad_payload";
+}
+
+// OK when `model` has exactly the tensors (names and shapes, in order) of
+// `layout`; checked before the model is expanded.
+Status CheckLayout(const wire::CompactModel& model, const std::vector<TensorLayout>& layout) {
+  if (model.tensors.size() != layout.size()) {
+    return Status::InvalidArgument("'" + model.architecture + "' has " +
+                                   std::to_string(layout.size()) + " tensors, the TASK carries " +
+                                   std::to_string(model.tensors.size()));
+  }
+  for (size_t i = 0; i < layout.size(); ++i) {
+    if (model.tensors[i].name != layout[i].name || model.tensors[i].shape != layout[i].shape) {
+      return Status::InvalidArgument("tensor " + std::to_string(i) +
+                                     " of the TASK does not match '" + layout[i].name + "' of '" +
+                                     model.architecture + "'");
+    }
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -125,6 +145,24 @@ struct ClientSession::Impl {
       Bad("TASK model does not match the version in its envelope");
       return Status::OK();
     }
+    // Nothing is allocated for the model before its configuration and layout
+    // are known to be sane: a hostile server's block of 2^32 or shape of 2^34
+    // values ends here.
+    st = wire::CheckTrainConfig(task.config);
+    if (!st.ok()) {
+      Bad("TASK refused: " + st.message());
+      return Status::OK();
+    }
+    auto layout = client->Layout(task.model.architecture);
+    if (!layout.ok() && layout.status().code() == Status::Code::kFailedPrecondition) {
+      fatal = layout.status();
+      return Status::OK();
+    }
+    st = layout.ok() ? CheckLayout(task.model, *layout) : layout.status();
+    if (!st.ok()) {
+      Bad("TASK model refused: " + st.message());
+      return Status::OK();
+    }
     FitIns ins;
     st = wire::Expand(task.model, &ins.parameters);
     task.model = wire::CompactModel();
@@ -147,11 +185,6 @@ struct ClientSession::Impl {
     q.block = task.config.block;
     q.stochastic = task.config.stochastic_rounding;
     q.seed = ins.seed;
-    st = ValidateQuantOptions(q);
-    if (!st.ok()) {
-      Bad("TASK asks for an encoding this client cannot produce: " + st.message());
-      return Status::OK();
-    }
     if (o.verbose) {
       spdlog::info("[{}] round {}: training E={} B={} lr={} on {} samples", o.id, env.round,
                    ins.epochs, ins.batch_size, ins.lr, client->num_examples());
@@ -224,7 +257,14 @@ struct ClientSession::Impl {
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
       case wire::MessageType::kTask:
-        return HandleTask(*env, std::move(r.frames[1]));
+        // An allocation that fails on a small device ends this TASK, not the
+        // client: it says so and stays available for the next round.
+        try {
+          return HandleTask(*env, std::move(r.frames[1]));
+        } catch (const std::bad_alloc&) {
+          Bad("out of memory handling the TASK of round " + std::to_string(env->round));
+          return Status::OK();
+        }
       case wire::MessageType::kAck: {
         wire::Reply reply;
         if (wire::Decode(r.frames[1], &reply).ok()) {

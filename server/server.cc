@@ -23,6 +23,7 @@
 #include "common/random.h"
 #include "common/trainer.h"
 #include "common/wire/envelope.h"
+#include "common/wire/limits.h"
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
@@ -510,9 +511,12 @@ struct Server::Impl {
     for (float v : delta) sq += static_cast<double>(v) * v;
     const double norm = std::sqrt(sq);
     if (norm_bound > 0 && !(norm <= norm_bound)) {
-      RefuseAnswer(peer, who, env.round, "norm_too_large",
-                   "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
-                       std::to_string(norm_bound));
+      RefuseAnswer(
+          peer, who, env.round, "norm_too_large",
+          "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
+              std::to_string(norm_bound) +
+              (o.max_update_norm > 0 ? " (--max-update-norm)"
+                                     : " (--update-norm-factor x the global model's L2 norm)"));
       return;
     }
     st = acc->Add(weight, delta);
@@ -898,10 +902,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
   }
   if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
-  QuantOptions q;
-  q.bits = o.train.uplink_bits;
-  q.block = o.train.block;
-  FL_RETURN_IF_ERROR(ValidateQuantOptions(q).WithContext("uplink encoding"));
+  {
+    // What every TASK will carry: refused here rather than by every client.
+    wire::TrainConfig c = o.train;
+    c.deadline_seconds = o.round_deadline_seconds;
+    FL_RETURN_IF_ERROR(wire::CheckTrainConfig(c));
+  }
   // A model file is read once: it names the architecture when `model` is empty
   // and is the starting point unless a checkpoint is resumed.
   std::optional<ModelState> from_file;

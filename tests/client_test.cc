@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <functional>
 
 #include "client/local_client.h"
 #include "client/session.h"
@@ -21,109 +23,179 @@
 namespace fl {
 namespace {
 
-TEST(ClientSessionTest, OnlyGenuineSignedModelsAreTrainedOn) {
-  auto data = LoadMnistFolder(test::MnistDir(), Split::kTrain);
-  ASSERT_FL_OK(data);
-  std::vector<int64_t> idx(100);
-  for (int i = 0; i < 100; ++i) idx[i] = i;
-  auto local = LocalClient::Create("mnist_2nn", *data, idx);
-  ASSERT_FL_OK(local);
-  auto server_key = SigningKey::Generate();
-  auto other_key = SigningKey::Generate();
-  auto device_key = SigningKey::Generate();
-  ASSERT_FL_OK(server_key);
-  ASSERT_FL_OK(other_key);
-  ASSERT_FL_OK(device_key);
+// A ClientSession pinned to a scripted server's key, driven from the test.
+class ClientSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto data = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    ASSERT_FL_OK(data);
+    std::vector<int64_t> idx(100);
+    for (int i = 0; i < 100; ++i) idx[i] = i;
+    auto local = LocalClient::Create("", *data, idx);  // follows the server's architecture
+    ASSERT_FL_OK(local);
+    local_ = std::move(local).value();
+    auto server_key = SigningKey::Generate();
+    auto device_key = SigningKey::Generate();
+    ASSERT_FL_OK(server_key);
+    ASSERT_FL_OK(device_key);
+    server_key_ = std::make_unique<SigningKey>(std::move(server_key).value());
+    device_key_ = std::make_unique<SigningKey>(std::move(device_key).value());
+    ctx_ = transport::CreateZmqContext();
+    auto listen = ctx_->Listen("tcp://127.0.0.1:*", transport::SocketOptions());
+    ASSERT_FL_OK(listen);
+    server_ = std::move(listen).value();
+    ClientOptions co;
+    co.server = server_->endpoint();
+    co.id = NodeId(device_key_->public_key());
+    co.key = device_key_.get();
+    co.server_key = server_key_->public_key();
+    co.verbose = false;
+    session_ = std::make_unique<ClientSession>(co, ctx_, local_.get());
+    ASSERT_FL_OK(session_->Start());
+    ASSERT_TRUE(Pump([&] { return !from_client_.empty(); }));  // the HELLO
 
-  auto ctx = transport::CreateZmqContext();
-  auto listen = ctx->Listen("tcp://127.0.0.1:*", transport::SocketOptions());
-  ASSERT_FL_OK(listen);
-  transport::Socket* server = listen->get();
-  ClientOptions co;
-  co.server = server->endpoint();
-  co.id = NodeId(device_key->public_key());
-  co.key = &*device_key;
-  co.server_key = server_key->public_key();
-  co.verbose = false;
-  ClientSession session(co, ctx, local->get());
-  ASSERT_FL_OK(session.Start());
+    auto model = CreateModel("mnist_2nn", 3);
+    ASSERT_FL_OK(model);
+    task_.config.epochs = 1;
+    task_.config.batch_size = 10;
+    task_.config.lr = 0.05;
+    task_.config.uplink_bits = 8;
+    task_.model = wire::Compact(GetModelState("mnist_2nn", **model), wire::ValueFormat::kFp32);
+    env_.type = wire::MessageType::kTask;
+    env_.sender = "server";
+    env_.round = 1;
+    env_.nonce = RandomNonce();
+  }
 
   // Drives the session and the scripted server until `until` holds (5 s at most).
-  std::string peer;
-  std::vector<transport::Received> from_client;
-  auto pump = [&](const std::function<bool()>& until) {
+  bool Pump(const std::function<bool()>& until) {
     std::vector<bool> ready;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (!until() && std::chrono::steady_clock::now() < deadline) {
-      EXPECT_TRUE(ctx->Poll({server, session.socket()}, 20, &ready).ok());
-      EXPECT_FL_OK(session.Step());
+      EXPECT_TRUE(ctx_->Poll({server_.get(), session_->socket()}, 20, &ready).ok());
+      EXPECT_FL_OK(session_->Step());
       transport::Received rx;
-      while (server->TryReceive(&rx).value()) {
-        peer = rx.peer;
-        from_client.push_back(rx);
+      while (server_->TryReceive(&rx).value()) {
+        peer_ = rx.peer;
+        from_client_.push_back(rx);
       }
     }
     return until();
-  };
-  ASSERT_TRUE(pump([&] { return !from_client.empty(); }));  // the HELLO
-
-  auto model = CreateModel("mnist_2nn", 3);
-  ASSERT_FL_OK(model);
-  wire::Task task;
-  task.config.epochs = 1;
-  task.config.batch_size = 10;
-  task.config.lr = 0.05;
-  task.config.uplink_bits = 8;
-  task.model = wire::Compact(GetModelState("mnist_2nn", **model), wire::ValueFormat::kFp32);
-  const std::string payload = wire::Encode(task);
-  wire::Envelope env;
-  env.type = wire::MessageType::kTask;
-  env.sender = "server";
-  env.round = 1;
-  env.model_version = ModelVersion(task.model);
-  env.nonce = RandomNonce();
-
-  auto send = [&](const SealedMessage& m) {
-    ASSERT_FL_OK(server->Send(peer, {m.envelope, m.payload}));
-  };
-  int64_t dropped = 0;
-  auto expect_dropped = [&](const SealedMessage& m, const char* what) {
-    send(m);
-    EXPECT_TRUE(pump([&] { return session.stats().bad_messages > dropped; })) << what;
-    dropped = session.stats().bad_messages;
-    EXPECT_EQ(session.stats().rounds_trained, 0) << what;
-  };
-  expect_dropped(SealMessage(env, payload, &*other_key), "signed by another key");
-  expect_dropped(SealMessage(env, payload, nullptr), "unsigned");
-  SealedMessage altered = SealMessage(env, payload, &*server_key);
-  altered.payload[altered.payload.size() / 2] ^= 0x01;
-  expect_dropped(altered, "payload altered after signing");
-  wire::Envelope wrong_version = env;
-  wrong_version.model_version[0] ^= 0xFF;
-  expect_dropped(SealMessage(wrong_version, payload, &*server_key), "version hash mismatch");
-  EXPECT_EQ(dropped, 4);
-
-  // The genuine TASK: trained on, answered with a signed UPDATE carrying the nonce.
-  from_client.clear();
-  send(SealMessage(env, payload, &*server_key));
-  auto is_update = [&] {
-    for (const auto& rx : from_client) {
-      auto e = wire::DecodeEnvelope(rx.frames[0]);
-      if (e.ok() && e->type == wire::MessageType::kUpdate) return true;
-    }
-    return false;
-  };
-  ASSERT_TRUE(pump(is_update));
-  EXPECT_EQ(session.stats().rounds_trained, 1);
-  for (const auto& rx : from_client) {
-    auto e = OpenMessage(rx.frames[0], rx.frames[1], 64 << 20);
-    ASSERT_FL_OK(e);
-    if (e->type != wire::MessageType::kUpdate) continue;
-    EXPECT_EQ(e->round, 1u);
-    EXPECT_EQ(e->nonce, env.nonce);
-    EXPECT_EQ(e->model_version, env.model_version);
-    EXPECT_FL_OK(VerifyMessageSignature(rx.frames[0], device_key->public_key()));
   }
+
+  // `task` as the server sends it: its envelope names the model's version.
+  SealedMessage Sealed(const wire::Task& task, const SigningKey* key) {
+    wire::Envelope env = env_;
+    env.model_version = ModelVersion(task.model);
+    return SealMessage(env, wire::Encode(task), key);
+  }
+
+  void Send(const SealedMessage& m) { ASSERT_FL_OK(server_->Send(peer_, {m.envelope, m.payload})); }
+
+  // Sends `m` and expects the session to drop it without training.
+  void ExpectDropped(const SealedMessage& m, const std::string& what) {
+    const int64_t before = session_->stats().bad_messages;
+    Send(m);
+    EXPECT_TRUE(Pump([&] { return session_->stats().bad_messages > before; })) << what;
+    EXPECT_EQ(session_->stats().rounds_trained, 0) << what;
+    EXPECT_FL_OK(session_->Step());  // and the session carries on
+  }
+
+  // Sends a genuine TASK and expects a signed UPDATE carrying its nonce.
+  void ExpectTrainedOn(const wire::Task& task) {
+    from_client_.clear();
+    Send(Sealed(task, server_key_.get()));
+    auto is_update = [&] {
+      for (const auto& rx : from_client_) {
+        auto e = wire::DecodeEnvelope(rx.frames[0]);
+        if (e.ok() && e->type == wire::MessageType::kUpdate) return true;
+      }
+      return false;
+    };
+    ASSERT_TRUE(Pump(is_update));
+    EXPECT_EQ(session_->stats().rounds_trained, 1);
+    for (const auto& rx : from_client_) {
+      auto e = OpenMessage(rx.frames[0], rx.frames[1], 64 << 20);
+      ASSERT_FL_OK(e);
+      if (e->type != wire::MessageType::kUpdate) continue;
+      EXPECT_EQ(e->round, 1u);
+      EXPECT_EQ(e->nonce, env_.nonce);
+      EXPECT_EQ(e->model_version, ModelVersion(task.model));
+      EXPECT_FL_OK(VerifyMessageSignature(rx.frames[0], device_key_->public_key()));
+    }
+  }
+
+  std::unique_ptr<LocalClient> local_;
+  std::unique_ptr<SigningKey> server_key_, device_key_;
+  std::shared_ptr<transport::Context> ctx_;
+  std::unique_ptr<transport::Socket> server_;
+  std::unique_ptr<ClientSession> session_;
+  std::string peer_;
+  std::vector<transport::Received> from_client_;
+  wire::Task task_;
+  wire::Envelope env_;
+};
+
+TEST_F(ClientSessionTest, OnlyGenuineSignedModelsAreTrainedOn) {
+  auto other_key = SigningKey::Generate();
+  ASSERT_FL_OK(other_key);
+  ExpectDropped(Sealed(task_, &*other_key), "signed by another key");
+  ExpectDropped(Sealed(task_, nullptr), "unsigned");
+  SealedMessage altered = Sealed(task_, server_key_.get());
+  altered.payload[altered.payload.size() / 2] ^= 0x01;
+  ExpectDropped(altered, "payload altered after signing");
+  wire::Envelope env = env_;
+  env.model_version = ModelVersion(task_.model);
+  env.model_version[0] ^= 0xFF;
+  ExpectDropped(SealMessage(env, wire::Encode(task_), server_key_.get()), "version hash mismatch");
+  EXPECT_EQ(session_->stats().bad_messages, 4);
+  ExpectTrainedOn(task_);
+}
+
+// A malicious (or misconfigured) server cannot crash a client or make it
+// allocate what the TASK says: every training setting is bounded and the
+// model's layout is checked against the architecture before it is expanded.
+// Each TASK below is signed by the pinned server key; the client drops it,
+// says why, and still trains on the genuine TASK that follows.
+TEST_F(ClientSessionTest, HostileTrainingConfigurationsAndShapesAreRefused) {
+  struct Case {
+    const char* what;
+    std::function<void(wire::Task*)> make;
+  };
+  const std::vector<Case> cases = {
+      {"block 2^32-1", [](wire::Task* t) { t->config.block = 0xFFFFFFFFu; }},
+      {"block 0", [](wire::Task* t) { t->config.block = 0; }},
+      {"3 bits", [](wire::Task* t) { t->config.uplink_bits = 3; }},
+      {"0 epochs", [](wire::Task* t) { t->config.epochs = 0; }},
+      {"2^31-1 epochs", [](wire::Task* t) { t->config.epochs = 0x7FFFFFFF; }},
+      {"batch -1", [](wire::Task* t) { t->config.batch_size = -1; }},
+      {"batch 2^40", [](wire::Task* t) { t->config.batch_size = int64_t{1} << 40; }},
+      {"lr NaN", [](wire::Task* t) { t->config.lr = std::nan(""); }},
+      {"lr -1", [](wire::Task* t) { t->config.lr = -1; }},
+      {"lr Inf", [](wire::Task* t) { t->config.lr = INFINITY; }},
+      {"momentum 1", [](wire::Task* t) { t->config.momentum = 1; }},
+      {"weight decay -1", [](wire::Task* t) { t->config.weight_decay = -1; }},
+      {"deadline NaN", [](wire::Task* t) { t->config.deadline_seconds = std::nan(""); }},
+      // A first tensor of 2^34 values whose mask (2^31 bytes would be needed)
+      // is not even there: refused on its shape, nothing expanded.
+      {"shape of 2^34 values",
+       [](wire::Task* t) {
+         t->model.tensors[0].shape = {int64_t{1} << 17, int64_t{1} << 17};
+       }},
+      {"transposed shape",
+       [](wire::Task* t) {
+         t->model.tensors[0].shape = {784, 200};
+       }},
+      {"renamed tensor", [](wire::Task* t) { t->model.tensors[1].name = "fc9.bias"; }},
+      {"missing tensor", [](wire::Task* t) { t->model.tensors.pop_back(); }},
+  };
+  for (const auto& c : cases) {
+    wire::Task t = task_;
+    c.make(&t);
+    ExpectDropped(Sealed(t, server_key_.get()), c.what);
+  }
+  EXPECT_EQ(session_->stats().bad_messages, static_cast<int64_t>(cases.size()));
+  ExpectTrainedOn(task_);
 }
 
 }  // namespace

@@ -322,5 +322,20 @@ TEST_F(ServerTest, ResumeSkipsAnUnusableCheckpoint) {
       << refused.status().ToString();
 }
 
+// A training setting no client would accept is refused when the server
+// starts, naming the field, rather than by every client of the fleet.
+TEST_F(ServerTest, RefusesATrainingConfigurationClientsWouldRefuse) {
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.train.block = 1u << 20;
+  auto server = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("quantization block"), std::string::npos)
+      << server.status().ToString();
+  so = BaseOptions(out.path());
+  so.train.momentum = 1.5;
+  EXPECT_FALSE(Server::Create(so, transport::CreateZmqContext()).ok());
+}
+
 }  // namespace
 }  // namespace fl

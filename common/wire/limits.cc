@@ -1,0 +1,56 @@
+#include "common/wire/limits.h"
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+namespace fl {
+namespace wire {
+namespace {
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+Status OutOfRange(const char* field, const std::string& value, const std::string& range) {
+  return Status::InvalidArgument(std::string("training configuration: ") + field + " " + value +
+                                 " is not in " + range);
+}
+
+}  // namespace
+
+Status CheckTrainConfig(const TrainConfig& c) {
+  if (c.epochs < 1 || c.epochs > kMaxEpochs) {
+    return OutOfRange("epochs", std::to_string(c.epochs), "1.." + std::to_string(kMaxEpochs));
+  }
+  if (c.batch_size < 0 || c.batch_size > kMaxBatchSize) {
+    return OutOfRange("batch size", std::to_string(c.batch_size),
+                      "0.." + std::to_string(kMaxBatchSize));
+  }
+  if (!(c.lr > 0 && c.lr <= kMaxLearningRate)) {  // also NaN
+    return OutOfRange("learning rate", Num(c.lr), "(0, " + Num(kMaxLearningRate) + "]");
+  }
+  if (!(c.momentum >= 0 && c.momentum < 1)) {
+    return OutOfRange("momentum", Num(c.momentum), "[0, 1)");
+  }
+  if (!(c.weight_decay >= 0 && c.weight_decay <= kMaxWeightDecay)) {
+    return OutOfRange("weight decay", Num(c.weight_decay), "[0, " + Num(kMaxWeightDecay) + "]");
+  }
+  if (!(c.deadline_seconds > 0 && c.deadline_seconds <= kMaxDeadlineSeconds)) {
+    return OutOfRange("deadline", Num(c.deadline_seconds) + " s",
+                      "(0, " + Num(kMaxDeadlineSeconds) + "] s");
+  }
+  if (c.uplink_bits != 32 && c.uplink_bits != 8 && c.uplink_bits != 4 && c.uplink_bits != 2) {
+    return OutOfRange("uplink bits", std::to_string(c.uplink_bits), "{32, 8, 4, 2}");
+  }
+  if (c.block < 1 || c.block > kMaxQuantBlock) {
+    return OutOfRange("quantization block", std::to_string(c.block),
+                      "1.." + std::to_string(kMaxQuantBlock));
+  }
+  return Status::OK();
+}
+
+}  // namespace wire
+}  // namespace fl
