@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/quant_codec.h"
+#include "common/text.h"
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
 #include "common/wire/serialize.h"
@@ -27,7 +28,7 @@ bool IsPermanentRefusal(const std::string& reason) {
 // `layout`; checked before the model is expanded.
 Status CheckLayout(const wire::CompactModel& model, const std::vector<TensorLayout>& layout) {
   if (model.tensors.size() != layout.size()) {
-    return Status::InvalidArgument("'" + model.architecture + "' has " +
+    return Status::InvalidArgument("'" + Printable(model.architecture) + "' has " +
                                    std::to_string(layout.size()) + " tensors, the TASK carries " +
                                    std::to_string(model.tensors.size()));
   }
@@ -35,7 +36,7 @@ Status CheckLayout(const wire::CompactModel& model, const std::vector<TensorLayo
     if (model.tensors[i].name != layout[i].name || model.tensors[i].shape != layout[i].shape) {
       return Status::InvalidArgument("tensor " + std::to_string(i) +
                                      " of the TASK does not match '" + layout[i].name + "' of '" +
-                                     model.architecture + "'");
+                                     Printable(model.architecture) + "'");
     }
   }
   return Status::OK();
@@ -292,8 +293,9 @@ struct ClientSession::Impl {
                 " (this server predates clients that take the architecture from it: start "
                 "fl-client with --model and the name the server trains)";
           }
-          fatal = Status::FailedPrecondition("the server refuses this client (" + reply.reason +
-                                             "): " + reply.message + hint);
+          fatal = Status::FailedPrecondition("the server refuses this client (" +
+                                             Printable(reply.reason) +
+                                             "): " + Printable(reply.message, 512) + hint);
           return Status::OK();
         } else if (reply.reason == last_hello_reject) {
           return Status::OK();  // a refused heartbeat repeats; say it once
@@ -302,7 +304,7 @@ struct ClientSession::Impl {
         }
         spdlog::warn("[{}] server rejected our {} (round {}): {}: {}", o.id,
                      wire::MessageTypeName(static_cast<wire::MessageType>(reply.in_reply_to)),
-                     env->round, reply.reason, reply.message);
+                     env->round, Printable(reply.reason), Printable(reply.message, 512));
         return Status::OK();
       }
       case wire::MessageType::kDone: {

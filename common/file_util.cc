@@ -22,7 +22,8 @@ std::string DirName(const std::string& path) {
 
 }  // namespace
 
-Status WriteFileAtomic(const std::string& path, const std::string& contents, unsigned mode) {
+Status WriteFileAtomic(const std::string& path, const std::string& contents, unsigned mode,
+                       bool replace) {
   const std::string tmp = path + ".tmp";
   ::unlink(tmp.c_str());  // O_CREAT keeps an existing file's mode; start fresh
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -50,7 +51,17 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents, uns
     return st;
   }
   if (::close(fd) != 0) return Errno("close " + tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp + " to " + path);
+  if (!replace) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      if (err == EEXIST) return Status::InvalidArgument(path, "exists; not replacing it");
+      errno = err;
+      return Errno("rename " + tmp + " to " + path);
+    }
+  } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Errno("rename " + tmp + " to " + path);
+  }
   const int dfd = ::open(DirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);

@@ -12,7 +12,11 @@ namespace fl {
 // over `path`, fsync of the directory. A crash leaves the old file or the new
 // one, never a torn one. The file is created with permission bits `mode`
 // (0600 for secrets: the temp file never exists with wider permissions).
-Status WriteFileAtomic(const std::string& path, const std::string& contents, unsigned mode = 0644);
+// With `replace` false the final rename refuses to replace anything already at
+// `path` (a file or a symbolic link): AlreadyExists-style InvalidArgument, and
+// the existing file untouched.
+Status WriteFileAtomic(const std::string& path, const std::string& contents, unsigned mode = 0644,
+                       bool replace = true);
 
 // Creates `path` and its missing parents (mkdir -p). IOError naming the part
 // that could not be created.

@@ -1,11 +1,16 @@
 #include "crypto/ed25519.h"
 
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "common/file_util.h"
 #include "crypto/sha256.h"
@@ -81,8 +86,27 @@ Result<SigningKey> SigningKey::FromSeed(const uint8_t* seed, size_t len) {
 }
 
 Result<std::string> ReadPrivateKeyFile(const std::string& path) {
+  // Opened once, not followed if it is a symbolic link; everything is checked
+  // on the descriptor that is then read, so the file cannot be swapped between
+  // the check and the read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return Status::NotFound(path, "no such key file");
+    if (err == ELOOP) {
+      return Status::InvalidArgument(path,
+                                     "is a symbolic link; a private key must be a regular file "
+                                     "(point the option at the file itself)");
+    }
+    return Status::IOError(path, std::strerror(err));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return Status::NotFound(path, "no such key file");
+  if (::fstat(fd, &st) != 0) return Status::IOError(path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path, "is not a regular file");
   if (st.st_mode & (S_IRWXG | S_IRWXO)) {
     char mode[8];
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
@@ -91,7 +115,31 @@ Result<std::string> ReadPrivateKeyFile(const std::string& path) {
                                              "(chmod 600 " +
                                              path + ")");
   }
-  return ReadFile(path);
+  if (st.st_uid != ::geteuid()) {
+    return Status::InvalidArgument(path, "private key file is owned by uid " +
+                                             std::to_string(st.st_uid) +
+                                             ", not by the user running this program (uid " +
+                                             std::to_string(::geteuid()) + ")");
+  }
+  constexpr off_t kMaxKeyFileBytes = 64 << 10;
+  if (st.st_size > kMaxKeyFileBytes) {
+    return Status::InvalidArgument(
+        path, "is " + std::to_string(st.st_size) + " bytes; a key file is a few hundred");
+  }
+  // One buffer of the file's size, read into in place: no reallocation leaves
+  // a copy of the secret behind. The caller wipes it (OPENSSL_cleanse).
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::read(fd, &text[off], text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      OPENSSL_cleanse(&text[0], text.size());
+      return Status::IOError(path, n < 0 ? std::strerror(errno) : "shorter than its size");
+    }
+    off += static_cast<size_t>(n);
+  }
+  return text;
 }
 
 Result<SigningKey> SigningKey::FromPem(const std::string& name, const std::string& pem) {

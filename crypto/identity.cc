@@ -140,7 +140,8 @@ Status SaveIdentity(const std::string& key_path, const std::string& pub_path,
   text += ' ';
   text += Z85Encode(curve.secret_key.data(), curve.secret_key.size());
   text += '\n';
-  Status st = WriteFileAtomic(key_path, text, 0600);
+  // Never over an existing identity (or a link where one would go).
+  Status st = WriteFileAtomic(key_path, text, 0600, /*replace=*/false);
   OPENSSL_cleanse(&text[0], text.size());
   FL_RETURN_IF_ERROR(st);
   return SavePublicIdentity(pub_path, signing.public_key(), curve.public_key);

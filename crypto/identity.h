@@ -62,7 +62,8 @@ struct PublicIdentity {
   std::optional<CurveKey> curve;
 };
 
-// Writes DIR/NAME.key (0600) and DIR/NAME.pub atomically.
+// Writes DIR/NAME.key (0600) and DIR/NAME.pub atomically. Never replaces an
+// existing key file (or a symbolic link in its place): InvalidArgument then.
 Status SaveIdentity(const std::string& key_path, const std::string& pub_path,
                     const SigningKey& signing, const CurveKeyPair& curve);
 

@@ -7,6 +7,8 @@
 //                       into the server's enrollment folder (fl-server --clients)
 //   and prints the node id (the fingerprint the device sends as its id).
 //   For the server, the same: clients pin its .pub with --server-key.
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
@@ -17,13 +19,11 @@
 int main(int argc, char** argv) {
   std::string out = ".";
   std::string name;
-  bool force = false;
   CLI::App app{
       "fl-keygen: make the identity of a device or server: an Ed25519 signing key pair and a\n"
       "ZeroMQ CURVE transport key pair, in NAME.key (private, mode 0600) and NAME.pub"};
   app.add_option("--out", out, "Folder to write NAME.key and NAME.pub into")->capture_default_str();
   app.add_option("--name", name, "Name of the key files")->required();
-  app.add_flag("--force", force, "Overwrite existing key files");
   CLI11_PARSE(app, argc, argv);
   if (name.empty() || name.find('/') != std::string::npos) {
     std::fprintf(stderr, "error: --name must be a plain file name\n");
@@ -31,8 +31,12 @@ int main(int argc, char** argv) {
   }
   fl::Status st = fl::CreateDirectories(out);
   const std::string priv = out + "/" + name + ".key", pub = out + "/" + name + ".pub";
-  if (st.ok() && !force && fl::ReadFile(priv).ok()) {
-    st = fl::Status::InvalidArgument(priv, "exists; refusing to overwrite an identity (--force)");
+  // An identity is never overwritten (its enrolled .pub would no longer match
+  // it): replacing one means deleting the old NAME.key first, on purpose.
+  struct stat existing;
+  if (st.ok() && ::lstat(priv.c_str(), &existing) == 0) {
+    st = fl::Status::InvalidArgument(
+        priv, "exists; fl-keygen never overwrites an identity (delete it first to replace it)");
   }
   auto key = fl::SigningKey::Generate();
   if (st.ok() && !key.ok()) st = key.status();

@@ -6,6 +6,7 @@
 
 #include "common/file_util.h"
 #include "common/quant_codec.h"
+#include "common/text.h"
 #include "common/wire/reader.h"
 #include "crypto/sha256.h"
 
@@ -158,9 +159,10 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
     uint64_t n = 1;
     for (uint32_t d = 0; d < ndims; ++d) {
       uint64_t dim = 0;
-      if (!r.GetU64(&dim)) return corrupt(where + " ('" + t.name + "'): truncated shape");
+      if (!r.GetU64(&dim))
+        return corrupt(where + " ('" + Printable(t.name) + "'): truncated shape");
       if (dim > (uint64_t{1} << 32) || (dim && n > (uint64_t{1} << 34) / dim)) {
-        return corrupt(where + " ('" + t.name + "'): shape too large");
+        return corrupt(where + " ('" + Printable(t.name) + "'): shape too large");
       }
       n *= dim;
       t.shape.push_back(static_cast<int64_t>(dim));
@@ -168,24 +170,25 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
     uint8_t has_mask = 0;
     if (!r.GetU8(&has_mask) || has_mask > 1) return corrupt(where + ": bad mask flag");
     if (n > r.remaining() * 8 + 8)
-      return corrupt(where + " ('" + t.name + "'): shape exceeds file");
+      return corrupt(where + " ('" + Printable(t.name) + "'): shape exceeds file");
     size_t kept = n;
     if (has_mask) {
       const uint8_t* bits;
       if (!r.Skip((n + 7) / 8, &bits))
-        return corrupt(where + " ('" + t.name + "'): truncated mask");
+        return corrupt(where + " ('" + Printable(t.name) + "'): truncated mask");
       auto k = UnpackMask(reinterpret_cast<const char*>(bits), (n + 7) / 8, n, &t.mask);
-      if (!k.ok()) return corrupt(where + " ('" + t.name + "'): " + k.status().message());
+      if (!k.ok())
+        return corrupt(where + " ('" + Printable(t.name) + "'): " + k.status().message());
       kept = *k;
     }
     uint64_t vlen = 0;
     const uint8_t* vp;
     if (!r.GetU64(&vlen) || vlen > r.remaining() || !r.Skip(vlen, &vp)) {
-      return corrupt(where + " ('" + t.name + "'): truncated values");
+      return corrupt(where + " ('" + Printable(t.name) + "'): truncated values");
     }
     std::vector<float> values;
     Status st = QuantDecode(std::string(reinterpret_cast<const char*>(vp), vlen), kept, &values);
-    if (!st.ok()) return corrupt(where + " ('" + t.name + "'): " + st.message());
+    if (!st.ok()) return corrupt(where + " ('" + Printable(t.name) + "'): " + st.message());
     t.values.assign(n, 0.0f);
     size_t j = 0;
     for (size_t k = 0; k < n; ++k) {

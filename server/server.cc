@@ -21,6 +21,7 @@
 #include "common/model_zoo.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
+#include "common/text.h"
 #include "common/trainer.h"
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
@@ -369,7 +370,7 @@ struct Server::Impl {
              "this federation trains '" + global.architecture +
                  "', the client was started with "
                  "--model " +
-                 h.architecture + "; start it with --model " + global.architecture +
+                 Printable(h.architecture) + "; start it with --model " + global.architecture +
                  " or without --model");
       return;
     }
@@ -467,7 +468,8 @@ struct Server::Impl {
       return;
     }
     if (u.codec != wire::kCodecQuant) {
-      RefuseAnswer(peer, who, env.round, "bad_codec", "codec '" + u.codec + "' not supported");
+      RefuseAnswer(peer, who, env.round, "bad_codec",
+                   "codec '" + Printable(u.codec) + "' not supported");
       return;
     }
     // The weight: what the device trained on, never more than it registered

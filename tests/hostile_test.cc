@@ -640,6 +640,40 @@ TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
   EXPECT_EQ(Count(*summary, "stale_hello"), 1);
 }
 
+// Strings a peer chose reach logs and REJECT messages escaped and cut: a HELLO
+// whose architecture is a forged log line with terminal escapes, 64 KiB long,
+// is refused with a message of printable ASCII of bounded length.
+TEST_F(HostileTest, PeerStringsAreEscapedAndTruncatedBeforeTheyAreLogged) {
+  auto ctx = transport::CreateZmqContext();
+  ServerOptions so = TestServerOptions(2);
+  so.insecure = true;
+  so.min_clients = 100;  // no round: this test is about the HELLO
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  std::atomic<bool> stop{false};
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
+  auto sock = Connect(ctx.get(), (*server)->endpoint(), honest_[0], false);
+  std::string forged = "x\n[2026-11-28 00:00:00.000] [info] round 9: all good\x1b[2J";
+  forged.resize(64 << 10, 'A');
+  ExpectSent(Send(sock.get(), honest_[0], wire::MessageType::kHello, 0, {}, {},
+                  wire::Encode(wire::Hello{600, forged, {wire::kCodecQuant}, 1.0})));
+  wire::Envelope env;
+  std::string payload;
+  ASSERT_TRUE(Await(ctx.get(), sock.get(), wire::MessageType::kReject, &env, &payload));
+  wire::Reply reply;
+  ASSERT_FL_OK(wire::Decode(payload, &reply));
+  EXPECT_EQ(reply.reason, "wrong_architecture");
+  EXPECT_LT(reply.message.size(), 512u) << "the peer's 64 KiB string was not cut";
+  for (char c : reply.message) {
+    ASSERT_TRUE(c >= 0x20 && c < 0x7F) << "unescaped byte " << static_cast<int>(c);
+  }
+  EXPECT_NE(reply.message.find("(65536 bytes)"), std::string::npos) << reply.message;
+  stop = true;
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+}
+
 // --- Poisoning by an enrolled device ----------------------------------------
 //
 // One round of the 2NN (90% sparse, 8-bit deltas up, plaintext transport with

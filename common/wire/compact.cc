@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/half.h"
+#include "common/text.h"
 
 namespace fl {
 namespace wire {
@@ -52,7 +53,7 @@ Status Expand(const CompactModel& c, ModelState* out) {
     uint64_t n = 1;
     for (int64_t d : ct.shape) {
       if (d < 0 || (d != 0 && n > (uint64_t{1} << 34) / static_cast<uint64_t>(d))) {
-        return Status::Corruption("tensor '" + ct.name + "' has an invalid shape");
+        return Status::Corruption("tensor '" + Printable(ct.name) + "' has an invalid shape");
       }
       n *= static_cast<uint64_t>(d);
     }
@@ -60,11 +61,11 @@ Status Expand(const CompactModel& c, ModelState* out) {
     size_t kept = n;
     if (!ct.mask_bits.empty()) {
       auto k = UnpackMask(ct.mask_bits.data(), ct.mask_bits.size(), n, &t.mask);
-      if (!k.ok()) return k.status().WithContext("tensor '" + ct.name + "'");
+      if (!k.ok()) return k.status().WithContext("tensor '" + Printable(ct.name) + "'");
       kept = *k;
     }
     if (ct.values.size() != kept * width) {
-      return Status::Corruption("tensor '" + ct.name + "' carries " +
+      return Status::Corruption("tensor '" + Printable(ct.name) + "' carries " +
                                 std::to_string(ct.values.size()) + " value bytes, its mask keeps " +
                                 std::to_string(kept) + " values (" + std::to_string(kept * width) +
                                 " bytes)");
@@ -84,7 +85,7 @@ Status Expand(const CompactModel& c, ModelState* out) {
         std::memcpy(&v, p, 4);
       }
       if (!std::isfinite(v)) {
-        return Status::Corruption("tensor '" + ct.name + "' value " + std::to_string(k) +
+        return Status::Corruption("tensor '" + Printable(ct.name) + "' value " + std::to_string(k) +
                                   " is not finite");
       }
       t.values[k] = v;

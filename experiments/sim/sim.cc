@@ -107,6 +107,10 @@ Status MakeIdentities(int clients, uint64_t seed, const std::string& dir, SimIde
   if (!server.ok()) return server.status();
   auto server_curve = SimCurveKey(seed, -1);
   if (!server_curve.ok()) return server_curve.status();
+  // The simulation's keys follow from its seed: a rerun into the same folder
+  // makes the same ones, so the old file goes first (SaveIdentity never
+  // replaces a key file).
+  std::remove((dir + "/server.key").c_str());
   FL_RETURN_IF_ERROR(
       SaveIdentity(dir + "/server.key", dir + "/server.pub", *server, *server_curve));
   ids->server_signing = server->public_key();

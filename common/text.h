@@ -1,0 +1,20 @@
+// Text from peers, made safe to log.
+#ifndef FEDGE_COMMON_TEXT_H_
+#define FEDGE_COMMON_TEXT_H_
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace fl {
+
+// `s` with every byte outside printable ASCII (and the backslash) written as
+// \xNN, cut after `max_bytes` input bytes with "...(N bytes)" appended. For
+// strings a peer chose (architecture names, codec names, reasons in a REJECT,
+// tensor names in a model) before they reach a log line or an error message:
+// no forged log lines, terminal escapes or megabyte lines.
+std::string Printable(std::string_view s, size_t max_bytes = 64);
+
+}  // namespace fl
+
+#endif  // FEDGE_COMMON_TEXT_H_
