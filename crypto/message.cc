@@ -71,6 +71,14 @@ Status VerifyMessageSignature(const std::string& envelope, const Ed25519Verifier
 
 Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::string& payload,
                                    size_t max_payload_bytes) {
+  auto env = ParseMessage(envelope, payload, max_payload_bytes);
+  if (!env.ok()) return env;
+  FL_RETURN_IF_ERROR(CheckPayloadDigest(*env, payload));
+  return env;
+}
+
+Result<wire::Envelope> ParseMessage(const std::string& envelope, const std::string& payload,
+                                    size_t max_payload_bytes) {
   if (payload.size() > max_payload_bytes) {
     return Status::InvalidArgument("payload of " + std::to_string(payload.size()) +
                                    " bytes exceeds the limit of " +
@@ -82,11 +90,15 @@ Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::strin
     return Status::Corruption("envelope declares a " + std::to_string(env->payload_length) +
                               "-byte payload, frame holds " + std::to_string(payload.size()));
   }
+  return env;
+}
+
+Status CheckPayloadDigest(const wire::Envelope& env, const std::string& payload) {
   const Sha256Digest digest = Sha256(payload);
-  if (CRYPTO_memcmp(digest.data(), env->payload_digest.data(), digest.size()) != 0) {
+  if (CRYPTO_memcmp(digest.data(), env.payload_digest.data(), digest.size()) != 0) {
     return Status::Unauthenticated("payload SHA-256 does not match the envelope");
   }
-  return env;
+  return Status::OK();
 }
 
 std::array<uint8_t, wire::kNonceBytes> RandomNonce() {

@@ -52,9 +52,20 @@ std::string SealEnvelope(wire::Envelope env, const SigningKey* signer);
                                             const Ed25519Verifier& signer);
 
 // Checks a received envelope/payload pair; see the file comment.
-// `max_payload_bytes` bounds the payload of any type.
+// `max_payload_bytes` bounds the payload of any type. ParseMessage followed by
+// CheckPayloadDigest.
 Result<wire::Envelope> OpenMessage(const std::string& envelope, const std::string& payload,
                                    size_t max_payload_bytes);
+
+// The cheap half of OpenMessage: the size bound, the envelope parsed, and its
+// declared payload length against the frame. Nothing is hashed, so a receiver
+// can refuse by type, size and signature (which covers the payload digest)
+// before it spends a hash on a payload.
+Result<wire::Envelope> ParseMessage(const std::string& envelope, const std::string& payload,
+                                    size_t max_payload_bytes);
+
+// The payload's SHA-256 against the envelope's digest (Unauthenticated if not).
+Status CheckPayloadDigest(const wire::Envelope& envelope, const std::string& payload);
 
 // 16 bytes from OpenSSL's CSPRNG (a round nonce).
 std::array<uint8_t, wire::kNonceBytes> RandomNonce();

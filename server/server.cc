@@ -291,6 +291,15 @@ struct Server::Impl {
     }
   }
 
+  // The largest payload a message of `type` may have (wire/limits.h): an
+  // UPDATE exactly what the round's codec makes of the model's kept values.
+  size_t PayloadLimit(wire::MessageType type) const {
+    if (type == wire::MessageType::kUpdate) {
+      return wire::UpdatePayloadLimit(kept_count, o.train.uplink_bits, o.train.block);
+    }
+    return wire::kMaxSmallPayloadBytes;
+  }
+
   // Returns the type of the message if its envelope decoded, else kUnknownType.
   wire::MessageType Dispatch(const transport::Received& rx, double* auth_seconds) {
     m.upload_bytes += rx.bytes;
@@ -304,14 +313,22 @@ struct Server::Impl {
              "expected 2 frames (envelope, payload), got " + std::to_string(rx.frame_count));
       return kUnknownType;
     }
-    // Bound and authenticate before anything is decoded.
-    const double t_auth = NowSeconds();
-    auto env = OpenMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
-    *auth_seconds = NowSeconds() - t_auth;
+    // Bound and authenticate before anything is decoded, cheapest check
+    // first: the envelope, the payload's size for its type, the signature
+    // (over the envelope, which carries the payload's digest), and only then
+    // the payload's hash.
+    auto env = ParseMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
     if (!env.ok()) {
-      const char* reason = env.status().IsUnauthenticated() ? "bad_digest" : "bad_envelope";
-      Refuse(rx.peer, who(), kUnknownType, 0, reason, env.status().message());
+      Refuse(rx.peer, who(), kUnknownType, 0, "bad_envelope", env.status().message());
       return kUnknownType;
+    }
+    const size_t limit = PayloadLimit(env->type);
+    if (rx.frames[1].size() > limit) {
+      Refuse(rx.peer, env->sender, env->type, env->round, "too_large",
+             std::string(wire::MessageTypeName(env->type)) + " payload of " +
+                 std::to_string(rx.frames[1].size()) + " bytes exceeds its limit of " +
+                 std::to_string(limit));
+      return env->type;
     }
     if (!o.clients_dir.empty()) {
       // Enrolled sender, then its signature; only then is the payload decoded.
@@ -337,6 +354,13 @@ struct Server::Impl {
                "signed by this node but sent over a connection authenticated as another device");
         return env->type;
       }
+    }
+    const double t_digest = NowSeconds();
+    Status digest = CheckPayloadDigest(*env, rx.frames[1]);
+    *auth_seconds += NowSeconds() - t_digest;
+    if (!digest.ok()) {
+      Refuse(rx.peer, env->sender, env->type, env->round, "bad_digest", digest.message());
+      return env->type;
     }
     if (finished) {
       (void)Send(rx.peer, wire::MessageType::kDone, round, wire::Encode(done_msg));

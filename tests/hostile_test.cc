@@ -27,6 +27,7 @@
 #include "common/random.h"
 #include "common/wire/compact.h"
 #include "common/wire/envelope.h"
+#include "common/wire/limits.h"
 #include "common/wire/serialize.h"
 #include "crypto/identity.h"
 #include "crypto/message.h"
@@ -641,7 +642,7 @@ TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
 }
 
 // Strings a peer chose reach logs and REJECT messages escaped and cut: a HELLO
-// whose architecture is a forged log line with terminal escapes, 64 KiB long,
+// whose architecture is a forged log line with terminal escapes, 3000 bytes long,
 // is refused with a message of printable ASCII of bounded length.
 TEST_F(HostileTest, PeerStringsAreEscapedAndTruncatedBeforeTheyAreLogged) {
   auto ctx = transport::CreateZmqContext();
@@ -655,7 +656,7 @@ TEST_F(HostileTest, PeerStringsAreEscapedAndTruncatedBeforeTheyAreLogged) {
   std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
   auto sock = Connect(ctx.get(), (*server)->endpoint(), honest_[0], false);
   std::string forged = "x\n[2026-11-28 00:00:00.000] [info] round 9: all good\x1b[2J";
-  forged.resize(64 << 10, 'A');
+  forged.resize(3000, 'A');  // under HELLO's 4 KiB limit, far over what a log line shows
   ExpectSent(Send(sock.get(), honest_[0], wire::MessageType::kHello, 0, {}, {},
                   wire::Encode(wire::Hello{600, forged, {wire::kCodecQuant}, 1.0})));
   wire::Envelope env;
@@ -664,14 +665,99 @@ TEST_F(HostileTest, PeerStringsAreEscapedAndTruncatedBeforeTheyAreLogged) {
   wire::Reply reply;
   ASSERT_FL_OK(wire::Decode(payload, &reply));
   EXPECT_EQ(reply.reason, "wrong_architecture");
-  EXPECT_LT(reply.message.size(), 512u) << "the peer's 64 KiB string was not cut";
+  EXPECT_LT(reply.message.size(), 512u) << "the peer's 3000-byte string was not cut";
   for (char c : reply.message) {
     ASSERT_TRUE(c >= 0x20 && c < 0x7F) << "unescaped byte " << static_cast<int>(c);
   }
-  EXPECT_NE(reply.message.find("(65536 bytes)"), std::string::npos) << reply.message;
+  EXPECT_NE(reply.message.find("(3000 bytes)"), std::string::npos) << reply.message;
   stop = true;
   server_thread.join();
   ASSERT_FL_OK(summary);
+}
+
+// Peak memory of this process (the server runs in it), from /proc.
+int64_t PeakRssKiB() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof(line), f)) {
+    if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib;
+}
+
+// Each message type has a payload limit checked before the payload is hashed
+// or decoded: an 8 MiB HELLO whose codec list claims 8 million entries (before:
+// cereal sized a vector of 8 million strings, 256 MiB, from it) and an UPDATE
+// one byte longer than the round's codec makes are refused as too_large, and
+// the process's peak memory grows by about the copies of the frame, not by
+// what the counts claim.
+TEST_F(HostileTest, OversizedPayloadsAreRefusedBeforeTheyAreHashedOrDecoded) {
+  auto ctx = transport::CreateZmqContext();
+  ServerOptions so = TestServerOptions(2);
+  so.insecure = true;
+  so.max_frame_bytes = 64 << 20;
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  std::atomic<bool> stop{false};
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
+  const std::string ep = (*server)->endpoint();
+  auto sock = Connect(ctx.get(), ep, honest_[0], false);
+  auto expect_too_large = [&](transport::Socket* s) {
+    wire::Envelope env;
+    std::string payload;
+    ASSERT_TRUE(Await(ctx.get(), s, wire::MessageType::kReject, &env, &payload));
+    wire::Reply reply;
+    ASSERT_FL_OK(wire::Decode(payload, &reply));
+    EXPECT_EQ(reply.reason, "too_large") << reply.message;
+  };
+  {
+    std::string bomb(8 << 20, '\0');
+    const uint64_t examples = 600, arch_len = 0, count = bomb.size() - 24;
+    std::memcpy(&bomb[0], &examples, 8);
+    std::memcpy(&bomb[8], &arch_len, 8);
+    std::memcpy(&bomb[16], &count, 8);
+    const int64_t before = PeakRssKiB();
+    ExpectSent(Send(sock.get(), honest_[0], wire::MessageType::kHello, 0, {}, {}, std::move(bomb)));
+    expect_too_large(sock.get());
+    const int64_t grew_mib = (PeakRssKiB() - before) / 1024;
+    std::printf("8 MiB HELLO: peak RSS of the process grew by %ld MiB\n",
+                static_cast<long>(grew_mib));
+    EXPECT_LT(grew_mib, 128) << "the HELLO's claimed counts were allocated";
+  }
+  // An UPDATE one byte past what the round's codec makes of the model: refused
+  // on its size (the digest is not even computed).
+  auto other = Connect(ctx.get(), ep, honest_[1], false);
+  for (auto* s : {sock.get(), other.get()}) {
+    const Node& n = s == sock.get() ? honest_[0] : honest_[1];
+    ExpectSent(Send(s, n, wire::MessageType::kHello, 0, {}, {},
+                    wire::Encode(wire::Hello{600, "", {wire::kCodecQuant}, 1.0})));
+  }
+  wire::Envelope task_env;
+  std::string task;
+  ASSERT_TRUE(Await(ctx.get(), sock.get(), wire::MessageType::kTask, &task_env, &task));
+  const SealedMessage good = HonestUpdate(honest_[0], 0, task_env, task);
+  wire::Update u;
+  ASSERT_FL_OK(wire::Decode(good.payload, &u));
+  QuantHeader qh;
+  ASSERT_FL_OK(QuantPeek(u.data, &qh));
+  const size_t limit =
+      wire::UpdatePayloadLimit(static_cast<size_t>(qh.count), so.train.uplink_bits, so.train.block);
+  std::string padded = good.payload;
+  padded.resize(limit + 1, 'x');
+  wire::Envelope e = task_env;
+  e.type = wire::MessageType::kUpdate;
+  e.sender = honest_[0].id;
+  const SealedMessage big = SealMessage(e, padded, honest_[0].key.get());
+  ExpectSent(sock->Send("", {big.envelope, big.payload}));
+  expect_too_large(sock.get());
+  stop = true;
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  EXPECT_EQ(Count(*summary, "too_large"), 2);
 }
 
 // --- Poisoning by an enrolled device ----------------------------------------
@@ -896,8 +982,12 @@ TEST_F(PoisoningTest, TheRoundsCodecIsEnforced) {
     };
   };
   Check({"4_bit", 600, 600, 1, encode(4, 256, true), nullptr, "wrong_codec"});
-  Check({"32_bit", 600, 600, 1, encode(32, 256, true), nullptr, "wrong_codec"});
-  Check({"block_64", 600, 600, 1, encode(8, 64, true), nullptr, "wrong_codec"});
+  // A 32-bit delta is larger than any 8-bit one: refused on its size before
+  // its signature is checked, so it is no answer and the round waits for the
+  // device until its deadline.
+  Check({"32_bit", 600, 600, 1, encode(32, 256, true),
+         [](ServerOptions* so) { so->round_deadline_seconds = 2; }, "too_large"});
+  Check({"block_1024", 600, 600, 1, encode(8, 1024, true), nullptr, "wrong_codec"});
   Check({"nearest_rounding", 600, 600, 1, encode(8, 256, false), nullptr, "wrong_codec"});
   Check({"the_round_codec", 600, 600, 1, encode(8, 256, true), nullptr, "accepted", 600});
 }

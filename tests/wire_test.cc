@@ -207,6 +207,35 @@ TEST(PayloadTest, HostileLengthDoesNotAllocate) {
   EXPECT_NE(st.message().find("exceeds"), std::string::npos) << st.ToString();
 }
 
+// A count that fits in the bytes left but not in the bytes its elements need
+// is refused before the vector is sized: a decoder allocates at most 4 times
+// what it received (a std::string is 32 bytes and takes at least 8 on the
+// wire; a tensor 104-120 and at least 32). Before, a HELLO of N bytes could
+// make cereal build N empty strings: 32 N bytes.
+TEST(PayloadTest, CountsAreBoundedByTheBytesTheirElementsNeed) {
+  // A HELLO whose codec list claims as many entries as there are bytes left.
+  std::string bytes(1 << 20, '\0');
+  const uint64_t examples = 600, arch_len = 0, count = bytes.size() - 24;
+  std::memcpy(&bytes[0], &examples, 8);
+  std::memcpy(&bytes[8], &arch_len, 8);
+  std::memcpy(&bytes[16], &count, 8);
+  wire::Hello h;
+  Status st = wire::Decode(bytes, &h);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("elements of at least 8 bytes"), std::string::npos) << st.ToString();
+  // The same for arithmetic vectors (a TensorState's shape of int64).
+  ModelState m = SampleModel();
+  std::string enc = wire::Encode(m);
+  // architecture len (8) + name, tensor count (8), first tensor's name len (8) + name
+  const size_t shape_len_at = 8 + m.architecture.size() + 8 + 8 + m.tensors[0].name.size();
+  const uint64_t too_many = enc.size() / 2;  // fits the bytes, not 8 bytes each
+  std::memcpy(&enc[shape_len_at], &too_many, 8);
+  ModelState out;
+  st = wire::Decode(enc, &out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("elements of at least 8 bytes"), std::string::npos) << st.ToString();
+}
+
 ModelState SparseModel() {
   ModelState m = SampleModel();
   m.tensors[0].mask = {1, 0, 1, 1, 0, 1};

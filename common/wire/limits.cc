@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <string>
 
+#include "common/quant_codec.h"
+
 namespace fl {
 namespace wire {
 namespace {
@@ -20,6 +22,16 @@ Status OutOfRange(const char* field, const std::string& value, const std::string
 }
 
 }  // namespace
+
+size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block) {
+  return kUpdateOverheadBytes + QuantEncodedSize(kept_values, bits, block);
+}
+
+size_t TaskPayloadLimit(size_t values, size_t tensors) {
+  // Config and model header; per tensor: name, up to 8 dims, the length fields,
+  // the mask bits and the fp32 values.
+  return 1024 + tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
+}
 
 Status CheckTrainConfig(const TrainConfig& c) {
   if (c.epochs < 1 || c.epochs > kMaxEpochs) {

@@ -6,6 +6,7 @@
 #ifndef FEDGE_COMMON_WIRE_LIMITS_H_
 #define FEDGE_COMMON_WIRE_LIMITS_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "common/status.h"
@@ -23,6 +24,20 @@ constexpr double kMaxWeightDecay = 1.0;
 constexpr double kMaxDeadlineSeconds = 30.0 * 24 * 3600;
 // Values per quantization scale. The encoder holds one block of levels.
 constexpr uint32_t kMaxQuantBlock = 1u << 16;
+
+// Payload limits by message type, checked before a payload is hashed or
+// decoded. HELLO, ACK/REJECT and DONE carry a few numbers and short strings.
+// An UPDATE's size is exact given the round's codec: UpdatePayloadLimit. A
+// TASK's follows from the model the client expects: TaskPayloadLimit.
+constexpr size_t kMaxSmallPayloadBytes = 4096;
+// An UPDATE's payload beyond its encoded delta: the three numbers, the codec
+// name with its length and the delta's length (41 bytes for codec "q"), plus
+// room for a codec name of up to 23 bytes.
+constexpr size_t kUpdateOverheadBytes = 64;
+size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block);
+// A TASK carrying a model of `values` parameters in `tensors` tensors (fp32,
+// every mask present, tensor names up to 256 bytes).
+size_t TaskPayloadLimit(size_t values, size_t tensors);
 
 // OK when every field of `c` is within the bounds above: epochs in
 // [1, kMaxEpochs], batch in [0, kMaxBatchSize], lr in (0, kMaxLearningRate],

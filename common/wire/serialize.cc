@@ -58,6 +58,48 @@ inline void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, BinaryData<T>& bd
   ar.loadBinary(bd.data, static_cast<std::streamsize>(bd.size));
 }
 
+// The least bytes one element of a vector takes on the wire: an arithmetic
+// value its size; a string or vector its 8-byte length; a tensor its four
+// lengths. Specialised below for fedge's structs.
+template <class T, class Enable = void>
+struct MinWireBytes {
+  static constexpr size_t value = 8;
+};
+template <class T>
+struct MinWireBytes<T, typename std::enable_if<std::is_arithmetic<T>::value>::type> {
+  static constexpr size_t value = sizeof(T);
+};
+
+// Vectors: the element count times the least bytes an element takes may not
+// exceed the bytes left, so a decoder never allocates more than
+// sizeof(element) / MinWireBytes (at most 4) times the bytes it received.
+template <class T, class A>
+inline void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::vector<T, A>& vec) {
+  size_type size;
+  ar(make_size_tag(size));
+  if (static_cast<uint64_t>(size) > ar.remaining() / MinWireBytes<T>::value) {
+    throw Exception(std::to_string(static_cast<uint64_t>(size)) + " elements of at least " +
+                    std::to_string(MinWireBytes<T>::value) + " bytes exceed the " +
+                    std::to_string(ar.remaining()) + " bytes left");
+  }
+  vec.resize(static_cast<size_t>(size));
+  if constexpr (std::is_arithmetic<T>::value) {
+    ar.loadBinary(vec.data(), static_cast<std::streamsize>(vec.size() * sizeof(T)));
+  } else {
+    for (auto& v : vec) ar(v);
+  }
+}
+
+// name, shape, mask and values: four lengths.
+template <>
+struct MinWireBytes<fl::TensorState> {
+  static constexpr size_t value = 32;
+};
+template <>
+struct MinWireBytes<fl::wire::CompactTensor> {
+  static constexpr size_t value = 32;
+};
+
 }  // namespace cereal
 
 CEREAL_REGISTER_ARCHIVE(cereal::BoundedInputArchive)
