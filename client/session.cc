@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <new>
 #include <thread>
 
@@ -57,6 +58,14 @@ struct ClientSession::Impl {
   double awaiting_since{-1};
   // Freshness stamp of the last HELLO sent (wire::HelloStampNonce).
   uint64_t hello_stamp{0};
+  // Freshness on this connection: the stamp of its first HELLO (a DONE must
+  // echo that or a later one), and the round the server's latest welcome named
+  // (a TASK for an earlier round is a replay).
+  uint64_t connection_stamp{0};
+  uint64_t task_round_floor{0};
+  // Largest TASK payload accepted: the frame limit until the architecture is
+  // known, then what a TASK of that model can be (wire::TaskPayloadLimit).
+  size_t task_limit{std::numeric_limits<size_t>::max()};
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
   double last_hello{-1e9};
@@ -89,6 +98,8 @@ struct ClientSession::Impl {
     sock = std::move(s).value();
     awaiting_since = -1;
     last_hello = -1e9;
+    connection_stamp = 0;
+    task_round_floor = 0;
     return SendHello();
   }
 
@@ -122,6 +133,7 @@ struct ClientSession::Impl {
                                   std::chrono::system_clock::now().time_since_epoch())
                                   .count());
     hello_stamp = std::max(hello_stamp + 1, wall);
+    if (connection_stamp == 0) connection_stamp = hello_stamp;
     return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h),
                 wire::HelloStampNonce(hello_stamp));
   }
@@ -135,6 +147,11 @@ struct ClientSession::Impl {
   // few copies of the model at once as it can (RSS is measured in
   // experiments/BENCHMARKS.md).
   Status HandleTask(const wire::Envelope& env, std::string payload) {
+    if (env.round < task_round_floor) {
+      Bad("TASK for round " + std::to_string(env.round) + ", the server is at round " +
+          std::to_string(task_round_floor) + " (a replay)");
+      return Status::OK();
+    }
     wire::Task task;
     Status st = wire::Decode(payload, &task);
     std::string().swap(payload);
@@ -163,6 +180,16 @@ struct ClientSession::Impl {
     if (!st.ok()) {
       Bad("TASK model refused: " + st.message());
       return Status::OK();
+    }
+    if (!client->architecture().empty()) {
+      // The architecture cannot change: bound every later TASK by its size.
+      size_t values = 0;
+      for (const auto& t : *layout) {
+        size_t n = 1;
+        for (int64_t d : t.shape) n *= static_cast<size_t>(d);
+        values += n;
+      }
+      task_limit = wire::TaskPayloadLimit(values, layout->size());
     }
     FitIns ins;
     st = wire::Expand(task.model, &ins.parameters);
@@ -240,9 +267,18 @@ struct ClientSession::Impl {
       Bad("expected 2 frames, got " + std::to_string(r.frame_count));
       return Status::OK();
     }
-    auto env = OpenMessage(r.frames[0], r.frames[1], o.max_frame_bytes);
+    // Bound, then authenticate (signature, then the payload's hash), then decode.
+    auto env = ParseMessage(r.frames[0], r.frames[1], o.max_frame_bytes);
     if (!env.ok()) {
       Bad(env.status().ToString());
+      return Status::OK();
+    }
+    const size_t limit =
+        env->type == wire::MessageType::kTask ? task_limit : wire::kMaxSmallPayloadBytes;
+    if (r.frames[1].size() > limit) {
+      Bad(std::string(wire::MessageTypeName(env->type)) + " payload of " +
+          std::to_string(r.frames[1].size()) + " bytes exceeds its limit of " +
+          std::to_string(limit));
       return Status::OK();
     }
     if (o.server_key) {
@@ -253,6 +289,10 @@ struct ClientSession::Impl {
         Bad(std::string(wire::MessageTypeName(env->type)) + " from server: " + st.message());
         return Status::OK();
       }
+    }
+    if (Status st = CheckPayloadDigest(*env, r.frames[1]); !st.ok()) {
+      Bad(std::string(wire::MessageTypeName(env->type)) + " from server: " + st.message());
+      return Status::OK();
     }
     awaiting_since = -1;
     backoff = o.backoff_initial_seconds;
@@ -273,6 +313,7 @@ struct ClientSession::Impl {
             stats.updates_accepted++;
           } else {
             last_hello_reject.clear();
+            task_round_floor = env->round;  // a welcome names the server's round
           }
         }
         return Status::OK();
@@ -308,6 +349,13 @@ struct ClientSession::Impl {
         return Status::OK();
       }
       case wire::MessageType::kDone: {
+        // A DONE echoes the freshness stamp of a HELLO this connection sent: a
+        // DONE captured from another connection or run cannot stop the client.
+        const uint64_t echoed = wire::HelloStampOf(env->nonce);
+        if (connection_stamp == 0 || echoed < connection_stamp) {
+          Bad("DONE does not answer this connection's HELLO (a replay)");
+          return Status::OK();
+        }
         wire::Done d;
         Status st = wire::Decode(r.frames[1], &d);
         if (!st.ok()) {

@@ -243,13 +243,26 @@ struct Server::Impl {
     return st;
   }
 
-  Status Send(const std::string& peer, wire::MessageType type, uint64_t r, std::string payload) {
+  Status Send(const std::string& peer, wire::MessageType type, uint64_t r, std::string payload,
+              const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
     wire::Envelope env;
     env.type = type;
     env.sender = kServerId;
     env.round = r;
     env.model_version = version;
+    env.nonce = nonce;
     return SendRaw(peer, SealMessage(env, std::move(payload), signer.get()));
+  }
+
+  // DONE to a client, echoing the freshness stamp of its newest HELLO (or of
+  // `hello`, the HELLO being answered): clients refuse a DONE that answers no
+  // HELLO of their current connection, so a captured DONE stops nobody.
+  void SendDone(const std::string& peer, const std::string& id, const wire::Envelope* hello) {
+    uint64_t stamp = hello ? wire::HelloStampOf(hello->nonce) : 0;
+    auto it = clients.find(id);
+    if (it != clients.end()) stamp = std::max(stamp, it->second.hello_stamp);
+    (void)Send(peer, wire::MessageType::kDone, round, wire::Encode(done_msg),
+               wire::HelloStampNonce(stamp));
   }
 
   void Reply(const std::string& peer, bool accepted, wire::MessageType about, uint64_t r,
@@ -363,7 +376,7 @@ struct Server::Impl {
       return env->type;
     }
     if (finished) {
-      (void)Send(rx.peer, wire::MessageType::kDone, round, wire::Encode(done_msg));
+      SendDone(rx.peer, env->sender, env->type == wire::MessageType::kHello ? &*env : nullptr);
       return env->type;
     }
     switch (env->type) {
@@ -1111,9 +1124,7 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
     s.done_msg.rounds_completed = s.round;
     s.done_msg.final_accuracy = sum.final_accuracy;
     s.done_msg.message = "federation finished after " + std::to_string(s.round) + " rounds";
-    for (const auto& [id, c] : s.clients) {
-      (void)s.Send(c.peer, wire::MessageType::kDone, s.round, wire::Encode(s.done_msg));
-    }
+    for (const auto& [id, c] : s.clients) s.SendDone(c.peer, id, nullptr);
     FL_RETURN_IF_ERROR(s.Pump(NowSeconds() + s.o.done_linger_seconds, stop, nullptr));
   }
   sum.rejected = s.totals_rejected;

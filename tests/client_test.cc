@@ -198,5 +198,54 @@ TEST_F(ClientSessionTest, HostileTrainingConfigurationsAndShapesAreRefused) {
   ExpectTrainedOn(task_);
 }
 
+// Size and freshness of what the server says: small messages are small; a DONE must echo the
+// freshness stamp of a HELLO this connection sent, so a DONE captured earlier (another connection,
+// another run) cannot stop the client; a TASK for a round before the one the
+// server's welcome named is a replay and is not trained on.
+TEST_F(ClientSessionTest, StaleDoneAndReplayedTasksAreRefused) {
+  auto hello = wire::DecodeEnvelope(from_client_.at(0).frames[0]);
+  ASSERT_FL_OK(hello);
+  const uint64_t stamp = wire::HelloStampOf(hello->nonce);
+  ASSERT_GT(stamp, 0u);
+  auto done = [&](uint64_t echoed) {
+    wire::Envelope e = env_;
+    e.type = wire::MessageType::kDone;
+    e.nonce = wire::HelloStampNonce(echoed);
+    return SealMessage(e, wire::Encode(wire::Done{3, 0.9, "finished"}), server_key_.get());
+  };
+  auto welcome = [&](uint64_t round) {
+    wire::Envelope e = env_;
+    e.type = wire::MessageType::kAck;
+    e.round = round;
+    wire::Reply r;
+    r.in_reply_to = static_cast<uint8_t>(wire::MessageType::kHello);
+    r.reason = "welcome";
+    return SealMessage(e, wire::Encode(r), server_key_.get());
+  };
+  {
+    // ACK, REJECT and DONE are small: one over 4 KiB is dropped unread.
+    wire::Envelope e = env_;
+    e.type = wire::MessageType::kReject;
+    wire::Reply big;
+    big.reason = "x";
+    big.message.assign(8 << 10, 'm');
+    ExpectDropped(SealMessage(e, wire::Encode(big), server_key_.get()), "an 8 KiB REJECT");
+  }
+  ExpectDropped(done(stamp - 1), "a DONE from before this connection");
+  ExpectDropped(done(0), "a DONE with no stamp");
+  EXPECT_FALSE(session_->done());
+  // The server is at round 2: a TASK for round 1 is a replay.
+  Send(welcome(2));
+  ExpectDropped(Sealed(task_, server_key_.get()), "a TASK for round 1 after a welcome at 2");
+  // The round the server is at is trained on; then a fresh DONE ends the session.
+  env_.round = 2;
+  wire::Task t = task_;
+  from_client_.clear();
+  Send(Sealed(t, server_key_.get()));
+  ASSERT_TRUE(Pump([&] { return session_->stats().rounds_trained == 1; }));
+  Send(done(stamp));
+  EXPECT_TRUE(Pump([&] { return session_->done(); }));
+}
+
 }  // namespace
 }  // namespace fl
