@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/model_zoo.h"
+#include "common/text.h"
 #include "common/trainer.h"
 
 namespace fl {
@@ -85,14 +86,14 @@ Status LocalClient::Prepare(const std::string& architecture) {
     auto model = NewSharedModel(architecture);
     if (!model.ok()) {
       return Status::FailedPrecondition(
-          "the server trains '" + architecture + "', which this fl-client does not know",
+          "the server trains '" + Printable(architecture) + "', which this fl-client does not know",
           model.status().message());
     }
     impl_->model = std::move(model).value();
     impl_->architecture = architecture;
   }
   if (architecture != impl_->architecture) {
-    return Status::InvalidArgument("task is for model '" + architecture +
+    return Status::InvalidArgument("task is for model '" + Printable(architecture) +
                                    "' but this client runs '" + impl_->architecture + "'");
   }
   return Status::OK();

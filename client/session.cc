@@ -363,10 +363,10 @@ struct ClientSession::Impl {
           return Status::OK();
         }
         done = true;
-        done_message = d.message;
+        done_message = Printable(d.message, 512);
         if (o.verbose) {
           spdlog::info("[{}] server says done after {} rounds: {}", o.id, d.rounds_completed,
-                       d.message);
+                       done_message);
         }
         return Status::OK();
       }

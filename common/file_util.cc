@@ -52,7 +52,14 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents, uns
   }
   if (::close(fd) != 0) return Errno("close " + tmp);
   if (!replace) {
-    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+    int rc = ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && errno == EINVAL) {
+      // A filesystem without RENAME_NOREPLACE: link() refuses an existing
+      // name just the same.
+      rc = ::link(tmp.c_str(), path.c_str());
+      if (rc == 0) ::unlink(tmp.c_str());
+    }
+    if (rc != 0) {
       const int err = errno;
       ::unlink(tmp.c_str());
       if (err == EEXIST) return Status::InvalidArgument(path, "exists; not replacing it");
@@ -85,7 +92,14 @@ Status CreateDirectories(const std::string& path) {
 
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(path, std::strerror(errno));
+  if (!in) {
+    // Only a file that is not there is NotFound: one that cannot be opened
+    // (permissions, too many open files) must not look absent to a caller
+    // that would then start over.
+    const int err = errno;
+    if (err == ENOENT) return Status::NotFound(path, std::strerror(err));
+    return Status::IOError(path, std::strerror(err));
+  }
   std::ostringstream buf;
   buf << in.rdbuf();
   if (in.bad()) return Status::IOError(path, "read failed");

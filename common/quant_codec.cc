@@ -89,6 +89,7 @@ inline void QuantizeBlockImpl(const float* __restrict v, size_t n, int L, float 
     std::memcpy(&x, v + i, sizeof(x));
     F32x8 y = x * inv + fl + u;
     y = y < top ? y : top;
+    y = y > 0.0f ? y : 0.0f;  // also NaN: the conversion below is defined
     const U8x8 q = __builtin_convertvector(__builtin_convertvector(y, I32x8), U8x8);
     std::memcpy(levels + i, &q, sizeof(q));
   }
@@ -106,6 +107,7 @@ inline void QuantizeBlockImpl(const float* __restrict v, size_t n, int L, float 
     }
     float y = v[i] * inv + fl + u;
     y = y < top ? y : top;
+    y = y > 0.0f ? y : 0.0f;
     levels[i] = static_cast<uint8_t>(static_cast<int32_t>(y));
   }
   std::memcpy(noise->lanes(), lanes, sizeof(lanes));
@@ -197,7 +199,10 @@ std::string QuantEncode(const float* values, size_t count, const QuantOptions& o
     const float maxabs = MaxAbs(v, n);
     const float scale = maxabs / L;
     std::memcpy(scales + 4 * b, &scale, 4);
-    const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    // A subnormal scale has no finite inverse: such a block (every value below
+    // ~1e-37) is sent as zeros rather than as levels computed from infinity.
+    float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    if (!std::isfinite(inv)) inv = 0.0f;
     uint8_t* lv = o.bits == 8 ? data + begin : levels.data();
     if (o.stochastic) {
       QuantizeStochastic(v, n, L, inv, &noise, lv);

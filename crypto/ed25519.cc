@@ -89,7 +89,9 @@ Result<std::string> ReadPrivateKeyFile(const std::string& path) {
   // Opened once, not followed if it is a symbolic link; everything is checked
   // on the descriptor that is then read, so the file cannot be swapped between
   // the check and the read.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  // O_NONBLOCK: a FIFO in the key's place does not block the open; it is then
+  // refused as not a regular file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return Status::NotFound(path, "no such key file");

@@ -1,6 +1,7 @@
 #include "server/checkpoint.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -13,7 +14,7 @@ namespace fl {
 namespace {
 
 constexpr char kCheckpointMagic[4] = {'F', 'L', 'C', 'K'};
-constexpr uint32_t kCheckpointFormat = 1;
+constexpr uint32_t kCheckpointFormat = 2;
 
 }  // namespace
 
@@ -24,6 +25,9 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c) {
   w.PutU32(kCheckpointFormat);
   w.PutU64(c.round);
   w.PutU64(c.seed);
+  uint64_t norm_bits;
+  std::memcpy(&norm_bits, &c.reference_norm, 8);
+  w.PutU64(norm_bits);
   w.PutU64(model.size());
   w.PutBytes(model.data(), model.size());
   std::string body = w.Release();
@@ -45,8 +49,8 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
   auto read = ReadFile(path);
   if (!read.ok()) return read.status();
   const std::string& bytes = *read;
-  const size_t header = 4 + 4 + 8 + 8 + 8;
-  if (bytes.size() < header + kSha256DigestBytes) {
+  const size_t min_header = 4 + 4 + 8 + 8 + 8;
+  if (bytes.size() < min_header + kSha256DigestBytes) {
     return Status::Corruption(path,
                               "truncated checkpoint (" + std::to_string(bytes.size()) + " bytes)");
   }
@@ -62,13 +66,23 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
   uint32_t format = 0;
   uint64_t model_len = 0;
   Checkpoint c;
-  if (!r.GetU32(&format) || !r.GetU64(&c.round) || !r.GetU64(&c.seed) || !r.GetU64(&model_len)) {
+  if (!r.GetU32(&format) || !r.GetU64(&c.round) || !r.GetU64(&c.seed)) {
     return Status::Corruption(path, "truncated header");
   }
-  if (format != kCheckpointFormat) {
+  if (format != 1 && format != kCheckpointFormat) {
     return Status::Corruption(path,
                               "checkpoint format " + std::to_string(format) + " not supported");
   }
+  if (format >= 2) {
+    uint64_t norm_bits = 0;
+    if (!r.GetU64(&norm_bits)) return Status::Corruption(path, "truncated header");
+    std::memcpy(&c.reference_norm, &norm_bits, 8);
+    if (!(std::isfinite(c.reference_norm) && c.reference_norm >= 0)) {
+      return Status::Corruption(path, "reference norm is not a finite non-negative number");
+    }
+  }
+  if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
+  const size_t header = min_header + (format >= 2 ? 8 : 0);
   if (model_len != r.remaining()) {
     return Status::Corruption(
         path, "model length " + std::to_string(model_len) + " does not match the file");

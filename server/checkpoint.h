@@ -1,8 +1,10 @@
 // Durable server checkpoints: the global model after a completed round.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
-//   magic "FLCK" (4) | format version u32 (4) | round u64 (8) | seed u64 (8)
-//   | model length u64 (8) | model (cereal ModelState) | SHA-256 of all preceding bytes (32)
+//   magic "FLCK" (4) | format version u32 (4) = 2 | round u64 (8) | seed u64 (8)
+//   | reference norm f64 (8) | model length u64 (8) | model (cereal ModelState)
+//   | SHA-256 of all preceding bytes (32)
+// Format 1 (no reference norm) is still read; its reference norm reads as 0.
 // Written to a temp file, fsynced, renamed over the old one, and the directory
 // fsynced, so a crash leaves either the old or the new checkpoint, never a torn one.
 // The two previous checkpoints stay beside it as PATH.1 and PATH.2, so a
@@ -27,6 +29,9 @@ struct Checkpoint {
   // The run's seed, so a resumed run selects clients as the original would have.
   uint64_t seed{0};
   ModelState model;
+  // L2 norm of the run's starting model (the reference of the derived update
+  // norm bound); 0 = unknown (a format-1 checkpoint).
+  double reference_norm{0};
 };
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).

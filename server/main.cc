@@ -118,13 +118,18 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", o.insecure,
                "Plaintext, unauthenticated transport (no CURVE): local experiments only");
   app.add_option("--max-update-norm", o.max_update_norm,
-                 "Refuse deltas with a larger L2 norm (0 = derived from the round: "
-                 "--update-norm-factor x the global model's L2 norm)")
+                 "Refuse deltas with a larger L2 norm (0 = derived: --update-norm-factor x the "
+                 "L2 norm of the run's starting model)")
       ->capture_default_str();
   app.add_option("--update-norm-factor", o.update_norm_factor,
-                 "The derived bound on a delta's L2 norm, as a multiple of the global model's "
-                 "L2 norm (0 with --max-update-norm 0 = no bound)")
+                 "The derived bound on a delta's L2 norm, as a multiple of the L2 norm of the "
+                 "run's starting model (0 with --max-update-norm 0 = no bound)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-param-value", o.max_param_value,
+                 "Largest magnitude a global model parameter may take; an update that would move "
+                 "one beyond it is refused (at most 65504 with --downlink fp16)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-examples", o.max_examples,
                  "Most examples an update counts with in the average (its weight), whatever "

@@ -98,6 +98,15 @@ const size_t kMaxEvaluationsQueued = 2;
 // other columns is moved aside to rounds.csv.old (rows of two layouts in one
 // file would not parse), and rounds the checkpoint is ahead of (the server
 // stopped after their checkpoint, before their evaluation finished) are named.
+// L2 norm of a model's kept values (pruned values are 0).
+double KeptNorm(const ModelState& m) {
+  double sq = 0;
+  for (const auto& t : m.tensors) {
+    for (float v : t.values) sq += static_cast<double>(v) * v;
+  }
+  return std::sqrt(sq);
+}
+
 void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
   const std::string path = out_dir + "/rounds.csv";
   auto text = ReadFile(path);
@@ -111,10 +120,32 @@ void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
     }
     return;
   }
+  // Rows of rounds after the checkpoint (resumed from an older generation):
+  // those rounds run again, so their old rows go.
+  std::string kept = header + "\n";
   uint64_t last = 0;
-  size_t line = text->rfind('\n', text->size() >= 2 ? text->size() - 2 : 0);
-  if (line != std::string::npos && line + 1 < text->size()) {
-    last = std::strtoull(text->c_str() + line + 1, nullptr, 10);
+  size_t dropped = 0;
+  for (size_t pos = header.size() + 1; pos < text->size();) {
+    size_t end = text->find('\n', pos);
+    if (end == std::string::npos) end = text->size();
+    const uint64_t r = std::strtoull(text->c_str() + pos, nullptr, 10);
+    if (r <= checkpoint_round) {
+      kept.append(*text, pos, end - pos).push_back('\n');
+      last = std::max(last, r);
+    } else {
+      ++dropped;
+    }
+    pos = end + 1;
+  }
+  if (dropped > 0) {
+    Status st = WriteFileAtomic(path, kept);
+    if (st.ok()) {
+      spdlog::warn(
+          "{}: removed {} row(s) of rounds after the checkpoint's round {}; they run again", path,
+          dropped, checkpoint_round);
+    } else {
+      spdlog::error("{}: {}", path, st.ToString());
+    }
   }
   if (last < checkpoint_round) {
     spdlog::warn(
@@ -185,37 +216,41 @@ struct Server::Impl {
   // does not cost a fresh allocation (and its page faults) every time.
   std::vector<float> delta;
 
-  // L2 norm of the global model's kept values.
-  double global_norm{0};
+  // L2 norm of the run's starting model (kept values): the reference of the
+  // derived update-norm bound. Fixed for the run, so accepted updates cannot
+  // raise the bound round after round.
+  double reference_norm{0};
   // This round's bounds on an update: its delta's L2 norm (0 = none) and the
   // examples it counts with.
   double norm_bound{0};
   int64_t weight_cap{0};
+  std::map<std::string, int64_t> registered_at_selection;
 
-  // Recomputes `version`, `kept_count` and `global_norm` after `global` changed.
+  // Recomputes `version` and `kept_count` after `global` changed.
   void SetGlobal() {
     version = ModelVersion(wire::Compact(global, o.downlink));
     kept_count = static_cast<size_t>(global.KeptCount());
-    double sq = 0;
-    for (const auto& t : global.tensors) {
-      for (float v : t.values) sq += static_cast<double>(v) * v;  // pruned values are 0
-    }
-    global_norm = std::sqrt(sq);
   }
 
-  // Largest magnitude a value of the global model may have: what the downlink
-  // format can carry.
+  // Largest magnitude a value of the global model may have: --max-param-value,
+  // and never more than the downlink format carries.
   float ValueLimit() const {
-    return o.downlink == wire::ValueFormat::kFp16 ? kMaxFp16Value
-                                                  : std::numeric_limits<float>::max();
+    const float limit = static_cast<float>(o.max_param_value);
+    return o.downlink == wire::ValueFormat::kFp16 ? std::min(limit, kMaxFp16Value) : limit;
   }
 
   // Sets the round's update bounds (see ServerOptions) for the selected clients.
   void SetRoundBounds() {
     norm_bound = o.max_update_norm > 0 ? o.max_update_norm
-                                       : o.update_norm_factor * std::max(global_norm, 1.0);
+                                       : o.update_norm_factor * std::max(reference_norm, 1.0);
+    // What each selected device registered with, as of its selection: a HELLO
+    // it sends later does not change what its update may claim.
+    registered_at_selection.clear();
     std::vector<int64_t> registered;
-    for (const auto& id : selected) registered.push_back(clients[id].num_examples);
+    for (const auto& id : selected) {
+      registered.push_back(clients[id].num_examples);
+      registered_at_selection[id] = clients[id].num_examples;
+    }
     weight_cap = o.max_examples;
     if (o.max_weight_ratio > 0 && !registered.empty()) {
       // The lower median: with two devices, the smaller count.
@@ -511,10 +546,15 @@ struct Server::Impl {
     }
     // The weight: what the device trained on, never more than it registered
     // with (its HELLO), and capped by the round (weight_cap).
-    if (u.num_examples <= 0 || u.num_examples > it->second.num_examples) {
+    const int64_t registered = registered_at_selection[who];
+    if (u.num_examples <= 0 || u.num_examples > registered) {
       RefuseAnswer(peer, who, env.round, "bad_weight",
                    "num_examples " + std::to_string(u.num_examples) + " is not in 1.." +
-                       std::to_string(it->second.num_examples) + " (what its HELLO registered)");
+                       std::to_string(registered) + " (what it registered with when selected)");
+      return;
+    }
+    if (!std::isfinite(u.train_loss) || !std::isfinite(u.train_seconds)) {
+      RefuseAnswer(peer, who, env.round, "bad_payload", "train loss or time is not finite");
       return;
     }
     const int64_t weight = std::min(u.num_examples, weight_cap);
@@ -555,7 +595,14 @@ struct Server::Impl {
           "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
               std::to_string(norm_bound) +
               (o.max_update_norm > 0 ? " (--max-update-norm)"
-                                     : " (--update-norm-factor x the global model's L2 norm)"));
+                                     : " (--update-norm-factor x the starting model's L2 norm)"));
+      return;
+    }
+    // Applied alone, the update keeps every value in range; the average, a
+    // convex combination of such updates, then does too. A device that would
+    // push a value out of range is refused, not the round.
+    if (Status range = CheckUpdateRange(); !range.ok()) {
+      RefuseAnswer(peer, who, env.round, "out_of_range", range.message());
       return;
     }
     st = acc->Add(weight, delta);
@@ -571,6 +618,25 @@ struct Server::Impl {
     train_loss_sum += u.train_loss;
     last_accept_time = NowSeconds();
     Reply(peer, true, wire::MessageType::kUpdate, env.round, "accepted", "");
+  }
+
+  // OK when global + server_lr * delta (the decoded `delta`) is within
+  // ValueLimit() at every kept position.
+  Status CheckUpdateRange() const {
+    const double limit = ValueLimit();
+    size_t j = 0;
+    for (const auto& t : global.tensors) {
+      for (size_t k = 0; k < t.values.size(); ++k) {
+        if (!t.mask.empty() && !t.mask[k]) continue;
+        const double v = t.values[k] + o.server_lr * static_cast<double>(delta[j++]);
+        if (!(std::fabs(v) <= limit)) {
+          return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name +
+                                         "' would become " + std::to_string(v) +
+                                         ", beyond --max-param-value " + std::to_string(limit));
+        }
+      }
+    }
+    return Status::OK();
   }
 
   // Stops waiting for selected clients whose TASK could not be sent and that
@@ -910,7 +976,7 @@ struct Server::Impl {
     acc.reset();
     round = r;
     if (!o.out_dir.empty()) {
-      Checkpoint c{round, o.seed, global};
+      Checkpoint c{round, o.seed, global, reference_norm};
       FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c));
       // The model as it leaves the server: a model file, signed when the
       // server has a key (fl-compress inspect --signer checks it).
@@ -941,6 +1007,26 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
   }
   if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
+  // Each bound must be a number: a NaN compares false with everything and
+  // would switch its check off silently.
+  for (const auto& [name, v] :
+       {std::pair<const char*, double>{"--max-update-norm", o.max_update_norm},
+        {"--update-norm-factor", o.update_norm_factor},
+        {"--max-weight-ratio", o.max_weight_ratio},
+        {"--client-timeout", o.client_timeout_seconds}}) {
+    if (!(std::isfinite(v) && v >= 0)) {
+      return Status::InvalidArgument(std::string(name) + " must be a finite number >= 0, got " +
+                                     std::to_string(v));
+    }
+  }
+  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) {
+    return Status::InvalidArgument("--server-lr must be a finite number > 0");
+  }
+  if (!(std::isfinite(o.max_param_value) && o.max_param_value > 0 &&
+        o.max_param_value <= std::numeric_limits<float>::max())) {
+    return Status::InvalidArgument("--max-param-value must be a finite float > 0");
+  }
+  if (o.max_examples < 1) return Status::InvalidArgument("--max-examples must be >= 1");
   {
     // What every TASK will carry: refused here rather than by every client.
     wire::TrainConfig c = o.train;
@@ -986,6 +1072,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       }
       impl->global = std::move(c->model);
       impl->round = c->round;
+      impl->reference_norm = c->reference_norm;
       resumed = true;
       CheckRoundsCsv(o.out_dir, impl->round);
       if (!refused.empty()) {
@@ -1015,6 +1102,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                  impl->global.NumParameters());
   }
   impl->SetGlobal();
+  if (impl->reference_norm == 0) impl->reference_norm = KeptNorm(impl->global);
   if (Status st = CheckValueRange(impl->global, impl->ValueLimit()); !st.ok()) {
     return Status::InvalidArgument(
         "the starting model cannot be sent as " +

@@ -109,8 +109,9 @@ struct ServerOptions {
   // adding or removing a device is adding or removing a file. Empty = open.
   std::string clients_dir;
   // Refuse an update whose delta has an L2 norm above this. 0 = the bound is
-  // derived from the round: update_norm_factor times the L2 norm of the
-  // round's global model (kept values). Both 0 = no bound.
+  // derived: update_norm_factor times the L2 norm of the run's starting model
+  // (kept values; fixed for the run, so accepted updates cannot ratchet it up;
+  // kept in the checkpoint). Both 0 = no bound.
   double max_update_norm{0};
   double update_norm_factor{kDefaultUpdateNormFactor};
   // An update counts with at most this many examples (its weight in the
@@ -120,6 +121,10 @@ struct ServerOptions {
   // devices registered with (0 = no relative cap), so one device cannot
   // outweigh the rest of the round by claiming a huge dataset.
   double max_weight_ratio{kDefaultMaxWeightRatio};
+  // Largest magnitude a parameter of the global model may take. An update that
+  // would move one beyond it is refused (out_of_range). The default is what
+  // an fp16 TASK carries, so a model stays sendable either way.
+  double max_param_value{65504.0};
   // When set, the server re-reads the enrollment folder as soon as it finds
   // this flag true (and clears it): fl-server sets it on SIGHUP.
   std::atomic<bool>* reload_enrollment{nullptr};

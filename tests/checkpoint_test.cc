@@ -18,6 +18,7 @@ Checkpoint Sample() {
   c.seed = 42;
   c.model.architecture = "toy";
   c.model.tensors.push_back({"w", {3}, {1, 2, 3}, {1, 1, 1}});
+  c.reference_norm = 12.5;
   return c;
 }
 
@@ -38,6 +39,7 @@ TEST(CheckpointTest, RoundTrip) {
   EXPECT_EQ(c->round, 7u);
   EXPECT_EQ(c->seed, 42u);
   EXPECT_EQ(c->model.tensors[0].values, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(c->reference_norm, 12.5);
   // No temp file left behind.
   EXPECT_TRUE(ReadAll(path + ".tmp").empty());
 }

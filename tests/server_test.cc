@@ -309,11 +309,19 @@ TEST_F(ServerTest, ResumeSkipsAnUnusableCheckpoint) {
   ModelState poisoned = good;
   poisoned.tensors[0].values[7] = INFINITY;
   ASSERT_FL_OK(WriteCheckpoint(path, Checkpoint{4, 1, poisoned}));
+  // rounds.csv has a row for round 4, whose model is the unusable one.
+  std::string csv = std::string(kRoundsCsvHeader) + "\n";
+  for (int r = 1; r <= 4; ++r) csv += std::to_string(r) + ",2,0.9,0.3,10,10,1.000,0.000,1\n";
+  ASSERT_FL_OK(WriteFileAtomic(out.path() + "/rounds.csv", csv));
   ServerOptions so = BaseOptions(out.path());
   so.resume = true;
   auto server = Server::Create(so, transport::CreateZmqContext());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 4u);  // resumed after round 3
+  // Round 4 runs again: its old row is gone, rounds 1-3 stay.
+  auto rows = test::ReadRoundsCsv(out.path() + "/rounds.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows.back().round, 3);
   server->reset();
   test::WriteFile(path + ".1", "not a checkpoint");
   auto refused = Server::Create(so, transport::CreateZmqContext());

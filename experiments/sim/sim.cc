@@ -313,7 +313,9 @@ int Main(int argc, char** argv) {
   // A fresh run replaces earlier results in the same folder.
   st = CreateDirectories(c.out);
   std::remove((c.out + "/rounds.csv").c_str());
-  std::remove((c.out + "/checkpoint.fl").c_str());
+  for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
+    std::remove((c.out + f).c_str());
+  }
   if (st.ok()) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
