@@ -100,7 +100,12 @@ int main(int argc, char** argv) {
   app.add_option("--debug-eval-delay", o.debug_eval_delay_seconds,
                  "Seconds added to every evaluation (testing a slow server)")
       ->group("");
-  app.add_option("--out", o.out_dir, "Folder for rounds.csv and checkpoint.fl");
+  std::string crash_at;
+  app.add_option("--debug-crash-at", crash_at,
+                 "POINT:N, SIGKILL the server the N-th time it passes POINT (ack, checkpoint, "
+                 "log_removed, model_file): testing crash recovery")
+      ->group("");
+  app.add_option("--out", o.out_dir, "Folder for rounds.csv, checkpoint.fl and round.wal");
   app.add_flag("--resume", o.resume, "Continue from the checkpoint in --out");
   app.add_option("--seed", o.seed, "Seed of the initial model and client selection")
       ->capture_default_str();
@@ -144,6 +149,11 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);
+  if (!crash_at.empty()) {
+    const size_t colon = crash_at.find(':');
+    o.debug_crash_point = crash_at.substr(0, colon);
+    o.debug_crash_count = colon == std::string::npos ? 1 : std::stoull(crash_at.substr(colon + 1));
+  }
   if (no_eval) o.data_dir.clear();
   o.train.error_feedback = !no_ef;
   o.train.stochastic_rounding = !nearest;

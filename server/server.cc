@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -33,6 +34,7 @@
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
 #include "server/fedavg.h"
+#include "server/wal.h"
 
 namespace fl {
 
@@ -190,7 +192,57 @@ struct Server::Impl {
   std::set<std::string> selected;
   // Selected clients that already got their TASK a second time this round.
   std::set<std::string> resent;
-  std::unique_ptr<FedAvgAccumulator> acc;
+  // The open round's write-ahead log and where its accepted updates are in
+  // it; ACKs wait in `unsynced_acks` until the log is durable (group commit).
+  std::optional<WalWriter> wal;
+  std::vector<WalEntry> wal_entries;
+  std::vector<std::pair<std::string, uint64_t>> unsynced_acks;  // peer, round
+  // A round reopened from the log by --resume (consumed by its RunRound).
+  std::optional<WalContents> resumed_wal;
+  // Test hook (--debug-crash-at): kill the process at a named point.
+  uint64_t acks_sent{0};
+  // A write to the round log failed: the server stops (it cannot acknowledge).
+  Status wal_error;
+  bool reopened_round{false};
+
+  // Takes the round the log reopened (resumed_wal): its nonce, selection and
+  // bounds, and the updates it had acknowledged, whose devices are not asked
+  // again.
+  Status ReopenRound() {
+    WalContents c = std::move(*resumed_wal);
+    resumed_wal.reset();
+    const WalHeader& h = c.header;
+    round_nonce = h.nonce;
+    selected.clear();
+    registered_at_selection = h.selected;
+    for (const auto& [id, n] : h.selected) selected.insert(id);
+    pending = selected;
+    weight_cap = h.weight_cap;
+    norm_bound = h.norm_bound;
+    m.selected = static_cast<int>(selected.size());
+    m.weight_cap = weight_cap;
+    m.update_norm_bound = norm_bound;
+    auto w = WalWriter::Reopen(WalPath(), c.valid_bytes, /*durable=*/true);
+    if (!w.ok()) return w.status();
+    wal.emplace(std::move(w).value());
+    for (const auto& e : c.entries) {
+      auto rec = wal->Read(e);
+      if (!rec.ok()) return rec.status();
+      if (!pending.erase(e.sender)) continue;  // not selected, or twice: ignored
+      wal_entries.push_back(e);
+      train_loss_sum += rec->train_loss;
+      m.participants++;
+      m.delta_bytes += rec->delta.size();
+      m.max_train_seconds = std::max(m.max_train_seconds, rec->train_seconds);
+    }
+    reopened_round = true;
+    spdlog::warn(
+        "round {}: reopened from {}: {} acknowledged update(s) kept, {} device(s) still "
+        "to answer{}",
+        h.round, WalPath(), wal_entries.size(), pending.size(),
+        c.torn_tail ? " (a torn record at its end, never acknowledged, was dropped)" : "");
+    return Status::OK();
+  }
   // The round's TASK (envelope, payload): one copy, shared by every send.
   std::vector<transport::SharedFrame> task_frames;
   // Enrolled node ids (clients_dir): the signing key prepared for
@@ -226,10 +278,19 @@ struct Server::Impl {
   int64_t weight_cap{0};
   std::map<std::string, int64_t> registered_at_selection;
 
-  // Recomputes `version` and `kept_count` after `global` changed.
+  // Largest |value| of the global model: with it, most updates pass the range
+  // check without a pass over the model.
+  double global_max_abs{0};
+
+  // Recomputes `version`, `kept_count` and `global_max_abs` after `global`
+  // changed.
   void SetGlobal() {
     version = ModelVersion(wire::Compact(global, o.downlink));
     kept_count = static_cast<size_t>(global.KeptCount());
+    global_max_abs = 0;
+    for (const auto& t : global.tensors) {
+      for (float v : t.values) global_max_abs = std::max(global_max_abs, std::fabs(double{v}));
+    }
   }
 
   // Largest magnitude a value of the global model may have: --max-param-value,
@@ -587,7 +648,11 @@ struct Server::Impl {
       return;
     }
     double sq = 0;
-    for (float v : delta) sq += static_cast<double>(v) * v;
+    float max_abs = 0;
+    for (float v : delta) {
+      sq += static_cast<double>(v) * v;
+      max_abs = std::max(max_abs, std::fabs(v));
+    }
     const double norm = std::sqrt(sq);
     if (norm_bound > 0 && !(norm <= norm_bound)) {
       RefuseAnswer(
@@ -601,15 +666,21 @@ struct Server::Impl {
     // Applied alone, the update keeps every value in range; the average, a
     // convex combination of such updates, then does too. A device that would
     // push a value out of range is refused, not the round.
-    if (Status range = CheckUpdateRange(); !range.ok()) {
+    // (|g + lr d| <= max|g| + lr max|d|: only an update that could reach the
+    // limit is checked value by value.)
+    if (Status range = global_max_abs + o.server_lr * max_abs <= ValueLimit() ? Status::OK()
+                                                                              : CheckUpdateRange();
+        !range.ok()) {
       RefuseAnswer(peer, who, env.round, "out_of_range", range.message());
       return;
     }
-    st = acc->Add(weight, delta);
-    if (!st.ok()) {
-      RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
+    // Logged now, acknowledged once the log is durable (CommitAcks).
+    auto entry = wal->Append({who, weight, u.train_loss, u.train_seconds, u.data});
+    if (!entry.ok()) {
+      wal_error = entry.status();
       return;
     }
+    wal_entries.push_back(*entry);
     pending.erase(who);
     m.participants++;
     m.max_delta_norm = std::max(m.max_delta_norm, norm);
@@ -617,8 +688,66 @@ struct Server::Impl {
     m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
     train_loss_sum += u.train_loss;
     last_accept_time = NowSeconds();
-    Reply(peer, true, wire::MessageType::kUpdate, env.round, "accepted", "");
+    unsynced_acks.push_back({peer, env.round});
   }
+
+  // Makes the round log durable, then acknowledges the updates it holds: an
+  // ACKed update survives a crash (group commit: one fdatasync per batch of
+  // messages read, not per update).
+  Status CommitAcks() {
+    if (!wal_error.ok()) return wal_error;
+    if (unsynced_acks.empty()) return Status::OK();
+    if (wal) FL_RETURN_IF_ERROR(wal->Sync());
+    // From a device's view its update is accepted now, when it is durable.
+    last_accept_time = NowSeconds();
+    for (const auto& [peer, r] : unsynced_acks) {
+      Reply(peer, true, wire::MessageType::kUpdate, r, "accepted", "");
+      ++acks_sent;
+      MaybeCrash("ack", acks_sent);
+    }
+    unsynced_acks.clear();
+    return Status::OK();
+  }
+
+  // Test hook: `--debug-crash-at POINT:N` kills the process (SIGKILL, as kill -9
+  // does) at the N-th time it passes POINT.
+  void MaybeCrash(const char* point, uint64_t n) const {
+    if (o.debug_crash_point == point && o.debug_crash_count == n) {
+      spdlog::default_logger()->flush();
+      ::raise(SIGKILL);
+    }
+  }
+
+  // Averages the round's logged updates in the order of their senders' ids,
+  // whatever order they arrived in, into `global`.
+  Status AggregateFromLog() {
+    std::vector<WalEntry> order = wal_entries;
+    std::sort(order.begin(), order.end(),
+              [](const WalEntry& a, const WalEntry& b) { return a.sender < b.sender; });
+    FedAvgAccumulator acc(kept_count);
+    for (const auto& e : order) {
+      auto rec = wal->Read(e);
+      if (!rec.ok()) return rec.status();
+      FL_RETURN_IF_ERROR(QuantDecode(rec->delta, kept_count, &delta));
+      FL_RETURN_IF_ERROR(acc.Add(e.weight, delta));
+    }
+    // All or nothing: an average with a value out of range is not committed.
+    Status st = acc.ApplyTo(&global, o.server_lr, ValueLimit());
+    if (st.ok()) {
+      SetGlobal();
+      return Status::OK();
+    }
+    m.committed = false;
+    m.rejected["global_out_of_range"]++;
+    totals_rejected["global_out_of_range"]++;
+    spdlog::error(
+        "round {}: the average of {} updates is not committed, the global model is "
+        "unchanged: {}",
+        current_round, acc.count(), st.message());
+    return Status::OK();
+  }
+
+  std::string WalPath() const { return o.out_dir.empty() ? "" : o.out_dir + "/round.wal"; }
 
   // OK when global + server_lr * delta (the decoded `delta`) is within
   // ValueLimit() at every kept position.
@@ -644,6 +773,9 @@ struct Server::Impl {
   // device that died just before selection does not hold the round until the
   // deadline.
   void GiveUpOnVanished() {
+    // A round reopened after a crash waits for its devices until the deadline:
+    // they need time to notice the server is back.
+    if (reopened_round) return;
     const double now = NowSeconds();
     for (auto it = pending.begin(); it != pending.end();) {
       const ClientEntry& c = clients[*it];
@@ -688,6 +820,7 @@ struct Server::Impl {
       if (!r.ok()) return r.status();
       // Handle what is waiting, bounded so the deadline is still checked.
       FL_RETURN_IF_ERROR(Drain(256));
+      FL_RETURN_IF_ERROR(CommitAcks());
       // Handshakes the ZAP thread refused since the last look.
       if (const int64_t denied = admission->denied.exchange(0)) {
         m.rejected["transport_denied"] += denied;
@@ -877,20 +1010,33 @@ struct Server::Impl {
       FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.5, stop, nullptr));
       FL_RETURN_IF_ERROR(Drain(kDrainBeforeSelection));
     }
-    // 2. Select.
+    // 2. Select (or take the selection of the round the log reopened).
     const double t0 = NowSeconds();
     std::vector<std::string> active;
     ActiveClients(&active);  // sorted by id (std::map order)
     const int live = static_cast<int>(active.size());
-    const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
-    Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
-    rng.Shuffle(&active);
-    active.resize(std::min<size_t>(active.size(), want));
-    selected = std::set<std::string>(active.begin(), active.end());
-    pending = selected;
+    const bool reopened = resumed_wal && resumed_wal->header.round == r;
+    train_loss_sum = 0;
+    wal_entries.clear();
+    if (reopened) {
+      FL_RETURN_IF_ERROR(ReopenRound());
+      active.assign(pending.begin(), pending.end());
+    } else {
+      const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+      Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
+      rng.Shuffle(&active);
+      active.resize(std::min<size_t>(active.size(), want));
+      selected = std::set<std::string>(active.begin(), active.end());
+      pending = selected;
+      m.selected = static_cast<int>(selected.size());
+      SetRoundBounds();
+      round_nonce = RandomNonce();
+      WalHeader h{r, round_nonce, version, weight_cap, norm_bound, registered_at_selection};
+      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty());
+      if (!w.ok()) return w.status();
+      wal.emplace(std::move(w).value());
+    }
     resent.clear();
-    m.selected = static_cast<int>(selected.size());
-    SetRoundBounds();
     // 3. One TASK, encoded and hashed once, sent to every selected client.
     {
       wire::Task task;
@@ -905,7 +1051,6 @@ struct Server::Impl {
       env.sender = kServerId;
       env.round = r;
       env.model_version = version;
-      round_nonce = RandomNonce();
       env.nonce = round_nonce;
       SealedMessage sealed = SealMessage(env, wire::Encode(task), signer.get());
       task_frames = {std::make_shared<const std::string>(std::move(sealed.envelope)),
@@ -913,8 +1058,6 @@ struct Server::Impl {
     }
     current_round = r;
     collecting = true;
-    acc = std::make_unique<FedAvgAccumulator>(kept_count);
-    train_loss_sum = 0;
     last_accept_time = t0;
     first_update_time = 0;
     for (const auto& id : active) {
@@ -941,6 +1084,7 @@ struct Server::Impl {
       return pending.empty();
     }));
     collecting = false;
+    reopened_round = false;
     task_frames.clear();  // sends still in flight hold their own references
     if (stop && stop->load()) {
       spdlog::warn("round {} abandoned on signal; the checkpoint of round {} stays", r, round);
@@ -953,34 +1097,31 @@ struct Server::Impl {
       spdlog::warn("round {}: {} missed the {:.0f} s deadline", r, id, o.round_deadline_seconds);
       clients[id].last_seen = -1e18;
     }
-    // 5. Aggregate, persist, evaluate in the background.
-    if (acc->count() > 0) {
-      // All or nothing: an average with a value the downlink cannot carry
-      // (not finite, or beyond fp16) is not committed.
-      Status st = acc->ApplyTo(&global, o.server_lr, ValueLimit());
-      if (st.ok()) {
-        SetGlobal();
-      } else {
-        m.committed = false;
-        m.rejected["global_out_of_range"]++;
-        totals_rejected["global_out_of_range"]++;
-        spdlog::error(
-            "round {}: the average of {} updates is not committed, the global model is "
-            "unchanged: {}",
-            r, acc->count(), st.message());
-      }
-      m.mean_train_loss = train_loss_sum / acc->count();
+    // 5. Aggregate (from the log, in sender order), persist, evaluate in the
+    // background.
+    FL_RETURN_IF_ERROR(CommitAcks());
+    if (!wal_entries.empty()) {
+      FL_RETURN_IF_ERROR(AggregateFromLog());
+      m.mean_train_loss = train_loss_sum / static_cast<double>(wal_entries.size());
     } else {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
     }
-    acc.reset();
     round = r;
     if (!o.out_dir.empty()) {
+      // The checkpoint is the round's commit point: once it is written the
+      // log is spent, and global.flm is derived from it (rewritten on resume).
       Checkpoint c{round, o.seed, global, reference_norm};
       FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c));
+      MaybeCrash("checkpoint", r);
+      wal.reset();
+      std::remove(WalPath().c_str());
+      MaybeCrash("log_removed", r);
       // The model as it leaves the server: a model file, signed when the
       // server has a key (fl-compress inspect --signer checks it).
       FL_RETURN_IF_ERROR(WriteModelFile(o.out_dir + "/global.flm", global, {}, signer.get()));
+      MaybeCrash("model_file", r);
+    } else {
+      wal.reset();
     }
     m.round_seconds = NowSeconds() - t0;
     m.test_accuracy = m.test_loss = std::nan("");
@@ -1156,6 +1297,26 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   auto sock = impl->ctx->Listen(o.bind, so);
   if (!sock.ok()) return sock.status();
   impl->sock = std::move(sock).value();
+  if (o.resume && !o.out_dir.empty()) {
+    // A round that was open when the server stopped: reopen it if it starts
+    // from the model the checkpoint holds; otherwise it is spent.
+    auto log = WalReadAll(impl->WalPath());
+    if (log.ok() && log->header.round == impl->round + 1 &&
+        log->header.model_version == impl->version) {
+      impl->resumed_wal = std::move(log).value();
+    } else if (log.ok() || !log.status().IsNotFound()) {
+      spdlog::warn(
+          "{}: {}; it is not reopened", impl->WalPath(),
+          log.ok() ? "its round is not the one after the checkpoint" : log.status().ToString());
+      std::remove(impl->WalPath().c_str());
+    }
+    // global.flm is derived from the checkpoint: rewrite it, in case the
+    // server stopped between the two.
+    if (resumed) {
+      FL_RETURN_IF_ERROR(
+          WriteModelFile(o.out_dir + "/global.flm", impl->global, {}, impl->signer.get()));
+    }
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

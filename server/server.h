@@ -93,6 +93,11 @@ struct ServerOptions {
   // Test hook: seconds added to every evaluation, standing in for a slow
   // server (fl-server --debug-eval-delay).
   double debug_eval_delay_seconds{0};
+  // Test hook (fl-server --debug-crash-at POINT:N): SIGKILL the process the
+  // N-th time it passes POINT: "ack" (after sending an ACK), "checkpoint",
+  // "log_removed", "model_file" (after writing them for round N).
+  std::string debug_crash_point;
+  uint64_t debug_crash_count{0};
   // Folder for rounds.csv and checkpoint.fl; empty = write nothing.
   std::string out_dir;
   // Continue from out_dir/checkpoint.fl when it exists.

@@ -1,0 +1,276 @@
+#include "server/wal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/file_util.h"
+#include "common/wire/reader.h"
+#include "crypto/sha256.h"
+
+namespace fl {
+namespace {
+
+constexpr char kWalMagic[4] = {'F', 'L', 'W', 'L'};
+constexpr uint32_t kWalVersion = 1;
+constexpr size_t kMaxIdBytes = 256;
+
+Status Errno(const std::string& what) { return Status::IOError(what, std::strerror(errno)); }
+
+Status WriteAll(int fd, const std::string& bytes, uint64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n =
+        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Errno("write " + path);
+    done += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
+uint64_t DoubleBits(double v) {
+  uint64_t b;
+  std::memcpy(&b, &v, 8);
+  return b;
+}
+double BitsDouble(uint64_t b) {
+  double v;
+  std::memcpy(&v, &b, 8);
+  return v;
+}
+
+void PutId(wire::Writer* w, const std::string& id) {
+  w->PutU16(static_cast<uint16_t>(id.size()));
+  w->PutBytes(id.data(), id.size());
+}
+bool GetId(wire::Reader* r, std::string* id) {
+  uint16_t n = 0;
+  const uint8_t* p = nullptr;
+  if (!r->GetU16(&n) || n > kMaxIdBytes || !r->Skip(n, &p)) return false;
+  id->assign(reinterpret_cast<const char*>(p), n);
+  return true;
+}
+
+std::string EncodeHeader(const WalHeader& h) {
+  wire::Writer w;
+  w.PutBytes(kWalMagic, 4);
+  w.PutU32(kWalVersion);
+  w.PutU64(h.round);
+  w.PutBytes(h.nonce.data(), h.nonce.size());
+  w.PutBytes(h.model_version.data(), h.model_version.size());
+  w.PutU64(static_cast<uint64_t>(h.weight_cap));
+  w.PutU64(DoubleBits(h.norm_bound));
+  w.PutU32(static_cast<uint32_t>(h.selected.size()));
+  for (const auto& [id, n] : h.selected) {
+    PutId(&w, id);
+    w.PutU64(static_cast<uint64_t>(n));
+  }
+  std::string out = w.Release();
+  const Sha256Digest d = Sha256(out);
+  out.append(reinterpret_cast<const char*>(d.data()), d.size());
+  return out;
+}
+
+// Parses the header at the start of `bytes`; `*size` gets its length.
+Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size) {
+  wire::Reader r(bytes.data(), bytes.size());
+  char magic[4];
+  uint32_t version = 0, count = 0;
+  uint64_t cap = 0, bound = 0;
+  if (!r.GetBytes(magic, 4) || std::memcmp(magic, kWalMagic, 4) != 0) {
+    return Status::Corruption("not a fedge round log (bad magic)");
+  }
+  if (!r.GetU32(&version) || version != kWalVersion) {
+    return Status::Corruption("round log version " + std::to_string(version) + " not supported");
+  }
+  if (!r.GetU64(&h->round) || !r.GetBytes(h->nonce.data(), h->nonce.size()) ||
+      !r.GetBytes(h->model_version.data(), h->model_version.size()) || !r.GetU64(&cap) ||
+      !r.GetU64(&bound) || !r.GetU32(&count) || count > (1u << 24)) {
+    return Status::Corruption("round log header truncated");
+  }
+  h->weight_cap = static_cast<int64_t>(cap);
+  h->norm_bound = BitsDouble(bound);
+  for (uint32_t i = 0; i < count; ++i) {
+    std::string id;
+    uint64_t n = 0;
+    if (!GetId(&r, &id) || !r.GetU64(&n)) return Status::Corruption("round log header truncated");
+    h->selected[id] = static_cast<int64_t>(n);
+  }
+  const size_t body = bytes.size() - r.remaining();
+  Sha256Digest want;
+  if (!r.GetBytes(want.data(), want.size()))
+    return Status::Corruption("round log header truncated");
+  const Sha256Digest got = Sha256(bytes.data(), body);
+  if (std::memcmp(want.data(), got.data(), want.size()) != 0) {
+    return Status::Corruption("round log header does not match its hash");
+  }
+  if (!(h->weight_cap > 0) || !std::isfinite(h->norm_bound)) {
+    return Status::Corruption("round log header holds impossible bounds");
+  }
+  *size = body + want.size();
+  return Status::OK();
+}
+
+Status DecodeBody(const char* p, size_t n, WalRecord* rec) {
+  wire::Reader r(p, n);
+  uint64_t weight = 0, loss = 0, secs = 0, len = 0;
+  const uint8_t* data = nullptr;
+  if (!GetId(&r, &rec->sender) || !r.GetU64(&weight) || !r.GetU64(&loss) || !r.GetU64(&secs) ||
+      !r.GetU64(&len) || len != r.remaining() || !r.Skip(len, &data)) {
+    return Status::Corruption("round log record malformed");
+  }
+  rec->weight = static_cast<int64_t>(weight);
+  rec->train_loss = BitsDouble(loss);
+  rec->train_seconds = BitsDouble(secs);
+  rec->delta.assign(reinterpret_cast<const char*>(data), len);
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<WalWriter> WalWriter::Create(const std::string& path, const WalHeader& header,
+                                    bool durable) {
+  int fd = -1;
+  std::string where = path;
+  if (path.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/fedge-round-XXXXXX";
+    fd = ::mkstemp(tmpl.data());
+    if (fd < 0) return Errno("create a temporary round log in " + tmpl);
+    ::unlink(tmpl.c_str());
+    where = tmpl + " (unlinked)";
+    durable = false;
+  } else {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return Errno("create " + path);
+  }
+  WalWriter w(fd, where, 0, durable);
+  const std::string h = EncodeHeader(header);
+  FL_RETURN_IF_ERROR(WriteAll(fd, h, 0, where));
+  w.end_ = h.size();
+  w.dirty_ = true;
+  FL_RETURN_IF_ERROR(w.Sync());
+  if (durable) {
+    // The file's directory entry must outlive a crash too.
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  return w;
+}
+
+Result<WalWriter> WalWriter::Reopen(const std::string& path, uint64_t valid_bytes, bool durable) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Errno("open " + path);
+  WalWriter w(fd, path, valid_bytes, durable);
+  if (::ftruncate(fd, static_cast<off_t>(valid_bytes)) != 0) return Errno("truncate " + path);
+  w.dirty_ = true;
+  FL_RETURN_IF_ERROR(w.Sync());
+  return w;
+}
+
+WalWriter::WalWriter(WalWriter&& o) noexcept
+    : fd_(o.fd_), path_(std::move(o.path_)), end_(o.end_), durable_(o.durable_), dirty_(o.dirty_) {
+  o.fd_ = -1;
+}
+
+WalWriter& WalWriter::operator=(WalWriter&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    path_ = std::move(o.path_);
+    end_ = o.end_;
+    durable_ = o.durable_;
+    dirty_ = o.dirty_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+WalWriter::~WalWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<WalEntry> WalWriter::Append(const WalRecord& rec) {
+  if (rec.sender.size() > kMaxIdBytes) return Status::InvalidArgument("sender id too long");
+  wire::Writer w;
+  w.PutU32(0);  // the body's length, filled in below
+  PutId(&w, rec.sender);
+  w.PutU64(static_cast<uint64_t>(rec.weight));
+  w.PutU64(DoubleBits(rec.train_loss));
+  w.PutU64(DoubleBits(rec.train_seconds));
+  w.PutU64(rec.delta.size());
+  w.PutBytes(rec.delta.data(), rec.delta.size());
+  std::string out = w.Release();
+  const uint32_t body = static_cast<uint32_t>(out.size() - 4);
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((body >> (8 * i)) & 0xFF);
+  const Sha256Digest d = Sha256(out.data() + 4, body);
+  out.append(reinterpret_cast<const char*>(d.data()), d.size());
+  FL_RETURN_IF_ERROR(WriteAll(fd_, out, end_, path_));
+  WalEntry e{rec.sender, rec.weight, end_ + 4, body};
+  end_ += out.size();
+  dirty_ = true;
+  return e;
+}
+
+Status WalWriter::Sync() {
+  if (!dirty_) return Status::OK();
+  if (durable_ && ::fdatasync(fd_) != 0) return Errno("fdatasync " + path_);
+  dirty_ = false;
+  return Status::OK();
+}
+
+Result<WalRecord> WalWriter::Read(const WalEntry& e) const {
+  std::string body(e.length, '\0');
+  size_t done = 0;
+  while (done < body.size()) {
+    const ssize_t n =
+        ::pread(fd_, &body[done], body.size() - done, static_cast<off_t>(e.offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? Errno("read " + path_) : Status::IOError(path_, "short read");
+    done += static_cast<size_t>(n);
+  }
+  WalRecord rec;
+  FL_RETURN_IF_ERROR(DecodeBody(body.data(), body.size(), &rec));
+  return rec;
+}
+
+Result<WalContents> WalReadAll(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  WalContents c;
+  size_t pos = 0;
+  Status st = DecodeHeader(*bytes, &c.header, &pos);
+  if (!st.ok()) return st.WithContext(path);
+  c.valid_bytes = pos;
+  const std::string& b = *bytes;
+  while (pos < b.size()) {
+    if (b.size() - pos < 4) break;
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i)
+      len |= static_cast<uint32_t>(static_cast<uint8_t>(b[pos + i])) << (8 * i);
+    if (b.size() - pos - 4 < static_cast<size_t>(len) + kSha256DigestBytes) break;
+    const char* body = b.data() + pos + 4;
+    const Sha256Digest d = Sha256(body, len);
+    if (std::memcmp(d.data(), body + len, d.size()) != 0) break;
+    WalRecord rec;
+    if (!DecodeBody(body, len, &rec).ok()) break;
+    c.entries.push_back({rec.sender, rec.weight, pos + 4, len});
+    pos += 4 + len + kSha256DigestBytes;
+    c.valid_bytes = pos;
+  }
+  c.torn_tail = c.valid_bytes != b.size();
+  return c;
+}
+
+}  // namespace fl
