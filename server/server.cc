@@ -31,6 +31,7 @@
 #include "crypto/identity.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
+#include "crypto/sha256.h"
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
 #include "server/fedavg.h"
@@ -194,9 +195,14 @@ struct Server::Impl {
   std::set<std::string> resent;
   // The open round's write-ahead log and where its accepted updates are in
   // it; ACKs wait in `unsynced_acks` until the log is durable (group commit).
-  std::optional<WalWriter> wal;
+  std::unique_ptr<WalWriter> wal;
   std::vector<WalEntry> wal_entries;
-  std::vector<std::pair<std::string, uint64_t>> unsynced_acks;  // peer, round
+  struct UnsyncedAck {
+    std::string peer;
+    uint64_t round;
+    uint64_t log_end;  // where its record ends in the log
+  };
+  std::deque<UnsyncedAck> unsynced_acks;
   // A round reopened from the log by --resume (consumed by its RunRound).
   std::optional<WalContents> resumed_wal;
   // Test hook (--debug-crash-at): kill the process at a named point.
@@ -224,7 +230,7 @@ struct Server::Impl {
     m.update_norm_bound = norm_bound;
     auto w = WalWriter::Reopen(WalPath(), c.valid_bytes, /*durable=*/true);
     if (!w.ok()) return w.status();
-    wal.emplace(std::move(w).value());
+    wal = std::move(w).value();
     for (const auto& e : c.entries) {
       auto rec = wal->Read(e);
       if (!rec.ok()) return rec.status();
@@ -682,30 +688,37 @@ struct Server::Impl {
     }
     wal_entries.push_back(*entry);
     pending.erase(who);
+    unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
     m.participants++;
     m.max_delta_norm = std::max(m.max_delta_norm, norm);
     m.delta_bytes += u.data.size();
     m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
     train_loss_sum += u.train_loss;
     last_accept_time = NowSeconds();
-    unsynced_acks.push_back({peer, env.round});
   }
 
-  // Makes the round log durable, then acknowledges the updates it holds: an
-  // ACKed update survives a crash (group commit: one fdatasync per batch of
-  // messages read, not per update).
-  Status CommitAcks() {
+  // Acknowledges the logged updates that are durable: an ACKed update
+  // survives a crash. The log's own thread syncs batch after batch while this
+  // thread goes on reading (group commit); `wait` waits for all of them.
+  Status CommitAcks(bool wait) {
     if (!wal_error.ok()) return wal_error;
-    if (unsynced_acks.empty()) return Status::OK();
-    if (wal) FL_RETURN_IF_ERROR(wal->Sync());
-    // From a device's view its update is accepted now, when it is durable.
-    last_accept_time = NowSeconds();
-    for (const auto& [peer, r] : unsynced_acks) {
-      Reply(peer, true, wire::MessageType::kUpdate, r, "accepted", "");
+    if (unsynced_acks.empty() || !wal) return Status::OK();
+    if (wait) {
+      FL_RETURN_IF_ERROR(wal->Sync());
+    } else {
+      wal->RequestSync();
+      FL_RETURN_IF_ERROR(wal->error());
+    }
+    const uint64_t durable = wal->durable_end();
+    while (!unsynced_acks.empty() && unsynced_acks.front().log_end <= durable) {
+      const UnsyncedAck a = std::move(unsynced_acks.front());
+      unsynced_acks.pop_front();
+      // From a device's view its update is accepted now, when it is durable.
+      last_accept_time = NowSeconds();
+      Reply(a.peer, true, wire::MessageType::kUpdate, a.round, "accepted", "");
       ++acks_sent;
       MaybeCrash("ack", acks_sent);
     }
-    unsynced_acks.clear();
     return Status::OK();
   }
 
@@ -816,11 +829,13 @@ struct Server::Impl {
       }
       const double left = until - NowSeconds();
       if (left <= 0) break;
-      auto r = ctx->Poll({sock.get()}, static_cast<int>(std::min(left, 0.2) * 1000) + 1, &ready);
+      // While ACKs wait for the log's sync, look again within a millisecond.
+      const double wait = unsynced_acks.empty() ? std::min(left, 0.2) : 0.0;
+      auto r = ctx->Poll({sock.get()}, static_cast<int>(wait * 1000) + 1, &ready);
       if (!r.ok()) return r.status();
       // Handle what is waiting, bounded so the deadline is still checked.
       FL_RETURN_IF_ERROR(Drain(256));
-      FL_RETURN_IF_ERROR(CommitAcks());
+      FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/false));
       // Handshakes the ZAP thread refused since the last look.
       if (const int64_t denied = admission->denied.exchange(0)) {
         m.rejected["transport_denied"] += denied;
@@ -1034,7 +1049,7 @@ struct Server::Impl {
       WalHeader h{r, round_nonce, version, weight_cap, norm_bound, registered_at_selection};
       auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty());
       if (!w.ok()) return w.status();
-      wal.emplace(std::move(w).value());
+      wal = std::move(w).value();
     }
     resent.clear();
     // 3. One TASK, encoded and hashed once, sent to every selected client.
@@ -1099,7 +1114,7 @@ struct Server::Impl {
     }
     // 5. Aggregate (from the log, in sender order), persist, evaluate in the
     // background.
-    FL_RETURN_IF_ERROR(CommitAcks());
+    FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/true));
     if (!wal_entries.empty()) {
       FL_RETURN_IF_ERROR(AggregateFromLog());
       m.mean_train_loss = train_loss_sum / static_cast<double>(wal_entries.size());

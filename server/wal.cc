@@ -134,8 +134,44 @@ Status DecodeBody(const char* p, size_t n, WalRecord* rec) {
 
 }  // namespace
 
-Result<WalWriter> WalWriter::Create(const std::string& path, const WalHeader& header,
-                                    bool durable) {
+WalWriter::WalWriter(int fd, std::string path, uint64_t end, bool durable)
+    : fd_(fd), path_(std::move(path)), end_(end), durable_(durable), requested_(end), synced_(end) {
+  if (durable_) syncer_ = std::thread([this] { SyncLoop(); });
+}
+
+WalWriter::~WalWriter() {
+  if (syncer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    syncer_.join();
+  }
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void WalWriter::SyncLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return stopping_ || requested_ > synced_; });
+    if (requested_ <= synced_) return;  // stopping, nothing left to sync
+    const uint64_t target = requested_;
+    lock.unlock();
+    const int rc = ::fdatasync(fd_);
+    const int err = errno;
+    lock.lock();
+    if (rc != 0 && error_.ok()) {
+      error_ = Status::IOError("fdatasync " + path_, std::strerror(err));
+    }
+    if (rc == 0) synced_ = std::max(synced_, target);
+    cv_.notify_all();
+    if (rc != 0) return;
+  }
+}
+
+Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
+                                                     const WalHeader& header, bool durable) {
   int fd = -1;
   std::string where = path;
   if (path.empty()) {
@@ -150,12 +186,13 @@ Result<WalWriter> WalWriter::Create(const std::string& path, const WalHeader& he
     fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return Errno("create " + path);
   }
-  WalWriter w(fd, where, 0, durable);
   const std::string h = EncodeHeader(header);
-  FL_RETURN_IF_ERROR(WriteAll(fd, h, 0, where));
-  w.end_ = h.size();
-  w.dirty_ = true;
-  FL_RETURN_IF_ERROR(w.Sync());
+  Status st = WriteAll(fd, h, 0, where);
+  if (st.ok() && durable && ::fdatasync(fd) != 0) st = Errno("fdatasync " + path);
+  if (!st.ok()) {
+    ::close(fd);
+    return st;
+  }
   if (durable) {
     // The file's directory entry must outlive a crash too.
     const size_t slash = path.rfind('/');
@@ -166,39 +203,19 @@ Result<WalWriter> WalWriter::Create(const std::string& path, const WalHeader& he
       ::close(dfd);
     }
   }
-  return w;
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable));
 }
 
-Result<WalWriter> WalWriter::Reopen(const std::string& path, uint64_t valid_bytes, bool durable) {
+Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path, uint64_t valid_bytes,
+                                                     bool durable) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Errno("open " + path);
-  WalWriter w(fd, path, valid_bytes, durable);
-  if (::ftruncate(fd, static_cast<off_t>(valid_bytes)) != 0) return Errno("truncate " + path);
-  w.dirty_ = true;
-  FL_RETURN_IF_ERROR(w.Sync());
-  return w;
-}
-
-WalWriter::WalWriter(WalWriter&& o) noexcept
-    : fd_(o.fd_), path_(std::move(o.path_)), end_(o.end_), durable_(o.durable_), dirty_(o.dirty_) {
-  o.fd_ = -1;
-}
-
-WalWriter& WalWriter::operator=(WalWriter&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = o.fd_;
-    path_ = std::move(o.path_);
-    end_ = o.end_;
-    durable_ = o.durable_;
-    dirty_ = o.dirty_;
-    o.fd_ = -1;
+  if (::ftruncate(fd, static_cast<off_t>(valid_bytes)) != 0 || (durable && ::fdatasync(fd) != 0)) {
+    Status st = Errno("truncate " + path);
+    ::close(fd);
+    return st;
   }
-  return *this;
-}
-
-WalWriter::~WalWriter() {
-  if (fd_ >= 0) ::close(fd_);
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, path, valid_bytes, durable));
 }
 
 Result<WalEntry> WalWriter::Append(const WalRecord& rec) {
@@ -219,15 +236,38 @@ Result<WalEntry> WalWriter::Append(const WalRecord& rec) {
   FL_RETURN_IF_ERROR(WriteAll(fd_, out, end_, path_));
   WalEntry e{rec.sender, rec.weight, end_ + 4, body};
   end_ += out.size();
-  dirty_ = true;
+  if (!durable_) {
+    std::lock_guard<std::mutex> lock(mu_);
+    requested_ = synced_ = end_;
+  }
   return e;
 }
 
+void WalWriter::RequestSync() {
+  if (!durable_) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (end_ <= requested_) return;
+    requested_ = end_;
+  }
+  cv_.notify_all();
+}
+
+uint64_t WalWriter::durable_end() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return synced_;
+}
+
 Status WalWriter::Sync() {
-  if (!dirty_) return Status::OK();
-  if (durable_ && ::fdatasync(fd_) != 0) return Errno("fdatasync " + path_);
-  dirty_ = false;
-  return Status::OK();
+  RequestSync();
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return synced_ >= end_ || !error_.ok(); });
+  return error_;
+}
+
+Status WalWriter::error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
 }
 
 Result<WalRecord> WalWriter::Read(const WalEntry& e) const {

@@ -21,9 +21,13 @@
 #define FEDGE_SERVER_WAL_H_
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -57,38 +61,57 @@ struct WalEntry {
   uint32_t length{0};
 };
 
+// Appends from one thread; a thread of its own makes them durable
+// (fdatasync) in the background, so the server keeps reading and checking
+// updates while the disk syncs the previous batch (group commit).
 class WalWriter final {
  public:
   // Creates (truncates) `path` and writes `header`, durably when `durable`.
   // An empty `path` logs to an unlinked temporary file: the same code path for
   // a server without an output folder, nothing kept.
-  static Result<WalWriter> Create(const std::string& path, const WalHeader& header, bool durable);
+  static Result<std::unique_ptr<WalWriter>> Create(const std::string& path, const WalHeader& header,
+                                                   bool durable);
   // Continues the log at `path` after its last whole record (`valid_bytes`
   // from WalReadAll): a torn tail is cut off.
-  static Result<WalWriter> Reopen(const std::string& path, uint64_t valid_bytes, bool durable);
-  WalWriter(WalWriter&& other) noexcept;
-  WalWriter& operator=(WalWriter&& other) noexcept;
+  static Result<std::unique_ptr<WalWriter>> Reopen(const std::string& path, uint64_t valid_bytes,
+                                                   bool durable);
   WalWriter(const WalWriter&) = delete;
   WalWriter& operator=(const WalWriter&) = delete;
   ~WalWriter();
 
-  // Appends `record` (buffered by the kernel until Sync). Returns its entry.
+  // Appends `record` (in the kernel's cache until synced). Returns its entry;
+  // the record ends at entry.offset + entry.length + 32.
   Result<WalEntry> Append(const WalRecord& record);
-  // Makes every append so far durable (fdatasync; nothing when not durable).
+  // Asks the sync thread to make everything appended so far durable, and
+  // returns at once.
+  void RequestSync();
+  // Bytes known durable (everything, when not durable). Records ending at or
+  // before it survive a crash.
+  uint64_t durable_end() const;
+  // Requests a sync and waits for it. IOError if a sync failed.
   Status Sync();
+  // The first sync error, if any (the log can then not be trusted).
+  Status error() const;
   // Reads the body at `entry` back and parses it.
   Result<WalRecord> Read(const WalEntry& entry) const;
 
   const std::string& path() const { return path_; }
 
  private:
-  WalWriter(int fd, std::string path, uint64_t end, bool durable)
-      : fd_(fd), path_(std::move(path)), end_(end), durable_(durable) {}
+  WalWriter(int fd, std::string path, uint64_t end, bool durable);
+  void SyncLoop();
+
   int fd_{-1};
   std::string path_;
   uint64_t end_{0};
   bool durable_{false};
-  bool dirty_{false};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t requested_{0};  // end_ at the latest RequestSync
+  uint64_t synced_{0};     // durable bytes
+  bool stopping_{false};
+  Status error_;
+  std::thread syncer_;
 };
 
 struct WalContents {

@@ -1,5 +1,5 @@
 // Crash safety of a real federation: fl-server and 3 fl-client processes over
-// tcp://127.0.0.1. The server is killed (SIGKILL, as kill -9 does) at 24
+// tcp://127.0.0.1. The server is killed (SIGKILL, as kill -9 does) at 21
 // points: after each of the 9 ACKs of a 3-round run, right after each round's
 // checkpoint, after its round log is removed, after its model file is written,
 // and at 3 random moments. It is then started again with --resume on the same
@@ -7,6 +7,7 @@
 // bit-identical global model of the uninterrupted run, and no device that had
 // its update acknowledged is asked for it again.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -61,10 +62,18 @@ struct Outcome {
 // Runs the federation; `crash_at` ("" = none) is passed as --debug-crash-at;
 // `kill_after` > 0 kills the first server that many seconds after the round
 // traffic starts. After a crash the server is started again with --resume.
-Outcome RunFederation(const std::string& dir, const std::string& crash_at, double kill_after) {
+// A port below the kernel's ephemeral range (32768 and up), so that no
+// connection of another test takes it while the server is down between the
+// crash and the restart.
+std::string Endpoint(int trial) {
+  return "tcp://127.0.0.1:" + std::to_string(20000 + (getpid() * 13 + 5000 + trial) % 12000);
+}
+
+Outcome RunFederation(const std::string& dir, const std::string& crash_at, double kill_after,
+                      int trial) {
   Outcome out;
   const std::string out_dir = dir + "/out";
-  std::vector<std::string> args = ServerArgs("tcp://127.0.0.1:*", out_dir);
+  std::vector<std::string> args = ServerArgs(Endpoint(trial), out_dir);
   if (!crash_at.empty()) {
     args.push_back("--debug-crash-at");
     args.push_back(crash_at);
@@ -105,7 +114,7 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
 
 TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
   test::TempDir base;
-  const Outcome reference = RunFederation(base.path(), "", 0);
+  const Outcome reference = RunFederation(base.path(), "", 0, 0);
   ASSERT_FALSE(reference.model.empty()) << reference.logs;
 
   std::vector<std::string> points;
@@ -124,7 +133,8 @@ TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
         random ? "SIGKILL after " + std::to_string(kill_after) + " s" : points[i];
     SCOPED_TRACE(name);
     test::TempDir dir;
-    const Outcome o = RunFederation(dir.path(), random ? "" : points[i], kill_after);
+    const Outcome o =
+        RunFederation(dir.path(), random ? "" : points[i], kill_after, static_cast<int>(i) + 1);
     if (!random) {
       EXPECT_EQ(o.restarts, 1) << "the server did not crash at " << name << "\n" << o.logs;
     }

@@ -22,7 +22,9 @@ const std::string kSim = test::BinPath("fl-sim");
 
 // A port per test from the gtest seed and pid, to keep parallel ctest runs apart.
 std::string Endpoint(int offset) {
-  const int port = 20000 + (getpid() * 7 + offset) % 20000;
+  // Below the kernel's ephemeral range (32768 and up), where ports picked for
+  // "127.0.0.1:*" binds and outgoing connections could take it first.
+  const int port = 20000 + (getpid() * 7 + offset) % 12000;
   return "tcp://127.0.0.1:" + std::to_string(port);
 }
 
