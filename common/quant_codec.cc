@@ -224,7 +224,7 @@ float QuantMaxScale(int bits) {
   return s;
 }
 
-Status QuantPeek(const std::string& data, QuantHeader* header) {
+Status QuantPeek(std::string_view data, QuantHeader* header) {
   if (data.size() < kQuantHeaderBytes) {
     return Status::Corruption("quantized delta truncated: " + std::to_string(data.size()) +
                               " bytes, header needs " + std::to_string(kQuantHeaderBytes));
@@ -245,7 +245,7 @@ Status QuantPeek(const std::string& data, QuantHeader* header) {
   return Status::OK();
 }
 
-Status QuantDecode(const std::string& data, size_t expected_count, std::vector<float>* out) {
+Status QuantDecode(std::string_view data, size_t expected_count, std::vector<float>* out) {
   QuantHeader h;
   FL_RETURN_IF_ERROR(QuantPeek(data, &h));
   const int bits = h.bits;

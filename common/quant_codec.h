@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -58,7 +59,7 @@ std::string QuantEncode(const float* values, size_t count, const QuantOptions& o
 // not finite or above QuantMaxScale(bits), a stored level is out of range, or
 // (32 bits) a value is not finite. Every decoded value is therefore finite:
 // |value| <= levels * scale <= FLT_MAX.
-Status QuantDecode(const std::string& data, size_t expected_count, std::vector<float>* out);
+Status QuantDecode(std::string_view data, size_t expected_count, std::vector<float>* out);
 
 // The largest scale a block may carry at `bits`: FLT_MAX / levels, so that the
 // top level times the scale is still a finite float.
@@ -74,7 +75,7 @@ struct QuantHeader {
 
 // Reads just the header. Corruption when it is truncated, has a bad magic, or
 // names bits or a block ValidateQuantOptions refuses.
-Status QuantPeek(const std::string& data, QuantHeader* header);
+Status QuantPeek(std::string_view data, QuantHeader* header);
 
 // Error feedback (Seide et al. 2014; Karimireddy et al. 2019): a client keeps
 // what quantization dropped and adds it to its next delta, so the error does

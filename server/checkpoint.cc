@@ -14,11 +14,12 @@ namespace fl {
 namespace {
 
 constexpr char kCheckpointMagic[4] = {'F', 'L', 'C', 'K'};
-constexpr uint32_t kCheckpointFormat = 2;
+constexpr uint32_t kCheckpointFormat = 3;
+constexpr size_t kSignatureBlockBytes = 1 + kEd25519PublicKeyBytes + kEd25519SignatureBytes;
 
 }  // namespace
 
-Status WriteCheckpoint(const std::string& path, const Checkpoint& c) {
+Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const SigningKey* signer) {
   const std::string model = wire::Encode(c.model);
   wire::Writer w;
   w.PutBytes(kCheckpointMagic, 4);
@@ -31,6 +32,16 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c) {
   w.PutU64(model.size());
   w.PutBytes(model.data(), model.size());
   std::string body = w.Release();
+  // The signature block: over the SHA-256 of everything before it.
+  const Sha256Digest signed_digest = Sha256(body);
+  body.push_back(signer ? 1 : 0);
+  if (signer) {
+    const Ed25519Signature sig = signer->Sign(signed_digest.data(), signed_digest.size());
+    body.append(reinterpret_cast<const char*>(signer->public_key().data()), kEd25519PublicKeyBytes);
+    body.append(reinterpret_cast<const char*>(sig.data()), sig.size());
+  } else {
+    body.append(kEd25519PublicKeyBytes + kEd25519SignatureBytes, '\0');
+  }
   const Sha256Digest digest = Sha256(body);
   body.append(reinterpret_cast<const char*>(digest.data()), digest.size());
   // Oldest first, so a crash between the renames loses no generation but the
@@ -45,7 +56,7 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c) {
   return WriteFileAtomic(path, body);
 }
 
-Result<Checkpoint> ReadCheckpoint(const std::string& path) {
+Result<Checkpoint> ReadCheckpoint(const std::string& path, const Ed25519PublicKey* trusted) {
   auto read = ReadFile(path);
   if (!read.ok()) return read.status();
   const std::string& bytes = *read;
@@ -83,7 +94,34 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
   }
   if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
   const size_t header = min_header + (format >= 2 ? 8 : 0);
-  if (model_len != r.remaining()) {
+  const size_t sig_block = format >= 3 ? kSignatureBlockBytes : 0;
+  if (r.remaining() < sig_block) return Status::Corruption(path, "truncated signature");
+  bool is_signed = false;
+  if (format >= 3) {
+    const char* block = bytes.data() + body_len - sig_block;
+    const uint8_t flag = static_cast<uint8_t>(block[0]);
+    if (flag > 1) return Status::Corruption(path, "bad signature flag");
+    is_signed = flag == 1;
+    if (trusted) {
+      Ed25519PublicKey signer;
+      Ed25519Signature sig;
+      std::memcpy(signer.data(), block + 1, signer.size());
+      std::memcpy(sig.data(), block + 1 + signer.size(), sig.size());
+      const Sha256Digest signed_digest = Sha256(bytes.data(), body_len - sig_block);
+      if (!is_signed || signer != *trusted ||
+          !Ed25519Verify(*trusted, signed_digest.data(), signed_digest.size(), sig).ok()) {
+        return Status::Unauthenticated(
+            path, is_signed ? "signed by another key than this server's"
+                            : "not signed; this server (--key) only resumes from checkpoints it "
+                              "signed itself");
+      }
+    }
+  }
+  if (trusted && !is_signed) {
+    return Status::Unauthenticated(
+        path, "not signed; this server (--key) only resumes from checkpoints it signed itself");
+  }
+  if (model_len != r.remaining() - sig_block) {
     return Status::Corruption(
         path, "model length " + std::to_string(model_len) + " does not match the file");
   }
@@ -95,11 +133,12 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path) {
 }
 
 Result<Checkpoint> ReadNewestCheckpoint(const std::string& path, std::string* used,
-                                        std::vector<std::string>* refused) {
+                                        std::vector<std::string>* refused,
+                                        const Ed25519PublicKey* trusted) {
   std::optional<Status> newest_error;
   for (int g = 0; g < kCheckpointGenerations; ++g) {
     const std::string file = g == 0 ? path : path + "." + std::to_string(g);
-    auto c = ReadCheckpoint(file);
+    auto c = ReadCheckpoint(file, trusted);
     if (c.ok()) {
       if (used) *used = file;
       return c;

@@ -1,10 +1,16 @@
 // Durable server checkpoints: the global model after a completed round.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
-//   magic "FLCK" (4) | format version u32 (4) = 2 | round u64 (8) | seed u64 (8)
+//   magic "FLCK" (4) | format version u32 (4) = 3 | round u64 (8) | seed u64 (8)
 //   | reference norm f64 (8) | model length u64 (8) | model (cereal ModelState)
+//   | signed u8 (1) | signer's Ed25519 public key (32) | signature (64)
 //   | SHA-256 of all preceding bytes (32)
-// Format 1 (no reference norm) is still read; its reference norm reads as 0.
+// The signature (zeros when unsigned) is over the SHA-256 of the bytes before
+// the signed flag. A server with a key signs its checkpoints and reads back
+// only checkpoints its own key signed, so a file swapped into --out is refused
+// rather than resumed from and signed into global.flm.
+// Formats 1 (no reference norm, unsigned) and 2 (unsigned) are still read;
+// a server with a key refuses them as unsigned.
 // Written to a temp file, fsynced, renamed over the old one, and the directory
 // fsynced, so a crash leaves either the old or the new checkpoint, never a torn one.
 // The two previous checkpoints stay beside it as PATH.1 and PATH.2, so a
@@ -20,6 +26,7 @@
 #include "common/file_util.h"
 #include "common/model_state.h"
 #include "common/status.h"
+#include "crypto/ed25519.h"
 
 namespace fl {
 
@@ -38,18 +45,23 @@ struct Checkpoint {
 constexpr int kCheckpointGenerations = 3;
 
 // Moves PATH.1 to PATH.2 and PATH to PATH.1, then writes PATH.
-Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoint);
+Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoint,
+                       const SigningKey* signer = nullptr);
 
 // NotFound if absent; Corruption naming the problem if truncated, altered, or
 // holding a value that is not finite.
-Result<Checkpoint> ReadCheckpoint(const std::string& path);
+// With `trusted`, the checkpoint must carry a valid signature by that key
+// (Unauthenticated otherwise).
+Result<Checkpoint> ReadCheckpoint(const std::string& path,
+                                  const Ed25519PublicKey* trusted = nullptr);
 
 // The newest usable generation: PATH, else PATH.1, else PATH.2. `*used` (when
 // given) gets the file read and `*refused` one line per generation that exists
 // but could not be used. NotFound when none exists; the newest generation's
 // error when none is usable.
 Result<Checkpoint> ReadNewestCheckpoint(const std::string& path, std::string* used = nullptr,
-                                        std::vector<std::string>* refused = nullptr);
+                                        std::vector<std::string>* refused = nullptr,
+                                        const Ed25519PublicKey* trusted = nullptr);
 
 }  // namespace fl
 

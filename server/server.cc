@@ -681,7 +681,7 @@ struct Server::Impl {
       return;
     }
     // Logged now, acknowledged once the log is durable (CommitAcks).
-    auto entry = wal->Append({who, weight, u.train_loss, u.train_seconds, u.data});
+    auto entry = wal->Append(who, weight, u.train_loss, u.train_seconds, u.data);
     if (!entry.ok()) {
       wal_error = entry.status();
       return;
@@ -738,10 +738,11 @@ struct Server::Impl {
     std::sort(order.begin(), order.end(),
               [](const WalEntry& a, const WalEntry& b) { return a.sender < b.sender; });
     FedAvgAccumulator acc(kept_count);
+    std::string buffer;
     for (const auto& e : order) {
-      auto rec = wal->Read(e);
-      if (!rec.ok()) return rec.status();
-      FL_RETURN_IF_ERROR(QuantDecode(rec->delta, kept_count, &delta));
+      std::string_view encoded;
+      FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
+      FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
       FL_RETURN_IF_ERROR(acc.Add(e.weight, delta));
     }
     // All or nothing: an average with a value out of range is not committed.
@@ -1126,7 +1127,7 @@ struct Server::Impl {
       // The checkpoint is the round's commit point: once it is written the
       // log is spent, and global.flm is derived from it (rewritten on resume).
       Checkpoint c{round, o.seed, global, reference_norm};
-      FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c));
+      FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c, signer.get()));
       MaybeCrash("checkpoint", r);
       wal.reset();
       std::remove(WalPath().c_str());
@@ -1213,11 +1214,23 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (!o.out_dir.empty()) {
     FL_RETURN_IF_ERROR(CreateDirectories(o.out_dir));
   }
+  // The server's identity first: it signs checkpoints, and a server with a key
+  // resumes only from checkpoints it signed.
+  std::optional<CurveKeyPair> curve;  // the transport's keys (not kept: the socket has them)
+  if (!o.key_path.empty()) {
+    auto id = o.insecure ? LoadIdentity(o.key_path) : LoadIdentityWithCurve(o.key_path);
+    if (!id.ok()) return id.status();
+    impl->signer = std::make_unique<SigningKey>(std::move(id->signing));
+    curve = id->curve;
+    spdlog::info("signing with key {} (node id {})", o.key_path,
+                 NodeId(impl->signer->public_key()));
+  }
   if (o.resume) {
     if (o.out_dir.empty()) return Status::InvalidArgument("--resume needs an output folder");
     std::string used;
     std::vector<std::string> refused;
-    auto c = ReadNewestCheckpoint(o.out_dir + "/checkpoint.fl", &used, &refused);
+    auto c = ReadNewestCheckpoint(o.out_dir + "/checkpoint.fl", &used, &refused,
+                                  impl->signer ? &impl->signer->public_key() : nullptr);
     for (const auto& why : refused) {
       spdlog::error("checkpoint not usable: {}", why);
     }
@@ -1277,15 +1290,6 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         "encrypted transport needs the server's identity (--key, from fl-keygen) and an "
         "enrollment folder (--clients); for a local experiment on a trusted network, pass "
         "--insecure");
-  }
-  std::optional<CurveKeyPair> curve;  // the transport's keys (not kept: the socket has them)
-  if (!o.key_path.empty()) {
-    auto id = o.insecure ? LoadIdentity(o.key_path) : LoadIdentityWithCurve(o.key_path);
-    if (!id.ok()) return id.status();
-    impl->signer = std::make_unique<SigningKey>(std::move(id->signing));
-    curve = id->curve;
-    spdlog::info("signing with key {} (node id {})", o.key_path,
-                 NodeId(impl->signer->public_key()));
   }
   FL_RETURN_IF_ERROR(impl->LoadEnrollment());
   transport::SocketOptions so;

@@ -22,7 +22,7 @@ constexpr size_t kMaxIdBytes = 256;
 
 Status Errno(const std::string& what) { return Status::IOError(what, std::strerror(errno)); }
 
-Status WriteAll(int fd, const std::string& bytes, uint64_t offset, const std::string& path) {
+Status WriteAll(int fd, std::string_view bytes, uint64_t offset, const std::string& path) {
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n =
@@ -218,24 +218,34 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path, ui
   return std::unique_ptr<WalWriter>(new WalWriter(fd, path, valid_bytes, durable));
 }
 
-Result<WalEntry> WalWriter::Append(const WalRecord& rec) {
-  if (rec.sender.size() > kMaxIdBytes) return Status::InvalidArgument("sender id too long");
+Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, double train_loss,
+                                   double train_seconds, std::string_view delta) {
+  if (sender.size() > kMaxIdBytes) return Status::InvalidArgument("sender id too long");
   wire::Writer w;
   w.PutU32(0);  // the body's length, filled in below
-  PutId(&w, rec.sender);
-  w.PutU64(static_cast<uint64_t>(rec.weight));
-  w.PutU64(DoubleBits(rec.train_loss));
-  w.PutU64(DoubleBits(rec.train_seconds));
-  w.PutU64(rec.delta.size());
-  w.PutBytes(rec.delta.data(), rec.delta.size());
-  std::string out = w.Release();
-  const uint32_t body = static_cast<uint32_t>(out.size() - 4);
-  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((body >> (8 * i)) & 0xFF);
-  const Sha256Digest d = Sha256(out.data() + 4, body);
-  out.append(reinterpret_cast<const char*>(d.data()), d.size());
-  FL_RETURN_IF_ERROR(WriteAll(fd_, out, end_, path_));
-  WalEntry e{rec.sender, rec.weight, end_ + 4, body};
-  end_ += out.size();
+  PutId(&w, sender);
+  w.PutU64(static_cast<uint64_t>(weight));
+  w.PutU64(DoubleBits(train_loss));
+  w.PutU64(DoubleBits(train_seconds));
+  w.PutU64(delta.size());
+  std::string prefix = w.Release();
+  const uint64_t body = prefix.size() - 4 + delta.size();
+  if (body > UINT32_MAX) return Status::InvalidArgument("update too large for the round log");
+  for (int i = 0; i < 4; ++i) prefix[i] = static_cast<char>((body >> (8 * i)) & 0xFF);
+  Sha256Hasher hasher;
+  hasher.Update(prefix.data() + 4, prefix.size() - 4);
+  hasher.Update(delta.data(), delta.size());
+  const Sha256Digest d = hasher.Finish();
+  // prefix | delta | hash, written in place from the three buffers.
+  const char* parts[3] = {prefix.data(), delta.data(), reinterpret_cast<const char*>(d.data())};
+  const size_t sizes[3] = {prefix.size(), delta.size(), d.size()};
+  uint64_t at = end_;
+  for (int k = 0; k < 3; ++k) {
+    FL_RETURN_IF_ERROR(WriteAll(fd_, std::string_view(parts[k], sizes[k]), at, path_));
+    at += sizes[k];
+  }
+  WalEntry e{sender, weight, end_ + 4, static_cast<uint32_t>(body)};
+  end_ = at;
   if (!durable_) {
     std::lock_guard<std::mutex> lock(mu_);
     requested_ = synced_ = end_;
@@ -270,16 +280,32 @@ Status WalWriter::error() const {
   return error_;
 }
 
-Result<WalRecord> WalWriter::Read(const WalEntry& e) const {
-  std::string body(e.length, '\0');
+Status WalWriter::ReadDelta(const WalEntry& e, std::string* buffer, std::string_view* delta) const {
+  buffer->resize(e.length);
   size_t done = 0;
-  while (done < body.size()) {
-    const ssize_t n =
-        ::pread(fd_, &body[done], body.size() - done, static_cast<off_t>(e.offset + done));
+  while (done < buffer->size()) {
+    const ssize_t n = ::pread(fd_, buffer->data() + done, buffer->size() - done,
+                              static_cast<off_t>(e.offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return n < 0 ? Errno("read " + path_) : Status::IOError(path_, "short read");
     done += static_cast<size_t>(n);
   }
+  // sender | weight | loss | seconds | delta length | delta
+  wire::Reader r(buffer->data(), buffer->size());
+  std::string sender;
+  uint64_t skip = 0, len = 0;
+  if (!GetId(&r, &sender) || !r.GetU64(&skip) || !r.GetU64(&skip) || !r.GetU64(&skip) ||
+      !r.GetU64(&len) || len != r.remaining()) {
+    return Status::Corruption(path_, "round log record malformed");
+  }
+  *delta = std::string_view(buffer->data() + buffer->size() - len, len);
+  return Status::OK();
+}
+
+Result<WalRecord> WalWriter::Read(const WalEntry& e) const {
+  std::string body;
+  std::string_view unused;
+  FL_RETURN_IF_ERROR(ReadDelta(e, &body, &unused));
   WalRecord rec;
   FL_RETURN_IF_ERROR(DecodeBody(body.data(), body.size(), &rec));
   return rec;

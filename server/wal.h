@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -79,9 +80,11 @@ class WalWriter final {
   WalWriter& operator=(const WalWriter&) = delete;
   ~WalWriter();
 
-  // Appends `record` (in the kernel's cache until synced). Returns its entry;
-  // the record ends at entry.offset + entry.length + 32.
-  Result<WalEntry> Append(const WalRecord& record);
+  // Appends a record (in the kernel's cache until synced), writing `delta`
+  // from where it is, without a copy. Returns its entry; the record ends at
+  // entry.offset + entry.length + 32.
+  Result<WalEntry> Append(const std::string& sender, int64_t weight, double train_loss,
+                          double train_seconds, std::string_view delta);
   // Asks the sync thread to make everything appended so far durable, and
   // returns at once.
   void RequestSync();
@@ -94,6 +97,9 @@ class WalWriter final {
   Status error() const;
   // Reads the body at `entry` back and parses it.
   Result<WalRecord> Read(const WalEntry& entry) const;
+  // Reads the body at `entry` into `buffer` (reused across calls) and points
+  // `delta` at its encoded delta: one copy of an update in memory, not two.
+  Status ReadDelta(const WalEntry& entry, std::string* buffer, std::string_view* delta) const;
 
   const std::string& path() const { return path_; }
 

@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "crypto/sha256.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -119,6 +121,37 @@ TEST(CheckpointTest, OlderGenerationsAreKeptAndUsedWhenTheNewestIsNot) {
   test::WriteFile(path + ".2", "y");
   EXPECT_TRUE(ReadNewestCheckpoint(path).status().IsCorruption());
   EXPECT_TRUE(ReadNewestCheckpoint(dir.path() + "/none.fl").status().IsNotFound());
+}
+
+// Signed checkpoints: read back with the signer's key; refused (Unauthenticated)
+// when unsigned, signed by another key, or re-sealed after a change (a valid
+// checksum over a changed model, with the old signature).
+TEST(CheckpointTest, SignatureIsCheckedAgainstTheTrustedKey) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/c.fl";
+  auto key = SigningKey::Generate();
+  auto other = SigningKey::Generate();
+  ASSERT_FL_OK(key);
+  ASSERT_FL_OK(other);
+  ASSERT_FL_OK(WriteCheckpoint(path, Sample(), &*key));
+  ASSERT_FL_OK(ReadCheckpoint(path, &key->public_key()));
+  ASSERT_FL_OK(ReadCheckpoint(path));  // integrity only, without a key
+  EXPECT_TRUE(ReadCheckpoint(path, &other->public_key()).status().IsUnauthenticated());
+  // A changed model with a recomputed checksum: the signature no longer holds.
+  std::string bytes = ReadAll(path);
+  const size_t at = bytes.find(std::string("\x00\x00\x80\x3f", 4));  // 1.0f in the model
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 3] = 0x40;  // 1.0f -> 2.0f
+  const Sha256Digest d = Sha256(bytes.data(), bytes.size() - kSha256DigestBytes);
+  std::memcpy(&bytes[bytes.size() - kSha256DigestBytes], d.data(), d.size());
+  test::WriteFile(path, bytes);
+  ASSERT_FL_OK(ReadCheckpoint(path));  // its checksum is fine
+  EXPECT_TRUE(ReadCheckpoint(path, &key->public_key()).status().IsUnauthenticated());
+  // Unsigned.
+  ASSERT_FL_OK(WriteCheckpoint(path, Sample()));
+  auto unsigned_read = ReadCheckpoint(path, &key->public_key());
+  EXPECT_TRUE(unsigned_read.status().IsUnauthenticated());
+  EXPECT_NE(unsigned_read.status().message().find("not signed"), std::string::npos);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <thread>
 
 #include "client/local_client.h"
@@ -15,6 +16,7 @@
 #include "common/model_zoo.h"
 #include "common/partition.h"
 #include "common/wire/serialize.h"
+#include "crypto/identity.h"
 #include "crypto/message.h"
 #include "server/checkpoint.h"
 #include "tests/test_util.h"
@@ -343,6 +345,47 @@ TEST_F(ServerTest, RefusesATrainingConfigurationClientsWouldRefuse) {
   so = BaseOptions(out.path());
   so.train.momentum = 1.5;
   EXPECT_FALSE(Server::Create(so, transport::CreateZmqContext()).ok());
+}
+
+// A server with a key signs its checkpoints and resumes only from checkpoints
+// its own key signed: an unsigned one, or one signed by another key, swapped
+// into --out is refused (it would otherwise be resumed from and its model
+// signed into global.flm).
+TEST_F(ServerTest, SwappedCheckpointIsRefused) {
+  test::TempDir out;
+  auto server_key = SigningKey::Generate();
+  auto other_key = SigningKey::Generate();
+  auto curve = GenerateCurveKeyPair();
+  ASSERT_FL_OK(server_key);
+  ASSERT_FL_OK(other_key);
+  ASSERT_FL_OK(curve);
+  ASSERT_FL_OK(
+      SaveIdentity(out.path() + "/server.key", out.path() + "/server.pub", *server_key, *curve));
+  ServerOptions so = BaseOptions(out.path() + "/run");
+  so.key_path = out.path() + "/server.key";
+  so.resume = true;
+  ASSERT_FL_OK(CreateDirectories(so.out_dir));
+  auto model = CreateModel("mnist_2nn", 3);
+  ASSERT_FL_OK(model);
+  const Checkpoint c{4, so.seed, GetModelState("mnist_2nn", **model), 10.0};
+  const std::string path = so.out_dir + "/checkpoint.fl";
+  auto write = [&](const SigningKey* key) {
+    for (const char* g : {"", ".1", ".2"}) std::remove((path + g).c_str());
+    ASSERT_FL_OK(WriteCheckpoint(path, c, key));
+  };
+  const SigningKey* refused[] = {nullptr, &*other_key};
+  for (const SigningKey* key : refused) {
+    write(key);
+    auto server = Server::Create(so, transport::CreateZmqContext());
+    ASSERT_FALSE(server.ok());
+    EXPECT_TRUE(server.status().IsUnauthenticated()) << server.status().ToString();
+    EXPECT_NE(server.status().message().find(key ? "another key" : "not signed"), std::string::npos)
+        << server.status().ToString();
+  }
+  write(&*server_key);
+  auto server = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FL_OK(server);
+  EXPECT_EQ((*server)->first_round(), 5u);
 }
 
 }  // namespace
