@@ -131,6 +131,11 @@ int main(int argc, char** argv) {
                  "run's starting model (0 with --max-update-norm 0 = no bound)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--max-clients", o.max_clients,
+                 "Devices tracked at once; a new one past it replaces the least recently heard "
+                 "one that is not live, or is refused (registry_full)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--max-param-value", o.max_param_value,
                  "Largest magnitude a global model parameter may take; an update that would move "
                  "one beyond it is refused (at most 65504 with --downlink fp16)")

@@ -88,7 +88,16 @@ struct ClientEntry {
   uint64_t hello_stamp{0};
   int64_t num_examples{0};
   double last_seen{0};
+  // HELLO token bucket (kHelloBurst tokens, kHelloPerSecond refill).
+  double hello_tokens{0};
+  double hello_refilled_at{0};
 };
+
+// HELLOs a device may send: a burst, then this many a second (heartbeats are
+// one every 2 s by default). The rest are dropped unanswered: no signature is
+// spent on a flood.
+constexpr double kHelloBurst = 20;
+constexpr double kHelloPerSecond = 10;
 
 // Messages read before a round's selection, so that queued HELLOs of clients
 // that reconnected have updated their routes.
@@ -483,6 +492,16 @@ struct Server::Impl {
     }
     switch (env->type) {
       case wire::MessageType::kHello:
+        if (!AllowHello(env->sender)) {
+          m.rejected["rate_limited"]++;
+          if (totals_rejected["rate_limited"]++ % 1000 == 0) {
+            spdlog::warn(
+                "dropping HELLOs from {}: more than {:.0f} a second (counted in "
+                "rate_limited)",
+                env->sender, kHelloPerSecond);
+          }
+          break;
+        }
         HandleHello(rx.peer, *env, rx.frames[1]);
         break;
       case wire::MessageType::kUpdate:
@@ -493,6 +512,38 @@ struct Server::Impl {
                std::string("a server does not accept ") + wire::MessageTypeName(env->type));
     }
     return env->type;
+  }
+
+  // Takes a token from a known device's HELLO bucket (new devices pass: the
+  // registry cap bounds them).
+  bool AllowHello(const std::string& id) {
+    auto it = clients.find(id);
+    if (it == clients.end()) return true;
+    ClientEntry& c = it->second;
+    const double now = NowSeconds();
+    c.hello_tokens =
+        std::min(kHelloBurst, c.hello_tokens + (now - c.hello_refilled_at) * kHelloPerSecond);
+    c.hello_refilled_at = now;
+    if (c.hello_tokens < 1) return false;
+    c.hello_tokens -= 1;
+    return true;
+  }
+
+  // Room in the registry for a new device: when it holds --max-clients, the
+  // device heard from least recently goes, if it is neither live nor part of
+  // the open round. False when every entry is.
+  bool MakeRoomInRegistry() {
+    if (clients.size() < o.max_clients) return true;
+    const double now = NowSeconds();
+    auto oldest = clients.end();
+    for (auto it = clients.begin(); it != clients.end(); ++it) {
+      const bool live = now - it->second.last_seen <= o.client_timeout_seconds;
+      if (live || selected.count(it->first)) continue;
+      if (oldest == clients.end() || it->second.last_seen < oldest->second.last_seen) oldest = it;
+    }
+    if (oldest == clients.end()) return false;
+    clients.erase(oldest);
+    return true;
   }
 
   void HandleHello(const std::string& peer, const wire::Envelope& env, const std::string& payload) {
@@ -525,6 +576,12 @@ struct Server::Impl {
     }
     auto it = clients.find(env.sender);
     const bool is_new = it == clients.end();
+    if (is_new && !MakeRoomInRegistry()) {
+      Refuse(peer, env.sender, env.type, env.round, "registry_full",
+             "the server knows " + std::to_string(clients.size()) +
+                 " live devices (--max-clients); try again later");
+      return;
+    }
     const uint64_t stamp = wire::HelloStampOf(env.nonce);
     if (!is_new && it->second.peer != peer && stamp != 0 && stamp <= it->second.hello_stamp &&
         it->second.reachable && NowSeconds() - it->second.last_seen <= o.client_timeout_seconds) {
@@ -537,6 +594,10 @@ struct Server::Impl {
       return;
     }
     ClientEntry& c = clients[env.sender];
+    if (is_new) {
+      c.hello_tokens = kHelloBurst - 1;
+      c.hello_refilled_at = NowSeconds();
+    }
     c.hello_stamp = std::max(c.hello_stamp, stamp);
     const bool moved = !is_new && (c.peer != peer || !c.reachable);
     c.peer = peer;

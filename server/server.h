@@ -126,6 +126,10 @@ struct ServerOptions {
   // devices registered with (0 = no relative cap), so one device cannot
   // outweigh the rest of the round by claiming a huge dataset.
   double max_weight_ratio{kDefaultMaxWeightRatio};
+  // Devices the server keeps track of at once. A HELLO from a new device when
+  // the registry is full evicts the device heard from least recently that is
+  // neither live nor in the open round, or is refused (registry_full).
+  size_t max_clients{10000};
   // Largest magnitude a parameter of the global model may take. An update that
   // would move one beyond it is refused (out_of_range). The default is what
   // an fp16 TASK carries, so a model stays sendable either way.

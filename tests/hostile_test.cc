@@ -762,6 +762,73 @@ TEST_F(HostileTest, OversizedPayloadsAreRefusedBeforeTheyAreHashedOrDecoded) {
   EXPECT_EQ(Count(*summary, "too_large"), 2);
 }
 
+// A device flooding HELLOs gets a burst answered, then about 10 a second; the
+// rest are dropped unanswered (no signature spent) and counted. In open mode
+// the registry is capped: a new device past --max-clients, while every known
+// one is live, is refused.
+TEST_F(HostileTest, HelloFloodsAreRateLimitedAndTheRegistryIsCapped) {
+  auto ctx = transport::CreateZmqContext();
+  ServerOptions so = TestServerOptions(100);  // no round: this test is about HELLOs
+  so.insecure = true;
+  so.clients_dir.clear();  // open mode
+  so.key_path.clear();
+  so.max_clients = 3;
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  std::atomic<bool> stop{false};
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
+  const std::string ep = (*server)->endpoint();
+  const std::string hello = wire::Encode(wire::Hello{600, "", {wire::kCodecQuant}, 1.0});
+  // Replies to `s` within `ms`, by type.
+  auto replies = [&](transport::Socket* s, int ms) {
+    std::map<wire::MessageType, int> n;
+    std::vector<bool> ready;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+      (void)ctx->Poll({s}, 20, &ready);
+      transport::Received rx;
+      while (s->TryReceive(&rx).value()) {
+        auto e = wire::DecodeEnvelope(rx.frames.at(0));
+        if (e.ok()) n[e->type]++;
+      }
+    }
+    return n;
+  };
+  auto flooder = Connect(ctx.get(), ep, honest_[0], false);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 500; ++i) {
+    ExpectSent(Send(flooder.get(), honest_[0], wire::MessageType::kHello, 0, {}, {}, hello));
+  }
+  auto got = replies(flooder.get(), 1000);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("500 HELLOs in a burst: %d answered in %.2f s\n", got[wire::MessageType::kAck],
+              seconds);
+  EXPECT_GE(got[wire::MessageType::kAck], 20);
+  EXPECT_LE(got[wire::MessageType::kAck], 20 + static_cast<int>(10 * seconds) + 2);
+  EXPECT_EQ(got[wire::MessageType::kReject], 0);
+  // The registry: two more devices fit (3 with the flooder); a fourth is
+  // refused while the others are live.
+  std::vector<std::unique_ptr<transport::Socket>> socks;
+  const Node* others[3] = {&honest_[1], &mallory_, &rogue_};
+  for (int k = 0; k < 3; ++k) {
+    socks.push_back(Connect(ctx.get(), ep, *others[k], false));
+    ExpectSent(Send(socks.back().get(), *others[k], wire::MessageType::kHello, 0, {}, {}, hello));
+    auto r = replies(socks.back().get(), 300);
+    if (k < 2) {
+      EXPECT_EQ(r[wire::MessageType::kAck], 1) << k;
+    } else {
+      EXPECT_EQ(r[wire::MessageType::kReject], 1) << "registry_full expected";
+    }
+  }
+  stop = true;
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  EXPECT_GE(Count(*summary, "rate_limited"), 400);
+  EXPECT_EQ(Count(*summary, "registry_full"), 1);
+}
+
 // --- Poisoning by an enrolled device ----------------------------------------
 //
 // One round of the 2NN (90% sparse, 8-bit deltas up, plaintext transport with

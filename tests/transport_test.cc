@@ -1,10 +1,17 @@
 // One contract suite for the transport, run over inproc:// and tcp://127.0.0.1.
 #include "transport/transport.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "crypto/identity.h"
@@ -103,6 +110,73 @@ TEST_P(TransportTest, SendToUnknownPeerFails) {
 
 // CURVE: an enrolled key gets through and is reported as the peer's key;
 // unenrolled keys, a plaintext client and a client pinning the wrong server key
+
+// A peer that completes the ZMTP handshake, starts a 32 MiB frame, sends half of
+// it and stalls (answering no heartbeat) is disconnected once the heartbeat
+// timeout passes: a half-sent frame cannot hold the receiver's memory.
+TEST(HeartbeatTest, StalledPeerWithAHalfSentFrameIsDisconnected) {
+  auto ctx = transport::CreateZmqContext();
+  transport::SocketOptions so;
+  so.max_frame_bytes = 64u << 20;
+  so.heartbeat_ms = 200;
+  so.heartbeat_timeout_ms = 1000;
+  auto l = ctx->Listen("tcp://127.0.0.1:*", so);
+  ASSERT_FL_OK(l);
+  const std::string ep = (*l)->endpoint();
+  const int port = std::atoi(ep.substr(ep.rfind(':') + 1).c_str());
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  // ZMTP 3.0 greeting, NULL mechanism, then READY as a DEALER.
+  std::string greeting(64, '\0');
+  greeting[0] = '\xFF';
+  greeting[9] = '\x7F';
+  greeting[10] = 3;
+  std::memcpy(&greeting[12], "NULL", 4);
+  const std::string props =
+      std::string("\x0BSocket-Type", 12) + std::string("\0\0\0\x06", 4) + "DEALER";
+  const std::string ready = std::string("\x05READY") + props;
+  std::string hello =
+      greeting + std::string(1, '\x04') + std::string(1, static_cast<char>(ready.size())) + ready;
+  ASSERT_EQ(::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(hello.size()));
+  // A long frame header claiming 32 MiB, then half of it.
+  const uint64_t size = 32u << 20;
+  std::string frame(1, '\x02');
+  for (int i = 7; i >= 0; --i) frame.push_back(static_cast<char>((size >> (8 * i)) & 0xFF));
+  frame.append(size / 2, 'x');
+  size_t sent = 0;
+  while (sent < frame.size()) {
+    const ssize_t n = ::send(fd, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
+    ASSERT_GT(n, 0);
+    sent += static_cast<size_t>(n);
+  }
+  // Now silent. The receiver pings, gets no answer, and drops the connection:
+  // reading shows the close (EOF or reset) well within 5 s.
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  const auto t0 = std::chrono::steady_clock::now();
+  char buf[4096];
+  bool closed = false;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+    transport::Received rx;
+    (void)(*l)->TryReceive(&rx);  // the receiving side keeps running
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      closed = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::close(fd);
+  EXPECT_TRUE(closed) << "the stalled peer was still connected after 5 s";
+  std::printf("stalled peer disconnected %.2f s after it went silent (timeout 1 s)\n", after);
+}
 
 TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   auto ctx = CreateZmqContext();

@@ -45,6 +45,15 @@ struct SocketOptions {
   // Outgoing queue limit in messages; a send that would exceed it fails with
   // Unavailable instead of blocking.
   int send_queue{1000};
+  // Receive queue limit in messages per peer (ZMQ_RCVHWM): past it ZeroMQ
+  // stops reading that connection until the application catches up.
+  int receive_queue{1000};
+  // ZeroMQ heartbeats (ZMTP PING/PONG): sent every `heartbeat_ms`; a
+  // connection that carries nothing, not even a PONG, for
+  // `heartbeat_timeout_ms` is closed, with whatever partial frame it was
+  // sending (0 = no heartbeats).
+  int heartbeat_ms{2000};
+  int heartbeat_timeout_ms{20000};
   // Reconnect backoff of a connecting socket: first retry and cap (ms).
   int reconnect_ms{100};
   int reconnect_max_ms{5000};

@@ -402,6 +402,16 @@ class ZmqContext final : public Context {
     if (zmq_setsockopt(s, ZMQ_SNDHWM, &o.send_queue, sizeof(int)) != 0) {
       return ZmqError("ZMQ_SNDHWM");
     }
+    if (zmq_setsockopt(s, ZMQ_RCVHWM, &o.receive_queue, sizeof(int)) != 0) {
+      return ZmqError("ZMQ_RCVHWM");
+    }
+    if (o.heartbeat_ms > 0) {
+      if (zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &o.heartbeat_ms, sizeof(int)) != 0 ||
+          zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &o.heartbeat_timeout_ms, sizeof(int)) != 0 ||
+          zmq_setsockopt(s, ZMQ_HEARTBEAT_TTL, &o.heartbeat_timeout_ms, sizeof(int)) != 0) {
+        return ZmqError("ZMQ_HEARTBEAT_*");
+      }
+    }
     return Status::OK();
   }
 
