@@ -59,7 +59,11 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const Signi
 Result<Checkpoint> ReadCheckpoint(const std::string& path, const Ed25519PublicKey* trusted) {
   auto read = ReadFile(path);
   if (!read.ok()) return read.status();
-  const std::string& bytes = *read;
+  return DecodeCheckpoint(path, *read, trusted);
+}
+
+Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& bytes,
+                                    const Ed25519PublicKey* trusted) {
   const size_t min_header = 4 + 4 + 8 + 8 + 8;
   if (bytes.size() < min_header + kSha256DigestBytes) {
     return Status::Corruption(path,

@@ -54,6 +54,9 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoint,
 // (Unauthenticated otherwise).
 Result<Checkpoint> ReadCheckpoint(const std::string& path,
                                   const Ed25519PublicKey* trusted = nullptr);
+// The same over a checkpoint's bytes; `name` is used in messages.
+Result<Checkpoint> DecodeCheckpoint(const std::string& name, const std::string& bytes,
+                                    const Ed25519PublicKey* trusted = nullptr);
 
 // The newest usable generation: PATH, else PATH.1, else PATH.2. `*used` (when
 // given) gets the file read and `*refused` one line per generation that exists

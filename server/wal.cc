@@ -314,12 +314,16 @@ Result<WalRecord> WalWriter::Read(const WalEntry& e) const {
 Result<WalContents> WalReadAll(const std::string& path) {
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
+  auto c = ParseWal(*bytes);
+  if (!c.ok()) return c.status().WithContext(path);
+  return c;
+}
+
+Result<WalContents> ParseWal(const std::string& b) {
   WalContents c;
   size_t pos = 0;
-  Status st = DecodeHeader(*bytes, &c.header, &pos);
-  if (!st.ok()) return st.WithContext(path);
+  FL_RETURN_IF_ERROR(DecodeHeader(b, &c.header, &pos));
   c.valid_bytes = pos;
-  const std::string& b = *bytes;
   while (pos < b.size()) {
     if (b.size() - pos < 4) break;
     uint32_t len = 0;

@@ -131,6 +131,8 @@ struct WalContents {
 
 // Reads a log. NotFound when absent; Corruption when its header is damaged.
 Result<WalContents> WalReadAll(const std::string& path);
+// The same over a log's bytes (WalReadAll reads the file, then this).
+Result<WalContents> ParseWal(const std::string& bytes);
 
 }  // namespace fl
 

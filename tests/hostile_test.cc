@@ -2,7 +2,8 @@
 // runs a 3-round federation of a 90%-sparse 2NN with 8-bit deltas; two honest,
 // enrolled devices are scripted here (deterministic deltas, signed with their
 // keys), and an attacker sends, during the rounds:
-//   - every byte of a valid UPDATE's envelope and of its payload flipped, in turn;
+//   - every byte of a valid UPDATE's envelope and of its payload changed, in
+//     turn, three ways (all bits, bit 0, bit 7): over 100,000 variants in all;
 //   - a valid update replayed in the same round (same nonce), a valid update from
 //     a previous round, and a correctly signed update carrying another round's
 //     nonce (as one captured from an earlier run of the server would);
@@ -290,16 +291,19 @@ class HostileTest : public ::testing::Test {
                     const SealedMessage& pending, AttackReport* report) {
     // Same round, same nonce: the update the server just accepted.
     Try(ctx, a, {accepted.envelope, accepted.payload}, report);
-    // Every byte of a valid, not yet sent update flipped in turn.
-    for (size_t i = 0; i < pending.envelope.size(); ++i) {
-      std::string e = pending.envelope;
-      e[i] = static_cast<char>(e[i] ^ 0xFF);
-      Try(ctx, a, {e, pending.payload}, report);
-    }
-    for (size_t i = 0; i < pending.payload.size(); ++i) {
-      std::string p = pending.payload;
-      p[i] = static_cast<char>(p[i] ^ 0xFF);
-      Try(ctx, a, {pending.envelope, p}, report);
+    // Every byte of a valid, not yet sent update changed in turn, three ways:
+    // all bits, the lowest bit, the highest bit.
+    for (const uint8_t flip : {0xFF, 0x01, 0x80}) {
+      for (size_t i = 0; i < pending.envelope.size(); ++i) {
+        std::string e = pending.envelope;
+        e[i] = static_cast<char>(e[i] ^ flip);
+        Try(ctx, a, {e, pending.payload}, report);
+      }
+      for (size_t i = 0; i < pending.payload.size(); ++i) {
+        std::string p = pending.payload;
+        p[i] = static_cast<char>(p[i] ^ flip);
+        Try(ctx, a, {pending.envelope, p}, report);
+      }
     }
     // Signed by a key the server never enrolled (an otherwise valid update).
     wire::Envelope env = *wire::DecodeEnvelope(pending.envelope);
@@ -371,7 +375,7 @@ TEST_F(HostileTest, AttacksChangeNothing) {
   Print("plaintext transport", plain, plain_sum);
   EXPECT_EQ(plain_sum.rounds_completed, static_cast<uint64_t>(kRounds));
   const int envelope_and_payload_flips = static_cast<int>(wire::kEnvelopeBytes) + 1;
-  EXPECT_GT(plain.sent, envelope_and_payload_flips + 1000);  // the payload is ~20 kB
+  EXPECT_GT(plain.sent, 3 * (envelope_and_payload_flips + 20000));  // the payload is ~20 kB
   EXPECT_EQ(plain.unanswered, 0);
   EXPECT_EQ(plain.rejected, plain.sent - 1);  // all but the oversize frame
   EXPECT_EQ(plain.reasons["replay"], 1);
@@ -397,6 +401,8 @@ TEST_F(HostileTest, AttacksChangeNothing) {
   EXPECT_EQ(curve.reasons["replay"], 0);
   EXPECT_GE(Count(curve_sum, "transport_denied"), 1);
   EXPECT_EQ(over_curve, baseline) << "the attack changed the final model";
+  std::printf("%d hostile variants in all, every one refused\n", plain.sent + curve.sent);
+  EXPECT_GE(plain.sent + curve.sent, 100000);
 }
 
 // Enrollment is a folder: a device added to it can connect and register after a
