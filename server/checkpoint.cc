@@ -29,6 +29,18 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const Signi
   uint64_t norm_bits;
   std::memcpy(&norm_bits, &c.reference_norm, 8);
   w.PutU64(norm_bits);
+  w.PutU32(static_cast<uint32_t>(c.pending_rows.size()));
+  for (const auto& row : c.pending_rows) {
+    w.PutU64(row.round);
+    w.PutU32(row.participants);
+    w.PutU64(row.upload_bytes);
+    w.PutU64(row.download_bytes);
+    uint64_t bits;
+    std::memcpy(&bits, &row.round_seconds, 8);
+    w.PutU64(bits);
+    std::memcpy(&bits, &row.max_delta_norm, 8);
+    w.PutU64(bits);
+  }
   w.PutU64(model.size());
   w.PutBytes(model.data(), model.size());
   std::string body = w.Release();
@@ -84,7 +96,7 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
   if (!r.GetU32(&format) || !r.GetU64(&c.round) || !r.GetU64(&c.seed)) {
     return Status::Corruption(path, "truncated header");
   }
-  if (format != 1 && format != kCheckpointFormat) {
+  if (format < 1 || format > kCheckpointFormat) {
     return Status::Corruption(path,
                               "checkpoint format " + std::to_string(format) + " not supported");
   }
@@ -96,8 +108,23 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
       return Status::Corruption(path, "reference norm is not a finite non-negative number");
     }
   }
+  if (format >= 3) {
+    uint32_t rows = 0;
+    if (!r.GetU32(&rows) || rows > 64) return Status::Corruption(path, "bad pending rows");
+    for (uint32_t i = 0; i < rows; ++i) {
+      Checkpoint::Row row;
+      uint64_t secs = 0, norm = 0;
+      if (!r.GetU64(&row.round) || !r.GetU32(&row.participants) || !r.GetU64(&row.upload_bytes) ||
+          !r.GetU64(&row.download_bytes) || !r.GetU64(&secs) || !r.GetU64(&norm)) {
+        return Status::Corruption(path, "truncated pending rows");
+      }
+      std::memcpy(&row.round_seconds, &secs, 8);
+      std::memcpy(&row.max_delta_norm, &norm, 8);
+      c.pending_rows.push_back(row);
+    }
+  }
   if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
-  const size_t header = min_header + (format >= 2 ? 8 : 0);
+  const size_t header = body_len - r.remaining();
   const size_t sig_block = format >= 3 ? kSignatureBlockBytes : 0;
   if (r.remaining() < sig_block) return Status::Corruption(path, "truncated signature");
   bool is_signed = false;

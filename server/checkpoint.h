@@ -2,7 +2,9 @@
 //
 // Layout (little-endian), as LevelDB's log_format.h:
 //   magic "FLCK" (4) | format version u32 (4) = 3 | round u64 (8) | seed u64 (8)
-//   | reference norm f64 (8) | model length u64 (8) | model (cereal ModelState)
+//   | reference norm f64 (8) | pending rows u32, each: round u64, participants
+//     u32, upload bytes u64, download bytes u64, round seconds f64, largest
+//     delta norm f64 | model length u64 (8) | model (cereal ModelState)
 //   | signed u8 (1) | signer's Ed25519 public key (32) | signature (64)
 //   | SHA-256 of all preceding bytes (32)
 // The signature (zeros when unsigned) is over the SHA-256 of the bytes before
@@ -39,6 +41,18 @@ struct Checkpoint {
   // L2 norm of the run's starting model (the reference of the derived update
   // norm bound); 0 = unknown (a format-1 checkpoint).
   double reference_norm{0};
+  // The rounds.csv rows not written yet when the checkpoint was (their
+  // evaluation was still running), this round's included: the checkpoint is
+  // the one commit point, and --resume writes what is missing from them.
+  struct Row {
+    uint64_t round{0};
+    uint32_t participants{0};
+    uint64_t upload_bytes{0};
+    uint64_t download_bytes{0};
+    double round_seconds{0};
+    double max_delta_norm{0};
+  };
+  std::vector<Row> pending_rows;
 };
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).

@@ -119,10 +119,11 @@ double KeptNorm(const ModelState& m) {
   return std::sqrt(sq);
 }
 
-void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
+// Returns the last round with a row (0 when none).
+uint64_t CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
   const std::string path = out_dir + "/rounds.csv";
   auto text = ReadFile(path);
-  if (!text.ok() || text->empty()) return;
+  if (!text.ok() || text->empty()) return 0;
   const std::string header = text->substr(0, text->find('\n'));
   if (header != kRoundsCsvHeader) {
     const std::string aside = path + ".old";
@@ -130,7 +131,7 @@ void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
       spdlog::warn("{} has other columns (an older fl-server wrote it); moved it to {}", path,
                    aside);
     }
-    return;
+    return 0;
   }
   // Rows of rounds after the checkpoint (resumed from an older generation):
   // those rounds run again, so their old rows go.
@@ -159,12 +160,7 @@ void CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
       spdlog::error("{}: {}", path, st.ToString());
     }
   }
-  if (last < checkpoint_round) {
-    spdlog::warn(
-        "{} has no row for round(s) {}..{}: the server stopped after their checkpoint, "
-        "before their evaluation finished",
-        path, last + 1, checkpoint_round);
-  }
+  return last;
 }
 
 }  // namespace
@@ -822,6 +818,35 @@ struct Server::Impl {
     return Status::OK();
   }
 
+  static Checkpoint::Row RowOf(const RoundMetrics& rm) {
+    return {rm.round,         static_cast<uint32_t>(rm.participants),
+            rm.upload_bytes,  rm.download_bytes,
+            rm.round_seconds, rm.max_delta_norm};
+  }
+
+  // At --resume: the rounds.csv rows the checkpoint owes (its pending rows
+  // after the file's last row) are written again, the checkpoint's own round
+  // evaluated again when the server evaluates; earlier ones, whose models are
+  // gone, without accuracy.
+  void RestorePendingRows(const std::vector<Checkpoint::Row>& rows, uint64_t last_row) {
+    for (const auto& row : rows) {
+      if (row.round <= last_row || row.round > round) continue;
+      RoundMetrics rm;
+      rm.round = row.round;
+      rm.participants = static_cast<int>(row.participants);
+      rm.upload_bytes = row.upload_bytes;
+      rm.download_bytes = row.download_bytes;
+      rm.round_seconds = row.round_seconds;
+      rm.max_delta_norm = row.max_delta_norm;
+      rm.test_accuracy = rm.test_loss = std::nan("");
+      const bool eval = evaluator && row.round == round;
+      if (eval) evaluator->Submit(row.round, global);
+      spdlog::warn("rounds.csv has no row for round {}; writing it from the checkpoint{}",
+                   row.round, eval ? " once the model is evaluated again" : ", without accuracy");
+      unreported.push_back({rm, eval});
+    }
+  }
+
   std::string WalPath() const { return o.out_dir.empty() ? "" : o.out_dir + "/round.wal"; }
 
   // OK when global + server_lr * delta (the decoded `delta`) is within
@@ -1187,7 +1212,10 @@ struct Server::Impl {
     if (!o.out_dir.empty()) {
       // The checkpoint is the round's commit point: once it is written the
       // log is spent, and global.flm is derived from it (rewritten on resume).
-      Checkpoint c{round, o.seed, global, reference_norm};
+      m.round_seconds = NowSeconds() - t0;
+      Checkpoint c{round, o.seed, global, reference_norm, {}};
+      for (const auto& u : unreported) c.pending_rows.push_back(RowOf(u.m));
+      c.pending_rows.push_back(RowOf(m));
       FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c, signer.get()));
       MaybeCrash("checkpoint", r);
       wal.reset();
@@ -1271,6 +1299,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (!model.ok()) return model.status();
   impl->global = GetModelState(o.model, **model);
   bool resumed = false;
+  uint64_t last_row = 0;  // of rounds.csv, when resuming
+  std::vector<Checkpoint::Row> owed_rows;
 
   if (!o.out_dir.empty()) {
     FL_RETURN_IF_ERROR(CreateDirectories(o.out_dir));
@@ -1304,7 +1334,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       impl->round = c->round;
       impl->reference_norm = c->reference_norm;
       resumed = true;
-      CheckRoundsCsv(o.out_dir, impl->round);
+      last_row = CheckRoundsCsv(o.out_dir, impl->round);
+      owed_rows = c->pending_rows;
       if (!refused.empty()) {
         spdlog::warn("resuming from an older checkpoint generation, {}", used);
       }
@@ -1395,6 +1426,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (resumed) {
       FL_RETURN_IF_ERROR(
           WriteModelFile(o.out_dir + "/global.flm", impl->global, {}, impl->signer.get()));
+      impl->RestorePendingRows(owed_rows, last_row);
     }
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
