@@ -6,6 +6,12 @@
 #include <cstring>
 #include <sstream>
 
+// cereal's binary archive writes integers and floats in host byte order; the
+// wire format is little-endian (docs/protocol.md), so a big-endian host would
+// speak another protocol. Refuse to build there rather than mis-speak.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "fedge's wire format is little-endian; this host is not");
+
 namespace cereal {
 
 // A binary input archive over a memory span that refuses, before any
