@@ -1,10 +1,12 @@
 #include "client/local_client.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/model_zoo.h"
 #include "common/text.h"
 #include "common/trainer.h"
+#include "common/wire/limits.h"
 
 namespace fl {
 
@@ -106,6 +108,24 @@ Result<std::vector<TensorLayout>> LocalClient::Layout(const std::string& archite
     layout.push_back({p.key(), p.value().sizes().vec()});
   }
   return layout;
+}
+
+size_t LocalClient::TaskPayloadLimit() const {
+  auto limit_of = [](const Model& m) {
+    size_t values = 0, tensors = 0;
+    for (const auto& p : m.named_parameters()) {
+      values += static_cast<size_t>(p.value().numel());
+      ++tensors;
+    }
+    return wire::TaskPayloadLimit(values, tensors);
+  };
+  if (!impl_->requested.empty() && impl_->model) return limit_of(*impl_->model->model);
+  size_t largest = 0;
+  for (const auto& info : ListModels()) {
+    auto m = CreateModel(info.name, 0);
+    if (m.ok()) largest = std::max(largest, limit_of(**m));
+  }
+  return largest;
 }
 
 Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {

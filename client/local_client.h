@@ -106,6 +106,11 @@ class LocalClient final {
   // was asked to train. Lets a TASK's model be checked before it is expanded.
   Result<std::vector<TensorLayout>> Layout(const std::string& architecture);
 
+  // The largest TASK payload this client can be sent: for the architecture it
+  // was asked to train, or, following the server, the largest of the model
+  // zoo's (wire::TaskPayloadLimit of its parameter and tensor counts).
+  size_t TaskPayloadLimit() const;
+
   // Loads `ins.parameters`, trains, and returns the new parameters.
   Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr);
 

@@ -63,8 +63,7 @@ struct ClientSession::Impl {
   // (a TASK for an earlier round is a replay).
   uint64_t connection_stamp{0};
   uint64_t task_round_floor{0};
-  // Largest TASK payload accepted: the frame limit until the architecture is
-  // known, then what a TASK of that model can be (wire::TaskPayloadLimit).
+  // Largest TASK payload accepted (LocalClient::TaskPayloadLimit, set by Start).
   size_t task_limit{std::numeric_limits<size_t>::max()};
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
@@ -181,16 +180,7 @@ struct ClientSession::Impl {
       Bad("TASK model refused: " + st.message());
       return Status::OK();
     }
-    if (!client->architecture().empty()) {
-      // The architecture cannot change: bound every later TASK by its size.
-      size_t values = 0;
-      for (const auto& t : *layout) {
-        size_t n = 1;
-        for (int64_t d : t.shape) n *= static_cast<size_t>(d);
-        values += n;
-      }
-      task_limit = wire::TaskPayloadLimit(values, layout->size());
-    }
+
     FitIns ins;
     st = wire::Expand(task.model, &ins.parameters);
     task.model = wire::CompactModel();
@@ -393,6 +383,9 @@ Status ClientSession::Start() {
     return Status::InvalidArgument("client id '" + impl_->o.id +
                                    "' must be 1-32 printable ASCII characters without spaces");
   }
+  // Every TASK is bounded before it is hashed or decoded: by the model this
+  // client trains, or the largest one it could be asked to.
+  impl_->task_limit = impl_->client->TaskPayloadLimit();
   return impl_->Connect();
 }
 

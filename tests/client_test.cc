@@ -231,6 +231,15 @@ TEST_F(ClientSessionTest, StaleDoneAndReplayedTasksAreRefused) {
     big.message.assign(8 << 10, 'm');
     ExpectDropped(SealMessage(e, wire::Encode(big), server_key_.get()), "an 8 KiB REJECT");
   }
+  {
+    // A TASK larger than any model this client could train (the largest in the
+    // zoo, the CNN, is under 7 MB): dropped unread.
+    wire::Task big = task_;
+    big.model.tensors.push_back({"junk", {int64_t{3} << 20}, "", std::string(12 << 20, 'x')});
+    const int64_t before = session_->stats().bad_messages;
+    ExpectDropped(Sealed(big, server_key_.get()), "a 12 MiB TASK");
+    EXPECT_EQ(session_->stats().bad_messages, before + 1);
+  }
   ExpectDropped(done(stamp - 1), "a DONE from before this connection");
   ExpectDropped(done(0), "a DONE with no stamp");
   EXPECT_FALSE(session_->done());
