@@ -178,6 +178,54 @@ TEST(HeartbeatTest, StalledPeerWithAHalfSentFrameIsDisconnected) {
   std::printf("stalled peer disconnected %.2f s after it went silent (timeout 1 s)\n", after);
 }
 
+// The send queue to a peer is bounded in bytes: to a peer that reads
+// nothing, sends of 1 MiB frames fail (Unavailable, naming the limit) once the
+// bytes ZeroMQ has not written out would pass the limit, long before the
+// 1000-message high-water mark; the queue drains once the peer reads.
+TEST(SendQueueTest, BoundedInBytes) {
+  auto ctx = transport::CreateZmqContext();
+  transport::SocketOptions so;
+  so.send_queue_bytes = 8 << 20;
+  auto l = ctx->Listen("tcp://127.0.0.1:*", so);
+  ASSERT_FL_OK(l);
+  transport::SocketOptions co;
+  co.receive_queue = 1;
+  auto c = ctx->Connect((*l)->endpoint(), co);
+  ASSERT_FL_OK(c);
+  ASSERT_FL_OK((*c)->Send("", {"hello"}));
+  transport::Received rx;
+  std::vector<bool> ready;
+  for (int i = 0; i < 100 && !(*l)->TryReceive(&rx).value(); ++i) {
+    (void)ctx->Poll({l->get()}, 50, &ready);
+  }
+  ASSERT_FALSE(rx.peer.empty());
+  const auto frame = std::make_shared<const std::string>(1 << 20, 'x');
+  int sent = 0;
+  Status refused;
+  for (int i = 0; i < 200 && refused.ok(); ++i) {
+    refused = (*l)->SendShared(rx.peer, {frame});
+    if (refused.ok()) ++sent;
+  }
+  std::printf("1 MiB frames queued to a peer that reads nothing: %d, then: %s\n", sent,
+              refused.ToString().c_str());
+  ASSERT_FALSE(refused.ok()) << "200 MiB queued to a stalled peer";
+  EXPECT_EQ(refused.code(), Status::Code::kUnavailable);
+  EXPECT_NE(refused.message().find("limit of 8388608"), std::string::npos) << refused.ToString();
+  EXPECT_LT(sent, 100);
+  // The peer reads: the queue drains and sends succeed again.
+  int received = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  Status again = Status::Unavailable("not tried");
+  while (std::chrono::steady_clock::now() < until && !again.ok()) {
+    (void)ctx->Poll({c->get()}, 20, &ready);
+    transport::Received got;
+    while ((*c)->TryReceive(&got).value()) ++received;
+    again = (*l)->SendShared(rx.peer, {frame});
+  }
+  EXPECT_FL_OK(again);
+  EXPECT_GT(received, 0);
+}
+
 TEST(CurveTransportTest, OnlyAuthorizedKeysGetThrough) {
   auto ctx = CreateZmqContext();
   auto server_keys = GenerateCurveKeyPair();

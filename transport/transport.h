@@ -42,9 +42,11 @@ struct SocketOptions {
   // Messages with more frames than this are received but flagged (the extra
   // frames are discarded), so the caller can reject them.
   size_t max_frames{4};
-  // Outgoing queue limit in messages; a send that would exceed it fails with
-  // Unavailable instead of blocking.
+  // Outgoing queue limits, per peer: in messages, and in bytes ZeroMQ has not
+  // written out yet. A send that would exceed either fails with Unavailable
+  // instead of blocking. (Over CURVE a frame counts until it is encrypted.)
   int send_queue{1000};
+  int64_t send_queue_bytes{256ll << 20};
   // Receive queue limit in messages per peer (ZMQ_RCVHWM): past it ZeroMQ
   // stops reading that connection until the application catches up.
   int receive_queue{1000};

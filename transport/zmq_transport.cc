@@ -3,10 +3,13 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "transport/transport.h"
 
@@ -117,8 +120,24 @@ class ZapHandler {
   uint64_t next_domain_{0};
 };
 
-// zmq_msg_init_data's free function for SharedFrame sends.
-void ReleaseFrame(void* /*data*/, void* hint) { delete static_cast<SharedFrame*>(hint); }
+// Bytes of one peer's queue that ZeroMQ has not written out yet.
+struct QueuedBytes {
+  std::atomic<int64_t> n{0};
+};
+
+// What a frame being sent holds: the bytes, and the queue they count in.
+struct FrameRef {
+  SharedFrame frame;
+  std::shared_ptr<QueuedBytes> queue;
+};
+
+// zmq_msg_init_data's free function for SharedFrame sends (on ZeroMQ's I/O
+// thread, once the frame is written).
+void ReleaseFrame(void* /*data*/, void* hint) {
+  auto* ref = static_cast<FrameRef*>(hint);
+  ref->queue->n -= static_cast<int64_t>(ref->frame->size());
+  delete ref;
+}
 
 class ZmqSocket final : public Socket {
  public:
@@ -187,6 +206,15 @@ class ZmqSocket final : public Socket {
   }
 
   Status SendShared(const std::string& peer, const std::vector<SharedFrame>& frames) override {
+    int64_t total = 0;
+    for (const auto& f : frames) total += static_cast<int64_t>(f->size());
+    std::shared_ptr<QueuedBytes> queue = QueueOf(peer);
+    const int64_t queued = queue->n.load();
+    if (queued + total > send_queue_bytes_) {
+      return Status::Unavailable("send queue of this peer holds " + std::to_string(queued) +
+                                 " bytes; another " + std::to_string(total) +
+                                 " would pass its limit of " + std::to_string(send_queue_bytes_));
+    }
     if (listening_) {
       if (zmq_send(sock_, peer.data(), peer.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         return ZmqError("send to peer");
@@ -196,10 +224,12 @@ class ZmqSocket final : public Socket {
       const int flags = ZMQ_DONTWAIT | (i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
       // ZeroMQ calls ReleaseFrame (on its I/O thread) once the frame is
       // written; the reference keeps the bytes alive until then.
-      auto* ref = new SharedFrame(frames[i]);
+      auto* ref = new FrameRef{frames[i], queue};
+      queue->n += static_cast<int64_t>(frames[i]->size());
       zmq_msg_t msg;
-      if (zmq_msg_init_data(&msg, const_cast<char*>((*ref)->data()), (*ref)->size(), ReleaseFrame,
-                            ref) != 0) {
+      if (zmq_msg_init_data(&msg, const_cast<char*>(ref->frame->data()), ref->frame->size(),
+                            ReleaseFrame, ref) != 0) {
+        queue->n -= static_cast<int64_t>(frames[i]->size());
         delete ref;
         return ZmqError("send frame " + std::to_string(i));
       }
@@ -209,6 +239,20 @@ class ZmqSocket final : public Socket {
       }
     }
     return Status::OK();
+  }
+
+  // The byte counter of `peer`'s queue. Counters of queues that are empty are
+  // dropped now and then, so peers that came and went do not accumulate.
+  std::shared_ptr<QueuedBytes> QueueOf(const std::string& peer) {
+    auto& q = queues_[peer];
+    if (!q) q = std::make_shared<QueuedBytes>();
+    std::shared_ptr<QueuedBytes> out = q;
+    if (queues_.size() > 4096) {
+      for (auto it = queues_.begin(); it != queues_.end();) {
+        it = it->second->n.load() == 0 && it->second != out ? queues_.erase(it) : std::next(it);
+      }
+    }
+    return out;
   }
 
   Result<bool> TryReceive(Received* out) override {
@@ -270,6 +314,11 @@ class ZmqSocket final : public Socket {
   std::shared_ptr<ZapHandler> zap_;
   std::string zap_domain_;
   void* monitor_{nullptr};
+  int64_t send_queue_bytes_{INT64_MAX};
+  std::unordered_map<std::string, std::shared_ptr<QueuedBytes>> queues_;
+
+ public:
+  void SetSendQueueBytes(int64_t n) { send_queue_bytes_ = n > 0 ? n : INT64_MAX; }
 };
 
 class ZmqContext final : public Context {
@@ -323,8 +372,10 @@ class ZmqContext final : public Context {
       if (zap) zap->Unregister(domain);
       return st;
     }
-    return std::unique_ptr<Socket>(new ZmqSocket(s, /*listening=*/true, options.max_frames,
-                                                 std::move(zap), std::move(domain)));
+    auto sock = std::make_unique<ZmqSocket>(s, /*listening=*/true, options.max_frames,
+                                            std::move(zap), std::move(domain));
+    sock->SetSendQueueBytes(options.send_queue_bytes);
+    return std::unique_ptr<Socket>(std::move(sock));
   }
 
   Result<std::unique_ptr<Socket>> Connect(const std::string& endpoint,
@@ -372,6 +423,7 @@ class ZmqContext final : public Context {
     }
     auto sock = std::make_unique<ZmqSocket>(s, /*listening=*/false, options.max_frames);
     sock->SetMonitor(monitor);
+    sock->SetSendQueueBytes(options.send_queue_bytes);
     return std::unique_ptr<Socket>(std::move(sock));
   }
 
