@@ -1099,7 +1099,10 @@ struct Server::Impl {
     // by its new connection, not by the one it dropped.
     FL_RETURN_IF_ERROR(Drain(kDrainBeforeSelection));
     double next_log = NowSeconds();
-    while (ActiveClients(nullptr) < o.min_clients) {
+    // (A round reopened from its log with every device answered needs nobody.)
+    const bool nothing_owed = resumed_wal && resumed_wal->header.round == r &&
+                              resumed_wal->entries.size() >= resumed_wal->header.selected.size();
+    while (!nothing_owed && ActiveClients(nullptr) < o.min_clients) {
       if (stop && stop->load()) {
         *abandoned = true;
         return Status::OK();
@@ -1330,6 +1333,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         return Status::InvalidArgument(used, "holds a '" + c->model.architecture +
                                                  "' model, this run trains '" + o.model + "'");
       }
+      if (c->seed != o.seed) {
+        // Selection and training seeds follow --seed: another seed would
+        // continue a different run from this one's model.
+        return Status::InvalidArgument(
+            used, "is from a run with --seed " + std::to_string(c->seed) + "; resume it with " +
+                      "that seed (this run has --seed " + std::to_string(o.seed) + ")");
+      }
       impl->global = std::move(c->model);
       impl->round = c->round;
       impl->reference_norm = c->reference_norm;
@@ -1415,11 +1425,17 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (log.ok() && log->header.round == impl->round + 1 &&
         log->header.model_version == impl->version) {
       impl->resumed_wal = std::move(log).value();
-    } else if (log.ok() || !log.status().IsNotFound()) {
+    } else if (!log.ok() && log.status().IsIOError()) {
+      // Unreadable is not absent: acknowledged updates may be in it.
+      return log.status().WithContext("reading the open round's log to resume");
+    } else if (!log.status().IsNotFound()) {
+      // Spent (its round is in the checkpoint) or damaged: kept aside, not lost.
+      const std::string aside = impl->WalPath() + ".old";
       spdlog::warn(
-          "{}: {}; it is not reopened", impl->WalPath(),
-          log.ok() ? "its round is not the one after the checkpoint" : log.status().ToString());
-      std::remove(impl->WalPath().c_str());
+          "{}: {}; it is not reopened and is kept as {}", impl->WalPath(),
+          log.ok() ? "its round is not the one after the checkpoint" : log.status().ToString(),
+          aside);
+      std::rename(impl->WalPath().c_str(), aside.c_str());
     }
     // global.flm is derived from the checkpoint: rewrite it, in case the
     // server stopped between the two.

@@ -177,7 +177,7 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
   if (path.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/fedge-round-XXXXXX";
-    fd = ::mkstemp(tmpl.data());
+    fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
     if (fd < 0) return Errno("create a temporary round log in " + tmpl);
     ::unlink(tmpl.c_str());
     where = tmpl + " (unlinked)";

@@ -388,5 +388,26 @@ TEST_F(ServerTest, SwappedCheckpointIsRefused) {
   EXPECT_EQ((*server)->first_round(), 5u);
 }
 
+// A checkpoint resumes only the run it came from: another --seed would select
+// and train differently from the run the checkpoint's model belongs to.
+TEST_F(ServerTest, ResumeRefusesAnotherSeed) {
+  test::TempDir out;
+  auto model = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(model);
+  ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl",
+                               Checkpoint{2, 99, GetModelState("mnist_2nn", **model), 1.0}));
+  ServerOptions so = BaseOptions(out.path());
+  so.resume = true;
+  so.seed = 98;
+  auto refused = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--seed 99"), std::string::npos)
+      << refused.status().ToString();
+  so.seed = 99;
+  auto server = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FL_OK(server);
+  EXPECT_EQ((*server)->first_round(), 3u);
+}
+
 }  // namespace
 }  // namespace fl
