@@ -78,6 +78,18 @@ struct ClientSession::Impl {
   std::string last_handshake_error;
   // Quantization residual carried between rounds (error feedback).
   ErrorFeedback feedback;
+  // An encoded UPDATE waiting for the server's grant (its TASK asked before
+  // upload): sent on ACK "granted" for its round, asked for again after a
+  // reconnect, dropped when the server refuses the READY or the round's
+  // deadline has passed.
+  struct HeldUpdate {
+    uint64_t round{0};
+    std::array<uint8_t, 32> version{};
+    std::array<uint8_t, wire::kNonceBytes> nonce{};
+    std::string payload;  // the encoded wire::Update
+    double expires{0};    // NowSeconds() after which the server no longer waits
+  };
+  std::optional<HeldUpdate> held;
 
   // Closes the connection; Step() opens a new one after the backoff, which
   // doubles up to backoff_max until the server answers again.
@@ -99,13 +111,31 @@ struct ClientSession::Impl {
     last_hello = -1e9;
     connection_stamp = 0;
     task_round_floor = 0;
-    return SendHello();
+    FL_RETURN_IF_ERROR(SendHello());
+    // A held update asks again on the new connection (a resumed server may
+    // have reopened its round; any other answers stale_round).
+    return held ? SendReady() : Status::OK();
+  }
+
+  Status SendReady() {
+    wire::Ready ready;
+    ready.update_bytes = held->payload.size();
+    return Send(wire::MessageType::kReady, held->round, held->version, wire::Encode(ready),
+                held->nonce);
+  }
+
+  // The grant for the held update came: send it.
+  Status SendHeld() {
+    HeldUpdate h = std::move(*held);
+    held.reset();
+    return Send(wire::MessageType::kUpdate, h.round, h.version, std::move(h.payload), h.nonce);
   }
 
   Status Send(wire::MessageType type, uint64_t round, const std::array<uint8_t, 32>& version,
               std::string payload, const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
     wire::Envelope env;
     env.type = type;
+    env.flags = wire::kFlagReadsExtensions;
     env.sender = o.id;
     env.round = round;
     env.model_version = version;
@@ -118,7 +148,9 @@ struct ClientSession::Impl {
                                  std::make_shared<const std::string>(std::move(m.payload))});
   }
 
-  Status SendHello() {
+  // `round` 0 is a heartbeat; a round's number says its TASK arrived (the
+  // server paces TASKs over CURVE by these receipts).
+  Status SendHello(uint64_t round = 0) {
     wire::Hello h;
     h.num_examples = client->num_examples();
     h.architecture = client->architecture();
@@ -133,7 +165,7 @@ struct ClientSession::Impl {
                                   .count());
     hello_stamp = std::max(hello_stamp + 1, wall);
     if (connection_stamp == 0) connection_stamp = hello_stamp;
-    return Send(wire::MessageType::kHello, 0, {}, wire::Encode(h),
+    return Send(wire::MessageType::kHello, round, {}, wire::Encode(h),
                 wire::HelloStampNonce(hello_stamp));
   }
 
@@ -146,6 +178,7 @@ struct ClientSession::Impl {
   // few copies of the model at once as it can (RSS is measured in
   // experiments/BENCHMARKS.md).
   Status HandleTask(const wire::Envelope& env, std::string payload) {
+    const double received_at = NowSeconds();
     if (env.round < task_round_floor) {
       Bad("TASK for round " + std::to_string(env.round) + ", the server is at round " +
           std::to_string(task_round_floor) + " (a replay)");
@@ -244,10 +277,17 @@ struct ClientSession::Impl {
       spdlog::info("[{}] round {}: trained in {:.2f} s, loss {:.4f}; sending update ({} bytes)",
                    o.id, env.round, res->seconds, res->last_epoch_loss, u.data.size());
     }
+    std::string encoded = wire::Encode(u);
+    std::string().swap(u.data);
     // The TASK's round nonce goes back under our signature: the update is bound
     // to this round of this server run.
-    return Send(wire::MessageType::kUpdate, env.round, env.model_version, wire::Encode(u),
-                env.nonce);
+    if (!task.ask_before_upload) {
+      return Send(wire::MessageType::kUpdate, env.round, env.model_version, std::move(encoded),
+                  env.nonce);
+    }
+    held = HeldUpdate{env.round, env.model_version, env.nonce, std::move(encoded),
+                      received_at + task.config.deadline_seconds};
+    return SendReady();
   }
 
   // May take r.frames (a TASK's payload is moved out).
@@ -288,6 +328,9 @@ struct ClientSession::Impl {
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
       case wire::MessageType::kTask:
+        // Receipt first: training blocks this thread for a while, and the
+        // server sends the next TASK once this one is here.
+        if (env->round >= task_round_floor) (void)SendHello(env->round);
         // An allocation that fails on a small device ends this TASK, not the
         // client: it says so and stays available for the next round.
         try {
@@ -301,6 +344,9 @@ struct ClientSession::Impl {
         if (wire::Decode(r.frames[1], &reply).ok()) {
           if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
             stats.updates_accepted++;
+          } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
+            // "queued": the grant follows when there is room at the server.
+            if (reply.reason == "granted" && held && held->round == env->round) return SendHeld();
           } else {
             last_hello_reject.clear();
             task_round_floor = env->round;  // a welcome names the server's round
@@ -316,6 +362,10 @@ struct ClientSession::Impl {
           return Status::OK();
         }
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
+          stats.updates_rejected++;
+        } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
+          if (!held || held->round != env->round) return Status::OK();
+          held.reset();  // the server will not take this update
           stats.updates_rejected++;
         } else if (IsPermanentRefusal(reply.reason)) {
           std::string hint;
@@ -420,6 +470,13 @@ Status ClientSession::Step() {
     return Status::OK();
   }
   const double now = NowSeconds();
+  if (s.held && now > s.held->expires) {
+    spdlog::warn(
+        "[{}] round {}: the server did not let the update in before the round's "
+        "deadline; dropping it",
+        s.o.id, s.held->round);
+    s.held.reset();
+  }
   if (s.awaiting_since >= 0 && now - s.awaiting_since > s.o.server_timeout_seconds) {
     spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
                  s.o.server, now - s.awaiting_since, s.backoff);

@@ -14,6 +14,8 @@
 #
 #   bash experiments/flower_workload.sh [OUT_DIR] [MODES...]
 #   e.g. bash experiments/flower_workload.sh runs/flower plain
+# SERVER_ARGS adds flags to every fl-server, e.g. SERVER_ARGS="--upload-window-mb 0";
+# SERVER_PREFIX runs it under a tool, e.g. SERVER_PREFIX="heaptrack -o /tmp/server".
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$(mkdir -p "${1:-$ROOT/runs/flower_workload}" && cd "${1:-$ROOT/runs/flower_workload}" && pwd)"
@@ -62,6 +64,8 @@ for mode in "${MODES[@]}"; do
                  --min-clients $CLIENTS --epochs 1 --batch 10 --lr 0.05 --deadline 300
                  --data "$MNIST" --out "$RUN/out")
     [ "$eval" = every ] && server_args+=(--eval-every 1) || server_args+=(--eval-every 1000)
+    # shellcheck disable=SC2206
+    server_args+=(${SERVER_ARGS:-})
     client_common=(--server "tcp://127.0.0.1:$PORT" --threads 1)
     case "$mode" in
       plain) server_args+=(--insecure); client_common+=(--insecure) ;;
@@ -70,7 +74,8 @@ for mode in "${MODES[@]}"; do
                   client_common+=(--insecure) ;;
       *) echo "unknown mode $mode (plain, secure, compressed)" >&2; exit 2 ;;
     esac
-    /usr/bin/time -v -o "$RUN/server.time" "$BIN/fl-server" "${server_args[@]}" > "$RUN/server.log" 2>&1 &
+    # shellcheck disable=SC2086
+    /usr/bin/time -v -o "$RUN/server.time" ${SERVER_PREFIX:-} "$BIN/fl-server" "${server_args[@]}" > "$RUN/server.log" 2>&1 &
     server_pid=$!
     pids=()
     for k in $(seq 0 $((CLIENTS - 1))); do

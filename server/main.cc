@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   fl::ServerOptions o;
   o.data_dir = FL_DEFAULT_DATA_DIR;
   double max_frame_mb = 64;
+  double transfer_window_mb = 16;
   bool quiet = false;
   bool no_eval = false;
   CLI::App app{"fl-server: federated learning aggregator (FedAvg over ZeroMQ)"};
@@ -131,6 +132,12 @@ int main(int argc, char** argv) {
                  "run's starting model (0 with --max-update-norm 0 = no bound)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--transfer-window-mb", transfer_window_mb,
+                 "Update bytes, and over CURVE TASK bytes, that may be on their way at once "
+                 "(MiB): clients wait their turn, so transfers that happen together do not all "
+                 "sit in the server's memory; one is always allowed. 0 = off")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--max-clients", o.max_clients,
                  "Devices tracked at once; a new one past it replaces the least recently heard "
                  "one that is not live, or is refused (registry_full)")
@@ -169,6 +176,7 @@ int main(int argc, char** argv) {
   }
   o.downlink = *format;
   o.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
+  o.transfer_window_bytes = static_cast<size_t>(transfer_window_mb * (1 << 20));
   // --model FILE.flm: start from the file; the server takes the architecture from it.
   if (o.model.size() > 4 && o.model.compare(o.model.size() - 4, 4, ".flm") == 0) {
     o.model_file = o.model;

@@ -35,6 +35,7 @@
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
 #include "server/fedavg.h"
+#include "server/transfer_window.h"
 #include "server/wal.h"
 
 namespace fl {
@@ -91,6 +92,9 @@ struct ClientEntry {
   // HELLO token bucket (kHelloBurst tokens, kHelloPerSecond refill).
   double hello_tokens{0};
   double hello_refilled_at{0};
+  // Its messages carry kFlagReadsExtensions: it gets optional fields (the
+  // TASK's ask-before-upload) that older clients would refuse.
+  bool reads_extensions{false};
 };
 
 // HELLOs a device may send: a burst, then this many a second (heartbeats are
@@ -98,6 +102,13 @@ struct ClientEntry {
 // spent on a flood.
 constexpr double kHelloBurst = 20;
 constexpr double kHelloPerSecond = 10;
+
+// A granted upload that has not arrived after this long stops holding the
+// upload window (a 6.65 MB update takes 53 s at 1 Mbit/s).
+constexpr double kUploadGrantSeconds = 60;
+// A TASK whose receipt has not come after this long stops holding the TASK
+// window: a slow or silent device does not hold back the rest of the fan-out.
+constexpr double kTaskReceiptSeconds = 5;
 
 // Messages read before a round's selection, so that queued HELLOs of clients
 // that reconnected have updated their routes.
@@ -254,8 +265,14 @@ struct Server::Impl {
         c.torn_tail ? " (a torn record at its end, never acknowledged, was dropped)" : "");
     return Status::OK();
   }
-  // The round's TASK (envelope, payload): one copy, shared by every send.
-  std::vector<transport::SharedFrame> task_frames;
+  // The round's TASK (envelope, payload): one copy, shared by every send;
+  // [1] asks before upload (upload admission), [0] does not (clients older
+  // than payload extensions). Each is built when first sent.
+  std::vector<transport::SharedFrame> task_frames[2];
+  // Update bytes on their way (READY granted, UPDATE not yet here), and over
+  // CURVE, TASK bytes on their way (sent, receipt not yet here).
+  std::unique_ptr<TransferWindow> uploads;
+  std::unique_ptr<TransferWindow> task_sends;
   // Enrolled node ids (clients_dir): the signing key prepared for
   // verification, and the CURVE key the device's connections must present.
   struct Enrolled {
@@ -338,10 +355,66 @@ struct Server::Impl {
 
   // --- sending --------------------------------------------------------------
 
-  Status SendTask(const std::string& peer) {
-    Status st = sock->SendShared(peer, task_frames);
-    if (st.ok()) m.download_bytes += task_frames[0]->size() + task_frames[1]->size();
+  // The open round's TASK as `c` can read it.
+  const std::vector<transport::SharedFrame>& TaskFor(const ClientEntry& c) {
+    const bool ask = o.transfer_window_bytes > 0 && c.reads_extensions;
+    std::vector<transport::SharedFrame>& frames = task_frames[ask ? 1 : 0];
+    if (frames.empty()) frames = BuildTask(ask);
+    return frames;
+  }
+
+  Status SendTask(const ClientEntry& c) {
+    const auto& frames = TaskFor(c);
+    Status st = sock->SendShared(c.peer, frames);
+    if (st.ok()) m.download_bytes += frames[0]->size() + frames[1]->size();
     return st;
+  }
+
+  // Sends the open round's TASK to selected client `id` now, or, over CURVE
+  // (where every connection encrypts a copy of its own), once the TASK bytes
+  // on their way to other clients leave room (GrantTransfers sends it then).
+  void OfferTask(const std::string& id) {
+    ClientEntry& c = clients[id];
+    if (!o.insecure && o.transfer_window_bytes > 0 && c.reads_extensions) {
+      const auto& frames = TaskFor(c);
+      if (!task_sends->Ask(id, frames[0]->size() + frames[1]->size(), NowSeconds())) return;
+    }
+    SendTaskNow(id, &c);
+  }
+
+  void SendTaskNow(const std::string& id, ClientEntry* c) {
+    Status st = SendTask(*c);
+    if (st.ok()) return;
+    // Its connection went away since it was last heard. It stays selected:
+    // when it reconnects (its next HELLO) it gets the TASK on the new
+    // connection; if it does not within client_timeout, GiveUpOnVanished
+    // closes its turn.
+    spdlog::warn("round {}: could not send TASK to {} ({}); it gets it when it reconnects",
+                 current_round, id, st.message());
+    MarkUnreachable(c);
+    task_sends->Release(id);
+  }
+
+  // The open round's TASK, encoded and hashed once for all its sends.
+  std::vector<transport::SharedFrame> BuildTask(bool ask_before_upload) const {
+    wire::Task task;
+    task.config = o.train;
+    task.config.seed = o.seed * 1000003ULL + current_round;
+    task.config.deadline_seconds = o.round_deadline_seconds;
+    task.ask_before_upload = ask_before_upload;
+    // Built for this TASK and dropped with it: between rounds only the
+    // encoded TASK holds the model in its wire form.
+    task.model = wire::Compact(global, o.downlink);
+    wire::Envelope env;
+    env.type = wire::MessageType::kTask;
+    env.flags = wire::kFlagReadsExtensions;
+    env.sender = kServerId;
+    env.round = current_round;
+    env.model_version = version;
+    env.nonce = round_nonce;
+    SealedMessage sealed = SealMessage(env, wire::Encode(task), signer.get());
+    return {std::make_shared<const std::string>(std::move(sealed.envelope)),
+            std::make_shared<const std::string>(std::move(sealed.payload))};
   }
 
   Status SendRaw(const std::string& peer, const SealedMessage& msg) {
@@ -354,6 +427,7 @@ struct Server::Impl {
               const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
     wire::Envelope env;
     env.type = type;
+    env.flags = wire::kFlagReadsExtensions;
     env.sender = kServerId;
     env.round = r;
     env.model_version = version;
@@ -389,7 +463,7 @@ struct Server::Impl {
     const int64_t n = ++m.rejected[reason];
     totals_rejected[reason]++;
     if (n <= kLogPerReason) {
-      const bool known = about >= wire::MessageType::kHello && about <= wire::MessageType::kDone;
+      const bool known = about >= wire::MessageType::kHello && about <= wire::MessageType::kReady;
       spdlog::warn("refused {} from {}: {}: {}{}", known ? wire::MessageTypeName(about) : "message",
                    who, reason, message,
                    n == kLogPerReason ? " (further ones this round are only counted)" : "");
@@ -404,6 +478,10 @@ struct Server::Impl {
   void Handle(const transport::Received& rx, double received_at) {
     double auth_seconds = 0;
     const wire::MessageType type = Dispatch(rx, &auth_seconds);
+    if (type == wire::MessageType::kHello || type == wire::MessageType::kUpdate ||
+        type == wire::MessageType::kReady) {
+      GrantTransfers();
+    }
     if (type == wire::MessageType::kUpdate) {
       m.updates_received++;
       m.update_auth_seconds += auth_seconds;
@@ -488,17 +566,23 @@ struct Server::Impl {
     }
     switch (env->type) {
       case wire::MessageType::kHello:
+      case wire::MessageType::kReady:
+        // Both are small and answered at once: one token bucket bounds them.
         if (!AllowHello(env->sender)) {
           m.rejected["rate_limited"]++;
           if (totals_rejected["rate_limited"]++ % 1000 == 0) {
             spdlog::warn(
-                "dropping HELLOs from {}: more than {:.0f} a second (counted in "
+                "dropping HELLOs and READYs from {}: more than {:.0f} a second (counted in "
                 "rate_limited)",
                 env->sender, kHelloPerSecond);
           }
           break;
         }
-        HandleHello(rx.peer, *env, rx.frames[1]);
+        if (env->type == wire::MessageType::kHello) {
+          HandleHello(rx.peer, *env, rx.frames[1]);
+        } else {
+          HandleReady(rx.peer, *env, rx.frames[1]);
+        }
         break;
       case wire::MessageType::kUpdate:
         HandleUpdate(rx.peer, *env, rx.frames[1]);
@@ -595,9 +679,14 @@ struct Server::Impl {
       c.hello_refilled_at = NowSeconds();
     }
     c.hello_stamp = std::max(c.hello_stamp, stamp);
+    // A HELLO naming the open round is the receipt of its TASK.
+    if (collecting && env.round == current_round && selected.count(env.sender)) {
+      task_sends->Release(env.sender);
+    }
     const bool moved = !is_new && (c.peer != peer || !c.reachable);
     c.peer = peer;
     c.reachable = true;
+    c.reads_extensions = (env.flags & wire::kFlagReadsExtensions) != 0;
     c.num_examples = h.num_examples;
     c.last_seen = NowSeconds();
     if (is_new && o.verbose) {
@@ -612,7 +701,82 @@ struct Server::Impl {
       if (o.verbose) {
         spdlog::info("round {}: {} reconnected; sending its TASK again", current_round, env.sender);
       }
-      if (!SendTask(peer).ok()) MarkUnreachable(&c);
+      if (!SendTask(c).ok()) MarkUnreachable(&c);
+    }
+  }
+
+  // For a READY or UPDATE: true when its sender is a known device selected for
+  // the open round that has not answered yet, and the message carries this
+  // round's number and nonce. Otherwise refuses it and returns false.
+  bool FromPendingParticipant(const std::string& peer, const wire::Envelope& env) {
+    const std::string& who = env.sender;
+    auto it = clients.find(who);
+    if (it == clients.end()) {
+      Refuse(peer, who, env.type, env.round, "unknown_client", "send HELLO first");
+      return false;
+    }
+    // The route stays: only a HELLO moves a client to another connection (in
+    // plaintext, a replayed UPDATE passes authentication from any connection).
+    it->second.last_seen = NowSeconds();
+    const char* what = env.type == wire::MessageType::kReady ? "READY" : "update";
+    if (!collecting || env.round != current_round) {
+      Refuse(peer, who, env.type, env.round, "stale_round",
+             std::string(what) + " for round " + std::to_string(env.round) +
+                 (collecting ? "; collecting round " + std::to_string(current_round)
+                             : "; no round is open"));
+      return false;
+    }
+    if (CRYPTO_memcmp(env.nonce.data(), round_nonce.data(), round_nonce.size()) != 0) {
+      Refuse(peer, who, env.type, env.round, "bad_nonce",
+             std::string(what) + " does not carry this round's nonce (replayed from another run?)");
+      return false;
+    }
+    if (!selected.count(who)) {
+      Refuse(peer, who, env.type, env.round, "not_selected",
+             "client was not selected for round " + std::to_string(current_round));
+      return false;
+    }
+    if (!pending.count(who)) {
+      Refuse(peer, who, env.type, env.round, "replay", "already answered this round");
+      return false;
+    }
+    return true;
+  }
+
+  // A participant's update is encoded: it may send it now ("granted"), or once
+  // the update bytes on their way leave room ("queued", then "granted").
+  void HandleReady(const std::string& peer, const wire::Envelope& env, const std::string& payload) {
+    if (!FromPendingParticipant(peer, env)) return;
+    wire::Ready ready;
+    Status st = wire::Decode(payload, &ready);
+    if (!st.ok()) {
+      Refuse(peer, env.sender, env.type, env.round, "bad_payload", st.message());
+      return;
+    }
+    const size_t limit = PayloadLimit(wire::MessageType::kUpdate);
+    if (ready.update_bytes == 0 || ready.update_bytes > limit) {
+      Refuse(peer, env.sender, env.type, env.round, "too_large",
+             "READY announces an update of " + std::to_string(ready.update_bytes) +
+                 " bytes; this round's updates are at most " + std::to_string(limit));
+      return;
+    }
+    const bool now = uploads->Ask(env.sender, ready.update_bytes, NowSeconds());
+    Reply(peer, true, wire::MessageType::kReady, current_round, now ? "granted" : "queued", "");
+  }
+
+  // Sends "granted" to the devices whose turn it is to upload, and TASKs to
+  // those whose turn it is to download.
+  void GrantTransfers() {
+    if (!collecting) return;
+    const double now = NowSeconds();
+    for (const auto& id : uploads->Pump(now)) {
+      auto it = clients.find(id);
+      if (it == clients.end()) continue;
+      Reply(it->second.peer, true, wire::MessageType::kReady, current_round, "granted", "");
+    }
+    for (const auto& id : task_sends->Pump(now)) {
+      auto it = clients.find(id);
+      if (it != clients.end() && pending.count(id)) SendTaskNow(id, &it->second);
     }
   }
 
@@ -620,35 +784,10 @@ struct Server::Impl {
                     const std::string& payload) {
     if (collecting && first_update_time == 0) first_update_time = NowSeconds();
     const auto who = env.sender;
-    auto it = clients.find(who);
-    if (it == clients.end()) {
-      Refuse(peer, who, env.type, env.round, "unknown_client", "send HELLO first");
-      return;
-    }
-    // The route stays: only a HELLO moves a client to another connection (in
-    // plaintext, a replayed UPDATE passes authentication from any connection).
-    it->second.last_seen = NowSeconds();
-    if (!collecting || env.round != current_round) {
-      Refuse(peer, who, env.type, env.round, "stale_round",
-             "update for round " + std::to_string(env.round) +
-                 (collecting ? "; collecting round " + std::to_string(current_round)
-                             : "; no round is open"));
-      return;
-    }
-    if (CRYPTO_memcmp(env.nonce.data(), round_nonce.data(), round_nonce.size()) != 0) {
-      Refuse(peer, who, env.type, env.round, "bad_nonce",
-             "update does not carry this round's nonce (replayed from another run?)");
-      return;
-    }
-    if (!selected.count(who)) {
-      Refuse(peer, who, env.type, env.round, "not_selected",
-             "client was not selected for round " + std::to_string(current_round));
-      return;
-    }
-    if (!pending.count(who)) {
-      Refuse(peer, who, env.type, env.round, "replay", "already answered this round");
-      return;
-    }
+    if (!FromPendingParticipant(peer, env)) return;
+    // Its bytes are here: the next device may start sending (Handle grants).
+    uploads->Release(who);
+    task_sends->Release(who);
     // From here on the sender was selected and has not answered: a refusal
     // counts as its answer for the round, so the round does not wait for it.
     if (env.model_version != version) {
@@ -884,6 +1023,8 @@ struct Server::Impl {
             "round {}: {} did not reconnect within {:.0f} s of a failed TASK; not "
             "waiting for it",
             current_round, *it, o.client_timeout_seconds);
+        uploads->Release(*it);
+        task_sends->Release(*it);
         it = pending.erase(it);
       } else {
         ++it;
@@ -902,6 +1043,8 @@ struct Server::Impl {
   void RefuseAnswer(const std::string& peer, const std::string& who, uint64_t r,
                     const std::string& reason, const std::string& message) {
     pending.erase(who);
+    uploads->Release(who);
+    task_sends->Release(who);
     Refuse(peer, who, wire::MessageType::kUpdate, r, reason, message);
   }
 
@@ -923,6 +1066,7 @@ struct Server::Impl {
       // Handle what is waiting, bounded so the deadline is still checked.
       FL_RETURN_IF_ERROR(Drain(256));
       FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/false));
+      GrantTransfers();  // grants that lapsed make room
       // Handshakes the ZAP thread refused since the last look.
       if (const int64_t denied = admission->denied.exchange(0)) {
         m.rejected["transport_denied"] += denied;
@@ -979,15 +1123,21 @@ struct Server::Impl {
         }
       }
       if (o.verbose) {
+        // Transfers that waited for the windows (o.transfer_window_bytes).
+        const std::string waited =
+            rm.uploads_queued + rm.tasks_queued == 0
+                ? ""
+                : fmt::format("; {} TASK(s) and {} upload(s) waited their turn", rm.tasks_queued,
+                              rm.uploads_queued);
         if (std::isnan(rm.test_accuracy)) {
-          spdlog::info("round {}: {}/{} updates, {:.1f} s", rm.round, rm.participants, rm.selected,
-                       rm.round_seconds);
+          spdlog::info("round {}: {}/{} updates, {:.1f} s{}", rm.round, rm.participants,
+                       rm.selected, rm.round_seconds, waited);
         } else {
           spdlog::info(
               "round {}: {}/{} updates, test accuracy {:.2f}%, {:.1f} s (+{:.1f} s "
-              "evaluation, overlapping the next round)",
+              "evaluation, overlapping the next round){}",
               rm.round, rm.participants, rm.selected, 100 * rm.test_accuracy, rm.round_seconds,
-              rm.eval_seconds);
+              rm.eval_seconds, waited);
         }
       }
       if (on_round && *on_round) (*on_round)(rm);
@@ -1142,42 +1292,15 @@ struct Server::Impl {
       wal = std::move(w).value();
     }
     resent.clear();
-    // 3. One TASK, encoded and hashed once, sent to every selected client.
-    {
-      wire::Task task;
-      task.config = o.train;
-      task.config.seed = o.seed * 1000003ULL + r;
-      task.config.deadline_seconds = o.round_deadline_seconds;
-      // Built for this TASK and dropped with it: between rounds only the
-      // encoded TASK holds the model in its wire form.
-      task.model = wire::Compact(global, o.downlink);
-      wire::Envelope env;
-      env.type = wire::MessageType::kTask;
-      env.sender = kServerId;
-      env.round = r;
-      env.model_version = version;
-      env.nonce = round_nonce;
-      SealedMessage sealed = SealMessage(env, wire::Encode(task), signer.get());
-      task_frames = {std::make_shared<const std::string>(std::move(sealed.envelope)),
-                     std::make_shared<const std::string>(std::move(sealed.payload))};
-    }
+    uploads->Clear();
+    task_sends->Clear();
+    // 3. One TASK (per kind of client), encoded and hashed once, sent to every
+    // selected client.
     current_round = r;
     collecting = true;
     last_accept_time = t0;
     first_update_time = 0;
-    for (const auto& id : active) {
-      ClientEntry& c = clients[id];
-      Status st = SendTask(c.peer);
-      if (!st.ok()) {
-        // Its connection went away since it was last heard. It stays selected:
-        // when it reconnects (its next HELLO) it gets the TASK on the new
-        // connection; if it does not within client_timeout, GiveUpOnVanished
-        // closes its turn.
-        spdlog::warn("round {}: could not send TASK to {} ({}); it gets it when it reconnects", r,
-                     id, st.message());
-        MarkUnreachable(&c);
-      }
-    }
+    for (const auto& id : active) OfferTask(id);
     if (o.verbose) {
       spdlog::info("round {}: selected {} of {} live clients, model {}", r, m.selected, live,
                    ShortVersion(version));
@@ -1190,7 +1313,13 @@ struct Server::Impl {
     }));
     collecting = false;
     reopened_round = false;
-    task_frames.clear();  // sends still in flight hold their own references
+    for (auto& frames : task_frames) frames.clear();  // sends in flight hold their own references
+    m.upload_window_peak_bytes = uploads->peak_granted_bytes();
+    m.uploads_queued = uploads->queued();
+    m.task_window_peak_bytes = task_sends->peak_granted_bytes();
+    m.tasks_queued = task_sends->queued();
+    uploads->Clear();
+    task_sends->Clear();
     if (stop && stop->load()) {
       spdlog::warn("round {} abandoned on signal; the checkpoint of round {} stays", r, round);
       *abandoned = true;
@@ -1248,6 +1377,10 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                                                std::shared_ptr<transport::Context> context) {
   auto impl = std::make_unique<Impl>();
   impl->o = std::move(options);
+  impl->uploads =
+      std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kUploadGrantSeconds);
+  impl->task_sends =
+      std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kTaskReceiptSeconds);
   impl->ctx = std::move(context);
   const ServerOptions& o = impl->o;
   if (o.rounds < 1) return Status::InvalidArgument("rounds must be >= 1");

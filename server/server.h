@@ -126,6 +126,13 @@ struct ServerOptions {
   // devices registered with (0 = no relative cap), so one device cannot
   // outweigh the rest of the round by claiming a huge dataset.
   double max_weight_ratio{kDefaultMaxWeightRatio};
+  // Transfer windows (server/transfer_window.h): the update bytes, and over
+  // CURVE the TASK bytes, that may be on their way at once. Clients that read
+  // payload extensions ask (READY) before they upload and confirm each TASK, so
+  // updates that finish together, and per-connection encrypted copies of the
+  // TASK, do not all sit in memory at once. One transfer is always allowed.
+  // 0 = off (every client gets its TASK and sends its UPDATE at once).
+  size_t transfer_window_bytes{16u << 20};
   // Devices the server keeps track of at once. A HELLO from a new device when
   // the registry is full evicts the device heard from least recently that is
   // neither live nor in the open round, or is refused (registry_full).
@@ -184,6 +191,12 @@ struct RoundMetrics {
   // False when the averaged model would have had a value out of range (not
   // finite, or beyond fp16 with an fp16 downlink): the global model was kept.
   bool committed{true};
+  // Transfer windows: most update (TASK) bytes granted at once this round,
+  // and uploads (TASKs) that had to wait for room.
+  uint64_t upload_window_peak_bytes{0};
+  int64_t uploads_queued{0};
+  uint64_t task_window_peak_bytes{0};
+  int64_t tasks_queued{0};
   // Refused messages this round, by reason code. Connections refused during
   // the CURVE handshake (unenrolled transport key) count as "transport_denied".
   std::map<std::string, int64_t> rejected;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "common/file_util.h"
@@ -181,19 +182,27 @@ TEST(IntegrationTest, ServerRestartWithResume) {
   EXPECT_EQ(final_ckpt->round, 4u);
 }
 
-TEST(IntegrationTest, EnrolledSignedFederation) {
-  test::TempDir dir;
-  const std::string keys = dir.path() + "/keys", enrolled = dir.path() + "/enrolled";
-  for (const char* name : {"server", "c0", "c1", "rogue"}) {
-    test::Process kg(kKeygen, {"--out", keys, "--name", name}, dir.path() + "/kg.log");
+// Identities from fl-keygen in `keys` for `names`, and the public keys of
+// `enroll` copied into `enrolled`.
+void MakeIdentities(const std::string& dir, const std::string& keys, const std::string& enrolled,
+                    const std::vector<std::string>& names, const std::vector<std::string>& enroll) {
+  for (const auto& name : names) {
+    test::Process kg(kKeygen, {"--out", keys, "--name", name}, dir + "/kg.log");
     ASSERT_EQ(kg.Wait(30), 0) << kg.Log();
   }
   ASSERT_FL_OK(CreateDirectories(enrolled));
-  for (const char* name : {"c0", "c1"}) {
+  for (const auto& name : enroll) {
     auto pub = ReadFile(keys + "/" + name + ".pub");
     ASSERT_FL_OK(pub);
     ASSERT_FL_OK(WriteFileAtomic(enrolled + "/" + name + ".pub", *pub));
   }
+}
+
+TEST(IntegrationTest, EnrolledSignedFederation) {
+  test::TempDir dir;
+  const std::string keys = dir.path() + "/keys", enrolled = dir.path() + "/enrolled";
+  ASSERT_NO_FATAL_FAILURE(
+      MakeIdentities(dir.path(), keys, enrolled, {"server", "c0", "c1", "rogue"}, {"c0", "c1"}));
   const std::string ep = Endpoint(4);
   // Without --insecure, a server or client lacking keys refuses to start and says why.
   {
@@ -246,6 +255,40 @@ TEST(IntegrationTest, EnrolledSignedFederation) {
   EXPECT_TRUE(ReadModelFile(dir.path() + "/out/global.flm", &rogue_id->signing)
                   .status()
                   .IsUnauthenticated());
+}
+
+// The transfer windows over CURVE, as separate processes: with a window of one
+// byte, each TASK goes out only once the one before it was received (and each
+// update only once the one before it arrived: whether uploads collide depends
+// on timing here; ServerTest.UploadAdmissionGrantsInTurnAndOlderClientsStillUpload
+// makes them); every round still has every participant.
+TEST(IntegrationTest, TransferWindowsPaceTasksAndUploadsUnderCurve) {
+  test::TempDir dir;
+  const std::string keys = dir.path() + "/keys", enrolled = dir.path() + "/enrolled";
+  const std::vector<std::string> devices = {"c0", "c1", "c2", "c3"};
+  std::vector<std::string> names = devices;
+  names.push_back("server");
+  ASSERT_NO_FATAL_FAILURE(MakeIdentities(dir.path(), keys, enrolled, names, devices));
+  const std::string ep = Endpoint(5);
+  auto args = Secure(ServerArgs(ep, dir.path() + "/out", 2, 4, 60));
+  args.insert(args.end(), {"--key", keys + "/server.key", "--clients", enrolled,
+                           "--transfer-window-mb", "0.000001"});
+  test::Process server(kServer, args, dir.path() + "/server.log");
+  std::vector<std::unique_ptr<test::Process>> clients;
+  for (size_t k = 0; k < devices.size(); ++k) {
+    auto a = Secure(ClientArgs(ep, static_cast<int>(k), 60));
+    a.insert(a.end(),
+             {"--key", keys + "/" + devices[k] + ".key", "--server-key", keys + "/server.pub"});
+    clients.push_back(
+        std::make_unique<test::Process>(kClient, a, dir.path() + "/" + devices[k] + ".log"));
+  }
+  ASSERT_EQ(server.Wait(180), 0) << server.Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  for (const auto& r : rows) EXPECT_EQ(r.participants, 4) << "round " << r.round;
+  // Three of four TASKs wait each round (the first is sent at once).
+  EXPECT_EQ(test::CountOf(server.Log(), "; 3 TASK(s) and "), 2) << server.Log();
 }
 
 // fl-sim as deployed: an identity per virtual client, CURVE, signatures; with

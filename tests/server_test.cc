@@ -15,6 +15,8 @@
 #include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/partition.h"
+#include "common/quant_codec.h"
+#include "common/wire/compact.h"
 #include "common/wire/serialize.h"
 #include "crypto/identity.h"
 #include "crypto/message.h"
@@ -407,6 +409,143 @@ TEST_F(ServerTest, ResumeRefusesAnotherSeed) {
   auto server = Server::Create(so, transport::CreateZmqContext());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 3u);
+}
+
+// A raw protocol peer on its own socket: HELLO, then whatever the test does.
+struct RawPeer {
+  std::string id;
+  uint8_t flags;
+  std::unique_ptr<transport::Socket> sock;
+  wire::Envelope task_env;
+  wire::Task task;
+
+  void Send(wire::MessageType type, uint64_t round, const std::string& payload) {
+    wire::Envelope e;
+    e.type = type;
+    e.flags = flags;
+    e.sender = id;
+    e.round = round;
+    e.model_version = task_env.model_version;
+    e.nonce = task_env.nonce;
+    SealedMessage m = SealMessage(e, payload);
+    ASSERT_FL_OK(sock->Send("", {m.envelope, m.payload}));
+  }
+
+  // The next message of `type` (or `also`) from the server (others are
+  // skipped), within 30 s.
+  bool Next(transport::Context* ctx, wire::MessageType type, wire::Envelope* env,
+            std::string* payload, wire::MessageType also = wire::MessageType::kHello) {
+    std::vector<bool> ready;
+    for (int i = 0; i < 300; ++i) {
+      transport::Received r;
+      auto got = sock->TryReceive(&r);
+      if (!got.ok()) return false;
+      if (!*got) {
+        (void)ctx->Poll({sock.get()}, 100, &ready);
+        continue;
+      }
+      auto e = OpenMessage(r.frames[0], r.frames[1], 64 << 20);
+      if (!e.ok() || (e->type != type && e->type != also)) continue;
+      *env = *e;
+      *payload = r.frames[1];
+      return true;
+    }
+    return false;
+  }
+
+  // The reason of the next ACK or REJECT answering a message of type `about`
+  // ("REJECT " before a REJECT's).
+  std::string NextReply(transport::Context* ctx, wire::MessageType about) {
+    wire::Envelope e;
+    std::string p;
+    wire::Reply reply;
+    while (Next(ctx, wire::MessageType::kAck, &e, &p, wire::MessageType::kReject)) {
+      if (wire::Decode(p, &reply).ok() && reply.in_reply_to == static_cast<uint8_t>(about)) {
+        return (e.type == wire::MessageType::kReject ? "REJECT " : "") + reply.reason;
+      }
+    }
+    return "(none)";
+  }
+
+  // An UPDATE of the open round: a zero delta, 32-bit.
+  std::string ZeroUpdate() const {
+    ModelState m;
+    EXPECT_FL_OK(wire::Expand(task.model, &m));
+    std::vector<float> zeros(static_cast<size_t>(m.KeptCount()), 0.0f);
+    QuantOptions q;
+    q.bits = 32;
+    return wire::Encode(
+        wire::Update{100, 0.1, 1.0, wire::kCodecQuant, QuantEncode(zeros.data(), zeros.size(), q)});
+  }
+};
+
+// Upload admission as the protocol runs it. A client that reads payload
+// extensions gets a TASK that asks before upload; READY is granted while the
+// window has room and queued otherwise, and the grant follows when the update
+// ahead arrives. A client older than extensions gets a TASK without the field
+// and its direct UPDATE is taken as before; so is an UPDATE sent without a
+// grant (the window is cooperation, not a control).
+TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 3;
+  so.round_deadline_seconds = 60;
+  so.transfer_window_bytes = 1;  // one upload at a time
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  std::vector<RoundMetrics> rounds;
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::atomic<bool> stop{false};
+  std::thread server_thread([&] {
+    summary = (*server)->Run(&stop, [&](const RoundMetrics& rm) { rounds.push_back(rm); });
+  });
+  RawPeer old_peer{"old", 0, nullptr, {}, {}};
+  RawPeer first{"first", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  RawPeer second{"second", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  for (RawPeer* p : {&old_peer, &first, &second}) {
+    auto s = ctx->Connect((*server)->endpoint(), transport::SocketOptions{});
+    ASSERT_FL_OK(s);
+    p->sock = std::move(s).value();
+    p->Send(wire::MessageType::kHello, 0,
+            wire::Encode(wire::Hello{100, "", {wire::kCodecQuant}, 1.0}));
+  }
+  for (RawPeer* p : {&old_peer, &first, &second}) {
+    std::string payload;
+    ASSERT_TRUE(p->Next(ctx.get(), wire::MessageType::kTask, &p->task_env, &payload)) << p->id;
+    ASSERT_FL_OK(wire::Decode(payload, &p->task));
+  }
+  EXPECT_FALSE(old_peer.task.ask_before_upload);
+  EXPECT_TRUE(first.task.ask_before_upload);
+  EXPECT_TRUE(second.task.ask_before_upload);
+  const std::string update = first.ZeroUpdate();
+  const uint64_t r = first.task_env.round;
+
+  // A READY announcing more than this round's updates can be is refused and
+  // does not close the device's turn.
+  first.Send(wire::MessageType::kReady, r, wire::Encode(wire::Ready{update.size() + 65}));
+  EXPECT_EQ(first.NextReply(ctx.get(), wire::MessageType::kReady), "REJECT too_large");
+  first.Send(wire::MessageType::kReady, r, wire::Encode(wire::Ready{update.size()}));
+  EXPECT_EQ(first.NextReply(ctx.get(), wire::MessageType::kReady), "granted");
+  second.Send(wire::MessageType::kReady, r, wire::Encode(wire::Ready{update.size()}));
+  EXPECT_EQ(second.NextReply(ctx.get(), wire::MessageType::kReady), "queued");
+  // The old client sends without asking; so may anyone.
+  old_peer.Send(wire::MessageType::kUpdate, r, old_peer.ZeroUpdate());
+  EXPECT_EQ(old_peer.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  // The granted update arrives: the queued one gets its turn.
+  first.Send(wire::MessageType::kUpdate, r, update);
+  EXPECT_EQ(first.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  EXPECT_EQ(second.NextReply(ctx.get(), wire::MessageType::kReady), "granted");
+  second.Send(wire::MessageType::kUpdate, r, update);
+  EXPECT_EQ(second.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+
+  server_thread.join();
+  ASSERT_FL_OK(summary);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].participants, 3);
+  EXPECT_EQ(rounds[0].uploads_queued, 1);
+  EXPECT_EQ(rounds[0].upload_window_peak_bytes, update.size());
 }
 
 }  // namespace

@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "common/quant_codec.h"
 #include "common/wire/compact.h"
@@ -74,7 +77,7 @@ TEST(EnvelopeTest, FieldByFieldCorruption) {
       {0, 'X', "bad magic"},
       {4, 9, "protocol version"},
       {6, 0, "unknown message type"},
-      {6, 7, "unknown message type"},
+      {6, 8, "unknown message type"},
       {8, 0, "sender id"},     // empty sender
       {9, 0x01, "sender id"},  // non-printable
       {9 + 9, 'x', "after its terminator"},
@@ -175,6 +178,12 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
   wire::Done d2;
   ASSERT_FL_OK(wire::Decode(wire::Encode(d), &d2));
   EXPECT_EQ(d2.rounds_completed, 10u);
+
+  wire::Ready ready{6653545};
+  wire::Ready ready2;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(ready), &ready2));
+  EXPECT_EQ(ready2.update_bytes, 6653545u);
+  EXPECT_EQ(wire::Encode(ready).size(), 8u);
 }
 
 TEST(PayloadTest, EveryTruncationAndPaddingRejected) {
@@ -187,10 +196,104 @@ TEST(PayloadTest, EveryTruncationAndPaddingRejected) {
     ASSERT_FALSE(st.ok()) << "truncated to " << len;
     EXPECT_TRUE(st.IsCorruption());
   }
+  // Bytes after the fields are an extension block or nothing.
   wire::Task out;
   Status st = wire::Decode(good + std::string(3, '\0'), &out);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("3 trailing bytes"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("extension block of 0 records"), std::string::npos) << st.ToString();
+}
+
+// An extension block (messages.h, "Optional fields"): u16 count, then per
+// record u16 tag | u64 length | bytes, little-endian.
+std::string ExtensionBlock(const std::vector<std::pair<uint16_t, std::string>>& records) {
+  std::string b;
+  auto put = [&b](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
+  };
+  put(records.size(), 2);
+  for (const auto& [tag, value] : records) {
+    put(tag, 2);
+    put(value.size(), 8);
+    b += value;
+  }
+  return b;
+}
+
+TEST(PayloadExtensionTest, WithoutOptionalFieldsAPayloadIsWhatOlderPeersSend) {
+  wire::Task t;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  const std::string plain = wire::Encode(t);
+  t.ask_before_upload = true;
+  const std::string asking = wire::Encode(t);
+  // The same bytes plus one record: count 1, tag 1, empty value.
+  EXPECT_EQ(asking, plain + ExtensionBlock({{wire::kTaskAskBeforeUpload, ""}}));
+  wire::Task back;
+  ASSERT_FL_OK(wire::Decode(asking, &back));
+  EXPECT_TRUE(back.ask_before_upload);
+  ASSERT_FL_OK(wire::Decode(plain, &back));
+  EXPECT_FALSE(back.ask_before_upload);
+}
+
+// A newer peer's optional field reaches an older receiver: skipped, the rest
+// of the message decodes as before. Every payload type.
+TEST(PayloadExtensionTest, UnknownOptionalFieldsAreSkippedInEveryPayload) {
+  const std::string ext = ExtensionBlock({{0x0042, "a field from the future"}, {0x7fff, ""}});
+  wire::Hello h{600, "mnist_cnn", {wire::kCodecQuant}, 2.0}, h2;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(h) + ext, &h2));
+  EXPECT_EQ(h2.num_examples, 600);
+  EXPECT_EQ(h2.codecs, h.codecs);
+  wire::Task t, t2;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t) + ext, &t2));
+  EXPECT_FALSE(t2.ask_before_upload);
+  EXPECT_EQ(t2.model.tensors.size(), t.model.tensors.size());
+  wire::Update u{600, 0.25, 3.5, wire::kCodecQuant, "delta"}, u2;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(u) + ext, &u2));
+  EXPECT_EQ(u2.data, "delta");
+  wire::Ready r{12345}, r2;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(r) + ext, &r2));
+  EXPECT_EQ(r2.update_bytes, 12345u);
+  wire::Reply y{3, "accepted", ""}, y2;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(y) + ext, &y2));
+  EXPECT_EQ(y2.reason, "accepted");
+  wire::Done d{5, 0.9, "bye"}, d2;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(d) + ext, &d2));
+  EXPECT_EQ(d2.rounds_completed, 5u);
+}
+
+TEST(PayloadExtensionTest, MalformedBlocksAndUnknownCriticalFieldsAreRefused) {
+  const std::string base = wire::Encode(wire::Hello{600, "", {wire::kCodecQuant}, 2.0});
+  struct Case {
+    std::string tail;
+    const char* expect;
+  };
+  const std::string many = [] {
+    std::vector<std::pair<uint16_t, std::string>> r;
+    for (uint16_t i = 0; i <= wire::kMaxExtensions; ++i) r.push_back({i, ""});
+    return ExtensionBlock(r);
+  }();
+  const Case cases[] = {
+      {ExtensionBlock({{0x8042, ""}}), "unknown critical extension 32834"},
+      {ExtensionBlock({{7, "x"}, {7, "y"}}), "appears twice"},
+      {std::string("\0\0", 2), "extension block of 0 records"},
+      {many, "extension block of 33 records"},
+      {ExtensionBlock({{7, "value"}}).substr(0, 14), "bytes left"},
+      {ExtensionBlock({{7, "x"}}) + "z", "1 trailing bytes"},
+  };
+  for (const auto& c : cases) {
+    wire::Hello out;
+    Status st = wire::Decode(base + c.tail, &out);
+    ASSERT_FALSE(st.ok()) << c.expect;
+    EXPECT_TRUE(st.IsCorruption());
+    EXPECT_NE(st.message().find(c.expect), std::string::npos) << st.ToString();
+  }
+  // A known field with a value it must not have.
+  wire::Task t;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  wire::Task out;
+  EXPECT_FALSE(
+      wire::Decode(wire::Encode(t) + ExtensionBlock({{wire::kTaskAskBeforeUpload, "1"}}), &out)
+          .ok());
 }
 
 TEST(PayloadTest, HostileLengthDoesNotAllocate) {

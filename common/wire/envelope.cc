@@ -22,6 +22,8 @@ const char* MessageTypeName(MessageType type) {
       return "REJECT";
     case MessageType::kDone:
       return "DONE";
+    case MessageType::kReady:
+      return "READY";
   }
   return "UNKNOWN";
 }
@@ -91,7 +93,7 @@ Result<Envelope> DecodeEnvelope(const std::string& bytes) {
                               std::to_string(kProtocolVersion) + ")");
   }
   if (type < static_cast<uint8_t>(MessageType::kHello) ||
-      type > static_cast<uint8_t>(MessageType::kDone)) {
+      type > static_cast<uint8_t>(MessageType::kReady)) {
     return Status::Corruption("unknown message type " + std::to_string(type));
   }
   env.type = static_cast<MessageType>(type);

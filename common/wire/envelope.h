@@ -45,7 +45,13 @@ enum class MessageType : uint8_t {
   kAck = 4,     // server -> client: message accepted
   kReject = 5,  // server -> client: message refused, with a reason
   kDone = 6,    // server -> client: the federation is over, exit
+  kReady = 7,   // client -> server: my update is ready, may I send it?
 };
+
+// Flag bit 1 of Envelope::flags: the sender reads payload extensions
+// (messages.h, "Optional fields"), so a peer may attach them to what it sends
+// back. (Bit 0, kFlagSigned, is crypto/message.h's.)
+constexpr uint8_t kFlagReadsExtensions = 0x02;
 
 // Returns "HELLO", "TASK", ... or "UNKNOWN".
 const char* MessageTypeName(MessageType type);

@@ -17,6 +17,20 @@
 namespace fl {
 namespace wire {
 
+// Optional fields (docs/protocol.md, "Optional fields"). Any payload may end,
+// after its fixed fields, with an extension block: u16 count (1..kMaxExtensions),
+// then `count` records of u16 tag | u64 length | value bytes, tags unique.
+// A receiver skips a record whose tag it does not know, unless the tag has
+// kCriticalExtension set: then it refuses the message. Tags are per message
+// type. Peers older than extensions refuse trailing bytes, so a sender
+// attaches records only to a peer whose messages carry kFlagReadsExtensions
+// (envelope.h). Adding an optional field is adding a tag: no version bump, no
+// fleet-wide upgrade.
+constexpr size_t kMaxExtensions = 32;
+constexpr uint16_t kCriticalExtension = 0x8000;
+// TASK: the client must ask (READY) before it uploads. Value: empty.
+constexpr uint16_t kTaskAskBeforeUpload = 1;
+
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
 constexpr char kCodecQuant[] = "q";
@@ -58,6 +72,17 @@ struct TrainConfig {
 struct Task {
   TrainConfig config;
   CompactModel model;
+  // Optional (extension kTaskAskBeforeUpload): the client sends READY when its
+  // update is encoded and the UPDATE only once the server granted it, so the
+  // server bounds the update bytes arriving at once (upload admission).
+  bool ask_before_upload{false};
+};
+
+// Client -> server, in a round whose TASK asked before upload: my UPDATE is
+// ready and this large. The server answers ACK "granted" (send it now) or ACK
+// "queued" (a second ACK "granted" follows when there is room).
+struct Ready {
+  uint64_t update_bytes{0};
 };
 
 // Client -> server: the result of local training for the envelope's round,

@@ -1,9 +1,11 @@
 #include "common/wire/serialize.h"
 
+#include <algorithm>
 #include <cereal/archives/binary.hpp>
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
 #include <cstring>
+#include <initializer_list>
 #include <sstream>
 
 // cereal's binary archive writes integers and floats in host byte order; the
@@ -11,6 +13,16 @@
 // speak another protocol. Refuse to build there rather than mis-speak.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "fedge's wire format is little-endian; this host is not");
+
+namespace fl {
+namespace wire {
+// One record of a payload's extension block (messages.h, "Optional fields").
+struct ExtensionRecord {
+  uint16_t tag{0};
+  std::string value;
+};
+}  // namespace wire
+}  // namespace fl
 
 namespace cereal {
 
@@ -96,6 +108,12 @@ inline void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::vector<T, A>
   }
 }
 
+// An extension record: its tag and its value's length.
+template <>
+struct MinWireBytes<fl::wire::ExtensionRecord> {
+  static constexpr size_t value = 10;
+};
+
 // name, shape, mask and values: four lengths.
 template <>
 struct MinWireBytes<fl::TensorState> {
@@ -136,8 +154,64 @@ void serialize(Archive& ar, ModelState& m) {
 namespace wire {
 
 template <class Archive>
+void serialize(Archive& ar, ExtensionRecord& e) {
+  ar(e.tag, e.value);
+}
+
+// The extension block after a payload's fixed fields. Saving writes `records`
+// (nothing at all when there are none, so a payload without optional fields is
+// byte for byte what peers before extensions send). Loading reads the block
+// when bytes remain, refuses a malformed one, duplicate tags and unknown
+// critical tags, and keeps only the records whose tag is in `known`.
+template <class Archive>
+void Extensions(Archive& ar, std::vector<ExtensionRecord>& records,
+                std::initializer_list<uint16_t> known) {
+  if constexpr (Archive::is_saving::value) {
+    if (records.empty()) return;
+    const uint16_t count = static_cast<uint16_t>(records.size());
+    ar(count);
+    for (auto& r : records) ar(r);
+  } else {
+    records.clear();
+    if (ar.remaining() == 0) return;
+    uint16_t count = 0;
+    ar(count);
+    if (count == 0 || count > kMaxExtensions) {
+      throw cereal::Exception("extension block of " + std::to_string(count) + " records (1.." +
+                              std::to_string(kMaxExtensions) + ")");
+    }
+    std::vector<uint16_t> seen;
+    for (uint16_t i = 0; i < count; ++i) {
+      ExtensionRecord r;
+      ar(r);
+      if (std::find(seen.begin(), seen.end(), r.tag) != seen.end()) {
+        throw cereal::Exception("extension " + std::to_string(r.tag) + " appears twice");
+      }
+      seen.push_back(r.tag);
+      const bool is_known = std::find(known.begin(), known.end(), r.tag) != known.end();
+      if (is_known) {
+        records.push_back(std::move(r));
+      } else if (r.tag & kCriticalExtension) {
+        throw cereal::Exception("unknown critical extension " + std::to_string(r.tag) +
+                                " (the sender needs a newer receiver)");
+      }
+    }
+  }
+}
+
+// For payloads with no optional field of their own yet: the block is written
+// empty and, when a newer peer sends one, read and checked (unknown records
+// skipped).
+template <class Archive>
+void NoExtensions(Archive& ar) {
+  std::vector<ExtensionRecord> none;
+  Extensions(ar, none, {});
+}
+
+template <class Archive>
 void serialize(Archive& ar, Hello& m) {
   ar(m.num_examples, m.architecture, m.codecs, m.heartbeat_seconds);
+  NoExtensions(ar);
 }
 template <class Archive>
 void serialize(Archive& ar, TrainConfig& m) {
@@ -160,18 +234,37 @@ void serialize(Archive& ar, CompactModel& m) {
 template <class Archive>
 void serialize(Archive& ar, Task& m) {
   ar(m.config, m.model);
+  std::vector<ExtensionRecord> ext;
+  if (m.ask_before_upload) ext.push_back({kTaskAskBeforeUpload, ""});
+  Extensions(ar, ext, {kTaskAskBeforeUpload});
+  if constexpr (Archive::is_loading::value) {
+    for (const auto& e : ext) {
+      if (e.tag == kTaskAskBeforeUpload) {
+        if (!e.value.empty()) throw cereal::Exception("ask-before-upload extension has a value");
+        m.ask_before_upload = true;
+      }
+    }
+  }
+}
+template <class Archive>
+void serialize(Archive& ar, Ready& m) {
+  ar(m.update_bytes);
+  NoExtensions(ar);
 }
 template <class Archive>
 void serialize(Archive& ar, Update& m) {
   ar(m.num_examples, m.train_loss, m.train_seconds, m.codec, m.data);
+  NoExtensions(ar);
 }
 template <class Archive>
 void serialize(Archive& ar, Reply& m) {
   ar(m.in_reply_to, m.reason, m.message);
+  NoExtensions(ar);
 }
 template <class Archive>
 void serialize(Archive& ar, Done& m) {
   ar(m.rounds_completed, m.final_accuracy, m.message);
+  NoExtensions(ar);
 }
 
 namespace {
@@ -248,6 +341,7 @@ Status DecodeAny(const std::string& bytes, T* out, const char* what) {
 std::string Encode(const Hello& m) { return EncodeAny(m); }
 std::string Encode(const Task& m) { return EncodeAny(m); }
 std::string Encode(const Update& m) { return EncodeAny(m); }
+std::string Encode(const Ready& m) { return EncodeAny(m); }
 std::string Encode(const Reply& m) { return EncodeAny(m); }
 std::string Encode(const Done& m) { return EncodeAny(m); }
 std::string Encode(const ModelState& m) { return EncodeAny(m); }
@@ -256,6 +350,7 @@ std::string Encode(const CompactModel& m) { return EncodeAny(m); }
 Status Decode(const std::string& b, Hello* out) { return DecodeAny(b, out, "HELLO"); }
 Status Decode(const std::string& b, Task* out) { return DecodeAny(b, out, "TASK"); }
 Status Decode(const std::string& b, Update* out) { return DecodeAny(b, out, "UPDATE"); }
+Status Decode(const std::string& b, Ready* out) { return DecodeAny(b, out, "READY"); }
 Status Decode(const std::string& b, Reply* out) { return DecodeAny(b, out, "REPLY"); }
 Status Decode(const std::string& b, Done* out) { return DecodeAny(b, out, "DONE"); }
 Status Decode(const std::string& b, ModelState* out) {

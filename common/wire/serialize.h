@@ -4,7 +4,8 @@
 // (size bound, digest, and signature once signing is on). They still never
 // trust a length: the input archive refuses any container length larger than
 // the bytes left, so a hostile length cannot make them allocate, and trailing
-// bytes after a message are an error. cereal exceptions are caught here.
+// bytes after a message are an error unless they form a well-formed extension
+// block (messages.h, "Optional fields"). cereal exceptions are caught here.
 #ifndef FEDGE_COMMON_WIRE_SERIALIZE_H_
 #define FEDGE_COMMON_WIRE_SERIALIZE_H_
 
@@ -19,6 +20,7 @@ namespace wire {
 std::string Encode(const Hello& m);
 std::string Encode(const Task& m);
 std::string Encode(const Update& m);
+std::string Encode(const Ready& m);
 std::string Encode(const Reply& m);
 std::string Encode(const Done& m);
 std::string Encode(const ModelState& m);
@@ -29,6 +31,7 @@ std::string Encode(const CompactModel& m);
 Status Decode(const std::string& bytes, Hello* out);
 Status Decode(const std::string& bytes, Task* out);
 Status Decode(const std::string& bytes, Update* out);
+Status Decode(const std::string& bytes, Ready* out);
 Status Decode(const std::string& bytes, Reply* out);
 Status Decode(const std::string& bytes, Done* out);
 Status Decode(const std::string& bytes, ModelState* out);

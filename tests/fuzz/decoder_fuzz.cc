@@ -49,10 +49,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 #elif defined(FL_FUZZ_REPLY)
+  // The small control payloads: ACK/REJECT, DONE, READY.
   fl::wire::Reply reply;
   (void)fl::wire::Decode(bytes, &reply);
   fl::wire::Done done;
   (void)fl::wire::Decode(bytes, &done);
+  fl::wire::Ready ready;
+  (void)fl::wire::Decode(bytes, &ready);
 #elif defined(FL_FUZZ_QUANT)
   // Whatever the quantized codec accepts decodes to finite values.
   fl::QuantHeader h;

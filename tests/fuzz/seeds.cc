@@ -75,6 +75,8 @@ int Main(int argc, char** argv) {
       const std::string name = std::string(sparse ? "sparse" : "dense") +
                                (fmt == wire::ValueFormat::kFp16 ? "_fp16" : "_fp32");
       put("task", name, wire::Encode(t));
+      t.ask_before_upload = true;  // with an extension block
+      put("task", name + "_ask", wire::Encode(t));
       put("model_file", name, EncodeModelFile(Model(sparse), {}, sparse ? &*key : nullptr));
       put("checkpoint", name, [&] {
         const std::string path = dir + "/.tmp_checkpoint";
@@ -91,6 +93,7 @@ int Main(int argc, char** argv) {
   r.message = "ok";
   put("reply", "reply", wire::Encode(r));
   put("reply", "done", wire::Encode(wire::Done{5, 0.97, "federation finished after 5 rounds"}));
+  put("reply", "ready", wire::Encode(wire::Ready{6653545}));
   wire::Envelope e;
   e.type = wire::MessageType::kUpdate;
   e.sender = "c0";

@@ -45,6 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)fl::wire::Decode(bytes, &reply);
   fl::wire::Done done;
   (void)fl::wire::Decode(bytes, &done);
+  fl::wire::Ready ready;
+  (void)fl::wire::Decode(bytes, &ready);
   fl::ModelState state;
   (void)fl::wire::Decode(bytes, &state);
   // A quantized delta on its own, with the count its header claims (bounded).
