@@ -115,7 +115,10 @@ std::array<uint8_t, 32> ModelVersion(const ModelState& state) {
 }
 
 std::array<uint8_t, 32> ModelVersion(const wire::CompactModel& model) {
-  return Sha256(wire::Encode(model));
+  // Streamed: the encoding is as large as the model and never held.
+  Sha256Hasher hasher;
+  wire::EncodeTo(model, [&hasher](const char* p, size_t n) { hasher.Update(p, n); });
+  return hasher.Finish();
 }
 
 std::string ShortVersion(const std::array<uint8_t, 32>& version) {

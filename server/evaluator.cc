@@ -14,6 +14,13 @@
 
 namespace fl {
 
+// The server evaluates in batches of 50, not kEvalBatch (100): half the
+// activations (the CNN's first convolution alone is 10 MB at 100), for a 1%
+// slower pass (fl-bench-eval, 2026-11-28, AMD EPYC: 1.234 s against 1.221 s for
+// the 10k test images on one thread). The evaluation overlaps training, so its
+// memory adds to the server's peak (experiments/BENCHMARKS.md).
+constexpr int64_t kServerEvalBatch = 50;
+
 struct BackgroundEvaluator::Impl {
   ModelPtr model;  // used by the worker only
   ImageDataset test;
@@ -35,7 +42,7 @@ struct BackgroundEvaluator::Impl {
     // The model evaluates the submitted copy in place: no second copy.
     e.status = BindModelState(*model, state);
     if (e.status.ok()) {
-      auto r = Evaluate(*model, test, kEvalBatch, threads);
+      auto r = Evaluate(*model, test, kServerEvalBatch, threads);
       if (r.ok()) {
         e.accuracy = r->accuracy;
         e.mean_loss = r->mean_loss;

@@ -138,6 +138,11 @@ int main(int argc, char** argv) {
                  "sit in the server's memory; one is always allowed. 0 = off")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--max-connections", o.max_connections,
+                 "Connections held at once; a handshake past it is refused (connection_cap). "
+                 "Lowered to fit the open-file limit (raised to its hard limit); 0 = that limit")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--max-clients", o.max_clients,
                  "Devices tracked at once; a new one past it replaces the least recently heard "
                  "one that is not live, or is refused (registry_full)")

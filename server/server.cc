@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -116,6 +117,29 @@ const int kDrainBeforeSelection = 4096;
 // Evaluations allowed to queue behind the one running before the server waits
 // for them (each holds a copy of a global model).
 const size_t kMaxEvaluationsQueued = 2;
+
+// Each connection holds a file descriptor. Raises the process's descriptor
+// limit to its hard limit and returns `wanted` (0 = no cap), lowered to leave
+// room under it for the files the server writes and ZeroMQ's own descriptors;
+// says so when it lowers it.
+int ConnectionCap(int wanted) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return wanted;
+  if (rl.rlim_cur < rl.rlim_max) {  // as many as the system lets this process have
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur == RLIM_INFINITY) return wanted;
+  const rlim_t reserve = 256;
+  const int room = static_cast<int>(std::min<rlim_t>(
+      rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 1, std::numeric_limits<int>::max()));
+  if (wanted > 0 && wanted <= room) return wanted;
+  spdlog::warn(
+      "--max-connections {} lowered to {}: the process may open {} files (ulimit -n) and "
+      "keeps {} for its own",
+      wanted == 0 ? std::string("0 (no cap)") : std::to_string(wanted), room, rl.rlim_cur, reserve);
+  return room;
+}
 
 // Looks at the rounds.csv of an earlier run in `out_dir`: one written with
 // other columns is moved aside to rounds.csv.old (rows of two layouts in one
@@ -282,6 +306,10 @@ struct Server::Impl {
   std::map<std::string, Enrolled> enrolled;
   std::unique_ptr<SigningKey> signer;
   std::shared_ptr<Admission> admission = std::make_shared<Admission>();
+  // Connections the transport admits at once (0 = no cap), and when the next
+  // refusal at it is logged.
+  int connection_cap{0};
+  int64_t next_cap_log{1};
   RoundMetrics m;
   double last_accept_time{0};
   double first_update_time{0};
@@ -933,16 +961,27 @@ struct Server::Impl {
     std::vector<WalEntry> order = wal_entries;
     std::sort(order.begin(), order.end(),
               [](const WalEntry& a, const WalEntry& b) { return a.sender < b.sender; });
-    FedAvgAccumulator acc(kept_count);
-    std::string buffer;
-    for (const auto& e : order) {
-      std::string_view encoded;
-      FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
-      FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
-      FL_RETURN_IF_ERROR(acc.Add(e.weight, delta));
+    // Each buffer goes as soon as it is done with, so the model-sized ones
+    // that follow (the new version's encoding, the checkpoint, the next TASK)
+    // reuse its memory rather than add to the server's peak.
+    Status st;
+    int count = 0;
+    {
+      FedAvgAccumulator acc(kept_count);
+      {
+        std::string buffer;
+        for (const auto& e : order) {
+          std::string_view encoded;
+          FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
+          FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
+          FL_RETURN_IF_ERROR(acc.Add(e.weight, delta));
+        }
+      }
+      std::vector<float>().swap(delta);  // until the next round's first update
+      // All or nothing: an average with a value out of range is not committed.
+      st = acc.ApplyTo(&global, o.server_lr, ValueLimit());
+      count = acc.count();
     }
-    // All or nothing: an average with a value out of range is not committed.
-    Status st = acc.ApplyTo(&global, o.server_lr, ValueLimit());
     if (st.ok()) {
       SetGlobal();
       return Status::OK();
@@ -953,7 +992,7 @@ struct Server::Impl {
     spdlog::error(
         "round {}: the average of {} updates is not committed, the global model is "
         "unchanged: {}",
-        current_round, acc.count(), st.message());
+        current_round, count, st.message());
     return Status::OK();
   }
 
@@ -1071,6 +1110,16 @@ struct Server::Impl {
       if (const int64_t denied = admission->denied.exchange(0)) {
         m.rejected["transport_denied"] += denied;
         totals_rejected["transport_denied"] += denied;
+      }
+      if (const int64_t refused = sock->TakeRefusedConnections()) {
+        m.rejected["connection_cap"] += refused;
+        const int64_t total = totals_rejected["connection_cap"] += refused;
+        // Logged at 1, 2, 4, 8, ... refusals: a flood stays readable.
+        if (total >= next_cap_log) {
+          spdlog::warn("refused {} connection(s) at the cap of {} (--max-connections); {} so far",
+                       refused, connection_cap, total);
+          while (next_cap_log <= total) next_cap_log *= 2;
+        }
       }
       FL_RETURN_IF_ERROR(Report(/*wait=*/false));
     }
@@ -1529,6 +1578,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   FL_RETURN_IF_ERROR(impl->LoadEnrollment());
   transport::SocketOptions so;
   so.max_frame_bytes = o.max_frame_bytes;
+  so.max_connections = impl->connection_cap = ConnectionCap(o.max_connections);
   if (o.insecure) {
     spdlog::warn(
         "INSECURE TRANSPORT: no encryption and no transport authentication on {}. "
@@ -1551,6 +1601,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   auto sock = impl->ctx->Listen(o.bind, so);
   if (!sock.ok()) return sock.status();
   impl->sock = std::move(sock).value();
+  if (o.verbose) {
+    spdlog::info(
+        "at most {} connections at once (--max-connections); {} devices tracked "
+        "(--max-clients)",
+        impl->connection_cap, o.max_clients);
+  }
   if (o.resume && !o.out_dir.empty()) {
     // A round that was open when the server stopped: reopen it if it starts
     // from the model the checkpoint holds; otherwise it is spent.

@@ -133,6 +133,11 @@ struct ServerOptions {
   // TASK, do not all sit in memory at once. One transfer is always allowed.
   // 0 = off (every client gets its TASK and sends its UPDATE at once).
   size_t transfer_window_bytes{16u << 20};
+  // Connections the transport holds at once: a handshake past it is refused
+  // (counted as connection_cap) and the connection closed. A connection that
+  // has not finished its handshake within 10 s is closed. Lowered to fit the
+  // process's file descriptor limit. 0 = as many as that limit allows.
+  int max_connections{10000};
   // Devices the server keeps track of at once. A HELLO from a new device when
   // the registry is full evicts the device heard from least recently that is
   // neither live nor in the open round, or is refused (registry_full).

@@ -101,7 +101,6 @@ class WalWriter final {
   // `delta` at its encoded delta: one copy of an update in memory, not two.
   Status ReadDelta(const WalEntry& entry, std::string* buffer, std::string_view* delta) const;
 
-
  private:
   WalWriter(int fd, std::string path, uint64_t end, bool durable);
   void SyncLoop();

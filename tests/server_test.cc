@@ -419,6 +419,15 @@ struct RawPeer {
   wire::Envelope task_env;
   wire::Task task;
 
+  // Connects to `endpoint` and registers (HELLO, 100 examples).
+  void Connect(transport::Context* ctx, const std::string& endpoint) {
+    auto s = ctx->Connect(endpoint, transport::SocketOptions{});
+    ASSERT_FL_OK(s);
+    sock = std::move(s).value();
+    Send(wire::MessageType::kHello, 0,
+         wire::Encode(wire::Hello{100, "", {wire::kCodecQuant}, 1.0}));
+  }
+
   void Send(wire::MessageType type, uint64_t round, const std::string& payload) {
     wire::Envelope e;
     e.type = type;
@@ -432,11 +441,12 @@ struct RawPeer {
   }
 
   // The next message of `type` (or `also`) from the server (others are
-  // skipped), within 30 s.
+  // skipped), within `tries` / 10 seconds.
   bool Next(transport::Context* ctx, wire::MessageType type, wire::Envelope* env,
-            std::string* payload, wire::MessageType also = wire::MessageType::kHello) {
+            std::string* payload, wire::MessageType also = wire::MessageType::kHello,
+            int tries = 300) {
     std::vector<bool> ready;
-    for (int i = 0; i < 300; ++i) {
+    for (int i = 0; i < tries; ++i) {
       transport::Received r;
       auto got = sock->TryReceive(&r);
       if (!got.ok()) return false;
@@ -479,6 +489,22 @@ struct RawPeer {
   }
 };
 
+// A server running on a thread of its own, collecting each round's metrics.
+struct RunningServer {
+  explicit RunningServer(std::unique_ptr<Server> s) : server(std::move(s)) {
+    thread = std::thread([this] {
+      summary = server->Run(nullptr, [this](const RoundMetrics& rm) { rounds.push_back(rm); });
+    });
+  }
+  // Waits for the run to end.
+  void Join() { thread.join(); }
+
+  std::unique_ptr<Server> server;
+  std::vector<RoundMetrics> rounds;
+  Result<ServerSummary> summary = Status::Internal("not run");
+  std::thread thread;
+};
+
 // Upload admission as the protocol runs it. A client that reads payload
 // extensions gets a TASK that asks before upload; READY is granted while the
 // window has room and queued otherwise, and the grant follows when the update
@@ -495,22 +521,12 @@ TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
   so.transfer_window_bytes = 1;  // one upload at a time
   auto server = Server::Create(so, ctx);
   ASSERT_FL_OK(server);
-  std::vector<RoundMetrics> rounds;
-  Result<ServerSummary> summary = Status::Internal("not run");
-  std::atomic<bool> stop{false};
-  std::thread server_thread([&] {
-    summary = (*server)->Run(&stop, [&](const RoundMetrics& rm) { rounds.push_back(rm); });
-  });
+  const std::string endpoint = (*server)->endpoint();
+  RunningServer run(std::move(server).value());
   RawPeer old_peer{"old", 0, nullptr, {}, {}};
   RawPeer first{"first", wire::kFlagReadsExtensions, nullptr, {}, {}};
   RawPeer second{"second", wire::kFlagReadsExtensions, nullptr, {}, {}};
-  for (RawPeer* p : {&old_peer, &first, &second}) {
-    auto s = ctx->Connect((*server)->endpoint(), transport::SocketOptions{});
-    ASSERT_FL_OK(s);
-    p->sock = std::move(s).value();
-    p->Send(wire::MessageType::kHello, 0,
-            wire::Encode(wire::Hello{100, "", {wire::kCodecQuant}, 1.0}));
-  }
+  for (RawPeer* p : {&old_peer, &first, &second}) p->Connect(ctx.get(), endpoint);
   for (RawPeer* p : {&old_peer, &first, &second}) {
     std::string payload;
     ASSERT_TRUE(p->Next(ctx.get(), wire::MessageType::kTask, &p->task_env, &payload)) << p->id;
@@ -540,12 +556,46 @@ TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
   second.Send(wire::MessageType::kUpdate, r, update);
   EXPECT_EQ(second.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
 
-  server_thread.join();
-  ASSERT_FL_OK(summary);
-  ASSERT_EQ(rounds.size(), 1u);
-  EXPECT_EQ(rounds[0].participants, 3);
-  EXPECT_EQ(rounds[0].uploads_queued, 1);
-  EXPECT_EQ(rounds[0].upload_window_peak_bytes, update.size());
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_EQ(run.rounds[0].participants, 3);
+  EXPECT_EQ(run.rounds[0].uploads_queued, 1);
+  EXPECT_EQ(run.rounds[0].upload_window_peak_bytes, update.size());
+}
+
+// --max-connections at the server: a connection past the cap gets no answer,
+// the refusal is counted in the round's metrics as connection_cap, and the
+// device already connected finishes the round.
+TEST_F(ServerTest, ConnectionsPastTheCapAreRefusedAndCounted) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 1;
+  so.max_connections = 1;
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  const std::string endpoint = (*server)->endpoint();
+  RunningServer run(std::move(server).value());
+  RawPeer inside{"inside", 0, nullptr, {}, {}};
+  RawPeer outside{"outside", 0, nullptr, {}, {}};
+  inside.Connect(ctx.get(), endpoint);
+  EXPECT_EQ(inside.NextReply(ctx.get(), wire::MessageType::kHello), "welcome");
+  outside.Connect(ctx.get(), endpoint);
+  std::string payload;
+  ASSERT_TRUE(inside.Next(ctx.get(), wire::MessageType::kTask, &inside.task_env, &payload));
+  ASSERT_FL_OK(wire::Decode(payload, &inside.task));
+  // The one past the cap hears nothing, for as long as the round is open.
+  wire::Envelope e;
+  EXPECT_FALSE(outside.Next(ctx.get(), wire::MessageType::kAck, &e, &payload,
+                            wire::MessageType::kTask, /*tries=*/15));
+  inside.Send(wire::MessageType::kUpdate, inside.task_env.round, inside.ZeroUpdate());
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_EQ(run.rounds[0].participants, 1);
+  EXPECT_GE(run.rounds[0].rejected["connection_cap"], 1);
 }
 
 }  // namespace

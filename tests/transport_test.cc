@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "crypto/identity.h"
 #include "tests/test_util.h"
@@ -307,6 +308,105 @@ TEST(CurveTransportTest, ListeningWithoutAuthorizerIsRefused) {
 INSTANTIATE_TEST_SUITE_P(Inproc, TransportTest, ::testing::Values("inproc://fedge-transport-test"));
 INSTANTIATE_TEST_SUITE_P(Tcp, TransportTest, ::testing::Values("tcp://127.0.0.1:*"));
 INSTANTIATE_TEST_SUITE_P(Tcp, TcpTransportTest, ::testing::Values("tcp://127.0.0.1:*"));
+
+// Receives on any of `sockets` until `ms` pass; returns the payloads (frame 1)
+// of what arrived.
+std::vector<std::string> ReceiveAll(Context* ctx, Socket* s, int ms) {
+  std::vector<std::string> got;
+  std::vector<bool> ready;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_TRUE(ctx->Poll({s}, 50, &ready).ok());
+    Received r;
+    for (;;) {
+      auto ok = s->TryReceive(&r);
+      if (!ok.ok() || !*ok) break;
+      got.push_back(r.frames.size() > 1 ? r.frames[1] : "");
+    }
+  }
+  return got;
+}
+
+// A listening socket holds at most max_connections connections: the handshake
+// of one more is refused (counted for TakeRefusedConnections) and nothing it
+// sends arrives; when a connection goes, a new one gets in. Plaintext (ZeroMQ's
+// NULL mechanism, asked through ZAP only for the cap).
+TEST(ConnectionCapTest, HandshakesPastTheCapAreRefused) {
+  auto ctx = CreateZmqContext();
+  SocketOptions lo;
+  lo.max_connections = 2;
+  auto l = ctx->Listen("tcp://127.0.0.1:*", lo);
+  ASSERT_FL_OK(l);
+  Socket* server = l->get();
+  std::vector<std::unique_ptr<Socket>> clients;
+  for (const char* name : {"first", "second"}) {
+    auto c = ctx->Connect(server->endpoint(), SocketOptions{});
+    ASSERT_FL_OK(c);
+    clients.push_back(std::move(c).value());
+    ASSERT_FL_OK(clients.back()->Send("", {"from", name}));
+    auto got = ReceiveAll(ctx.get(), server, 1000);  // in before the next connects
+    ASSERT_EQ(got.size(), 1u) << name;
+    EXPECT_EQ(got[0], name);
+  }
+  auto third = ctx->Connect(server->endpoint(), SocketOptions{});
+  ASSERT_FL_OK(third);
+  ASSERT_FL_OK((*third)->Send("", {"from", "third"}));
+  EXPECT_TRUE(ReceiveAll(ctx.get(), server, 1500).empty());
+  EXPECT_GE(server->TakeRefusedConnections(), 1);
+  EXPECT_EQ(server->TakeRefusedConnections(), 0);  // taken
+  // One goes; a new connection fits again.
+  clients.pop_back();
+  third->reset();
+  ReceiveAll(ctx.get(), server, 500);  // the disconnects are seen
+  auto fourth = ctx->Connect(server->endpoint(), SocketOptions{});
+  ASSERT_FL_OK(fourth);
+  ASSERT_FL_OK((*fourth)->Send("", {"from", "fourth"}));
+  auto got = ReceiveAll(ctx.get(), server, 3000);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], "fourth");
+}
+
+// Over CURVE the cap comes before the key check, and the refused device is
+// told that the server is full, not that its key is not enrolled. Once a
+// connection has gone, a device gets in again.
+TEST(ConnectionCapTest, CurveDeviceRefusedAtTheCapIsToldWhy) {
+  auto ctx = CreateZmqContext();
+  auto server_keys = GenerateCurveKeyPair();
+  auto device = GenerateCurveKeyPair();
+  ASSERT_FL_OK(server_keys);
+  ASSERT_FL_OK(device);
+  SocketOptions lo;
+  lo.max_connections = 1;
+  lo.curve.secret_key = KeyBytes(server_keys->secret_key);
+  lo.curve.public_key = KeyBytes(server_keys->public_key);
+  lo.curve.authorize = [&](const std::string& key) { return key == KeyBytes(device->public_key); };
+  auto l = ctx->Listen("tcp://127.0.0.1:*", lo);
+  ASSERT_FL_OK(l);
+  Socket* server = l->get();
+  SocketOptions co;
+  co.curve.secret_key = KeyBytes(device->secret_key);
+  co.curve.public_key = KeyBytes(device->public_key);
+  co.curve.server_key = KeyBytes(server_keys->public_key);
+  auto a = ctx->Connect(server->endpoint(), co);
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK((*a)->Send("", {"from", "a"}));
+  ASSERT_EQ(ReceiveAll(ctx.get(), server, 1000).size(), 1u);
+  auto b = ctx->Connect(server->endpoint(), co);  // the same device, a second connection
+  ASSERT_FL_OK(b);
+  ASSERT_FL_OK((*b)->Send("", {"from", "b"}));
+  EXPECT_TRUE(ReceiveAll(ctx.get(), server, 1500).empty());
+  EXPECT_GE(server->TakeRefusedConnections(), 1);
+  EXPECT_NE((*b)->TakeHandshakeError().find("as many connections as it takes"), std::string::npos);
+  a->reset();
+  b->reset();
+  ReceiveAll(ctx.get(), server, 500);  // the disconnect is seen
+  auto c = ctx->Connect(server->endpoint(), co);
+  ASSERT_FL_OK(c);
+  ASSERT_FL_OK((*c)->Send("", {"from", "c"}));
+  auto got = ReceiveAll(ctx.get(), server, 3000);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], "c");
+}
 
 }  // namespace
 }  // namespace transport

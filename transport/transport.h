@@ -56,6 +56,11 @@ struct SocketOptions {
   // sending (0 = no heartbeats).
   int heartbeat_ms{2000};
   int heartbeat_timeout_ms{20000};
+  // Listening sockets: connections past this many are refused at their
+  // handshake (0 = no cap), and a connection that has not completed its
+  // handshake within `handshake_ms` is closed (0 = ZeroMQ's default, 30 s).
+  int max_connections{0};
+  int handshake_ms{10000};
   // Reconnect backoff of a connecting socket: first retry and cap (ms).
   int reconnect_ms{100};
   int reconnect_max_ms{5000};
@@ -109,6 +114,10 @@ class Socket {
   // previous call (e.g. the server refused this device's key), or "" when
   // none did. Other sockets always return "".
   virtual std::string TakeHandshakeError() { return ""; }
+
+  // A listening socket with a connection cap: handshakes refused at the cap
+  // since the previous call.
+  virtual int64_t TakeRefusedConnections() { return 0; }
 };
 
 class Context {

@@ -23,12 +23,28 @@ Status ZmqError(const std::string& what) {
 
 constexpr size_t kCurveKeyBytes = 32;
 
+// What the ZAP handler knows of one listening socket (its ZAP domain).
+struct ZapDomain {
+  // CURVE: admits a client's raw public key. Null for plaintext sockets
+  // (ZeroMQ's NULL mechanism), which are asked about only for the cap.
+  std::function<bool(const std::string&)> authorize;
+  // The connection cap (0 = none) and the socket's connection events
+  // (ACCEPTED, DISCONNECTED), through a PAIR socket the ZAP thread owns.
+  int max_connections{0};
+  void* monitor{nullptr};
+  int live{0};
+  // Handshakes refused at the cap, for the socket's owner.
+  std::shared_ptr<std::atomic<int64_t>> refused;
+};
+
 // The ZeroMQ Authentication Protocol handler (RFC 27) of one context: a REP
 // socket on inproc://zeromq.zap.01 served by its own thread. Each CURVE
-// listening socket gets a ZAP domain and an authorizer; a handshake is admitted
-// only when the socket's authorizer accepts the client's public key. Admitted
-// connections carry the key (Z85) as their User-Id, which the receive path
-// reports as Received::peer_key.
+// listening socket, and each plaintext one with a connection cap, gets a ZAP
+// domain. A handshake is refused when the socket already has its cap of
+// connections (counted from the socket's ACCEPTED and DISCONNECTED events),
+// and, over CURVE, unless the socket's authorizer accepts the client's public
+// key. Admitted CURVE connections carry the key (Z85) as their User-Id, which
+// the receive path reports as Received::peer_key.
 class ZapHandler {
  public:
   explicit ZapHandler(void* ctx) {
@@ -44,20 +60,31 @@ class ZapHandler {
   ~ZapHandler() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
+    for (auto& [name, d] : domains_) {
+      if (d.monitor) zmq_close(d.monitor);
+    }
+    for (void* m : retiring_) zmq_close(m);
+    for (void* m : retired_monitors_) zmq_close(m);
     if (sock_) zmq_close(sock_);
   }
   bool ok() const { return thread_.joinable(); }
   const std::string& error() const { return error_; }
 
-  std::string Register(std::function<bool(const std::string&)> authorize) {
+  // `d.monitor` passes to the ZAP thread (closed by it or on Unregister's
+  // next loop).
+  std::string Register(ZapDomain d) {
     std::lock_guard<std::mutex> lock(mu_);
     const std::string domain = "fedge-" + std::to_string(++next_domain_);
-    domains_[domain] = std::move(authorize);
+    domains_[domain] = std::move(d);
     return domain;
   }
   void Unregister(const std::string& domain) {
     std::lock_guard<std::mutex> lock(mu_);
-    domains_.erase(domain);
+    auto it = domains_.find(domain);
+    if (it == domains_.end()) return;
+    // Closed by the ZAP thread, which may be reading it right now.
+    if (it->second.monitor) retiring_.push_back(it->second.monitor);
+    domains_.erase(it);
   }
 
  private:
@@ -65,8 +92,43 @@ class ZapHandler {
     return std::string(static_cast<const char*>(zmq_msg_data(m)), zmq_msg_size(m));
   }
 
+  // Reads every socket's connection events (under mu_).
+  void CountConnections() {
+    for (auto& [name, d] : domains_) {
+      while (d.monitor) {
+        // An event is two frames: u16 event + u32 value, then the endpoint.
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, d.monitor, ZMQ_DONTWAIT) < 0) {
+          zmq_msg_close(&m);
+          break;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&m) == 6) std::memcpy(&event, zmq_msg_data(&m), 2);
+        const bool more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (more) {
+          zmq_msg_t addr;
+          zmq_msg_init(&addr);
+          zmq_msg_recv(&addr, d.monitor, 0);
+          zmq_msg_close(&addr);
+        }
+        if (event == ZMQ_EVENT_ACCEPTED) d.live++;
+        if (event == ZMQ_EVENT_DISCONNECTED && d.live > 0) d.live--;
+      }
+    }
+    for (void* m : retiring_) retired_monitors_.push_back(m);
+    retiring_.clear();
+    for (void* m : retired_monitors_) zmq_close(m);
+    retired_monitors_.clear();
+  }
+
   void Serve() {
     while (!stop_) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        CountConnections();
+      }
       zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
       if (zmq_poll(&item, 1, 100) <= 0) continue;
       // Request: version, request id, domain, address, routing id, mechanism,
@@ -86,14 +148,33 @@ class ZapHandler {
       }
       if (req.size() < 2) continue;  // cannot even answer; libzmq never sends this
       std::string code = "400", text = "denied", user;
-      if (req.size() >= 7 && req[0] == "1.0" && req[5] == "CURVE" &&
-          req[6].size() == kCurveKeyBytes) {
-        std::function<bool(const std::string&)> authorize;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          auto it = domains_.find(req[2]);
-          if (it != domains_.end()) authorize = it->second;
+      std::function<bool(const std::string&)> authorize;
+      bool known = false, full = false;
+      if (req.size() >= 6 && req[0] == "1.0") {
+        std::lock_guard<std::mutex> lock(mu_);
+        CountConnections();  // this connection's ACCEPTED is in by now
+        auto it = domains_.find(req[2]);
+        if (it != domains_.end()) {
+          known = true;
+          ZapDomain& d = it->second;
+          authorize = d.authorize;
+          full = d.max_connections > 0 && d.live > d.max_connections;
+          if (full) ++*d.refused;
         }
+      }
+      if (!known) {
+        // Not one of ours: refused.
+      } else if (full) {
+        // Not RFC 27's 300 (temporary error): over CURVE, libzmq then sends no
+        // ERROR and the refused connection lingers, counted, until its
+        // handshake times out. With 500 the peer hears at once and the
+        // connection closes; clients retry after their backoff.
+        code = "500";
+        text = "too many connections";
+      } else if (!authorize && req[5] == "NULL") {
+        code = "200";
+        text = "OK";
+      } else if (req.size() >= 7 && req[5] == "CURVE" && req[6].size() == kCurveKeyBytes) {
         if (authorize && authorize(req[6])) {
           char z85[41];
           zmq_z85_encode(z85, reinterpret_cast<const uint8_t*>(req[6].data()), kCurveKeyBytes);
@@ -116,7 +197,10 @@ class ZapHandler {
   std::atomic<bool> stop_{false};
   std::string error_;
   std::mutex mu_;
-  std::map<std::string, std::function<bool(const std::string&)>> domains_;
+  std::map<std::string, ZapDomain> domains_;
+  // Monitors of unregistered sockets, closed on the ZAP thread.
+  std::vector<void*> retiring_;
+  std::vector<void*> retired_monitors_;
   uint64_t next_domain_{0};
 };
 
@@ -142,20 +226,28 @@ void ReleaseFrame(void* /*data*/, void* hint) {
 class ZmqSocket final : public Socket {
  public:
   ZmqSocket(void* sock, bool listening, size_t max_frames,
-            std::shared_ptr<ZapHandler> zap = nullptr, std::string zap_domain = "")
+            std::shared_ptr<ZapHandler> zap = nullptr, std::string zap_domain = "",
+            std::shared_ptr<std::atomic<int64_t>> refused = nullptr, bool curve = false)
       : sock_(sock),
         listening_(listening),
         max_frames_(max_frames),
         zap_(std::move(zap)),
-        zap_domain_(std::move(zap_domain)) {}
+        zap_domain_(std::move(zap_domain)),
+        refused_(std::move(refused)),
+        curve_(curve) {}
   ~ZmqSocket() override {
     if (monitor_) {
       zmq_close(monitor_);
       zmq_socket_monitor(sock_, nullptr, 0);
     }
+    // A listening socket's monitor belongs to the ZAP thread: stop its events
+    // before the socket goes.
+    if (zap_) zmq_socket_monitor(sock_, nullptr, 0);
     zmq_close(sock_);
     if (zap_) zap_->Unregister(zap_domain_);
   }
+
+  int64_t TakeRefusedConnections() override { return refused_ ? refused_->exchange(0) : 0; }
 
   // Watches this socket's handshakes through `monitor`, a PAIR socket.
   void SetMonitor(void* monitor) { monitor_ = monitor; }
@@ -184,7 +276,11 @@ class ZmqSocket final : public Socket {
         zmq_msg_recv(&addr, monitor_, 0);
         zmq_msg_close(&addr);
       }
-      if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 500) {
+        error =
+            "the server turned the connection away (status 500): it holds as many "
+            "connections as it takes (--max-connections)";
+      } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
         error = "the server refused this device's CURVE key (status " + std::to_string(value) +
                 "): is its .pub in the server's enrollment folder?";
       } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
@@ -279,7 +375,7 @@ class ZmqSocket final : public Socket {
       if (first && listening_) {
         out->peer.assign(data, size);  // the routing id ROUTER prepends
       } else {
-        if (out->frame_count == 0 && zap_) {
+        if (out->frame_count == 0 && curve_) {
           // The ZAP handler set User-Id to the client's CURVE key (Z85).
           const char* user = zmq_msg_gets(&msg, "User-Id");
           uint8_t raw[kCurveKeyBytes];
@@ -313,6 +409,8 @@ class ZmqSocket final : public Socket {
   size_t max_frames_;
   std::shared_ptr<ZapHandler> zap_;
   std::string zap_domain_;
+  std::shared_ptr<std::atomic<int64_t>> refused_;
+  bool curve_;
   void* monitor_{nullptr};
   int64_t send_queue_bytes_{INT64_MAX};
   std::unordered_map<std::string, std::shared_ptr<QueuedBytes>> queues_;
@@ -350,30 +448,48 @@ class ZmqContext final : public Context {
     if (st.ok() && zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof(one)) != 0) {
       st = ZmqError("ZMQ_ROUTER_MANDATORY");
     }
+    // A connection that has not finished its handshake by then is closed.
+    if (st.ok() && options.handshake_ms > 0 &&
+        zmq_setsockopt(s, ZMQ_HANDSHAKE_IVL, &options.handshake_ms, sizeof(int)) != 0) {
+      st = ZmqError("ZMQ_HANDSHAKE_IVL");
+    }
+    const bool curve = !c.secret_key.empty();
     std::shared_ptr<ZapHandler> zap;
     std::string domain;
-    if (st.ok() && !c.secret_key.empty()) {
-      auto z = Zap();
+    auto refused = std::make_shared<std::atomic<int64_t>>(0);
+    if (st.ok() && (curve || options.max_connections > 0)) {
+      ZapDomain d;
+      d.authorize = c.authorize;
+      d.max_connections = options.max_connections;
+      d.refused = refused;
+      if (options.max_connections > 0) st = MonitorConnections(s, &d.monitor);
+      auto z = st.ok() ? Zap() : Result<std::shared_ptr<ZapHandler>>(st);
       if (!z.ok()) {
         st = z.status();
+        if (d.monitor) zmq_close(d.monitor);
       } else {
         zap = *z;
-        domain = zap->Register(c.authorize);
-        if (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof(one)) != 0 ||
-            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c.secret_key.data(), kCurveKeyBytes) != 0 ||
-            zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, domain.data(), domain.size()) != 0) {
+        domain = zap->Register(std::move(d));
+        if (zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, domain.data(), domain.size()) != 0) {
+          st = ZmqError("ZMQ_ZAP_DOMAIN");
+        }
+        if (st.ok() && curve &&
+            (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof(one)) != 0 ||
+             zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c.secret_key.data(), kCurveKeyBytes) != 0)) {
           st = ZmqError("configuring CURVE");
         }
       }
     }
     if (st.ok() && zmq_bind(s, endpoint.c_str()) != 0) st = ZmqError("bind " + endpoint);
     if (!st.ok()) {
+      if (zap) zmq_socket_monitor(s, nullptr, 0);
       zmq_close(s);
       if (zap) zap->Unregister(domain);
       return st;
     }
-    auto sock = std::make_unique<ZmqSocket>(s, /*listening=*/true, options.max_frames,
-                                            std::move(zap), std::move(domain));
+    auto sock =
+        std::make_unique<ZmqSocket>(s, /*listening=*/true, options.max_frames, std::move(zap),
+                                    std::move(domain), std::move(refused), curve);
     sock->SetSendQueueBytes(options.send_queue_bytes);
     return std::unique_ptr<Socket>(std::move(sock));
   }
@@ -467,7 +583,26 @@ class ZmqContext final : public Context {
     return Status::OK();
   }
 
-  // The context's ZAP handler, started with the first CURVE listening socket.
+  // A PAIR socket receiving `s`'s ACCEPTED and DISCONNECTED events, unbounded
+  // (a lost event would skew the connection count).
+  Status MonitorConnections(void* s, void** monitor) {
+    const std::string address = "inproc://fedge-monitor-" + std::to_string(++monitors_);
+    const int zero = 0;
+    if (zmq_socket_monitor(s, address.c_str(), ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        !(*monitor = zmq_socket(ctx_, ZMQ_PAIR)) ||
+        zmq_setsockopt(*monitor, ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
+        zmq_setsockopt(*monitor, ZMQ_RCVHWM, &zero, sizeof(zero)) != 0 ||
+        zmq_connect(*monitor, address.c_str()) != 0) {
+      Status st = ZmqError("monitoring connections");
+      if (*monitor) zmq_close(*monitor);
+      *monitor = nullptr;
+      return st;
+    }
+    return Status::OK();
+  }
+
+  // The context's ZAP handler, started with the first listening socket that
+  // needs one.
   Result<std::shared_ptr<ZapHandler>> Zap() {
     std::lock_guard<std::mutex> lock(zap_mu_);
     if (!zap_) {

@@ -5,6 +5,7 @@
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <sstream>
 
@@ -288,6 +289,28 @@ class CountingBuf final : public std::streambuf {
   size_t n_{0};
 };
 
+// Hands every write to a function, storing nothing.
+class SinkBuf final : public std::streambuf {
+ public:
+  explicit SinkBuf(const std::function<void(const char*, size_t)>& write) : write_(write) {}
+
+ protected:
+  std::streamsize xsputn(const char* p, std::streamsize n) override {
+    write_(p, static_cast<size_t>(n));
+    return n;
+  }
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      const char ch = traits_type::to_char_type(c);
+      write_(&ch, 1);
+    }
+    return traits_type::not_eof(c);
+  }
+
+ private:
+  const std::function<void(const char*, size_t)>& write_;
+};
+
 // Writes into a fixed buffer; a write past its end fails (cereal throws).
 class FixedBuf final : public std::streambuf {
  public:
@@ -346,6 +369,13 @@ std::string Encode(const Reply& m) { return EncodeAny(m); }
 std::string Encode(const Done& m) { return EncodeAny(m); }
 std::string Encode(const ModelState& m) { return EncodeAny(m); }
 std::string Encode(const CompactModel& m) { return EncodeAny(m); }
+
+void EncodeTo(const CompactModel& m, const std::function<void(const char*, size_t)>& write) {
+  SinkBuf buf(write);
+  std::ostream os(&buf);
+  cereal::BinaryOutputArchive ar(os);
+  ar(m);
+}
 
 Status Decode(const std::string& b, Hello* out) { return DecodeAny(b, out, "HELLO"); }
 Status Decode(const std::string& b, Task* out) { return DecodeAny(b, out, "TASK"); }

@@ -9,6 +9,7 @@
 #ifndef FEDGE_COMMON_WIRE_SERIALIZE_H_
 #define FEDGE_COMMON_WIRE_SERIALIZE_H_
 
+#include <functional>
 #include <string>
 
 #include "common/status.h"
@@ -25,6 +26,9 @@ std::string Encode(const Reply& m);
 std::string Encode(const Done& m);
 std::string Encode(const ModelState& m);
 std::string Encode(const CompactModel& m);
+// The bytes Encode(m) returns, handed to `write` piece by piece as they are
+// produced (hashing a model's encoding without holding it).
+void EncodeTo(const CompactModel& m, const std::function<void(const char*, size_t)>& write);
 
 // Each returns Corruption naming the message type when `bytes` is not exactly
 // one well-formed message of that type.
