@@ -1,5 +1,6 @@
 #include "crypto/sha256.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <cassert>
@@ -62,6 +63,32 @@ std::string ToHex(const Sha256Digest& digest) {
     s.push_back(kHex[b & 15]);
   }
   return s;
+}
+
+HmacSha256::HmacSha256(const Sha256Digest& key) {
+  // A key shorter than the 64-byte block is zero-padded (RFC 2104).
+  for (size_t i = 0; i < ipad_.size(); ++i) {
+    const uint8_t k = i < key.size() ? key[i] : 0;
+    ipad_[i] = k ^ 0x36;
+    opad_[i] = k ^ 0x5c;
+  }
+  inner_.Update(ipad_.data(), ipad_.size());
+}
+
+HmacSha256::~HmacSha256() {
+  OPENSSL_cleanse(ipad_.data(), ipad_.size());
+  OPENSSL_cleanse(opad_.data(), opad_.size());
+}
+
+void HmacSha256::Update(const void* data, size_t len) { inner_.Update(data, len); }
+
+Sha256Digest HmacSha256::Finish() {
+  const Sha256Digest inner = inner_.Finish();
+  Sha256Hasher outer;
+  outer.Update(opad_.data(), opad_.size());
+  outer.Update(inner.data(), inner.size());
+  inner_.Update(ipad_.data(), ipad_.size());  // ready for the next message
+  return outer.Finish();
 }
 
 }  // namespace fl

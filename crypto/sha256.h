@@ -43,6 +43,26 @@ class Sha256Hasher final {
   std::unique_ptr<Impl> impl_;
 };
 
+// HMAC-SHA256 (RFC 2104) under a 32-byte key, incremental: a tag only the
+// holder of the key can make (round logs carry one per record).
+class HmacSha256 final {
+ public:
+  explicit HmacSha256(const Sha256Digest& key);
+  ~HmacSha256();
+  HmacSha256(const HmacSha256&) = delete;
+  HmacSha256& operator=(const HmacSha256&) = delete;
+
+  // Adds `len` bytes to the message.
+  void Update(const void* data, size_t len);
+  // Returns the tag of everything added; then starts over, same key.
+  Sha256Digest Finish();
+
+ private:
+  std::array<uint8_t, 64> ipad_{};
+  std::array<uint8_t, 64> opad_{};
+  Sha256Hasher inner_;
+};
+
 }  // namespace fl
 
 #endif  // FEDGE_CRYPTO_SHA256_H_

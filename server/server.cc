@@ -268,7 +268,7 @@ struct Server::Impl {
     m.selected = static_cast<int>(selected.size());
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
-    auto w = WalWriter::Reopen(WalPath(), c.valid_bytes, /*durable=*/true);
+    auto w = WalWriter::Reopen(WalPath(), c.valid_bytes, /*durable=*/true, wal_key);
     if (!w.ok()) return w.status();
     wal = std::move(w).value();
     for (const auto& e : c.entries) {
@@ -305,6 +305,8 @@ struct Server::Impl {
   };
   std::map<std::string, Enrolled> enrolled;
   std::unique_ptr<SigningKey> signer;
+  // Authenticates the round log (from `signer`; none without a key).
+  WalKey wal_key;
   std::shared_ptr<Admission> admission = std::make_shared<Admission>();
   // Connections the transport admits at once (0 = no cap), and when the next
   // refusal at it is logged.
@@ -1336,7 +1338,7 @@ struct Server::Impl {
       SetRoundBounds();
       round_nonce = RandomNonce();
       WalHeader h{r, round_nonce, version, weight_cap, norm_bound, registered_at_selection};
-      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty());
+      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key);
       if (!w.ok()) return w.status();
       wal = std::move(w).value();
     }
@@ -1497,6 +1499,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     auto id = o.insecure ? LoadIdentity(o.key_path) : LoadIdentityWithCurve(o.key_path);
     if (!id.ok()) return id.status();
     impl->signer = std::make_unique<SigningKey>(std::move(id->signing));
+    impl->wal_key = WalKeyFor(impl->signer.get());
     curve = id->curve;
     spdlog::info("signing with key {} (node id {})", o.key_path,
                  NodeId(impl->signer->public_key()));
@@ -1610,7 +1613,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (o.resume && !o.out_dir.empty()) {
     // A round that was open when the server stopped: reopen it if it starts
     // from the model the checkpoint holds; otherwise it is spent.
-    auto log = WalReadAll(impl->WalPath());
+    auto log = WalReadAll(impl->WalPath(), impl->wal_key);
     if (log.ok() && log->header.round == impl->round + 1 &&
         log->header.model_version == impl->version) {
       impl->resumed_wal = std::move(log).value();

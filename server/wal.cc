@@ -11,13 +11,40 @@
 
 #include "common/file_util.h"
 #include "common/wire/reader.h"
+#include "crypto/ed25519.h"
 #include "crypto/sha256.h"
 
 namespace fl {
 namespace {
 
 constexpr char kWalMagic[4] = {'F', 'L', 'W', 'L'};
-constexpr uint32_t kWalVersion = 1;
+constexpr uint32_t kWalVersion = 1;       // SHA-256 tags
+constexpr uint32_t kWalKeyedVersion = 2;  // HMAC-SHA256 tags
+
+// The tag that ends the header and each record: HMAC-SHA256 under the key,
+// or a SHA-256 without one.
+class Tagger {
+ public:
+  explicit Tagger(const WalKey& key) {
+    if (key) mac_.emplace(*key);
+  }
+  void Update(const void* p, size_t n) {
+    if (mac_) {
+      mac_->Update(p, n);
+    } else {
+      hasher_.Update(p, n);
+    }
+  }
+  Sha256Digest Finish() { return mac_ ? mac_->Finish() : hasher_.Finish(); }
+  Sha256Digest Of(const void* p, size_t n) {
+    Update(p, n);
+    return Finish();
+  }
+
+ private:
+  std::optional<HmacSha256> mac_;
+  Sha256Hasher hasher_;
+};
 constexpr size_t kMaxIdBytes = 256;
 
 Status Errno(const std::string& what) { return Status::IOError(what, std::strerror(errno)); }
@@ -57,10 +84,10 @@ bool GetId(wire::Reader* r, std::string* id) {
   return true;
 }
 
-std::string EncodeHeader(const WalHeader& h) {
+std::string EncodeHeader(const WalHeader& h, const WalKey& key) {
   wire::Writer w;
   w.PutBytes(kWalMagic, 4);
-  w.PutU32(kWalVersion);
+  w.PutU32(key ? kWalKeyedVersion : kWalVersion);
   w.PutU64(h.round);
   w.PutBytes(h.nonce.data(), h.nonce.size());
   w.PutBytes(h.model_version.data(), h.model_version.size());
@@ -72,13 +99,13 @@ std::string EncodeHeader(const WalHeader& h) {
     w.PutU64(static_cast<uint64_t>(n));
   }
   std::string out = w.Release();
-  const Sha256Digest d = Sha256(out);
+  const Sha256Digest d = Tagger(key).Of(out.data(), out.size());
   out.append(reinterpret_cast<const char*>(d.data()), d.size());
   return out;
 }
 
 // Parses the header at the start of `bytes`; `*size` gets its length.
-Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size) {
+Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const WalKey& key) {
   wire::Reader r(bytes.data(), bytes.size());
   char magic[4];
   uint32_t version = 0, count = 0;
@@ -86,8 +113,18 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size) {
   if (!r.GetBytes(magic, 4) || std::memcmp(magic, kWalMagic, 4) != 0) {
     return Status::Corruption("not a fedge round log (bad magic)");
   }
-  if (!r.GetU32(&version) || version != kWalVersion) {
+  if (!r.GetU32(&version) || (version != kWalVersion && version != kWalKeyedVersion)) {
     return Status::Corruption("round log version " + std::to_string(version) + " not supported");
+  }
+  if (version == kWalVersion && key) {
+    return Status::Corruption(
+        "round log is not authenticated (written by a server without a key); this server has "
+        "one and resumes only logs it wrote");
+  }
+  if (version == kWalKeyedVersion && !key) {
+    return Status::Corruption(
+        "round log is authenticated by a server key; start the server with its --key to "
+        "resume it");
   }
   if (!r.GetU64(&h->round) || !r.GetBytes(h->nonce.data(), h->nonce.size()) ||
       !r.GetBytes(h->model_version.data(), h->model_version.size()) || !r.GetU64(&cap) ||
@@ -106,9 +143,11 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size) {
   Sha256Digest want;
   if (!r.GetBytes(want.data(), want.size()))
     return Status::Corruption("round log header truncated");
-  const Sha256Digest got = Sha256(bytes.data(), body);
+  const Sha256Digest got = Tagger(key).Of(bytes.data(), body);
   if (std::memcmp(want.data(), got.data(), want.size()) != 0) {
-    return Status::Corruption("round log header does not match its hash");
+    return Status::Corruption(key ? "round log header does not match its MAC: not written with "
+                                    "this server's key"
+                                  : "round log header does not match its hash");
   }
   if (!(h->weight_cap > 0) || !std::isfinite(h->norm_bound)) {
     return Status::Corruption("round log header holds impossible bounds");
@@ -134,8 +173,21 @@ Status DecodeBody(const char* p, size_t n, WalRecord* rec) {
 
 }  // namespace
 
-WalWriter::WalWriter(int fd, std::string path, uint64_t end, bool durable)
-    : fd_(fd), path_(std::move(path)), end_(end), durable_(durable), requested_(end), synced_(end) {
+WalKey WalKeyFor(const SigningKey* signer) {
+  if (!signer) return std::nullopt;
+  static const char kLabel[] = "fedge round log key, v1";
+  const auto sig = signer->Sign(kLabel, sizeof(kLabel) - 1);
+  return Sha256(sig.data(), sig.size());
+}
+
+WalWriter::WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key)
+    : fd_(fd),
+      path_(std::move(path)),
+      end_(end),
+      durable_(durable),
+      key_(key),
+      requested_(end),
+      synced_(end) {
   if (durable_) syncer_ = std::thread([this] { SyncLoop(); });
 }
 
@@ -171,7 +223,8 @@ void WalWriter::SyncLoop() {
 }
 
 Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
-                                                     const WalHeader& header, bool durable) {
+                                                     const WalHeader& header, bool durable,
+                                                     const WalKey& key) {
   int fd = -1;
   std::string where = path;
   if (path.empty()) {
@@ -186,7 +239,7 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
     fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return Errno("create " + path);
   }
-  const std::string h = EncodeHeader(header);
+  const std::string h = EncodeHeader(header, key);
   Status st = WriteAll(fd, h, 0, where);
   if (st.ok() && durable && ::fdatasync(fd) != 0) st = Errno("fdatasync " + path);
   if (!st.ok()) {
@@ -203,11 +256,11 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
       ::close(dfd);
     }
   }
-  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable));
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key));
 }
 
 Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path, uint64_t valid_bytes,
-                                                     bool durable) {
+                                                     bool durable, const WalKey& key) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Errno("open " + path);
   if (::ftruncate(fd, static_cast<off_t>(valid_bytes)) != 0 || (durable && ::fdatasync(fd) != 0)) {
@@ -215,7 +268,7 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path, ui
     ::close(fd);
     return st;
   }
-  return std::unique_ptr<WalWriter>(new WalWriter(fd, path, valid_bytes, durable));
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, path, valid_bytes, durable, key));
 }
 
 Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, double train_loss,
@@ -232,10 +285,10 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
   const uint64_t body = prefix.size() - 4 + delta.size();
   if (body > UINT32_MAX) return Status::InvalidArgument("update too large for the round log");
   for (int i = 0; i < 4; ++i) prefix[i] = static_cast<char>((body >> (8 * i)) & 0xFF);
-  Sha256Hasher hasher;
-  hasher.Update(prefix.data() + 4, prefix.size() - 4);
-  hasher.Update(delta.data(), delta.size());
-  const Sha256Digest d = hasher.Finish();
+  Tagger tagger(key_);
+  tagger.Update(prefix.data() + 4, prefix.size() - 4);
+  tagger.Update(delta.data(), delta.size());
+  const Sha256Digest d = tagger.Finish();
   // prefix | delta | hash, written in place from the three buffers.
   const char* parts[3] = {prefix.data(), delta.data(), reinterpret_cast<const char*>(d.data())};
   const size_t sizes[3] = {prefix.size(), delta.size(), d.size()};
@@ -311,18 +364,19 @@ Result<WalRecord> WalWriter::Read(const WalEntry& e) const {
   return rec;
 }
 
-Result<WalContents> WalReadAll(const std::string& path) {
+Result<WalContents> WalReadAll(const std::string& path, const WalKey& key) {
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  auto c = ParseWal(*bytes);
+  auto c = ParseWal(*bytes, key);
   if (!c.ok()) return c.status().WithContext(path);
   return c;
 }
 
-Result<WalContents> ParseWal(const std::string& b) {
+Result<WalContents> ParseWal(const std::string& b, const WalKey& key) {
   WalContents c;
   size_t pos = 0;
-  FL_RETURN_IF_ERROR(DecodeHeader(b, &c.header, &pos));
+  FL_RETURN_IF_ERROR(DecodeHeader(b, &c.header, &pos, key));
+  Tagger tagger(key);
   c.valid_bytes = pos;
   while (pos < b.size()) {
     if (b.size() - pos < 4) break;
@@ -331,7 +385,7 @@ Result<WalContents> ParseWal(const std::string& b) {
       len |= static_cast<uint32_t>(static_cast<uint8_t>(b[pos + i])) << (8 * i);
     if (b.size() - pos - 4 < static_cast<size_t>(len) + kSha256DigestBytes) break;
     const char* body = b.data() + pos + 4;
-    const Sha256Digest d = Sha256(body, len);
+    const Sha256Digest d = tagger.Of(body, len);
     if (std::memcmp(d.data(), body + len, d.size()) != 0) break;
     WalRecord rec;
     if (!DecodeBody(body, len, &rec).ok()) break;

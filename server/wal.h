@@ -7,16 +7,21 @@
 // ends with the bit-identical model of an uninterrupted one.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
-//   header:  magic "FLWL" (4) | version u32 (4) = 1 | round u64 | nonce (16)
+//   header:  magic "FLWL" (4) | version u32 (4) | round u64 | nonce (16)
 //            | model version (32) | weight cap i64 | norm bound f64
 //            | selected count u32 | per selected device: id length u16, id,
 //              registered examples i64
-//            | SHA-256 of the header's preceding bytes (32)
-//   records: body length u32 | body | SHA-256 of the body (32)
+//            | tag of the header's preceding bytes (32)
+//   records: body length u32 | body | tag of the body (32)
 //            body: sender length u16 | sender | weight i64 | train loss f64
 //                  | train seconds f64 | delta length u64 | encoded delta
-// A record cut short or not matching its hash ends the log (a crash in the
+// A record cut short or not matching its tag ends the log (a crash in the
 // middle of an append): its update was never acknowledged.
+//
+// Tags: version 1, a SHA-256 (integrity only: a server without a key);
+// version 2, HMAC-SHA256 under the server's log key (WalKeyFor), so a log
+// written, altered or extended by anyone without the server's identity is not
+// resumed: its header is refused, a record of its is the end of the log.
 #ifndef FEDGE_SERVER_WAL_H_
 #define FEDGE_SERVER_WAL_H_
 
@@ -26,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -34,6 +40,17 @@
 #include "common/status.h"
 
 namespace fl {
+
+class SigningKey;
+
+// The key that authenticates a server's round logs; none for a server
+// without an identity (lab runs with --insecure).
+using WalKey = std::optional<std::array<uint8_t, 32>>;
+
+// The log key of the server holding `signer` (null: none). Derived from an
+// Ed25519 signature over a fixed label: deterministic, so the same identity
+// gets the same key after a restart, and only its holder can compute it.
+WalKey WalKeyFor(const SigningKey* signer);
 
 struct WalHeader {
   uint64_t round{0};
@@ -70,12 +87,13 @@ class WalWriter final {
   // Creates (truncates) `path` and writes `header`, durably when `durable`.
   // An empty `path` logs to an unlinked temporary file: the same code path for
   // a server without an output folder, nothing kept.
+  // With a `key`, the log is authenticated (version 2).
   static Result<std::unique_ptr<WalWriter>> Create(const std::string& path, const WalHeader& header,
-                                                   bool durable);
+                                                   bool durable, const WalKey& key);
   // Continues the log at `path` after its last whole record (`valid_bytes`
-  // from WalReadAll): a torn tail is cut off.
+  // from WalReadAll, with the same key): a torn tail is cut off.
   static Result<std::unique_ptr<WalWriter>> Reopen(const std::string& path, uint64_t valid_bytes,
-                                                   bool durable);
+                                                   bool durable, const WalKey& key);
   WalWriter(const WalWriter&) = delete;
   WalWriter& operator=(const WalWriter&) = delete;
   ~WalWriter();
@@ -102,13 +120,14 @@ class WalWriter final {
   Status ReadDelta(const WalEntry& entry, std::string* buffer, std::string_view* delta) const;
 
  private:
-  WalWriter(int fd, std::string path, uint64_t end, bool durable);
+  WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key);
   void SyncLoop();
 
   int fd_{-1};
   std::string path_;
   uint64_t end_{0};
   bool durable_{false};
+  WalKey key_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   uint64_t requested_{0};  // end_ at the latest RequestSync
@@ -127,10 +146,12 @@ struct WalContents {
   bool torn_tail{false};
 };
 
-// Reads a log. NotFound when absent; Corruption when its header is damaged.
-Result<WalContents> WalReadAll(const std::string& path);
+// Reads a log. NotFound when absent; Corruption when its header is damaged
+// or not authenticated by `key` (a keyed log read without the key, an
+// unkeyed one read with a key, or a tag that does not match).
+Result<WalContents> WalReadAll(const std::string& path, const WalKey& key);
 // The same over a log's bytes (WalReadAll reads the file, then this).
-Result<WalContents> ParseWal(const std::string& bytes);
+Result<WalContents> ParseWal(const std::string& bytes, const WalKey& key);
 
 }  // namespace fl
 

@@ -21,6 +21,7 @@
 #include "crypto/identity.h"
 #include "crypto/message.h"
 #include "server/checkpoint.h"
+#include "server/wal.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -49,6 +50,19 @@ class ServerTest : public ::testing::Test {
     so.done_linger_seconds = 0.3;
     so.verbose = false;
     so.insecure = true;  // these tests are about the message layer
+    return so;
+  }
+
+  // A server identity with signing key `key` in `dir` (server.key, .pub), and
+  // options that resume from `dir`/run with it.
+  static ServerOptions KeyedResumeOptions(const std::string& dir, const SigningKey& key) {
+    auto curve = GenerateCurveKeyPair();
+    EXPECT_FL_OK(curve);
+    EXPECT_FL_OK(SaveIdentity(dir + "/server.key", dir + "/server.pub", key, *curve));
+    ServerOptions so = BaseOptions(dir + "/run");
+    so.key_path = dir + "/server.key";
+    so.resume = true;
+    EXPECT_FL_OK(CreateDirectories(so.out_dir));
     return so;
   }
 
@@ -357,16 +371,10 @@ TEST_F(ServerTest, SwappedCheckpointIsRefused) {
   test::TempDir out;
   auto server_key = SigningKey::Generate();
   auto other_key = SigningKey::Generate();
-  auto curve = GenerateCurveKeyPair();
   ASSERT_FL_OK(server_key);
   ASSERT_FL_OK(other_key);
-  ASSERT_FL_OK(curve);
-  ASSERT_FL_OK(
-      SaveIdentity(out.path() + "/server.key", out.path() + "/server.pub", *server_key, *curve));
-  ServerOptions so = BaseOptions(out.path() + "/run");
-  so.key_path = out.path() + "/server.key";
-  so.resume = true;
-  ASSERT_FL_OK(CreateDirectories(so.out_dir));
+  ServerOptions so;
+  ASSERT_NO_FATAL_FAILURE(so = KeyedResumeOptions(out.path(), *server_key));
   auto model = CreateModel("mnist_2nn", 3);
   ASSERT_FL_OK(model);
   const Checkpoint c{4, so.seed, GetModelState("mnist_2nn", **model), 10.0};
@@ -388,6 +396,56 @@ TEST_F(ServerTest, SwappedCheckpointIsRefused) {
   auto server = Server::Create(so, transport::CreateZmqContext());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 5u);
+}
+
+// The round log is authenticated with the server's key: a log another key (or
+// no key) wrote for the round after the checkpoint is not reopened, whatever
+// it holds; it is kept aside as round.wal.old. The server's own log is.
+TEST_F(ServerTest, RoundLogWrittenWithoutTheServersKeyIsNotReopened) {
+  test::TempDir out;
+  auto server_key = SigningKey::Generate();
+  auto other_key = SigningKey::Generate();
+  ASSERT_FL_OK(server_key);
+  ASSERT_FL_OK(other_key);
+  ServerOptions so;
+  ASSERT_NO_FATAL_FAILURE(so = KeyedResumeOptions(out.path(), *server_key));
+  auto model = CreateModel("mnist_2nn", 3);
+  ASSERT_FL_OK(model);
+  const ModelState state = GetModelState("mnist_2nn", **model);
+  ASSERT_FL_OK(WriteCheckpoint(so.out_dir + "/checkpoint.fl", Checkpoint{4, so.seed, state, 10.0},
+                               &*server_key));
+  // A log for round 5 from the checkpoint's model, with one poisoned update.
+  WalHeader h;
+  h.round = 5;
+  h.model_version = ModelVersion(wire::Compact(state, wire::ValueFormat::kFp32));
+  h.weight_cap = 1000;
+  h.norm_bound = 1e9;
+  h.selected = {{"mallory", 1000}};
+  const std::string log = so.out_dir + "/round.wal";
+  auto exists = [](const std::string& path) { return ReadFile(path).ok(); };
+  auto write_log = [&](const WalKey& key) {
+    std::remove((log + ".old").c_str());
+    auto w = WalWriter::Create(log, h, /*durable=*/false, key);
+    ASSERT_FL_OK(w);
+    std::vector<float> poison(static_cast<size_t>(state.KeptCount()), 1e4f);
+    QuantOptions q;
+    q.bits = 32;
+    ASSERT_FL_OK(
+        (*w)->Append("mallory", 1000, 0.1, 1.0, QuantEncode(poison.data(), poison.size(), q))
+            .status());
+  };
+  for (const WalKey& forged : {WalKey(), WalKeyFor(&*other_key)}) {
+    write_log(forged);
+    auto server = Server::Create(so, transport::CreateZmqContext());
+    ASSERT_FL_OK(server);
+    EXPECT_FALSE(exists(log)) << "a log this server did not write was reopened";
+    EXPECT_TRUE(exists(log + ".old"));
+  }
+  write_log(WalKeyFor(&*server_key));
+  auto server = Server::Create(so, transport::CreateZmqContext());
+  ASSERT_FL_OK(server);
+  EXPECT_TRUE(exists(log));  // its own log: reopened (its round runs next)
+  EXPECT_FALSE(exists(log + ".old"));
 }
 
 // A checkpoint resumes only the run it came from: another --seed would select

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -60,6 +61,31 @@ TEST(Sha256Test, IncrementalMatchesOneShot) {
   // After Finish the hasher starts over.
   h.Update("abc", 3);
   EXPECT_EQ(h.Finish(), Sha256(std::string("abc")));
+}
+
+// RFC 4231 test cases 1 and 2 (keys shorter than 32 bytes are the same key
+// zero-padded, as HMAC pads every key to the block), and a second message on
+// the same object.
+TEST(HmacSha256Test, Rfc4231KnownAnswers) {
+  struct Case {
+    std::string key, data, mac;
+  };
+  const Case cases[] = {
+      {std::string(20, '\x0b'), "Hi There",
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {"Jefe", "what do ya want for nothing?",
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+  };
+  for (const auto& c : cases) {
+    Sha256Digest key{};
+    std::copy(c.key.begin(), c.key.end(), key.begin());
+    HmacSha256 mac(key);
+    mac.Update(c.data.data(), c.data.size());
+    EXPECT_EQ(ToHex(mac.Finish()), c.mac) << c.data;
+    mac.Update(c.data.data(), 3);  // starts over after Finish
+    mac.Update(c.data.data() + 3, c.data.size() - 3);
+    EXPECT_EQ(ToHex(mac.Finish()), c.mac) << c.data;
+  }
 }
 
 }  // namespace

@@ -80,7 +80,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 #elif defined(FL_FUZZ_WAL)
-  (void)fl::ParseWal(bytes);
+  // Unkeyed, and keyed with the key of the seed corpus's keyed log.
+  (void)fl::ParseWal(bytes, std::nullopt);
+  fl::WalKey key = std::array<uint8_t, 32>{};
+  key->fill(0x42);
+  (void)fl::ParseWal(bytes, key);
 #else
 #error "define one FL_FUZZ_<NAME>"
 #endif

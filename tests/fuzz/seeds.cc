@@ -110,19 +110,25 @@ int Main(int argc, char** argv) {
     h.norm_bound = 77.5;
     h.selected = {{"c0", 600}, {"c1", 300}};
     const std::string path = dir + "/.tmp_wal";
-    auto w = WalWriter::Create(path, h, false);
-    if (!w.ok()) return 1;
-    QuantOptions q;
-    q.bits = 8;
-    const std::string enc = QuantEncode(delta.data(), delta.size(), q);
-    (void)(*w)->Append("c0", 600, 0.5, 1.0, enc);
-    (void)(*w)->Append("c1", 300, 0.4, 1.1, enc);
-    w->reset();
-    auto b = ReadFile(path);
-    std::remove(path.c_str());
-    if (!b.ok()) return 1;
-    put("wal", "two_records", *b);
-    put("wal", "torn", b->substr(0, b->size() - 7));
+    // Unkeyed, and keyed with the key decoder_fuzz.cc also tries (0x42...).
+    WalKey wal_key = std::array<uint8_t, 32>{};
+    wal_key->fill(0x42);
+    for (const WalKey& k : {WalKey(), wal_key}) {
+      auto w = WalWriter::Create(path, h, false, k);
+      if (!w.ok()) return 1;
+      QuantOptions q;
+      q.bits = 8;
+      const std::string enc = QuantEncode(delta.data(), delta.size(), q);
+      (void)(*w)->Append("c0", 600, 0.5, 1.0, enc);
+      (void)(*w)->Append("c1", 300, 0.4, 1.1, enc);
+      w->reset();
+      auto b = ReadFile(path);
+      std::remove(path.c_str());
+      if (!b.ok()) return 1;
+      const std::string name = k ? "keyed_" : "";
+      put("wal", name + "two_records", *b);
+      put("wal", name + "torn", b->substr(0, b->size() - 7));
+    }
   }
   std::printf("wrote %d seed inputs under %s\n", written, dir.c_str());
   return 0;

@@ -1,0 +1,98 @@
+// The round log's authentication (server/wal.h): with the server's key, a log
+// is read back only with that key, and records anyone else appended end it.
+#include "server/wal.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+
+#include "common/file_util.h"
+#include "crypto/ed25519.h"
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+WalHeader SampleHeader() {
+  WalHeader h;
+  h.round = 3;
+  h.weight_cap = 600;
+  h.norm_bound = 12.5;
+  h.selected = {{"c0", 600}, {"c1", 300}};
+  return h;
+}
+
+// The bytes of a log written with `key` holding `senders`' records.
+std::string LogBytes(const std::string& dir, const WalKey& key,
+                     const std::vector<std::string>& senders) {
+  const std::string path = dir + "/round.wal";
+  auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, key);
+  EXPECT_FL_OK(w);
+  for (const auto& s : senders) EXPECT_FL_OK((*w)->Append(s, 100, 0.5, 1.0, "delta").status());
+  w->reset();
+  auto b = ReadFile(path);
+  EXPECT_FL_OK(b);
+  std::remove(path.c_str());
+  return b.ok() ? *b : "";
+}
+
+WalKey KeyOf(uint8_t fill) {
+  WalKey k = std::array<uint8_t, 32>{};
+  k->fill(fill);
+  return k;
+}
+
+TEST(WalTest, AKeyedLogReadsBackOnlyWithItsKey) {
+  test::TempDir dir;
+  const std::string log = LogBytes(dir.path(), KeyOf(1), {"c0", "c1"});
+  auto c = ParseWal(log, KeyOf(1));
+  ASSERT_FL_OK(c);
+  EXPECT_EQ(c->entries.size(), 2u);
+  EXPECT_FALSE(c->torn_tail);
+  EXPECT_EQ(c->header.selected.size(), 2u);
+
+  auto other = ParseWal(log, KeyOf(2));
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.status().message().find("not written with this server's key"), std::string::npos)
+      << other.status().ToString();
+  auto keyless = ParseWal(log, std::nullopt);
+  ASSERT_FALSE(keyless.ok());
+  EXPECT_NE(keyless.status().message().find("--key"), std::string::npos);
+  // A log without a key is not resumed by a server that has one.
+  auto plain = ParseWal(LogBytes(dir.path(), std::nullopt, {"c0"}), KeyOf(1));
+  ASSERT_FALSE(plain.ok());
+  EXPECT_NE(plain.status().message().find("not authenticated"), std::string::npos);
+}
+
+// A record appended by someone without the key (here: the same record from a
+// log with another key, and from an unkeyed one) is where the log ends.
+TEST(WalTest, RecordsAppendedWithoutTheKeyEndTheLog) {
+  test::TempDir dir;
+  const std::string mine = LogBytes(dir.path(), KeyOf(1), {"c0"});
+  for (const WalKey& forger : {KeyOf(2), WalKey()}) {
+    const std::string header_only = LogBytes(dir.path(), forger, {});
+    const std::string theirs = LogBytes(dir.path(), forger, {"c1"});
+    const std::string forged_record = theirs.substr(header_only.size());
+    auto c = ParseWal(mine + forged_record, KeyOf(1));
+    ASSERT_FL_OK(c);
+    ASSERT_EQ(c->entries.size(), 1u);
+    EXPECT_EQ(c->entries[0].sender, "c0");
+    EXPECT_TRUE(c->torn_tail);
+    EXPECT_EQ(c->valid_bytes, mine.size());
+  }
+}
+
+TEST(WalTest, TheKeyIsTheServersAndTheSameAfterARestart) {
+  auto a = SigningKey::Generate();
+  auto b = SigningKey::Generate();
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  EXPECT_FALSE(WalKeyFor(nullptr).has_value());
+  ASSERT_TRUE(WalKeyFor(&*a).has_value());
+  EXPECT_EQ(WalKeyFor(&*a), WalKeyFor(&*a));
+  EXPECT_NE(WalKeyFor(&*a), WalKeyFor(&*b));
+}
+
+}  // namespace
+}  // namespace fl
