@@ -90,6 +90,10 @@ struct ClientSession::Impl {
     double expires{0};    // NowSeconds() after which the server no longer waits
   };
   std::optional<HeldUpdate> held;
+  // When the last READY went out, and whether the server has answered it
+  // (granted or queued); an unanswered READY is sent again.
+  double ready_sent_at{0};
+  bool ready_answered{false};
 
   // Closes the connection; Step() opens a new one after the backoff, which
   // doubles up to backoff_max until the server answers again.
@@ -111,13 +115,17 @@ struct ClientSession::Impl {
     last_hello = -1e9;
     connection_stamp = 0;
     task_round_floor = 0;
-    FL_RETURN_IF_ERROR(SendHello());
-    // A held update asks again on the new connection (a resumed server may
-    // have reopened its round; any other answers stale_round).
+    // With an update in hand, the HELLO names its round: the server then does
+    // not send that round's TASK again, and the READY that follows asks for
+    // the upload on the new connection (a resumed server may have reopened
+    // the round; any other answers stale_round).
+    FL_RETURN_IF_ERROR(SendHello(held ? held->round : 0));
     return held ? SendReady() : Status::OK();
   }
 
   Status SendReady() {
+    ready_sent_at = NowSeconds();
+    ready_answered = false;
     wire::Ready ready;
     ready.update_bytes = held->payload.size();
     return Send(wire::MessageType::kReady, held->round, held->version, wire::Encode(ready),
@@ -179,6 +187,9 @@ struct ClientSession::Impl {
   // experiments/BENCHMARKS.md).
   Status HandleTask(const wire::Envelope& env, std::string payload) {
     const double received_at = NowSeconds();
+    if (held && held->round == env.round) {
+      return Status::OK();  // trained already: its update waits for the grant
+    }
     if (env.round < task_round_floor) {
       Bad("TASK for round " + std::to_string(env.round) + ", the server is at round " +
           std::to_string(task_round_floor) + " (a replay)");
@@ -346,7 +357,10 @@ struct ClientSession::Impl {
             stats.updates_accepted++;
           } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
             // "queued": the grant follows when there is room at the server.
-            if (reply.reason == "granted" && held && held->round == env->round) return SendHeld();
+            if (held && held->round == env->round) {
+              ready_answered = true;
+              if (reply.reason == "granted") return SendHeld();
+            }
           } else {
             last_hello_reject.clear();
             task_round_floor = env->round;  // a welcome names the server's round
@@ -476,6 +490,11 @@ Status ClientSession::Step() {
         "deadline; dropping it",
         s.o.id, s.held->round);
     s.held.reset();
+  }
+  if (s.held && !s.ready_answered && now - s.ready_sent_at > 2 * s.o.heartbeat_seconds) {
+    // The server drops messages over its rate limit unanswered: ask again.
+    Status st = s.SendReady();
+    if (!st.ok() && st.code() != Status::Code::kUnavailable) return st;
   }
   if (s.awaiting_since >= 0 && now - s.awaiting_since > s.o.server_timeout_seconds) {
     spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,

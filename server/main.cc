@@ -140,7 +140,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-connections", o.max_connections,
                  "Connections held at once; a handshake past it is refused (connection_cap). "
-                 "Lowered to fit the open-file limit (raised to its hard limit); 0 = that limit")
+                 "Lowered to fit the open-file limit (raised to its hard limit); 0 = that limit "
+                 "(no cap if it is unlimited)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--max-clients", o.max_clients,

@@ -104,12 +104,11 @@ struct ClientEntry {
 constexpr double kHelloBurst = 20;
 constexpr double kHelloPerSecond = 10;
 
-// A granted upload that has not arrived after this long stops holding the
-// upload window (a 6.65 MB update takes 53 s at 1 Mbit/s).
-constexpr double kUploadGrantSeconds = 60;
-// A TASK whose receipt has not come after this long stops holding the TASK
-// window: a slow or silent device does not hold back the rest of the fan-out.
-constexpr double kTaskReceiptSeconds = 5;
+// A transfer counts toward its window for this long at most (TransferWindow's
+// hold): an update or TASK crosses a LAN in well under a second (6.65 MB at
+// 100 Mbit/s: 0.5 s); one still on its way after 2 s is on a slow link (53 s at
+// 1 Mbit/s) or is not coming, and the next devices go meanwhile.
+constexpr double kTransferHoldSeconds = 2;
 
 // Messages read before a round's selection, so that queued HELLOs of clients
 // that reconnected have updated their routes.
@@ -268,7 +267,7 @@ struct Server::Impl {
     m.selected = static_cast<int>(selected.size());
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
-    auto w = WalWriter::Reopen(WalPath(), c.valid_bytes, /*durable=*/true, wal_key);
+    auto w = WalWriter::Reopen(WalPath(), c, /*durable=*/true, wal_key);
     if (!w.ok()) return w.status();
     wal = std::move(w).value();
     for (const auto& e : c.entries) {
@@ -709,10 +708,11 @@ struct Server::Impl {
       c.hello_refilled_at = NowSeconds();
     }
     c.hello_stamp = std::max(c.hello_stamp, stamp);
-    // A HELLO naming the open round is the receipt of its TASK.
-    if (collecting && env.round == current_round && selected.count(env.sender)) {
-      task_sends->Release(env.sender);
-    }
+    // A HELLO naming the open round says the device has its TASK: the
+    // receipt of a TASK just sent, or a device that reconnected with its
+    // update for this round in hand.
+    const bool has_task = collecting && env.round == current_round && selected.count(env.sender);
+    if (has_task) task_sends->Release(env.sender);
     const bool moved = !is_new && (c.peer != peer || !c.reachable);
     c.peer = peer;
     c.reachable = true;
@@ -727,10 +727,12 @@ struct Server::Impl {
     // A selected client that reconnected mid-round lost its TASK: send it again
     // on the new connection, once a round (a client flapping its connection
     // does not get a copy of the model per HELLO).
-    if (moved && collecting && pending.count(env.sender) && resent.insert(env.sender).second) {
+    if (moved && collecting && !has_task && pending.count(env.sender) &&
+        resent.insert(env.sender).second) {
       if (o.verbose) {
         spdlog::info("round {}: {} reconnected; sending its TASK again", current_round, env.sender);
       }
+      task_sends->Release(env.sender);  // outside the window: it is owed
       if (!SendTask(c).ok()) MarkUnreachable(&c);
     }
   }
@@ -1429,9 +1431,9 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   auto impl = std::make_unique<Impl>();
   impl->o = std::move(options);
   impl->uploads =
-      std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kUploadGrantSeconds);
+      std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kTransferHoldSeconds);
   impl->task_sends =
-      std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kTaskReceiptSeconds);
+      std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kTransferHoldSeconds);
   impl->ctx = std::move(context);
   const ServerOptions& o = impl->o;
   if (o.rounds < 1) return Status::InvalidArgument("rounds must be >= 1");

@@ -4,17 +4,25 @@
 
 namespace fl {
 
-TransferWindow::TransferWindow(size_t window_bytes, double grant_seconds)
-    : window_bytes_(window_bytes), grant_seconds_(grant_seconds) {}
+TransferWindow::TransferWindow(size_t window_bytes, double hold_seconds)
+    : window_bytes_(window_bytes), hold_seconds_(hold_seconds) {}
 
 bool TransferWindow::Fits(size_t bytes) const {
-  return window_bytes_ == 0 || grants_.empty() || granted_bytes_ + bytes <= window_bytes_;
+  return window_bytes_ == 0 || counted_ == 0 || granted_bytes_ + bytes <= window_bytes_;
 }
 
 void TransferWindow::GrantNow(const std::string& id, size_t bytes, double now) {
-  grants_[id] = {bytes, now};
+  grants_[id] = {bytes, now, true};
   granted_bytes_ += bytes;
+  counted_++;
   peak_granted_bytes_ = std::max(peak_granted_bytes_, granted_bytes_);
+}
+
+void TransferWindow::StopCounting(Grant* g) {
+  if (!g->counted) return;
+  granted_bytes_ -= g->bytes;
+  counted_--;
+  g->counted = false;
 }
 
 bool TransferWindow::Ask(const std::string& id, size_t bytes, double now) {
@@ -35,7 +43,7 @@ bool TransferWindow::Ask(const std::string& id, size_t bytes, double now) {
 void TransferWindow::Release(const std::string& id) {
   auto it = grants_.find(id);
   if (it != grants_.end()) {
-    granted_bytes_ -= it->second.bytes;
+    StopCounting(&it->second);
     grants_.erase(it);
     return;
   }
@@ -45,13 +53,10 @@ void TransferWindow::Release(const std::string& id) {
 }
 
 std::vector<std::string> TransferWindow::Pump(double now) {
-  for (auto it = grants_.begin(); it != grants_.end();) {
-    if (now - it->second.at > grant_seconds_) {
-      granted_bytes_ -= it->second.bytes;
-      it = grants_.erase(it);
-      lapsed_++;
-    } else {
-      ++it;
+  for (auto& [id, g] : grants_) {
+    if (g.counted && now - g.at > hold_seconds_) {
+      StopCounting(&g);
+      outlasted_++;
     }
   }
   std::vector<std::string> granted;
@@ -67,9 +72,10 @@ void TransferWindow::Clear() {
   grants_.clear();
   queue_.clear();
   granted_bytes_ = 0;
+  counted_ = 0;
   peak_granted_bytes_ = 0;
   queued_ = 0;
-  lapsed_ = 0;
+  outlasted_ = 0;
 }
 
 }  // namespace fl

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "common/file_util.h"
 #include "common/wire/reader.h"
@@ -84,6 +85,18 @@ bool GetId(wire::Reader* r, std::string* id) {
   return true;
 }
 
+// A record's tag. Keyed, it also covers the tag before it (the header's for
+// the first record): a record is valid only in its place in the log it was
+// written to, not copied from another log of the same server, nor moved.
+Sha256Digest RecordTag(const WalKey& key, const Sha256Digest& prev, const char* body, size_t len,
+                       std::string_view tail = {}) {
+  Tagger t(key);
+  if (key) t.Update(prev.data(), prev.size());
+  t.Update(body, len);
+  t.Update(tail.data(), tail.size());
+  return t.Finish();
+}
+
 std::string EncodeHeader(const WalHeader& h, const WalKey& key) {
   wire::Writer w;
   w.PutBytes(kWalMagic, 4);
@@ -105,7 +118,8 @@ std::string EncodeHeader(const WalHeader& h, const WalKey& key) {
 }
 
 // Parses the header at the start of `bytes`; `*size` gets its length.
-Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const WalKey& key) {
+Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const WalKey& key,
+                    Sha256Digest* tag) {
   wire::Reader r(bytes.data(), bytes.size());
   char magic[4];
   uint32_t version = 0, count = 0;
@@ -153,6 +167,7 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
     return Status::Corruption("round log header holds impossible bounds");
   }
   *size = body + want.size();
+  *tag = got;
   return Status::OK();
 }
 
@@ -180,12 +195,14 @@ WalKey WalKeyFor(const SigningKey* signer) {
   return Sha256(sig.data(), sig.size());
 }
 
-WalWriter::WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key)
+WalWriter::WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key,
+                     const Sha256Digest& chain)
     : fd_(fd),
       path_(std::move(path)),
       end_(end),
       durable_(durable),
       key_(key),
+      chain_(chain),
       requested_(end),
       synced_(end) {
   if (durable_) syncer_ = std::thread([this] { SyncLoop(); });
@@ -256,11 +273,15 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
       ::close(dfd);
     }
   }
-  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key));
+  Sha256Digest tag;
+  std::memcpy(tag.data(), h.data() + h.size() - tag.size(), tag.size());
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key, tag));
 }
 
-Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path, uint64_t valid_bytes,
-                                                     bool durable, const WalKey& key) {
+Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path,
+                                                     const WalContents& contents, bool durable,
+                                                     const WalKey& key) {
+  const uint64_t valid_bytes = contents.valid_bytes;
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Errno("open " + path);
   if (::ftruncate(fd, static_cast<off_t>(valid_bytes)) != 0 || (durable && ::fdatasync(fd) != 0)) {
@@ -268,7 +289,8 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path, ui
     ::close(fd);
     return st;
   }
-  return std::unique_ptr<WalWriter>(new WalWriter(fd, path, valid_bytes, durable, key));
+  return std::unique_ptr<WalWriter>(
+      new WalWriter(fd, path, valid_bytes, durable, key, contents.chain));
 }
 
 Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, double train_loss,
@@ -285,10 +307,7 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
   const uint64_t body = prefix.size() - 4 + delta.size();
   if (body > UINT32_MAX) return Status::InvalidArgument("update too large for the round log");
   for (int i = 0; i < 4; ++i) prefix[i] = static_cast<char>((body >> (8 * i)) & 0xFF);
-  Tagger tagger(key_);
-  tagger.Update(prefix.data() + 4, prefix.size() - 4);
-  tagger.Update(delta.data(), delta.size());
-  const Sha256Digest d = tagger.Finish();
+  const Sha256Digest d = RecordTag(key_, chain_, prefix.data() + 4, prefix.size() - 4, delta);
   // prefix | delta | hash, written in place from the three buffers.
   const char* parts[3] = {prefix.data(), delta.data(), reinterpret_cast<const char*>(d.data())};
   const size_t sizes[3] = {prefix.size(), delta.size(), d.size()};
@@ -299,6 +318,7 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
   }
   WalEntry e{sender, weight, end_ + 4, static_cast<uint32_t>(body)};
   end_ = at;
+  chain_ = d;
   if (!durable_) {
     std::lock_guard<std::mutex> lock(mu_);
     requested_ = synced_ = end_;
@@ -375,8 +395,7 @@ Result<WalContents> WalReadAll(const std::string& path, const WalKey& key) {
 Result<WalContents> ParseWal(const std::string& b, const WalKey& key) {
   WalContents c;
   size_t pos = 0;
-  FL_RETURN_IF_ERROR(DecodeHeader(b, &c.header, &pos, key));
-  Tagger tagger(key);
+  FL_RETURN_IF_ERROR(DecodeHeader(b, &c.header, &pos, key, &c.chain));
   c.valid_bytes = pos;
   while (pos < b.size()) {
     if (b.size() - pos < 4) break;
@@ -385,11 +404,12 @@ Result<WalContents> ParseWal(const std::string& b, const WalKey& key) {
       len |= static_cast<uint32_t>(static_cast<uint8_t>(b[pos + i])) << (8 * i);
     if (b.size() - pos - 4 < static_cast<size_t>(len) + kSha256DigestBytes) break;
     const char* body = b.data() + pos + 4;
-    const Sha256Digest d = tagger.Of(body, len);
+    const Sha256Digest d = RecordTag(key, c.chain, body, len);
     if (std::memcmp(d.data(), body + len, d.size()) != 0) break;
     WalRecord rec;
     if (!DecodeBody(body, len, &rec).ok()) break;
     c.entries.push_back({rec.sender, rec.weight, pos + 4, len});
+    c.chain = d;
     pos += 4 + len + kSha256DigestBytes;
     c.valid_bytes = pos;
   }

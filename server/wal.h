@@ -12,7 +12,8 @@
 //            | selected count u32 | per selected device: id length u16, id,
 //              registered examples i64
 //            | tag of the header's preceding bytes (32)
-//   records: body length u32 | body | tag of the body (32)
+//   records: body length u32 | body | tag (32): of the body, and in a keyed
+//            log of the tag before it (the header's, for the first record)
 //            body: sender length u16 | sender | weight i64 | train loss f64
 //                  | train seconds f64 | delta length u64 | encoded delta
 // A record cut short or not matching its tag ends the log (a crash in the
@@ -21,7 +22,9 @@
 // Tags: version 1, a SHA-256 (integrity only: a server without a key);
 // version 2, HMAC-SHA256 under the server's log key (WalKeyFor), so a log
 // written, altered or extended by anyone without the server's identity is not
-// resumed: its header is refused, a record of its is the end of the log.
+// resumed: its header is refused, and a record of its, or one copied from
+// another log of the same server or moved within the log (a keyed record's
+// tag also covers the tag before it), is the end of the log.
 #ifndef FEDGE_SERVER_WAL_H_
 #define FEDGE_SERVER_WAL_H_
 
@@ -82,6 +85,8 @@ struct WalEntry {
 // Appends from one thread; a thread of its own makes them durable
 // (fdatasync) in the background, so the server keeps reading and checking
 // updates while the disk syncs the previous batch (group commit).
+struct WalContents;
+
 class WalWriter final {
  public:
   // Creates (truncates) `path` and writes `header`, durably when `durable`.
@@ -90,10 +95,11 @@ class WalWriter final {
   // With a `key`, the log is authenticated (version 2).
   static Result<std::unique_ptr<WalWriter>> Create(const std::string& path, const WalHeader& header,
                                                    bool durable, const WalKey& key);
-  // Continues the log at `path` after its last whole record (`valid_bytes`
-  // from WalReadAll, with the same key): a torn tail is cut off.
-  static Result<std::unique_ptr<WalWriter>> Reopen(const std::string& path, uint64_t valid_bytes,
-                                                   bool durable, const WalKey& key);
+  // Continues the log at `path` after its last whole record (`contents` from
+  // WalReadAll, with the same key): a torn tail is cut off.
+  static Result<std::unique_ptr<WalWriter>> Reopen(const std::string& path,
+                                                   const WalContents& contents, bool durable,
+                                                   const WalKey& key);
   WalWriter(const WalWriter&) = delete;
   WalWriter& operator=(const WalWriter&) = delete;
   ~WalWriter();
@@ -120,7 +126,8 @@ class WalWriter final {
   Status ReadDelta(const WalEntry& entry, std::string* buffer, std::string_view* delta) const;
 
  private:
-  WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key);
+  WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key,
+            const std::array<uint8_t, 32>& chain);
   void SyncLoop();
 
   int fd_{-1};
@@ -128,6 +135,7 @@ class WalWriter final {
   uint64_t end_{0};
   bool durable_{false};
   WalKey key_;
+  std::array<uint8_t, 32> chain_;  // the last tag written
   mutable std::mutex mu_;
   std::condition_variable cv_;
   uint64_t requested_{0};  // end_ at the latest RequestSync
@@ -144,6 +152,8 @@ struct WalContents {
   uint64_t valid_bytes{0};
   // A torn or altered tail was found (and is ignored).
   bool torn_tail{false};
+  // The tag of the last whole record (the header's when there is none).
+  std::array<uint8_t, 32> chain{};
 };
 
 // Reads a log. NotFound when absent; Corruption when its header is damaged

@@ -17,6 +17,7 @@
 #include "common/partition.h"
 #include "common/quant_codec.h"
 #include "common/wire/compact.h"
+#include "common/wire/limits.h"
 #include "common/wire/serialize.h"
 #include "crypto/identity.h"
 #include "crypto/message.h"
@@ -598,7 +599,8 @@ TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
 
   // A READY announcing more than this round's updates can be is refused and
   // does not close the device's turn.
-  first.Send(wire::MessageType::kReady, r, wire::Encode(wire::Ready{update.size() + 65}));
+  first.Send(wire::MessageType::kReady, r,
+             wire::Encode(wire::Ready{update.size() + 65 + wire::kExtensionRoomBytes}));
   EXPECT_EQ(first.NextReply(ctx.get(), wire::MessageType::kReady), "REJECT too_large");
   first.Send(wire::MessageType::kReady, r, wire::Encode(wire::Ready{update.size()}));
   EXPECT_EQ(first.NextReply(ctx.get(), wire::MessageType::kReady), "granted");
@@ -654,6 +656,56 @@ TEST_F(ServerTest, ConnectionsPastTheCapAreRefusedAndCounted) {
   ASSERT_EQ(run.rounds.size(), 1u);
   EXPECT_EQ(run.rounds[0].participants, 1);
   EXPECT_GE(run.rounds[0].rejected["connection_cap"], 1);
+}
+
+// A device that reconnects with its update in hand says so (its HELLO names
+// the open round): the server does not send it the round's TASK again, and it
+// asks for its upload on the new connection. One that reconnects without
+// (HELLO round 0) gets the TASK again, once.
+TEST_F(ServerTest, ReconnectWithTheUpdateInHandDoesNotFetchTheTaskAgain) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 2;
+  auto server = Server::Create(so, ctx);
+  ASSERT_FL_OK(server);
+  const std::string endpoint = (*server)->endpoint();
+  RunningServer run(std::move(server).value());
+  RawPeer holder{"holder", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  RawPeer lost{"lost", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  std::string payload;
+  for (RawPeer* p : {&holder, &lost}) p->Connect(ctx.get(), endpoint);
+  for (RawPeer* p : {&holder, &lost}) {
+    ASSERT_TRUE(p->Next(ctx.get(), wire::MessageType::kTask, &p->task_env, &payload)) << p->id;
+    ASSERT_FL_OK(wire::Decode(payload, &p->task));
+  }
+  const uint64_t r = holder.task_env.round;
+  const std::string update = holder.ZeroUpdate();
+  // Both reconnect (a new connection each).
+  for (RawPeer* p : {&holder, &lost}) {
+    auto s = ctx->Connect(endpoint, transport::SocketOptions{});
+    ASSERT_FL_OK(s);
+    p->sock = std::move(s).value();
+  }
+  holder.Send(wire::MessageType::kHello, r,
+              wire::Encode(wire::Hello{100, "", {wire::kCodecQuant}, 1.0}));
+  lost.Send(wire::MessageType::kHello, 0,
+            wire::Encode(wire::Hello{100, "", {wire::kCodecQuant}, 1.0}));
+  wire::Envelope e;
+  EXPECT_TRUE(lost.Next(ctx.get(), wire::MessageType::kTask, &e, &payload));
+  EXPECT_FALSE(holder.Next(ctx.get(), wire::MessageType::kTask, &e, &payload,
+                           wire::MessageType::kTask, /*tries=*/15));
+  holder.Send(wire::MessageType::kReady, r, wire::Encode(wire::Ready{update.size()}));
+  EXPECT_EQ(holder.NextReply(ctx.get(), wire::MessageType::kReady), "granted");
+  holder.Send(wire::MessageType::kUpdate, r, update);
+  EXPECT_EQ(holder.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  lost.Send(wire::MessageType::kUpdate, r, update);
+  EXPECT_EQ(lost.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_EQ(run.rounds[0].participants, 2);
 }
 
 }  // namespace

@@ -55,16 +55,24 @@ TEST(TransferWindowTest, ReleasingAWaitingDeviceDropsItsPlace) {
   EXPECT_EQ(w.Pump(0), Ids{"c"});
 }
 
-TEST(TransferWindowTest, AGrantLapsesAfterGrantSeconds) {
-  TransferWindow w(100, /*grant_seconds=*/5);
-  EXPECT_TRUE(w.Ask("silent", 80, 0));
+// A transfer still on its way after hold_seconds (a slow link, or a device
+// that asked and never sends) stops holding the others back; it stays granted.
+TEST(TransferWindowTest, AGrantStopsCountingAfterHoldSeconds) {
+  TransferWindow w(100, /*hold_seconds=*/5);
+  EXPECT_TRUE(w.Ask("slow", 80, 0));
   EXPECT_FALSE(w.Ask("b", 80, 1));
   EXPECT_EQ(w.Pump(5), Ids{});  // not yet
   EXPECT_EQ(w.Pump(5.5), Ids{"b"});
-  EXPECT_EQ(w.lapsed(), 1);
+  EXPECT_EQ(w.outlasted(), 1);
+  EXPECT_EQ(w.granted_bytes(), 80u);  // b's only
+  EXPECT_TRUE(w.Ask("slow", 80, 6));  // asking again: still granted, not counted again
   EXPECT_EQ(w.granted_bytes(), 80u);
-  w.Release("silent");  // its late transfer arrives: nothing to release
+  w.Release("slow");  // its transfer arrives
   EXPECT_EQ(w.granted_bytes(), 80u);
+  w.Release("b");
+  EXPECT_EQ(w.granted_bytes(), 0u);
+  // Nothing counts any more: the next one goes at once, whatever its size.
+  EXPECT_TRUE(w.Ask("c", 1000, 7));
 }
 
 TEST(TransferWindowTest, ZeroWindowGrantsEverything) {

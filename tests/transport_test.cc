@@ -366,6 +366,40 @@ TEST(ConnectionCapTest, HandshakesPastTheCapAreRefused) {
   EXPECT_EQ(got[0], "fourth");
 }
 
+// TCP connections that never start a handshake do not fill the cap: a peer
+// without keys cannot lock devices out by holding idle connections open (the
+// handshake timeout closes them).
+TEST(ConnectionCapTest, IdleConnectionsDoNotFillTheCap) {
+  auto ctx = CreateZmqContext();
+  SocketOptions lo;
+  lo.max_connections = 2;
+  auto l = ctx->Listen("tcp://127.0.0.1:*", lo);
+  ASSERT_FL_OK(l);
+  Socket* server = l->get();
+  const std::string ep = server->endpoint();
+  const int port = std::atoi(ep.substr(ep.rfind(':') + 1).c_str());
+  std::vector<int> idle;
+  for (int i = 0; i < 8; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    idle.push_back(fd);
+  }
+  ReceiveAll(ctx.get(), server, 300);  // their ACCEPTED events are in
+  auto c = ctx->Connect(ep, SocketOptions{});
+  ASSERT_FL_OK(c);
+  ASSERT_FL_OK((*c)->Send("", {"from", "device"}));
+  auto got = ReceiveAll(ctx.get(), server, 2000);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], "device");
+  EXPECT_EQ(server->TakeRefusedConnections(), 0);
+  for (int fd : idle) ::close(fd);
+}
+
 // Over CURVE the cap comes before the key check, and the refused device is
 // told that the server is full, not that its key is not enrolled. Once a
 // connection has gone, a device gets in again.

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "common/file_util.h"
 #include "crypto/ed25519.h"
@@ -25,9 +26,10 @@ WalHeader SampleHeader() {
 
 // The bytes of a log written with `key` holding `senders`' records.
 std::string LogBytes(const std::string& dir, const WalKey& key,
-                     const std::vector<std::string>& senders) {
+                     const std::vector<std::string>& senders,
+                     const WalHeader& header = SampleHeader()) {
   const std::string path = dir + "/round.wal";
-  auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, key);
+  auto w = WalWriter::Create(path, header, /*durable=*/false, key);
   EXPECT_FL_OK(w);
   for (const auto& s : senders) EXPECT_FL_OK((*w)->Append(s, 100, 0.5, 1.0, "delta").status());
   w->reset();
@@ -81,6 +83,57 @@ TEST(WalTest, RecordsAppendedWithoutTheKeyEndTheLog) {
     EXPECT_TRUE(c->torn_tail);
     EXPECT_EQ(c->valid_bytes, mine.size());
   }
+}
+
+// With the server's own key: a record copied from another of its logs (another
+// round's, or the same round of another run: another nonce) is not valid in
+// this one, nor is a record moved within the log.
+TEST(WalTest, RecordsAreBoundToTheirLogAndPlace) {
+  test::TempDir dir;
+  WalHeader other = SampleHeader();
+  other.nonce.fill(7);
+  const std::string mine = LogBytes(dir.path(), KeyOf(1), {"c0"});
+  const std::string theirs_header = LogBytes(dir.path(), KeyOf(1), {}, other);
+  const std::string theirs = LogBytes(dir.path(), KeyOf(1), {"c1"}, other);
+  auto c = ParseWal(mine + theirs.substr(theirs_header.size()), KeyOf(1));
+  ASSERT_FL_OK(c);
+  ASSERT_EQ(c->entries.size(), 1u);
+  EXPECT_TRUE(c->torn_tail);
+
+  // Two records swapped: the log ends where the order breaks.
+  const std::string header = LogBytes(dir.path(), KeyOf(1), {});
+  const std::string one = LogBytes(dir.path(), KeyOf(1), {"c0"});
+  const std::string two = LogBytes(dir.path(), KeyOf(1), {"c0", "c1"});
+  const std::string first = one.substr(header.size());
+  const std::string second = two.substr(one.size());
+  auto swapped = ParseWal(header + second + first, KeyOf(1));
+  ASSERT_FL_OK(swapped);
+  EXPECT_TRUE(swapped->entries.empty());
+  auto in_order = ParseWal(header + first + second, KeyOf(1));
+  ASSERT_FL_OK(in_order);
+  EXPECT_EQ(in_order->entries.size(), 2u);
+}
+
+// Reopened after a crash, a keyed log goes on from its last record's tag.
+TEST(WalTest, AReopenedLogContinuesItsChain) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/round.wal";
+  {
+    auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, KeyOf(1));
+    ASSERT_FL_OK(w);
+    ASSERT_FL_OK((*w)->Append("c0", 100, 0.5, 1.0, "delta").status());
+  }
+  auto c = WalReadAll(path, KeyOf(1));
+  ASSERT_FL_OK(c);
+  {
+    auto w = WalWriter::Reopen(path, *c, /*durable=*/false, KeyOf(1));
+    ASSERT_FL_OK(w);
+    ASSERT_FL_OK((*w)->Append("c1", 100, 0.5, 1.0, "delta").status());
+  }
+  auto after = WalReadAll(path, KeyOf(1));
+  ASSERT_FL_OK(after);
+  ASSERT_EQ(after->entries.size(), 2u);
+  EXPECT_FALSE(after->torn_tail);
 }
 
 TEST(WalTest, TheKeyIsTheServersAndTheSameAfterARestart) {

@@ -1,10 +1,13 @@
 // ZeroMQ backend of transport.h: ROUTER for listening, DEALER for connecting.
 #include <zmq.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -32,10 +35,33 @@ struct ZapDomain {
   // (ACCEPTED, DISCONNECTED), through a PAIR socket the ZAP thread owns.
   int max_connections{0};
   void* monitor{nullptr};
-  int live{0};
+  // Seconds ZeroMQ gives a connection to finish its handshake.
+  double handshake_seconds{30};
+  // Open connections (by descriptor) and when they were accepted; when this
+  // handler admitted handshakes, over the last handshake window.
+  std::map<uint32_t, double> open;
+  std::deque<double> admitted_at;
   // Handshakes refused at the cap, for the socket's owner.
   std::shared_ptr<std::atomic<int64_t>> refused;
+
+  // Connections other than the one asking that completed a handshake, as far
+  // as the events tell: every connection older than the handshake window did
+  // (ZeroMQ closes the others), and of the younger ones (but the one asking),
+  // at most as many as were admitted in the window. Connections that never
+  // handshake do not count, so opening idle TCP connections cannot fill the
+  // cap (the handshake timeout closes them).
+  int Admitted(double now) {
+    const double window = handshake_seconds + 1;
+    while (!admitted_at.empty() && now - admitted_at.front() > window) admitted_at.pop_front();
+    int old_open = 0, young_open = 0;
+    for (const auto& [fd, at] : open) (now - at > window ? old_open : young_open)++;
+    return old_open + std::min(std::max(young_open - 1, 0), static_cast<int>(admitted_at.size()));
+  }
 };
+
+double SteadySeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 // The ZeroMQ Authentication Protocol handler (RFC 27) of one context: a REP
 // socket on inproc://zeromq.zap.01 served by its own thread. Each CURVE
@@ -82,7 +108,7 @@ class ZapHandler {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = domains_.find(domain);
     if (it == domains_.end()) return;
-    // Closed by the ZAP thread, which may be reading it right now.
+    // Closed on the ZAP thread, which owns it.
     if (it->second.monitor) retiring_.push_back(it->second.monitor);
     domains_.erase(it);
   }
@@ -104,7 +130,11 @@ class ZapHandler {
           break;
         }
         uint16_t event = 0;
-        if (zmq_msg_size(&m) == 6) std::memcpy(&event, zmq_msg_data(&m), 2);
+        uint32_t fd = 0;
+        if (zmq_msg_size(&m) == 6) {
+          std::memcpy(&event, zmq_msg_data(&m), 2);
+          std::memcpy(&fd, static_cast<const char*>(zmq_msg_data(&m)) + 2, 4);
+        }
         const bool more = zmq_msg_more(&m);
         zmq_msg_close(&m);
         if (more) {
@@ -113,8 +143,8 @@ class ZapHandler {
           zmq_msg_recv(&addr, d.monitor, 0);
           zmq_msg_close(&addr);
         }
-        if (event == ZMQ_EVENT_ACCEPTED) d.live++;
-        if (event == ZMQ_EVENT_DISCONNECTED && d.live > 0) d.live--;
+        if (event == ZMQ_EVENT_ACCEPTED) d.open[fd] = SteadySeconds();
+        if (event == ZMQ_EVENT_DISCONNECTED) d.open.erase(fd);
       }
     }
     for (void* m : retiring_) retired_monitors_.push_back(m);
@@ -152,13 +182,13 @@ class ZapHandler {
       bool known = false, full = false;
       if (req.size() >= 6 && req[0] == "1.0") {
         std::lock_guard<std::mutex> lock(mu_);
-        CountConnections();  // this connection's ACCEPTED is in by now
+        CountConnections();
         auto it = domains_.find(req[2]);
         if (it != domains_.end()) {
           known = true;
           ZapDomain& d = it->second;
           authorize = d.authorize;
-          full = d.max_connections > 0 && d.live > d.max_connections;
+          full = d.max_connections > 0 && d.Admitted(SteadySeconds()) >= d.max_connections;
           if (full) ++*d.refused;
         }
       }
@@ -183,6 +213,13 @@ class ZapHandler {
           user = z85;
         } else {
           text = "CURVE key not enrolled";
+        }
+      }
+      if (code == "200") {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = domains_.find(req[2]);
+        if (it != domains_.end() && it->second.max_connections > 0) {
+          it->second.admitted_at.push_back(SteadySeconds());
         }
       }
       const std::string reply[] = {"1.0", req[1], code, text, user, ""};
@@ -461,6 +498,7 @@ class ZmqContext final : public Context {
       ZapDomain d;
       d.authorize = c.authorize;
       d.max_connections = options.max_connections;
+      if (options.handshake_ms > 0) d.handshake_seconds = options.handshake_ms / 1000.0;
       d.refused = refused;
       if (options.max_connections > 0) st = MonitorConnections(s, &d.monitor);
       auto z = st.ok() ? Zap() : Result<std::shared_ptr<ZapHandler>>(st);

@@ -24,13 +24,13 @@ Status OutOfRange(const char* field, const std::string& value, const std::string
 }  // namespace
 
 size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block) {
-  return kUpdateOverheadBytes + QuantEncodedSize(kept_values, bits, block);
+  return kUpdateOverheadBytes + kExtensionRoomBytes + QuantEncodedSize(kept_values, bits, block);
 }
 
 size_t TaskPayloadLimit(size_t values, size_t tensors) {
   // Config and model header; per tensor: name, up to 8 dims, the length fields,
   // the mask bits and the fp32 values.
-  return 1024 + tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
+  return 1024 + kExtensionRoomBytes + tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
 }
 
 Status CheckTrainConfig(const TrainConfig& c) {

@@ -34,9 +34,14 @@ constexpr size_t kMaxSmallPayloadBytes = 4096;
 // name with its length and the delta's length (41 bytes for codec "q"), plus
 // room for a codec name of up to 23 bytes.
 constexpr size_t kUpdateOverheadBytes = 64;
+// Room the UPDATE and TASK limits leave for optional fields (messages.h,
+// "Optional fields"): a newer peer's extension block of up to this many bytes
+// is not refused as too large. (The 4 KiB of the small payloads leave more.)
+constexpr size_t kExtensionRoomBytes = 1024;
 size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block);
 // A TASK carrying a model of `values` parameters in `tensors` tensors (fp32,
-// every mask present, tensor names up to 256 bytes).
+// every mask present, tensor names up to 256 bytes). Both include
+// kExtensionRoomBytes.
 size_t TaskPayloadLimit(size_t values, size_t tensors);
 
 // OK when every field of `c` is within the bounds above: epochs in
