@@ -5,6 +5,7 @@
 # non-zero if any target found a failing input (kept as crash-* files).
 #
 #   bash tests/fuzz/campaign.sh [SECONDS_PER_TARGET] [OUT_DIR]
+#   TARGETS="hello wal" bash tests/fuzz/campaign.sh 300   # only these
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SECONDS_EACH="${1:-60}"
@@ -18,7 +19,7 @@ mkdir -p "$OUT"
 "$FUZZ_DIR/bin/fl-fuzz-seeds" "$OUT/seeds"
 failed=0
 printf '%-11s %10s %12s %8s %8s %s\n' target seconds executions cov features result
-for t in envelope hello task update reply quant model_file checkpoint wal; do
+for t in ${TARGETS:-envelope hello task update ready reply quant model_file checkpoint wal}; do
   mkdir -p "$OUT/corpus/$t"
   set +e
   "$FUZZ_DIR/bin/fl-fuzz-$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 \

@@ -48,14 +48,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)fl::QuantDecode(m.data, h.count, &values);
     }
   }
+#elif defined(FL_FUZZ_READY)
+  fl::wire::Ready ready;
+  (void)fl::wire::Decode(bytes, &ready);
 #elif defined(FL_FUZZ_REPLY)
-  // The small control payloads: ACK/REJECT, DONE, READY.
+  // The server's small payloads: ACK/REJECT and DONE.
   fl::wire::Reply reply;
   (void)fl::wire::Decode(bytes, &reply);
   fl::wire::Done done;
   (void)fl::wire::Decode(bytes, &done);
-  fl::wire::Ready ready;
-  (void)fl::wire::Decode(bytes, &ready);
 #elif defined(FL_FUZZ_QUANT)
   // Whatever the quantized codec accepts decodes to finite values.
   fl::QuantHeader h;

@@ -93,7 +93,9 @@ int Main(int argc, char** argv) {
   r.message = "ok";
   put("reply", "reply", wire::Encode(r));
   put("reply", "done", wire::Encode(wire::Done{5, 0.97, "federation finished after 5 rounds"}));
-  put("reply", "ready", wire::Encode(wire::Ready{6653545}));
+  put("ready", "ready", wire::Encode(wire::Ready{6653545}));
+  put("ready", "ready_with_extension",
+      wire::Encode(wire::Ready{170504}) + std::string("\x01\x00\x42\x00\x01\0\0\0\0\0\0\0x", 13));
   wire::Envelope e;
   e.type = wire::MessageType::kUpdate;
   e.sender = "c0";
