@@ -1369,7 +1369,6 @@ struct Server::Impl {
     for (auto& frames : task_frames) frames.clear();  // sends in flight hold their own references
     m.upload_window_peak_bytes = uploads->peak_granted_bytes();
     m.uploads_queued = uploads->queued();
-    m.task_window_peak_bytes = task_sends->peak_granted_bytes();
     m.tasks_queued = task_sends->queued();
     uploads->Clear();
     task_sends->Clear();

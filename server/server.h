@@ -196,11 +196,10 @@ struct RoundMetrics {
   // False when the averaged model would have had a value out of range (not
   // finite, or beyond fp16 with an fp16 downlink): the global model was kept.
   bool committed{true};
-  // Transfer windows: most update (TASK) bytes granted at once this round,
-  // and uploads (TASKs) that had to wait for room.
+  // Transfer windows: most update bytes granted at once this round, and
+  // uploads (TASKs) that had to wait for room.
   uint64_t upload_window_peak_bytes{0};
   int64_t uploads_queued{0};
-  uint64_t task_window_peak_bytes{0};
   int64_t tasks_queued{0};
   // Refused messages this round, by reason code. Connections refused during
   // the CURVE handshake (unenrolled transport key) count as "transport_denied".

@@ -256,5 +256,50 @@ TEST_F(ClientSessionTest, StaleDoneAndReplayedTasksAreRefused) {
   EXPECT_TRUE(Pump([&] { return session_->done(); }));
 }
 
+// A TASK that asks before upload: the client confirms it (a HELLO naming the
+// round), trains, sends READY and holds its UPDATE until the grant. A READY
+// left unanswered is sent again (the server drops messages over a device's
+// rate limit); the same round's TASK sent again is not trained on twice.
+TEST_F(ClientSessionTest, AskBeforeUploadHoldsTheUpdateUntilTheGrant) {
+  auto count = [&](wire::MessageType type, uint64_t round) {
+    int n = 0;
+    for (const auto& rx : from_client_) {
+      auto e = wire::DecodeEnvelope(rx.frames[0]);
+      if (e.ok() && e->type == type && e->round == round) ++n;
+    }
+    return n;
+  };
+  from_client_.clear();
+  wire::Task task = task_;
+  task.ask_before_upload = true;
+  Send(Sealed(task, server_key_.get()));
+  ASSERT_TRUE(Pump([&] { return count(wire::MessageType::kReady, 1) == 1; }));
+  EXPECT_EQ(count(wire::MessageType::kHello, 1), 1);  // the receipt
+  EXPECT_EQ(count(wire::MessageType::kUpdate, 1), 0);
+  EXPECT_EQ(session_->stats().rounds_trained, 1);
+  Send(Sealed(task, server_key_.get()));  // the same round again: not retrained
+  // Unanswered, the READY goes again after two heartbeats (4 s here).
+  ASSERT_TRUE(Pump([&] { return count(wire::MessageType::kReady, 1) == 2; }) ||
+              Pump([&] { return count(wire::MessageType::kReady, 1) == 2; }));
+  EXPECT_EQ(session_->stats().rounds_trained, 1);
+  EXPECT_EQ(count(wire::MessageType::kUpdate, 1), 0);
+  wire::Envelope grant = env_;
+  grant.type = wire::MessageType::kAck;
+  Send(SealMessage(
+      grant,
+      wire::Encode(wire::Reply{static_cast<uint8_t>(wire::MessageType::kReady), "granted", ""}),
+      server_key_.get()));
+  ASSERT_TRUE(Pump([&] { return count(wire::MessageType::kUpdate, 1) == 1; }));
+  for (const auto& rx : from_client_) {
+    auto e = OpenMessage(rx.frames[0], rx.frames[1], 64 << 20);
+    ASSERT_FL_OK(e);
+    if (e->type != wire::MessageType::kUpdate) continue;
+    EXPECT_EQ(e->nonce, env_.nonce);
+    wire::Update u;
+    ASSERT_FL_OK(wire::Decode(rx.frames[1], &u));
+    EXPECT_EQ(u.num_examples, 100);
+  }
+}
+
 }  // namespace
 }  // namespace fl

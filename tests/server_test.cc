@@ -522,6 +522,13 @@ struct RawPeer {
     return false;
   }
 
+  // Waits for this round's TASK and keeps it (task_env, task).
+  bool TakeTask(transport::Context* ctx) {
+    std::string payload;
+    return Next(ctx, wire::MessageType::kTask, &task_env, &payload) &&
+           wire::Decode(payload, &task).ok();
+  }
+
   // The reason of the next ACK or REJECT answering a message of type `about`
   // ("REJECT " before a REJECT's).
   std::string NextReply(transport::Context* ctx, wire::MessageType about) {
@@ -548,17 +555,28 @@ struct RawPeer {
   }
 };
 
-// A server running on a thread of its own, collecting each round's metrics.
+// A server started with `so` and running on a thread of its own, collecting
+// each round's metrics.
 struct RunningServer {
-  explicit RunningServer(std::unique_ptr<Server> s) : server(std::move(s)) {
+  RunningServer(const ServerOptions& so, std::shared_ptr<transport::Context> ctx) {
+    auto s = Server::Create(so, std::move(ctx));
+    EXPECT_FL_OK(s);
+    if (!s.ok()) return;
+    server = std::move(s).value();
+    endpoint = server->endpoint();
     thread = std::thread([this] {
       summary = server->Run(nullptr, [this](const RoundMetrics& rm) { rounds.push_back(rm); });
     });
   }
+  ~RunningServer() {
+    if (thread.joinable()) thread.join();
+  }
+  bool ok() const { return server != nullptr; }
   // Waits for the run to end.
   void Join() { thread.join(); }
 
   std::unique_ptr<Server> server;
+  std::string endpoint;
   std::vector<RoundMetrics> rounds;
   Result<ServerSummary> summary = Status::Internal("not run");
   std::thread thread;
@@ -578,19 +596,13 @@ TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
   so.min_clients = 3;
   so.round_deadline_seconds = 60;
   so.transfer_window_bytes = 1;  // one upload at a time
-  auto server = Server::Create(so, ctx);
-  ASSERT_FL_OK(server);
-  const std::string endpoint = (*server)->endpoint();
-  RunningServer run(std::move(server).value());
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
   RawPeer old_peer{"old", 0, nullptr, {}, {}};
   RawPeer first{"first", wire::kFlagReadsExtensions, nullptr, {}, {}};
   RawPeer second{"second", wire::kFlagReadsExtensions, nullptr, {}, {}};
-  for (RawPeer* p : {&old_peer, &first, &second}) p->Connect(ctx.get(), endpoint);
-  for (RawPeer* p : {&old_peer, &first, &second}) {
-    std::string payload;
-    ASSERT_TRUE(p->Next(ctx.get(), wire::MessageType::kTask, &p->task_env, &payload)) << p->id;
-    ASSERT_FL_OK(wire::Decode(payload, &p->task));
-  }
+  for (RawPeer* p : {&old_peer, &first, &second}) p->Connect(ctx.get(), run.endpoint);
+  for (RawPeer* p : {&old_peer, &first, &second}) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
   EXPECT_FALSE(old_peer.task.ask_before_upload);
   EXPECT_TRUE(first.task.ask_before_upload);
   EXPECT_TRUE(second.task.ask_before_upload);
@@ -634,18 +646,15 @@ TEST_F(ServerTest, ConnectionsPastTheCapAreRefusedAndCounted) {
   so.rounds = 1;
   so.min_clients = 1;
   so.max_connections = 1;
-  auto server = Server::Create(so, ctx);
-  ASSERT_FL_OK(server);
-  const std::string endpoint = (*server)->endpoint();
-  RunningServer run(std::move(server).value());
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
   RawPeer inside{"inside", 0, nullptr, {}, {}};
   RawPeer outside{"outside", 0, nullptr, {}, {}};
-  inside.Connect(ctx.get(), endpoint);
+  inside.Connect(ctx.get(), run.endpoint);
   EXPECT_EQ(inside.NextReply(ctx.get(), wire::MessageType::kHello), "welcome");
-  outside.Connect(ctx.get(), endpoint);
+  outside.Connect(ctx.get(), run.endpoint);
+  ASSERT_TRUE(inside.TakeTask(ctx.get()));
   std::string payload;
-  ASSERT_TRUE(inside.Next(ctx.get(), wire::MessageType::kTask, &inside.task_env, &payload));
-  ASSERT_FL_OK(wire::Decode(payload, &inside.task));
   // The one past the cap hears nothing, for as long as the round is open.
   wire::Envelope e;
   EXPECT_FALSE(outside.Next(ctx.get(), wire::MessageType::kAck, &e, &payload,
@@ -668,18 +677,14 @@ TEST_F(ServerTest, ReconnectWithTheUpdateInHandDoesNotFetchTheTaskAgain) {
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 1;
   so.min_clients = 2;
-  auto server = Server::Create(so, ctx);
-  ASSERT_FL_OK(server);
-  const std::string endpoint = (*server)->endpoint();
-  RunningServer run(std::move(server).value());
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  const std::string& endpoint = run.endpoint;
   RawPeer holder{"holder", wire::kFlagReadsExtensions, nullptr, {}, {}};
   RawPeer lost{"lost", wire::kFlagReadsExtensions, nullptr, {}, {}};
   std::string payload;
   for (RawPeer* p : {&holder, &lost}) p->Connect(ctx.get(), endpoint);
-  for (RawPeer* p : {&holder, &lost}) {
-    ASSERT_TRUE(p->Next(ctx.get(), wire::MessageType::kTask, &p->task_env, &payload)) << p->id;
-    ASSERT_FL_OK(wire::Decode(payload, &p->task));
-  }
+  for (RawPeer* p : {&holder, &lost}) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
   const uint64_t r = holder.task_env.round;
   const std::string update = holder.ZeroUpdate();
   // Both reconnect (a new connection each).

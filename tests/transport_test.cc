@@ -22,6 +22,23 @@ namespace fl {
 namespace transport {
 namespace {
 
+// A plain TCP connection to the "tcp://127.0.0.1:PORT" endpoint `ep`, outside
+// ZeroMQ (a peer that speaks raw bytes, or nothing); -1 on failure.
+int ConnectTcp(const std::string& ep) {
+  const int port = std::atoi(ep.substr(ep.rfind(':') + 1).c_str());
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 class TransportTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -124,14 +141,8 @@ TEST(HeartbeatTest, StalledPeerWithAHalfSentFrameIsDisconnected) {
   auto l = ctx->Listen("tcp://127.0.0.1:*", so);
   ASSERT_FL_OK(l);
   const std::string ep = (*l)->endpoint();
-  const int port = std::atoi(ep.substr(ep.rfind(':') + 1).c_str());
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = ConnectTcp(ep);
   ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   // ZMTP 3.0 greeting, NULL mechanism, then READY as a DEALER.
   std::string greeting(64, '\0');
   greeting[0] = '\xFF';
@@ -377,17 +388,10 @@ TEST(ConnectionCapTest, IdleConnectionsDoNotFillTheCap) {
   ASSERT_FL_OK(l);
   Socket* server = l->get();
   const std::string ep = server->endpoint();
-  const int port = std::atoi(ep.substr(ep.rfind(':') + 1).c_str());
   std::vector<int> idle;
   for (int i = 0; i < 8; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    idle.push_back(fd);
+    idle.push_back(ConnectTcp(ep));
+    ASSERT_GE(idle.back(), 0);
   }
   ReceiveAll(ctx.get(), server, 300);  // their ACCEPTED events are in
   auto c = ctx->Connect(ep, SocketOptions{});

@@ -26,6 +26,33 @@ Status ZmqError(const std::string& what) {
 
 constexpr size_t kCurveKeyBytes = 32;
 
+// Reads one event waiting on a socket monitor (zmq_socket_monitor's PAIR end),
+// without blocking: false when none is waiting. An event is two frames, u16
+// event + u32 value (a descriptor, an errno, a ZAP status), then the endpoint.
+bool NextMonitorEvent(void* monitor, uint16_t* event, uint32_t* value) {
+  zmq_msg_t m;
+  zmq_msg_init(&m);
+  if (zmq_msg_recv(&m, monitor, ZMQ_DONTWAIT) < 0) {
+    zmq_msg_close(&m);
+    return false;
+  }
+  *event = 0;
+  *value = 0;
+  if (zmq_msg_size(&m) == 6) {
+    std::memcpy(event, zmq_msg_data(&m), 2);
+    std::memcpy(value, static_cast<const char*>(zmq_msg_data(&m)) + 2, 4);
+  }
+  const bool more = zmq_msg_more(&m);
+  zmq_msg_close(&m);
+  if (more) {
+    zmq_msg_t endpoint;
+    zmq_msg_init(&endpoint);
+    zmq_msg_recv(&endpoint, monitor, 0);
+    zmq_msg_close(&endpoint);
+  }
+  return true;
+}
+
 // What the ZAP handler knows of one listening socket (its ZAP domain).
 struct ZapDomain {
   // CURVE: admits a client's raw public key. Null for plaintext sockets
@@ -122,27 +149,9 @@ class ZapHandler {
   void CountConnections() {
     for (auto& [name, d] : domains_) {
       while (d.monitor) {
-        // An event is two frames: u16 event + u32 value, then the endpoint.
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, d.monitor, ZMQ_DONTWAIT) < 0) {
-          zmq_msg_close(&m);
-          break;
-        }
         uint16_t event = 0;
         uint32_t fd = 0;
-        if (zmq_msg_size(&m) == 6) {
-          std::memcpy(&event, zmq_msg_data(&m), 2);
-          std::memcpy(&fd, static_cast<const char*>(zmq_msg_data(&m)) + 2, 4);
-        }
-        const bool more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
-        if (more) {
-          zmq_msg_t addr;
-          zmq_msg_init(&addr);
-          zmq_msg_recv(&addr, d.monitor, 0);
-          zmq_msg_close(&addr);
-        }
+        if (!NextMonitorEvent(d.monitor, &event, &fd)) break;
         if (event == ZMQ_EVENT_ACCEPTED) d.open[fd] = SteadySeconds();
         if (event == ZMQ_EVENT_DISCONNECTED) d.open.erase(fd);
       }
@@ -291,28 +300,9 @@ class ZmqSocket final : public Socket {
 
   std::string TakeHandshakeError() override {
     std::string error;
-    while (monitor_) {
-      // An event is two frames: u16 event + u32 value, then the endpoint.
-      zmq_msg_t m;
-      zmq_msg_init(&m);
-      if (zmq_msg_recv(&m, monitor_, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        break;
-      }
-      uint16_t event = 0;
-      uint32_t value = 0;
-      if (zmq_msg_size(&m) == 6) {
-        std::memcpy(&event, zmq_msg_data(&m), 2);
-        std::memcpy(&value, static_cast<const char*>(zmq_msg_data(&m)) + 2, 4);
-      }
-      const bool more = zmq_msg_more(&m);
-      zmq_msg_close(&m);
-      if (more) {
-        zmq_msg_t addr;
-        zmq_msg_init(&addr);
-        zmq_msg_recv(&addr, monitor_, 0);
-        zmq_msg_close(&addr);
-      }
+    uint16_t event = 0;
+    uint32_t value = 0;
+    while (monitor_ && NextMonitorEvent(monitor_, &event, &value)) {
       if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 500) {
         error =
             "the server turned the connection away (status 500): it holds as many "
