@@ -138,6 +138,7 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
   opts.lr = ins.lr;
   opts.momentum = ins.momentum;
   opts.weight_decay = ins.weight_decay;
+  opts.proximal_mu = ins.proximal_mu;
   opts.seed = ins.seed;
   opts.threads = impl_->threads;
   opts.masks = MasksOf(ins.parameters);

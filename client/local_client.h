@@ -32,6 +32,8 @@ struct FitIns {
   double lr{0.01};
   double momentum{0.0};
   double weight_decay{0.0};
+  // FedProx proximal term mu (0 = plain local SGD).
+  double proximal_mu{0.0};
   // Seed for this round's shuffle order.
   uint64_t seed{1};
 };

@@ -237,6 +237,7 @@ struct ClientSession::Impl {
     ins.lr = task.config.lr;
     ins.momentum = task.config.momentum;
     ins.weight_decay = task.config.weight_decay;
+    ins.proximal_mu = task.config.proximal_mu;
     // Each client shuffles differently within a round: mix its id into the
     // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
     uint64_t h = 1469598103934665603ULL;
@@ -248,8 +249,10 @@ struct ClientSession::Impl {
     q.stochastic = task.config.stochastic_rounding;
     q.seed = ins.seed;
     if (o.verbose) {
-      spdlog::info("[{}] round {}: training E={} B={} lr={} on {} samples", o.id, env.round,
-                   ins.epochs, ins.batch_size, ins.lr, client->num_examples());
+      spdlog::info("[{}] round {}: training E={} B={} lr={}{} on {} samples", o.id, env.round,
+                   ins.epochs, ins.batch_size, ins.lr,
+                   ins.proximal_mu > 0 ? fmt::format(" mu={}", ins.proximal_mu) : std::string(),
+                   client->num_examples());
     }
     auto res = client->Fit(ins);
     if (res.ok() && o.debug_train_delay_seconds > 0) {

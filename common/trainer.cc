@@ -88,6 +88,11 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(options.lr)
                                                         .momentum(options.momentum)
                                                         .weight_decay(options.weight_decay));
+    // FedProx's anchor: the parameters training started from.
+    std::vector<torch::Tensor> anchor;
+    if (options.proximal_mu > 0) {
+      for (const auto& p : params) anchor.push_back(p.detach().clone());
+    }
     Random rng(options.seed);
     std::vector<int64_t> order(n);
     for (int epoch = 1; epoch <= options.epochs; ++epoch) {
@@ -118,6 +123,13 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
           loss = options.distill_alpha * t * t * kd + (1 - options.distill_alpha) * loss;
         }
         loss.backward();
+        if (!anchor.empty()) {
+          torch::NoGradGuard no_grad;
+          for (size_t i = 0; i < params.size(); ++i) {
+            if (!params[i].grad().defined()) continue;
+            params[i].grad().add_(params[i].detach() - anchor[i], options.proximal_mu);
+          }
+        }
         for (size_t i = 0; i < options.masks.size(); ++i) {
           if (options.masks[i].defined() && params[i].grad().defined()) {
             params[i].grad().mul_(options.masks[i]);

@@ -54,6 +54,10 @@ struct TrainOptions {
   double momentum{0.0};
   // L2 weight decay added by SGD.
   double weight_decay{0.0};
+  // FedProx proximal term (Li et al. 2020): adds (mu / 2) ||w - w0||^2 to the
+  // loss, w0 the parameters on entry, i.e. mu (w - w0) to each gradient
+  // (masked like the rest of it). 0 = off.
+  double proximal_mu{0.0};
   // Seed for the per-epoch shuffle order.
   uint64_t seed{1};
   // Intra-op threads for this training call; one is fastest per client on small

@@ -14,7 +14,9 @@ namespace fl {
 namespace {
 
 constexpr char kCheckpointMagic[4] = {'F', 'L', 'C', 'K'};
-constexpr uint32_t kCheckpointFormat = 3;
+constexpr uint32_t kCheckpointFormat = 4;
+// Longest strategy name a checkpoint may carry.
+constexpr uint32_t kMaxStrategyName = 64;
 constexpr size_t kSignatureBlockBytes = 1 + kEd25519PublicKeyBytes + kEd25519SignatureBytes;
 
 }  // namespace
@@ -41,6 +43,10 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const Signi
     std::memcpy(&bits, &row.max_delta_norm, 8);
     w.PutU64(bits);
   }
+  w.PutU32(static_cast<uint32_t>(c.strategy.size()));
+  w.PutBytes(c.strategy.data(), c.strategy.size());
+  w.PutU64(c.strategy_state.size());
+  w.PutBytes(c.strategy_state.data(), c.strategy_state.size());
   w.PutU64(model.size());
   w.PutBytes(model.data(), model.size());
   std::string body = w.Release();
@@ -122,6 +128,21 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
       std::memcpy(&row.max_delta_norm, &norm, 8);
       c.pending_rows.push_back(row);
     }
+  }
+  if (format >= 4) {
+    uint32_t name_len = 0;
+    uint64_t state_len = 0;
+    if (!r.GetU32(&name_len) || name_len == 0 || name_len > kMaxStrategyName ||
+        r.remaining() < name_len) {
+      return Status::Corruption(path, "bad strategy name");
+    }
+    c.strategy.resize(name_len);
+    r.GetBytes(c.strategy.data(), name_len);
+    if (!r.GetU64(&state_len) || state_len > r.remaining()) {
+      return Status::Corruption(path, "bad strategy state length");
+    }
+    c.strategy_state.resize(state_len);
+    r.GetBytes(c.strategy_state.data(), state_len);
   }
   if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
   const size_t header = body_len - r.remaining();

@@ -1,17 +1,19 @@
 // Durable server checkpoints: the global model after a completed round.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
-//   magic "FLCK" (4) | format version u32 (4) = 3 | round u64 (8) | seed u64 (8)
+//   magic "FLCK" (4) | format version u32 (4) = 4 | round u64 (8) | seed u64 (8)
 //   | reference norm f64 (8) | pending rows u32, each: round u64, participants
 //     u32, upload bytes u64, download bytes u64, round seconds f64, largest
-//     delta norm f64 | model length u64 (8) | model (cereal ModelState)
+//     delta norm f64 | strategy name length u32, name | strategy state length
+//     u64, state (server/aggregator.h) | model length u64 (8) | model (cereal ModelState)
 //   | signed u8 (1) | signer's Ed25519 public key (32) | signature (64)
 //   | SHA-256 of all preceding bytes (32)
 // The signature (zeros when unsigned) is over the SHA-256 of the bytes before
 // the signed flag. A server with a key signs its checkpoints and reads back
 // only checkpoints its own key signed, so a file swapped into --out is refused
 // rather than resumed from and signed into global.flm.
-// Formats 1 (no reference norm, unsigned) and 2 (unsigned) are still read;
+// Formats 1 (no reference norm, unsigned), 2 (unsigned) and 3 (no strategy:
+// fedavg) are still read;
 // a server with a key refuses them as unsigned.
 // Written to a temp file, fsynced, renamed over the old one, and the directory
 // fsynced, so a crash leaves either the old or the new checkpoint, never a torn one.
@@ -53,6 +55,10 @@ struct Checkpoint {
     double max_delta_norm{0};
   };
   std::vector<Row> pending_rows;
+  // The aggregation strategy and its state after `round` (momentum, moments;
+  // empty when it has none), so --resume continues the same optimizer.
+  std::string strategy{"fedavg"};
+  std::string strategy_state;
 };
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).

@@ -71,8 +71,41 @@ int main(int argc, char** argv) {
   app.add_option("--momentum", o.train.momentum, "Client SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", o.train.weight_decay, "Client L2 weight decay")
       ->capture_default_str();
-  app.add_option("--server-lr", o.server_lr, "Server learning rate on the averaged delta")
-      ->capture_default_str();
+  // Aggregation (server/aggregator.h).
+  fl::StrategyOptions& so = o.strategy;
+  std::string names;
+  for (const auto& n : fl::StrategyNames()) names += (names.empty() ? "" : " | ") + n;
+  app.add_option("--strategy", so.name, "Aggregation strategy: " + names)
+      ->capture_default_str()
+      ->group("Strategy");
+  const struct {
+    const char* flag;
+    double* value;
+    const char* help;
+  } strategy_flags[] = {
+      {"--server-lr", &so.server_lr,
+       "Server learning rate (0 = the strategy's default: 1; fedadagrad 0.1; fedadam, fedyogi "
+       "0.01)"},
+      {"--server-momentum", &so.momentum, "fedavgm: server momentum beta"},
+      {"--beta1", &so.beta1, "fedadagrad/fedadam/fedyogi: first moment decay"},
+      {"--beta2", &so.beta2, "fedadam/fedyogi: second moment decay"},
+      {"--tau", &so.tau, "fedadagrad/fedadam/fedyogi: adaptivity tau"},
+      {"--mu", &so.mu, "fedprox: proximal term mu sent to clients"},
+      {"--trim-fraction", &so.trim_fraction,
+       "trimmed_mean: fraction beta dropped at each end of every coordinate"},
+      {"--clip", &so.clip,
+       "Scale each update's delta to at most this L2 norm before aggregating, with any strategy "
+       "(0 = off)"},
+  };
+  for (const auto& f : strategy_flags) {
+    app.add_option(f.flag, *f.value, f.help)->capture_default_str()->group("Strategy");
+  }
+  app.add_option("--krum-f", so.krum_f, "krum/multikrum: Byzantine devices tolerated (f)")
+      ->capture_default_str()
+      ->group("Strategy");
+  app.add_option("--krum-m", so.krum_m, "multikrum: updates averaged (0 = K - f)")
+      ->capture_default_str()
+      ->group("Strategy");
   std::string downlink = "fp32";
   app.add_option("--model-file", o.model_file, "Start from this compressed model (fl-compress)");
   app.add_option("--model-signer", o.model_signer,

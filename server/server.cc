@@ -35,7 +35,6 @@
 #include "crypto/sha256.h"
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
-#include "server/fedavg.h"
 #include "server/transfer_window.h"
 #include "server/wal.h"
 
@@ -203,6 +202,8 @@ struct Server::Impl {
   ServerOptions o;
   std::shared_ptr<transport::Context> ctx;
   std::unique_ptr<transport::Socket> sock;
+  // Turns each round's accepted updates into the next global model.
+  std::unique_ptr<Aggregator> aggregator;
   // Evaluates global models on the test set off this thread; null without one.
   std::unique_ptr<BackgroundEvaluator> evaluator;
   // Completed rounds whose row (rounds.csv, callback, summary) is not written
@@ -289,9 +290,10 @@ struct Server::Impl {
     return Status::OK();
   }
   // The round's TASK (envelope, payload): one copy, shared by every send;
-  // [1] asks before upload (upload admission), [0] does not (clients older
-  // than payload extensions). Each is built when first sent.
-  std::vector<transport::SharedFrame> task_frames[2];
+  // [0] for clients older than payload extensions (no optional field), [1]
+  // with the optional fields (FedProx's mu), [2] with them and asking before
+  // upload (upload admission). Each is built when first sent.
+  std::vector<transport::SharedFrame> task_frames[3];
   // Update bytes on their way (READY granted, UPDATE not yet here), and over
   // CURVE, TASK bytes on their way (sent, receipt not yet here).
   std::unique_ptr<TransferWindow> uploads;
@@ -386,9 +388,9 @@ struct Server::Impl {
 
   // The open round's TASK as `c` can read it.
   const std::vector<transport::SharedFrame>& TaskFor(const ClientEntry& c) {
-    const bool ask = o.transfer_window_bytes > 0 && c.reads_extensions;
-    std::vector<transport::SharedFrame>& frames = task_frames[ask ? 1 : 0];
-    if (frames.empty()) frames = BuildTask(ask);
+    const int variant = !c.reads_extensions ? 0 : o.transfer_window_bytes > 0 ? 2 : 1;
+    std::vector<transport::SharedFrame>& frames = task_frames[variant];
+    if (frames.empty()) frames = BuildTask(variant);
     return frames;
   }
 
@@ -425,12 +427,13 @@ struct Server::Impl {
   }
 
   // The open round's TASK, encoded and hashed once for all its sends.
-  std::vector<transport::SharedFrame> BuildTask(bool ask_before_upload) const {
+  std::vector<transport::SharedFrame> BuildTask(int variant) const {
     wire::Task task;
     task.config = o.train;
     task.config.seed = o.seed * 1000003ULL + current_round;
     task.config.deadline_seconds = o.round_deadline_seconds;
-    task.ask_before_upload = ask_before_upload;
+    if (variant >= 1) task.config.proximal_mu = aggregator->proximal_mu();
+    task.ask_before_upload = variant == 2;
     // Built for this TASK and dropped with it: between rounds only the
     // encoded TASK holds the model in its wire form.
     task.model = wire::Compact(global, o.downlink);
@@ -899,11 +902,14 @@ struct Server::Impl {
     }
     // Applied alone, the update keeps every value in range; the average, a
     // convex combination of such updates, then does too. A device that would
-    // push a value out of range is refused, not the round.
+    // push a value out of range is refused, not the round. (Strategies whose
+    // step is not such a combination, momentum and the adaptive ones, are
+    // held to the range when the round's step is applied.)
     // (|g + lr d| <= max|g| + lr max|d|: only an update that could reach the
     // limit is checked value by value.)
-    if (Status range = global_max_abs + o.server_lr * max_abs <= ValueLimit() ? Status::OK()
-                                                                              : CheckUpdateRange();
+    const double scale = aggregator->convex_step_scale();
+    if (Status range = global_max_abs + scale * max_abs <= ValueLimit() ? Status::OK()
+                                                                        : CheckUpdateRange(scale);
         !range.ok()) {
       RefuseAnswer(peer, who, env.round, "out_of_range", range.message());
       return;
@@ -959,7 +965,7 @@ struct Server::Impl {
     }
   }
 
-  // Averages the round's logged updates in the order of their senders' ids,
+  // Aggregates the round's logged updates in the order of their senders' ids,
   // whatever order they arrived in, into `global`.
   Status AggregateFromLog() {
     std::vector<WalEntry> order = wal_entries;
@@ -969,23 +975,21 @@ struct Server::Impl {
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
     Status st;
-    int count = 0;
+    aggregator->Begin(kept_count);
     {
-      FedAvgAccumulator acc(kept_count);
-      {
-        std::string buffer;
-        for (const auto& e : order) {
-          std::string_view encoded;
-          FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
-          FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
-          FL_RETURN_IF_ERROR(acc.Add(e.weight, delta));
-        }
+      std::string buffer;
+      for (const auto& e : order) {
+        std::string_view encoded;
+        FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
+        FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
+        FL_RETURN_IF_ERROR(aggregator->Add(e.weight, &delta));
       }
-      std::vector<float>().swap(delta);  // until the next round's first update
-      // All or nothing: an average with a value out of range is not committed.
-      st = acc.ApplyTo(&global, o.server_lr, ValueLimit());
-      count = acc.count();
     }
+    std::vector<float>().swap(delta);  // until the next round's first update
+    const int count = aggregator->count();
+    m.clipped = aggregator->clipped();
+    // All or nothing: a step with a value out of range is not committed.
+    st = aggregator->Finish(&global, ValueLimit());
     if (st.ok()) {
       SetGlobal();
       return Status::OK();
@@ -994,9 +998,9 @@ struct Server::Impl {
     m.rejected["global_out_of_range"]++;
     totals_rejected["global_out_of_range"]++;
     spdlog::error(
-        "round {}: the average of {} updates is not committed, the global model is "
+        "round {}: the {} step from {} updates is not committed, the global model is "
         "unchanged: {}",
-        current_round, count, st.message());
+        current_round, aggregator->name(), count, st.message());
     return Status::OK();
   }
 
@@ -1031,15 +1035,15 @@ struct Server::Impl {
 
   std::string WalPath() const { return o.out_dir.empty() ? "" : o.out_dir + "/round.wal"; }
 
-  // OK when global + server_lr * delta (the decoded `delta`) is within
+  // OK when global + scale * delta (the decoded `delta`) is within
   // ValueLimit() at every kept position.
-  Status CheckUpdateRange() const {
+  Status CheckUpdateRange(double scale) const {
     const double limit = ValueLimit();
     size_t j = 0;
     for (const auto& t : global.tensors) {
       for (size_t k = 0; k < t.values.size(); ++k) {
         if (!t.mask.empty() && !t.mask[k]) continue;
-        const double v = t.values[k] + o.server_lr * static_cast<double>(delta[j++]);
+        const double v = t.values[k] + scale * static_cast<double>(delta[j++]);
         if (!(std::fabs(v) <= limit)) {
           return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name +
                                          "' would become " + std::to_string(v) +
@@ -1177,11 +1181,11 @@ struct Server::Impl {
       }
       if (o.verbose) {
         // Transfers that waited for the windows (o.transfer_window_bytes).
-        const std::string waited =
-            rm.uploads_queued + rm.tasks_queued == 0
-                ? ""
-                : fmt::format("; {} TASK(s) and {} upload(s) waited their turn", rm.tasks_queued,
-                              rm.uploads_queued);
+        std::string waited = rm.uploads_queued + rm.tasks_queued == 0
+                                 ? ""
+                                 : fmt::format("; {} TASK(s) and {} upload(s) waited their turn",
+                                               rm.tasks_queued, rm.uploads_queued);
+        if (rm.clipped > 0) waited += fmt::format("; {} delta(s) clipped", rm.clipped);
         if (std::isnan(rm.test_accuracy)) {
           spdlog::info("round {}: {}/{} updates, {:.1f} s{}", rm.round, rm.participants,
                        rm.selected, rm.round_seconds, waited);
@@ -1397,7 +1401,8 @@ struct Server::Impl {
       // The checkpoint is the round's commit point: once it is written the
       // log is spent, and global.flm is derived from it (rewritten on resume).
       m.round_seconds = NowSeconds() - t0;
-      Checkpoint c{round, o.seed, global, reference_norm, {}};
+      Checkpoint c{
+          round, o.seed, global, reference_norm, {}, aggregator->name(), aggregator->SaveState()};
       for (const auto& u : unreported) c.pending_rows.push_back(RowOf(u.m));
       c.pending_rows.push_back(RowOf(m));
       FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c, signer.get()));
@@ -1453,8 +1458,10 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                                      std::to_string(v));
     }
   }
-  if (!(std::isfinite(o.server_lr) && o.server_lr > 0)) {
-    return Status::InvalidArgument("--server-lr must be a finite number > 0");
+  {
+    auto agg = MakeAggregator(o.strategy);
+    if (!agg.ok()) return agg.status();
+    impl->aggregator = std::move(agg).value();
   }
   if (!(std::isfinite(o.max_param_value) && o.max_param_value > 0 &&
         o.max_param_value <= std::numeric_limits<float>::max())) {
@@ -1465,6 +1472,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     // What every TASK will carry: refused here rather than by every client.
     wire::TrainConfig c = o.train;
     c.deadline_seconds = o.round_deadline_seconds;
+    c.proximal_mu = impl->aggregator->proximal_mu();
     FL_RETURN_IF_ERROR(wire::CheckTrainConfig(c));
   }
   // A model file is read once: it names the architecture when `model` is empty
@@ -1525,6 +1533,17 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         return Status::InvalidArgument(
             used, "is from a run with --seed " + std::to_string(c->seed) + "; resume it with " +
                       "that seed (this run has --seed " + std::to_string(o.seed) + ")");
+      }
+      if (c->strategy != o.strategy.name) {
+        // Its state (momentum, moments) belongs to the strategy that made it.
+        return Status::InvalidArgument(
+            used, "is from a run with --strategy " + c->strategy + "; resume it with that " +
+                      "strategy (this run has --strategy " + o.strategy.name + ")");
+      }
+      if (Status st = impl->aggregator->LoadState(c->strategy_state,
+                                                  static_cast<size_t>(c->model.KeptCount()));
+          !st.ok()) {
+        return Status::Corruption(used, st.message());
       }
       impl->global = std::move(c->model);
       impl->round = c->round;
@@ -1657,9 +1676,12 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
     }
   } detach{s};
   if (s.o.verbose) {
-    spdlog::info("serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s", s.o.model,
-                 endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
-                 s.o.round_deadline_seconds);
+    spdlog::info(
+        "serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s, strategy {}{}",
+        s.o.model, endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
+        s.o.round_deadline_seconds, s.aggregator->name(),
+        s.o.strategy.clip > 0 ? fmt::format(" (deltas clipped to L2 norm {})", s.o.strategy.clip)
+                              : std::string());
   }
   // On an error, rounds already checkpointed still get their rows (best effort).
   auto fail = [&s](Status st) {

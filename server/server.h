@@ -40,6 +40,7 @@
 
 #include "common/status.h"
 #include "common/wire/messages.h"
+#include "server/aggregator.h"
 #include "transport/transport.h"
 
 namespace fl {
@@ -69,8 +70,9 @@ struct ServerOptions {
   double client_timeout_seconds{15};
   // Local training hyperparameters sent with each TASK.
   wire::TrainConfig train;
-  // Server learning rate on the averaged delta (1 = plain FedAvg).
-  double server_lr{1.0};
+  // How the round's updates become the next global model (server/aggregator.h):
+  // FedAvg by default; its server_lr is the server learning rate.
+  StrategyOptions strategy;
   // Start round 1 from this compressed model file (.flm, from fl-compress)
   // instead of a freshly initialised model; its masks become the federation's.
   std::string model_file;
@@ -190,6 +192,8 @@ struct RoundMetrics {
   double mean_train_loss{0};
   // Largest L2 norm of an accepted delta, and the round's bound on it (0 = none).
   double max_delta_norm{0};
+  // Deltas the strategy scaled down to its clipping norm (--clip).
+  int clipped{0};
   double update_norm_bound{0};
   // Most examples one update counted with this round.
   int64_t weight_cap{0};

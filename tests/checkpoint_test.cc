@@ -21,6 +21,8 @@ Checkpoint Sample() {
   c.model.architecture = "toy";
   c.model.tensors.push_back({"w", {3}, {1, 2, 3}, {1, 1, 1}});
   c.reference_norm = 12.5;
+  c.strategy = "fedadam";
+  c.strategy_state = std::string("state\0bytes", 11);
   return c;
 }
 
@@ -42,8 +44,35 @@ TEST(CheckpointTest, RoundTrip) {
   EXPECT_EQ(c->seed, 42u);
   EXPECT_EQ(c->model.tensors[0].values, (std::vector<float>{1, 2, 3}));
   EXPECT_EQ(c->reference_norm, 12.5);
+  EXPECT_EQ(c->strategy, "fedadam");
+  EXPECT_EQ(c->strategy_state, std::string("state\0bytes", 11));
   // No temp file left behind.
   EXPECT_TRUE(ReadAll(path + ".tmp").empty());
+}
+
+// A format-3 checkpoint (before strategies) still resumes, as FedAvg.
+TEST(CheckpointTest, FormatThreeIsReadAsFedAvg) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/c.fl";
+  Checkpoint c = Sample();
+  c.strategy = "fedavg";
+  c.strategy_state.clear();
+  ASSERT_FL_OK(WriteCheckpoint(path, c));
+  std::string v4 = ReadAll(path);
+  // Format 4 = format 3 + (u32 6, "fedavg", u64 0) after the (empty) pending rows.
+  const size_t at = 4 + 4 + 8 + 8 + 8 + 4;
+  ASSERT_EQ(v4.substr(at + 4, 6), "fedavg");
+  std::string v3 = v4.substr(0, at) + v4.substr(at + 4 + 6 + 8);
+  v3[4] = 3;
+  v3.resize(v3.size() - kSha256DigestBytes);
+  const Sha256Digest d = Sha256(v3);
+  v3.append(reinterpret_cast<const char*>(d.data()), d.size());
+  test::WriteFile(path, v3);
+  auto r = ReadCheckpoint(path);
+  ASSERT_FL_OK(r);
+  EXPECT_EQ(r->strategy, "fedavg");
+  EXPECT_TRUE(r->strategy_state.empty());
+  EXPECT_EQ(r->model.tensors[0].values, (std::vector<float>{1, 2, 3}));
 }
 
 TEST(CheckpointTest, MissingIsNotFound) {

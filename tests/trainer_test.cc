@@ -182,6 +182,56 @@ TEST_F(TrainerTest, PrunedWeightsStayExactlyZero) {
   EXPECT_LT(stats->last_epoch_loss, stats->first_epoch_loss);
 }
 
+// FedProx: the proximal term mu (w - w0) is 0 at the first step (w = w0, so one
+// step with and without it agree bit for bit), then pulls training toward the
+// start; pruned weights stay 0.
+TEST_F(TrainerTest, ProximalTermPullsTowardTheStart) {
+  const auto shard = Head(*train_, 200);
+  auto model0 = CreateModel("mnist_2nn", 5);
+  ASSERT_FL_OK(model0);
+  ModelState start = GetModelState("mnist_2nn", **model0);
+  ASSERT_FL_OK(PruneByMagnitude(&start, 0.5, /*global=*/true));
+  auto train = [&](double mu, int64_t batch, int epochs) {
+    auto model = CreateModel("mnist_2nn", 5);
+    EXPECT_TRUE(model.ok());
+    EXPECT_TRUE(SetModelState(**model, start).ok());
+    TrainOptions opts;
+    opts.lr = 0.05;
+    opts.batch_size = batch;
+    opts.epochs = epochs;
+    opts.proximal_mu = mu;
+    opts.masks = MasksOf(start);
+    EXPECT_TRUE(TrainLocal(**model, shard, opts).ok());
+    return GetModelState("mnist_2nn", **model);
+  };
+  auto distance = [&start](const ModelState& m) {
+    double sq = 0;
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      for (size_t i = 0; i < m.tensors[t].values.size(); ++i) {
+        const double d = m.tensors[t].values[i] - start.tensors[t].values[i];
+        sq += d * d;
+      }
+    }
+    return std::sqrt(sq);
+  };
+  // One full-batch step.
+  const ModelState one_plain = train(0, 0, 1), one_prox = train(1.0, 0, 1);
+  for (size_t t = 0; t < one_plain.tensors.size(); ++t) {
+    EXPECT_EQ(one_plain.tensors[t].values, one_prox.tensors[t].values);
+  }
+  // 40 steps: mu = 1 keeps the weights closer to where they started.
+  const ModelState plain = train(0, 10, 2), prox = train(1.0, 10, 2);
+  const double d_plain = distance(plain), d_prox = distance(prox);
+  EXPECT_GT(d_plain, 0);
+  EXPECT_LT(d_prox, 0.9 * d_plain) << d_prox << " vs " << d_plain;
+  for (size_t t = 0; t < prox.tensors.size(); ++t) {
+    const auto& mask = start.tensors[t].mask;
+    for (size_t i = 0; i < mask.size(); ++i) {
+      if (!mask[i]) ASSERT_EQ(prox.tensors[t].values[i], 0.0f);
+    }
+  }
+}
+
 TEST_F(TrainerTest, MaskOfTheWrongShapeIsAnError) {
   auto model = CreateModel("mnist_2nn", 1);
   ASSERT_FL_OK(model);

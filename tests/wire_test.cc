@@ -11,6 +11,7 @@
 #include "common/quant_codec.h"
 #include "common/wire/compact.h"
 #include "common/wire/envelope.h"
+#include "common/wire/limits.h"
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
 #include "crypto/message.h"
@@ -232,6 +233,35 @@ TEST(PayloadExtensionTest, WithoutOptionalFieldsAPayloadIsWhatOlderPeersSend) {
   EXPECT_TRUE(back.ask_before_upload);
   ASSERT_FL_OK(wire::Decode(plain, &back));
   EXPECT_FALSE(back.ask_before_upload);
+}
+
+// FedProx's mu travels as TASK extension 2, an f64 little-endian.
+TEST(PayloadExtensionTest, ProximalMuIsAnOptionalTaskField) {
+  wire::Task t;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  const std::string plain = wire::Encode(t);
+  t.config.proximal_mu = 0.01;
+  const std::string with_mu = wire::Encode(t);
+  uint64_t bits;
+  std::memcpy(&bits, &t.config.proximal_mu, 8);
+  std::string value;
+  for (int i = 0; i < 8; ++i) value.push_back(static_cast<char>(bits >> (8 * i)));
+  EXPECT_EQ(with_mu, plain + ExtensionBlock({{wire::kTaskProximalMu, value}}));
+  wire::Task back;
+  ASSERT_FL_OK(wire::Decode(with_mu, &back));
+  EXPECT_EQ(back.config.proximal_mu, 0.01);
+  ASSERT_FL_OK(wire::Decode(plain, &back));
+  EXPECT_EQ(back.config.proximal_mu, 0.0);
+  // Any other length is refused; a value out of range is refused by the
+  // client's check of the configuration.
+  EXPECT_FALSE(
+      wire::Decode(plain + ExtensionBlock({{wire::kTaskProximalMu, "1234567"}}), &back).ok());
+  t.config.proximal_mu = -1;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &back));
+  EXPECT_FALSE(wire::CheckTrainConfig(back.config).ok());
+  t.config.proximal_mu = NAN;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &back));
+  EXPECT_FALSE(wire::CheckTrainConfig(back.config).ok());
 }
 
 // A newer peer's optional field reaches an older receiver: skipped, the rest

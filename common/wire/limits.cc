@@ -61,6 +61,9 @@ Status CheckTrainConfig(const TrainConfig& c) {
     return OutOfRange("quantization block", std::to_string(c.block),
                       "1.." + std::to_string(kMaxQuantBlock));
   }
+  if (!(c.proximal_mu >= 0 && c.proximal_mu <= kMaxProximalMu)) {
+    return OutOfRange("proximal mu", Num(c.proximal_mu), "[0, " + Num(kMaxProximalMu) + "]");
+  }
   return Status::OK();
 }
 

@@ -30,6 +30,8 @@ constexpr size_t kMaxExtensions = 32;
 constexpr uint16_t kCriticalExtension = 0x8000;
 // TASK: the client must ask (READY) before it uploads. Value: empty.
 constexpr uint16_t kTaskAskBeforeUpload = 1;
+// TASK: TrainConfig::proximal_mu (FedProx). Value: f64, 8 bytes little-endian.
+constexpr uint16_t kTaskProximalMu = 2;
 
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
@@ -65,6 +67,9 @@ struct TrainConfig {
   uint32_t block{256};
   bool stochastic_rounding{true};
   bool error_feedback{true};
+  // FedProx (Li et al. 2020): the client adds (mu / 2) ||w - w_global||^2 to
+  // its loss. Optional (extension kTaskProximalMu of the TASK; 0 = none).
+  double proximal_mu{0};
 };
 
 // Server -> client: train from this global model. The envelope's model version

@@ -237,12 +237,24 @@ void serialize(Archive& ar, Task& m) {
   ar(m.config, m.model);
   std::vector<ExtensionRecord> ext;
   if (m.ask_before_upload) ext.push_back({kTaskAskBeforeUpload, ""});
-  Extensions(ar, ext, {kTaskAskBeforeUpload});
+  if (m.config.proximal_mu != 0) {
+    uint64_t bits;
+    std::memcpy(&bits, &m.config.proximal_mu, 8);
+    std::string value(8, '\0');
+    for (int i = 0; i < 8; ++i) value[i] = static_cast<char>(bits >> (8 * i));
+    ext.push_back({kTaskProximalMu, std::move(value)});
+  }
+  Extensions(ar, ext, {kTaskAskBeforeUpload, kTaskProximalMu});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
       if (e.tag == kTaskAskBeforeUpload) {
         if (!e.value.empty()) throw cereal::Exception("ask-before-upload extension has a value");
         m.ask_before_upload = true;
+      } else if (e.tag == kTaskProximalMu) {
+        if (e.value.size() != 8) throw cereal::Exception("proximal mu extension is not 8 bytes");
+        uint64_t bits = 0;
+        for (int i = 0; i < 8; ++i) bits |= uint64_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
+        std::memcpy(&m.config.proximal_mu, &bits, 8);
       }
     }
   }

@@ -268,6 +268,9 @@ int Main(int argc, char** argv) {
   auto* o_secure = app.add_flag("--secure", secure,
                                 "Identities per virtual client, CURVE transport, signed messages "
                                 "([security] secure)");
+  std::string strategy;
+  auto* o_strategy =
+      app.add_option("--strategy", strategy, "Aggregation strategy ([strategy] name): fedavg, ...");
   app.add_flag("--quiet", quiet, "Print only the final table");
   CLI11_PARSE(app, argc, argv);
 
@@ -295,6 +298,7 @@ int Main(int argc, char** argv) {
   if (*o_bits) c.uplink_bits = bits;
   if (*o_downlink) c.downlink = downlink;
   if (*o_secure) c.secure = secure;
+  if (*o_strategy) c.strategy.name = strategy;
   Status st = ValidateSimConfig(c);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
@@ -368,7 +372,7 @@ int Main(int argc, char** argv) {
   so.train.lr = c.lr;
   so.train.momentum = c.momentum;
   so.train.weight_decay = c.weight_decay;
-  so.server_lr = c.server_lr;
+  so.strategy = c.strategy;
   so.sparsity = c.sparsity;
   so.model_file = c.model_file;
   so.global_pruning = c.global_pruning;
@@ -505,6 +509,7 @@ int Main(int argc, char** argv) {
      << "  \"uplink_bits\": " << c.uplink_bits << ",\n"
      << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
      << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"
+     << "  \"strategy\": " << JsonString(c.strategy.name) << ",\n"
      << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
      << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"

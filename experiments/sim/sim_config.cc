@@ -107,7 +107,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.Get("rounds", &c->rounds);
   top.GetList("targets", &c->targets);
   for (const char* t :
-       {"data", "model", "federation", "client", "compression", "sim", "security"}) {
+       {"data", "model", "federation", "strategy", "client", "compression", "sim", "security"}) {
     top.Table(t);
   }
 
@@ -126,8 +126,21 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   fed.Get("fraction", &c->fraction);
   fed.Get("min_clients", &c->min_clients);
   fed.Get("round_deadline", &c->round_deadline);
-  fed.Get("server_lr", &c->server_lr);
+  fed.Get("server_lr", &c->strategy.server_lr);  // its place before [strategy]
   fed.Get("eval_every", &c->eval_every);
+
+  TableReader strat(root["strategy"].as_table(), "strategy.");
+  strat.Get("name", &c->strategy.name);
+  strat.Get("server_lr", &c->strategy.server_lr);
+  strat.Get("momentum", &c->strategy.momentum);
+  strat.Get("beta1", &c->strategy.beta1);
+  strat.Get("beta2", &c->strategy.beta2);
+  strat.Get("tau", &c->strategy.tau);
+  strat.Get("mu", &c->strategy.mu);
+  strat.Get("trim_fraction", &c->strategy.trim_fraction);
+  strat.Get("krum_f", &c->strategy.krum_f);
+  strat.Get("krum_m", &c->strategy.krum_m);
+  strat.Get("clip", &c->strategy.clip);
 
   TableReader client(root["client"].as_table(), "client.");
   client.Get("epochs", &c->epochs);
@@ -153,7 +166,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   TableReader security(root["security"].as_table(), "security.");
   security.Get("secure", &c->secure);
 
-  for (TableReader* r : {&top, &data, &model, &fed, &client, &comp, &sim, &security}) {
+  for (TableReader* r : {&top, &data, &model, &fed, &strat, &client, &comp, &sim, &security}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -171,6 +184,10 @@ Status ValidateSimConfig(const SimConfig& c) {
     return bad("federation.min_clients", "must be between 0 and federation.clients");
   }
   if (!(c.round_deadline > 0)) return bad("federation.round_deadline", "must be > 0");
+  if (Status st = CheckStrategyOptions(c.strategy); !st.ok()) {
+    // The message names the fl-server flag; the config key is strategy.<same>.
+    return Status::InvalidArgument("[strategy]: " + st.message());
+  }
   if (c.epochs < 1) return bad("client.epochs", "must be >= 1");
   if (!(c.lr > 0)) return bad("client.lr", "must be > 0");
   if (!(c.sparsity >= 0 && c.sparsity < 1)) return bad("compression.sparsity", "must be in [0, 1)");
@@ -205,8 +222,18 @@ std::string SimConfigToToml(const SimConfig& c) {
                                  {"fraction", c.fraction},
                                  {"min_clients", c.min_clients},
                                  {"round_deadline", c.round_deadline},
-                                 {"server_lr", c.server_lr},
                                  {"eval_every", c.eval_every}}},
+      {"strategy", toml::table{{"name", c.strategy.name},
+                               {"server_lr", c.strategy.server_lr},
+                               {"momentum", c.strategy.momentum},
+                               {"beta1", c.strategy.beta1},
+                               {"beta2", c.strategy.beta2},
+                               {"tau", c.strategy.tau},
+                               {"mu", c.strategy.mu},
+                               {"trim_fraction", c.strategy.trim_fraction},
+                               {"krum_f", c.strategy.krum_f},
+                               {"krum_m", c.strategy.krum_m},
+                               {"clip", c.strategy.clip}}},
       {"client", toml::table{{"epochs", c.epochs},
                              {"batch", c.batch},
                              {"lr", c.lr},

@@ -5,7 +5,10 @@
 //   targets = [0.97, 0.99]          # report rounds to reach each test accuracy
 //   [data]       dir, partition ("iid" | "shards" | "dirichlet"), alpha, shards_per_client
 //   [model]      name, file
-//   [federation] clients, fraction, min_clients, round_deadline, server_lr, eval_every
+//   [federation] clients, fraction, min_clients, round_deadline, eval_every
+//                (server_lr here is read as [strategy] server_lr)
+//   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
+//                krum_f, krum_m, clip (server/aggregator.h)
 //   [client]     epochs, batch, lr, momentum, weight_decay
 //   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "server/aggregator.h"
 
 namespace fl {
 
@@ -51,8 +55,10 @@ struct SimConfig {
   double fraction{1.0};
   int min_clients{0};  // 0 = all K clients
   double round_deadline{600};
-  double server_lr{1.0};
   int eval_every{1};
+
+  // [strategy] aggregation on the server (fedavg unless set).
+  StrategyOptions strategy;
 
   // [client] local training.
   int epochs{1};

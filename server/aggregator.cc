@@ -1,0 +1,439 @@
+#include "server/aggregator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "common/wire/limits.h"
+#include "common/wire/reader.h"
+
+namespace fl {
+namespace {
+
+enum class Rule : uint8_t { kMean, kMedian, kTrimmedMean, kKrum, kMultiKrum };
+
+struct StrategyKind {
+  const char* name;
+  Rule rule;
+  ServerOptimizer optimizer;
+  double default_lr;
+};
+
+// fedprox is FedAvg on the server; its difference is the clients' proximal term.
+constexpr StrategyKind kStrategies[] = {
+    {"fedavg", Rule::kMean, ServerOptimizer::kSgd, 1.0},
+    {"fedavgm", Rule::kMean, ServerOptimizer::kMomentum, 1.0},
+    {"fedadagrad", Rule::kMean, ServerOptimizer::kAdagrad, 0.1},
+    {"fedadam", Rule::kMean, ServerOptimizer::kAdam, 0.01},
+    {"fedyogi", Rule::kMean, ServerOptimizer::kYogi, 0.01},
+    {"fedprox", Rule::kMean, ServerOptimizer::kSgd, 1.0},
+    {"median", Rule::kMedian, ServerOptimizer::kSgd, 1.0},
+    {"trimmed_mean", Rule::kTrimmedMean, ServerOptimizer::kSgd, 1.0},
+    {"krum", Rule::kKrum, ServerOptimizer::kSgd, 1.0},
+    {"multikrum", Rule::kMultiKrum, ServerOptimizer::kSgd, 1.0},
+};
+
+const StrategyKind* FindStrategy(const std::string& name) {
+  for (const auto& s : kStrategies) {
+    if (name == s.name) return &s;
+  }
+  return nullptr;
+}
+
+// Serialized state: magic "FLAS" | version u32 = 1 | optimizer u8 | values u64
+// | rounds u64 | m (values x f32 bits) | v (values x f32 bits), moments
+// present only for the optimizers that have them.
+constexpr char kStateMagic[4] = {'F', 'L', 'A', 'S'};
+constexpr uint32_t kStateVersion = 1;
+
+int MomentsOf(ServerOptimizer opt) {
+  switch (opt) {
+    case ServerOptimizer::kSgd:
+      return 0;
+    case ServerOptimizer::kMomentum:
+      return 1;
+    default:
+      return 2;
+  }
+}
+
+class StrategyAggregator final : public Aggregator {
+ public:
+  StrategyAggregator(const StrategyOptions& o, const StrategyKind& kind)
+      : o_(o), kind_(kind), lr_(o.server_lr > 0 ? o.server_lr : kind.default_lr) {}
+
+  const std::string& name() const override { return o_.name; }
+
+  void Begin(size_t num_values) override {
+    n_ = num_values;
+    count_ = clipped_ = 0;
+    total_ = 0;
+    sum_.clear();
+    kept_.clear();
+    if (kind_.rule == Rule::kMean) sum_.assign(n_, 0.0);
+  }
+
+  Status Add(int64_t weight, std::vector<float>* delta) override {
+    if (weight <= 0) {
+      return Status::InvalidArgument("update weight " + std::to_string(weight) + " (must be > 0)");
+    }
+    if (delta->size() != n_) {
+      return Status::InvalidArgument("delta has " + std::to_string(delta->size()) +
+                                     " values, model has " + std::to_string(n_));
+    }
+    int64_t total = 0;
+    if (__builtin_add_overflow(total_, weight, &total)) {
+      return Status::InvalidArgument("total weight overflows");
+    }
+    if (ClipToNorm(delta, o_.clip) < 1.0) ++clipped_;
+    if (kind_.rule == Rule::kMean) {
+      const double w = static_cast<double>(weight);
+      const float* d = delta->data();
+      for (size_t i = 0; i < n_; ++i) sum_[i] += w * d[i];
+    } else {
+      kept_.emplace_back();
+      kept_.back().swap(*delta);
+    }
+    total_ = total;
+    ++count_;
+    return Status::OK();
+  }
+
+  int count() const override { return count_; }
+  int clipped() const override { return clipped_; }
+
+  Status Finish(ModelState* model, float max_abs) override {
+    if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
+    std::vector<double> d = Combine();
+    sum_.clear();
+    sum_.shrink_to_fit();
+    kept_.clear();
+    kept_.shrink_to_fit();
+    if (kind_.optimizer == ServerOptimizer::kSgd) {
+      return AddScaledKept(model, d, lr_, max_abs);
+    }
+    // The moments move only when the step is committed.
+    EnsureMoments();
+    std::vector<float> m = m_, v = v_;
+    std::vector<double> step;
+    ServerStep(kind_.optimizer, o_, lr_, d, &m, &v, &step);
+    FL_RETURN_IF_ERROR(AddScaledKept(model, step, 1.0, max_abs));
+    m_ = std::move(m);
+    v_ = std::move(v);
+    return Status::OK();
+  }
+
+  std::string SaveState() const override {
+    if (kind_.optimizer == ServerOptimizer::kSgd || m_.empty()) return "";
+    wire::Writer w;
+    w.PutBytes(kStateMagic, 4);
+    w.PutU32(kStateVersion);
+    w.PutU8(static_cast<uint8_t>(kind_.optimizer));
+    w.PutU64(m_.size());
+    for (const auto* vec : {&m_, &v_}) {
+      if (vec->empty()) continue;
+      for (float f : *vec) {
+        uint32_t bits;
+        std::memcpy(&bits, &f, 4);
+        w.PutU32(bits);
+      }
+    }
+    return w.Release();
+  }
+
+  Status LoadState(const std::string& state, size_t num_values) override {
+    m_.clear();
+    v_.clear();
+    if (state.empty()) return Status::OK();  // no round aggregated yet
+    if (state.size() < 17 || std::memcmp(state.data(), kStateMagic, 4) != 0) {
+      return Status::InvalidArgument("strategy state is not a fedge strategy state");
+    }
+    wire::Reader r(state.data() + 4, state.size() - 4);
+    uint32_t version = 0;
+    uint8_t opt = 0;
+    uint64_t values = 0;
+    if (!r.GetU32(&version) || !r.GetU8(&opt) || !r.GetU64(&values)) {
+      return Status::InvalidArgument("strategy state is truncated");
+    }
+    if (version != kStateVersion) {
+      return Status::InvalidArgument("strategy state version " + std::to_string(version) +
+                                     " not supported");
+    }
+    if (opt != static_cast<uint8_t>(kind_.optimizer)) {
+      return Status::InvalidArgument("strategy state is of another server optimizer than '" +
+                                     o_.name + "' uses");
+    }
+    if (values != num_values) {
+      return Status::InvalidArgument("strategy state has " + std::to_string(values) +
+                                     " values, the model " + std::to_string(num_values));
+    }
+    const int moments = MomentsOf(kind_.optimizer);
+    if (r.remaining() != static_cast<size_t>(moments) * 4 * values) {
+      return Status::InvalidArgument("strategy state has the wrong length");
+    }
+    std::vector<float> m(values), v(moments == 2 ? values : 0);
+    for (auto* vec : {&m, &v}) {
+      for (float& f : *vec) {
+        uint32_t bits = 0;
+        r.GetU32(&bits);
+        std::memcpy(&f, &bits, 4);
+        if (!std::isfinite(f)) return Status::InvalidArgument("strategy state is not finite");
+      }
+    }
+    m_ = std::move(m);
+    v_ = std::move(v);
+    return Status::OK();
+  }
+
+  double convex_step_scale() const override {
+    return kind_.optimizer == ServerOptimizer::kSgd ? lr_ : 0.0;
+  }
+
+  double proximal_mu() const override { return o_.name == "fedprox" ? o_.mu : 0.0; }
+
+ private:
+  // The rule's pseudo-gradient.
+  std::vector<double> Combine() {
+    switch (kind_.rule) {
+      case Rule::kMean: {
+        const double inv = 1.0 / static_cast<double>(total_);
+        for (double& x : sum_) x *= inv;
+        return std::move(sum_);
+      }
+      case Rule::kMedian:
+        return CoordinateMedian(kept_);
+      case Rule::kTrimmedMean: {
+        const size_t k = kept_.size();
+        size_t trim = static_cast<size_t>(std::floor(o_.trim_fraction * static_cast<double>(k)));
+        if (2 * trim >= k) trim = (k - 1) / 2;
+        return TrimmedMean(kept_, trim);
+      }
+      case Rule::kKrum:
+      case Rule::kMultiKrum: {
+        const size_t k = kept_.size();
+        size_t m = 1;
+        if (kind_.rule == Rule::kMultiKrum) {
+          m = o_.krum_m > 0 ? static_cast<size_t>(o_.krum_m)
+                            : k > static_cast<size_t>(o_.krum_f) ? k - o_.krum_f : 1;
+        }
+        const std::vector<size_t> chosen = KrumSelect(kept_, o_.krum_f, std::min(m, k));
+        std::vector<double> mean(n_, 0.0);
+        for (size_t i : chosen) {
+          const float* d = kept_[i].data();
+          for (size_t j = 0; j < n_; ++j) mean[j] += d[j];
+        }
+        const double inv = 1.0 / static_cast<double>(chosen.size());
+        for (double& x : mean) x *= inv;
+        return mean;
+      }
+    }
+    return {};
+  }
+
+  void EnsureMoments() {
+    if (m_.size() == n_) return;
+    m_.assign(n_, 0.0f);
+    if (MomentsOf(kind_.optimizer) == 2) {
+      v_.assign(n_, static_cast<float>(o_.tau * o_.tau));
+    }
+  }
+
+  const StrategyOptions o_;
+  const StrategyKind kind_;
+  const double lr_;
+  size_t n_{0};
+  int count_{0};
+  int clipped_{0};
+  int64_t total_{0};
+  std::vector<double> sum_;                 // mean: sum_k n_k d_k
+  std::vector<std::vector<float>> kept_;    // robust rules: the deltas
+  std::vector<float> m_, v_;                // optimizer moments
+};
+
+}  // namespace
+
+const std::vector<std::string>& StrategyNames() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& s : kStrategies) n.push_back(s.name);
+    return n;
+  }();
+  return names;
+}
+
+double DefaultServerLr(const std::string& name) {
+  const StrategyKind* k = FindStrategy(name);
+  return k ? k->default_lr : 1.0;
+}
+
+Status CheckStrategyOptions(const StrategyOptions& o) {
+  if (!FindStrategy(o.name)) {
+    std::string all;
+    for (const auto& n : StrategyNames()) all += (all.empty() ? "" : ", ") + n;
+    return Status::InvalidArgument("--strategy '" + o.name + "' is not one of " + all);
+  }
+  auto in = [](double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; };
+  if (!in(o.server_lr, 0, 1e6)) {
+    return Status::InvalidArgument("--server-lr must be a finite number > 0 (0 = the default)");
+  }
+  if (!in(o.momentum, 0, 1) || o.momentum >= 1) {
+    return Status::InvalidArgument("--server-momentum must be in [0, 1)");
+  }
+  if (!in(o.beta1, 0, 1) || o.beta1 >= 1) return Status::InvalidArgument("--beta1 must be in [0, 1)");
+  if (!in(o.beta2, 0, 1) || o.beta2 >= 1) return Status::InvalidArgument("--beta2 must be in [0, 1)");
+  if (!in(o.tau, 0, 1e6) || o.tau <= 0) return Status::InvalidArgument("--tau must be > 0");
+  if (!in(o.mu, 0, wire::kMaxProximalMu)) {
+    return Status::InvalidArgument("--mu must be in [0, " + std::to_string(wire::kMaxProximalMu) +
+                                   "]");
+  }
+  if (!in(o.trim_fraction, 0, 0.5) || o.trim_fraction >= 0.5) {
+    return Status::InvalidArgument("--trim-fraction must be in [0, 0.5)");
+  }
+  if (o.krum_f < 0) return Status::InvalidArgument("--krum-f must be >= 0");
+  if (o.krum_m < 0) return Status::InvalidArgument("--krum-m must be >= 0 (0 = K - f)");
+  if (!in(o.clip, 0, std::numeric_limits<double>::max())) {
+    return Status::InvalidArgument("--clip must be a finite number >= 0 (0 = off)");
+  }
+  return Status::OK();
+}
+
+double ClipToNorm(std::vector<float>* delta, double clip) {
+  if (!(clip > 0)) return 1.0;
+  double sq = 0;
+  for (float x : *delta) sq += static_cast<double>(x) * x;
+  const double norm = std::sqrt(sq);
+  if (!(norm > clip)) return 1.0;
+  const double scale = clip / norm;
+  for (float& x : *delta) x = static_cast<float>(x * scale);
+  return scale;
+}
+
+std::vector<double> CoordinateMedian(const std::vector<std::vector<float>>& deltas) {
+  if (deltas.empty()) return {};
+  const size_t k = deltas.size(), n = deltas[0].size();
+  std::vector<double> out(n);
+  std::vector<float> col(k);
+  const size_t mid = k / 2;
+  for (size_t j = 0; j < n; ++j) {
+    for (size_t i = 0; i < k; ++i) col[i] = deltas[i][j];
+    std::nth_element(col.begin(), col.begin() + mid, col.end());
+    double med = col[mid];
+    if (k % 2 == 0) {
+      // The lower middle is the largest value of the part before `mid`.
+      const float lower = *std::max_element(col.begin(), col.begin() + mid);
+      med = 0.5 * (static_cast<double>(lower) + med);
+    }
+    out[j] = med;
+  }
+  return out;
+}
+
+std::vector<double> TrimmedMean(const std::vector<std::vector<float>>& deltas, size_t trim) {
+  if (deltas.empty()) return {};
+  const size_t k = deltas.size(), n = deltas[0].size();
+  if (2 * trim >= k) trim = (k - 1) / 2;
+  std::vector<double> out(n);
+  std::vector<float> col(k);
+  const double inv = 1.0 / static_cast<double>(k - 2 * trim);
+  for (size_t j = 0; j < n; ++j) {
+    for (size_t i = 0; i < k; ++i) col[i] = deltas[i][j];
+    std::sort(col.begin(), col.end());
+    double s = 0;
+    for (size_t i = trim; i < k - trim; ++i) s += col[i];
+    out[j] = s * inv;
+  }
+  return out;
+}
+
+std::vector<double> KrumScores(const std::vector<std::vector<float>>& deltas, size_t neighbours) {
+  const size_t k = deltas.size();
+  std::vector<double> dist(k * k, 0.0);
+  for (size_t a = 0; a < k; ++a) {
+    for (size_t b = a + 1; b < k; ++b) {
+      const float* x = deltas[a].data();
+      const float* y = deltas[b].data();
+      double s = 0;
+      for (size_t j = 0; j < deltas[a].size(); ++j) {
+        const double t = static_cast<double>(x[j]) - y[j];
+        s += t * t;
+      }
+      dist[a * k + b] = dist[b * k + a] = s;
+    }
+  }
+  std::vector<double> scores(k, 0.0);
+  std::vector<double> row;
+  for (size_t a = 0; a < k; ++a) {
+    row.clear();
+    for (size_t b = 0; b < k; ++b) {
+      if (b != a) row.push_back(dist[a * k + b]);
+    }
+    const size_t take = std::min(neighbours, row.size());
+    std::partial_sort(row.begin(), row.begin() + take, row.end());
+    scores[a] = std::accumulate(row.begin(), row.begin() + take, 0.0);
+  }
+  return scores;
+}
+
+std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, int f, size_t m) {
+  const size_t k = deltas.size();
+  if (k == 0) return {};
+  const long want = static_cast<long>(k) - f - 2;
+  const size_t neighbours =
+      static_cast<size_t>(std::clamp<long>(want, 1, std::max<long>(1, static_cast<long>(k) - 1)));
+  const std::vector<double> scores = KrumScores(deltas, neighbours);
+  std::vector<size_t> idx(k);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&scores](size_t a, size_t b) { return scores[a] < scores[b]; });
+  idx.resize(std::min(std::max<size_t>(m, 1), k));
+  return idx;
+}
+
+void ServerStep(ServerOptimizer opt, const StrategyOptions& o, double lr,
+                const std::vector<double>& d, std::vector<float>* m, std::vector<float>* v,
+                std::vector<double>* step) {
+  const size_t n = d.size();
+  step->assign(n, 0.0);
+  switch (opt) {
+    case ServerOptimizer::kSgd:
+      for (size_t i = 0; i < n; ++i) (*step)[i] = lr * d[i];
+      return;
+    case ServerOptimizer::kMomentum:
+      for (size_t i = 0; i < n; ++i) {
+        const double mi = o.momentum * (*m)[i] + d[i];
+        (*m)[i] = static_cast<float>(mi);
+        (*step)[i] = lr * mi;
+      }
+      return;
+    default:
+      break;
+  }
+  const double b1 = o.beta1, b2 = o.beta2;
+  for (size_t i = 0; i < n; ++i) {
+    const double mi = b1 * (*m)[i] + (1 - b1) * d[i];
+    const double d2 = d[i] * d[i];
+    double vi = (*v)[i];
+    if (opt == ServerOptimizer::kAdagrad) {
+      vi = vi + d2;
+    } else if (opt == ServerOptimizer::kAdam) {
+      vi = b2 * vi + (1 - b2) * d2;
+    } else {  // Yogi
+      const double sign = vi > d2 ? 1.0 : (vi < d2 ? -1.0 : 0.0);
+      vi = vi - (1 - b2) * d2 * sign;
+    }
+    (*m)[i] = static_cast<float>(mi);
+    (*v)[i] = static_cast<float>(vi);
+    // The step from the moments as stored, so a resumed run steps alike.
+    (*step)[i] = lr * static_cast<double>((*m)[i]) /
+                 (std::sqrt(static_cast<double>((*v)[i])) + o.tau);
+  }
+}
+
+Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options) {
+  FL_RETURN_IF_ERROR(CheckStrategyOptions(options));
+  return std::unique_ptr<Aggregator>(
+      std::make_unique<StrategyAggregator>(options, *FindStrategy(options.name)));
+}
+
+}  // namespace fl

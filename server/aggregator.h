@@ -1,0 +1,163 @@
+// Aggregation strategies on fedge's compressed layout: every delta is the
+// model's kept values in canonical order (the mask is shared state), so every
+// rule below works on kept coordinates only and pruned weights stay 0.
+//
+// A strategy is two parts, each a free function over plain vectors (so each
+// is tested against hand-computed examples, tests/aggregator_test.cc):
+//   the rule, which combines the round's deltas into one pseudo-gradient D:
+//     mean          sum_k n_k d_k / sum_k n_k (FedAvg, McMahan et al. 2017);
+//                   streams: one double accumulator, 8 bytes per kept value
+//     median        coordinate-wise median of the K deltas (Yin et al. 2018)
+//     trimmed_mean  coordinate-wise mean after dropping the floor(beta K)
+//                   largest and smallest values (Yin et al. 2018)
+//     krum          the delta whose n-f-2 nearest neighbours are closest
+//                   (Blanchard et al. 2017); multikrum: mean of the m best
+//                   robust rules hold the K deltas (4 bytes per kept value each)
+//                   and weigh them equally: a device's claimed sample count
+//                   does not buy it influence
+//   the server optimizer, which turns D into the step added to the model:
+//     sgd           x += lr D
+//     momentum      v = beta v + D; x += lr v (FedAvgM, Hsu et al. 2019)
+//     adagrad/adam/yogi  m = b1 m + (1-b1) D; v as in Reddi et al. 2021
+//                   ("Adaptive Federated Optimization", Algorithm 2), v
+//                   starting at tau^2; x += lr m / (sqrt(v) + tau)
+//                   state: 4 bytes per kept value per moment
+// and optional norm clipping of each delta before the rule (any strategy).
+//
+// Strategy state (momentum, moments) survives --resume: SaveState goes into the
+// checkpoint, LoadState restores it, and a resumed run ends bit for bit where
+// the uninterrupted one does.
+//
+// This header stays free of LibTorch.
+#ifndef FEDGE_SERVER_AGGREGATOR_H_
+#define FEDGE_SERVER_AGGREGATOR_H_
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/model_state.h"
+#include "common/status.h"
+
+namespace fl {
+
+// What `fl-server --strategy ...` and fl-sim's [strategy] table set.
+struct StrategyOptions {
+  // fedavg, fedavgm, fedadagrad, fedadam, fedyogi, fedprox, median,
+  // trimmed_mean, krum, multikrum.
+  std::string name{"fedavg"};
+  // Server learning rate; 0 = the strategy's default (DefaultServerLr).
+  double server_lr{0};
+  // fedavgm: server momentum beta.
+  double momentum{0.9};
+  // Adaptive optimizers: first and second moment decay, and tau (adaptivity).
+  double beta1{0.9};
+  double beta2{0.99};
+  double tau{1e-3};
+  // fedprox: proximal term mu, sent to clients in the TASK.
+  double mu{0.01};
+  // trimmed_mean: fraction beta dropped at each end, in [0, 0.5).
+  double trim_fraction{0.1};
+  // krum/multikrum: Byzantine devices tolerated (f), and deltas averaged by
+  // multikrum (m; 0 = K - f).
+  int krum_f{1};
+  int krum_m{0};
+  // Each delta is scaled to at most this L2 norm before aggregation; 0 = off.
+  double clip{0};
+};
+
+// The strategy names, in the order --help lists them.
+const std::vector<std::string>& StrategyNames();
+
+// The server learning rate `name` uses when none is given: 1 for fedavg,
+// fedavgm, fedprox and the robust rules; 0.1 for fedadagrad; 0.01 for fedadam
+// and fedyogi.
+double DefaultServerLr(const std::string& name);
+
+// InvalidArgument naming the option (as its fl-server flag) that is out of range.
+Status CheckStrategyOptions(const StrategyOptions& options);
+
+// --- the arithmetic --------------------------------------------------------
+
+// Scales `delta` to L2 norm `clip` when its norm is above it. Returns the
+// factor applied (1 when it was within the norm or clip <= 0).
+double ClipToNorm(std::vector<float>* delta, double clip);
+
+// Coordinate-wise median of equally long vectors (mean of the two middle
+// values when their number is even).
+std::vector<double> CoordinateMedian(const std::vector<std::vector<float>>& deltas);
+
+// Coordinate-wise mean after dropping the `trim` largest and `trim` smallest
+// values of each coordinate; needs 2 * trim < deltas.size().
+std::vector<double> TrimmedMean(const std::vector<std::vector<float>>& deltas, size_t trim);
+
+// Krum scores: for each delta, the sum of squared L2 distances to its
+// `neighbours` nearest other deltas (Blanchard et al. 2017 use n - f - 2).
+std::vector<double> KrumScores(const std::vector<std::vector<float>>& deltas, size_t neighbours);
+
+// Indexes of the `m` deltas with the lowest Krum score (ties: lower index
+// first), with neighbours = n - f - 2 clamped to [1, n - 1].
+std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, int f, size_t m);
+
+// Server optimizers over a pseudo-gradient `d` (the rule's output).
+enum class ServerOptimizer : uint8_t { kSgd = 0, kMomentum = 1, kAdagrad = 2, kAdam = 3, kYogi = 4 };
+
+// One step: updates the moments `m` and `v` (sized like d, or empty for sgd;
+// v of adaptive optimizers starting at tau^2) and writes the step into
+// `step`, so that the new model is x + step.
+void ServerStep(ServerOptimizer opt, const StrategyOptions& options, double lr,
+                const std::vector<double>& d, std::vector<float>* m, std::vector<float>* v,
+                std::vector<double>* step);
+
+// --- the seam the server aggregates through ---------------------------------
+
+class Aggregator {
+ public:
+  virtual ~Aggregator() = default;
+
+  // The strategy's name (StrategyOptions::name).
+  virtual const std::string& name() const = 0;
+
+  // Starts a round whose deltas carry `num_values` kept values. Drops what an
+  // unfinished round had added.
+  virtual void Begin(size_t num_values) = 0;
+
+  // Adds one accepted update: `weight` examples (> 0) and its delta (finite,
+  // num_values long; clipped here when the strategy clips). Rules that keep
+  // the deltas take `*delta`'s buffer (it is left empty); the mean leaves it.
+  // InvalidArgument, and nothing added, on a size or weight mismatch.
+  virtual Status Add(int64_t weight, std::vector<float>* delta) = 0;
+
+  // Updates added this round, and how many of them were clipped.
+  virtual int count() const = 0;
+  virtual int clipped() const = 0;
+
+  // Adds the round's step to `model`'s kept values, all or nothing: when a new
+  // value would not be finite or exceed `max_abs`, InvalidArgument, and
+  // `model` and the strategy's state are as before. FailedPrecondition when
+  // nothing was added.
+  virtual Status Finish(ModelState* model, float max_abs) = 0;
+
+  // The strategy's state between rounds (empty when it has none), and back.
+  // LoadState refuses (InvalidArgument) a state of another strategy or model size.
+  virtual std::string SaveState() const = 0;
+  virtual Status LoadState(const std::string& state, size_t num_values) = 0;
+
+  // lr when the step is lr times a convex combination of the (clipped)
+  // deltas, so an update that alone keeps the model in range keeps the
+  // aggregate in range too; 0 when the step is not bounded that way (momentum,
+  // adaptive optimizers): then only Finish's check holds.
+  virtual double convex_step_scale() const = 0;
+
+  // The fedprox proximal term clients train with (0 = none).
+  virtual double proximal_mu() const = 0;
+};
+
+// The aggregator for `options` (checked with CheckStrategyOptions).
+Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options);
+
+}  // namespace fl
+
+#endif  // FEDGE_SERVER_AGGREGATOR_H_

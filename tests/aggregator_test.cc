@@ -1,0 +1,291 @@
+// Every strategy against a hand-computed example (server/aggregator.h).
+#include "server/aggregator.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+// A model of `values` kept parameters (dense), all starting at `start`.
+ModelState Model(size_t values, float start = 0) {
+  ModelState s;
+  s.architecture = "toy";
+  s.tensors.push_back(
+      {"w", {static_cast<int64_t>(values)}, std::vector<float>(values, start), {}});
+  return s;
+}
+
+std::unique_ptr<Aggregator> Make(StrategyOptions o) {
+  auto a = MakeAggregator(o);
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  return a.ok() ? std::move(a).value() : nullptr;
+}
+
+std::unique_ptr<Aggregator> Make(const std::string& name) {
+  StrategyOptions o;
+  o.name = name;
+  return Make(o);
+}
+
+// One round: adds (weight, delta) pairs and applies the step to `model`.
+Status Round(Aggregator* a, ModelState* model,
+             std::vector<std::pair<int64_t, std::vector<float>>> updates) {
+  a->Begin(static_cast<size_t>(model->KeptCount()));
+  for (auto& [w, d] : updates) FL_RETURN_IF_ERROR(a->Add(w, &d));
+  return a->Finish(model, std::numeric_limits<float>::max());
+}
+
+TEST(AggregatorTest, FedAvgIsTheWeightedMean) {
+  auto a = Make("fedavg");
+  ModelState m = Model(2, 1.0f);
+  // (1 * [1, 2] + 3 * [3, 6]) / 4 = [2.5, 5]
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {1, 2}}, {3, {3, 6}}}));
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 3.5f);
+  EXPECT_FLOAT_EQ(m.tensors[0].values[1], 6.0f);
+  EXPECT_EQ(a->SaveState(), "");  // no state between rounds
+  EXPECT_DOUBLE_EQ(a->convex_step_scale(), 1.0);
+}
+
+TEST(AggregatorTest, PrunedWeightsStayZero) {
+  ModelState m = Model(4, 1.0f);
+  m.tensors[0].mask = {1, 0, 1, 0};
+  m.tensors[0].values = {1, 0, 1, 0};
+  for (const std::string name : StrategyNames()) {
+    SCOPED_TRACE(name);
+    ModelState x = m;
+    auto a = Make(name);
+    // Deltas carry the 2 kept values only.
+    ASSERT_FL_OK(Round(a.get(), &x, {{1, {0.5f, -0.5f}}, {1, {0.25f, 0.5f}}, {1, {0.5f, 0}}}));
+    EXPECT_EQ(x.tensors[0].values[1], 0.0f);
+    EXPECT_EQ(x.tensors[0].values[3], 0.0f);
+    EXPECT_NE(x.tensors[0].values[0], 1.0f);
+  }
+}
+
+TEST(AggregatorTest, ClipScalesToTheNorm) {
+  std::vector<float> d = {3, 4};  // norm 5
+  EXPECT_DOUBLE_EQ(ClipToNorm(&d, 1.0), 0.2);
+  EXPECT_FLOAT_EQ(d[0], 0.6f);
+  EXPECT_FLOAT_EQ(d[1], 0.8f);
+  std::vector<float> small = {0.3f, 0.4f};
+  EXPECT_DOUBLE_EQ(ClipToNorm(&small, 1.0), 1.0);
+  EXPECT_FLOAT_EQ(small[0], 0.3f);
+  EXPECT_DOUBLE_EQ(ClipToNorm(&small, 0), 1.0);  // off
+
+  // With any strategy: FedAvg of [3, 4] clipped to 1 and [0, 0.5] = [0.3, 0.65].
+  StrategyOptions o;
+  o.clip = 1.0;
+  auto a = Make(o);
+  ModelState m = Model(2);
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {3, 4}}, {1, {0, 0.5f}}}));
+  EXPECT_EQ(a->clipped(), 1);
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 0.3f);
+  EXPECT_FLOAT_EQ(m.tensors[0].values[1], 0.65f);
+}
+
+TEST(AggregatorTest, CoordinateMedian) {
+  // Odd: per coordinate {1, 5, 3} -> 3 and {-1, 0, 7} -> 0.
+  EXPECT_EQ(CoordinateMedian({{1, -1}, {5, 0}, {3, 7}}), (std::vector<double>{3, 0}));
+  // Even: {1, 2, 10, 4} -> (2 + 4) / 2 = 3.
+  EXPECT_EQ(CoordinateMedian({{1}, {2}, {10}, {4}}), (std::vector<double>{3}));
+  // The strategy ignores claimed weights: 1000 examples buy no influence.
+  auto a = Make("median");
+  ModelState m = Model(1);
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {1}}, {1, {2}}, {1000, {50}}}));
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 2.0f);
+}
+
+TEST(AggregatorTest, TrimmedMean) {
+  // {1, 2, 3, 4, 100} less one at each end: (2 + 3 + 4) / 3 = 3.
+  EXPECT_EQ(TrimmedMean({{1}, {2}, {3}, {4}, {100}}, 1), (std::vector<double>{3}));
+  // No trim = the plain mean; a trim too large for K keeps the middle value.
+  EXPECT_EQ(TrimmedMean({{1}, {2}, {6}}, 0), (std::vector<double>{3}));
+  EXPECT_EQ(TrimmedMean({{1}, {2}, {6}}, 5), (std::vector<double>{2}));
+  // trim_fraction 0.2 of 5 updates drops one at each end.
+  StrategyOptions o;
+  o.name = "trimmed_mean";
+  o.trim_fraction = 0.2;
+  auto a = Make(o);
+  ModelState m = Model(1);
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {-100}}, {1, {2}}, {1, {3}}, {1, {4}}, {1, {100}}}));
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 3.0f);
+}
+
+TEST(AggregatorTest, KrumScoresAndSelection) {
+  // 2-D points (0,0), (3,4), (0,1), (30,40): squared distances
+  //   d01 = 25, d02 = 1, d03 = 2500, d12 = 9 + 9 = 18, d13 = 27^2 + 36^2 = 2025,
+  //   d23 = 900 + 39^2 = 2421.
+  const std::vector<std::vector<float>> pts = {{0, 0}, {3, 4}, {0, 1}, {30, 40}};
+  // Two nearest neighbours each: 0: 1 + 25, 1: 18 + 25, 2: 1 + 18, 3: 2025 + 2421.
+  EXPECT_EQ(KrumScores(pts, 2), (std::vector<double>{26, 43, 19, 4446}));
+  // n = 4, f = 1: n - f - 2 = 1 neighbour: scores 1, 18, 1, 2025.
+  EXPECT_EQ(KrumSelect(pts, 1, 1), (std::vector<size_t>{0}));  // tie 0/2: lower index
+  EXPECT_EQ(KrumSelect(pts, 1, 3), (std::vector<size_t>{0, 2, 1}));
+
+  // krum moves the model to the chosen delta; multikrum (m = K - f = 3) to the
+  // mean of the three chosen: ((0,0) + (0,1) + (3,4)) / 3 = (1, 5/3).
+  auto k = Make("krum");
+  ModelState m = Model(2);
+  auto updates = [&pts] {
+    std::vector<std::pair<int64_t, std::vector<float>>> u;
+    for (const auto& p : pts) u.push_back({10, p});
+    return u;
+  };
+  ASSERT_FL_OK(Round(k.get(), &m, updates()));
+  EXPECT_EQ(m.tensors[0].values, (std::vector<float>{0, 0}));
+  StrategyOptions o;
+  o.name = "multikrum";
+  o.krum_f = 1;
+  auto mk = Make(o);
+  ModelState m2 = Model(2);
+  ASSERT_FL_OK(Round(mk.get(), &m2, updates()));
+  EXPECT_FLOAT_EQ(m2.tensors[0].values[0], 1.0f);
+  EXPECT_FLOAT_EQ(m2.tensors[0].values[1], 5.0f / 3);
+}
+
+TEST(AggregatorTest, FedAvgMAccumulatesMomentum) {
+  // beta 0.9, lr 1: v1 = 1, x1 = 1; v2 = 0.9 + 1 = 1.9, x2 = 2.9.
+  auto a = Make("fedavgm");
+  ModelState m = Model(1);
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {1}}}));
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 1.0f);
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {1}}}));
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 2.9f);
+  EXPECT_DOUBLE_EQ(a->convex_step_scale(), 0.0);
+}
+
+// Reddi et al. 2021, Algorithm 2, with beta1 0.9, beta2 0.99, tau 1e-3, v
+// starting at tau^2 = 1e-6, pseudo-gradients 0.5 then -0.25:
+//   m1 = 0.05, m2 = 0.9 * 0.05 - 0.025 = 0.02
+//   adagrad (lr 0.1):  v1 = 1e-6 + 0.25 = 0.250001,    x1 = 0.1 * 0.05 / (0.5000010 + 1e-3)
+//                      v2 = v1 + 0.0625 = 0.312501,    x2 = x1 + 0.1 * 0.02 / (0.5590179 + 1e-3)
+//   adam (lr 0.01):    v1 = 0.99e-6 + 0.0025 = 0.00250099,  x1 = 0.0098020
+//                      v2 = 0.99 v1 + 0.000625 = 0.00310098, x2 = 0.0133302
+//   yogi (lr 0.01):    v1 = 1e-6 + 0.01 * 0.25 (v < d^2) = 0.002501, x1 = 0.0098020
+//                      v2 = v1 + 0.01 * 0.0625 = 0.003126,         x2 = 0.0133163
+TEST(AggregatorTest, AdaptiveOptimizersFollowReddiEtAl) {
+  struct Case {
+    const char* name;
+    double x1, x2;
+  } cases[] = {
+      {"fedadagrad", 0.0099800, 0.0135513},
+      {"fedadam", 0.0098020, 0.0133302},
+      {"fedyogi", 0.0098020, 0.0133163},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto a = Make(c.name);
+    ModelState m = Model(1);
+    ASSERT_FL_OK(Round(a.get(), &m, {{1, {0.5f}}}));
+    EXPECT_NEAR(m.tensors[0].values[0], c.x1, 2e-7);
+    ASSERT_FL_OK(Round(a.get(), &m, {{1, {-0.25f}}}));
+    EXPECT_NEAR(m.tensors[0].values[0], c.x2, 2e-7);
+  }
+}
+
+TEST(AggregatorTest, StateRoundTripsBitForBit) {
+  for (const char* name : {"fedavgm", "fedadagrad", "fedadam", "fedyogi"}) {
+    SCOPED_TRACE(name);
+    // Uninterrupted: three rounds.
+    auto a = Make(name);
+    ModelState ma = Model(3, 0.1f);
+    const std::vector<std::vector<float>> ds = {{0.5f, -1, 0.25f}, {0.1f, 0.2f, -0.3f},
+                                                {-0.7f, 0.05f, 0.3f}};
+    for (const auto& d : ds) ASSERT_FL_OK(Round(a.get(), &ma, {{2, d}, {1, {1, 1, 1}}}));
+    // Interrupted after round 1: a new aggregator loads the saved state.
+    auto b = Make(name);
+    ModelState mb = Model(3, 0.1f);
+    ASSERT_FL_OK(Round(b.get(), &mb, {{2, ds[0]}, {1, {1, 1, 1}}}));
+    const std::string saved = b->SaveState();
+    EXPECT_FALSE(saved.empty());
+    auto c = Make(name);
+    ASSERT_FL_OK(c->LoadState(saved, 3));
+    for (size_t r = 1; r < ds.size(); ++r) {
+      ASSERT_FL_OK(Round(c.get(), &mb, {{2, ds[r]}, {1, {1, 1, 1}}}));
+    }
+    EXPECT_EQ(mb.tensors[0].values, ma.tensors[0].values);
+    EXPECT_EQ(c->SaveState(), a->SaveState());
+  }
+}
+
+TEST(AggregatorTest, LoadStateRefusesAnotherStrategyOrSize) {
+  auto adam = Make("fedadam");
+  ModelState m = Model(2);
+  ASSERT_FL_OK(Round(adam.get(), &m, {{1, {1, 1}}}));
+  const std::string state = adam->SaveState();
+  auto momentum = Make("fedavgm");
+  EXPECT_FALSE(momentum->LoadState(state, 2).ok());
+  auto other = Make("fedadam");
+  EXPECT_FALSE(other->LoadState(state, 3).ok());
+  EXPECT_FALSE(other->LoadState(state.substr(0, state.size() - 1), 2).ok());
+  EXPECT_FALSE(other->LoadState("garbage of some length", 2).ok());
+  std::string nan_state = state;
+  const uint32_t nan_bits = 0x7fc00000;
+  std::memcpy(&nan_state[nan_state.size() - 4], &nan_bits, 4);
+  EXPECT_FALSE(other->LoadState(nan_state, 2).ok());
+  EXPECT_FL_OK(other->LoadState(state, 2));
+  EXPECT_FL_OK(other->LoadState("", 2));  // no round yet
+}
+
+TEST(AggregatorTest, AStepOutOfRangeChangesNothing) {
+  auto a = Make("fedavgm");
+  ModelState m = Model(1);
+  ASSERT_FL_OK(Round(a.get(), &m, {{1, {1}}}));
+  const std::string before = a->SaveState();
+  a->Begin(1);
+  std::vector<float> big = {100};
+  ASSERT_FL_OK(a->Add(1, &big));
+  // 1 + (0.9 + 100) > 10: refused, model and momentum as they were.
+  EXPECT_FALSE(a->Finish(&m, 10.0f).ok());
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 1.0f);
+  EXPECT_EQ(a->SaveState(), before);
+}
+
+TEST(AggregatorTest, BadInputIsRefused) {
+  auto a = Make("fedavg");
+  a->Begin(2);
+  std::vector<float> wrong = {1, 2, 3};
+  EXPECT_FALSE(a->Add(1, &wrong).ok());
+  std::vector<float> ok = {1, 2};
+  EXPECT_FALSE(a->Add(0, &ok).ok());
+  EXPECT_EQ(a->count(), 0);
+  ModelState m = Model(2);
+  EXPECT_EQ(a->Finish(&m, 1e9f).code(), Status::Code::kFailedPrecondition);
+
+  StrategyOptions o;
+  o.name = "fedsgd";
+  Status st = CheckStrategyOptions(o);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("fedyogi"), std::string::npos) << st.message();  // lists them
+  for (auto bad : {+[](StrategyOptions* s) { s->trim_fraction = 0.5; },
+                   +[](StrategyOptions* s) { s->momentum = 1; },
+                   +[](StrategyOptions* s) { s->tau = 0; },
+                   +[](StrategyOptions* s) { s->clip = NAN; },
+                   +[](StrategyOptions* s) { s->server_lr = -1; },
+                   +[](StrategyOptions* s) { s->krum_f = -1; },
+                   +[](StrategyOptions* s) { s->mu = 1e9; }}) {
+    StrategyOptions s;
+    bad(&s);
+    EXPECT_FALSE(CheckStrategyOptions(s).ok());
+  }
+}
+
+TEST(AggregatorTest, DefaultServerLearningRates) {
+  EXPECT_DOUBLE_EQ(DefaultServerLr("fedavg"), 1.0);
+  EXPECT_DOUBLE_EQ(DefaultServerLr("fedadagrad"), 0.1);
+  EXPECT_DOUBLE_EQ(DefaultServerLr("fedadam"), 0.01);
+  EXPECT_DOUBLE_EQ(DefaultServerLr("fedyogi"), 0.01);
+  StrategyOptions o;
+  o.name = "fedprox";
+  o.mu = 0.1;
+  EXPECT_DOUBLE_EQ(Make(o)->proximal_mu(), 0.1);
+  EXPECT_DOUBLE_EQ(Make("fedavg")->proximal_mu(), 0.0);
+}
+
+}  // namespace
+}  // namespace fl
