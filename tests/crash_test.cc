@@ -24,8 +24,9 @@ const std::string kServer = test::BinPath("fl-server");
 const std::string kClient = test::BinPath("fl-client");
 constexpr int kClients = 3, kRounds = 3;
 
-std::vector<std::string> ServerArgs(const std::string& bind, const std::string& out) {
-  return {"--bind",
+std::vector<std::string> ServerArgs(const std::string& bind, const std::string& out,
+                                   const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"--bind",
           bind,
           "--model",
           "mnist_2nn",
@@ -49,6 +50,8 @@ std::vector<std::string> ServerArgs(const std::string& bind, const std::string& 
           "--seed",
           "7",
           "--insecure"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
 }
 
 // How a run ends: the final model file's bytes (empty on failure) and the
@@ -71,10 +74,10 @@ std::string Endpoint(int trial) {
 }
 
 Outcome RunFederation(const std::string& dir, const std::string& crash_at, double kill_after,
-                      int trial) {
+                      int trial, const std::vector<std::string>& extra = {}) {
   Outcome out;
   const std::string out_dir = dir + "/out";
-  std::vector<std::string> args = ServerArgs(Endpoint(trial), out_dir);
+  std::vector<std::string> args = ServerArgs(Endpoint(trial), out_dir, extra);
   if (!crash_at.empty()) {
     args.push_back("--debug-crash-at");
     args.push_back(crash_at);
@@ -99,7 +102,7 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
   out.logs = server->Log();
   if (code == 128 + SIGKILL) {
     // Again, on the same port, from what the crashed server left in --out.
-    std::vector<std::string> again = ServerArgs(ep, out_dir);
+    std::vector<std::string> again = ServerArgs(ep, out_dir, extra);
     again.push_back("--resume");
     server = std::make_unique<test::Process>(kServer, again, dir + "/server1.log");
     code = server->Wait(120);
@@ -175,6 +178,37 @@ TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
       "round from the log, keeping %d acknowledged updates\n",
       identical, points.size() + kRandom, reopened, kept);
   EXPECT_GE(reopened, kClients * kRounds);  // at least every ack:k
+}
+
+// A strategy with state across rounds (Yogi's moments, here with clipping):
+// the state is in the checkpoint, so a run killed after a round's checkpoint,
+// or mid-round after some ACKs, and resumed ends with the same model, bit for
+// bit, as the uninterrupted run; a resume under another strategy is refused.
+TEST(CrashTest, StrategyStateSurvivesACrash) {
+  const std::vector<std::string> yogi = {"--strategy", "fedyogi", "--server-lr", "0.01", "--clip",
+                                         "2"};
+  test::TempDir base;
+  const Outcome reference = RunFederation(base.path(), "", 0, 100, yogi);
+  ASSERT_FALSE(reference.model.empty()) << reference.logs;
+  for (const char* point : {"checkpoint:1", "model_file:2", "ack:5"}) {
+    SCOPED_TRACE(point);
+    test::TempDir dir;
+    const Outcome o = RunFederation(dir.path(), point, 0, 101 + (point[0] - 'a'), yogi);
+    EXPECT_EQ(o.restarts, 1) << o.logs;
+    ASSERT_FALSE(o.model.empty()) << o.logs;
+    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
+  }
+  // The same run under FedAvg ends elsewhere: the strategy did make a difference.
+  test::TempDir plain;
+  const Outcome fedavg = RunFederation(plain.path(), "", 0, 110);
+  ASSERT_FALSE(fedavg.model.empty()) << fedavg.logs;
+  EXPECT_FALSE(fedavg.model == reference.model);
+  // Resuming a fedyogi checkpoint as fedavg is refused, naming the strategy.
+  std::vector<std::string> args = ServerArgs(Endpoint(111), base.path() + "/out", {});
+  args.push_back("--resume");
+  test::Process again(kServer, args, base.path() + "/again.log");
+  EXPECT_NE(again.Wait(30), 0);
+  EXPECT_NE(again.Log().find("resume it with that strategy"), std::string::npos) << again.Log();
 }
 
 }  // namespace
