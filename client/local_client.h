@@ -14,51 +14,18 @@
 #include <string>
 #include <vector>
 
+#include "client/participant.h"
 #include "common/dataset.h"
 #include "common/model_state.h"
 #include "common/status.h"
 
 namespace fl {
 
-// Instructions for one round of local training.
-struct FitIns {
-  // Global parameters to start from.
-  ModelState parameters;
-  // Local epochs E.
-  int epochs{1};
-  // Local batch size B (<= 0: whole shard).
-  int64_t batch_size{10};
-  // SGD learning rate, momentum and weight decay.
-  double lr{0.01};
-  double momentum{0.0};
-  double weight_decay{0.0};
-  // FedProx proximal term mu (0 = plain local SGD).
-  double proximal_mu{0.0};
-  // Seed for this round's shuffle order.
-  uint64_t seed{1};
-};
-
-// Result of one round of local training.
-struct FitRes {
-  // Parameters after local training.
-  ModelState parameters;
-  // Examples in the client's shard (the FedAvg weight n_k).
-  int64_t num_examples{0};
-  // Mean training loss of the first and last local epoch.
-  double first_epoch_loss{0};
-  double last_epoch_loss{0};
-  // Wall time of local training.
-  double seconds{0};
-};
-
 struct EvaluateRes {
   double accuracy{0};
   double loss{0};
   int64_t num_examples{0};
 };
-
-// Per-epoch progress: (epoch, mean loss, training accuracy, seconds).
-using EpochCallback = std::function<void(int, double, double, double)>;
 
 // A model instance that several clients driven by the same thread can share,
 // so a simulation worker hosting hundreds of virtual clients holds one model,
@@ -68,13 +35,7 @@ class SharedModel;
 // Creates a shareable model of `architecture`. NotFound for an unknown name.
 Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture);
 
-// One parameter tensor's name and shape.
-struct TensorLayout {
-  std::string name;
-  std::vector<int64_t> shape;
-};
-
-class LocalClient final {
+class LocalClient final : public Participant {
  public:
   // Creates a client holding a copy of the samples of `data` at `indices` and a
   // model of `architecture` (its own, or `shared` when given, which must be of
@@ -90,13 +51,13 @@ class LocalClient final {
 
   // The architecture this client was asked to train ("" when it follows the
   // server).
-  const std::string& architecture() const;
+  const std::string& architecture() const override;
   ~LocalClient();
   LocalClient(const LocalClient&) = delete;
   LocalClient& operator=(const LocalClient&) = delete;
 
   // Number of local training examples.
-  int64_t num_examples() const;
+  int64_t num_examples() const override;
 
   // The model's current parameters.
   ModelState GetParameters() const;
@@ -106,15 +67,15 @@ class LocalClient final {
   // builds that architecture first). FailedPrecondition for an architecture
   // this build does not know; InvalidArgument for one other than the client
   // was asked to train. Lets a TASK's model be checked before it is expanded.
-  Result<std::vector<TensorLayout>> Layout(const std::string& architecture);
+  Result<std::vector<TensorLayout>> Layout(const std::string& architecture) override;
 
   // The largest TASK payload this client can be sent: for the architecture it
   // was asked to train, or, following the server, the largest of the model
   // zoo's (wire::TaskPayloadLimit of its parameter and tensor counts).
-  size_t TaskPayloadLimit() const;
+  size_t TaskPayloadLimit() const override;
 
   // Loads `ins.parameters`, trains, and returns the new parameters.
-  Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr);
+  Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) override;
 
   // Evaluates `parameters` on the samples of `data` (all of them).
   Result<EvaluateRes> Evaluate(const ModelState& parameters, const ImageDataset& data);

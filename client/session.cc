@@ -48,7 +48,7 @@ Status CheckLayout(const wire::CompactModel& model, const std::vector<TensorLayo
 struct ClientSession::Impl {
   ClientOptions o;
   std::shared_ptr<transport::Context> ctx;
-  LocalClient* client;
+  Participant* client;
   std::unique_ptr<transport::Socket> sock;
   ClientStats stats;
   // When the oldest message the server has not answered since was sent; < 0
@@ -63,7 +63,7 @@ struct ClientSession::Impl {
   // (a TASK for an earlier round is a replay).
   uint64_t connection_stamp{0};
   uint64_t task_round_floor{0};
-  // Largest TASK payload accepted (LocalClient::TaskPayloadLimit, set by Start).
+  // Largest TASK payload accepted (Participant::TaskPayloadLimit, set by Start).
   size_t task_limit{std::numeric_limits<size_t>::max()};
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
@@ -435,7 +435,7 @@ struct ClientSession::Impl {
 };
 
 ClientSession::ClientSession(ClientOptions options, std::shared_ptr<transport::Context> context,
-                             LocalClient* client)
+                             Participant* client)
     : impl_(new Impl) {
   impl_->o = std::move(options);
   impl_->ctx = std::move(context);

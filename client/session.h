@@ -27,7 +27,7 @@
 #include <optional>
 #include <string>
 
-#include "client/local_client.h"
+#include "client/participant.h"
 #include "common/status.h"
 #include "transport/transport.h"
 
@@ -83,7 +83,7 @@ class ClientSession final {
  public:
   // `client` does the training; it must outlive the session.
   ClientSession(ClientOptions options, std::shared_ptr<transport::Context> context,
-                LocalClient* client);
+                Participant* client);
   ~ClientSession();
   ClientSession(const ClientSession&) = delete;
   ClientSession& operator=(const ClientSession&) = delete;

@@ -214,8 +214,9 @@ class StrategyAggregator final : public Aggregator {
         const size_t k = kept_.size();
         size_t m = 1;
         if (kind_.rule == Rule::kMultiKrum) {
-          m = o_.krum_m > 0 ? static_cast<size_t>(o_.krum_m)
-                            : k > static_cast<size_t>(o_.krum_f) ? k - o_.krum_f : 1;
+          m = o_.krum_m > 0                        ? static_cast<size_t>(o_.krum_m)
+              : k > static_cast<size_t>(o_.krum_f) ? k - o_.krum_f
+                                                   : 1;
         }
         const std::vector<size_t> chosen = KrumSelect(kept_, o_.krum_f, std::min(m, k));
         std::vector<double> mean(n_, 0.0);
@@ -246,9 +247,9 @@ class StrategyAggregator final : public Aggregator {
   int count_{0};
   int clipped_{0};
   int64_t total_{0};
-  std::vector<double> sum_;                 // mean: sum_k n_k d_k
-  std::vector<std::vector<float>> kept_;    // robust rules: the deltas
-  std::vector<float> m_, v_;                // optimizer moments
+  std::vector<double> sum_;               // mean: sum_k n_k d_k
+  std::vector<std::vector<float>> kept_;  // robust rules: the deltas
+  std::vector<float> m_, v_;              // optimizer moments
 };
 
 }  // namespace
@@ -280,8 +281,10 @@ Status CheckStrategyOptions(const StrategyOptions& o) {
   if (!in(o.momentum, 0, 1) || o.momentum >= 1) {
     return Status::InvalidArgument("--server-momentum must be in [0, 1)");
   }
-  if (!in(o.beta1, 0, 1) || o.beta1 >= 1) return Status::InvalidArgument("--beta1 must be in [0, 1)");
-  if (!in(o.beta2, 0, 1) || o.beta2 >= 1) return Status::InvalidArgument("--beta2 must be in [0, 1)");
+  if (!in(o.beta1, 0, 1) || o.beta1 >= 1)
+    return Status::InvalidArgument("--beta1 must be in [0, 1)");
+  if (!in(o.beta2, 0, 1) || o.beta2 >= 1)
+    return Status::InvalidArgument("--beta2 must be in [0, 1)");
   if (!in(o.tau, 0, 1e6) || o.tau <= 0) return Status::InvalidArgument("--tau must be > 0");
   if (!in(o.mu, 0, wire::kMaxProximalMu)) {
     return Status::InvalidArgument("--mu must be in [0, " + std::to_string(wire::kMaxProximalMu) +
@@ -425,8 +428,8 @@ void ServerStep(ServerOptimizer opt, const StrategyOptions& o, double lr,
     (*m)[i] = static_cast<float>(mi);
     (*v)[i] = static_cast<float>(vi);
     // The step from the moments as stored, so a resumed run steps alike.
-    (*step)[i] = lr * static_cast<double>((*m)[i]) /
-                 (std::sqrt(static_cast<double>((*v)[i])) + o.tau);
+    (*step)[i] =
+        lr * static_cast<double>((*m)[i]) / (std::sqrt(static_cast<double>((*v)[i])) + o.tau);
   }
 }
 

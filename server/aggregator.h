@@ -102,7 +102,13 @@ std::vector<double> KrumScores(const std::vector<std::vector<float>>& deltas, si
 std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, int f, size_t m);
 
 // Server optimizers over a pseudo-gradient `d` (the rule's output).
-enum class ServerOptimizer : uint8_t { kSgd = 0, kMomentum = 1, kAdagrad = 2, kAdam = 3, kYogi = 4 };
+enum class ServerOptimizer : uint8_t {
+  kSgd = 0,
+  kMomentum = 1,
+  kAdagrad = 2,
+  kAdam = 3,
+  kYogi = 4
+};
 
 // One step: updates the moments `m` and `v` (sized like d, or empty for sgd;
 // v of adaptive optimizers starting at tau^2) and writes the step into

@@ -15,8 +15,7 @@ namespace {
 ModelState Model(size_t values, float start = 0) {
   ModelState s;
   s.architecture = "toy";
-  s.tensors.push_back(
-      {"w", {static_cast<int64_t>(values)}, std::vector<float>(values, start), {}});
+  s.tensors.push_back({"w", {static_cast<int64_t>(values)}, std::vector<float>(values, start), {}});
   return s;
 }
 
@@ -194,8 +193,8 @@ TEST(AggregatorTest, StateRoundTripsBitForBit) {
     // Uninterrupted: three rounds.
     auto a = Make(name);
     ModelState ma = Model(3, 0.1f);
-    const std::vector<std::vector<float>> ds = {{0.5f, -1, 0.25f}, {0.1f, 0.2f, -0.3f},
-                                                {-0.7f, 0.05f, 0.3f}};
+    const std::vector<std::vector<float>> ds = {
+        {0.5f, -1, 0.25f}, {0.1f, 0.2f, -0.3f}, {-0.7f, 0.05f, 0.3f}};
     for (const auto& d : ds) ASSERT_FL_OK(Round(a.get(), &ma, {{2, d}, {1, {1, 1, 1}}}));
     // Interrupted after round 1: a new aggregator loads the saved state.
     auto b = Make(name);
@@ -262,13 +261,11 @@ TEST(AggregatorTest, BadInputIsRefused) {
   Status st = CheckStrategyOptions(o);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("fedyogi"), std::string::npos) << st.message();  // lists them
-  for (auto bad : {+[](StrategyOptions* s) { s->trim_fraction = 0.5; },
-                   +[](StrategyOptions* s) { s->momentum = 1; },
-                   +[](StrategyOptions* s) { s->tau = 0; },
-                   +[](StrategyOptions* s) { s->clip = NAN; },
-                   +[](StrategyOptions* s) { s->server_lr = -1; },
-                   +[](StrategyOptions* s) { s->krum_f = -1; },
-                   +[](StrategyOptions* s) { s->mu = 1e9; }}) {
+  for (auto bad :
+       {+[](StrategyOptions* s) { s->trim_fraction = 0.5; },
+        +[](StrategyOptions* s) { s->momentum = 1; }, +[](StrategyOptions* s) { s->tau = 0; },
+        +[](StrategyOptions* s) { s->clip = NAN; }, +[](StrategyOptions* s) { s->server_lr = -1; },
+        +[](StrategyOptions* s) { s->krum_f = -1; }, +[](StrategyOptions* s) { s->mu = 1e9; }}) {
     StrategyOptions s;
     bad(&s);
     EXPECT_FALSE(CheckStrategyOptions(s).ok());

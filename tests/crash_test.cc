@@ -25,31 +25,31 @@ const std::string kClient = test::BinPath("fl-client");
 constexpr int kClients = 3, kRounds = 3;
 
 std::vector<std::string> ServerArgs(const std::string& bind, const std::string& out,
-                                   const std::vector<std::string>& extra) {
+                                    const std::vector<std::string>& extra) {
   std::vector<std::string> args = {"--bind",
-          bind,
-          "--model",
-          "mnist_2nn",
-          "--rounds",
-          std::to_string(kRounds),
-          "--min-clients",
-          std::to_string(kClients),
-          "--fraction",
-          "1",
-          "--lr",
-          "0.05",
-          "--deadline",
-          "60",
-          "--client-timeout",
-          "10",
-          "--no-eval",
-          "--out",
-          out,
-          "--linger",
-          "1",
-          "--seed",
-          "7",
-          "--insecure"};
+                                   bind,
+                                   "--model",
+                                   "mnist_2nn",
+                                   "--rounds",
+                                   std::to_string(kRounds),
+                                   "--min-clients",
+                                   std::to_string(kClients),
+                                   "--fraction",
+                                   "1",
+                                   "--lr",
+                                   "0.05",
+                                   "--deadline",
+                                   "60",
+                                   "--client-timeout",
+                                   "10",
+                                   "--no-eval",
+                                   "--out",
+                                   out,
+                                   "--linger",
+                                   "1",
+                                   "--seed",
+                                   "7",
+                                   "--insecure"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
@@ -185,8 +185,8 @@ TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
 // or mid-round after some ACKs, and resumed ends with the same model, bit for
 // bit, as the uninterrupted run; a resume under another strategy is refused.
 TEST(CrashTest, StrategyStateSurvivesACrash) {
-  const std::vector<std::string> yogi = {"--strategy", "fedyogi", "--server-lr", "0.01", "--clip",
-                                         "2"};
+  const std::vector<std::string> yogi = {"--strategy", "fedyogi", "--server-lr",
+                                         "0.01",       "--clip",  "2"};
   test::TempDir base;
   const Outcome reference = RunFederation(base.path(), "", 0, 100, yogi);
   ASSERT_FALSE(reference.model.empty()) << reference.logs;

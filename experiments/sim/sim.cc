@@ -14,12 +14,14 @@
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -32,6 +34,7 @@
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
 #include "crypto/sha256.h"
+#include "experiments/sim/adversary.h"
 #include "experiments/sim/sim_config.h"
 #include "server/server.h"
 
@@ -137,21 +140,38 @@ struct Worker {
   int64_t rounds_trained{0};
 };
 
+// The virtual clients that poison their updates ([adversary]), and the
+// training set with flipped labels that label_flip adversaries train on.
+struct Adversaries {
+  std::vector<int> ids;  // sorted
+  AdversaryKind kind{AdversaryKind::kSignFlip};
+  double scale{0};
+  std::optional<ImageDataset> flipped;
+  bool Has(int k) const { return std::binary_search(ids.begin(), ids.end(), k); }
+};
+
 void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& parts,
-               const SimIdentities* identities, const std::string& endpoint,
-               std::shared_ptr<transport::Context> ctx, Worker* w) {
+               const Adversaries& adversaries, const SimIdentities* identities,
+               const std::string& endpoint, std::shared_ptr<transport::Context> ctx, Worker* w) {
   auto shared = NewSharedModel(c.model);
   if (!shared.ok()) {
     w->status = shared.status();
     return;
   }
-  std::vector<std::unique_ptr<LocalClient>> clients;
+  std::vector<std::unique_ptr<Participant>> clients;
   std::vector<std::unique_ptr<ClientSession>> sessions;
   for (int k : w->ids) {
-    auto lc = LocalClient::Create(c.model, train, parts[k], /*threads=*/1, *shared);
+    const bool poisons = adversaries.Has(k);
+    const ImageDataset& data = poisons && adversaries.flipped ? *adversaries.flipped : train;
+    auto lc = LocalClient::Create(c.model, data, parts[k], /*threads=*/1, *shared);
     if (!lc.ok()) {
       w->status = lc.status().WithContext("virtual client " + std::to_string(k));
       return;
+    }
+    std::unique_ptr<Participant> participant = std::move(lc).value();
+    if (poisons) {
+      participant = std::make_unique<AdversarialParticipant>(std::move(participant),
+                                                             adversaries.kind, adversaries.scale);
     }
     ClientOptions co;
     co.server = endpoint;
@@ -173,7 +193,7 @@ void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& p
     // silent for many rounds' worth of training; never give up on the server.
     co.server_timeout_seconds = 1e9;
     co.verbose = false;
-    clients.push_back(std::move(lc).value());
+    clients.push_back(std::move(participant));
     sessions.push_back(std::make_unique<ClientSession>(co, ctx, clients.back().get()));
     Status st = sessions.back()->Start();
     if (!st.ok()) {
@@ -268,9 +288,21 @@ int Main(int argc, char** argv) {
   auto* o_secure = app.add_flag("--secure", secure,
                                 "Identities per virtual client, CURVE transport, signed messages "
                                 "([security] secure)");
-  std::string strategy;
-  auto* o_strategy =
-      app.add_option("--strategy", strategy, "Aggregation strategy ([strategy] name): fedavg, ...");
+  std::string strategy, adversary_kind;
+  double clip = 0, adversary_fraction = 0, adversary_scale = 0;
+  auto* o_strategy = app.add_option("--strategy", strategy,
+                                    "Aggregation strategy ([strategy] name): fedavg, fedavgm, "
+                                    "fedadagrad, fedadam, fedyogi, fedprox, median, "
+                                    "trimmed_mean, krum, multikrum");
+  auto* o_clip =
+      app.add_option("--clip", clip, "Clip each delta to this L2 norm ([strategy] clip)");
+  auto* o_adv_fraction = app.add_option("--adversary-fraction", adversary_fraction,
+                                        "Fraction of malicious clients ([adversary] fraction)");
+  auto* o_adv_kind =
+      app.add_option("--adversary-kind", adversary_kind,
+                     "sign_flip | scale | noise | label_flip | same_value ([adversary] kind)");
+  auto* o_adv_scale =
+      app.add_option("--adversary-scale", adversary_scale, "Attack scale s ([adversary] scale)");
   app.add_flag("--quiet", quiet, "Print only the final table");
   CLI11_PARSE(app, argc, argv);
 
@@ -299,6 +331,10 @@ int Main(int argc, char** argv) {
   if (*o_downlink) c.downlink = downlink;
   if (*o_secure) c.secure = secure;
   if (*o_strategy) c.strategy.name = strategy;
+  if (*o_clip) c.strategy.clip = clip;
+  if (*o_adv_fraction) c.adversary_fraction = adversary_fraction;
+  if (*o_adv_kind) c.adversary_kind = adversary_kind;
+  if (*o_adv_scale) c.adversary_scale = adversary_scale;
   Status st = ValidateSimConfig(c);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
@@ -356,6 +392,17 @@ int Main(int argc, char** argv) {
   if (!parts.ok()) {
     std::fprintf(stderr, "error: partition: %s\n", parts.status().ToString().c_str());
     return 2;
+  }
+
+  Adversaries adversaries;
+  if (c.adversary_fraction > 0) {
+    adversaries.ids = ChooseAdversaries(c.clients, c.adversary_fraction, c.seed);
+    adversaries.kind = *ParseAdversaryKind(c.adversary_kind);
+    adversaries.scale = c.adversary_scale;
+    if (adversaries.kind == AdversaryKind::kLabelFlip) adversaries.flipped = FlipLabels(*train);
+    std::printf(
+        "        adversaries: %zu of %d virtual clients, %s (scale %g), enrolled and signing\n",
+        adversaries.ids.size(), c.clients, c.adversary_kind.c_str(), c.adversary_scale);
   }
 
   ServerOptions so;
@@ -420,7 +467,7 @@ int Main(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (auto& w : workers_v) {
     threads.emplace_back([&, w = &w] {
-      RunWorker(c, *train, *parts, c.secure ? &identities : nullptr, endpoint, ctx, w);
+      RunWorker(c, *train, *parts, adversaries, c.secure ? &identities : nullptr, endpoint, ctx, w);
       // A worker that failed takes its clients with it: stop the run instead of
       // letting the server wait for them.
       if (!w->status.ok()) g_stop = true;
@@ -510,6 +557,10 @@ int Main(int argc, char** argv) {
      << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
      << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"
      << "  \"strategy\": " << JsonString(c.strategy.name) << ",\n"
+     << "  \"adversaries\": {\"fraction\": " << JsonNumber(c.adversary_fraction)
+     << ", \"count\": " << adversaries.ids.size()
+     << ", \"kind\": " << JsonString(c.adversary_fraction > 0 ? c.adversary_kind : "none")
+     << ", \"scale\": " << JsonNumber(c.adversary_scale) << "},\n"
      << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
      << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"

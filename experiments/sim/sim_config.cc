@@ -2,8 +2,11 @@
 
 #include <toml++/toml.h>
 
+#include <cmath>
 #include <set>
 #include <sstream>
+
+#include "experiments/sim/adversary.h"
 
 namespace fl {
 namespace {
@@ -106,8 +109,8 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.Get("seed", &c->seed);
   top.Get("rounds", &c->rounds);
   top.GetList("targets", &c->targets);
-  for (const char* t :
-       {"data", "model", "federation", "strategy", "client", "compression", "sim", "security"}) {
+  for (const char* t : {"data", "model", "federation", "strategy", "adversary", "client",
+                        "compression", "sim", "security"}) {
     top.Table(t);
   }
 
@@ -142,6 +145,11 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   strat.Get("krum_m", &c->strategy.krum_m);
   strat.Get("clip", &c->strategy.clip);
 
+  TableReader adv(root["adversary"].as_table(), "adversary.");
+  adv.Get("fraction", &c->adversary_fraction);
+  adv.Get("kind", &c->adversary_kind);
+  adv.Get("scale", &c->adversary_scale);
+
   TableReader client(root["client"].as_table(), "client.");
   client.Get("epochs", &c->epochs);
   client.Get("batch", &c->batch);
@@ -166,7 +174,8 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   TableReader security(root["security"].as_table(), "security.");
   security.Get("secure", &c->secure);
 
-  for (TableReader* r : {&top, &data, &model, &fed, &strat, &client, &comp, &sim, &security}) {
+  for (TableReader* r :
+       {&top, &data, &model, &fed, &strat, &adv, &client, &comp, &sim, &security}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -187,6 +196,15 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (Status st = CheckStrategyOptions(c.strategy); !st.ok()) {
     // The message names the fl-server flag; the config key is strategy.<same>.
     return Status::InvalidArgument("[strategy]: " + st.message());
+  }
+  if (!(c.adversary_fraction >= 0 && c.adversary_fraction < 1)) {
+    return bad("adversary.fraction", "must be in [0, 1)");
+  }
+  if (Status st = ParseAdversaryKind(c.adversary_kind).status(); !st.ok()) {
+    return bad("adversary.kind", st.message());
+  }
+  if (!(std::isfinite(c.adversary_scale) && c.adversary_scale >= 0)) {
+    return bad("adversary.scale", "must be a finite number >= 0");
   }
   if (c.epochs < 1) return bad("client.epochs", "must be >= 1");
   if (!(c.lr > 0)) return bad("client.lr", "must be > 0");
@@ -234,6 +252,9 @@ std::string SimConfigToToml(const SimConfig& c) {
                                {"krum_f", c.strategy.krum_f},
                                {"krum_m", c.strategy.krum_m},
                                {"clip", c.strategy.clip}}},
+      {"adversary", toml::table{{"fraction", c.adversary_fraction},
+                                {"kind", c.adversary_kind},
+                                {"scale", c.adversary_scale}}},
       {"client", toml::table{{"epochs", c.epochs},
                              {"batch", c.batch},
                              {"lr", c.lr},

@@ -12,6 +12,8 @@
 //   [client]     epochs, batch, lr, momentum, weight_decay
 //   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
+//   [adversary]  fraction, kind ("sign_flip" | "scale" | "noise" | "label_flip" |
+//                "same_value"), scale (experiments/sim/adversary.h)
 //   [sim]        workers (0 = one per core), out, heartbeat
 //   [security]   secure (false: plaintext loopback; true: a generated identity per
 //                virtual client, CURVE transport, enrolled and signed, as deployed)
@@ -79,6 +81,12 @@ struct SimConfig {
   bool stochastic_rounding{true};
   bool error_feedback{true};
   std::string downlink{"fp32"};
+
+  // [adversary] this fraction of the virtual clients poison their updates
+  // (enrolled and signing correctly), of this kind and with this scale s.
+  double adversary_fraction{0.0};
+  std::string adversary_kind{"sign_flip"};
+  double adversary_scale{10.0};
 
   // [sim] worker threads hosting the virtual clients (0 = one per core),
   // results folder, client heartbeat interval.

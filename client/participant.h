@@ -1,0 +1,88 @@
+// What answers a TASK for a ClientSession (client/session.h): the seam
+// between the networked runtime and whatever produces new parameters from the
+// global model. LocalClient trains with LibTorch; the simulator's adversaries
+// wrap one and poison what it returns; a relay aggregator, a server to its own
+// devices, can stand here too.
+//
+// Vocabulary follows Flower's client API (get_parameters, fit, evaluate): the
+// federation hands the participant global parameters and hyperparameters
+// (FitIns), it returns new parameters (FitRes). Free of LibTorch.
+#ifndef FEDGE_CLIENT_PARTICIPANT_H_
+#define FEDGE_CLIENT_PARTICIPANT_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/model_state.h"
+#include "common/status.h"
+
+namespace fl {
+
+// Instructions for one round of local training.
+struct FitIns {
+  // Global parameters to start from.
+  ModelState parameters;
+  // Local epochs E.
+  int epochs{1};
+  // Local batch size B (<= 0: whole shard).
+  int64_t batch_size{10};
+  // SGD learning rate, momentum and weight decay.
+  double lr{0.01};
+  double momentum{0.0};
+  double weight_decay{0.0};
+  // FedProx proximal term mu (0 = plain local SGD).
+  double proximal_mu{0.0};
+  // Seed for this round's shuffle order.
+  uint64_t seed{1};
+};
+
+// Result of one round of local training.
+struct FitRes {
+  // Parameters after local training.
+  ModelState parameters;
+  // Examples in the client's shard (the FedAvg weight n_k).
+  int64_t num_examples{0};
+  // Mean training loss of the first and last local epoch.
+  double first_epoch_loss{0};
+  double last_epoch_loss{0};
+  // Wall time of local training.
+  double seconds{0};
+};
+
+// Per-epoch progress: (epoch, mean loss, training accuracy, seconds).
+using EpochCallback = std::function<void(int, double, double, double)>;
+
+// One parameter tensor's name and shape.
+struct TensorLayout {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+class Participant {
+ public:
+  virtual ~Participant() = default;
+
+  // The architecture it trains ("" when it follows the server's TASK).
+  virtual const std::string& architecture() const = 0;
+
+  // Examples it answers for (its HELLO's weight claim).
+  virtual int64_t num_examples() const = 0;
+
+  // The names and shapes of the parameters of `architecture` in canonical
+  // order. FailedPrecondition for an architecture it cannot handle at all;
+  // InvalidArgument for one other than it was asked to train.
+  virtual Result<std::vector<TensorLayout>> Layout(const std::string& architecture) = 0;
+
+  // The largest TASK payload it can be sent.
+  virtual size_t TaskPayloadLimit() const = 0;
+
+  // New parameters from `ins.parameters` (same layout and masks).
+  // FailedPrecondition: it can never answer (the session ends).
+  virtual Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) = 0;
+};
+
+}  // namespace fl
+
+#endif  // FEDGE_CLIENT_PARTICIPANT_H_
