@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "common/random.h"
 #include "common/wire/limits.h"
 #include "common/wire/reader.h"
 
@@ -41,11 +42,24 @@ const StrategyKind* FindStrategy(const std::string& name) {
   return nullptr;
 }
 
-// Serialized state: magic "FLAS" | version u32 = 1 | optimizer u8 | values u64
-// | rounds u64 | m (values x f32 bits) | v (values x f32 bits), moments
-// present only for the optimizers that have them.
+// Serialized state: magic "FLAS" | version u32 = 2 | optimizer u8 | values u64
+// | m (values x f32 bits) | v (values x f32 bits), moments present only for
+// the optimizers that have them (values 0: none yet) | private u8, and when
+// 1: clipping norm f64 | accountant steps u64 | orders u32 | RDP f64 each.
+// Version 1 (before privacy) ends after the moments.
 constexpr char kStateMagic[4] = {'F', 'L', 'A', 'S'};
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;
+
+uint64_t Bits(double d) {
+  uint64_t b;
+  std::memcpy(&b, &d, 8);
+  return b;
+}
+double FromBits(uint64_t b) {
+  double d;
+  std::memcpy(&d, &b, 8);
+  return d;
+}
 
 int MomentsOf(ServerOptimizer opt) {
   switch (opt) {
@@ -60,14 +74,21 @@ int MomentsOf(ServerOptimizer opt) {
 
 class StrategyAggregator final : public Aggregator {
  public:
-  StrategyAggregator(const StrategyOptions& o, const StrategyKind& kind)
-      : o_(o), kind_(kind), lr_(o.server_lr > 0 ? o.server_lr : kind.default_lr) {}
+  StrategyAggregator(const StrategyOptions& o, const StrategyKind& kind,
+                     const PrivacyOptions& privacy, double sampling_rate)
+      : o_(o),
+        kind_(kind),
+        lr_(o.server_lr > 0 ? o.server_lr : kind.default_lr),
+        dp_(privacy),
+        q_(sampling_rate),
+        clip_(privacy.clip) {}
 
   const std::string& name() const override { return o_.name; }
 
-  void Begin(size_t num_values) override {
+  void Begin(size_t num_values, const RoundInfo& info) override {
     n_ = num_values;
-    count_ = clipped_ = 0;
+    info_ = info;
+    count_ = clipped_ = within_clip_ = 0;
     total_ = 0;
     sum_.clear();
     kept_.clear();
@@ -81,6 +102,15 @@ class StrategyAggregator final : public Aggregator {
     if (delta->size() != n_) {
       return Status::InvalidArgument("delta has " + std::to_string(delta->size()) +
                                      " values, model has " + std::to_string(n_));
+    }
+    if (dp_.enabled()) {
+      // Every device counts alike: its sensitivity is the clipping norm.
+      weight = 1;
+      if (ClipToNorm(delta, clip_) < 1.0) {
+        ++clipped_;
+      } else {
+        ++within_clip_;
+      }
     }
     int64_t total = 0;
     if (__builtin_add_overflow(total_, weight, &total)) {
@@ -104,8 +134,14 @@ class StrategyAggregator final : public Aggregator {
   int clipped() const override { return clipped_; }
 
   Status Finish(ModelState* model, float max_abs) override {
+    if (dp_.enabled()) return FinishPrivate(model, max_abs);
     if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
     std::vector<double> d = Combine();
+    return Step(std::move(d), model, max_abs);
+  }
+
+  // Applies the optimizer's step from pseudo-gradient `d`, all or nothing.
+  Status Step(std::vector<double> d, ModelState* model, float max_abs) {
     sum_.clear();
     sum_.shrink_to_fit();
     kept_.clear();
@@ -125,7 +161,7 @@ class StrategyAggregator final : public Aggregator {
   }
 
   std::string SaveState() const override {
-    if (kind_.optimizer == ServerOptimizer::kSgd || m_.empty()) return "";
+    if (!dp_.enabled() && (kind_.optimizer == ServerOptimizer::kSgd || m_.empty())) return "";
     wire::Writer w;
     w.PutBytes(kStateMagic, 4);
     w.PutU32(kStateVersion);
@@ -138,6 +174,13 @@ class StrategyAggregator final : public Aggregator {
         std::memcpy(&bits, &f, 4);
         w.PutU32(bits);
       }
+    }
+    w.PutU8(dp_.enabled() ? 1 : 0);
+    if (dp_.enabled()) {
+      w.PutU64(Bits(clip_));
+      w.PutU64(accountant_.steps());
+      w.PutU32(static_cast<uint32_t>(accountant_.rdp().size()));
+      for (double r : accountant_.rdp()) w.PutU64(Bits(r));
     }
     return w.Release();
   }
@@ -156,7 +199,7 @@ class StrategyAggregator final : public Aggregator {
     if (!r.GetU32(&version) || !r.GetU8(&opt) || !r.GetU64(&values)) {
       return Status::InvalidArgument("strategy state is truncated");
     }
-    if (version != kStateVersion) {
+    if (version != 1 && version != kStateVersion) {
       return Status::InvalidArgument("strategy state version " + std::to_string(version) +
                                      " not supported");
     }
@@ -164,15 +207,15 @@ class StrategyAggregator final : public Aggregator {
       return Status::InvalidArgument("strategy state is of another server optimizer than '" +
                                      o_.name + "' uses");
     }
-    if (values != num_values) {
+    if (values != 0 && values != num_values) {
       return Status::InvalidArgument("strategy state has " + std::to_string(values) +
                                      " values, the model " + std::to_string(num_values));
     }
-    const int moments = MomentsOf(kind_.optimizer);
-    if (r.remaining() != static_cast<size_t>(moments) * 4 * values) {
-      return Status::InvalidArgument("strategy state has the wrong length");
+    const int moments = values == 0 ? 0 : MomentsOf(kind_.optimizer);
+    if (r.remaining() < static_cast<size_t>(moments) * 4 * values) {
+      return Status::InvalidArgument("strategy state is truncated");
     }
-    std::vector<float> m(values), v(moments == 2 ? values : 0);
+    std::vector<float> m(moments >= 1 ? values : 0), v(moments == 2 ? values : 0);
     for (auto* vec : {&m, &v}) {
       for (float& f : *vec) {
         uint32_t bits = 0;
@@ -181,18 +224,88 @@ class StrategyAggregator final : public Aggregator {
         if (!std::isfinite(f)) return Status::InvalidArgument("strategy state is not finite");
       }
     }
+    uint8_t is_private = 0;
+    if (version >= 2 && !r.GetU8(&is_private)) {
+      return Status::InvalidArgument("strategy state is truncated");
+    }
+    if ((is_private == 1) != dp_.enabled()) {
+      return Status::InvalidArgument(
+          is_private ? "the checkpoint is of a run with differential privacy; resume it with its "
+                       "--dp-* settings"
+                     : "the checkpoint is of a run without differential privacy; its privacy "
+                       "cannot be accounted for from here");
+    }
+    double clip = clip_;
+    RdpAccountant accountant;
+    if (is_private) {
+      uint64_t clip_bits = 0, steps = 0;
+      uint32_t orders = 0;
+      if (!r.GetU64(&clip_bits) || !r.GetU64(&steps) || !r.GetU32(&orders) ||
+          orders > 1024 || r.remaining() != 8u * orders) {
+        return Status::InvalidArgument("privacy state is truncated");
+      }
+      clip = FromBits(clip_bits);
+      if (!(std::isfinite(clip) && clip > 0)) {
+        return Status::InvalidArgument("privacy state has a bad clipping norm");
+      }
+      std::vector<double> rdp(orders);
+      for (double& x : rdp) {
+        uint64_t b = 0;
+        r.GetU64(&b);
+        x = FromBits(b);
+      }
+      FL_RETURN_IF_ERROR(accountant.Restore(steps, std::move(rdp)));
+    }
+    if (r.remaining() != 0) return Status::InvalidArgument("strategy state has the wrong length");
     m_ = std::move(m);
     v_ = std::move(v);
+    clip_ = clip;
+    accountant_ = std::move(accountant);
     return Status::OK();
   }
 
   double convex_step_scale() const override {
-    return kind_.optimizer == ServerOptimizer::kSgd ? lr_ : 0.0;
+    // A private step is a noisy sum over an expected count, not a combination.
+    return kind_.optimizer == ServerOptimizer::kSgd && !dp_.enabled() ? lr_ : 0.0;
   }
 
   double proximal_mu() const override { return o_.name == "fedprox" ? o_.mu : 0.0; }
 
+  double epsilon() const override {
+    return dp_.enabled() ? accountant_.Epsilon(dp_.delta) : std::nan("");
+  }
+  double dp_clip() const override { return dp_.enabled() ? clip_ : std::nan(""); }
+
  private:
+  // DP-FedAvg: the sum of the clipped deltas plus Gaussian noise of standard
+  // deviation z_delta * C on every kept coordinate, over the expected
+  // participants; then the optimizer's step. The round is charged to the
+  // accountant whatever happens to the step (its noise was drawn for release).
+  Status FinishPrivate(ModelState* model, float max_abs) {
+    const double expected = std::max(info_.expected_participants, 1e-9);
+    double z = dp_.noise_multiplier;
+    if (dp_.adaptive_clip) {
+      auto zd = UpdateNoiseMultiplier(dp_.noise_multiplier, expected);
+      if (!zd.ok()) return zd.status();
+      z = *zd;
+    }
+    if (sum_.size() != n_) sum_.assign(n_, 0.0);
+    Random rng(info_.noise_seed);
+    const double sd = z * clip_;
+    for (double& x : sum_) x = (x + sd * rng.Normal()) / expected;
+    // The clipped count, noised and used to move C (Andrew et al. 2021, Alg. 1).
+    const double sigma_b = expected / 20;
+    const double within = (within_clip_ + sigma_b * rng.Normal()) / expected;
+    accountant_.Compose(q_, dp_.noise_multiplier);
+    std::vector<double> d = std::move(sum_);
+    sum_.clear();
+    Status st = Step(std::move(d), model, max_abs);
+    if (dp_.adaptive_clip) {
+      clip_ *= std::exp(-dp_.clip_learning_rate * (within - dp_.target_quantile));
+    }
+    return st;
+  }
+
   // The rule's pseudo-gradient.
   std::vector<double> Combine() {
     switch (kind_.rule) {
@@ -243,9 +356,15 @@ class StrategyAggregator final : public Aggregator {
   const StrategyOptions o_;
   const StrategyKind kind_;
   const double lr_;
+  const PrivacyOptions dp_;
+  const double q_;            // sampling rate (privacy)
+  double clip_;               // clipping norm C (privacy; adaptive moves it)
+  RdpAccountant accountant_;  // privacy spent so far
+  RoundInfo info_;
   size_t n_{0};
   int count_{0};
   int clipped_{0};
+  int within_clip_{0};
   int64_t total_{0};
   std::vector<double> sum_;               // mean: sum_k n_k d_k
   std::vector<std::vector<float>> kept_;  // robust rules: the deltas
@@ -433,10 +552,29 @@ void ServerStep(ServerOptimizer opt, const StrategyOptions& o, double lr,
   }
 }
 
-Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options) {
+Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options,
+                                                   const PrivacyOptions& privacy,
+                                                   double sampling_rate) {
   FL_RETURN_IF_ERROR(CheckStrategyOptions(options));
+  FL_RETURN_IF_ERROR(CheckPrivacyOptions(privacy));
+  const StrategyKind& kind = *FindStrategy(options.name);
+  if (privacy.enabled()) {
+    if (kind.rule != Rule::kMean) {
+      return Status::InvalidArgument("--strategy " + options.name +
+                                     " cannot be made differentially private here: DP-FedAvg "
+                                     "needs the mean (fedavg, fedavgm, fedadagrad, fedadam, "
+                                     "fedyogi, fedprox)");
+    }
+    if (options.clip > 0) {
+      return Status::InvalidArgument(
+          "with differential privacy the clipping norm is --dp-clip; drop --clip");
+    }
+    if (!(sampling_rate > 0 && sampling_rate <= 1)) {
+      return Status::InvalidArgument("the sampling rate must be in (0, 1]");
+    }
+  }
   return std::unique_ptr<Aggregator>(
-      std::make_unique<StrategyAggregator>(options, *FindStrategy(options.name)));
+      std::make_unique<StrategyAggregator>(options, kind, privacy, sampling_rate));
 }
 
 }  // namespace fl

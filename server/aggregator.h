@@ -40,6 +40,7 @@
 
 #include "common/model_state.h"
 #include "common/status.h"
+#include "server/privacy.h"
 
 namespace fl {
 
@@ -119,6 +120,15 @@ void ServerStep(ServerOptimizer opt, const StrategyOptions& options, double lr,
 
 // --- the seam the server aggregates through ---------------------------------
 
+// What a round's aggregation needs to know beyond its updates.
+struct RoundInfo {
+  // Devices expected to take part (with privacy: q times the live devices
+  // selection sampled from; the noisy sum is divided by it).
+  double expected_participants{0};
+  // Seeds the round's privacy noise.
+  uint64_t noise_seed{0};
+};
+
 class Aggregator {
  public:
   virtual ~Aggregator() = default;
@@ -128,7 +138,7 @@ class Aggregator {
 
   // Starts a round whose deltas carry `num_values` kept values. Drops what an
   // unfinished round had added.
-  virtual void Begin(size_t num_values) = 0;
+  virtual void Begin(size_t num_values, const RoundInfo& info = {}) = 0;
 
   // Adds one accepted update: `weight` examples (> 0) and its delta (finite,
   // num_values long; clipped here when the strategy clips). Rules that keep
@@ -143,7 +153,8 @@ class Aggregator {
   // Adds the round's step to `model`'s kept values, all or nothing: when a new
   // value would not be finite or exceed `max_abs`, InvalidArgument, and
   // `model` and the strategy's state are as before. FailedPrecondition when
-  // nothing was added.
+  // nothing was added (with privacy, a round without updates still releases
+  // noise: the accountant assumes every round does).
   virtual Status Finish(ModelState* model, float max_abs) = 0;
 
   // The strategy's state between rounds (empty when it has none), and back.
@@ -159,10 +170,20 @@ class Aggregator {
 
   // The fedprox proximal term clients train with (0 = none).
   virtual double proximal_mu() const = 0;
+
+  // With privacy: epsilon spent so far at the configured delta, and the
+  // clipping norm the next round uses; NaN without privacy.
+  virtual double epsilon() const = 0;
+  virtual double dp_clip() const = 0;
 };
 
-// The aggregator for `options` (checked with CheckStrategyOptions).
-Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options);
+// The aggregator for `options` (checked with CheckStrategyOptions), with
+// central differential privacy when `privacy` is enabled: devices are then
+// sampled at rate `sampling_rate` (Poisson), and only strategies whose rule is
+// the mean (fedavg, fedavgm, the adaptive ones, fedprox) can be private.
+Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options,
+                                                   const PrivacyOptions& privacy = {},
+                                                   double sampling_rate = 1.0);
 
 }  // namespace fl
 

@@ -286,3 +286,180 @@ TEST(AggregatorTest, DefaultServerLearningRates) {
 
 }  // namespace
 }  // namespace fl
+
+namespace fl {
+namespace {
+
+std::unique_ptr<Aggregator> MakePrivate(const std::string& name, PrivacyOptions p,
+                                        double q = 0.1) {
+  StrategyOptions o;
+  o.name = name;
+  auto a = MakeAggregator(o, p, q);
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  return a.ok() ? std::move(a).value() : nullptr;
+}
+
+// DP-FedAvg with (next to) no noise: each delta clipped to C, every device
+// weight 1, the sum over the expected participants.
+TEST(PrivateAggregatorTest, ClippedSumOverTheExpectedCount) {
+  PrivacyOptions p;
+  p.noise_multiplier = 1e-12;
+  p.clip = 1.0;
+  auto a = MakePrivate("fedavg", p);
+  ModelState m = Model(2);
+  a->Begin(2, {4.0, 7});
+  std::vector<float> big = {3, 4}, small = {0.3f, 0.4f};
+  ASSERT_FL_OK(a->Add(1, &big));       // clipped to [0.6, 0.8]
+  ASSERT_FL_OK(a->Add(1000, &small));  // its claimed weight does not count
+  ASSERT_FL_OK(a->Finish(&m, 1e9f));
+  // ([0.6, 0.8] + [0.3, 0.4]) / 4
+  EXPECT_FLOAT_EQ(m.tensors[0].values[0], 0.225f);
+  EXPECT_FLOAT_EQ(m.tensors[0].values[1], 0.3f);
+  EXPECT_EQ(a->clipped(), 1);
+  EXPECT_DOUBLE_EQ(a->convex_step_scale(), 0.0);
+}
+
+// The noise: standard deviation z * C / expected on every kept coordinate,
+// none on pruned ones, and released even in a round nobody answered.
+TEST(PrivateAggregatorTest, GaussianNoiseOnKeptCoordinatesOnly) {
+  PrivacyOptions p;
+  p.noise_multiplier = 2.0;
+  p.clip = 0.5;
+  auto a = MakePrivate("fedavg", p);
+  const size_t n = 200000;
+  ModelState m = Model(n);
+  m.tensors[0].mask.assign(n, 1);
+  for (size_t i = 0; i < n; i += 2) m.tensors[0].mask[i] = 0;  // half pruned
+  a->Begin(n / 2, {4.0, 11});
+  ASSERT_FL_OK(a->Finish(&m, 1e9f));
+  double sum = 0, sq = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = m.tensors[0].values[i];
+    if (i % 2 == 0) {
+      ASSERT_EQ(v, 0.0f);
+      continue;
+    }
+    sum += v;
+    sq += static_cast<double>(v) * v;
+  }
+  const double k = n / 2, mean = sum / k, sd = std::sqrt(sq / k - mean * mean);
+  // 2 * 0.5 / 4 = 0.25; over 100k draws the sample sd is within 1%.
+  EXPECT_NEAR(sd, 0.25, 0.0025);
+  EXPECT_NEAR(mean, 0, 0.005);
+  // The same seed, the same noise; another seed, another.
+  auto b = MakePrivate("fedavg", p);
+  ModelState m2 = Model(n);
+  m2.tensors[0].mask = m.tensors[0].mask;
+  b->Begin(n / 2, {4.0, 11});
+  ASSERT_FL_OK(b->Finish(&m2, 1e9f));
+  EXPECT_EQ(m2.tensors[0].values, m.tensors[0].values);
+}
+
+TEST(PrivateAggregatorTest, EpsilonIsTheAccountants) {
+  PrivacyOptions p;
+  p.noise_multiplier = 1.1;
+  p.delta = 1e-5;
+  auto a = MakePrivate("fedavgm", p, 0.05);
+  RdpAccountant ref;
+  ModelState m = Model(3);
+  for (int r = 1; r <= 5; ++r) {
+    a->Begin(3, {5.0, static_cast<uint64_t>(r)});
+    std::vector<float> d = {0.1f, 0.2f, 0.3f};
+    ASSERT_FL_OK(a->Add(10, &d));
+    ASSERT_FL_OK(a->Finish(&m, 1e9f));
+    ref.Compose(0.05, 1.1);
+    EXPECT_DOUBLE_EQ(a->epsilon(), ref.Epsilon(1e-5));
+  }
+  EXPECT_GT(a->epsilon(), 0);
+  EXPECT_TRUE(std::isnan(Make("fedavg")->epsilon()));
+}
+
+// Adaptive clipping (Andrew et al. 2021): C moves geometrically toward the
+// target quantile of the deltas' norms: up while every delta is clipped, down
+// while none is.
+TEST(PrivateAggregatorTest, AdaptiveClipFollowsTheQuantile) {
+  PrivacyOptions p;
+  p.noise_multiplier = 0.5;
+  p.clip = 1.0;
+  p.adaptive_clip = true;
+  p.target_quantile = 0.5;
+  for (const float norm : {10.0f, 0.001f}) {
+    auto a = MakePrivate("fedavg", p);
+    ModelState m = Model(1);
+    for (int r = 1; r <= 10; ++r) {
+      a->Begin(1, {100.0, static_cast<uint64_t>(r)});
+      for (int k = 0; k < 100; ++k) {
+        std::vector<float> d = {norm};
+        ASSERT_FL_OK(a->Add(1, &d));
+      }
+      ASSERT_FL_OK(a->Finish(&m, 1e9f));
+    }
+    // 10 rounds of exp(+-0.2 * 0.5), give or take the count's noise (sd 0.05):
+    // e^1 = 2.72 up, e^-1 = 0.37 down.
+    if (norm > 1) {
+      EXPECT_GT(a->dp_clip(), 2.2);
+      EXPECT_LT(a->dp_clip(), 3.3);
+    } else {
+      EXPECT_LT(a->dp_clip(), 0.45);
+      EXPECT_GT(a->dp_clip(), 0.3);
+    }
+  }
+  // Too few expected participants for the count's noise: refused, naming why.
+  auto a = MakePrivate("fedavg", p);
+  ModelState m = Model(1);
+  a->Begin(1, {5.0, 1});
+  p.noise_multiplier = 1.0;
+  auto b = MakePrivate("fedavg", p);
+  b->Begin(1, {5.0, 1});
+  Status st = b->Finish(&m, 1e9f);
+  EXPECT_NE(st.message().find("adaptive clipping"), std::string::npos) << st.ToString();
+}
+
+TEST(PrivateAggregatorTest, StateResumesBitForBitAndIsNotMixedUp) {
+  PrivacyOptions p;
+  p.noise_multiplier = 0.8;
+  p.clip = 0.7;
+  p.adaptive_clip = true;
+  const std::vector<std::vector<float>> ds = {{0.5f, -1}, {0.1f, 0.2f}, {-0.7f, 0.05f}};
+  auto run = [&](Aggregator* a, ModelState* m, size_t r) {
+    a->Begin(2, {100.0, r + 1});
+    std::vector<float> d = ds[r];
+    ASSERT_FL_OK(a->Add(3, &d));
+    ASSERT_FL_OK(a->Finish(m, 1e9f));
+  };
+  auto a = MakePrivate("fedadam", p);
+  ModelState ma = Model(2);
+  for (size_t r = 0; r < ds.size(); ++r) run(a.get(), &ma, r);
+  auto b = MakePrivate("fedadam", p);
+  ModelState mb = Model(2);
+  run(b.get(), &mb, 0);
+  auto c = MakePrivate("fedadam", p);
+  ASSERT_FL_OK(c->LoadState(b->SaveState(), 2));
+  EXPECT_EQ(c->dp_clip(), b->dp_clip());
+  for (size_t r = 1; r < ds.size(); ++r) run(c.get(), &mb, r);
+  EXPECT_EQ(mb.tensors[0].values, ma.tensors[0].values);
+  EXPECT_EQ(c->epsilon(), a->epsilon());
+  EXPECT_EQ(c->dp_clip(), a->dp_clip());
+  // A private state is not resumed without privacy, nor the other way round.
+  auto plain = Make("fedadam");
+  EXPECT_FALSE(plain->LoadState(a->SaveState(), 2).ok());
+  ModelState mp = Model(2);
+  ASSERT_FL_OK(Round(plain.get(), &mp, {{1, {1, 1}}}));
+  EXPECT_FALSE(MakePrivate("fedadam", p)->LoadState(plain->SaveState(), 2).ok());
+}
+
+TEST(PrivateAggregatorTest, OnlyTheMeanCanBePrivate) {
+  PrivacyOptions p;
+  p.noise_multiplier = 1.0;
+  StrategyOptions o;
+  o.name = "median";
+  EXPECT_FALSE(MakeAggregator(o, p, 0.1).ok());
+  o.name = "fedavg";
+  o.clip = 2;
+  EXPECT_FALSE(MakeAggregator(o, p, 0.1).ok());
+  o.clip = 0;
+  EXPECT_FL_OK(MakeAggregator(o, p, 0.1));
+}
+
+}  // namespace
+}  // namespace fl
