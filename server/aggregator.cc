@@ -240,8 +240,8 @@ class StrategyAggregator final : public Aggregator {
     if (is_private) {
       uint64_t clip_bits = 0, steps = 0;
       uint32_t orders = 0;
-      if (!r.GetU64(&clip_bits) || !r.GetU64(&steps) || !r.GetU32(&orders) ||
-          orders > 1024 || r.remaining() != 8u * orders) {
+      if (!r.GetU64(&clip_bits) || !r.GetU64(&steps) || !r.GetU32(&orders) || orders > 1024 ||
+          r.remaining() != 8u * orders) {
         return Status::InvalidArgument("privacy state is truncated");
       }
       clip = FromBits(clip_bits);

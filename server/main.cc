@@ -100,6 +100,27 @@ int main(int argc, char** argv) {
   for (const auto& f : strategy_flags) {
     app.add_option(f.flag, *f.value, f.help)->capture_default_str()->group("Strategy");
   }
+  // Central differential privacy (server/privacy.h).
+  fl::PrivacyOptions& dp = o.privacy;
+  app.add_option("--dp-noise-multiplier", dp.noise_multiplier,
+                 "DP-FedAvg noise multiplier z: Gaussian noise of sd z x clip on the sum of "
+                 "clipped deltas; devices are Poisson-sampled at rate --fraction (0 = no privacy)")
+      ->capture_default_str()
+      ->group("Privacy");
+  app.add_option("--dp-clip", dp.clip, "Clipping norm C of each delta (the start, when adaptive)")
+      ->capture_default_str()
+      ->group("Privacy");
+  app.add_flag("--dp-adaptive-clip", dp.adaptive_clip,
+               "Move the clipping norm toward --dp-target-quantile of the deltas' norms "
+               "(Andrew et al. 2021)")
+      ->group("Privacy");
+  app.add_option("--dp-target-quantile", dp.target_quantile,
+                 "Adaptive clipping: the quantile of delta norms to clip at")
+      ->capture_default_str()
+      ->group("Privacy");
+  app.add_option("--dp-delta", dp.delta, "delta of the (epsilon, delta) guarantee reported")
+      ->capture_default_str()
+      ->group("Privacy");
   app.add_option("--krum-f", so.krum_f, "krum/multikrum: Byzantine devices tolerated (f)")
       ->capture_default_str()
       ->group("Strategy");

@@ -44,6 +44,10 @@ const char kRoundsCsvHeader[] =
     "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds,"
     "eval_seconds,max_delta_norm";
 
+std::string RoundsCsvHeader(bool privacy) {
+  return std::string(kRoundsCsvHeader) + (privacy ? ",epsilon" : "");
+}
+
 namespace {
 
 using Version = std::array<uint8_t, 32>;
@@ -153,12 +157,13 @@ double KeptNorm(const ModelState& m) {
 }
 
 // Returns the last round with a row (0 when none).
-uint64_t CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round) {
+uint64_t CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round,
+                        const std::string& columns) {
   const std::string path = out_dir + "/rounds.csv";
   auto text = ReadFile(path);
   if (!text.ok() || text->empty()) return 0;
   const std::string header = text->substr(0, text->find('\n'));
-  if (header != kRoundsCsvHeader) {
+  if (header != columns) {
     const std::string aside = path + ".old";
     if (std::rename(path.c_str(), aside.c_str()) == 0) {
       spdlog::warn("{} has other columns (an older fl-server wrote it); moved it to {}", path,
@@ -265,6 +270,7 @@ struct Server::Impl {
     pending = selected;
     weight_cap = h.weight_cap;
     norm_bound = h.norm_bound;
+    population = h.population;
     m.selected = static_cast<int>(selected.size());
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
@@ -336,6 +342,24 @@ struct Server::Impl {
   double norm_bound{0};
   int64_t weight_cap{0};
   std::map<std::string, int64_t> registered_at_selection;
+  // Live devices the open round's selection was made from.
+  uint32_t population{0};
+
+  // The seed of round `r`'s privacy noise: from the server's secret log key
+  // when it has one (unpredictable to anyone else, the same after a restart),
+  // else from --seed (reproducible, and predictable: experiments only).
+  uint64_t NoiseSeed(uint64_t r) const {
+    const std::string label = "fedge dp noise, round " + std::to_string(r);
+    if (wal_key) {
+      HmacSha256 hmac(*wal_key);
+      hmac.Update(label.data(), label.size());
+      const Sha256Digest mac = hmac.Finish();
+      uint64_t seed = 0;
+      for (int i = 0; i < 8; ++i) seed = (seed << 8) | mac[i];
+      return seed;
+    }
+    return o.seed * 0xD1B54A32D192ED03ULL + r;
+  }
 
   // Largest |value| of the global model: with it, most updates pass the range
   // check without a pass over the model.
@@ -975,7 +999,7 @@ struct Server::Impl {
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
     Status st;
-    aggregator->Begin(kept_count);
+    aggregator->Begin(kept_count, {o.fraction * population, NoiseSeed(current_round)});
     {
       std::string buffer;
       for (const auto& e : order) {
@@ -990,6 +1014,8 @@ struct Server::Impl {
     m.clipped = aggregator->clipped();
     // All or nothing: a step with a value out of range is not committed.
     st = aggregator->Finish(&global, ValueLimit());
+    m.epsilon = aggregator->epsilon();
+    m.dp_clip = aggregator->dp_clip();
     if (st.ok()) {
       SetGlobal();
       return Status::OK();
@@ -1025,6 +1051,7 @@ struct Server::Impl {
       rm.round_seconds = row.round_seconds;
       rm.max_delta_norm = row.max_delta_norm;
       rm.test_accuracy = rm.test_loss = std::nan("");
+      if (row.round == round) rm.epsilon = aggregator->epsilon();
       const bool eval = evaluator && row.round == round;
       if (eval) evaluator->Submit(row.round, global);
       spdlog::warn("rounds.csv has no row for round {}; writing it from the checkpoint{}",
@@ -1178,6 +1205,7 @@ struct Server::Impl {
           summary->final_accuracy = rm.test_accuracy;
           summary->final_loss = rm.test_loss;
         }
+        if (!std::isnan(rm.epsilon)) summary->epsilon = rm.epsilon;
       }
       if (o.verbose) {
         // Transfers that waited for the windows (o.transfer_window_bytes).
@@ -1186,6 +1214,10 @@ struct Server::Impl {
                                  : fmt::format("; {} TASK(s) and {} upload(s) waited their turn",
                                                rm.tasks_queued, rm.uploads_queued);
         if (rm.clipped > 0) waited += fmt::format("; {} delta(s) clipped", rm.clipped);
+        if (!std::isnan(rm.epsilon)) {
+          waited += fmt::format("; privacy spent: epsilon {:.3f} at delta {:g} (clip {:.4g})",
+                                rm.epsilon, o.privacy.delta, rm.dp_clip);
+        }
         if (std::isnan(rm.test_accuracy)) {
           spdlog::info("round {}: {}/{} updates, {:.1f} s{}", rm.round, rm.participants,
                        rm.selected, rm.round_seconds, waited);
@@ -1270,18 +1302,27 @@ struct Server::Impl {
     const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
     FILE* f = std::fopen(path.c_str(), "a");
     if (!f) return Status::IOError(path, "cannot open for append");
-    if (!exists) std::fprintf(f, "%s\n", kRoundsCsvHeader);
+    if (!exists) std::fprintf(f, "%s\n", RoundsCsvHeader(o.privacy.enabled()).c_str());
     // Rounds without evaluation leave the accuracy and loss fields empty.
     char acc_s[32] = "", loss_s[32] = "";
     if (!std::isnan(rm.test_accuracy)) {
       std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
       std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
     }
-    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f,%.6g\n",
+    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f,%.6g",
                  static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
                  static_cast<unsigned long long>(rm.upload_bytes),
                  static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
                  rm.eval_seconds, rm.max_delta_norm);
+    if (o.privacy.enabled()) {
+      // Empty for a row restored without it (its round's accountant is gone).
+      if (std::isnan(rm.epsilon)) {
+        std::fprintf(f, ",");
+      } else {
+        std::fprintf(f, ",%.6g", rm.epsilon);
+      }
+    }
+    std::fprintf(f, "\n");
     std::fflush(f);
     ::fsync(fileno(f));
     std::fclose(f);
@@ -1334,16 +1375,28 @@ struct Server::Impl {
       FL_RETURN_IF_ERROR(ReopenRound());
       active.assign(pending.begin(), pending.end());
     } else {
-      const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
       Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
-      rng.Shuffle(&active);
-      active.resize(std::min<size_t>(active.size(), want));
+      if (o.privacy.enabled()) {
+        // Poisson sampling, as the privacy accountant assumes: each live
+        // device independently with probability C (possibly none at all).
+        std::vector<std::string> sampled;
+        for (const auto& id : active) {
+          if (rng.UniformDouble() < o.fraction) sampled.push_back(id);
+        }
+        active = std::move(sampled);
+      } else {
+        const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+        rng.Shuffle(&active);
+        active.resize(std::min<size_t>(active.size(), want));
+      }
+      population = static_cast<uint32_t>(live);
       selected = std::set<std::string>(active.begin(), active.end());
       pending = selected;
       m.selected = static_cast<int>(selected.size());
       SetRoundBounds();
       round_nonce = RandomNonce();
-      WalHeader h{r, round_nonce, version, weight_cap, norm_bound, registered_at_selection};
+      WalHeader h{r,         round_nonce, version, weight_cap, norm_bound, registered_at_selection,
+                  population};
       auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key);
       if (!w.ok()) return w.status();
       wal = std::move(w).value();
@@ -1390,9 +1443,12 @@ struct Server::Impl {
     // 5. Aggregate (from the log, in sender order), persist, evaluate in the
     // background.
     FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/true));
-    if (!wal_entries.empty()) {
+    if (!wal_entries.empty() || o.privacy.enabled()) {
+      // (A private round releases its noise even when nobody answered.)
       FL_RETURN_IF_ERROR(AggregateFromLog());
-      m.mean_train_loss = train_loss_sum / static_cast<double>(wal_entries.size());
+      if (!wal_entries.empty()) {
+        m.mean_train_loss = train_loss_sum / static_cast<double>(wal_entries.size());
+      }
     } else {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
     }
@@ -1459,7 +1515,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     }
   }
   {
-    auto agg = MakeAggregator(o.strategy);
+    auto agg = MakeAggregator(o.strategy, o.privacy, o.fraction);
     if (!agg.ok()) return agg.status();
     impl->aggregator = std::move(agg).value();
   }
@@ -1549,7 +1605,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       impl->round = c->round;
       impl->reference_norm = c->reference_norm;
       resumed = true;
-      last_row = CheckRoundsCsv(o.out_dir, impl->round);
+      last_row = CheckRoundsCsv(o.out_dir, impl->round, RoundsCsvHeader(o.privacy.enabled()));
       owed_rows = c->pending_rows;
       if (!refused.empty()) {
         spdlog::warn("resuming from an older checkpoint generation, {}", used);
@@ -1682,6 +1738,18 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
         s.o.round_deadline_seconds, s.aggregator->name(),
         s.o.strategy.clip > 0 ? fmt::format(" (deltas clipped to L2 norm {})", s.o.strategy.clip)
                               : std::string());
+    if (s.o.privacy.enabled()) {
+      spdlog::info(
+          "differential privacy: DP-FedAvg, noise multiplier {}, clip {}{}, devices "
+          "Poisson-sampled at rate {}; epsilon reported at delta {:g} after every round",
+          s.o.privacy.noise_multiplier, s.o.privacy.clip,
+          s.o.privacy.adaptive_clip ? " (adaptive)" : "", s.o.fraction, s.o.privacy.delta);
+      if (!s.wal_key) {
+        spdlog::warn(
+            "differential privacy without a server key (--key): the noise is seeded from --seed, "
+            "so anyone who knows the seed can remove it. Reproducible experiments only.");
+      }
+    }
   }
   // On an error, rounds already checkpointed still get their rows (best effort).
   auto fail = [&s](Status st) {

@@ -32,6 +32,7 @@
 #define FEDGE_SERVER_SERVER_H_
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -73,6 +74,9 @@ struct ServerOptions {
   // How the round's updates become the next global model (server/aggregator.h):
   // FedAvg by default; its server_lr is the server learning rate.
   StrategyOptions strategy;
+  // Central differential privacy (server/privacy.h); off unless its noise
+  // multiplier is > 0. Selection is then Poisson sampling at rate `fraction`.
+  PrivacyOptions privacy;
   // Start round 1 from this compressed model file (.flm, from fl-compress)
   // instead of a freshly initialised model; its masks become the federation's.
   std::string model_file;
@@ -192,8 +196,12 @@ struct RoundMetrics {
   double mean_train_loss{0};
   // Largest L2 norm of an accepted delta, and the round's bound on it (0 = none).
   double max_delta_norm{0};
-  // Deltas the strategy scaled down to its clipping norm (--clip).
+  // Deltas the strategy scaled down to its clipping norm (--clip, --dp-clip).
   int clipped{0};
+  // With privacy: epsilon spent after this round (at --dp-delta) and the
+  // clipping norm the next round uses; NaN without.
+  double epsilon{std::nan("")};
+  double dp_clip{std::nan("")};
   double update_norm_bound{0};
   // Most examples one update counted with this round.
   int64_t weight_cap{0};
@@ -229,6 +237,8 @@ struct ServerSummary {
   std::map<std::string, int64_t> rejected;
   // True when the run stopped on a signal before finishing its rounds.
   bool interrupted{false};
+  // With privacy: epsilon spent over the run (NaN without).
+  double epsilon{std::nan("")};
 };
 
 class Server final {
@@ -256,8 +266,10 @@ class Server final {
   std::unique_ptr<Impl> impl_;
 };
 
-// The CSV header of rounds.csv.
+// The CSV header of rounds.csv; with privacy it gains an `epsilon` column
+// (RoundsCsvHeader(true)).
 extern const char kRoundsCsvHeader[];
+std::string RoundsCsvHeader(bool privacy);
 
 }  // namespace fl
 

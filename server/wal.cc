@@ -19,8 +19,11 @@ namespace fl {
 namespace {
 
 constexpr char kWalMagic[4] = {'F', 'L', 'W', 'L'};
-constexpr uint32_t kWalVersion = 1;       // SHA-256 tags
-constexpr uint32_t kWalKeyedVersion = 2;  // HMAC-SHA256 tags
+// Versions 1 and 3: SHA-256 tags; 2 and 4: HMAC-SHA256 tags. 3 and 4 add the
+// population (after the selection). Written: 3 or 4; read: all four.
+constexpr uint32_t kWalVersion = 3;
+constexpr uint32_t kWalKeyedVersion = 4;
+bool KeyedVersion(uint32_t v) { return v % 2 == 0; }
 
 // The tag that ends the header and each record: HMAC-SHA256 under the key,
 // or a SHA-256 without one.
@@ -111,6 +114,7 @@ std::string EncodeHeader(const WalHeader& h, const WalKey& key) {
     PutId(&w, id);
     w.PutU64(static_cast<uint64_t>(n));
   }
+  w.PutU32(h.population);
   std::string out = w.Release();
   const Sha256Digest d = Tagger(key).Of(out.data(), out.size());
   out.append(reinterpret_cast<const char*>(d.data()), d.size());
@@ -127,15 +131,15 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
   if (!r.GetBytes(magic, 4) || std::memcmp(magic, kWalMagic, 4) != 0) {
     return Status::Corruption("not a fedge round log (bad magic)");
   }
-  if (!r.GetU32(&version) || (version != kWalVersion && version != kWalKeyedVersion)) {
+  if (!r.GetU32(&version) || version < 1 || version > kWalKeyedVersion) {
     return Status::Corruption("round log version " + std::to_string(version) + " not supported");
   }
-  if (version == kWalVersion && key) {
+  if (!KeyedVersion(version) && key) {
     return Status::Corruption(
         "round log is not authenticated (written by a server without a key); this server has "
         "one and resumes only logs it wrote");
   }
-  if (version == kWalKeyedVersion && !key) {
+  if (KeyedVersion(version) && !key) {
     return Status::Corruption(
         "round log is authenticated by a server key; start the server with its --key to "
         "resume it");
@@ -152,6 +156,9 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
     uint64_t n = 0;
     if (!GetId(&r, &id) || !r.GetU64(&n)) return Status::Corruption("round log header truncated");
     h->selected[id] = static_cast<int64_t>(n);
+  }
+  if (version >= 3 && !r.GetU32(&h->population)) {
+    return Status::Corruption("round log header truncated");
   }
   const size_t body = bytes.size() - r.remaining();
   Sha256Digest want;

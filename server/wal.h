@@ -10,7 +10,7 @@
 //   header:  magic "FLWL" (4) | version u32 (4) | round u64 | nonce (16)
 //            | model version (32) | weight cap i64 | norm bound f64
 //            | selected count u32 | per selected device: id length u16, id,
-//              registered examples i64
+//              registered examples i64 | population u32 (versions 3 and 4)
 //            | tag of the header's preceding bytes (32)
 //   records: body length u32 | body | tag (32): of the body, and in a keyed
 //            log of the tag before it (the header's, for the first record)
@@ -19,8 +19,8 @@
 // A record cut short or not matching its tag ends the log (a crash in the
 // middle of an append): its update was never acknowledged.
 //
-// Tags: version 1, a SHA-256 (integrity only: a server without a key);
-// version 2, HMAC-SHA256 under the server's log key (WalKeyFor), so a log
+// Tags: versions 1 and 3, a SHA-256 (integrity only: a server without a key);
+// versions 2 and 4, HMAC-SHA256 under the server's log key (WalKeyFor), so a log
 // written, altered or extended by anyone without the server's identity is not
 // resumed: its header is refused, and a record of its, or one copied from
 // another log of the same server or moved within the log (a keyed record's
@@ -63,6 +63,9 @@ struct WalHeader {
   double norm_bound{0};
   // Selected device -> examples it had registered when selected.
   std::map<std::string, int64_t> selected;
+  // Live devices the selection was made from (the expected participants of a
+  // private round are the sampling rate times this).
+  uint32_t population{0};
 };
 
 // One accepted update as the log keeps it.

@@ -290,8 +290,7 @@ TEST(AggregatorTest, DefaultServerLearningRates) {
 namespace fl {
 namespace {
 
-std::unique_ptr<Aggregator> MakePrivate(const std::string& name, PrivacyOptions p,
-                                        double q = 0.1) {
+std::unique_ptr<Aggregator> MakePrivate(const std::string& name, PrivacyOptions p, double q = 0.1) {
   StrategyOptions o;
   o.name = name;
   auto a = MakeAggregator(o, p, q);

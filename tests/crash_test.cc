@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/file_util.h"
+#include "server/privacy.h"
 #include "tests/federation_util.h"
 
 namespace fl {
@@ -60,7 +61,8 @@ struct Outcome {
   std::string model;
   std::string logs;
   int restarts{0};
-  std::vector<int> csv_rounds;  // the round of each rounds.csv row
+  std::vector<int> csv_rounds;           // the round of each rounds.csv row
+  std::vector<std::string> csv_epsilon;  // its epsilon column (private runs)
 };
 
 // Runs the federation; `crash_at` ("" = none) is passed as --debug-crash-at;
@@ -115,6 +117,7 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
   if (model.ok()) out.model = *model;
   for (const auto& row : test::ReadRoundsCsv(out_dir + "/rounds.csv")) {
     out.csv_rounds.push_back(row.round);
+    out.csv_epsilon.push_back(row.epsilon);
   }
   return out;
 }
@@ -209,6 +212,37 @@ TEST(CrashTest, StrategyStateSurvivesACrash) {
   test::Process again(kServer, args, base.path() + "/again.log");
   EXPECT_NE(again.Wait(30), 0);
   EXPECT_NE(again.Log().find("resume it with that strategy"), std::string::npos) << again.Log();
+}
+
+// Central differential privacy across a crash: the noise is seeded per round
+// and the accountant and the adaptive clipping norm are in the checkpoint, so
+// the resumed run ends with the same model and reports the same epsilon; every
+// round's rounds.csv row carries the accountant's epsilon (q = 1 here: all 3
+// devices every round).
+TEST(CrashTest, PrivacyStateSurvivesACrash) {
+  const std::vector<std::string> dp = {"--dp-noise-multiplier", "0.25", "--dp-clip", "0.5",
+                                       "--dp-adaptive-clip"};
+  test::TempDir base;
+  const Outcome reference = RunFederation(base.path(), "", 0, 120, dp);
+  ASSERT_FALSE(reference.model.empty()) << reference.logs;
+  ASSERT_EQ(reference.csv_epsilon.size(), 3u);
+  // Adaptive clipping: the update noise is z_delta, the accountant charged z.
+  RdpAccountant accountant;
+  for (size_t r = 0; r < reference.csv_epsilon.size(); ++r) {
+    accountant.Compose(1.0, 0.25);
+    ASSERT_FALSE(reference.csv_epsilon[r].empty());
+    EXPECT_NEAR(std::stod(reference.csv_epsilon[r]), accountant.Epsilon(1e-5),
+                1e-5 * accountant.Epsilon(1e-5));
+  }
+  for (const char* point : {"checkpoint:1", "ack:5"}) {
+    SCOPED_TRACE(point);
+    test::TempDir dir;
+    const Outcome o = RunFederation(dir.path(), point, 0, 121 + (point[0] - 'a'), dp);
+    EXPECT_EQ(o.restarts, 1) << o.logs;
+    ASSERT_FALSE(o.model.empty()) << o.logs;
+    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
+    EXPECT_EQ(o.csv_epsilon, reference.csv_epsilon) << o.logs;
+  }
 }
 
 }  // namespace

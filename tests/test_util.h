@@ -71,6 +71,7 @@ struct RoundRow {
   std::string accuracy;  // empty when the round was not evaluated
   double seconds{0};     // round_seconds
   double eval_seconds{0};
+  std::string epsilon;  // the 10th column, when the run was private
 };
 
 // Reads rounds.csv (kRoundsCsvHeader's columns); rows with too few fields are
@@ -86,7 +87,8 @@ inline std::vector<RoundRow> ReadRoundsCsv(const std::string& path) {
     std::string cell;
     while (std::getline(ss, cell, ',')) f.push_back(cell);
     if (f.size() < 8) continue;
-    rows.push_back({std::stoi(f[0]), std::stoi(f[1]), f[2], std::stod(f[6]), std::stod(f[7])});
+    rows.push_back({std::stoi(f[0]), std::stoi(f[1]), f[2], std::stod(f[6]), std::stod(f[7]),
+                    f.size() > 9 ? f[9] : ""});
   }
   return rows;
 }

@@ -303,6 +303,9 @@ int Main(int argc, char** argv) {
                      "sign_flip | scale | noise | label_flip | same_value ([adversary] kind)");
   auto* o_adv_scale =
       app.add_option("--adversary-scale", adversary_scale, "Attack scale s ([adversary] scale)");
+  double dp_noise = 0;
+  auto* o_dp_noise = app.add_option("--dp-noise-multiplier", dp_noise,
+                                    "DP-FedAvg noise multiplier ([privacy] noise_multiplier)");
   app.add_flag("--quiet", quiet, "Print only the final table");
   CLI11_PARSE(app, argc, argv);
 
@@ -331,6 +334,7 @@ int Main(int argc, char** argv) {
   if (*o_downlink) c.downlink = downlink;
   if (*o_secure) c.secure = secure;
   if (*o_strategy) c.strategy.name = strategy;
+  if (*o_dp_noise) c.privacy.noise_multiplier = dp_noise;
   if (*o_clip) c.strategy.clip = clip;
   if (*o_adv_fraction) c.adversary_fraction = adversary_fraction;
   if (*o_adv_kind) c.adversary_kind = adversary_kind;
@@ -420,6 +424,7 @@ int Main(int argc, char** argv) {
   so.train.momentum = c.momentum;
   so.train.weight_decay = c.weight_decay;
   so.strategy = c.strategy;
+  so.privacy = c.privacy;
   so.sparsity = c.sparsity;
   so.model_file = c.model_file;
   so.global_pruning = c.global_pruning;
@@ -557,6 +562,9 @@ int Main(int argc, char** argv) {
      << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
      << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"
      << "  \"strategy\": " << JsonString(c.strategy.name) << ",\n"
+     << (c.privacy.enabled() ? "  \"epsilon\": " + JsonNumber(summary->epsilon) +
+                                   ", \"delta\": " + JsonNumber(c.privacy.delta) + ",\n"
+                             : std::string())
      << "  \"adversaries\": {\"fraction\": " << JsonNumber(c.adversary_fraction)
      << ", \"count\": " << adversaries.ids.size()
      << ", \"kind\": " << JsonString(c.adversary_fraction > 0 ? c.adversary_kind : "none")

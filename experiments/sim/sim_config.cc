@@ -109,7 +109,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.Get("seed", &c->seed);
   top.Get("rounds", &c->rounds);
   top.GetList("targets", &c->targets);
-  for (const char* t : {"data", "model", "federation", "strategy", "adversary", "client",
+  for (const char* t : {"data", "model", "federation", "strategy", "privacy", "adversary", "client",
                         "compression", "sim", "security"}) {
     top.Table(t);
   }
@@ -145,6 +145,13 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   strat.Get("krum_m", &c->strategy.krum_m);
   strat.Get("clip", &c->strategy.clip);
 
+  TableReader priv(root["privacy"].as_table(), "privacy.");
+  priv.Get("noise_multiplier", &c->privacy.noise_multiplier);
+  priv.Get("clip", &c->privacy.clip);
+  priv.Get("adaptive_clip", &c->privacy.adaptive_clip);
+  priv.Get("target_quantile", &c->privacy.target_quantile);
+  priv.Get("delta", &c->privacy.delta);
+
   TableReader adv(root["adversary"].as_table(), "adversary.");
   adv.Get("fraction", &c->adversary_fraction);
   adv.Get("kind", &c->adversary_kind);
@@ -175,7 +182,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   security.Get("secure", &c->secure);
 
   for (TableReader* r :
-       {&top, &data, &model, &fed, &strat, &adv, &client, &comp, &sim, &security}) {
+       {&top, &data, &model, &fed, &strat, &priv, &adv, &client, &comp, &sim, &security}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -196,6 +203,9 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (Status st = CheckStrategyOptions(c.strategy); !st.ok()) {
     // The message names the fl-server flag; the config key is strategy.<same>.
     return Status::InvalidArgument("[strategy]: " + st.message());
+  }
+  if (Status st = CheckPrivacyOptions(c.privacy); !st.ok()) {
+    return Status::InvalidArgument("[privacy]: " + st.message());
   }
   if (!(c.adversary_fraction >= 0 && c.adversary_fraction < 1)) {
     return bad("adversary.fraction", "must be in [0, 1)");
@@ -252,6 +262,11 @@ std::string SimConfigToToml(const SimConfig& c) {
                                {"krum_f", c.strategy.krum_f},
                                {"krum_m", c.strategy.krum_m},
                                {"clip", c.strategy.clip}}},
+      {"privacy", toml::table{{"noise_multiplier", c.privacy.noise_multiplier},
+                              {"clip", c.privacy.clip},
+                              {"adaptive_clip", c.privacy.adaptive_clip},
+                              {"target_quantile", c.privacy.target_quantile},
+                              {"delta", c.privacy.delta}}},
       {"adversary", toml::table{{"fraction", c.adversary_fraction},
                                 {"kind", c.adversary_kind},
                                 {"scale", c.adversary_scale}}},

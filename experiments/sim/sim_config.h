@@ -12,6 +12,8 @@
 //   [client]     epochs, batch, lr, momentum, weight_decay
 //   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
+//   [privacy]    noise_multiplier (0 = off), clip, adaptive_clip, target_quantile,
+//                delta (server/privacy.h)
 //   [adversary]  fraction, kind ("sign_flip" | "scale" | "noise" | "label_flip" |
 //                "same_value"), scale (experiments/sim/adversary.h)
 //   [sim]        workers (0 = one per core), out, heartbeat
@@ -81,6 +83,10 @@ struct SimConfig {
   bool stochastic_rounding{true};
   bool error_feedback{true};
   std::string downlink{"fp32"};
+
+  // [privacy] central differential privacy (DP-FedAvg); off unless
+  // noise_multiplier > 0.
+  PrivacyOptions privacy;
 
   // [adversary] this fraction of the virtual clients poison their updates
   // (enrolled and signing correctly), of this kind and with this scale s.
