@@ -8,23 +8,11 @@
 #include <thread>
 
 #include "common/clock.h"
-#include "common/dataset.h"
-#include "common/model_zoo.h"
-#include "common/trainer.h"
 
 namespace fl {
 
-// The server evaluates in batches of 50, not kEvalBatch (100): half the
-// activations (the CNN's first convolution alone is 10 MB at 100), for a 1%
-// slower pass (fl-bench-eval, 2026-11-28, AMD EPYC: 1.234 s against 1.221 s for
-// the 10k test images on one thread). The evaluation overlaps training, so its
-// memory adds to the server's peak (experiments/BENCHMARKS.md).
-constexpr int64_t kServerEvalBatch = 50;
-
 struct BackgroundEvaluator::Impl {
-  ModelPtr model;  // used by the worker only
-  ImageDataset test;
-  int threads{1};
+  std::unique_ptr<Evaluator> evaluator;  // used by the worker only
   double delay{0};
 
   mutable std::mutex mu;
@@ -39,17 +27,7 @@ struct BackgroundEvaluator::Impl {
     Evaluation e;
     e.round = round;
     const double t0 = NowSeconds();
-    // The model evaluates the submitted copy in place: no second copy.
-    e.status = BindModelState(*model, state);
-    if (e.status.ok()) {
-      auto r = Evaluate(*model, test, kServerEvalBatch, threads);
-      if (r.ok()) {
-        e.accuracy = r->accuracy;
-        e.mean_loss = r->mean_loss;
-      } else {
-        e.status = r.status();
-      }
-    }
+    e.status = evaluator->Evaluate(state, &e.accuracy, &e.mean_loss);
     if (!e.status.ok()) e.accuracy = e.mean_loss = std::nan("");
     if (delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(delay));
     e.seconds = NowSeconds() - t0;
@@ -83,17 +61,10 @@ BackgroundEvaluator::~BackgroundEvaluator() {
   if (impl_->worker.joinable()) impl_->worker.join();
 }
 
-Result<std::unique_ptr<BackgroundEvaluator>> BackgroundEvaluator::Create(
-    const std::string& architecture, const std::string& data_dir, int threads,
-    double delay_seconds) {
-  auto test = LoadMnistFolder(data_dir, Split::kTest);
-  if (!test.ok()) return test.status().WithContext("server test set");
-  auto model = CreateModel(architecture, /*seed=*/0);
-  if (!model.ok()) return model.status();
+std::unique_ptr<BackgroundEvaluator> BackgroundEvaluator::Create(
+    std::unique_ptr<Evaluator> evaluator, double delay_seconds) {
   auto impl = std::make_unique<Impl>();
-  impl->model = std::move(model).value();
-  impl->test = std::move(test).value();
-  impl->threads = threads;
+  impl->evaluator = std::move(evaluator);
   impl->delay = delay_seconds;
   Impl* p = impl.get();
   impl->worker = std::thread([p] { p->Loop(); });

@@ -3,15 +3,17 @@
 // Evaluating the global model on a test set takes about a second for the
 // FedAvg CNN; done on the thread that owns the socket, it silences the server
 // for that long, and on slower machines long enough for clients to give up on
-// it. BackgroundEvaluator owns its own model instance and a worker thread: the
-// server submits a copy of each round's global model and collects the results,
-// in submission order, whenever it looks. The next round trains meanwhile.
+// it. BackgroundEvaluator runs an Evaluator (its own model instance) on a
+// worker thread: the server submits a copy of each round's global model and
+// collects the results, in submission order, whenever it looks. The next
+// round trains meanwhile.
 //
-// The header stays free of LibTorch; the implementation uses it.
+// Free of LibTorch: the evaluator that uses it is injected (ModelRuntime).
 #ifndef FEDGE_SERVER_EVALUATOR_H_
 #define FEDGE_SERVER_EVALUATOR_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,14 +32,37 @@ struct Evaluation {
   double seconds{0};    // wall time of the evaluation
 };
 
+// Evaluates a global model, e.g. on a test set. Called from the evaluation
+// thread only. The LibTorch one is in server/torch_runtime.h, outside fl_server.
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+  // Accuracy (fraction in [0, 1]) and mean loss of `model`.
+  virtual Status Evaluate(const ModelState& model, double* accuracy, double* mean_loss) = 0;
+};
+
+// What the server needs from a machine-learning runtime, passed in so that
+// fl_server itself does not link LibTorch (server/torch_runtime.h has the
+// LibTorch one).
+struct ModelRuntime {
+  // The initial parameters of `architecture`, seeded (NotFound for a name the
+  // runtime does not know).
+  std::function<Result<ModelState>(const std::string& architecture, uint64_t seed)> initial_model;
+  // An evaluator of `architecture` on the test split of the MNIST-format
+  // folder `data_dir`, with `threads` intra-op threads. May be empty: then a
+  // server asked to evaluate refuses to start.
+  std::function<Result<std::unique_ptr<Evaluator>>(
+      const std::string& architecture, const std::string& data_dir, int threads)>
+      make_evaluator;
+};
+
+// Runs an Evaluator on a worker thread of its own.
 class BackgroundEvaluator final {
  public:
-  // Loads the test split of the MNIST-format folder `data_dir` and starts the
-  // worker. `threads`: LibTorch intra-op threads of the worker. `delay_seconds`
-  // is added to every evaluation (a test hook standing in for a slow machine).
-  static Result<std::unique_ptr<BackgroundEvaluator>> Create(const std::string& architecture,
-                                                             const std::string& data_dir,
-                                                             int threads, double delay_seconds);
+  // Starts the worker. `delay_seconds` is added to every evaluation (a test
+  // hook standing in for a slow machine).
+  static std::unique_ptr<BackgroundEvaluator> Create(std::unique_ptr<Evaluator> evaluator,
+                                                     double delay_seconds);
   // Finishes the evaluation in progress, drops queued ones, joins the worker.
   ~BackgroundEvaluator();
   BackgroundEvaluator(const BackgroundEvaluator&) = delete;

@@ -16,6 +16,7 @@
 
 #include "common/memory.h"
 #include "server/server.h"
+#include "server/torch_runtime.h"
 
 namespace {
 
@@ -252,7 +253,7 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGHUP, OnHangup);  // re-read the enrollment folder now
   o.reload_enrollment = &g_reload;
-  auto server = fl::Server::Create(o, fl::transport::CreateZmqContext());
+  auto server = fl::Server::Create(o, fl::transport::CreateZmqContext(), fl::TorchRuntime());
   if (!server.ok()) {
     spdlog::error("{}", server.status().ToString());
     return 1;

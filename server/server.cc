@@ -20,11 +20,9 @@
 #include "common/clock.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
-#include "common/model_zoo.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
 #include "common/text.h"
-#include "common/trainer.h"
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
 #include "common/wire/serialize.h"
@@ -1487,7 +1485,8 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Server::~Server() = default;
 
 Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
-                                               std::shared_ptr<transport::Context> context) {
+                                               std::shared_ptr<transport::Context> context,
+                                               const ModelRuntime& runtime) {
   auto impl = std::make_unique<Impl>();
   impl->o = std::move(options);
   impl->uploads =
@@ -1547,9 +1546,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (impl->o.model.empty()) impl->o.model = from_file->architecture;
   }
   if (o.model.empty()) return Status::InvalidArgument("no model architecture given");
-  auto model = CreateModel(o.model, o.seed);
-  if (!model.ok()) return model.status();
-  impl->global = GetModelState(o.model, **model);
+  if (!runtime.initial_model) {
+    return Status::InvalidArgument("the server was given no model runtime");
+  }
+  auto initial = runtime.initial_model(o.model, o.seed);
+  if (!initial.ok()) return initial.status();
+  impl->global = std::move(initial).value();
   bool resumed = false;
   uint64_t last_row = 0;  // of rounds.csv, when resuming
   std::vector<Checkpoint::Row> owed_rows;
@@ -1643,10 +1645,14 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   }
 
   if (!o.data_dir.empty()) {
-    auto evaluator = BackgroundEvaluator::Create(o.model, o.data_dir, o.eval_threads,
-                                                 o.debug_eval_delay_seconds);
+    if (!runtime.make_evaluator) {
+      return Status::InvalidArgument("this server cannot evaluate (no evaluator); run without a "
+                                     "test set (--no-eval)");
+    }
+    auto evaluator = runtime.make_evaluator(o.model, o.data_dir, o.eval_threads);
     if (!evaluator.ok()) return evaluator.status();
-    impl->evaluator = std::move(evaluator).value();
+    impl->evaluator =
+        BackgroundEvaluator::Create(std::move(evaluator).value(), o.debug_eval_delay_seconds);
   }
   if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
     return Status::InvalidArgument(

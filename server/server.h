@@ -42,6 +42,7 @@
 #include "common/status.h"
 #include "common/wire/messages.h"
 #include "server/aggregator.h"
+#include "server/evaluator.h"
 #include "transport/transport.h"
 
 namespace fl {
@@ -244,8 +245,11 @@ struct ServerSummary {
 class Server final {
  public:
   // Binds the socket, builds or resumes the global model, loads the test set.
+  // `runtime` makes the initial model and the evaluator (TorchRuntime() from
+  // server/torch_runtime.h for the model zoo).
   static Result<std::unique_ptr<Server>> Create(ServerOptions options,
-                                                std::shared_ptr<transport::Context> context);
+                                                std::shared_ptr<transport::Context> context,
+                                                const ModelRuntime& runtime);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -38,6 +38,7 @@
 #include "server/checkpoint.h"
 #include "server/fedavg.h"
 #include "server/server.h"
+#include "server/torch_runtime.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -100,7 +101,7 @@ class HostileTest : public ::testing::Test {
     so.out_dir = out;
     so.max_frame_bytes = 1 << 20;
     so.insecure = !secure;
-    auto server = Server::Create(so, ctx);
+    auto server = Server::Create(so, ctx, TorchRuntime());
     EXPECT_FL_OK(server);
     if (!server.ok()) return "";
     const std::string ep = (*server)->endpoint();
@@ -419,7 +420,7 @@ TEST_F(HostileTest, EnrollmentFolderChangesTakeEffect) {
   so.key_path = dir_.path() + "/server.key";
   so.clients_dir = dir_.path() + "/enrolled";
   so.reload_enrollment = &reload;
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   Result<ServerSummary> summary = Status::Internal("not run");
   std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
@@ -491,7 +492,7 @@ TEST_F(HostileTest, ReconnectedDeviceGetsItsTaskOnceOnTheNewConnection) {
   auto ctx = transport::CreateZmqContext();
   std::atomic<bool> stop{false};
   ServerOptions so = TestServerOptions(2);
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   std::vector<RoundMetrics> rounds;
   Result<ServerSummary> summary = Status::Internal("not run");
@@ -552,7 +553,7 @@ TEST_F(HostileTest, VanishedSelectedDeviceDoesNotHoldTheRound) {
   // Long enough that the vanished device still counts as live when the others
   // arrive a second later; short next to the 60 s deadline.
   so.client_timeout_seconds = 3;
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   std::vector<RoundMetrics> rounds;
   Result<ServerSummary> summary = Status::Internal("not run");
@@ -603,7 +604,7 @@ TEST_F(HostileTest, ReplayedHelloDoesNotTakeALiveDevicesRoute) {
   std::atomic<bool> stop{false};
   ServerOptions so = TestServerOptions(2);
   so.insecure = true;  // plaintext, but enrollment and signatures on
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   Result<ServerSummary> summary = Status::Internal("not run");
   std::thread server_thread([&] { summary = (*server)->Run(&stop, nullptr); });
@@ -657,7 +658,7 @@ TEST_F(HostileTest, PeerStringsAreEscapedAndTruncatedBeforeTheyAreLogged) {
   ServerOptions so = TestServerOptions(2);
   so.insecure = true;
   so.min_clients = 100;  // no round: this test is about the HELLO
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   std::atomic<bool> stop{false};
   Result<ServerSummary> summary = Status::Internal("not run");
@@ -707,7 +708,7 @@ TEST_F(HostileTest, OversizedPayloadsAreRefusedBeforeTheyAreHashedOrDecoded) {
   ServerOptions so = TestServerOptions(2);
   so.insecure = true;
   so.max_frame_bytes = 64 << 20;
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   std::atomic<bool> stop{false};
   Result<ServerSummary> summary = Status::Internal("not run");
@@ -779,7 +780,7 @@ TEST_F(HostileTest, HelloFloodsAreRateLimitedAndTheRegistryIsCapped) {
   so.clients_dir.clear();  // open mode
   so.key_path.clear();
   so.max_clients = 3;
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   std::atomic<bool> stop{false};
   Result<ServerSummary> summary = Status::Internal("not run");
@@ -896,7 +897,7 @@ class PoisoningTest : public HostileTest {
     so.train.uplink_bits = 8;
     so.out_dir = dir_.path() + "/" + pc.name;
     if (pc.options) pc.options(&so);
-    auto server = Server::Create(so, ctx);
+    auto server = Server::Create(so, ctx, TorchRuntime());
     ASSERT_FL_OK(server);
     std::vector<RoundMetrics> rounds;
     Result<ServerSummary> summary = Status::Internal("not run");

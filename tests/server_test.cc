@@ -2,6 +2,7 @@
 // peer on the same socket: every bad message is refused with a reason and
 // counted, and the federation still finishes.
 #include "server/server.h"
+#include "server/torch_runtime.h"
 
 #include <gtest/gtest.h>
 
@@ -109,7 +110,7 @@ TEST_F(ServerTest, HostilePeerIsRefusedAndRoundsFinish) {
   ServerOptions so = BaseOptions(out.path());
   so.round_deadline_seconds = 20;
   so.max_frame_bytes = 4 << 20;
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   const std::string endpoint = (*server)->endpoint();
   // Two honest clients on 300 samples each.
@@ -208,7 +209,7 @@ TEST_F(ServerTest, OversizedDeltasNeverTouchTheModel) {
   so.rounds = 2;
   so.round_deadline_seconds = 20;
   so.max_update_norm = 1e-6;  // every real delta is larger
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   AddClients(2, 100, "c", (*server)->endpoint(), ctx);
   std::atomic<bool> stop{false};
@@ -252,7 +253,7 @@ TEST_F(ServerTest, CompressedFederationKeepsTheMask) {
   so.sparsity = 0.8;
   so.downlink = wire::ValueFormat::kFp16;
   so.data_dir = test::MnistDir();
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   AddClients(2, 60, "c", (*server)->endpoint(), ctx);
   auto& sessions = sessions_;
@@ -306,7 +307,7 @@ TEST_F(ServerTest, ResumeMovesAnOldFormatRoundsCsvAside) {
   ASSERT_FL_OK(WriteFileAtomic(out.path() + "/rounds.csv", old_csv));
   ServerOptions so = BaseOptions(out.path());
   so.resume = true;
-  auto server = Server::Create(so, transport::CreateZmqContext());
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 3u);
   auto aside = ReadFile(out.path() + "/rounds.csv.old");
@@ -334,7 +335,7 @@ TEST_F(ServerTest, ResumeSkipsAnUnusableCheckpoint) {
   ASSERT_FL_OK(WriteFileAtomic(out.path() + "/rounds.csv", csv));
   ServerOptions so = BaseOptions(out.path());
   so.resume = true;
-  auto server = Server::Create(so, transport::CreateZmqContext());
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 4u);  // resumed after round 3
   // Round 4 runs again: its old row is gone, rounds 1-3 stay.
@@ -343,7 +344,7 @@ TEST_F(ServerTest, ResumeSkipsAnUnusableCheckpoint) {
   EXPECT_EQ(rows.back().round, 3);
   server->reset();
   test::WriteFile(path + ".1", "not a checkpoint");
-  auto refused = Server::Create(so, transport::CreateZmqContext());
+  auto refused = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().ToString().find("not finite"), std::string::npos)
       << refused.status().ToString();
@@ -355,13 +356,13 @@ TEST_F(ServerTest, RefusesATrainingConfigurationClientsWouldRefuse) {
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.train.block = 1u << 20;
-  auto server = Server::Create(so, transport::CreateZmqContext());
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FALSE(server.ok());
   EXPECT_NE(server.status().message().find("quantization block"), std::string::npos)
       << server.status().ToString();
   so = BaseOptions(out.path());
   so.train.momentum = 1.5;
-  EXPECT_FALSE(Server::Create(so, transport::CreateZmqContext()).ok());
+  EXPECT_FALSE(Server::Create(so, transport::CreateZmqContext(), TorchRuntime()).ok());
 }
 
 // A server with a key signs its checkpoints and resumes only from checkpoints
@@ -387,14 +388,14 @@ TEST_F(ServerTest, SwappedCheckpointIsRefused) {
   const SigningKey* refused[] = {nullptr, &*other_key};
   for (const SigningKey* key : refused) {
     write(key);
-    auto server = Server::Create(so, transport::CreateZmqContext());
+    auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
     ASSERT_FALSE(server.ok());
     EXPECT_TRUE(server.status().IsUnauthenticated()) << server.status().ToString();
     EXPECT_NE(server.status().message().find(key ? "another key" : "not signed"), std::string::npos)
         << server.status().ToString();
   }
   write(&*server_key);
-  auto server = Server::Create(so, transport::CreateZmqContext());
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 5u);
 }
@@ -437,13 +438,13 @@ TEST_F(ServerTest, RoundLogWrittenWithoutTheServersKeyIsNotReopened) {
   };
   for (const WalKey& forged : {WalKey(), WalKeyFor(&*other_key)}) {
     write_log(forged);
-    auto server = Server::Create(so, transport::CreateZmqContext());
+    auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
     ASSERT_FL_OK(server);
     EXPECT_FALSE(exists(log)) << "a log this server did not write was reopened";
     EXPECT_TRUE(exists(log + ".old"));
   }
   write_log(WalKeyFor(&*server_key));
-  auto server = Server::Create(so, transport::CreateZmqContext());
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FL_OK(server);
   EXPECT_TRUE(exists(log));  // its own log: reopened (its round runs next)
   EXPECT_FALSE(exists(log + ".old"));
@@ -460,12 +461,12 @@ TEST_F(ServerTest, ResumeRefusesAnotherSeed) {
   ServerOptions so = BaseOptions(out.path());
   so.resume = true;
   so.seed = 98;
-  auto refused = Server::Create(so, transport::CreateZmqContext());
+  auto refused = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("--seed 99"), std::string::npos)
       << refused.status().ToString();
   so.seed = 99;
-  auto server = Server::Create(so, transport::CreateZmqContext());
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 3u);
 }
@@ -559,7 +560,7 @@ struct RawPeer {
 // each round's metrics.
 struct RunningServer {
   RunningServer(const ServerOptions& so, std::shared_ptr<transport::Context> ctx) {
-    auto s = Server::Create(so, std::move(ctx));
+    auto s = Server::Create(so, std::move(ctx), TorchRuntime());
     EXPECT_FL_OK(s);
     if (!s.ok()) return;
     server = std::move(s).value();

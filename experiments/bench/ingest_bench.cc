@@ -24,6 +24,7 @@
 #include "crypto/message.h"
 #include "crypto/sha256.h"
 #include "server/server.h"
+#include "server/torch_runtime.h"
 
 namespace fl {
 namespace {
@@ -248,7 +249,7 @@ int Main(int argc, char** argv) {
     keys.server_curve = server_curve->public_key;
   }
   so.clients_dir = enroll_dir;
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
     return 1;

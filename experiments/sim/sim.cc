@@ -37,6 +37,7 @@
 #include "experiments/sim/adversary.h"
 #include "experiments/sim/sim_config.h"
 #include "server/server.h"
+#include "server/torch_runtime.h"
 
 namespace fl {
 namespace {
@@ -458,7 +459,7 @@ int Main(int argc, char** argv) {
   // Per virtual client: its DEALER, and with CURVE a handshake monitor (two
   // sockets inside ZeroMQ); plus the server's.
   auto ctx = transport::CreateZmqContext(std::max(1024, 4 * c.clients + 64));
-  auto server = Server::Create(so, ctx);
+  auto server = Server::Create(so, ctx, TorchRuntime());
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
     return 1;
