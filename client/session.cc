@@ -7,6 +7,7 @@
 #include <limits>
 #include <new>
 #include <thread>
+#include <variant>
 
 #include "common/clock.h"
 #include "common/quant_codec.h"
@@ -14,6 +15,7 @@
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
 #include "common/wire/serialize.h"
+#include "crypto/ingress.h"
 #include "crypto/message.h"
 
 namespace fl {
@@ -65,6 +67,10 @@ struct ClientSession::Impl {
   uint64_t task_round_floor{0};
   // Largest TASK payload accepted (Participant::TaskPayloadLimit, set by Start).
   size_t task_limit{std::numeric_limits<size_t>::max()};
+  // Bound and authenticate (set by Start): the TASK limit, and with a pinned
+  // server key, its signature on every message.
+  std::optional<Ed25519Verifier> server_verifier;
+  IngressPolicy ingress;
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
   double last_hello{-1e9};
@@ -185,7 +191,7 @@ struct ClientSession::Impl {
   // Takes the payload to free it as soon as it is decoded: a device holds as
   // few copies of the model at once as it can (RSS is measured in
   // experiments/BENCHMARKS.md).
-  Status HandleTask(const wire::Envelope& env, std::string payload) {
+  Status HandleTask(const wire::Envelope& env, VerifiedMessage& msg) {
     const double received_at = NowSeconds();
     if (held && held->round == env.round) {
       return Status::OK();  // trained already: its update waits for the grant
@@ -196,8 +202,8 @@ struct ClientSession::Impl {
       return Status::OK();
     }
     wire::Task task;
-    Status st = wire::Decode(payload, &task);
-    std::string().swap(payload);
+    Status st = msg.Decode(&task);
+    msg.ReleasePayload();
     if (!st.ok()) {
       Bad(st.ToString());
       return Status::OK();
@@ -307,37 +313,19 @@ struct ClientSession::Impl {
   // May take r.frames (a TASK's payload is moved out).
   Status Handle(transport::Received& r) {
     stats.bytes_received += r.bytes;
-    if (r.frame_count != 2) {
-      Bad("expected 2 frames, got " + std::to_string(r.frame_count));
+    // Bound, then authenticate (signature, then the payload's hash), then
+    // decode: only a VerifiedMessage is decoded (crypto/ingress.h).
+    auto verified =
+        Authenticate(r.frame_count, r.frames[0], &r.frames[1], r.peer_key, ingress, nullptr);
+    if (auto* refusal = std::get_if<Refusal>(&verified)) {
+      Bad((refusal->envelope
+               ? std::string(wire::MessageTypeName(refusal->envelope->type)) + " from server: "
+               : std::string()) +
+          refusal->reason + ": " + refusal->message);
       return Status::OK();
     }
-    // Bound, then authenticate (signature, then the payload's hash), then decode.
-    auto env = ParseMessage(r.frames[0], r.frames[1], o.max_frame_bytes);
-    if (!env.ok()) {
-      Bad(env.status().ToString());
-      return Status::OK();
-    }
-    const size_t limit =
-        env->type == wire::MessageType::kTask ? task_limit : wire::kMaxSmallPayloadBytes;
-    if (r.frames[1].size() > limit) {
-      Bad(std::string(wire::MessageTypeName(env->type)) + " payload of " +
-          std::to_string(r.frames[1].size()) + " bytes exceeds its limit of " +
-          std::to_string(limit));
-      return Status::OK();
-    }
-    if (o.server_key) {
-      // Authenticate before anything is decoded: a model must come from the
-      // pinned server.
-      Status st = VerifyMessageSignature(r.frames[0], *o.server_key);
-      if (!st.ok()) {
-        Bad(std::string(wire::MessageTypeName(env->type)) + " from server: " + st.message());
-        return Status::OK();
-      }
-    }
-    if (Status st = CheckPayloadDigest(*env, r.frames[1]); !st.ok()) {
-      Bad(std::string(wire::MessageTypeName(env->type)) + " from server: " + st.message());
-      return Status::OK();
-    }
+    VerifiedMessage& msg = std::get<VerifiedMessage>(verified);
+    const wire::Envelope* env = &msg.envelope();
     awaiting_since = -1;
     backoff = o.backoff_initial_seconds;
     switch (env->type) {
@@ -348,14 +336,14 @@ struct ClientSession::Impl {
         // An allocation that fails on a small device ends this TASK, not the
         // client: it says so and stays available for the next round.
         try {
-          return HandleTask(*env, std::move(r.frames[1]));
+          return HandleTask(*env, msg);
         } catch (const std::bad_alloc&) {
           Bad("out of memory handling the TASK of round " + std::to_string(env->round));
           return Status::OK();
         }
       case wire::MessageType::kAck: {
         wire::Reply reply;
-        if (wire::Decode(r.frames[1], &reply).ok()) {
+        if (msg.Decode(&reply).ok()) {
           if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
             stats.updates_accepted++;
           } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
@@ -373,7 +361,7 @@ struct ClientSession::Impl {
       }
       case wire::MessageType::kReject: {
         wire::Reply reply;
-        Status st = wire::Decode(r.frames[1], &reply);
+        Status st = msg.Decode(&reply);
         if (!st.ok()) {
           Bad(st.ToString());
           return Status::OK();
@@ -414,7 +402,7 @@ struct ClientSession::Impl {
           return Status::OK();
         }
         wire::Done d;
-        Status st = wire::Decode(r.frames[1], &d);
+        Status st = msg.Decode(&d);
         if (!st.ok()) {
           Bad(st.ToString());
           return Status::OK();
@@ -453,6 +441,22 @@ Status ClientSession::Start() {
   // Every TASK is bounded before it is hashed or decoded: by the model this
   // client trains, or the largest one it could be asked to.
   impl_->task_limit = impl_->client->TaskPayloadLimit();
+  Impl* s = impl_.get();
+  s->ingress.max_frame_bytes = s->o.max_frame_bytes;
+  s->ingress.payload_limit = [s](wire::MessageType t) {
+    return t == wire::MessageType::kTask ? s->task_limit : wire::kMaxSmallPayloadBytes;
+  };
+  if (s->o.server_key) {
+    auto verifier = Ed25519Verifier::Create(*s->o.server_key);
+    if (!verifier.ok()) return verifier.status().WithContext("the server's key");
+    s->server_verifier = *verifier;
+    // Whatever the sender calls itself, the pinned key must have signed it.
+    s->ingress.sender = [s](const std::string&) -> std::optional<KnownSender> {
+      KnownSender k;
+      k.verifier = &*s->server_verifier;
+      return k;
+    };
+  }
   return impl_->Connect();
 }
 

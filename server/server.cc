@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <variant>
 
 #include "common/clock.h"
 #include "common/dataset.h"
@@ -28,6 +29,7 @@
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
+#include "crypto/ingress.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
@@ -309,6 +311,9 @@ struct Server::Impl {
     std::optional<CurveKey> curve;
   };
   std::map<std::string, Enrolled> enrolled;
+  // Bound and authenticate (crypto/ingress.h): limits per type, and with an
+  // enrollment folder, the enrolled signer and, over CURVE, its transport key.
+  IngressPolicy ingress;
   std::unique_ptr<SigningKey> signer;
   // Authenticates the round log (from `signer`; none without a key).
   WalKey wal_key;
@@ -529,7 +534,7 @@ struct Server::Impl {
 
   // Handles one message; for UPDATEs, adds its time (from `received_at`, when
   // the receive started) and its digest + signature time to the round metrics.
-  void Handle(const transport::Received& rx, double received_at) {
+  void Handle(transport::Received& rx, double received_at) {
     double auth_seconds = 0;
     const wire::MessageType type = Dispatch(rx, &auth_seconds);
     if (type == wire::MessageType::kHello || type == wire::MessageType::kUpdate ||
@@ -553,67 +558,25 @@ struct Server::Impl {
   }
 
   // Returns the type of the message if its envelope decoded, else kUnknownType.
-  wire::MessageType Dispatch(const transport::Received& rx, double* auth_seconds) {
+  wire::MessageType Dispatch(transport::Received& rx, double* auth_seconds) {
     m.upload_bytes += rx.bytes;
-    // A name for log lines about a peer whose envelope gave no usable sender
-    // id; built only when such a message is refused.
-    auto who = [&rx] {
-      return "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000);
-    };
-    if (rx.frame_count != 2) {
-      Refuse(rx.peer, who(), kUnknownType, 0, "bad_frames",
-             "expected 2 frames (envelope, payload), got " + std::to_string(rx.frame_count));
-      return kUnknownType;
-    }
-    // Bound and authenticate before anything is decoded, cheapest check
-    // first: the envelope, the payload's size for its type, the signature
-    // (over the envelope, which carries the payload's digest), and only then
-    // the payload's hash.
-    auto env = ParseMessage(rx.frames[0], rx.frames[1], o.max_frame_bytes);
-    if (!env.ok()) {
-      Refuse(rx.peer, who(), kUnknownType, 0, "bad_envelope", env.status().message());
-      return kUnknownType;
-    }
-    const size_t limit = PayloadLimit(env->type);
-    if (rx.frames[1].size() > limit) {
-      Refuse(rx.peer, env->sender, env->type, env->round, "too_large",
-             std::string(wire::MessageTypeName(env->type)) + " payload of " +
-                 std::to_string(rx.frames[1].size()) + " bytes exceeds its limit of " +
-                 std::to_string(limit));
-      return env->type;
-    }
-    if (!o.clients_dir.empty()) {
-      // Enrolled sender, then its signature; only then is the payload decoded.
-      auto id = enrolled.find(env->sender);
-      if (id == enrolled.end()) {
-        Refuse(rx.peer, env->sender, env->type, env->round, "not_enrolled",
-               "node id is not in the enrollment folder");
-        return env->type;
+    // Bound and authenticate before anything is decoded (crypto/ingress.h).
+    auto verified =
+        Authenticate(rx.frame_count, rx.frames[0], &rx.frames[1], rx.peer_key, ingress,
+                     auth_seconds);
+    if (auto* refusal = std::get_if<Refusal>(&verified)) {
+      if (!refusal->envelope) {
+        // No usable sender id: a name for the log line.
+        Refuse(rx.peer, "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000),
+               kUnknownType, 0, refusal->reason, refusal->message);
+        return kUnknownType;
       }
-      const double t_sig = NowSeconds();
-      Status st = VerifyMessageSignature(rx.frames[0], id->second.verifier);
-      *auth_seconds += NowSeconds() - t_sig;
-      if (!st.ok()) {
-        Refuse(rx.peer, env->sender, env->type, env->round, "bad_signature", st.message());
-        return env->type;
-      }
-      // The signer must be the device at the other end of this connection:
-      // a message copied onto another device's connection is refused.
-      const auto& curve_key = id->second.curve;
-      if (!o.insecure && (!curve_key || rx.peer_key.size() != kCurveKeyBytes ||
-                          CRYPTO_memcmp(rx.peer_key.data(), curve_key->data(), kCurveKeyBytes))) {
-        Refuse(rx.peer, env->sender, env->type, env->round, "key_mismatch",
-               "signed by this node but sent over a connection authenticated as another device");
-        return env->type;
-      }
+      const wire::Envelope& e = *refusal->envelope;
+      Refuse(rx.peer, e.sender, e.type, e.round, refusal->reason, refusal->message);
+      return e.type;
     }
-    const double t_digest = NowSeconds();
-    Status digest = CheckPayloadDigest(*env, rx.frames[1]);
-    *auth_seconds += NowSeconds() - t_digest;
-    if (!digest.ok()) {
-      Refuse(rx.peer, env->sender, env->type, env->round, "bad_digest", digest.message());
-      return env->type;
-    }
+    const VerifiedMessage& msg = std::get<VerifiedMessage>(verified);
+    const wire::Envelope* env = &msg.envelope();
     if (finished) {
       SendDone(rx.peer, env->sender, env->type == wire::MessageType::kHello ? &*env : nullptr);
       return env->type;
@@ -633,13 +596,13 @@ struct Server::Impl {
           break;
         }
         if (env->type == wire::MessageType::kHello) {
-          HandleHello(rx.peer, *env, rx.frames[1]);
+          HandleHello(rx.peer, *env, msg);
         } else {
-          HandleReady(rx.peer, *env, rx.frames[1]);
+          HandleReady(rx.peer, *env, msg);
         }
         break;
       case wire::MessageType::kUpdate:
-        HandleUpdate(rx.peer, *env, rx.frames[1]);
+        HandleUpdate(rx.peer, *env, msg);
         break;
       default:
         Refuse(rx.peer, env->sender, env->type, env->round, "unexpected_type",
@@ -680,9 +643,9 @@ struct Server::Impl {
     return true;
   }
 
-  void HandleHello(const std::string& peer, const wire::Envelope& env, const std::string& payload) {
+  void HandleHello(const std::string& peer, const wire::Envelope& env, const VerifiedMessage& msg) {
     wire::Hello h;
-    Status st = wire::Decode(payload, &h);
+    Status st = msg.Decode(&h);
     if (!st.ok()) {
       Refuse(peer, env.sender, env.type, env.round, "bad_payload", st.message());
       return;
@@ -802,10 +765,10 @@ struct Server::Impl {
 
   // A participant's update is encoded: it may send it now ("granted"), or once
   // the update bytes on their way leave room ("queued", then "granted").
-  void HandleReady(const std::string& peer, const wire::Envelope& env, const std::string& payload) {
+  void HandleReady(const std::string& peer, const wire::Envelope& env, const VerifiedMessage& msg) {
     if (!FromPendingParticipant(peer, env)) return;
     wire::Ready ready;
-    Status st = wire::Decode(payload, &ready);
+    Status st = msg.Decode(&ready);
     if (!st.ok()) {
       Refuse(peer, env.sender, env.type, env.round, "bad_payload", st.message());
       return;
@@ -838,7 +801,7 @@ struct Server::Impl {
   }
 
   void HandleUpdate(const std::string& peer, const wire::Envelope& env,
-                    const std::string& payload) {
+                    const VerifiedMessage& msg) {
     if (collecting && first_update_time == 0) first_update_time = NowSeconds();
     const auto who = env.sender;
     if (!FromPendingParticipant(peer, env)) return;
@@ -854,7 +817,7 @@ struct Server::Impl {
       return;
     }
     wire::Update u;
-    Status st = wire::Decode(payload, &u);
+    Status st = msg.Decode(&u);
     if (!st.ok()) {
       RefuseAnswer(peer, who, env.round, "bad_payload", st.message());
       return;
@@ -1661,6 +1624,22 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         "--insecure");
   }
   FL_RETURN_IF_ERROR(impl->LoadEnrollment());
+  {
+    Impl* s = impl.get();
+    impl->ingress.max_frame_bytes = o.max_frame_bytes;
+    impl->ingress.payload_limit = [s](wire::MessageType t) { return s->PayloadLimit(t); };
+    if (!o.clients_dir.empty()) {
+      impl->ingress.sender = [s](const std::string& id) -> std::optional<KnownSender> {
+        auto it = s->enrolled.find(id);
+        if (it == s->enrolled.end()) return std::nullopt;
+        KnownSender k;
+        k.verifier = &it->second.verifier;
+        k.check_transport = !s->o.insecure;
+        if (it->second.curve) k.transport_key = *it->second.curve;
+        return k;
+      };
+    }
+  }
   transport::SocketOptions so;
   so.max_frame_bytes = o.max_frame_bytes;
   so.max_connections = impl->connection_cap = ConnectionCap(o.max_connections);
