@@ -43,8 +43,8 @@ std::variant<VerifiedMessage, Refusal> Authenticate(int frame_count, const std::
     }
     if (known->check_transport &&
         (!known->transport_key || transport_key.size() != known->transport_key->size() ||
-         CRYPTO_memcmp(transport_key.data(), known->transport_key->data(),
-                       transport_key.size()) != 0)) {
+         CRYPTO_memcmp(transport_key.data(), known->transport_key->data(), transport_key.size()) !=
+             0)) {
       if (auth_seconds) *auth_seconds += spent;
       return Refusal{
           "key_mismatch",

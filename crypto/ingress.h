@@ -61,8 +61,8 @@ class VerifiedMessage {
   void ReleasePayload() { std::string().swap(*payload_); }
 
  private:
-  friend std::variant<VerifiedMessage, Refusal> Authenticate(int, const std::string&,
-                                                             std::string*, const std::string&,
+  friend std::variant<VerifiedMessage, Refusal> Authenticate(int, const std::string&, std::string*,
+                                                             const std::string&,
                                                              const IngressPolicy&, double*);
   VerifiedMessage(wire::Envelope env, std::string* payload)
       : env_(std::move(env)), payload_(payload) {}

@@ -51,8 +51,8 @@ struct ModelRuntime {
   // An evaluator of `architecture` on the test split of the MNIST-format
   // folder `data_dir`, with `threads` intra-op threads. May be empty: then a
   // server asked to evaluate refuses to start.
-  std::function<Result<std::unique_ptr<Evaluator>>(
-      const std::string& architecture, const std::string& data_dir, int threads)>
+  std::function<Result<std::unique_ptr<Evaluator>>(const std::string& architecture,
+                                                   const std::string& data_dir, int threads)>
       make_evaluator;
 };
 

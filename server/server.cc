@@ -36,6 +36,7 @@
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
 #include "server/transfer_window.h"
+#include "server/update_check.h"
 #include "server/wal.h"
 
 namespace fl {
@@ -561,9 +562,8 @@ struct Server::Impl {
   wire::MessageType Dispatch(transport::Received& rx, double* auth_seconds) {
     m.upload_bytes += rx.bytes;
     // Bound and authenticate before anything is decoded (crypto/ingress.h).
-    auto verified =
-        Authenticate(rx.frame_count, rx.frames[0], &rx.frames[1], rx.peer_key, ingress,
-                     auth_seconds);
+    auto verified = Authenticate(rx.frame_count, rx.frames[0], &rx.frames[1], rx.peer_key, ingress,
+                                 auth_seconds);
     if (auto* refusal = std::get_if<Refusal>(&verified)) {
       if (!refusal->envelope) {
         // No usable sender id: a name for the log line.
@@ -810,97 +810,31 @@ struct Server::Impl {
     task_sends->Release(who);
     // From here on the sender was selected and has not answered: a refusal
     // counts as its answer for the round, so the round does not wait for it.
-    if (env.model_version != version) {
-      RefuseAnswer(peer, who, env.round, "wrong_base",
-                   "delta is from model " + ShortVersion(env.model_version) +
-                       ", round started from " + ShortVersion(version));
+    UpdateBounds bounds;
+    bounds.base = version;
+    bounds.global = &global;
+    bounds.kept_count = kept_count;
+    bounds.global_max_abs = global_max_abs;
+    bounds.train = &o.train;
+    bounds.registered = registered_at_selection[who];
+    bounds.weight_cap = weight_cap;
+    bounds.norm_bound = norm_bound;
+    bounds.norm_bound_source = o.max_update_norm > 0
+                                   ? "--max-update-norm"
+                                   : "--update-norm-factor x the starting model's L2 norm";
+    // Strategies whose step is not a convex combination of the deltas
+    // (momentum, adaptive, private) are held to the range when the round's
+    // step is applied.
+    bounds.step_scale = aggregator->convex_step_scale();
+    bounds.value_limit = ValueLimit();
+    auto checked = CheckUpdate(msg, bounds, &delta);
+    if (auto* refusal = std::get_if<Refusal>(&checked)) {
+      RefuseAnswer(peer, who, env.round, refusal->reason, refusal->message);
       return;
     }
-    wire::Update u;
-    Status st = msg.Decode(&u);
-    if (!st.ok()) {
-      RefuseAnswer(peer, who, env.round, "bad_payload", st.message());
-      return;
-    }
-    if (u.codec != wire::kCodecQuant) {
-      RefuseAnswer(peer, who, env.round, "bad_codec",
-                   "codec '" + Printable(u.codec) + "' not supported");
-      return;
-    }
-    // The weight: what the device trained on, never more than it registered
-    // with (its HELLO), and capped by the round (weight_cap).
-    const int64_t registered = registered_at_selection[who];
-    if (u.num_examples <= 0 || u.num_examples > registered) {
-      RefuseAnswer(peer, who, env.round, "bad_weight",
-                   "num_examples " + std::to_string(u.num_examples) + " is not in 1.." +
-                       std::to_string(registered) + " (what it registered with when selected)");
-      return;
-    }
-    if (!std::isfinite(u.train_loss) || !std::isfinite(u.train_seconds)) {
-      RefuseAnswer(peer, who, env.round, "bad_payload", "train loss or time is not finite");
-      return;
-    }
-    const int64_t weight = std::min(u.num_examples, weight_cap);
-    // The codec the TASK asked for, and nothing else.
-    QuantHeader qh;
-    st = QuantPeek(u.data, &qh);
-    if (!st.ok()) {
-      RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
-      return;
-    }
-    const wire::TrainConfig& tc = o.train;
-    if (qh.bits != tc.uplink_bits ||
-        (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding))) {
-      auto describe = [](int bits, uint32_t block, bool stochastic) {
-        return bits == 32 ? std::string("32-bit")
-                          : std::to_string(bits) + "-bit, blocks of " + std::to_string(block) +
-                                (stochastic ? ", stochastic" : ", nearest") + " rounding";
-      };
-      RefuseAnswer(peer, who, env.round, "wrong_codec",
-                   "delta is " + describe(qh.bits, qh.block, qh.stochastic) +
-                       "; the round asked for " +
-                       describe(tc.uplink_bits, tc.block, tc.stochastic_rounding));
-      return;
-    }
-    // Values at the kept positions only: the mask is shared state. Decoded
-    // values are finite (QuantDecode bounds every scale).
-    st = QuantDecode(u.data, kept_count, &delta);
-    if (!st.ok()) {
-      RefuseAnswer(peer, who, env.round, "bad_delta", st.message());
-      return;
-    }
-    double sq = 0;
-    float max_abs = 0;
-    for (float v : delta) {
-      sq += static_cast<double>(v) * v;
-      max_abs = std::max(max_abs, std::fabs(v));
-    }
-    const double norm = std::sqrt(sq);
-    if (norm_bound > 0 && !(norm <= norm_bound)) {
-      RefuseAnswer(
-          peer, who, env.round, "norm_too_large",
-          "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
-              std::to_string(norm_bound) +
-              (o.max_update_norm > 0 ? " (--max-update-norm)"
-                                     : " (--update-norm-factor x the starting model's L2 norm)"));
-      return;
-    }
-    // Applied alone, the update keeps every value in range; the average, a
-    // convex combination of such updates, then does too. A device that would
-    // push a value out of range is refused, not the round. (Strategies whose
-    // step is not such a combination, momentum and the adaptive ones, are
-    // held to the range when the round's step is applied.)
-    // (|g + lr d| <= max|g| + lr max|d|: only an update that could reach the
-    // limit is checked value by value.)
-    const double scale = aggregator->convex_step_scale();
-    if (Status range = global_max_abs + scale * max_abs <= ValueLimit() ? Status::OK()
-                                                                        : CheckUpdateRange(scale);
-        !range.ok()) {
-      RefuseAnswer(peer, who, env.round, "out_of_range", range.message());
-      return;
-    }
+    AcceptedUpdate& u = std::get<AcceptedUpdate>(checked);
     // Logged now, acknowledged once the log is durable (CommitAcks).
-    auto entry = wal->Append(who, weight, u.train_loss, u.train_seconds, u.data);
+    auto entry = wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta);
     if (!entry.ok()) {
       wal_error = entry.status();
       return;
@@ -909,8 +843,8 @@ struct Server::Impl {
     pending.erase(who);
     unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
     m.participants++;
-    m.max_delta_norm = std::max(m.max_delta_norm, norm);
-    m.delta_bytes += u.data.size();
+    m.max_delta_norm = std::max(m.max_delta_norm, u.norm);
+    m.delta_bytes += u.encoded_delta.size();
     m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
     train_loss_sum += u.train_loss;
     last_accept_time = NowSeconds();
@@ -1022,25 +956,6 @@ struct Server::Impl {
   }
 
   std::string WalPath() const { return o.out_dir.empty() ? "" : o.out_dir + "/round.wal"; }
-
-  // OK when global + scale * delta (the decoded `delta`) is within
-  // ValueLimit() at every kept position.
-  Status CheckUpdateRange(double scale) const {
-    const double limit = ValueLimit();
-    size_t j = 0;
-    for (const auto& t : global.tensors) {
-      for (size_t k = 0; k < t.values.size(); ++k) {
-        if (!t.mask.empty() && !t.mask[k]) continue;
-        const double v = t.values[k] + scale * static_cast<double>(delta[j++]);
-        if (!(std::fabs(v) <= limit)) {
-          return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name +
-                                         "' would become " + std::to_string(v) +
-                                         ", beyond --max-param-value " + std::to_string(limit));
-        }
-      }
-    }
-    return Status::OK();
-  }
 
   // Stops waiting for selected clients whose TASK could not be sent and that
   // have not come back (a HELLO on a new connection) within client_timeout: a
@@ -1609,8 +1524,9 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
 
   if (!o.data_dir.empty()) {
     if (!runtime.make_evaluator) {
-      return Status::InvalidArgument("this server cannot evaluate (no evaluator); run without a "
-                                     "test set (--no-eval)");
+      return Status::InvalidArgument(
+          "this server cannot evaluate (no evaluator); run without a "
+          "test set (--no-eval)");
     }
     auto evaluator = runtime.make_evaluator(o.model, o.data_dir, o.eval_threads);
     if (!evaluator.ok()) return evaluator.status();

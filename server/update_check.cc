@@ -1,0 +1,112 @@
+#include "server/update_check.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/quant_codec.h"
+#include "common/text.h"
+#include "crypto/message.h"
+
+namespace fl {
+namespace {
+
+Refusal Refuse(const VerifiedMessage& msg, std::string reason, std::string message) {
+  return Refusal{std::move(reason), std::move(message), msg.envelope()};
+}
+
+std::string DescribeCodec(int bits, uint32_t block, bool stochastic) {
+  return bits == 32 ? std::string("32-bit")
+                    : std::to_string(bits) + "-bit, blocks of " + std::to_string(block) +
+                          (stochastic ? ", stochastic" : ", nearest") + " rounding";
+}
+
+}  // namespace
+
+std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, const UpdateBounds& b,
+                                                  std::vector<float>* delta) {
+  const wire::Envelope& env = msg.envelope();
+  if (env.model_version != b.base) {
+    return Refuse(msg, "wrong_base",
+                  "delta is from model " + ShortVersion(env.model_version) +
+                      ", round started from " + ShortVersion(b.base));
+  }
+  wire::Update u;
+  if (Status st = msg.Decode(&u); !st.ok()) return Refuse(msg, "bad_payload", st.message());
+  if (u.codec != wire::kCodecQuant) {
+    return Refuse(msg, "bad_codec", "codec '" + Printable(u.codec) + "' not supported");
+  }
+  // The weight: what the device trained on, never more than it registered
+  // with (its HELLO), and capped by the round.
+  if (u.num_examples <= 0 || u.num_examples > b.registered) {
+    return Refuse(msg, "bad_weight",
+                  "num_examples " + std::to_string(u.num_examples) + " is not in 1.." +
+                      std::to_string(b.registered) + " (what it registered with when selected)");
+  }
+  if (!std::isfinite(u.train_loss) || !std::isfinite(u.train_seconds)) {
+    return Refuse(msg, "bad_payload", "train loss or time is not finite");
+  }
+  // The codec the TASK asked for, and nothing else.
+  QuantHeader qh;
+  if (Status st = QuantPeek(u.data, &qh); !st.ok()) {
+    return Refuse(msg, "bad_delta", st.message());
+  }
+  const wire::TrainConfig& tc = *b.train;
+  if (qh.bits != tc.uplink_bits ||
+      (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding))) {
+    return Refuse(msg, "wrong_codec",
+                  "delta is " + DescribeCodec(qh.bits, qh.block, qh.stochastic) +
+                      "; the round asked for " +
+                      DescribeCodec(tc.uplink_bits, tc.block, tc.stochastic_rounding));
+  }
+  // Values at the kept positions only: the mask is shared state. Decoded
+  // values are finite (QuantDecode bounds every scale).
+  if (Status st = QuantDecode(u.data, b.kept_count, delta); !st.ok()) {
+    return Refuse(msg, "bad_delta", st.message());
+  }
+  double sq = 0;
+  float max_abs = 0;
+  for (float v : *delta) {
+    sq += static_cast<double>(v) * v;
+    max_abs = std::max(max_abs, std::fabs(v));
+  }
+  const double norm = std::sqrt(sq);
+  if (b.norm_bound > 0 && !(norm <= b.norm_bound)) {
+    return Refuse(msg, "norm_too_large",
+                  "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
+                      std::to_string(b.norm_bound) + " (" + b.norm_bound_source + ")");
+  }
+  // |g + s d| <= max|g| + s max|d|: only an update that could reach the limit
+  // is checked value by value.
+  if (b.step_scale > 0 && !(b.global_max_abs + b.step_scale * max_abs <= b.value_limit)) {
+    if (Status range = CheckUpdateRange(*b.global, *delta, b.step_scale, b.value_limit);
+        !range.ok()) {
+      return Refuse(msg, "out_of_range", range.message());
+    }
+  }
+  AcceptedUpdate a;
+  a.weight = std::min(u.num_examples, b.weight_cap);
+  a.train_loss = u.train_loss;
+  a.train_seconds = u.train_seconds;
+  a.norm = norm;
+  a.encoded_delta = std::move(u.data);
+  return a;
+}
+
+Status CheckUpdateRange(const ModelState& global, const std::vector<float>& delta, double scale,
+                        double limit) {
+  size_t j = 0;
+  for (const auto& t : global.tensors) {
+    for (size_t k = 0; k < t.values.size(); ++k) {
+      if (!t.mask.empty() && !t.mask[k]) continue;
+      const double v = t.values[k] + scale * static_cast<double>(delta[j++]);
+      if (!(std::fabs(v) <= limit)) {
+        return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name +
+                                       "' would become " + std::to_string(v) +
+                                       ", beyond --max-param-value " + std::to_string(limit));
+      }
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace fl

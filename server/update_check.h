@@ -1,0 +1,74 @@
+// The checks an UPDATE passes before the server logs it: a pure function of
+// the verified message and the round's bounds (no socket, no registry, no
+// round state), so every refusal is testable on its own.
+//
+// In order: the delta starts from the round's model; the payload decodes; the
+// codec is the one the TASK asked for; the weight is within what the device
+// registered with (and is capped by the round); training loss and time are
+// finite; the delta decodes to exactly the model's kept values; its L2 norm is
+// within the round's bound; and, when the strategy's step is a convex
+// combination of the deltas, applying it alone keeps every value of the model
+// within range (then the aggregate does too).
+#ifndef FEDGE_SERVER_UPDATE_CHECK_H_
+#define FEDGE_SERVER_UPDATE_CHECK_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/model_state.h"
+#include "common/wire/messages.h"
+#include "crypto/ingress.h"
+
+namespace fl {
+
+// The round's bounds on an update.
+struct UpdateBounds {
+  // The version of the round's global model.
+  std::array<uint8_t, 32> base{};
+  // The global model (for the range check) and its kept values.
+  const ModelState* global{nullptr};
+  size_t kept_count{0};
+  double global_max_abs{0};
+  // What the TASK asked for: codec bits, block, rounding.
+  const wire::TrainConfig* train{nullptr};
+  // Examples the device registered with when selected, and the round's cap.
+  int64_t registered{0};
+  int64_t weight_cap{0};
+  // Bound on the delta's L2 norm (0 = none), and the flag that set it (for
+  // the refusal's message).
+  double norm_bound{0};
+  const char* norm_bound_source{""};
+  // The strategy's convex step scale (Aggregator::convex_step_scale; 0 = no
+  // per-update range check) and the largest magnitude a value may take.
+  double step_scale{0};
+  float value_limit{0};
+};
+
+// An update that passed: what the round log keeps, and its delta's norm.
+struct AcceptedUpdate {
+  int64_t weight{0};  // capped
+  double train_loss{0};
+  double train_seconds{0};
+  double norm{0};
+  std::string encoded_delta;
+};
+
+// Checks `msg` (an UPDATE) against `bounds`; decodes the delta into `*delta`
+// (a reused buffer). A Refusal carries the REJECT reason: wrong_base,
+// bad_payload, bad_codec, bad_weight, bad_delta, wrong_codec, norm_too_large,
+// out_of_range.
+std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg,
+                                                  const UpdateBounds& bounds,
+                                                  std::vector<float>* delta);
+
+// OK when global + scale * delta is within `limit` at every kept position;
+// InvalidArgument naming the first value that is not.
+Status CheckUpdateRange(const ModelState& global, const std::vector<float>& delta, double scale,
+                        double limit);
+
+}  // namespace fl
+
+#endif  // FEDGE_SERVER_UPDATE_CHECK_H_

@@ -1,0 +1,174 @@
+// CheckUpdate, the server's checks of an UPDATE, one refusal at a time; and
+// Authenticate, the only way to a VerifiedMessage.
+#include "server/update_check.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "common/quant_codec.h"
+#include "common/wire/serialize.h"
+#include "crypto/ed25519.h"
+#include "crypto/message.h"
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+class UpdateCheckTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    global_.architecture = "toy";
+    global_.tensors.push_back({"w", {4}, {1, 0, -1, 0.5f}, {1, 0, 1, 1}});  // 3 kept
+    train_.uplink_bits = 32;
+    bounds_.base = ModelVersion(global_);
+    bounds_.global = &global_;
+    bounds_.kept_count = 3;
+    bounds_.global_max_abs = 1;
+    bounds_.train = &train_;
+    bounds_.registered = 100;
+    bounds_.weight_cap = 50;
+    bounds_.norm_bound = 10;
+    bounds_.norm_bound_source = "--max-update-norm";
+    bounds_.step_scale = 1;
+    bounds_.value_limit = 100;
+  }
+
+  // An UPDATE of `delta` (32-bit) claiming `examples`, from `base`.
+  void Make(std::vector<float> delta, int64_t examples = 80, std::string codec = "q") {
+    QuantOptions q;
+    q.bits = 32;
+    wire::Update u{examples, 0.5, 2.0, codec, QuantEncode(delta.data(), delta.size(), q)};
+    wire::Envelope env;
+    env.type = wire::MessageType::kUpdate;
+    env.sender = "dev";
+    env.round = 1;
+    env.model_version = base_;
+    SealedMessage m = SealMessage(env, wire::Encode(u));
+    envelope_ = m.envelope;
+    payload_ = m.payload;
+  }
+
+  // Runs Authenticate then CheckUpdate; returns the refusal reason ("" = accepted).
+  std::string Check(AcceptedUpdate* out = nullptr) {
+    IngressPolicy policy;
+    auto v = Authenticate(2, envelope_, &payload_, "", policy, nullptr);
+    if (auto* r = std::get_if<Refusal>(&v)) return "ingress:" + r->reason;
+    auto c = CheckUpdate(std::get<VerifiedMessage>(v), bounds_, &delta_);
+    if (auto* r = std::get_if<Refusal>(&c)) {
+      message_ = r->message;
+      return r->reason;
+    }
+    if (out) *out = std::get<AcceptedUpdate>(c);
+    return "";
+  }
+
+  ModelState global_;
+  wire::TrainConfig train_;
+  UpdateBounds bounds_;
+  std::array<uint8_t, 32> base_ = {};
+  std::string envelope_, payload_, message_;
+  std::vector<float> delta_;
+};
+
+TEST_F(UpdateCheckTest, AGoodUpdateIsAcceptedWithItsWeightCapped) {
+  base_ = bounds_.base;
+  Make({3, 4, 0});
+  AcceptedUpdate a;
+  ASSERT_EQ(Check(&a), "");
+  EXPECT_EQ(a.weight, 50);  // 80 claimed, capped at 50
+  EXPECT_DOUBLE_EQ(a.norm, 5.0);
+  EXPECT_EQ(delta_, (std::vector<float>{3, 4, 0}));
+  EXPECT_DOUBLE_EQ(a.train_loss, 0.5);
+}
+
+TEST_F(UpdateCheckTest, EachRefusalHasItsReason) {
+  Make({1, 1, 1});  // base_ all zeros: another model
+  EXPECT_EQ(Check(), "wrong_base");
+  base_ = bounds_.base;
+  Make({1, 1, 1}, 101);
+  EXPECT_EQ(Check(), "bad_weight");
+  EXPECT_NE(message_.find("1..100"), std::string::npos) << message_;
+  Make({1, 1, 1}, 0);
+  EXPECT_EQ(Check(), "bad_weight");
+  Make({1, 1, 1}, 10, "zstd");
+  EXPECT_EQ(Check(), "bad_codec");
+  Make({1, 1});  // two values for three kept
+  EXPECT_EQ(Check(), "bad_delta");
+  Make({30, 40, 0});  // norm 50 > 10
+  EXPECT_EQ(Check(), "norm_too_large");
+  EXPECT_NE(message_.find("--max-update-norm"), std::string::npos);
+  bounds_.norm_bound = 0;
+  bounds_.value_limit = 20;
+  Make({30, 0, 0});  // 1 + 30 > 20
+  EXPECT_EQ(Check(), "out_of_range");
+  bounds_.step_scale = 0;  // a strategy without the per-update check
+  EXPECT_EQ(Check(), "");
+  train_.uplink_bits = 8;
+  EXPECT_EQ(Check(), "wrong_codec");
+  EXPECT_NE(message_.find("the round asked for 8-bit"), std::string::npos) << message_;
+  // Not a decodable UPDATE at all.
+  wire::Envelope env;
+  env.type = wire::MessageType::kUpdate;
+  env.sender = "dev";
+  env.model_version = base_;
+  SealedMessage m = SealMessage(env, "garbage");
+  envelope_ = m.envelope;
+  payload_ = m.payload;
+  EXPECT_EQ(Check(), "bad_payload");
+}
+
+TEST_F(UpdateCheckTest, IngressRefusesBeforeAnythingIsDecoded) {
+  base_ = bounds_.base;
+  Make({1, 1, 1});
+  IngressPolicy policy;
+  // Frame count, then a flipped payload byte (digest).
+  EXPECT_EQ(std::get<Refusal>(Authenticate(3, envelope_, &payload_, "", policy, nullptr)).reason,
+            "bad_frames");
+  std::string flipped = payload_;
+  flipped[flipped.size() / 2] ^= 1;
+  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &flipped, "", policy, nullptr)).reason,
+            "bad_digest");
+  // Size limit by type.
+  policy.payload_limit = [](wire::MessageType) { return size_t{10}; };
+  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &payload_, "", policy, nullptr)).reason,
+            "too_large");
+  policy.payload_limit = nullptr;
+  // With senders: unknown, unsigned, signed by another key, over another
+  // device's transport key, and finally right.
+  auto generated = SigningKey::Generate();
+  ASSERT_FL_OK(generated);
+  const SigningKey& key = *generated;
+  auto verifier = Ed25519Verifier::Create(key.public_key());
+  ASSERT_FL_OK(verifier);
+  bool known = false;
+  KnownSender sender;
+  sender.verifier = &*verifier;
+  policy.sender = [&](const std::string&) -> std::optional<KnownSender> {
+    if (!known) return std::nullopt;
+    return sender;
+  };
+  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &payload_, "", policy, nullptr)).reason,
+            "not_enrolled");
+  known = true;
+  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &payload_, "", policy, nullptr)).reason,
+            "bad_signature");
+  auto env = wire::DecodeEnvelope(envelope_);
+  ASSERT_FL_OK(env);
+  SealedMessage signed_msg = SealMessage(*env, payload_, &key);
+  sender.check_transport = true;
+  sender.transport_key = std::array<uint8_t, 32>{};
+  const std::string other(32, '\x07');
+  EXPECT_EQ(
+      std::get<Refusal>(Authenticate(2, signed_msg.envelope, &payload_, other, policy, nullptr))
+          .reason,
+      "key_mismatch");
+  const std::string own(32, '\0');
+  auto ok = Authenticate(2, signed_msg.envelope, &payload_, own, policy, nullptr);
+  ASSERT_TRUE(std::holds_alternative<VerifiedMessage>(ok));
+  wire::Update u;
+  EXPECT_FL_OK(std::get<VerifiedMessage>(ok).Decode(&u));
+}
+
+}  // namespace
+}  // namespace fl
