@@ -35,6 +35,7 @@
 #include "crypto/sha256.h"
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
+#include "server/run_store.h"
 #include "server/transfer_window.h"
 #include "server/update_check.h"
 #include "server/wal.h"
@@ -144,10 +145,6 @@ int ConnectionCap(int wanted) {
   return room;
 }
 
-// Looks at the rounds.csv of an earlier run in `out_dir`: one written with
-// other columns is moved aside to rounds.csv.old (rows of two layouts in one
-// file would not parse), and rounds the checkpoint is ahead of (the server
-// stopped after their checkpoint, before their evaluation finished) are named.
 // L2 norm of a model's kept values (pruned values are 0).
 double KeptNorm(const ModelState& m) {
   double sq = 0;
@@ -155,51 +152,6 @@ double KeptNorm(const ModelState& m) {
     for (float v : t.values) sq += static_cast<double>(v) * v;
   }
   return std::sqrt(sq);
-}
-
-// Returns the last round with a row (0 when none).
-uint64_t CheckRoundsCsv(const std::string& out_dir, uint64_t checkpoint_round,
-                        const std::string& columns) {
-  const std::string path = out_dir + "/rounds.csv";
-  auto text = ReadFile(path);
-  if (!text.ok() || text->empty()) return 0;
-  const std::string header = text->substr(0, text->find('\n'));
-  if (header != columns) {
-    const std::string aside = path + ".old";
-    if (std::rename(path.c_str(), aside.c_str()) == 0) {
-      spdlog::warn("{} has other columns (an older fl-server wrote it); moved it to {}", path,
-                   aside);
-    }
-    return 0;
-  }
-  // Rows of rounds after the checkpoint (resumed from an older generation):
-  // those rounds run again, so their old rows go.
-  std::string kept = header + "\n";
-  uint64_t last = 0;
-  size_t dropped = 0;
-  for (size_t pos = header.size() + 1; pos < text->size();) {
-    size_t end = text->find('\n', pos);
-    if (end == std::string::npos) end = text->size();
-    const uint64_t r = std::strtoull(text->c_str() + pos, nullptr, 10);
-    if (r <= checkpoint_round) {
-      kept.append(*text, pos, end - pos).push_back('\n');
-      last = std::max(last, r);
-    } else {
-      ++dropped;
-    }
-    pos = end + 1;
-  }
-  if (dropped > 0) {
-    Status st = WriteFileAtomic(path, kept);
-    if (st.ok()) {
-      spdlog::warn(
-          "{}: removed {} row(s) of rounds after the checkpoint's round {}; they run again", path,
-          dropped, checkpoint_round);
-    } else {
-      spdlog::error("{}: {}", path, st.ToString());
-    }
-  }
-  return last;
 }
 
 }  // namespace
@@ -316,6 +268,8 @@ struct Server::Impl {
   // enrollment folder, the enrolled signer and, over CURVE, its transport key.
   IngressPolicy ingress;
   std::unique_ptr<SigningKey> signer;
+  // rounds.csv, checkpoints, the round log and global.flm (--out).
+  std::unique_ptr<RunStore> store;
   // Authenticates the round log (from `signer`; none without a key).
   WalKey wal_key;
   std::shared_ptr<Admission> admission = std::make_shared<Admission>();
@@ -955,7 +909,7 @@ struct Server::Impl {
     }
   }
 
-  std::string WalPath() const { return o.out_dir.empty() ? "" : o.out_dir + "/round.wal"; }
+  std::string WalPath() const { return store->WalPath(); }
 
   // Stops waiting for selected clients whose TASK could not be sent and that
   // have not come back (a HELLO on a new connection) within client_timeout: a
@@ -1073,7 +1027,7 @@ struct Server::Impl {
       }
       const RoundMetrics rm = std::move(c.m);
       unreported.pop_front();
-      FL_RETURN_IF_ERROR(AppendCsv(rm));
+      FL_RETURN_IF_ERROR(store->AppendRow(rm));
       if (summary) {
         summary->upload_bytes += rm.upload_bytes;
         summary->download_bytes += rm.download_bytes;
@@ -1169,40 +1123,6 @@ struct Server::Impl {
       }
     }
     return n;
-  }
-
-  Status AppendCsv(const RoundMetrics& rm) {
-    if (o.out_dir.empty()) return Status::OK();
-    const std::string path = o.out_dir + "/rounds.csv";
-    struct stat st;
-    const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
-    FILE* f = std::fopen(path.c_str(), "a");
-    if (!f) return Status::IOError(path, "cannot open for append");
-    if (!exists) std::fprintf(f, "%s\n", RoundsCsvHeader(o.privacy.enabled()).c_str());
-    // Rounds without evaluation leave the accuracy and loss fields empty.
-    char acc_s[32] = "", loss_s[32] = "";
-    if (!std::isnan(rm.test_accuracy)) {
-      std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
-      std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
-    }
-    std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f,%.6g",
-                 static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
-                 static_cast<unsigned long long>(rm.upload_bytes),
-                 static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
-                 rm.eval_seconds, rm.max_delta_norm);
-    if (o.privacy.enabled()) {
-      // Empty for a row restored without it (its round's accountant is gone).
-      if (std::isnan(rm.epsilon)) {
-        std::fprintf(f, ",");
-      } else {
-        std::fprintf(f, ",%.6g", rm.epsilon);
-      }
-    }
-    std::fprintf(f, "\n");
-    std::fflush(f);
-    ::fsync(fileno(f));
-    std::fclose(f);
-    return Status::OK();
   }
 
   Status RunRound(uint64_t r, const std::atomic<bool>* stop, bool* abandoned) {
@@ -1329,7 +1249,8 @@ struct Server::Impl {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
     }
     round = r;
-    if (!o.out_dir.empty()) {
+    wal.reset();
+    if (store->writes()) {
       // The checkpoint is the round's commit point: once it is written the
       // log is spent, and global.flm is derived from it (rewritten on resume).
       m.round_seconds = NowSeconds() - t0;
@@ -1337,17 +1258,7 @@ struct Server::Impl {
           round, o.seed, global, reference_norm, {}, aggregator->name(), aggregator->SaveState()};
       for (const auto& u : unreported) c.pending_rows.push_back(RowOf(u.m));
       c.pending_rows.push_back(RowOf(m));
-      FL_RETURN_IF_ERROR(WriteCheckpoint(o.out_dir + "/checkpoint.fl", c, signer.get()));
-      MaybeCrash("checkpoint", r);
-      wal.reset();
-      std::remove(WalPath().c_str());
-      MaybeCrash("log_removed", r);
-      // The model as it leaves the server: a model file, signed when the
-      // server has a key (fl-compress inspect --signer checks it).
-      FL_RETURN_IF_ERROR(WriteModelFile(o.out_dir + "/global.flm", global, {}, signer.get()));
-      MaybeCrash("model_file", r);
-    } else {
-      wal.reset();
+      FL_RETURN_IF_ERROR(store->Commit(c, [this, r](const char* step) { MaybeCrash(step, r); }));
     }
     m.round_seconds = NowSeconds() - t0;
     m.test_accuracy = m.test_loss = std::nan("");
@@ -1434,9 +1345,6 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   uint64_t last_row = 0;  // of rounds.csv, when resuming
   std::vector<Checkpoint::Row> owed_rows;
 
-  if (!o.out_dir.empty()) {
-    FL_RETURN_IF_ERROR(CreateDirectories(o.out_dir));
-  }
   // The server's identity first: it signs checkpoints, and a server with a key
   // resumes only from checkpoints it signed.
   std::optional<CurveKeyPair> curve;  // the transport's keys (not kept: the socket has them)
@@ -1449,11 +1357,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     spdlog::info("signing with key {} (node id {})", o.key_path,
                  NodeId(impl->signer->public_key()));
   }
+  impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), impl->signer.get());
+  FL_RETURN_IF_ERROR(impl->store->Prepare());
   if (o.resume) {
     if (o.out_dir.empty()) return Status::InvalidArgument("--resume needs an output folder");
     std::string used;
     std::vector<std::string> refused;
-    auto c = ReadNewestCheckpoint(o.out_dir + "/checkpoint.fl", &used, &refused,
+    auto c = ReadNewestCheckpoint(impl->store->CheckpointPath(), &used, &refused,
                                   impl->signer ? &impl->signer->public_key() : nullptr);
     for (const auto& why : refused) {
       spdlog::error("checkpoint not usable: {}", why);
@@ -1485,7 +1395,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       impl->round = c->round;
       impl->reference_norm = c->reference_norm;
       resumed = true;
-      last_row = CheckRoundsCsv(o.out_dir, impl->round, RoundsCsvHeader(o.privacy.enabled()));
+      last_row = impl->store->ReconcileRows(impl->round);
       owed_rows = c->pending_rows;
       if (!refused.empty()) {
         spdlog::warn("resuming from an older checkpoint generation, {}", used);
@@ -1609,8 +1519,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     // global.flm is derived from the checkpoint: rewrite it, in case the
     // server stopped between the two.
     if (resumed) {
-      FL_RETURN_IF_ERROR(
-          WriteModelFile(o.out_dir + "/global.flm", impl->global, {}, impl->signer.get()));
+      FL_RETURN_IF_ERROR(impl->store->WriteModel(impl->global));
       impl->RestorePendingRows(owed_rows, last_row);
     }
   }
