@@ -315,8 +315,7 @@ struct ClientSession::Impl {
     stats.bytes_received += r.bytes;
     // Bound, then authenticate (signature, then the payload's hash), then
     // decode: only a VerifiedMessage is decoded (crypto/ingress.h).
-    auto verified =
-        Authenticate(r.frame_count, r.frames[0], &r.frames[1], r.peer_key, ingress, nullptr);
+    auto verified = Authenticate(r.frame_count, &r.frames, r.peer_key, ingress, nullptr);
     if (auto* refusal = std::get_if<Refusal>(&verified)) {
       Bad((refusal->envelope
                ? std::string(wire::MessageTypeName(refusal->envelope->type)) + " from server: "

@@ -7,16 +7,18 @@
 
 namespace fl {
 
-std::variant<VerifiedMessage, Refusal> Authenticate(int frame_count, const std::string& envelope,
-                                                    std::string* payload,
+std::variant<VerifiedMessage, Refusal> Authenticate(size_t frame_count,
+                                                    std::vector<std::string>* frames,
                                                     const std::string& transport_key,
                                                     const IngressPolicy& policy,
                                                     double* auth_seconds) {
-  if (frame_count != 2) {
+  if (frame_count != 2 || frames->size() != 2) {
     return Refusal{"bad_frames",
                    "expected 2 frames (envelope, payload), got " + std::to_string(frame_count),
                    std::nullopt};
   }
+  const std::string& envelope = (*frames)[0];
+  std::string* payload = &(*frames)[1];
   auto env = ParseMessage(envelope, *payload, policy.max_frame_bytes);
   if (!env.ok()) return Refusal{"bad_envelope", env.status().message(), std::nullopt};
   const size_t limit =

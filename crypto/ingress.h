@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "common/status.h"
 #include "common/wire/envelope.h"
@@ -39,8 +40,14 @@ struct Refusal {
 
 struct IngressPolicy;
 class VerifiedMessage;
-std::variant<VerifiedMessage, Refusal> Authenticate(int frame_count, const std::string& envelope,
-                                                    std::string* payload,
+// Bound and authenticate a received message: the sender sent `frame_count`
+// frames, of which `*frames` holds those received; frame 0 is the envelope,
+// frame 1 the payload (which the VerifiedMessage refers to). It came over a
+// connection whose authenticated transport key is `transport_key` (empty for
+// plaintext). `*auth_seconds` (may be null) gets the time spent on the
+// signature and the digest added.
+std::variant<VerifiedMessage, Refusal> Authenticate(size_t frame_count,
+                                                    std::vector<std::string>* frames,
                                                     const std::string& transport_key,
                                                     const IngressPolicy& policy,
                                                     double* auth_seconds);
@@ -61,7 +68,7 @@ class VerifiedMessage {
   void ReleasePayload() { std::string().swap(*payload_); }
 
  private:
-  friend std::variant<VerifiedMessage, Refusal> Authenticate(int, const std::string&, std::string*,
+  friend std::variant<VerifiedMessage, Refusal> Authenticate(size_t, std::vector<std::string>*,
                                                              const std::string&,
                                                              const IngressPolicy&, double*);
   VerifiedMessage(wire::Envelope env, std::string* payload)
@@ -91,13 +98,6 @@ struct IngressPolicy {
   // identities); the payload digest is still checked.
   std::function<std::optional<KnownSender>(const std::string& sender)> sender;
 };
-
-// Bound and authenticate a received message: `frame_count` frames, frame 0
-// `envelope`, frame 1 `*payload` (which the VerifiedMessage refers to),
-// received over a connection whose authenticated transport key is
-// `transport_key` (empty for plaintext). `*auth_seconds` (when given) gets the
-// time spent on the signature and the digest added.
-// (Declared above; `auth_seconds` may be null.)
 
 }  // namespace fl
 

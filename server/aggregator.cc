@@ -154,6 +154,12 @@ class StrategyAggregator final : public Aggregator {
     std::vector<float> m = m_, v = v_;
     std::vector<double> step;
     ServerStep(kind_.optimizer, o_, lr_, d, &m, &v, &step);
+    for (size_t i = 0; i < m.size(); ++i) {
+      if (!std::isfinite(m[i]) || (!v.empty() && !std::isfinite(v[i]))) {
+        return Status::InvalidArgument("the optimizer's moments would not be finite at value " +
+                                       std::to_string(i));
+      }
+    }
     FL_RETURN_IF_ERROR(AddScaledKept(model, step, 1.0, max_abs));
     m_ = std::move(m);
     v_ = std::move(v);
@@ -188,7 +194,16 @@ class StrategyAggregator final : public Aggregator {
   Status LoadState(const std::string& state, size_t num_values) override {
     m_.clear();
     v_.clear();
-    if (state.empty()) return Status::OK();  // no round aggregated yet
+    if (state.empty()) {
+      // A private run's checkpoints always hold its accountant: an empty
+      // state is a run that released rounds without noise.
+      if (dp_.enabled()) {
+        return Status::InvalidArgument(
+            "the checkpoint is of a run without differential privacy; its privacy cannot be "
+            "accounted for from here");
+      }
+      return Status::OK();  // no round aggregated yet
+    }
     if (state.size() < 17 || std::memcmp(state.data(), kStateMagic, 4) != 0) {
       return Status::InvalidArgument("strategy state is not a fedge strategy state");
     }
@@ -282,7 +297,13 @@ class StrategyAggregator final : public Aggregator {
   // participants; then the optimizer's step. The round is charged to the
   // accountant whatever happens to the step (its noise was drawn for release).
   Status FinishPrivate(ModelState* model, float max_abs) {
-    const double expected = std::max(info_.expected_participants, 1e-9);
+    const double expected = info_.expected_participants;
+    if (!(expected > 0)) {
+      // (A round log from before the population was recorded.)
+      return Status::InvalidArgument(
+          "a private round needs its expected number of participants; the round does not "
+          "record it");
+    }
     double z = dp_.noise_multiplier;
     if (dp_.adaptive_clip) {
       auto zd = UpdateNoiseMultiplier(dp_.noise_multiplier, expected);
@@ -293,15 +314,22 @@ class StrategyAggregator final : public Aggregator {
     Random rng(info_.noise_seed);
     const double sd = z * clip_;
     for (double& x : sum_) x = (x + sd * rng.Normal()) / expected;
-    // The clipped count, noised and used to move C (Andrew et al. 2021, Alg. 1).
+    // The count of deltas within C, noised and used to move C (Andrew et al.
+    // 2021, Alg. 1). Each device adds b - 1/2 (b = 1 when within C), so the
+    // count's sensitivity is 1/2, which the split of the noise multiplier
+    // (UpdateNoiseMultiplier) assumes.
     const double sigma_b = expected / 20;
-    const double within = (within_clip_ + sigma_b * rng.Normal()) / expected;
+    const double shifted = within_clip_ - 0.5 * (within_clip_ + clipped_);
+    const double within = std::clamp((shifted + sigma_b * rng.Normal()) / expected + 0.5, 0.0, 1.0);
     accountant_.Compose(q_, dp_.noise_multiplier);
     std::vector<double> d = std::move(sum_);
     sum_.clear();
     Status st = Step(std::move(d), model, max_abs);
     if (dp_.adaptive_clip) {
-      clip_ *= std::exp(-dp_.clip_learning_rate * (within - dp_.target_quantile));
+      // Kept within 10^-6..10^6 times the starting norm: devices sending
+      // nothing cannot drive it to 0 (no clipping, no noise).
+      clip_ = std::clamp(clip_ * std::exp(-dp_.clip_learning_rate * (within - dp_.target_quantile)),
+                         dp_.clip * 1e-6, dp_.clip * 1e6);
     }
     return st;
   }

@@ -126,7 +126,9 @@ double EpsilonFromRdp(const std::vector<double>& orders, const std::vector<doubl
   for (size_t i = 0; i < orders.size() && i < rdp.size(); ++i) {
     const double a = orders[i], r = rdp[i];
     double eps;
-    if (r < 0 || delta * delta + std::expm1(-r) > 0) {
+    if (!(r >= 0)) {
+      eps = kInf;  // not a valid RDP value: no guarantee from this order
+    } else if (delta * delta + std::expm1(-r) > 0) {
       eps = 0;
     } else if (a > 1.01) {
       eps = r + std::log1p(-1 / a) - std::log(delta * a) / (a - 1);

@@ -35,6 +35,7 @@
 #include "crypto/sha256.h"
 #include "server/checkpoint.h"
 #include "server/evaluator.h"
+#include "server/registry.h"
 #include "server/run_store.h"
 #include "server/transfer_window.h"
 #include "server/update_check.h"
@@ -84,30 +85,6 @@ struct Admission {
     return ok;
   }
 };
-
-struct ClientEntry {
-  std::string peer;  // transport routing id of its current connection
-  // False once a send to `peer` failed (the connection is gone); true again
-  // when the client speaks on a connection.
-  bool reachable{true};
-  double unreachable_since{0};  // NowSeconds() of the failed send
-  // Newest HELLO freshness stamp seen from this node (wire::HelloStampOf).
-  uint64_t hello_stamp{0};
-  int64_t num_examples{0};
-  double last_seen{0};
-  // HELLO token bucket (kHelloBurst tokens, kHelloPerSecond refill).
-  double hello_tokens{0};
-  double hello_refilled_at{0};
-  // Its messages carry kFlagReadsExtensions: it gets optional fields (the
-  // TASK's ask-before-upload) that older clients would refuse.
-  bool reads_extensions{false};
-};
-
-// HELLOs a device may send: a burst, then this many a second (heartbeats are
-// one every 2 s by default). The rest are dropped unanswered: no signature is
-// spent on a flood.
-constexpr double kHelloBurst = 20;
-constexpr double kHelloPerSecond = 10;
 
 // A transfer counts toward its window for this long at most (TransferWindow's
 // hold): an update or TASK crosses a LAN in well under a second (6.65 MB at
@@ -180,7 +157,19 @@ struct Server::Impl {
   // format); changes only when `global` does.
   Version version{};
   uint64_t round{0};  // last completed round
-  std::map<std::string, ClientEntry> clients;
+  // The devices the server knows (server/registry.h); `clients` is its map.
+  ClientRegistry registry;
+  std::map<std::string, ClientEntry>& clients = registry.entries();
+
+  bool AllowHello(const std::string& id) { return registry.AllowHello(id, NowSeconds()); }
+  // Room for a new device; the open round's devices are not evicted.
+  bool MakeRoomInRegistry() {
+    return registry.MakeRoom(NowSeconds(),
+                             [this](const std::string& id) { return selected.count(id) > 0; });
+  }
+  int ActiveClients(std::vector<std::string>* ids) const {
+    return registry.Live(NowSeconds(), ids);
+  }
 
   // State of the round being collected (collecting == true).
   bool collecting{false};
@@ -306,8 +295,9 @@ struct Server::Impl {
   // The seed of round `r`'s privacy noise: from the server's secret log key
   // when it has one (unpredictable to anyone else, the same after a restart),
   // else from --seed (reproducible, and predictable: experiments only).
-  uint64_t NoiseSeed(uint64_t r) const {
-    const std::string label = "fedge dp noise, round " + std::to_string(r);
+  uint64_t NoiseSeed(uint64_t r) const { return SecretSeed("noise", r); }
+  uint64_t SecretSeed(const char* what, uint64_t r) const {
+    const std::string label = std::string("fedge dp ") + what + ", round " + std::to_string(r);
     if (wal_key) {
       HmacSha256 hmac(*wal_key);
       hmac.Update(label.data(), label.size());
@@ -316,7 +306,7 @@ struct Server::Impl {
       for (int i = 0; i < 8; ++i) seed = (seed << 8) | mac[i];
       return seed;
     }
-    return o.seed * 0xD1B54A32D192ED03ULL + r;
+    return (o.seed * 0xD1B54A32D192ED03ULL + r) ^ Sha256(label)[0];
   }
 
   // Largest |value| of the global model: with it, most updates pass the range
@@ -388,6 +378,13 @@ struct Server::Impl {
   // on their way to other clients leave room (GrantTransfers sends it then).
   void OfferTask(const std::string& id) {
     ClientEntry& c = clients[id];
+    if (!c.reads_extensions && aggregator->proximal_mu() > 0 &&
+        trains_without_mu.insert(id).second) {
+      spdlog::warn(
+          "{} predates optional TASK fields: it trains without FedProx's proximal term (plain "
+          "FedAvg); upgrade it to use --mu",
+          id);
+    }
     if (!o.insecure && o.transfer_window_bytes > 0 && c.reads_extensions) {
       const auto& frames = TaskFor(c);
       if (!task_sends->Ask(id, frames[0]->size() + frames[1]->size(), NowSeconds())) return;
@@ -516,8 +513,7 @@ struct Server::Impl {
   wire::MessageType Dispatch(transport::Received& rx, double* auth_seconds) {
     m.upload_bytes += rx.bytes;
     // Bound and authenticate before anything is decoded (crypto/ingress.h).
-    auto verified = Authenticate(rx.frame_count, rx.frames[0], &rx.frames[1], rx.peer_key, ingress,
-                                 auth_seconds);
+    auto verified = Authenticate(rx.frame_count, &rx.frames, rx.peer_key, ingress, auth_seconds);
     if (auto* refusal = std::get_if<Refusal>(&verified)) {
       if (!refusal->envelope) {
         // No usable sender id: a name for the log line.
@@ -545,7 +541,7 @@ struct Server::Impl {
             spdlog::warn(
                 "dropping HELLOs and READYs from {}: more than {:.0f} a second (counted in "
                 "rate_limited)",
-                env->sender, kHelloPerSecond);
+                env->sender, ClientRegistry::kHelloPerSecond);
           }
           break;
         }
@@ -563,38 +559,6 @@ struct Server::Impl {
                std::string("a server does not accept ") + wire::MessageTypeName(env->type));
     }
     return env->type;
-  }
-
-  // Takes a token from a known device's HELLO bucket (new devices pass: the
-  // registry cap bounds them).
-  bool AllowHello(const std::string& id) {
-    auto it = clients.find(id);
-    if (it == clients.end()) return true;
-    ClientEntry& c = it->second;
-    const double now = NowSeconds();
-    c.hello_tokens =
-        std::min(kHelloBurst, c.hello_tokens + (now - c.hello_refilled_at) * kHelloPerSecond);
-    c.hello_refilled_at = now;
-    if (c.hello_tokens < 1) return false;
-    c.hello_tokens -= 1;
-    return true;
-  }
-
-  // Room in the registry for a new device: when it holds --max-clients, the
-  // device heard from least recently goes, if it is neither live nor part of
-  // the open round. False when every entry is.
-  bool MakeRoomInRegistry() {
-    if (clients.size() < o.max_clients) return true;
-    const double now = NowSeconds();
-    auto oldest = clients.end();
-    for (auto it = clients.begin(); it != clients.end(); ++it) {
-      const bool live = now - it->second.last_seen <= o.client_timeout_seconds;
-      if (live || selected.count(it->first)) continue;
-      if (oldest == clients.end() || it->second.last_seen < oldest->second.last_seen) oldest = it;
-    }
-    if (oldest == clients.end()) return false;
-    clients.erase(oldest);
-    return true;
   }
 
   void HandleHello(const std::string& peer, const wire::Envelope& env, const VerifiedMessage& msg) {
@@ -646,8 +610,7 @@ struct Server::Impl {
     }
     ClientEntry& c = clients[env.sender];
     if (is_new) {
-      c.hello_tokens = kHelloBurst - 1;
-      c.hello_refilled_at = NowSeconds();
+      ClientRegistry::StartHelloBucket(&c, NowSeconds());
     }
     c.hello_stamp = std::max(c.hello_stamp, stamp);
     // A HELLO naming the open round says the device has its TASK: the
@@ -1064,6 +1027,9 @@ struct Server::Impl {
     return Status::OK();
   }
 
+  // Devices told about already: too old for FedProx's mu.
+  std::set<std::string> trains_without_mu;
+
   // Enrollment files already reported as unusable.
   std::set<std::string> skipped;
 
@@ -1111,18 +1077,6 @@ struct Server::Impl {
     }
     enrolled = std::move(keys);
     return Status::OK();
-  }
-
-  int ActiveClients(std::vector<std::string>* ids) const {
-    const double now = NowSeconds();
-    int n = 0;
-    for (const auto& [id, c] : clients) {
-      if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) {
-        ++n;
-        if (ids) ids->push_back(id);
-      }
-    }
-    return n;
   }
 
   Status RunRound(uint64_t r, const std::atomic<bool>* stop, bool* abandoned) {
@@ -1174,7 +1128,10 @@ struct Server::Impl {
       Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
       if (o.privacy.enabled()) {
         // Poisson sampling, as the privacy accountant assumes: each live
-        // device independently with probability C (possibly none at all).
+        // device independently with probability C (possibly none at all),
+        // from a generator only the server can predict (its key), since the
+        // amplification by sampling assumes nobody knows who was sampled.
+        rng = Random(SecretSeed("sample", r));
         std::vector<std::string> sampled;
         for (const auto& id : active) {
           if (rng.UniformDouble() < o.fraction) sampled.push_back(id);
@@ -1278,6 +1235,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                                                const ModelRuntime& runtime) {
   auto impl = std::make_unique<Impl>();
   impl->o = std::move(options);
+  impl->registry.Configure(impl->o.max_clients, impl->o.client_timeout_seconds);
   impl->uploads =
       std::make_unique<TransferWindow>(impl->o.transfer_window_bytes, kTransferHoldSeconds);
   impl->task_sends =
@@ -1397,6 +1355,16 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       resumed = true;
       last_row = impl->store->ReconcileRows(impl->round);
       owed_rows = c->pending_rows;
+      if (!refused.empty() && o.privacy.enabled()) {
+        // Rounds after it were released (their models left the server); run
+        // again, their noise would be drawn anew over other updates, and the
+        // two releases together are not private.
+        return Status::FailedPrecondition(
+            used,
+            "the newest checkpoint cannot be used, and a private run does not resume from "
+            "an older one: the rounds after it were released with noise that running "
+            "them again would not repeat. Start a new run (a new --out)");
+      }
       if (!refused.empty()) {
         spdlog::warn("resuming from an older checkpoint generation, {}", used);
       }
@@ -1556,8 +1524,10 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
           s.o.privacy.adaptive_clip ? " (adaptive)" : "", s.o.fraction, s.o.privacy.delta);
       if (!s.wal_key) {
         spdlog::warn(
-            "differential privacy without a server key (--key): the noise is seeded from --seed, "
-            "so anyone who knows the seed can remove it. Reproducible experiments only.");
+            "differential privacy without a server key (--key): the noise and the sampling are "
+            "seeded from --seed, so anyone who knows the seed can remove the noise and knows who "
+            "was sampled; the epsilon reported holds only with a key. Reproducible experiments "
+            "only.");
       }
     }
   }

@@ -445,6 +445,15 @@ TEST(PrivateAggregatorTest, StateResumesBitForBitAndIsNotMixedUp) {
   ModelState mp = Model(2);
   ASSERT_FL_OK(Round(plain.get(), &mp, {{1, {1, 1}}}));
   EXPECT_FALSE(MakePrivate("fedadam", p)->LoadState(plain->SaveState(), 2).ok());
+  // An empty state is a run that released rounds without noise: refused too.
+  EXPECT_FALSE(MakePrivate("fedavg", p)->LoadState("", 2).ok());
+  // A private round that does not know its expected participants (a round log
+  // from before they were recorded) is refused, not divided by zero.
+  auto d = MakePrivate("fedavg", p);
+  d->Begin(2, {0.0, 1});
+  ModelState md = Model(2);
+  EXPECT_FALSE(d->Finish(&md, 1e9f).ok());
+  EXPECT_EQ(md.tensors[0].values, (std::vector<float>{0, 0}));
 }
 
 TEST(PrivateAggregatorTest, OnlyTheMeanCanBePrivate) {

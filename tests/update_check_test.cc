@@ -52,7 +52,8 @@ class UpdateCheckTest : public ::testing::Test {
   // Runs Authenticate then CheckUpdate; returns the refusal reason ("" = accepted).
   std::string Check(AcceptedUpdate* out = nullptr) {
     IngressPolicy policy;
-    auto v = Authenticate(2, envelope_, &payload_, "", policy, nullptr);
+    frames_ = Frames();
+    auto v = Authenticate(2, &frames_, "", policy, nullptr);
     if (auto* r = std::get_if<Refusal>(&v)) return "ingress:" + r->reason;
     auto c = CheckUpdate(std::get<VerifiedMessage>(v), bounds_, &delta_);
     if (auto* r = std::get_if<Refusal>(&c)) {
@@ -68,7 +69,10 @@ class UpdateCheckTest : public ::testing::Test {
   UpdateBounds bounds_;
   std::array<uint8_t, 32> base_ = {};
   std::string envelope_, payload_, message_;
+  // Frames as received: {envelope, payload}.
+  std::vector<std::string> Frames() const { return {envelope_, payload_}; }
   std::vector<float> delta_;
+  std::vector<std::string> frames_;
 };
 
 TEST_F(UpdateCheckTest, AGoodUpdateIsAcceptedWithItsWeightCapped) {
@@ -123,16 +127,20 @@ TEST_F(UpdateCheckTest, IngressRefusesBeforeAnythingIsDecoded) {
   Make({1, 1, 1});
   IngressPolicy policy;
   // Frame count, then a flipped payload byte (digest).
-  EXPECT_EQ(std::get<Refusal>(Authenticate(3, envelope_, &payload_, "", policy, nullptr)).reason,
-            "bad_frames");
+  auto reason = [&](size_t count, std::vector<std::string> frames, const std::string& key) {
+    auto v = Authenticate(count, &frames, key, policy, nullptr);
+    auto* r = std::get_if<Refusal>(&v);
+    return r ? r->reason : std::string("accepted");
+  };
+  EXPECT_EQ(reason(3, Frames(), ""), "bad_frames");
+  // A sender that claims 2 frames but whose second never arrived.
+  EXPECT_EQ(reason(2, {envelope_}, ""), "bad_frames");
   std::string flipped = payload_;
   flipped[flipped.size() / 2] ^= 1;
-  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &flipped, "", policy, nullptr)).reason,
-            "bad_digest");
+  EXPECT_EQ(reason(2, {envelope_, flipped}, ""), "bad_digest");
   // Size limit by type.
   policy.payload_limit = [](wire::MessageType) { return size_t{10}; };
-  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &payload_, "", policy, nullptr)).reason,
-            "too_large");
+  EXPECT_EQ(reason(2, Frames(), ""), "too_large");
   policy.payload_limit = nullptr;
   // With senders: unknown, unsigned, signed by another key, over another
   // device's transport key, and finally right.
@@ -148,23 +156,19 @@ TEST_F(UpdateCheckTest, IngressRefusesBeforeAnythingIsDecoded) {
     if (!known) return std::nullopt;
     return sender;
   };
-  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &payload_, "", policy, nullptr)).reason,
-            "not_enrolled");
+  EXPECT_EQ(reason(2, Frames(), ""), "not_enrolled");
   known = true;
-  EXPECT_EQ(std::get<Refusal>(Authenticate(2, envelope_, &payload_, "", policy, nullptr)).reason,
-            "bad_signature");
+  EXPECT_EQ(reason(2, Frames(), ""), "bad_signature");
   auto env = wire::DecodeEnvelope(envelope_);
   ASSERT_FL_OK(env);
   SealedMessage signed_msg = SealMessage(*env, payload_, &key);
   sender.check_transport = true;
   sender.transport_key = std::array<uint8_t, 32>{};
   const std::string other(32, '\x07');
-  EXPECT_EQ(
-      std::get<Refusal>(Authenticate(2, signed_msg.envelope, &payload_, other, policy, nullptr))
-          .reason,
-      "key_mismatch");
+  EXPECT_EQ(reason(2, {signed_msg.envelope, payload_}, other), "key_mismatch");
   const std::string own(32, '\0');
-  auto ok = Authenticate(2, signed_msg.envelope, &payload_, own, policy, nullptr);
+  std::vector<std::string> good = {signed_msg.envelope, payload_};
+  auto ok = Authenticate(2, &good, own, policy, nullptr);
   ASSERT_TRUE(std::holds_alternative<VerifiedMessage>(ok));
   wire::Update u;
   EXPECT_FL_OK(std::get<VerifiedMessage>(ok).Decode(&u));
