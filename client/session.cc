@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 #include <new>
 #include <thread>
@@ -287,7 +288,18 @@ struct ClientSession::Impl {
     u.train_loss = res->last_epoch_loss;
     u.train_seconds = res->seconds;
     u.codec = wire::kCodecQuant;
-    if (task.config.error_feedback) {
+    // A model that diverged gives a delta that is not finite: it goes as it is
+    // (the server refuses it, and the round does not wait for this device),
+    // and it is not carried into the next round's error feedback.
+    const bool finite =
+        std::all_of(delta->begin(), delta->end(), [](float v) { return std::isfinite(v); });
+    if (!finite) {
+      spdlog::warn(
+          "[{}] round {}: training diverged (the update is not finite); sending it for "
+          "the server to refuse",
+          o.id, env.round);
+    }
+    if (task.config.error_feedback && finite) {
       u.data = feedback.Encode(*delta, q);
     } else {
       feedback.Reset();

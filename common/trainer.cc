@@ -88,6 +88,11 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(options.lr)
                                                         .momentum(options.momentum)
                                                         .weight_decay(options.weight_decay));
+    // Where each parameter is pruned (the masks' complement, as bool).
+    std::vector<torch::Tensor> pruned(options.masks.size());
+    for (size_t i = 0; i < options.masks.size(); ++i) {
+      if (options.masks[i].defined()) pruned[i] = options.masks[i].to(torch::kBool).logical_not();
+    }
     // FedProx's anchor: the parameters training started from.
     std::vector<torch::Tensor> anchor;
     if (options.proximal_mu > 0) {
@@ -130,9 +135,11 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
             params[i].grad().add_(params[i].detach() - anchor[i], options.proximal_mu);
           }
         }
-        for (size_t i = 0; i < options.masks.size(); ++i) {
-          if (options.masks[i].defined() && params[i].grad().defined()) {
-            params[i].grad().mul_(options.masks[i]);
+        for (size_t i = 0; i < pruned.size(); ++i) {
+          // A fill, not a product: a gradient that is not finite (a model
+          // diverging) times 0 would still be NaN at a pruned position.
+          if (pruned[i].defined() && params[i].grad().defined()) {
+            params[i].grad().masked_fill_(pruned[i], 0);
           }
         }
         optimizer.step();

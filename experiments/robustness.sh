@@ -49,7 +49,7 @@ name = "mnist_cnn"
 [federation]
 clients = 100
 fraction = 0.1
-round_deadline = 600
+round_deadline = 60
 [strategy]
 name = "$strategy"
 clip = $clip

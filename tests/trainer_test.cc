@@ -232,6 +232,39 @@ TEST_F(TrainerTest, ProximalTermPullsTowardTheStart) {
   }
 }
 
+// A model that diverges (a learning rate far too large: gradients and weights
+// become inf and NaN) still keeps its pruned weights at exactly 0, so the
+// client reports the update (which the server refuses as not finite) rather
+// than failing its mask check and leaving the round waiting for it.
+TEST_F(TrainerTest, PrunedWeightsStayZeroWhenTrainingDiverges) {
+  const auto shard = Head(*train_, 200);
+  auto model = CreateModel("mnist_2nn", 6);
+  ASSERT_FL_OK(model);
+  ModelState state = GetModelState("mnist_2nn", **model);
+  ASSERT_FL_OK(PruneByMagnitude(&state, 0.5, /*global=*/true));
+  ASSERT_FL_OK(SetModelState(**model, state));
+  TrainOptions opts;
+  opts.lr = 1e30;
+  opts.momentum = 0.9;
+  opts.masks = MasksOf(state);
+  auto stats = TrainLocal(**model, shard, opts);
+  ASSERT_FL_OK(stats);
+  ModelState after = GetModelState("mnist_2nn", **model);
+  int64_t not_finite = 0;
+  for (size_t t = 0; t < after.tensors.size(); ++t) {
+    const auto& mask = state.tensors[t].mask;
+    for (size_t i = 0; i < after.tensors[t].values.size(); ++i) {
+      const float v = after.tensors[t].values[i];
+      if (!mask.empty() && !mask[i]) {
+        ASSERT_EQ(v, 0.0f) << state.tensors[t].name << "[" << i << "]";
+      } else {
+        not_finite += !std::isfinite(v);
+      }
+    }
+  }
+  EXPECT_GT(not_finite, 0);  // it did diverge
+}
+
 TEST_F(TrainerTest, MaskOfTheWrongShapeIsAnError) {
   auto model = CreateModel("mnist_2nn", 1);
   ASSERT_FL_OK(model);
