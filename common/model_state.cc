@@ -231,4 +231,90 @@ Status PruneByMagnitude(ModelState* state, double sparsity, bool global) {
   return Status::OK();
 }
 
+std::vector<double> ErkDensities(const ModelState& state, double sparsity) {
+  const size_t n = state.tensors.size();
+  std::vector<double> density(n, 1.0), score(n, 0.0);
+  std::vector<bool> free(n, false);  // prunable and not yet forced dense
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& shape = state.tensors[i].shape;
+    if (shape.size() < 2) continue;
+    double sum = 0, prod = 1;
+    for (int64_t d : shape) {
+      sum += static_cast<double>(d);
+      prod *= static_cast<double>(d);
+    }
+    score[i] = sum / prod;
+    free[i] = true;
+    total += prod;
+  }
+  const double keep = (1 - sparsity) * total;  // prunable values to keep
+  for (;;) {
+    // Values the dense layers keep; the free ones share the rest by score.
+    double dense = 0, weighted = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (state.tensors[i].shape.size() < 2) continue;
+      const double size = static_cast<double>(state.tensors[i].values.size());
+      if (free[i]) {
+        weighted += score[i] * size;
+      } else {
+        dense += size;
+      }
+    }
+    if (weighted <= 0) break;
+    const double eps = (keep - dense) / weighted;
+    bool changed = false;
+    for (size_t i = 0; i < n; ++i) {
+      if (!free[i]) continue;
+      if (eps * score[i] >= 1) {
+        free[i] = false;
+        density[i] = 1;
+        changed = true;
+      }
+    }
+    if (changed) continue;
+    for (size_t i = 0; i < n; ++i) {
+      if (free[i]) density[i] = std::max(0.0, eps * score[i]);
+    }
+    break;
+  }
+  return density;
+}
+
+Status PruneErk(ModelState* state, double sparsity) {
+  if (!(sparsity >= 0 && sparsity < 1)) {
+    return Status::InvalidArgument("sparsity must be in [0, 1), got " + std::to_string(sparsity));
+  }
+  const std::vector<double> density = ErkDensities(*state, sparsity);
+  for (size_t i = 0; i < state->tensors.size(); ++i) {
+    TensorState& t = state->tensors[i];
+    if (t.shape.size() < 2) continue;
+    ModelState one;
+    one.tensors.push_back(std::move(t));
+    Status st = PruneByMagnitude(&one, 1.0 - density[i] >= 1 ? 0.999999 : 1.0 - density[i],
+                                 /*global=*/true);
+    t = std::move(one.tensors[0]);
+    FL_RETURN_IF_ERROR(st);
+  }
+  return Status::OK();
+}
+
+double GradualSparsity(double initial, double final, int round, int rounds) {
+  if (rounds <= 0 || round >= rounds) return final;
+  if (round <= 0) return initial;
+  const double left = 1.0 - static_cast<double>(round) / rounds;
+  return final + (initial - final) * left * left * left;
+}
+
+double PrunableSparsity(const ModelState& state) {
+  double pruned = 0, total = 0;
+  for (const auto& t : state.tensors) {
+    if (t.shape.size() < 2) continue;
+    total += static_cast<double>(t.values.size());
+    if (t.mask.empty()) continue;
+    for (uint8_t m : t.mask) pruned += m == 0;
+  }
+  return total > 0 ? pruned / total : 0.0;
+}
+
 }  // namespace fl

@@ -108,6 +108,26 @@ constexpr float kMaxFp16Value = 65504.0f;
 // otherwise each layer is pruned to `sparsity` on its own.
 Status PruneByMagnitude(ModelState* state, double sparsity, bool global);
 
+// Erdos-Renyi-Kernel layer-wise densities (Evci et al. 2020, "Rigging the
+// Lottery"): a prunable tensor of shape [n_out, n_in, k...] keeps a fraction
+// proportional to (n_out + n_in + sum k) / (n_out * n_in * prod k), scaled so
+// that the model is `sparsity` sparse overall; a layer whose fraction would
+// exceed 1 stays dense and the rest are scaled again. Returns one density per
+// tensor (1 for tensors that are not prunable).
+std::vector<double> ErkDensities(const ModelState& state, double sparsity);
+
+// Prunes each prunable tensor by magnitude to its ERK density (counting
+// values already pruned).
+Status PruneErk(ModelState* state, double sparsity);
+
+// The sparsity after round `round` on Zhu & Gupta's gradual schedule (2017):
+// s = final + (initial - final) (1 - t / rounds)^3, t = min(round, rounds):
+// fast at first, slow near the end; `final` from round `rounds` on.
+double GradualSparsity(double initial, double final, int round, int rounds);
+
+// Fraction of the prunable values (tensors of 2 or more dimensions) pruned.
+double PrunableSparsity(const ModelState& state);
+
 }  // namespace fl
 
 #endif  // FEDGE_COMMON_MODEL_STATE_H_

@@ -279,6 +279,18 @@ class StrategyAggregator final : public Aggregator {
     return Status::OK();
   }
 
+  void KeepOnly(const std::vector<uint8_t>& still_kept) override {
+    for (auto* vec : {&m_, &v_}) {
+      if (vec->size() != still_kept.size()) continue;  // none yet
+      size_t j = 0;
+      for (size_t i = 0; i < still_kept.size(); ++i) {
+        if (still_kept[i]) (*vec)[j++] = (*vec)[i];
+      }
+      vec->resize(j);
+      vec->shrink_to_fit();
+    }
+  }
+
   double convex_step_scale() const override {
     // A private step is a noisy sum over an expected count, not a combination.
     return kind_.optimizer == ServerOptimizer::kSgd && !dp_.enabled() ? lr_ : 0.0;

@@ -162,6 +162,12 @@ class Aggregator {
   virtual std::string SaveState() const = 0;
   virtual Status LoadState(const std::string& state, size_t num_values) = 0;
 
+  // The mask tightened between rounds (federated pruning): `still_kept` has
+  // one entry per previously kept value, 1 where it is still kept. The
+  // strategy's per-value state follows (momentum and moments of the values
+  // that remain).
+  virtual void KeepOnly(const std::vector<uint8_t>& still_kept) = 0;
+
   // lr when the step is lr times a convex combination of the (clipped)
   // deltas, so an update that alone keeps the model in range keeps the
   // aggregate in range too; 0 when the step is not bounded that way (momentum,

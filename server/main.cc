@@ -135,6 +135,15 @@ int main(int argc, char** argv) {
                  "(fl-compress prune --key)");
   app.add_option("--sparsity", o.sparsity, "Prune the initial model by magnitude to this")
       ->capture_default_str();
+  app.add_flag("--erk", o.erk,
+               "Layer-wise sparsity by Erdos-Renyi-Kernel (at initialisation and when pruning)");
+  app.add_option("--prune-to", o.prune_to,
+                 "Federated pruning: tighten the mask to this sparsity, by magnitude of the "
+                 "aggregated weights, on the Zhu & Gupta schedule (0 = off)")
+      ->capture_default_str();
+  app.add_option("--prune-rounds", o.prune_rounds,
+                 "Federated pruning: reach --prune-to after this many rounds")
+      ->capture_default_str();
   app.add_option("--uplink-bits", o.train.uplink_bits, "Client delta bits per value: 32, 8, 4, 2")
       ->capture_default_str();
   app.add_option("--block", o.train.block, "Values per quantization scale")->capture_default_str();

@@ -309,6 +309,10 @@ struct Server::Impl {
     return (o.seed * 0xD1B54A32D192ED03ULL + r) ^ Sha256(label)[0];
   }
 
+  // Federated pruning's schedule starts from this sparsity (the starting
+  // model's, whether or not the run was resumed).
+  double prune_from{0};
+
   // Largest |value| of the global model: with it, most updates pass the range
   // check without a pass over the model.
   double global_max_abs{0};
@@ -874,6 +878,45 @@ struct Server::Impl {
 
   std::string WalPath() const { return store->WalPath(); }
 
+  // Federated pruning (ServerOptions::prune_to): after round r of the
+  // schedule, the aggregated model is pruned by magnitude to the schedule's
+  // sparsity. Deterministic from the model, so a resumed run prunes alike.
+  void TightenMask(uint64_t r) {
+    if (!(o.prune_to > 0)) return;
+    const double target =
+        GradualSparsity(prune_from, o.prune_to, static_cast<int>(r), o.prune_rounds);
+    if (target <= PrunableSparsity(global) + 1e-9) return;
+    const ModelState before = global;
+    Status st =
+        o.erk ? PruneErk(&global, target) : PruneByMagnitude(&global, target, o.global_pruning);
+    if (!st.ok()) {
+      spdlog::error("round {}: pruning to {:.1f}% failed, the mask stays: {}", r, 100 * target,
+                    st.message());
+      global = before;
+      return;
+    }
+    // Which of the previously kept values remain: the strategy's per-value
+    // state follows them.
+    std::vector<uint8_t> still_kept;
+    still_kept.reserve(kept_count);
+    for (size_t t = 0; t < before.tensors.size(); ++t) {
+      const auto& old_mask = before.tensors[t].mask;
+      const auto& new_mask = global.tensors[t].mask;
+      for (size_t i = 0; i < before.tensors[t].values.size(); ++i) {
+        if (!old_mask.empty() && !old_mask[i]) continue;
+        still_kept.push_back(new_mask.empty() || new_mask[i] ? 1 : 0);
+      }
+    }
+    aggregator->KeepOnly(still_kept);
+    const size_t before_kept = kept_count;
+    SetGlobal();
+    m.mask_changed = true;
+    spdlog::info(
+        "round {}: mask tightened to {:.1f}% sparsity ({} -> {} kept values); the next TASK "
+        "carries it",
+        r, 100 * PrunableSparsity(global), before_kept, kept_count);
+  }
+
   // Stops waiting for selected clients whose TASK could not be sent and that
   // have not come back (a HELLO on a new connection) within client_timeout: a
   // device that died just before selection does not hold the round until the
@@ -1205,6 +1248,8 @@ struct Server::Impl {
     } else {
       spdlog::warn("round {}: no update accepted; the global model is unchanged", r);
     }
+    TightenMask(r);
+    m.sparsity = PrunableSparsity(global);
     round = r;
     wal.reset();
     if (store->writes()) {
@@ -1291,6 +1336,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (!file.ok()) return file.status();
     from_file = std::move(file).value();
     if (impl->o.model.empty()) impl->o.model = from_file->architecture;
+    impl->prune_from = PrunableSparsity(*from_file);
   }
   if (o.model.empty()) return Status::InvalidArgument("no model architecture given");
   if (!runtime.initial_model) {
@@ -1386,10 +1432,25 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                  100 * impl->global.Sparsity(), impl->global.KeptCount(),
                  impl->global.NumParameters());
   } else if (!resumed && o.sparsity > 0) {
-    FL_RETURN_IF_ERROR(PruneByMagnitude(&impl->global, o.sparsity, o.global_pruning));
-    spdlog::info("pruned the initial model to {:.1f}% sparsity ({} of {} parameters kept)",
-                 100 * impl->global.Sparsity(), impl->global.KeptCount(),
-                 impl->global.NumParameters());
+    FL_RETURN_IF_ERROR(o.erk ? PruneErk(&impl->global, o.sparsity)
+                             : PruneByMagnitude(&impl->global, o.sparsity, o.global_pruning));
+    spdlog::info("pruned the initial model to {:.1f}% sparsity{} ({} of {} parameters kept)",
+                 100 * impl->global.Sparsity(), o.erk ? ", layer-wise by ERK" : "",
+                 impl->global.KeptCount(), impl->global.NumParameters());
+  }
+  // Where the federated pruning schedule starts: the starting model's sparsity.
+  if (o.model_file.empty()) impl->prune_from = o.sparsity;
+  if (o.prune_to > 0) {
+    if (!(o.prune_to < 1) || o.prune_to < impl->prune_from || o.prune_rounds < 1) {
+      return Status::InvalidArgument(
+          "--prune-to must be in [" + std::to_string(impl->prune_from) +
+          ", 1) (not below the starting sparsity) with --prune-rounds >= 1");
+    }
+    spdlog::info(
+        "federated pruning: from {:.1f}% to {:.1f}% sparsity over rounds 1..{} (Zhu & Gupta), "
+        "{}",
+        100 * impl->prune_from, 100 * o.prune_to, o.prune_rounds,
+        o.erk ? "layer-wise by ERK" : (o.global_pruning ? "ranked globally" : "layer by layer"));
   }
   impl->SetGlobal();
   if (impl->reference_norm == 0) impl->reference_norm = KeptNorm(impl->global);

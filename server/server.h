@@ -88,6 +88,15 @@ struct ServerOptions {
   double sparsity{0.0};
   // Rank weights across all layers (true) or prune each layer to `sparsity`.
   bool global_pruning{true};
+  // Layer-wise sparsity by Erdos-Renyi-Kernel (common/model_state.h) instead
+  // of `global_pruning`, at initialisation and when the mask tightens.
+  bool erk{false};
+  // Federated pruning: after each of rounds 1..prune_rounds the global model
+  // is pruned by magnitude (of the aggregated weights) on Zhu & Gupta's
+  // gradual schedule, from the starting model's sparsity to `prune_to`; the
+  // next TASK carries the new mask (0 = the mask never changes).
+  double prune_to{0};
+  int prune_rounds{0};
   // How the TASK carries the global model's kept values: fp32 or fp16.
   wire::ValueFormat downlink{wire::ValueFormat::kFp32};
   // Folder with MNIST-format IDX files whose test split is used to evaluate
@@ -199,6 +208,10 @@ struct RoundMetrics {
   double max_delta_norm{0};
   // Deltas the strategy scaled down to its clipping norm (--clip, --dp-clip).
   int clipped{0};
+  // Sparsity of the model's prunable tensors after the round, and whether
+  // the round tightened the mask (federated pruning).
+  double sparsity{0};
+  bool mask_changed{false};
   // With privacy: epsilon spent after this round (at --dp-delta) and the
   // clipping norm the next round uses; NaN without.
   double epsilon{std::nan("")};

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/file_util.h"
+#include "crypto/model_file.h"
 #include "server/privacy.h"
 #include "tests/federation_util.h"
 
@@ -63,6 +64,7 @@ struct Outcome {
   int restarts{0};
   std::vector<int> csv_rounds;           // the round of each rounds.csv row
   std::vector<std::string> csv_epsilon;  // its epsilon column (private runs)
+  std::vector<int> csv_participants;
 };
 
 // Runs the federation; `crash_at` ("" = none) is passed as --debug-crash-at;
@@ -118,6 +120,7 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
   for (const auto& row : test::ReadRoundsCsv(out_dir + "/rounds.csv")) {
     out.csv_rounds.push_back(row.round);
     out.csv_epsilon.push_back(row.epsilon);
+    out.csv_participants.push_back(row.participants);
   }
   return out;
 }
@@ -242,6 +245,32 @@ TEST(CrashTest, PrivacyStateSurvivesACrash) {
     ASSERT_FALSE(o.model.empty()) << o.logs;
     EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
     EXPECT_EQ(o.csv_epsilon, reference.csv_epsilon) << o.logs;
+  }
+}
+
+// Federated pruning with server momentum: the mask tightens after rounds 1
+// and 2 (to 80% of the weights pruned), momentum follows the values that stay,
+// every device trains on each new mask, and a crash after the first mask
+// change or mid-round resumes to the same model, bit for bit.
+TEST(CrashTest, FederatedPruningSurvivesACrash) {
+  const std::vector<std::string> prune = {"--strategy", "fedavgm",        "--prune-to",
+                                          "0.8",        "--prune-rounds", "2"};
+  test::TempDir base;
+  const Outcome reference = RunFederation(base.path(), "", 0, 130, prune);
+  ASSERT_FALSE(reference.model.empty()) << reference.logs;
+  EXPECT_EQ(test::CountOf(reference.logs, "mask tightened"), 2) << reference.logs;
+  auto model = ReadModelFile(base.path() + "/out/global.flm");
+  ASSERT_FL_OK(model);
+  EXPECT_NEAR(PrunableSparsity(*model), 0.8, 0.001);
+  // Every device trained on every mask.
+  EXPECT_EQ(reference.csv_participants, (std::vector<int>{3, 3, 3})) << reference.logs;
+  for (const char* point : {"checkpoint:1", "ack:5"}) {
+    SCOPED_TRACE(point);
+    test::TempDir dir;
+    const Outcome o = RunFederation(dir.path(), point, 0, 131 + (point[0] - 'a'), prune);
+    EXPECT_EQ(o.restarts, 1) << o.logs;
+    ASSERT_FALSE(o.model.empty()) << o.logs;
+    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
   }
 }
 

@@ -2,7 +2,6 @@
 // peer on the same socket: every bad message is refused with a reason and
 // counted, and the federation still finishes.
 #include "server/server.h"
-#include "server/torch_runtime.h"
 
 #include <gtest/gtest.h>
 
@@ -23,6 +22,7 @@
 #include "crypto/identity.h"
 #include "crypto/message.h"
 #include "server/checkpoint.h"
+#include "server/torch_runtime.h"
 #include "server/wal.h"
 #include "tests/test_util.h"
 

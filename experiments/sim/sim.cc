@@ -429,6 +429,9 @@ int Main(int argc, char** argv) {
   so.sparsity = c.sparsity;
   so.model_file = c.model_file;
   so.global_pruning = c.global_pruning;
+  so.erk = c.erk;
+  so.prune_to = c.prune_to;
+  so.prune_rounds = c.prune_rounds;
   so.train.uplink_bits = c.uplink_bits;
   so.train.block = static_cast<uint32_t>(c.block);
   so.train.stochastic_rounding = c.stochastic_rounding;
@@ -492,10 +495,11 @@ int Main(int argc, char** argv) {
     const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
     std::printf(
         "round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
-        "%.1f s  [elapsed %.0f s, eta %.0f s]\n",
+        "%.1f s  [elapsed %.0f s, eta %.0f s]%s\n",
         static_cast<unsigned long long>(m.round), c.rounds, Percent(m.test_accuracy).c_str(),
         m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
-        Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta);
+        Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta,
+        m.mask_changed ? ("  mask -> " + Percent(m.sparsity) + " sparse").c_str() : "");
     std::fflush(stdout);
   });
   g_stop = true;  // release workers whose clients missed DONE

@@ -167,6 +167,9 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   TableReader comp(root["compression"].as_table(), "compression.");
   comp.Get("sparsity", &c->sparsity);
   comp.Get("global_pruning", &c->global_pruning);
+  comp.Get("erk", &c->erk);
+  comp.Get("prune_to", &c->prune_to);
+  comp.Get("prune_rounds", &c->prune_rounds);
   comp.Get("uplink_bits", &c->uplink_bits);
   comp.Get("block", &c->block);
   comp.Get("stochastic_rounding", &c->stochastic_rounding);
@@ -223,6 +226,10 @@ Status ValidateSimConfig(const SimConfig& c) {
     return bad("compression.uplink_bits", "must be 32, 8, 4 or 2");
   }
   if (c.block < 1) return bad("compression.block", "must be >= 1");
+  if (!(c.prune_to >= 0 && c.prune_to < 1)) return bad("compression.prune_to", "must be in [0, 1)");
+  if (c.prune_to > 0 && c.prune_rounds < 1) {
+    return bad("compression.prune_rounds", "must be >= 1 with compression.prune_to");
+  }
   if (c.downlink != "fp32" && c.downlink != "fp16") {
     return bad("compression.downlink", "must be \"fp32\" or \"fp16\"");
   }
@@ -277,6 +284,9 @@ std::string SimConfigToToml(const SimConfig& c) {
                              {"weight_decay", c.weight_decay}}},
       {"compression", toml::table{{"sparsity", c.sparsity},
                                   {"global_pruning", c.global_pruning},
+                                  {"erk", c.erk},
+                                  {"prune_to", c.prune_to},
+                                  {"prune_rounds", c.prune_rounds},
                                   {"uplink_bits", c.uplink_bits},
                                   {"block", c.block},
                                   {"stochastic_rounding", c.stochastic_rounding},

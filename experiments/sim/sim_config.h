@@ -10,7 +10,8 @@
 //   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
 //                krum_f, krum_m, clip (server/aggregator.h)
 //   [client]     epochs, batch, lr, momentum, weight_decay
-//   [compression] sparsity, global_pruning, uplink_bits, block, stochastic_rounding,
+//   [compression] sparsity, global_pruning, erk, prune_to, prune_rounds, uplink_bits, block,
+//                stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
 //   [privacy]    noise_multiplier (0 = off), clip, adaptive_clip, target_quantile,
 //                delta (server/privacy.h)
@@ -78,6 +79,11 @@ struct SimConfig {
   // values as `downlink` ("fp32" or "fp16").
   double sparsity{0.0};
   bool global_pruning{true};
+  // Layer-wise sparsity by ERK; federated pruning to `prune_to` over rounds
+  // 1..prune_rounds (fl-server --erk, --prune-to, --prune-rounds).
+  bool erk{false};
+  double prune_to{0.0};
+  int prune_rounds{0};
   int uplink_bits{32};
   int block{256};
   bool stochastic_rounding{true};
