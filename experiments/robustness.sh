@@ -4,8 +4,10 @@
 # trimmed_mean, multikrum and fedavg with norm clipping. MNIST CNN, K=100,
 # C=0.1, E=1, B=10, IID, 90% sparse, 8-bit uplink. The robust rules are told
 # the attackers' share: trim_fraction = the fraction, krum_f = the expected
-# attackers per round (fraction x 10). Clipping uses CLIP (default 0.5, about
-# the median honest delta norm of the clean run).
+# attackers per round (fraction x 10); RULE@X overrides that (trimmed_mean@0.4,
+# multikrum@3): the number of attackers in a round of 10 varies around its
+# mean, and a rule told the mean is exceeded in some rounds. Clipping uses CLIP
+# (default 0.5, about the median honest delta norm of the clean run).
 #
 #   bash experiments/robustness.sh OUT_DIR [ROUNDS]
 #
@@ -29,11 +31,18 @@ json() { sed -n "s/.*\"$2\": \([^,]*\),*$/\1/p" "$1" | head -1; }
 run() {  # kind fraction rule
   local kind="$1" frac="$2" rule="$3"
   if grep -q "^$kind,$frac,$rule," "$CSV"; then return; fi
-  local name="${kind}_${frac}_${rule}" strategy="$rule" clip=0
+  local name="${kind}_${frac}_${rule}" strategy="${rule%@*}" clip=0
   [ "$rule" = clip ] && { strategy=fedavg; clip="$CLIP"; }
   local f; f=$(awk -v x="$frac" 'BEGIN { printf "%d", x * 10 + 0.5 }')
   [ "$f" -ge 1 ] || f=1
   local trim; trim=$(awk -v x="$frac" 'BEGIN { print (x > 0 ? x : 0.1) }')
+  # RULE@X: trimmed_mean@0.4 trims 40% at each end, multikrum@3 assumes f = 3.
+  if [ "$rule" != "${rule%@*}" ]; then
+    case "$strategy" in
+      trimmed_mean) trim="${rule#*@}" ;;
+      multikrum|krum) f="${rule#*@}" ;;
+    esac
+  fi
   local dir="$OUT/$name" tkind="$kind"
   [ "$kind" = none ] && tkind=sign_flip  # with fraction 0: nobody attacks
   mkdir -p "$dir"
