@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 "$FUZZ_DIR/bin/fl-fuzz-seeds" "$OUT/seeds"
 failed=0
 printf '%-11s %10s %12s %8s %8s %s\n' target seconds executions cov features result
-for t in ${TARGETS:-envelope hello task update ready reply quant model_file checkpoint wal}; do
+for t in ${TARGETS:-envelope hello task update ready reply quant model_file checkpoint wal strategy_state}; do
   mkdir -p "$OUT/corpus/$t"
   set +e
   "$FUZZ_DIR/bin/fl-fuzz-$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 \

@@ -18,6 +18,7 @@
 #include "common/wire/serialize.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
+#include "server/aggregator.h"
 #include "server/checkpoint.h"
 #include "server/wal.h"
 
@@ -86,6 +87,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fl::WalKey key = std::array<uint8_t, 32>{};
   key->fill(0x42);
   (void)fl::ParseWal(bytes, key);
+#elif defined(FL_FUZZ_STRATEGY_STATE)
+  // A checkpoint's strategy state (momentum, moments, the privacy accountant),
+  // as each kind of aggregator reads it back for a model of 4 values.
+  static const auto aggregators = [] {
+    std::vector<std::unique_ptr<fl::Aggregator>> all;
+    fl::PrivacyOptions dp;
+    dp.noise_multiplier = 1;
+    for (const char* name : {"fedavg", "fedavgm", "fedadam", "fedyogi", "median"}) {
+      fl::StrategyOptions o;
+      o.name = name;
+      all.push_back(std::move(fl::MakeAggregator(o)).value());
+      if (std::string(name) != "median") all.push_back(std::move(fl::MakeAggregator(o, dp)).value());
+    }
+    return all;
+  }();
+  for (const auto& a : aggregators) {
+    if (a->LoadState(bytes, 4).ok()) {
+      // What it accepts steps to a finite model, or refuses the step.
+      fl::ModelState m;
+      m.tensors.push_back({"w", {4}, {0, 0, 0, 0}, {}});
+      a->Begin(4, {1.0, 1});
+      std::vector<float> d = {1, -1, 0.5f, 0};
+      (void)a->Add(1, &d);
+      if (a->Finish(&m, 1e30f).ok()) {
+        for (float v : m.tensors[0].values) {
+          if (!std::isfinite(v)) __builtin_trap();
+        }
+      }
+    }
+  }
 #else
 #error "define one FL_FUZZ_<NAME>"
 #endif

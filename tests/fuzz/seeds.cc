@@ -15,6 +15,7 @@
 #include "crypto/ed25519.h"
 #include "crypto/message.h"
 #include "crypto/model_file.h"
+#include "server/aggregator.h"
 #include "server/checkpoint.h"
 #include "server/wal.h"
 
@@ -77,7 +78,30 @@ int Main(int argc, char** argv) {
       put("task", name, wire::Encode(t));
       t.ask_before_upload = true;  // with an extension block
       put("task", name + "_ask", wire::Encode(t));
+      t.config.proximal_mu = 0.01;  // and FedProx's mu
+      put("task", name + "_ask_mu", wire::Encode(t));
       put("model_file", name, EncodeModelFile(Model(sparse), {}, sparse ? &*key : nullptr));
+      // Strategy states after two rounds of a model of 4 values.
+      for (const char* strategy : {"fedavgm", "fedadam"}) {
+        for (bool dp : {false, true}) {
+          StrategyOptions so;
+          so.name = strategy;
+          PrivacyOptions po;
+          if (dp) po.noise_multiplier = 1;
+          auto a = MakeAggregator(so, po, 0.5);
+          if (!a.ok()) continue;
+          ModelState m;
+          m.tensors.push_back({"w", {4}, {0, 0, 0, 0}, {}});
+          for (uint64_t r = 1; r <= 2; ++r) {
+            (*a)->Begin(4, {2.0, r});
+            std::vector<float> d = {0.5f, -1, 0.25f, 0};
+            (void)(*a)->Add(1, &d);
+            (void)(*a)->Finish(&m, 1e30f);
+          }
+          put("strategy_state", std::string(strategy) + (dp ? "_dp_" : "_") + name,
+              (*a)->SaveState());
+        }
+      }
       put("checkpoint", name, [&] {
         const std::string path = dir + "/.tmp_checkpoint";
         (void)WriteCheckpoint(path, Checkpoint{3, 1, Model(sparse), 2.5}, sparse ? &*key : nullptr);
