@@ -125,6 +125,22 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
   return out;
 }
 
+// Runs the federation with `extra` server flags, killed at each of `points`
+// and resumed, and expects each to end as `reference` did: the same model and
+// the same epsilon column.
+void ExpectSameAfterCrashes(const Outcome& reference, const std::vector<std::string>& extra,
+                            const std::vector<const char*>& points, int trial) {
+  for (const char* point : points) {
+    SCOPED_TRACE(point);
+    test::TempDir dir;
+    const Outcome o = RunFederation(dir.path(), point, 0, trial++, extra);
+    EXPECT_EQ(o.restarts, 1) << o.logs;
+    ASSERT_FALSE(o.model.empty()) << o.logs;
+    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
+    EXPECT_EQ(o.csv_epsilon, reference.csv_epsilon) << o.logs;
+  }
+}
+
 TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
   test::TempDir base;
   const Outcome reference = RunFederation(base.path(), "", 0, 0);
@@ -196,14 +212,7 @@ TEST(CrashTest, StrategyStateSurvivesACrash) {
   test::TempDir base;
   const Outcome reference = RunFederation(base.path(), "", 0, 100, yogi);
   ASSERT_FALSE(reference.model.empty()) << reference.logs;
-  for (const char* point : {"checkpoint:1", "model_file:2", "ack:5"}) {
-    SCOPED_TRACE(point);
-    test::TempDir dir;
-    const Outcome o = RunFederation(dir.path(), point, 0, 101 + (point[0] - 'a'), yogi);
-    EXPECT_EQ(o.restarts, 1) << o.logs;
-    ASSERT_FALSE(o.model.empty()) << o.logs;
-    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
-  }
+  ExpectSameAfterCrashes(reference, yogi, {"checkpoint:1", "model_file:2", "ack:5"}, 101);
   // The same run under FedAvg ends elsewhere: the strategy did make a difference.
   test::TempDir plain;
   const Outcome fedavg = RunFederation(plain.path(), "", 0, 110);
@@ -237,15 +246,7 @@ TEST(CrashTest, PrivacyStateSurvivesACrash) {
     EXPECT_NEAR(std::stod(reference.csv_epsilon[r]), accountant.Epsilon(1e-5),
                 1e-5 * accountant.Epsilon(1e-5));
   }
-  for (const char* point : {"checkpoint:1", "ack:5"}) {
-    SCOPED_TRACE(point);
-    test::TempDir dir;
-    const Outcome o = RunFederation(dir.path(), point, 0, 121 + (point[0] - 'a'), dp);
-    EXPECT_EQ(o.restarts, 1) << o.logs;
-    ASSERT_FALSE(o.model.empty()) << o.logs;
-    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
-    EXPECT_EQ(o.csv_epsilon, reference.csv_epsilon) << o.logs;
-  }
+  ExpectSameAfterCrashes(reference, dp, {"checkpoint:1", "ack:5"}, 121);
 }
 
 // Federated pruning with server momentum: the mask tightens after rounds 1
@@ -264,14 +265,7 @@ TEST(CrashTest, FederatedPruningSurvivesACrash) {
   EXPECT_NEAR(PrunableSparsity(*model), 0.8, 0.001);
   // Every device trained on every mask.
   EXPECT_EQ(reference.csv_participants, (std::vector<int>{3, 3, 3})) << reference.logs;
-  for (const char* point : {"checkpoint:1", "ack:5"}) {
-    SCOPED_TRACE(point);
-    test::TempDir dir;
-    const Outcome o = RunFederation(dir.path(), point, 0, 131 + (point[0] - 'a'), prune);
-    EXPECT_EQ(o.restarts, 1) << o.logs;
-    ASSERT_FALSE(o.model.empty()) << o.logs;
-    EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
-  }
+  ExpectSameAfterCrashes(reference, prune, {"checkpoint:1", "ack:5"}, 131);
 }
 
 }  // namespace
