@@ -34,6 +34,7 @@
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
 #include "server/checkpoint.h"
+#include "server/enrollment.h"
 #include "server/evaluator.h"
 #include "server/registry.h"
 #include "server/run_store.h"
@@ -248,11 +249,7 @@ struct Server::Impl {
   std::unique_ptr<TransferWindow> task_sends;
   // Enrolled node ids (clients_dir): the signing key prepared for
   // verification, and the CURVE key the device's connections must present.
-  struct Enrolled {
-    Ed25519Verifier verifier;
-    std::optional<CurveKey> curve;
-  };
-  std::map<std::string, Enrolled> enrolled;
+  std::map<std::string, EnrolledDevice> enrolled;
   // Bound and authenticate (crypto/ingress.h): limits per type, and with an
   // enrollment folder, the enrolled signer and, over CURVE, its transport key.
   IngressPolicy ingress;
@@ -1080,33 +1077,13 @@ struct Server::Impl {
   // does not parse is logged and skipped; the others stay enrolled.
   Status LoadEnrollment() {
     if (o.clients_dir.empty()) return Status::OK();
-    DIR* d = ::opendir(o.clients_dir.c_str());
-    if (!d) return Status::IOError(o.clients_dir, "cannot open enrollment folder");
-    std::map<std::string, Enrolled> keys;
+    auto read = ReadEnrollment(o.clients_dir, /*with_curve=*/!o.insecure, &skipped);
+    if (!read.ok()) return read.status();
+    std::map<std::string, EnrolledDevice> keys = std::move(read).value();
     std::set<std::string> curve_keys;
-    while (dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name.size() < 5 || name.compare(name.size() - 4, 4, ".pub") != 0) continue;
-      const std::string path = o.clients_dir + "/" + name;
-      auto pub = o.insecure ? LoadPublicIdentity(path) : LoadPublicIdentityWithCurve(path);
-      if (!pub.ok()) {
-        // Logged once per file content, not at every round.
-        if (skipped.insert(pub.status().ToString()).second) {
-          spdlog::warn("enrollment: skipping {}", pub.status().ToString());
-        }
-        continue;
-      }
-      auto verifier = Ed25519Verifier::Create(pub->signing);
-      if (!verifier.ok()) {
-        if (skipped.insert(path + verifier.status().ToString()).second) {
-          spdlog::warn("enrollment: skipping {}: {}", path, verifier.status().ToString());
-        }
-        continue;
-      }
-      if (pub->curve) curve_keys.insert(KeyBytes(*pub->curve));
-      keys.emplace(NodeId(pub->signing), Enrolled{*verifier, pub->curve});
+    for (const auto& [id, device] : keys) {
+      if (device.curve) curve_keys.insert(KeyBytes(*device.curve));
     }
-    ::closedir(d);
     {
       std::lock_guard<std::mutex> lock(admission->mu);
       admission->keys = std::move(curve_keys);
