@@ -293,7 +293,17 @@ class StrategyAggregator final : public Aggregator {
 
   double convex_step_scale() const override {
     // A private step is a noisy sum over an expected count, not a combination.
-    return kind_.optimizer == ServerOptimizer::kSgd && !dp_.enabled() ? lr_ : 0.0;
+    if (dp_.enabled()) return 0.0;
+    return kind_.optimizer == ServerOptimizer::kSgd || kind_.optimizer == ServerOptimizer::kMomentum
+               ? lr_
+               : 0.0;
+  }
+
+  const std::vector<float>* StepOffset(double* factor) const override {
+    // Momentum: v = beta m + D, x += lr v.
+    if (kind_.optimizer != ServerOptimizer::kMomentum || m_.empty()) return nullptr;
+    *factor = o_.momentum;
+    return &m_;
   }
 
   double proximal_mu() const override { return o_.name == "fedprox" ? o_.mu : 0.0; }

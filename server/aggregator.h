@@ -169,10 +169,16 @@ class Aggregator {
   virtual void KeepOnly(const std::vector<uint8_t>& still_kept) = 0;
 
   // lr when the step is lr times a convex combination of the (clipped)
-  // deltas, so an update that alone keeps the model in range keeps the
-  // aggregate in range too; 0 when the step is not bounded that way (momentum,
-  // adaptive optimizers): then only Finish's check holds.
+  // deltas plus a fixed offset (StepOffset), so an update that alone keeps
+  // the model in range keeps the aggregate in range too; 0 when the step is
+  // not bounded that way (adaptive optimizers, privacy): then only Finish's
+  // check holds.
   virtual double convex_step_scale() const = 0;
+
+  // The fixed part of the next step, per kept value, before the scale:
+  // `*factor` times the returned values (momentum: beta times the momentum),
+  // so the step is lr (factor * offset + D). Null when there is none.
+  virtual const std::vector<float>* StepOffset(double* factor) const = 0;
 
   // The fedprox proximal term clients train with (0 = none).
   virtual double proximal_mu() const = 0;

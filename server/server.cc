@@ -214,6 +214,7 @@ struct Server::Impl {
     weight_cap = h.weight_cap;
     norm_bound = h.norm_bound;
     population = h.population;
+    SetStepOffset();
     m.selected = static_cast<int>(selected.size());
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
@@ -288,6 +289,10 @@ struct Server::Impl {
   std::map<std::string, int64_t> registered_at_selection;
   // Live devices the open round's selection was made from.
   uint32_t population{0};
+  // The strategy's fixed step offset this round (Aggregator::StepOffset).
+  const std::vector<float>* step_offset{nullptr};
+  double step_offset_factor{0};
+  double step_offset_max_abs{0};
 
   // The seed of round `r`'s privacy noise: from the server's secret log key
   // when it has one (unpredictable to anyone else, the same after a restart),
@@ -355,6 +360,20 @@ struct Server::Impl {
     }
     m.update_norm_bound = norm_bound;
     m.weight_cap = weight_cap;
+    SetStepOffset();
+  }
+
+  // The fixed part of this round's step (momentum), for the range check.
+  void SetStepOffset() {
+    step_offset_factor = 0;
+    step_offset_max_abs = 0;
+    step_offset = aggregator->StepOffset(&step_offset_factor);
+    if (step_offset) {
+      for (float v : *step_offset) {
+        step_offset_max_abs =
+            std::max(step_offset_max_abs, std::fabs(step_offset_factor * static_cast<double>(v)));
+      }
+    }
   }
 
   // --- sending --------------------------------------------------------------
@@ -744,6 +763,9 @@ struct Server::Impl {
     // (momentum, adaptive, private) are held to the range when the round's
     // step is applied.
     bounds.step_scale = aggregator->convex_step_scale();
+    bounds.offset = step_offset;
+    bounds.offset_factor = step_offset_factor;
+    bounds.offset_max_abs = step_offset_max_abs;
     bounds.value_limit = ValueLimit();
     auto checked = CheckUpdate(msg, bounds, &delta);
     if (auto* refusal = std::get_if<Refusal>(&checked)) {

@@ -75,10 +75,12 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
                   "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
                       std::to_string(b.norm_bound) + " (" + b.norm_bound_source + ")");
   }
-  // |g + s d| <= max|g| + s max|d|: only an update that could reach the limit
-  // is checked value by value.
-  if (b.step_scale > 0 && !(b.global_max_abs + b.step_scale * max_abs <= b.value_limit)) {
-    if (Status range = CheckUpdateRange(*b.global, *delta, b.step_scale, b.value_limit);
+  // |g + s (o + d)| <= max|g| + s (max|o| + max|d|): only an update that
+  // could reach the limit is checked value by value.
+  if (b.step_scale > 0 &&
+      !(b.global_max_abs + b.step_scale * (b.offset_max_abs + max_abs) <= b.value_limit)) {
+    if (Status range = CheckUpdateRange(*b.global, *delta, b.step_scale, b.value_limit, b.offset,
+                                        b.offset_factor);
         !range.ok()) {
       return Refuse(msg, "out_of_range", range.message());
     }
@@ -93,12 +95,13 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
 }
 
 Status CheckUpdateRange(const ModelState& global, const std::vector<float>& delta, double scale,
-                        double limit) {
+                        double limit, const std::vector<float>* offset, double offset_factor) {
   size_t j = 0;
   for (const auto& t : global.tensors) {
     for (size_t k = 0; k < t.values.size(); ++k) {
       if (!t.mask.empty() && !t.mask[k]) continue;
-      const double v = t.values[k] + scale * static_cast<double>(delta[j++]);
+      const double o = offset ? offset_factor * static_cast<double>((*offset)[j]) : 0.0;
+      const double v = t.values[k] + scale * (o + static_cast<double>(delta[j++]));
       if (!(std::fabs(v) <= limit)) {
         return Status::InvalidArgument("value " + std::to_string(k) + " of '" + t.name +
                                        "' would become " + std::to_string(v) +

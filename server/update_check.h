@@ -42,8 +42,13 @@ struct UpdateBounds {
   double norm_bound{0};
   const char* norm_bound_source{""};
   // The strategy's convex step scale (Aggregator::convex_step_scale; 0 = no
-  // per-update range check) and the largest magnitude a value may take.
+  // per-update range check), its fixed offset (Aggregator::StepOffset: the
+  // step is scale * (offset_factor * offset + delta)) with the largest
+  // |offset_factor * offset|, and the largest magnitude a value may take.
   double step_scale{0};
+  const std::vector<float>* offset{nullptr};
+  double offset_factor{0};
+  double offset_max_abs{0};
   float value_limit{0};
 };
 
@@ -64,10 +69,12 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg,
                                                   const UpdateBounds& bounds,
                                                   std::vector<float>* delta);
 
-// OK when global + scale * delta is within `limit` at every kept position;
-// InvalidArgument naming the first value that is not.
+// OK when global + scale * (offset_factor * offset + delta) is within `limit`
+// at every kept position (no offset when null); InvalidArgument naming the
+// first value that is not.
 Status CheckUpdateRange(const ModelState& global, const std::vector<float>& delta, double scale,
-                        double limit);
+                        double limit, const std::vector<float>* offset = nullptr,
+                        double offset_factor = 0);
 
 }  // namespace fl
 

@@ -155,7 +155,16 @@ TEST(AggregatorTest, FedAvgMAccumulatesMomentum) {
   EXPECT_FLOAT_EQ(m.tensors[0].values[0], 1.0f);
   ASSERT_FL_OK(Round(a.get(), &m, {{1, {1}}}));
   EXPECT_FLOAT_EQ(m.tensors[0].values[0], 2.9f);
-  EXPECT_DOUBLE_EQ(a->convex_step_scale(), 0.0);
+  // The next step is lr (0.9 * 1.9 + D): a convex combination of the deltas
+  // plus that offset, so each update can be range-checked alone.
+  EXPECT_DOUBLE_EQ(a->convex_step_scale(), 1.0);
+  double factor = 0;
+  const std::vector<float>* offset = a->StepOffset(&factor);
+  ASSERT_NE(offset, nullptr);
+  EXPECT_DOUBLE_EQ(factor, 0.9);
+  EXPECT_FLOAT_EQ((*offset)[0], 1.9f);
+  EXPECT_EQ(Make("fedadam")->convex_step_scale(), 0.0);
+  EXPECT_EQ(Make("fedavg")->StepOffset(&factor), nullptr);
 }
 
 // Reddi et al. 2021, Algorithm 2, with beta1 0.9, beta2 0.99, tau 1e-3, v

@@ -108,6 +108,22 @@ TEST_F(UpdateCheckTest, EachRefusalHasItsReason) {
   EXPECT_EQ(Check(), "out_of_range");
   bounds_.step_scale = 0;  // a strategy without the per-update check
   EXPECT_EQ(Check(), "");
+  // Momentum: the step is 1 * (0.9 * m + d); with m = 10 at the first value,
+  // 1 + 9 + 5 = 15 is within 20, 1 + 9 + 15 = 25 is not.
+  bounds_.step_scale = 1;
+  const std::vector<float> momentum = {10, 0, 0};
+  bounds_.offset = &momentum;
+  bounds_.offset_factor = 0.9;
+  bounds_.offset_max_abs = 9;
+  Make({5, 0, 0});
+  EXPECT_EQ(Check(), "");
+  Make({15, 0, 0});
+  EXPECT_EQ(Check(), "out_of_range");
+  bounds_.offset = nullptr;
+  bounds_.offset_max_abs = 0;
+  EXPECT_EQ(Check(), "");  // without the momentum, 1 + 15 fits
+  Make({30, 0, 0});
+  bounds_.step_scale = 0;
   train_.uplink_bits = 8;
   EXPECT_EQ(Check(), "wrong_codec");
   EXPECT_NE(message_.find("the round asked for 8-bit"), std::string::npos) << message_;
