@@ -289,6 +289,7 @@ struct Server::Impl {
   std::map<std::string, int64_t> registered_at_selection;
   // Live devices the open round's selection was made from.
   uint32_t population{0};
+  bool warned_few_participants{false};
   // The strategy's fixed step offset this round (Aggregator::StepOffset).
   const std::vector<float>* step_offset{nullptr};
   double step_offset_factor{0};
@@ -1185,6 +1186,16 @@ struct Server::Impl {
         active.resize(std::min<size_t>(active.size(), want));
       }
       population = static_cast<uint32_t>(live);
+      if (o.privacy.enabled() && o.fraction * live < 20 && !warned_few_participants) {
+        warned_few_participants = true;
+        spdlog::warn(
+            "differential privacy with {:.1f} expected participants a round ({} live x "
+            "--fraction {}): the noise on the average has standard deviation {:.3g} x the clip "
+            "per value and will swamp the updates; DP-FedAvg needs many devices a round "
+            "(hundreds or more)",
+            o.fraction * live, live, o.fraction,
+            o.privacy.noise_multiplier / std::max(o.fraction * live, 1e-9));
+      }
       selected = std::set<std::string>(active.begin(), active.end());
       pending = selected;
       m.selected = static_cast<int>(selected.size());
