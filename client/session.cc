@@ -288,12 +288,15 @@ struct ClientSession::Impl {
     u.train_loss = res->last_epoch_loss;
     u.train_seconds = res->seconds;
     u.codec = wire::kCodecQuant;
-    // A model that diverged gives a delta that is not finite: it goes as it is
-    // (the server refuses it, and the round does not wait for this device),
-    // and it is not carried into the next round's error feedback.
+    // A model that diverged gives a delta that is not finite. It is sent with
+    // a training loss that is not finite either, which the server refuses
+    // whatever the codec made of the values (quantization maps NaN to a
+    // finite level), so the round does not wait for this device; and it is
+    // not carried into the next round's error feedback.
     const bool finite =
         std::all_of(delta->begin(), delta->end(), [](float v) { return std::isfinite(v); });
     if (!finite) {
+      u.train_loss = std::nan("");
       spdlog::warn(
           "[{}] round {}: training diverged (the update is not finite); sending it for "
           "the server to refuse",

@@ -291,7 +291,9 @@ Status PruneErk(ModelState* state, double sparsity) {
     if (t.shape.size() < 2) continue;
     ModelState one;
     one.tensors.push_back(std::move(t));
-    Status st = PruneByMagnitude(&one, 1.0 - density[i] >= 1 ? 0.999999 : 1.0 - density[i],
+    // At least one value of a layer stays (PruneByMagnitude rounds to the nearest count).
+    const double n = static_cast<double>(one.tensors[0].values.size());
+    Status st = PruneByMagnitude(&one, std::min(1.0 - density[i], (n - 1.0) / n),
                                  /*global=*/true);
     t = std::move(one.tensors[0]);
     FL_RETURN_IF_ERROR(st);

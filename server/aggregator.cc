@@ -294,9 +294,11 @@ class StrategyAggregator final : public Aggregator {
   double convex_step_scale() const override {
     // A private step is a noisy sum over an expected count, not a combination.
     if (dp_.enabled()) return 0.0;
-    return kind_.optimizer == ServerOptimizer::kSgd || kind_.optimizer == ServerOptimizer::kMomentum
-               ? lr_
-               : 0.0;
+    if (kind_.optimizer == ServerOptimizer::kSgd) return lr_;
+    // With momentum the step is lr (beta m + D); a clipped delta mixes in the
+    // momentum-only step, which no single update checks: then only the
+    // round's check holds.
+    return kind_.optimizer == ServerOptimizer::kMomentum && !(o_.clip > 0) ? lr_ : 0.0;
   }
 
   const std::vector<float>* StepOffset(double* factor) const override {

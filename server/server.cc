@@ -369,6 +369,7 @@ struct Server::Impl {
     step_offset_factor = 0;
     step_offset_max_abs = 0;
     step_offset = aggregator->StepOffset(&step_offset_factor);
+    if (step_offset && step_offset->size() != kept_count) step_offset = nullptr;  // (invariant)
     if (step_offset) {
       for (float v : *step_offset) {
         step_offset_max_abs =
@@ -902,7 +903,9 @@ struct Server::Impl {
   // schedule, the aggregated model is pruned by magnitude to the schedule's
   // sparsity. Deterministic from the model, so a resumed run prunes alike.
   void TightenMask(uint64_t r) {
-    if (!(o.prune_to > 0)) return;
+    // The schedule reaches its end at round prune_rounds: later rounds keep
+    // the mask (pruning to a count rounded down would "tighten" it again).
+    if (!(o.prune_to > 0) || r > static_cast<uint64_t>(o.prune_rounds)) return;
     const double target =
         GradualSparsity(prune_from, o.prune_to, static_cast<int>(r), o.prune_rounds);
     if (target <= PrunableSparsity(global) + 1e-9) return;
@@ -926,6 +929,10 @@ struct Server::Impl {
         if (!old_mask.empty() && !old_mask[i]) continue;
         still_kept.push_back(new_mask.empty() || new_mask[i] ? 1 : 0);
       }
+    }
+    if (std::find(still_kept.begin(), still_kept.end(), 0) == still_kept.end()) {
+      global = before;  // nothing pruned: the mask stays as it was
+      return;
     }
     aggregator->KeepOnly(still_kept);
     const size_t before_kept = kept_count;
