@@ -91,14 +91,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A checkpoint's strategy state (momentum, moments, the privacy accountant),
   // as each kind of aggregator reads it back for a model of 4 values.
   static const auto aggregators = [] {
-    std::vector<std::unique_ptr<fl::Aggregator>> all;
+    std::vector<std::unique_ptr<fl::Aggregator> > all;
     fl::PrivacyOptions dp;
     dp.noise_multiplier = 1;
     for (const char* name : {"fedavg", "fedavgm", "fedadam", "fedyogi", "median"}) {
       fl::StrategyOptions o;
       o.name = name;
       all.push_back(std::move(fl::MakeAggregator(o)).value());
-      if (std::string(name) != "median") all.push_back(std::move(fl::MakeAggregator(o, dp)).value());
+      if (std::string(name) != "median")
+        all.push_back(std::move(fl::MakeAggregator(o, dp)).value());
     }
     return all;
   }();
