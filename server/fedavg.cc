@@ -1,6 +1,9 @@
 #include "server/fedavg.h"
 
+#include <limits>
 #include <string>
+
+#include "server/aggregator.h"
 
 namespace fl {
 namespace {
@@ -37,10 +40,14 @@ Result<ModelState> FedAvg(const FedAvgOptions& options) {
     FL_RETURN_IF_ERROR(
         CheckSameLayout(updates[k].delta, *options.global, "update " + std::to_string(k)));
   }
-  // The same arithmetic as a round on the server: the streaming accumulator,
-  // fed each delta's values at the global model's kept positions.
+  // The same arithmetic as a round on the server: its fedavg aggregator, fed
+  // each delta's values at the global model's kept positions.
   const ModelState& global = *options.global;
-  FedAvgAccumulator acc(static_cast<size_t>(global.KeptCount()));
+  StrategyOptions so;
+  so.server_lr = options.server_lr;
+  auto agg = MakeAggregator(so);
+  if (!agg.ok()) return agg.status();
+  (*agg)->Begin(static_cast<size_t>(global.KeptCount()));
   std::vector<float> kept;
   for (const auto& u : updates) {
     kept.clear();
@@ -51,38 +58,11 @@ Result<ModelState> FedAvg(const FedAvgOptions& options) {
         if (mask.empty() || mask[i]) kept.push_back(d[i]);
       }
     }
-    FL_RETURN_IF_ERROR(acc.Add(u.num_examples, kept));
+    FL_RETURN_IF_ERROR((*agg)->Add(u.num_examples, &kept));
   }
   ModelState out = global;
-  FL_RETURN_IF_ERROR(acc.ApplyTo(&out, options.server_lr));
+  FL_RETURN_IF_ERROR((*agg)->Finish(&out, std::numeric_limits<float>::max()));
   return out;
-}
-
-Status FedAvgAccumulator::Add(int64_t num_examples, const std::vector<float>& delta) {
-  if (num_examples <= 0) {
-    return Status::InvalidArgument("update weight " + std::to_string(num_examples) +
-                                   " (must be > 0)");
-  }
-  if (delta.size() != sum_.size()) {
-    return Status::InvalidArgument("delta has " + std::to_string(delta.size()) +
-                                   " values, model has " + std::to_string(sum_.size()));
-  }
-  int64_t total = 0;
-  if (__builtin_add_overflow(total_, num_examples, &total)) {
-    return Status::InvalidArgument("total weight overflows: " + std::to_string(total_) + " + " +
-                                   std::to_string(num_examples));
-  }
-  const double w = static_cast<double>(num_examples);
-  for (size_t i = 0; i < sum_.size(); ++i) sum_[i] += w * delta[i];
-  total_ = total;
-  count_++;
-  return Status::OK();
-}
-
-Status FedAvgAccumulator::ApplyTo(ModelState* model, double server_lr, float max_abs) const {
-  if (count_ == 0) return Status::FailedPrecondition("no updates to average");
-  // Adds at the kept positions only, so the global model keeps its mask.
-  return AddScaledKept(model, sum_, server_lr / static_cast<double>(total_), max_abs);
 }
 
 Result<ModelState> Difference(const ModelState& after, const ModelState& before) {

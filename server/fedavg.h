@@ -1,5 +1,6 @@
-// Federated averaging (McMahan et al. 2017), as a free function over an options
-// value in the style of Gloo's collectives.
+// Federated averaging (McMahan et al. 2017) over whole models, as a free
+// function over an options value in the style of Gloo's collectives; the
+// arithmetic is the server's fedavg aggregator (server/aggregator.h).
 //
 //   new = old + server_lr * sum_k (n_k / n) * delta_k,   n = sum_k n_k
 //
@@ -10,7 +11,6 @@
 #define FEDGE_SERVER_FEDAVG_H_
 
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include "common/model_state.h"
@@ -41,34 +41,6 @@ Result<ModelState> FedAvg(const FedAvgOptions& options);
 
 // Returns `after - before`, tensor by tensor. InvalidArgument on layout mismatch.
 Result<ModelState> Difference(const ModelState& after, const ModelState& before);
-
-// Streaming FedAvg: adds each accepted delta as it arrives, so a round holds one
-// accumulator instead of every client's delta. Accumulates in double.
-class FedAvgAccumulator final {
- public:
-  // `num_values` = kept parameters of the model (its delta length).
-  explicit FedAvgAccumulator(size_t num_values) : sum_(num_values, 0.0) {}
-
-  // Adds num_examples * delta. InvalidArgument on a size mismatch, a weight
-  // <= 0, or a total weight that would overflow int64; the accumulator is
-  // unchanged then.
-  Status Add(int64_t num_examples, const std::vector<float>& delta);
-
-  // Number of updates added, and their total weight.
-  int count() const { return count_; }
-  int64_t total_examples() const { return total_; }
-
-  // Applies server_lr * (sum_k n_k delta_k) / (sum_k n_k) to `model`.
-  // FailedPrecondition when nothing was added; InvalidArgument, and `model`
-  // unchanged, when a new value would not be finite or exceed `max_abs`.
-  Status ApplyTo(ModelState* model, double server_lr = 1.0,
-                 float max_abs = std::numeric_limits<float>::max()) const;
-
- private:
-  std::vector<double> sum_;
-  int64_t total_{0};
-  int count_{0};
-};
 
 }  // namespace fl
 

@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "server/aggregator.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -96,32 +97,45 @@ TEST(FedAvgTest, RejectsBadInput) {
 // INT64_MAX are refused (the second one), not wrapped into a negative total
 // that would flip the sign of the average.
 TEST(FedAvgTest, TotalWeightCannotOverflow) {
-  FedAvgAccumulator acc(3);
-  ASSERT_FL_OK(acc.Add(std::numeric_limits<int64_t>::max() - 1, {1, 1, 1}));
-  const Status st = acc.Add(2, {1, 1, 1});
+  auto acc = std::move(MakeAggregator(StrategyOptions())).value();
+  acc->Begin(3);
+  std::vector<float> first = {1, 1, 1}, second = {3, 3, 3};
+  ASSERT_FL_OK(acc->Add(std::numeric_limits<int64_t>::max() - 1, &first));
+  const Status st = acc->Add(2, &second);
   EXPECT_TRUE(st.IsInvalidArgument());
   EXPECT_NE(st.message().find("overflow"), std::string::npos) << st.ToString();
-  EXPECT_EQ(acc.count(), 1);
-  EXPECT_EQ(acc.total_examples(), std::numeric_limits<int64_t>::max() - 1);
+  EXPECT_EQ(acc->count(), 1);
+  // Only the first counts: the average is its delta.
+  ModelState m = Make({0, 0}, {0});
+  ASSERT_FL_OK(acc->Finish(&m, std::numeric_limits<float>::max()));
+  EXPECT_EQ(m.tensors[0].values, (std::vector<float>{1, 1}));
+  EXPECT_EQ(m.tensors[1].values, (std::vector<float>{1}));
 }
 
 // An average out of range is not applied at all: the model stays as it was.
 TEST(FedAvgTest, OutOfRangeAverageLeavesTheModelUnchanged) {
   ModelState global = Make({1, 2, 3}, {0});
-  FedAvgAccumulator acc(4);
-  ASSERT_FL_OK(acc.Add(1, {1, 70000, 1, 0}));
+  auto round = [](double lr, std::vector<float> delta) {
+    StrategyOptions o;
+    o.server_lr = lr;
+    auto a = std::move(MakeAggregator(o)).value();
+    a->Begin(delta.size());
+    EXPECT_TRUE(a->Add(1, &delta).ok());
+    return a;
+  };
+  auto acc = round(1.0, {1, 70000, 1, 0});
   const ModelState before = global;
-  const Status st = acc.ApplyTo(&global, 1.0, kMaxFp16Value);
+  const Status st = acc->Finish(&global, kMaxFp16Value);
   EXPECT_TRUE(st.IsInvalidArgument());
   EXPECT_NE(st.message().find("'w'"), std::string::npos) << st.ToString();
   EXPECT_EQ(global.tensors[0].values, before.tensors[0].values);
   // fp32: a server learning rate that pushes past FLT_MAX is refused too (a
   // double beyond FLT_MAX is never narrowed to float).
-  FedAvgAccumulator big(4);
-  ASSERT_FL_OK(big.Add(1, {0, std::numeric_limits<float>::max(), 0, 0}));
-  EXPECT_TRUE(big.ApplyTo(&global, 2.0).IsInvalidArgument());
+  auto big = round(2.0, {0, std::numeric_limits<float>::max(), 0, 0});
+  EXPECT_TRUE(big->Finish(&global, std::numeric_limits<float>::max()).IsInvalidArgument());
   EXPECT_EQ(global.tensors[0].values, before.tensors[0].values);
-  ASSERT_FL_OK(acc.ApplyTo(&global, 1.0));  // within fp32
+  acc = round(1.0, {1, 70000, 1, 0});
+  ASSERT_FL_OK(acc->Finish(&global, std::numeric_limits<float>::max()));  // within fp32
   EXPECT_EQ(global.tensors[0].values, (std::vector<float>{2, 70002, 4}));
 }
 
