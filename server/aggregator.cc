@@ -310,6 +310,10 @@ class StrategyAggregator final : public Aggregator {
 
   double proximal_mu() const override { return o_.name == "fedprox" ? o_.mu : 0.0; }
 
+  size_t held_bytes_per_value() const override {
+    return kind_.rule == Rule::kMean ? 0 : sizeof(float);
+  }
+
   double epsilon() const override {
     return dp_.enabled() ? accountant_.Epsilon(dp_.delta) : std::nan("");
   }

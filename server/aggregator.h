@@ -183,6 +183,11 @@ class Aggregator {
   // The fedprox proximal term clients train with (0 = none).
   virtual double proximal_mu() const = 0;
 
+  // Bytes the rule holds per kept value of each added update until Finish:
+  // 0 for the mean (it streams), 4 for the robust rules (median,
+  // trimmed_mean, krum, multikrum keep every delta).
+  virtual size_t held_bytes_per_value() const = 0;
+
   // With privacy: epsilon spent so far at the configured delta, and the
   // clipping norm the next round uses; NaN without privacy.
   virtual double epsilon() const = 0;

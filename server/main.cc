@@ -69,6 +69,11 @@ int main(int argc, char** argv) {
   app.add_option("--lr", o.train.lr, "Client SGD learning rate")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--lr-decay", o.lr_decay,
+                 "Client learning rate of round r: lr x lr-decay^(r-1), sent in the TASK")
+      ->capture_default_str();
+  app.add_option("--lr-min", o.lr_min, "Floor of the decayed client learning rate")
+      ->capture_default_str();
   app.add_option("--momentum", o.train.momentum, "Client SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", o.train.weight_decay, "Client L2 weight decay")
       ->capture_default_str();
@@ -202,6 +207,13 @@ int main(int argc, char** argv) {
                  "sit in the server's memory; one is always allowed. 0 = off")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option_function<double>(
+         "--max-aggregation-mb",
+         [&o](double mb) { o.max_aggregation_bytes = static_cast<size_t>(mb * (1 << 20)); },
+         "Memory (MiB) the robust rules (median, trimmed_mean, krum, multikrum) may hold for "
+         "a round's deltas, 4 B per kept value each; a round selects at most that many "
+         "devices (default 2048)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-connections", o.max_connections,
                  "Connections held at once; a handshake past it is refused (connection_cap). "
                  "Lowered to fit the open-file limit (raised to its hard limit); 0 = that limit "

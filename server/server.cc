@@ -48,6 +48,11 @@ const char kRoundsCsvHeader[] =
     "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds,"
     "eval_seconds,max_delta_norm";
 
+double RoundLearningRate(const ServerOptions& o, int round) {
+  const double lr = o.train.lr * std::pow(o.lr_decay, std::max(0, round - 1));
+  return std::max({lr, o.lr_min, std::numeric_limits<double>::min()});
+}
+
 std::string RoundsCsvHeader(bool privacy) {
   return std::string(kRoundsCsvHeader) + (privacy ? ",epsilon" : "");
 }
@@ -290,6 +295,25 @@ struct Server::Impl {
   // Live devices the open round's selection was made from.
   uint32_t population{0};
   bool warned_few_participants{false};
+  bool warned_held_cap{false};
+
+  // Devices a round may select when the rule holds every delta: as many as
+  // fit in --max-aggregation-mb (at least 1). `want` when the rule streams.
+  int HeldUpdateCap(int want) {
+    const size_t per_update = aggregator->held_bytes_per_value() * std::max<size_t>(kept_count, 1);
+    if (per_update == 0) return want;
+    const int cap = static_cast<int>(
+        std::clamp<size_t>(o.max_aggregation_bytes / per_update, 1, std::numeric_limits<int>::max()));
+    if (want > cap && !warned_held_cap) {
+      warned_held_cap = true;
+      spdlog::warn(
+          "--strategy {} holds every delta of a round ({} B each): selecting {} devices a round, "
+          "not {}, to stay within --max-aggregation-mb {:.0f}",
+          aggregator->name(), per_update, cap, want,
+          static_cast<double>(o.max_aggregation_bytes) / (1 << 20));
+    }
+    return cap;
+  }
   // The strategy's fixed step offset this round (Aggregator::StepOffset).
   const std::vector<float>* step_offset{nullptr};
   double step_offset_factor{0};
@@ -431,6 +455,7 @@ struct Server::Impl {
   std::vector<transport::SharedFrame> BuildTask(int variant) const {
     wire::Task task;
     task.config = o.train;
+    task.config.lr = RoundLearningRate(o, current_round);
     task.config.seed = o.seed * 1000003ULL + current_round;
     task.config.deadline_seconds = o.round_deadline_seconds;
     if (variant >= 1) task.config.proximal_mu = aggregator->proximal_mu();
@@ -1188,7 +1213,8 @@ struct Server::Impl {
         }
         active = std::move(sampled);
       } else {
-        const int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+        int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+        want = std::min(want, HeldUpdateCap(want));
         rng.Shuffle(&active);
         active.resize(std::min<size_t>(active.size(), want));
       }
@@ -1332,6 +1358,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("--max-param-value must be a finite float > 0");
   }
   if (o.max_examples < 1) return Status::InvalidArgument("--max-examples must be >= 1");
+  if (!(o.lr_decay > 0 && o.lr_decay <= 1)) {
+    return Status::InvalidArgument("--lr-decay must be in (0, 1], got " + std::to_string(o.lr_decay));
+  }
+  if (!(o.lr_min >= 0 && o.lr_min <= o.train.lr)) {
+    return Status::InvalidArgument("--lr-min must be in [0, --lr], got " + std::to_string(o.lr_min));
+  }
   {
     // What every TASK will carry: refused here rather than by every client.
     wire::TrainConfig c = o.train;

@@ -72,6 +72,10 @@ struct ServerOptions {
   double client_timeout_seconds{15};
   // Local training hyperparameters sent with each TASK.
   wire::TrainConfig train;
+  // Client learning-rate schedule: round r's TASK carries
+  // max(train.lr * lr_decay^(r-1), lr_min). 1 = constant.
+  double lr_decay{1};
+  double lr_min{0};
   // How the round's updates become the next global model (server/aggregator.h):
   // FedAvg by default; its server_lr is the server learning rate.
   StrategyOptions strategy;
@@ -154,6 +158,11 @@ struct ServerOptions {
   // has not finished its handshake within 10 s is closed. Lowered to fit the
   // process's file descriptor limit. 0 = as many as that limit allows.
   int max_connections{10000};
+  // Memory the aggregation rule may hold for the round's deltas. The mean
+  // streams (8 B per kept value whatever the count); the robust rules keep
+  // every delta (K x 4 B per kept value), so with them a round selects at
+  // most max_aggregation_bytes / (4 x kept values) devices.
+  size_t max_aggregation_bytes{size_t{2} << 30};
   // Devices the server keeps track of at once. A HELLO from a new device when
   // the registry is full evicts the device heard from least recently that is
   // neither live nor in the open round, or is refused (registry_full).
@@ -287,6 +296,11 @@ class Server final {
 // (RoundsCsvHeader(true)).
 extern const char kRoundsCsvHeader[];
 std::string RoundsCsvHeader(bool privacy);
+
+// The client learning rate round `round` (1-based) sends in its TASK:
+// max(train.lr * lr_decay^(round-1), lr_min), and never 0 (a TASK with lr 0
+// is refused by every client).
+double RoundLearningRate(const ServerOptions& o, int round);
 
 }  // namespace fl
 

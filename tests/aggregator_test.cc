@@ -54,7 +54,7 @@ TEST(AggregatorTest, PrunedWeightsStayZero) {
   ModelState m = Model(4, 1.0f);
   m.tensors[0].mask = {1, 0, 1, 0};
   m.tensors[0].values = {1, 0, 1, 0};
-  for (const std::string name : StrategyNames()) {
+  for (const std::string& name : StrategyNames()) {
     SCOPED_TRACE(name);
     ModelState x = m;
     auto a = Make(name);

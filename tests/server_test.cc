@@ -363,6 +363,33 @@ TEST_F(ServerTest, RefusesATrainingConfigurationClientsWouldRefuse) {
   so = BaseOptions(out.path());
   so.train.momentum = 1.5;
   EXPECT_FALSE(Server::Create(so, transport::CreateZmqContext(), TorchRuntime()).ok());
+  so = BaseOptions(out.path());
+  so.lr_decay = 1.5;
+  server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("--lr-decay"), std::string::npos);
+  so = BaseOptions(out.path());
+  so.lr_min = 2 * so.train.lr;
+  server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("--lr-min"), std::string::npos);
+}
+
+// The client learning-rate schedule: lr x decay^(r-1), floored at lr_min and
+// never 0 (a TASK with lr 0 would be refused by every client).
+TEST(RoundLearningRateTest, DecaysPerRoundDownToTheFloor) {
+  ServerOptions so;
+  so.train.lr = 0.2;
+  EXPECT_DOUBLE_EQ(RoundLearningRate(so, 1), 0.2);
+  EXPECT_DOUBLE_EQ(RoundLearningRate(so, 50), 0.2);  // lr_decay 1: constant
+  so.lr_decay = 0.5;
+  EXPECT_DOUBLE_EQ(RoundLearningRate(so, 1), 0.2);
+  EXPECT_DOUBLE_EQ(RoundLearningRate(so, 3), 0.05);
+  so.lr_min = 0.04;
+  EXPECT_DOUBLE_EQ(RoundLearningRate(so, 3), 0.05);
+  EXPECT_DOUBLE_EQ(RoundLearningRate(so, 4), 0.04);
+  so.lr_min = 0;
+  EXPECT_GT(RoundLearningRate(so, 5000), 0.0);  // 0.5^4999 underflows
 }
 
 // A server with a key signs its checkpoints and resumes only from checkpoints
@@ -635,6 +662,68 @@ TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
   EXPECT_EQ(run.rounds[0].participants, 3);
   EXPECT_EQ(run.rounds[0].uploads_queued, 1);
   EXPECT_EQ(run.rounds[0].upload_window_peak_bytes, update.size());
+}
+
+// Each round's TASK carries that round's learning rate under --lr-decay, as a
+// device receives it.
+TEST_F(ServerTest, EachTaskCarriesTheRoundsDecayedLearningRate) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 3;
+  so.min_clients = 1;
+  so.lr_decay = 0.5;
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  RawPeer peer{"peer", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  peer.Connect(ctx.get(), run.endpoint);
+  for (int r = 1; r <= 3; ++r) {
+    ASSERT_TRUE(peer.TakeTask(ctx.get())) << "round " << r;
+    EXPECT_DOUBLE_EQ(peer.task.config.lr, 0.05 * std::pow(0.5, r - 1)) << "round " << r;
+    peer.Send(wire::MessageType::kUpdate, peer.task_env.round, peer.ZeroUpdate());
+    EXPECT_EQ(peer.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  }
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  EXPECT_EQ(run.rounds.size(), 3u);
+}
+
+// A rule that holds every delta (median) selects no more devices a round
+// than --max-aggregation-mb holds; the mean is not capped.
+TEST_F(ServerTest, RobustRulesSelectWhatTheAggregationMemoryHolds) {
+  auto ctx = transport::CreateZmqContext();
+  for (const char* strategy : {"median", "fedavg"}) {
+    test::TempDir out;
+    ServerOptions so = BaseOptions(out.path());
+    so.rounds = 1;
+    so.min_clients = 3;
+    so.strategy.name = strategy;
+    // mnist_2nn keeps 199,210 values: 796,840 B a delta; room for 2.
+    so.max_aggregation_bytes = 2 * 199210 * 4 + 1000;
+    RunningServer run(so, ctx);
+    ASSERT_TRUE(run.ok());
+    std::vector<RawPeer> peers;
+    for (int i = 0; i < 3; ++i) peers.push_back({"p" + std::to_string(i), 0, nullptr, {}, {}});
+    for (auto& p : peers) p.Connect(ctx.get(), run.endpoint);
+    int tasked = 0;
+    for (auto& p : peers) {
+      std::string payload;
+      if (!p.Next(ctx.get(), wire::MessageType::kTask, &p.task_env, &payload,
+                  wire::MessageType::kTask, /*tries=*/30) ||
+          !wire::Decode(payload, &p.task).ok()) {
+        continue;
+      }
+      ++tasked;
+      p.Send(wire::MessageType::kUpdate, p.task_env.round, p.ZeroUpdate());
+    }
+    run.Join();
+    ASSERT_FL_OK(run.summary);
+    ASSERT_EQ(run.rounds.size(), 1u);
+    const int expected = std::string(strategy) == "median" ? 2 : 3;
+    EXPECT_EQ(run.rounds[0].selected, expected) << strategy;
+    EXPECT_EQ(run.rounds[0].participants, expected) << strategy;
+    EXPECT_EQ(tasked, expected) << strategy;
+  }
 }
 
 // --max-connections at the server: a connection past the cap gets no answer,

@@ -422,6 +422,8 @@ int Main(int argc, char** argv) {
   so.train.epochs = c.epochs;
   so.train.batch_size = c.batch;
   so.train.lr = c.lr;
+  so.lr_decay = c.lr_decay;
+  so.lr_min = c.lr_min;
   so.train.momentum = c.momentum;
   so.train.weight_decay = c.weight_decay;
   so.strategy = c.strategy;

@@ -161,6 +161,8 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   client.Get("epochs", &c->epochs);
   client.Get("batch", &c->batch);
   client.Get("lr", &c->lr);
+  client.Get("lr_decay", &c->lr_decay);
+  client.Get("lr_min", &c->lr_min);
   client.Get("momentum", &c->momentum);
   client.Get("weight_decay", &c->weight_decay);
 
@@ -221,6 +223,8 @@ Status ValidateSimConfig(const SimConfig& c) {
   }
   if (c.epochs < 1) return bad("client.epochs", "must be >= 1");
   if (!(c.lr > 0)) return bad("client.lr", "must be > 0");
+  if (!(c.lr_decay > 0 && c.lr_decay <= 1)) return bad("client.lr_decay", "must be in (0, 1]");
+  if (!(c.lr_min >= 0 && c.lr_min <= c.lr)) return bad("client.lr_min", "must be in [0, lr]");
   if (!(c.sparsity >= 0 && c.sparsity < 1)) return bad("compression.sparsity", "must be in [0, 1)");
   if (c.uplink_bits != 32 && c.uplink_bits != 8 && c.uplink_bits != 4 && c.uplink_bits != 2) {
     return bad("compression.uplink_bits", "must be 32, 8, 4 or 2");
@@ -280,6 +284,8 @@ std::string SimConfigToToml(const SimConfig& c) {
       {"client", toml::table{{"epochs", c.epochs},
                              {"batch", c.batch},
                              {"lr", c.lr},
+                             {"lr_decay", c.lr_decay},
+                             {"lr_min", c.lr_min},
                              {"momentum", c.momentum},
                              {"weight_decay", c.weight_decay}}},
       {"compression", toml::table{{"sparsity", c.sparsity},

@@ -9,7 +9,7 @@
 //                (server_lr here is read as [strategy] server_lr)
 //   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
 //                krum_f, krum_m, clip (server/aggregator.h)
-//   [client]     epochs, batch, lr, momentum, weight_decay
+//   [client]     epochs, batch, lr, lr_decay, lr_min, momentum, weight_decay
 //   [compression] sparsity, global_pruning, erk, prune_to, prune_rounds, uplink_bits, block,
 //                stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
@@ -69,6 +69,9 @@ struct SimConfig {
   int epochs{1};
   int64_t batch{10};
   double lr{0.05};
+  // Round r trains at max(lr * lr_decay^(r-1), lr_min).
+  double lr_decay{1.0};
+  double lr_min{0.0};
   double momentum{0.0};
   double weight_decay{0.0};
 
