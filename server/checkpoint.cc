@@ -14,9 +14,11 @@ namespace fl {
 namespace {
 
 constexpr char kCheckpointMagic[4] = {'F', 'L', 'C', 'K'};
-constexpr uint32_t kCheckpointFormat = 4;
+constexpr uint32_t kCheckpointFormat = 5;
 // Longest strategy name a checkpoint may carry.
 constexpr uint32_t kMaxStrategyName = 64;
+// Longest pruning schedule description a checkpoint may carry.
+constexpr uint32_t kMaxPruningText = 1024;
 constexpr size_t kSignatureBlockBytes = 1 + kEd25519PublicKeyBytes + kEd25519SignatureBytes;
 
 }  // namespace
@@ -47,6 +49,8 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const Signi
   w.PutBytes(c.strategy.data(), c.strategy.size());
   w.PutU64(c.strategy_state.size());
   w.PutBytes(c.strategy_state.data(), c.strategy_state.size());
+  w.PutU32(static_cast<uint32_t>(c.pruning.size()));
+  w.PutBytes(c.pruning.data(), c.pruning.size());
   w.PutU64(model.size());
   w.PutBytes(model.data(), model.size());
   std::string body = w.Release();
@@ -143,6 +147,15 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
     }
     c.strategy_state.resize(state_len);
     r.GetBytes(c.strategy_state.data(), state_len);
+  }
+  c.has_pruning = format >= 5;
+  if (format >= 5) {
+    uint32_t len = 0;
+    if (!r.GetU32(&len) || len > kMaxPruningText || r.remaining() < len) {
+      return Status::Corruption(path, "bad pruning schedule");
+    }
+    c.pruning.resize(len);
+    r.GetBytes(c.pruning.data(), len);
   }
   if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
   const size_t header = body_len - r.remaining();

@@ -1,19 +1,20 @@
 // Durable server checkpoints: the global model after a completed round.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
-//   magic "FLCK" (4) | format version u32 (4) = 4 | round u64 (8) | seed u64 (8)
+//   magic "FLCK" (4) | format version u32 (4) = 5 | round u64 (8) | seed u64 (8)
 //   | reference norm f64 (8) | pending rows u32, each: round u64, participants
 //     u32, upload bytes u64, download bytes u64, round seconds f64, largest
 //     delta norm f64 | strategy name length u32, name | strategy state length
-//     u64, state (server/aggregator.h) | model length u64 (8) | model (cereal ModelState)
+//     u64, state (server/aggregator.h) | pruning schedule length u32, text
+//   | model length u64 (8) | model (cereal ModelState)
 //   | signed u8 (1) | signer's Ed25519 public key (32) | signature (64)
 //   | SHA-256 of all preceding bytes (32)
 // The signature (zeros when unsigned) is over the SHA-256 of the bytes before
 // the signed flag. A server with a key signs its checkpoints and reads back
 // only checkpoints its own key signed, so a file swapped into --out is refused
 // rather than resumed from and signed into global.flm.
-// Formats 1 (no reference norm, unsigned), 2 (unsigned) and 3 (no strategy:
-// fedavg) are still read;
+// Formats 1 (no reference norm, unsigned), 2 (unsigned), 3 (no strategy:
+// fedavg) and 4 (no pruning schedule: not checked on resume) are still read;
 // a server with a key refuses them as unsigned.
 // Written to a temp file, fsynced, renamed over the old one, and the directory
 // fsynced, so a crash leaves either the old or the new checkpoint, never a torn one.
@@ -59,6 +60,11 @@ struct Checkpoint {
   // empty when it has none), so --resume continues the same optimizer.
   std::string strategy{"fedavg"};
   std::string strategy_state;
+  // The run's federated pruning schedule in words ("" when it prunes nothing
+  // during the run), so --resume refuses flags that would change it midway.
+  // Format 4 and older: unknown (has_pruning false).
+  std::string pruning;
+  bool has_pruning{true};
 };
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).

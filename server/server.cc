@@ -302,8 +302,8 @@ struct Server::Impl {
   int HeldUpdateCap(int want) {
     const size_t per_update = aggregator->held_bytes_per_value() * std::max<size_t>(kept_count, 1);
     if (per_update == 0) return want;
-    const int cap = static_cast<int>(
-        std::clamp<size_t>(o.max_aggregation_bytes / per_update, 1, std::numeric_limits<int>::max()));
+    const int cap = static_cast<int>(std::clamp<size_t>(o.max_aggregation_bytes / per_update, 1,
+                                                        std::numeric_limits<int>::max()));
     if (want > cap && !warned_held_cap) {
       warned_held_cap = true;
       spdlog::warn(
@@ -339,6 +339,8 @@ struct Server::Impl {
   // Federated pruning's schedule starts from this sparsity (the starting
   // model's, whether or not the run was resumed).
   double prune_from{0};
+  // The federated pruning schedule in words ("" = none), kept in checkpoints.
+  std::string pruning_schedule;
 
   // Largest |value| of the global model: with it, most updates pass the range
   // check without a pass over the model.
@@ -1299,8 +1301,14 @@ struct Server::Impl {
       // The checkpoint is the round's commit point: once it is written the
       // log is spent, and global.flm is derived from it (rewritten on resume).
       m.round_seconds = NowSeconds() - t0;
-      Checkpoint c{
-          round, o.seed, global, reference_norm, {}, aggregator->name(), aggregator->SaveState()};
+      Checkpoint c{round,
+                   o.seed,
+                   global,
+                   reference_norm,
+                   {},
+                   aggregator->name(),
+                   aggregator->SaveState(),
+                   pruning_schedule};
       for (const auto& u : unreported) c.pending_rows.push_back(RowOf(u.m));
       c.pending_rows.push_back(RowOf(m));
       FL_RETURN_IF_ERROR(store->Commit(c, [this, r](const char* step) { MaybeCrash(step, r); }));
@@ -1359,10 +1367,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   }
   if (o.max_examples < 1) return Status::InvalidArgument("--max-examples must be >= 1");
   if (!(o.lr_decay > 0 && o.lr_decay <= 1)) {
-    return Status::InvalidArgument("--lr-decay must be in (0, 1], got " + std::to_string(o.lr_decay));
+    return Status::InvalidArgument("--lr-decay must be in (0, 1], got " +
+                                   std::to_string(o.lr_decay));
   }
   if (!(o.lr_min >= 0 && o.lr_min <= o.train.lr)) {
-    return Status::InvalidArgument("--lr-min must be in [0, --lr], got " + std::to_string(o.lr_min));
+    return Status::InvalidArgument("--lr-min must be in [0, --lr], got " +
+                                   std::to_string(o.lr_min));
   }
   {
     // What every TASK will carry: refused here rather than by every client.
@@ -1395,7 +1405,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (!initial.ok()) return initial.status();
   impl->global = std::move(initial).value();
   bool resumed = false;
-  uint64_t last_row = 0;  // of rounds.csv, when resuming
+  std::optional<std::string> resumed_pruning;  // the checkpoint's schedule, when it has one
+  uint64_t last_row = 0;                       // of rounds.csv, when resuming
   std::vector<Checkpoint::Row> owed_rows;
 
   // The server's identity first: it signs checkpoints, and a server with a key
@@ -1444,6 +1455,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
           !st.ok()) {
         return Status::Corruption(used, st.message());
       }
+      if (c->has_pruning) resumed_pruning = c->pruning;
       impl->global = std::move(c->model);
       impl->round = c->round;
       impl->reference_norm = c->reference_norm;
@@ -1500,6 +1512,21 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         "{}",
         100 * impl->prune_from, 100 * o.prune_to, o.prune_rounds,
         o.erk ? "layer-wise by ERK" : (o.global_pruning ? "ranked globally" : "layer by layer"));
+    char text[160];
+    std::snprintf(text, sizeof(text), "from %.9g to %.9g over rounds 1..%d, %s", impl->prune_from,
+                  o.prune_to, o.prune_rounds,
+                  o.erk ? "erk" : (o.global_pruning ? "global" : "per layer"));
+    impl->pruning_schedule = text;
+  }
+  if (resumed_pruning && *resumed_pruning != impl->pruning_schedule) {
+    // The mask already follows the checkpoint's schedule; another one would
+    // prune the rest of the run to other targets.
+    auto says = [](const std::string& s) { return s.empty() ? std::string("none") : s; };
+    return Status::InvalidArgument(
+        "the checkpoint is from a run whose federated pruning is '" + says(*resumed_pruning) +
+        "'; resume it with the same --prune-to, --prune-rounds, --erk, --sparsity and model "
+        "(this run's: '" +
+        says(impl->pruning_schedule) + "')");
   }
   impl->SetGlobal();
   if (impl->reference_norm == 0) impl->reference_norm = KeptNorm(impl->global);

@@ -23,6 +23,7 @@ Checkpoint Sample() {
   c.reference_norm = 12.5;
   c.strategy = "fedadam";
   c.strategy_state = std::string("state\0bytes", 11);
+  c.pruning = "from 0 to 0.9 over rounds 1..10, global";
   return c;
 }
 
@@ -46,33 +47,45 @@ TEST(CheckpointTest, RoundTrip) {
   EXPECT_EQ(c->reference_norm, 12.5);
   EXPECT_EQ(c->strategy, "fedadam");
   EXPECT_EQ(c->strategy_state, std::string("state\0bytes", 11));
+  EXPECT_TRUE(c->has_pruning);
+  EXPECT_EQ(c->pruning, "from 0 to 0.9 over rounds 1..10, global");
   // No temp file left behind.
   EXPECT_TRUE(ReadAll(path + ".tmp").empty());
 }
 
-// A format-3 checkpoint (before strategies) still resumes, as FedAvg.
-TEST(CheckpointTest, FormatThreeIsReadAsFedAvg) {
+// Older formats still resume: format 4 (before the pruning schedule: not
+// checked) and format 3 (before strategies: FedAvg).
+TEST(CheckpointTest, FormatsThreeAndFourAreStillRead) {
   test::TempDir dir;
   const std::string path = dir.path() + "/c.fl";
   Checkpoint c = Sample();
   c.strategy = "fedavg";
   c.strategy_state.clear();
+  c.pruning.clear();
   ASSERT_FL_OK(WriteCheckpoint(path, c));
-  std::string v4 = ReadAll(path);
-  // Format 4 = format 3 + (u32 6, "fedavg", u64 0) after the (empty) pending rows.
+  const std::string v5 = ReadAll(path);
+  auto reseal = [](std::string bytes, char format) {
+    bytes[4] = format;
+    bytes.resize(bytes.size() - kSha256DigestBytes);
+    const Sha256Digest d = Sha256(bytes);
+    return bytes.append(reinterpret_cast<const char*>(d.data()), d.size());
+  };
+  // Format 5 = format 4 + (u32 0) after the strategy state; format 4 = format
+  // 3 + (u32 6, "fedavg", u64 0) after the (empty) pending rows.
   const size_t at = 4 + 4 + 8 + 8 + 8 + 4;
-  ASSERT_EQ(v4.substr(at + 4, 6), "fedavg");
-  std::string v3 = v4.substr(0, at) + v4.substr(at + 4 + 6 + 8);
-  v3[4] = 3;
-  v3.resize(v3.size() - kSha256DigestBytes);
-  const Sha256Digest d = Sha256(v3);
-  v3.append(reinterpret_cast<const char*>(d.data()), d.size());
-  test::WriteFile(path, v3);
-  auto r = ReadCheckpoint(path);
-  ASSERT_FL_OK(r);
-  EXPECT_EQ(r->strategy, "fedavg");
-  EXPECT_TRUE(r->strategy_state.empty());
-  EXPECT_EQ(r->model.tensors[0].values, (std::vector<float>{1, 2, 3}));
+  ASSERT_EQ(v5.substr(at + 4, 6), "fedavg");
+  const std::string v4 = reseal(v5.substr(0, at + 18) + v5.substr(at + 18 + 4), 4);
+  const std::string v3 = reseal(v4.substr(0, at) + v4.substr(at + 4 + 6 + 8), 3);
+  for (const auto& [format, bytes] : {std::pair{4, v4}, std::pair{3, v3}}) {
+    SCOPED_TRACE("format " + std::to_string(format));
+    test::WriteFile(path, bytes);
+    auto r = ReadCheckpoint(path);
+    ASSERT_FL_OK(r);
+    EXPECT_EQ(r->strategy, "fedavg");
+    EXPECT_TRUE(r->strategy_state.empty());
+    EXPECT_FALSE(r->has_pruning);
+    EXPECT_EQ(r->model.tensors[0].values, (std::vector<float>{1, 2, 3}));
+  }
 }
 
 TEST(CheckpointTest, MissingIsNotFound) {

@@ -498,6 +498,34 @@ TEST_F(ServerTest, ResumeRefusesAnotherSeed) {
   EXPECT_EQ((*server)->first_round(), 3u);
 }
 
+// The federated pruning schedule is part of the run: --resume with flags that
+// would change it midway (another target, length, or none) is refused, and the
+// same flags resume.
+TEST_F(ServerTest, ResumeRefusesAnotherPruningSchedule) {
+  test::TempDir out;
+  auto model = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(model);
+  Checkpoint c{2, 1, GetModelState("mnist_2nn", **model), 1.0};
+  c.pruning = "from 0 to 0.5 over rounds 1..3, global";
+  ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl", c));
+  ServerOptions so = BaseOptions(out.path());
+  so.resume = true;
+  for (auto [to, rounds] : {std::pair{0.6, 3}, std::pair{0.5, 4}, std::pair{0.0, 3}}) {
+    so.prune_to = to;
+    so.prune_rounds = rounds;
+    auto refused = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
+    ASSERT_FALSE(refused.ok()) << to << " over " << rounds;
+    EXPECT_NE(refused.status().message().find("'from 0 to 0.5 over rounds 1..3, global'"),
+              std::string::npos)
+        << refused.status().ToString();
+  }
+  so.prune_to = 0.5;
+  so.prune_rounds = 3;
+  auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
+  ASSERT_FL_OK(server);
+  EXPECT_EQ((*server)->first_round(), 3u);
+}
+
 // A raw protocol peer on its own socket: HELLO, then whatever the test does.
 struct RawPeer {
   std::string id;
