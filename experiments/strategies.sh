@@ -8,6 +8,9 @@
 #   STRATEGIES="fedavg fedyogi" PARTITIONS=shards bash experiments/strategies.sh OUT 100
 #
 # Appends a row per run to OUT_DIR/strategies.csv and skips runs already there.
+# A run folder with a checkpoint (an interrupted run, or a shorter one) is
+# continued with fl-sim --resume up to ROUNDS; its seconds column then counts
+# the last invocation only.
 # Server learning rates: each strategy's default (fedadagrad 0.1, fedadam and
 # fedyogi 0.01, the others 1); fedprox mu 0.01; fedavgm momentum 0.9 with
 # server lr 0.1 (Hsu et al.'s effective step); the robust rules with f = 1.
@@ -60,8 +63,10 @@ uplink_bits = 8
 [sim]
 out = "$dir"
 TOML
+    resume=()
+    [ -s "$dir/checkpoint.fl" ] && resume=(--resume)
     t0=$(date +%s)
-    "$SIM" --config "$dir.toml" --quiet > "$dir.log" 2>&1 || { echo "run $dir failed (see $dir.log)"; continue; }
+    "$SIM" --config "$dir.toml" "${resume[@]}" --quiet > "$dir.log" 2>&1 || { echo "run $dir failed (see $dir.log)"; continue; }
     to() { awk -F, -v t="$1" 'NR > 1 && $3 != "" && $3 + 0 >= t { print $1; exit }' "$dir/rounds.csv"; }
     echo "$part,$strategy,$ROUNDS,$(to 0.97),$(to 0.98),$(to 0.99),$(json "$dir/summary.json" final_accuracy),$(( $(date +%s) - t0 ))" >> "$CSV"
     tail -1 "$CSV"

@@ -372,5 +372,44 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   EXPECT_FALSE(rows[2].epsilon.empty());
 }
 
+// A long experiment stopped part-way continues with fl-sim --resume: the
+// server resumes from its checkpoint, the virtual clients re-register, and the
+// run ends with the model of an uninterrupted one (32-bit uplink: the clients
+// hold no state between rounds). A changed config is refused.
+TEST(IntegrationTest, SimulationResumesWhereItStopped) {
+  test::TempDir dir;
+  auto run = [&](const std::string& out, const std::string& rounds,
+                 std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--model",    "mnist_2nn", "--clients", "6",
+                                     "--fraction", "0.5",       "--rounds",  rounds,
+                                     "--epochs",   "1",         "--data",    test::MnistDir(),
+                                     "--out",      out,         "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    test::Process sim(kSim, args, out + ".log");
+    const int rc = sim.Wait(180);
+    return std::pair{rc, sim.Log()};
+  };
+  const std::string whole = dir.path() + "/whole", parts = dir.path() + "/parts";
+  ASSERT_EQ(run(whole, "3").first, 0);
+  ASSERT_EQ(run(parts, "2").first, 0);
+  auto refused = run(parts, "3", {"--resume", "--lr", "0.2"});
+  EXPECT_NE(refused.first, 0);
+  EXPECT_NE(refused.second.find("lr = 0.2"), std::string::npos) << refused.second;
+  auto resumed = run(parts, "3", {"--resume"});
+  ASSERT_EQ(resumed.first, 0) << resumed.second;
+  const auto rows = test::ReadRoundsCsv(parts + "/rounds.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(rows[r].round, r + 1);
+  auto summary = ReadFile(parts + "/summary.json");
+  ASSERT_FL_OK(summary);
+  EXPECT_NE(summary->find("\"rounds_completed\": 3"), std::string::npos) << *summary;
+  EXPECT_NE(summary->find("\"resumed_after_round\": 2"), std::string::npos) << *summary;
+  auto a = ReadFile(whole + "/global.flm");
+  auto b = ReadFile(parts + "/global.flm");
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  EXPECT_TRUE(*a == *b) << "the resumed run ends with another model";
+}
+
 }  // namespace
 }  // namespace fl

@@ -8,7 +8,8 @@
 //
 // Writes to --out: rounds.csv, summary.json, config.toml (the effective config),
 // the server's checkpoint.fl and global.flm, and with [security] secure = true
-// the generated identities under keys/.
+// the generated identities under keys/. --resume continues the run in --out
+// from its last checkpoint (same config; --rounds may grow).
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -255,6 +256,48 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
+std::vector<std::string> Split(const std::string& line, char sep) {
+  std::vector<std::string> fields;
+  std::istringstream in(line);
+  std::string f;
+  while (std::getline(in, f, sep)) fields.push_back(f);
+  return fields;
+}
+
+// --resume: the run in c.out was made with this config (rounds and workers
+// aside), and the accuracy of each round its rounds.csv holds.
+Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, double>>* earlier) {
+  SimConfig before;
+  const std::string path = c.out + "/config.toml";
+  if (Status st = LoadSimConfig(path, &before); !st.ok()) {
+    return Status::InvalidArgument("--resume: no run to continue in " + c.out, st.message());
+  }
+  before.rounds = c.rounds;
+  before.workers = c.workers;
+  before.out = c.out;
+  const std::string was = SimConfigToToml(before), now = SimConfigToToml(c);
+  if (was != now) {
+    std::istringstream a(was), b(now);
+    std::string la, lb;
+    while (std::getline(a, la) && std::getline(b, lb) && la == lb) {
+    }
+    return Status::InvalidArgument(
+        path, "--resume continues a run with the config it was made with; it had '" + la +
+                  "', this one has '" + lb + "'");
+  }
+  std::ifstream in(c.out + "/rounds.csv");
+  std::string line;
+  std::vector<std::string> header;
+  if (std::getline(in, line)) header = Split(line, ',');
+  const auto col = std::find(header.begin(), header.end(), "test_accuracy") - header.begin();
+  while (std::getline(in, line)) {
+    const std::vector<std::string> f = Split(line, ',');
+    if (f.size() <= static_cast<size_t>(col) || f[col].empty()) continue;
+    earlier->push_back({std::strtoull(f[0].c_str(), nullptr, 10), std::atof(f[col].c_str())});
+  }
+  return Status::OK();
+}
+
 int Main(int argc, char** argv) {
   SimConfig c;
   std::string config_path;
@@ -267,7 +310,7 @@ int Main(int argc, char** argv) {
   double fraction = 0, lr = 0, alpha = 0;
   uint64_t seed = 0;
   std::string data, out, partition, model;
-  bool quiet = false;
+  bool quiet = false, resume = false;
   auto* o_rounds = app.add_option("--rounds", rounds, "Rounds to run");
   auto* o_clients = app.add_option("--clients,-K", clients, "Number of virtual clients K");
   auto* o_fraction = app.add_option("--fraction,-C", fraction, "Fraction of clients per round");
@@ -308,6 +351,10 @@ int Main(int argc, char** argv) {
   auto* o_dp_noise = app.add_option("--dp-noise-multiplier", dp_noise,
                                     "DP-FedAvg noise multiplier ([privacy] noise_multiplier)");
   app.add_flag("--quiet", quiet, "Print only the final table");
+  app.add_flag("--resume", resume,
+               "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
+               "(the config must be the one the run was made with; only rounds and workers may "
+               "differ)");
   CLI11_PARSE(app, argc, argv);
 
   if (!config_path.empty()) {
@@ -355,11 +402,17 @@ int Main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   RaiseFileLimit();
 
-  // A fresh run replaces earlier results in the same folder.
-  st = CreateDirectories(c.out);
-  std::remove((c.out + "/rounds.csv").c_str());
-  for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
-    std::remove((c.out + f).c_str());
+  // Rounds an earlier run in --out evaluated: (round, test accuracy).
+  std::vector<std::pair<uint64_t, double>> earlier;
+  if (resume) {
+    st = CheckResumableRun(c, &earlier);
+  } else {
+    // A fresh run replaces earlier results in the same folder.
+    st = CreateDirectories(c.out);
+    std::remove((c.out + "/rounds.csv").c_str());
+    for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
+      std::remove((c.out + f).c_str());
+    }
   }
   if (st.ok()) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
   if (!st.ok()) {
@@ -442,6 +495,7 @@ int Main(int argc, char** argv) {
   so.data_dir = c.data_dir;
   so.eval_every = c.eval_every;
   so.out_dir = c.out;
+  so.resume = resume;
   so.done_linger_seconds = 1.0;
   so.verbose = false;
   SimIdentities identities;
@@ -470,6 +524,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const std::string endpoint = (*server)->endpoint();
+  const uint64_t first_round = (*server)->first_round();
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -533,7 +588,14 @@ int Main(int argc, char** argv) {
   std::string targets_json;
   for (double t : c.targets) {
     std::string reached = "null";
+    for (const auto& [round, accuracy] : earlier) {
+      if (round < first_round && accuracy >= t) {
+        reached = std::to_string(round);
+        break;
+      }
+    }
     for (const auto& m : history) {
+      if (reached != "null") break;
       if (m.test_accuracy >= t) {
         reached = std::to_string(m.round);
         break;
@@ -577,6 +639,7 @@ int Main(int argc, char** argv) {
      << ", \"kind\": " << JsonString(c.adversary_fraction > 0 ? c.adversary_kind : "none")
      << ", \"scale\": " << JsonNumber(c.adversary_scale) << "},\n"
      << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
+     << "  \"resumed_after_round\": " << first_round - 1 << ",\n"
      << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"
      << "  \"final_loss\": " << JsonNumber(summary->final_loss) << ",\n"
