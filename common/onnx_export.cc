@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -20,8 +21,10 @@ enum class Layer { kFlatten, kLinear, kConv, kRelu, kMaxPool2 };
 
 struct LayerSpec {
   Layer kind;
-  std::string name;  // parameter prefix ("fc1") for Linear and Conv
-  int64_t pad{0};    // Conv: zero padding on every side
+  std::string name;    // parameter prefix ("fc1") for Linear and Conv
+  int64_t outputs{0};  // Linear: features out; Conv: channels out
+  int64_t kernel{0};   // Conv: square kernel size
+  int64_t pad{0};      // Conv: zero padding on every side
 };
 
 struct ArchitectureGraph {
@@ -31,31 +34,33 @@ struct ArchitectureGraph {
   std::vector<LayerSpec> layers;
 };
 
-// The built-in architectures (common/model_zoo.cc), layer by layer.
+// The built-in architectures (common/model_zoo.cc), layer by layer. Every
+// parameter's shape follows from these, and a model's tensors must match it
+// exactly: nothing about the graph is taken from the model file.
 const std::vector<ArchitectureGraph>& Graphs() {
   static const std::vector<ArchitectureGraph> kGraphs = {
       {"mnist_2nn",
        {1, 28, 28},
        10,
        {{Layer::kFlatten, ""},
-        {Layer::kLinear, "fc1"},
+        {Layer::kLinear, "fc1", 200},
         {Layer::kRelu, ""},
-        {Layer::kLinear, "fc2"},
+        {Layer::kLinear, "fc2", 200},
         {Layer::kRelu, ""},
-        {Layer::kLinear, "fc3"}}},
+        {Layer::kLinear, "fc3", 10}}},
       {"mnist_cnn",
        {1, 28, 28},
        10,
-       {{Layer::kConv, "conv1", 2},
+       {{Layer::kConv, "conv1", 32, 5, 2},
         {Layer::kRelu, ""},
         {Layer::kMaxPool2, ""},
-        {Layer::kConv, "conv2", 2},
+        {Layer::kConv, "conv2", 64, 5, 2},
         {Layer::kRelu, ""},
         {Layer::kMaxPool2, ""},
         {Layer::kFlatten, ""},
-        {Layer::kLinear, "fc1"},
+        {Layer::kLinear, "fc1", 512},
         {Layer::kRelu, ""},
-        {Layer::kLinear, "fc2"}}},
+        {Layer::kLinear, "fc2", 10}}},
   };
   return kGraphs;
 }
@@ -128,9 +133,14 @@ class GraphBuilder {
                                      ", the architecture needs " + want);
     }
     used_.insert(name);
-    stats_->parameters += static_cast<int64_t>(t.values.size());
     const bool quantize = options_.int8 && shape.size() >= 2;
-    const bool sparse = options_.sparse && !t.mask.empty();
+    stats_->parameters += static_cast<int64_t>(t.values.size());
+    // Sparse when it is smaller: a kept value costs its value and an 8-byte
+    // position, a dense one its value alone.
+    const int64_t kept = t.KeptCount(), n = static_cast<int64_t>(t.values.size());
+    const int64_t value_bytes = quantize ? 1 : 4;
+    const bool sparse =
+        options_.sparse && !t.mask.empty() && kept * (value_bytes + 8) < n * value_bytes;
     std::vector<float> scales;
     std::vector<int8_t> q;
     if (quantize) Quantize(t, &q, &scales);
@@ -182,16 +192,6 @@ class GraphBuilder {
     return name;
   }
 
-  // The shape of tensor `name`, which must have rank `rank`.
-  Result<std::vector<int64_t>> Shape(const std::string& name, size_t rank) const {
-    auto it = tensors_.find(name);
-    if (it == tensors_.end() || it->second->shape.size() != rank) {
-      return Status::InvalidArgument("ONNX export: the model has no " + std::to_string(rank) +
-                                     "-d tensor '" + name + "'");
-    }
-    return it->second->shape;
-  }
-
   // Tensors of the model no layer used.
   std::vector<std::string> Unused() const {
     std::vector<std::string> out;
@@ -211,13 +211,15 @@ class GraphBuilder {
     scales->resize(static_cast<size_t>(channels));
     for (int64_t c = 0; c < channels; ++c) {
       const float* w = t.values.data() + c * per;
-      float max_abs = 0;
-      for (size_t i = 0; i < per; ++i) max_abs = std::max(max_abs, std::fabs(w[i]));
-      const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
-      (*scales)[c] = scale;
+      double max_abs = 0;
+      for (size_t i = 0; i < per; ++i) max_abs = std::max(max_abs, std::fabs(double{w[i]}));
+      // A channel too small for a float scale (or all zero) is stored as zeros.
+      const double scale = max_abs / 127.0;
+      const bool zero = !(scale >= std::numeric_limits<float>::min());
+      (*scales)[c] = zero ? 1.0f : static_cast<float>(scale);
       for (size_t i = 0; i < per; ++i) {
-        const float r = std::nearbyint(w[i] / scale);
-        (*q)[c * per + i] = static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+        const double r = zero ? 0.0 : std::nearbyint(w[i] / scale);
+        (*q)[c * per + i] = static_cast<int8_t>(std::clamp(r, -127.0, 127.0));
       }
     }
   }
@@ -262,6 +264,15 @@ std::vector<std::string> OnnxExportableArchitectures() {
 Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions& options,
                                OnnxExportStats* stats) {
   FL_RETURN_IF_ERROR(CheckModelState(model));
+  FL_RETURN_IF_ERROR(CheckValueRange(model));
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (model.tensors[i].name == model.tensors[j].name) {
+        return Status::InvalidArgument("ONNX export: two tensors are named '" +
+                                       model.tensors[i].name + "'");
+      }
+    }
+  }
   const ArchitectureGraph* arch = nullptr;
   for (const auto& g : Graphs()) {
     if (g.name == model.architecture) arch = &g;
@@ -323,9 +334,7 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
         break;
       }
       case Layer::kLinear: {
-        auto ws = b.Shape(layer.name + ".weight", 2);
-        if (!ws.ok()) return ws.status();
-        const int64_t outs = (*ws)[0];
+        const int64_t outs = layer.outputs;
         auto w = b.Parameter(layer.name + ".weight", {outs, shape[0]});
         if (!w.ok()) return w.status();
         auto bias = b.Parameter(layer.name + ".bias", {outs});
@@ -335,9 +344,7 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
         break;
       }
       case Layer::kConv: {
-        auto ws = b.Shape(layer.name + ".weight", 4);
-        if (!ws.ok()) return ws.status();
-        const int64_t outs = (*ws)[0], kh = (*ws)[2], kw = (*ws)[3];
+        const int64_t outs = layer.outputs, kh = layer.kernel, kw = layer.kernel;
         auto w = b.Parameter(layer.name + ".weight", {outs, shape[0], kh, kw});
         if (!w.ok()) return w.status();
         auto bias = b.Parameter(layer.name + ".bias", {outs});
@@ -369,7 +376,8 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   Metadata(&m, "fedge.normalize_mean", Number(kMnistPixelMean));
   Metadata(&m, "fedge.normalize_std", Number(kMnistPixelStd));
   Metadata(&m, "fedge.sparsity", Number(model.Sparsity()));
-  Metadata(&m, "fedge.weights", options.int8 ? "int8, per output channel" : "fp32");
+  Metadata(&m, "fedge.weights",
+           options.int8 ? "int8 weights, one scale per output channel; fp32 biases" : "fp32");
   if (!options.model_version.empty()) Metadata(&m, "fedge.model_version", options.model_version);
 
   std::string bytes;

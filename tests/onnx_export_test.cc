@@ -4,6 +4,7 @@
 #include "common/onnx_export.h"
 
 #include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
 
 #include <cmath>
 #include <cstring>
@@ -42,18 +43,23 @@ TEST(OnnxExportTest, CheckerPassesForEveryArchitectureAndStorage) {
         ASSERT_FL_OK(bytes);
         EXPECT_FL_OK(CheckOnnxModel(*bytes));
         EXPECT_EQ(stats.parameters, m.NumParameters());
-        EXPECT_EQ(stats.stored_values, sparse ? m.KeptCount() : m.NumParameters());
         EXPECT_EQ(stats.bytes, static_cast<int64_t>(bytes->size()));
         if (!sparse && !int8) dense_bytes = stats.bytes;
         // The payload: 4 B (fp32) or 1 B (int8 weights, plus a 4 B scale per
-        // output channel) per stored value, and 8 B per position of a sparse
-        // tensor; the graph around it is a few kB.
+        // output channel) per stored value, and 8 B per position of a tensor
+        // stored sparsely (when that is smaller); the graph is a few kB.
         double payload = 0;
+        int64_t stored = 0;
         for (const auto& t : m.tensors) {
-          const bool q = int8 && t.shape.size() >= 2, s = sparse && !t.mask.empty();
-          const double n = static_cast<double>(s ? t.KeptCount() : t.values.size());
-          payload += n * (q ? 1 : 4) + (s ? 8 * n : 0) + (q ? 4.0 * t.shape[0] : 0);
+          const bool q = int8 && t.shape.size() >= 2;
+          const int64_t vb = q ? 1 : 4, n = static_cast<int64_t>(t.values.size());
+          const bool s = sparse && !t.mask.empty() && t.KeptCount() * (vb + 8) < n * vb;
+          const int64_t kept = s ? t.KeptCount() : n;
+          stored += kept;
+          payload += static_cast<double>(kept * (vb + (s ? 8 : 0))) + (q ? 4.0 * t.shape[0] : 0);
         }
+        EXPECT_EQ(stats.stored_values, stored);
+        if (sparse) EXPECT_LT(stored, m.NumParameters());
         EXPECT_GE(static_cast<double>(stats.bytes), payload);
         EXPECT_LT(static_cast<double>(stats.bytes), payload * 1.02 + 4096);
         if (sparse || int8) EXPECT_LT(stats.bytes, dense_bytes);
@@ -95,7 +101,47 @@ TEST(OnnxExportTest, RefusesWhatItCannotExportByName) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().ToString().find("'fc3.bias'"), std::string::npos) << r.status().ToString();
 
+  m = Initial("mnist_2nn", 0);
+  m.tensors[1].name = "fc1.weight";  // fc1.bias renamed: two of one name
+  r = ExportOnnx(m, OnnxExportOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().ToString().find("two tensors are named 'fc1.weight'"), std::string::npos)
+      << r.status().ToString();
+
+  m = Initial("mnist_2nn", 0);
+  m.tensors[0].values[3] = std::nanf("");
+  EXPECT_FALSE(ExportOnnx(m, OnnxExportOptions{}).ok());
+
   EXPECT_FALSE(CheckOnnxModel("not a model").ok());
+}
+
+// int8: a channel whose weights are too small for a float scale (subnormal)
+// is stored as zeros with scale 1, not divided by a zero scale.
+TEST(OnnxExportTest, Int8StoresAChannelOfTinyWeightsAsZeros) {
+  ModelState m = Initial("mnist_2nn", 0);
+  auto& w = m.tensors[0];  // fc1.weight, 200 x 784
+  for (size_t i = 0; i < 784; ++i) w.values[i] = i % 2 ? 1e-44f : 0.0f;
+  OnnxExportOptions o;
+  o.int8 = true;
+  auto bytes = ExportOnnx(m, o);
+  ASSERT_FL_OK(bytes);
+  EXPECT_FL_OK(CheckOnnxModel(*bytes));
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(*bytes));
+  bool seen_scale = false, seen_values = false;
+  for (const auto& t : proto.graph().initializer()) {
+    if (t.name() == "fc1.weight.scale") {
+      float first;
+      std::memcpy(&first, t.raw_data().data(), sizeof(first));
+      EXPECT_EQ(first, 1.0f);
+      seen_scale = true;
+    }
+    if (t.name() == "fc1.weight.int8") {
+      EXPECT_EQ(t.raw_data().substr(0, 784), std::string(784, '\0'));
+      seen_values = true;
+    }
+  }
+  EXPECT_TRUE(seen_scale && seen_values);
 }
 
 // fl-compress export --signer exports a run's global.flm only when the
@@ -142,9 +188,9 @@ torch::Tensor FedgeLogits(Model& model, const ImageDataset& images) {
 
 // A CNN trained for one epoch on 6,000 MNIST images, pruned to 90% and
 // trained one more epoch on the mask, written as a .flm (as fl-compress or a
-// federation would), exported with fl-compress export, and run in ONNX
-// Runtime on the 10,000 test images. fp32: the same class on at least 99.9%
-// of images and logits within 1e-4. int8 (per-channel weights): the same
+// federation would), exported with fl-compress export (sparse, --dense and
+// --int8), and run in ONNX Runtime on the 10,000 test images. fp32: the same
+// class on at least 99.9% of images and logits within 1e-4. int8 (per-channel weights): the same
 // class on at least 99% and the accuracy within 0.5 points.
 TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
   auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
@@ -179,11 +225,13 @@ TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
   test::TempDir dir;
   const std::string flm = dir.path() + "/model.flm";
   ASSERT_FL_OK(WriteModelFile(flm, state, ModelFileOptions{}));
-  for (bool int8 : {false, true}) {
-    SCOPED_TRACE(int8 ? "int8" : "fp32");
-    const std::string onnx = dir.path() + (int8 ? "/int8.onnx" : "/fp32.onnx");
+  for (const std::string flag : {"", "--dense", "--int8"}) {
+    const bool int8 = flag == "--int8";
+    const std::string variant = flag.empty() ? "sparse fp32" : flag.substr(2);
+    SCOPED_TRACE(variant);
+    const std::string onnx = dir.path() + "/model" + flag + ".onnx";
     std::vector<std::string> args = {"export", flm, "--out", onnx};
-    if (int8) args.push_back("--int8");
+    if (!flag.empty()) args.push_back(flag);
     test::Process exporter(std::string(FL_TEST_BIN_DIR) + "/fl-compress", args,
                            dir.path() + "/export.log");
     ASSERT_EQ(exporter.Wait(60), 0) << exporter.Log();
@@ -206,7 +254,7 @@ TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
     std::printf(
         "%s: same class on %.2f%% of images, largest logit difference %.3g, accuracy "
         "%.2f%% (fedge %.2f%%)\n",
-        int8 ? "int8" : "fp32", 100 * agree, max_diff, 100 * accuracy, 100 * fedge_accuracy);
+        variant.c_str(), 100 * agree, max_diff, 100 * accuracy, 100 * fedge_accuracy);
     if (int8) {
       EXPECT_GE(agree, 0.99);
       EXPECT_NEAR(accuracy, fedge_accuracy, 0.005);
