@@ -64,7 +64,7 @@ uplink_bits = 8
 out = "$dir"
 TOML
     resume=()
-    [ -s "$dir/checkpoint.fl" ] && resume=(--resume)
+    compgen -G "$dir/checkpoint.fl*" >/dev/null && resume=(--resume)
     t0=$(date +%s)
     "$SIM" --config "$dir.toml" "${resume[@]}" --quiet > "$dir.log" 2>&1 || { echo "run $dir failed (see $dir.log)"; continue; }
     to() { awk -F, -v t="$1" 'NR > 1 && $3 != "" && $3 + 0 >= t { print $1; exit }' "$dir/rounds.csv"; }

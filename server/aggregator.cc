@@ -443,6 +443,16 @@ double DefaultServerLr(const std::string& name) {
   return k ? k->default_lr : 1.0;
 }
 
+int RobustMinimum(const StrategyOptions& o) {
+  const StrategyKind* kind = FindStrategy(o.name);
+  if (!kind || kind->rule == Rule::kMean) return 0;
+  if (o.name == "krum" || o.name == "multikrum") return 2 * o.krum_f + 3;
+  if (o.name == "trimmed_mean" && o.trim_fraction > 0) {
+    return std::max(3, static_cast<int>(std::ceil(1.0 / o.trim_fraction - 1e-9)));
+  }
+  return 3;
+}
+
 Status CheckStrategyOptions(const StrategyOptions& o) {
   if (!FindStrategy(o.name)) {
     std::string all;

@@ -80,6 +80,11 @@ double DefaultServerLr(const std::string& name);
 // InvalidArgument naming the option (as its fl-server flag) that is out of range.
 Status CheckStrategyOptions(const StrategyOptions& options);
 
+// The fewest deltas a round needs for the rule to resist anything: 0 for the
+// mean (it resists nothing), 3 for the median, enough for trimmed_mean to trim
+// one value at each end (and at least 3), 2f + 3 for krum and multikrum.
+int RobustMinimum(const StrategyOptions& options);
+
 // --- the arithmetic --------------------------------------------------------
 
 // Scales `delta` to L2 norm `clip` when its norm is above it. Returns the

@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
          "Memory (MiB) the robust rules (median, trimmed_mean, krum, multikrum) may hold for "
          "a round's deltas, 4 B per kept value each; a round selects at most that many "
          "devices (default 2048)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0.001, 1048576.0));
   app.add_option("--max-connections", o.max_connections,
                  "Connections held at once; a handshake past it is refused (connection_cap). "
                  "Lowered to fit the open-file limit (raised to its hard limit); 0 = that limit "

@@ -50,7 +50,8 @@ const char kRoundsCsvHeader[] =
 
 double RoundLearningRate(const ServerOptions& o, int round) {
   const double lr = o.train.lr * std::pow(o.lr_decay, std::max(0, round - 1));
-  return std::max({lr, o.lr_min, std::numeric_limits<double>::min()});
+  // Clients train in float: a rate below the smallest normal float trains nothing.
+  return std::max({lr, o.lr_min, static_cast<double>(std::numeric_limits<float>::min())});
 }
 
 std::string RoundsCsvHeader(bool privacy) {
@@ -457,7 +458,7 @@ struct Server::Impl {
   std::vector<transport::SharedFrame> BuildTask(int variant) const {
     wire::Task task;
     task.config = o.train;
-    task.config.lr = RoundLearningRate(o, current_round);
+    task.config.lr = RoundLearningRate(o, static_cast<int>(current_round));
     task.config.seed = o.seed * 1000003ULL + current_round;
     task.config.deadline_seconds = o.round_deadline_seconds;
     if (variant >= 1) task.config.proximal_mu = aggregator->proximal_mu();
@@ -1405,8 +1406,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (!initial.ok()) return initial.status();
   impl->global = std::move(initial).value();
   bool resumed = false;
-  std::optional<std::string> resumed_pruning;  // the checkpoint's schedule, when it has one
-  uint64_t last_row = 0;                       // of rounds.csv, when resuming
+  uint64_t last_row = 0;  // of rounds.csv, when resuming
   std::vector<Checkpoint::Row> owed_rows;
 
   // The server's identity first: it signs checkpoints, and a server with a key
@@ -1423,6 +1423,25 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   }
   impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), impl->signer.get());
   FL_RETURN_IF_ERROR(impl->store->Prepare());
+  // Where the federated pruning schedule starts: the starting model's sparsity.
+  if (o.model_file.empty()) impl->prune_from = o.sparsity;
+  if (o.prune_to > 0) {
+    if (!(o.prune_to < 1) || o.prune_to < impl->prune_from || o.prune_rounds < 1) {
+      return Status::InvalidArgument(
+          "--prune-to must be in [" + std::to_string(impl->prune_from) +
+          ", 1) (not below the starting sparsity) with --prune-rounds >= 1");
+    }
+    spdlog::info(
+        "federated pruning: from {:.1f}% to {:.1f}% sparsity over rounds 1..{} (Zhu & Gupta), "
+        "{}",
+        100 * impl->prune_from, 100 * o.prune_to, o.prune_rounds,
+        o.erk ? "layer-wise by ERK" : (o.global_pruning ? "ranked globally" : "layer by layer"));
+    char text[160];
+    std::snprintf(text, sizeof(text), "from %.9g to %.9g over rounds 1..%d, %s", impl->prune_from,
+                  o.prune_to, o.prune_rounds,
+                  o.erk ? "erk" : (o.global_pruning ? "global" : "per layer"));
+    impl->pruning_schedule = text;
+  }
   if (o.resume) {
     if (o.out_dir.empty()) return Status::InvalidArgument("--resume needs an output folder");
     std::string used;
@@ -1450,12 +1469,21 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
             used, "is from a run with --strategy " + c->strategy + "; resume it with that " +
                       "strategy (this run has --strategy " + o.strategy.name + ")");
       }
+      if (c->has_pruning && c->pruning != impl->pruning_schedule) {
+        // The mask already follows the checkpoint's schedule; another one would
+        // prune the rest of the run to other targets.
+        auto says = [](const std::string& s) { return s.empty() ? std::string("none") : s; };
+        return Status::InvalidArgument(
+            "the checkpoint is from a run whose federated pruning is '" + says(c->pruning) +
+            "'; resume it with the same --prune-to, --prune-rounds, --erk, --sparsity and model "
+            "(this run's: '" +
+            says(impl->pruning_schedule) + "')");
+      }
       if (Status st = impl->aggregator->LoadState(c->strategy_state,
                                                   static_cast<size_t>(c->model.KeptCount()));
           !st.ok()) {
         return Status::Corruption(used, st.message());
       }
-      if (c->has_pruning) resumed_pruning = c->pruning;
       impl->global = std::move(c->model);
       impl->round = c->round;
       impl->reference_norm = c->reference_norm;
@@ -1499,36 +1527,27 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                  100 * impl->global.Sparsity(), o.erk ? ", layer-wise by ERK" : "",
                  impl->global.KeptCount(), impl->global.NumParameters());
   }
-  // Where the federated pruning schedule starts: the starting model's sparsity.
-  if (o.model_file.empty()) impl->prune_from = o.sparsity;
-  if (o.prune_to > 0) {
-    if (!(o.prune_to < 1) || o.prune_to < impl->prune_from || o.prune_rounds < 1) {
-      return Status::InvalidArgument(
-          "--prune-to must be in [" + std::to_string(impl->prune_from) +
-          ", 1) (not below the starting sparsity) with --prune-rounds >= 1");
-    }
-    spdlog::info(
-        "federated pruning: from {:.1f}% to {:.1f}% sparsity over rounds 1..{} (Zhu & Gupta), "
-        "{}",
-        100 * impl->prune_from, 100 * o.prune_to, o.prune_rounds,
-        o.erk ? "layer-wise by ERK" : (o.global_pruning ? "ranked globally" : "layer by layer"));
-    char text[160];
-    std::snprintf(text, sizeof(text), "from %.9g to %.9g over rounds 1..%d, %s", impl->prune_from,
-                  o.prune_to, o.prune_rounds,
-                  o.erk ? "erk" : (o.global_pruning ? "global" : "per layer"));
-    impl->pruning_schedule = text;
-  }
-  if (resumed_pruning && *resumed_pruning != impl->pruning_schedule) {
-    // The mask already follows the checkpoint's schedule; another one would
-    // prune the rest of the run to other targets.
-    auto says = [](const std::string& s) { return s.empty() ? std::string("none") : s; };
-    return Status::InvalidArgument(
-        "the checkpoint is from a run whose federated pruning is '" + says(*resumed_pruning) +
-        "'; resume it with the same --prune-to, --prune-rounds, --erk, --sparsity and model "
-        "(this run's: '" +
-        says(impl->pruning_schedule) + "')");
-  }
   impl->SetGlobal();
+  if (const int need = RobustMinimum(o.strategy); need > 0) {
+    // A robust rule capped below what it needs resists nothing: the median of
+    // one delta is that delta.
+    const size_t per_update = impl->aggregator->held_bytes_per_value() * impl->kept_count;
+    const size_t fits =
+        per_update ? o.max_aggregation_bytes / per_update : std::numeric_limits<size_t>::max();
+    if (fits < static_cast<size_t>(need)) {
+      return Status::InvalidArgument(
+          "--max-aggregation-mb " + std::to_string(o.max_aggregation_bytes >> 20) + " holds " +
+          std::to_string(fits) + " deltas of this model (" + std::to_string(per_update) +
+          " B each); --strategy " + o.strategy.name + " needs at least " + std::to_string(need) +
+          " a round to resist an attacker: raise --max-aggregation-mb");
+    }
+    if (fits < static_cast<size_t>(o.min_clients)) {
+      spdlog::warn(
+          "--max-aggregation-mb holds {} deltas, fewer than --min-clients {}: rounds select {} "
+          "of the live devices",
+          fits, o.min_clients, fits);
+    }
+  }
   if (impl->reference_norm == 0) impl->reference_norm = KeptNorm(impl->global);
   if (Status st = CheckValueRange(impl->global, impl->ValueLimit()); !st.ok()) {
     return Status::InvalidArgument(

@@ -298,8 +298,8 @@ extern const char kRoundsCsvHeader[];
 std::string RoundsCsvHeader(bool privacy);
 
 // The client learning rate round `round` (1-based) sends in its TASK:
-// max(train.lr * lr_decay^(round-1), lr_min), and never 0 (a TASK with lr 0
-// is refused by every client).
+// max(train.lr * lr_decay^(round-1), lr_min), and never below the smallest
+// normal float (clients train in float; a TASK with lr 0 is refused).
 double RoundLearningRate(const ServerOptions& o, int round);
 
 }  // namespace fl

@@ -40,9 +40,11 @@ class TorchEvaluator final : public Evaluator {
 ModelRuntime TorchRuntime() {
   ModelRuntime rt;
   rt.initial_model = [](const std::string& architecture, uint64_t seed) -> Result<ModelState> {
+    auto id = ModelArchitecture(architecture);
+    if (!id.ok()) return id.status();
     auto model = CreateModel(architecture, seed);
     if (!model.ok()) return model.status();
-    return GetModelState(architecture, **model);
+    return GetModelState(*id, **model);
   };
   rt.make_evaluator = [](const std::string& architecture, const std::string& data_dir,
                          int threads) -> Result<std::unique_ptr<Evaluator>> {

@@ -478,5 +478,27 @@ TEST(PrivateAggregatorTest, OnlyTheMeanCanBePrivate) {
   EXPECT_FL_OK(MakeAggregator(o, p, 0.1));
 }
 
+// The fewest deltas a rule needs to resist anything (the server's
+// --max-aggregation-mb may not cap a round below it).
+TEST(AggregatorTest, RobustMinimumPerRule) {
+  StrategyOptions o;
+  o.name = "fedavg";
+  EXPECT_EQ(RobustMinimum(o), 0);
+  o.name = "fedyogi";
+  EXPECT_EQ(RobustMinimum(o), 0);
+  o.name = "median";
+  EXPECT_EQ(RobustMinimum(o), 3);
+  o.name = "trimmed_mean";
+  o.trim_fraction = 0.1;
+  EXPECT_EQ(RobustMinimum(o), 10);  // floor(0.1 K) >= 1
+  o.trim_fraction = 0.4;
+  EXPECT_EQ(RobustMinimum(o), 3);
+  o.name = "krum";
+  o.krum_f = 2;
+  EXPECT_EQ(RobustMinimum(o), 7);
+  o.name = "multikrum";
+  EXPECT_EQ(RobustMinimum(o), 7);
+}
+
 }  // namespace
 }  // namespace fl

@@ -508,19 +508,40 @@ TEST_F(ServerTest, ResumeRefusesAnotherPruningSchedule) {
   Checkpoint c{2, 1, GetModelState("mnist_2nn", **model), 1.0};
   c.pruning = "from 0 to 0.5 over rounds 1..3, global";
   ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl", c));
+  // A rounds.csv an older fl-server wrote: a resume that goes ahead moves it
+  // aside; a refused one must leave it as it is.
+  const std::string old_csv = "round,accuracy\n1,0.5\n2,0.6\n";
+  test::WriteFile(out.path() + "/rounds.csv", old_csv);
   ServerOptions so = BaseOptions(out.path());
   so.resume = true;
+  auto refuses = [&](const ServerOptions& changed, const std::string& what) {
+    auto refused = Server::Create(changed, transport::CreateZmqContext(), TorchRuntime());
+    ASSERT_FALSE(refused.ok()) << what;
+    EXPECT_NE(refused.status().message().find("'from 0 to 0.5 over rounds 1..3, global'"),
+              std::string::npos)
+        << what << ": " << refused.status().ToString();
+  };
   for (auto [to, rounds] : {std::pair{0.6, 3}, std::pair{0.5, 4}, std::pair{0.0, 3}}) {
     so.prune_to = to;
     so.prune_rounds = rounds;
-    auto refused = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
-    ASSERT_FALSE(refused.ok()) << to << " over " << rounds;
-    EXPECT_NE(refused.status().message().find("'from 0 to 0.5 over rounds 1..3, global'"),
-              std::string::npos)
-        << refused.status().ToString();
+    refuses(so, std::to_string(to) + " over " + std::to_string(rounds));
   }
   so.prune_to = 0.5;
   so.prune_rounds = 3;
+  ServerOptions changed = so;
+  changed.erk = true;
+  refuses(changed, "--erk");
+  changed = so;
+  changed.global_pruning = false;
+  refuses(changed, "per layer");
+  changed = so;
+  changed.sparsity = 0.2;
+  refuses(changed, "--sparsity 0.2");
+  // Refused before rounds.csv is touched.
+  EXPECT_FALSE(ReadFile(out.path() + "/rounds.csv.old").ok());
+  auto csv = ReadFile(out.path() + "/rounds.csv");
+  ASSERT_FL_OK(csv);
+  EXPECT_EQ(*csv, old_csv);
   auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FL_OK(server);
   EXPECT_EQ((*server)->first_round(), 3u);
@@ -717,21 +738,34 @@ TEST_F(ServerTest, EachTaskCarriesTheRoundsDecayedLearningRate) {
 }
 
 // A rule that holds every delta (median) selects no more devices a round
-// than --max-aggregation-mb holds; the mean is not capped.
+// than --max-aggregation-mb holds, and refuses to start when that is fewer
+// than it needs to resist anything; the mean is not capped.
 TEST_F(ServerTest, RobustRulesSelectWhatTheAggregationMemoryHolds) {
   auto ctx = transport::CreateZmqContext();
+  // mnist_2nn keeps 199,210 values: 796,840 B a delta.
+  const size_t delta_bytes = 199210 * 4;
+  {
+    // Room for 2: the median of 2 resists nothing, so the server refuses to start.
+    test::TempDir out;
+    ServerOptions so = BaseOptions(out.path());
+    so.strategy.name = "median";
+    so.max_aggregation_bytes = 2 * delta_bytes + 1000;
+    auto refused = Server::Create(so, ctx, TorchRuntime());
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("needs at least 3"), std::string::npos)
+        << refused.status().ToString();
+  }
   for (const char* strategy : {"median", "fedavg"}) {
     test::TempDir out;
     ServerOptions so = BaseOptions(out.path());
     so.rounds = 1;
-    so.min_clients = 3;
+    so.min_clients = 4;
     so.strategy.name = strategy;
-    // mnist_2nn keeps 199,210 values: 796,840 B a delta; room for 2.
-    so.max_aggregation_bytes = 2 * 199210 * 4 + 1000;
+    so.max_aggregation_bytes = 3 * delta_bytes + 1000;  // room for 3
     RunningServer run(so, ctx);
     ASSERT_TRUE(run.ok());
     std::vector<RawPeer> peers;
-    for (int i = 0; i < 3; ++i) peers.push_back({"p" + std::to_string(i), 0, nullptr, {}, {}});
+    for (int i = 0; i < 4; ++i) peers.push_back({"p" + std::to_string(i), 0, nullptr, {}, {}});
     for (auto& p : peers) p.Connect(ctx.get(), run.endpoint);
     int tasked = 0;
     for (auto& p : peers) {
@@ -747,7 +781,7 @@ TEST_F(ServerTest, RobustRulesSelectWhatTheAggregationMemoryHolds) {
     run.Join();
     ASSERT_FL_OK(run.summary);
     ASSERT_EQ(run.rounds.size(), 1u);
-    const int expected = std::string(strategy) == "median" ? 2 : 3;
+    const int expected = std::string(strategy) == "median" ? 3 : 4;
     EXPECT_EQ(run.rounds[0].selected, expected) << strategy;
     EXPECT_EQ(run.rounds[0].participants, expected) << strategy;
     EXPECT_EQ(tasked, expected) << strategy;

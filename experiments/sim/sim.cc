@@ -525,6 +525,13 @@ int Main(int argc, char** argv) {
   }
   const std::string endpoint = (*server)->endpoint();
   const uint64_t first_round = (*server)->first_round();
+  if (resume && first_round > static_cast<uint64_t>(c.rounds)) {
+    std::fprintf(stderr,
+                 "error: the run in %s already has %llu rounds; --resume with --rounds above that "
+                 "to run more\n",
+                 c.out.c_str(), static_cast<unsigned long long>(first_round - 1));
+    return 2;
+  }
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

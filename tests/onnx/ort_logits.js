@@ -15,7 +15,7 @@ function loadOrt() {
   const dirs = [process.env.FEDGE_ORT_DIR, path.join(__dirname, '..', '..', '.deps', 'ort')];
   for (const d of dirs) {
     if (!d) continue;
-    const p = path.join(d, 'node_modules', 'onnxruntime-node');
+    const p = path.resolve(d, 'node_modules', 'onnxruntime-node');
     if (fs.existsSync(p)) return require(p);
   }
   console.error('onnxruntime-node not found: run bash scripts/setup.sh (or set FEDGE_ORT_DIR)');
