@@ -12,15 +12,19 @@ namespace fl {
 
 class SharedModel {
  public:
-  std::string architecture;
+  std::string source;        // the zoo name or TorchScript file it was made from
+  std::string architecture;  // what model states carry (ModelArchitecture)
   ModelPtr model;
 };
 
 Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture) {
+  auto id = ModelArchitecture(architecture);
+  if (!id.ok()) return id.status();
   auto model = CreateModel(architecture, /*seed=*/0);
   if (!model.ok()) return model.status();
   auto s = std::make_shared<SharedModel>();
-  s->architecture = architecture;
+  s->source = architecture;
+  s->architecture = std::move(id).value();
   s->model = std::move(model).value();
   return s;
 }
@@ -44,9 +48,9 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
                                                          int threads,
                                                          std::shared_ptr<SharedModel> shared) {
   if (indices.empty()) return Status::InvalidArgument("client has no training samples");
-  if (shared && shared->architecture != architecture) {
-    return Status::InvalidArgument("shared model is '" + shared->architecture +
-                                   "', client needs '" + architecture + "'");
+  if (shared && shared->source != architecture) {
+    return Status::InvalidArgument("shared model is '" + shared->source + "', client needs '" +
+                                   architecture + "'");
   }
   if (shared && architecture.empty()) {
     return Status::InvalidArgument("a client on a shared model needs its architecture");
@@ -61,8 +65,9 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
   auto local = SelectSamples(data, indices);
   if (!local.ok()) return local.status();
   auto impl = std::make_unique<Impl>();
-  impl->requested = architecture;
-  impl->architecture = architecture;
+  // A TorchScript file is known by its content (ModelArchitecture).
+  impl->requested = shared ? shared->architecture : architecture;
+  impl->architecture = impl->requested;
   impl->model = std::move(shared);
   impl->threads = threads;
   try {

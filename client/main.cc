@@ -58,8 +58,9 @@ int main(int argc, char** argv) {
   app.add_option("--data", data_dir, "Folder with this device's MNIST-format IDX files")
       ->capture_default_str();
   app.add_option("--model", model,
-                 "Architecture the client trains (default: the one the server sends; give it "
-                 "to refuse a federation that trains something else)");
+                 "Architecture the client trains: a model zoo name or a TorchScript file (.pt) "
+                 "(default: the one the server sends; give it to refuse a federation that "
+                 "trains something else)");
   app.add_option("--partition", partition,
                  "Use one shard of --data instead of all of it: none | iid | shards | dirichlet")
       ->capture_default_str();

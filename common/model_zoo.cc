@@ -1,7 +1,12 @@
 #include "common/model_zoo.h"
 
+#include <openssl/sha.h>
+#include <torch/script.h>
+
 #include <functional>
 #include <mutex>
+
+#include "common/file_util.h"
 
 namespace fl {
 namespace {
@@ -75,6 +80,83 @@ class MnistCnn final : public Model {
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
 };
 
+// A TorchScript module (scripted or traced in PyTorch, or defined in C++),
+// trained through its parameters. Its parameters are registered, shared, on a
+// tree of holder modules that mirrors the script's names ("fc1.weight" is
+// parameter "weight" of child "fc1"), so named_parameters(), the optimizer,
+// SetModelState and GetModelState see the script's own tensors.
+class ScriptModel final : public Model {
+ public:
+  explicit ScriptModel(torch::jit::Module script) : script_(std::move(script)) {
+    for (const auto& p : script_.named_parameters(/*recurse=*/true)) Register(p.name, p.value);
+  }
+  torch::Tensor forward(torch::Tensor x) override { return script_.forward({x}).toTensor(); }
+  void train(bool on) override {
+    torch::nn::Module::train(on);
+    script_.train(on);
+  }
+
+ private:
+  void Register(const std::string& dotted, const torch::Tensor& value) {
+    torch::nn::Module* at = this;
+    size_t start = 0;
+    for (size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
+      const std::string child = dotted.substr(start, dot - start);
+      auto* found = at->named_children().find(child);
+      at = found ? found->get()
+                 : at->register_module(child, std::make_shared<torch::nn::Module>()).get();
+    }
+    // Every parameter trains (a script saved with requires_grad off included).
+    at->register_parameter(dotted.substr(start), value, /*requires_grad=*/true);
+  }
+
+  torch::jit::Module script_;
+};
+
+// Loads and checks a TorchScript model file: float32 parameters only, no
+// buffers (they would not be federated), and [N, 1, 28, 28] images in,
+// [N, 10] logits out.
+Result<ModelPtr> LoadScriptModel(const std::string& path) {
+  torch::jit::Module script;
+  try {
+    script = torch::jit::load(path, torch::kCPU);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path, std::string("not a TorchScript model: ") + e.what());
+  }
+  for (const auto& p : script.named_parameters(/*recurse=*/true)) {
+    if (p.value.scalar_type() != torch::kFloat32) {
+      return Status::InvalidArgument(path, "parameter '" + p.name + "' is " +
+                                               std::string(c10::toString(p.value.scalar_type())) +
+                                               "; fedge trains float32 parameters");
+    }
+  }
+  for (const auto& b : script.named_buffers(/*recurse=*/true)) {
+    return Status::InvalidArgument(
+        path, "buffer '" + b.name +
+                  "' is not a parameter and would not be federated (BatchNorm's running "
+                  "statistics, for example); fedge trains modules whose state is parameters");
+  }
+  auto model = std::make_shared<ScriptModel>(script);
+  if (model->parameters().empty())
+    return Status::InvalidArgument(path, "the module has no parameters");
+  try {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    const torch::Tensor out = model->forward(torch::zeros({2, 1, 28, 28}));
+    if (out.sizes().vec() != std::vector<int64_t>{2, 10}) {
+      std::string got;
+      for (int64_t d : out.sizes()) got += (got.empty() ? "" : "x") + std::to_string(d);
+      return Status::InvalidArgument(path, "forward maps a batch of 2 images [2, 1, 28, 28] to " +
+                                               got + "; fedge needs logits [2, 10]");
+    }
+    model->train(true);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path,
+                                   std::string("forward on [2, 1, 28, 28] fails: ") + e.what());
+  }
+  return ModelPtr(model);
+}
+
 struct Registration {
   ModelInfo info;
   std::function<ModelPtr()> make;
@@ -104,7 +186,27 @@ std::vector<ModelInfo> ListModels() {
   return out;
 }
 
+bool IsScriptModelPath(const std::string& name) {
+  return name.size() > 3 && name.compare(name.size() - 3, 3, ".pt") == 0;
+}
+
+Result<std::string> ModelArchitecture(const std::string& name) {
+  if (!IsScriptModelPath(name)) return name;
+  auto bytes = ReadFile(name);
+  if (!bytes.ok()) return bytes.status();
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes->data()), bytes->size(), digest);
+  static const char kHex[] = "0123456789abcdef";
+  std::string id = "torchscript:";
+  for (int i = 0; i < 8; ++i) {
+    id += kHex[digest[i] >> 4];
+    id += kHex[digest[i] & 15];
+  }
+  return id;
+}
+
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {
+  if (IsScriptModelPath(name)) return LoadScriptModel(name);
   for (const auto& r : Registry()) {
     if (name != r.info.name) continue;
     // Torch's default initialisers draw from the global generator, so seeding it

@@ -5,7 +5,8 @@
 //              -> FC 10, ReLU, "same" padding (FedAvg paper "CNN"): 1,663,370 parameters.
 //
 // Adding a model is one entry in the registry table in model_zoo.cc: a name, a
-// one-line description and a factory.
+// one-line description and a factory. Or bring one as a TorchScript file
+// (CreateModel("path/model.pt")).
 #ifndef FEDGE_COMMON_MODEL_ZOO_H_
 #define FEDGE_COMMON_MODEL_ZOO_H_
 
@@ -51,7 +52,21 @@ std::vector<ModelInfo> ListModels();
 // Creates the model `name` with weights initialised deterministically from
 // `seed` (the same name and seed give the same weights). NotFound for an unknown
 // name, with the list of known ones in the message.
+//
+// A name ending in ".pt" is a TorchScript model file (scripted or traced in
+// PyTorch, or built in C++ with torch::jit::Module::define); its weights are
+// the file's and `seed` is not used. It must map float images [N, 1, 28, 28]
+// to logits [N, 10] and hold its state in float32 parameters (no buffers);
+// anything else is InvalidArgument naming the file and what is wrong.
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed);
+
+// True when `name` names a TorchScript model file (it ends in ".pt").
+bool IsScriptModelPath(const std::string& name);
+
+// The architecture a model's state carries, which server and clients compare:
+// the zoo name, or for a TorchScript file "torchscript:" and the first 16 hex
+// digits of the file's SHA-256 (the same file on every machine, whatever its path).
+Result<std::string> ModelArchitecture(const std::string& name);
 
 // Number of scalar trainable parameters.
 int64_t CountParameters(const torch::nn::Module& model);

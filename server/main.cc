@@ -43,8 +43,9 @@ int main(int argc, char** argv) {
   CLI::App app{"fl-server: federated learning aggregator (FedAvg over ZeroMQ)"};
   app.add_option("--bind", o.bind, "Endpoint to listen on")->capture_default_str();
   app.add_option("--model", o.model,
-                 "Architecture of the global model (model zoo name), or a compressed model "
-                 "file (.flm from fl-compress) to start from")
+                 "Architecture of the global model: a model zoo name, a TorchScript file (.pt; "
+                 "its weights are the starting point), or a compressed model file (.flm from "
+                 "fl-compress) to start from")
       ->capture_default_str();
   app.add_option("--rounds", o.rounds, "Rounds to run")
       ->capture_default_str()

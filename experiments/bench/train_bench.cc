@@ -18,6 +18,7 @@
 #include "common/model_zoo.h"
 #include "common/trainer.h"
 #include "experiments/bench/bench_util.h"
+#include "experiments/bench/script_models.h"
 
 namespace {
 
@@ -55,7 +56,28 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(100, 60000));
   app.add_option("--threads", threads, "Intra-op threads")->capture_default_str();
+  std::vector<std::string> models;
+  for (const auto& info : fl::ListModels()) models.push_back(info.name);
+  app.add_option("--model", models, "Models to measure: zoo names or TorchScript files (.pt)")
+      ->capture_default_str();
+  bool script_copies = false;
+  app.add_flag("--script-copies", script_copies,
+               "Also measure a TorchScript copy of each zoo model (same weights and operations), "
+               "to compare TorchScript with C++ modules");
   CLI11_PARSE(app, argc, argv);
+  if (script_copies) {
+    const std::vector<std::string> zoo = models;
+    for (const auto& name : zoo) {
+      if (fl::IsScriptModelPath(name)) continue;
+      auto m = fl::CreateModel(name, 1);
+      if (!m.ok()) return 1;
+      auto script = fl::ScriptCopyOf(fl::GetModelState(name, **m));
+      if (!script.ok()) continue;
+      const std::string path = "/tmp/fl-bench-train-" + name + ".pt";
+      script->save(path);
+      models.push_back(path);
+    }
+  }
 
   auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
   if (!train.ok()) {
@@ -76,9 +98,12 @@ int main(int argc, char** argv) {
   std::printf("\n%-10s %8s %12s %14s %18s\n", "model", "batch", "samples", "samples/s",
               "round E=5,n=600 s");
 
-  for (const auto& info : fl::ListModels()) {
-    auto model = fl::CreateModel(info.name, 1);
-    if (!model.ok()) return 1;
+  for (const auto& name : models) {
+    auto model = fl::CreateModel(name, 1);
+    if (!model.ok()) {
+      std::fprintf(stderr, "error: %s\n", model.status().ToString().c_str());
+      return 1;
+    }
     std::vector<int64_t> idx(samples);
     for (int64_t i = 0; i < samples; ++i) idx[i] = i;
     auto subset = fl::Subset(all, idx);
@@ -107,7 +132,7 @@ int main(int argc, char** argv) {
     auto r = fl::TrainLocal(**model, *round_set, opts);
     const double round_secs = fl::NowSeconds() - r0;
     if (!r.ok()) return 1;
-    std::printf("%-10s %8lld %12lld %14.0f %18.2f\n", info.name, static_cast<long long>(kBatch),
+    std::printf("%-10s %8lld %12lld %14.0f %18.2f\n", name.c_str(), static_cast<long long>(kBatch),
                 static_cast<long long>(samples), samples / secs, round_secs);
     std::fflush(stdout);
   }

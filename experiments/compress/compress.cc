@@ -78,6 +78,8 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
                                                        const TensorDataset& test) {
   auto student = CreateModel(o.model, o.seed);
   if (!student.ok()) return student.status();
+  auto arch = ModelArchitecture(o.model);
+  if (!arch.ok()) return arch.status();
   ModelState state = dense;
   const int steps = o.schedule == "oneshot" ? 1 : o.steps;
   double acc = 0;
@@ -101,7 +103,7 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
     const double t0 = NowSeconds();
     auto st = TrainLocal(**student, train, to);
     if (!st.ok()) return st.status();
-    ModelState trained = GetModelState(o.model, **student);
+    ModelState trained = GetModelState(*arch, **student);
     for (size_t i = 0; i < trained.tensors.size(); ++i)
       trained.tensors[i].mask = state.tensors[i].mask;
     state = std::move(trained);
@@ -151,8 +153,9 @@ int RunPrune(const PruneOptions& o) {
 
   // 1. The dense teacher.
   auto teacher = CreateModel(o.model, o.seed);
-  if (!teacher.ok()) {
-    Fail(teacher.status());
+  auto arch = ModelArchitecture(o.model);
+  if (!teacher.ok() || !arch.ok()) {
+    Fail(teacher.ok() ? arch.status() : teacher.status());
     return 2;
   }
   if (!o.teacher.empty()) {
@@ -190,7 +193,7 @@ int RunPrune(const PruneOptions& o) {
     Fail(dense_eval.status());
     return 1;
   }
-  const ModelState dense = GetModelState(o.model, **teacher);
+  const ModelState dense = GetModelState(*arch, **teacher);
   std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n", 100 * dense_eval->accuracy,
               static_cast<long long>(dense.NumParameters()));
 
@@ -367,7 +370,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto* prune =
       app.add_subcommand("prune", "Train or load a dense teacher, prune, fine-tune, save");
-  prune->add_option("--model", o.model, "Architecture")->capture_default_str();
+  prune->add_option("--model", o.model, "Architecture: zoo name or TorchScript file (.pt)")
+      ->capture_default_str();
   prune->add_option("--sparsity", o.sparsity, "Target sparsity")->capture_default_str();
   prune->add_option("--schedule", o.schedule, "gradual | oneshot")->capture_default_str();
   prune->add_option("--steps", o.steps, "Steps of the gradual schedule")

@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   std::string models;
   for (const auto& m : fl::ListModels()) models += std::string(models.empty() ? "" : ", ") + m.name;
-  app.add_option("--model", o.model, "Architecture: " + models)->capture_default_str();
+  app.add_option("--model", o.model, "Architecture: " + models + ", or a TorchScript file (.pt)")
+      ->capture_default_str();
   app.add_option("--partition", o.partition, "iid | shards | dirichlet")->capture_default_str();
   app.add_option("--clients", o.clients, "Clients the training set is split across")
       ->capture_default_str()
@@ -122,8 +123,13 @@ int main(int argc, char** argv) {
     spdlog::error("{}", init.status().ToString());
     return 2;
   }
+  auto arch = fl::ModelArchitecture(o.model);
+  if (!arch.ok()) {
+    spdlog::error("{}", arch.status().ToString());
+    return 2;
+  }
   fl::FitIns ins;
-  ins.parameters = fl::GetModelState(o.model, **init);
+  ins.parameters = fl::GetModelState(*arch, **init);
   ins.epochs = o.epochs;
   ins.batch_size = o.batch;
   ins.lr = o.lr;

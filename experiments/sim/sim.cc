@@ -322,7 +322,8 @@ int Main(int argc, char** argv) {
   auto* o_lr = app.add_option("--lr", lr, "Client learning rate");
   auto* o_partition = app.add_option("--partition", partition, "iid | shards | dirichlet");
   auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
-  auto* o_model = app.add_option("--model", model, "Model zoo architecture");
+  auto* o_model =
+      app.add_option("--model", model, "Model zoo architecture or TorchScript file (.pt)");
   std::string model_file;
   auto* o_model_file = app.add_option("--model-file", model_file, "Start from this .flm file");
   auto* o_sparsity = app.add_option("--sparsity", sparsity, "Prune the initial model to this");

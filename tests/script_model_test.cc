@@ -1,0 +1,226 @@
+// TorchScript models (CreateModel("FILE.pt")): built here in C++ with
+// torch::jit::Module::define (no Python), trained through their parameters
+// like the built-in models, refused by name when fedge cannot federate them,
+// and federated by fl-sim.
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <cmath>
+
+#include "common/file_util.h"
+#include "common/model_zoo.h"
+#include "common/trainer.h"
+#include "experiments/bench/script_models.h"
+#include "tests/process_util.h"
+#include "tests/test_util.h"
+
+namespace fl {
+namespace {
+
+// The FedAvg CNN as a TorchScript module with `init`'s weights.
+torch::jit::Module ScriptCnn(const ModelState& init) {
+  auto m = ScriptCopyOf(init);
+  EXPECT_FL_OK(m);
+  return *m;
+}
+
+// A small MLP with a nested name (a.b.weight) and a parameter of its own.
+torch::jit::Module ScriptMlp(int outputs = 10) {
+  torch::jit::Module m("Mlp");
+  torch::jit::Module a("Mlp_a"), b("Mlp_b");
+  torch::manual_seed(5);
+  b.register_parameter("weight", torch::randn({32, 784}) * 0.05, false);
+  a.register_module("b", b);
+  m.register_module("a", a);
+  m.register_parameter("head", torch::randn({outputs, 32}) * 0.1, false);
+  m.define(R"(
+def forward(self, x):
+    h = torch.relu(torch.linear(torch.flatten(x, 1), self.a.b.weight))
+    return torch.linear(h, self.head)
+)");
+  return m;
+}
+
+class ScriptModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    ASSERT_FL_OK(train);
+    std::vector<int64_t> idx(600);
+    for (int64_t i = 0; i < 600; ++i) idx[i] = i;
+    auto head = Subset(ToTensors(*train), idx);
+    ASSERT_FL_OK(head);
+    shard_ = new TensorDataset(*head);
+  }
+  static void TearDownTestSuite() { delete shard_; }
+  static TensorDataset* shard_;
+  test::TempDir dir_;
+};
+TensorDataset* ScriptModelTest::shard_ = nullptr;
+
+// A TorchScript copy of the FedAvg CNN, given the built-in's initial weights,
+// has the built-in's tensors (names, order, shapes), computes the same
+// logits and, trained with the same seed, ends with the same weights.
+TEST_F(ScriptModelTest, ScriptCopyOfTheCnnTrainsLikeTheBuiltIn) {
+  auto builtin = CreateModel("mnist_cnn", 11);
+  ASSERT_FL_OK(builtin);
+  const ModelState init = GetModelState("mnist_cnn", **builtin);
+  const std::string path = dir_.path() + "/cnn.pt";
+  ScriptCnn(init).save(path);
+  auto script = CreateModel(path, /*seed=*/999);  // the file's weights, whatever the seed
+  ASSERT_FL_OK(script);
+  auto arch = ModelArchitecture(path);
+  ASSERT_FL_OK(arch);
+  EXPECT_EQ(arch->rfind("torchscript:", 0), 0u) << *arch;
+  const ModelState loaded = GetModelState(*arch, **script);
+  ASSERT_EQ(loaded.tensors.size(), init.tensors.size());
+  for (size_t i = 0; i < init.tensors.size(); ++i) {
+    EXPECT_EQ(loaded.tensors[i].name, init.tensors[i].name);
+    EXPECT_EQ(loaded.tensors[i].shape, init.tensors[i].shape) << init.tensors[i].name;
+    EXPECT_EQ(loaded.tensors[i].values, init.tensors[i].values) << init.tensors[i].name;
+  }
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x = shard_->images.slice(0, 0, 50);
+    EXPECT_TRUE(torch::equal((*script)->forward(x), (*builtin)->forward(x)));
+  }
+  TrainOptions o;
+  o.lr = 0.05;
+  o.seed = 3;
+  auto a = TrainLocal(**builtin, *shard_, o);
+  auto b = TrainLocal(**script, *shard_, o);
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  EXPECT_LT(b->last_epoch_loss, std::log(10.0));  // learning: below chance
+  EXPECT_NEAR(a->last_epoch_loss, b->last_epoch_loss, 1e-5);
+  const ModelState ta = GetModelState("mnist_cnn", **builtin);
+  const ModelState tb = GetModelState(*arch, **script);
+  double max_diff = 0;
+  for (size_t i = 0; i < ta.tensors.size(); ++i) {
+    for (size_t k = 0; k < ta.tensors[i].values.size(); ++k) {
+      max_diff =
+          std::max<double>(max_diff, std::fabs(ta.tensors[i].values[k] - tb.tensors[i].values[k]));
+    }
+  }
+  EXPECT_LT(max_diff, 1e-5) << "60 SGD steps from the same weights";
+}
+
+// Masks, pruning and nested names work on any script: pruned weights stay
+// exactly 0 through training.
+TEST_F(ScriptModelTest, PrunedScriptKeepsItsMask) {
+  const std::string path = dir_.path() + "/mlp.pt";
+  ScriptMlp().save(path);
+  auto model = CreateModel(path, 0);
+  ASSERT_FL_OK(model);
+  ModelState s = GetModelState("x", **model);
+  ASSERT_EQ(s.tensors.size(), 2u);
+  EXPECT_EQ(s.tensors[0].name, "head");  // a module's own parameters come first
+  EXPECT_EQ(s.tensors[1].name, "a.b.weight");
+  ASSERT_FL_OK(PruneByMagnitude(&s, 0.8, /*global=*/true));
+  ASSERT_FL_OK(SetModelState(**model, s));
+  TrainOptions o;
+  o.lr = 0.1;
+  o.masks = MasksOf(s);
+  auto stats = TrainLocal(**model, *shard_, o);
+  ASSERT_FL_OK(stats);
+  EXPECT_LT(stats->last_epoch_loss, stats->first_epoch_loss + 1e-9);
+  const ModelState after = GetModelState("x", **model);
+  int64_t moved = 0;
+  for (size_t i = 0; i < s.tensors.size(); ++i) {
+    for (size_t k = 0; k < s.tensors[i].values.size(); ++k) {
+      if (!s.tensors[i].mask[k]) {
+        ASSERT_EQ(after.tensors[i].values[k], 0.0f) << s.tensors[i].name << "[" << k << "]";
+      } else if (after.tensors[i].values[k] != s.tensors[i].values[k]) {
+        ++moved;
+      }
+    }
+  }
+  EXPECT_GT(moved, 1000);
+}
+
+// What fedge cannot federate is refused, naming the file and the reason.
+TEST_F(ScriptModelTest, WhatCannotBeFederatedIsRefusedByName) {
+  auto refused = [&](const std::string& file, const std::string& says) {
+    auto m = CreateModel(file, 0);
+    ASSERT_FALSE(m.ok()) << file;
+    EXPECT_NE(m.status().ToString().find(says), std::string::npos) << m.status().ToString();
+    EXPECT_NE(m.status().ToString().find(file), std::string::npos) << m.status().ToString();
+  };
+  const std::string wrong_classes = dir_.path() + "/five.pt";
+  ScriptMlp(5).save(wrong_classes);
+  refused(wrong_classes, "[2, 10]");
+
+  torch::jit::Module bn("WithBuffer");
+  bn.register_parameter("w", torch::ones({10, 784}), false);
+  bn.register_buffer("running_mean", torch::zeros({10}));
+  bn.define(R"(
+def forward(self, x):
+    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean
+)");
+  const std::string with_buffer = dir_.path() + "/buffer.pt";
+  bn.save(with_buffer);
+  refused(with_buffer, "buffer 'running_mean'");
+
+  torch::jit::Module dbl("Double");
+  dbl.register_parameter("w", torch::ones({10, 784}, torch::kFloat64), false);
+  dbl.define(R"(
+def forward(self, x):
+    return torch.linear(torch.flatten(x, 1).double(), self.w).float()
+)");
+  const std::string doubles = dir_.path() + "/double.pt";
+  dbl.save(doubles);
+  refused(doubles, "parameter 'w' is Double");
+
+  const std::string garbage = dir_.path() + "/garbage.pt";
+  test::WriteFile(garbage, "not a zip archive");
+  refused(garbage, "not a TorchScript model");
+}
+
+// The architecture a script's state carries is its content, not its path:
+// the same file anywhere gives the same id, another file another.
+TEST_F(ScriptModelTest, ArchitectureIsTheFilesContent) {
+  ScriptMlp().save(dir_.path() + "/a.pt");
+  auto bytes = ReadFile(dir_.path() + "/a.pt");  // the same file, copied elsewhere
+  ASSERT_FL_OK(bytes);
+  test::WriteFile(dir_.path() + "/b.pt", *bytes);
+  ScriptMlp(5).save(dir_.path() + "/c.pt");
+  auto a = ModelArchitecture(dir_.path() + "/a.pt");
+  auto b = ModelArchitecture(dir_.path() + "/b.pt");
+  auto c = ModelArchitecture(dir_.path() + "/c.pt");
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  ASSERT_FL_OK(c);
+  EXPECT_EQ(*a, *b);
+  EXPECT_NE(*a, *c);
+  EXPECT_EQ(a->size(), std::string("torchscript:").size() + 16);
+  auto zoo = ModelArchitecture("mnist_cnn");
+  ASSERT_FL_OK(zoo);
+  EXPECT_EQ(*zoo, "mnist_cnn");
+}
+
+// fl-sim federates a TorchScript copy of the FedAvg CNN exactly as it does
+// the built-in one: the same seed gives the same initial weights (the file's
+// are the built-in's for that seed) and the same accuracy after two rounds.
+TEST_F(ScriptModelTest, FlSimFederatesTheScriptCopyLikeTheBuiltIn) {
+  auto builtin = CreateModel("mnist_cnn", 1);  // fl-sim's seed 1
+  ASSERT_FL_OK(builtin);
+  const std::string path = dir_.path() + "/cnn.pt";
+  ScriptCnn(GetModelState("mnist_cnn", **builtin)).save(path);
+  auto run = [&](const std::string& model, const std::string& out) {
+    test::Process sim(std::string(FL_TEST_BIN_DIR) + "/fl-sim",
+                      {"--model", model, "--clients", "20", "--fraction", "0.1", "--rounds", "2",
+                       "--epochs", "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
+                      out + ".log");
+    EXPECT_EQ(sim.Wait(300), 0) << sim.Log();
+    auto rows = test::ReadRoundsCsv(out + "/rounds.csv");
+    return rows.empty() ? std::string() : rows.back().accuracy;
+  };
+  const std::string a = run("mnist_cnn", dir_.path() + "/builtin");
+  const std::string b = run(path, dir_.path() + "/script");
+  ASSERT_FALSE(a.empty());
+  EXPECT_GT(std::stod(b), 0.9);
+  EXPECT_NEAR(std::stod(a), std::stod(b), 0.002) << "built-in " << a << ", TorchScript " << b;
+}
+
+}  // namespace
+}  // namespace fl
