@@ -11,6 +11,7 @@
 #include "common/model_zoo.h"
 #include "common/trainer.h"
 #include "experiments/bench/script_models.h"
+#include "tests/federation_util.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
 
@@ -220,6 +221,50 @@ TEST_F(ScriptModelTest, FlSimFederatesTheScriptCopyLikeTheBuiltIn) {
   ASSERT_FALSE(a.empty());
   EXPECT_GT(std::stod(b), 0.9);
   EXPECT_NEAR(std::stod(a), std::stod(b), 0.002) << "built-in " << a << ", TorchScript " << b;
+}
+
+// As deployed: fl-server and fl-clients as separate processes, each given the
+// TorchScript file at its own path. A device with the same file (a copy)
+// trains; a device with another file is refused (wrong_architecture) and exits
+// 3, never training a model the federation does not run.
+TEST_F(ScriptModelTest, ServerAndDevicesRunTheSameScriptAsProcesses) {
+  auto base = CreateModel("mnist_2nn", 1);
+  ASSERT_FL_OK(base);
+  auto script = ScriptCopyOf(GetModelState("mnist_2nn", **base));
+  ASSERT_FL_OK(script);
+  script->save(dir_.path() + "/server.pt");
+  auto bytes = ReadFile(dir_.path() + "/server.pt");
+  ASSERT_FL_OK(bytes);
+  test::WriteFile(dir_.path() + "/device-copy.pt", *bytes);
+  ScriptMlp().save(dir_.path() + "/other.pt");
+  test::Process server(
+      test::BinPath("fl-server"),
+      {"--bind", "tcp://127.0.0.1:*", "--model", dir_.path() + "/server.pt", "--rounds", "2",
+       "--min-clients", "2", "--fraction", "1", "--data", test::MnistDir(), "--deadline", "60",
+       "--insecure", "--out", dir_.path() + "/run"},
+      dir_.path() + "/server.log");
+  const std::string ep = test::StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
+  auto client_args = [&](int k, const std::string& model) {
+    auto a = test::ClientArgs(ep, k, 20);
+    a.insert(a.end(), {"--model", model});
+    return a;
+  };
+  test::Process other(test::BinPath("fl-client"), client_args(9, dir_.path() + "/other.pt"),
+                      dir_.path() + "/other.log");
+  EXPECT_EQ(other.Wait(60), 3) << other.Log();
+  EXPECT_NE(other.Log().find("wrong_architecture"), std::string::npos) << other.Log();
+  test::Process c0(test::BinPath("fl-client"), client_args(0, dir_.path() + "/device-copy.pt"),
+                   dir_.path() + "/c0.log");
+  test::Process c1(test::BinPath("fl-client"), client_args(1, dir_.path() + "/device-copy.pt"),
+                   dir_.path() + "/c1.log");
+  EXPECT_EQ(c0.Wait(120), 0) << c0.Log();
+  EXPECT_EQ(c1.Wait(120), 0) << c1.Log();
+  EXPECT_EQ(server.Wait(60), 0) << server.Log();
+  const auto rows = test::ReadRoundsCsv(dir_.path() + "/run/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].participants, 2);
+  EXPECT_GT(std::stod(rows[1].accuracy), 0.8) << server.Log();
 }
 
 }  // namespace
