@@ -411,5 +411,37 @@ TEST(IntegrationTest, SimulationResumesWhereItStopped) {
   EXPECT_TRUE(*a == *b) << "the resumed run ends with another model";
 }
 
+// A fleet's data as it is: one MNIST-format folder per device (here written by
+// fl-partition), one virtual client each (data.partition = "folders"), the
+// server evaluating on a separate test folder. A device count other than
+// --clients is refused, naming the folder.
+TEST(IntegrationTest, SimulationTakesOneFolderPerDevice) {
+  test::TempDir dir;
+  test::Process part(test::BinPath("fl-partition"),
+                     {"--data", test::MnistDir(), "--scheme", "shards", "--clients", "100",
+                      "--only", "4", "--out", dir.path() + "/devices"},
+                     dir.path() + "/partition.log");
+  ASSERT_EQ(part.Wait(60), 0) << part.Log();
+  auto run = [&](const std::string& clients, const std::string& out) {
+    test::Process sim(
+        kSim,
+        {"--model", "mnist_2nn", "--partition", "folders", "--data", dir.path() + "/devices",
+         "--test-data", test::MnistDir(), "--clients", clients, "--fraction", "1", "--rounds", "1",
+         "--epochs", "1", "--out", dir.path() + "/" + out, "--quiet"},
+        dir.path() + "/" + out + ".log");
+    const int rc = sim.Wait(120);
+    return std::pair{rc, sim.Log()};
+  };
+  auto refused = run("3", "three");
+  EXPECT_NE(refused.first, 0);
+  EXPECT_NE(refused.second.find("holds 4 device folders"), std::string::npos) << refused.second;
+  auto ok = run("4", "four");
+  ASSERT_EQ(ok.first, 0) << ok.second;
+  const auto rows = test::ReadRoundsCsv(dir.path() + "/four/rounds.csv");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].participants, 4);
+  EXPECT_FALSE(rows[0].accuracy.empty());
+}
+
 }  // namespace
 }  // namespace fl

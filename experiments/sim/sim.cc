@@ -20,6 +20,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -264,6 +265,55 @@ std::vector<std::string> Split(const std::string& line, char sep) {
   return fields;
 }
 
+// partition = "folders": every sub-folder of `dir` holding an MNIST-format
+// training split is one device's data, in name order (c0, c1, ... as
+// fl-partition writes them, compared by length then name). Their images
+// are concatenated, and `parts` gets each device's index range. InvalidArgument
+// when the count is not `clients` or the image sizes differ.
+Result<ImageDataset> LoadDeviceFolders(const std::string& dir, int clients,
+                                       std::vector<std::vector<int64_t>>* parts) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory() && fs::exists(e.path() / "train-images-idx3-ubyte")) {
+      names.push_back(e.path().filename().string());
+    }
+  }
+  if (ec) return Status::IOError(dir, ec.message());
+  std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() < b.size() : a < b;
+  });
+  if (static_cast<int>(names.size()) != clients) {
+    return Status::InvalidArgument(
+        dir, "holds " + std::to_string(names.size()) +
+                 " device folders (sub-folders with train-images-idx3-ubyte); with data.partition "
+                 "= \"folders\", federation.clients (--clients) must be that number");
+  }
+  ImageDataset all;
+  for (const auto& name : names) {
+    auto d = LoadMnistFolder(dir + "/" + name, Split::kTrain);
+    if (!d.ok()) return d.status();
+    if (all.count == 0) {
+      all.rows = d->rows;
+      all.cols = d->cols;
+    } else if (d->rows != all.rows || d->cols != all.cols) {
+      return Status::InvalidArgument(
+          dir + "/" + name, "holds " + std::to_string(d->rows) + "x" + std::to_string(d->cols) +
+                                " images, the other devices " + std::to_string(all.rows) + "x" +
+                                std::to_string(all.cols));
+    }
+    std::vector<int64_t> idx(static_cast<size_t>(d->count));
+    for (int64_t i = 0; i < d->count; ++i) idx[static_cast<size_t>(i)] = all.count + i;
+    parts->push_back(std::move(idx));
+    all.count += d->count;
+    all.num_classes = std::max(all.num_classes, d->num_classes);
+    all.pixels.insert(all.pixels.end(), d->pixels.begin(), d->pixels.end());
+    all.labels.insert(all.labels.end(), d->labels.begin(), d->labels.end());
+  }
+  return all;
+}
+
 // --resume: the run in c.out was made with this config (rounds and workers
 // aside), and the accuracy of each round its rounds.csv holds.
 Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, double>>* earlier) {
@@ -320,7 +370,9 @@ int Main(int argc, char** argv) {
   auto* o_workers = app.add_option("--workers", workers, "Worker threads (0 = one per core)");
   auto* o_epochs = app.add_option("--epochs,-E", epochs, "Local epochs");
   auto* o_lr = app.add_option("--lr", lr, "Client learning rate");
-  auto* o_partition = app.add_option("--partition", partition, "iid | shards | dirichlet");
+  auto* o_partition =
+      app.add_option("--partition", partition,
+                     "iid | shards | dirichlet | folders (one sub-folder of --data per client)");
   auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
   auto* o_model =
       app.add_option("--model", model, "Model zoo architecture or TorchScript file (.pt)");
@@ -351,6 +403,11 @@ int Main(int argc, char** argv) {
   double dp_noise = 0;
   auto* o_dp_noise = app.add_option("--dp-noise-multiplier", dp_noise,
                                     "DP-FedAvg noise multiplier ([privacy] noise_multiplier)");
+  std::string test_data;
+  auto* o_test_data = app.add_option(
+      "--test-data", test_data,
+      "MNIST-format folder whose test split the server evaluates on ([data] test_dir; default "
+      "--data)");
   app.add_flag("--quiet", quiet, "Print only the final table");
   app.add_flag("--resume", resume,
                "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
@@ -375,6 +432,7 @@ int Main(int argc, char** argv) {
   if (*o_epochs) c.epochs = epochs;
   if (*o_lr) c.lr = lr;
   if (*o_partition) c.partition = partition;
+  if (*o_test_data) c.test_dir = test_data;
   if (*o_alpha) c.alpha = alpha;
   if (*o_model) c.model = model;
   if (*o_sparsity) c.sparsity = sparsity;
@@ -393,7 +451,9 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 2;
   }
-  auto scheme = ParsePartitionScheme(c.partition);
+  const bool folders = c.partition == "folders";
+  auto scheme =
+      folders ? Result<PartitionScheme>(PartitionScheme::kIid) : ParsePartitionScheme(c.partition);
   if (!scheme.ok()) {
     std::fprintf(stderr, "error: data.partition: %s\n", scheme.status().message().c_str());
     return 2;
@@ -436,7 +496,15 @@ int Main(int argc, char** argv) {
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
   const double t_start = NowSeconds();
-  auto train = LoadMnistFolder(c.data_dir, Split::kTrain);
+  Result<ImageDataset> train = Status::Internal("not loaded");
+  Result<std::vector<std::vector<int64_t>>> parts = Status::Internal("not partitioned");
+  if (folders) {
+    std::vector<std::vector<int64_t>> by_device;
+    train = LoadDeviceFolders(c.data_dir, c.clients, &by_device);
+    parts = std::move(by_device);
+  } else {
+    train = LoadMnistFolder(c.data_dir, Split::kTrain);
+  }
   if (!train.ok()) {
     std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
     return 1;
@@ -447,7 +515,7 @@ int Main(int argc, char** argv) {
   po.shards_per_client = c.shards_per_client;
   po.alpha = c.alpha;
   po.seed = c.seed;
-  auto parts = MakePartition(train->labels, train->num_classes, po);
+  if (!folders) parts = MakePartition(train->labels, train->num_classes, po);
   if (!parts.ok()) {
     std::fprintf(stderr, "error: partition: %s\n", parts.status().ToString().c_str());
     return 2;
@@ -493,7 +561,7 @@ int Main(int argc, char** argv) {
   so.train.stochastic_rounding = c.stochastic_rounding;
   so.train.error_feedback = c.error_feedback;
   so.downlink = c.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
-  so.data_dir = c.data_dir;
+  so.data_dir = c.test_dir.empty() ? c.data_dir : c.test_dir;
   so.eval_every = c.eval_every;
   so.out_dir = c.out;
   so.resume = resume;

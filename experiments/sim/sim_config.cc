@@ -117,6 +117,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   TableReader data(root["data"].as_table(), "data.");
   data.Get("dir", &c->data_dir);
   data.Get("partition", &c->partition);
+  data.Get("test_dir", &c->test_dir);
   data.Get("alpha", &c->alpha);
   data.Get("shards_per_client", &c->shards_per_client);
 
@@ -254,6 +255,7 @@ std::string SimConfigToToml(const SimConfig& c) {
       {"targets", targets},
       {"data", toml::table{{"dir", c.data_dir},
                            {"partition", c.partition},
+                           {"test_dir", c.test_dir},
                            {"alpha", c.alpha},
                            {"shards_per_client", c.shards_per_client}}},
       {"model", toml::table{{"name", c.model}, {"file", c.model_file}}},

@@ -3,7 +3,8 @@
 //   seed = 1
 //   rounds = 5
 //   targets = [0.97, 0.99]          # report rounds to reach each test accuracy
-//   [data]       dir, partition ("iid" | "shards" | "dirichlet"), alpha, shards_per_client
+//   [data]       dir, partition ("iid" | "shards" | "dirichlet" | "folders"), alpha,
+//                shards_per_client, test_dir
 //   [model]      name, file
 //   [federation] clients, fraction, min_clients, round_deadline, eval_every
 //                (server_lr here is read as [strategy] server_lr)
@@ -43,9 +44,13 @@ struct SimConfig {
   // Test accuracies to report rounds-to-target for.
   std::vector<double> targets{0.97, 0.99};
 
-  // [data] MNIST-format folder, and how its training split is partitioned.
+  // [data] MNIST-format folder, and how its training split is partitioned;
+  // "folders": `data_dir` holds one MNIST-format folder per device (what
+  // fl-partition writes, or a real fleet's data), one virtual client each.
+  // The server evaluates on the test split of `test_dir` (default data_dir).
   std::string data_dir{"data/mnist"};
   std::string partition{"iid"};
+  std::string test_dir;
   double alpha{0.5};
   int shards_per_client{2};
 
