@@ -322,9 +322,14 @@ Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, dou
   if (Status st = LoadSimConfig(path, &before); !st.ok()) {
     return Status::InvalidArgument("--resume: no run to continue in " + c.out, st.message());
   }
+  // What does not change the model may change: length, reporting, pacing.
   before.rounds = c.rounds;
   before.workers = c.workers;
   before.out = c.out;
+  before.targets = c.targets;
+  before.eval_every = c.eval_every;
+  before.round_deadline = c.round_deadline;
+  before.heartbeat = c.heartbeat;
   const std::string was = SimConfigToToml(before), now = SimConfigToToml(c);
   if (was != now) {
     std::istringstream a(was), b(now);
@@ -411,8 +416,8 @@ int Main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "Print only the final table");
   app.add_flag("--resume", resume,
                "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
-               "(the config must be the one the run was made with; only rounds and workers may "
-               "differ)");
+               "(the config must be the one the run was made with; only rounds, targets, "
+               "eval_every, round_deadline, heartbeat and workers may differ)");
   CLI11_PARSE(app, argc, argv);
 
   if (!config_path.empty()) {
