@@ -89,7 +89,18 @@ ModelState LocalClient::GetParameters() const {
 
 Status LocalClient::Prepare(const std::string& architecture) {
   if (impl_->requested.empty() && architecture != impl_->architecture) {
-    // Following the server: build the architecture its TASK carries.
+    // Following the server: build the architecture its TASK carries, from the
+    // zoo only. A TorchScript model is code: a device runs one only when its
+    // operator gave it the file (--model FILE.pt), never a path a TASK names.
+    bool zoo = false;
+    for (const auto& info : ListModels()) zoo = zoo || architecture == info.name;
+    if (!zoo) {
+      return Status::FailedPrecondition(
+          "the server trains '" + Printable(architecture) + "', which is not a built-in model",
+          architecture.rfind("torchscript:", 0) == 0
+              ? "start fl-client with --model FILE.pt, the same TorchScript file as the server's"
+              : "this fl-client knows only the built-in models");
+    }
     auto model = NewSharedModel(architecture);
     if (!model.ok()) {
       return Status::FailedPrecondition(

@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include <functional>
+#include <map>
 #include <mutex>
 
 #include "common/file_util.h"
@@ -102,7 +103,8 @@ class ScriptModel final : public Model {
     size_t start = 0;
     for (size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
       const std::string child = dotted.substr(start, dot - start);
-      auto* found = at->named_children().find(child);
+      const auto children = at->named_children();  // owns what find() points into
+      const auto* found = children.find(child);
       at = found ? found->get()
                  : at->register_module(child, std::make_shared<torch::nn::Module>()).get();
     }
@@ -116,14 +118,27 @@ class ScriptModel final : public Model {
 // Loads and checks a TorchScript model file: float32 parameters only, no
 // buffers (they would not be federated), and [N, 1, 28, 28] images in,
 // [N, 10] logits out.
+// The message of an exception from LibTorch, without its C++ backtrace.
+std::string What(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  return c10 ? c10->what_without_backtrace() : e.what();
+}
+
 Result<ModelPtr> LoadScriptModel(const std::string& path) {
   torch::jit::Module script;
   try {
     script = torch::jit::load(path, torch::kCPU);
   } catch (const std::exception& e) {
-    return Status::InvalidArgument(path, std::string("not a TorchScript model: ") + e.what());
+    return Status::InvalidArgument(path, "not a TorchScript model: " + What(e));
   }
+  std::map<const void*, std::string> seen;  // tensor -> its first name
   for (const auto& p : script.named_parameters(/*recurse=*/true)) {
+    auto [it, fresh] = seen.emplace(p.value.unsafeGetTensorImpl(), p.name);
+    if (!fresh) {
+      return Status::InvalidArgument(path, "parameters '" + it->second + "' and '" + p.name +
+                                               "' are one tensor (tied weights), which fedge "
+                                               "would train and send twice");
+    }
     if (p.value.scalar_type() != torch::kFloat32) {
       return Status::InvalidArgument(path, "parameter '" + p.name + "' is " +
                                                std::string(c10::toString(p.value.scalar_type())) +
@@ -136,9 +151,15 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
                   "' is not a parameter and would not be federated (BatchNorm's running "
                   "statistics, for example); fedge trains modules whose state is parameters");
   }
-  auto model = std::make_shared<ScriptModel>(script);
-  if (model->parameters().empty())
+  std::shared_ptr<ScriptModel> model;
+  try {
+    model = std::make_shared<ScriptModel>(script);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path, What(e));
+  }
+  if (model->parameters().empty()) {
     return Status::InvalidArgument(path, "the module has no parameters");
+  }
   try {
     torch::NoGradGuard no_grad;
     model->eval();
@@ -151,8 +172,7 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
     }
     model->train(true);
   } catch (const std::exception& e) {
-    return Status::InvalidArgument(path,
-                                   std::string("forward on [2, 1, 28, 28] fails: ") + e.what());
+    return Status::InvalidArgument(path, "forward on [2, 1, 28, 28] fails: " + What(e));
   }
   return ModelPtr(model);
 }

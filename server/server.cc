@@ -619,14 +619,18 @@ struct Server::Impl {
       return;
     }
     // An empty architecture means "whatever the server trains": the client
-    // builds its model from the first TASK.
-    if (!h.architecture.empty() && h.architecture != global.architecture) {
-      Refuse(peer, env.sender, env.type, env.round, "wrong_architecture",
-             "this federation trains '" + global.architecture +
-                 "', the client was started with "
-                 "--model " +
-                 Printable(h.architecture) + "; start it with --model " + global.architecture +
-                 " or without --model");
+    // builds its model from the first TASK, from its built-in models only; a
+    // TorchScript model needs the file on the device.
+    const bool script = global.architecture.rfind("torchscript:", 0) == 0;
+    if ((!h.architecture.empty() || script) && h.architecture != global.architecture) {
+      Refuse(
+          peer, env.sender, env.type, env.round, "wrong_architecture",
+          "this federation trains '" + global.architecture + "', the client was started " +
+              (h.architecture.empty() ? std::string("without --model")
+                                      : "with --model " + Printable(h.architecture)) +
+              (script ? "; start it with --model FILE.pt, the same TorchScript file as the "
+                        "server's"
+                      : "; start it with --model " + global.architecture + " or without --model"));
       return;
     }
     if (h.num_examples <= 0) {
@@ -1381,6 +1385,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     c.deadline_seconds = o.round_deadline_seconds;
     c.proximal_mu = impl->aggregator->proximal_mu();
     FL_RETURN_IF_ERROR(wire::CheckTrainConfig(c));
+  }
+  if (!o.model_signer.empty() && o.model_file.empty()) {
+    // Nothing would be checked: say so rather than run unverified.
+    return Status::InvalidArgument(
+        "--model-signer checks a model file (.flm); --model " + o.model +
+        " is not one (a TorchScript file is not signature-checked yet: give the server only "
+        "files you trust)");
   }
   // A model file is read once: it names the architecture when `model` is empty
   // and is the starting point unless a checkpoint is resumed.

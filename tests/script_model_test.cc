@@ -172,6 +172,21 @@ def forward(self, x):
   dbl.save(doubles);
   refused(doubles, "parameter 'w' is Double");
 
+  torch::jit::Module tied("Tied");
+  torch::jit::Module enc("Tied_enc"), dec("Tied_dec");
+  const torch::Tensor shared = torch::ones({10, 784});
+  enc.register_parameter("weight", shared, false);
+  dec.register_parameter("weight", shared, false);
+  tied.register_module("enc", enc);
+  tied.register_module("dec", dec);
+  tied.define(R"(
+def forward(self, x):
+    return torch.linear(torch.flatten(x, 1), self.enc.weight) + torch.linear(torch.flatten(x, 1), self.dec.weight)
+)");
+  const std::string tied_file = dir_.path() + "/tied.pt";
+  tied.save(tied_file);
+  refused(tied_file, "'enc.weight' and 'dec.weight' are one tensor");
+
   const std::string garbage = dir_.path() + "/garbage.pt";
   test::WriteFile(garbage, "not a zip archive");
   refused(garbage, "not a TorchScript model");
@@ -254,6 +269,12 @@ TEST_F(ScriptModelTest, ServerAndDevicesRunTheSameScriptAsProcesses) {
                       dir_.path() + "/other.log");
   EXPECT_EQ(other.Wait(60), 3) << other.Log();
   EXPECT_NE(other.Log().find("wrong_architecture"), std::string::npos) << other.Log();
+  // A device started without --model does not follow the server into code
+  // it was not given: refused, with the fix.
+  test::Process follower(test::BinPath("fl-client"), test::ClientArgs(ep, 8, 20),
+                         dir_.path() + "/follower.log");
+  EXPECT_EQ(follower.Wait(60), 3) << follower.Log();
+  EXPECT_NE(follower.Log().find("--model FILE.pt"), std::string::npos) << follower.Log();
   test::Process c0(test::BinPath("fl-client"), client_args(0, dir_.path() + "/device-copy.pt"),
                    dir_.path() + "/c0.log");
   test::Process c1(test::BinPath("fl-client"), client_args(1, dir_.path() + "/device-copy.pt"),

@@ -266,8 +266,8 @@ std::vector<std::string> Split(const std::string& line, char sep) {
 }
 
 // partition = "folders": every sub-folder of `dir` holding an MNIST-format
-// training split is one device's data, in name order (c0, c1, ... as
-// fl-partition writes them, compared by length then name). Their images
+// training split is one device's data, in name order, shorter names first
+// (c0, c1, ..., c10 as fl-partition writes them). Their images
 // are concatenated, and `parts` gets each device's index range. InvalidArgument
 // when the count is not `clients` or the image sizes differ.
 Result<ImageDataset> LoadDeviceFolders(const std::string& dir, int clients,
@@ -275,10 +275,13 @@ Result<ImageDataset> LoadDeviceFolders(const std::string& dir, int clients,
   namespace fs = std::filesystem;
   std::vector<std::string> names;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_directory() && fs::exists(e.path() / "train-images-idx3-ubyte")) {
-      names.push_back(e.path().filename().string());
-    }
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code e1, e2, e3;
+    const bool device =
+        it->is_directory(e1) && (fs::exists(it->path() / "train-images-idx3-ubyte", e2) ||
+                                 fs::exists(it->path() / "train-images.idx3-ubyte", e3));
+    if (device) names.push_back(it->path().filename().string());
   }
   if (ec) return Status::IOError(dir, ec.message());
   std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
@@ -294,6 +297,11 @@ Result<ImageDataset> LoadDeviceFolders(const std::string& dir, int clients,
   for (const auto& name : names) {
     auto d = LoadMnistFolder(dir + "/" + name, Split::kTrain);
     if (!d.ok()) return d.status();
+    if (d->count == 0) {
+      return Status::InvalidArgument(dir + "/" + name, "holds no training images");
+    }
+    std::printf("        virtual client %zu: %s (%lld images)\n", parts->size(), name.c_str(),
+                static_cast<long long>(d->count));
     if (all.count == 0) {
       all.rows = d->rows;
       all.cols = d->cols;
