@@ -91,7 +91,14 @@ class ScriptModel final : public Model {
   explicit ScriptModel(torch::jit::Module script) : script_(std::move(script)) {
     for (const auto& p : script_.named_parameters(/*recurse=*/true)) Register(p.name, p.value);
   }
-  torch::Tensor forward(torch::Tensor x) override { return script_.forward({x}).toTensor(); }
+  torch::Tensor forward(torch::Tensor x) override {
+    // The input is a view of the caller's data set: a script that writes into
+    // it would change the data under training and evaluation.
+    const auto version = x._version();
+    torch::Tensor out = script_.forward({x}).toTensor();
+    TORCH_CHECK(x._version() == version, "the script modifies its input in place");
+    return out;
+  }
   void train(bool on) override {
     torch::nn::Module::train(on);
     script_.train(on);

@@ -187,6 +187,17 @@ def forward(self, x):
   tied.save(tied_file);
   refused(tied_file, "'enc.weight' and 'dec.weight' are one tensor");
 
+  torch::jit::Module mutating("Mutating");
+  mutating.register_parameter("w", torch::ones({10, 784}), false);
+  mutating.define(R"(
+def forward(self, x):
+    x.mul_(0.5)
+    return torch.linear(torch.flatten(x, 1), self.w)
+)");
+  const std::string mutating_file = dir_.path() + "/mutating.pt";
+  mutating.save(mutating_file);
+  refused(mutating_file, "modifies its input in place");
+
   const std::string garbage = dir_.path() + "/garbage.pt";
   test::WriteFile(garbage, "not a zip archive");
   refused(garbage, "not a TorchScript model");
