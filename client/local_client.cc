@@ -18,13 +18,11 @@ class SharedModel {
 };
 
 Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture) {
-  auto id = ModelArchitecture(architecture);
-  if (!id.ok()) return id.status();
   auto model = CreateModel(architecture, /*seed=*/0);
   if (!model.ok()) return model.status();
   auto s = std::make_shared<SharedModel>();
   s->source = architecture;
-  s->architecture = std::move(id).value();
+  s->architecture = (*model)->architecture;
   s->model = std::move(model).value();
   return s;
 }

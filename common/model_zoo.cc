@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <sstream>
 
 #include "common/file_util.h"
 
@@ -131,10 +132,27 @@ std::string What(const std::exception& e) {
   return c10 ? c10->what_without_backtrace() : e.what();
 }
 
+// "torchscript:" and the first 16 hex digits of the SHA-256 of `bytes`.
+std::string ScriptId(const std::string& bytes) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
+  static const char kHex[] = "0123456789abcdef";
+  std::string id = "torchscript:";
+  for (int i = 0; i < 8; ++i) {
+    id += kHex[digest[i] >> 4];
+    id += kHex[digest[i] & 15];
+  }
+  return id;
+}
+
 Result<ModelPtr> LoadScriptModel(const std::string& path) {
+  // Read once: the id and the module come from the same bytes.
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
   torch::jit::Module script;
   try {
-    script = torch::jit::load(path, torch::kCPU);
+    std::istringstream in(*bytes);
+    script = torch::jit::load(in, torch::kCPU);
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path, "not a TorchScript model: " + What(e));
   }
@@ -178,6 +196,7 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
                                                got + "; fedge needs logits [2, 10]");
     }
     model->train(true);
+    model->architecture = ScriptId(*bytes);
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path, "forward on [2, 1, 28, 28] fails: " + What(e));
   }
@@ -221,15 +240,7 @@ Result<std::string> ModelArchitecture(const std::string& name) {
   if (!IsScriptModelPath(name)) return name;
   auto bytes = ReadFile(name);
   if (!bytes.ok()) return bytes.status();
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes->data()), bytes->size(), digest);
-  static const char kHex[] = "0123456789abcdef";
-  std::string id = "torchscript:";
-  for (int i = 0; i < 8; ++i) {
-    id += kHex[digest[i] >> 4];
-    id += kHex[digest[i] & 15];
-  }
-  return id;
+  return ScriptId(*bytes);
 }
 
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {
@@ -243,7 +254,9 @@ Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {
     std::lock_guard<std::mutex> lock(mu);
     try {
       torch::manual_seed(seed);
-      return r.make();
+      ModelPtr m = r.make();
+      m->architecture = name;
+      return m;
     } catch (const c10::Error& e) {
       return Status::Internal("creating model " + name, e.what_without_backtrace());
     }

@@ -36,6 +36,10 @@ class Model : public torch::nn::Module {
   // return a faster plan, e.g. one that keeps activations in oneDNN's blocked
   // layout between layers and converts its weights once instead of per batch.
   virtual InferenceFn PrepareInference();
+
+  // What this model's states carry as their architecture (ModelArchitecture
+  // of the name it was created from), set by CreateModel.
+  std::string architecture;
 };
 
 using ModelPtr = std::shared_ptr<Model>;

@@ -40,11 +40,9 @@ class TorchEvaluator final : public Evaluator {
 ModelRuntime TorchRuntime() {
   ModelRuntime rt;
   rt.initial_model = [](const std::string& architecture, uint64_t seed) -> Result<ModelState> {
-    auto id = ModelArchitecture(architecture);
-    if (!id.ok()) return id.status();
     auto model = CreateModel(architecture, seed);
     if (!model.ok()) return model.status();
-    return GetModelState(*id, **model);
+    return GetModelState((*model)->architecture, **model);
   };
   rt.make_evaluator = [](const std::string& architecture, const std::string& data_dir,
                          int threads) -> Result<std::unique_ptr<Evaluator>> {

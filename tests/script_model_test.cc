@@ -73,6 +73,8 @@ TEST_F(ScriptModelTest, ScriptCopyOfTheCnnTrainsLikeTheBuiltIn) {
   auto arch = ModelArchitecture(path);
   ASSERT_FL_OK(arch);
   EXPECT_EQ(arch->rfind("torchscript:", 0), 0u) << *arch;
+  EXPECT_EQ((*script)->architecture, *arch);
+  EXPECT_EQ((*builtin)->architecture, "mnist_cnn");
   const ModelState loaded = GetModelState(*arch, **script);
   ASSERT_EQ(loaded.tensors.size(), init.tensors.size());
   for (size_t i = 0; i < init.tensors.size(); ++i) {
