@@ -599,10 +599,12 @@ struct RawPeer {
     return false;
   }
 
-  // Waits for this round's TASK and keeps it (task_env, task).
-  bool TakeTask(transport::Context* ctx) {
+  // Waits for this round's TASK and keeps it (task_env, task), within
+  // `tries` / 10 seconds.
+  bool TakeTask(transport::Context* ctx, int tries = 300) {
     std::string payload;
-    return Next(ctx, wire::MessageType::kTask, &task_env, &payload) &&
+    return Next(ctx, wire::MessageType::kTask, &task_env, &payload, wire::MessageType::kTask,
+                tries) &&
            wire::Decode(payload, &task).ok();
   }
 
@@ -769,12 +771,7 @@ TEST_F(ServerTest, RobustRulesSelectWhatTheAggregationMemoryHolds) {
     for (auto& p : peers) p.Connect(ctx.get(), run.endpoint);
     int tasked = 0;
     for (auto& p : peers) {
-      std::string payload;
-      if (!p.Next(ctx.get(), wire::MessageType::kTask, &p.task_env, &payload,
-                  wire::MessageType::kTask, /*tries=*/30) ||
-          !wire::Decode(payload, &p.task).ok()) {
-        continue;
-      }
+      if (!p.TakeTask(ctx.get(), /*tries=*/30)) continue;
       ++tasked;
       p.Send(wire::MessageType::kUpdate, p.task_env.round, p.ZeroUpdate());
     }

@@ -78,8 +78,7 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
                                                        const TensorDataset& test) {
   auto student = CreateModel(o.model, o.seed);
   if (!student.ok()) return student.status();
-  auto arch = ModelArchitecture(o.model);
-  if (!arch.ok()) return arch.status();
+  const std::string& arch = (*student)->architecture;
   ModelState state = dense;
   const int steps = o.schedule == "oneshot" ? 1 : o.steps;
   double acc = 0;
@@ -103,7 +102,7 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
     const double t0 = NowSeconds();
     auto st = TrainLocal(**student, train, to);
     if (!st.ok()) return st.status();
-    ModelState trained = GetModelState(*arch, **student);
+    ModelState trained = GetModelState(arch, **student);
     for (size_t i = 0; i < trained.tensors.size(); ++i)
       trained.tensors[i].mask = state.tensors[i].mask;
     state = std::move(trained);
@@ -153,9 +152,8 @@ int RunPrune(const PruneOptions& o) {
 
   // 1. The dense teacher.
   auto teacher = CreateModel(o.model, o.seed);
-  auto arch = ModelArchitecture(o.model);
-  if (!teacher.ok() || !arch.ok()) {
-    Fail(teacher.ok() ? arch.status() : teacher.status());
+  if (!teacher.ok()) {
+    Fail(teacher.status());
     return 2;
   }
   if (!o.teacher.empty()) {
@@ -193,7 +191,7 @@ int RunPrune(const PruneOptions& o) {
     Fail(dense_eval.status());
     return 1;
   }
-  const ModelState dense = GetModelState(*arch, **teacher);
+  const ModelState dense = GetModelState((*teacher)->architecture, **teacher);
   std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n", 100 * dense_eval->accuracy,
               static_cast<long long>(dense.NumParameters()));
 

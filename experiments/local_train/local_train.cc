@@ -123,13 +123,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", init.status().ToString());
     return 2;
   }
-  auto arch = fl::ModelArchitecture(o.model);
-  if (!arch.ok()) {
-    spdlog::error("{}", arch.status().ToString());
-    return 2;
-  }
   fl::FitIns ins;
-  ins.parameters = fl::GetModelState(*arch, **init);
+  ins.parameters = fl::GetModelState((*init)->architecture, **init);
   ins.epochs = o.epochs;
   ins.batch_size = o.batch;
   ins.lr = o.lr;
