@@ -411,6 +411,36 @@ TEST(IntegrationTest, SimulationResumesWhereItStopped) {
   EXPECT_TRUE(*a == *b) << "the resumed run ends with another model";
 }
 
+// stop_at_target: a rounds-to-accuracy sweep ends the run after the first
+// round at the highest target, exit code 0, checkpointed so that --resume can
+// take it further.
+TEST(IntegrationTest, SimulationStopsAtItsTarget) {
+  test::TempDir dir;
+  const std::string config = dir.path() + "/stop.toml", out = dir.path() + "/run";
+  ASSERT_FL_OK(
+      WriteFileAtomic(config, "rounds = 4\ntargets = [0.2, 0.3]\nstop_at_target = true\n"));
+  test::Process sim(kSim,
+                    {"--config", config, "--model", "mnist_2nn", "--clients", "4", "--fraction",
+                     "0.5", "--epochs", "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
+                    out + ".log");
+  ASSERT_EQ(sim.Wait(120), 0) << sim.Log();
+  const auto rows = test::ReadRoundsCsv(out + "/rounds.csv");
+  ASSERT_EQ(rows.size(), 1u) << sim.Log();
+  EXPECT_GE(std::stod(rows[0].accuracy), 0.3);
+  auto summary = ReadFile(out + "/summary.json");
+  ASSERT_FL_OK(summary);
+  EXPECT_NE(summary->find("\"stopped_at_target\": true"), std::string::npos) << *summary;
+  EXPECT_NE(summary->find("\"interrupted\": false"), std::string::npos) << *summary;
+  EXPECT_NE(sim.Log().find("stopped at the target"), std::string::npos) << sim.Log();
+  // Taken further without the stop: rounds 2 and 3 follow round 1.
+  test::Process more(kSim,
+                     {"--config", out + "/config.toml", "--rounds", "3", "--out", out, "--resume",
+                      "--stop-at-target=false", "--quiet"},
+                     out + ".more.log");
+  ASSERT_EQ(more.Wait(120), 0) << more.Log();
+  EXPECT_EQ(test::ReadRoundsCsv(out + "/rounds.csv").size(), 3u) << more.Log();
+}
+
 // A fleet's data as it is: one MNIST-format folder per device (here written by
 // fl-partition), one virtual client each (data.partition = "folders"), the
 // server evaluating on a separate test folder. A device count other than

@@ -335,6 +335,7 @@ Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, dou
   before.workers = c.workers;
   before.out = c.out;
   before.targets = c.targets;
+  before.stop_at_target = c.stop_at_target;
   before.eval_every = c.eval_every;
   before.round_deadline = c.round_deadline;
   before.heartbeat = c.heartbeat;
@@ -421,11 +422,15 @@ int Main(int argc, char** argv) {
       "--test-data", test_data,
       "MNIST-format folder whose test split the server evaluates on ([data] test_dir; default "
       "--data)");
+  bool stop_at_target = false;
+  auto* o_stop = app.add_flag("--stop-at-target", stop_at_target,
+                              "End the run once a round reaches the highest of the targets "
+                              "(stop_at_target; resumable)");
   app.add_flag("--quiet", quiet, "Print only the final table");
   app.add_flag("--resume", resume,
                "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
                "(the config must be the one the run was made with; only rounds, targets, "
-               "eval_every, round_deadline, heartbeat and workers may differ)");
+               "stop_at_target, eval_every, round_deadline, heartbeat and workers may differ)");
   CLI11_PARSE(app, argc, argv);
 
   if (!config_path.empty()) {
@@ -446,6 +451,7 @@ int Main(int argc, char** argv) {
   if (*o_lr) c.lr = lr;
   if (*o_partition) c.partition = partition;
   if (*o_test_data) c.test_dir = test_data;
+  if (*o_stop) c.stop_at_target = stop_at_target;
   if (*o_alpha) c.alpha = alpha;
   if (*o_model) c.model = model;
   if (*o_sparsity) c.sparsity = sparsity;
@@ -632,10 +638,16 @@ int Main(int argc, char** argv) {
   std::vector<RoundMetrics> history;
   uint64_t delta_bytes = 0, updates = 0;
   const double t_rounds = NowSeconds();
+  bool reached_target = false;
   auto summary = (*server)->Run(&g_stop, [&](const RoundMetrics& m) {
     history.push_back(m);
     delta_bytes += m.delta_bytes;
     updates += m.participants;
+    if (c.stop_at_target && !c.targets.empty() &&
+        m.test_accuracy >= *std::max_element(c.targets.begin(), c.targets.end())) {
+      reached_target = true;
+      g_stop = true;  // the server ends the run after this round, checkpointed
+    }
     if (quiet) return;
     const double elapsed = NowSeconds() - t_rounds;
     const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
@@ -698,7 +710,9 @@ int Main(int argc, char** argv) {
   std::printf("final test accuracy %.2f%%, %s MB up, %s MB down, wall time %.1f s%s\n",
               100 * summary->final_accuracy, Mb(summary->upload_bytes).c_str(),
               Mb(summary->download_bytes).c_str(), wall,
-              summary->interrupted ? " (interrupted)" : "");
+              reached_target         ? " (stopped at the target)"
+              : summary->interrupted ? " (interrupted)"
+                                     : "");
   const double per_update = updates ? static_cast<double>(delta_bytes) / updates : 0.0;
   std::printf("encoded delta per client update: %.0f bytes (%llu updates)\n", per_update,
               static_cast<unsigned long long>(updates));
@@ -729,7 +743,9 @@ int Main(int argc, char** argv) {
      << ", \"scale\": " << JsonNumber(c.adversary_scale) << "},\n"
      << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
      << "  \"resumed_after_round\": " << first_round - 1 << ",\n"
-     << "  \"interrupted\": " << (summary->interrupted ? "true" : "false") << ",\n"
+     << "  \"interrupted\": " << (summary->interrupted && !reached_target ? "true" : "false")
+     << ",\n"
+     << "  \"stopped_at_target\": " << (reached_target ? "true" : "false") << ",\n"
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"
      << "  \"final_loss\": " << JsonNumber(summary->final_loss) << ",\n"
      << "  \"rounds_to_target\": {" << targets_json << "},\n"
@@ -746,7 +762,7 @@ int Main(int argc, char** argv) {
   }
   std::printf("wrote %s/rounds.csv, %s/summary.json, %s/config.toml\n", c.out.c_str(),
               c.out.c_str(), c.out.c_str());
-  return summary->interrupted ? 130 : 0;
+  return summary->interrupted && !reached_target ? 130 : 0;
 }
 
 }  // namespace

@@ -109,6 +109,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.Get("seed", &c->seed);
   top.Get("rounds", &c->rounds);
   top.GetList("targets", &c->targets);
+  top.Get("stop_at_target", &c->stop_at_target);
   for (const char* t : {"data", "model", "federation", "strategy", "privacy", "adversary", "client",
                         "compression", "sim", "security"}) {
     top.Table(t);
@@ -253,6 +254,7 @@ std::string SimConfigToToml(const SimConfig& c) {
       {"seed", static_cast<int64_t>(c.seed)},
       {"rounds", c.rounds},
       {"targets", targets},
+      {"stop_at_target", c.stop_at_target},
       {"data", toml::table{{"dir", c.data_dir},
                            {"partition", c.partition},
                            {"test_dir", c.test_dir},

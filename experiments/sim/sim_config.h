@@ -3,6 +3,7 @@
 //   seed = 1
 //   rounds = 5
 //   targets = [0.97, 0.99]          # report rounds to reach each test accuracy
+//   stop_at_target = false          # end the run once the highest target is reached
 //   [data]       dir, partition ("iid" | "shards" | "dirichlet" | "folders"), alpha,
 //                shards_per_client, test_dir
 //   [model]      name, file
@@ -43,6 +44,10 @@ struct SimConfig {
   int rounds{5};
   // Test accuracies to report rounds-to-target for.
   std::vector<double> targets{0.97, 0.99};
+  // End the run (checkpointed, resumable) after the first round whose test
+  // accuracy reaches the highest target: rounds-to-accuracy sweeps stop paying
+  // for rounds they do not need.
+  bool stop_at_target{false};
 
   // [data] MNIST-format folder, and how its training split is partitioned;
   // "folders": `data_dir` holds one MNIST-format folder per device (what
