@@ -34,14 +34,27 @@ struct LocalClient::Impl {
   std::string architecture;
   std::shared_ptr<SharedModel> model;
   TensorDataset shard;
+  // The shard as loaded, to normalise again when the federation's
+  // normalisation (in the TASK) is not the one `shard` has.
+  Dataset raw;
+  // The shard's sample shape and class count, which a model must fit.
+  std::vector<int64_t> sample_shape;
+  int num_classes{0};
   int threads{1};
 };
+
+Status CheckModelFitsData(const std::string& architecture, const Dataset& data,
+                          const std::string& data_name) {
+  auto model = CreateModel(architecture, /*seed=*/1);
+  if (!model.ok()) return model.status();
+  return CheckModelFitsData(**model, architecture, data, data_name);
+}
 
 LocalClient::LocalClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LocalClient::~LocalClient() = default;
 
 Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& architecture,
-                                                         const ImageDataset& data,
+                                                         const Dataset& data,
                                                          const std::vector<int64_t>& indices,
                                                          int threads,
                                                          std::shared_ptr<SharedModel> shared) {
@@ -57,6 +70,8 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
     auto own = NewSharedModel(architecture);
     if (!own.ok()) return own.status();
     shared = std::move(own).value();
+    FL_RETURN_IF_ERROR(
+        CheckModelFitsData(*shared->model, architecture, data, "this device's data"));
   }
   // Copy only this client's images before converting to float, so creating many
   // small clients costs in proportion to their shards, not the whole dataset.
@@ -68,8 +83,11 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Create(const std::string& arch
   impl->architecture = impl->requested;
   impl->model = std::move(shared);
   impl->threads = threads;
+  impl->sample_shape = data.shape;
+  impl->num_classes = data.num_classes;
   try {
-    impl->shard = ToTensors(*local);  // converts into new tensors; `local` may go
+    impl->shard = ToTensors(*local);
+    impl->raw = std::move(local).value();
   } catch (const c10::Error& e) {
     return Status::Internal("building the client's shard", e.what_without_backtrace());
   }
@@ -105,6 +123,9 @@ Status LocalClient::Prepare(const std::string& architecture) {
           "the server trains '" + Printable(architecture) + "', which this fl-client does not know",
           model.status().message());
     }
+    FL_RETURN_IF_ERROR(CheckModelFitsData(*(*model)->model, Printable(architecture),
+                                          impl_->sample_shape, impl_->num_classes,
+                                          "this device's data"));
     impl_->model = std::move(model).value();
     impl_->architecture = architecture;
   }
@@ -144,6 +165,17 @@ size_t LocalClient::TaskPayloadLimit() const {
 
 Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
   FL_RETURN_IF_ERROR(Prepare(ins.parameters.architecture));
+  const Normalization& want = ins.normalization;
+  if (!want.empty() &&
+      (want.mean != impl_->raw.normalization.mean || want.std != impl_->raw.normalization.std)) {
+    FL_RETURN_IF_ERROR(CheckNormalization(impl_->raw, want, "the TASK's normalisation"));
+    impl_->raw.normalization = want;
+    try {
+      impl_->shard = ToTensors(impl_->raw);
+    } catch (const c10::Error& e) {
+      return Status::Internal("normalising the client's shard", e.what_without_backtrace());
+    }
+  }
   Model& model = *impl_->model->model;
   FL_RETURN_IF_ERROR(SetModelState(model, ins.parameters));
   TrainOptions opts;
@@ -175,7 +207,7 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
   return res;
 }
 
-Result<EvaluateRes> LocalClient::Evaluate(const ModelState& parameters, const ImageDataset& data) {
+Result<EvaluateRes> LocalClient::Evaluate(const ModelState& parameters, const Dataset& data) {
   if (!impl_->model) {
     return Status::FailedPrecondition("the client has no model yet (no TASK received)");
   }

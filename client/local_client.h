@@ -35,6 +35,12 @@ class SharedModel;
 // Creates a shareable model of `architecture`. NotFound for an unknown name.
 Result<std::shared_ptr<SharedModel>> NewSharedModel(const std::string& architecture);
 
+// Checks that the model `architecture` (a zoo name or a TorchScript file)
+// takes `data`'s samples and has an output per class (CheckModelFitsData in
+// common/trainer.h); the error names both.
+Status CheckModelFitsData(const std::string& architecture, const Dataset& data,
+                          const std::string& data_name);
+
 class LocalClient final : public Participant {
  public:
   // Creates a client holding a copy of the samples of `data` at `indices` and a
@@ -44,7 +50,7 @@ class LocalClient final : public Participant {
   // the architecture named by each Fit's parameters.
   // `threads` = intra-op threads for training.
   static Result<std::unique_ptr<LocalClient>> Create(const std::string& architecture,
-                                                     const ImageDataset& data,
+                                                     const Dataset& data,
                                                      const std::vector<int64_t>& indices,
                                                      int threads = 1,
                                                      std::shared_ptr<SharedModel> shared = nullptr);
@@ -78,7 +84,7 @@ class LocalClient final : public Participant {
   Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) override;
 
   // Evaluates `parameters` on the samples of `data` (all of them).
-  Result<EvaluateRes> Evaluate(const ModelState& parameters, const ImageDataset& data);
+  Result<EvaluateRes> Evaluate(const ModelState& parameters, const Dataset& data);
 
  private:
   // Makes the model `architecture` (see Layout for the errors).

@@ -20,6 +20,7 @@
 
 #include "client/local_client.h"
 #include "client/session.h"
+#include "common/data_flags.h"
 #include "common/dataset.h"
 #include "common/memory.h"
 #include "common/partition.h"
@@ -36,7 +37,7 @@ void OnSignal(int) { g_stop = true; }
 int main(int argc, char** argv) {
   fl::UseOneMallocArena();
   fl::ClientOptions co;
-  std::string data_dir = FL_DEFAULT_DATA_DIR;
+  fl::DataOptions data{FL_DEFAULT_DATA_DIR};
   std::string model;  // empty: the architecture the server's TASK carries
   std::string partition = "none";
   int num_partitions = 1;
@@ -55,8 +56,11 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--id", co.id, "Client id, 1-32 printable characters (default: host-pid)")
       ->capture_default_str();
-  app.add_option("--data", data_dir, "Folder with this device's MNIST-format IDX files")
+  app.add_option("--data", data.path,
+                 "This device's training data: an IDX folder (MNIST's file names), a CSV file, "
+                 "or class folders of images")
       ->capture_default_str();
+  fl::AddDataFormatFlags(app, &data);
   app.add_option("--model", model,
                  "Architecture the client trains: a model zoo name or a TorchScript file (.pt) "
                  "(default: the one the server sends; give it to refuse a federation that "
@@ -143,11 +147,13 @@ int main(int argc, char** argv) {
     co.server_key = pub->signing;
     if (!insecure) co.curve.server_key = fl::KeyBytes(*pub->curve);
   }
-  auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
-  if (!train.ok()) {
-    spdlog::error("loading local data: {}", train.status().ToString());
+  auto splits = fl::LoadData(data, /*need_train=*/true, /*need_test=*/false);
+  if (!splits.ok()) {
+    spdlog::error("loading local data: {}", splits.status().ToString());
     return 1;
   }
+  spdlog::info("data {}: {}", data.path, fl::DescribeData(*splits));
+  const fl::Dataset* train = &splits->train;
   std::vector<int64_t> indices;
   if (partition == "none") {
     indices.resize(train->count);

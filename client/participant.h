@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dataset.h"
 #include "common/model_state.h"
 #include "common/status.h"
 
@@ -36,6 +37,8 @@ struct FitIns {
   double proximal_mu{0.0};
   // Seed for this round's shuffle order.
   uint64_t seed{1};
+  // The federation's input normalisation (empty: keep the device's own).
+  Normalization normalization;
 };
 
 // Result of one round of local training.

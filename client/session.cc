@@ -245,6 +245,8 @@ struct ClientSession::Impl {
     ins.momentum = task.config.momentum;
     ins.weight_decay = task.config.weight_decay;
     ins.proximal_mu = task.config.proximal_mu;
+    ins.normalization.mean = task.config.normalize_mean;
+    ins.normalization.std = task.config.normalize_std;
     // Each client shuffles differently within a round: mix its id into the
     // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
     uint64_t h = 1469598103934665603ULL;

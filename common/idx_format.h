@@ -2,8 +2,8 @@
 // db/log_format.h writes its layout down.
 //
 // File = magic (4 bytes) + dims (4 bytes each, big-endian) + data.
-// Magic = 0x00 0x00 <type> <ndims>. Type 0x08 = unsigned byte, the only type fedge reads.
-// Data = product(dims) elements, row-major, no padding and nothing after it.
+// Magic = 0x00 0x00 <type> <ndims>. Types fedge reads: 0x08 unsigned byte, 0x0D float32
+// (big-endian). Data = product(dims) elements, row-major, no padding and nothing after it.
 #ifndef FEDGE_COMMON_IDX_FORMAT_H_
 #define FEDGE_COMMON_IDX_FORMAT_H_
 
@@ -19,6 +19,8 @@ constexpr size_t kMagicBytes = 4;
 constexpr size_t kDimBytes = 4;
 // Type code for unsigned 8-bit elements.
 constexpr uint8_t kTypeUnsignedByte = 0x08;
+// Type code for 32-bit floats (big-endian IEEE 754).
+constexpr uint8_t kTypeFloat = 0x0D;
 // Most dimensions accepted (MNIST images use 3, labels 1).
 constexpr uint8_t kMaxDims = 4;
 

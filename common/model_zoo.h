@@ -59,9 +59,10 @@ std::vector<ModelInfo> ListModels();
 //
 // A name ending in ".pt" is a TorchScript model file (scripted or traced in
 // PyTorch, or built in C++ with torch::jit::Module::define); its weights are
-// the file's and `seed` is not used. It must map float images [N, 1, 28, 28]
-// to logits [N, 10] and hold its state in float32 parameters (no buffers);
-// anything else is InvalidArgument naming the file and what is wrong.
+// the file's and `seed` is not used. It must hold its state in float32
+// parameters (no buffers, no tied weights); anything else is InvalidArgument
+// naming the file and what is wrong. What it maps is checked against the data
+// (CheckModelFitsData in common/trainer.h).
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed);
 
 // True when `name` names a TorchScript model file (it ends in ".pt").

@@ -117,6 +117,19 @@ class GraphBuilder {
     return name;
   }
 
+  // One value per channel, shaped [C, 1, ..., 1] (`rank` dimensions) to
+  // broadcast over [N, C, ...]; a scalar when there is one value.
+  std::string PerChannel(const std::string& name, const std::vector<float>& v, size_t rank) {
+    if (v.size() == 1) return Scalar(name, v[0]);
+    onnx::TensorProto* t = graph_->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_dims(static_cast<int64_t>(v.size()));
+    for (size_t i = 1; i < rank; ++i) t->add_dims(1);
+    SetRaw(t, v.data(), v.size() * sizeof(float));
+    return name;
+  }
+
   // The parameter `name` with the expected shape, stored per the options;
   // returns the graph value that holds it as float.
   Result<std::string> Parameter(const std::string& name, const std::vector<int64_t>& shape) {
@@ -307,9 +320,16 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   std::string x = b.Value("scaled");
   b.Node("Div", {"pixels", b.Scalar("norm.scale", 255.0f)}, x);
   std::string y = b.Value("centred");
-  b.Node("Sub", {x, b.Scalar("norm.mean", static_cast<float>(kMnistPixelMean))}, y);
+  const Normalization& norm = options.normalization;
+  if (norm.mean.size() != 1 && static_cast<int64_t>(norm.mean.size()) != arch->input[0]) {
+    return Status::InvalidArgument("ONNX export: --normalize gives " +
+                                   std::to_string(norm.mean.size()) + " mean/std pairs; '" +
+                                   model.architecture + "' takes " +
+                                   std::to_string(arch->input[0]) + " channel(s)");
+  }
+  b.Node("Sub", {x, b.PerChannel("norm.mean", norm.mean, arch->input.size())}, y);
   x = b.Value("input");
-  b.Node("Div", {y, b.Scalar("norm.std", static_cast<float>(kMnistPixelStd))}, x);
+  b.Node("Div", {y, b.PerChannel("norm.std", norm.std, arch->input.size())}, x);
 
   // Shapes through the layers, to know each parameter's expected shape.
   std::vector<int64_t> shape = arch->input;  // per example
@@ -373,8 +393,7 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   Metadata(&m, "fedge.architecture", model.architecture);
   Metadata(&m, "fedge.input", "pixels: raw values 0..255 as float; normalised in the graph");
   Metadata(&m, "fedge.normalize_scale", "255");
-  Metadata(&m, "fedge.normalize_mean", Number(kMnistPixelMean));
-  Metadata(&m, "fedge.normalize_std", Number(kMnistPixelStd));
+  Metadata(&m, "fedge.normalize", norm.ToString());
   Metadata(&m, "fedge.sparsity", Number(model.Sparsity()));
   Metadata(&m, "fedge.weights",
            options.int8 ? "int8 weights, one scale per output channel; fp32 biases" : "fp32");

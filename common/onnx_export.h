@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dataset.h"
 #include "common/model_state.h"
 #include "common/status.h"
 
@@ -37,6 +38,10 @@ struct OnnxExportOptions {
   bool sparse{true};
   // Weights of rank >= 2 as int8 with per-output-channel scales.
   bool int8{false};
+  // The input normalisation the graph applies after scaling by 1/255 (the
+  // federation's: a run's `normalize` in its config.toml), recorded in the
+  // metadata as "fedge.normalize". One pair, or one per input channel.
+  Normalization normalization{MnistNormalization()};
   // Recorded in the model: producer version and the source model's version
   // (e.g. the .flm digest), free text.
   std::string producer_version;

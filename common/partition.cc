@@ -219,4 +219,23 @@ Result<Partition> MakePartition(const std::vector<uint8_t>& labels, int num_clas
   return Status::InvalidArgument("unknown partition scheme");
 }
 
+Result<Partition> PartitionByGroup(const std::vector<int32_t>& groups, int num_groups,
+                                   int clients) {
+  if (groups.empty()) {
+    return Status::InvalidArgument("partition \"column\"",
+                                   "needs a group column naming each sample's device (CSV data, "
+                                   "--group-column / data.group_column)");
+  }
+  if (clients < 1 || clients > num_groups) {
+    return Status::InvalidArgument("the group column", "names " + std::to_string(num_groups) +
+                                                           " devices, fewer than the " +
+                                                           std::to_string(clients) + " clients");
+  }
+  Partition parts(static_cast<size_t>(clients));
+  for (size_t i = 0; i < groups.size(); ++i) {
+    parts[static_cast<size_t>(groups[i] % clients)].push_back(static_cast<int64_t>(i));
+  }
+  return parts;
+}
+
 }  // namespace fl

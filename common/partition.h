@@ -56,6 +56,12 @@ struct PartitionOptions {
 Result<Partition> MakePartition(const std::vector<uint8_t>& labels, int num_classes,
                                 const PartitionOptions& options);
 
+// A natural split (scheme "column"): `groups` gives each sample's device (an
+// index below `num_groups`, from a CSV column); the devices are dealt to the
+// `clients` in turn, one each when `clients` equals `num_groups`.
+// InvalidArgument when there are fewer devices than clients.
+Result<Partition> PartitionByGroup(const std::vector<int32_t>& groups, int num_groups, int clients);
+
 // The individual schemes, as used by MakePartition.
 Result<Partition> PartitionIid(int64_t n, int clients, uint64_t seed);
 Result<Partition> PartitionShards(const std::vector<uint8_t>& labels, int num_classes, int clients,

@@ -4,6 +4,7 @@
 
 #include <mutex>
 #include <numeric>
+#include <tuple>
 
 #include "common/clock.h"
 #include "common/random.h"
@@ -27,11 +28,83 @@ class ThreadScope {
 
 }  // namespace
 
-TensorDataset ToTensors(const ImageDataset& data) {
+namespace {
+
+// [1, C, 1, ...] (or [1] for one pair) views of the normalisation, to
+// broadcast over a batch [N, C, ...].
+std::pair<torch::Tensor, torch::Tensor> NormalizationTensors(const Dataset& data) {
+  const auto& n = data.normalization;
+  std::vector<int64_t> view(data.shape.size() + 1, 1);
+  if (n.mean.size() > 1) view[1] = static_cast<int64_t>(n.mean.size());
+  auto mean = torch::tensor(n.mean, torch::kFloat32).view(view);
+  auto std = torch::tensor(n.std, torch::kFloat32).view(view);
+  return {mean, std};
+}
+
+std::vector<int64_t> BatchShape(const Dataset& data, int64_t n) {
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), data.shape.begin(), data.shape.end());
+  return shape;
+}
+
+// Raw samples [begin, end) of `data` as floats into `x` (shaped for them):
+// bytes scaled by 1/255, then normalised. One path for ToTensors and the raw
+// Evaluate, so both give the same numbers.
+void NormalizeInto(const Dataset& data, const torch::Tensor& raw, const torch::Tensor& mean,
+                   const torch::Tensor& std, int64_t begin, int64_t end, torch::Tensor* x) {
+  x->copy_(raw.slice(0, begin, end));
+  if (!data.floats) x->div_(255.0);
+  if (mean.defined()) x->sub_(mean).div_(std);
+}
+
+torch::Tensor RawSamples(const Dataset& data) {
+  return data.floats ? torch::from_blob(const_cast<float*>(data.features.data()),
+                                        BatchShape(data, data.count), torch::kFloat32)
+                     : torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
+                                        BatchShape(data, data.count), torch::kUInt8);
+}
+
+}  // namespace
+
+Status CheckModelFitsData(Model& model, const std::string& model_name,
+                          const std::vector<int64_t>& sample_shape, int num_classes,
+                          const std::string& data_name) {
+  Dataset data;  // the shape and classes, for BatchShape and the messages
+  data.shape = sample_shape;
+  data.num_classes = num_classes;
+  const std::string in = "[2, " + data.ShapeString() + "]";
+  std::vector<int64_t> out_shape;
+  try {
+    torch::NoGradGuard no_grad;
+    const bool was_training = model.is_training();
+    model.eval();
+    const torch::Tensor out = model.forward(torch::zeros(BatchShape(data, 2)));
+    model.train(was_training);
+    out_shape = out.sizes().vec();
+  } catch (const std::exception& e) {
+    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+    std::string what = c10 ? c10->what_without_backtrace() : e.what();
+    if (what.size() > 300) what = what.substr(0, 300) + "...";
+    return Status::InvalidArgument(
+        model_name, "does not take the samples of " + data_name + " (a batch " + in + "): " + what);
+  }
+  if (out_shape.size() != 2 || out_shape[0] != 2 || out_shape[1] < data.num_classes) {
+    std::string got;
+    for (int64_t d : out_shape) got += (got.empty() ? "" : "x") + std::to_string(d);
+    return Status::InvalidArgument(
+        model_name, "maps a batch " + in + " to " + got + "; " + data_name + " has " +
+                        std::to_string(data.num_classes) + " classes, so fedge needs logits [2, " +
+                        std::to_string(data.num_classes) + "]");
+  }
+  return Status::OK();
+}
+
+TensorDataset ToTensors(const Dataset& data) {
   TensorDataset out;
-  auto bytes = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
-                                {data.count, 1, data.rows, data.cols}, torch::kUInt8);
-  out.images = (bytes.to(torch::kFloat32).div_(255.0).sub_(kMnistPixelMean).div_(kMnistPixelStd));
+  torch::Tensor mean, std;
+  if (!data.normalization.empty()) std::tie(mean, std) = NormalizationTensors(data);
+  out.images = torch::empty(BatchShape(data, data.count), torch::kFloat32);
+  NormalizeInto(data, RawSamples(data), mean, std, 0, data.count, &out.images);
   out.labels =
       torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count}, torch::kUInt8)
           .to(torch::kInt64);
@@ -263,19 +336,18 @@ Result<EvalResult> Evaluate(Model& model, const TensorDataset& data, int64_t bat
                          });
 }
 
-Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batch_size,
-                            int threads) {
+Result<EvalResult> Evaluate(Model& model, const Dataset& data, int64_t batch_size, int threads) {
   const int64_t n = data.count;
   if (n == 0) return Status::InvalidArgument("cannot evaluate on an empty dataset");
   if (batch_size <= 0 || batch_size > n) batch_size = n;
-  torch::Tensor pixels, labels_u8, images, labels;
+  torch::Tensor raw, labels_u8, images, labels, mean, std;
   try {
-    pixels = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()),
-                              {data.count, 1, data.rows, data.cols}, torch::kUInt8);
+    raw = RawSamples(data);
     labels_u8 =
         torch::from_blob(const_cast<uint8_t*>(data.labels.data()), {data.count}, torch::kUInt8);
+    if (!data.normalization.empty()) std::tie(mean, std) = NormalizationTensors(data);
     // Reused for every batch; the last, shorter batch uses a prefix.
-    images = torch::empty({batch_size, 1, data.rows, data.cols}, torch::kFloat32);
+    images = torch::empty(BatchShape(data, batch_size), torch::kFloat32);
     labels = torch::empty({batch_size}, torch::kInt64);
   } catch (const c10::Error& e) {
     return Status::Internal("evaluation buffers", e.what_without_backtrace());
@@ -284,11 +356,7 @@ Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batc
                          [&](int64_t begin, int64_t end, torch::Tensor* x, torch::Tensor* y) {
                            *x = images.slice(0, 0, end - begin);
                            *y = labels.slice(0, 0, end - begin);
-                           // Same arithmetic as ToTensors, so both overloads give the same numbers.
-                           x->copy_(pixels.slice(0, begin, end))
-                               .div_(255.0)
-                               .sub_(kMnistPixelMean)
-                               .div_(kMnistPixelStd);
+                           NormalizeInto(data, raw, mean, std, begin, end, x);
                            y->copy_(labels_u8.slice(0, begin, end));
                          });
 }

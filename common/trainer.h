@@ -20,20 +20,32 @@
 
 namespace fl {
 
-// Images as a float tensor [N, 1, rows, cols], normalised with the MNIST mean
-// and standard deviation, and labels as int64 [N].
+// Samples as a float tensor [N, ...shape], normalised (Dataset::normalization),
+// and labels as int64 [N].
 struct TensorDataset {
   torch::Tensor images;
   torch::Tensor labels;
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
 
-// Converts raw bytes to tensors: x / 255, then (x - 0.1307) / 0.3081.
-TensorDataset ToTensors(const ImageDataset& data);
+// Converts raw samples to tensors: bytes x / 255, then (x - mean[c]) / std[c].
+TensorDataset ToTensors(const Dataset& data);
 
 // Returns the rows of `data` at `indices`, copied into contiguous tensors.
 // InvalidArgument when an index is out of range.
 Result<TensorDataset> Subset(const TensorDataset& data, const std::vector<int64_t>& indices);
+
+// Checks that `model` maps a batch of `data`'s samples to logits [N, K] with
+// K >= data.num_classes. InvalidArgument naming `model_name`, `data_name` and
+// the mismatch otherwise (a zoo CNN given CSV rows, a script with 5 outputs
+// for 10 classes).
+Status CheckModelFitsData(Model& model, const std::string& model_name,
+                          const std::vector<int64_t>& sample_shape, int num_classes,
+                          const std::string& data_name);
+inline Status CheckModelFitsData(Model& model, const std::string& model_name, const Dataset& data,
+                                 const std::string& data_name) {
+  return CheckModelFitsData(model, model_name, data.shape, data.num_classes, data_name);
+}
 
 // Progress after each local epoch.
 struct EpochStats {
@@ -110,9 +122,9 @@ constexpr int64_t kEvalBatch = 100;
 Result<EvalResult> Evaluate(Model& model, const TensorDataset& data,
                             int64_t batch_size = kEvalBatch, int threads = 0);
 
-// The same on raw images: each batch is normalised into one reused buffer, so
+// The same on raw samples: each batch is normalised into one reused buffer, so
 // the float copy of the whole set (4 bytes a pixel) never exists.
-Result<EvalResult> Evaluate(Model& model, const ImageDataset& data, int64_t batch_size = kEvalBatch,
+Result<EvalResult> Evaluate(Model& model, const Dataset& data, int64_t batch_size = kEvalBatch,
                             int threads = 0);
 
 // Tells the C library to keep freed blocks below 32 MiB for reuse instead of

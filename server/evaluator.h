@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "common/data_loader.h"
 #include "common/model_state.h"
 #include "common/status.h"
 
@@ -48,11 +49,11 @@ struct ModelRuntime {
   // The initial parameters of `architecture`, seeded (NotFound for a name the
   // runtime does not know).
   std::function<Result<ModelState>(const std::string& architecture, uint64_t seed)> initial_model;
-  // An evaluator of `architecture` on the test split of the MNIST-format
-  // folder `data_dir`, with `threads` intra-op threads. May be empty: then a
-  // server asked to evaluate refuses to start.
-  std::function<Result<std::unique_ptr<Evaluator>>(const std::string& architecture,
-                                                   const std::string& data_dir, int threads)>
+  // An evaluator of `architecture` on `test` (normalised as it says), with
+  // `threads` intra-op threads. InvalidArgument when the model does not fit
+  // the data. May be empty: then a server asked to evaluate refuses to start.
+  std::function<Result<std::unique_ptr<Evaluator>>(const std::string& architecture, Dataset test,
+                                                   int threads)>
       make_evaluator;
 };
 

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <csignal>
 
+#include "common/data_flags.h"
 #include "common/memory.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
@@ -35,7 +36,7 @@ void OnHangup(int) { g_reload = true; }
 int main(int argc, char** argv) {
   fl::UseOneMallocArena();
   fl::ServerOptions o;
-  o.data_dir = FL_DEFAULT_DATA_DIR;
+  o.data.path = FL_DEFAULT_DATA_DIR;
   double max_frame_mb = 64;
   double transfer_window_mb = 16;
   bool quiet = false;
@@ -158,8 +159,11 @@ int main(int argc, char** argv) {
   bool no_ef = false, nearest = false;
   app.add_flag("--no-error-feedback", no_ef, "Clients do not carry the quantization residual");
   app.add_flag("--nearest-rounding", nearest, "Round to nearest instead of stochastically");
-  app.add_option("--data", o.data_dir, "MNIST-format folder whose test split evaluates the model")
+  app.add_option("--data", o.data.path,
+                 "Data whose test split evaluates the model: an IDX folder (MNIST's file names), "
+                 "a CSV file, or class folders of images")
       ->capture_default_str();
+  fl::AddDataFormatFlags(app, &o.data);
   app.add_flag("--no-eval", no_eval, "Do not evaluate the global model");
   app.add_option("--eval-every", o.eval_every, "Evaluate every N rounds")->capture_default_str();
   app.add_option("--eval-threads", o.eval_threads,
@@ -249,7 +253,7 @@ int main(int argc, char** argv) {
     o.debug_crash_point = crash_at.substr(0, colon);
     o.debug_crash_count = colon == std::string::npos ? 1 : std::stoull(crash_at.substr(colon + 1));
   }
-  if (no_eval) o.data_dir.clear();
+  if (no_eval) o.data.path.clear();
   o.train.error_feedback = !no_ef;
   o.train.stochastic_rounding = !nearest;
   auto format = fl::wire::ParseValueFormat(downlink);

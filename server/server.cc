@@ -148,6 +148,9 @@ struct Server::Impl {
   std::unique_ptr<Aggregator> aggregator;
   // Evaluates global models on the test set off this thread; null without one.
   std::unique_ptr<BackgroundEvaluator> evaluator;
+  // The input normalisation of the federation (the test set's, or
+  // --normalize), sent in every TASK to clients that read extensions.
+  Normalization normalization;
   // Completed rounds whose row (rounds.csv, callback, summary) is not written
   // yet, oldest first; `awaiting_eval` ones wait for their evaluation.
   struct Completed {
@@ -461,7 +464,11 @@ struct Server::Impl {
     task.config.lr = RoundLearningRate(o, static_cast<int>(current_round));
     task.config.seed = o.seed * 1000003ULL + current_round;
     task.config.deadline_seconds = o.round_deadline_seconds;
-    if (variant >= 1) task.config.proximal_mu = aggregator->proximal_mu();
+    if (variant >= 1) {
+      task.config.proximal_mu = aggregator->proximal_mu();
+      task.config.normalize_mean = normalization.mean;
+      task.config.normalize_std = normalization.std;
+    }
     task.ask_before_upload = variant == 2;
     // Built for this TASK and dropped with it: between rounds only the
     // encoded TASK holds the model in its wire form.
@@ -1567,16 +1574,33 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         st.message());
   }
 
-  if (!o.data_dir.empty()) {
+  if (!o.data.path.empty()) {
     if (!runtime.make_evaluator) {
       return Status::InvalidArgument(
           "this server cannot evaluate (no evaluator); run without a "
           "test set (--no-eval)");
     }
-    auto evaluator = runtime.make_evaluator(o.model, o.data_dir, o.eval_threads);
+    auto splits = LoadData(o.data, /*need_train=*/false, /*need_test=*/true);
+    if (!splits.ok()) return splits.status().WithContext("server test set");
+    spdlog::info("test set {}: {}", o.data.test_path.empty() ? o.data.path : o.data.test_path,
+                 DescribeData(*splits));
+    impl->normalization = splits->test.normalization;
+    auto evaluator = runtime.make_evaluator(o.model, std::move(splits->test), o.eval_threads);
     if (!evaluator.ok()) return evaluator.status();
     impl->evaluator =
         BackgroundEvaluator::Create(std::move(evaluator).value(), o.debug_eval_delay_seconds);
+  } else if (!o.data.normalize.empty() && o.data.normalize != "auto" &&
+             o.data.normalize != "none") {
+    auto n = ParseNormalization(o.data.normalize);
+    if (!n.ok()) return n.status();
+    impl->normalization = *n;
+  }
+  {
+    wire::TrainConfig c = o.train;
+    c.deadline_seconds = o.round_deadline_seconds;
+    c.normalize_mean = impl->normalization.mean;
+    c.normalize_std = impl->normalization.std;
+    FL_RETURN_IF_ERROR(wire::CheckTrainConfig(c).WithContext("the TASK's normalisation"));
   }
   if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
     return Status::InvalidArgument(

@@ -39,6 +39,7 @@
 #include <memory>
 #include <string>
 
+#include "common/data_loader.h"
 #include "common/status.h"
 #include "common/wire/messages.h"
 #include "server/aggregator.h"
@@ -103,9 +104,10 @@ struct ServerOptions {
   int prune_rounds{0};
   // How the TASK carries the global model's kept values: fp32 or fp16.
   wire::ValueFormat downlink{wire::ValueFormat::kFp32};
-  // Folder with MNIST-format IDX files whose test split is used to evaluate
-  // the global model after each round; empty = no evaluation.
-  std::string data_dir;
+  // The data whose test split evaluates the global model after each round
+  // (common/data_loader.h: an IDX folder, a CSV file, class folders, with
+  // --test-data / --test-fraction / --normalize); empty path = no evaluation.
+  DataOptions data;
   // Evaluate every this many rounds (and always after the last).
   int eval_every{1};
   // LibTorch intra-op threads of the evaluation thread.

@@ -16,7 +16,7 @@ constexpr int64_t kServerEvalBatch = 50;
 
 class TorchEvaluator final : public Evaluator {
  public:
-  TorchEvaluator(ModelPtr model, ImageDataset test, int threads)
+  TorchEvaluator(ModelPtr model, Dataset test, int threads)
       : model_(std::move(model)), test_(std::move(test)), threads_(threads) {}
 
   Status Evaluate(const ModelState& state, double* accuracy, double* mean_loss) override {
@@ -31,7 +31,7 @@ class TorchEvaluator final : public Evaluator {
 
  private:
   ModelPtr model_;
-  ImageDataset test_;
+  Dataset test_;
   int threads_;
 };
 
@@ -44,14 +44,13 @@ ModelRuntime TorchRuntime() {
     if (!model.ok()) return model.status();
     return GetModelState((*model)->architecture, **model);
   };
-  rt.make_evaluator = [](const std::string& architecture, const std::string& data_dir,
+  rt.make_evaluator = [](const std::string& architecture, Dataset test,
                          int threads) -> Result<std::unique_ptr<Evaluator>> {
-    auto test = LoadMnistFolder(data_dir, Split::kTest);
-    if (!test.ok()) return test.status().WithContext("server test set");
     auto model = CreateModel(architecture, /*seed=*/0);
     if (!model.ok()) return model.status();
-    return std::unique_ptr<Evaluator>(std::make_unique<TorchEvaluator>(
-        std::move(model).value(), std::move(test).value(), threads));
+    FL_RETURN_IF_ERROR(CheckModelFitsData(**model, architecture, test, "the server's test set"));
+    return std::unique_ptr<Evaluator>(
+        std::make_unique<TorchEvaluator>(std::move(model).value(), std::move(test), threads));
   };
   return rt;
 }

@@ -53,7 +53,7 @@ TEST(AdversaryTest, ChosenBySeedAndFraction) {
 }
 
 TEST(AdversaryTest, FlippedLabels) {
-  ImageDataset d;
+  Dataset d;
   d.count = 3;
   d.num_classes = 10;
   d.labels = {0, 3, 9};

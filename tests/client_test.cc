@@ -27,7 +27,7 @@ namespace {
 class ClientSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto data = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    auto data = test::LoadMnist(Split::kTrain);
     ASSERT_FL_OK(data);
     std::vector<int64_t> idx(100);
     for (int i = 0; i < 100; ++i) idx[i] = i;

@@ -40,10 +40,14 @@ TEST(IdxTest, RejectsBadMagic) {
 
 TEST(IdxTest, RejectsUnsupportedTypeAndDims) {
   std::string s = MakeIdx({4});
-  s[2] = 0x0D;  // float
+  s[2] = 0x0B;  // int16
   auto r = ParseIdx("f", s);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("0x0d"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("0x0b"), std::string::npos) << r.status().ToString();
+  // Float32 elements take four bytes each: four bytes for four is truncated.
+  s = MakeIdx({4});
+  s[2] = 0x0D;
+  EXPECT_NE(ParseIdx("f", s).status().message().find("needing 24 bytes"), std::string::npos);
   s = MakeIdx({4});
   s[3] = 0;
   EXPECT_NE(ParseIdx("f", s).status().message().find("dimension count"), std::string::npos);
@@ -104,7 +108,8 @@ TEST_F(MnistFolderTest, LoadsAnyFolderWithTheFourFiles) {
   auto train = LoadMnistFolder(dir_.path(), Split::kTrain);
   ASSERT_FL_OK(train);
   EXPECT_EQ(train->count, 30);
-  EXPECT_EQ(train->rows, 28);
+  EXPECT_EQ(train->shape, (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(train->num_classes, 10);
   EXPECT_EQ(train->labels[13], 3);
   auto test = LoadMnistFolder(dir_.path(), Split::kTest);
   ASSERT_FL_OK(test);
@@ -124,23 +129,54 @@ TEST_F(MnistFolderTest, CountMismatchNamesBothFiles) {
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsCorruption());
   EXPECT_NE(r.status().message().find("29 labels"), std::string::npos) << r.status().ToString();
-  EXPECT_NE(r.status().message().find("30 images"), std::string::npos);
+  EXPECT_NE(r.status().message().find("30 samples"), std::string::npos);
 }
 
-TEST_F(MnistFolderTest, LabelOutOfRange) {
+// The labels give the class count; whether a model has that many outputs is
+// CheckModelFitsData's to say (TrainerTest.ModelMustFitTheData).
+TEST_F(MnistFolderTest, LabelsGiveTheClassCount) {
   WriteAll(30, 7);
   Write("train-labels-idx1-ubyte", MakeIdx({30}, 12));  // labels 10, 11 appear
   auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("label 10 at index 10"), std::string::npos)
-      << r.status().ToString();
+  ASSERT_FL_OK(r);
+  EXPECT_EQ(r->num_classes, 12);
 }
 
-TEST_F(MnistFolderTest, WrongImageSize) {
+// IDX samples of any shape: N x H x W (one channel), N x C x H x W, N x F,
+// bytes or float32; what WriteMnistFolder writes reads back the same.
+TEST_F(MnistFolderTest, AnyShapeAndFloatSamples) {
   WriteAll(4, 4, /*rows=*/32);
   auto r = LoadMnistFolder(dir_.path(), Split::kTrain);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("32x28"), std::string::npos) << r.status().ToString();
+  ASSERT_FL_OK(r);
+  EXPECT_EQ(r->shape, (std::vector<int64_t>{1, 32, 28}));
+
+  test::TempDir other;
+  Dataset rgb;
+  rgb.count = 2;
+  rgb.shape = {3, 4, 5};
+  rgb.num_classes = 2;
+  for (int i = 0; i < 2 * 60; ++i) rgb.pixels.push_back(static_cast<uint8_t>(i));
+  rgb.labels = {0, 1};
+  ASSERT_FL_OK(WriteMnistFolder(other.path() + "/rgb", Split::kTrain, rgb));
+  auto rgb_back = LoadMnistFolder(other.path() + "/rgb", Split::kTrain);
+  ASSERT_FL_OK(rgb_back);
+  EXPECT_EQ(rgb_back->shape, rgb.shape);
+  EXPECT_EQ(rgb_back->pixels, rgb.pixels);
+
+  Dataset vec;
+  vec.count = 3;
+  vec.shape = {2};
+  vec.num_classes = 3;
+  vec.floats = true;
+  vec.features = {0.5f, -1.25f, 3e7f, 0.0f, -0.0f, 1e-30f};
+  vec.labels = {2, 0, 1};
+  ASSERT_FL_OK(WriteMnistFolder(other.path() + "/vec", Split::kTest, vec));
+  auto vec_back = LoadMnistFolder(other.path() + "/vec", Split::kTest);
+  ASSERT_FL_OK(vec_back);
+  EXPECT_TRUE(vec_back->floats);
+  EXPECT_EQ(vec_back->shape, vec.shape);
+  EXPECT_EQ(vec_back->features, vec.features);
+  EXPECT_EQ(vec_back->labels, vec.labels);
 }
 
 TEST_F(MnistFolderTest, MissingFileSaysWhatToDo) {
@@ -177,10 +213,9 @@ TEST(RealMnistTest, CountsAndLabelHistogram) {
 
 // A client's shard written as its own data folder reads back the same.
 TEST(ShardFolderTest, SelectedSamplesWrittenAndReadBack) {
-  ImageDataset all;
+  Dataset all;
   all.count = 5;
-  all.rows = 28;
-  all.cols = 28;
+  all.shape = {1, 28, 28};
   all.num_classes = 10;
   for (int64_t i = 0; i < all.count * 28 * 28; ++i)
     all.pixels.push_back(static_cast<uint8_t>(i % 253));

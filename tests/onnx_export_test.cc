@@ -173,7 +173,7 @@ TEST(OnnxExportTest, ExportChecksTheSignatureItIsGiven) {
 
 // Logits of `model` on `images` through fedge's evaluation path (the model's
 // inference plan on the trainer's normalised tensors), [N, 10].
-torch::Tensor FedgeLogits(Model& model, const ImageDataset& images) {
+torch::Tensor FedgeLogits(Model& model, const Dataset& images) {
   torch::NoGradGuard no_grad;
   model.eval();
   const TensorDataset t = ToTensors(images);
@@ -193,8 +193,8 @@ torch::Tensor FedgeLogits(Model& model, const ImageDataset& images) {
 // class on at least 99.9% of images and logits within 1e-4. int8 (per-channel weights): the same
 // class on at least 99% and the accuracy within 0.5 points.
 TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
-  auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
-  auto t10k = LoadMnistFolder(test::MnistDir(), Split::kTest);
+  auto train = test::LoadMnist(Split::kTrain);
+  auto t10k = test::LoadMnist(Split::kTest);
   ASSERT_FL_OK(train);
   ASSERT_FL_OK(t10k);
   std::vector<int64_t> head(6000);

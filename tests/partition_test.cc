@@ -55,7 +55,7 @@ std::vector<uint8_t> SyntheticLabels(int64_t n, uint64_t seed) {
 class PartitionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    auto train = test::LoadMnist(Split::kTrain);
     ASSERT_FL_OK(train);
     labels_ = new std::vector<uint8_t>(train->labels);
   }

@@ -45,7 +45,7 @@ def forward(self, x):
 class ScriptModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    auto train = test::LoadMnist(Split::kTrain);
     ASSERT_FL_OK(train);
     std::vector<int64_t> idx(600);
     for (int64_t i = 0; i < 600; ++i) idx[i] = i;
@@ -149,9 +149,23 @@ TEST_F(ScriptModelTest, WhatCannotBeFederatedIsRefusedByName) {
     EXPECT_NE(m.status().ToString().find(says), std::string::npos) << m.status().ToString();
     EXPECT_NE(m.status().ToString().find(file), std::string::npos) << m.status().ToString();
   };
+  // What a model takes and gives is checked against the data: five outputs
+  // for MNIST's ten classes, the CNN on rows of 13 CSV features.
   const std::string wrong_classes = dir_.path() + "/five.pt";
   ScriptMlp(5).save(wrong_classes);
-  refused(wrong_classes, "[2, 10]");
+  auto five = CreateModel(wrong_classes, 0);
+  ASSERT_FL_OK(five);
+  Status st = CheckModelFitsData(**five, wrong_classes, {1, 28, 28}, 10, "MNIST");
+  EXPECT_NE(st.ToString().find("to 2x5; MNIST has 10 classes"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find(wrong_classes), std::string::npos) << st.ToString();
+  auto cnn = CreateModel("mnist_cnn", 0);
+  ASSERT_FL_OK(cnn);
+  st = CheckModelFitsData(**cnn, "mnist_cnn", {13}, 3, "wine.csv");
+  EXPECT_NE(
+      st.ToString().find("mnist_cnn: does not take the samples of wine.csv (a batch [2, 13])"),
+      std::string::npos)
+      << st.ToString();
+  EXPECT_FL_OK(CheckModelFitsData(**cnn, "mnist_cnn", {1, 28, 28}, 10, "MNIST"));
 
   torch::jit::Module bn("WithBuffer");
   bn.register_parameter("w", torch::ones({10, 784}), false);
@@ -198,7 +212,10 @@ def forward(self, x):
 )");
   const std::string mutating_file = dir_.path() + "/mutating.pt";
   mutating.save(mutating_file);
-  refused(mutating_file, "modifies its input in place");
+  auto mut = CreateModel(mutating_file, 0);
+  ASSERT_FL_OK(mut);
+  st = CheckModelFitsData(**mut, mutating_file, {1, 28, 28}, 10, "MNIST");
+  EXPECT_NE(st.ToString().find("modifies its input in place"), std::string::npos) << st.ToString();
 
   const std::string garbage = dir_.path() + "/garbage.pt";
   test::WriteFile(garbage, "not a zip archive");

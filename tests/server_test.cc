@@ -32,9 +32,9 @@ namespace {
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
+    auto train = test::LoadMnist(Split::kTrain);
     ASSERT_FL_OK(train);
-    train_ = new ImageDataset(std::move(train).value());
+    train_ = new Dataset(std::move(train).value());
   }
   static void TearDownTestSuite() { delete train_; }
 
@@ -87,11 +87,11 @@ class ServerTest : public ::testing::Test {
     }
   }
 
-  static ImageDataset* train_;
+  static Dataset* train_;
   std::vector<std::unique_ptr<LocalClient>> locals_;
   std::vector<std::unique_ptr<ClientSession>> sessions_;
 };
-ImageDataset* ServerTest::train_ = nullptr;
+Dataset* ServerTest::train_ = nullptr;
 
 std::string Sealed(wire::MessageType type, const std::string& sender, uint64_t round,
                    const std::string& payload, SealedMessage* out = nullptr) {
@@ -252,7 +252,7 @@ TEST_F(ServerTest, CompressedFederationKeepsTheMask) {
   so.train.block = 64;
   so.sparsity = 0.8;
   so.downlink = wire::ValueFormat::kFp16;
-  so.data_dir = test::MnistDir();
+  so.data.path = test::MnistDir();
   auto server = Server::Create(so, ctx, TorchRuntime());
   ASSERT_FL_OK(server);
   AddClients(2, 60, "c", (*server)->endpoint(), ctx);
@@ -737,6 +737,55 @@ TEST_F(ServerTest, EachTaskCarriesTheRoundsDecayedLearningRate) {
   run.Join();
   ASSERT_FL_OK(run.summary);
   EXPECT_EQ(run.rounds.size(), 3u);
+}
+
+// The federation's normalisation reaches devices in the TASK: the test set's
+// (computed from MNIST's training split) when the server evaluates, the
+// operator's --normalize when it does not; a device older than optional
+// fields gets none (it keeps its own). A normalisation the wire cannot carry
+// is refused at start.
+TEST_F(ServerTest, TasksCarryTheFederationsNormalisation) {
+  auto ctx = transport::CreateZmqContext();
+  for (bool evaluates : {true, false}) {
+    test::TempDir out;
+    ServerOptions so = BaseOptions(out.path());
+    so.rounds = 1;
+    so.min_clients = 2;
+    if (evaluates) {
+      so.data.path = test::MnistDir();
+    } else {
+      so.data.normalize = "0.25,0.5";
+    }
+    RunningServer run(so, ctx);
+    ASSERT_TRUE(run.ok());
+    RawPeer reads{"reads", wire::kFlagReadsExtensions, nullptr, {}, {}};
+    RawPeer old_peer{"old", 0, nullptr, {}, {}};
+    for (RawPeer* p : {&reads, &old_peer}) p->Connect(ctx.get(), run.endpoint);
+    for (RawPeer* p : {&reads, &old_peer}) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
+    ASSERT_EQ(reads.task.config.normalize_mean.size(), 1u);
+    if (evaluates) {
+      EXPECT_NEAR(reads.task.config.normalize_mean[0], kMnistPixelMean, 1e-4);
+      EXPECT_NEAR(reads.task.config.normalize_std[0], kMnistPixelStd, 1e-4);
+    } else {
+      EXPECT_EQ(reads.task.config.normalize_mean[0], 0.25f);
+      EXPECT_EQ(reads.task.config.normalize_std[0], 0.5f);
+    }
+    EXPECT_TRUE(old_peer.task.config.normalize_mean.empty());
+    for (RawPeer* p : {&reads, &old_peer}) {
+      p->Send(wire::MessageType::kUpdate, p->task_env.round, p->ZeroUpdate());
+    }
+    run.Join();
+    ASSERT_FL_OK(run.summary);
+  }
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  std::string many;
+  for (int i = 0; i < 5000; ++i) many += std::string(i ? "," : "") + "0,1";
+  so.data.normalize = many;
+  auto refused = Server::Create(so, ctx, TorchRuntime());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().ToString().find("normalization channels 5000"), std::string::npos)
+      << refused.status().ToString();
 }
 
 // A rule that holds every delta (median) selects no more devices a round

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dataset.h"
 #include "common/status.h"
 
 // Asserts that a Status (or Result) is OK, printing it otherwise.
@@ -63,6 +64,14 @@ inline void WriteFile(const std::string& path, const std::string& bytes) {
 inline std::string MnistDir() {
   const char* env = std::getenv("FEDGE_MNIST_DIR");
   return env ? env : FL_TEST_MNIST_DIR;
+}
+
+// A split of MNIST, normalised with its published statistics (what the tools'
+// --normalize auto computes, within 1e-4).
+inline Result<Dataset> LoadMnist(Split split) {
+  auto d = LoadMnistFolder(MnistDir(), split);
+  if (d.ok()) d->normalization = MnistNormalization();
+  return d;
 }
 
 // One row of a server's rounds.csv, as the tests read it.

@@ -13,30 +13,30 @@ namespace {
 class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto train = LoadMnistFolder(test::MnistDir(), Split::kTrain);
-    auto t10k = LoadMnistFolder(test::MnistDir(), Split::kTest);
+    auto train = test::LoadMnist(Split::kTrain);
+    auto t10k = test::LoadMnist(Split::kTest);
     ASSERT_FL_OK(train);
     ASSERT_FL_OK(t10k);
-    train_ = new ImageDataset(std::move(train).value());
-    test_ = new ImageDataset(std::move(t10k).value());
+    train_ = new Dataset(std::move(train).value());
+    test_ = new Dataset(std::move(t10k).value());
   }
   static void TearDownTestSuite() {
     delete train_;
     delete test_;
   }
   // First `n` samples of a split as tensors.
-  static TensorDataset Head(const ImageDataset& d, int64_t n) {
+  static TensorDataset Head(const Dataset& d, int64_t n) {
     std::vector<int64_t> idx(n);
     for (int64_t i = 0; i < n; ++i) idx[i] = i;
     auto s = Subset(ToTensors(d), idx);
     EXPECT_TRUE(s.ok());
     return *s;
   }
-  static ImageDataset* train_;
-  static ImageDataset* test_;
+  static Dataset* train_;
+  static Dataset* test_;
 };
-ImageDataset* TrainerTest::train_ = nullptr;
-ImageDataset* TrainerTest::test_ = nullptr;
+Dataset* TrainerTest::train_ = nullptr;
+Dataset* TrainerTest::test_ = nullptr;
 
 TEST_F(TrainerTest, NormalisationMatchesMnistStatistics) {
   auto all = ToTensors(*train_);

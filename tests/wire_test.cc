@@ -264,6 +264,43 @@ TEST(PayloadExtensionTest, ProximalMuIsAnOptionalTaskField) {
   EXPECT_FALSE(wire::CheckTrainConfig(back.config).ok());
 }
 
+// The federation's input normalisation travels as TASK extension 3: per
+// channel an f32 mean and an f32 std, little-endian. Ragged values are refused
+// by the decoder, a std <= 0 or a non-finite value by the configuration check.
+TEST(PayloadExtensionTest, NormalisationIsAnOptionalTaskField) {
+  wire::Task t;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  const std::string plain = wire::Encode(t);
+  t.config.normalize_mean = {0.5f, 0.25f};
+  t.config.normalize_std = {2.0f, 1.0f};
+  const std::string with = wire::Encode(t);
+  std::string value;
+  for (float f : {0.5f, 2.0f, 0.25f, 1.0f}) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(bits >> (8 * i)));
+  }
+  EXPECT_EQ(with, plain + ExtensionBlock({{wire::kTaskNormalization, value}}));
+  wire::Task back;
+  ASSERT_FL_OK(wire::Decode(with, &back));
+  EXPECT_EQ(back.config.normalize_mean, t.config.normalize_mean);
+  EXPECT_EQ(back.config.normalize_std, t.config.normalize_std);
+  EXPECT_FL_OK(wire::CheckTrainConfig(back.config));
+  ASSERT_FL_OK(wire::Decode(plain, &back));
+  EXPECT_TRUE(back.config.normalize_mean.empty());
+  EXPECT_FALSE(
+      wire::Decode(plain + ExtensionBlock({{wire::kTaskNormalization, value.substr(1)}}), &back)
+          .ok());
+  EXPECT_FALSE(wire::Decode(plain + ExtensionBlock({{wire::kTaskNormalization, ""}}), &back).ok());
+  t.config.normalize_std = {2.0f, 0.0f};
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &back));
+  EXPECT_NE(wire::CheckTrainConfig(back.config).ToString().find("normalization pair 1"),
+            std::string::npos);
+  t.config.normalize_std = {2.0f, NAN};
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &back));
+  EXPECT_FALSE(wire::CheckTrainConfig(back.config).ok());
+}
+
 // A newer peer's optional field reaches an older receiver: skipped, the rest
 // of the message decodes as before. Every payload type.
 TEST(PayloadExtensionTest, UnknownOptionalFieldsAreSkippedInEveryPayload) {

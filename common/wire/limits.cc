@@ -64,6 +64,20 @@ Status CheckTrainConfig(const TrainConfig& c) {
   if (!(c.proximal_mu >= 0 && c.proximal_mu <= kMaxProximalMu)) {
     return OutOfRange("proximal mu", Num(c.proximal_mu), "[0, " + Num(kMaxProximalMu) + "]");
   }
+  if (c.normalize_mean.size() != c.normalize_std.size() ||
+      c.normalize_mean.size() > kMaxNormalizationChannels) {
+    return OutOfRange("normalization channels", std::to_string(c.normalize_mean.size()),
+                      "0.." + std::to_string(kMaxNormalizationChannels) + " mean/std pairs");
+  }
+  for (size_t i = 0; i < c.normalize_mean.size(); ++i) {
+    if (!std::isfinite(c.normalize_mean[i]) || !std::isfinite(c.normalize_std[i]) ||
+        !(c.normalize_std[i] > 0)) {
+      return OutOfRange(
+          "normalization pair",
+          std::to_string(i) + " (" + Num(c.normalize_mean[i]) + "," + Num(c.normalize_std[i]) + ")",
+          "finite mean, finite std > 0");
+    }
+  }
   return Status::OK();
 }
 

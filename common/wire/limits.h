@@ -21,6 +21,9 @@ constexpr int64_t kMaxBatchSize = int64_t{1} << 20;
 constexpr double kMaxLearningRate = 100.0;
 constexpr double kMaxWeightDecay = 1.0;
 constexpr double kMaxProximalMu = 100.0;
+// Most input channels a TASK's normalisation may name (a CSV's features are
+// its channels).
+constexpr size_t kMaxNormalizationChannels = 4096;
 // Seconds a round may last (30 days).
 constexpr double kMaxDeadlineSeconds = 30.0 * 24 * 3600;
 // Values per quantization scale. The encoder holds one block of levels.
@@ -49,8 +52,9 @@ size_t TaskPayloadLimit(size_t values, size_t tensors);
 // [1, kMaxEpochs], batch in [0, kMaxBatchSize], lr in (0, kMaxLearningRate],
 // momentum in [0, 1), weight decay in [0, kMaxWeightDecay], deadline in
 // (0, kMaxDeadlineSeconds], uplink bits 32, 8, 4 or 2, block in
-// [1, kMaxQuantBlock], proximal mu in [0, kMaxProximalMu]; all finite. InvalidArgument naming the
-// field otherwise.
+// [1, kMaxQuantBlock], proximal mu in [0, kMaxProximalMu], at most
+// kMaxNormalizationChannels normalisation pairs with std > 0; all finite. InvalidArgument naming
+// the field otherwise.
 Status CheckTrainConfig(const TrainConfig& c);
 
 }  // namespace wire

@@ -32,6 +32,9 @@ constexpr uint16_t kCriticalExtension = 0x8000;
 constexpr uint16_t kTaskAskBeforeUpload = 1;
 // TASK: TrainConfig::proximal_mu (FedProx). Value: f64, 8 bytes little-endian.
 constexpr uint16_t kTaskProximalMu = 2;
+// TASK: TrainConfig::normalize_mean/std, the federation's input normalisation.
+// Value: per channel, f32 mean then f32 std, little-endian (8 bytes each).
+constexpr uint16_t kTaskNormalization = 3;
 
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
@@ -70,6 +73,11 @@ struct TrainConfig {
   // FedProx (Li et al. 2020): the client adds (mu / 2) ||w - w_global||^2 to
   // its loss. Optional (extension kTaskProximalMu of the TASK; 0 = none).
   double proximal_mu{0};
+  // The input normalisation the federation trains and evaluates with (one
+  // pair, or one per channel). Optional (extension kTaskNormalization; empty:
+  // the device keeps its own, from --normalize or computed from its data).
+  std::vector<float> normalize_mean;
+  std::vector<float> normalize_std;
 };
 
 // Server -> client: train from this global model. The envelope's model version

@@ -244,7 +244,20 @@ void serialize(Archive& ar, Task& m) {
     for (int i = 0; i < 8; ++i) value[i] = static_cast<char>(bits >> (8 * i));
     ext.push_back({kTaskProximalMu, std::move(value)});
   }
-  Extensions(ar, ext, {kTaskAskBeforeUpload, kTaskProximalMu});
+  if (!m.config.normalize_mean.empty()) {
+    std::string value;
+    auto put = [&](float f) {
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(bits >> (8 * i)));
+    };
+    for (size_t c = 0; c < m.config.normalize_mean.size(); ++c) {
+      put(m.config.normalize_mean[c]);
+      put(c < m.config.normalize_std.size() ? m.config.normalize_std[c] : 0.0f);
+    }
+    ext.push_back({kTaskNormalization, std::move(value)});
+  }
+  Extensions(ar, ext, {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
       if (e.tag == kTaskAskBeforeUpload) {
@@ -255,6 +268,23 @@ void serialize(Archive& ar, Task& m) {
         uint64_t bits = 0;
         for (int i = 0; i < 8; ++i) bits |= uint64_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
         std::memcpy(&m.config.proximal_mu, &bits, 8);
+      } else if (e.tag == kTaskNormalization) {
+        if (e.value.empty() || e.value.size() % 8 != 0) {
+          throw cereal::Exception("normalization extension is not a whole number of pairs");
+        }
+        auto get = [&](size_t at) {
+          uint32_t bits = 0;
+          for (int i = 0; i < 4; ++i) {
+            bits |= uint32_t{static_cast<uint8_t>(e.value[at + i])} << (8 * i);
+          }
+          float f;
+          std::memcpy(&f, &bits, 4);
+          return f;
+        };
+        for (size_t at = 0; at < e.value.size(); at += 8) {
+          m.config.normalize_mean.push_back(get(at));
+          m.config.normalize_std.push_back(get(at + 4));
+        }
       }
     }
   }

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   auto test = fl::LoadMnistFolder(data_dir, fl::Split::kTest);
+  if (test.ok()) test->normalization = fl::MnistNormalization();
   if (!test.ok()) {
     std::fprintf(stderr, "error: %s\n", test.status().ToString().c_str());
     return 1;

@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   }
 
   auto train = fl::LoadMnistFolder(data_dir, fl::Split::kTrain);
+  if (train.ok()) train->normalization = fl::MnistNormalization();
   if (!train.ok()) {
     std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
     return 1;

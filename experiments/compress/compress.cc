@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "common/clock.h"
+#include "common/data_flags.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/model_zoo.h"
@@ -60,7 +61,7 @@ struct PruneOptions {
   double momentum = 0.9;
   int64_t batch = 64;
   uint64_t seed = 1;
-  std::string data = FL_DEFAULT_DATA_DIR;
+  DataOptions data{FL_DEFAULT_DATA_DIR};
   std::string out;
   // Identity (NAME.key) to sign the written file with; empty = unsigned.
   std::string key;
@@ -132,12 +133,14 @@ int RunPrune(const PruneOptions& o) {
     Fail(Status::InvalidArgument("--out FILE is required"));
     return 2;
   }
-  auto train_raw = LoadMnistFolder(o.data, Split::kTrain);
-  auto test_raw = train_raw.ok() ? LoadMnistFolder(o.data, Split::kTest) : train_raw;
-  if (!train_raw.ok() || !test_raw.ok()) {
-    Fail((train_raw.ok() ? test_raw : train_raw).status());
+  auto splits = LoadData(o.data, /*need_train=*/true, /*need_test=*/true);
+  if (!splits.ok()) {
+    Fail(splits.status());
     return 1;
   }
+  std::printf("data %s: %s\n", o.data.path.c_str(), DescribeData(*splits).c_str());
+  const Dataset* train_raw = &splits->train;
+  const Dataset* test_raw = &splits->test;
   TensorDataset train = ToTensors(*train_raw);
   if (o.train_samples > 0 && o.train_samples < train.size()) {
     train.images = train.images.slice(0, 0, o.train_samples).contiguous();
@@ -154,6 +157,10 @@ int RunPrune(const PruneOptions& o) {
   auto teacher = CreateModel(o.model, o.seed);
   if (!teacher.ok()) {
     Fail(teacher.status());
+    return 2;
+  }
+  if (Status st = CheckModelFitsData(**teacher, o.model, *train_raw, o.data.path); !st.ok()) {
+    Fail(st);
     return 2;
   }
   if (!o.teacher.empty()) {
@@ -269,7 +276,7 @@ Result<ModelState> LoadVerified(const std::string& path, const std::string& sign
 }
 
 struct ExportArgs {
-  std::string model_path, format{"onnx"}, out, signer_pub;
+  std::string model_path, format{"onnx"}, out, signer_pub, normalize;
   bool int8{false};
   bool dense{false};
 };
@@ -288,6 +295,14 @@ int RunExport(const ExportArgs& a) {
   }
   auto version = ModelFileVersion(bytes);
   OnnxExportOptions o;
+  if (!a.normalize.empty()) {
+    auto n = ParseNormalization(a.normalize);
+    if (!n.ok()) {
+      Fail(n.status());
+      return 2;
+    }
+    o.normalization = *n;
+  }
   o.sparse = !a.dense;
   o.int8 = a.int8;
   o.producer_version = "fl-compress";
@@ -319,8 +334,11 @@ int RunExport(const ExportArgs& a) {
       static_cast<long long>(dense_stats.bytes),
       static_cast<double>(dense_stats.bytes) / std::max<int64_t>(stats.bytes, 1));
   std::printf(
-      "input 'pixels' [N, 1, 28, 28]: raw values 0..255 (the graph normalises them); "
-      "output 'logits' [N, 10]\n");
+      "input 'pixels' [N, 1, 28, 28]: raw values 0..255 (the graph divides by 255, then "
+      "normalises with mean,std %s%s); output 'logits' [N, 10]\n",
+      o.normalization.ToString().c_str(),
+      a.normalize.empty() ? ", MNIST's published statistics: pass the federation's with --normalize"
+                          : "");
   return 0;
 }
 
@@ -393,7 +411,12 @@ int main(int argc, char** argv) {
   prune->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
   prune->add_option("--batch", o.batch, "Batch size")->capture_default_str();
   prune->add_option("--seed", o.seed, "Seed")->capture_default_str();
-  prune->add_option("--data", o.data, "MNIST-format data folder")->capture_default_str();
+  prune
+      ->add_option("--data", o.data.path,
+                   "Server-side data: an IDX folder (MNIST's file names), a CSV file or class "
+                   "folders of images")
+      ->capture_default_str();
+  AddDataFormatFlags(*prune, &o.data);
   prune->add_option("--out", o.out, "Model file to write")->required();
   prune->add_flag("--int8", o.int8, "Store kept values as int8 with per-block scales");
   prune->add_option("--key", o.key, "Sign the file with this identity (NAME.key from fl-keygen)");
@@ -412,6 +435,9 @@ int main(int argc, char** argv) {
   exp->add_option("--out", ex.out, "File to write")->required();
   exp->add_option("--signer", ex.signer_pub,
                   "Refuse the model file unless it is signed by this identity (NAME.pub)");
+  exp->add_option("--normalize", ex.normalize,
+                  "mean,std[,mean,std...] the federation normalised its input with (its "
+                  "config.toml / the server's log; default MNIST's 0.1307,0.3081)");
   exp->add_flag("--int8", ex.int8,
                 "Weights as int8 with one scale per output channel (DequantizeLinear)");
   exp->add_flag(

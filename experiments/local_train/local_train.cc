@@ -11,6 +11,7 @@
 
 #include "client/local_client.h"
 #include "common/clock.h"
+#include "common/data_flags.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
 #include "common/partition.h"
@@ -20,7 +21,7 @@ namespace {
 // Flags, one per field, with their defaults.
 struct Options {
   // Folder with the four MNIST-format IDX files.
-  std::string data = FL_DEFAULT_DATA_DIR;
+  fl::DataOptions data{FL_DEFAULT_DATA_DIR};
   // Model zoo architecture.
   std::string model = "mnist_cnn";
   // How the training set is split across clients: iid, shards, dirichlet.
@@ -48,7 +49,9 @@ struct Options {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"fl-local: train a model on one client's shard and report test accuracy"};
-  app.add_option("--data", o.data, "Folder with the four MNIST-format IDX files")
+  app.add_option("--data", o.data.path,
+                 "Training data: an IDX folder (MNIST's file names), a CSV file, or class "
+                 "folders of images")
       ->capture_default_str();
   std::string models;
   for (const auto& m : fl::ListModels()) models += std::string(models.empty() ? "" : ", ") + m.name;
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "Intra-op threads")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  fl::AddDataFormatFlags(app, &o.data);
   CLI11_PARSE(app, argc, argv);
 
   if (o.client >= o.clients) {
@@ -86,14 +90,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::info("seed {}", o.seed);
-  auto train = fl::LoadMnistFolder(o.data, fl::Split::kTrain);
-  auto test = train.ok() ? fl::LoadMnistFolder(o.data, fl::Split::kTest) : train;
-  if (!train.ok() || !test.ok()) {
-    spdlog::error("loading data: {}", (train.ok() ? test : train).status().ToString());
+  auto splits = fl::LoadData(o.data, /*need_train=*/true, /*need_test=*/true);
+  if (!splits.ok()) {
+    spdlog::error("loading data: {}", splits.status().ToString());
     return 1;
   }
-  spdlog::info("data {}: {} train / {} test images of {}x{}", o.data, train->count, test->count,
-               train->rows, train->cols);
+  spdlog::info("data {}: {}", o.data.path, fl::DescribeData(*splits));
+  const fl::Dataset* train = &splits->train;
+  const fl::Dataset* test = &splits->test;
 
   fl::PartitionOptions popts;
   popts.scheme = *scheme;

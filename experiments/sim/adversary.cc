@@ -80,8 +80,8 @@ std::vector<int> ChooseAdversaries(int clients, double fraction, uint64_t seed) 
   return all;
 }
 
-ImageDataset FlipLabels(const ImageDataset& data) {
-  ImageDataset out = data;
+Dataset FlipLabels(const Dataset& data) {
+  Dataset out = data;
   for (uint8_t& y : out.labels) y = static_cast<uint8_t>(data.num_classes - 1 - y);
   return out;
 }

@@ -40,7 +40,7 @@ void PoisonDelta(AdversaryKind kind, double scale, uint64_t seed, std::vector<fl
 std::vector<int> ChooseAdversaries(int clients, double fraction, uint64_t seed);
 
 // `data` with every label y replaced by (num_classes - 1 - y).
-ImageDataset FlipLabels(const ImageDataset& data);
+Dataset FlipLabels(const Dataset& data);
 
 // Wraps an honest participant and poisons each delta it returns.
 class AdversarialParticipant final : public Participant {

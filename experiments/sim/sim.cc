@@ -30,6 +30,7 @@
 #include "client/local_client.h"
 #include "client/session.h"
 #include "common/clock.h"
+#include "common/data_loader.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/partition.h"
@@ -149,11 +150,11 @@ struct Adversaries {
   std::vector<int> ids;  // sorted
   AdversaryKind kind{AdversaryKind::kSignFlip};
   double scale{0};
-  std::optional<ImageDataset> flipped;
+  std::optional<Dataset> flipped;
   bool Has(int k) const { return std::binary_search(ids.begin(), ids.end(), k); }
 };
 
-void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& parts,
+void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
                const Adversaries& adversaries, const SimIdentities* identities,
                const std::string& endpoint, std::shared_ptr<transport::Context> ctx, Worker* w) {
   auto shared = NewSharedModel(c.model);
@@ -165,7 +166,7 @@ void RunWorker(const SimConfig& c, const ImageDataset& train, const Partition& p
   std::vector<std::unique_ptr<ClientSession>> sessions;
   for (int k : w->ids) {
     const bool poisons = adversaries.Has(k);
-    const ImageDataset& data = poisons && adversaries.flipped ? *adversaries.flipped : train;
+    const Dataset& data = poisons && adversaries.flipped ? *adversaries.flipped : train;
     auto lc = LocalClient::Create(c.model, data, parts[k], /*threads=*/1, *shared);
     if (!lc.ok()) {
       w->status = lc.status().WithContext("virtual client " + std::to_string(k));
@@ -265,23 +266,20 @@ std::vector<std::string> Split(const std::string& line, char sep) {
   return fields;
 }
 
-// partition = "folders": every sub-folder of `dir` holding an MNIST-format
-// training split is one device's data, in name order, shorter names first
-// (c0, c1, ..., c10 as fl-partition writes them). Their images
-// are concatenated, and `parts` gets each device's index range. InvalidArgument
-// when the count is not `clients` or the image sizes differ.
-Result<ImageDataset> LoadDeviceFolders(const std::string& dir, int clients,
-                                       std::vector<std::vector<int64_t>>* parts) {
+// partition = "folders": every sub-folder of `dir` holding training data (an
+// IDX folder or class folders, common/data_loader.h) is one device's data, in
+// name order, shorter names first (c0, c1, ..., c10 as fl-partition writes
+// them). Their samples are concatenated, and `parts` gets each device's index
+// range. InvalidArgument when the count is not `clients` or the devices'
+// samples differ in shape or kind. No normalisation is applied here.
+Result<Dataset> LoadDeviceFolders(const std::string& dir, const DataOptions& data, int clients,
+                                  std::vector<std::vector<int64_t>>* parts) {
   namespace fs = std::filesystem;
   std::vector<std::string> names;
   std::error_code ec;
   fs::directory_iterator it(dir, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
-    std::error_code e1, e2, e3;
-    const bool device =
-        it->is_directory(e1) && (fs::exists(it->path() / "train-images-idx3-ubyte", e2) ||
-                                 fs::exists(it->path() / "train-images.idx3-ubyte", e3));
-    if (device) names.push_back(it->path().filename().string());
+    if (IsDataFolder(it->path().string())) names.push_back(it->path().filename().string());
   }
   if (ec) return Status::IOError(dir, ec.message());
   std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
@@ -290,34 +288,45 @@ Result<ImageDataset> LoadDeviceFolders(const std::string& dir, int clients,
   if (static_cast<int>(names.size()) != clients) {
     return Status::InvalidArgument(
         dir, "holds " + std::to_string(names.size()) +
-                 " device folders (sub-folders with train-images-idx3-ubyte); with data.partition "
+                 " device folders (sub-folders with training data); with data.partition "
                  "= \"folders\", federation.clients (--clients) must be that number");
   }
-  ImageDataset all;
+  Dataset all;
   for (const auto& name : names) {
-    auto d = LoadMnistFolder(dir + "/" + name, Split::kTrain);
-    if (!d.ok()) return d.status();
-    if (d->count == 0) {
-      return Status::InvalidArgument(dir + "/" + name, "holds no training images");
+    DataOptions one = data;
+    one.path = dir + "/" + name;
+    one.test_path.clear();
+    one.test_fraction = 0;
+    one.normalize = "none";
+    auto splits = LoadData(one, /*need_train=*/true, /*need_test=*/false);
+    if (!splits.ok()) return splits.status();
+    Dataset& d = splits->train;
+    if (d.count == 0) {
+      return Status::InvalidArgument(dir + "/" + name, "holds no training samples");
     }
-    std::printf("        virtual client %zu: %s (%lld images)\n", parts->size(), name.c_str(),
-                static_cast<long long>(d->count));
+    std::printf("        virtual client %zu: %s (%lld samples)\n", parts->size(), name.c_str(),
+                static_cast<long long>(d.count));
     if (all.count == 0) {
-      all.rows = d->rows;
-      all.cols = d->cols;
-    } else if (d->rows != all.rows || d->cols != all.cols) {
+      all.shape = d.shape;
+      all.floats = d.floats;
+      all.class_names = d.class_names;
+    } else if (d.shape != all.shape || d.floats != all.floats) {
       return Status::InvalidArgument(
-          dir + "/" + name, "holds " + std::to_string(d->rows) + "x" + std::to_string(d->cols) +
-                                " images, the other devices " + std::to_string(all.rows) + "x" +
-                                std::to_string(all.cols));
+          dir + "/" + name,
+          "holds samples of shape " + d.ShapeString() + ", the other devices " + all.ShapeString());
+    } else if (d.class_names != all.class_names) {
+      return Status::InvalidArgument(dir + "/" + name,
+                                     "has other class folders than the first device; give "
+                                     "every device the same class folders (empty ones too)");
     }
-    std::vector<int64_t> idx(static_cast<size_t>(d->count));
-    for (int64_t i = 0; i < d->count; ++i) idx[static_cast<size_t>(i)] = all.count + i;
+    std::vector<int64_t> idx(static_cast<size_t>(d.count));
+    for (int64_t i = 0; i < d.count; ++i) idx[static_cast<size_t>(i)] = all.count + i;
     parts->push_back(std::move(idx));
-    all.count += d->count;
-    all.num_classes = std::max(all.num_classes, d->num_classes);
-    all.pixels.insert(all.pixels.end(), d->pixels.begin(), d->pixels.end());
-    all.labels.insert(all.labels.end(), d->labels.begin(), d->labels.end());
+    all.count += d.count;
+    all.num_classes = std::max(all.num_classes, d.num_classes);
+    all.pixels.insert(all.pixels.end(), d.pixels.begin(), d.pixels.end());
+    all.features.insert(all.features.end(), d.features.begin(), d.features.end());
+    all.labels.insert(all.labels.end(), d.labels.begin(), d.labels.end());
   }
   return all;
 }
@@ -378,15 +387,19 @@ int Main(int argc, char** argv) {
   auto* o_rounds = app.add_option("--rounds", rounds, "Rounds to run");
   auto* o_clients = app.add_option("--clients,-K", clients, "Number of virtual clients K");
   auto* o_fraction = app.add_option("--fraction,-C", fraction, "Fraction of clients per round");
-  auto* o_data = app.add_option("--data", data, "MNIST-format data folder");
+  auto* o_data = app.add_option(
+      "--data", data,
+      "Training data: an IDX folder (MNIST's file names), a CSV file, class folders of images, "
+      "or with --partition folders a folder of device folders");
   auto* o_seed = app.add_option("--seed", seed, "Seed");
   auto* o_out = app.add_option("--out", out, "Results folder");
   auto* o_workers = app.add_option("--workers", workers, "Worker threads (0 = one per core)");
   auto* o_epochs = app.add_option("--epochs,-E", epochs, "Local epochs");
   auto* o_lr = app.add_option("--lr", lr, "Client learning rate");
-  auto* o_partition =
-      app.add_option("--partition", partition,
-                     "iid | shards | dirichlet | folders (one sub-folder of --data per client)");
+  auto* o_partition = app.add_option(
+      "--partition", partition,
+      "iid | shards | dirichlet | folders (one sub-folder of --data per client) | column "
+      "(a CSV column naming each sample's device: [data] group_column)");
   auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
   auto* o_model =
       app.add_option("--model", model, "Model zoo architecture or TorchScript file (.pt)");
@@ -420,8 +433,19 @@ int Main(int argc, char** argv) {
   std::string test_data;
   auto* o_test_data = app.add_option(
       "--test-data", test_data,
-      "MNIST-format folder whose test split the server evaluates on ([data] test_dir; default "
-      "--data)");
+      "Test split the server evaluates on: an IDX folder (its t10k files), a CSV file or class "
+      "folders ([data] test_dir; default the test split of --data)");
+  double test_fraction = 0;
+  auto* o_test_fraction =
+      app.add_option("--test-fraction", test_fraction,
+                     "Hold out this fraction of --data as the test split ([data] test_fraction)");
+  std::string label_column, normalize;
+  auto* o_label = app.add_option("--label-column", label_column,
+                                 "CSV data: the label column, by name or 0-based index ([data] "
+                                 "label_column; default the last)");
+  auto* o_normalize = app.add_option("--normalize", normalize,
+                                     "mean,std[,mean,std...], auto (from the training split; "
+                                     "default) or none ([data] normalize)");
   bool stop_at_target = false;
   auto* o_stop = app.add_flag("--stop-at-target", stop_at_target,
                               "End the run once a round reaches the highest of the targets "
@@ -451,6 +475,9 @@ int Main(int argc, char** argv) {
   if (*o_lr) c.lr = lr;
   if (*o_partition) c.partition = partition;
   if (*o_test_data) c.test_dir = test_data;
+  if (*o_test_fraction) c.test_fraction = test_fraction;
+  if (*o_label) c.label_column = label_column;
+  if (*o_normalize) c.normalize = normalize;
   if (*o_stop) c.stop_at_target = stop_at_target;
   if (*o_alpha) c.alpha = alpha;
   if (*o_model) c.model = model;
@@ -471,8 +498,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const bool folders = c.partition == "folders";
-  auto scheme =
-      folders ? Result<PartitionScheme>(PartitionScheme::kIid) : ParsePartitionScheme(c.partition);
+  const bool by_column = c.partition == "column";
+  auto scheme = folders || by_column ? Result<PartitionScheme>(PartitionScheme::kIid)
+                                     : ParsePartitionScheme(c.partition);
   if (!scheme.ok()) {
     std::fprintf(stderr, "error: data.partition: %s\n", scheme.status().message().c_str());
     return 2;
@@ -515,26 +543,67 @@ int Main(int argc, char** argv) {
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
   const double t_start = NowSeconds();
-  Result<ImageDataset> train = Status::Internal("not loaded");
+  Result<Dataset> train = Status::Internal("not loaded");
   Result<std::vector<std::vector<int64_t>>> parts = Status::Internal("not partitioned");
+  DataOptions data_options;
+  data_options.path = c.data_dir;
+  data_options.test_path = c.test_dir;
+  data_options.test_fraction = c.test_fraction;
+  data_options.label_column = c.label_column;
+  data_options.group_column = c.group_column;
+  data_options.normalize = c.normalize;
+  std::string normalization_source;
   if (folders) {
     std::vector<std::vector<int64_t>> by_device;
-    train = LoadDeviceFolders(c.data_dir, c.clients, &by_device);
+    train = LoadDeviceFolders(c.data_dir, data_options, c.clients, &by_device);
     parts = std::move(by_device);
+    if (train.ok() && (c.normalize.empty() || c.normalize == "auto")) {
+      train->normalization = ComputeNormalization(*train);
+      normalization_source = "computed from the devices' training data";
+    } else if (train.ok() && c.normalize != "none") {
+      auto n = ParseNormalization(c.normalize);
+      Status fits = n.ok() ? CheckNormalization(*train, *n, "data_options.normalize") : n.status();
+      if (fits.ok()) train->normalization = *n;
+      if (!fits.ok()) train = fits;
+      normalization_source = "data_options.normalize";
+    }
   } else {
-    train = LoadMnistFolder(c.data_dir, Split::kTrain);
+    auto splits = LoadData(data_options, /*need_train=*/true, /*need_test=*/false);
+    if (splits.ok()) {
+      normalization_source = splits->normalization_source;
+      train = std::move(splits->train);
+    } else {
+      train = splits.status();
+    }
   }
   if (!train.ok()) {
     std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
     return 1;
   }
+  {
+    DataSplits described;
+    described.train = *train;
+    described.normalization_source = normalization_source;
+    std::printf("        data %s: %s\n", c.data_dir.c_str(), DescribeData(described).c_str());
+    Status fits = CheckModelFitsData(c.model, *train, c.data_dir);
+    if (!fits.ok()) {
+      std::fprintf(stderr, "error: %s\n", fits.ToString().c_str());
+      return 2;
+    }
+  }
+  // The server evaluates with the clients' normalisation.
+  data_options.normalize = train->normalization.empty() ? "none" : train->normalization.ToString();
   PartitionOptions po;
   po.scheme = *scheme;
   po.clients = c.clients;
   po.shards_per_client = c.shards_per_client;
   po.alpha = c.alpha;
   po.seed = c.seed;
-  if (!folders) parts = MakePartition(train->labels, train->num_classes, po);
+  if (by_column) {
+    parts = PartitionByGroup(train->groups, static_cast<int>(train->group_names.size()), c.clients);
+  } else if (!folders) {
+    parts = MakePartition(train->labels, train->num_classes, po);
+  }
   if (!parts.ok()) {
     std::fprintf(stderr, "error: partition: %s\n", parts.status().ToString().c_str());
     return 2;
@@ -580,7 +649,7 @@ int Main(int argc, char** argv) {
   so.train.stochastic_rounding = c.stochastic_rounding;
   so.train.error_feedback = c.error_feedback;
   so.downlink = c.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
-  so.data_dir = c.test_dir.empty() ? c.data_dir : c.test_dir;
+  so.data = data_options;
   so.eval_every = c.eval_every;
   so.out_dir = c.out;
   so.resume = resume;

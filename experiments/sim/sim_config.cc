@@ -121,6 +121,10 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   data.Get("test_dir", &c->test_dir);
   data.Get("alpha", &c->alpha);
   data.Get("shards_per_client", &c->shards_per_client);
+  data.Get("test_fraction", &c->test_fraction);
+  data.Get("label_column", &c->label_column);
+  data.Get("group_column", &c->group_column);
+  data.Get("normalize", &c->normalize);
 
   TableReader model(root["model"].as_table(), "model.");
   model.Get("name", &c->model);
@@ -259,7 +263,11 @@ std::string SimConfigToToml(const SimConfig& c) {
                            {"partition", c.partition},
                            {"test_dir", c.test_dir},
                            {"alpha", c.alpha},
-                           {"shards_per_client", c.shards_per_client}}},
+                           {"shards_per_client", c.shards_per_client},
+                           {"test_fraction", c.test_fraction},
+                           {"label_column", c.label_column},
+                           {"group_column", c.group_column},
+                           {"normalize", c.normalize}}},
       {"model", toml::table{{"name", c.model}, {"file", c.model_file}}},
       {"federation", toml::table{{"clients", c.clients},
                                  {"fraction", c.fraction},

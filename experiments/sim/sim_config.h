@@ -4,8 +4,9 @@
 //   rounds = 5
 //   targets = [0.97, 0.99]          # report rounds to reach each test accuracy
 //   stop_at_target = false          # end the run once the highest target is reached
-//   [data]       dir, partition ("iid" | "shards" | "dirichlet" | "folders"), alpha,
-//                shards_per_client, test_dir
+//   [data]       dir, partition ("iid" | "shards" | "dirichlet" | "folders" | "column"),
+//                alpha, shards_per_client, test_dir, test_fraction, label_column,
+//                group_column, normalize (common/data_loader.h)
 //   [model]      name, file
 //   [federation] clients, fraction, min_clients, round_deadline, eval_every
 //                (server_lr here is read as [strategy] server_lr)
@@ -58,6 +59,18 @@ struct SimConfig {
   std::string test_dir;
   double alpha{0.5};
   int shards_per_client{2};
+  // Data formats (common/data_loader.h): `data_dir` may also be a CSV file or
+  // class folders of images. The test split: test_dir, else the data's own,
+  // else test_fraction of the training samples. CSV: the label column, and
+  // for partition "column" the column naming each sample's device (one
+  // virtual client per distinct value when clients equals their count; else
+  // devices are dealt to clients in turn).
+  double test_fraction{0};
+  std::string label_column;
+  std::string group_column;
+  // "auto" (computed from the whole training split), "none", or
+  // "mean,std[,...]".
+  std::string normalize{"auto"};
 
   // [model] model zoo architecture, and optionally a compressed model file
   // (fl-compress) to start from; without one, [compression] sparsity prunes the
