@@ -1,5 +1,7 @@
 #include "client/local_client.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -169,6 +171,10 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
   if (!want.empty() &&
       (want.mean != impl_->raw.normalization.mean || want.std != impl_->raw.normalization.std)) {
     FL_RETURN_IF_ERROR(CheckNormalization(impl_->raw, want, "the TASK's normalisation"));
+    spdlog::info("normalising this device's data as the federation does: {} (was {})",
+                 want.ToString(),
+                 impl_->raw.normalization.empty() ? std::string("none")
+                                                  : impl_->raw.normalization.ToString());
     impl_->raw.normalization = want;
     try {
       impl_->shard = ToTensors(impl_->raw);

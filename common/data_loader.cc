@@ -451,7 +451,10 @@ Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_tes
   // The training split: when asked for, to carve the test split, or to
   // compute the normalisation.
   Result<Dataset> train = Status::NotFound(o.path, "not read");
-  const bool want_train = need_train || o.test_fraction > 0 || auto_norm;
+  // A process that only evaluates, given its test data, reads nothing else
+  // (auto then computes from that test data).
+  const bool test_only = !need_train && !o.test_path.empty() && o.test_fraction == 0;
+  const bool want_train = need_train || o.test_fraction > 0 || (auto_norm && !test_only);
   if (want_train) {
     train = LoadSplit(o.path, Split::kTrain, o, nullptr, /*whole=*/false);
     if (!train.ok() && (need_train || o.test_fraction > 0 || !train.status().IsNotFound())) {

@@ -39,8 +39,10 @@ struct DataOptions {
   std::string label_column;  // --label-column (CSV)
   std::string group_column;  // CSV column naming each sample's device (partition "column")
   // --normalize: "auto" (or empty) computes per-channel statistics from the
-  // training split (the test split when there is none); "none" applies none;
-  // otherwise "mean,std[,mean,std...]".
+  // training split (from the test split when there is none, or when only the
+  // test split is asked for and `test_path` gives it: an evaluating server
+  // then reads nothing else); "none" applies none; otherwise
+  // "mean,std[,mean,std...]".
   std::string normalize;
 };
 

@@ -441,6 +441,154 @@ TEST(IntegrationTest, SimulationStopsAtItsTarget) {
   EXPECT_EQ(test::ReadRoundsCsv(out + "/rounds.csv").size(), 3u) << more.Log();
 }
 
+// Sensor rows for the CSV tests: 4 features near 100 (spread 2, classes 4
+// apart), a user column (4 users) and a text label (3 species); 720 rows in
+// `dir`/train.csv and 180 in `dir`/test.csv (no user column).
+void WriteSpeciesCsv(const std::string& dir_path) {
+  struct Dir {
+    std::string path() const { return p; }
+    std::string p;
+  } dir{dir_path};
+  std::ostringstream train, test;
+  train << "f0,f1,f2,f3,user,species\n";
+  test << "f0,f1,f2,f3,species\n";
+  uint64_t s = 12345;
+  auto uniform = [&] {  // xorshift, in (0, 1)
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    return (static_cast<double>(s >> 11) + 0.5) / 9007199254740992.0;
+  };
+  const char* species[] = {"clover", "fern", "moss"};
+  for (int i = 0; i < 900; ++i) {
+    const int k = i % 3;
+    std::ostringstream row;
+    for (int f = 0; f < 4; ++f) {
+      const double gauss = std::sqrt(-2 * std::log(uniform())) * std::cos(6.2831853 * uniform());
+      row << 100 + 4.0 * ((f + k) % 3) + 2.0 * gauss << ",";
+    }
+    if (i < 720) {
+      train << row.str() << "user" << (i * 7) % 4 << "," << species[k] << "\n";
+    } else {
+      test << row.str() << species[k] << "\n";
+    }
+  }
+  EXPECT_FL_OK(WriteFileAtomic(dir.path() + "/train.csv", train.str()));
+  EXPECT_FL_OK(WriteFileAtomic(dir.path() + "/test.csv", test.str()));
+}
+
+// Someone else's model on someone else's data, as separate processes: a
+// TorchScript MLP (written by fl-make-model) on a CSV of sensor rows with text
+// labels, split by its user column into one folder per device (fl-partition
+// --scheme column), the server evaluating on a separate CSV. Raw features sit
+// near 100 with spread 5: the clients train on the server's normalisation,
+// which reaches them in the TASK. A model with too few outputs for the
+// device's classes is refused by name.
+TEST(IntegrationTest, TorchScriptModelOnCsvDataAsProcesses) {
+  test::TempDir dir;
+  WriteSpeciesCsv(dir.path());
+  const std::string model = dir.path() + "/mlp.pt", small = dir.path() + "/two.pt";
+  for (auto [file, widths] : {std::pair{model, "4,32,3"}, std::pair{small, "4,32,2"}}) {
+    test::Process make(test::BinPath("fl-make-model"), {"--mlp", widths, "--out", file},
+                       file + ".log");
+    ASSERT_EQ(make.Wait(60), 0) << make.Log();
+  }
+  test::Process part(
+      test::BinPath("fl-partition"),
+      {"--data", dir.path() + "/train.csv", "--label-column", "species", "--scheme", "column",
+       "--group-column", "user", "--clients", "2", "--out", dir.path() + "/devices"},
+      dir.path() + "/partition.log");
+  ASSERT_EQ(part.Wait(60), 0) << part.Log();
+  EXPECT_NE(part.Log().find("c0: 360 training samples (user0, user2)"), std::string::npos)
+      << part.Log();
+
+  test::Process server(kServer, {"--bind",         "tcp://127.0.0.1:*",
+                                 "--model",        model,
+                                 "--rounds",       "4",
+                                 "--min-clients",  "2",
+                                 "--fraction",     "1",
+                                 "--epochs",       "2",
+                                 "--lr",           "0.1",
+                                 "--test-data",    dir.path() + "/test.csv",
+                                 "--label-column", "species",
+                                 "--out",          dir.path() + "/out",
+                                 "--linger",       "2",
+                                 "--insecure"},
+                       dir.path() + "/server.log");
+  const std::string ep = test::StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
+  EXPECT_NE(server.Log().find("180 test samples of 4 floats, 3 classes (clover, fern, moss)"),
+            std::string::npos)
+      << server.Log();
+  auto client_args = [&](int k, const std::string& m) {
+    auto args = test::ClientArgs(ep, k, 1);
+    args[5] = dir.path() + "/devices/c" + std::to_string(k);  // --data
+    args[7] = "none";                                         // --partition
+    args.insert(args.end(), {"--model", m});
+    return args;
+  };
+  test::Process refused(kClient, client_args(1, small), dir.path() + "/refused.log");
+  EXPECT_NE(refused.Wait(60), 0);
+  EXPECT_NE(refused.Log().find(small + ": maps a batch [2, 4] to 2x2; this device's data has 3 "
+                                       "classes"),
+            std::string::npos)
+      << refused.Log();
+  std::vector<std::unique_ptr<test::Process>> clients;
+  for (int k = 0; k < 2; ++k) {
+    clients.push_back(std::make_unique<test::Process>(
+        kClient, client_args(k, model), dir.path() + "/c" + std::to_string(k) + ".log"));
+  }
+  ASSERT_EQ(server.Wait(180), 0) << server.Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 4u) << server.Log();
+  EXPECT_EQ(rows[3].participants, 2);
+  EXPECT_GT(rows[3].accuracy, 0.9) << server.Log();  // chance is 1/3
+  // The server's normalisation (from its test CSV) replaced the device's own.
+  const std::string log = server.Log(), marker = "normalised ";
+  const size_t at = log.find(marker);
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string norm =
+      log.substr(at + marker.size(), log.find(' ', at + marker.size()) - at - marker.size());
+  EXPECT_NE(clients[0]->Log().find("as the federation does: " + norm + " (was "), std::string::npos)
+      << norm << "\n"
+      << clients[0]->Log();
+}
+
+// The same data in fl-sim: one virtual client per user (partition "column"),
+// the test split carved from the training file (test_fraction).
+TEST(IntegrationTest, SimulationOnCsvWithItsNaturalSplit) {
+  test::TempDir dir;
+  WriteSpeciesCsv(dir.path());
+  const std::string model = dir.path() + "/mlp.pt";
+  test::Process make(test::BinPath("fl-make-model"), {"--mlp", "4,32,3", "--out", model},
+                     dir.path() + "/make.log");
+  ASSERT_EQ(make.Wait(60), 0) << make.Log();
+  ASSERT_FL_OK(WriteFileAtomic(dir.path() + "/sim.toml",
+                               "rounds = 3\n[data]\npartition = \"column\"\n"
+                               "group_column = \"user\"\nlabel_column = \"species\"\n"
+                               "test_fraction = 0.25\n[client]\nepochs = 2\nlr = 0.1\n"));
+  auto run = [&](const std::string& clients, const std::string& out) {
+    test::Process sim(kSim,
+                      {"--config", dir.path() + "/sim.toml", "--data", dir.path() + "/train.csv",
+                       "--model", model, "--clients", clients, "--fraction", "1", "--out",
+                       dir.path() + "/" + out, "--quiet"},
+                      dir.path() + "/" + out + ".log");
+    const int rc = sim.Wait(120);
+    return std::pair{rc, sim.Log()};
+  };
+  auto refused = run("5", "five");
+  EXPECT_NE(refused.first, 0);
+  EXPECT_NE(refused.second.find("names 4 devices, fewer than the 5"), std::string::npos)
+      << refused.second;
+  auto ok = run("4", "four");
+  ASSERT_EQ(ok.first, 0) << ok.second;
+  EXPECT_NE(ok.second.find("540 train / 0 test samples of 4 floats, 3 classes"), std::string::npos)
+      << ok.second;
+  const auto rows = test::ReadRoundsCsv(dir.path() + "/four/rounds.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[2].participants, 4);
+  EXPECT_GT(std::stod(rows[2].accuracy), 0.9) << ok.second;
+}
+
 // A fleet's data as it is: one MNIST-format folder per device (here written by
 // fl-partition), one virtual client each (data.partition = "folders"), the
 // server evaluating on a separate test folder. A device count other than
