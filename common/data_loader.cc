@@ -416,9 +416,16 @@ std::string DescribeData(const DataSplits& d) {
     }
     out += any.class_names.size() > 10 ? ", ...)" : ")";
   }
-  out += ", normalised " +
-         (any.normalization.empty() ? std::string("with none") : any.normalization.ToString()) +
-         " (" + d.normalization_source + ")";
+  std::string norm =
+      any.normalization.empty() ? std::string("with none") : any.normalization.ToString();
+  if (any.normalization.mean.size() > 3) {
+    // The first three pairs: a CSV's features are many channels.
+    size_t cut = 0;
+    for (int commas = 0; commas < 6; ++commas) cut = norm.find(',', cut) + 1;
+    norm = norm.substr(0, cut) + "... (" + std::to_string(any.normalization.mean.size()) +
+           " mean,std pairs)";
+  }
+  out += ", normalised " + norm + " (" + d.normalization_source + ")";
   return out;
 }
 

@@ -25,6 +25,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libtomlplusplus-dev
   libonnx-dev                # ONNX protobuf schema and checker (fl-compress export)
+  libstb-dev                 # stb_image: class folders of PNG/JPEG/BMP/PGM images as data
   clang libclang-rt-14-dev   # libFuzzer + AddressSanitizer for the decoder fuzzer
 )
 

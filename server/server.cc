@@ -1541,6 +1541,20 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   } else if (!resumed && o.sparsity > 0) {
     FL_RETURN_IF_ERROR(o.erk ? PruneErk(&impl->global, o.sparsity)
                              : PruneByMagnitude(&impl->global, o.sparsity, o.global_pruning));
+    // Ranked globally at initialisation, a layer whose initial weights are
+    // all smaller than the others' (a classifier with a wide input) can lose
+    // every weight: nothing would pass through it, and training could not
+    // bring it back.
+    for (const auto& t : impl->global.tensors) {
+      if (!t.mask.empty() && t.KeptCount() == 0) {
+        return Status::InvalidArgument(
+            "--sparsity " + std::to_string(o.sparsity),
+            "pruning the initial model keeps no weight of '" + t.name +
+                "', so no signal would pass through it; prune by ERK (--erk, "
+                "[compression] erk = true) or layer by layer ([compression] global_pruning = "
+                "false)");
+      }
+    }
     spdlog::info("pruned the initial model to {:.1f}% sparsity{} ({} of {} parameters kept)",
                  100 * impl->global.Sparsity(), o.erk ? ", layer-wise by ERK" : "",
                  impl->global.KeptCount(), impl->global.NumParameters());

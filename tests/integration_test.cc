@@ -579,6 +579,16 @@ TEST(IntegrationTest, SimulationOnCsvWithItsNaturalSplit) {
   EXPECT_NE(refused.first, 0);
   EXPECT_NE(refused.second.find("names 4 devices, fewer than the 5"), std::string::npos)
       << refused.second;
+  // Ranked globally at initialisation, 90% sparsity would take every weight
+  // of the classifier (its initial weights are the smaller): refused by name.
+  test::Process pruned(
+      kSim,
+      {"--config", dir.path() + "/sim.toml", "--data", dir.path() + "/train.csv", "--model", model,
+       "--clients", "4", "--sparsity", "0.9", "--out", dir.path() + "/pruned", "--quiet"},
+      dir.path() + "/pruned.log");
+  EXPECT_NE(pruned.Wait(60), 0);
+  EXPECT_NE(pruned.Log().find("keeps no weight of 'fc2.weight'"), std::string::npos)
+      << pruned.Log();
   auto ok = run("4", "four");
   ASSERT_EQ(ok.first, 0) << ok.second;
   EXPECT_NE(ok.second.find("540 train / 0 test samples of 4 floats, 3 classes"), std::string::npos)
