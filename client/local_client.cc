@@ -194,6 +194,14 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
   opts.seed = ins.seed;
   opts.threads = impl_->threads;
   opts.masks = MasksOf(ins.parameters);
+  if (!ins.trainable.empty()) {
+    if (ins.trainable.size() != ins.parameters.tensors.size()) {
+      return Status::InvalidArgument("the TASK names " + std::to_string(ins.trainable.size()) +
+                                     " trainable flags for a model of " +
+                                     std::to_string(ins.parameters.tensors.size()) + " tensors");
+    }
+    for (uint8_t t : ins.trainable) opts.frozen.push_back(t == 0);
+  }
   if (on_epoch) {
     opts.on_epoch = [&](const EpochStats& e) {
       on_epoch(e.epoch, e.mean_loss, e.accuracy, e.seconds);

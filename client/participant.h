@@ -39,6 +39,9 @@ struct FitIns {
   uint64_t seed{1};
   // The federation's input normalisation (empty: keep the device's own).
   Normalization normalization;
+  // Which tensors of `parameters` train (one byte per tensor); the others are
+  // frozen. Empty: all.
+  std::vector<uint8_t> trainable;
 };
 
 // Result of one round of local training.

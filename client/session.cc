@@ -245,6 +245,7 @@ struct ClientSession::Impl {
     ins.momentum = task.config.momentum;
     ins.weight_decay = task.config.weight_decay;
     ins.proximal_mu = task.config.proximal_mu;
+    ins.trainable = task.config.trainable;
     ins.normalization.mean = task.config.normalize_mean;
     ins.normalization.std = task.config.normalize_std;
     // Each client shuffles differently within a round: mix its id into the
@@ -281,7 +282,11 @@ struct ClientSession::Impl {
     stats.rounds_trained++;
     stats.train_seconds += res->seconds;
     stats.last_train_seconds = res->seconds;
-    auto delta = KeptDifference(res->parameters, ins.parameters);
+    // With a trainable subset, the delta covers its tensors only.
+    auto delta = ins.trainable.empty()
+                     ? KeptDifference(res->parameters, ins.parameters)
+                     : KeptDifference(SelectTensors(res->parameters, ins.trainable),
+                                      SelectTensors(ins.parameters, ins.trainable));
     res->parameters = ModelState();
     ins.parameters = ModelState();
     if (!delta.ok()) return delta.status();  // same model in and out: cannot differ

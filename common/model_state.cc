@@ -1,5 +1,7 @@
 #include "common/model_state.h"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -317,6 +319,44 @@ double PrunableSparsity(const ModelState& state) {
     for (uint8_t m : t.mask) pruned += m == 0;
   }
   return total > 0 ? pruned / total : 0.0;
+}
+
+Result<std::vector<uint8_t>> MatchTrainable(const ModelState& state, const std::string& patterns) {
+  std::vector<uint8_t> which(state.tensors.size(), 0);
+  std::string names;
+  for (const auto& t : state.tensors) names += (names.empty() ? "" : ", ") + t.name;
+  size_t pos = 0;
+  while (pos <= patterns.size()) {
+    const size_t comma = std::min(patterns.find(',', pos), patterns.size());
+    const std::string pattern = patterns.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (pattern.empty()) continue;
+    bool matched = false;
+    for (size_t i = 0; i < state.tensors.size(); ++i) {
+      if (fnmatch(pattern.c_str(), state.tensors[i].name.c_str(), 0) == 0) {
+        which[i] = 1;
+        matched = true;
+      }
+    }
+    if (!matched) {
+      return Status::InvalidArgument("--trainable '" + pattern + "'",
+                                     "matches no tensor of the model (" + names + ")");
+    }
+  }
+  if (std::find(which.begin(), which.end(), 1) == which.end()) {
+    return Status::InvalidArgument("--trainable '" + patterns + "'", "names no tensor");
+  }
+  return which;
+}
+
+ModelState SelectTensors(const ModelState& state, const std::vector<uint8_t>& which) {
+  if (which.empty()) return state;
+  ModelState out;
+  out.architecture = state.architecture;
+  for (size_t i = 0; i < state.tensors.size() && i < which.size(); ++i) {
+    if (which[i]) out.tensors.push_back(state.tensors[i]);
+  }
+  return out;
 }
 
 }  // namespace fl

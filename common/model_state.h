@@ -84,6 +84,18 @@ Result<size_t> UnpackMask(const char* bits, size_t len, size_t n, std::vector<ui
 // InvalidArgument when the layouts differ.
 Result<std::vector<float>> KeptDifference(const ModelState& after, const ModelState& before);
 
+// On-device transfer learning (--trainable): which tensors of `state` train,
+// one byte per tensor (1 = trains), from comma-separated shell patterns
+// matched against tensor names ("fc2.*", "fc*,conv2.bias"). InvalidArgument
+// naming a pattern that matches no tensor (with the tensor names), or when
+// nothing would train.
+Result<std::vector<uint8_t>> MatchTrainable(const ModelState& state, const std::string& patterns);
+
+// The tensors of `state` with `which[i]` set, in order (all of them when
+// `which` is empty): the part of a model a --trainable federation exchanges
+// deltas of.
+ModelState SelectTensors(const ModelState& state, const std::vector<uint8_t>& which);
+
 // Adds `scale * delta[i]` to the i-th kept value of `state` in canonical order;
 // pruned values stay 0.0. InvalidArgument if delta.size() != state.KeptCount().
 // All or nothing: InvalidArgument, and `state` untouched, when a new value would not

@@ -149,14 +149,38 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
     }
   }
+  if (!options.frozen.empty() && options.frozen.size() != params.size()) {
+    return Status::InvalidArgument("got " + std::to_string(options.frozen.size()) +
+                                   " trainable flags for " + std::to_string(params.size()) +
+                                   " parameters");
+  }
+  std::vector<torch::Tensor> trained;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (options.frozen.empty() || !options.frozen[i]) trained.push_back(params[i]);
+  }
+  if (trained.empty()) return Status::InvalidArgument("every parameter is frozen");
+  // Frozen for this call only: a model shared by many clients (fl-sim) is
+  // left as it was found.
+  struct Unfreeze {
+    std::vector<torch::Tensor> frozen;
+    ~Unfreeze() {
+      for (auto& p : frozen) p.requires_grad_(true);
+    }
+  } unfreeze;
+  for (size_t i = 0; i < options.frozen.size(); ++i) {
+    if (options.frozen[i] && params[i].requires_grad()) {
+      params[i].requires_grad_(false);
+      unfreeze.frozen.push_back(params[i]);
+    }
+  }
   ThreadScope threads(options.threads);
   TrainStats stats;
   const double t0 = NowSeconds();
   try {
     model.train();
-    torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(options.lr)
-                                                        .momentum(options.momentum)
-                                                        .weight_decay(options.weight_decay));
+    torch::optim::SGD optimizer(trained, torch::optim::SGDOptions(options.lr)
+                                             .momentum(options.momentum)
+                                             .weight_decay(options.weight_decay));
     // Where each parameter is pruned (the masks' complement, as bool).
     std::vector<torch::Tensor> pruned(options.masks.size());
     for (size_t i = 0; i < options.masks.size(); ++i) {

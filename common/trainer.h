@@ -84,6 +84,12 @@ struct TrainOptions {
   // before every step, so momentum buffers and weight decay (wd * 0) never
   // move them either.
   std::vector<torch::Tensor> masks;
+  // On-device transfer learning: one flag per parameter (Module::parameters()
+  // order), true = frozen for this call: no gradient is computed for it (so
+  // nothing upstream of the first trainable layer is back-propagated, and its
+  // activations are not kept for that), the optimizer does not hold it, and
+  // it leaves exactly as it came. Empty: everything trains.
+  std::vector<bool> frozen;
   // Knowledge distillation (Hinton et al. 2015), when `teacher` is set: the loss
   // is alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
   //       + (1 - alpha) * cross-entropy(student, labels).

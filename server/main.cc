@@ -142,6 +142,9 @@ int main(int argc, char** argv) {
                  "(fl-compress prune --key)");
   app.add_option("--sparsity", o.sparsity, "Prune the initial model by magnitude to this")
       ->capture_default_str();
+  app.add_option("--trainable", o.trainable,
+                 "On-device transfer learning: comma-separated patterns of the tensors that train "
+                 "(e.g. 'fc2.*'); the others are frozen and deltas carry the trainable ones only");
   app.add_flag("--erk", o.erk,
                "Layer-wise sparsity by Erdos-Renyi-Kernel (at initialisation and when pruning)");
   app.add_option("--prune-to", o.prune_to,

@@ -281,8 +281,11 @@ struct Server::Impl {
   bool finished{false};
   wire::Done done_msg;
 
-  // Kept (unpruned) values of `global`: the length of every delta.
+  // Kept (unpruned) values of `global`'s trainable tensors: the length of
+  // every delta.
   size_t kept_count{0};
+  // --trainable: which tensors of `global` train (empty: all).
+  std::vector<uint8_t> trainable;
   // Decoded delta of the update being handled; reused so that a large update
   // does not cost a fresh allocation (and its page faults) every time.
   std::vector<float> delta;
@@ -354,7 +357,8 @@ struct Server::Impl {
   // changed.
   void SetGlobal() {
     version = ModelVersion(wire::Compact(global, o.downlink));
-    kept_count = static_cast<size_t>(global.KeptCount());
+    kept_count = static_cast<size_t>(
+        trainable.empty() ? global.KeptCount() : SelectTensors(global, trainable).KeptCount());
     global_max_abs = 0;
     for (const auto& t : global.tensors) {
       for (float v : t.values) global_max_abs = std::max(global_max_abs, std::fabs(double{v}));
@@ -430,6 +434,12 @@ struct Server::Impl {
   // on their way to other clients leave room (GrantTransfers sends it then).
   void OfferTask(const std::string& id) {
     ClientEntry& c = clients[id];
+    if (!c.reads_extensions && !trainable.empty() && trains_without_mu.insert(id).second) {
+      spdlog::warn(
+          "{} predates optional TASK fields: it would train every tensor and send a delta of "
+          "all of them, which this --trainable federation refuses; upgrade it",
+          id);
+    }
     if (!c.reads_extensions && aggregator->proximal_mu() > 0 &&
         trains_without_mu.insert(id).second) {
       spdlog::warn(
@@ -465,6 +475,7 @@ struct Server::Impl {
     task.config.seed = o.seed * 1000003ULL + current_round;
     task.config.deadline_seconds = o.round_deadline_seconds;
     if (variant >= 1) {
+      task.config.trainable = trainable;
       task.config.proximal_mu = aggregator->proximal_mu();
       task.config.normalize_mean = normalization.mean;
       task.config.normalize_std = normalization.std;
@@ -889,7 +900,16 @@ struct Server::Impl {
     const int count = aggregator->count();
     m.clipped = aggregator->clipped();
     // All or nothing: a step with a value out of range is not committed.
-    st = aggregator->Finish(&global, ValueLimit());
+    if (trainable.empty()) {
+      st = aggregator->Finish(&global, ValueLimit());
+    } else {
+      // The step moves the trainable tensors only.
+      ModelState view = SelectTensors(global, trainable);
+      st = aggregator->Finish(&view, ValueLimit());
+      for (size_t i = 0, v = 0; st.ok() && i < global.tensors.size(); ++i) {
+        if (trainable[i]) global.tensors[i].values = std::move(view.tensors[v++].values);
+      }
+    }
     m.epsilon = aggregator->epsilon();
     m.dp_clip = aggregator->dp_clip();
     if (st.ok()) {
@@ -1558,6 +1578,23 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     spdlog::info("pruned the initial model to {:.1f}% sparsity{} ({} of {} parameters kept)",
                  100 * impl->global.Sparsity(), o.erk ? ", layer-wise by ERK" : "",
                  impl->global.KeptCount(), impl->global.NumParameters());
+  }
+  if (!o.trainable.empty()) {
+    if (o.prune_to > 0) {
+      return Status::InvalidArgument("--trainable",
+                                     "and federated pruning (--prune-to) cannot be combined: the "
+                                     "mask of a frozen tensor would tighten without training");
+    }
+    auto which = MatchTrainable(impl->global, o.trainable);
+    if (!which.ok()) return which.status();
+    impl->trainable = std::move(which).value();
+    std::string names;
+    for (size_t i = 0; i < impl->trainable.size(); ++i) {
+      if (impl->trainable[i]) names += (names.empty() ? "" : ", ") + impl->global.tensors[i].name;
+    }
+    const ModelState part = SelectTensors(impl->global, impl->trainable);
+    spdlog::info("trainable: {} ({} of {} parameters; the others are frozen)", names,
+                 part.NumParameters(), impl->global.NumParameters());
   }
   impl->SetGlobal();
   if (const int need = RobustMinimum(o.strategy); need > 0) {

@@ -101,6 +101,11 @@ struct ServerOptions {
   // gradual schedule, from the starting model's sparsity to `prune_to`; the
   // next TASK carries the new mask (0 = the mask never changes).
   double prune_to{0};
+  // On-device transfer learning: comma-separated shell patterns of the
+  // tensors that train ("fc2.*"); the others stay as the starting model has
+  // them, and deltas (uplink, aggregation, strategy state) cover the kept
+  // values of the trainable tensors only. Empty: everything trains.
+  std::string trainable;
   int prune_rounds{0};
   // How the TASK carries the global model's kept values: fp32 or fp16.
   wire::ValueFormat downlink{wire::ValueFormat::kFp32};

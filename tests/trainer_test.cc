@@ -236,6 +236,32 @@ TEST_F(TrainerTest, ProximalTermPullsTowardTheStart) {
 // become inf and NaN) still keeps its pruned weights at exactly 0, so the
 // client reports the update (which the server refuses as not finite) rather
 // than failing its mask check and leaving the round waiting for it.
+// Frozen parameters (on-device transfer learning) leave training bit for bit
+// as they came, with momentum and weight decay on; the trainable ones move;
+// and the model's requires_grad flags are restored for the next caller.
+TEST_F(TrainerTest, FrozenParametersDoNotMove) {
+  auto model = CreateModel("mnist_cnn", 4);
+  ASSERT_FL_OK(model);
+  std::vector<torch::Tensor> before;
+  for (const auto& p : (*model)->parameters()) before.push_back(p.detach().clone());
+  TrainOptions opts;
+  opts.lr = 0.05;
+  opts.momentum = 0.9;
+  opts.weight_decay = 1e-3;
+  const auto params = (*model)->parameters();
+  opts.frozen.assign(params.size(), true);
+  opts.frozen[params.size() - 2] = opts.frozen[params.size() - 1] = false;  // fc2
+  ASSERT_FL_OK(TrainLocal(**model, Head(*train_, 200), opts));
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(torch::equal(params[i], before[i]), opts.frozen[i]) << i;
+    EXPECT_TRUE(params[i].requires_grad()) << i;
+  }
+  opts.frozen.assign(params.size(), true);
+  EXPECT_FALSE(TrainLocal(**model, Head(*train_, 20), opts).ok());
+  opts.frozen.assign(2, false);
+  EXPECT_FALSE(TrainLocal(**model, Head(*train_, 20), opts).ok());
+}
+
 TEST_F(TrainerTest, PrunedWeightsStayZeroWhenTrainingDiverges) {
   const auto shard = Head(*train_, 200);
   auto model = CreateModel("mnist_2nn", 6);

@@ -301,6 +301,51 @@ TEST(PayloadExtensionTest, NormalisationIsAnOptionalTaskField) {
   EXPECT_FALSE(wire::CheckTrainConfig(back.config).ok());
 }
 
+// The trainable set travels as TASK extension 4: the tensor count (u32) and a
+// bitmap. A bitmap of the wrong length, with padding bits or naming no tensor
+// is refused.
+TEST(PayloadExtensionTest, TrainableTensorsAreAnOptionalTaskField) {
+  wire::Task t;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  const std::string plain = wire::Encode(t);
+  t.config.trainable = {0, 1, 1};
+  const std::string with = wire::Encode(t);
+  EXPECT_EQ(with,
+            plain + ExtensionBlock({{wire::kTaskTrainable, std::string("\x03\0\0\0\x06", 5)}}));
+  wire::Task back;
+  ASSERT_FL_OK(wire::Decode(with, &back));
+  EXPECT_EQ(back.config.trainable, t.config.trainable);
+  for (const std::string bad :
+       {std::string("\x03\0\0\0", 4), std::string("\x03\0\0\0\x0e", 5),
+        std::string("\x03\0\0\0\0", 5), std::string("\0\0\0\0", 4), std::string("\x03\0", 2)}) {
+    EXPECT_FALSE(wire::Decode(plain + ExtensionBlock({{wire::kTaskTrainable, bad}}), &back).ok());
+  }
+}
+
+// --trainable patterns against tensor names: shell patterns, comma-separated;
+// one that matches nothing is named with the tensors there are.
+TEST(TrainableTest, PatternsSelectTensors) {
+  ModelState m;
+  for (const char* name :
+       {"conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
+    m.tensors.push_back({name, {1}, {0.0f}, {}});
+  }
+  auto w = MatchTrainable(m, "fc2.*");
+  ASSERT_FL_OK(w);
+  EXPECT_EQ(*w, (std::vector<uint8_t>{0, 0, 0, 0, 1, 1}));
+  w = MatchTrainable(m, "fc*.weight,conv1.bias");
+  ASSERT_FL_OK(w);
+  EXPECT_EQ(*w, (std::vector<uint8_t>{0, 1, 1, 0, 1, 0}));
+  const ModelState part = SelectTensors(m, *w);
+  ASSERT_EQ(part.tensors.size(), 3u);
+  EXPECT_EQ(part.tensors[0].name, "conv1.bias");
+  auto bad = MatchTrainable(m, "fc2.*,head");
+  EXPECT_NE(bad.status().ToString().find("'head': matches no tensor of the model (conv1.weight, "),
+            std::string::npos)
+      << bad.status().ToString();
+  EXPECT_FALSE(MatchTrainable(m, ",").ok());
+}
+
 // A newer peer's optional field reaches an older receiver: skipped, the rest
 // of the message decodes as before. Every payload type.
 TEST(PayloadExtensionTest, UnknownOptionalFieldsAreSkippedInEveryPayload) {

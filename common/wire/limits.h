@@ -24,6 +24,8 @@ constexpr double kMaxProximalMu = 100.0;
 // Most input channels a TASK's normalisation may name (a CSV's features are
 // its channels).
 constexpr size_t kMaxNormalizationChannels = 4096;
+// Most tensors a TASK's trainable set may name.
+constexpr uint32_t kMaxTrainableTensors = 1u << 16;
 // Seconds a round may last (30 days).
 constexpr double kMaxDeadlineSeconds = 30.0 * 24 * 3600;
 // Values per quantization scale. The encoder holds one block of levels.

@@ -35,6 +35,9 @@ constexpr uint16_t kTaskProximalMu = 2;
 // TASK: TrainConfig::normalize_mean/std, the federation's input normalisation.
 // Value: per channel, f32 mean then f32 std, little-endian (8 bytes each).
 constexpr uint16_t kTaskNormalization = 3;
+// TASK: TrainConfig::trainable (on-device transfer learning). Value: tensor
+// count u32 little-endian, then a bitmap of that many bits (PackMask).
+constexpr uint16_t kTaskTrainable = 4;
 
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
@@ -78,6 +81,10 @@ struct TrainConfig {
   // the device keeps its own, from --normalize or computed from its data).
   std::vector<float> normalize_mean;
   std::vector<float> normalize_std;
+  // Which tensors of the model train (one byte per tensor, 1 = trains); the
+  // others are frozen, and the UPDATE's delta covers the kept values of the
+  // trainable tensors only. Optional (extension kTaskTrainable; empty: all).
+  std::vector<uint8_t> trainable;
 };
 
 // Server -> client: train from this global model. The envelope's model version

@@ -9,6 +9,9 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "common/model_state.h"
+#include "common/wire/limits.h"
+
 // cereal's binary archive writes integers and floats in host byte order; the
 // wire format is little-endian (docs/protocol.md), so a big-endian host would
 // speak another protocol. Refuse to build there rather than mis-speak.
@@ -257,7 +260,14 @@ void serialize(Archive& ar, Task& m) {
     }
     ext.push_back({kTaskNormalization, std::move(value)});
   }
-  Extensions(ar, ext, {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization});
+  if (!m.config.trainable.empty()) {
+    const auto n = static_cast<uint32_t>(m.config.trainable.size());
+    std::string value;
+    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(n >> (8 * i)));
+    value += PackMask(m.config.trainable);
+    ext.push_back({kTaskTrainable, std::move(value)});
+  }
+  Extensions(ar, ext, {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
       if (e.tag == kTaskAskBeforeUpload) {
@@ -284,6 +294,17 @@ void serialize(Archive& ar, Task& m) {
         for (size_t at = 0; at < e.value.size(); at += 8) {
           m.config.normalize_mean.push_back(get(at));
           m.config.normalize_std.push_back(get(at + 4));
+        }
+      } else if (e.tag == kTaskTrainable) {
+        if (e.value.size() < 4) throw cereal::Exception("trainable extension is too short");
+        uint32_t n = 0;
+        for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
+        if (n == 0 || n > kMaxTrainableTensors) {
+          throw cereal::Exception("trainable tensor count out of range");
+        }
+        auto kept = UnpackMask(e.value.data() + 4, e.value.size() - 4, n, &m.config.trainable);
+        if (!kept.ok() || *kept == 0) {
+          throw cereal::Exception("trainable bitmap is malformed or names no tensor");
         }
       }
     }

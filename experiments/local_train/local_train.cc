@@ -22,6 +22,7 @@ namespace {
 struct Options {
   // Folder with the four MNIST-format IDX files.
   fl::DataOptions data{FL_DEFAULT_DATA_DIR};
+  std::string trainable;
   // Model zoo architecture.
   std::string model = "mnist_cnn";
   // How the training set is split across clients: iid, shards, dirichlet.
@@ -78,6 +79,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   fl::AddDataFormatFlags(app, &o.data);
+  app.add_option("--trainable", o.trainable,
+                 "Patterns of the tensors that train, e.g. 'fc2.*' (the others are frozen)");
   CLI11_PARSE(app, argc, argv);
 
   if (o.client >= o.clients) {
@@ -135,6 +138,17 @@ int main(int argc, char** argv) {
   ins.momentum = o.momentum;
   ins.weight_decay = o.weight_decay;
   ins.seed = o.seed;
+  if (!o.trainable.empty()) {
+    auto which = fl::MatchTrainable(ins.parameters, o.trainable);
+    if (!which.ok()) {
+      spdlog::error("{}", which.status().ToString());
+      return 2;
+    }
+    ins.trainable = std::move(which).value();
+    spdlog::info("trainable: {} of {} parameters",
+                 fl::SelectTensors(ins.parameters, ins.trainable).NumParameters(),
+                 ins.parameters.NumParameters());
+  }
   spdlog::info("model {} ({} parameters); training E={} B={} lr={} momentum={} on {} thread(s)",
                o.model, ins.parameters.NumParameters(), o.epochs, o.batch, o.lr, o.momentum,
                o.threads);

@@ -446,6 +446,10 @@ int Main(int argc, char** argv) {
   auto* o_normalize = app.add_option("--normalize", normalize,
                                      "mean,std[,mean,std...], auto (from the training split; "
                                      "default) or none ([data] normalize)");
+  std::string trainable;
+  auto* o_trainable = app.add_option(
+      "--trainable", trainable,
+      "Patterns of the tensors that train, e.g. 'fc2.*' ([model] trainable; default all)");
   bool stop_at_target = false;
   auto* o_stop = app.add_flag("--stop-at-target", stop_at_target,
                               "End the run once a round reaches the highest of the targets "
@@ -479,6 +483,7 @@ int Main(int argc, char** argv) {
   if (*o_label) c.label_column = label_column;
   if (*o_normalize) c.normalize = normalize;
   if (*o_stop) c.stop_at_target = stop_at_target;
+  if (*o_trainable) c.trainable = trainable;
   if (*o_alpha) c.alpha = alpha;
   if (*o_model) c.model = model;
   if (*o_sparsity) c.sparsity = sparsity;
@@ -650,6 +655,7 @@ int Main(int argc, char** argv) {
   so.train.error_feedback = c.error_feedback;
   so.downlink = c.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
   so.data = data_options;
+  so.trainable = c.trainable;
   so.eval_every = c.eval_every;
   so.out_dir = c.out;
   so.resume = resume;

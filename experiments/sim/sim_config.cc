@@ -128,6 +128,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
 
   TableReader model(root["model"].as_table(), "model.");
   model.Get("name", &c->model);
+  model.Get("trainable", &c->trainable);
   model.Get("file", &c->model_file);
 
   TableReader fed(root["federation"].as_table(), "federation.");
@@ -268,7 +269,7 @@ std::string SimConfigToToml(const SimConfig& c) {
                            {"label_column", c.label_column},
                            {"group_column", c.group_column},
                            {"normalize", c.normalize}}},
-      {"model", toml::table{{"name", c.model}, {"file", c.model_file}}},
+      {"model", toml::table{{"name", c.model}, {"file", c.model_file}, {"trainable", c.trainable}}},
       {"federation", toml::table{{"clients", c.clients},
                                  {"fraction", c.fraction},
                                  {"min_clients", c.min_clients},

@@ -7,7 +7,7 @@
 //   [data]       dir, partition ("iid" | "shards" | "dirichlet" | "folders" | "column"),
 //                alpha, shards_per_client, test_dir, test_fraction, label_column,
 //                group_column, normalize (common/data_loader.h)
-//   [model]      name, file
+//   [model]      name, file, trainable
 //   [federation] clients, fraction, min_clients, round_deadline, eval_every
 //                (server_lr here is read as [strategy] server_lr)
 //   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
@@ -77,6 +77,9 @@ struct SimConfig {
   // initial model on the fly.
   std::string model{"mnist_cnn"};
   std::string model_file;
+  // On-device transfer learning: patterns of the tensors that train (server
+  // --trainable); empty = all.
+  std::string trainable;
 
   // [federation] K clients, fraction C selected per round, and server settings.
   int clients{10};
