@@ -202,8 +202,8 @@ int main(int argc, char** argv) {
   const auto& s = session.stats();
   spdlog::info(
       "client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
-      "{} reconnects, {} failed handshakes, {} bytes sent, {} received",
+      "{} reconnects, {} failed handshakes, {} bytes sent, {} received, {:.2f} s training",
       co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects,
-      s.handshake_failures, s.bytes_sent, s.bytes_received);
+      s.handshake_failures, s.bytes_sent, s.bytes_received, s.train_seconds);
   return 0;
 }
