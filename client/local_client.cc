@@ -138,6 +138,20 @@ Status LocalClient::Prepare(const std::string& architecture) {
   return Status::OK();
 }
 
+Status LocalClient::AdoptModelFile(const std::string& path, const std::string& architecture) {
+  auto model = NewSharedModel(path);
+  if (!model.ok()) return model.status();
+  if ((*model)->architecture != architecture) {
+    return Status::InvalidArgument(path, "is " + (*model)->architecture + ", not " + architecture);
+  }
+  FL_RETURN_IF_ERROR(CheckModelFitsData(*(*model)->model, path, impl_->sample_shape,
+                                        impl_->num_classes, "this device's data"));
+  impl_->model = std::move(model).value();
+  impl_->requested = impl_->architecture = architecture;
+  spdlog::info("training {} from {} (the server's file, signature checked)", architecture, path);
+  return Status::OK();
+}
+
 Result<std::vector<TensorLayout>> LocalClient::Layout(const std::string& architecture) {
   FL_RETURN_IF_ERROR(Prepare(architecture));
   std::vector<TensorLayout> layout;

@@ -81,6 +81,7 @@ class LocalClient final : public Participant {
   size_t TaskPayloadLimit() const override;
 
   // Loads `ins.parameters`, trains, and returns the new parameters.
+  Status AdoptModelFile(const std::string& path, const std::string& architecture) override;
   Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) override;
 
   // Evaluates `parameters` on the samples of `data` (all of them).

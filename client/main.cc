@@ -102,6 +102,9 @@ int main(int argc, char** argv) {
   app.add_option("--server-key", server_key_path,
                  "The server's NAME.pub: the connection must reach this server, and only "
                  "models and messages it signed are accepted");
+  app.add_option("--model-cache", co.model_cache_dir,
+                 "Without --model: take the server's TorchScript file (signed by --server-key, "
+                 "checked before it is loaded) and keep it in this folder");
   app.add_flag("--insecure", insecure,
                "Plaintext transport without CURVE (local experiments on a trusted network)");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");

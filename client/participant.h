@@ -84,6 +84,13 @@ class Participant {
   // The largest TASK payload it can be sent.
   virtual size_t TaskPayloadLimit() const = 0;
 
+  // Trains the TorchScript model in `path` (a file the session checked
+  // against the server's signature) from now on; it must be `architecture`.
+  virtual Status AdoptModelFile(const std::string& path, const std::string& architecture) {
+    (void)path;
+    return Status::FailedPrecondition("this participant cannot load " + architecture);
+  }
+
   // New parameters from `ins.parameters` (same layout and masks).
   // FailedPrecondition: it can never answer (the session ends).
   virtual Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) = 0;

@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "common/clock.h"
+#include "common/file_util.h"
 #include "common/quant_codec.h"
 #include "common/text.h"
 #include "common/wire/envelope.h"
@@ -18,6 +19,7 @@
 #include "common/wire/serialize.h"
 #include "crypto/ingress.h"
 #include "crypto/message.h"
+#include "crypto/model_code.h"
 
 namespace fl {
 namespace {
@@ -171,6 +173,7 @@ struct ClientSession::Impl {
     h.architecture = client->architecture();
     h.codecs = {wire::kCodecQuant};
     h.heartbeat_seconds = o.heartbeat_seconds;
+    h.takes_model_code = TakesModelCode();
     last_hello = NowSeconds();
     // Freshness: a stamp newer than any this process sent before, even if the
     // wall clock steps back.
@@ -182,6 +185,27 @@ struct ClientSession::Impl {
     if (connection_stamp == 0) connection_stamp = hello_stamp;
     return Send(wire::MessageType::kHello, round, {}, wire::Encode(h),
                 wire::HelloStampNonce(hello_stamp));
+  }
+
+  // Whether this device asks for the server's TorchScript file: it has no
+  // model of its own, pinned the server's key and has a folder for the file.
+  bool TakesModelCode() const {
+    return client->architecture().empty() && o.server_key && !o.model_cache_dir.empty();
+  }
+
+  // A TASK that carries the model's file: checked against the pinned server
+  // key and the architecture it names before anything parses it, then kept
+  // in the cache folder and handed to the participant.
+  Status AdoptModelCode(const wire::Task& task) {
+    if (!TakesModelCode()) return Status::InvalidArgument("a TASK carries a model file unasked");
+    FL_RETURN_IF_ERROR(VerifyModelCode(task.model_code, task.model_code_signature, *o.server_key,
+                                       task.model.architecture));
+    FL_RETURN_IF_ERROR(CreateDirectories(o.model_cache_dir));
+    const std::string path = o.model_cache_dir + "/" +
+                             task.model.architecture.substr(task.model.architecture.find(':') + 1) +
+                             ".pt";
+    FL_RETURN_IF_ERROR(WriteFileAtomic(path, task.model_code));
+    return client->AdoptModelFile(path, task.model.architecture);
   }
 
   void Bad(const std::string& what) {
@@ -221,6 +245,17 @@ struct ClientSession::Impl {
       Bad("TASK refused: " + st.message());
       return Status::OK();
     }
+    // The file comes with every TASK until the server hears that this device
+    // has it; once adopted, later copies are dropped unread.
+    if (!task.model_code.empty() && client->architecture() != task.model.architecture) {
+      st = AdoptModelCode(task);
+      task.model_code.clear();
+      if (!st.ok()) {
+        Bad("TASK's model file refused: " + st.ToString());
+        return Status::OK();
+      }
+    }
+    task.model_code.clear();
     auto layout = client->Layout(task.model.architecture);
     if (!layout.ok() && layout.status().code() == Status::Code::kFailedPrecondition) {
       fatal = layout.status();
@@ -462,6 +497,9 @@ Status ClientSession::Start() {
   // Every TASK is bounded before it is hashed or decoded: by the model this
   // client trains, or the largest one it could be asked to.
   impl_->task_limit = impl_->client->TaskPayloadLimit();
+  // A device that takes the server's file does not know its size: the frame
+  // cap bounds it.
+  if (impl_->TakesModelCode()) impl_->task_limit = impl_->o.max_frame_bytes;
   Impl* s = impl_.get();
   s->ingress.max_frame_bytes = s->o.max_frame_bytes;
   s->ingress.payload_limit = [s](wire::MessageType t) {

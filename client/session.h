@@ -60,6 +60,11 @@ struct ClientOptions {
   // The server's pinned public key; when set, every message from the server
   // must carry a valid signature by it, or it is dropped before decoding.
   std::optional<std::array<uint8_t, 32>> server_key;
+  // A device started without a model, with `server_key` pinned: the folder
+  // where the server's TorchScript file is kept once its signature checks out
+  // (Participant::AdoptModelFile). Empty: such a device follows built-in
+  // models only.
+  std::string model_cache_dir;
   // Encrypted transport: this device's CURVE key pair and the server's CURVE
   // public key (from the identity files). Empty secret = plaintext (--insecure).
   transport::CurveOptions curve;

@@ -1,6 +1,5 @@
 #include "common/model_zoo.h"
 
-#include <openssl/sha.h>
 #include <torch/script.h>
 
 #include <functional>
@@ -9,6 +8,7 @@
 #include <sstream>
 
 #include "common/file_util.h"
+#include "crypto/model_code.h"
 
 namespace fl {
 namespace {
@@ -129,19 +129,6 @@ std::string What(const std::exception& e) {
   return c10 ? c10->what_without_backtrace() : e.what();
 }
 
-// "torchscript:" and the first 16 hex digits of the SHA-256 of `bytes`.
-std::string ScriptId(const std::string& bytes) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
-  static const char kHex[] = "0123456789abcdef";
-  std::string id = "torchscript:";
-  for (int i = 0; i < 8; ++i) {
-    id += kHex[digest[i] >> 4];
-    id += kHex[digest[i] & 15];
-  }
-  return id;
-}
-
 // Loads and checks a TorchScript model file: float32 parameters only, no
 // buffers (they would not be federated), no tied weights.
 Result<ModelPtr> LoadScriptModel(const std::string& path) {
@@ -185,7 +172,7 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
     return Status::InvalidArgument(path, "the module has no parameters");
   }
   // What it takes and gives is checked against the data (CheckModelFitsData).
-  model->architecture = ScriptId(*bytes);
+  model->architecture = ModelCodeId(*bytes);
   return ModelPtr(model);
 }
 
@@ -226,7 +213,7 @@ Result<std::string> ModelArchitecture(const std::string& name) {
   if (!IsScriptModelPath(name)) return name;
   auto bytes = ReadFile(name);
   if (!bytes.ok()) return bytes.status();
-  return ScriptId(*bytes);
+  return ModelCodeId(*bytes);
 }
 
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {

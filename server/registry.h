@@ -29,6 +29,8 @@ struct ClientEntry {
   // Its messages carry kFlagReadsExtensions: it gets optional fields (the
   // TASK's ask-before-upload, FedProx's mu) that older clients would refuse.
   bool reads_extensions{false};
+  // It has no model of its own: its TASKs carry the signed TorchScript file.
+  bool needs_model_code{false};
 };
 
 class ClientRegistry {

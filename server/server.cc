@@ -31,6 +31,7 @@
 #include "crypto/identity.h"
 #include "crypto/ingress.h"
 #include "crypto/message.h"
+#include "crypto/model_code.h"
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
 #include "server/checkpoint.h"
@@ -252,7 +253,13 @@ struct Server::Impl {
   // [0] for clients older than payload extensions (no optional field), [1]
   // with the optional fields (FedProx's mu), [2] with them and asking before
   // upload (upload admission). Each is built when first sent.
-  std::vector<transport::SharedFrame> task_frames[3];
+  // Per variant (BuildTask): 0 plain, 1 with optional fields, 2 and asking
+  // before upload; 3 and 4 are 1 and 2 with the model's file.
+  std::vector<transport::SharedFrame> task_frames[5];
+  // A TorchScript federation with a signing key: the model file and the
+  // server's signature over it (crypto/model_code.h), for devices without it.
+  std::string model_code;
+  Ed25519Signature model_code_signature{};
   // Update bytes on their way (READY granted, UPDATE not yet here), and over
   // CURVE, TASK bytes on their way (sent, receipt not yet here).
   std::unique_ptr<TransferWindow> uploads;
@@ -416,7 +423,8 @@ struct Server::Impl {
 
   // The open round's TASK as `c` can read it.
   const std::vector<transport::SharedFrame>& TaskFor(const ClientEntry& c) {
-    const int variant = !c.reads_extensions ? 0 : o.transfer_window_bytes > 0 ? 2 : 1;
+    int variant = !c.reads_extensions ? 0 : o.transfer_window_bytes > 0 ? 2 : 1;
+    if (variant > 0 && c.needs_model_code && !model_code.empty()) variant += 2;
     std::vector<transport::SharedFrame>& frames = task_frames[variant];
     if (frames.empty()) frames = BuildTask(variant);
     return frames;
@@ -470,6 +478,11 @@ struct Server::Impl {
   // The open round's TASK, encoded and hashed once for all its sends.
   std::vector<transport::SharedFrame> BuildTask(int variant) const {
     wire::Task task;
+    if (variant >= 3) {
+      task.model_code = model_code;
+      task.model_code_signature = model_code_signature;
+      variant -= 2;
+    }
     task.config = o.train;
     task.config.lr = RoundLearningRate(o, static_cast<int>(current_round));
     task.config.seed = o.seed * 1000003ULL + current_round;
@@ -640,14 +653,20 @@ struct Server::Impl {
     // builds its model from the first TASK, from its built-in models only; a
     // TorchScript model needs the file on the device.
     const bool script = global.architecture.rfind("torchscript:", 0) == 0;
-    if ((!h.architecture.empty() || script) && h.architecture != global.architecture) {
+    // A device without the file takes it from the server, signed, when it
+    // pinned the server's key and the server has one to sign with.
+    const bool sent_code = script && h.architecture.empty() && h.takes_model_code &&
+                           !model_code.empty() && (env.flags & wire::kFlagReadsExtensions) != 0;
+    if (!sent_code && (!h.architecture.empty() || script) &&
+        h.architecture != global.architecture) {
       Refuse(
           peer, env.sender, env.type, env.round, "wrong_architecture",
           "this federation trains '" + global.architecture + "', the client was started " +
               (h.architecture.empty() ? std::string("without --model")
                                       : "with --model " + Printable(h.architecture)) +
               (script ? "; start it with --model FILE.pt, the same TorchScript file as the "
-                        "server's"
+                        "server's, or with --server-key and --model-cache to receive the file "
+                        "signed (the server needs its --key)"
                       : "; start it with --model " + global.architecture + " or without --model"));
       return;
     }
@@ -694,6 +713,7 @@ struct Server::Impl {
     c.peer = peer;
     c.reachable = true;
     c.reads_extensions = (env.flags & wire::kFlagReadsExtensions) != 0;
+    c.needs_model_code = sent_code;
     c.num_examples = h.num_examples;
     c.last_seen = NowSeconds();
     if (is_new && o.verbose) {
@@ -1458,6 +1478,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     curve = id->curve;
     spdlog::info("signing with key {} (node id {})", o.key_path,
                  NodeId(impl->signer->public_key()));
+  }
+  if (impl->signer && o.model.size() > 3 && o.model.compare(o.model.size() - 3, 3, ".pt") == 0) {
+    auto code = ReadFile(o.model);
+    if (!code.ok()) return code.status();
+    impl->model_code = std::move(code).value();
+    impl->model_code_signature = SignModelCode(impl->model_code, *impl->signer);
   }
   impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), impl->signer.get());
   FL_RETURN_IF_ERROR(impl->store->Prepare());

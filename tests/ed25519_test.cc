@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include "crypto/model_code.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -106,6 +107,37 @@ TEST(Ed25519Test, KeyOfAnotherTypeIsRefusedByName) {
   EXPECT_NE(r.status().ToString().find("needs Ed25519"), std::string::npos)
       << r.status().ToString();
   EXPECT_NE(r.status().ToString().find(path), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fl
+
+namespace fl {
+namespace {
+
+// A device loads the server's TorchScript file only when the server's key
+// signed exactly these bytes and they are the model the federation names.
+TEST(ModelCodeTest, SignatureAndIdAreBothChecked) {
+  auto server = SigningKey::Generate();
+  auto other = SigningKey::Generate();
+  ASSERT_FL_OK(server);
+  ASSERT_FL_OK(other);
+  const std::string code = std::string("PK\x03\x04 a TorchScript archive", 26);
+  const std::string id = ModelCodeId(code);
+  EXPECT_EQ(id.rfind("torchscript:", 0), 0u);
+  EXPECT_EQ(id.size(), 12u + 16u);
+  const Ed25519Signature sig = SignModelCode(code, *server);
+  EXPECT_FL_OK(VerifyModelCode(code, sig, server->public_key(), id));
+  std::string tampered = code;
+  tampered[10] ^= 1;
+  EXPECT_TRUE(VerifyModelCode(tampered, sig, server->public_key(), ModelCodeId(tampered))
+                  .IsUnauthenticated());
+  EXPECT_TRUE(VerifyModelCode(code, sig, other->public_key(), id).IsUnauthenticated());
+  EXPECT_TRUE(VerifyModelCode(code, SignModelCode(code, *other), server->public_key(), id)
+                  .IsUnauthenticated());
+  // Signed, but not the model the TASK names.
+  EXPECT_TRUE(VerifyModelCode(code, sig, server->public_key(), "torchscript:0000000000000000")
+                  .IsInvalidArgument());
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "common/file_util.h"
 #include "crypto/identity.h"
+#include "crypto/model_code.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
 #include "server/privacy.h"
@@ -475,6 +476,22 @@ void WriteSpeciesCsv(const std::string& dir_path) {
   EXPECT_FL_OK(WriteFileAtomic(dir.path() + "/test.csv", test.str()));
 }
 
+// fl-server on WriteSpeciesCsv's test file, with `model`, two devices a round.
+std::vector<std::string> SpeciesServerArgs(const std::string& dir, const std::string& model,
+                                           int rounds) {
+  return {"--bind",         "tcp://127.0.0.1:*",
+          "--model",        model,
+          "--rounds",       std::to_string(rounds),
+          "--min-clients",  "2",
+          "--fraction",     "1",
+          "--epochs",       "2",
+          "--lr",           "0.1",
+          "--test-data",    dir + "/test.csv",
+          "--label-column", "species",
+          "--out",          dir + "/out",
+          "--linger",       "2"};
+}
+
 // Someone else's model on someone else's data, as separate processes: a
 // TorchScript MLP (written by fl-make-model) on a CSV of sensor rows with text
 // labels, split by its user column into one folder per device (fl-partition
@@ -500,19 +517,9 @@ TEST(IntegrationTest, TorchScriptModelOnCsvDataAsProcesses) {
   EXPECT_NE(part.Log().find("c0: 360 training samples (user0, user2)"), std::string::npos)
       << part.Log();
 
-  test::Process server(kServer, {"--bind",         "tcp://127.0.0.1:*",
-                                 "--model",        model,
-                                 "--rounds",       "4",
-                                 "--min-clients",  "2",
-                                 "--fraction",     "1",
-                                 "--epochs",       "2",
-                                 "--lr",           "0.1",
-                                 "--test-data",    dir.path() + "/test.csv",
-                                 "--label-column", "species",
-                                 "--out",          dir.path() + "/out",
-                                 "--linger",       "2",
-                                 "--insecure"},
-                       dir.path() + "/server.log");
+  auto server_args = SpeciesServerArgs(dir.path(), model, 4);
+  server_args.push_back("--insecure");
+  test::Process server(kServer, server_args, dir.path() + "/server.log");
   const std::string ep = test::StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();
   EXPECT_NE(server.Log().find("180 test samples of 4 floats, 3 classes (clover, fern, moss)"),
@@ -546,11 +553,80 @@ TEST(IntegrationTest, TorchScriptModelOnCsvDataAsProcesses) {
   const std::string log = server.Log(), marker = "normalised ";
   const size_t at = log.find(marker);
   ASSERT_NE(at, std::string::npos) << log;
-  const std::string norm =
+  // The log shows the first pairs, then "...".
+  std::string norm =
       log.substr(at + marker.size(), log.find(' ', at + marker.size()) - at - marker.size());
-  EXPECT_NE(clients[0]->Log().find("as the federation does: " + norm + " (was "), std::string::npos)
+  if (norm.size() > 3 && norm.compare(norm.size() - 3, 3, "...") == 0) norm.resize(norm.size() - 3);
+  EXPECT_NE(clients[0]->Log().find("as the federation does: " + norm), std::string::npos)
       << norm << "\n"
       << clients[0]->Log();
+}
+
+// The architecture travels with the federation: devices started without
+// --model take the server's TorchScript file from their TASK, signed by the
+// server's key, check the signature and the file's id before loading it,
+// keep it in --model-cache, and train. A device that does not ask for the
+// file is refused with the fix.
+TEST(IntegrationTest, ServerSendsItsSignedModelFileToDevicesWithoutIt) {
+  test::TempDir dir;
+  WriteSpeciesCsv(dir.path());
+  const std::string keys = dir.path() + "/keys", enrolled = dir.path() + "/enrolled";
+  ASSERT_NO_FATAL_FAILURE(
+      MakeIdentities(dir.path(), keys, enrolled, {"server", "c0", "c1", "c2"}, {"c0", "c1", "c2"}));
+  const std::string model = dir.path() + "/mlp.pt";
+  test::Process make(test::BinPath("fl-make-model"), {"--mlp", "4,32,3", "--out", model},
+                     dir.path() + "/make.log");
+  ASSERT_EQ(make.Wait(60), 0) << make.Log();
+  test::Process part(
+      test::BinPath("fl-partition"),
+      {"--data", dir.path() + "/train.csv", "--label-column", "species", "--scheme", "column",
+       "--group-column", "user", "--clients", "2", "--out", dir.path() + "/devices"},
+      dir.path() + "/partition.log");
+  ASSERT_EQ(part.Wait(60), 0) << part.Log();
+  auto server_args = SpeciesServerArgs(dir.path(), model, 2);
+  server_args.insert(server_args.end(), {"--key", keys + "/server.key", "--clients", enrolled});
+  test::Process server(kServer, server_args, dir.path() + "/server.log");
+  const std::string ep = test::StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
+  auto device = [&](const std::string& name, int k, bool cache) {
+    std::vector<std::string> a = {"--server",
+                                  ep,
+                                  "--id",
+                                  name,
+                                  "--data",
+                                  dir.path() + "/devices/c" + std::to_string(k),
+                                  "--partition",
+                                  "none",
+                                  "--heartbeat",
+                                  "0.3",
+                                  "--server-timeout",
+                                  "2",
+                                  "--key",
+                                  keys + "/" + name + ".key",
+                                  "--server-key",
+                                  keys + "/server.pub"};
+    if (cache) a.insert(a.end(), {"--model-cache", dir.path() + "/cache_" + name});
+    return std::make_unique<test::Process>(kClient, a, dir.path() + "/" + name + ".log");
+  };
+  auto without = device("c2", 0, /*cache=*/false);
+  EXPECT_EQ(without->Wait(60), 3) << without->Log();
+  EXPECT_NE(without->Log().find("--model-cache"), std::string::npos) << without->Log();
+  auto c0 = device("c0", 0, true);
+  auto c1 = device("c1", 1, true);
+  ASSERT_EQ(server.Wait(180), 0) << server.Log();
+  EXPECT_EQ(c0->Wait(30), 0) << c0->Log();
+  EXPECT_EQ(c1->Wait(30), 0) << c1->Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u) << server.Log();
+  EXPECT_EQ(rows[1].participants, 2);
+  EXPECT_NE(c0->Log().find("(the server's file, signature checked)"), std::string::npos)
+      << c0->Log();
+  auto sent = ReadFile(model);
+  ASSERT_FL_OK(sent);
+  const std::string id = ModelCodeId(*sent);
+  auto kept = ReadFile(dir.path() + "/cache_c0/" + id.substr(id.find(':') + 1) + ".pt");
+  ASSERT_FL_OK(kept);
+  EXPECT_TRUE(*kept == *sent);
 }
 
 // The same data in fl-sim: one virtual client per user (partition "column"),

@@ -322,6 +322,32 @@ TEST(PayloadExtensionTest, TrainableTensorsAreAnOptionalTaskField) {
   }
 }
 
+// The model's file travels as TASK extension 5 (signature, then file) to a
+// device whose HELLO said it takes it (HELLO extension 1).
+TEST(PayloadExtensionTest, ModelCodeAndTheAskForItAreOptionalFields) {
+  wire::Hello h{600, "", {wire::kCodecQuant}, 2.0}, h2;
+  const std::string plain = wire::Encode(h);
+  h.takes_model_code = true;
+  EXPECT_EQ(wire::Encode(h), plain + ExtensionBlock({{wire::kHelloTakesModelCode, ""}}));
+  ASSERT_FL_OK(wire::Decode(wire::Encode(h), &h2));
+  EXPECT_TRUE(h2.takes_model_code);
+  EXPECT_FALSE(wire::Decode(plain + ExtensionBlock({{wire::kHelloTakesModelCode, "x"}}), &h2).ok());
+
+  wire::Task t, back;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  const std::string task_plain = wire::Encode(t);
+  t.model_code = "the file";
+  t.model_code_signature.fill(7);
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &back));
+  EXPECT_EQ(back.model_code, "the file");
+  EXPECT_EQ(back.model_code_signature, t.model_code_signature);
+  // A signature without a file is refused.
+  EXPECT_FALSE(
+      wire::Decode(task_plain + ExtensionBlock({{wire::kTaskModelCode, std::string(64, 'x')}}),
+                   &back)
+          .ok());
+}
+
 // --trainable patterns against tensor names: shell patterns, comma-separated;
 // one that matches nothing is named with the tensors there are.
 TEST(TrainableTest, PatternsSelectTensors) {

@@ -7,6 +7,7 @@
 #ifndef FEDGE_COMMON_WIRE_MESSAGES_H_
 #define FEDGE_COMMON_WIRE_MESSAGES_H_
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -38,6 +39,13 @@ constexpr uint16_t kTaskNormalization = 3;
 // TASK: TrainConfig::trainable (on-device transfer learning). Value: tensor
 // count u32 little-endian, then a bitmap of that many bits (PackMask).
 constexpr uint16_t kTaskTrainable = 4;
+// TASK: the TorchScript model file, for a device that asked for it
+// (Hello::takes_model_code). Value: the Ed25519 signature (64 bytes,
+// crypto/model_code.h) then the file.
+constexpr uint16_t kTaskModelCode = 5;
+// HELLO: the device has no model of its own and takes the server's
+// TorchScript file, signed, in its TASK. Value: empty.
+constexpr uint16_t kHelloTakesModelCode = 1;
 
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
@@ -53,6 +61,8 @@ struct Hello {
   std::vector<std::string> codecs;
   // Heartbeat interval the client uses, so the server knows when it is late.
   double heartbeat_seconds{0};
+  // Optional (extension kHelloTakesModelCode): see there.
+  bool takes_model_code{false};
 };
 
 // Hyperparameters of one round of local training.
@@ -96,6 +106,10 @@ struct Task {
   // update is encoded and the UPDATE only once the server granted it, so the
   // server bounds the update bytes arriving at once (upload admission).
   bool ask_before_upload{false};
+  // Optional (extension kTaskModelCode): the TorchScript file of
+  // model.architecture and the server's signature over it; empty otherwise.
+  std::string model_code;
+  std::array<uint8_t, 64> model_code_signature{};
 };
 
 // Client -> server, in a round whose TASK asked before upload: my UPDATE is

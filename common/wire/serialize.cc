@@ -215,7 +215,16 @@ void NoExtensions(Archive& ar) {
 template <class Archive>
 void serialize(Archive& ar, Hello& m) {
   ar(m.num_examples, m.architecture, m.codecs, m.heartbeat_seconds);
-  NoExtensions(ar);
+  std::vector<ExtensionRecord> ext;
+  if (m.takes_model_code) ext.push_back({kHelloTakesModelCode, ""});
+  Extensions(ar, ext, {kHelloTakesModelCode});
+  if constexpr (Archive::is_loading::value) {
+    for (const auto& e : ext) {
+      if (e.tag != kHelloTakesModelCode) continue;
+      if (!e.value.empty()) throw cereal::Exception("takes-model-code extension has a value");
+      m.takes_model_code = true;
+    }
+  }
 }
 template <class Archive>
 void serialize(Archive& ar, TrainConfig& m) {
@@ -267,7 +276,14 @@ void serialize(Archive& ar, Task& m) {
     value += PackMask(m.config.trainable);
     ext.push_back({kTaskTrainable, std::move(value)});
   }
-  Extensions(ar, ext, {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable});
+  if (!m.model_code.empty()) {
+    std::string value(m.model_code_signature.begin(), m.model_code_signature.end());
+    value += m.model_code;
+    ext.push_back({kTaskModelCode, std::move(value)});
+  }
+  Extensions(
+      ar, ext,
+      {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable, kTaskModelCode});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
       if (e.tag == kTaskAskBeforeUpload) {
@@ -295,6 +311,12 @@ void serialize(Archive& ar, Task& m) {
           m.config.normalize_mean.push_back(get(at));
           m.config.normalize_std.push_back(get(at + 4));
         }
+      } else if (e.tag == kTaskModelCode) {
+        if (e.value.size() <= m.model_code_signature.size()) {
+          throw cereal::Exception("model code extension holds no file");
+        }
+        std::copy(e.value.begin(), e.value.begin() + 64, m.model_code_signature.begin());
+        m.model_code = e.value.substr(64);
       } else if (e.tag == kTaskTrainable) {
         if (e.value.size() < 4) throw cereal::Exception("trainable extension is too short");
         uint32_t n = 0;
