@@ -232,12 +232,20 @@ Result<CsvTable> ReadCsv(const std::string& path) {
     t.line.push_back(line_no);
   }
   if (t.rows.empty()) return Status::InvalidArgument(path, "holds no rows");
-  // A header: a first row with a field that is text where the second row has a number.
+  // A header: a first row with a field that is text where the second row has
+  // a number. Empty fields and "nan" / "inf" are not text: such a first row
+  // is data, refused later by its line.
+  auto is_text = [](const std::string& f) {
+    if (f.empty()) return false;
+    char* end = nullptr;
+    std::strtod(f.c_str(), &end);
+    return end != f.c_str() + f.size();
+  };
   if (t.rows.size() >= 2) {
     bool header = false;
     double v;
     for (size_t i = 0; i < t.rows[0].size(); ++i) {
-      header |= !ParseNumber(t.rows[0][i], &v) && ParseNumber(t.rows[1][i], &v);
+      header |= is_text(t.rows[0][i]) && ParseNumber(t.rows[1][i], &v);
     }
     if (header) {
       t.header = std::move(t.rows.front());
@@ -256,7 +264,7 @@ Result<CsvTable> ReadCsv(const std::string& path) {
 // test file whose labels are text. `group_names` is filled (and extended) with
 // the group column's values when `group_column` is set.
 Result<Dataset> LoadCsv(const std::string& path, const DataOptions& o,
-                        const std::vector<std::string>* classes) {
+                        const std::vector<std::string>* classes, bool numeric_labels = false) {
   auto table = ReadCsv(path);
   if (!table.ok()) return table.status();
   const int columns = static_cast<int>(table->rows.front().size());
@@ -275,16 +283,24 @@ Result<Dataset> LoadCsv(const std::string& path, const DataOptions& o,
   Dataset ds;
   ds.floats = true;
   const int features = columns - 1 - (*group >= 0 ? 1 : 0);
+  if (features < 1) {
+    return Status::InvalidArgument(path, "has no feature column besides the label and group");
+  }
   ds.shape = {features};
   ds.count = static_cast<int64_t>(table->rows.size());
   ds.features.reserve(static_cast<size_t>(ds.count) * features);
   // Labels: integers >= 0, else text mapped to classes in sorted order.
   bool numeric = classes == nullptr || classes->empty();
+  const bool must_be_numeric = numeric_labels;
   std::vector<double> label_values(table->rows.size());
   for (size_t r = 0; numeric && r < table->rows.size(); ++r) {
     double v;
     numeric = ParseNumber(table->rows[r][*label], &v) && v >= 0 && v == std::floor(v);
     label_values[r] = v;
+  }
+  if (!numeric && must_be_numeric) {
+    return Status::InvalidArgument(path, "has a label that is not an integer >= 0, where the "
+                                         "training data's labels are integers");
   }
   std::map<std::string, int> class_index;
   if (!numeric) {
@@ -353,13 +369,14 @@ Result<Dataset> LoadCsv(const std::string& path, const DataOptions& o,
 // are the split as a whole; otherwise they are the training split only.
 // NotFound when that split does not exist.
 Result<Dataset> LoadSplit(const std::string& path, Split split, const DataOptions& o,
-                          const std::vector<std::string>* classes, bool whole) {
+                          const std::vector<std::string>* classes, bool whole,
+                          bool numeric_labels = false) {
   const bool train = split == Split::kTrain;
   if (IsFile(path)) {
     if (!train && !whole) {
       return Status::NotFound(path, "a CSV file is one split");
     }
-    return LoadCsv(path, o, classes);
+    return LoadCsv(path, o, classes, numeric_labels);
   }
   if (!IsDir(path)) return Status::NotFound(path, "no such file or folder");
   if (HasIdxSplit(path, Split::kTrain) || HasIdxSplit(path, Split::kTest)) {
@@ -426,6 +443,7 @@ std::string DescribeData(const DataSplits& d) {
            " mean,std pairs)";
   }
   out += ", normalised " + norm + " (" + d.normalization_source + ")";
+  if (!d.note.empty()) out += "; " + d.note;
   return out;
 }
 
@@ -484,7 +502,10 @@ Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_tes
     const std::string test_from = given ? o.test_path : o.path;
     const std::vector<std::string>* classes =
         train.ok() && !train->class_names.empty() ? &train->class_names : nullptr;
-    auto test = LoadSplit(test_from, Split::kTest, o, classes, given);
+    // Integer training labels: the test labels must be integers too (text
+    // would be numbered on its own).
+    const bool numeric = train.ok() && train->floats && train->class_names.empty();
+    auto test = LoadSplit(test_from, Split::kTest, o, classes, given, numeric);
     if (test.ok()) {
       out.test = std::move(test).value();
     } else if (need_test) {
@@ -493,6 +514,21 @@ Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_tes
                                                    ": no test split; give one with --test-data "
                                                    "or carve it with --test-fraction")
                  : test.status();
+    }
+  }
+  // Class names (text labels, class folders) from the test data alone would
+  // shift every index after a class it lacks: take them from the training
+  // split of `path` when there is one of the same kind.
+  if (test_only && !out.test.class_names.empty()) {
+    auto names_from = LoadSplit(o.path, Split::kTrain, o, nullptr, /*whole=*/false);
+    if (names_from.ok() && names_from->shape == out.test.shape &&
+        names_from->class_names != out.test.class_names) {
+      auto again = LoadSplit(o.test_path, Split::kTest, o, &names_from->class_names, true);
+      if (!again.ok()) return again.status();
+      out.test = std::move(again).value();
+    } else if (!names_from.ok()) {
+      out.note = "class names from the test data alone (give --data with the training data "
+                 "if the test data lacks a class)";
     }
   }
   if (train.ok()) out.train = std::move(train).value();

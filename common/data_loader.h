@@ -52,6 +52,8 @@ struct DataSplits {
   // Where the normalisation came from, for the log: "--normalize",
   // "computed from the training split", ...
   std::string normalization_source;
+  // Anything the log should say about how the data was read.
+  std::string note;
 };
 
 // Loads the splits asked for (the other one may still be read, to compute the

@@ -135,6 +135,12 @@ Result<Dataset> LoadIdxPair(const std::string& images_path, const std::string& l
                                                " labels but " + images_path + " holds " +
                                                std::to_string(images->dims[0]) + " samples");
   }
+  for (size_t i = 0; i < images->dims.size(); ++i) {
+    if (images->dims[i] == 0) {
+      return Status::Corruption(images_path, "dimension " + std::to_string(i) +
+                                                 " is 0: a data set needs samples with values");
+    }
+  }
   Dataset ds;
   ds.count = images->dims[0];
   // N x H x W images have one channel.
@@ -222,8 +228,9 @@ Result<Normalization> ParseNormalization(const std::string& text) {
     const std::string field = text.substr(pos, comma - pos);
     char* end = nullptr;
     const double v = std::strtod(field.c_str(), &end);
-    if (field.empty() || end != field.c_str() + field.size() || !std::isfinite(v)) {
-      return bad("'" + field + "' is not a number");
+    if (field.empty() || end != field.c_str() + field.size() ||
+        !std::isfinite(static_cast<float>(v))) {
+      return bad("'" + field + "' is not a finite float");
     }
     values.push_back(static_cast<float>(v));
     pos = comma + 1;

@@ -16,23 +16,9 @@
 namespace fl {
 namespace {
 
-// One layer of an architecture's forward pass, in order.
-enum class Layer { kFlatten, kLinear, kConv, kRelu, kMaxPool2 };
-
-struct LayerSpec {
-  Layer kind;
-  std::string name;    // parameter prefix ("fc1") for Linear and Conv
-  int64_t outputs{0};  // Linear: features out; Conv: channels out
-  int64_t kernel{0};   // Conv: square kernel size
-  int64_t pad{0};      // Conv: zero padding on every side
-};
-
-struct ArchitectureGraph {
-  std::string name;
-  std::vector<int64_t> input;  // [C, H, W] of one example
-  int64_t classes;
-  std::vector<LayerSpec> layers;
-};
+using Layer = OnnxLayer;
+using LayerSpec = OnnxLayerSpec;
+using ArchitectureGraph = OnnxGraph;
 
 // The built-in architectures (common/model_zoo.cc), layer by layer. Every
 // parameter's shape follows from these, and a model's tensors must match it
@@ -286,9 +272,13 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
       }
     }
   }
-  const ArchitectureGraph* arch = nullptr;
+  const ArchitectureGraph* arch = options.graph;
+  if (arch && arch->name != model.architecture) {
+    return Status::InvalidArgument("ONNX export: the layer graph given is of '" + arch->name +
+                                   "', the model is '" + model.architecture + "'");
+  }
   for (const auto& g : Graphs()) {
-    if (g.name == model.architecture) arch = &g;
+    if (!arch && g.name == model.architecture) arch = &g;
   }
   if (!arch) {
     std::string known;
@@ -306,19 +296,25 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   m.set_producer_name("fedge");
   m.set_producer_version(options.producer_version);
   m.set_model_version(1);
-  m.set_doc_string(model.architecture + ": input 'pixels' [N, C, H, W] raw values 0..255, output " +
-                   "'logits' [N, classes]; the graph normalises its input");
+  m.set_doc_string(model.architecture + ": input '" +
+                   (options.byte_input ? "pixels' raw values 0..255" : "features' raw floats") +
+                   ", output 'logits' [N, classes]; the graph normalises its input");
   auto* opset = m.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOnnxOpset);
   onnx::GraphProto* graph = m.mutable_graph();
   graph->set_name(model.architecture);
-  SetShape(graph->add_input(), "pixels", arch->input);
+  const std::string input = options.byte_input ? "pixels" : "features";
+  SetShape(graph->add_input(), input, arch->input);
   GraphBuilder b(model, options, graph, stats);
 
-  // Normalisation, as the trainer does it in float: x / 255, - mean, / std.
-  std::string x = b.Value("scaled");
-  b.Node("Div", {"pixels", b.Scalar("norm.scale", 255.0f)}, x);
+  // Normalisation, as the trainer does it in float: x / 255 (byte samples),
+  // - mean, / std.
+  std::string x = input;
+  if (options.byte_input) {
+    x = b.Value("scaled");
+    b.Node("Div", {input, b.Scalar("norm.scale", 255.0f)}, x);
+  }
   std::string y = b.Value("centred");
   const Normalization& norm = options.normalization;
   if (norm.mean.size() != 1 && static_cast<int64_t>(norm.mean.size()) != arch->input[0]) {
@@ -345,6 +341,9 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
       }
       case Layer::kRelu:
         b.Node("Relu", {x}, out);
+        break;
+      case Layer::kIdentity:
+        b.Node("Identity", {x}, out);
         break;
       case Layer::kMaxPool2: {
         onnx::NodeProto* n = b.Node("MaxPool", {x}, out);
@@ -391,8 +390,10 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   SetShape(graph->add_output(), "logits", {arch->classes});
 
   Metadata(&m, "fedge.architecture", model.architecture);
-  Metadata(&m, "fedge.input", "pixels: raw values 0..255 as float; normalised in the graph");
-  Metadata(&m, "fedge.normalize_scale", "255");
+  Metadata(&m, "fedge.input", options.byte_input
+                                  ? "pixels: raw values 0..255 as float; normalised in the graph"
+                                  : "features: raw float values; normalised in the graph");
+  if (options.byte_input) Metadata(&m, "fedge.normalize_scale", "255");
   Metadata(&m, "fedge.normalize", norm.ToString());
   Metadata(&m, "fedge.sparsity", Number(model.Sparsity()));
   Metadata(&m, "fedge.weights",

@@ -32,7 +32,34 @@ namespace fl {
 // per-channel axis needs 13).
 constexpr int kOnnxOpset = 13;
 
+// One layer of an architecture's forward pass, in order.
+enum class OnnxLayer { kFlatten, kLinear, kConv, kRelu, kMaxPool2, kIdentity };
+
+struct OnnxLayerSpec {
+  OnnxLayer kind;
+  std::string name;    // parameter prefix ("fc1") for Linear and Conv
+  int64_t outputs{0};  // Linear: features out; Conv: channels out
+  int64_t kernel{0};   // Conv: square kernel size (stride 1)
+  int64_t pad{0};      // Conv: zero padding on every side
+};
+
+// A model's forward pass as a chain of layers: the built-in architectures'
+// are known; a TorchScript model's is read from its code by the caller
+// (fl-compress, which links LibTorch).
+struct OnnxGraph {
+  std::string name;            // the architecture
+  std::vector<int64_t> input;  // one example: [C, H, W] or [F]
+  int64_t classes{0};
+  std::vector<OnnxLayerSpec> layers;
+};
+
 struct OnnxExportOptions {
+  // The layer graph of the model, for an architecture the export does not
+  // know itself (a TorchScript model); nullptr: a built-in one.
+  const OnnxGraph* graph{nullptr};
+  // Input bytes 0..255 ('pixels', divided by 255 in the graph), or floats as
+  // they are ('features', CSV data).
+  bool byte_input{true};
   // Tensors with a mask as sparse constants (kept values + positions).
   // Off: every tensor dense.
   bool sparse{true};

@@ -1543,8 +1543,16 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
             "(this run's: '" +
             says(impl->pruning_schedule) + "')");
       }
-      if (Status st = impl->aggregator->LoadState(c->strategy_state,
-                                                  static_cast<size_t>(c->model.KeptCount()));
+      // The strategy's state covers the trainable tensors' kept values.
+      std::vector<uint8_t> trainable;
+      if (!o.trainable.empty()) {
+        auto which = MatchTrainable(c->model, o.trainable);
+        if (!which.ok()) return which.status();
+        trainable = std::move(which).value();
+      }
+      if (Status st = impl->aggregator->LoadState(
+              c->strategy_state,
+              static_cast<size_t>(SelectTensors(c->model, trainable).KeptCount()));
           !st.ok()) {
         return Status::Corruption(used, st.message());
       }
@@ -1643,7 +1651,10 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
           fits, o.min_clients, fits);
     }
   }
-  if (impl->reference_norm == 0) impl->reference_norm = KeptNorm(impl->global);
+  if (impl->reference_norm == 0) {
+    // Deltas cover the trainable tensors: their norm is the reference.
+    impl->reference_norm = KeptNorm(SelectTensors(impl->global, impl->trainable));
+  }
   if (Status st = CheckValueRange(impl->global, impl->ValueLimit()); !st.ok()) {
     return Status::InvalidArgument(
         "the starting model cannot be sent as " +
@@ -1671,6 +1682,15 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     auto n = ParseNormalization(o.data.normalize);
     if (!n.ok()) return n.status();
     impl->normalization = *n;
+  }
+  if (impl->normalization.empty()) {
+    if (o.data.normalize == "none") {
+      impl->normalization = Normalization{{0.0f}, {1.0f}};  // none, said explicitly to devices
+    } else {
+      spdlog::warn(
+          "no test data and no --normalize: each device normalises its data with its own "
+          "statistics; give --normalize mean,std[,...] so that they agree");
+    }
   }
   {
     wire::TrainConfig c = o.train;

@@ -98,6 +98,15 @@ TEST_F(DataLoaderTest, CsvWithoutHeaderTextLabelsAndErrorsNamingTheLine) {
                                        "split does not have"),
             std::string::npos)
       << t.status().ToString();
+  // An evaluating server given --test-data takes the class names from the
+  // training data of --data when there is any: a test file without "dog"
+  // still calls "fox" class 2.
+  o.path = Write("train3.csv", "1,2,cat\n3,4,dog\n5,6,fox\n");
+  o.test_path = Write("test2.csv", "1,2,cat\n3,4,fox\n");
+  t = Load(o, false, true);
+  ASSERT_FL_OK(t);
+  EXPECT_EQ(t->test.labels, (std::vector<uint8_t>{0, 2}));
+  EXPECT_EQ(t->test.num_classes, 3);
 }
 
 // A natural device split: one client per user, from the CSV's group column.
@@ -209,11 +218,50 @@ TEST_F(DataLoaderTest, NormalizeGivenNoneOrRefused) {
   o.normalize = "0.1,0";
   EXPECT_NE(Load(o).status().ToString().find("std 0"), std::string::npos);
   o.normalize = "0.1,abc";
-  EXPECT_NE(Load(o).status().ToString().find("'abc' is not a number"), std::string::npos);
+  EXPECT_NE(Load(o).status().ToString().find("'abc' is not a finite float"), std::string::npos);
+  o.normalize = "1e39,1";  // finite as a double, not as a float
+  EXPECT_FALSE(Load(o).ok());
   o.normalize = "none";
   auto plain = Load(o);
   ASSERT_FL_OK(plain);
   EXPECT_TRUE(plain->train.normalization.empty());
+}
+
+// Inputs that once slipped through: a first row with "nan" taken for a
+// header (a row silently lost), text test labels against integer training
+// labels (numbered on their own), a CSV with no feature column, and an IDX
+// header with a zero dimension (which let any other dimension pass the size
+// check and made normalisation allocate for 2^32 channels).
+TEST_F(DataLoaderTest, HostileOrOddInputsAreRefusedByName) {
+  DataOptions o;
+  o.path = Write("nanfirst.csv", "nan,1,0\n2,3,1\n4,5,0\n");
+  auto d = Load(o);
+  EXPECT_NE(d.status().ToString().find("nanfirst.csv: line 1, column 0: 'nan' is not a number"),
+            std::string::npos)
+      << d.status().ToString();
+  o.path = Write("num.csv", "1,2,0\n3,4,1\n");
+  o.test_path = Write("text.csv", "1,2,0\n3,4,cat\n");
+  d = Load(o, true, true);
+  EXPECT_NE(d.status().ToString().find("text.csv: has a label that is not an integer"),
+            std::string::npos)
+      << d.status().ToString();
+  o.test_path.clear();
+  o.path = Write("nofeatures.csv", "user,y\na,0\nb,1\n");
+  o.group_column = "user";
+  d = Load(o);
+  EXPECT_NE(d.status().ToString().find("has no feature column"), std::string::npos)
+      << d.status().ToString();
+  o.group_column.clear();
+  // Images [1, 2^32 - 1, 0, 1]: zero values, so no size check could catch it.
+  const std::string idx = dir_.path() + "/zero";
+  ASSERT_FL_OK(CreateDirectories(idx));
+  test::WriteFile(idx + "/train-images-idx3-ubyte",
+                  std::string("\0\0\x08\x04\0\0\0\x01\xff\xff\xff\xff\0\0\0\0\0\0\0\x01", 20));
+  test::WriteFile(idx + "/train-labels-idx1-ubyte", std::string("\0\0\x08\x01\0\0\0\x01\x00", 9));
+  o.path = idx;
+  d = Load(o);
+  EXPECT_NE(d.status().ToString().find("dimension 2 is 0"), std::string::npos)
+      << d.status().ToString();
 }
 
 // MNIST through the same path: auto computes its published statistics.

@@ -97,6 +97,7 @@ class HostileTest : public ::testing::Test {
     so.rounds = kRounds;
     so.client_timeout_seconds = 1e9;
     so.sparsity = 0.9;
+    so.global_pruning = false;  // ranked globally, the 2NN's fc1 would keep no weight
     so.train.uplink_bits = 8;
     so.out_dir = out;
     so.max_frame_bytes = 1 << 20;
@@ -894,6 +895,7 @@ class PoisoningTest : public HostileTest {
     ServerOptions so = TestServerOptions(1 + pc.colluders);
     so.insecure = true;
     so.sparsity = 0.9;
+    so.global_pruning = false;  // ranked globally, the 2NN's fc1 would keep no weight
     so.train.uplink_bits = 8;
     so.out_dir = dir_.path() + "/" + pc.name;
     if (pc.options) pc.options(&so);

@@ -714,6 +714,21 @@ TEST(IntegrationTest, TrainableSubsetFreezesTheRestAndShrinksTheUplink) {
   const double per_update = std::stod(summary->substr(at + 26));
   EXPECT_GE(per_update, 4 * 2010);
   EXPECT_LT(per_update, 4 * 2010 + 200) << *summary;
+  // A strategy with state (server momentum) over the trainable values only,
+  // saved in the checkpoint and taken up by --resume.
+  auto run_momentum = [&](const std::string& rounds, bool resume) {
+    std::vector<std::string> args = {
+        "--model", "mnist_2nn", "--clients", "4", "--fraction", "0.5", "--rounds", rounds,
+        "--epochs", "1", "--trainable", "fc3.*", "--strategy", "fedavgm", "--data",
+        test::MnistDir(), "--out", dir.path() + "/momentum", "--quiet"};
+    if (resume) args.push_back("--resume");
+    test::Process sim(kSim, args, dir.path() + "/momentum" + rounds + ".log");
+    const int rc = sim.Wait(180);
+    return std::pair{rc, sim.Log()};
+  };
+  ASSERT_EQ(run_momentum("1", false).first, 0);
+  auto resumed = run_momentum("2", true);
+  EXPECT_EQ(resumed.first, 0) << resumed.second;
 }
 
 // A fleet's data as it is: one MNIST-format folder per device (here written by

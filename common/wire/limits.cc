@@ -30,7 +30,10 @@ size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block) {
 size_t TaskPayloadLimit(size_t values, size_t tensors) {
   // Config and model header; per tensor: name, up to 8 dims, the length fields,
   // the mask bits and the fp32 values.
-  return 1024 + kExtensionRoomBytes + tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
+  // Optional fields of this protocol's own: the normalisation (8 bytes a
+  // channel) and the trainable bitmap (a bit a tensor).
+  return 1024 + kExtensionRoomBytes + 8 * kMaxNormalizationChannels + 4 + tensors / 8 + 1 +
+         tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
 }
 
 Status CheckTrainConfig(const TrainConfig& c) {

@@ -25,6 +25,8 @@
 #include "common/model_zoo.h"
 #include "common/onnx_export.h"
 #include "common/trainer.h"
+#include "crypto/model_code.h"
+#include "experiments/compress/script_graph.h"
 #include "crypto/identity.h"
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
@@ -276,9 +278,10 @@ Result<ModelState> LoadVerified(const std::string& path, const std::string& sign
 }
 
 struct ExportArgs {
-  std::string model_path, format{"onnx"}, out, signer_pub, normalize;
+  std::string model_path, format{"onnx"}, out, signer_pub, normalize, script, input_shape;
   bool int8{false};
   bool dense{false};
+  bool float_input{false};
 };
 
 // fl-compress export: a model file as ONNX for on-device runtimes.
@@ -295,6 +298,45 @@ int RunExport(const ExportArgs& a) {
   }
   auto version = ModelFileVersion(bytes);
   OnnxExportOptions o;
+  o.byte_input = !a.float_input;
+  // A TorchScript model: its layers are read from the file it was federated
+  // as, which must be the one the model file names.
+  Result<OnnxGraph> script_graph = Status::NotFound("none");
+  if (m->architecture.rfind("torchscript:", 0) == 0) {
+    if (a.script.empty() || a.input_shape.empty()) {
+      Fail(Status::InvalidArgument(
+          a.model_path, "is a TorchScript model (" + m->architecture +
+                            "): give its file with --script FILE.pt and one example's shape "
+                            "with --input-shape C,H,W (or F)"));
+      return 2;
+    }
+    auto code = ReadFile(a.script);
+    if (!code.ok()) {
+      Fail(code.status());
+      return 1;
+    }
+    if (ModelCodeId(*code) != m->architecture) {
+      Fail(Status::InvalidArgument(a.script, "is " + ModelCodeId(*code) + ", the model file is " +
+                                                 m->architecture));
+      return 2;
+    }
+    std::vector<int64_t> shape;
+    for (size_t pos = 0; pos <= a.input_shape.size();) {
+      const size_t comma = std::min(a.input_shape.find(',', pos), a.input_shape.size());
+      shape.push_back(std::atoll(a.input_shape.substr(pos, comma - pos).c_str()));
+      if (shape.back() <= 0) {
+        Fail(Status::InvalidArgument("--input-shape " + a.input_shape, "needs positive sizes"));
+        return 2;
+      }
+      pos = comma + 1;
+    }
+    script_graph = ReadScriptGraph(a.script, shape, *m);
+    if (!script_graph.ok()) {
+      Fail(script_graph.status());
+      return 2;
+    }
+    o.graph = &*script_graph;
+  }
   if (!a.normalize.empty()) {
     auto n = ParseNormalization(a.normalize);
     if (!n.ok()) {
@@ -333,12 +375,21 @@ int RunExport(const ExportArgs& a) {
       a.int8 ? ", weights int8 per output channel" : "", static_cast<long long>(stats.bytes),
       static_cast<long long>(dense_stats.bytes),
       static_cast<double>(dense_stats.bytes) / std::max<int64_t>(stats.bytes, 1));
-  std::printf(
-      "input 'pixels' [N, 1, 28, 28]: raw values 0..255 (the graph divides by 255, then "
-      "normalises with mean,std %s%s); output 'logits' [N, 10]\n",
-      o.normalization.ToString().c_str(),
-      a.normalize.empty() ? ", MNIST's published statistics: pass the federation's with --normalize"
-                          : "");
+  std::string in = "1, 28, 28", classes = "10";
+  if (o.graph) {
+    in.clear();
+    for (int64_t d : o.graph->input) in += (in.empty() ? "" : ", ") + std::to_string(d);
+    classes = std::to_string(o.graph->classes);
+  }
+  std::printf("input '%s' [N, %s]: %s, normalised in the graph with mean,std %s%s; output "
+              "'logits' [N, %s]\n",
+              o.byte_input ? "pixels" : "features", in.c_str(),
+              o.byte_input ? "raw values 0..255 (divided by 255 first)" : "raw floats",
+              o.normalization.ToString().c_str(),
+              a.normalize.empty() ? " (MNIST's published statistics: pass the federation's with "
+                                    "--normalize)"
+                                  : "",
+              classes.c_str());
   return 0;
 }
 
@@ -438,6 +489,13 @@ int main(int argc, char** argv) {
   exp->add_option("--normalize", ex.normalize,
                   "mean,std[,mean,std...] the federation normalised its input with (its "
                   "config.toml / the server's log; default MNIST's 0.1307,0.3081)");
+  exp->add_option("--script", ex.script,
+                  "A TorchScript model's file (the one it was federated as): its layers are read "
+                  "from it");
+  exp->add_option("--input-shape", ex.input_shape,
+                  "With --script: one example's shape, C,H,W (images) or F (feature vectors)");
+  exp->add_flag("--float-input", ex.float_input,
+                "The input is raw floats (CSV features), not bytes 0..255");
   exp->add_flag("--int8", ex.int8,
                 "Weights as int8 with one scale per output channel (DequantizeLinear)");
   exp->add_flag(

@@ -1,0 +1,125 @@
+#include "experiments/compress/script_graph.h"
+
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/script.h>
+
+#include <map>
+
+namespace fl {
+namespace {
+
+std::string Ints(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+Result<OnnxGraph> ReadScriptGraph(const std::string& path, const std::vector<int64_t>& input,
+                                  const ModelState& model) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& t : model.tensors) shapes[t.name] = t.shape;
+  OnnxGraph g;
+  g.name = model.architecture;
+  g.input = input;
+  try {
+    torch::jit::Module module = torch::jit::load(path, torch::kCPU);
+    auto graph = module.get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
+    const torch::jit::Value* self = graph->inputs()[0];
+    const torch::jit::Value* x = graph->inputs().size() > 1 ? graph->inputs()[1] : nullptr;
+    // Attribute paths: self.fc1.weight -> "fc1.weight".
+    std::map<const torch::jit::Value*, std::string> attr;
+    attr[self] = "";
+    auto param = [&](const torch::jit::Value* v, const std::string& what) -> Result<std::string> {
+      auto it = attr.find(v);
+      if (it == attr.end() || !shapes.count(it->second)) {
+        return Status::InvalidArgument(path, what + " is not one of the model's parameters");
+      }
+      return it->second;
+    };
+    auto ints = [&](const torch::jit::Value* v) -> std::vector<int64_t> {
+      auto iv = torch::jit::toIValue(v);
+      if (!iv) return {-1};
+      if (iv->isIntList()) return iv->toIntVector();
+      if (iv->isInt()) return {iv->toInt()};
+      return {-1};
+    };
+    auto refuse = [&](const std::string& op, const std::string& why) {
+      return Status::InvalidArgument(path, op + ": " + why + "; the ONNX export knows Linear, "
+                                                  "Conv2d (stride 1, square kernel), ReLU, "
+                                                  "MaxPool2d 2x2, Flatten and Dropout in a chain");
+    };
+    for (torch::jit::Node* n : graph->nodes()) {
+      const std::string kind = n->kind().toQualString();
+      if (kind == "prim::GetAttr") {
+        auto it = attr.find(n->input(0));
+        if (it == attr.end()) continue;
+        const std::string name = n->s(c10::Symbol::attr("name"));
+        attr[n->output()] = it->second.empty() ? name : it->second + "." + name;
+        continue;
+      }
+      if (kind == "prim::Constant" || kind == "prim::ListConstruct") continue;
+      if (n->inputs().empty() || n->input(0) != x) {
+        if (kind == "aten::dropout" || kind == "aten::eq" || kind == "prim::NumToTensor") continue;
+        return refuse(kind, "an operation outside the chain from the input");
+      }
+      if (kind == "aten::linear") {
+        auto w = param(n->input(1), "the weight of a linear layer");
+        if (!w.ok()) return w.status();
+        const std::string prefix = w->substr(0, w->rfind('.'));
+        if (!shapes.count(prefix + ".bias")) return refuse(kind, "a linear layer without a bias");
+        g.layers.push_back({OnnxLayer::kLinear, prefix, shapes[*w][0]});
+      } else if (kind == "aten::conv2d") {
+        auto w = param(n->input(1), "the weight of a convolution");
+        if (!w.ok()) return w.status();
+        const std::string prefix = w->substr(0, w->rfind('.'));
+        const auto& ws = shapes[*w];
+        const auto stride = ints(n->input(3)), pad = ints(n->input(4)), dil = ints(n->input(5));
+        const auto groups = ints(n->input(6));
+        if (ws.size() != 4 || ws[2] != ws[3]) return refuse(kind, "a kernel that is not square");
+        if (stride != std::vector<int64_t>{1, 1}) return refuse(kind, "stride " + Ints(stride));
+        if (dil != std::vector<int64_t>{1, 1}) return refuse(kind, "dilation " + Ints(dil));
+        if (groups != std::vector<int64_t>{1}) return refuse(kind, "groups " + Ints(groups));
+        if (pad.size() != 2 || pad[0] != pad[1]) return refuse(kind, "padding " + Ints(pad));
+        if (!shapes.count(prefix + ".bias")) return refuse(kind, "a convolution without a bias");
+        g.layers.push_back({OnnxLayer::kConv, prefix, ws[0], ws[2], pad[0]});
+      } else if (kind == "aten::relu" || kind == "aten::relu_") {
+        g.layers.push_back({OnnxLayer::kRelu, ""});
+      } else if (kind == "aten::max_pool2d") {
+        const auto k = ints(n->input(1)), s = ints(n->input(2)), p = ints(n->input(3));
+        const auto d = ints(n->input(4));
+        const bool two = k == std::vector<int64_t>{2, 2};
+        if (!two || !(s.empty() || s == k) || p != std::vector<int64_t>{0, 0} ||
+            d != std::vector<int64_t>{1, 1}) {
+          return refuse(kind, "kernel " + Ints(k) + ", stride " + Ints(s));
+        }
+        g.layers.push_back({OnnxLayer::kMaxPool2, ""});
+      } else if (kind == "aten::flatten") {
+        if (ints(n->input(1)) != std::vector<int64_t>{1} ||
+            ints(n->input(2)) != std::vector<int64_t>{-1}) {
+          return refuse(kind, "a flatten other than from dimension 1");
+        }
+        g.layers.push_back({OnnxLayer::kFlatten, ""});
+      } else if (kind == "aten::dropout") {
+        g.layers.push_back({OnnxLayer::kIdentity, ""});
+      } else {
+        return refuse(kind, "not a layer the export knows");
+      }
+      x = n->output();
+    }
+    if (graph->outputs().size() != 1 || graph->outputs()[0] != x) {
+      return Status::InvalidArgument(path, "its forward does not return the chain's last value");
+    }
+  } catch (const c10::Error& e) {
+    return Status::InvalidArgument(path, e.what_without_backtrace());
+  }
+  if (g.layers.empty() || g.layers.back().kind != OnnxLayer::kLinear) {
+    return Status::InvalidArgument(path, "its forward does not end in a linear layer");
+  }
+  g.classes = g.layers.back().outputs;
+  return g;
+}
+
+}  // namespace fl
