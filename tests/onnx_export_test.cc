@@ -13,7 +13,9 @@
 #include "common/model_zoo.h"
 #include "common/trainer.h"
 #include "crypto/identity.h"
+#include "crypto/model_code.h"
 #include "crypto/model_file.h"
+#include "experiments/bench/script_models.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
 
@@ -225,13 +227,33 @@ TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
   test::TempDir dir;
   const std::string flm = dir.path() + "/model.flm";
   ASSERT_FL_OK(WriteModelFile(flm, state, ModelFileOptions{}));
-  for (const std::string flag : {"", "--dense", "--int8"}) {
+  // The same weights federated as a TorchScript copy of the CNN: the export
+  // reads its layers from the script's code (--script).
+  const std::string pt = dir.path() + "/cnn.pt";
+  {
+    auto script = ScriptCopyOf(state);
+    ASSERT_FL_OK(script);
+    script->save(pt);
+  }
+  auto pt_bytes = ReadFile(pt);
+  ASSERT_FL_OK(pt_bytes);
+  ModelState as_script = state;
+  as_script.architecture = ModelCodeId(*pt_bytes);
+  const std::string script_flm = dir.path() + "/script.flm";
+  ASSERT_FL_OK(WriteModelFile(script_flm, as_script, ModelFileOptions{}));
+  for (const std::string flag : {"", "--dense", "--int8", "--script"}) {
     const bool int8 = flag == "--int8";
     const std::string variant = flag.empty() ? "sparse fp32" : flag.substr(2);
     SCOPED_TRACE(variant);
     const std::string onnx = dir.path() + "/model" + flag + ".onnx";
-    std::vector<std::string> args = {"export", flm, "--out", onnx};
-    if (!flag.empty()) args.push_back(flag);
+    std::vector<std::string> args = {"export", flag == "--script" ? script_flm : flm, "--out",
+                                     onnx};
+    if (flag == "--script") {
+      args.insert(args.end(), {"--script", pt, "--input-shape", "1,28,28", "--normalize",
+                               "0.1307,0.3081"});
+    } else if (!flag.empty()) {
+      args.push_back(flag);
+    }
     test::Process exporter(std::string(FL_TEST_BIN_DIR) + "/fl-compress", args,
                            dir.path() + "/export.log");
     ASSERT_EQ(exporter.Wait(60), 0) << exporter.Log();

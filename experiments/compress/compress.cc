@@ -303,6 +303,13 @@ int RunExport(const ExportArgs& a) {
   // as, which must be the one the model file names.
   Result<OnnxGraph> script_graph = Status::NotFound("none");
   if (m->architecture.rfind("torchscript:", 0) == 0) {
+    if (a.normalize.empty()) {
+      Fail(Status::InvalidArgument(a.model_path,
+                                   "is a TorchScript model: give the normalisation its federation "
+                                   "used with --normalize mean,std[,...] (the server logs it; "
+                                   "'0,1' for none)"));
+      return 2;
+    }
     if (a.script.empty() || a.input_shape.empty()) {
       Fail(Status::InvalidArgument(
           a.model_path, "is a TorchScript model (" + m->architecture +

@@ -40,6 +40,16 @@ Result<OnnxGraph> ReadScriptGraph(const std::string& path, const std::vector<int
       return it->second;
     };
     auto ints = [&](const torch::jit::Value* v) -> std::vector<int64_t> {
+      // A list built in the code ([1, 1]) is a ListConstruct of constants.
+      if (v->node()->kind() == c10::prim::ListConstruct) {
+        std::vector<int64_t> out;
+        for (const torch::jit::Value* e : v->node()->inputs()) {
+          auto iv = torch::jit::toIValue(e);
+          if (!iv || !iv->isInt()) return {-1};
+          out.push_back(iv->toInt());
+        }
+        return out;
+      }
       auto iv = torch::jit::toIValue(v);
       if (!iv) return {-1};
       if (iv->isIntList()) return iv->toIntVector();
