@@ -144,8 +144,13 @@ Status LocalClient::AdoptModelFile(const std::string& path, const std::string& a
   if ((*model)->architecture != architecture) {
     return Status::InvalidArgument(path, "is " + (*model)->architecture + ", not " + architecture);
   }
-  FL_RETURN_IF_ERROR(CheckModelFitsData(*(*model)->model, path, impl_->sample_shape,
-                                        impl_->num_classes, "this device's data"));
+  // The federation's model cannot train on this device's data: no later TASK
+  // changes that, so the session ends.
+  if (Status fits = CheckModelFitsData(*(*model)->model, path, impl_->sample_shape,
+                                       impl_->num_classes, "this device's data");
+      !fits.ok()) {
+    return Status::FailedPrecondition(fits.message());
+  }
   impl_->model = std::move(model).value();
   impl_->requested = impl_->architecture = architecture;
   spdlog::info("training {} from {} (the server's file, signature checked)", architecture, path);

@@ -250,6 +250,10 @@ struct ClientSession::Impl {
     if (!task.model_code.empty() && client->architecture() != task.model.architecture) {
       st = AdoptModelCode(task);
       task.model_code.clear();
+      if (st.code() == Status::Code::kFailedPrecondition) {
+        fatal = st;
+        return Status::OK();
+      }
       if (!st.ok()) {
         Bad("TASK's model file refused: " + st.ToString());
         return Status::OK();

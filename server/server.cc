@@ -1614,10 +1614,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
                  impl->global.KeptCount(), impl->global.NumParameters());
   }
   if (!o.trainable.empty()) {
-    if (o.prune_to > 0) {
-      return Status::InvalidArgument("--trainable",
-                                     "and federated pruning (--prune-to) cannot be combined: the "
-                                     "mask of a frozen tensor would tighten without training");
+    if (o.prune_to > 0 || (o.sparsity > 0 && o.model_file.empty())) {
+      return Status::InvalidArgument(
+          "--trainable",
+          "cannot be combined with pruning here (--sparsity, --prune-to): frozen weights pruned "
+          "would never recover; prune the model beforehand (fl-compress) and start from it with "
+          "--model-file");
     }
     auto which = MatchTrainable(impl->global, o.trainable);
     if (!which.ok()) return which.status();
