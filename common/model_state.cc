@@ -349,6 +349,14 @@ Result<std::vector<uint8_t>> MatchTrainable(const ModelState& state, const std::
   return which;
 }
 
+int64_t KeptCountOf(const ModelState& state, const std::vector<uint8_t>& which) {
+  int64_t n = 0;
+  for (size_t i = 0; i < state.tensors.size(); ++i) {
+    if (which.empty() || (i < which.size() && which[i])) n += state.tensors[i].KeptCount();
+  }
+  return n;
+}
+
 ModelState SelectTensors(const ModelState& state, const std::vector<uint8_t>& which) {
   if (which.empty()) return state;
   ModelState out;

@@ -96,6 +96,9 @@ Result<std::vector<uint8_t>> MatchTrainable(const ModelState& state, const std::
 // deltas of.
 ModelState SelectTensors(const ModelState& state, const std::vector<uint8_t>& which);
 
+// SelectTensors(state, which).KeptCount(), without the copy.
+int64_t KeptCountOf(const ModelState& state, const std::vector<uint8_t>& which);
+
 // Adds `scale * delta[i]` to the i-th kept value of `state` in canonical order;
 // pruned values stay 0.0. InvalidArgument if delta.size() != state.KeptCount().
 // All or nothing: InvalidArgument, and `state` untouched, when a new value would not

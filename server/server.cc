@@ -364,8 +364,7 @@ struct Server::Impl {
   // changed.
   void SetGlobal() {
     version = ModelVersion(wire::Compact(global, o.downlink));
-    kept_count = static_cast<size_t>(
-        trainable.empty() ? global.KeptCount() : SelectTensors(global, trainable).KeptCount());
+    kept_count = static_cast<size_t>(KeptCountOf(global, trainable));
     global_max_abs = 0;
     for (const auto& t : global.tensors) {
       for (float v : t.values) global_max_abs = std::max(global_max_abs, std::fabs(double{v}));
@@ -1551,8 +1550,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         trainable = std::move(which).value();
       }
       if (Status st = impl->aggregator->LoadState(
-              c->strategy_state,
-              static_cast<size_t>(SelectTensors(c->model, trainable).KeptCount()));
+              c->strategy_state, static_cast<size_t>(KeptCountOf(c->model, trainable)));
           !st.ok()) {
         return Status::Corruption(used, st.message());
       }
