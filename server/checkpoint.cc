@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "common/wire/reader.h"
 #include "common/wire/serialize.h"
@@ -14,11 +15,30 @@ namespace fl {
 namespace {
 
 constexpr char kCheckpointMagic[4] = {'F', 'L', 'C', 'K'};
-constexpr uint32_t kCheckpointFormat = 5;
+constexpr uint32_t kCheckpointFormat = 6;
 // Longest strategy name a checkpoint may carry.
 constexpr uint32_t kMaxStrategyName = 64;
 // Longest pruning schedule description a checkpoint may carry.
 constexpr uint32_t kMaxPruningText = 1024;
+// Longest run settings text a checkpoint may carry.
+constexpr uint32_t kMaxSettingsText = 16384;
+
+// "--flag=value" lines, in order.
+std::vector<std::pair<std::string, std::string>> SettingLines(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    const size_t eq = line.find('=');
+    if (!line.empty()) {
+      lines.emplace_back(line.substr(0, eq), eq == std::string::npos ? "" : line.substr(eq + 1));
+    }
+    start = end + 1;
+  }
+  return lines;
+}
 constexpr size_t kSignatureBlockBytes = 1 + kEd25519PublicKeyBytes + kEd25519SignatureBytes;
 
 }  // namespace
@@ -51,6 +71,8 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const Signi
   w.PutBytes(c.strategy_state.data(), c.strategy_state.size());
   w.PutU32(static_cast<uint32_t>(c.pruning.size()));
   w.PutBytes(c.pruning.data(), c.pruning.size());
+  w.PutU32(static_cast<uint32_t>(c.settings.size()));
+  w.PutBytes(c.settings.data(), c.settings.size());
   w.PutU64(model.size());
   w.PutBytes(model.data(), model.size());
   std::string body = w.Release();
@@ -76,6 +98,32 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& c, const Signi
     }
   }
   return WriteFileAtomic(path, body);
+}
+
+std::vector<std::string> SettingsDifferences(const std::string& checkpoint,
+                                             const std::string& run) {
+  const auto before = SettingLines(checkpoint);
+  const auto now = SettingLines(run);
+  auto find = [](const std::vector<std::pair<std::string, std::string>>& lines,
+                 const std::string& key) -> const std::string* {
+    for (const auto& [k, v] : lines) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  };
+  std::vector<std::string> out;
+  for (const auto& [key, value] : now) {
+    const std::string* was = find(before, key);
+    if (!was) {
+      out.push_back(key + ": not in the checkpoint, " + value + " in this run");
+    } else if (*was != value) {
+      out.push_back(key + ": " + *was + " in the checkpoint, " + value + " in this run");
+    }
+  }
+  for (const auto& [key, value] : before) {
+    if (!find(now, key)) out.push_back(key + ": " + value + " in the checkpoint, not in this run");
+  }
+  return out;
 }
 
 Result<Checkpoint> ReadCheckpoint(const std::string& path, const Ed25519PublicKey* trusted) {
@@ -148,14 +196,20 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
     c.strategy_state.resize(state_len);
     r.GetBytes(c.strategy_state.data(), state_len);
   }
-  c.has_pruning = format >= 5;
-  if (format >= 5) {
+  // A u32 length and that many bytes of text, at most `max`.
+  auto get_text = [&r](uint32_t max, std::string* out) {
     uint32_t len = 0;
-    if (!r.GetU32(&len) || len > kMaxPruningText || r.remaining() < len) {
-      return Status::Corruption(path, "bad pruning schedule");
-    }
-    c.pruning.resize(len);
-    r.GetBytes(c.pruning.data(), len);
+    if (!r.GetU32(&len) || len > max || r.remaining() < len) return false;
+    out->resize(len);
+    r.GetBytes(out->data(), len);
+    return true;
+  };
+  c.has_pruning = format >= 5;
+  if (format >= 5 && !get_text(kMaxPruningText, &c.pruning)) {
+    return Status::Corruption(path, "bad pruning schedule");
+  }
+  if (format >= 6 && !get_text(kMaxSettingsText, &c.settings)) {
+    return Status::Corruption(path, "bad run settings");
   }
   if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
   const size_t header = body_len - r.remaining();

@@ -1,12 +1,12 @@
 // Durable server checkpoints: the global model after a completed round.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
-//   magic "FLCK" (4) | format version u32 (4) = 5 | round u64 (8) | seed u64 (8)
+//   magic "FLCK" (4) | format version u32 (4) = 6 | round u64 (8) | seed u64 (8)
 //   | reference norm f64 (8) | pending rows u32, each: round u64, participants
 //     u32, upload bytes u64, download bytes u64, round seconds f64, largest
 //     delta norm f64 | strategy name length u32, name | strategy state length
 //     u64, state (server/aggregator.h) | pruning schedule length u32, text
-//   | model length u64 (8) | model (cereal ModelState)
+//   | run settings length u32, text | model length u64 (8) | model (cereal ModelState)
 //   | signed u8 (1) | signer's Ed25519 public key (32) | signature (64)
 //   | SHA-256 of all preceding bytes (32)
 // The signature (zeros when unsigned) is over the SHA-256 of the bytes before
@@ -14,7 +14,8 @@
 // only checkpoints its own key signed, so a file swapped into --out is refused
 // rather than resumed from and signed into global.flm.
 // Formats 1 (no reference norm, unsigned), 2 (unsigned), 3 (no strategy:
-// fedavg) and 4 (no pruning schedule: not checked on resume) are still read;
+// fedavg), 4 (no pruning schedule) and 5 (no run settings) are still read,
+// what they lack is not checked on resume;
 // a server with a key refuses them as unsigned.
 // Written to a temp file, fsynced, renamed over the old one, and the directory
 // fsynced, so a crash leaves either the old or the new checkpoint, never a torn one.
@@ -65,7 +66,17 @@ struct Checkpoint {
   // Format 4 and older: unknown (has_pruning false).
   std::string pruning;
   bool has_pruning{true};
+  // The settings that shape the run's trajectory and the meaning of the
+  // strategy's state, one "--flag=value" per line (server/server.cc
+  // RunSettingsOf), so --resume refuses a run that would continue the same
+  // model under other hyperparameters. Empty: unknown (format 5 and older),
+  // not checked.
+  std::string settings;
 };
+
+// One line per setting whose value differs between two run-settings texts
+// ("--lr-decay: 0.99 in the checkpoint, 1 in this run"); empty when equal.
+std::vector<std::string> SettingsDifferences(const std::string& checkpoint, const std::string& run);
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).
 constexpr int kCheckpointGenerations = 3;

@@ -130,6 +130,70 @@ int ConnectionCap(int wanted) {
   return room;
 }
 
+// The settings that make a run what it is, as "--flag=value" lines (kept in
+// its checkpoints): what clients train with, how updates are compressed and
+// aggregated, the privacy mechanism and what trains. A resumed run with any of
+// them changed would continue the same model as another run (and a strategy's
+// or accountant's state under parameters it was not built with). Not in it:
+// --rounds (extending a run is what --resume is for), deadlines, timeouts,
+// evaluation and the update checks, which an operator may need to change on a
+// live fleet. The seed, strategy name and pruning schedule are checked apart.
+std::string RunSettingsOf(const ServerOptions& o) {
+  std::string text;
+  auto put = [&text](const char* flag, const std::string& value) {
+    text += std::string(flag) + "=" + value + "\n";
+  };
+  auto num = [](double v) {  // the shortest text that reads back as v
+    char b[32];
+    for (int digits = 6; digits <= 17; ++digits) {
+      std::snprintf(b, sizeof(b), "%.*g", digits, v);
+      if (std::strtod(b, nullptr) == v) break;
+    }
+    return std::string(b);
+  };
+  const StrategyOptions& s = o.strategy;
+  put("--fraction", num(o.fraction));
+  put("--epochs", std::to_string(o.train.epochs));
+  put("--batch", std::to_string(o.train.batch_size));
+  put("--lr", num(o.train.lr));
+  put("--lr-decay", num(o.lr_decay));
+  put("--lr-min", num(o.lr_min));
+  put("--momentum", num(o.train.momentum));
+  put("--weight-decay", num(o.train.weight_decay));
+  put("--uplink-bits", std::to_string(o.train.uplink_bits));
+  put("--block", std::to_string(o.train.block));
+  put("--no-error-feedback", o.train.error_feedback ? "false" : "true");
+  put("--nearest-rounding", o.train.stochastic_rounding ? "false" : "true");
+  put("--downlink", ValueFormatName(o.downlink));
+  put("--trainable", o.trainable);
+  put("--server-lr", num(s.server_lr > 0 ? s.server_lr : DefaultServerLr(s.name)));
+  if (s.name == "fedavgm") put("--server-momentum", num(s.momentum));
+  const bool adaptive = s.name == "fedadagrad" || s.name == "fedadam" || s.name == "fedyogi";
+  if (adaptive) {
+    put("--beta1", num(s.beta1));
+    put("--tau", num(s.tau));
+  }
+  if (s.name == "fedadam" || s.name == "fedyogi") put("--beta2", num(s.beta2));
+  if (s.name == "fedprox") put("--mu", num(s.mu));
+  if (s.name == "trimmed_mean") put("--trim-fraction", num(s.trim_fraction));
+  if (s.name == "krum" || s.name == "multikrum") {
+    put("--krum-f", std::to_string(s.krum_f));
+    put("--krum-m", std::to_string(s.krum_m));
+  }
+  put("--clip", num(s.clip));
+  const PrivacyOptions& p = o.privacy;
+  put("--dp-noise-multiplier", num(p.noise_multiplier));
+  if (p.enabled()) {
+    put("--dp-clip", num(p.clip));
+    put("--dp-adaptive-clip", p.adaptive_clip ? "true" : "false");
+    if (p.adaptive_clip) {
+      put("--dp-target-quantile", num(p.target_quantile));
+    }
+    put("--dp-delta", num(p.delta));
+  }
+  return text;
+}
+
 // L2 norm of a model's kept values (pruned values are 0).
 double KeptNorm(const ModelState& m) {
   double sq = 0;
@@ -1360,6 +1424,7 @@ struct Server::Impl {
                    aggregator->name(),
                    aggregator->SaveState(),
                    pruning_schedule};
+      c.settings = RunSettingsOf(o);
       for (const auto& u : unreported) c.pending_rows.push_back(RowOf(u.m));
       c.pending_rows.push_back(RowOf(m));
       FL_RETURN_IF_ERROR(store->Commit(c, [this, r](const char* step) { MaybeCrash(step, r); }));
@@ -1541,6 +1606,18 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
             "'; resume it with the same --prune-to, --prune-rounds, --erk, --sparsity and model "
             "(this run's: '" +
             says(impl->pruning_schedule) + "')");
+      }
+      if (!c->settings.empty()) {
+        const auto changed = SettingsDifferences(c->settings, RunSettingsOf(o));
+        if (!changed.empty()) {
+          std::string list;
+          for (const auto& line : changed) list += "\n  " + line;
+          return Status::InvalidArgument(
+              used,
+              "is from a run with other settings; resume it with the checkpoint's, or "
+              "start a new run (a new --out):" +
+                  list);
+        }
       }
       // The strategy's state covers the trainable tensors' kept values.
       std::vector<uint8_t> trainable;

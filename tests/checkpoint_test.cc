@@ -24,6 +24,7 @@ Checkpoint Sample() {
   c.strategy = "fedadam";
   c.strategy_state = std::string("state\0bytes", 11);
   c.pruning = "from 0 to 0.9 over rounds 1..10, global";
+  c.settings = "--lr=0.1\n--lr-decay=0.99\n";
   return c;
 }
 
@@ -49,43 +50,60 @@ TEST(CheckpointTest, RoundTrip) {
   EXPECT_EQ(c->strategy_state, std::string("state\0bytes", 11));
   EXPECT_TRUE(c->has_pruning);
   EXPECT_EQ(c->pruning, "from 0 to 0.9 over rounds 1..10, global");
+  EXPECT_EQ(c->settings, "--lr=0.1\n--lr-decay=0.99\n");
   // No temp file left behind.
   EXPECT_TRUE(ReadAll(path + ".tmp").empty());
 }
 
-// Older formats still resume: format 4 (before the pruning schedule: not
-// checked) and format 3 (before strategies: FedAvg).
-TEST(CheckpointTest, FormatsThreeAndFourAreStillRead) {
+// Older formats still resume: format 5 (before the run settings), format 4
+// (before the pruning schedule; neither is checked) and format 3 (before
+// strategies: FedAvg).
+TEST(CheckpointTest, FormatsThreeToFiveAreStillRead) {
   test::TempDir dir;
   const std::string path = dir.path() + "/c.fl";
   Checkpoint c = Sample();
   c.strategy = "fedavg";
   c.strategy_state.clear();
   c.pruning.clear();
+  c.settings.clear();
   ASSERT_FL_OK(WriteCheckpoint(path, c));
-  const std::string v5 = ReadAll(path);
+  const std::string v6 = ReadAll(path);
   auto reseal = [](std::string bytes, char format) {
     bytes[4] = format;
     bytes.resize(bytes.size() - kSha256DigestBytes);
     const Sha256Digest d = Sha256(bytes);
     return bytes.append(reinterpret_cast<const char*>(d.data()), d.size());
   };
-  // Format 5 = format 4 + (u32 0) after the strategy state; format 4 = format
-  // 3 + (u32 6, "fedavg", u64 0) after the (empty) pending rows.
+  // Format 6 = format 5 + (u32 0) after the pruning text; format 5 = format
+  // 4 + (u32 0) after the strategy state; format 4 = format 3 + (u32 6,
+  // "fedavg", u64 0) after the (empty) pending rows.
   const size_t at = 4 + 4 + 8 + 8 + 8 + 4;
-  ASSERT_EQ(v5.substr(at + 4, 6), "fedavg");
+  ASSERT_EQ(v6.substr(at + 4, 6), "fedavg");
+  const std::string v5 = reseal(v6.substr(0, at + 22) + v6.substr(at + 22 + 4), 5);
   const std::string v4 = reseal(v5.substr(0, at + 18) + v5.substr(at + 18 + 4), 4);
   const std::string v3 = reseal(v4.substr(0, at) + v4.substr(at + 4 + 6 + 8), 3);
-  for (const auto& [format, bytes] : {std::pair{4, v4}, std::pair{3, v3}}) {
+  for (const auto& [format, bytes] : {std::pair{5, v5}, std::pair{4, v4}, std::pair{3, v3}}) {
     SCOPED_TRACE("format " + std::to_string(format));
     test::WriteFile(path, bytes);
     auto r = ReadCheckpoint(path);
     ASSERT_FL_OK(r);
     EXPECT_EQ(r->strategy, "fedavg");
     EXPECT_TRUE(r->strategy_state.empty());
-    EXPECT_FALSE(r->has_pruning);
+    EXPECT_EQ(r->has_pruning, format == 5);
+    EXPECT_TRUE(r->settings.empty());
     EXPECT_EQ(r->model.tensors[0].values, (std::vector<float>{1, 2, 3}));
   }
+}
+
+// Each setting that differs is named once, with both values; the order of
+// the lines does not matter.
+TEST(CheckpointTest, SettingsDifferencesNameEachChange) {
+  EXPECT_TRUE(SettingsDifferences("--lr=0.1\n--mu=0.01\n", "--mu=0.01\n--lr=0.1\n").empty());
+  EXPECT_EQ(
+      SettingsDifferences("--lr=0.1\n--mu=0.01\n--clip=0\n", "--lr=0.2\n--clip=0\n--tau=0.001\n"),
+      (std::vector<std::string>{"--lr: 0.1 in the checkpoint, 0.2 in this run",
+                                "--tau: not in the checkpoint, 0.001 in this run",
+                                "--mu: 0.01 in the checkpoint, not in this run"}));
 }
 
 TEST(CheckpointTest, MissingIsNotFound) {

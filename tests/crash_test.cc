@@ -224,6 +224,18 @@ TEST(CrashTest, StrategyStateSurvivesACrash) {
   test::Process again(kServer, args, base.path() + "/again.log");
   EXPECT_NE(again.Wait(30), 0);
   EXPECT_NE(again.Log().find("resume it with that strategy"), std::string::npos) << again.Log();
+  // So is resuming it as fedyogi with another beta1 or client learning rate:
+  // the moments were built under the checkpoint's settings. Each is named.
+  args = ServerArgs(Endpoint(112), base.path() + "/out", yogi);
+  for (const char* a : {"--resume", "--beta1", "0.8", "--lr-decay", "0.5"}) args.push_back(a);
+  test::Process changed(kServer, args, base.path() + "/changed.log");
+  EXPECT_NE(changed.Wait(30), 0);
+  EXPECT_NE(changed.Log().find("--beta1: 0.9 in the checkpoint, 0.8 in this run"),
+            std::string::npos)
+      << changed.Log();
+  EXPECT_NE(changed.Log().find("--lr-decay: 1 in the checkpoint, 0.5 in this run"),
+            std::string::npos)
+      << changed.Log();
 }
 
 // Central differential privacy across a crash: the noise is seeded per round
