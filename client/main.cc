@@ -37,7 +37,8 @@ void OnSignal(int) { g_stop = true; }
 int main(int argc, char** argv) {
   fl::UseOneMallocArena();
   fl::ClientOptions co;
-  fl::DataOptions data{FL_DEFAULT_DATA_DIR};
+  fl::DataOptions data;
+  data.path = FL_DEFAULT_DATA_DIR;
   std::string model;  // empty: the architecture the server's TASK carries
   std::string partition = "none";
   int num_partitions = 1;
