@@ -201,6 +201,37 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
       return Status::Internal("normalising the client's shard", e.what_without_backtrace());
     }
   }
+  if (!ins.class_names.empty() && !impl_->raw.class_names.empty() &&
+      ins.class_names != impl_->raw.class_names) {
+    // A device that lacks a class (or lists them in another order) numbers
+    // its classes as the federation does. One whose class the federation does
+    // not have cannot take part: FailedPrecondition stops it with the reason.
+    const std::vector<std::string> had = impl_->raw.class_names;
+    if (Status st = UseClassNames(&impl_->raw, ins.class_names, "this device's data"); !st.ok()) {
+      return Status::FailedPrecondition(st.message());
+    }
+    if (Status st =
+            CheckModelFitsData(*impl_->model->model, impl_->architecture, impl_->sample_shape,
+                               impl_->raw.num_classes, "the federation's classes");
+        !st.ok()) {
+      return Status::FailedPrecondition(st.message());
+    }
+    std::string mapping;
+    for (size_t i = 0; i < had.size(); ++i) {
+      const size_t to =
+          static_cast<size_t>(std::find(ins.class_names.begin(), ins.class_names.end(), had[i]) -
+                              ins.class_names.begin());
+      mapping += (i ? ", " : "") + Printable(had[i]) + " " + std::to_string(to);
+    }
+    spdlog::info("numbering this device's classes as the federation does ({} classes): {}",
+                 ins.class_names.size(), mapping);
+    impl_->num_classes = impl_->raw.num_classes;
+    try {
+      impl_->shard = ToTensors(impl_->raw);
+    } catch (const c10::Error& e) {
+      return Status::Internal("relabelling the client's shard", e.what_without_backtrace());
+    }
+  }
   Model& model = *impl_->model->model;
   FL_RETURN_IF_ERROR(SetModelState(model, ins.parameters));
   TrainOptions opts;

@@ -42,6 +42,9 @@ struct FitIns {
   // Which tensors of `parameters` train (one byte per tensor); the others are
   // frozen. Empty: all.
   std::vector<uint8_t> trainable;
+  // The federation's class names by label index (empty: the device keeps its
+  // own numbering).
+  std::vector<std::string> class_names;
 };
 
 // Result of one round of local training.

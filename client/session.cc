@@ -285,6 +285,7 @@ struct ClientSession::Impl {
     ins.weight_decay = task.config.weight_decay;
     ins.proximal_mu = task.config.proximal_mu;
     ins.trainable = task.config.trainable;
+    ins.class_names = task.config.class_names;
     ins.normalization.mean = task.config.normalize_mean;
     ins.normalization.std = task.config.normalize_std;
     // Each client shuffles differently within a round: mix its id into the

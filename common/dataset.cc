@@ -11,6 +11,7 @@
 
 #include "common/file_util.h"
 #include "common/idx_format.h"
+#include "common/text.h"
 
 namespace fl {
 namespace {
@@ -254,6 +255,30 @@ Status CheckNormalization(const Dataset& data, const Normalization& n, const std
                   data.ShapeString() + " have " + std::to_string(channels) +
                   " channels (axis 0): give one pair or one per channel");
   }
+  return Status::OK();
+}
+
+Status UseClassNames(Dataset* data, const std::vector<std::string>& classes,
+                     const std::string& what) {
+  if (data->class_names.empty() || data->class_names == classes) return Status::OK();
+  std::vector<uint8_t> to(data->class_names.size());
+  for (size_t i = 0; i < data->class_names.size(); ++i) {
+    const auto it = std::find(classes.begin(), classes.end(), data->class_names[i]);
+    if (it == classes.end()) {
+      std::string list;
+      for (size_t k = 0; k < classes.size() && k < 20; ++k) {
+        list += (k ? ", " : "") + Printable(classes[k]);
+      }
+      if (classes.size() > 20) list += ", ...";
+      return Status::InvalidArgument(what, "has class '" + data->class_names[i] +
+                                               "', which is not one of the federation's (" + list +
+                                               ")");
+    }
+    to[i] = static_cast<uint8_t>(it - classes.begin());
+  }
+  for (uint8_t& label : data->labels) label = to[label];
+  data->class_names = classes;
+  data->num_classes = static_cast<int>(classes.size());
   return Status::OK();
 }
 

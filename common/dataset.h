@@ -94,6 +94,14 @@ struct Dataset {
 // error naming `what` otherwise.
 Status CheckNormalization(const Dataset& data, const Normalization& n, const std::string& what);
 
+// Numbers `data`'s classes as `classes` (the federation's class names, by
+// index) does: each of its class names must be one of them; labels are
+// rewritten, and class_names and num_classes become those of `classes`. Data
+// with numeric labels (no class names) is left as it is. InvalidArgument
+// naming the class and `what` when one is not in `classes`.
+Status UseClassNames(Dataset* data, const std::vector<std::string>& classes,
+                     const std::string& what);
+
 // Per-channel mean and standard deviation of `data`'s values (bytes scaled to
 // [0, 1]), what --normalize auto uses. A channel with no spread gets std 1.
 Normalization ComputeNormalization(const Dataset& data);

@@ -22,4 +22,16 @@ std::string Printable(std::string_view s, size_t max_bytes) {
   return out;
 }
 
+std::vector<std::string> SplitList(std::string_view text, char sep) {
+  std::vector<std::string> out;
+  if (text.empty()) return out;
+  size_t pos = 0;
+  while (true) {
+    const size_t end = text.find(sep, pos);
+    out.emplace_back(text.substr(pos, end == std::string_view::npos ? text.npos : end - pos));
+    if (end == std::string_view::npos) return out;
+    pos = end + 1;
+  }
+}
+
 }  // namespace fl

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace fl {
 
@@ -14,6 +15,9 @@ namespace fl {
 // tensor names in a model) before they reach a log line or an error message:
 // no forged log lines, terminal escapes or megabyte lines.
 std::string Printable(std::string_view s, size_t max_bytes = 64);
+
+// The fields of `text` between `sep`s ("a,b,,c" -> a, b, "", c; "" -> none).
+std::vector<std::string> SplitList(std::string_view text, char sep);
 
 }  // namespace fl
 

@@ -167,6 +167,10 @@ int main(int argc, char** argv) {
                  "a CSV file, or class folders of images")
       ->capture_default_str();
   fl::AddDataFormatFlags(app, &o.data);
+  app.add_option("--classes", o.class_names,
+                 "The federation's class names by label index, comma-separated (class folders, "
+                 "CSV text labels): sent to devices, which number theirs alike, so a device that "
+                 "lacks a class still trains. Default: the test data's");
   app.add_flag("--no-eval", no_eval, "Do not evaluate the global model");
   app.add_option("--eval-every", o.eval_every, "Evaluate every N rounds")->capture_default_str();
   app.add_option("--eval-threads", o.eval_threads,

@@ -216,6 +216,8 @@ struct Server::Impl {
   // The input normalisation of the federation (the test set's, or
   // --normalize), sent in every TASK to clients that read extensions.
   Normalization normalization;
+  // The federation's class names, in every TASK (empty: none sent).
+  std::vector<std::string> class_names;
   // Completed rounds whose row (rounds.csv, callback, summary) is not written
   // yet, oldest first; `awaiting_eval` ones wait for their evaluation.
   struct Completed {
@@ -555,6 +557,7 @@ struct Server::Impl {
       task.config.proximal_mu = aggregator->proximal_mu();
       task.config.normalize_mean = normalization.mean;
       task.config.normalize_std = normalization.std;
+      task.config.class_names = class_names;
     }
     task.ask_before_upload = variant == 2;
     // Built for this TASK and dropped with it: between rounds only the
@@ -1750,6 +1753,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     spdlog::info("test set {}: {}", o.data.test_path.empty() ? o.data.path : o.data.test_path,
                  DescribeData(*splits));
     impl->normalization = splits->test.normalization;
+    impl->class_names = splits->test.class_names;
     auto evaluator = runtime.make_evaluator(o.model, std::move(splits->test), o.eval_threads);
     if (!evaluator.ok()) return evaluator.status();
     impl->evaluator =
@@ -1769,12 +1773,31 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
           "statistics; give --normalize mean,std[,...] so that they agree");
     }
   }
+  if (!o.class_names.empty()) {
+    std::vector<std::string> given = SplitList(o.class_names, ',');
+    if (!impl->class_names.empty() && given != impl->class_names) {
+      // The evaluation numbers classes as its data does; devices must agree.
+      std::string test_names;
+      for (const auto& n : impl->class_names) test_names += (test_names.empty() ? "" : ",") + n;
+      return Status::InvalidArgument("--classes " + o.class_names +
+                                     " is not the test data's class list (" + test_names +
+                                     "); leave it out, or give the test data's");
+    }
+    impl->class_names = std::move(given);
+  }
+  if (!impl->class_names.empty()) {
+    std::string list;
+    for (const auto& n : impl->class_names) list += (list.empty() ? "" : ", ") + n;
+    spdlog::info("classes: {} (sent to devices, which number theirs alike)", list);
+  }
   {
     wire::TrainConfig c = o.train;
     c.deadline_seconds = o.round_deadline_seconds;
     c.normalize_mean = impl->normalization.mean;
     c.normalize_std = impl->normalization.std;
-    FL_RETURN_IF_ERROR(wire::CheckTrainConfig(c).WithContext("the TASK's normalisation"));
+    c.class_names = impl->class_names;
+    FL_RETURN_IF_ERROR(
+        wire::CheckTrainConfig(c).WithContext("the TASK's normalisation and classes"));
   }
   if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
     return Status::InvalidArgument(

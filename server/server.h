@@ -113,6 +113,10 @@ struct ServerOptions {
   // (common/data_loader.h: an IDX folder, a CSV file, class folders, with
   // --test-data / --test-fraction / --normalize); empty path = no evaluation.
   DataOptions data;
+  // The federation's class names by label index, comma-separated, sent in
+  // every TASK so that devices number their classes alike (class folders,
+  // CSV text labels). Empty: those of the test data when it has names.
+  std::string class_names;
   // Evaluate every this many rounds (and always after the last).
   int eval_every{1};
   // LibTorch intra-op threads of the evaluation thread.

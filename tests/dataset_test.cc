@@ -235,5 +235,42 @@ TEST(ShardFolderTest, SelectedSamplesWrittenAndReadBack) {
   EXPECT_TRUE(SelectSamples(all, {-1}).status().IsInvalidArgument());
 }
 
+// A device that lacks a class numbers its classes as the federation does:
+// "dog" and "fox" of a device become 1 and 2 of (cat, dog, fox), not 0 and 1.
+// A class the federation does not have is refused by name; numeric labels and
+// a list that is already the device's are left alone.
+TEST(UseClassNamesTest, RenumbersADevicesClassesByTheFederations) {
+  Dataset d;
+  d.count = 3;
+  d.shape = {1};
+  d.floats = true;
+  d.features = {1, 2, 3};
+  d.class_names = {"dog", "fox"};
+  d.num_classes = 2;
+  d.labels = {1, 0, 1};
+  const std::vector<std::string> federation = {"cat", "dog", "fox"};
+  ASSERT_FL_OK(UseClassNames(&d, federation, "device"));
+  EXPECT_EQ(d.labels, (std::vector<uint8_t>{2, 1, 2}));
+  EXPECT_EQ(d.class_names, federation);
+  EXPECT_EQ(d.num_classes, 3);
+  ASSERT_FL_OK(UseClassNames(&d, federation, "device"));  // already so
+  EXPECT_EQ(d.labels, (std::vector<uint8_t>{2, 1, 2}));
+
+  Dataset odd = d;
+  odd.class_names = {"cat", "wolf", "fox"};
+  const Status st = UseClassNames(&odd, federation, "device");
+  EXPECT_NE(st.ToString().find("device: has class 'wolf', which is not one of the federation's "
+                               "(cat, dog, fox)"),
+            std::string::npos)
+      << st.ToString();
+  EXPECT_EQ(odd.labels, d.labels);  // untouched
+
+  Dataset numeric = d;
+  numeric.class_names.clear();
+  numeric.labels = {0, 1, 0};
+  ASSERT_FL_OK(UseClassNames(&numeric, {"x", "y"}, "device"));
+  EXPECT_EQ(numeric.labels, (std::vector<uint8_t>{0, 1, 0}));
+}
+
 }  // namespace
 }  // namespace fl

@@ -1,9 +1,11 @@
 // fl-server and fl-client as separate processes over tcp://127.0.0.1.
 #include <gtest/gtest.h>
+#include <stb/stb_image_write.h>
 
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 
@@ -442,6 +444,13 @@ TEST(IntegrationTest, SimulationStopsAtItsTarget) {
   EXPECT_EQ(test::ReadRoundsCsv(out + "/rounds.csv").size(), 3u) << more.Log();
 }
 
+// Writes a TorchScript MLP (fl-make-model --mlp WIDTHS) to `path`.
+void MakeMlp(const std::string& path, const std::string& widths) {
+  test::Process make(test::BinPath("fl-make-model"), {"--mlp", widths, "--out", path},
+                     path + ".log");
+  ASSERT_EQ(make.Wait(60), 0) << make.Log();
+}
+
 // Sensor rows for the CSV tests: 4 features near 100 (spread 2, classes 4
 // apart), a user column (4 users) and a text label (3 species); 720 rows in
 // `dir`/train.csv and 180 in `dir`/test.csv (no user column).
@@ -503,11 +512,8 @@ TEST(IntegrationTest, TorchScriptModelOnCsvDataAsProcesses) {
   test::TempDir dir;
   WriteSpeciesCsv(dir.path());
   const std::string model = dir.path() + "/mlp.pt", small = dir.path() + "/two.pt";
-  for (auto [file, widths] : {std::pair{model, "4,32,3"}, std::pair{small, "4,32,2"}}) {
-    test::Process make(test::BinPath("fl-make-model"), {"--mlp", widths, "--out", file},
-                       file + ".log");
-    ASSERT_EQ(make.Wait(60), 0) << make.Log();
-  }
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(model, "4,32,3"));
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(small, "4,32,2"));
   test::Process part(
       test::BinPath("fl-partition"),
       {"--data", dir.path() + "/train.csv", "--label-column", "species", "--scheme", "column",
@@ -562,6 +568,91 @@ TEST(IntegrationTest, TorchScriptModelOnCsvDataAsProcesses) {
       << clients[0]->Log();
 }
 
+// WriteSpeciesCsv's training rows as one device's CSV (no user column),
+// keeping the rows `keep` accepts (its argument: the species) and ending with
+// `extra` rows.
+void WriteDeviceCsv(const std::string& dir, const std::string& out,
+                    const std::function<bool(const std::string&)>& keep,
+                    const std::string& extra = "") {
+  std::ifstream in(dir + "/train.csv");
+  std::ostringstream csv;
+  std::string line;
+  std::getline(in, line);
+  csv << "f0,f1,f2,f3,species\n";
+  while (std::getline(in, line)) {
+    const size_t user = line.rfind(',', line.rfind(',') - 1);
+    const std::string species = line.substr(line.rfind(',') + 1);
+    if (keep(species)) csv << line.substr(0, user) << "," << species << "\n";
+  }
+  csv << extra;
+  EXPECT_FL_OK(WriteFileAtomic(out, csv.str()));
+}
+
+// A real fleet's non-IID data: each device has its own CSV with text labels,
+// and one has no "clover" rows. Numbered on its own, its "fern" and "moss"
+// would be classes 0 and 1 (the federation's "clover" and "fern"); the TASK
+// carries the server's class names and the device numbers its classes by
+// them (fern 1, moss 2), so the federation learns all three. A device with a
+// class the federation does not have stops, naming it.
+TEST(IntegrationTest, DevicesLackingAClassNumberTheirClassesAsTheFederation) {
+  test::TempDir dir;
+  WriteSpeciesCsv(dir.path());
+  const std::string model = dir.path() + "/mlp.pt";
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(model, "4,32,3"));
+  const std::string all = dir.path() + "/all.csv", no_clover = dir.path() + "/no_clover.csv",
+                    weeds = dir.path() + "/weeds.csv";
+  WriteDeviceCsv(dir.path(), all, [](const std::string&) { return true; });
+  WriteDeviceCsv(dir.path(), no_clover, [](const std::string& s) { return s != "clover"; });
+  WriteDeviceCsv(
+      dir.path(), weeds, [](const std::string& s) { return s != "clover"; },
+      "100,100,100,100,weed\n");
+  auto client_args = [&](const std::string& ep, int k, const std::string& data) {
+    auto args = test::ClientArgs(ep, k, 1);
+    args[5] = data;    // --data
+    args[7] = "none";  // --partition
+    args.insert(args.end(), {"--label-column", "species", "--model", model});
+    return args;
+  };
+  auto server_args = SpeciesServerArgs(dir.path(), model, 3);
+  server_args.push_back("--insecure");
+  test::Process server(kServer, server_args, dir.path() + "/server.log");
+  const std::string ep = test::StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
+  test::Process c0(kClient, client_args(ep, 0, all), dir.path() + "/c0.log");
+  test::Process c1(kClient, client_args(ep, 1, no_clover), dir.path() + "/c1.log");
+  ASSERT_EQ(server.Wait(180), 0) << server.Log();
+  EXPECT_EQ(c0.Wait(30), 0) << c0.Log();
+  EXPECT_EQ(c1.Wait(30), 0) << c1.Log();
+  EXPECT_NE(server.Log().find("classes: clover, fern, moss (sent to devices"), std::string::npos)
+      << server.Log();
+  EXPECT_NE(c1.Log().find("numbering this device's classes as the federation does (3 classes): "
+                          "fern 1, moss 2"),
+            std::string::npos)
+      << c1.Log();
+  EXPECT_EQ(c0.Log().find("numbering this device's classes"), std::string::npos) << c0.Log();
+  auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 3u) << server.Log();
+  EXPECT_EQ(rows[2].participants, 2);
+  EXPECT_GT(rows[2].accuracy, 0.9) << server.Log();  // chance is 1/3
+
+  // A device whose data has a class the federation does not: it stops with
+  // the reason (the server's round goes on without it).
+  auto one_round = SpeciesServerArgs(dir.path(), model, 1);
+  *(std::find(one_round.begin(), one_round.end(), "--min-clients") + 1) = "1";
+  *(std::find(one_round.begin(), one_round.end(), "--out") + 1) = dir.path() + "/out2";
+  for (const char* a : {"--insecure", "--deadline", "5"}) one_round.push_back(a);
+  test::Process server2(kServer, one_round, dir.path() + "/server2.log");
+  const std::string ep2 = test::StartedEndpoint(server2);
+  ASSERT_FALSE(ep2.empty()) << server2.Log();
+  test::Process weed(kClient, client_args(ep2, 2, weeds), dir.path() + "/weed.log");
+  EXPECT_NE(weed.Wait(60), 0) << weed.Log();
+  EXPECT_NE(weed.Log().find("this device's data: has class 'weed', which is not one of the "
+                            "federation's (clover, fern, moss)"),
+            std::string::npos)
+      << weed.Log();
+  EXPECT_EQ(server2.Wait(60), 0) << server2.Log();
+}
+
 // The architecture travels with the federation: devices started without
 // --model take the server's TorchScript file from their TASK, signed by the
 // server's key, check the signature and the file's id before loading it,
@@ -574,9 +665,7 @@ TEST(IntegrationTest, ServerSendsItsSignedModelFileToDevicesWithoutIt) {
   ASSERT_NO_FATAL_FAILURE(
       MakeIdentities(dir.path(), keys, enrolled, {"server", "c0", "c1", "c2"}, {"c0", "c1", "c2"}));
   const std::string model = dir.path() + "/mlp.pt";
-  test::Process make(test::BinPath("fl-make-model"), {"--mlp", "4,32,3", "--out", model},
-                     dir.path() + "/make.log");
-  ASSERT_EQ(make.Wait(60), 0) << make.Log();
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(model, "4,32,3"));
   test::Process part(
       test::BinPath("fl-partition"),
       {"--data", dir.path() + "/train.csv", "--label-column", "species", "--scheme", "column",
@@ -635,9 +724,7 @@ TEST(IntegrationTest, SimulationOnCsvWithItsNaturalSplit) {
   test::TempDir dir;
   WriteSpeciesCsv(dir.path());
   const std::string model = dir.path() + "/mlp.pt";
-  test::Process make(test::BinPath("fl-make-model"), {"--mlp", "4,32,3", "--out", model},
-                     dir.path() + "/make.log");
-  ASSERT_EQ(make.Wait(60), 0) << make.Log();
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(model, "4,32,3"));
   ASSERT_FL_OK(WriteFileAtomic(dir.path() + "/sim.toml",
                                "rounds = 3\n[data]\npartition = \"column\"\n"
                                "group_column = \"user\"\nlabel_column = \"species\"\n"
@@ -717,10 +804,16 @@ TEST(IntegrationTest, TrainableSubsetFreezesTheRestAndShrinksTheUplink) {
   // A strategy with state (server momentum) over the trainable values only,
   // saved in the checkpoint and taken up by --resume.
   auto run_momentum = [&](const std::string& rounds, bool resume) {
-    std::vector<std::string> args = {
-        "--model", "mnist_2nn", "--clients", "4", "--fraction", "0.5", "--rounds", rounds,
-        "--epochs", "1", "--trainable", "fc3.*", "--strategy", "fedavgm", "--data",
-        test::MnistDir(), "--out", dir.path() + "/momentum", "--quiet"};
+    std::vector<std::string> args = {"--model",     "mnist_2nn",
+                                     "--clients",   "4",
+                                     "--fraction",  "0.5",
+                                     "--rounds",    rounds,
+                                     "--epochs",    "1",
+                                     "--trainable", "fc3.*",
+                                     "--strategy",  "fedavgm",
+                                     "--data",      test::MnistDir(),
+                                     "--out",       dir.path() + "/momentum",
+                                     "--quiet"};
     if (resume) args.push_back("--resume");
     test::Process sim(kSim, args, dir.path() + "/momentum" + rounds + ".log");
     const int rc = sim.Wait(180);
@@ -761,6 +854,54 @@ TEST(IntegrationTest, SimulationTakesOneFolderPerDevice) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].participants, 4);
   EXPECT_FALSE(rows[0].accuracy.empty());
+}
+
+// Class folders per device, as a fleet of cameras would have them, where one
+// device has no "dark" images: fl-sim numbers the devices' classes by their
+// union, the server's TASK by its test data's, and the federation tells the
+// three shades apart (chance is 1/3).
+TEST(IntegrationTest, SimulationTakesDevicesLackingAClass) {
+  test::TempDir dir;
+  uint64_t s = 99;
+  auto image = [&](const std::string& path, int shade) {
+    ASSERT_FL_OK(CreateDirectories(path.substr(0, path.rfind('/'))));
+    std::vector<uint8_t> px(16);
+    for (auto& p : px) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+      p = static_cast<uint8_t>(std::clamp(shade + static_cast<int>(s % 41) - 20, 0, 255));
+    }
+    ASSERT_NE(stbi_write_png(path.c_str(), 4, 4, 1, px.data(), 4), 0);
+  };
+  const std::pair<const char*, int> shades[] = {{"dark", 30}, {"light", 220}, {"mid", 128}};
+  for (int i = 0; i < 60; ++i) {
+    for (const auto& [name, shade] : shades) {
+      const std::string file = "/" + std::string(name) + "/" + std::to_string(i) + ".png";
+      ASSERT_NO_FATAL_FAILURE(image(dir.path() + "/devices/c0" + file, shade));
+      if (std::string(name) != "dark") {
+        ASSERT_NO_FATAL_FAILURE(image(dir.path() + "/devices/c1" + file, shade));
+      }
+      if (i < 20) ASSERT_NO_FATAL_FAILURE(image(dir.path() + "/test" + file, shade));
+    }
+  }
+  const std::string model = dir.path() + "/mlp.pt";
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(model, "16,16,3"));
+  test::Process sim(kSim, {"--model",     model,
+                           "--partition", "folders",
+                           "--data",      dir.path() + "/devices",
+                           "--test-data", dir.path() + "/test",
+                           "--clients",   "2",
+                           "--fraction",  "1",
+                           "--rounds",    "3",
+                           "--epochs",    "2",
+                           "--lr",        "0.1",
+                           "--out",       dir.path() + "/out",
+                           "--quiet"},
+                    dir.path() + "/sim.log");
+  ASSERT_EQ(sim.Wait(120), 0) << sim.Log();
+  const auto rows = test::ReadRoundsCsv(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 3u) << sim.Log();
+  EXPECT_EQ(rows[2].participants, 2);
+  EXPECT_GT(std::stod(rows[2].accuracy), 0.9) << sim.Log();
 }
 
 }  // namespace

@@ -14,5 +14,12 @@ TEST(PrintableTest, EscapesAndTruncates) {
   EXPECT_EQ(Printable(""), "");
 }
 
+TEST(SplitListTest, KeepsEmptyFieldsAndNothingMore) {
+  EXPECT_EQ(SplitList("cat,dog", ','), (std::vector<std::string>{"cat", "dog"}));
+  EXPECT_EQ(SplitList("a,,b,", ','), (std::vector<std::string>{"a", "", "b", ""}));
+  EXPECT_EQ(SplitList("one", ','), (std::vector<std::string>{"one"}));
+  EXPECT_TRUE(SplitList("", ',').empty());
+}
+
 }  // namespace
 }  // namespace fl

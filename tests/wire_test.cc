@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/quant_codec.h"
+#include "common/text.h"
 #include "common/wire/compact.h"
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
@@ -320,6 +321,35 @@ TEST(PayloadExtensionTest, TrainableTensorsAreAnOptionalTaskField) {
         std::string("\x03\0\0\0\0", 5), std::string("\0\0\0\0", 4), std::string("\x03\0", 2)}) {
     EXPECT_FALSE(wire::Decode(plain + ExtensionBlock({{wire::kTaskTrainable, bad}}), &back).ok());
   }
+}
+
+// The federation's class names travel as TASK extension 6: a count (u32),
+// then each name as a u16 length and its bytes. Truncated, empty, too long or
+// trailing bytes are refused at decoding, a name listed twice by
+// CheckTrainConfig.
+TEST(PayloadExtensionTest, ClassNamesAreAnOptionalTaskField) {
+  wire::Task t, back;
+  t.model = wire::Compact(SampleModel(), wire::ValueFormat::kFp32);
+  const std::string plain = wire::Encode(t);
+  t.config.class_names = {"cat", "dog"};
+  const std::string with = wire::Encode(t);
+  EXPECT_EQ(with, plain + ExtensionBlock({{wire::kTaskClassNames,
+                                           std::string("\x02\0\0\0\x03\0cat\x03\0dog", 14)}}));
+  ASSERT_FL_OK(wire::Decode(with, &back));
+  EXPECT_EQ(back.config.class_names, t.config.class_names);
+  EXPECT_FL_OK(wire::CheckTrainConfig(back.config));
+  for (const std::string bad :
+       {std::string("\x02\0\0\0\x03\0cat", 9), std::string("\0\0\0\0", 4),
+        std::string("\x01\0\0\0\0\0", 6), std::string("\x01\0\0\0\x03\0catX", 10),
+        std::string("\x01\0\0\0\x00\x01", 6), std::string("\x01\0", 2),
+        std::string("\x01\x01\0\0\x01\0a", 7)}) {
+    EXPECT_FALSE(wire::Decode(plain + ExtensionBlock({{wire::kTaskClassNames, bad}}), &back).ok())
+        << Printable(bad);
+  }
+  t.config.class_names = {"cat", "dog", "cat"};
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &back));
+  EXPECT_NE(wire::CheckTrainConfig(back.config).ToString().find("'cat' appears twice"),
+            std::string::npos);
 }
 
 // The model's file travels as TASK extension 5 (signature, then file) to a

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/quant_codec.h"
+#include "common/text.h"
 
 namespace fl {
 namespace wire {
@@ -31,9 +32,10 @@ size_t TaskPayloadLimit(size_t values, size_t tensors) {
   // Config and model header; per tensor: name, up to 8 dims, the length fields,
   // the mask bits and the fp32 values.
   // Optional fields of this protocol's own: the normalisation (8 bytes a
-  // channel) and the trainable bitmap (a bit a tensor).
-  return 1024 + kExtensionRoomBytes + 8 * kMaxNormalizationChannels + 4 + tensors / 8 + 1 +
-         tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
+  // channel), the trainable bitmap (a bit a tensor) and the class names.
+  return 1024 + kExtensionRoomBytes + 8 * kMaxNormalizationChannels + 4 + tensors / 8 + 1 + 4 +
+         kMaxClassNames * (2 + kMaxClassNameBytes) + tensors * (256 + 8 * 8 + 64) + values / 8 + 1 +
+         4 * values;
 }
 
 Status CheckTrainConfig(const TrainConfig& c) {
@@ -79,6 +81,25 @@ Status CheckTrainConfig(const TrainConfig& c) {
           "normalization pair",
           std::to_string(i) + " (" + Num(c.normalize_mean[i]) + "," + Num(c.normalize_std[i]) + ")",
           "finite mean, finite std > 0");
+    }
+  }
+  if (c.class_names.size() > kMaxClassNames) {
+    return OutOfRange("class names", std::to_string(c.class_names.size()),
+                      "0.." + std::to_string(kMaxClassNames));
+  }
+  for (size_t i = 0; i < c.class_names.size(); ++i) {
+    const std::string& name = c.class_names[i];
+    if (name.empty() || name.size() > kMaxClassNameBytes) {
+      return OutOfRange("class name length",
+                        std::to_string(name.size()) + " (class " + std::to_string(i) + ")",
+                        "1.." + std::to_string(kMaxClassNameBytes) + " bytes");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (c.class_names[j] == name) {
+        return Status::InvalidArgument("training configuration: class name '" + Printable(name) +
+                                       "' appears twice (classes " + std::to_string(j) + " and " +
+                                       std::to_string(i) + ")");
+      }
     }
   }
   return Status::OK();

@@ -24,6 +24,9 @@ constexpr double kMaxProximalMu = 100.0;
 // Most input channels a TASK's normalisation may name (a CSV's features are
 // its channels).
 constexpr size_t kMaxNormalizationChannels = 4096;
+// Most classes a TASK's class names may list, and the longest name.
+constexpr size_t kMaxClassNames = 256;
+constexpr size_t kMaxClassNameBytes = 255;
 // Most tensors a TASK's trainable set may name.
 constexpr uint32_t kMaxTrainableTensors = 1u << 16;
 // Seconds a round may last (30 days).
@@ -55,8 +58,9 @@ size_t TaskPayloadLimit(size_t values, size_t tensors);
 // momentum in [0, 1), weight decay in [0, kMaxWeightDecay], deadline in
 // (0, kMaxDeadlineSeconds], uplink bits 32, 8, 4 or 2, block in
 // [1, kMaxQuantBlock], proximal mu in [0, kMaxProximalMu], at most
-// kMaxNormalizationChannels normalisation pairs with std > 0; all finite. InvalidArgument naming
-// the field otherwise.
+// kMaxNormalizationChannels normalisation pairs with std > 0, at most
+// kMaxClassNames distinct class names of 1..kMaxClassNameBytes bytes; all finite. InvalidArgument
+// naming the field otherwise.
 Status CheckTrainConfig(const TrainConfig& c);
 
 }  // namespace wire

@@ -43,6 +43,10 @@ constexpr uint16_t kTaskTrainable = 4;
 // (Hello::takes_model_code). Value: the Ed25519 signature (64 bytes,
 // crypto/model_code.h) then the file.
 constexpr uint16_t kTaskModelCode = 5;
+// TASK: TrainConfig::class_names, the federation's classes by index. Value:
+// count u32 little-endian, then per name its length u16 little-endian and
+// its bytes.
+constexpr uint16_t kTaskClassNames = 6;
 // HELLO: the device has no model of its own and takes the server's
 // TorchScript file, signed, in its TASK. Value: empty.
 constexpr uint16_t kHelloTakesModelCode = 1;
@@ -95,6 +99,11 @@ struct TrainConfig {
   // others are frozen, and the UPDATE's delta covers the kept values of the
   // trainable tensors only. Optional (extension kTaskTrainable; empty: all).
   std::vector<uint8_t> trainable;
+  // The federation's class names by label index (class folders, CSV text
+  // labels): a device numbers its own classes by them, so a device lacking a
+  // class does not shift the others. Optional (extension kTaskClassNames;
+  // empty: numeric labels, or each device numbers its classes itself).
+  std::vector<std::string> class_names;
 };
 
 // Server -> client: train from this global model. The envelope's model version

@@ -276,14 +276,26 @@ void serialize(Archive& ar, Task& m) {
     value += PackMask(m.config.trainable);
     ext.push_back({kTaskTrainable, std::move(value)});
   }
+  if (!m.config.class_names.empty()) {
+    const auto n = static_cast<uint32_t>(m.config.class_names.size());
+    std::string value;
+    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(n >> (8 * i)));
+    for (const auto& name : m.config.class_names) {
+      const auto len = static_cast<uint16_t>(name.size());
+      value.push_back(static_cast<char>(len & 0xff));
+      value.push_back(static_cast<char>(len >> 8));
+      value += name;
+    }
+    ext.push_back({kTaskClassNames, std::move(value)});
+  }
   if (!m.model_code.empty()) {
     std::string value(m.model_code_signature.begin(), m.model_code_signature.end());
     value += m.model_code;
     ext.push_back({kTaskModelCode, std::move(value)});
   }
-  Extensions(
-      ar, ext,
-      {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable, kTaskModelCode});
+  Extensions(ar, ext,
+             {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable,
+              kTaskModelCode, kTaskClassNames});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
       if (e.tag == kTaskAskBeforeUpload) {
@@ -328,6 +340,25 @@ void serialize(Archive& ar, Task& m) {
         if (!kept.ok() || *kept == 0) {
           throw cereal::Exception("trainable bitmap is malformed or names no tensor");
         }
+      } else if (e.tag == kTaskClassNames) {
+        const std::string& v = e.value;
+        if (v.size() < 4) throw cereal::Exception("class names extension is too short");
+        uint32_t n = 0;
+        for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(v[i])} << (8 * i);
+        if (n == 0 || n > kMaxClassNames) throw cereal::Exception("class count out of range");
+        size_t at = 4;
+        for (uint32_t k = 0; k < n; ++k) {
+          if (v.size() - at < 2) throw cereal::Exception("class names extension is truncated");
+          const size_t len =
+              static_cast<uint8_t>(v[at]) | (size_t{static_cast<uint8_t>(v[at + 1])} << 8);
+          at += 2;
+          if (len == 0 || len > kMaxClassNameBytes || v.size() - at < len) {
+            throw cereal::Exception("class name length out of range");
+          }
+          m.config.class_names.push_back(v.substr(at, len));
+          at += len;
+        }
+        if (at != v.size()) throw cereal::Exception("class names extension has trailing bytes");
       }
     }
   }

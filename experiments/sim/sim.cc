@@ -315,9 +315,21 @@ Result<Dataset> LoadDeviceFolders(const std::string& dir, const DataOptions& dat
           dir + "/" + name,
           "holds samples of shape " + d.ShapeString() + ", the other devices " + all.ShapeString());
     } else if (d.class_names != all.class_names) {
-      return Status::InvalidArgument(dir + "/" + name,
-                                     "has other class folders than the first device; give "
-                                     "every device the same class folders (empty ones too)");
+      // Devices that lack a class (non-IID fleets) are numbered by the union
+      // of the devices' classes; the server's TASK renumbers them by its
+      // test data's when that has other ones.
+      std::vector<std::string> both = all.class_names;
+      both.insert(both.end(), d.class_names.begin(), d.class_names.end());
+      std::sort(both.begin(), both.end());
+      both.erase(std::unique(both.begin(), both.end()), both.end());
+      if (all.class_names.empty() != d.class_names.empty()) {
+        return Status::InvalidArgument(
+            dir + "/" + name,
+            "has numeric labels where the first device has class names, or "
+            "the other way round");
+      }
+      FL_RETURN_IF_ERROR(UseClassNames(&all, both, "the devices before " + name));
+      FL_RETURN_IF_ERROR(UseClassNames(&d, both, dir + "/" + name));
     }
     std::vector<int64_t> idx(static_cast<size_t>(d.count));
     for (int64_t i = 0; i < d.count; ++i) idx[static_cast<size_t>(i)] = all.count + i;
