@@ -390,11 +390,16 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   SetShape(graph->add_output(), "logits", {arch->classes});
 
   Metadata(&m, "fedge.architecture", model.architecture);
-  Metadata(&m, "fedge.input", options.byte_input
-                                  ? "pixels: raw values 0..255 as float; normalised in the graph"
-                                  : "features: raw float values; normalised in the graph");
+  Metadata(&m, "fedge.input",
+           options.byte_input ? "pixels: raw values 0..255 as float; normalised in the graph"
+                              : "features: raw float values; normalised in the graph");
   if (options.byte_input) Metadata(&m, "fedge.normalize_scale", "255");
   Metadata(&m, "fedge.normalize", norm.ToString());
+  if (!options.class_names.empty()) {
+    std::string classes;
+    for (const auto& c : options.class_names) classes += (classes.empty() ? "" : ",") + c;
+    Metadata(&m, "fedge.classes", classes);
+  }
   Metadata(&m, "fedge.sparsity", Number(model.Sparsity()));
   Metadata(&m, "fedge.weights",
            options.int8 ? "int8 weights, one scale per output channel; fp32 biases" : "fp32");

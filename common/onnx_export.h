@@ -69,6 +69,9 @@ struct OnnxExportOptions {
   // federation's: a run's `normalize` in its config.toml), recorded in the
   // metadata as "fedge.normalize". One pair, or one per input channel.
   Normalization normalization{MnistNormalization()};
+  // The classes by logit index, recorded in the metadata as "fedge.classes"
+  // (comma-separated) when not empty.
+  std::vector<std::string> class_names;
   // Recorded in the model: producer version and the source model's version
   // (e.g. the .flm digest), free text.
   std::string producer_version;

@@ -16,6 +16,12 @@ namespace {
 constexpr char kMagic[4] = {'F', 'L', 'M', '1'};
 constexpr uint32_t kFormat = 1;
 constexpr uint32_t kFormatSigned = 2;
+// With a metadata block.
+constexpr uint32_t kFormatMeta = 3;
+constexpr uint32_t kFormatMetaSigned = 4;
+// Longest metadata block (class names and normalisation pairs of the largest
+// data sets fedge takes fit in it many times over).
+constexpr uint32_t kMaxMeta = 1u << 20;
 constexpr size_t kSignatureTrailer = kEd25519PublicKeyBytes + kEd25519SignatureBytes;
 // Bounds on header fields, far above any real model, so a corrupt length is
 // reported as such instead of being tried.
@@ -32,7 +38,8 @@ uint32_t FormatOf(const std::string& bytes) {
 
 // Bytes after the version digest.
 size_t TrailerBytes(const std::string& bytes) {
-  return FormatOf(bytes) == kFormatSigned ? kSignatureTrailer : 0;
+  const uint32_t f = FormatOf(bytes);
+  return f == kFormatSigned || f == kFormatMetaSigned ? kSignatureTrailer : 0;
 }
 
 // Bytes before the version digest, or 0 when the file is too short to hold a
@@ -55,13 +62,40 @@ bool GetString32(wire::Reader* r, std::string* out) {
   return true;
 }
 
+std::string EncodeMeta(const ModelFileMeta& meta) {
+  std::string text;
+  if (!meta.normalization.empty()) text += "normalize=" + meta.normalization.ToString() + "\n";
+  for (const auto& name : meta.class_names) text += "class=" + name + "\n";
+  return text;
+}
+
+Status DecodeMeta(const std::string& text, ModelFileMeta* meta) {
+  for (const std::string& line : SplitList(text, '\n')) {
+    if (line.empty()) continue;
+    const size_t eq = line.find('=');
+    const std::string key = line.substr(0, eq), value = eq == line.npos ? "" : line.substr(eq + 1);
+    if (key == "normalize") {
+      auto n = ParseNormalization(value);
+      if (!n.ok()) return Status::Corruption("metadata: " + n.status().message());
+      meta->normalization = *n;
+    } else if (key == "class") {
+      if (value.empty()) return Status::Corruption("metadata: an empty class name");
+      meta->class_names.push_back(value);
+    }
+    // Other keys are a newer writer's: skipped.
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& options,
                             const SigningKey* signer) {
   wire::Writer w;
   w.PutBytes(kMagic, 4);
-  w.PutU32(signer ? kFormatSigned : kFormat);
+  const std::string meta = EncodeMeta(options.meta);
+  w.PutU32(meta.empty() ? (signer ? kFormatSigned : kFormat)
+                        : (signer ? kFormatMetaSigned : kFormatMeta));
   PutString32(&w, state.architecture);
   w.PutU32(static_cast<uint32_t>(state.tensors.size()));
   for (const auto& t : state.tensors) {
@@ -81,6 +115,10 @@ std::string EncodeModelFile(const ModelState& state, const ModelFileOptions& opt
     const std::string values = QuantEncode(kept.data(), kept.size(), q);
     w.PutU64(values.size());
     w.PutBytes(values.data(), values.size());
+  }
+  if (!meta.empty()) {
+    w.PutU32(static_cast<uint32_t>(meta.size()));
+    w.PutBytes(meta.data(), meta.size());
   }
   std::string out = w.Release();
   const Sha256Digest d = Sha256(out);
@@ -111,7 +149,7 @@ Result<std::optional<Ed25519PublicKey>> ModelFileSigner(const std::string& bytes
 }
 
 Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes,
-                                   const Ed25519PublicKey* trusted_signer) {
+                                   const Ed25519PublicKey* trusted_signer, ModelFileMeta* meta) {
   auto corrupt = [&](const std::string& what) { return Status::Corruption(name, what); };
   const size_t body = BodyBytes(bytes);
   if (body == 0) return corrupt("truncated (" + std::to_string(bytes.size()) + " bytes)");
@@ -143,7 +181,7 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
   uint32_t format = 0, count = 0;
   ModelState m;
   if (!r.GetU32(&format)) return corrupt("truncated header");
-  if (format != kFormat && format != kFormatSigned) {
+  if (format < kFormat || format > kFormatMetaSigned) {
     return corrupt("format version " + std::to_string(format) + " unknown");
   }
   if (!GetString32(&r, &m.architecture) || !r.GetU32(&count)) {
@@ -196,9 +234,20 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
     }
     m.tensors.push_back(std::move(t));
   }
+  ModelFileMeta found;
+  if (format == kFormatMeta || format == kFormatMetaSigned) {
+    uint32_t len = 0;
+    const uint8_t* p;
+    if (!r.GetU32(&len) || len > kMaxMeta || !r.Skip(len, &p)) {
+      return corrupt("truncated metadata");
+    }
+    Status st = DecodeMeta(std::string(reinterpret_cast<const char*>(p), len), &found);
+    if (!st.ok()) return corrupt(st.message());
+  }
   if (r.remaining() != 0) return corrupt(std::to_string(r.remaining()) + " unexpected bytes");
   Status st = CheckModelState(m);
   if (!st.ok()) return corrupt(st.message());
+  if (meta) *meta = std::move(found);
   return m;
 }
 
@@ -207,10 +256,11 @@ Status WriteModelFile(const std::string& path, const ModelState& state,
   return WriteFileAtomic(path, EncodeModelFile(state, options, signer));
 }
 
-Result<ModelState> ReadModelFile(const std::string& path, const Ed25519PublicKey* trusted_signer) {
+Result<ModelState> ReadModelFile(const std::string& path, const Ed25519PublicKey* trusted_signer,
+                                 ModelFileMeta* meta) {
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  return DecodeModelFile(path, *bytes, trusted_signer);
+  return DecodeModelFile(path, *bytes, trusted_signer, meta);
 }
 
 }  // namespace fl

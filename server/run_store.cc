@@ -117,7 +117,9 @@ Status RunStore::WriteModel(const ModelState& model) const {
   if (!writes()) return Status::OK();
   // The model as it leaves the server: a model file, signed when the server
   // has a key (fl-compress inspect --signer checks it).
-  return WriteModelFile(ModelPath(), model, {}, signer_);
+  ModelFileOptions options;
+  options.meta = meta_;
+  return WriteModelFile(ModelPath(), model, options, signer_);
 }
 
 }  // namespace fl

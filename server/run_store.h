@@ -16,6 +16,7 @@
 
 #include "common/model_state.h"
 #include "common/status.h"
+#include "crypto/model_file.h"
 #include "server/checkpoint.h"
 #include "server/server.h"
 
@@ -57,11 +58,14 @@ class RunStore {
   Status Commit(const Checkpoint& checkpoint,
                 const std::function<void(const char* step)>& after) const;
 
-  // Writes global.flm (signed when the store has a signer).
+  // Writes global.flm (signed when the store has a signer), with the
+  // normalisation and class names set by SetModelMeta.
   Status WriteModel(const ModelState& model) const;
+  void SetModelMeta(ModelFileMeta meta) { meta_ = std::move(meta); }
 
  private:
   std::string dir_;
+  ModelFileMeta meta_;
   bool privacy_;
   const SigningKey* signer_;
 };

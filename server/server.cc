@@ -1510,6 +1510,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   // A model file is read once: it names the architecture when `model` is empty
   // and is the starting point unless a checkpoint is resumed.
   std::optional<ModelState> from_file;
+  ModelFileMeta file_meta;  // its normalisation and class names, when recorded
   if (!o.model_file.empty()) {
     std::optional<Ed25519PublicKey> trusted;
     if (!o.model_signer.empty()) {
@@ -1517,7 +1518,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       if (!pub.ok()) return pub.status();
       trusted = pub->signing;
     }
-    auto file = ReadModelFile(o.model_file, trusted ? &*trusted : nullptr);
+    auto file = ReadModelFile(o.model_file, trusted ? &*trusted : nullptr, &file_meta);
     if (!file.ok()) return file.status();
     from_file = std::move(file).value();
     if (impl->o.model.empty()) impl->o.model = from_file->architecture;
@@ -1752,6 +1753,21 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (!splits.ok()) return splits.status().WithContext("server test set");
     spdlog::info("test set {}: {}", o.data.test_path.empty() ? o.data.path : o.data.test_path,
                  DescribeData(*splits));
+    // A model file's normalisation and classes are what its model was
+    // trained with: the evaluation (and the devices) use them, unless
+    // --normalize says otherwise.
+    const bool auto_norm = o.data.normalize.empty() || o.data.normalize == "auto";
+    if (!file_meta.normalization.empty() && auto_norm) {
+      FL_RETURN_IF_ERROR(CheckNormalization(splits->test, file_meta.normalization,
+                                            o.model_file + " (its normalisation)"));
+      splits->test.normalization = file_meta.normalization;
+      spdlog::info("normalising as {} records: {}", o.model_file,
+                   file_meta.normalization.ToString());
+    }
+    if (!file_meta.class_names.empty()) {
+      FL_RETURN_IF_ERROR(UseClassNames(&splits->test, file_meta.class_names,
+                                       "the test data (" + o.model_file + " names the classes)"));
+    }
     impl->normalization = splits->test.normalization;
     impl->class_names = splits->test.class_names;
     auto evaluator = runtime.make_evaluator(o.model, std::move(splits->test), o.eval_threads);
@@ -1764,6 +1780,11 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (!n.ok()) return n.status();
     impl->normalization = *n;
   }
+  if (impl->normalization.empty() && !file_meta.normalization.empty() &&
+      o.data.normalize != "none") {
+    impl->normalization = file_meta.normalization;
+  }
+  if (impl->class_names.empty()) impl->class_names = file_meta.class_names;
   if (impl->normalization.empty()) {
     if (o.data.normalize == "none") {
       impl->normalization = Normalization{{0.0f}, {1.0f}};  // none, said explicitly to devices
@@ -1790,6 +1811,9 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     for (const auto& n : impl->class_names) list += (list.empty() ? "" : ", ") + n;
     spdlog::info("classes: {} (sent to devices, which number theirs alike)", list);
   }
+  // global.flm records them, so that the model can be used (and exported)
+  // without the data.
+  impl->store->SetModelMeta(ModelFileMeta{impl->normalization, impl->class_names});
   {
     wire::TrainConfig c = o.train;
     c.deadline_seconds = o.round_deadline_seconds;

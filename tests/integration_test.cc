@@ -634,6 +634,25 @@ TEST(IntegrationTest, DevicesLackingAClassNumberTheirClassesAsTheFederation) {
   ASSERT_EQ(rows.size(), 3u) << server.Log();
   EXPECT_EQ(rows[2].participants, 2);
   EXPECT_GT(rows[2].accuracy, 0.9) << server.Log();  // chance is 1/3
+  // The run's model file records the classes and the normalisation, so the
+  // export for devices needs neither the data nor --normalize.
+  test::Process inspect(test::BinPath("fl-compress"), {"inspect", dir.path() + "/out/global.flm"},
+                        dir.path() + "/inspect.log");
+  ASSERT_EQ(inspect.Wait(60), 0) << inspect.Log();
+  EXPECT_NE(inspect.Log().find("\"classes\": [\"clover\", \"fern\", \"moss\"]"), std::string::npos)
+      << inspect.Log();
+  EXPECT_EQ(inspect.Log().find("\"normalize\": null"), std::string::npos) << inspect.Log();
+  const std::string onnx = dir.path() + "/species.onnx";
+  test::Process exported(test::BinPath("fl-compress"),
+                         {"export", dir.path() + "/out/global.flm", "--script", model,
+                          "--input-shape", "4", "--float-input", "--out", onnx},
+                         dir.path() + "/export.log");
+  ASSERT_EQ(exported.Wait(60), 0) << exported.Log();
+  EXPECT_NE(exported.Log().find("(recorded in the model file)"), std::string::npos)
+      << exported.Log();
+  auto onnx_bytes = ReadFile(onnx);
+  ASSERT_FL_OK(onnx_bytes);
+  EXPECT_NE(onnx_bytes->find("clover,fern,moss"), std::string::npos);
 
   // A device whose data has a class the federation does not: it stops with
   // the reason (the server's round goes on without it).

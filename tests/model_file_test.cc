@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/random.h"
+#include "crypto/sha256.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -82,6 +83,57 @@ TEST(ModelFileTest, WriteReadAndVersion) {
   ASSERT_FL_OK(v1);
   EXPECT_EQ(*v1, *v2);
   EXPECT_TRUE(ReadModelFile(dir.path() + "/missing.flm").status().IsNotFound());
+}
+
+// The normalisation and class names a model was trained with travel in the
+// file (formats 3 and 4), signed like the rest; a file without them is
+// written as before (format 1 or 2). A signed file's metadata cannot be
+// changed without breaking the signature, and a malformed normalisation is
+// refused.
+TEST(ModelFileTest, MetadataTravelsWithTheModel) {
+  auto key = SigningKey::Generate();
+  ASSERT_FL_OK(key);
+  ModelFileOptions with;
+  with.meta.normalization = Normalization{{0.5f, 0.25f}, {2.0f, 0.125f}};
+  with.meta.class_names = {"cat", "dog"};
+  for (const SigningKey* signer : std::vector<const SigningKey*>{nullptr, &*key}) {
+    const std::string plain = EncodeModelFile(Sample(), {}, signer);
+    const std::string bytes = EncodeModelFile(Sample(), with, signer);
+    EXPECT_EQ(plain[4], signer ? 2 : 1);
+    EXPECT_EQ(bytes[4], signer ? 4 : 3);
+    ModelFileMeta meta;
+    auto back = DecodeModelFile("m.flm", bytes, signer ? &key->public_key() : nullptr, &meta);
+    ASSERT_FL_OK(back);
+    EXPECT_EQ(back->tensors[0].values, Sample().tensors[0].values);
+    EXPECT_EQ(meta.normalization.mean, with.meta.normalization.mean);
+    EXPECT_EQ(meta.normalization.std, with.meta.normalization.std);
+    EXPECT_EQ(meta.class_names, with.meta.class_names);
+    ASSERT_FL_OK(DecodeModelFile("m.flm", plain, nullptr, &meta));
+    EXPECT_TRUE(meta.empty());
+  }
+  // "class=dog" changed to "class=cog" and the digest recomputed: a signed
+  // file's signature no longer verifies.
+  std::string forged = EncodeModelFile(Sample(), with, &*key);
+  const size_t at = forged.find("class=dog");
+  ASSERT_NE(at, std::string::npos);
+  forged[at + 6] = 'c';
+  const size_t body = forged.size() - 32 - 96;
+  const Sha256Digest d = Sha256(forged.data(), body);
+  forged.replace(body, 32, reinterpret_cast<const char*>(d.data()), 32);
+  EXPECT_TRUE(DecodeModelFile("m.flm", forged).status().IsUnauthenticated());
+  // An unsigned file with a malformed normalisation.
+  ModelFileOptions bad = with;
+  bad.meta.class_names.clear();
+  std::string text = EncodeModelFile(Sample(), bad);
+  const size_t n = text.find("normalize=");
+  ASSERT_NE(n, std::string::npos);
+  text[n + 10] = 'x';
+  const size_t len = text.size() - 32;
+  const Sha256Digest d2 = Sha256(text.data(), len);
+  text.replace(len, 32, reinterpret_cast<const char*>(d2.data()), 32);
+  auto refused = DecodeModelFile("m.flm", text);
+  EXPECT_TRUE(refused.status().IsCorruption()) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("metadata"), std::string::npos);
 }
 
 TEST(ModelFileTest, SignedFiles) {

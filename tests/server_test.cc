@@ -21,6 +21,7 @@
 #include "common/wire/serialize.h"
 #include "crypto/identity.h"
 #include "crypto/message.h"
+#include "crypto/model_file.h"
 #include "server/checkpoint.h"
 #include "server/torch_runtime.h"
 #include "server/wal.h"
@@ -786,6 +787,41 @@ TEST_F(ServerTest, TasksCarryTheFederationsNormalisation) {
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().ToString().find("normalization channels 5000"), std::string::npos)
       << refused.status().ToString();
+}
+
+// A model file that records its normalisation and classes (fl-compress prune
+// writes them): the federation uses them, over the test data's computed
+// statistics, sends them in the TASK, and global.flm records them again.
+TEST_F(ServerTest, AModelFilesNormalisationAndClassesAreTheFederations) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  auto model = CreateModel("mnist_2nn", 5);
+  ASSERT_FL_OK(model);
+  ModelFileOptions fo;
+  fo.meta.normalization = Normalization{{0.125f}, {0.5f}};
+  for (int i = 0; i < 10; ++i) fo.meta.class_names.push_back("digit" + std::to_string(i));
+  const std::string file = out.path() + "/start.flm";
+  ASSERT_FL_OK(WriteModelFile(file, GetModelState("mnist_2nn", **model), fo));
+  ServerOptions so = BaseOptions(out.path() + "/run");
+  so.rounds = 1;
+  so.min_clients = 1;
+  so.model_file = file;
+  so.data.path = test::MnistDir();  // numeric labels; statistics 0.1307,0.3081 if computed
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  RawPeer peer{"reads", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  peer.Connect(ctx.get(), run.endpoint);
+  ASSERT_TRUE(peer.TakeTask(ctx.get()));
+  EXPECT_EQ(peer.task.config.normalize_mean, std::vector<float>{0.125f});
+  EXPECT_EQ(peer.task.config.normalize_std, std::vector<float>{0.5f});
+  EXPECT_EQ(peer.task.config.class_names, fo.meta.class_names);
+  peer.Send(wire::MessageType::kUpdate, peer.task_env.round, peer.ZeroUpdate());
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ModelFileMeta meta;
+  ASSERT_FL_OK(ReadModelFile(out.path() + "/run/global.flm", nullptr, &meta));
+  EXPECT_EQ(meta.normalization.mean, std::vector<float>{0.125f});
+  EXPECT_EQ(meta.class_names, fo.meta.class_names);
 }
 
 // A rule that holds every delta (median) selects no more devices a round

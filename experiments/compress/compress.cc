@@ -25,11 +25,11 @@
 #include "common/model_zoo.h"
 #include "common/onnx_export.h"
 #include "common/trainer.h"
-#include "crypto/model_code.h"
-#include "experiments/compress/script_graph.h"
 #include "crypto/identity.h"
+#include "crypto/model_code.h"
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
+#include "experiments/compress/script_graph.h"
 
 namespace fl {
 namespace {
@@ -225,6 +225,10 @@ int RunPrune(const PruneOptions& o) {
   // 3. Save.
   ModelFileOptions fo;
   fo.value_bits = o.int8 ? 8 : 32;
+  // What the model was trained with, so that the federation and the export
+  // use the same without being told.
+  fo.meta.normalization = train_raw->normalization;
+  fo.meta.class_names = train_raw->class_names;
   std::unique_ptr<SigningKey> signer;
   if (!o.key.empty()) {
     auto id = LoadIdentity(o.key);
@@ -264,7 +268,7 @@ int RunPrune(const PruneOptions& o) {
 // Reads and verifies a model file: its digest, and its signature against
 // `signer_pub` (NAME.pub) when one is given. Writes the file's bytes too.
 Result<ModelState> LoadVerified(const std::string& path, const std::string& signer_pub,
-                                std::string* bytes) {
+                                std::string* bytes, ModelFileMeta* meta = nullptr) {
   auto read = ReadFile(path);
   if (!read.ok()) return read.status();
   *bytes = std::move(read).value();
@@ -274,7 +278,7 @@ Result<ModelState> LoadVerified(const std::string& path, const std::string& sign
     if (!pub.ok()) return pub.status();
     trusted = pub->signing;
   }
-  return DecodeModelFile(path, *bytes, trusted ? &*trusted : nullptr);
+  return DecodeModelFile(path, *bytes, trusted ? &*trusted : nullptr, meta);
 }
 
 struct ExportArgs {
@@ -291,23 +295,30 @@ int RunExport(const ExportArgs& a) {
     return 2;
   }
   std::string bytes;
-  auto m = LoadVerified(a.model_path, a.signer_pub, &bytes);
+  ModelFileMeta meta;
+  auto m = LoadVerified(a.model_path, a.signer_pub, &bytes, &meta);
   if (!m.ok()) {
     Fail(m.status());
     return 1;
   }
   auto version = ModelFileVersion(bytes);
   OnnxExportOptions o;
+  o.class_names = meta.class_names;
+  // The normalisation: --normalize, else the one the model file records (a
+  // run's global.flm, fl-compress prune's output), else MNIST's.
+  const std::string normalize = !a.normalize.empty() || meta.normalization.empty()
+                                    ? a.normalize
+                                    : meta.normalization.ToString();
   o.byte_input = !a.float_input;
   // A TorchScript model: its layers are read from the file it was federated
   // as, which must be the one the model file names.
   Result<OnnxGraph> script_graph = Status::NotFound("none");
   if (m->architecture.rfind("torchscript:", 0) == 0) {
-    if (a.normalize.empty()) {
+    if (normalize.empty()) {
       Fail(Status::InvalidArgument(a.model_path,
-                                   "is a TorchScript model: give the normalisation its federation "
-                                   "used with --normalize mean,std[,...] (the server logs it; "
-                                   "'0,1' for none)"));
+                                   "is a TorchScript model and records no normalisation: give the "
+                                   "one its federation used with --normalize mean,std[,...] (the "
+                                   "server logs it; '0,1' for none)"));
       return 2;
     }
     if (a.script.empty() || a.input_shape.empty()) {
@@ -323,8 +334,8 @@ int RunExport(const ExportArgs& a) {
       return 1;
     }
     if (ModelCodeId(*code) != m->architecture) {
-      Fail(Status::InvalidArgument(a.script, "is " + ModelCodeId(*code) + ", the model file is " +
-                                                 m->architecture));
+      Fail(Status::InvalidArgument(
+          a.script, "is " + ModelCodeId(*code) + ", the model file is " + m->architecture));
       return 2;
     }
     std::vector<int64_t> shape;
@@ -344,8 +355,8 @@ int RunExport(const ExportArgs& a) {
     }
     o.graph = &*script_graph;
   }
-  if (!a.normalize.empty()) {
-    auto n = ParseNormalization(a.normalize);
+  if (!normalize.empty()) {
+    auto n = ParseNormalization(normalize);
     if (!n.ok()) {
       Fail(n.status());
       return 2;
@@ -388,26 +399,39 @@ int RunExport(const ExportArgs& a) {
     for (int64_t d : o.graph->input) in += (in.empty() ? "" : ", ") + std::to_string(d);
     classes = std::to_string(o.graph->classes);
   }
-  std::printf("input '%s' [N, %s]: %s, normalised in the graph with mean,std %s%s; output "
-              "'logits' [N, %s]\n",
-              o.byte_input ? "pixels" : "features", in.c_str(),
-              o.byte_input ? "raw values 0..255 (divided by 255 first)" : "raw floats",
-              o.normalization.ToString().c_str(),
-              a.normalize.empty() ? " (MNIST's published statistics: pass the federation's with "
-                                    "--normalize)"
-                                  : "",
-              classes.c_str());
+  std::printf(
+      "input '%s' [N, %s]: %s, normalised in the graph with mean,std %s%s; output "
+      "'logits' [N, %s]\n",
+      o.byte_input ? "pixels" : "features", in.c_str(),
+      o.byte_input ? "raw values 0..255 (divided by 255 first)" : "raw floats",
+      o.normalization.ToString().c_str(),
+      !a.normalize.empty() ? ""
+      : normalize.empty()  ? " (MNIST's published statistics: pass the federation's with "
+                             "--normalize)"
+                           : " (recorded in the model file)",
+      classes.c_str());
   return 0;
 }
 
 int RunInspect(const std::string& path, const std::string& signer_pub) {
   std::string file;
-  auto m = LoadVerified(path, signer_pub, &file);
+  ModelFileMeta meta;
+  auto m = LoadVerified(path, signer_pub, &file, &meta);
   if (!m.ok()) {
     Fail(m.status());
     return 1;
   }
   const std::string* bytes = &file;
+  auto json_string = [](const std::string& text) {
+    std::string out = "\"";
+    for (char c : text) {
+      if (c == '"' || c == '\\') out += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20) out += c;
+    }
+    return out + "\"";
+  };
+  std::string classes;
+  for (const auto& c : meta.class_names) classes += (classes.empty() ? "" : ", ") + json_string(c);
   auto version = ModelFileVersion(*bytes);
   auto signer = ModelFileSigner(*bytes);
   std::ostringstream js;
@@ -418,7 +442,10 @@ int RunInspect(const std::string& path, const std::string& signer_pub) {
      << "  \"bytes_on_disk\": " << bytes->size() << ",\n"
      << "  \"parameters\": " << m->NumParameters() << ",\n"
      << "  \"kept\": " << m->KeptCount() << ",\n"
-     << "  \"sparsity\": " << m->Sparsity() << ",\n  \"tensors\": [\n";
+     << "  \"sparsity\": " << m->Sparsity() << ",\n"
+     << "  \"normalize\": "
+     << (meta.normalization.empty() ? "null" : json_string(meta.normalization.ToString())) << ",\n"
+     << "  \"classes\": [" << classes << "],\n  \"tensors\": [\n";
   for (size_t i = 0; i < m->tensors.size(); ++i) {
     const auto& t = m->tensors[i];
     js << "    {\"name\": \"" << t.name << "\", \"shape\": [";
@@ -494,8 +521,9 @@ int main(int argc, char** argv) {
   exp->add_option("--signer", ex.signer_pub,
                   "Refuse the model file unless it is signed by this identity (NAME.pub)");
   exp->add_option("--normalize", ex.normalize,
-                  "mean,std[,mean,std...] the federation normalised its input with (its "
-                  "config.toml / the server's log; default MNIST's 0.1307,0.3081)");
+                  "mean,std[,mean,std...] the federation normalised its input with (default: "
+                  "the one the model file records, as a run's global.flm and fl-compress prune's "
+                  "output do; else MNIST's 0.1307,0.3081)");
   exp->add_option("--script", ex.script,
                   "A TorchScript model's file (the one it was federated as): its layers are read "
                   "from it");
