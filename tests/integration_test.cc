@@ -843,6 +843,47 @@ TEST(IntegrationTest, TrainableSubsetFreezesTheRestAndShrinksTheUplink) {
   EXPECT_EQ(resumed.first, 0) << resumed.second;
 }
 
+// --trainable as deployed: fl-server and two fl-client processes. Runs of 1
+// and 2 rounds from the same seed: the frozen tensors of both global models
+// are the starting model's, bit for bit, the classifier differs, and each
+// device's update carries the classifier's 2,010 values (8 KB at 32 bits,
+// where the whole 2NN's would be 797 KB).
+TEST(IntegrationTest, TrainableSubsetAsProcesses) {
+  test::TempDir dir;
+  auto federate = [&](int rounds) {
+    const std::string name = "r" + std::to_string(rounds);
+    auto args = ServerArgs("tcp://127.0.0.1:*", dir.path() + "/" + name, rounds, 2, 60);
+    args.insert(args.end(), {"--trainable", "fc3.*"});
+    test::Process server(kServer, args, dir.path() + "/" + name + ".log");
+    const std::string ep = test::StartedEndpoint(server);
+    EXPECT_FALSE(ep.empty()) << server.Log();
+    std::vector<std::unique_ptr<test::Process>> clients;
+    for (int k = 0; k < 2; ++k) {
+      clients.push_back(std::make_unique<test::Process>(
+          kClient, ClientArgs(ep, k, 60), dir.path() + "/" + name + "c" + std::to_string(k)));
+    }
+    EXPECT_EQ(server.Wait(180), 0) << server.Log();
+    for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+    return clients[0]->Log();
+  };
+  federate(1);
+  const std::string client_log = federate(2);
+  auto a = ReadModelFile(dir.path() + "/r1/global.flm");
+  auto b = ReadModelFile(dir.path() + "/r2/global.flm");
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  for (size_t i = 0; i < a->tensors.size(); ++i) {
+    const bool classifier = a->tensors[i].name.rfind("fc3.", 0) == 0;
+    EXPECT_EQ(a->tensors[i].values == b->tensors[i].values, !classifier) << a->tensors[i].name;
+  }
+  const std::string marker = "sending update (";
+  const size_t at = client_log.find(marker);
+  ASSERT_NE(at, std::string::npos) << client_log;
+  const long bytes = std::stol(client_log.substr(at + marker.size()));
+  EXPECT_GE(bytes, 4 * 2010);
+  EXPECT_LT(bytes, 4 * 2010 + 400) << client_log;
+}
+
 // A fleet's data as it is: one MNIST-format folder per device (here written by
 // fl-partition), one virtual client each (data.partition = "folders"), the
 // server evaluating on a separate test folder. A device count other than

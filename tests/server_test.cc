@@ -824,6 +824,59 @@ TEST_F(ServerTest, AModelFilesNormalisationAndClassesAreTheFederations) {
   EXPECT_EQ(meta.class_names, fo.meta.class_names);
 }
 
+// A trainable federation (--trainable) as a compromised device sees it: the
+// TASK names the trainable tensors; a validly signed UPDATE whose delta covers
+// the whole model (to move the frozen layers) is refused by its size,
+// counted, and the device's right-sized update is then taken.
+TEST_F(ServerTest, TrainableFederationRefusesAFullModelDelta) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 1;
+  so.trainable = "fc3.*";
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  RawPeer peer{"mallory", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  peer.Connect(ctx.get(), run.endpoint);
+  ASSERT_TRUE(peer.TakeTask(ctx.get()));
+  ModelState m;
+  ASSERT_FL_OK(wire::Expand(peer.task.model, &m));
+  ASSERT_EQ(peer.task.config.trainable.size(), m.tensors.size());
+  int64_t trainable_values = 0;
+  for (size_t i = 0; i < m.tensors.size(); ++i) {
+    EXPECT_EQ(peer.task.config.trainable[i], m.tensors[i].name.rfind("fc3.", 0) == 0 ? 1 : 0);
+    if (peer.task.config.trainable[i]) trainable_values += m.tensors[i].KeptCount();
+  }
+  EXPECT_EQ(trainable_values, 2010);
+  auto update_of = [](int64_t values) {
+    std::vector<float> delta(static_cast<size_t>(values), 0.01f);
+    QuantOptions q;
+    q.bits = 32;
+    return wire::Encode(
+        wire::Update{100, 0.1, 1.0, wire::kCodecQuant, QuantEncode(delta.data(), delta.size(), q)});
+  };
+  peer.Send(wire::MessageType::kUpdate, peer.task_env.round, update_of(m.KeptCount()));
+  const std::string refused = peer.NextReply(ctx.get(), wire::MessageType::kUpdate);
+  EXPECT_EQ(refused.rfind("REJECT ", 0), 0u) << refused;
+  peer.Send(wire::MessageType::kUpdate, peer.task_env.round, update_of(trainable_values));
+  EXPECT_EQ(peer.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_EQ(run.rounds[0].participants, 1);
+  int64_t rejected = 0;
+  for (const auto& [reason, n] : run.rounds[0].rejected) rejected += n;
+  EXPECT_EQ(rejected, 1);
+  // The frozen tensors are as they started; the classifier moved.
+  auto global = ReadModelFile(out.path() + "/global.flm");
+  ASSERT_FL_OK(global);
+  for (size_t i = 0; i < m.tensors.size(); ++i) {
+    EXPECT_EQ(global->tensors[i].values == m.tensors[i].values, !peer.task.config.trainable[i])
+        << m.tensors[i].name;
+  }
+}
+
 // A rule that holds every delta (median) selects no more devices a round
 // than --max-aggregation-mb holds, and refuses to start when that is fewer
 // than it needs to resist anything; the mean is not capped.
