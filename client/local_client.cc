@@ -206,16 +206,19 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
     // A device that lacks a class (or lists them in another order) numbers
     // its classes as the federation does. One whose class the federation does
     // not have cannot take part: FailedPrecondition stops it with the reason.
-    const std::vector<std::string> had = impl_->raw.class_names;
-    if (Status st = UseClassNames(&impl_->raw, ins.class_names, "this device's data"); !st.ok()) {
+    // Renumbered on a copy, kept only when the model takes it.
+    Dataset renumbered = impl_->raw;
+    if (Status st = UseClassNames(&renumbered, ins.class_names, "this device's data"); !st.ok()) {
       return Status::FailedPrecondition(st.message());
     }
     if (Status st =
             CheckModelFitsData(*impl_->model->model, impl_->architecture, impl_->sample_shape,
-                               impl_->raw.num_classes, "the federation's classes");
+                               renumbered.num_classes, "the federation's classes");
         !st.ok()) {
       return Status::FailedPrecondition(st.message());
     }
+    const std::vector<std::string> had = std::move(impl_->raw.class_names);
+    impl_->raw = std::move(renumbered);
     std::string mapping;
     for (size_t i = 0; i < had.size(); ++i) {
       const size_t to =

@@ -161,9 +161,9 @@ namespace {
 // exists, the canonical one when none does).
 std::pair<std::string, std::string> IdxSplitFiles(const std::string& dir, Split split) {
   std::vector<std::string> images, labels;
-  for (const std::string prefix : split == Split::kTrain
-                                      ? std::vector<std::string>{"train"}
-                                      : std::vector<std::string>{"t10k", "test"}) {
+  for (const std::string& prefix : split == Split::kTrain
+                                       ? std::vector<std::string>{"train"}
+                                       : std::vector<std::string>{"t10k", "test"}) {
     for (const std::string sep : {"-", "."}) {
       for (const std::string idx : {"idx1", "idx2", "idx3", "idx4"}) {
         images.push_back(prefix + "-images" + sep + idx + "-ubyte");
@@ -208,11 +208,18 @@ std::string Dataset::ShapeString() const {
 }
 
 std::string Normalization::ToString() const {
+  // Each value in the fewest digits that read back as the same float.
+  auto text = [](float v) {
+    char buf[32];
+    for (int digits = 6; digits <= 9; ++digits) {
+      std::snprintf(buf, sizeof(buf), "%.*g", digits, v);
+      if (std::strtof(buf, nullptr) == v) break;
+    }
+    return std::string(buf);
+  };
   std::string out;
   for (size_t c = 0; c < mean.size(); ++c) {
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%s%.9g,%.9g", c ? "," : "", mean[c], std[c]);
-    out += buf;
+    out += (c ? "," : "") + text(mean[c]) + "," + text(std[c]);
   }
   return out;
 }
@@ -261,6 +268,10 @@ Status CheckNormalization(const Dataset& data, const Normalization& n, const std
 Status UseClassNames(Dataset* data, const std::vector<std::string>& classes,
                      const std::string& what) {
   if (data->class_names.empty() || data->class_names == classes) return Status::OK();
+  if (classes.size() > 256) {  // labels are bytes
+    return Status::InvalidArgument(what, "would need " + std::to_string(classes.size()) +
+                                             " classes; at most 256 are supported");
+  }
   std::vector<uint8_t> to(data->class_names.size());
   for (size_t i = 0; i < data->class_names.size(); ++i) {
     const auto it = std::find(classes.begin(), classes.end(), data->class_names[i]);

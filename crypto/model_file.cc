@@ -2,11 +2,13 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/file_util.h"
 #include "common/quant_codec.h"
 #include "common/text.h"
+#include "common/wire/limits.h"
 #include "common/wire/reader.h"
 #include "crypto/sha256.h"
 
@@ -76,10 +78,27 @@ Status DecodeMeta(const std::string& text, ModelFileMeta* meta) {
     const std::string key = line.substr(0, eq), value = eq == line.npos ? "" : line.substr(eq + 1);
     if (key == "normalize") {
       auto n = ParseNormalization(value);
-      if (!n.ok()) return Status::Corruption("metadata: " + n.status().message());
+      if (!n.ok()) {
+        return Status::Corruption("metadata: normalisation '" + Printable(value) +
+                                  "' does not parse");
+      }
       meta->normalization = *n;
     } else if (key == "class") {
-      if (value.empty()) return Status::Corruption("metadata: an empty class name");
+      // What a TASK may carry (common/wire/limits.h), printable.
+      const bool printable = std::all_of(value.begin(), value.end(), [](char c) {
+        return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f;
+      });
+      if (value.empty() || value.size() > wire::kMaxClassNameBytes || !printable) {
+        return Status::Corruption("metadata: class name '" + Printable(value) +
+                                  "' is empty, longer than 255 bytes or not printable");
+      }
+      if (std::find(meta->class_names.begin(), meta->class_names.end(), value) !=
+          meta->class_names.end()) {
+        return Status::Corruption("metadata: class '" + Printable(value) + "' appears twice");
+      }
+      if (meta->class_names.size() == wire::kMaxClassNames) {
+        return Status::Corruption("metadata: more than 256 classes");
+      }
       meta->class_names.push_back(value);
     }
     // Other keys are a newer writer's: skipped.

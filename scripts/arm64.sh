@@ -57,7 +57,7 @@ timed() {
 
 host_tools() {
   local missing=()
-  for p in crossbuild-essential-arm64 qemu-user-static cmake pkg-config bc; do
+  for p in crossbuild-essential-arm64 qemu-user-static cmake pkg-config bc file time; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
       missing+=("$p")
   done
@@ -75,11 +75,12 @@ host_tools() {
 }
 
 sysroot() {
-  host_tools
   if [ -f "$SYSROOT/.complete" ]; then
     log "sysroot ready ($SYSROOT)"
     return
   fi
+  # An unfinished sysroot (an interrupted run) is made again from scratch.
+  rm -rf "$SYSROOT" "$DEPS/debs"
   mkdir -p "$DEPS/debs" "$SYSROOT"
   # The arm64 closure of PACKAGES as apt's solver sees it for an empty arm64
   # system (no host package counts as installed).
@@ -160,13 +161,20 @@ round_with() {
   local keys="$BUILD/round"
   rm -rf "$run"
   mkdir -p "$run"
-  local port=$((20000 + RANDOM % 20000))
-  "$SERVER" --bind "tcp://127.0.0.1:$port" --model mnist_cnn --rounds 1 --min-clients 1 \
+  "$SERVER" --bind "tcp://127.0.0.1:*" --model mnist_cnn --rounds 1 --min-clients 1 \
     --fraction 1 --epochs 1 --batch 10 --lr 0.05 --uplink-bits 8 --deadline 3600 --seed 7 \
     --key "$keys/server.key" --clients "$keys/clients" --data "$ROOT/data/mnist" \
     --out "$run/out" > "$run/server.log" 2>&1 &
-  local server_pid=$! t0 seconds client_pid=ok
-  local args=(--server "tcp://127.0.0.1:$port" --key "$keys/device.key"
+  local server_pid=$! t0 seconds client_pid=ok endpoint=""
+  # The port the kernel gave the server, from its log.
+  for _ in $(seq 1 600); do
+    endpoint=$(sed -n 's/.* on \(tcp:\/\/127\.0\.0\.1:[0-9]*\): rounds.*/\1/p' "$run/server.log" | head -1)
+    [ -n "$endpoint" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$endpoint" ] || { cat "$run/server.log" >&2; die "fl-server did not start (log above)"; }
+  local args=(--server "$endpoint" --key "$keys/device.key"
               --server-key "$keys/server.pub" --data "$BUILD/round/device0" --threads 1)
   t0=$(date +%s.%N)
   if [ "$kind" = arm64 ]; then
@@ -180,8 +188,8 @@ round_with() {
       > "$run/client.log" 2>&1 || client_pid=failed
   fi
   if [ "$client_pid" = failed ]; then
-    kill "$server_pid" 2>/dev/null
-    cat "$run/client.log" >&2
+    kill "$server_pid" 2>/dev/null || true
+    cat "$run/server.log" "$run/client.log" >&2
     die "the $kind client failed (log above)"
   fi
   seconds=$(echo "$(date +%s.%N) - $t0" | bc)
@@ -236,6 +244,7 @@ sample_rss() {
   echo "$guest $total"
 }
 
+host_tools
 for step in $STEPS; do
   case "$step" in
     sysroot) timed sysroot sysroot ;;

@@ -21,7 +21,7 @@ constexpr uint32_t kMaxStrategyName = 64;
 // Longest pruning schedule description a checkpoint may carry.
 constexpr uint32_t kMaxPruningText = 1024;
 // Longest run settings text a checkpoint may carry.
-constexpr uint32_t kMaxSettingsText = 16384;
+constexpr uint32_t kMaxSettingsText = 1u << 20;
 
 // "--flag=value" lines, in order.
 std::vector<std::pair<std::string, std::string>> SettingLines(const std::string& text) {

@@ -138,7 +138,8 @@ int ConnectionCap(int wanted) {
 // --rounds (extending a run is what --resume is for), deadlines, timeouts,
 // evaluation and the update checks, which an operator may need to change on a
 // live fleet. The seed, strategy name and pruning schedule are checked apart.
-std::string RunSettingsOf(const ServerOptions& o) {
+std::string RunSettingsOf(const ServerOptions& o, const Normalization& normalization,
+                          const std::vector<std::string>& class_names) {
   std::string text;
   auto put = [&text](const char* flag, const std::string& value) {
     text += std::string(flag) + "=" + value + "\n";
@@ -166,6 +167,12 @@ std::string RunSettingsOf(const ServerOptions& o) {
   put("--nearest-rounding", o.train.stochastic_rounding ? "false" : "true");
   put("--downlink", ValueFormatName(o.downlink));
   put("--trainable", o.trainable);
+  // What devices' inputs and labels mean: a resumed model trained on other
+  // ones would be fed other inputs, or its outputs read as other classes.
+  put("--normalize", normalization.empty() ? "none" : normalization.ToString());
+  std::string classes;
+  for (const auto& name : class_names) classes += (classes.empty() ? "" : ",") + name;
+  put("--classes", classes);
   put("--server-lr", num(s.server_lr > 0 ? s.server_lr : DefaultServerLr(s.name)));
   if (s.name == "fedavgm") put("--server-momentum", num(s.momentum));
   const bool adaptive = s.name == "fedadagrad" || s.name == "fedadam" || s.name == "fedyogi";
@@ -189,7 +196,6 @@ std::string RunSettingsOf(const ServerOptions& o) {
     if (p.adaptive_clip) {
       put("--dp-target-quantile", num(p.target_quantile));
     }
-    put("--dp-delta", num(p.delta));
   }
   return text;
 }
@@ -1427,7 +1433,7 @@ struct Server::Impl {
                    aggregator->name(),
                    aggregator->SaveState(),
                    pruning_schedule};
-      c.settings = RunSettingsOf(o);
+      c.settings = RunSettingsOf(o, normalization, class_names);
       for (const auto& u : unreported) c.pending_rows.push_back(RowOf(u.m));
       c.pending_rows.push_back(RowOf(m));
       FL_RETURN_IF_ERROR(store->Commit(c, [this, r](const char* step) { MaybeCrash(step, r); }));
@@ -1553,8 +1559,100 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     impl->model_code = std::move(code).value();
     impl->model_code_signature = SignModelCode(impl->model_code, *impl->signer);
   }
+  // The evaluation data, the normalisation and the classes, before --resume
+  // compares the run's settings (they are part of them). The classes: a model
+  // file's (its model was trained with them), else --classes (which may list
+  // classes the test data lacks), else the test data's.
+  std::vector<std::string> classes = file_meta.class_names;
+  if (!o.class_names.empty()) {
+    std::vector<std::string> given;
+    for (std::string name : SplitList(o.class_names, ',')) {
+      const size_t first = name.find_first_not_of(' ');
+      name = first == std::string::npos
+                 ? ""
+                 : name.substr(first, name.find_last_not_of(' ') + 1 - first);
+      given.push_back(std::move(name));
+    }
+    if (!classes.empty() && given != classes) {
+      return Status::InvalidArgument("--classes " + o.class_names,
+                                     "differs from the classes " + o.model_file +
+                                         " records; its model was trained with "
+                                         "those: leave --classes out");
+    }
+    classes = std::move(given);
+  }
+  if (!o.data.path.empty()) {
+    if (!runtime.make_evaluator) {
+      return Status::InvalidArgument(
+          "this server cannot evaluate (no evaluator); run without a "
+          "test set (--no-eval)");
+    }
+    auto splits = LoadData(o.data, /*need_train=*/false, /*need_test=*/true);
+    if (!splits.ok()) return splits.status().WithContext("server test set");
+    spdlog::info("test set {}: {}", o.data.test_path.empty() ? o.data.path : o.data.test_path,
+                 DescribeData(*splits));
+    // A model file's normalisation and classes are what its model was
+    // trained with: the evaluation (and the devices) use them, unless
+    // --normalize says otherwise.
+    const bool auto_norm = o.data.normalize.empty() || o.data.normalize == "auto";
+    if (!file_meta.normalization.empty() && auto_norm) {
+      FL_RETURN_IF_ERROR(CheckNormalization(splits->test, file_meta.normalization,
+                                            o.model_file + " (its normalisation)"));
+      splits->test.normalization = file_meta.normalization;
+      spdlog::info("normalising as {} records: {}", o.model_file,
+                   file_meta.normalization.ToString());
+    }
+    if (!classes.empty()) {
+      FL_RETURN_IF_ERROR(UseClassNames(&splits->test, classes,
+                                       "the test data (" +
+                                           (o.class_names.empty() ? o.model_file : "--classes") +
+                                           " names the federation's classes)"));
+    }
+    impl->normalization = splits->test.normalization;
+    impl->class_names = splits->test.class_names;
+    auto evaluator = runtime.make_evaluator(o.model, std::move(splits->test), o.eval_threads);
+    if (!evaluator.ok()) return evaluator.status();
+    impl->evaluator =
+        BackgroundEvaluator::Create(std::move(evaluator).value(), o.debug_eval_delay_seconds);
+  } else if (!o.data.normalize.empty() && o.data.normalize != "auto" &&
+             o.data.normalize != "none") {
+    auto n = ParseNormalization(o.data.normalize);
+    if (!n.ok()) return n.status();
+    impl->normalization = *n;
+  }
+  if (impl->normalization.empty() && !file_meta.normalization.empty() &&
+      o.data.normalize != "none") {
+    impl->normalization = file_meta.normalization;
+  }
+  if (impl->class_names.empty()) impl->class_names = classes;
+  if (impl->normalization.empty()) {
+    if (o.data.normalize == "none") {
+      impl->normalization = Normalization{{0.0f}, {1.0f}};  // none, said explicitly to devices
+    } else {
+      spdlog::warn(
+          "no test data and no --normalize: each device normalises its data with its own "
+          "statistics; give --normalize mean,std[,...] so that they agree");
+    }
+  }
+  {
+    wire::TrainConfig c = o.train;
+    c.deadline_seconds = o.round_deadline_seconds;
+    c.normalize_mean = impl->normalization.mean;
+    c.normalize_std = impl->normalization.std;
+    c.class_names = impl->class_names;
+    FL_RETURN_IF_ERROR(
+        wire::CheckTrainConfig(c).WithContext("the TASK's normalisation and classes"));
+  }
+  if (!impl->class_names.empty()) {
+    std::string list;
+    for (const auto& n : impl->class_names) list += (list.empty() ? "" : ", ") + Printable(n);
+    spdlog::info("classes: {} (sent to devices, which number theirs alike)", list);
+  }
   impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), impl->signer.get());
   FL_RETURN_IF_ERROR(impl->store->Prepare());
+  // global.flm records them, so that the model can be used (and exported)
+  // without the data.
+  impl->store->SetModelMeta(ModelFileMeta{impl->normalization, impl->class_names});
   // Where the federated pruning schedule starts: the starting model's sparsity.
   if (o.model_file.empty()) impl->prune_from = o.sparsity;
   if (o.prune_to > 0) {
@@ -1612,7 +1710,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
             says(impl->pruning_schedule) + "')");
       }
       if (!c->settings.empty()) {
-        const auto changed = SettingsDifferences(c->settings, RunSettingsOf(o));
+        const auto changed = SettingsDifferences(
+            c->settings, RunSettingsOf(o, impl->normalization, impl->class_names));
         if (!changed.empty()) {
           std::string list;
           for (const auto& line : changed) list += "\n  " + line;
@@ -1743,86 +1842,6 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         st.message());
   }
 
-  if (!o.data.path.empty()) {
-    if (!runtime.make_evaluator) {
-      return Status::InvalidArgument(
-          "this server cannot evaluate (no evaluator); run without a "
-          "test set (--no-eval)");
-    }
-    auto splits = LoadData(o.data, /*need_train=*/false, /*need_test=*/true);
-    if (!splits.ok()) return splits.status().WithContext("server test set");
-    spdlog::info("test set {}: {}", o.data.test_path.empty() ? o.data.path : o.data.test_path,
-                 DescribeData(*splits));
-    // A model file's normalisation and classes are what its model was
-    // trained with: the evaluation (and the devices) use them, unless
-    // --normalize says otherwise.
-    const bool auto_norm = o.data.normalize.empty() || o.data.normalize == "auto";
-    if (!file_meta.normalization.empty() && auto_norm) {
-      FL_RETURN_IF_ERROR(CheckNormalization(splits->test, file_meta.normalization,
-                                            o.model_file + " (its normalisation)"));
-      splits->test.normalization = file_meta.normalization;
-      spdlog::info("normalising as {} records: {}", o.model_file,
-                   file_meta.normalization.ToString());
-    }
-    if (!file_meta.class_names.empty()) {
-      FL_RETURN_IF_ERROR(UseClassNames(&splits->test, file_meta.class_names,
-                                       "the test data (" + o.model_file + " names the classes)"));
-    }
-    impl->normalization = splits->test.normalization;
-    impl->class_names = splits->test.class_names;
-    auto evaluator = runtime.make_evaluator(o.model, std::move(splits->test), o.eval_threads);
-    if (!evaluator.ok()) return evaluator.status();
-    impl->evaluator =
-        BackgroundEvaluator::Create(std::move(evaluator).value(), o.debug_eval_delay_seconds);
-  } else if (!o.data.normalize.empty() && o.data.normalize != "auto" &&
-             o.data.normalize != "none") {
-    auto n = ParseNormalization(o.data.normalize);
-    if (!n.ok()) return n.status();
-    impl->normalization = *n;
-  }
-  if (impl->normalization.empty() && !file_meta.normalization.empty() &&
-      o.data.normalize != "none") {
-    impl->normalization = file_meta.normalization;
-  }
-  if (impl->class_names.empty()) impl->class_names = file_meta.class_names;
-  if (impl->normalization.empty()) {
-    if (o.data.normalize == "none") {
-      impl->normalization = Normalization{{0.0f}, {1.0f}};  // none, said explicitly to devices
-    } else {
-      spdlog::warn(
-          "no test data and no --normalize: each device normalises its data with its own "
-          "statistics; give --normalize mean,std[,...] so that they agree");
-    }
-  }
-  if (!o.class_names.empty()) {
-    std::vector<std::string> given = SplitList(o.class_names, ',');
-    if (!impl->class_names.empty() && given != impl->class_names) {
-      // The evaluation numbers classes as its data does; devices must agree.
-      std::string test_names;
-      for (const auto& n : impl->class_names) test_names += (test_names.empty() ? "" : ",") + n;
-      return Status::InvalidArgument("--classes " + o.class_names +
-                                     " is not the test data's class list (" + test_names +
-                                     "); leave it out, or give the test data's");
-    }
-    impl->class_names = std::move(given);
-  }
-  if (!impl->class_names.empty()) {
-    std::string list;
-    for (const auto& n : impl->class_names) list += (list.empty() ? "" : ", ") + n;
-    spdlog::info("classes: {} (sent to devices, which number theirs alike)", list);
-  }
-  // global.flm records them, so that the model can be used (and exported)
-  // without the data.
-  impl->store->SetModelMeta(ModelFileMeta{impl->normalization, impl->class_names});
-  {
-    wire::TrainConfig c = o.train;
-    c.deadline_seconds = o.round_deadline_seconds;
-    c.normalize_mean = impl->normalization.mean;
-    c.normalize_std = impl->normalization.std;
-    c.class_names = impl->class_names;
-    FL_RETURN_IF_ERROR(
-        wire::CheckTrainConfig(c).WithContext("the TASK's normalisation and classes"));
-  }
   if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
     return Status::InvalidArgument(
         "encrypted transport needs the server's identity (--key, from fl-keygen) and an "

@@ -134,6 +134,14 @@ TEST(ModelFileTest, MetadataTravelsWithTheModel) {
   auto refused = DecodeModelFile("m.flm", text);
   EXPECT_TRUE(refused.status().IsCorruption()) << refused.status().ToString();
   EXPECT_NE(refused.status().message().find("metadata"), std::string::npos);
+  // Class names a TASK could not carry: listed twice, or not printable.
+  for (const auto& names :
+       {std::vector<std::string>{"cat", "cat"}, std::vector<std::string>{"cat", "d\x1bog"}}) {
+    ModelFileOptions odd;
+    odd.meta.class_names = names;
+    auto r = DecodeModelFile("m.flm", EncodeModelFile(Sample(), odd));
+    EXPECT_TRUE(r.status().IsCorruption()) << names[1];
+  }
 }
 
 TEST(ModelFileTest, SignedFiles) {

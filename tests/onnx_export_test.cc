@@ -249,8 +249,8 @@ TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
     std::vector<std::string> args = {"export", flag == "--script" ? script_flm : flm, "--out",
                                      onnx};
     if (flag == "--script") {
-      args.insert(args.end(), {"--script", pt, "--input-shape", "1,28,28", "--normalize",
-                               "0.1307,0.3081"});
+      args.insert(args.end(),
+                  {"--script", pt, "--input-shape", "1,28,28", "--normalize", "0.1307,0.3081"});
     } else if (!flag.empty()) {
       args.push_back(flag);
     }

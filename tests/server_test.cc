@@ -789,6 +789,49 @@ TEST_F(ServerTest, TasksCarryTheFederationsNormalisation) {
       << refused.status().ToString();
 }
 
+// What devices' inputs and labels mean is part of the run: a resume under
+// another normalisation or class list is refused, naming both values.
+TEST_F(ServerTest, ResumeRefusesAnotherNormalisationOrClassList) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 1;
+  so.data.path.clear();
+  so.data.normalize = "0.25,0.5";
+  so.class_names = "a,b,c,d,e,f,g,h,i,j";
+  {
+    RunningServer run(so, ctx);
+    ASSERT_TRUE(run.ok());
+    RawPeer peer{"p", wire::kFlagReadsExtensions, nullptr, {}, {}};
+    peer.Connect(ctx.get(), run.endpoint);
+    ASSERT_TRUE(peer.TakeTask(ctx.get()));
+    peer.Send(wire::MessageType::kUpdate, peer.task_env.round, peer.ZeroUpdate());
+    run.Join();
+    ASSERT_FL_OK(run.summary);
+  }
+  so.resume = true;
+  so.rounds = 2;
+  ServerOptions changed = so;
+  changed.data.normalize = "0.3,0.5";
+  auto refused = Server::Create(changed, ctx, TorchRuntime());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--normalize: 0.25,0.5 in the checkpoint, 0.3,0.5 in "
+                                            "this run"),
+            std::string::npos)
+      << refused.status().ToString();
+  changed = so;
+  changed.class_names = "a,b,c,d,e,f,g,h,j,i";
+  refused = Server::Create(changed, ctx, TorchRuntime());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--classes: a,b,c,d,e,f,g,h,i,j in the checkpoint"),
+            std::string::npos)
+      << refused.status().ToString();
+  auto same = Server::Create(so, ctx, TorchRuntime());
+  ASSERT_FL_OK(same);
+  EXPECT_EQ((*same)->first_round(), 2u);
+}
+
 // A model file that records its normalisation and classes (fl-compress prune
 // writes them): the federation uses them, over the test data's computed
 // statistics, sends them in the TASK, and global.flm records them again.

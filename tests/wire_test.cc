@@ -338,6 +338,8 @@ TEST(PayloadExtensionTest, ClassNamesAreAnOptionalTaskField) {
   ASSERT_FL_OK(wire::Decode(with, &back));
   EXPECT_EQ(back.config.class_names, t.config.class_names);
   EXPECT_FL_OK(wire::CheckTrainConfig(back.config));
+  // Critical: a device that cannot renumber its classes refuses the TASK.
+  EXPECT_NE(wire::kTaskClassNames & wire::kCriticalExtension, 0);
   for (const std::string bad :
        {std::string("\x02\0\0\0\x03\0cat", 9), std::string("\0\0\0\0", 4),
         std::string("\x01\0\0\0\0\0", 6), std::string("\x01\0\0\0\x03\0catX", 10),

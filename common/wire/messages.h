@@ -45,8 +45,9 @@ constexpr uint16_t kTaskTrainable = 4;
 constexpr uint16_t kTaskModelCode = 5;
 // TASK: TrainConfig::class_names, the federation's classes by index. Value:
 // count u32 little-endian, then per name its length u16 little-endian and
-// its bytes.
-constexpr uint16_t kTaskClassNames = 6;
+// its bytes. Critical: a device that could not renumber its classes by them
+// must refuse the TASK, not train with its own numbering.
+constexpr uint16_t kTaskClassNames = kCriticalExtension | 6;
 // HELLO: the device has no model of its own and takes the server's
 // TorchScript file, signed, in its TASK. Value: empty.
 constexpr uint16_t kHelloTakesModelCode = 1;
