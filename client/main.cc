@@ -93,6 +93,20 @@ int main(int argc, char** argv) {
   app.add_option("--debug-train-delay", co.debug_train_delay_seconds,
                  "Seconds added to every local training (testing a slow device)")
       ->group("");
+  app.add_option("--slowdown", co.slowdown,
+                 "Behave as a device this many times slower: each update goes out (slowdown - 1) "
+                 "x its training time later (for experiments with slow devices; 1 = as fast as "
+                 "this machine)")
+      ->capture_default_str()
+      ->group("Experiments");
+  app.add_option("--dropout", co.dropout,
+                 "Probability of dropping out of a task after training it: the update is never "
+                 "sent (for experiments with flaky devices)")
+      ->capture_default_str()
+      ->group("Experiments");
+  app.add_option("--fault-seed", co.fault_seed, "Seed of the --dropout draws")
+      ->capture_default_str()
+      ->group("Experiments");
   app.add_option("--max-frame-mb", max_frame_mb, "Largest frame accepted from the server (MiB)")
       ->capture_default_str();
   std::string key_path, server_key_path;
@@ -206,8 +220,9 @@ int main(int argc, char** argv) {
   const auto& s = session.stats();
   spdlog::info(
       "client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
-      "{} reconnects, {} failed handshakes, {} bytes sent, {} received, {:.2f} s training",
+      "{} reconnects, {} failed handshakes, {} bytes sent, {} received, {:.2f} s training{}",
       co.id, s.rounds_trained, s.updates_accepted, s.updates_rejected, s.reconnects,
-      s.handshake_failures, s.bytes_sent, s.bytes_received, s.train_seconds);
+      s.handshake_failures, s.bytes_sent, s.bytes_received, s.train_seconds,
+      s.dropped_out ? fmt::format(", {} tasks dropped out of", s.dropped_out) : std::string());
   return 0;
 }

@@ -99,6 +99,22 @@ struct ClientSession::Impl {
     double expires{0};    // NowSeconds() after which the server no longer waits
   };
   std::optional<HeldUpdate> held;
+  // An update held back by the slowdown until `due` (NowSeconds()), and
+  // whether the server asked for a READY before it.
+  struct SlowUpdate {
+    HeldUpdate update;
+    bool ask_before_upload{false};
+    double due{0};
+  };
+  std::optional<SlowUpdate> slow;
+  // Draws of the dropout.
+  uint64_t fault_state{0};
+  double NextFaultDraw() {  // uniform in [0, 1), splitmix64
+    uint64_t z = (fault_state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return static_cast<double>((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+  }
   // When the last READY went out, and whether the server has answered it
   // (granted or queued); an unanswered READY is sent again.
   double ready_sent_at{0};
@@ -226,6 +242,10 @@ struct ClientSession::Impl {
           std::to_string(task_round_floor) + " (a replay)");
       return Status::OK();
     }
+    if (slow && slow->update.round == env.round) {
+      return Status::OK();  // trained already: its update is held back by the slowdown
+    }
+    slow.reset();  // an update held for an earlier round is of no use now
     wire::Task task;
     Status st = msg.Decode(&task);
     msg.ReleasePayload();
@@ -320,8 +340,20 @@ struct ClientSession::Impl {
       return Status::OK();
     }
     stats.rounds_trained++;
+    // A slower device: the same work, slowdown times the time.
+    const double compute_seconds = res->seconds;
+    res->seconds *= std::max(1.0, o.slowdown);
     stats.train_seconds += res->seconds;
     stats.last_train_seconds = res->seconds;
+    if (o.dropout > 0 && NextFaultDraw() < o.dropout) {
+      stats.dropped_out++;
+      slow.reset();
+      if (o.verbose) {
+        spdlog::info("[{}] round {}: dropping out of this task (--dropout {}); no update", o.id,
+                     env.round, o.dropout);
+      }
+      return Status::OK();
+    }
     // With a trainable subset, the delta covers its tensors only.
     auto delta = ins.trainable.empty()
                      ? KeptDifference(res->parameters, ins.parameters)
@@ -356,11 +388,22 @@ struct ClientSession::Impl {
       u.data = QuantEncode(delta->data(), delta->size(), q);
     }
     if (o.verbose) {
-      spdlog::info("[{}] round {}: trained in {:.2f} s, loss {:.4f}; sending update ({} bytes)",
-                   o.id, env.round, res->seconds, res->last_epoch_loss, u.data.size());
+      spdlog::info("[{}] round {}: trained in {:.2f} s{}, loss {:.4f}; sending update ({} bytes)",
+                   o.id, env.round, compute_seconds,
+                   o.slowdown > 1 ? fmt::format(" ({:.2f} s as a device {}x slower; sent then)",
+                                                res->seconds, o.slowdown)
+                                  : std::string(),
+                   res->last_epoch_loss, u.data.size());
     }
     std::string encoded = wire::Encode(u);
     std::string().swap(u.data);
+    if (res->seconds > compute_seconds) {
+      // Held back until a device of this speed would have finished.
+      slow = SlowUpdate{HeldUpdate{env.round, env.model_version, env.nonce, std::move(encoded),
+                                   received_at + task.config.deadline_seconds},
+                        task.ask_before_upload, NowSeconds() + res->seconds - compute_seconds};
+      return Status::OK();
+    }
     // The TASK's round nonce goes back under our signature: the update is bound
     // to this round of this server run.
     if (!task.ask_before_upload) {
@@ -499,6 +542,16 @@ Status ClientSession::Start() {
     return Status::InvalidArgument("client id '" + impl_->o.id +
                                    "' must be 1-32 printable ASCII characters without spaces");
   }
+  // The dropout's draws: per device, reproducible.
+  uint64_t h = impl_->o.fault_seed * 0x9E3779B97F4A7C15ULL;
+  for (char c : impl_->o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
+  impl_->fault_state = h;
+  if (!(impl_->o.slowdown >= 1 && impl_->o.slowdown <= 1000)) {
+    return Status::InvalidArgument("--slowdown must be in [1, 1000]");
+  }
+  if (!(impl_->o.dropout >= 0 && impl_->o.dropout < 1)) {
+    return Status::InvalidArgument("--dropout must be in [0, 1)");
+  }
   // Every TASK is bounded before it is hashed or decoded: by the model this
   // client trains, or the largest one it could be asked to.
   impl_->task_limit = impl_->client->TaskPayloadLimit();
@@ -555,6 +608,20 @@ Status ClientSession::Step() {
     return Status::OK();
   }
   const double now = NowSeconds();
+  if (s.slow && now >= s.slow->due) {
+    // The slowdown's wait is over: the update goes out as it would have.
+    Impl::SlowUpdate u = std::move(*s.slow);
+    s.slow.reset();
+    Status st;
+    if (u.ask_before_upload) {
+      s.held = std::move(u.update);
+      st = s.SendReady();
+    } else {
+      st = s.Send(wire::MessageType::kUpdate, u.update.round, u.update.version,
+                  std::move(u.update.payload), u.update.nonce);
+    }
+    if (!st.ok() && st.code() != Status::Code::kUnavailable) return st;
+  }
   if (s.held && now > s.held->expires) {
     spdlog::warn(
         "[{}] round {}: the server did not let the update in before the round's "
@@ -588,9 +655,10 @@ double ClientSession::SecondsUntilDue() const {
   const double now = NowSeconds();
   if (!s.sock) return std::max(0.0, s.reconnect_at - now);
   const double hb = s.last_hello + s.o.heartbeat_seconds - now;
-  if (s.awaiting_since < 0) return std::max(0.0, hb);
+  const double slow = s.slow ? s.slow->due - now : hb;
+  if (s.awaiting_since < 0) return std::max(0.0, std::min(hb, slow));
   const double to = s.awaiting_since + s.o.server_timeout_seconds - now;
-  return std::max(0.0, std::min(hb, to));
+  return std::max(0.0, std::min({hb, to, slow}));
 }
 
 bool ClientSession::done() const { return impl_->done; }

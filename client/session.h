@@ -46,6 +46,16 @@ struct ClientOptions {
   double server_timeout_seconds{15.0};
   // Test hook: seconds added to every local training (a slow device).
   double debug_train_delay_seconds{0};
+  // A device this many times slower than this machine (>= 1): a training
+  // that took t seconds is held back a further (slowdown - 1) x t before its
+  // update goes out (the session keeps answering meanwhile, so a simulator's
+  // worker can run other virtual devices), and reports slowdown x t.
+  double slowdown{1};
+  // Probability that the device drops out of a task after training: its
+  // update is never sent (a phone that went out of coverage). Drawn from
+  // `fault_seed`, so a run is reproducible.
+  double dropout{0};
+  uint64_t fault_seed{1};
   // Reconnect backoff: first wait and cap, in seconds.
   double backoff_initial_seconds{0.5};
   double backoff_max_seconds{10.0};
@@ -80,8 +90,9 @@ struct ClientStats {
   int64_t handshake_failures{0};  // CURVE handshakes the server refused or that failed
   uint64_t bytes_sent{0};
   uint64_t bytes_received{0};
-  double train_seconds{0};  // total local training time
+  double train_seconds{0};  // total local training time (with the slowdown)
   double last_train_seconds{0};
+  int64_t dropped_out{0};  // tasks trained but not answered (ClientOptions::dropout)
 };
 
 class ClientSession final {

@@ -884,6 +884,43 @@ TEST(IntegrationTest, TrainableSubsetAsProcesses) {
   EXPECT_LT(bytes, 4 * 2010 + 400) << client_log;
 }
 
+// Slow and flaky devices as real processes: --slowdown 20 holds the update
+// back until a device 20x slower would have finished (the round lasts at
+// least 19x the training the client reports), and --dropout 0.99 trains but
+// never answers (the round closes at its deadline without it).
+TEST(IntegrationTest, ClientSlowdownAndDropoutAsProcesses) {
+  test::TempDir dir;
+  auto federate = [&](const std::string& name, const std::vector<std::string>& flags,
+                      double deadline) {
+    auto args = ServerArgs("tcp://127.0.0.1:*", dir.path() + "/" + name, 1, 1, deadline);
+    test::Process server(kServer, args, dir.path() + "/" + name + ".log");
+    const std::string ep = test::StartedEndpoint(server);
+    EXPECT_FALSE(ep.empty()) << server.Log();
+    auto client_args = ClientArgs(ep, 0, 10);  // 6,000 samples: a training of ~0.2 s
+    client_args.insert(client_args.end(), flags.begin(), flags.end());
+    test::Process client(kClient, client_args, dir.path() + "/" + name + ".client.log");
+    EXPECT_EQ(server.Wait(60), 0) << server.Log();
+    EXPECT_EQ(client.Wait(30), 0) << client.Log();
+    return std::pair{client.Log(), ReadRounds(dir.path() + "/" + name + "/rounds.csv")};
+  };
+  auto [slow_log, slow_rows] = federate("slow", {"--slowdown", "20"}, 30);
+  ASSERT_EQ(slow_rows.size(), 1u) << slow_log;
+  EXPECT_EQ(slow_rows[0].participants, 1);
+  const std::string marker = "trained in ";
+  const size_t at = slow_log.find(marker);
+  ASSERT_NE(at, std::string::npos) << slow_log;
+  const double compute = std::stod(slow_log.substr(at + marker.size()));
+  EXPECT_NE(slow_log.find("as a device 20x slower; sent then"), std::string::npos) << slow_log;
+  // The log rounds to 10 ms.
+  EXPECT_GE(slow_rows[0].seconds, 19 * (compute - 0.005)) << slow_log;
+
+  auto [flaky_log, flaky_rows] = federate("flaky", {"--dropout", "0.99"}, 3);
+  ASSERT_EQ(flaky_rows.size(), 1u) << flaky_log;
+  EXPECT_EQ(flaky_rows[0].participants, 0);
+  EXPECT_NE(flaky_log.find("dropping out of this task"), std::string::npos) << flaky_log;
+  EXPECT_NE(flaky_log.find("1 tasks dropped out of"), std::string::npos) << flaky_log;
+}
+
 // A fleet's data as it is: one MNIST-format folder per device (here written by
 // fl-partition), one virtual client each (data.partition = "folders"), the
 // server evaluating on a separate test folder. A device count other than
