@@ -164,6 +164,7 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
   }
   std::vector<std::unique_ptr<Participant>> clients;
   std::vector<std::unique_ptr<ClientSession>> sessions;
+  const std::vector<double> slowdowns = DeviceSlowdowns(c);
   for (int k : w->ids) {
     const bool poisons = adversaries.Has(k);
     const Dataset& data = poisons && adversaries.flipped ? *adversaries.flipped : train;
@@ -193,6 +194,10 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
       co.curve.server_key = KeyBytes(identities->server_curve);
     }
     co.heartbeat_seconds = c.heartbeat;
+    // Heterogeneous devices ([devices]): held-back updates and dropouts.
+    co.slowdown = slowdowns[static_cast<size_t>(k)];
+    co.dropout = c.dropout;
+    co.fault_seed = c.seed;
     // A worker trains its clients one after another, so a client can stay
     // silent for many rounds' worth of training; never give up on the server.
     co.server_timeout_seconds = 1e9;
@@ -559,6 +564,15 @@ int Main(int argc, char** argv) {
       c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
+  if (c.slowdown_sigma > 0 || c.straggler_fraction > 0 || c.dropout > 0) {
+    std::vector<double> slow = DeviceSlowdowns(c);
+    std::sort(slow.begin(), slow.end());
+    std::printf(
+        "        devices: slowdown median %.2fx, 90th percentile %.2fx, slowest %.2fx "
+        "(sigma %g, %.0f%% stragglers x%g); each drops out of a task with probability %g\n",
+        slow[slow.size() / 2], slow[slow.size() * 9 / 10], slow.back(), c.slowdown_sigma,
+        100 * c.straggler_fraction, c.straggler_slowdown, c.dropout);
+  }
   const double t_start = NowSeconds();
   Result<Dataset> train = Status::Internal("not loaded");
   Result<std::vector<std::vector<int64_t>>> parts = Status::Internal("not partitioned");
@@ -773,7 +787,7 @@ int Main(int argc, char** argv) {
                 Mb(m.download_bytes).c_str(), m.round_seconds, m.max_train_seconds,
                 m.max_train_seconds > 0 ? m.round_seconds / m.max_train_seconds : 0.0);
   }
-  std::string targets_json;
+  std::string targets_json, seconds_json, bytes_json;
   for (double t : c.targets) {
     std::string reached = "null";
     for (const auto& [round, accuracy] : earlier) {
@@ -782,15 +796,27 @@ int Main(int argc, char** argv) {
         break;
       }
     }
+    // Wall time (the rounds' own, evaluation overlapping them) and uplink
+    // bytes until the target; this invocation's rounds only (null when it
+    // was reached before a --resume).
+    std::string seconds = "null", bytes = "null";
+    double sum_seconds = 0;
+    uint64_t sum_bytes = 0;
     for (const auto& m : history) {
       if (reached != "null") break;
+      sum_seconds += m.round_seconds;
+      sum_bytes += m.upload_bytes;
       if (m.test_accuracy >= t) {
         reached = std::to_string(m.round);
+        seconds = JsonNumber(sum_seconds);
+        bytes = std::to_string(sum_bytes);
         break;
       }
     }
-    if (!targets_json.empty()) targets_json += ", ";
-    targets_json += "\"" + JsonNumber(t) + "\": " + reached;
+    const std::string sep = targets_json.empty() ? "" : ", ";
+    targets_json += sep + "\"" + JsonNumber(t) + "\": " + reached;
+    seconds_json += sep + "\"" + JsonNumber(t) + "\": " + seconds;
+    bytes_json += sep + "\"" + JsonNumber(t) + "\": " + bytes;
     std::printf("rounds to %.2f%% test accuracy: %s\n", 100 * t,
                 reached == "null" ? "not reached" : reached.c_str());
   }
@@ -836,6 +862,12 @@ int Main(int argc, char** argv) {
      << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"
      << "  \"final_loss\": " << JsonNumber(summary->final_loss) << ",\n"
      << "  \"rounds_to_target\": {" << targets_json << "},\n"
+     << "  \"wall_seconds_to_target\": {" << seconds_json << "},\n"
+     << "  \"upload_bytes_to_target\": {" << bytes_json << "},\n"
+     << "  \"devices\": {\"slowdown_sigma\": " << JsonNumber(c.slowdown_sigma)
+     << ", \"straggler_fraction\": " << JsonNumber(c.straggler_fraction)
+     << ", \"straggler_slowdown\": " << JsonNumber(c.straggler_slowdown)
+     << ", \"dropout\": " << JsonNumber(c.dropout) << "},\n"
      << "  \"upload_bytes\": " << summary->upload_bytes << ",\n"
      << "  \"download_bytes\": " << summary->download_bytes << ",\n"
      << "  \"delta_bytes_per_update\": " << JsonNumber(per_update) << ",\n"

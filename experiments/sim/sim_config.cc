@@ -2,10 +2,12 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
 
+#include "common/random.h"
 #include "experiments/sim/adversary.h"
 
 namespace fl {
@@ -111,7 +113,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.GetList("targets", &c->targets);
   top.Get("stop_at_target", &c->stop_at_target);
   for (const char* t : {"data", "model", "federation", "strategy", "privacy", "adversary", "client",
-                        "compression", "sim", "security"}) {
+                        "compression", "sim", "security", "devices"}) {
     top.Table(t);
   }
 
@@ -159,6 +161,11 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   priv.Get("target_quantile", &c->privacy.target_quantile);
   priv.Get("delta", &c->privacy.delta);
 
+  TableReader devices(root["devices"].as_table(), "devices.");
+  devices.Get("slowdown_sigma", &c->slowdown_sigma);
+  devices.Get("straggler_fraction", &c->straggler_fraction);
+  devices.Get("straggler_slowdown", &c->straggler_slowdown);
+  devices.Get("dropout", &c->dropout);
   TableReader adv(root["adversary"].as_table(), "adversary.");
   adv.Get("fraction", &c->adversary_fraction);
   adv.Get("kind", &c->adversary_kind);
@@ -193,8 +200,8 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   TableReader security(root["security"].as_table(), "security.");
   security.Get("secure", &c->secure);
 
-  for (TableReader* r :
-       {&top, &data, &model, &fed, &strat, &priv, &adv, &client, &comp, &sim, &security}) {
+  for (TableReader* r : {&top, &data, &model, &fed, &strat, &priv, &devices, &adv, &client, &comp,
+                         &sim, &security}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -218,6 +225,18 @@ Status ValidateSimConfig(const SimConfig& c) {
   }
   if (Status st = CheckPrivacyOptions(c.privacy); !st.ok()) {
     return Status::InvalidArgument("[privacy]: " + st.message());
+  }
+  if (!(c.slowdown_sigma >= 0 && c.slowdown_sigma <= 3)) {
+    return bad("devices.slowdown_sigma", "must be in [0, 3]");
+  }
+  if (!(c.straggler_fraction >= 0 && c.straggler_fraction <= 1)) {
+    return bad("devices.straggler_fraction", "must be in [0, 1]");
+  }
+  if (!(c.straggler_slowdown >= 1 && c.straggler_slowdown <= 100)) {
+    return bad("devices.straggler_slowdown", "must be in [1, 100]");
+  }
+  if (!(c.dropout >= 0 && c.dropout < 1)) {
+    return bad("devices.dropout", "must be in [0, 1)");
   }
   if (!(c.adversary_fraction >= 0 && c.adversary_fraction < 1)) {
     return bad("adversary.fraction", "must be in [0, 1)");
@@ -291,6 +310,10 @@ std::string SimConfigToToml(const SimConfig& c) {
                               {"adaptive_clip", c.privacy.adaptive_clip},
                               {"target_quantile", c.privacy.target_quantile},
                               {"delta", c.privacy.delta}}},
+      {"devices", toml::table{{"slowdown_sigma", c.slowdown_sigma},
+                              {"straggler_fraction", c.straggler_fraction},
+                              {"straggler_slowdown", c.straggler_slowdown},
+                              {"dropout", c.dropout}}},
       {"adversary", toml::table{{"fraction", c.adversary_fraction},
                                 {"kind", c.adversary_kind},
                                 {"scale", c.adversary_scale}}},
@@ -317,6 +340,21 @@ std::string SimConfigToToml(const SimConfig& c) {
   std::ostringstream os;
   os << root << "\n";
   return os.str();
+}
+
+std::vector<double> DeviceSlowdowns(const SimConfig& c) {
+  const int n = std::max(0, c.clients);
+  std::vector<double> out(static_cast<size_t>(n), 1.0);
+  Random r(c.seed * 0x2545F4914F6CDD1DULL + 17);
+  for (double& s : out) s = std::max(1.0, std::exp(c.slowdown_sigma * r.Normal()));
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int k = 0; k < n; ++k) order[static_cast<size_t>(k)] = k;
+  r.Shuffle(&order);
+  const auto stragglers = static_cast<size_t>(std::llround(c.straggler_fraction * n));
+  for (size_t i = 0; i < stragglers && i < order.size(); ++i) {
+    out[static_cast<size_t>(order[i])] *= c.straggler_slowdown;
+  }
+  return out;
 }
 
 }  // namespace fl

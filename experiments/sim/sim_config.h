@@ -20,6 +20,8 @@
 //                delta (server/privacy.h)
 //   [adversary]  fraction, kind ("sign_flip" | "scale" | "noise" | "label_flip" |
 //                "same_value"), scale (experiments/sim/adversary.h)
+//   [devices]    slowdown_sigma, straggler_fraction, straggler_slowdown, dropout
+//                (heterogeneous devices: DeviceSlowdowns below)
 //   [sim]        workers (0 = one per core), out, heartbeat
 //   [security]   secure (false: plaintext loopback; true: a generated identity per
 //                virtual client, CURVE transport, enrolled and signed, as deployed)
@@ -128,6 +130,14 @@ struct SimConfig {
   double adversary_fraction{0.0};
   std::string adversary_kind{"sign_flip"};
   double adversary_scale{10.0};
+  // Heterogeneous devices ([devices]): virtual client k behaves as a device
+  // DeviceSlowdowns(...)[k] times slower than this machine (its update is
+  // held back, ClientOptions::slowdown), and drops out of a task after
+  // training with probability `dropout` (ClientOptions::dropout).
+  double slowdown_sigma{0};
+  double straggler_fraction{0};
+  double straggler_slowdown{10};
+  double dropout{0};
 
   // [sim] worker threads hosting the virtual clients (0 = one per core),
   // results folder, client heartbeat interval.
@@ -150,6 +160,12 @@ Status ValidateSimConfig(const SimConfig& config);
 
 // The config as TOML, loadable by LoadSimConfig.
 std::string SimConfigToToml(const SimConfig& config);
+
+// Per virtual client: max(1, exp(sigma x z)) with z standard normal (a
+// log-normal slowdown whose median device is this machine), times
+// `straggler_slowdown` for round(straggler_fraction x clients) of them chosen
+// at random; all from `seed`.
+std::vector<double> DeviceSlowdowns(const SimConfig& c);
 
 }  // namespace fl
 
