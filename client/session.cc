@@ -470,6 +470,21 @@ struct ClientSession::Impl {
           Bad(st.ToString());
           return Status::OK();
         }
+        if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kTask) &&
+            reply.reason == "not_needed") {
+          // Over-selection: the round closed without this device's update.
+          // One still held back (slowdown, or waiting for a grant) stays home.
+          const bool had =
+              (slow && slow->update.round == env->round) || (held && held->round == env->round);
+          if (slow && slow->update.round == env->round) slow.reset();
+          if (held && held->round == env->round) held.reset();
+          stats.withdrawn++;
+          if (o.verbose) {
+            spdlog::info("[{}] round {}: the server closed the round without this task{}", o.id,
+                         env->round, had ? "; the update is not sent" : "");
+          }
+          return Status::OK();
+        }
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
           stats.updates_rejected++;
         } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {

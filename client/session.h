@@ -93,6 +93,7 @@ struct ClientStats {
   double train_seconds{0};  // total local training time (with the slowdown)
   double last_train_seconds{0};
   int64_t dropped_out{0};  // tasks trained but not answered (ClientOptions::dropout)
+  int64_t withdrawn{0};    // tasks the server withdrew (over-selection closed the round)
 };
 
 class ClientSession final {

@@ -57,6 +57,10 @@ int main(int argc, char** argv) {
   app.add_option("--fraction,-C", o.fraction, "Fraction of active clients selected per round")
       ->capture_default_str()
       ->check(CLI::Range(1e-9, 1.0));
+  app.add_option("--over-selection", o.over_selection,
+                 "Select this many times the devices a round needs and close it when --fraction "
+                 "x live updates are in; the rest are told their work is not needed (1 = off)")
+      ->capture_default_str();
   app.add_option("--deadline", o.round_deadline_seconds, "Seconds a round waits for updates")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

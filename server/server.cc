@@ -154,6 +154,7 @@ std::string RunSettingsOf(const ServerOptions& o, const Normalization& normaliza
   };
   const StrategyOptions& s = o.strategy;
   put("--fraction", num(o.fraction));
+  put("--over-selection", num(o.over_selection));
   put("--epochs", std::to_string(o.train.epochs));
   put("--batch", std::to_string(o.train.batch_size));
   put("--lr", num(o.train.lr));
@@ -260,6 +261,8 @@ struct Server::Impl {
   // Random per round; TASKs carry it and UPDATEs must return it (signed).
   std::array<uint8_t, wire::kNonceBytes> round_nonce{};
   std::set<std::string> pending;  // selected, not yet answered
+  // Updates that close the round (over-selection); the selection's size otherwise.
+  size_t round_target{0};
   std::set<std::string> selected;
   // Selected clients that already got their TASK a second time this round.
   std::set<std::string> resent;
@@ -1325,6 +1328,7 @@ struct Server::Impl {
     if (reopened) {
       FL_RETURN_IF_ERROR(ReopenRound());
       active.assign(pending.begin(), pending.end());
+      round_target = selected.size();  // a reopened round waits for all it selected
     } else {
       Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
       if (o.privacy.enabled()) {
@@ -1339,10 +1343,12 @@ struct Server::Impl {
         }
         active = std::move(sampled);
       } else {
-        int want = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+        const int target = std::max(1, static_cast<int>(std::lround(o.fraction * active.size())));
+        int want = static_cast<int>(std::ceil(o.over_selection * target - 1e-9));
         want = std::min(want, HeldUpdateCap(want));
         rng.Shuffle(&active);
         active.resize(std::min<size_t>(active.size(), want));
+        round_target = std::min<size_t>(active.size(), target);
       }
       population = static_cast<uint32_t>(live);
       if (o.privacy.enabled() && o.fraction * live < 20 && !warned_few_participants) {
@@ -1356,6 +1362,7 @@ struct Server::Impl {
             o.privacy.noise_multiplier / std::max(o.fraction * live, 1e-9));
       }
       selected = std::set<std::string>(active.begin(), active.end());
+      if (o.privacy.enabled()) round_target = selected.size();
       pending = selected;
       m.selected = static_cast<int>(selected.size());
       SetRoundBounds();
@@ -1384,8 +1391,25 @@ struct Server::Impl {
     const double deadline = t0 + o.round_deadline_seconds;
     FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] {
       GiveUpOnVanished();
-      return pending.empty();
+      return pending.empty() || wal_entries.size() >= round_target;
     }));
+    // Over-selection: the round has its updates; the devices still training
+    // are told their work is not needed, so they do not upload it.
+    const bool closed_early = !pending.empty() && wal_entries.size() >= round_target;
+    if (closed_early) {
+      for (const auto& id : pending) {
+        const auto it = clients.find(id);
+        if (it == clients.end() || !it->second.reachable) continue;
+        Reply(it->second.peer, false, wire::MessageType::kTask, r, "not_needed",
+              "the round has the updates it needed; this task is withdrawn");
+      }
+      if (o.verbose) {
+        spdlog::info("round {}: {} updates in; {} selected devices told their work is not needed",
+                     r, wal_entries.size(), pending.size());
+      }
+      m.withdrawn = static_cast<int>(pending.size());
+      pending.clear();
+    }
     collecting = false;
     reopened_round = false;
     for (auto& frames : task_frames) frames.clear();  // sends in flight hold their own references
@@ -1469,6 +1493,14 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
   }
   if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
+  if (!(o.over_selection >= 1 && o.over_selection <= 10)) {
+    return Status::InvalidArgument("--over-selection must be in [1, 10]");
+  }
+  if (o.over_selection > 1 && o.privacy.enabled()) {
+    return Status::InvalidArgument("--over-selection",
+                                   "cannot be combined with privacy: the accountant assumes each "
+                                   "sampled device's update is used (Poisson sampling)");
+  }
   // Each bound must be a number: a NaN compares false with everything and
   // would switch its check off silently.
   for (const auto& [name, v] :

@@ -67,6 +67,12 @@ struct ServerOptions {
   int min_clients{2};
   // Fraction C of active clients selected each round.
   double fraction{0.1};
+  // Over-selection (Bonawitz et al. 2019): select ceil(over_selection x
+  // target) devices, where target = max(1, round(fraction x live)); the round
+  // closes once `target` updates are in, and the devices still training are
+  // told (REJECT "not_needed" about their TASK) so they do not upload.
+  // 1 = off. Not with privacy (Poisson sampling).
+  double over_selection{1};
   // Seconds a round waits for updates.
   double round_deadline_seconds{120};
   // A client not heard from for this long is not selected.
@@ -202,6 +208,9 @@ struct RoundMetrics {
   int selected{0};
   // Clients whose update was accepted and averaged.
   int participants{0};
+  // Selected devices told their work was not needed (over-selection closed
+  // the round before they answered).
+  int withdrawn{0};
   // Test accuracy and loss of the new global model (NaN when not evaluated).
   double test_accuracy{0};
   double test_loss{0};

@@ -921,6 +921,39 @@ TEST(IntegrationTest, ClientSlowdownAndDropoutAsProcesses) {
   EXPECT_NE(flaky_log.find("1 tasks dropped out of"), std::string::npos) << flaky_log;
 }
 
+// Over-selection as processes: 3 live devices, C = 0.5 (2 updates a round),
+// --over-selection 1.5 selects all 3; one is a device 200x slower. Each
+// round closes when the 2 fast ones are in, and the slow one, told its work
+// is not needed, never uploads its held-back update.
+TEST(IntegrationTest, OverSelectionLeavesTheStragglerOutAsProcesses) {
+  test::TempDir dir;
+  auto args = ServerArgs("tcp://127.0.0.1:*", dir.path() + "/out", 2, 3, 60);
+  *(std::find(args.begin(), args.end(), "--fraction") + 1) = "0.5";
+  args.insert(args.end(), {"--over-selection", "1.5"});
+  test::Process server(kServer, args, dir.path() + "/server.log");
+  const std::string ep = test::StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
+  std::vector<std::unique_ptr<test::Process>> clients;
+  for (int k = 0; k < 3; ++k) {
+    auto a = ClientArgs(ep, k, 60);
+    if (k == 2) a.insert(a.end(), {"--slowdown", "200"});
+    clients.push_back(
+        std::make_unique<test::Process>(kClient, a, dir.path() + "/c" + std::to_string(k)));
+  }
+  ASSERT_EQ(server.Wait(120), 0) << server.Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(30), 0) << c->Log();
+  const auto rows = ReadRounds(dir.path() + "/out/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u) << server.Log();
+  for (const auto& row : rows) EXPECT_EQ(row.participants, 2);
+  EXPECT_NE(server.Log().find("selected devices told their work is not needed"), std::string::npos)
+      << server.Log();
+  const std::string slow = clients[2]->Log();
+  EXPECT_NE(slow.find("the server closed the round without this task; the update is not sent"),
+            std::string::npos)
+      << slow;
+  EXPECT_NE(slow.find(", 0 updates accepted"), std::string::npos) << slow;
+}
+
 // A fleet's data as it is: one MNIST-format folder per device (here written by
 // fl-partition), one virtual client each (data.partition = "folders"), the
 // server evaluating on a separate test folder. A device count other than

@@ -832,6 +832,43 @@ TEST_F(ServerTest, ResumeRefusesAnotherNormalisationOrClassList) {
   EXPECT_EQ((*same)->first_round(), 2u);
 }
 
+// Over-selection: with 4 live devices and C = 0.5 a round needs 2 updates;
+// --over-selection 1.5 selects 3, closes the round when 2 are in, and tells
+// the third (REJECT "not_needed" about its TASK) not to upload.
+TEST_F(ServerTest, OverSelectionClosesTheRoundAtItsTarget) {
+  auto ctx = transport::CreateZmqContext();
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 4;
+  so.fraction = 0.5;
+  so.over_selection = 1.5;
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  for (int i = 0; i < 4; ++i) {
+    peers.push_back(std::make_unique<RawPeer>(
+        RawPeer{"p" + std::to_string(i), wire::kFlagReadsExtensions, nullptr, {}, {}}));
+    peers.back()->Connect(ctx.get(), run.endpoint);
+  }
+  std::vector<RawPeer*> tasked;
+  for (auto& p : peers) {
+    if (p->TakeTask(ctx.get(), 50)) tasked.push_back(p.get());
+  }
+  ASSERT_EQ(tasked.size(), 3u);
+  for (int i = 0; i < 2; ++i) {
+    tasked[i]->Send(wire::MessageType::kUpdate, tasked[i]->task_env.round, tasked[i]->ZeroUpdate());
+    EXPECT_EQ(tasked[i]->NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  }
+  EXPECT_EQ(tasked[2]->NextReply(ctx.get(), wire::MessageType::kTask), "REJECT not_needed");
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_EQ(run.rounds[0].selected, 3);
+  EXPECT_EQ(run.rounds[0].participants, 2);
+  EXPECT_EQ(run.rounds[0].withdrawn, 1);
+}
+
 // A model file that records its normalisation and classes (fl-compress prune
 // writes them): the federation uses them, over the test data's computed
 // statistics, sends them in the TASK, and global.flm records them again.

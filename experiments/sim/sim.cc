@@ -658,6 +658,7 @@ int Main(int argc, char** argv) {
   so.rounds = c.rounds;
   so.min_clients = c.min_clients > 0 ? c.min_clients : c.clients;
   so.fraction = c.fraction;
+  so.over_selection = c.over_selection;
   so.round_deadline_seconds = c.round_deadline;
   so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
   so.train.epochs = c.epochs;

@@ -140,6 +140,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   fed.Get("round_deadline", &c->round_deadline);
   fed.Get("server_lr", &c->strategy.server_lr);  // its place before [strategy]
   fed.Get("eval_every", &c->eval_every);
+  fed.Get("over_selection", &c->over_selection);
 
   TableReader strat(root["strategy"].as_table(), "strategy.");
   strat.Get("name", &c->strategy.name);
@@ -226,6 +227,9 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (Status st = CheckPrivacyOptions(c.privacy); !st.ok()) {
     return Status::InvalidArgument("[privacy]: " + st.message());
   }
+  if (!(c.over_selection >= 1 && c.over_selection <= 10)) {
+    return bad("federation.over_selection", "must be in [1, 10]");
+  }
   if (!(c.slowdown_sigma >= 0 && c.slowdown_sigma <= 3)) {
     return bad("devices.slowdown_sigma", "must be in [0, 3]");
   }
@@ -293,7 +297,8 @@ std::string SimConfigToToml(const SimConfig& c) {
                                  {"fraction", c.fraction},
                                  {"min_clients", c.min_clients},
                                  {"round_deadline", c.round_deadline},
-                                 {"eval_every", c.eval_every}}},
+                                 {"eval_every", c.eval_every},
+                                 {"over_selection", c.over_selection}}},
       {"strategy", toml::table{{"name", c.strategy.name},
                                {"server_lr", c.strategy.server_lr},
                                {"momentum", c.strategy.momentum},

@@ -8,7 +8,7 @@
 //                alpha, shards_per_client, test_dir, test_fraction, label_column,
 //                group_column, normalize (common/data_loader.h)
 //   [model]      name, file, trainable
-//   [federation] clients, fraction, min_clients, round_deadline, eval_every
+//   [federation] clients, fraction, min_clients, round_deadline, eval_every, over_selection
 //                (server_lr here is read as [strategy] server_lr)
 //   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
 //                krum_f, krum_m, clip (server/aggregator.h)
@@ -135,6 +135,8 @@ struct SimConfig {
   // held back, ClientOptions::slowdown), and drops out of a task after
   // training with probability `dropout` (ClientOptions::dropout).
   double slowdown_sigma{0};
+  // [federation] over_selection: ServerOptions::over_selection (1 = off).
+  double over_selection{1};
   double straggler_fraction{0};
   double straggler_slowdown{10};
   double dropout{0};
