@@ -114,9 +114,9 @@ std::vector<std::string> SettingsDifferences(const std::string& checkpoint,
   std::vector<std::string> out;
   for (const auto& [key, value] : now) {
     const std::string* was = find(before, key);
-    if (!was) {
-      out.push_back(key + ": not in the checkpoint, " + value + " in this run");
-    } else if (*was != value) {
+    // A setting the checkpoint does not name is newer than its writer: the
+    // run had that setting's default, which is not known here.
+    if (was && *was != value) {
       out.push_back(key + ": " + *was + " in the checkpoint, " + value + " in this run");
     }
   }

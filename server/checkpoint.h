@@ -75,7 +75,9 @@ struct Checkpoint {
 };
 
 // One line per setting whose value differs between two run-settings texts
-// ("--lr-decay: 0.99 in the checkpoint, 1 in this run"); empty when equal.
+// ("--lr-decay: 0.99 in the checkpoint, 1 in this run"), or that the
+// checkpoint names and this run does not; empty when equal. A setting only
+// this run names is not compared (the checkpoint predates it).
 std::vector<std::string> SettingsDifferences(const std::string& checkpoint, const std::string& run);
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).
