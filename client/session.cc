@@ -245,7 +245,9 @@ struct ClientSession::Impl {
     if (slow && slow->update.round == env.round) {
       return Status::OK();  // trained already: its update is held back by the slowdown
     }
-    slow.reset();  // an update held for an earlier round is of no use now
+    if (slow && env.round > slow->update.round) {
+      slow.reset();  // an update held for an earlier round is of no use now
+    }
     wire::Task task;
     Status st = msg.Decode(&task);
     msg.ReleasePayload();
@@ -624,11 +626,18 @@ Status ClientSession::Step() {
   }
   const double now = NowSeconds();
   if (s.slow && now >= s.slow->due) {
-    // The slowdown's wait is over: the update goes out as it would have.
+    // The slowdown's wait is over: the update goes out as it would have,
+    // unless the round's deadline passed meanwhile (the server would refuse
+    // it, and its bytes would be spent for nothing).
     Impl::SlowUpdate u = std::move(*s.slow);
     s.slow.reset();
     Status st;
-    if (u.ask_before_upload) {
+    if (now > u.update.expires) {
+      spdlog::warn(
+          "[{}] round {}: a device this slow misses the round's deadline; dropping "
+          "the update",
+          s.o.id, u.update.round);
+    } else if (u.ask_before_upload) {
       s.held = std::move(u.update);
       st = s.SendReady();
     } else {

@@ -1,5 +1,7 @@
 #include "server/checkpoint.h"
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +22,11 @@ constexpr uint32_t kCheckpointFormat = 6;
 constexpr uint32_t kMaxStrategyName = 64;
 // Longest pruning schedule description a checkpoint may carry.
 constexpr uint32_t kMaxPruningText = 1024;
+// Settings added to the run settings after format 6 first shipped, with the
+// value a run had before it could set them.
+const std::array<std::pair<const char*, const char*>, 1> kSettingDefaults = {{
+    {"--over-selection", "1"},
+}};
 // Longest run settings text a checkpoint may carry.
 constexpr uint32_t kMaxSettingsText = 1u << 20;
 
@@ -114,9 +121,17 @@ std::vector<std::string> SettingsDifferences(const std::string& checkpoint,
   std::vector<std::string> out;
   for (const auto& [key, value] : now) {
     const std::string* was = find(before, key);
-    // A setting the checkpoint does not name is newer than its writer: the
-    // run had that setting's default, which is not known here.
-    if (was && *was != value) {
+    if (!was) {
+      // A setting newer than the checkpoint's writer: the run had its default.
+      const auto d = std::find_if(kSettingDefaults.begin(), kSettingDefaults.end(),
+                                  [&](const auto& kv) { return key == kv.first; });
+      if (d == kSettingDefaults.end()) {
+        out.push_back(key + ": not in the checkpoint, " + value + " in this run");
+      } else if (d->second != value) {
+        out.push_back(key + ": " + d->second + " (the default) in the checkpoint, " + value +
+                      " in this run");
+      }
+    } else if (*was != value) {
       out.push_back(key + ": " + *was + " in the checkpoint, " + value + " in this run");
     }
   }

@@ -75,9 +75,9 @@ struct Checkpoint {
 };
 
 // One line per setting whose value differs between two run-settings texts
-// ("--lr-decay: 0.99 in the checkpoint, 1 in this run"), or that the
-// checkpoint names and this run does not; empty when equal. A setting only
-// this run names is not compared (the checkpoint predates it).
+// ("--lr-decay: 0.99 in the checkpoint, 1 in this run"), or that only one of
+// them names; empty when equal. A setting added after the checkpoint's
+// writer is compared with the default it had then (checkpoint.cc).
 std::vector<std::string> SettingsDifferences(const std::string& checkpoint, const std::string& run);
 
 // Checkpoints kept: PATH and PATH.1 .. PATH.(kCheckpointGenerations - 1).

@@ -1328,7 +1328,14 @@ struct Server::Impl {
     if (reopened) {
       FL_RETURN_IF_ERROR(ReopenRound());
       active.assign(pending.begin(), pending.end());
-      round_target = selected.size();  // a reopened round waits for all it selected
+      // Its target as the selection had it (over-selection), from the
+      // population the log recorded; else every device it selected.
+      round_target = selected.size();
+      if (o.over_selection > 1 && !o.privacy.enabled()) {
+        round_target = std::min<size_t>(
+            selected.size(),
+            static_cast<size_t>(std::max(1L, std::lround(o.fraction * population))));
+      }
     } else {
       Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
       if (o.privacy.enabled()) {

@@ -96,14 +96,19 @@ TEST(CheckpointTest, FormatsThreeToFiveAreStillRead) {
 }
 
 // Each setting that differs is named once, with both values; the order of
-// the lines does not matter; a setting the checkpoint predates (--tau here)
-// is not compared.
+// the lines does not matter.
 TEST(CheckpointTest, SettingsDifferencesNameEachChange) {
   EXPECT_TRUE(SettingsDifferences("--lr=0.1\n--mu=0.01\n", "--mu=0.01\n--lr=0.1\n").empty());
   EXPECT_EQ(
       SettingsDifferences("--lr=0.1\n--mu=0.01\n--clip=0\n", "--lr=0.2\n--clip=0\n--tau=0.001\n"),
       (std::vector<std::string>{"--lr: 0.1 in the checkpoint, 0.2 in this run",
+                                "--tau: not in the checkpoint, 0.001 in this run",
                                 "--mu: 0.01 in the checkpoint, not in this run"}));
+  // A setting newer than the checkpoint: compared with its default then.
+  EXPECT_TRUE(SettingsDifferences("--lr=0.1\n", "--lr=0.1\n--over-selection=1\n").empty());
+  EXPECT_EQ(SettingsDifferences("--lr=0.1\n", "--lr=0.1\n--over-selection=1.3\n"),
+            (std::vector<std::string>{
+                "--over-selection: 1 (the default) in the checkpoint, 1.3 in this run"}));
 }
 
 TEST(CheckpointTest, MissingIsNotFound) {

@@ -903,7 +903,7 @@ TEST(IntegrationTest, ClientSlowdownAndDropoutAsProcesses) {
     EXPECT_EQ(client.Wait(30), 0) << client.Log();
     return std::pair{client.Log(), ReadRounds(dir.path() + "/" + name + "/rounds.csv")};
   };
-  auto [slow_log, slow_rows] = federate("slow", {"--slowdown", "20"}, 30);
+  auto [slow_log, slow_rows] = federate("slow", {"--slowdown", "20"}, 120);
   ASSERT_EQ(slow_rows.size(), 1u) << slow_log;
   EXPECT_EQ(slow_rows[0].participants, 1);
   const std::string marker = "trained in ";

@@ -359,6 +359,7 @@ std::vector<double> DeviceSlowdowns(const SimConfig& c) {
   for (size_t i = 0; i < stragglers && i < order.size(); ++i) {
     out[static_cast<size_t>(order[i])] *= c.straggler_slowdown;
   }
+  for (double& s : out) s = std::min(s, kMaxDeviceSlowdown);  // what a session takes
   return out;
 }
 

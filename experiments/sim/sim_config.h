@@ -167,6 +167,8 @@ std::string SimConfigToToml(const SimConfig& config);
 // log-normal slowdown whose median device is this machine), times
 // `straggler_slowdown` for round(straggler_fraction x clients) of them chosen
 // at random; all from `seed`.
+// Capped at kMaxDeviceSlowdown (what ClientOptions::slowdown accepts).
+constexpr double kMaxDeviceSlowdown = 1000;
 std::vector<double> DeviceSlowdowns(const SimConfig& c);
 
 }  // namespace fl
