@@ -265,6 +265,16 @@ TEST(UseClassNamesTest, RenumbersADevicesClassesByTheFederations) {
       << st.ToString();
   EXPECT_EQ(odd.labels, d.labels);  // untouched
 
+  // Labels are bytes: a federation of more than 256 classes is refused, not
+  // wrapped around.
+  std::vector<std::string> many;
+  for (int i = 0; i < 257; ++i) many.push_back("c" + std::to_string(i));
+  Dataset wide = d;
+  wide.class_names = {"c1", "c256"};  // c256 would become label 0
+  const Status too_many = UseClassNames(&wide, many, "device");
+  EXPECT_NE(too_many.ToString().find("at most 256"), std::string::npos) << too_many.ToString();
+  EXPECT_EQ(wide.labels, d.labels);
+
   Dataset numeric = d;
   numeric.class_names.clear();
   numeric.labels = {0, 1, 0};
