@@ -22,6 +22,16 @@ std::string Printable(std::string_view s, size_t max_bytes) {
   return out;
 }
 
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) continue;
+    out += ch;
+  }
+  return out + "\"";
+}
+
 std::vector<std::string> SplitList(std::string_view text, char sep) {
   std::vector<std::string> out;
   if (text.empty()) return out;

@@ -16,6 +16,10 @@ namespace fl {
 // no forged log lines, terminal escapes or megabyte lines.
 std::string Printable(std::string_view s, size_t max_bytes = 64);
 
+// `s` as a JSON string literal: quotes and backslashes escaped, control
+// bytes dropped.
+std::string JsonString(std::string_view s);
+
 // The fields of `text` between `sep`s ("a,b,,c" -> a, b, "", c; "" -> none).
 std::vector<std::string> SplitList(std::string_view text, char sep);
 

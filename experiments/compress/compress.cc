@@ -24,6 +24,7 @@
 #include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/onnx_export.h"
+#include "common/text.h"
 #include "common/trainer.h"
 #include "crypto/identity.h"
 #include "crypto/model_code.h"
@@ -339,14 +340,12 @@ int RunExport(const ExportArgs& a) {
       return 2;
     }
     std::vector<int64_t> shape;
-    for (size_t pos = 0; pos <= a.input_shape.size();) {
-      const size_t comma = std::min(a.input_shape.find(',', pos), a.input_shape.size());
-      shape.push_back(std::atoll(a.input_shape.substr(pos, comma - pos).c_str()));
+    for (const std::string& size : SplitList(a.input_shape, ',')) {
+      shape.push_back(std::atoll(size.c_str()));
       if (shape.back() <= 0) {
         Fail(Status::InvalidArgument("--input-shape " + a.input_shape, "needs positive sizes"));
         return 2;
       }
-      pos = comma + 1;
     }
     script_graph = ReadScriptGraph(a.script, shape, *m);
     if (!script_graph.ok()) {
@@ -422,16 +421,8 @@ int RunInspect(const std::string& path, const std::string& signer_pub) {
     return 1;
   }
   const std::string* bytes = &file;
-  auto json_string = [](const std::string& text) {
-    std::string out = "\"";
-    for (char c : text) {
-      if (c == '"' || c == '\\') out += '\\';
-      if (static_cast<unsigned char>(c) >= 0x20) out += c;
-    }
-    return out + "\"";
-  };
   std::string classes;
-  for (const auto& c : meta.class_names) classes += (classes.empty() ? "" : ", ") + json_string(c);
+  for (const auto& c : meta.class_names) classes += (classes.empty() ? "" : ", ") + JsonString(c);
   auto version = ModelFileVersion(*bytes);
   auto signer = ModelFileSigner(*bytes);
   std::ostringstream js;
@@ -444,7 +435,7 @@ int RunInspect(const std::string& path, const std::string& signer_pub) {
      << "  \"kept\": " << m->KeptCount() << ",\n"
      << "  \"sparsity\": " << m->Sparsity() << ",\n"
      << "  \"normalize\": "
-     << (meta.normalization.empty() ? "null" : json_string(meta.normalization.ToString())) << ",\n"
+     << (meta.normalization.empty() ? "null" : JsonString(meta.normalization.ToString())) << ",\n"
      << "  \"classes\": [" << classes << "],\n  \"tensors\": [\n";
   for (size_t i = 0; i < m->tensors.size(); ++i) {
     const auto& t = m->tensors[i];

@@ -34,6 +34,7 @@
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/partition.h"
+#include "common/text.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
 #include "crypto/sha256.h"
@@ -251,16 +252,6 @@ std::string JsonNumber(double v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.10g", v);
   return buf;
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    if (static_cast<unsigned char>(ch) < 0x20) continue;
-    out += ch;
-  }
-  return out + "\"";
 }
 
 std::vector<std::string> Split(const std::string& line, char sep) {
