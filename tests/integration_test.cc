@@ -670,6 +670,32 @@ TEST(IntegrationTest, DevicesLackingAClassNumberTheirClassesAsTheFederation) {
             std::string::npos)
       << weed.Log();
   EXPECT_EQ(server2.Wait(60), 0) << server2.Log();
+
+  // --classes may name a class the test data lacks ("weed"; spaces around
+  // names are dropped): the same device then trains, and the test data is
+  // numbered by the list.
+  const std::string model4 = dir.path() + "/mlp4.pt";
+  ASSERT_NO_FATAL_FAILURE(MakeMlp(model4, "4,32,4"));
+  auto with_weed = SpeciesServerArgs(dir.path(), model4, 1);
+  *(std::find(with_weed.begin(), with_weed.end(), "--min-clients") + 1) = "1";
+  *(std::find(with_weed.begin(), with_weed.end(), "--out") + 1) = dir.path() + "/out3";
+  for (const char* a : {"--insecure", "--classes", "clover, fern, moss, weed"}) {
+    with_weed.push_back(a);
+  }
+  test::Process server3(kServer, with_weed, dir.path() + "/server3.log");
+  const std::string ep3 = test::StartedEndpoint(server3);
+  ASSERT_FALSE(ep3.empty()) << server3.Log();
+  auto weed_args = client_args(ep3, 2, weeds);
+  *(std::find(weed_args.begin(), weed_args.end(), "--model") + 1) = model4;
+  test::Process weed2(kClient, weed_args, dir.path() + "/weed2.log");
+  ASSERT_EQ(server3.Wait(60), 0) << server3.Log();
+  EXPECT_EQ(weed2.Wait(30), 0) << weed2.Log();
+  EXPECT_NE(server3.Log().find("classes: clover, fern, moss, weed (sent to devices"),
+            std::string::npos)
+      << server3.Log();
+  auto rows3 = ReadRounds(dir.path() + "/out3/rounds.csv");
+  ASSERT_EQ(rows3.size(), 1u) << server3.Log();
+  EXPECT_EQ(rows3[0].participants, 1);
 }
 
 // The architecture travels with the federation: devices started without
