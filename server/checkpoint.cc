@@ -24,8 +24,9 @@ constexpr uint32_t kMaxStrategyName = 64;
 constexpr uint32_t kMaxPruningText = 1024;
 // Settings added to the run settings after format 6 first shipped, with the
 // value a run had before it could set them.
-const std::array<std::pair<const char*, const char*>, 1> kSettingDefaults = {{
+const std::array<std::pair<const char*, const char*>, 2> kSettingDefaults = {{
     {"--over-selection", "1"},
+    {"--mode", "sync"},
 }};
 // Longest run settings text a checkpoint may carry.
 constexpr uint32_t kMaxSettingsText = 1u << 20;

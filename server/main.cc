@@ -61,7 +61,25 @@ int main(int argc, char** argv) {
                  "Select this many times the devices a round needs and close it when --fraction "
                  "x live updates are in; the rest are told their work is not needed (1 = off)")
       ->capture_default_str();
-  app.add_option("--deadline", o.round_deadline_seconds, "Seconds a round waits for updates")
+  app.add_option("--mode", o.mode,
+                 "sync: rounds of --fraction of the live devices; async: buffered asynchronous FL "
+                 "(FedBuff): --concurrency devices train at all times and the model steps every "
+                 "--buffer updates (a step is a round of --rounds and rounds.csv)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sync", "async"}));
+  app.add_option("--concurrency", o.async.concurrency,
+                 "async: tasks out on devices at once; a device that answers gets the next")
+      ->capture_default_str();
+  app.add_option("--buffer", o.async.buffer, "async: accepted updates per server step (K)")
+      ->capture_default_str();
+  app.add_option("--staleness-exponent", o.async.staleness_exponent,
+                 "async: an update tau steps behind counts 1/(1+tau)^a of a fresh one")
+      ->capture_default_str();
+  app.add_option("--max-staleness", o.async.max_staleness,
+                 "async: updates more than this many steps behind are refused (too_stale)")
+      ->capture_default_str();
+  app.add_option("--deadline", o.round_deadline_seconds,
+                 "Seconds a round waits for updates (async: a task is given up after this long)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--client-timeout", o.client_timeout_seconds,

@@ -13,8 +13,8 @@
 
 namespace fl {
 
-RunStore::RunStore(std::string out_dir, bool privacy, const SigningKey* signer)
-    : dir_(std::move(out_dir)), privacy_(privacy), signer_(signer) {}
+RunStore::RunStore(std::string out_dir, bool privacy, bool async, const SigningKey* signer)
+    : dir_(std::move(out_dir)), privacy_(privacy), async_(async), signer_(signer) {}
 
 std::string RunStore::WalPath() const { return writes() ? dir_ + "/round.wal" : ""; }
 std::string RunStore::CheckpointPath() const { return dir_ + "/checkpoint.fl"; }
@@ -30,7 +30,7 @@ Status RunStore::AppendRow(const RoundMetrics& rm) const {
   const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
   FILE* f = std::fopen(path.c_str(), "a");
   if (!f) return Status::IOError(path, "cannot open for append");
-  if (!exists) std::fprintf(f, "%s\n", RoundsCsvHeader(privacy_).c_str());
+  if (!exists) std::fprintf(f, "%s\n", RoundsCsvHeader(privacy_, async_).c_str());
   // Rounds without evaluation leave the accuracy and loss fields empty.
   char acc_s[32] = "", loss_s[32] = "";
   if (!std::isnan(rm.test_accuracy)) {
@@ -50,6 +50,10 @@ Status RunStore::AppendRow(const RoundMetrics& rm) const {
       std::fprintf(f, ",%.6g", rm.epsilon);
     }
   }
+  if (async_) {
+    std::fprintf(f, ",%d,%.3f,%u,%d", rm.selected, rm.mean_staleness, rm.max_staleness,
+                 rm.expired);
+  }
   std::fprintf(f, "\n");
   std::fflush(f);
   ::fsync(fileno(f));
@@ -59,7 +63,7 @@ Status RunStore::AppendRow(const RoundMetrics& rm) const {
 uint64_t RunStore::ReconcileRows(uint64_t checkpoint_round) const {
   if (!writes()) return 0;
   const std::string path = RowsPath();
-  const std::string columns = RoundsCsvHeader(privacy_);
+  const std::string columns = RoundsCsvHeader(privacy_, async_);
   auto text = ReadFile(path);
   if (!text.ok() || text->empty()) return 0;
   const std::string header = text->substr(0, text->find('\n'));

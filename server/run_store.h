@@ -26,9 +26,10 @@ class SigningKey;
 
 class RunStore {
  public:
-  // `privacy`: rounds.csv has the epsilon column. `signer` (may be null, not
+  // `privacy`: rounds.csv has the epsilon column; `async`: the columns of
+  // asynchronous mode (RoundsCsvHeader). `signer` (may be null, not
   // owned) signs the checkpoint and the model file.
-  RunStore(std::string out_dir, bool privacy, const SigningKey* signer);
+  RunStore(std::string out_dir, bool privacy, bool async, const SigningKey* signer);
 
   bool writes() const { return !dir_.empty(); }
   const std::string& dir() const { return dir_; }
@@ -67,6 +68,7 @@ class RunStore {
   std::string dir_;
   ModelFileMeta meta_;
   bool privacy_;
+  bool async_;
   const SigningKey* signer_;
 };
 

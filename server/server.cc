@@ -55,8 +55,9 @@ double RoundLearningRate(const ServerOptions& o, int round) {
   return std::max({lr, o.lr_min, static_cast<double>(std::numeric_limits<float>::min())});
 }
 
-std::string RoundsCsvHeader(bool privacy) {
-  return std::string(kRoundsCsvHeader) + (privacy ? ",epsilon" : "");
+std::string RoundsCsvHeader(bool privacy, bool async) {
+  return std::string(kRoundsCsvHeader) + (privacy ? ",epsilon" : "") +
+         (async ? ",tasks,mean_staleness,max_staleness,expired" : "");
 }
 
 namespace {
@@ -153,8 +154,16 @@ std::string RunSettingsOf(const ServerOptions& o, const Normalization& normaliza
     return std::string(b);
   };
   const StrategyOptions& s = o.strategy;
-  put("--fraction", num(o.fraction));
-  put("--over-selection", num(o.over_selection));
+  put("--mode", o.mode);
+  if (o.mode == "async") {
+    put("--concurrency", std::to_string(o.async.concurrency));
+    put("--buffer", std::to_string(o.async.buffer));
+    put("--staleness-exponent", num(o.async.staleness_exponent));
+    put("--max-staleness", std::to_string(o.async.max_staleness));
+  } else {
+    put("--fraction", num(o.fraction));
+    put("--over-selection", num(o.over_selection));
+  }
   put("--epochs", std::to_string(o.train.epochs));
   put("--batch", std::to_string(o.train.batch_size));
   put("--lr", num(o.train.lr));
@@ -248,8 +257,9 @@ struct Server::Impl {
   bool AllowHello(const std::string& id) { return registry.AllowHello(id, NowSeconds()); }
   // Room for a new device; the open round's devices are not evicted.
   bool MakeRoomInRegistry() {
-    return registry.MakeRoom(NowSeconds(),
-                             [this](const std::string& id) { return selected.count(id) > 0; });
+    return registry.MakeRoom(NowSeconds(), [this](const std::string& id) {
+      return selected.count(id) > 0 || pending.count(id) > 0;
+    });
   }
   int ActiveClients(std::vector<std::string>* ids) const {
     return registry.Live(NowSeconds(), ids);
@@ -283,6 +293,20 @@ struct Server::Impl {
   // A write to the round log failed: the server stops (it cannot acknowledge).
   Status wal_error;
   bool reopened_round{false};
+
+  // Asynchronous mode (--mode async): the tasks out on devices; null in
+  // synchronous rounds. There `current_round` is the step being collected,
+  // `pending` the devices holding a task, and `wal_entries` the buffer.
+  std::unique_ptr<AsyncTasks> async_tasks;
+  // Chooses the idle devices that get the freed tasks (seeded by --seed).
+  std::optional<Random> async_rng;
+  // Staleness of the update being handled (FromPendingParticipant sets it).
+  uint32_t update_staleness{0};
+  double staleness_sum{0};
+  // The last task built (TaskFor): the id and serial it is for.
+  std::vector<transport::SharedFrame> async_frames;
+  std::string async_frames_id;
+  uint64_t async_frames_serial{0};
 
   // Takes the round the log reopened (resumed_wal): its nonce, selection and
   // bounds, and the updates it had acknowledged, whose devices are not asked
@@ -495,17 +519,32 @@ struct Server::Impl {
 
   // --- sending --------------------------------------------------------------
 
-  // The open round's TASK as `c` can read it.
-  const std::vector<transport::SharedFrame>& TaskFor(const ClientEntry& c) {
+  // The open round's TASK as `c` (device `id`) can read it; in asynchronous
+  // mode, the TASK of `id`'s own task (its step, nonce and seed).
+  const std::vector<transport::SharedFrame>& TaskFor(const std::string& id, const ClientEntry& c) {
     int variant = !c.reads_extensions ? 0 : o.transfer_window_bytes > 0 ? 2 : 1;
     if (variant > 0 && c.needs_model_code && !model_code.empty()) variant += 2;
+    if (async_tasks) {
+      const AsyncTasks::Task* t = async_tasks->Find(id);
+      if (!t) return async_frames = {};  // (invariant: callers hold a task)
+      if (async_frames_id != id || async_frames_serial != t->serial) {
+        async_frames = BuildTask(variant, t->step, t->nonce,
+                                 o.seed * 1000003ULL + (uint64_t{1} << 40) + t->serial);
+        async_frames_id = id;
+        async_frames_serial = t->serial;
+      }
+      return async_frames;
+    }
     std::vector<transport::SharedFrame>& frames = task_frames[variant];
-    if (frames.empty()) frames = BuildTask(variant);
+    if (frames.empty()) {
+      frames = BuildTask(variant, current_round, round_nonce, o.seed * 1000003ULL + current_round);
+    }
     return frames;
   }
 
-  Status SendTask(const ClientEntry& c) {
-    const auto& frames = TaskFor(c);
+  Status SendTask(const std::string& id, const ClientEntry& c) {
+    const auto& frames = TaskFor(id, c);
+    if (frames.empty()) return Status::FailedPrecondition("no task");
     Status st = sock->SendShared(c.peer, frames);
     if (st.ok()) m.download_bytes += frames[0]->size() + frames[1]->size();
     return st;
@@ -530,14 +569,14 @@ struct Server::Impl {
           id);
     }
     if (!o.insecure && o.transfer_window_bytes > 0 && c.reads_extensions) {
-      const auto& frames = TaskFor(c);
+      const auto& frames = TaskFor(id, c);
       if (!task_sends->Ask(id, frames[0]->size() + frames[1]->size(), NowSeconds())) return;
     }
     SendTaskNow(id, &c);
   }
 
   void SendTaskNow(const std::string& id, ClientEntry* c) {
-    Status st = SendTask(*c);
+    Status st = SendTask(id, *c);
     if (st.ok()) return;
     // Its connection went away since it was last heard. It stays selected:
     // when it reconnects (its next HELLO) it gets the TASK on the new
@@ -549,8 +588,10 @@ struct Server::Impl {
     task_sends->Release(id);
   }
 
-  // The open round's TASK, encoded and hashed once for all its sends.
-  std::vector<transport::SharedFrame> BuildTask(int variant) const {
+  // A TASK of round (or step) `r`, encoded and hashed once for all its sends.
+  std::vector<transport::SharedFrame> BuildTask(int variant, uint64_t r,
+                                                const std::array<uint8_t, wire::kNonceBytes>& nonce,
+                                                uint64_t seed) const {
     wire::Task task;
     if (variant >= 3) {
       task.model_code = model_code;
@@ -558,8 +599,8 @@ struct Server::Impl {
       variant -= 2;
     }
     task.config = o.train;
-    task.config.lr = RoundLearningRate(o, static_cast<int>(current_round));
-    task.config.seed = o.seed * 1000003ULL + current_round;
+    task.config.lr = RoundLearningRate(o, static_cast<int>(r));
+    task.config.seed = seed;
     task.config.deadline_seconds = o.round_deadline_seconds;
     if (variant >= 1) {
       task.config.trainable = trainable;
@@ -576,9 +617,9 @@ struct Server::Impl {
     env.type = wire::MessageType::kTask;
     env.flags = wire::kFlagReadsExtensions;
     env.sender = kServerId;
-    env.round = current_round;
+    env.round = r;
     env.model_version = version;
-    env.nonce = round_nonce;
+    env.nonce = nonce;
     SealedMessage sealed = SealMessage(env, wire::Encode(task), signer.get());
     return {std::make_shared<const std::string>(std::move(sealed.envelope)),
             std::make_shared<const std::string>(std::move(sealed.payload))};
@@ -782,7 +823,7 @@ struct Server::Impl {
     // A HELLO naming the open round says the device has its TASK: the
     // receipt of a TASK just sent, or a device that reconnected with its
     // update for this round in hand.
-    const bool has_task = collecting && env.round == current_round && selected.count(env.sender);
+    const bool has_task = collecting && HoldsTask(env.sender, env.round);
     if (has_task) task_sends->Release(env.sender);
     const bool moved = !is_new && (c.peer != peer || !c.reachable);
     c.peer = peer;
@@ -805,7 +846,7 @@ struct Server::Impl {
         spdlog::info("round {}: {} reconnected; sending its TASK again", current_round, env.sender);
       }
       task_sends->Release(env.sender);  // outside the window: it is owed
-      if (!SendTask(c).ok()) MarkUnreachable(&c);
+      if (!SendTask(env.sender, c).ok()) MarkUnreachable(&c);
     }
   }
 
@@ -823,6 +864,7 @@ struct Server::Impl {
     // plaintext, a replayed UPDATE passes authentication from any connection).
     it->second.last_seen = NowSeconds();
     const char* what = env.type == wire::MessageType::kReady ? "READY" : "update";
+    if (async_tasks) return FromTaskHolder(peer, env, what);
     if (!collecting || env.round != current_round) {
       Refuse(peer, who, env.type, env.round, "stale_round",
              std::string(what) + " for round " + std::to_string(env.round) +
@@ -847,6 +889,61 @@ struct Server::Impl {
     return true;
   }
 
+  // Whether `id` holds a task of round (step) `r` of the open round.
+  bool HoldsTask(const std::string& id, uint64_t r) const {
+    if (async_tasks) {
+      const AsyncTasks::Task* t = async_tasks->Find(id);
+      return t && t->step == r;
+    }
+    return r == current_round && selected.count(id) > 0;
+  }
+
+  // FromPendingParticipant in asynchronous mode: the sender holds a task, the
+  // message names its step and carries its nonce, and it is not too stale
+  // (then `update_staleness` is its staleness).
+  bool FromTaskHolder(const std::string& peer, const wire::Envelope& env, const char* what) {
+    const std::string& who = env.sender;
+    if (!collecting) {
+      Refuse(peer, who, env.type, env.round, "stale_round",
+             std::string(what) + " for step " + std::to_string(env.round) +
+                 "; the run's last step is done");
+      return false;
+    }
+    uint32_t tau = 0;
+    switch (async_tasks->Check(who, env.round, env.nonce, current_round, &tau)) {
+      case AsyncTasks::Match::kOk:
+        update_staleness = tau;
+        return true;
+      case AsyncTasks::Match::kNoTask:
+        Refuse(peer, who, env.type, env.round, "stale_round",
+               std::string(what) + " for step " + std::to_string(env.round) +
+                   ", but this device holds no task (answered already, given up at the "
+                   "deadline, or handed out before the server restarted)");
+        return false;
+      case AsyncTasks::Match::kWrongTask:
+        Refuse(peer, who, env.type, env.round, "bad_nonce",
+               std::string(what) + " does not carry the step and nonce of this device's task");
+        return false;
+      case AsyncTasks::Match::kTooStale:
+        EndTurn(who);
+        Refuse(peer, who, env.type, env.round, "too_stale",
+               std::string(what) + " from step " + std::to_string(env.round) +
+                   " is more than --max-staleness " +
+                   std::to_string(async_tasks->options().max_staleness) +
+                   " steps behind the model (step " + std::to_string(current_round) + ")");
+        return false;
+    }
+    return false;
+  }
+
+  // Closes `id`'s turn (its task, in asynchronous mode) and its transfers.
+  void EndTurn(const std::string& id) {
+    pending.erase(id);
+    uploads->Release(id);
+    task_sends->Release(id);
+    if (async_tasks) async_tasks->Close(id);
+  }
+
   // A participant's update is encoded: it may send it now ("granted"), or once
   // the update bytes on their way leave room ("queued", then "granted").
   void HandleReady(const std::string& peer, const wire::Envelope& env, const VerifiedMessage& msg) {
@@ -865,7 +962,8 @@ struct Server::Impl {
       return;
     }
     const bool now = uploads->Ask(env.sender, ready.update_bytes, NowSeconds());
-    Reply(peer, true, wire::MessageType::kReady, current_round, now ? "granted" : "queued", "");
+    // (The round of the device's task: in asynchronous mode an earlier step.)
+    Reply(peer, true, wire::MessageType::kReady, env.round, now ? "granted" : "queued", "");
   }
 
   // Sends "granted" to the devices whose turn it is to upload, and TASKs to
@@ -876,7 +974,10 @@ struct Server::Impl {
     for (const auto& id : uploads->Pump(now)) {
       auto it = clients.find(id);
       if (it == clients.end()) continue;
-      Reply(it->second.peer, true, wire::MessageType::kReady, current_round, "granted", "");
+      const AsyncTasks::Task* t = async_tasks ? async_tasks->Find(id) : nullptr;
+      if (async_tasks && !t) continue;
+      Reply(it->second.peer, true, wire::MessageType::kReady, t ? t->step : current_round,
+            "granted", "");
     }
     for (const auto& id : task_sends->Pump(now)) {
       auto it = clients.find(id);
@@ -894,13 +995,14 @@ struct Server::Impl {
     task_sends->Release(who);
     // From here on the sender was selected and has not answered: a refusal
     // counts as its answer for the round, so the round does not wait for it.
+    const AsyncTasks::Task* task = async_tasks ? async_tasks->Find(who) : nullptr;
     UpdateBounds bounds;
-    bounds.base = version;
+    bounds.base = task ? task->base : version;
     bounds.global = &global;
     bounds.kept_count = kept_count;
     bounds.global_max_abs = global_max_abs;
     bounds.train = &o.train;
-    bounds.registered = registered_at_selection[who];
+    bounds.registered = task ? task->registered : registered_at_selection[who];
     bounds.weight_cap = weight_cap;
     bounds.norm_bound = norm_bound;
     bounds.norm_bound_source = o.max_update_norm > 0
@@ -921,13 +1023,20 @@ struct Server::Impl {
     }
     AcceptedUpdate& u = std::get<AcceptedUpdate>(checked);
     // Logged now, acknowledged once the log is durable (CommitAcks).
-    auto entry = wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta);
+    const uint32_t staleness = task ? update_staleness : 0;
+    auto entry =
+        wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta, staleness);
     if (!entry.ok()) {
       wal_error = entry.status();
       return;
     }
     wal_entries.push_back(*entry);
     pending.erase(who);
+    if (task) {
+      async_tasks->Close(who);  // the device is free: the next tick hands it a task
+      staleness_sum += staleness;
+      m.max_staleness = std::max(m.max_staleness, staleness);
+    }
     unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
     m.participants++;
     m.max_delta_norm = std::max(m.max_delta_norm, u.norm);
@@ -975,8 +1084,10 @@ struct Server::Impl {
   // whatever order they arrived in, into `global`.
   Status AggregateFromLog() {
     std::vector<WalEntry> order = wal_entries;
-    std::sort(order.begin(), order.end(),
-              [](const WalEntry& a, const WalEntry& b) { return a.sender < b.sender; });
+    // (In asynchronous mode a device may be in a step's buffer twice.)
+    std::sort(order.begin(), order.end(), [](const WalEntry& a, const WalEntry& b) {
+      return a.sender != b.sender ? a.sender < b.sender : a.offset < b.offset;
+    });
     // Each buffer goes as soon as it is done with, so the model-sized ones
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
@@ -988,6 +1099,12 @@ struct Server::Impl {
         std::string_view encoded;
         FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
         FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
+        if (e.staleness > 0) {
+          // FedBuff: a stale delta counts s(tau) of a fresh one.
+          const float s =
+              static_cast<float>(StalenessWeight(e.staleness, o.async.staleness_exponent));
+          for (float& v : delta) v *= s;
+        }
         FL_RETURN_IF_ERROR(aggregator->Add(e.weight, &delta));
       }
     }
@@ -1114,9 +1231,8 @@ struct Server::Impl {
             "round {}: {} did not reconnect within {:.0f} s of a failed TASK; not "
             "waiting for it",
             current_round, *it, o.client_timeout_seconds);
-        uploads->Release(*it);
-        task_sends->Release(*it);
-        it = pending.erase(it);
+        const std::string id = *it++;
+        EndTurn(id);
       } else {
         ++it;
       }
@@ -1133,9 +1249,7 @@ struct Server::Impl {
   // Refuses the UPDATE of a selected, pending client and closes its turn.
   void RefuseAnswer(const std::string& peer, const std::string& who, uint64_t r,
                     const std::string& reason, const std::string& message) {
-    pending.erase(who);
-    uploads->Release(who);
-    task_sends->Release(who);
+    EndTurn(who);
     Refuse(peer, who, wire::MessageType::kUpdate, r, reason, message);
   }
 
@@ -1157,6 +1271,7 @@ struct Server::Impl {
       // Handle what is waiting, bounded so the deadline is still checked.
       FL_RETURN_IF_ERROR(Drain(256));
       FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/false));
+      if (async_tasks && collecting) AsyncTick();
       GrantTransfers();  // grants that lapsed make room
       // Handshakes the ZAP thread refused since the last look.
       if (const int64_t denied = admission->denied.exchange(0)) {
@@ -1184,6 +1299,9 @@ struct Server::Impl {
     for (int i = 0; i < max; ++i) {
       transport::Received rx;
       const double received_at = NowSeconds();
+      // A step's buffer takes exactly --buffer updates: the next ones wait
+      // in the socket for the next step.
+      if (async_tasks && collecting && StepFull()) break;
       auto got = sock->TryReceive(&rx);
       if (!got.ok()) return got.status();
       if (!*got) break;
@@ -1231,6 +1349,11 @@ struct Server::Impl {
                                  : fmt::format("; {} TASK(s) and {} upload(s) waited their turn",
                                                rm.tasks_queued, rm.uploads_queued);
         if (rm.clipped > 0) waited += fmt::format("; {} delta(s) clipped", rm.clipped);
+        if (async_tasks) {
+          waited += fmt::format("; staleness mean {:.2f}, max {}; {} task(s) handed out", 
+                                rm.mean_staleness, rm.max_staleness, rm.selected);
+          if (rm.expired > 0) waited += fmt::format(", {} given up", rm.expired);
+        }
         if (!std::isnan(rm.epsilon)) {
           waited += fmt::format("; privacy spent: epsilon {:.3f} at delta {:g} (clip {:.4g})",
                                 rm.epsilon, o.privacy.delta, rm.dp_clip);
@@ -1249,6 +1372,176 @@ struct Server::Impl {
       if (on_round && *on_round) (*on_round)(rm);
     }
     return Status::OK();
+  }
+
+  // --- asynchronous mode (FedBuff) --------------------------------------------
+
+  bool StepFull() const {
+    return wal_entries.size() >= static_cast<size_t>(o.async.buffer);
+  }
+
+  // Gives up on tasks past the deadline, and hands tasks to idle live
+  // devices until `concurrency` are out.
+  void AsyncTick() {
+    const double now = NowSeconds();
+    const double deadline = o.round_deadline_seconds;
+    std::set<std::string> given_up;
+    for (const auto& id : async_tasks->Ids()) {
+      const AsyncTasks::Task* t = async_tasks->Find(id);
+      const ClientEntry& c = clients[id];
+      const bool vanished = !c.reachable && now - c.unreachable_since > o.client_timeout_seconds;
+      if (now - t->issued_at <= deadline && !vanished) continue;
+      const uint64_t step = t->step;
+      EndTurn(id);
+      given_up.insert(id);
+      m.expired++;
+      if (m.expired <= kLogPerReason) {
+        spdlog::warn("step {}: {} {} its task of step {}; handing the task to another device",
+                     current_round, id,
+                     vanished ? fmt::format("vanished ({:.0f} s unreachable) with",
+                                            o.client_timeout_seconds)
+                              : fmt::format("did not answer within {:.0f} s", deadline),
+                     step);
+      }
+      // So that it does not upload late (a held-back update is dropped).
+      if (c.reachable) {
+        Reply(c.peer, false, wire::MessageType::kTask, step, "not_needed",
+              "the task was given up at the deadline");
+      }
+    }
+    if (async_tasks->Wanted() == 0) return;
+    std::vector<std::string> live;
+    if (ActiveClients(&live) < o.min_clients) return;
+    std::vector<std::string> idle;
+    for (const auto& id : live) {
+      // (A device just given up on is not handed the next task at once.)
+      if (!async_tasks->Has(id) && !given_up.count(id)) idle.push_back(id);
+    }
+    if (idle.empty()) return;
+    async_rng->Shuffle(&idle);
+    const size_t n = std::min(idle.size(), async_tasks->Wanted());
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& id = idle[i];
+      async_tasks->Issue(id, current_round, RandomNonce(), version, clients[id].num_examples, now);
+      pending.insert(id);
+      m.selected++;
+      OfferTask(id);
+    }
+  }
+
+  // Bounds of the step's updates: the norm bound, and the weight cap from
+  // the examples the live devices registered with (their lower median).
+  void SetStepBounds() {
+    norm_bound = o.max_update_norm > 0 ? o.max_update_norm
+                                       : o.update_norm_factor * std::max(reference_norm, 1.0);
+    std::vector<std::string> live;
+    ActiveClients(&live);
+    population = static_cast<uint32_t>(live.size());
+    std::vector<int64_t> registered;
+    for (const auto& id : live) registered.push_back(clients[id].num_examples);
+    weight_cap = o.max_examples;
+    if (o.max_weight_ratio > 0 && !registered.empty()) {
+      const size_t mid = (registered.size() - 1) / 2;
+      std::nth_element(registered.begin(), registered.begin() + mid, registered.end());
+      const double cap =
+          std::max(1.0, std::floor(o.max_weight_ratio * static_cast<double>(registered[mid])));
+      if (cap < static_cast<double>(weight_cap)) weight_cap = static_cast<int64_t>(cap);
+    }
+    m.update_norm_bound = norm_bound;
+    m.weight_cap = weight_cap;
+    SetStepOffset();
+  }
+
+  // Takes the step the log reopened: its bounds and the updates it had
+  // acknowledged (the buffer so far).
+  Status ReopenStep() {
+    WalContents c = std::move(*resumed_wal);
+    resumed_wal.reset();
+    weight_cap = c.header.weight_cap;
+    norm_bound = c.header.norm_bound;
+    population = c.header.population;
+    SetStepOffset();
+    m.weight_cap = weight_cap;
+    m.update_norm_bound = norm_bound;
+    auto w = WalWriter::Reopen(WalPath(), c, /*durable=*/true, wal_key);
+    if (!w.ok()) return w.status();
+    wal = std::move(w).value();
+    for (const auto& e : c.entries) {
+      auto rec = wal->Read(e);
+      if (!rec.ok()) return rec.status();
+      wal_entries.push_back(e);
+      train_loss_sum += rec->train_loss;
+      staleness_sum += e.staleness;
+      m.max_staleness = std::max(m.max_staleness, e.staleness);
+      m.participants++;
+      m.delta_bytes += rec->delta.size();
+      m.max_train_seconds = std::max(m.max_train_seconds, rec->train_seconds);
+    }
+    spdlog::warn(
+        "step {}: reopened from {}: {} acknowledged update(s) kept in its buffer of {}; tasks "
+        "handed out before the restart are void (their devices get new ones){}",
+        c.header.round, WalPath(), wal_entries.size(), o.async.buffer,
+        c.torn_tail ? " (a torn record at its end, never acknowledged, was dropped)" : "");
+    return Status::OK();
+  }
+
+  // Server step `r` (asynchronous mode): collect `buffer` updates from the
+  // devices training (tasks are handed out as devices free up, across
+  // steps), then the shared end of a round.
+  Status RunStep(uint64_t r, const std::atomic<bool>* stop, bool* abandoned) {
+    m = RoundMetrics();
+    m.round = r;
+    FL_RETURN_IF_ERROR(LoadEnrollment());
+    const double t0 = NowSeconds();
+    train_loss_sum = 0;
+    staleness_sum = 0;
+    wal_entries.clear();
+    resent.clear();
+    if (resumed_wal && resumed_wal->header.round == r) {
+      FL_RETURN_IF_ERROR(ReopenStep());
+    } else {
+      SetStepBounds();
+      WalHeader h{r, {}, version, weight_cap, norm_bound, {}, population};
+      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key);
+      if (!w.ok()) return w.status();
+      wal = std::move(w).value();
+    }
+    // The step is open from here: updates that arrive while the server waits
+    // for its evaluations join it.
+    current_round = r;
+    collecting = true;
+    last_accept_time = t0;
+    first_update_time = 0;
+    while (evaluator && evaluator->outstanding() > kMaxEvaluationsQueued && !StepFull()) {
+      if (stop && stop->load()) break;
+      FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.05, stop, nullptr));
+    }
+    double next_log = NowSeconds() + 10;
+    FL_RETURN_IF_ERROR(Pump(std::numeric_limits<double>::infinity(), stop, [&] {
+      if (NowSeconds() >= next_log) {
+        spdlog::info("step {}: {} of {} updates in; {} task(s) out, {} device(s) live", r,
+                     wal_entries.size(), o.async.buffer, async_tasks->outstanding(),
+                     ActiveClients(nullptr));
+        next_log = NowSeconds() + 10;
+      }
+      return StepFull();
+    }));
+    m.upload_window_peak_bytes = uploads->peak_granted_bytes();
+    m.uploads_queued = uploads->queued();
+    m.tasks_queued = task_sends->queued();
+    if (stop && stop->load()) {
+      collecting = false;
+      spdlog::warn("step {} abandoned on signal; the checkpoint of step {} stays", r, round);
+      *abandoned = true;
+      return Status::OK();
+    }
+    m.collect_seconds = last_accept_time - t0;
+    if (m.participants >= 2) m.ingest_seconds = last_accept_time - first_update_time;
+    if (!wal_entries.empty()) {
+      m.mean_staleness = staleness_sum / static_cast<double>(wal_entries.size());
+    }
+    // Tasks stay out across the step; the next step's TASKs carry the new model.
+    return FinishRound(r, t0);
   }
 
   // Devices told about already: too old for FedProx's mu.
@@ -1438,6 +1731,12 @@ struct Server::Impl {
     }
     // 5. Aggregate (from the log, in sender order), persist, evaluate in the
     // background.
+    return FinishRound(r, t0);
+  }
+
+  // The end of round (or step) `r`, begun at `t0`: its logged updates become
+  // the next global model, the checkpoint commits it, the evaluator gets it.
+  Status FinishRound(uint64_t r, double t0) {
     FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/true));
     if (!wal_entries.empty() || o.privacy.enabled()) {
       // (A private round releases its noise even when nobody answered.)
@@ -1507,6 +1806,45 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("--over-selection",
                                    "cannot be combined with privacy: the accountant assumes each "
                                    "sampled device's update is used (Poisson sampling)");
+  }
+  if (o.mode != "sync" && o.mode != "async") {
+    return Status::InvalidArgument("--mode", "must be sync or async, got '" + o.mode + "'");
+  }
+  if (o.mode == "async") {
+    const AsyncOptions& a = o.async;
+    if (!(a.concurrency >= 1 && a.concurrency <= 100000)) {
+      return Status::InvalidArgument("--concurrency", "must be in [1, 100000]");
+    }
+    if (!(a.buffer >= 1 && a.buffer <= 100000)) {
+      return Status::InvalidArgument("--buffer", "must be in [1, 100000]");
+    }
+    if (!(a.staleness_exponent >= 0 && a.staleness_exponent <= 10)) {
+      return Status::InvalidArgument("--staleness-exponent", "must be in [0, 10]");
+    }
+    if (!(a.max_staleness >= 0 && a.max_staleness <= 1000000)) {
+      return Status::InvalidArgument("--max-staleness", "must be in [0, 1000000]");
+    }
+    if (o.privacy.enabled()) {
+      return Status::InvalidArgument(
+          "--mode async", "cannot be combined with privacy: the accountant assumes each round "
+                          "Poisson-samples the devices whose updates it uses");
+    }
+    if (o.prune_to > 0) {
+      return Status::InvalidArgument(
+          "--mode async", "cannot be combined with federated pruning (--prune-to): a mask that "
+                          "tightens would void the deltas of every task out on devices");
+    }
+    if (o.over_selection > 1) {
+      return Status::InvalidArgument(
+          "--over-selection", "is for synchronous rounds; asynchronous mode never waits for a "
+                              "round's slowest device");
+    }
+    if (const int need = RobustMinimum(o.strategy); need > a.buffer) {
+      return Status::InvalidArgument("--buffer", "--strategy " + o.strategy.name + " needs at least " +
+                                                     std::to_string(need) +
+                                                     " updates a step; --buffer is " +
+                                                     std::to_string(a.buffer));
+    }
   }
   // Each bound must be a number: a NaN compares false with everything and
   // would switch its check off silently.
@@ -1687,7 +2025,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     for (const auto& n : impl->class_names) list += (list.empty() ? "" : ", ") + Printable(n);
     spdlog::info("classes: {} (sent to devices, which number theirs alike)", list);
   }
-  impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), impl->signer.get());
+  if (o.mode == "async") {
+    impl->async_tasks = std::make_unique<AsyncTasks>(o.async);
+    impl->async_rng.emplace(o.seed * 0x9E3779B97F4A7C15ULL + 0xA5);
+  }
+  impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), o.mode == "async",
+                                            impl->signer.get());
   FL_RETURN_IF_ERROR(impl->store->Prepare());
   // global.flm records them, so that the model can be used (and exported)
   // without the data.
@@ -2009,12 +2352,14 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
   };
   for (uint64_t r = s.round + 1; r <= static_cast<uint64_t>(s.o.rounds); ++r) {
     bool abandoned = false;
-    if (Status st = s.RunRound(r, stop, &abandoned); !st.ok()) return fail(st);
+    Status st = s.async_tasks ? s.RunStep(r, stop, &abandoned) : s.RunRound(r, stop, &abandoned);
+    if (!st.ok()) return fail(st);
     if (abandoned) {
       sum.interrupted = true;
       break;
     }
   }
+  s.collecting = false;  // (asynchronous mode: no more tasks)
   // The last evaluations: keep answering while they finish (on a signal, just
   // wait for them: their rows belong in rounds.csv).
   if (!s.unreported.empty() && stop && stop->load() && s.o.verbose) {

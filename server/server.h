@@ -43,6 +43,7 @@
 #include "common/status.h"
 #include "common/wire/messages.h"
 #include "server/aggregator.h"
+#include "server/async_tasks.h"
 #include "server/evaluator.h"
 #include "transport/transport.h"
 
@@ -73,6 +74,16 @@ struct ServerOptions {
   // told (REJECT "not_needed" about their TASK) so they do not upload.
   // 1 = off. Not with privacy (Poisson sampling).
   double over_selection{1};
+  // The scheduler: "sync", rounds as above; or "async", buffered
+  // asynchronous FL (FedBuff; server/async_tasks.h): `async.concurrency`
+  // devices train at all times, each on the model of the step it got its
+  // task in; every `async.buffer` accepted updates (each scaled by its
+  // staleness weight) the model steps, and the step is a "round" of
+  // rounds.csv, the checkpoint and the evaluation. A task not answered within
+  // round_deadline_seconds is given up. Not with privacy, federated pruning
+  // or over-selection.
+  std::string mode{"sync"};
+  AsyncOptions async;
   // Seconds a round waits for updates.
   double round_deadline_seconds{120};
   // A client not heard from for this long is not selected.
@@ -211,6 +222,12 @@ struct RoundMetrics {
   // Selected devices told their work was not needed (over-selection closed
   // the round before they answered).
   int withdrawn{0};
+  // Asynchronous mode: the mean and largest staleness (server steps between
+  // an update's task and this step) of the step's updates, and tasks given
+  // up at the deadline during it.
+  double mean_staleness{0};
+  uint32_t max_staleness{0};
+  int expired{0};
   // Test accuracy and loss of the new global model (NaN when not evaluated).
   double test_accuracy{0};
   double test_loss{0};
@@ -313,9 +330,10 @@ class Server final {
 };
 
 // The CSV header of rounds.csv; with privacy it gains an `epsilon` column
-// (RoundsCsvHeader(true)).
+// (RoundsCsvHeader(true)), in asynchronous mode `tasks,mean_staleness,
+// max_staleness,expired` (a row per server step; `tasks`: handed out during it).
 extern const char kRoundsCsvHeader[];
-std::string RoundsCsvHeader(bool privacy);
+std::string RoundsCsvHeader(bool privacy, bool async = false);
 
 // The client learning rate round `round` (1-based) sends in its TASK:
 // max(train.lr * lr_decay^(round-1), lr_min), and never below the smallest

@@ -19,11 +19,13 @@ namespace fl {
 namespace {
 
 constexpr char kWalMagic[4] = {'F', 'L', 'W', 'L'};
-// Versions 1 and 3: SHA-256 tags; 2 and 4: HMAC-SHA256 tags. 3 and 4 add the
-// population (after the selection). Written: 3 or 4; read: all four.
-constexpr uint32_t kWalVersion = 3;
-constexpr uint32_t kWalKeyedVersion = 4;
+// Odd versions: SHA-256 tags; even ones: HMAC-SHA256 tags. 3 and up add the
+// population (after the selection); 5 and 6 a staleness per record (after
+// the train seconds). Written: 5 or 6; read: all six.
+constexpr uint32_t kWalVersion = 5;
+constexpr uint32_t kWalKeyedVersion = 6;
 bool KeyedVersion(uint32_t v) { return v % 2 == 0; }
+bool HasStaleness(uint32_t v) { return v >= 5; }
 
 // The tag that ends the header and each record: HMAC-SHA256 under the key,
 // or a SHA-256 without one.
@@ -144,6 +146,7 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
         "round log is authenticated by a server key; start the server with its --key to "
         "resume it");
   }
+  h->format = version;
   if (!r.GetU64(&h->round) || !r.GetBytes(h->nonce.data(), h->nonce.size()) ||
       !r.GetBytes(h->model_version.data(), h->model_version.size()) || !r.GetU64(&cap) ||
       !r.GetU64(&bound) || !r.GetU32(&count) || count > (1u << 24)) {
@@ -178,14 +181,17 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
   return Status::OK();
 }
 
-Status DecodeBody(const char* p, size_t n, WalRecord* rec) {
+Status DecodeBody(const char* p, size_t n, uint32_t format, WalRecord* rec) {
   wire::Reader r(p, n);
   uint64_t weight = 0, loss = 0, secs = 0, len = 0;
+  uint32_t staleness = 0;
   const uint8_t* data = nullptr;
   if (!GetId(&r, &rec->sender) || !r.GetU64(&weight) || !r.GetU64(&loss) || !r.GetU64(&secs) ||
-      !r.GetU64(&len) || len != r.remaining() || !r.Skip(len, &data)) {
+      (HasStaleness(format) && !r.GetU32(&staleness)) || !r.GetU64(&len) ||
+      len != r.remaining() || !r.Skip(len, &data)) {
     return Status::Corruption("round log record malformed");
   }
+  rec->staleness = staleness;
   rec->weight = static_cast<int64_t>(weight);
   rec->train_loss = BitsDouble(loss);
   rec->train_seconds = BitsDouble(secs);
@@ -203,8 +209,9 @@ WalKey WalKeyFor(const SigningKey* signer) {
 }
 
 WalWriter::WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key,
-                     const Sha256Digest& chain)
+                     const Sha256Digest& chain, uint32_t format)
     : fd_(fd),
+      format_(format),
       path_(std::move(path)),
       end_(end),
       durable_(durable),
@@ -282,7 +289,8 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
   }
   Sha256Digest tag;
   std::memcpy(tag.data(), h.data() + h.size() - tag.size(), tag.size());
-  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key, tag));
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key, tag,
+                                                  key ? kWalKeyedVersion : kWalVersion));
 }
 
 Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path,
@@ -297,11 +305,12 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path,
     return st;
   }
   return std::unique_ptr<WalWriter>(
-      new WalWriter(fd, path, valid_bytes, durable, key, contents.chain));
+      new WalWriter(fd, path, valid_bytes, durable, key, contents.chain, contents.header.format));
 }
 
 Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, double train_loss,
-                                   double train_seconds, std::string_view delta) {
+                                   double train_seconds, std::string_view delta,
+                                   uint32_t staleness) {
   if (sender.size() > kMaxIdBytes) return Status::InvalidArgument("sender id too long");
   wire::Writer w;
   w.PutU32(0);  // the body's length, filled in below
@@ -309,6 +318,7 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
   w.PutU64(static_cast<uint64_t>(weight));
   w.PutU64(DoubleBits(train_loss));
   w.PutU64(DoubleBits(train_seconds));
+  if (HasStaleness(format_)) w.PutU32(staleness);
   w.PutU64(delta.size());
   std::string prefix = w.Release();
   const uint64_t body = prefix.size() - 4 + delta.size();
@@ -323,7 +333,8 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
     FL_RETURN_IF_ERROR(WriteAll(fd_, std::string_view(parts[k], sizes[k]), at, path_));
     at += sizes[k];
   }
-  WalEntry e{sender, weight, end_ + 4, static_cast<uint32_t>(body)};
+  WalEntry e{sender, weight, end_ + 4, static_cast<uint32_t>(body),
+             HasStaleness(format_) ? staleness : 0};
   end_ = at;
   chain_ = d;
   if (!durable_) {
@@ -370,12 +381,13 @@ Status WalWriter::ReadDelta(const WalEntry& e, std::string* buffer, std::string_
     if (n <= 0) return n < 0 ? Errno("read " + path_) : Status::IOError(path_, "short read");
     done += static_cast<size_t>(n);
   }
-  // sender | weight | loss | seconds | delta length | delta
+  // sender | weight | loss | seconds | (staleness) | delta length | delta
   wire::Reader r(buffer->data(), buffer->size());
   std::string sender;
   uint64_t skip = 0, len = 0;
+  uint32_t skip32 = 0;
   if (!GetId(&r, &sender) || !r.GetU64(&skip) || !r.GetU64(&skip) || !r.GetU64(&skip) ||
-      !r.GetU64(&len) || len != r.remaining()) {
+      (HasStaleness(format_) && !r.GetU32(&skip32)) || !r.GetU64(&len) || len != r.remaining()) {
     return Status::Corruption(path_, "round log record malformed");
   }
   *delta = std::string_view(buffer->data() + buffer->size() - len, len);
@@ -387,7 +399,7 @@ Result<WalRecord> WalWriter::Read(const WalEntry& e) const {
   std::string_view unused;
   FL_RETURN_IF_ERROR(ReadDelta(e, &body, &unused));
   WalRecord rec;
-  FL_RETURN_IF_ERROR(DecodeBody(body.data(), body.size(), &rec));
+  FL_RETURN_IF_ERROR(DecodeBody(body.data(), body.size(), format_, &rec));
   return rec;
 }
 
@@ -414,8 +426,8 @@ Result<WalContents> ParseWal(const std::string& b, const WalKey& key) {
     const Sha256Digest d = RecordTag(key, c.chain, body, len);
     if (std::memcmp(d.data(), body + len, d.size()) != 0) break;
     WalRecord rec;
-    if (!DecodeBody(body, len, &rec).ok()) break;
-    c.entries.push_back({rec.sender, rec.weight, pos + 4, len});
+    if (!DecodeBody(body, len, c.header.format, &rec).ok()) break;
+    c.entries.push_back({rec.sender, rec.weight, pos + 4, len, rec.staleness});
     c.chain = d;
     pos += 4 + len + kSha256DigestBytes;
     c.valid_bytes = pos;

@@ -15,12 +15,13 @@
 //   records: body length u32 | body | tag (32): of the body, and in a keyed
 //            log of the tag before it (the header's, for the first record)
 //            body: sender length u16 | sender | weight i64 | train loss f64
-//                  | train seconds f64 | delta length u64 | encoded delta
+//                  | train seconds f64 | staleness u32 (versions 5 and 6)
+//                  | delta length u64 | encoded delta
 // A record cut short or not matching its tag ends the log (a crash in the
 // middle of an append): its update was never acknowledged.
 //
-// Tags: versions 1 and 3, a SHA-256 (integrity only: a server without a key);
-// versions 2 and 4, HMAC-SHA256 under the server's log key (WalKeyFor), so a log
+// Tags: odd versions, a SHA-256 (integrity only: a server without a key);
+// even versions (2, 4, 6), HMAC-SHA256 under the server's log key (WalKeyFor), so a log
 // written, altered or extended by anyone without the server's identity is not
 // resumed: its header is refused, and a record of its, or one copied from
 // another log of the same server or moved within the log (a keyed record's
@@ -66,6 +67,8 @@ struct WalHeader {
   // Live devices the selection was made from (the expected participants of a
   // private round are the sampling rate times this).
   uint32_t population{0};
+  // The log's format version (set when read; a writer uses the newest).
+  uint32_t format{0};
 };
 
 // One accepted update as the log keeps it.
@@ -74,6 +77,9 @@ struct WalRecord {
   int64_t weight{0};
   double train_loss{0};
   double train_seconds{0};
+  // Asynchronous mode: server steps between the update's task and the step
+  // it joins (0 in synchronous rounds).
+  uint32_t staleness{0};
   std::string delta;  // the encoded delta (quant codec)
 };
 
@@ -83,6 +89,7 @@ struct WalEntry {
   int64_t weight{0};
   uint64_t offset{0};  // of the body
   uint32_t length{0};
+  uint32_t staleness{0};
 };
 
 // Appends from one thread; a thread of its own makes them durable
@@ -111,7 +118,7 @@ class WalWriter final {
   // from where it is, without a copy. Returns its entry; the record ends at
   // entry.offset + entry.length + 32.
   Result<WalEntry> Append(const std::string& sender, int64_t weight, double train_loss,
-                          double train_seconds, std::string_view delta);
+                          double train_seconds, std::string_view delta, uint32_t staleness = 0);
   // Asks the sync thread to make everything appended so far durable, and
   // returns at once.
   void RequestSync();
@@ -130,10 +137,11 @@ class WalWriter final {
 
  private:
   WalWriter(int fd, std::string path, uint64_t end, bool durable, const WalKey& key,
-            const std::array<uint8_t, 32>& chain);
+            const std::array<uint8_t, 32>& chain, uint32_t format);
   void SyncLoop();
 
   int fd_{-1};
+  uint32_t format_{0};  // the log's version: which fields a record has
   std::string path_;
   uint64_t end_{0};
   bool durable_{false};

@@ -650,6 +650,11 @@ int Main(int argc, char** argv) {
   so.min_clients = c.min_clients > 0 ? c.min_clients : c.clients;
   so.fraction = c.fraction;
   so.over_selection = c.over_selection;
+  so.mode = c.mode;
+  so.async.concurrency = c.concurrency;
+  so.async.buffer = c.buffer;
+  so.async.staleness_exponent = c.staleness_exponent;
+  so.async.max_staleness = c.max_staleness;
   so.round_deadline_seconds = c.round_deadline;
   so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
   so.train.epochs = c.epochs;

@@ -141,6 +141,11 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   fed.Get("server_lr", &c->strategy.server_lr);  // its place before [strategy]
   fed.Get("eval_every", &c->eval_every);
   fed.Get("over_selection", &c->over_selection);
+  fed.Get("mode", &c->mode);
+  fed.Get("concurrency", &c->concurrency);
+  fed.Get("buffer", &c->buffer);
+  fed.Get("staleness_exponent", &c->staleness_exponent);
+  fed.Get("max_staleness", &c->max_staleness);
 
   TableReader strat(root["strategy"].as_table(), "strategy.");
   strat.Get("name", &c->strategy.name);
@@ -230,6 +235,15 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (!(c.over_selection >= 1 && c.over_selection <= 10)) {
     return bad("federation.over_selection", "must be in [1, 10]");
   }
+  if (c.mode != "sync" && c.mode != "async") {
+    return bad("federation.mode", "must be \"sync\" or \"async\"");
+  }
+  if (c.mode == "async" && !(c.concurrency >= 1 && c.concurrency <= c.clients)) {
+    return bad("federation.concurrency", "must be in [1, clients]");
+  }
+  if (c.mode == "async" && !(c.buffer >= 1 && c.buffer <= c.concurrency)) {
+    return bad("federation.buffer", "must be in [1, concurrency]");
+  }
   if (!(c.slowdown_sigma >= 0 && c.slowdown_sigma <= 3)) {
     return bad("devices.slowdown_sigma", "must be in [0, 3]");
   }
@@ -298,7 +312,12 @@ std::string SimConfigToToml(const SimConfig& c) {
                                  {"min_clients", c.min_clients},
                                  {"round_deadline", c.round_deadline},
                                  {"eval_every", c.eval_every},
-                                 {"over_selection", c.over_selection}}},
+                                 {"over_selection", c.over_selection},
+                                 {"mode", c.mode},
+                                 {"concurrency", c.concurrency},
+                                 {"buffer", c.buffer},
+                                 {"staleness_exponent", c.staleness_exponent},
+                                 {"max_staleness", c.max_staleness}}},
       {"strategy", toml::table{{"name", c.strategy.name},
                                {"server_lr", c.strategy.server_lr},
                                {"momentum", c.strategy.momentum},

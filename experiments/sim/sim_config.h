@@ -8,7 +8,9 @@
 //                alpha, shards_per_client, test_dir, test_fraction, label_column,
 //                group_column, normalize (common/data_loader.h)
 //   [model]      name, file, trainable
-//   [federation] clients, fraction, min_clients, round_deadline, eval_every, over_selection
+//   [federation] clients, fraction, min_clients, round_deadline, eval_every, over_selection,
+//                mode ("sync" | "async"), concurrency, buffer, staleness_exponent,
+//                max_staleness (server/async_tasks.h; a "round" is a server step in async)
 //                (server_lr here is read as [strategy] server_lr)
 //   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
 //                krum_f, krum_m, clip (server/aggregator.h)
@@ -137,6 +139,12 @@ struct SimConfig {
   double slowdown_sigma{0};
   // [federation] over_selection: ServerOptions::over_selection (1 = off).
   double over_selection{1};
+  // [federation] mode and FedBuff's settings: ServerOptions::mode, ::async.
+  std::string mode{"sync"};
+  int concurrency{10};
+  int buffer{5};
+  double staleness_exponent{0.5};
+  int max_staleness{10};
   double straggler_fraction{0};
   double straggler_slowdown{10};
   double dropout{0};
