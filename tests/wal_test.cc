@@ -147,5 +147,42 @@ TEST(WalTest, TheKeyIsTheServersAndTheSameAfterARestart) {
   EXPECT_NE(WalKeyFor(&*a), WalKeyFor(&*b));
 }
 
+// Asynchronous mode: each update's staleness is in its record, so a step
+// reopened after a crash weights its buffered updates as before.
+TEST(WalTest, EachRecordKeepsItsStaleness) {
+  test::TempDir dir;
+  for (const WalKey& key : {WalKey{}, KeyOf(3)}) {
+    const std::string path = dir.path() + "/step.wal";
+    auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, key);
+    ASSERT_FL_OK(w);
+    auto a = (*w)->Append("c0", 100, 0.5, 1.0, "fresh", 0);
+    auto b = (*w)->Append("c1", 100, 0.5, 1.0, "stale", 3);
+    ASSERT_FL_OK(a);
+    ASSERT_FL_OK(b);
+    EXPECT_EQ(b->staleness, 3u);
+    auto rec = (*w)->Read(*b);
+    ASSERT_FL_OK(rec);
+    EXPECT_EQ(rec->staleness, 3u);
+    EXPECT_EQ(rec->delta, "stale");
+    w->reset();
+    auto c = WalReadAll(path, key);
+    ASSERT_FL_OK(c);
+    ASSERT_EQ(c->entries.size(), 2u);
+    EXPECT_EQ(c->entries[0].staleness, 0u);
+    EXPECT_EQ(c->entries[1].staleness, 3u);
+    EXPECT_EQ(c->header.format, key ? 6u : 5u);
+    // Reopened, it appends records of its own format.
+    auto again = WalWriter::Reopen(path, *c, /*durable=*/false, key);
+    ASSERT_FL_OK(again);
+    ASSERT_FL_OK((*again)->Append("c2", 100, 0.5, 1.0, "later", 7).status());
+    again->reset();
+    c = WalReadAll(path, key);
+    ASSERT_FL_OK(c);
+    ASSERT_EQ(c->entries.size(), 3u);
+    EXPECT_EQ(c->entries[2].staleness, 7u);
+    EXPECT_FALSE(c->torn_tail);
+  }
+}
+
 }  // namespace
 }  // namespace fl
