@@ -79,6 +79,12 @@ class AsyncTasks {
   Match Check(const std::string& id, uint64_t round, const Nonce& nonce, uint64_t step,
               uint32_t* staleness) const;
 
+  // `id`'s TASK left now: its deadline runs from here.
+  void Sent(const std::string& id, double now) {
+    auto it = tasks_.find(id);
+    if (it != tasks_.end()) it->second.issued_at = now;
+  }
+
   // Ends `id`'s task (answered, refused, withdrawn); false if it had none.
   bool Close(const std::string& id) { return tasks_.erase(id) > 0; }
 

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"sync", "async"}));
   app.add_option("--concurrency", o.async.concurrency,
-                 "async: tasks out on devices at once; a device that answers gets the next")
+                 "async: tasks out on devices at once; an answer frees a slot for an idle device")
       ->capture_default_str();
   app.add_option("--buffer", o.async.buffer, "async: accepted updates per server step (K)")
       ->capture_default_str();

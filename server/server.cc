@@ -303,10 +303,6 @@ struct Server::Impl {
   // Staleness of the update being handled (FromPendingParticipant sets it).
   uint32_t update_staleness{0};
   double staleness_sum{0};
-  // The last task built (TaskFor): the id and serial it is for.
-  std::vector<transport::SharedFrame> async_frames;
-  std::string async_frames_id;
-  uint64_t async_frames_serial{0};
 
   // Takes the round the log reopened (resumed_wal): its nonce, selection and
   // bounds, and the updates it had acknowledged, whose devices are not asked
@@ -355,6 +351,7 @@ struct Server::Impl {
   // Per variant (BuildTask): 0 plain, 1 with optional fields, 2 and asking
   // before upload; 3 and 4 are 1 and 2 with the model's file.
   std::vector<transport::SharedFrame> task_frames[5];
+  wire::Envelope task_envelopes[5];
   // A TorchScript federation with a signing key: the model file and the
   // server's signature over it (crypto/model_code.h), for devices without it.
   std::string model_code;
@@ -409,6 +406,7 @@ struct Server::Impl {
   uint32_t population{0};
   bool warned_few_participants{false};
   bool warned_held_cap{false};
+  bool warned_eval_skipped{false};
 
   // Devices a round may select when the rule holds every delta: as many as
   // fit in --max-aggregation-mb (at least 1). `want` when the rule streams.
@@ -519,31 +517,38 @@ struct Server::Impl {
 
   // --- sending --------------------------------------------------------------
 
-  // The open round's TASK as `c` (device `id`) can read it; in asynchronous
-  // mode, the TASK of `id`'s own task (its step, nonce and seed).
-  const std::vector<transport::SharedFrame>& TaskFor(const std::string& id, const ClientEntry& c) {
+  // The open round's TASK as `c` (device `id`) can read it. In asynchronous
+  // mode the step's payload is shared the same way and the envelope is the
+  // task's own (its step and nonce, signed for it); empty without a task.
+  std::vector<transport::SharedFrame> TaskFor(const std::string& id, const ClientEntry& c) {
     int variant = !c.reads_extensions ? 0 : o.transfer_window_bytes > 0 ? 2 : 1;
     if (variant > 0 && c.needs_model_code && !model_code.empty()) variant += 2;
-    if (async_tasks) {
-      const AsyncTasks::Task* t = async_tasks->Find(id);
-      if (!t) return async_frames = {};  // (invariant: callers hold a task)
-      if (async_frames_id != id || async_frames_serial != t->serial) {
-        async_frames = BuildTask(variant, t->step, t->nonce,
-                                 o.seed * 1000003ULL + (uint64_t{1} << 40) + t->serial);
-        async_frames_id = id;
-        async_frames_serial = t->serial;
-      }
-      return async_frames;
-    }
     std::vector<transport::SharedFrame>& frames = task_frames[variant];
     if (frames.empty()) {
-      frames = BuildTask(variant, current_round, round_nonce, o.seed * 1000003ULL + current_round);
+      frames = BuildTask(variant, current_round, round_nonce, o.seed * 1000003ULL + current_round,
+                         &task_envelopes[variant]);
     }
-    return frames;
+    if (!async_tasks) return frames;
+    const AsyncTasks::Task* t = async_tasks->Find(id);
+    if (!t || t->step != current_round) return {};  // (invariant: callers refresh it)
+    wire::Envelope env = task_envelopes[variant];
+    env.nonce = t->nonce;
+    return {std::make_shared<const std::string>(SealEnvelope(env, signer.get())), frames[1]};
+  }
+
+  // Asynchronous mode: a task of an earlier step that is sent (again) now
+  // goes out on the newest model, as a task of this step with a new nonce
+  // (an update for the old one is then refused).
+  void RefreshTask(const std::string& id) {
+    const AsyncTasks::Task* t = async_tasks ? async_tasks->Find(id) : nullptr;
+    if (t && t->step != current_round) {
+      async_tasks->Issue(id, current_round, RandomNonce(), version, t->registered, NowSeconds());
+    }
   }
 
   Status SendTask(const std::string& id, const ClientEntry& c) {
-    const auto& frames = TaskFor(id, c);
+    RefreshTask(id);
+    const auto frames = TaskFor(id, c);
     if (frames.empty()) return Status::FailedPrecondition("no task");
     Status st = sock->SendShared(c.peer, frames);
     if (st.ok()) m.download_bytes += frames[0]->size() + frames[1]->size();
@@ -569,7 +574,7 @@ struct Server::Impl {
           id);
     }
     if (!o.insecure && o.transfer_window_bytes > 0 && c.reads_extensions) {
-      const auto& frames = TaskFor(id, c);
+      const auto frames = TaskFor(id, c);
       if (!task_sends->Ask(id, frames[0]->size() + frames[1]->size(), NowSeconds())) return;
     }
     SendTaskNow(id, &c);
@@ -577,6 +582,8 @@ struct Server::Impl {
 
   void SendTaskNow(const std::string& id, ClientEntry* c) {
     Status st = SendTask(id, *c);
+    // Its deadline runs from when it left, not from a wait for the window.
+    if (st.ok() && async_tasks) async_tasks->Sent(id, NowSeconds());
     if (st.ok()) return;
     // Its connection went away since it was last heard. It stays selected:
     // when it reconnects (its next HELLO) it gets the TASK on the new
@@ -588,10 +595,12 @@ struct Server::Impl {
     task_sends->Release(id);
   }
 
-  // A TASK of round (or step) `r`, encoded and hashed once for all its sends.
+  // A TASK of round (or step) `r`, encoded and hashed once for all its sends;
+  // `*unsealed` gets its envelope before signing (asynchronous mode seals
+  // one per task).
   std::vector<transport::SharedFrame> BuildTask(int variant, uint64_t r,
                                                 const std::array<uint8_t, wire::kNonceBytes>& nonce,
-                                                uint64_t seed) const {
+                                                uint64_t seed, wire::Envelope* unsealed) const {
     wire::Task task;
     if (variant >= 3) {
       task.model_code = model_code;
@@ -620,9 +629,12 @@ struct Server::Impl {
     env.round = r;
     env.model_version = version;
     env.nonce = nonce;
-    SealedMessage sealed = SealMessage(env, wire::Encode(task), signer.get());
-    return {std::make_shared<const std::string>(std::move(sealed.envelope)),
-            std::make_shared<const std::string>(std::move(sealed.payload))};
+    std::string payload = wire::Encode(task);
+    env.payload_length = payload.size();
+    env.payload_digest = Sha256(payload);
+    *unsealed = env;
+    return {std::make_shared<const std::string>(SealEnvelope(env, signer.get())),
+            std::make_shared<const std::string>(std::move(payload))};
   }
 
   Status SendRaw(const std::string& peer, const SealedMessage& msg) {
@@ -836,7 +848,11 @@ struct Server::Impl {
       spdlog::info("client {} registered ({} examples); {} known", env.sender, h.num_examples,
                    clients.size());
     }
-    Reply(peer, true, wire::MessageType::kHello, current_round, "welcome", "");
+    // (A device holding a task of an earlier step is welcomed at that step:
+    // the welcome's round is the floor below which it takes TASKs for replays.)
+    const AsyncTasks::Task* held_task = async_tasks ? async_tasks->Find(env.sender) : nullptr;
+    Reply(peer, true, wire::MessageType::kHello, held_task ? held_task->step : current_round,
+          "welcome", "");
     // A selected client that reconnected mid-round lost its TASK: send it again
     // on the new connection, once a round (a client flapping its connection
     // does not get a copy of the model per HELLO).
@@ -920,10 +936,18 @@ struct Server::Impl {
                    ", but this device holds no task (answered already, given up at the "
                    "deadline, or handed out before the server restarted)");
         return false;
-      case AsyncTasks::Match::kWrongTask:
+      case AsyncTasks::Match::kWrongTask: {
         Refuse(peer, who, env.type, env.round, "bad_nonce",
                std::string(what) + " does not carry the step and nonce of this device's task");
+        // A device answering another task of its (a restart voided it) may
+        // have set ours aside as a copy of that one: send it again, once.
+        auto it = clients.find(who);
+        if (it != clients.end() && resent.insert(who).second) {
+          task_sends->Release(who);
+          if (!SendTask(who, it->second).ok()) MarkUnreachable(&it->second);
+        }
         return false;
+      }
       case AsyncTasks::Match::kTooStale:
         EndTurn(who);
         Refuse(peer, who, env.type, env.round, "too_stale",
@@ -1084,7 +1108,7 @@ struct Server::Impl {
   // whatever order they arrived in, into `global`.
   Status AggregateFromLog() {
     std::vector<WalEntry> order = wal_entries;
-    // (In asynchronous mode a device may be in a step's buffer twice.)
+    // (The offset orders two updates of one sender, which a step never has.)
     std::sort(order.begin(), order.end(), [](const WalEntry& a, const WalEntry& b) {
       return a.sender != b.sender ? a.sender < b.sender : a.offset < b.offset;
     });
@@ -1358,7 +1382,14 @@ struct Server::Impl {
           waited += fmt::format("; privacy spent: epsilon {:.3f} at delta {:g} (clip {:.4g})",
                                 rm.epsilon, o.privacy.delta, rm.dp_clip);
         }
-        if (std::isnan(rm.test_accuracy)) {
+        if (async_tasks) {
+          spdlog::info("step {}: {} updates{}, {:.1f} s{}", rm.round, rm.participants,
+                       std::isnan(rm.test_accuracy)
+                           ? std::string()
+                           : fmt::format(", test accuracy {:.2f}% (+{:.1f} s evaluation)",
+                                         100 * rm.test_accuracy, rm.eval_seconds),
+                       rm.round_seconds, waited);
+        } else if (std::isnan(rm.test_accuracy)) {
           spdlog::info("round {}: {}/{} updates, {:.1f} s{}", rm.round, rm.participants,
                        rm.selected, rm.round_seconds, waited);
         } else {
@@ -1388,7 +1419,12 @@ struct Server::Impl {
     std::set<std::string> given_up;
     for (const auto& id : async_tasks->Ids()) {
       const AsyncTasks::Task* t = async_tasks->Find(id);
-      const ClientEntry& c = clients[id];
+      auto found = clients.find(id);
+      if (found == clients.end()) {  // removed from the enrollment folder
+        EndTurn(id);
+        continue;
+      }
+      const ClientEntry& c = found->second;
       const bool vanished = !c.reachable && now - c.unreachable_since > o.client_timeout_seconds;
       if (now - t->issued_at <= deadline && !vanished) continue;
       const uint64_t step = t->step;
@@ -1411,11 +1447,19 @@ struct Server::Impl {
     }
     if (async_tasks->Wanted() == 0) return;
     std::vector<std::string> live;
-    if (ActiveClients(&live) < o.min_clients) return;
+    ActiveClients(&live);
+    // Devices training are silent, not gone: they count toward --min-clients.
+    if (PresentDevices().size() < static_cast<size_t>(o.min_clients)) return;
+    // A device answers once a step: one that is in this step's buffer gets
+    // its next task in the next step, so no device can fill a buffer alone.
+    std::set<std::string> in_buffer;
+    for (const auto& e : wal_entries) in_buffer.insert(e.sender);
     std::vector<std::string> idle;
     for (const auto& id : live) {
       // (A device just given up on is not handed the next task at once.)
-      if (!async_tasks->Has(id) && !given_up.count(id)) idle.push_back(id);
+      if (!async_tasks->Has(id) && !given_up.count(id) && !in_buffer.count(id)) {
+        idle.push_back(id);
+      }
     }
     if (idle.empty()) return;
     async_rng->Shuffle(&idle);
@@ -1429,13 +1473,23 @@ struct Server::Impl {
     }
   }
 
+  // The live devices and those training a task (silent, not gone).
+  std::vector<std::string> PresentDevices() const {
+    std::vector<std::string> ids;
+    ActiveClients(&ids);
+    std::set<std::string> all(ids.begin(), ids.end());
+    for (const auto& id : async_tasks->Ids()) {
+      if (clients.count(id)) all.insert(id);
+    }
+    return {all.begin(), all.end()};
+  }
+
   // Bounds of the step's updates: the norm bound, and the weight cap from
-  // the examples the live devices registered with (their lower median).
+  // the examples the present devices registered with (their lower median).
   void SetStepBounds() {
     norm_bound = o.max_update_norm > 0 ? o.max_update_norm
                                        : o.update_norm_factor * std::max(reference_norm, 1.0);
-    std::vector<std::string> live;
-    ActiveClients(&live);
+    const std::vector<std::string> live = PresentDevices();
     population = static_cast<uint32_t>(live.size());
     std::vector<int64_t> registered;
     for (const auto& id : live) registered.push_back(clients[id].num_examples);
@@ -1502,7 +1556,8 @@ struct Server::Impl {
     } else {
       SetStepBounds();
       WalHeader h{r, {}, version, weight_cap, norm_bound, {}, population};
-      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key);
+      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key,
+                                 /*with_staleness=*/true);
       if (!w.ok()) return w.status();
       wal = std::move(w).value();
     }
@@ -1512,10 +1567,7 @@ struct Server::Impl {
     collecting = true;
     last_accept_time = t0;
     first_update_time = 0;
-    while (evaluator && evaluator->outstanding() > kMaxEvaluationsQueued && !StepFull()) {
-      if (stop && stop->load()) break;
-      FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.05, stop, nullptr));
-    }
+    for (auto& frames : task_frames) frames.clear();  // the model changed
     double next_log = NowSeconds() + 10;
     FL_RETURN_IF_ERROR(Pump(std::numeric_limits<double>::infinity(), stop, [&] {
       if (NowSeconds() >= next_log) {
@@ -1529,6 +1581,8 @@ struct Server::Impl {
     m.upload_window_peak_bytes = uploads->peak_granted_bytes();
     m.uploads_queued = uploads->queued();
     m.tasks_queued = task_sends->queued();
+    uploads->ResetStats();
+    task_sends->ResetStats();
     if (stop && stop->load()) {
       collecting = false;
       spdlog::warn("step {} abandoned on signal; the checkpoint of step {} stays", r, round);
@@ -1770,8 +1824,21 @@ struct Server::Impl {
     }
     m.round_seconds = NowSeconds() - t0;
     m.test_accuracy = m.test_loss = std::nan("");
-    const bool eval =
+    bool eval =
         evaluator && ((r % std::max(1, o.eval_every) == 0) || r == static_cast<uint64_t>(o.rounds));
+    if (eval && async_tasks && r != static_cast<uint64_t>(o.rounds) &&
+        evaluator->outstanding() > kMaxEvaluationsQueued) {
+      // Steps come faster than evaluations: this one goes without (its row
+      // has no accuracy) rather than queue another copy of the model.
+      eval = false;
+      if (!warned_eval_skipped) {
+        warned_eval_skipped = true;
+        spdlog::warn(
+            "step {}: steps come faster than the evaluation; steps whose model would queue "
+            "behind {} others are not evaluated (raise --eval-every or --buffer)",
+            r, kMaxEvaluationsQueued);
+      }
+    }
     if (eval) evaluator->Submit(r, global);
     unreported.push_back({m, eval});
     return Report(/*wait=*/false);
@@ -2211,6 +2278,17 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
           "--max-aggregation-mb holds {} deltas, fewer than --min-clients {}: rounds select {} "
           "of the live devices",
           fits, o.min_clients, fits);
+    }
+  }
+  if (impl->async_tasks) {
+    // A rule that holds every delta holds a step's buffer.
+    const size_t per_update = impl->aggregator->held_bytes_per_value() * impl->kept_count;
+    if (per_update > 0 && o.max_aggregation_bytes / per_update < static_cast<size_t>(o.async.buffer)) {
+      return Status::InvalidArgument(
+          "--buffer", std::to_string(o.async.buffer) + " deltas of this model (" +
+                          std::to_string(per_update) + " B each) do not fit in --max-aggregation-mb " +
+                          std::to_string(o.max_aggregation_bytes >> 20) + ", which --strategy " +
+                          o.strategy.name + " holds them in");
     }
   }
   if (impl->reference_norm == 0) {

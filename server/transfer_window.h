@@ -59,6 +59,13 @@ class TransferWindow final {
 
   // Forgets every grant and waiting device (the round closed).
   void Clear();
+  // Starts the peak, queued and outlasted counts afresh, keeping the grants
+  // and the queue (asynchronous mode: transfers span server steps).
+  void ResetStats() {
+    peak_granted_bytes_ = granted_bytes_;
+    queued_ = 0;
+    outlasted_ = 0;
+  }
 
   // Bytes of the grants that count toward the window.
   size_t granted_bytes() const { return granted_bytes_; }

@@ -21,9 +21,12 @@ namespace {
 constexpr char kWalMagic[4] = {'F', 'L', 'W', 'L'};
 // Odd versions: SHA-256 tags; even ones: HMAC-SHA256 tags. 3 and up add the
 // population (after the selection); 5 and 6 a staleness per record (after
-// the train seconds). Written: 5 or 6; read: all six.
-constexpr uint32_t kWalVersion = 5;
-constexpr uint32_t kWalKeyedVersion = 6;
+// the train seconds). Written: 3 or 4, 5 or 6 with staleness; read: all six.
+constexpr uint32_t kWalVersion = 3;
+constexpr uint32_t kWalKeyedVersion = 4;
+constexpr uint32_t kWalStalenessVersion = 5;
+constexpr uint32_t kWalKeyedStalenessVersion = 6;
+constexpr uint32_t kWalNewestVersion = 6;
 bool KeyedVersion(uint32_t v) { return v % 2 == 0; }
 bool HasStaleness(uint32_t v) { return v >= 5; }
 
@@ -102,10 +105,15 @@ Sha256Digest RecordTag(const WalKey& key, const Sha256Digest& prev, const char* 
   return t.Finish();
 }
 
-std::string EncodeHeader(const WalHeader& h, const WalKey& key) {
+uint32_t FormatFor(const WalKey& key, bool with_staleness) {
+  if (with_staleness) return key ? kWalKeyedStalenessVersion : kWalStalenessVersion;
+  return key ? kWalKeyedVersion : kWalVersion;
+}
+
+std::string EncodeHeader(const WalHeader& h, const WalKey& key, uint32_t format) {
   wire::Writer w;
   w.PutBytes(kWalMagic, 4);
-  w.PutU32(key ? kWalKeyedVersion : kWalVersion);
+  w.PutU32(format);
   w.PutU64(h.round);
   w.PutBytes(h.nonce.data(), h.nonce.size());
   w.PutBytes(h.model_version.data(), h.model_version.size());
@@ -133,7 +141,7 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
   if (!r.GetBytes(magic, 4) || std::memcmp(magic, kWalMagic, 4) != 0) {
     return Status::Corruption("not a fedge round log (bad magic)");
   }
-  if (!r.GetU32(&version) || version < 1 || version > kWalKeyedVersion) {
+  if (!r.GetU32(&version) || version < 1 || version > kWalNewestVersion) {
     return Status::Corruption("round log version " + std::to_string(version) + " not supported");
   }
   if (!KeyedVersion(version) && key) {
@@ -255,7 +263,8 @@ void WalWriter::SyncLoop() {
 
 Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
                                                      const WalHeader& header, bool durable,
-                                                     const WalKey& key) {
+                                                     const WalKey& key, bool with_staleness) {
+  const uint32_t format = FormatFor(key, with_staleness);
   int fd = -1;
   std::string where = path;
   if (path.empty()) {
@@ -270,7 +279,7 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
     fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return Errno("create " + path);
   }
-  const std::string h = EncodeHeader(header, key);
+  const std::string h = EncodeHeader(header, key, format);
   Status st = WriteAll(fd, h, 0, where);
   if (st.ok() && durable && ::fdatasync(fd) != 0) st = Errno("fdatasync " + path);
   if (!st.ok()) {
@@ -289,8 +298,7 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Create(const std::string& path,
   }
   Sha256Digest tag;
   std::memcpy(tag.data(), h.data() + h.size() - tag.size(), tag.size());
-  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key, tag,
-                                                  key ? kWalKeyedVersion : kWalVersion));
+  return std::unique_ptr<WalWriter>(new WalWriter(fd, where, h.size(), durable, key, tag, format));
 }
 
 Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path,

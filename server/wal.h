@@ -103,8 +103,11 @@ class WalWriter final {
   // An empty `path` logs to an unlinked temporary file: the same code path for
   // a server without an output folder, nothing kept.
   // With a `key`, the log is authenticated (version 2).
+  // `with_staleness`: records carry a staleness (versions 5 and 6, for
+  // asynchronous mode); else versions 3 and 4, which older servers read.
   static Result<std::unique_ptr<WalWriter>> Create(const std::string& path, const WalHeader& header,
-                                                   bool durable, const WalKey& key);
+                                                   bool durable, const WalKey& key,
+                                                   bool with_staleness = false);
   // Continues the log at `path` after its last whole record (`contents` from
   // WalReadAll, with the same key): a torn tail is cut off.
   static Result<std::unique_ptr<WalWriter>> Reopen(const std::string& path,

@@ -64,5 +64,36 @@ TEST(DeviceSlowdownsTest, ConfigKeysAndTheirBounds) {
   }
 }
 
+TEST(DeviceSlowdownsTest, AsyncConfigKeysAndTheirBounds) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/c.toml";
+  ASSERT_FL_OK(WriteFileAtomic(path,
+                               "[federation]\nclients = 20\nmode = \"async\"\nconcurrency = 8\n"
+                               "buffer = 4\nstaleness_exponent = 1.0\nmax_staleness = 3\n"));
+  SimConfig c;
+  ASSERT_FL_OK(LoadSimConfig(path, &c));
+  ASSERT_FL_OK(ValidateSimConfig(c));
+  EXPECT_EQ(c.mode, "async");
+  EXPECT_EQ(c.concurrency, 8);
+  EXPECT_EQ(c.buffer, 4);
+  EXPECT_EQ(c.staleness_exponent, 1.0);
+  EXPECT_EQ(c.max_staleness, 3);
+  ASSERT_FL_OK(WriteFileAtomic(path, SimConfigToToml(c)));
+  SimConfig back;
+  ASSERT_FL_OK(LoadSimConfig(path, &back));
+  EXPECT_EQ(back.mode, "async");
+  EXPECT_EQ(back.buffer, 4);
+  for (const char* bad : {"mode = \"fedbuff\"", "mode = \"async\"\nconcurrency = 0",
+                          "mode = \"async\"\nconcurrency = 21",
+                          "mode = \"async\"\nbuffer = 9\nconcurrency = 8"}) {
+    ASSERT_FL_OK(WriteFileAtomic(path, std::string("[federation]\nclients = 20\n") + bad + "\n"));
+    SimConfig b;
+    Status st = LoadSimConfig(path, &b);
+    if (st.ok()) st = ValidateSimConfig(b);
+    EXPECT_FALSE(st.ok()) << bad;
+    EXPECT_NE(st.ToString().find("federation."), std::string::npos) << st.ToString();
+  }
+}
+
 }  // namespace
 }  // namespace fl

@@ -153,7 +153,8 @@ TEST(WalTest, EachRecordKeepsItsStaleness) {
   test::TempDir dir;
   for (const WalKey& key : {WalKey{}, KeyOf(3)}) {
     const std::string path = dir.path() + "/step.wal";
-    auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, key);
+    auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, key,
+                               /*with_staleness=*/true);
     ASSERT_FL_OK(w);
     auto a = (*w)->Append("c0", 100, 0.5, 1.0, "fresh", 0);
     auto b = (*w)->Append("c1", 100, 0.5, 1.0, "stale", 3);
@@ -182,6 +183,16 @@ TEST(WalTest, EachRecordKeepsItsStaleness) {
     EXPECT_EQ(c->entries[2].staleness, 7u);
     EXPECT_FALSE(c->torn_tail);
   }
+  // Synchronous rounds write the format older servers read (3, keyed 4).
+  auto sync = WalWriter::Create(dir.path() + "/round.wal", SampleHeader(), false, KeyOf(3));
+  ASSERT_FL_OK(sync);
+  ASSERT_FL_OK((*sync)->Append("c0", 100, 0.5, 1.0, "d").status());
+  sync->reset();
+  auto read = WalReadAll(dir.path() + "/round.wal", KeyOf(3));
+  ASSERT_FL_OK(read);
+  EXPECT_EQ(read->header.format, 4u);
+  ASSERT_EQ(read->entries.size(), 1u);
+  EXPECT_EQ(read->entries[0].staleness, 0u);
 }
 
 }  // namespace

@@ -2,8 +2,11 @@
 # Time to accuracy on a heterogeneous fleet: MNIST CNN, IID, K=100, C=0.1,
 # E=5, B=10, lr 0.15; 30% of the devices 10x slower than this machine, every
 # device dropping out of 10% of its tasks ([devices] in fl-sim). Runs: sync
-# FedAvg, and sync FedAvg with over-selection 1.3 (Bonawitz et al. 2019),
-# each until 97% test accuracy (stop_at_target) or ROUNDS rounds.
+# FedAvg, sync FedAvg with over-selection 1.3 (Bonawitz et al. 2019), and
+# FedBuff (mode async: 10 devices training at all times, as many as a sync
+# round selects; a server step every BUFFER updates, default 5, staleness
+# exponent 0.5), each until 97% test accuracy (stop_at_target) or ROUNDS
+# rounds (server steps in async).
 # SPARSE=1: 90% sparse at initialisation (ERK) with 8-bit uplink deltas.
 #
 #   bash experiments/async/heterogeneous.sh OUT_DIR [ROUNDS]
@@ -17,7 +20,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${1:?usage: heterogeneous.sh OUT_DIR [ROUNDS]}"
 ROUNDS="${2:-30}"
 SIM="$ROOT/build/bin/fl-sim"
-MODES="${MODES:-sync over_selection}"
+MODES="${MODES:-sync over_selection async}"
+BUFFER="${BUFFER:-5}"
 mkdir -p "$OUT"
 CSV="$OUT/heterogeneous.csv"
 [ -s "$CSV" ] || echo "mode,sparse,rounds,to_97,seconds_to_97,upload_bytes_to_97,final_accuracy,wall_seconds" > "$CSV"
@@ -26,12 +30,16 @@ sparse="${SPARSE:-0}"
 for mode in $MODES; do
   over=1
   [ "$mode" = over_selection ] && over=1.3
+  scheduler=$'mode = "sync"'
+  [ "$mode" = async ] && scheduler=$'mode = "async"\nconcurrency = 10\nbuffer = '"$BUFFER"$'\nstaleness_exponent = 0.5'
+  steps=$ROUNDS
+  [ "$mode" = async ] && steps=$((ROUNDS * 10 / BUFFER))
   compression=""
   [ "$sparse" = 1 ] && compression=$'[compression]\nsparsity = 0.9\nerk = true\nuplink_bits = 8'
   dir="$OUT/${mode}_sparse$sparse"
   cat > "$dir.toml" <<TOML
 seed = 1
-rounds = $ROUNDS
+rounds = $steps
 targets = [0.97]
 stop_at_target = true
 [data]
@@ -44,6 +52,7 @@ clients = 100
 fraction = 0.1
 round_deadline = 60
 over_selection = $over
+$scheduler
 [client]
 epochs = 5
 batch = 10

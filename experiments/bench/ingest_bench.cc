@@ -4,7 +4,9 @@
 // validate, accumulate) against a load generator holding K client connections
 // that answer every TASK at once with a prebuilt dense fp32 UPDATE of the
 // model's size. Reports, per round, accepted updates divided by the server's
-// ingest window (first UPDATE received to last accepted).
+// ingest window (first UPDATE received to last accepted), and rounds per
+// second. --mode async runs the server as FedBuff (every connection holds a
+// task at all times, --buffer updates a step); a step is then a "round".
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +16,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/model_zoo.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
@@ -158,6 +161,8 @@ int Main(int argc, char** argv) {
   int rounds = 6;
   int bits = 32;
   double sparsity = 0;
+  std::string mode = "sync";
+  int buffer = 0;
   bool signed_updates = false;
   CLI::App app{"fl-bench-ingest: updates per second accepted by the aggregator"};
   app.add_option("--model", model, "Architecture (sets the update size)")->capture_default_str();
@@ -167,6 +172,11 @@ int Main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "Rounds (the first is a warm-up)")
       ->capture_default_str()
       ->check(CLI::Range(2, 1000));
+  app.add_option("--mode", mode, "Server scheduler: sync or async (FedBuff)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sync", "async"}));
+  app.add_option("--buffer", buffer, "async: updates per server step (0 = --clients)")
+      ->capture_default_str();
   app.add_option("--bits", bits, "Uplink bits per value: 32, 8, 4, 2")->capture_default_str();
   app.add_option("--sparsity", sparsity, "Prune the model to this sparsity first")
       ->capture_default_str();
@@ -206,6 +216,10 @@ int Main(int argc, char** argv) {
   so.rounds = rounds;
   so.min_clients = clients;
   so.fraction = 1.0;
+  so.mode = mode;
+  so.async.concurrency = clients;
+  so.async.buffer = buffer > 0 ? buffer : clients;
+  so.async.max_staleness = 1000000;
   so.round_deadline_seconds = 300;
   so.client_timeout_seconds = 1e9;
   so.done_linger_seconds = 0.5;
@@ -261,8 +275,11 @@ int Main(int argc, char** argv) {
   const double update_mb = QuantEncodedSize(params, bits, 256) / 1e6;
   std::printf(
       "fl-bench-ingest: %s, sparsity %.2f (%lld kept values), %d-bit uplink "
-      "(%.3f MB per update), %d clients, %d rounds, round log %s\n",
+      "(%.3f MB per update), %d clients, %d rounds, %s, round log %s\n",
       model.c_str(), sparsity, static_cast<long long>(params), bits, update_mb, clients, rounds,
+      mode == "async"
+          ? ("async (FedBuff), " + std::to_string(so.async.buffer) + " updates a step").c_str()
+          : "sync",
       out_dir.empty() ? "not synced (no --out)" : ("durable in " + out_dir).c_str());
   // handle_us: server time per UPDATE from receive to reply; auth_us: of it,
   // the payload SHA-256 and the signature check; auth_share = auth / handle.
@@ -270,6 +287,7 @@ int Main(int argc, char** argv) {
               "updates/s", "MB/s", "handle_us", "auth_us", "auth_share");
   double total_updates = 0, total_seconds = 0, total_handle = 0, total_auth = 0;
   int64_t total_received = 0;
+  double first_round_end = 0, last_round_end = 0;
   auto sum = (*server)->Run(nullptr, [&](const RoundMetrics& r) {
     const double ups = r.ingest_seconds > 0 ? (r.participants - 1) / r.ingest_seconds : 0;
     const double n = std::max<int64_t>(1, r.updates_received);
@@ -279,6 +297,8 @@ int Main(int argc, char** argv) {
                 100 * r.update_auth_seconds / std::max(1e-12, r.update_handle_seconds),
                 r.round == 1 ? "  (warm-up)" : "");
     std::fflush(stdout);
+    last_round_end = NowSeconds();
+    if (r.round == 1) first_round_end = last_round_end;
     if (r.round > 1) {
       total_updates += r.participants - 1;
       total_seconds += r.ingest_seconds;
@@ -295,9 +315,11 @@ int Main(int argc, char** argv) {
   }
   std::printf(
       "mean over rounds 2..%d: %.1f updates/s accepted; per update %.1f us handled, "
-      "%.1f us of it hashing and verifying (%.1f%%)\n",
+      "%.1f us of it hashing and verifying (%.1f%%); %.2f rounds/s (%s)\n",
       rounds, total_updates / total_seconds, 1e6 * total_handle / total_received,
-      1e6 * total_auth / total_received, 100 * total_auth / total_handle);
+      1e6 * total_auth / total_received, 100 * total_auth / total_handle,
+      (rounds - 1) / std::max(1e-9, last_round_end - first_round_end),
+      mode == "async" ? "server steps, each after its buffer" : "rounds, selection to checkpoint");
   if (!enroll_dir.empty()) std::system(("rm -rf '" + enroll_dir + "'").c_str());
   return 0;
 }
