@@ -1288,6 +1288,9 @@ struct Server::Impl {
       }
       const double left = until - NowSeconds();
       if (left <= 0) break;
+      // Freed task slots are handed out before the wait for messages (the
+      // devices they go to are what the server would wait for).
+      if (async_tasks && collecting) AsyncTick();
       // While ACKs wait for the log's sync, look again within a millisecond.
       const double wait = unsynced_acks.empty() ? std::min(left, 0.2) : 0.0;
       auto r = ctx->Poll({sock.get()}, static_cast<int>(wait * 1000) + 1, &ready);
@@ -1295,7 +1298,6 @@ struct Server::Impl {
       // Handle what is waiting, bounded so the deadline is still checked.
       FL_RETURN_IF_ERROR(Drain(256));
       FL_RETURN_IF_ERROR(CommitAcks(/*wait=*/false));
-      if (async_tasks && collecting) AsyncTick();
       GrantTransfers();  // grants that lapsed make room
       // Handshakes the ZAP thread refused since the last look.
       if (const int64_t denied = admission->denied.exchange(0)) {

@@ -444,40 +444,45 @@ TEST(IntegrationTest, SimulationStopsAtItsTarget) {
   EXPECT_EQ(test::ReadRoundsCsv(out + "/rounds.csv").size(), 3u) << more.Log();
 }
 
-// fl-sim in asynchronous mode (FedBuff) with stragglers: every step has its
-// buffer of updates, the stale ones among them, and rounds.csv says so.
+// fl-sim in asynchronous mode (FedBuff) with stragglers, with plain FedBuff
+// and with server momentum: every step has its buffer of updates, the stale
+// ones among them, and rounds.csv says so.
 TEST(IntegrationTest, SimulationInAsyncMode) {
-  test::TempDir dir;
-  const std::string config = dir.path() + "/async.toml", out = dir.path() + "/run";
-  ASSERT_FL_OK(WriteFileAtomic(config,
-                               "rounds = 6\n[federation]\nmode = \"async\"\nconcurrency = 3\n"
-                               "buffer = 2\n[devices]\nstraggler_fraction = 0.34\n"
-                               "straggler_slowdown = 3.0\n"));
-  test::Process sim(kSim,
-                    {"--config", config, "--model", "mnist_2nn", "--clients", "6", "--epochs",
-                     "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
-                    out + ".log");
-  ASSERT_EQ(sim.Wait(180), 0) << sim.Log();
-  auto csv = ReadFile(out + "/rounds.csv");
-  ASSERT_FL_OK(csv);
-  EXPECT_NE(csv->find(",tasks,mean_staleness,max_staleness,expired\n"), std::string::npos) << *csv;
-  const auto rows = test::ReadRoundsCsv(out + "/rounds.csv");
-  ASSERT_EQ(rows.size(), 6u) << sim.Log();
-  for (const auto& r : rows) EXPECT_EQ(r.participants, 2) << *csv;
-  // 3 tasks out and 2 updates a step: some update is a step behind.
-  double staleness = 0;
-  std::istringstream lines(*csv);
-  std::string line;
-  std::getline(lines, line);
-  while (std::getline(lines, line)) {
-    const size_t cut = line.rfind(',', line.rfind(',', line.rfind(',') - 1) - 1);
-    staleness += std::stod(line.substr(cut + 1));
+  for (const std::string strategy : {"fedavg", "fedavgm"}) {
+    test::TempDir dir;
+    const std::string config = dir.path() + "/async.toml", out = dir.path() + "/run";
+    ASSERT_FL_OK(WriteFileAtomic(
+        config, "rounds = 6\n[federation]\nmode = \"async\"\nconcurrency = 3\nbuffer = 2\n"
+                "[strategy]\nname = \"" +
+                    strategy +
+                    "\"\n[devices]\nstraggler_fraction = 0.34\nstraggler_slowdown = 3.0\n"));
+    test::Process sim(kSim,
+                      {"--config", config, "--model", "mnist_2nn", "--clients", "6", "--epochs",
+                       "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
+                      out + ".log");
+    ASSERT_EQ(sim.Wait(180), 0) << sim.Log();
+    auto csv = ReadFile(out + "/rounds.csv");
+    ASSERT_FL_OK(csv);
+    EXPECT_NE(csv->find(",tasks,mean_staleness,max_staleness,expired\n"), std::string::npos)
+        << *csv;
+    const auto rows = test::ReadRoundsCsv(out + "/rounds.csv");
+    ASSERT_EQ(rows.size(), 6u) << sim.Log();
+    for (const auto& r : rows) EXPECT_EQ(r.participants, 2) << *csv;
+    // 3 tasks out and 2 updates a step: some update is a step behind.
+    double staleness = 0;
+    std::istringstream lines(*csv);
+    std::string line;
+    std::getline(lines, line);
+    while (std::getline(lines, line)) {
+      const size_t cut = line.rfind(',', line.rfind(',', line.rfind(',') - 1) - 1);
+      staleness += std::stod(line.substr(cut + 1));
+    }
+    EXPECT_GT(staleness, 0) << *csv;
+    EXPECT_GT(std::stod(rows.back().accuracy), 0.5) << strategy << "\n" << *csv;
+    auto effective = ReadFile(out + "/config.toml");
+    ASSERT_FL_OK(effective);
+    EXPECT_NE(effective->find("mode = 'async'"), std::string::npos) << *effective;
   }
-  EXPECT_GT(staleness, 0) << *csv;
-  EXPECT_GT(std::stod(rows.back().accuracy), 0.5) << *csv;
-  auto effective = ReadFile(out + "/config.toml");
-  ASSERT_FL_OK(effective);
-  EXPECT_NE(effective->find("mode = 'async'"), std::string::npos) << *effective;
 }
 
 // Writes a TorchScript MLP (fl-make-model --mlp WIDTHS) to `path`.

@@ -4,8 +4,9 @@
 # device dropping out of 10% of its tasks ([devices] in fl-sim). Runs: sync
 # FedAvg, sync FedAvg with over-selection 1.3 (Bonawitz et al. 2019), and
 # FedBuff (mode async: 10 devices training at all times, as many as a sync
-# round selects; a server step every BUFFER updates, default 5, staleness
-# exponent 0.5), each until 97% test accuracy (stop_at_target) or ROUNDS
+# round selects; a server step every BUFFER updates, default 3, staleness
+# exponent 0.5; STRATEGY and SERVER_LR set the server's rule, default fedavg
+# at 1.0), each until 97% test accuracy (stop_at_target) or ROUNDS
 # rounds (server steps in async).
 # SPARSE=1: 90% sparse at initialisation (ERK) with 8-bit uplink deltas.
 #
@@ -21,10 +22,12 @@ OUT="${1:?usage: heterogeneous.sh OUT_DIR [ROUNDS]}"
 ROUNDS="${2:-30}"
 SIM="$ROOT/build/bin/fl-sim"
 MODES="${MODES:-sync over_selection async}"
-BUFFER="${BUFFER:-5}"
+BUFFER="${BUFFER:-3}"
+STRATEGY="${STRATEGY:-fedavg}"  # e.g. fedavgm: FedBuff with server momentum
+SERVER_LR="${SERVER_LR:-1.0}"
 mkdir -p "$OUT"
 CSV="$OUT/heterogeneous.csv"
-[ -s "$CSV" ] || echo "mode,sparse,rounds,to_97,seconds_to_97,upload_bytes_to_97,final_accuracy,wall_seconds" > "$CSV"
+[ -s "$CSV" ] || echo "mode,sparse,strategy,rounds,to_97,seconds_to_97,upload_bytes_to_97,final_accuracy,wall_seconds" > "$CSV"
 json() { sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" "$1" | head -1; }
 sparse="${SPARSE:-0}"
 for mode in $MODES; do
@@ -36,7 +39,7 @@ for mode in $MODES; do
   [ "$mode" = async ] && steps=$((ROUNDS * 10 / BUFFER))
   compression=""
   [ "$sparse" = 1 ] && compression=$'[compression]\nsparsity = 0.9\nerk = true\nuplink_bits = 8'
-  dir="$OUT/${mode}_sparse$sparse"
+  dir="$OUT/${mode}_sparse${sparse}_$STRATEGY"
   cat > "$dir.toml" <<TOML
 seed = 1
 rounds = $steps
@@ -53,6 +56,9 @@ fraction = 0.1
 round_deadline = 60
 over_selection = $over
 $scheduler
+[strategy]
+name = "$STRATEGY"
+server_lr = $SERVER_LR
 [client]
 epochs = 5
 batch = 10
@@ -68,6 +74,6 @@ TOML
   to97=$(sed -n 's/.*"rounds_to_target": {"0.97": \([^}]*\)}.*/\1/p' "$s")
   secs=$(sed -n 's/.*"wall_seconds_to_target": {"0.97": \([^}]*\)}.*/\1/p' "$s")
   bytes=$(sed -n 's/.*"upload_bytes_to_target": {"0.97": \([^}]*\)}.*/\1/p' "$s")
-  echo "$mode,$sparse,$(json "$s" rounds_completed),$to97,$secs,$bytes,$(json "$s" final_accuracy),$(json "$s" wall_seconds)" >> "$CSV"
+  echo "$mode,$sparse,$STRATEGY,$(json "$s" rounds_completed),$to97,$secs,$bytes,$(json "$s" final_accuracy),$(json "$s" wall_seconds)" >> "$CSV"
   tail -1 "$CSV"
 done
