@@ -474,12 +474,26 @@ struct ClientSession::Impl {
         }
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kTask) &&
             reply.reason == "not_needed") {
-          // Over-selection: the round closed without this device's update.
+          // Over-selection: the round closed without this device's update
+          // (or, asynchronous mode, the task was given up at its deadline).
           // One still held back (slowdown, or waiting for a grant) stays home.
-          const bool had =
-              (slow && slow->update.round == env->round) || (held && held->round == env->round);
-          if (slow && slow->update.round == env->round) slow.reset();
-          if (held && held->round == env->round) held.reset();
+          // A withdrawal naming a nonce applies to the task with that nonce
+          // only: a copy of one sent for an earlier task withdraws nothing.
+          static const std::array<uint8_t, wire::kNonceBytes> kNone{};
+          auto names = [&](uint64_t round, const std::array<uint8_t, wire::kNonceBytes>& nonce) {
+            return round == env->round && (env->nonce == kNone || env->nonce == nonce);
+          };
+          const bool slow_named = slow && names(slow->update.round, slow->update.nonce);
+          const bool held_named = held && names(held->round, held->nonce);
+          if (!slow_named && !held_named && env->nonce != kNone &&
+              ((slow && slow->update.round == env->round) || (held && held->round == env->round))) {
+            Bad("a withdrawal of another task of round " + std::to_string(env->round) +
+                " (a replay); the update stays");
+            return Status::OK();
+          }
+          const bool had = slow_named || held_named;
+          if (slow_named) slow.reset();
+          if (held_named) held.reset();
           stats.withdrawn++;
           if (o.verbose) {
             spdlog::info("[{}] round {}: the server closed the round without this task{}", o.id,

@@ -51,8 +51,7 @@ Status RunStore::AppendRow(const RoundMetrics& rm) const {
     }
   }
   if (async_) {
-    std::fprintf(f, ",%d,%.3f,%u,%d", rm.selected, rm.mean_staleness, rm.max_staleness,
-                 rm.expired);
+    std::fprintf(f, ",%d,%.3f,%u,%d", rm.selected, rm.mean_staleness, rm.max_staleness, rm.expired);
   }
   std::fprintf(f, "\n");
   std::fflush(f);

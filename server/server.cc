@@ -667,14 +667,15 @@ struct Server::Impl {
   }
 
   void Reply(const std::string& peer, bool accepted, wire::MessageType about, uint64_t r,
-             const std::string& reason, const std::string& message) {
+             const std::string& reason, const std::string& message,
+             const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
     wire::Reply reply;
     reply.in_reply_to = static_cast<uint8_t>(about);
     reply.reason = reason;
     reply.message = message;
     // A peer that is gone cannot be told; that is not an error for the server.
     (void)Send(peer, accepted ? wire::MessageType::kAck : wire::MessageType::kReject, r,
-               wire::Encode(reply));
+               wire::Encode(reply), nonce);
   }
 
   // Refuses a message: counter, throttled log line, REJECT to the sender.
@@ -1376,7 +1377,7 @@ struct Server::Impl {
                                                rm.tasks_queued, rm.uploads_queued);
         if (rm.clipped > 0) waited += fmt::format("; {} delta(s) clipped", rm.clipped);
         if (async_tasks) {
-          waited += fmt::format("; staleness mean {:.2f}, max {}; {} task(s) handed out", 
+          waited += fmt::format("; staleness mean {:.2f}, max {}; {} task(s) handed out",
                                 rm.mean_staleness, rm.max_staleness, rm.selected);
           if (rm.expired > 0) waited += fmt::format(", {} given up", rm.expired);
         }
@@ -1409,9 +1410,7 @@ struct Server::Impl {
 
   // --- asynchronous mode (FedBuff) --------------------------------------------
 
-  bool StepFull() const {
-    return wal_entries.size() >= static_cast<size_t>(o.async.buffer);
-  }
+  bool StepFull() const { return wal_entries.size() >= static_cast<size_t>(o.async.buffer); }
 
   // Gives up on tasks past the deadline, and hands tasks to idle live
   // devices until `concurrency` are out.
@@ -1430,21 +1429,23 @@ struct Server::Impl {
       const bool vanished = !c.reachable && now - c.unreachable_since > o.client_timeout_seconds;
       if (now - t->issued_at <= deadline && !vanished) continue;
       const uint64_t step = t->step;
+      const AsyncTasks::Nonce task_nonce = t->nonce;
       EndTurn(id);
       given_up.insert(id);
       m.expired++;
       if (m.expired <= kLogPerReason) {
-        spdlog::warn("step {}: {} {} its task of step {}; handing the task to another device",
-                     current_round, id,
-                     vanished ? fmt::format("vanished ({:.0f} s unreachable) with",
-                                            o.client_timeout_seconds)
-                              : fmt::format("did not answer within {:.0f} s", deadline),
-                     step);
+        spdlog::warn(
+            "step {}: {} {} its task of step {}; handing the task to another device", current_round,
+            id,
+            vanished ? fmt::format("vanished ({:.0f} s unreachable) with", o.client_timeout_seconds)
+                     : fmt::format("did not answer within {:.0f} s", deadline),
+            step);
       }
       // So that it does not upload late (a held-back update is dropped).
       if (c.reachable) {
+        // (Carrying the task's nonce: a copy cannot withdraw another task.)
         Reply(c.peer, false, wire::MessageType::kTask, step, "not_needed",
-              "the task was given up at the deadline");
+              "the task was given up at the deadline", task_nonce);
       }
     }
     if (async_tasks->Wanted() == 0) return;
@@ -1757,7 +1758,7 @@ struct Server::Impl {
         const auto it = clients.find(id);
         if (it == clients.end() || !it->second.reachable) continue;
         Reply(it->second.peer, false, wire::MessageType::kTask, r, "not_needed",
-              "the round has the updates it needed; this task is withdrawn");
+              "the round has the updates it needed; this task is withdrawn", round_nonce);
       }
       if (o.verbose) {
         spdlog::info("round {}: {} updates in; {} selected devices told their work is not needed",
@@ -1895,24 +1896,26 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     }
     if (o.privacy.enabled()) {
       return Status::InvalidArgument(
-          "--mode async", "cannot be combined with privacy: the accountant assumes each round "
-                          "Poisson-samples the devices whose updates it uses");
+          "--mode async",
+          "cannot be combined with privacy: the accountant assumes each round "
+          "Poisson-samples the devices whose updates it uses");
     }
     if (o.prune_to > 0) {
       return Status::InvalidArgument(
-          "--mode async", "cannot be combined with federated pruning (--prune-to): a mask that "
-                          "tightens would void the deltas of every task out on devices");
+          "--mode async",
+          "cannot be combined with federated pruning (--prune-to): a mask that "
+          "tightens would void the deltas of every task out on devices");
     }
     if (o.over_selection > 1) {
       return Status::InvalidArgument(
-          "--over-selection", "is for synchronous rounds; asynchronous mode never waits for a "
-                              "round's slowest device");
+          "--over-selection",
+          "is for synchronous rounds; asynchronous mode never waits for a "
+          "round's slowest device");
     }
     if (const int need = RobustMinimum(o.strategy); need > a.buffer) {
-      return Status::InvalidArgument("--buffer", "--strategy " + o.strategy.name + " needs at least " +
-                                                     std::to_string(need) +
-                                                     " updates a step; --buffer is " +
-                                                     std::to_string(a.buffer));
+      return Status::InvalidArgument(
+          "--buffer", "--strategy " + o.strategy.name + " needs at least " + std::to_string(need) +
+                          " updates a step; --buffer is " + std::to_string(a.buffer));
     }
   }
   // Each bound must be a number: a NaN compares false with everything and
@@ -2099,7 +2102,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     impl->async_rng.emplace(o.seed * 0x9E3779B97F4A7C15ULL + 0xA5);
   }
   impl->store = std::make_unique<RunStore>(o.out_dir, o.privacy.enabled(), o.mode == "async",
-                                            impl->signer.get());
+                                           impl->signer.get());
   FL_RETURN_IF_ERROR(impl->store->Prepare());
   // global.flm records them, so that the model can be used (and exported)
   // without the data.
@@ -2285,10 +2288,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (impl->async_tasks) {
     // A rule that holds every delta holds a step's buffer.
     const size_t per_update = impl->aggregator->held_bytes_per_value() * impl->kept_count;
-    if (per_update > 0 && o.max_aggregation_bytes / per_update < static_cast<size_t>(o.async.buffer)) {
+    if (per_update > 0 &&
+        o.max_aggregation_bytes / per_update < static_cast<size_t>(o.async.buffer)) {
       return Status::InvalidArgument(
           "--buffer", std::to_string(o.async.buffer) + " deltas of this model (" +
-                          std::to_string(per_update) + " B each) do not fit in --max-aggregation-mb " +
+                          std::to_string(per_update) +
+                          " B each) do not fit in --max-aggregation-mb " +
                           std::to_string(o.max_aggregation_bytes >> 20) + ", which --strategy " +
                           o.strategy.name + " holds them in");
     }

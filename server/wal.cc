@@ -195,8 +195,8 @@ Status DecodeBody(const char* p, size_t n, uint32_t format, WalRecord* rec) {
   uint32_t staleness = 0;
   const uint8_t* data = nullptr;
   if (!GetId(&r, &rec->sender) || !r.GetU64(&weight) || !r.GetU64(&loss) || !r.GetU64(&secs) ||
-      (HasStaleness(format) && !r.GetU32(&staleness)) || !r.GetU64(&len) ||
-      len != r.remaining() || !r.Skip(len, &data)) {
+      (HasStaleness(format) && !r.GetU32(&staleness)) || !r.GetU64(&len) || len != r.remaining() ||
+      !r.Skip(len, &data)) {
     return Status::Corruption("round log record malformed");
   }
   rec->staleness = staleness;

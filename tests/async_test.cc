@@ -99,21 +99,42 @@ std::vector<StepRow> ReadSteps(const std::string& path) {
 // killed while it trains; the server, evaluating every step, kills itself
 // after its 5th acknowledged update (in the middle of step 3's buffer) and is
 // started again with --resume on the same port while the devices keep
-// running; c3 is killed in a task of the restarted server. Every step has its two updates, the acknowledged update survives
-// the crash, stale updates are taken (weighted), and the dead device's task
-// is given up at the deadline.
+// running; c3 is killed in a task of the restarted server. Every step has its two updates, the
+// acknowledged update survives the crash, stale updates are taken (weighted), and the dead device's
+// task is given up at the deadline.
 TEST(AsyncTest, SlowDevicesAKilledDeviceAndAServerRestart) {
   test::TempDir dir;
   const std::string out = dir.path() + "/out";
   const std::string bind = "tcp://127.0.0.1:" + std::to_string(20000 + (getpid() * 7 + 17) % 12000);
   auto server_args = [&](bool resume) {
-    std::vector<std::string> a = {"--bind",        bind,     "--model",       "mnist_2nn",
-                                  "--mode",        "async",  "--concurrency", "3",
-                                  "--buffer",      "2",      "--rounds",      "60",
-                                  "--min-clients", "3",      "--lr",          "0.05",
-                                  "--deadline",    "3",      "--client-timeout", "3",
-                                  "--data",        test::MnistDir(), "--out",  out,
-                                  "--linger",      "1",      "--seed",        "7",
+    std::vector<std::string> a = {"--bind",
+                                  bind,
+                                  "--model",
+                                  "mnist_2nn",
+                                  "--mode",
+                                  "async",
+                                  "--concurrency",
+                                  "3",
+                                  "--buffer",
+                                  "2",
+                                  "--rounds",
+                                  "60",
+                                  "--min-clients",
+                                  "3",
+                                  "--lr",
+                                  "0.05",
+                                  "--deadline",
+                                  "3",
+                                  "--client-timeout",
+                                  "3",
+                                  "--data",
+                                  test::MnistDir(),
+                                  "--out",
+                                  out,
+                                  "--linger",
+                                  "1",
+                                  "--seed",
+                                  "7",
                                   "--insecure"};
     if (resume) {
       a.push_back("--resume");
@@ -139,8 +160,7 @@ TEST(AsyncTest, SlowDevicesAKilledDeviceAndAServerRestart) {
   server = std::make_unique<test::Process>(test::BinPath("fl-server"), server_args(true),
                                            dir.path() + "/server1.log");
   // c3 dies in the middle of a task of the restarted server.
-  for (int i = 0; i < 3000 && test::CountOf(clients[3]->Log(), "training") <= trained_before;
-       ++i) {
+  for (int i = 0; i < 3000 && test::CountOf(clients[3]->Log(), "training") <= trained_before; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   clients[3]->Signal(SIGKILL);
@@ -168,8 +188,7 @@ TEST(AsyncTest, SlowDevicesAKilledDeviceAndAServerRestart) {
   EXPECT_GT(stale, 0);
   // c3's task: given up at the 3 s deadline, logged.
   EXPECT_GE(expired, 1) << first << second;
-  EXPECT_NE(second.find("c3 did not answer within 3 s"), std::string::npos)
-      << first << second;
+  EXPECT_NE(second.find("c3 did not answer within 3 s"), std::string::npos) << first << second;
   // The slow device took part.
   EXPECT_NE(clients[2]->Log().find("sent then"), std::string::npos) << clients[2]->Log();
   EXPECT_EQ(test::CountOf(clients[2]->Log(), "updates accepted"), 1);

@@ -301,5 +301,52 @@ TEST_F(ClientSessionTest, AskBeforeUploadHoldsTheUpdateUntilTheGrant) {
   }
 }
 
+// A withdrawal (REJECT not_needed about a TASK) drops the held update only
+// when it names the task's round and nonce: a copy of one sent for another
+// task of the same round number withdraws nothing.
+TEST_F(ClientSessionTest, OnlyAWithdrawalNamingTheTasksNonceDropsItsUpdate) {
+  from_client_.clear();
+  wire::Task task = task_;
+  task.ask_before_upload = true;
+  Send(Sealed(task, server_key_.get()));
+  auto readies = [&] {
+    int n = 0;
+    for (const auto& rx : from_client_) {
+      auto e = wire::DecodeEnvelope(rx.frames[0]);
+      if (e.ok() && e->type == wire::MessageType::kReady) ++n;
+    }
+    return n;
+  };
+  ASSERT_TRUE(Pump([&] { return readies() == 1; }));
+  auto withdraw = [&](const std::array<uint8_t, wire::kNonceBytes>& nonce) {
+    wire::Envelope e = env_;
+    e.type = wire::MessageType::kReject;
+    e.nonce = nonce;
+    Send(SealMessage(
+        e,
+        wire::Encode(wire::Reply{static_cast<uint8_t>(wire::MessageType::kTask), "not_needed", ""}),
+        server_key_.get()));
+  };
+  const int64_t bad = session_->stats().bad_messages;
+  withdraw(RandomNonce());  // another task's
+  ASSERT_TRUE(Pump([&] { return session_->stats().bad_messages > bad; }));
+  EXPECT_EQ(session_->stats().withdrawn, 0);
+  withdraw(env_.nonce);  // this task's
+  ASSERT_TRUE(Pump([&] { return session_->stats().withdrawn == 1; }));
+  // Withdrawn: a grant now sends nothing.
+  wire::Envelope grant = env_;
+  grant.type = wire::MessageType::kAck;
+  Send(SealMessage(
+      grant,
+      wire::Encode(wire::Reply{static_cast<uint8_t>(wire::MessageType::kReady), "granted", ""}),
+      server_key_.get()));
+  Pump([] { return false; });
+  for (const auto& rx : from_client_) {
+    auto e = wire::DecodeEnvelope(rx.frames[0]);
+    ASSERT_FL_OK(e);
+    EXPECT_NE(e->type, wire::MessageType::kUpdate);
+  }
+}
+
 }  // namespace
 }  // namespace fl

@@ -83,9 +83,9 @@ TEST(DeviceSlowdownsTest, AsyncConfigKeysAndTheirBounds) {
   ASSERT_FL_OK(LoadSimConfig(path, &back));
   EXPECT_EQ(back.mode, "async");
   EXPECT_EQ(back.buffer, 4);
-  for (const char* bad : {"mode = \"fedbuff\"", "mode = \"async\"\nconcurrency = 0",
-                          "mode = \"async\"\nconcurrency = 21",
-                          "mode = \"async\"\nbuffer = 9\nconcurrency = 8"}) {
+  for (const char* bad :
+       {"mode = \"fedbuff\"", "mode = \"async\"\nconcurrency = 0",
+        "mode = \"async\"\nconcurrency = 21", "mode = \"async\"\nbuffer = 9\nconcurrency = 8"}) {
     ASSERT_FL_OK(WriteFileAtomic(path, std::string("[federation]\nclients = 20\n") + bad + "\n"));
     SimConfig b;
     Status st = LoadSimConfig(path, &b);

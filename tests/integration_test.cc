@@ -452,10 +452,10 @@ TEST(IntegrationTest, SimulationInAsyncMode) {
     test::TempDir dir;
     const std::string config = dir.path() + "/async.toml", out = dir.path() + "/run";
     ASSERT_FL_OK(WriteFileAtomic(
-        config, "rounds = 6\n[federation]\nmode = \"async\"\nconcurrency = 3\nbuffer = 2\n"
-                "[strategy]\nname = \"" +
-                    strategy +
-                    "\"\n[devices]\nstraggler_fraction = 0.34\nstraggler_slowdown = 3.0\n"));
+        config,
+        "rounds = 6\n[federation]\nmode = \"async\"\nconcurrency = 3\nbuffer = 2\n"
+        "[strategy]\nname = \"" +
+            strategy + "\"\n[devices]\nstraggler_fraction = 0.34\nstraggler_slowdown = 3.0\n"));
     test::Process sim(kSim,
                       {"--config", config, "--model", "mnist_2nn", "--clients", "6", "--epochs",
                        "1", "--data", test::MnistDir(), "--out", out, "--quiet"},

@@ -8,7 +8,8 @@
 # exponent 0.5; STRATEGY and SERVER_LR set the server's rule, default fedavg
 # at 1.0), each until 97% test accuracy (stop_at_target) or ROUNDS
 # rounds (server steps in async).
-# SPARSE=1: 90% sparse at initialisation (ERK) with 8-bit uplink deltas.
+# SPARSE=1: 90% sparse at initialisation (ERK) with 8-bit uplink deltas (EF=0: without
+# error feedback).
 #
 #   bash experiments/async/heterogeneous.sh OUT_DIR [ROUNDS]
 #
@@ -39,6 +40,7 @@ for mode in $MODES; do
   [ "$mode" = async ] && steps=$((ROUNDS * 10 / BUFFER))
   compression=""
   [ "$sparse" = 1 ] && compression=$'[compression]\nsparsity = 0.9\nerk = true\nuplink_bits = 8'
+  [ "$sparse" = 1 ] && [ "${EF:-1}" = 0 ] && compression+=$'\nerror_feedback = false'
   dir="$OUT/${mode}_sparse${sparse}_$STRATEGY"
   cat > "$dir.toml" <<TOML
 seed = 1
