@@ -1427,7 +1427,11 @@ struct Server::Impl {
       }
       const ClientEntry& c = found->second;
       const bool vanished = !c.reachable && now - c.unreachable_since > o.client_timeout_seconds;
-      if (now - t->issued_at <= deadline && !vanished) continue;
+      // A task more than --max-staleness steps old can no longer count: its
+      // slot is worth more to a device that can still answer in time.
+      const bool too_old =
+          current_round > t->step + static_cast<uint64_t>(o.async.max_staleness);
+      if (now - t->issued_at <= deadline && !vanished && !too_old) continue;
       const uint64_t step = t->step;
       const AsyncTasks::Nonce task_nonce = t->nonce;
       EndTurn(id);
@@ -1437,15 +1441,18 @@ struct Server::Impl {
         spdlog::warn(
             "step {}: {} {} its task of step {}; handing the task to another device", current_round,
             id,
-            vanished ? fmt::format("vanished ({:.0f} s unreachable) with", o.client_timeout_seconds)
-                     : fmt::format("did not answer within {:.0f} s", deadline),
+            vanished  ? fmt::format("vanished ({:.0f} s unreachable) with", o.client_timeout_seconds)
+            : too_old ? fmt::format("is more than --max-staleness {} steps behind with",
+                                    o.async.max_staleness)
+                      : fmt::format("did not answer within {:.0f} s", deadline),
             step);
       }
       // So that it does not upload late (a held-back update is dropped).
       if (c.reachable) {
         // (Carrying the task's nonce: a copy cannot withdraw another task.)
         Reply(c.peer, false, wire::MessageType::kTask, step, "not_needed",
-              "the task was given up at the deadline", task_nonce);
+              too_old ? "the task is too stale to count" : "the task was given up at the deadline",
+              task_nonce);
       }
     }
     if (async_tasks->Wanted() == 0) return;

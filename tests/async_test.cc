@@ -186,13 +186,47 @@ TEST(AsyncTest, SlowDevicesAKilledDeviceAndAServerRestart) {
   }
   // With 3 tasks out and 2 updates a step, the third is always a step behind.
   EXPECT_GT(stale, 0);
-  // c3's task: given up at the 3 s deadline, logged.
+  // c3's task: given up at the 3 s deadline, or before it once it was too
+  // stale to count, logged.
   EXPECT_GE(expired, 1) << first << second;
-  EXPECT_NE(second.find("c3 did not answer within 3 s"), std::string::npos) << first << second;
+  EXPECT_TRUE(second.find("c3 did not answer within 3 s") != std::string::npos ||
+              second.find("c3 is more than --max-staleness 10 steps behind") != std::string::npos) << first << second;
   // The slow device took part.
   EXPECT_NE(clients[2]->Log().find("sent then"), std::string::npos) << clients[2]->Log();
   EXPECT_EQ(test::CountOf(clients[2]->Log(), "updates accepted"), 1);
   EXPECT_EQ(clients[2]->Log().find(" 0 updates accepted"), std::string::npos) << clients[2]->Log();
+}
+
+// A task whose update could no longer count (more than --max-staleness steps
+// old) is given up at once, not at the deadline: its device is told, and its
+// slot goes to a device that can still answer in time.
+TEST(AsyncTest, ATaskTooStaleToCountIsGivenUpAtOnce) {
+  test::TempDir dir;
+  const std::string bind = "tcp://127.0.0.1:*";
+  test::Process server(test::BinPath("fl-server"),
+                       {"--bind", bind, "--model", "mnist_2nn", "--mode", "async", "--concurrency",
+                        "4", "--buffer", "1", "--max-staleness", "1", "--rounds", "12",
+                        "--min-clients", "4", "--lr", "0.05", "--deadline", "60", "--no-eval",
+                        "--linger", "1", "--insecure"},
+                       dir.path() + "/server.log");
+  const std::string ep = test::StartedEndpoint(server);
+  ASSERT_FALSE(ep.empty()) << server.Log();
+  std::vector<std::unique_ptr<test::Process>> clients;
+  for (int k = 0; k < 4; ++k) {
+    std::vector<std::string> args = test::ClientArgs(ep, k, 100);
+    // c3 takes far longer than two steps of the others.
+    if (k == 3) args.insert(args.end(), {"--slowdown", "100"});
+    clients.push_back(std::make_unique<test::Process>(
+        test::BinPath("fl-client"), args, dir.path() + "/c" + std::to_string(k) + ".log"));
+  }
+  ASSERT_EQ(server.Wait(120), 0) << server.Log();
+  EXPECT_NE(server.Log().find("c3 is more than --max-staleness 1 steps behind"), std::string::npos)
+      << server.Log();
+  EXPECT_EQ(server.Log().find("did not answer within"), std::string::npos) << server.Log();
+  for (auto& c : clients) c->Wait(30);
+  // Told: its held-back update was never sent.
+  EXPECT_NE(clients[3]->Log().find("the update is not sent"), std::string::npos)
+      << clients[3]->Log();
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ MODES="${MODES:-sync over_selection async}"
 BUFFER="${BUFFER:-3}"
 STRATEGY="${STRATEGY:-fedavg}"  # e.g. fedavgm: FedBuff with server momentum
 SERVER_LR="${SERVER_LR:-1.0}"
+MAX_STALENESS="${MAX_STALENESS:-10}"
 mkdir -p "$OUT"
 CSV="$OUT/heterogeneous.csv"
 [ -s "$CSV" ] || echo "mode,sparse,strategy,rounds,to_97,seconds_to_97,upload_bytes_to_97,final_accuracy,wall_seconds" > "$CSV"
@@ -35,7 +36,7 @@ for mode in $MODES; do
   over=1
   [ "$mode" = over_selection ] && over=1.3
   scheduler=$'mode = "sync"'
-  [ "$mode" = async ] && scheduler=$'mode = "async"\nconcurrency = 10\nbuffer = '"$BUFFER"$'\nstaleness_exponent = 0.5'
+  [ "$mode" = async ] && scheduler=$'mode = "async"\nconcurrency = 10\nbuffer = '"$BUFFER"$'\nstaleness_exponent = 0.5\nmax_staleness = '"$MAX_STALENESS"
   steps=$ROUNDS
   [ "$mode" = async ] && steps=$((ROUNDS * 10 / BUFFER))
   compression=""
