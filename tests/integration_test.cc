@@ -445,8 +445,9 @@ TEST(IntegrationTest, SimulationStopsAtItsTarget) {
 }
 
 // fl-sim in asynchronous mode (FedBuff) with stragglers, with plain FedBuff
-// and with server momentum: every step has its buffer of updates, the stale
-// ones among them, and rounds.csv says so.
+// and with server momentum (the latter as deployed: CURVE, signatures,
+// enrollment): every step has its buffer of updates, the stale ones among
+// them, and rounds.csv says so.
 TEST(IntegrationTest, SimulationInAsyncMode) {
   for (const std::string strategy : {"fedavg", "fedavgm"}) {
     test::TempDir dir;
@@ -455,7 +456,10 @@ TEST(IntegrationTest, SimulationInAsyncMode) {
         config,
         "rounds = 6\n[federation]\nmode = \"async\"\nconcurrency = 3\nbuffer = 2\n"
         "[strategy]\nname = \"" +
-            strategy + "\"\n[devices]\nstraggler_fraction = 0.34\nstraggler_slowdown = 3.0\n"));
+            strategy + "\"\n[devices]\nstraggler_fraction = 0.34\nstraggler_slowdown = 3.0\n" +
+            // The second run as deployed: CURVE, enrolled signed devices, the
+            // TASK window (every task's envelope signed for it).
+            (strategy == "fedavgm" ? "[security]\nsecure = true\n" : "")));
     test::Process sim(kSim,
                       {"--config", config, "--model", "mnist_2nn", "--clients", "6", "--epochs",
                        "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
@@ -482,6 +486,8 @@ TEST(IntegrationTest, SimulationInAsyncMode) {
     auto effective = ReadFile(out + "/config.toml");
     ASSERT_FL_OK(effective);
     EXPECT_NE(effective->find("mode = 'async'"), std::string::npos) << *effective;
+    EXPECT_EQ(effective->find("secure = true") != std::string::npos, strategy == "fedavgm")
+        << *effective;
   }
 }
 
