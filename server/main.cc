@@ -75,8 +75,10 @@ int main(int argc, char** argv) {
   app.add_option("--staleness-exponent", o.async.staleness_exponent,
                  "async: an update tau steps behind counts 1/(1+tau)^a of a fresh one")
       ->capture_default_str();
-  app.add_option("--max-staleness", o.async.max_staleness,
-                 "async: updates more than this many steps behind are refused (too_stale)")
+  app.add_option(
+         "--max-staleness", o.async.max_staleness,
+         "async: updates more than this many steps behind are refused (too_stale); tasks that "
+         "old are given up and their slots handed on (low values pay with stragglers)")
       ->capture_default_str();
   app.add_option("--deadline", o.round_deadline_seconds,
                  "Seconds a round waits for updates (async: a task is given up after this long)")
