@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/quant_codec.h"
+#include "common/random.h"
 #include "common/text.h"
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
@@ -107,13 +108,13 @@ struct ClientSession::Impl {
     double due{0};
   };
   std::optional<SlowUpdate> slow;
-  // Draws of the dropout.
-  uint64_t fault_state{0};
-  double NextFaultDraw() {  // uniform in [0, 1), splitmix64
-    uint64_t z = (fault_state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return static_cast<double>((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+  // Draws of the dropout (seeded in Start, per device).
+  Random faults{1};
+  // FNV-1a of the client id: mixed into seeds so that devices draw apart.
+  uint64_t IdHash() const {
+    uint64_t h = 1469598103934665603ULL;
+    for (char c : o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
+    return h;
   }
   // When the last READY went out, and whether the server has answered it
   // (granted or queued); an unanswered READY is sent again.
@@ -312,9 +313,7 @@ struct ClientSession::Impl {
     ins.normalization.std = task.config.normalize_std;
     // Each client shuffles differently within a round: mix its id into the
     // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
-    uint64_t h = 1469598103934665603ULL;
-    for (char c : o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
-    ins.seed = task.config.seed ^ h;
+    ins.seed = task.config.seed ^ IdHash();
     QuantOptions q;
     q.bits = task.config.uplink_bits;
     q.block = task.config.block;
@@ -347,7 +346,7 @@ struct ClientSession::Impl {
     res->seconds *= std::max(1.0, o.slowdown);
     stats.train_seconds += res->seconds;
     stats.last_train_seconds = res->seconds;
-    if (o.dropout > 0 && NextFaultDraw() < o.dropout) {
+    if (o.dropout > 0 && faults.UniformDouble() < o.dropout) {
       stats.dropped_out++;
       slow.reset();
       if (o.verbose) {
@@ -574,9 +573,7 @@ Status ClientSession::Start() {
                                    "' must be 1-32 printable ASCII characters without spaces");
   }
   // The dropout's draws: per device, reproducible.
-  uint64_t h = impl_->o.fault_seed * 0x9E3779B97F4A7C15ULL;
-  for (char c : impl_->o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
-  impl_->fault_state = h;
+  impl_->faults = Random(impl_->o.fault_seed * 0x9E3779B97F4A7C15ULL ^ impl_->IdHash());
   if (!(impl_->o.slowdown >= 1 && impl_->o.slowdown <= 1000)) {
     return Status::InvalidArgument("--slowdown must be in [1, 1000]");
   }

@@ -36,11 +36,12 @@ AsyncTasks::Match AsyncTasks::Check(const std::string& id, uint64_t round, const
   return Match::kOk;
 }
 
-std::vector<std::string> AsyncTasks::Expire(double now, double deadline) {
-  std::vector<std::string> gone;
+std::vector<AsyncTasks::Expired> AsyncTasks::Expire(double now, double deadline, uint64_t step) {
+  std::vector<Expired> gone;
   for (auto it = tasks_.begin(); it != tasks_.end();) {
-    if (now - it->second.issued_at > deadline) {
-      gone.push_back(it->first);
+    const bool too_stale = step > it->second.step + static_cast<uint64_t>(o_.max_staleness);
+    if (too_stale || now - it->second.issued_at > deadline) {
+      gone.push_back({it->first, it->second, too_stale});
       it = tasks_.erase(it);
     } else {
       ++it;

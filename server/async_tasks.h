@@ -88,8 +88,15 @@ class AsyncTasks {
   // Ends `id`'s task (answered, refused, withdrawn); false if it had none.
   bool Close(const std::string& id) { return tasks_.erase(id) > 0; }
 
-  // Tasks handed out before `now - deadline`: closed, their devices returned.
-  std::vector<std::string> Expire(double now, double deadline);
+  // Closes and returns the tasks handed out (sent) before `now - deadline`,
+  // and those more than max_staleness steps behind `step`, whose updates
+  // could no longer count.
+  struct Expired {
+    std::string id;
+    Task task;
+    bool too_stale{false};
+  };
+  std::vector<Expired> Expire(double now, double deadline, uint64_t step);
 
   // Every task (the devices' ids).
   std::vector<std::string> Ids() const;

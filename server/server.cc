@@ -300,9 +300,6 @@ struct Server::Impl {
   std::unique_ptr<AsyncTasks> async_tasks;
   // Chooses the idle devices that get the freed tasks (seeded by --seed).
   std::optional<Random> async_rng;
-  // Staleness of the update being handled (FromPendingParticipant sets it).
-  uint32_t update_staleness{0};
-  double staleness_sum{0};
 
   // Takes the round the log reopened (resumed_wal): its nonce, selection and
   // bounds, and the updates it had acknowledged, whose devices are not asked
@@ -330,11 +327,7 @@ struct Server::Impl {
       auto rec = wal->Read(e);
       if (!rec.ok()) return rec.status();
       if (!pending.erase(e.sender)) continue;  // not selected, or twice: ignored
-      wal_entries.push_back(e);
-      train_loss_sum += rec->train_loss;
-      m.participants++;
-      m.delta_bytes += rec->delta.size();
-      m.max_train_seconds = std::max(m.max_train_seconds, rec->train_seconds);
+      KeepLogged(e, *rec);
     }
     reopened_round = true;
     spdlog::warn(
@@ -344,6 +337,16 @@ struct Server::Impl {
         c.torn_tail ? " (a torn record at its end, never acknowledged, was dropped)" : "");
     return Status::OK();
   }
+  // An update the reopened log had acknowledged: in the round's buffer and
+  // metrics as if it had just arrived.
+  void KeepLogged(const WalEntry& e, const WalRecord& rec) {
+    wal_entries.push_back(e);
+    train_loss_sum += rec.train_loss;
+    m.participants++;
+    m.delta_bytes += rec.delta.size();
+    m.max_train_seconds = std::max(m.max_train_seconds, rec.train_seconds);
+  }
+
   // The round's TASK (envelope, payload): one copy, shared by every send;
   // [0] for clients older than payload extensions (no optional field), [1]
   // with the optional fields (FedProx's mu), [2] with them and asking before
@@ -477,8 +480,6 @@ struct Server::Impl {
 
   // Sets the round's update bounds (see ServerOptions) for the selected clients.
   void SetRoundBounds() {
-    norm_bound = o.max_update_norm > 0 ? o.max_update_norm
-                                       : o.update_norm_factor * std::max(reference_norm, 1.0);
     // What each selected device registered with, as of its selection: a HELLO
     // it sends later does not change what its update may claim.
     registered_at_selection.clear();
@@ -487,6 +488,15 @@ struct Server::Impl {
       registered.push_back(clients[id].num_examples);
       registered_at_selection[id] = clients[id].num_examples;
     }
+    SetBounds(std::move(registered));
+  }
+
+  // The update bounds from the examples the devices an update may come from
+  // registered with: the norm bound, and the weight cap (max_weight_ratio x
+  // their lower median, at most max_examples); then the step offset.
+  void SetBounds(std::vector<int64_t> registered) {
+    norm_bound = o.max_update_norm > 0 ? o.max_update_norm
+                                       : o.update_norm_factor * std::max(reference_norm, 1.0);
     weight_cap = o.max_examples;
     if (o.max_weight_ratio > 0 && !registered.empty()) {
       // The lower median: with two devices, the smaller count.
@@ -929,7 +939,6 @@ struct Server::Impl {
     uint32_t tau = 0;
     switch (async_tasks->Check(who, env.round, env.nonce, current_round, &tau)) {
       case AsyncTasks::Match::kOk:
-        update_staleness = tau;
         return true;
       case AsyncTasks::Match::kNoTask:
         Refuse(peer, who, env.type, env.round, "stale_round",
@@ -1048,7 +1057,8 @@ struct Server::Impl {
     }
     AcceptedUpdate& u = std::get<AcceptedUpdate>(checked);
     // Logged now, acknowledged once the log is durable (CommitAcks).
-    const uint32_t staleness = task ? update_staleness : 0;
+    // (FromTaskHolder checked it against --max-staleness.)
+    const uint32_t staleness = task ? static_cast<uint32_t>(current_round - task->step) : 0;
     auto entry =
         wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta, staleness);
     if (!entry.ok()) {
@@ -1057,11 +1067,7 @@ struct Server::Impl {
     }
     wal_entries.push_back(*entry);
     pending.erase(who);
-    if (task) {
-      async_tasks->Close(who);  // the device is free: the next tick hands it a task
-      staleness_sum += staleness;
-      m.max_staleness = std::max(m.max_staleness, staleness);
-    }
+    if (task) async_tasks->Close(who);  // its slot is free: the next tick hands it on
     unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
     m.participants++;
     m.max_delta_norm = std::max(m.max_delta_norm, u.norm);
@@ -1416,50 +1422,40 @@ struct Server::Impl {
   // devices until `concurrency` are out.
   void AsyncTick() {
     const double now = NowSeconds();
-    const double deadline = o.round_deadline_seconds;
+    // Devices that vanished with a task (as in a round), then tasks past the
+    // deadline or too stale to count.
+    const size_t before = async_tasks->outstanding();
+    GiveUpOnVanished();
+    m.expired += static_cast<int>(before - async_tasks->outstanding());
     std::set<std::string> given_up;
-    for (const auto& id : async_tasks->Ids()) {
-      const AsyncTasks::Task* t = async_tasks->Find(id);
-      auto found = clients.find(id);
-      if (found == clients.end()) {  // removed from the enrollment folder
-        EndTurn(id);
-        continue;
-      }
-      const ClientEntry& c = found->second;
-      const bool vanished = !c.reachable && now - c.unreachable_since > o.client_timeout_seconds;
-      // A task more than --max-staleness steps old can no longer count: its
-      // slot is worth more to a device that can still answer in time.
-      const bool too_old =
-          current_round > t->step + static_cast<uint64_t>(o.async.max_staleness);
-      if (now - t->issued_at <= deadline && !vanished && !too_old) continue;
-      const uint64_t step = t->step;
-      const AsyncTasks::Nonce task_nonce = t->nonce;
-      EndTurn(id);
-      given_up.insert(id);
+    for (const auto& x : async_tasks->Expire(now, o.round_deadline_seconds, current_round)) {
+      EndTurn(x.id);
+      given_up.insert(x.id);
       m.expired++;
       if (m.expired <= kLogPerReason) {
-        spdlog::warn(
-            "step {}: {} {} its task of step {}; handing the task to another device", current_round,
-            id,
-            vanished  ? fmt::format("vanished ({:.0f} s unreachable) with", o.client_timeout_seconds)
-            : too_old ? fmt::format("is more than --max-staleness {} steps behind with",
-                                    o.async.max_staleness)
-                      : fmt::format("did not answer within {:.0f} s", deadline),
-            step);
+        spdlog::warn("step {}: {} {} its task of step {}; handing the task to another device",
+                     current_round, x.id,
+                     x.too_stale
+                         ? fmt::format("is more than --max-staleness {} steps behind with",
+                                       o.async.max_staleness)
+                         : fmt::format("did not answer within {:.0f} s", o.round_deadline_seconds),
+                     x.task.step);
       }
-      // So that it does not upload late (a held-back update is dropped).
-      if (c.reachable) {
-        // (Carrying the task's nonce: a copy cannot withdraw another task.)
-        Reply(c.peer, false, wire::MessageType::kTask, step, "not_needed",
-              too_old ? "the task is too stale to count" : "the task was given up at the deadline",
-              task_nonce);
+      // So that it does not upload late (a held-back update is dropped);
+      // carrying the task's nonce, so a copy cannot withdraw another task.
+      auto it = clients.find(x.id);
+      if (it != clients.end() && it->second.reachable) {
+        Reply(it->second.peer, false, wire::MessageType::kTask, x.task.step, "not_needed",
+              x.too_stale ? "the task is too stale to count"
+                          : "the task was given up at the deadline",
+              x.task.nonce);
       }
     }
     if (async_tasks->Wanted() == 0) return;
     std::vector<std::string> live;
     ActiveClients(&live);
     // Devices training are silent, not gone: they count toward --min-clients.
-    if (PresentDevices().size() < static_cast<size_t>(o.min_clients)) return;
+    if (PresentDevices(live).size() < static_cast<size_t>(o.min_clients)) return;
     // A device answers once a step: one that is in this step's buffer gets
     // its next task in the next step, so no device can fill a buffer alone.
     std::set<std::string> in_buffer;
@@ -1483,37 +1479,23 @@ struct Server::Impl {
     }
   }
 
-  // The live devices and those training a task (silent, not gone).
-  std::vector<std::string> PresentDevices() const {
-    std::vector<std::string> ids;
-    ActiveClients(&ids);
-    std::set<std::string> all(ids.begin(), ids.end());
-    for (const auto& id : async_tasks->Ids()) {
-      if (clients.count(id)) all.insert(id);
-    }
+  // The `live` devices and those training a task (silent, not gone).
+  std::vector<std::string> PresentDevices(const std::vector<std::string>& live) const {
+    std::set<std::string> all(live.begin(), live.end());
+    for (const auto& id : async_tasks->Ids()) all.insert(id);
     return {all.begin(), all.end()};
   }
 
   // Bounds of the step's updates: the norm bound, and the weight cap from
   // the examples the present devices registered with (their lower median).
   void SetStepBounds() {
-    norm_bound = o.max_update_norm > 0 ? o.max_update_norm
-                                       : o.update_norm_factor * std::max(reference_norm, 1.0);
-    const std::vector<std::string> live = PresentDevices();
-    population = static_cast<uint32_t>(live.size());
+    std::vector<std::string> live;
+    ActiveClients(&live);
+    const std::vector<std::string> present = PresentDevices(live);
+    population = static_cast<uint32_t>(present.size());
     std::vector<int64_t> registered;
-    for (const auto& id : live) registered.push_back(clients[id].num_examples);
-    weight_cap = o.max_examples;
-    if (o.max_weight_ratio > 0 && !registered.empty()) {
-      const size_t mid = (registered.size() - 1) / 2;
-      std::nth_element(registered.begin(), registered.begin() + mid, registered.end());
-      const double cap =
-          std::max(1.0, std::floor(o.max_weight_ratio * static_cast<double>(registered[mid])));
-      if (cap < static_cast<double>(weight_cap)) weight_cap = static_cast<int64_t>(cap);
-    }
-    m.update_norm_bound = norm_bound;
-    m.weight_cap = weight_cap;
-    SetStepOffset();
+    for (const auto& id : present) registered.push_back(clients[id].num_examples);
+    SetBounds(std::move(registered));
   }
 
   // Takes the step the log reopened: its bounds and the updates it had
@@ -1533,13 +1515,7 @@ struct Server::Impl {
     for (const auto& e : c.entries) {
       auto rec = wal->Read(e);
       if (!rec.ok()) return rec.status();
-      wal_entries.push_back(e);
-      train_loss_sum += rec->train_loss;
-      staleness_sum += e.staleness;
-      m.max_staleness = std::max(m.max_staleness, e.staleness);
-      m.participants++;
-      m.delta_bytes += rec->delta.size();
-      m.max_train_seconds = std::max(m.max_train_seconds, rec->train_seconds);
+      KeepLogged(e, *rec);
     }
     spdlog::warn(
         "step {}: reopened from {}: {} acknowledged update(s) kept in its buffer of {}; tasks "
@@ -1558,7 +1534,6 @@ struct Server::Impl {
     FL_RETURN_IF_ERROR(LoadEnrollment());
     const double t0 = NowSeconds();
     train_loss_sum = 0;
-    staleness_sum = 0;
     wal_entries.clear();
     resent.clear();
     if (resumed_wal && resumed_wal->header.round == r) {
@@ -1601,6 +1576,11 @@ struct Server::Impl {
     }
     m.collect_seconds = last_accept_time - t0;
     if (m.participants >= 2) m.ingest_seconds = last_accept_time - first_update_time;
+    double staleness_sum = 0;
+    for (const auto& e : wal_entries) {
+      staleness_sum += e.staleness;
+      m.max_staleness = std::max(m.max_staleness, e.staleness);
+    }
     if (!wal_entries.empty()) {
       m.mean_staleness = staleness_sum / static_cast<double>(wal_entries.size());
     }
@@ -1634,7 +1614,12 @@ struct Server::Impl {
     }
     // A device removed from the folder is forgotten at once.
     for (auto it = clients.begin(); it != clients.end();) {
-      it = keys.count(it->first) ? std::next(it) : clients.erase(it);
+      if (keys.count(it->first)) {
+        ++it;
+        continue;
+      }
+      EndTurn(it->first);  // its round or task is over: nothing from it is accepted now
+      it = clients.erase(it);
     }
     enrolled = std::move(keys);
     return Status::OK();

@@ -62,12 +62,31 @@ TEST(AsyncTasksTest, TasksPastTheDeadlineAreGivenUp) {
   AsyncTasks tasks(AsyncOptions{});
   tasks.Issue("old", 1, NonceOf(1), {}, 1, /*now=*/0);
   tasks.Issue("new", 2, NonceOf(2), {}, 1, /*now=*/50);
-  EXPECT_TRUE(tasks.Expire(/*now=*/60, /*deadline=*/60).empty());
-  const auto gone = tasks.Expire(/*now=*/61, /*deadline=*/60);
+  EXPECT_TRUE(tasks.Expire(/*now=*/60, /*deadline=*/60, /*step=*/2).empty());
+  const auto gone = tasks.Expire(/*now=*/61, /*deadline=*/60, /*step=*/2);
   ASSERT_EQ(gone.size(), 1u);
-  EXPECT_EQ(gone[0], "old");
+  EXPECT_EQ(gone[0].id, "old");
+  EXPECT_FALSE(gone[0].too_stale);
+  EXPECT_EQ(gone[0].task.nonce, NonceOf(1));
   EXPECT_FALSE(tasks.Has("old"));
   EXPECT_TRUE(tasks.Has("new"));
+  // Sent later than it was handed out: its deadline runs from the send.
+  tasks.Sent("new", /*now=*/100);
+  EXPECT_TRUE(tasks.Expire(/*now=*/150, /*deadline=*/60, /*step=*/2).empty());
+}
+
+TEST(AsyncTasksTest, TasksTooStaleToCountAreGivenUp) {
+  AsyncOptions o;
+  o.max_staleness = 2;
+  AsyncTasks tasks(o);
+  tasks.Issue("a", /*step=*/3, NonceOf(1), {}, 1, /*now=*/0);
+  tasks.Issue("b", /*step=*/4, NonceOf(2), {}, 1, /*now=*/0);
+  EXPECT_TRUE(tasks.Expire(/*now=*/1, /*deadline=*/60, /*step=*/5).empty());
+  const auto gone = tasks.Expire(/*now=*/1, /*deadline=*/60, /*step=*/6);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].id, "a");
+  EXPECT_TRUE(gone[0].too_stale);
+  EXPECT_TRUE(tasks.Has("b"));
 }
 
 // rounds.csv of an asynchronous run: round, participants, and the columns
@@ -190,7 +209,8 @@ TEST(AsyncTest, SlowDevicesAKilledDeviceAndAServerRestart) {
   // stale to count, logged.
   EXPECT_GE(expired, 1) << first << second;
   EXPECT_TRUE(second.find("c3 did not answer within 3 s") != std::string::npos ||
-              second.find("c3 is more than --max-staleness 10 steps behind") != std::string::npos) << first << second;
+              second.find("c3 is more than --max-staleness 10 steps behind") != std::string::npos)
+      << first << second;
   // The slow device took part.
   EXPECT_NE(clients[2]->Log().find("sent then"), std::string::npos) << clients[2]->Log();
   EXPECT_EQ(test::CountOf(clients[2]->Log(), "updates accepted"), 1);
@@ -204,10 +224,30 @@ TEST(AsyncTest, ATaskTooStaleToCountIsGivenUpAtOnce) {
   test::TempDir dir;
   const std::string bind = "tcp://127.0.0.1:*";
   test::Process server(test::BinPath("fl-server"),
-                       {"--bind", bind, "--model", "mnist_2nn", "--mode", "async", "--concurrency",
-                        "4", "--buffer", "1", "--max-staleness", "1", "--rounds", "12",
-                        "--min-clients", "4", "--lr", "0.05", "--deadline", "60", "--no-eval",
-                        "--linger", "1", "--insecure"},
+                       {"--bind",
+                        bind,
+                        "--model",
+                        "mnist_2nn",
+                        "--mode",
+                        "async",
+                        "--concurrency",
+                        "4",
+                        "--buffer",
+                        "1",
+                        "--max-staleness",
+                        "1",
+                        "--rounds",
+                        "12",
+                        "--min-clients",
+                        "4",
+                        "--lr",
+                        "0.05",
+                        "--deadline",
+                        "60",
+                        "--no-eval",
+                        "--linger",
+                        "1",
+                        "--insecure"},
                        dir.path() + "/server.log");
   const std::string ep = test::StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();
