@@ -160,7 +160,7 @@ Status LocalClient::AdoptModelFile(const std::string& path, const std::string& a
 Result<std::vector<TensorLayout>> LocalClient::Layout(const std::string& architecture) {
   FL_RETURN_IF_ERROR(Prepare(architecture));
   std::vector<TensorLayout> layout;
-  for (const auto& p : impl_->model->model->named_parameters()) {
+  for (const auto& p : NamedStateTensors(*impl_->model->model)) {
     layout.push_back({p.key(), p.value().sizes().vec()});
   }
   return layout;
@@ -169,7 +169,7 @@ Result<std::vector<TensorLayout>> LocalClient::Layout(const std::string& archite
 size_t LocalClient::TaskPayloadLimit() const {
   auto limit_of = [](const Model& m) {
     size_t values = 0, tensors = 0;
-    for (const auto& p : m.named_parameters()) {
+    for (const auto& p : NamedStateTensors(m)) {
       values += static_cast<size_t>(p.value().numel());
       ++tensors;
     }

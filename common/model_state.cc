@@ -15,6 +15,35 @@ int64_t TensorState::KeptCount() const {
   return n;
 }
 
+namespace {
+
+// "bn1.running_var" -> "running_var".
+std::string LastPart(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+}  // namespace
+
+bool IsRunningStatistic(const std::string& name) {
+  const std::string last = LastPart(name);
+  return last == "running_mean" || last == "running_var";
+}
+
+int64_t ClampRunningVariances(ModelState* state) {
+  int64_t clamped = 0;
+  for (auto& t : state->tensors) {
+    if (LastPart(t.name) != "running_var") continue;
+    for (float& v : t.values) {
+      if (v < 0.0f) {
+        v = 0.0f;
+        ++clamped;
+      }
+    }
+  }
+  return clamped;
+}
+
 Status CheckModelState(const ModelState& state) {
   for (size_t i = 0; i < state.tensors.size(); ++i) {
     const TensorState& t = state.tensors[i];

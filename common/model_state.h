@@ -1,9 +1,9 @@
-// A model's parameters as plain data, independent of LibTorch.
+// A model's state as plain data, independent of LibTorch.
 //
-// An ordered list of named tensors (the order of Module::named_parameters()),
-// each with its shape, fp32 values in row-major order and, for pruned tensors,
-// a mask. This is what moves between client and server and what aggregation
-// works on, so the server's arithmetic and the wire format never need torch.
+// An ordered list of named tensors (StateTensors() order: the parameters,
+// then any BatchNorm running statistics), each with its shape, fp32 values in
+// row-major order and, for pruned tensors, a mask. This is what moves between client and server and
+// what aggregation works on, so the server's arithmetic and the wire format never need torch.
 //
 // The mask is shared state (DESIGN.md): a pruned value is exactly 0.0 and
 // stays so through local training and aggregation. Deltas carry values only at
@@ -55,6 +55,19 @@ struct ModelState {
     return n ? 1.0 - static_cast<double>(KeptCount()) / n : 0.0;
   }
 };
+
+// BatchNorm's running statistics: a tensor named "running_mean" or
+// "running_var" (its last dotted part), as PyTorch names them. They are part
+// of a model's state, federated like its weights: a client's delta carries
+// how its training batches moved them, and FedAvg makes them the weighted
+// mean of the clients'. They are never pruned (they have one dimension).
+bool IsRunningStatistic(const std::string& name);
+
+// Sets every negative value of a running variance to 0: a weighted mean of
+// variances is never negative, but a quantized delta, a server optimizer's
+// step or privacy noise can take one below zero, where BatchNorm would give
+// NaN. Returns how many values it set.
+int64_t ClampRunningVariances(ModelState* state);
 
 // Checks that every tensor has a non-empty name, non-negative dimensions,
 // exactly product(shape) values, a mask that is empty or of the same length

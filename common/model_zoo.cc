@@ -90,7 +90,14 @@ class MnistCnn final : public Model {
 class ScriptModel final : public Model {
  public:
   explicit ScriptModel(torch::jit::Module script) : script_(std::move(script)) {
-    for (const auto& p : script_.named_parameters(/*recurse=*/true)) Register(p.name, p.value);
+    for (const auto& p : script_.named_parameters(/*recurse=*/true)) {
+      Register(p.name, p.value, /*buffer=*/false);
+    }
+    // The running statistics, after every parameter (the state's order);
+    // num_batches_tracked stays the script's own.
+    for (const auto& b : script_.named_buffers(/*recurse=*/true)) {
+      if (IsRunningStatistic(b.name)) Register(b.name, b.value, /*buffer=*/true);
+    }
   }
   torch::Tensor forward(torch::Tensor x) override {
     // The input is a view of the caller's data set: a script that writes into
@@ -106,7 +113,7 @@ class ScriptModel final : public Model {
   }
 
  private:
-  void Register(const std::string& dotted, const torch::Tensor& value) {
+  void Register(const std::string& dotted, const torch::Tensor& value, bool buffer) {
     torch::nn::Module* at = this;
     size_t start = 0;
     for (size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
@@ -116,8 +123,12 @@ class ScriptModel final : public Model {
       at = found ? found->get()
                  : at->register_module(child, std::make_shared<torch::nn::Module>()).get();
     }
-    // Every parameter trains (a script saved with requires_grad off included).
-    at->register_parameter(dotted.substr(start), value, /*requires_grad=*/true);
+    if (buffer) {
+      at->register_buffer(dotted.substr(start), value);
+    } else {
+      // Every parameter trains (a script saved with requires_grad off included).
+      at->register_parameter(dotted.substr(start), value, /*requires_grad=*/true);
+    }
   }
 
   torch::jit::Module script_;
@@ -129,8 +140,9 @@ std::string What(const std::exception& e) {
   return c10 ? c10->what_without_backtrace() : e.what();
 }
 
-// Loads and checks a TorchScript model file: float32 parameters only, no
-// buffers (they would not be federated), no tied weights.
+// Loads and checks a TorchScript model file: float32 parameters, no tied
+// weights, and no buffers but BatchNorm's (float32 running statistics,
+// federated with the parameters, and an int64 num_batches_tracked, kept local).
 Result<ModelPtr> LoadScriptModel(const std::string& path) {
   // Read once: the id and the module come from the same bytes.
   auto bytes = ReadFile(path);
@@ -157,10 +169,21 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
     }
   }
   for (const auto& b : script.named_buffers(/*recurse=*/true)) {
-    return Status::InvalidArgument(
-        path, "buffer '" + b.name +
-                  "' is not a parameter and would not be federated (BatchNorm's running "
-                  "statistics, for example); fedge trains modules whose state is parameters");
+    const bool counter =
+        b.name == "num_batches_tracked" ||
+        (b.name.size() > 20 && b.name.compare(b.name.size() - 20, 20, ".num_batches_tracked") == 0);
+    if (IsRunningStatistic(b.name) && b.value.scalar_type() == torch::kFloat32) {
+      auto [it, fresh] = seen.emplace(b.value.unsafeGetTensorImpl(), b.name);
+      if (!fresh) {
+        return Status::InvalidArgument(path, "'" + it->second + "' and '" + b.name +
+                                                 "' are one tensor, which fedge would send twice");
+      }
+    } else if (!(counter && b.value.scalar_type() == torch::kInt64)) {
+      return Status::InvalidArgument(
+          path, "buffer '" + b.name + "' (" + std::string(c10::toString(b.value.scalar_type())) +
+                    ") would not be federated; fedge federates parameters and BatchNorm's float32 "
+                    "running_mean and running_var");
+    }
   }
   std::shared_ptr<ScriptModel> model;
   try {
@@ -258,11 +281,21 @@ std::vector<torch::Tensor> MasksOf(const ModelState& state) {
   return masks;
 }
 
+torch::OrderedDict<std::string, torch::Tensor> NamedStateTensors(const torch::nn::Module& model) {
+  torch::OrderedDict<std::string, torch::Tensor> out = model.named_parameters();
+  for (const auto& b : model.named_buffers()) out.insert(b.key(), b.value());
+  return out;
+}
+
+std::vector<torch::Tensor> StateTensors(const torch::nn::Module& model) {
+  return NamedStateTensors(model).values();
+}
+
 ModelState GetModelState(const std::string& architecture, const torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   ModelState state;
   state.architecture = architecture;
-  for (const auto& item : model.named_parameters()) {
+  for (const auto& item : NamedStateTensors(model)) {
     TensorState t;
     t.name = item.key();
     t.shape = item.value().sizes().vec();
@@ -280,7 +313,7 @@ namespace {
 template <typename F>
 Status ForEachMatchingTensor(torch::nn::Module& model, const ModelState& state, F&& apply) {
   torch::NoGradGuard no_grad;
-  auto params = model.named_parameters();
+  auto params = NamedStateTensors(model);
   if (params.size() != state.tensors.size()) {
     return Status::InvalidArgument("model has " + std::to_string(params.size()) +
                                    " tensors, state has " + std::to_string(state.tensors.size()));

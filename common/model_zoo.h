@@ -60,7 +60,9 @@ std::vector<ModelInfo> ListModels();
 // A name ending in ".pt" is a TorchScript model file (scripted or traced in
 // PyTorch, or built in C++ with torch::jit::Module::define); its weights are
 // the file's and `seed` is not used. It must hold its state in float32
-// parameters (no buffers, no tied weights); anything else is InvalidArgument
+// parameters and BatchNorm's float32 running statistics (running_mean and
+// running_var, federated with the parameters; num_batches_tracked stays
+// local), with no tied weights; anything else is InvalidArgument
 // naming the file and what is wrong. What it maps is checked against the data
 // (CheckModelFitsData in common/trainer.h).
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed);
@@ -76,7 +78,14 @@ Result<std::string> ModelArchitecture(const std::string& name);
 // Number of scalar trainable parameters.
 int64_t CountParameters(const torch::nn::Module& model);
 
-// Copies the parameters of `model` out as plain data.
+// The tensors a model's state holds, in the state's order: its parameters,
+// then its buffers (a TorchScript model's BatchNorm running statistics; the
+// built-in models have none). Buffers are not trained by gradient: the
+// forward pass in training mode updates them.
+std::vector<torch::Tensor> StateTensors(const torch::nn::Module& model);
+torch::OrderedDict<std::string, torch::Tensor> NamedStateTensors(const torch::nn::Module& model);
+
+// Copies the state tensors of `model` out as plain data.
 ModelState GetModelState(const std::string& architecture, const torch::nn::Module& model);
 
 // Copies `state`'s values into `model` (masks are not part of a module; see

@@ -67,6 +67,12 @@ void IntsAttr(onnx::NodeProto* node, const std::string& name, std::vector<int64_
   for (int64_t v : values) a->add_ints(v);
 }
 
+void FloatAttr(onnx::NodeProto* node, const std::string& name, float value) {
+  onnx::AttributeProto* a = Attr(node, name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(value);
+}
+
 void IntAttr(onnx::NodeProto* node, const std::string& name, int64_t value) {
   onnx::AttributeProto* a = Attr(node, name);
   a->set_type(onnx::AttributeProto::INT);
@@ -360,6 +366,25 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
         if (!bias.ok()) return bias.status();
         IntAttr(b.Node("Gemm", {x, *w, *bias}, out), "transB", 1);
         shape = {outs};
+        break;
+      }
+      case Layer::kBatchNorm: {
+        // Eval mode: (x - running_mean) / sqrt(running_var + eps) * weight + bias
+        // per channel (dimension 1 of [N, C] or [N, C, H, W]).
+        const std::vector<int64_t> c = {shape[0]};
+        if (layer.outputs != shape[0]) {
+          return Status::InvalidArgument("ONNX export: BatchNorm '" + layer.name + "' has " +
+                                         std::to_string(layer.outputs) + " channels, its input " +
+                                         std::to_string(shape[0]));
+        }
+        std::vector<std::string> inputs = {x};
+        for (const char* role : {".weight", ".bias", ".running_mean", ".running_var"}) {
+          auto t = b.Parameter(layer.name + role, c);
+          if (!t.ok()) return t.status();
+          inputs.push_back(*t);
+        }
+        FloatAttr(b.Node("BatchNormalization", inputs, out), "epsilon",
+                  static_cast<float>(layer.epsilon));
         break;
       }
       case Layer::kConv: {

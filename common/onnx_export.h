@@ -1,7 +1,8 @@
 // ONNX export of a model for on-device inference (fl-compress export).
 //
 // The model is written as a standard ONNX graph (opset kOnnxOpset) from a
-// list of standard layers (Linear, Conv2d, ReLU, MaxPool2d, Flatten), so any
+// list of standard layers (Linear, Conv2d, BatchNorm in eval mode, ReLU,
+// MaxPool2d, Flatten), so any
 // ONNX runtime runs it. The graph takes raw pixel values (0..255, float) and
 // applies the input normalisation itself, the same float operations fedge's
 // trainer applies (x / 255, then (x - mean) / std); the constants are also
@@ -33,14 +34,15 @@ namespace fl {
 constexpr int kOnnxOpset = 13;
 
 // One layer of an architecture's forward pass, in order.
-enum class OnnxLayer { kFlatten, kLinear, kConv, kRelu, kMaxPool2, kIdentity };
+enum class OnnxLayer { kFlatten, kLinear, kConv, kBatchNorm, kRelu, kMaxPool2, kIdentity };
 
 struct OnnxLayerSpec {
   OnnxLayer kind;
-  std::string name;    // parameter prefix ("fc1") for Linear and Conv
-  int64_t outputs{0};  // Linear: features out; Conv: channels out
-  int64_t kernel{0};   // Conv: square kernel size (stride 1)
-  int64_t pad{0};      // Conv: zero padding on every side
+  std::string name;     // tensor prefix ("fc1") for Linear, Conv and BatchNorm
+  int64_t outputs{0};   // Linear: features out; Conv: channels out; BatchNorm: channels
+  int64_t kernel{0};    // Conv: square kernel size (stride 1)
+  int64_t pad{0};       // Conv: zero padding on every side
+  double epsilon{0.0};  // BatchNorm: added to the running variance
 };
 
 // A model's forward pass as a chain of layers: the built-in architectures'

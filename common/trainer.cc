@@ -140,20 +140,32 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   }
   const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
   std::vector<torch::Tensor> params = model.parameters();
-  if (!options.masks.empty() && options.masks.size() != params.size()) {
+  // Masks and trainable flags are per state tensor: the parameters, then the
+  // running statistics (which the forward pass moves, not the optimizer).
+  const std::vector<torch::Tensor> state = StateTensors(model);
+  if (!options.masks.empty() && options.masks.size() != state.size()) {
     return Status::InvalidArgument("got " + std::to_string(options.masks.size()) + " masks for " +
-                                   std::to_string(params.size()) + " parameters");
+                                   std::to_string(state.size()) + " tensors");
   }
   for (size_t i = 0; i < options.masks.size(); ++i) {
-    if (options.masks[i].defined() && !options.masks[i].sizes().equals(params[i].sizes())) {
+    if (options.masks[i].defined() &&
+        (i >= params.size() || !options.masks[i].sizes().equals(params[i].sizes()))) {
       return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
     }
   }
-  if (!options.frozen.empty() && options.frozen.size() != params.size()) {
+  if (!options.frozen.empty() && options.frozen.size() != state.size()) {
     return Status::InvalidArgument("got " + std::to_string(options.frozen.size()) +
-                                   " trainable flags for " + std::to_string(params.size()) +
-                                   " parameters");
+                                   " trainable flags for " + std::to_string(state.size()) +
+                                   " tensors");
   }
+  // A frozen running statistic leaves as it came, like a frozen weight.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen_stats;  // tensor, its values
+  for (size_t i = params.size(); i < options.frozen.size(); ++i) {
+    if (options.frozen[i]) frozen_stats.emplace_back(state[i], state[i].detach().clone());
+  }
+  // BatchNorm cannot train on a batch of one: a shard's last batch of one
+  // sample is left out when the model has running statistics.
+  const bool has_stats = state.size() > params.size();
   std::vector<torch::Tensor> trained;
   for (size_t i = 0; i < params.size(); ++i) {
     if (options.frozen.empty() || !options.frozen[i]) trained.push_back(params[i]);
@@ -167,7 +179,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       for (auto& p : frozen) p.requires_grad_(true);
     }
   } unfreeze;
-  for (size_t i = 0; i < options.frozen.size(); ++i) {
+  for (size_t i = 0; i < options.frozen.size() && i < params.size(); ++i) {
     if (options.frozen[i] && params[i].requires_grad()) {
       params[i].requires_grad_(false);
       unfreeze.frozen.push_back(params[i]);
@@ -202,6 +214,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
       int64_t correct = 0;
       for (int64_t begin = 0; begin < n; begin += batch) {
         const int64_t end = std::min(begin + batch, n);
+        if (has_stats && batch > 1 && end - begin == 1) break;
         auto idx = perm.slice(0, begin, end);
         auto x = data.images.index_select(0, idx);
         auto y = data.labels.index_select(0, idx);
@@ -263,6 +276,7 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
                                 std::to_string(i) + " became nonzero during training");
       }
     }
+    for (auto& [tensor, values] : frozen_stats) tensor.copy_(values);
     // Gradients are not needed until the next call, which makes new ones: a
     // device keeps one copy of the model's size less between rounds.
     for (auto& p : params) p.mutable_grad().reset();

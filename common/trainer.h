@@ -77,18 +77,20 @@ struct TrainOptions {
   int threads{1};
   // Called after every epoch, when set.
   std::function<void(const EpochStats&)> on_epoch;
-  // Sparse masks, one per model parameter in Module::parameters() order: an
+  // Sparse masks, one per state tensor (StateTensors order: the parameters,
+  // then any running statistics, which are never masked): an
   // undefined tensor leaves that parameter dense; otherwise a bool (or float)
   // tensor of the parameter's shape, true/1 = kept, false/0 = pruned. Pruned
   // weights must be 0 on entry and stay exactly 0: their gradients are zeroed
   // before every step, so momentum buffers and weight decay (wd * 0) never
   // move them either.
   std::vector<torch::Tensor> masks;
-  // On-device transfer learning: one flag per parameter (Module::parameters()
+  // On-device transfer learning: one flag per state tensor (StateTensors
   // order), true = frozen for this call: no gradient is computed for it (so
   // nothing upstream of the first trainable layer is back-propagated, and its
   // activations are not kept for that), the optimizer does not hold it, and
-  // it leaves exactly as it came. Empty: everything trains.
+  // it leaves exactly as it came (a frozen running statistic too). Empty:
+  // everything trains.
   std::vector<bool> frozen;
   // Knowledge distillation (Hinton et al. 2015), when `teacher` is set: the loss
   // is alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))

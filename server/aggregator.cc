@@ -134,10 +134,16 @@ class StrategyAggregator final : public Aggregator {
   int clipped() const override { return clipped_; }
 
   Status Finish(ModelState* model, float max_abs) override {
-    if (dp_.enabled()) return FinishPrivate(model, max_abs);
-    if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
-    std::vector<double> d = Combine();
-    return Step(std::move(d), model, max_abs);
+    Status st;
+    if (dp_.enabled()) {
+      st = FinishPrivate(model, max_abs);
+    } else if (count_ == 0) {
+      return Status::FailedPrecondition("no updates to aggregate");
+    } else {
+      st = Step(Combine(), model, max_abs);
+    }
+    if (st.ok()) ClampRunningVariances(model);
+    return st;
   }
 
   // Applies the optimizer's step from pseudo-gradient `d`, all or nothing.

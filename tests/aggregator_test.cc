@@ -50,6 +50,28 @@ TEST(AggregatorTest, FedAvgIsTheWeightedMean) {
   EXPECT_DOUBLE_EQ(a->convex_step_scale(), 1.0);
 }
 
+// BatchNorm's running statistics are federated like weights: FedAvg makes
+// them the weighted mean of the clients'. A running variance a step would take
+// below zero (here FedAvgM's momentum overshooting) is left at 0, where
+// BatchNorm still computes; a weight or running mean may go negative.
+TEST(AggregatorTest, RunningStatisticsAreAveragedAndVariancesStayNonNegative) {
+  ModelState m = Model(1, 0.5f);
+  m.tensors[0].name = "w";
+  m.tensors.push_back({"bn.running_mean", {1}, {0.5f}, {}});
+  m.tensors.push_back({"bn.running_var", {1}, {0.5f}, {}});
+  auto avg = Make("fedavg");
+  // Variances 0.2 (weight 1) and 1.0 (weight 3) average to 0.8.
+  ASSERT_FL_OK(Round(avg.get(), &m, {{1, {-0.3f, -0.3f, -0.3f}}, {3, {0.5f, 0.5f, 0.5f}}}));
+  EXPECT_FLOAT_EQ(m.tensors[2].values[0], 0.8f);
+  auto momentum = Make("fedavgm");
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_FL_OK(Round(momentum.get(), &m, {{1, {-0.6f, -0.6f, -0.6f}}}));
+  }
+  EXPECT_LT(m.tensors[0].values[0], 0.0f);
+  EXPECT_LT(m.tensors[1].values[0], 0.0f);
+  EXPECT_EQ(m.tensors[2].values[0], 0.0f);
+}
+
 TEST(AggregatorTest, PrunedWeightsStayZero) {
   ModelState m = Model(4, 1.0f);
   m.tensors[0].mask = {1, 0, 1, 0};

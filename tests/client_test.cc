@@ -18,6 +18,7 @@
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
 #include "crypto/message.h"
+#include "experiments/bench/script_models.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -346,6 +347,54 @@ TEST_F(ClientSessionTest, OnlyAWithdrawalNamingTheTasksNonceDropsItsUpdate) {
     ASSERT_FL_OK(e);
     EXPECT_NE(e->type, wire::MessageType::kUpdate);
   }
+}
+
+// A device numbers its classes as the federation does on a copy of its data,
+// kept only when its model takes the federation's classes: a TASK naming four
+// classes for a model with three outputs is refused, and the device's data is
+// left as it was, so the next TASK (the federation's three classes in another
+// order) trains. Renumbered in place, the data would keep the refused list,
+// and its class 'd' would then stop the device.
+TEST(LocalClientTest, ClassesAreRenumberedOnACopyKeptOnlyWhenTheModelTakesThem) {
+  test::TempDir dir;
+  ModelState mlp;
+  mlp.tensors.push_back({"fc.weight", {3, 4}, std::vector<float>(12, 0.1f), {}});
+  mlp.tensors.push_back({"fc.bias", {3}, std::vector<float>(3, 0.0f), {}});
+  const std::string pt = dir.path() + "/mlp.pt";
+  ScriptModuleOf(
+      mlp, "Mlp",
+      "def forward(self, x):\n    return torch.linear(x, self.fc.weight, self.fc.bias)\n")
+      .save(pt);
+  Dataset data;
+  data.count = 30;
+  data.shape = {4};
+  data.num_classes = 3;
+  data.class_names = {"a", "b", "c"};
+  data.floats = true;
+  std::vector<int64_t> idx;
+  for (int i = 0; i < 30; ++i) {
+    data.labels.push_back(static_cast<uint8_t>(i % 3));
+    for (int f = 0; f < 4; ++f) data.features.push_back(static_cast<float>(i % 3 + f));
+    idx.push_back(i);
+  }
+  auto local = LocalClient::Create(pt, data, idx);
+  ASSERT_FL_OK(local);
+  auto model = CreateModel(pt, 0);
+  ASSERT_FL_OK(model);
+  FitIns ins;
+  ins.parameters = GetModelState((*model)->architecture, **model);
+  ins.lr = 0.1;
+  ins.class_names = {"a", "b", "c", "d"};
+  auto refused = (*local)->Fit(ins);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kFailedPrecondition)
+      << refused.status().ToString();
+  EXPECT_NE(refused.status().ToString().find("the federation's classes"), std::string::npos)
+      << refused.status().ToString();
+  ins.class_names = {"c", "b", "a"};
+  auto fit = (*local)->Fit(ins);
+  ASSERT_FL_OK(fit);
+  EXPECT_EQ(fit->num_examples, 30);
 }
 
 }  // namespace

@@ -167,16 +167,27 @@ TEST_F(ScriptModelTest, WhatCannotBeFederatedIsRefusedByName) {
       << st.ToString();
   EXPECT_FL_OK(CheckModelFitsData(**cnn, "mnist_cnn", {1, 28, 28}, 10, "MNIST"));
 
-  torch::jit::Module bn("WithBuffer");
-  bn.register_parameter("w", torch::ones({10, 784}), false);
-  bn.register_buffer("running_mean", torch::zeros({10}));
-  bn.define(R"(
+  // Buffers other than BatchNorm's would not be federated.
+  torch::jit::Module buf("WithBuffer");
+  buf.register_parameter("w", torch::ones({10, 784}), false);
+  buf.register_buffer("offset", torch::zeros({10}));
+  buf.define(R"(
 def forward(self, x):
-    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean
+    return torch.linear(torch.flatten(x, 1), self.w) - self.offset
 )");
   const std::string with_buffer = dir_.path() + "/buffer.pt";
-  bn.save(with_buffer);
-  refused(with_buffer, "buffer 'running_mean'");
+  buf.save(with_buffer);
+  refused(with_buffer, "buffer 'offset' (Float) would not be federated");
+  torch::jit::Module half_bn("HalfBn");
+  half_bn.register_parameter("w", torch::ones({10, 784}), false);
+  half_bn.register_buffer("running_mean", torch::zeros({10}, torch::kFloat64));
+  half_bn.define(R"(
+def forward(self, x):
+    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean.float()
+)");
+  const std::string double_stats = dir_.path() + "/double_stats.pt";
+  half_bn.save(double_stats);
+  refused(double_stats, "buffer 'running_mean' (Double) would not be federated");
 
   torch::jit::Module dbl("Double");
   dbl.register_parameter("w", torch::ones({10, 784}, torch::kFloat64), false);
@@ -220,6 +231,68 @@ def forward(self, x):
   const std::string garbage = dir_.path() + "/garbage.pt";
   test::WriteFile(garbage, "not a zip archive");
   refused(garbage, "not a TorchScript model");
+}
+
+// BatchNorm (tests/data/bn_cnn.pt, scripted in PyTorch): its running
+// statistics are state tensors after the parameters, moved by training's
+// forward passes and not by the optimizer, left alone by evaluation, frozen
+// with --trainable like weights, and a last batch of one sample (which
+// BatchNorm1d cannot train on) is left out.
+TEST_F(ScriptModelTest, BatchNormStatisticsAreStateThatTrainingMoves) {
+  const std::string pt = std::string(FL_TEST_DATA_DIR) + "/bn_cnn.pt";
+  auto model = CreateModel(pt, 0);
+  ASSERT_FL_OK(model);
+  ASSERT_FL_OK(CheckModelFitsData(**model, pt, {1, 28, 28}, 10, "MNIST"));
+  const ModelState init = GetModelState((*model)->architecture, **model);
+  ASSERT_EQ(init.tensors.size(), 20u);
+  EXPECT_EQ(StateTensors(**model).size(), 20u);
+  EXPECT_EQ((*model)->parameters().size(), 14u);
+  for (size_t i = 0; i < init.tensors.size(); ++i) {
+    EXPECT_EQ(IsRunningStatistic(init.tensors[i].name), i >= 14) << init.tensors[i].name;
+  }
+  EXPECT_EQ(init.tensors[19].name, "bn3.running_var");
+  auto changed = [&](const ModelState& a, const std::string& name) {
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+      if (a.tensors[i].name == name) return a.tensors[i].values != init.tensors[i].values;
+    }
+    ADD_FAILURE() << "no tensor " << name;
+    return false;
+  };
+  // Evaluation leaves the statistics alone.
+  ASSERT_FL_OK(Evaluate(**model, *shard_).status());
+  EXPECT_FALSE(changed(GetModelState("", **model), "bn1.running_mean"));
+
+  // Only fc2 trains: every other tensor, statistics included, stays.
+  TrainOptions to;
+  to.lr = 0.05;
+  auto which = MatchTrainable(init, "fc2.*");
+  ASSERT_FL_OK(which);
+  for (uint8_t w : *which) to.frozen.push_back(!w);
+  ASSERT_FL_OK(TrainLocal(**model, *shard_, to).status());
+  ModelState after = GetModelState("", **model);
+  EXPECT_TRUE(changed(after, "fc2.weight"));
+  for (const char* name : {"conv1.weight", "bn1.weight", "bn1.running_mean", "bn3.running_var"}) {
+    EXPECT_FALSE(changed(after, name)) << name;
+  }
+  // Everything trains: the statistics move with the weights.
+  ASSERT_FL_OK(SetModelState(**model, init));
+  to.frozen.clear();
+  to.masks = MasksOf(init);
+  ASSERT_FL_OK(TrainLocal(**model, *shard_, to).status());
+  after = GetModelState("", **model);
+  for (const char* name : {"bn1.weight", "bn1.running_mean", "bn1.running_var", "bn3.running_mean",
+                           "bn3.running_var"}) {
+    EXPECT_TRUE(changed(after, name)) << name;
+  }
+  // 21 samples in batches of 10: the last batch of one is left out, not an error.
+  std::vector<int64_t> idx(21);
+  for (int64_t i = 0; i < 21; ++i) idx[i] = i;
+  auto small = Subset(*shard_, idx);
+  ASSERT_FL_OK(small);
+  to.batch_size = 10;
+  auto stats = TrainLocal(**model, *small, to);
+  ASSERT_FL_OK(stats);
+  EXPECT_EQ(stats->steps, 2);
 }
 
 // The architecture a script's state carries is its content, not its path:

@@ -7,12 +7,46 @@
 
 #include <torch/script.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/model_state.h"
 #include "common/status.h"
 
 namespace fl {
+
+// A TorchScript module of class `name` running `source` (its forward) on
+// `state`'s tensors: "conv1.weight" is parameter "weight" of submodule
+// "conv1", BatchNorm running statistics are buffers.
+inline torch::jit::Module ScriptModuleOf(const ModelState& state, const std::string& name,
+                                         const char* source) {
+  torch::jit::Module m(name);
+  std::vector<std::pair<std::string, torch::jit::Module>> layers;  // in order of first use
+  for (const auto& t : state.tensors) {
+    const size_t dot = t.name.find('.');
+    const std::string prefix = t.name.substr(0, dot);
+    auto it = std::find_if(layers.begin(), layers.end(),
+                           [&](const auto& l) { return l.first == prefix; });
+    if (it == layers.end()) {
+      layers.emplace_back(prefix, torch::jit::Module(name + "_" + prefix));
+      it = layers.end() - 1;
+    }
+    const torch::Tensor value =
+        torch::from_blob(const_cast<float*>(t.values.data()), t.shape).clone();
+    if (IsRunningStatistic(t.name)) {
+      it->second.register_buffer(t.name.substr(dot + 1), value);
+    } else {
+      it->second.register_parameter(t.name.substr(dot + 1), value, false);
+    }
+  }
+  for (auto& [prefix, sub] : layers) m.register_module(prefix, sub);
+  // `self.training`, as PyTorch's modules have it (train() and eval() set it).
+  m.register_attribute("training", c10::BoolType::get(), true);
+  m.define(source);
+  return m;
+}
 
 // A TorchScript module computing what the zoo's `state.architecture`
 // computes, with `state`'s weights. InvalidArgument for an architecture it has
@@ -37,27 +71,7 @@ def forward(self, x):
   if (!source) {
     return Status::InvalidArgument("no TorchScript copy of '" + state.architecture + "'");
   }
-  torch::jit::Module m("ScriptCopy_" + state.architecture);
-  std::string layer;
-  torch::jit::Module sub;
-  auto flush = [&] {
-    if (!layer.empty()) m.register_module(layer, sub);
-  };
-  for (const auto& t : state.tensors) {
-    const size_t dot = t.name.find('.');
-    const std::string prefix = t.name.substr(0, dot);
-    if (prefix != layer) {
-      flush();
-      layer = prefix;
-      sub = torch::jit::Module("ScriptCopy_" + state.architecture + "_" + layer);
-    }
-    sub.register_parameter(t.name.substr(dot + 1),
-                           torch::from_blob(const_cast<float*>(t.values.data()), t.shape).clone(),
-                           false);
-  }
-  flush();
-  m.define(source);
-  return m;
+  return ScriptModuleOf(state, "ScriptCopy_" + state.architecture, source);
 }
 
 }  // namespace fl

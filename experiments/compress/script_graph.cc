@@ -1,9 +1,13 @@
 #include "experiments/compress/script_graph.h"
 
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_iterator.h>
 #include <torch/script.h>
 
 #include <map>
+#include <set>
 
 namespace fl {
 namespace {
@@ -12,6 +16,46 @@ std::string Ints(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
+}
+
+// The forward graph as it runs in eval mode: inlined, every `self.training`
+// (of any module) replaced by false and the branches on it folded away, so
+// BatchNorm normalises with its running statistics and Dropout passes
+// through, as the export does.
+std::shared_ptr<torch::jit::Graph> EvalGraph(const torch::jit::Module& module) {
+  auto graph = module.get_method("forward").graph()->copy();
+  torch::jit::Inline(*graph);
+  std::vector<torch::jit::Node*> training;
+  for (torch::jit::DepthFirstGraphNodeIterator it(graph);;) {
+    torch::jit::Node* n = it.next();
+    if (n == nullptr) break;
+    if (n->kind() == c10::prim::GetAttr && n->s(c10::Symbol::attr("name")) == "training") {
+      training.push_back(n);
+    }
+  }
+  for (torch::jit::Node* n : training) {
+    torch::jit::WithInsertPoint at(n);
+    n->output()->replaceAllUsesWith(graph->insertConstant(false));
+  }
+  torch::jit::ConstantPropagation(graph);
+  torch::jit::EliminateDeadCode(graph);
+  return graph;
+}
+
+// The top-level nodes the graph's output is computed from. What else is left
+// (input checks that raise, such as BatchNorm's on the input's rank) does
+// not compute the logits, and the export leaves it out.
+std::set<const torch::jit::Node*> OutputSlice(const torch::jit::Graph& graph) {
+  std::set<const torch::jit::Node*> slice;
+  std::vector<const torch::jit::Node*> todo;
+  for (const torch::jit::Value* v : graph.outputs()) todo.push_back(v->node());
+  while (!todo.empty()) {
+    const torch::jit::Node* n = todo.back();
+    todo.pop_back();
+    if (n->kind() == c10::prim::Param || !slice.insert(n).second) continue;
+    for (const torch::jit::Value* v : n->inputs()) todo.push_back(v->node());
+  }
+  return slice;
 }
 
 }  // namespace
@@ -24,9 +68,8 @@ Result<OnnxGraph> ReadScriptGraph(const std::string& path, const std::vector<int
   g.name = model.architecture;
   g.input = input;
   try {
-    torch::jit::Module module = torch::jit::load(path, torch::kCPU);
-    auto graph = module.get_method("forward").graph()->copy();
-    torch::jit::Inline(*graph);
+    const auto graph = EvalGraph(torch::jit::load(path, torch::kCPU));
+    const auto slice = OutputSlice(*graph);
     const torch::jit::Value* self = graph->inputs()[0];
     const torch::jit::Value* x = graph->inputs().size() > 1 ? graph->inputs()[1] : nullptr;
     // Attribute paths: self.fc1.weight -> "fc1.weight".
@@ -57,11 +100,13 @@ Result<OnnxGraph> ReadScriptGraph(const std::string& path, const std::vector<int
       return {-1};
     };
     auto refuse = [&](const std::string& op, const std::string& why) {
-      return Status::InvalidArgument(path, op + ": " + why + "; the ONNX export knows Linear, "
-                                                  "Conv2d (stride 1, square kernel), ReLU, "
-                                                  "MaxPool2d 2x2, Flatten and Dropout in a chain");
+      return Status::InvalidArgument(path, op + ": " + why +
+                                               "; the ONNX export knows Linear, Conv2d (stride 1, "
+                                               "square kernel), BatchNorm, ReLU, MaxPool2d 2x2, "
+                                               "Flatten and Dropout in a chain");
     };
     for (torch::jit::Node* n : graph->nodes()) {
+      if (!slice.count(n)) continue;
       const std::string kind = n->kind().toQualString();
       if (kind == "prim::GetAttr") {
         auto it = attr.find(n->input(0));
@@ -95,6 +140,27 @@ Result<OnnxGraph> ReadScriptGraph(const std::string& path, const std::vector<int
         if (pad.size() != 2 || pad[0] != pad[1]) return refuse(kind, "padding " + Ints(pad));
         if (!shapes.count(prefix + ".bias")) return refuse(kind, "a convolution without a bias");
         g.layers.push_back({OnnxLayer::kConv, prefix, ws[0], ws[2], pad[0]});
+      } else if (kind == "aten::batch_norm") {
+        // (input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
+        auto w = param(n->input(1), "the weight of a BatchNorm");
+        const std::string prefix = w.ok() ? w->substr(0, w->rfind('.')) : "";
+        const char* roles[] = {".weight", ".bias", ".running_mean", ".running_var"};
+        for (int i = 0; i < 4; ++i) {
+          auto t = param(n->input(1 + i), "a tensor of a BatchNorm");
+          if (!t.ok() || *t != prefix + roles[i]) {
+            return refuse(kind,
+                          "a BatchNorm whose weight, bias, running_mean and running_var "
+                          "are not the tensors of one module (affine=False or "
+                          "track_running_stats=False)");
+          }
+        }
+        auto training = torch::jit::toIValue(n->input(5));
+        auto eps = torch::jit::toIValue(n->input(7));
+        if (!training || !training->isBool() || training->toBool()) {
+          return refuse(kind, "a BatchNorm that normalises with batch statistics in eval mode");
+        }
+        if (!eps || !eps->isDouble()) return refuse(kind, "an epsilon that is not a constant");
+        g.layers.push_back({OnnxLayer::kBatchNorm, prefix, shapes[*w][0], 0, 0, eps->toDouble()});
       } else if (kind == "aten::relu" || kind == "aten::relu_") {
         g.layers.push_back({OnnxLayer::kRelu, ""});
       } else if (kind == "aten::max_pool2d") {

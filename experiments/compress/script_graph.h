@@ -1,7 +1,9 @@
 // The layer graph of a TorchScript model, read from its forward code for the
 // ONNX export: a chain of standard layers (Linear, Conv2d with stride 1 and
-// square kernels, ReLU, MaxPool2d 2x2, Flatten, Dropout) as torch.nn modules
-// or torch functions compile to. Anything else is refused by name.
+// square kernels, BatchNorm, ReLU, MaxPool2d 2x2, Flatten, Dropout) as
+// torch.nn modules or torch functions compile to, read as the model runs in
+// eval mode (BatchNorm on its running statistics, Dropout the identity).
+// Anything else is refused by name.
 #ifndef FEDGE_EXPERIMENTS_COMPRESS_SCRIPT_GRAPH_H_
 #define FEDGE_EXPERIMENTS_COMPRESS_SCRIPT_GRAPH_H_
 
