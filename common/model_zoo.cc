@@ -1,10 +1,13 @@
 #include "common/model_zoo.h"
 
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_iterator.h>
 #include <torch/script.h>
 
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 
 #include "common/file_util.h"
@@ -184,6 +187,28 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
                     ") would not be federated; fedge federates parameters and BatchNorm's float32 "
                     "running_mean and running_var");
     }
+  }
+  // A forward that assigns one of its tensors (self.running_mean = ...)
+  // replaces the tensor fedge reads, writes and federates: refused.
+  std::set<std::string> tensors;  // last parts of the state's names
+  for (const auto& [impl, name] : seen) tensors.insert(name.substr(name.rfind('.') + 1));
+  try {
+    auto graph = script.get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
+    torch::jit::DepthFirstGraphNodeIterator it(graph);
+    for (torch::jit::Node* n = it.next(); n != nullptr; n = it.next()) {
+      if (n->kind() != c10::prim::SetAttr) continue;
+      const std::string name = n->s(c10::Symbol::attr("name"));
+      if (tensors.count(name)) {
+        return Status::InvalidArgument(path,
+                                       "its forward assigns '" + name + "' (self." + name +
+                                           " = ...): fedge trains and federates the tensor the "
+                                           "module holds, so it must be updated in place (" +
+                                           name + ".copy_(...))");
+      }
+    }
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path, "no forward method: " + What(e));
   }
   std::shared_ptr<ScriptModel> model;
   try {

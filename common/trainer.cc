@@ -186,6 +186,16 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     }
   }
   ThreadScope threads(options.threads);
+  // The teacher gives its eval-mode predictions (BatchNorm on its running
+  // statistics, which stay as they are; no dropout).
+  struct TeacherMode {
+    Model* teacher;
+    bool was_training;
+    ~TeacherMode() {
+      if (teacher) teacher->train(was_training);
+    }
+  } teacher_mode{options.teacher, options.teacher && options.teacher->is_training()};
+  if (options.teacher) options.teacher->eval();
   TrainStats stats;
   const double t0 = NowSeconds();
   try {

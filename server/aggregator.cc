@@ -134,16 +134,9 @@ class StrategyAggregator final : public Aggregator {
   int clipped() const override { return clipped_; }
 
   Status Finish(ModelState* model, float max_abs) override {
-    Status st;
-    if (dp_.enabled()) {
-      st = FinishPrivate(model, max_abs);
-    } else if (count_ == 0) {
-      return Status::FailedPrecondition("no updates to aggregate");
-    } else {
-      st = Step(Combine(), model, max_abs);
-    }
-    if (st.ok()) ClampRunningVariances(model);
-    return st;
+    if (dp_.enabled()) return FinishPrivate(model, max_abs);
+    if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
+    return Step(Combine(), model, max_abs);
   }
 
   // Applies the optimizer's step from pseudo-gradient `d`, all or nothing.

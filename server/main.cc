@@ -197,6 +197,11 @@ int main(int argc, char** argv) {
                  "lacks a class still trains. Default: the test data's");
   app.add_flag("--no-eval", no_eval, "Do not evaluate the global model");
   app.add_option("--eval-every", o.eval_every, "Evaluate every N rounds")->capture_default_str();
+  app.add_option("--ingest-threads", o.ingest_threads,
+                 "Threads that verify, decode and check received updates, the server's own "
+                 "included (0 = one per core, at most 8); what they accept is the same for any "
+                 "number")
+      ->check(CLI::Range(0, 64));
   app.add_option("--eval-threads", o.eval_threads,
                  "LibTorch threads of the evaluation thread (it runs beside the receive thread, "
                  "overlapping the next round)")

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 #include <variant>
 
 #include "common/clock.h"
@@ -27,6 +28,7 @@
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
 #include "common/wire/serialize.h"
+#include "common/worker_pool.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
 #include "crypto/ingress.h"
@@ -55,6 +57,12 @@ double RoundLearningRate(const ServerOptions& o, int round) {
   return std::max({lr, o.lr_min, static_cast<double>(std::numeric_limits<float>::min())});
 }
 
+int IngestThreads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned cores = std::thread::hardware_concurrency();
+  return static_cast<int>(std::clamp(cores, 1u, 8u));
+}
+
 std::string RoundsCsvHeader(bool privacy, bool async) {
   return std::string(kRoundsCsvHeader) + (privacy ? ",epsilon" : "") +
          (async ? ",tasks,mean_staleness,max_staleness,expired" : "");
@@ -70,6 +78,9 @@ const char kServerId[] = "server";
 const wire::MessageType kUnknownType = static_cast<wire::MessageType>(0);
 // Log at most this many refusals per reason per round; the rest are counted.
 const int kLogPerReason = 5;
+// Messages received and prepared on the ingest threads together: enough to
+// keep every thread busy, few enough that replies are not held back.
+const size_t kIngestBatch = 32;
 
 // The CURVE keys the transport admits, shared with the ZAP thread.
 struct Admission {
@@ -395,6 +406,9 @@ struct Server::Impl {
   // Decoded delta of the update being handled; reused so that a large update
   // does not cost a fresh allocation (and its page faults) every time.
   std::vector<float> delta;
+  // The ingest threads (--ingest-threads) and one decoded-delta buffer each.
+  std::unique_ptr<WorkerPool> ingest_pool;
+  std::vector<std::vector<float>> ingest_scratch;
 
   // L2 norm of the run's starting model (kept values): the reference of the
   // derived update-norm bound. Fixed for the run, so accepted updates cannot
@@ -704,19 +718,56 @@ struct Server::Impl {
 
   // --- receiving ------------------------------------------------------------
 
-  // Handles one message; for UPDATEs, adds its time (from `received_at`, when
-  // the receive started) and its digest + signature time to the round metrics.
-  void Handle(transport::Received& rx, double received_at) {
-    double auth_seconds = 0;
-    const wire::MessageType type = Dispatch(rx, &auth_seconds);
+  // One received message and what the ingest threads made of it: its bound
+  // and authentication, and for an UPDATE its check, done ahead against the
+  // bounds of the task it names (`checked_base`, `checked_registered`).
+  struct Inbound {
+    transport::Received rx;
+    // Time the server's threads spent on it: its receive, its preparation
+    // (on whichever ingest thread) and its handling.
+    double work_seconds{0};
+    std::optional<std::variant<VerifiedMessage, Refusal>> verified;
+    double auth_seconds{0};  // digest + signature
+    std::optional<std::variant<AcceptedUpdate, Refusal>> checked;
+    Sha256Digest checked_base{};
+    int64_t checked_registered{0};
+  };
+
+  // The ingest threads' part of a message (any thread): bound, authenticate
+  // and, for an UPDATE, check and decode into `scratch`. Reads the server's
+  // state and changes none of it; the handler, on the server's thread, takes
+  // the check only when the bounds it would use are the same.
+  void Prepare(Inbound* in, std::vector<float>* scratch) const {
+    const double t0 = NowSeconds();
+    PrepareChecks(in, scratch);
+    in->work_seconds += NowSeconds() - t0;
+  }
+  void PrepareChecks(Inbound* in, std::vector<float>* scratch) const {
+    in->verified = Authenticate(in->rx.frame_count, &in->rx.frames, in->rx.peer_key, ingress,
+                                &in->auth_seconds);
+    const auto* msg = std::get_if<VerifiedMessage>(&*in->verified);
+    if (!msg || finished || msg->envelope().type != wire::MessageType::kUpdate) return;
+    const std::string& who = msg->envelope().sender;
+    const UpdateBounds b = BoundsFor(who, async_tasks ? async_tasks->Find(who) : nullptr);
+    in->checked_base = b.base;
+    in->checked_registered = b.registered;
+    in->checked = CheckUpdate(*msg, b, scratch);
+  }
+
+  // Handles one prepared message; for UPDATEs, adds the server's time on it
+  // (its receive, preparation and handling) and its digest + signature time
+  // to the round metrics.
+  void Handle(Inbound* in) {
+    const double t0 = NowSeconds();
+    const wire::MessageType type = Dispatch(in);
     if (type == wire::MessageType::kHello || type == wire::MessageType::kUpdate ||
         type == wire::MessageType::kReady) {
       GrantTransfers();
     }
     if (type == wire::MessageType::kUpdate) {
       m.updates_received++;
-      m.update_auth_seconds += auth_seconds;
-      m.update_handle_seconds += NowSeconds() - received_at;
+      m.update_auth_seconds += in->auth_seconds;
+      m.update_handle_seconds += in->work_seconds + (NowSeconds() - t0);
     }
   }
 
@@ -730,10 +781,12 @@ struct Server::Impl {
   }
 
   // Returns the type of the message if its envelope decoded, else kUnknownType.
-  wire::MessageType Dispatch(transport::Received& rx, double* auth_seconds) {
+  wire::MessageType Dispatch(Inbound* in) {
+    const transport::Received& rx = in->rx;
     m.upload_bytes += rx.bytes;
-    // Bound and authenticate before anything is decoded (crypto/ingress.h).
-    auto verified = Authenticate(rx.frame_count, &rx.frames, rx.peer_key, ingress, auth_seconds);
+    // Bound and authenticate before anything is decoded (crypto/ingress.h):
+    // Prepare did.
+    const auto& verified = *in->verified;
     if (auto* refusal = std::get_if<Refusal>(&verified)) {
       if (!refusal->envelope) {
         // No usable sender id: a name for the log line.
@@ -772,7 +825,7 @@ struct Server::Impl {
         }
         break;
       case wire::MessageType::kUpdate:
-        HandleUpdate(rx.peer, *env, msg);
+        HandleUpdate(rx.peer, *env, msg, in);
         break;
       default:
         Refuse(rx.peer, env->sender, env->type, env->round, "unexpected_type",
@@ -1019,24 +1072,20 @@ struct Server::Impl {
     }
   }
 
-  void HandleUpdate(const std::string& peer, const wire::Envelope& env,
-                    const VerifiedMessage& msg) {
-    if (collecting && first_update_time == 0) first_update_time = NowSeconds();
-    const auto who = env.sender;
-    if (!FromPendingParticipant(peer, env)) return;
-    // Its bytes are here: the next device may start sending (Handle grants).
-    uploads->Release(who);
-    task_sends->Release(who);
-    // From here on the sender was selected and has not answered: a refusal
-    // counts as its answer for the round, so the round does not wait for it.
-    const AsyncTasks::Task* task = async_tasks ? async_tasks->Find(who) : nullptr;
+  // The bounds an UPDATE from `who` is checked against: its task's (`task`,
+  // in asynchronous mode) or the round's. Changes nothing.
+  UpdateBounds BoundsFor(const std::string& who, const AsyncTasks::Task* task) const {
     UpdateBounds bounds;
     bounds.base = task ? task->base : version;
     bounds.global = &global;
     bounds.kept_count = kept_count;
     bounds.global_max_abs = global_max_abs;
     bounds.train = &o.train;
-    bounds.registered = task ? task->registered : registered_at_selection[who];
+    if (task) {
+      bounds.registered = task->registered;
+    } else if (auto it = registered_at_selection.find(who); it != registered_at_selection.end()) {
+      bounds.registered = it->second;
+    }
     bounds.weight_cap = weight_cap;
     bounds.norm_bound = norm_bound;
     bounds.norm_bound_source = o.max_update_norm > 0
@@ -1050,7 +1099,28 @@ struct Server::Impl {
     bounds.offset_factor = step_offset_factor;
     bounds.offset_max_abs = step_offset_max_abs;
     bounds.value_limit = ValueLimit();
-    auto checked = CheckUpdate(msg, bounds, &delta);
+    return bounds;
+  }
+
+  void HandleUpdate(const std::string& peer, const wire::Envelope& env, const VerifiedMessage& msg,
+                    Inbound* in) {
+    if (collecting && first_update_time == 0) first_update_time = NowSeconds();
+    const auto who = env.sender;
+    if (!FromPendingParticipant(peer, env)) return;
+    // Its bytes are here: the next device may start sending (Handle grants).
+    uploads->Release(who);
+    task_sends->Release(who);
+    // From here on the sender was selected and has not answered: a refusal
+    // counts as its answer for the round, so the round does not wait for it.
+    const AsyncTasks::Task* task = async_tasks ? async_tasks->Find(who) : nullptr;
+    const UpdateBounds bounds = BoundsFor(who, task);
+    // The ingest threads' check stands when it used these bounds (the round's
+    // other bounds do not change while a batch is handled).
+    std::variant<AcceptedUpdate, Refusal> checked =
+        in->checked && in->checked_base == bounds.base &&
+                in->checked_registered == bounds.registered
+            ? std::move(*in->checked)
+            : CheckUpdate(msg, bounds, &delta);
     if (auto* refusal = std::get_if<Refusal>(&checked)) {
       RefuseAnswer(peer, who, env.round, refusal->reason, refusal->message);
       return;
@@ -1156,6 +1226,16 @@ struct Server::Impl {
     m.epsilon = aggregator->epsilon();
     m.dp_clip = aggregator->dp_clip();
     if (st.ok()) {
+      if (const int64_t n = ClampRunningVariances(&global)) {
+        // Honest devices' variances average to one >= 0; below it, a
+        // quantized delta, a server optimizer's overshoot or a device
+        // pushing BatchNorm's statistics.
+        spdlog::warn(
+            "round {}: the {} step took {} BatchNorm running variance value(s) below 0; set to 0 "
+            "(a coordinate-wise robust strategy, such as median, resists a device that pushes "
+            "them)",
+            current_round, aggregator->name(), n);
+      }
       SetGlobal();
       return Status::OK();
     }
@@ -1327,18 +1407,41 @@ struct Server::Impl {
   }
 
   // Handles up to `max` messages already waiting in the socket, without
-  // waiting for more.
+  // waiting for more: in batches of up to kIngestBatch, each prepared
+  // (authenticated, and an UPDATE checked and decoded) on the ingest threads
+  // at once, then handled one by one in the order received.
   Status Drain(int max) {
-    for (int i = 0; i < max; ++i) {
-      transport::Received rx;
-      const double received_at = NowSeconds();
-      // A step's buffer takes exactly --buffer updates: the next ones wait
-      // in the socket for the next step.
-      if (async_tasks && collecting && StepFull()) break;
-      auto got = sock->TryReceive(&rx);
-      if (!got.ok()) return got.status();
-      if (!*got) break;
-      Handle(rx, received_at);
+    std::vector<Inbound> batch;
+    batch.reserve(kIngestBatch);  // never reallocated: a VerifiedMessage points into its frames
+    for (int handled = 0; handled < max;) {
+      size_t room = std::min<size_t>(kIngestBatch, static_cast<size_t>(max - handled));
+      if (async_tasks && collecting) {
+        // A step's buffer takes exactly --buffer updates: the next ones wait
+        // in the socket for the next step (a message adds at most one).
+        if (StepFull()) break;
+        room = std::min(room, static_cast<size_t>(o.async.buffer) - wal_entries.size());
+      }
+      batch.clear();
+      while (batch.size() < room) {
+        Inbound in;
+        const double t0 = NowSeconds();
+        auto got = sock->TryReceive(&in.rx);
+        if (!got.ok()) return got.status();
+        if (!*got) break;
+        in.work_seconds = NowSeconds() - t0;
+        batch.push_back(std::move(in));
+      }
+      if (batch.empty()) break;
+      ingest_pool->Run(batch.size(), [this, &batch](size_t i, int thread) {
+        Prepare(&batch[i], &ingest_scratch[static_cast<size_t>(thread)]);
+      });
+      for (Inbound& in : batch) {
+        Handle(&in);
+        if (batch.size() > 1 && ingest_pool->threads() > 1 && in.checked) {
+          m.updates_prepared_together++;
+        }
+      }
+      handled += static_cast<int>(batch.size());
     }
     return Status::OK();
   }
@@ -2311,6 +2414,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   {
     Impl* s = impl.get();
     impl->ingress.max_frame_bytes = o.max_frame_bytes;
+    impl->ingest_pool = std::make_unique<WorkerPool>(IngestThreads(o.ingest_threads));
+    impl->ingest_scratch.resize(static_cast<size_t>(impl->ingest_pool->threads()));
     impl->ingress.payload_limit = [s](wire::MessageType t) { return s->PayloadLimit(t); };
     if (!o.clients_dir.empty()) {
       impl->ingress.sender = [s](const std::string& id) -> std::optional<KnownSender> {

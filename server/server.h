@@ -138,6 +138,9 @@ struct ServerOptions {
   int eval_every{1};
   // LibTorch intra-op threads of the evaluation thread.
   int eval_threads{1};
+  // Threads that authenticate, decode and check received updates (the
+  // server's own thread included); 0 = one per core, at most 8 (IngestThreads).
+  int ingest_threads{0};
   // Test hook: seconds added to every evaluation, standing in for a slow
   // server (fl-server --debug-eval-delay).
   double debug_eval_delay_seconds{0};
@@ -277,10 +280,14 @@ struct RoundMetrics {
   // the CURVE handshake (unenrolled transport key) count as "transport_denied".
   std::map<std::string, int64_t> rejected;
   // Time spent on the UPDATEs that reached the server this round: in total
-  // (receive to reply) and in checking their payload digest and signature.
+  // (receive to reply, summed over the threads that worked on each) and in
+  // checking their payload digest and signature.
   double update_handle_seconds{0};
   double update_auth_seconds{0};
   int64_t updates_received{0};
+  // Of those, the ones prepared (authenticated, decoded, checked) on the
+  // ingest threads together with other messages rather than alone.
+  int64_t updates_prepared_together{0};
 };
 
 // Called after every completed round, once its evaluation is done, in round
@@ -334,6 +341,10 @@ class Server final {
 // max_staleness,expired` (a row per server step; `tasks`: handed out during it).
 extern const char kRoundsCsvHeader[];
 std::string RoundsCsvHeader(bool privacy, bool async = false);
+
+// The ingest threads --ingest-threads N gives: N, or for 0 one per core
+// (std::thread::hardware_concurrency), at most 8.
+int IngestThreads(int requested);
 
 // The client learning rate round `round` (1-based) sends in its TASK:
 // max(train.lr * lr_decay^(round-1), lr_min), and never below the smallest

@@ -51,22 +51,25 @@ TEST(AggregatorTest, FedAvgIsTheWeightedMean) {
 }
 
 // BatchNorm's running statistics are federated like weights: FedAvg makes
-// them the weighted mean of the clients'. A running variance a step would take
-// below zero (here FedAvgM's momentum overshooting) is left at 0, where
-// BatchNorm still computes; a weight or running mean may go negative.
-TEST(AggregatorTest, RunningStatisticsAreAveragedAndVariancesStayNonNegative) {
+// them the weighted mean of the clients'. A running variance a step takes
+// below zero (here FedAvgM's momentum overshooting) is set to 0 by the server
+// after the step (ClampRunningVariances, which counts it); a weight or a
+// running mean may be negative.
+TEST(AggregatorTest, RunningStatisticsAreAveragedAndVariancesKeptNonNegative) {
   ModelState m = Model(1, 0.5f);
-  m.tensors[0].name = "w";
   m.tensors.push_back({"bn.running_mean", {1}, {0.5f}, {}});
   m.tensors.push_back({"bn.running_var", {1}, {0.5f}, {}});
   auto avg = Make("fedavg");
   // Variances 0.2 (weight 1) and 1.0 (weight 3) average to 0.8.
   ASSERT_FL_OK(Round(avg.get(), &m, {{1, {-0.3f, -0.3f, -0.3f}}, {3, {0.5f, 0.5f, 0.5f}}}));
   EXPECT_FLOAT_EQ(m.tensors[2].values[0], 0.8f);
+  EXPECT_EQ(ClampRunningVariances(&m), 0);
   auto momentum = Make("fedavgm");
   for (int round = 0; round < 3; ++round) {
     ASSERT_FL_OK(Round(momentum.get(), &m, {{1, {-0.6f, -0.6f, -0.6f}}}));
   }
+  EXPECT_LT(m.tensors[2].values[0], 0.0f);
+  EXPECT_EQ(ClampRunningVariances(&m), 1);
   EXPECT_LT(m.tensors[0].values[0], 0.0f);
   EXPECT_LT(m.tensors[1].values[0], 0.0f);
   EXPECT_EQ(m.tensors[2].values[0], 0.0f);

@@ -422,8 +422,8 @@ TEST(OnnxExportTest, AFederatedBatchNormModelRunsInOnnxRuntime) {
 
 // What the export cannot represent in a script's forward is refused by name
 // (fl-compress export exits 2): a BatchNorm that always normalises with the
-// batch's statistics (training=True in eval mode too), and an operation that
-// is not one of its layers.
+// batch's statistics (training=True in eval mode too), an operation that is
+// not one of its layers, and an in-place operation outside the chain.
 TEST(OnnxExportTest, AScriptLayerTheExportCannotRepresentIsRefusedByName) {
   test::TempDir dir;
   ModelState state;
@@ -434,28 +434,30 @@ TEST(OnnxExportTest, AScriptLayerTheExportCannotRepresentIsRefusedByName) {
   state.tensors.push_back({"bn.bias", {10}, std::vector<float>(10, 0.0f), {}});
   state.tensors.push_back({"bn.running_mean", {10}, std::vector<float>(10, 0.0f), {}});
   state.tensors.push_back({"bn.running_var", {10}, std::vector<float>(10, 1.0f), {}});
+  const char* kLinear = "    h = torch.linear(torch.flatten(x, 1), self.fc.weight, self.fc.bias)\n";
+  const char* kBatchNorm =
+      "    return torch.batch_norm(h, self.bn.weight, self.bn.bias, self.bn.running_mean, "
+      "self.bn.running_var, self.training, 0.1, 1e-05, False)\n";
   const struct {
     const char* name;
-    const char* body;
+    std::string body;
     const char* says;
   } cases[] = {
       {"batch_stats",
-       "torch.batch_norm(torch.linear(torch.flatten(x, 1), self.fc.weight, self.fc.bias), "
-       "self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var, True, 0.1, 1e-05, "
-       "False)",
+       std::string(kLinear) +
+           "    return torch.batch_norm(h, self.bn.weight, self.bn.bias, self.bn.running_mean, "
+           "self.bn.running_var, True, 0.1, 1e-05, False)\n",
        "aten::batch_norm: a BatchNorm that normalises with batch statistics in eval mode"},
-      {"sigmoid",
-       "torch.batch_norm(torch.sigmoid(torch.linear(torch.flatten(x, 1), self.fc.weight, "
-       "self.fc.bias)), self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var, "
-       "self.training, 0.1, 1e-05, False)",
+      {"sigmoid", std::string(kLinear) + "    h = torch.sigmoid(h)\n" + kBatchNorm,
        "aten::sigmoid: not a layer the export knows"},
+      // In place, its result unused: not in the chain, yet it changes h.
+      {"in_place", std::string(kLinear) + "    h.mul_(2.0)\n" + kBatchNorm,
+       "aten::mul_: an operation whose result the output does not use"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string pt = dir.path() + "/" + c.name + ".pt";
-    ScriptModuleOf(state, c.name,
-                   ("def forward(self, x):\n    return " + std::string(c.body) + "\n").c_str())
-        .save(pt);
+    ScriptModuleOf(state, c.name, ("def forward(self, x):\n" + c.body).c_str()).save(pt);
     auto code = ReadFile(pt);
     ASSERT_FL_OK(code);
     ModelState as_script = state;

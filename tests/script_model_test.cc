@@ -189,6 +189,19 @@ def forward(self, x):
   half_bn.save(double_stats);
   refused(double_stats, "buffer 'running_mean' (Double) would not be federated");
 
+  // A forward that replaces a tensor instead of updating it in place.
+  torch::jit::Module assigns("Assigns");
+  assigns.register_parameter("w", torch::ones({10, 784}), false);
+  assigns.register_buffer("running_mean", torch::zeros({10}));
+  assigns.define(R"(
+def forward(self, x):
+    self.running_mean = self.running_mean * 0.9
+    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean
+)");
+  const std::string assigning = dir_.path() + "/assigns.pt";
+  assigns.save(assigning);
+  refused(assigning, "its forward assigns 'running_mean'");
+
   torch::jit::Module dbl("Double");
   dbl.register_parameter("w", torch::ones({10, 784}, torch::kFloat64), false);
   dbl.define(R"(

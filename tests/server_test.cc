@@ -25,6 +25,8 @@
 #include "server/checkpoint.h"
 #include "server/torch_runtime.h"
 #include "server/wal.h"
+#include "tests/federation_util.h"
+#include "tests/process_util.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -1078,6 +1080,50 @@ TEST_F(ServerTest, ReconnectWithTheUpdateInHandDoesNotFetchTheTaskAgain) {
   ASSERT_FL_OK(run.summary);
   ASSERT_EQ(run.rounds.size(), 1u);
   EXPECT_EQ(run.rounds[0].participants, 2);
+}
+
+// Updates authenticated, decoded and checked on several ingest threads are
+// the updates one thread accepts. fl-bench-ingest (the real server against 64
+// enrolled connections that sign every message and answer each TASK at once,
+// so updates arrive together and are prepared in batches): every update of
+// every round is accepted with 1 thread and with 4, and both runs end with
+// the same global model, byte for byte.
+TEST(ParallelIngestTest, FourThreadsAcceptWhatOneAccepts) {
+  test::TempDir dir;
+  struct Run {
+    std::vector<int> accepted;  // per round
+    double batched_percent{-1};
+  };
+  auto run = [&](int threads) {
+    const std::string out = dir.path() + "/threads" + std::to_string(threads);
+    test::Process bench(test::BinPath("fl-bench-ingest"),
+                        {"--clients", "64", "--rounds", "3", "--sparsity", "0.9", "--bits", "8",
+                         "--signed", "--ingest-threads", std::to_string(threads), "--out", out},
+                        out + ".log");
+    EXPECT_EQ(bench.Wait(300), 0) << bench.Log();
+    Run r;
+    std::istringstream log(bench.Log());
+    for (std::string line; std::getline(log, line);) {
+      int round = 0, accepted = 0;
+      if (std::sscanf(line.c_str(), "%d %d", &round, &accepted) == 2)
+        r.accepted.push_back(accepted);
+      const size_t at = line.find("% prepared in batches");
+      if (at != std::string::npos) {
+        r.batched_percent = std::stod(line.substr(line.rfind(' ', at - 1) + 1));
+      }
+    }
+    return r;
+  };
+  const Run one = run(1), four = run(4);
+  EXPECT_EQ(one.accepted, std::vector<int>(3, 64));
+  EXPECT_EQ(four.accepted, std::vector<int>(3, 64));
+  EXPECT_EQ(one.batched_percent, 0.0);
+  EXPECT_GT(four.batched_percent, 50.0);
+  auto a = ReadFile(dir.path() + "/threads1/global.flm");
+  auto b = ReadFile(dir.path() + "/threads4/global.flm");
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  EXPECT_TRUE(*a == *b) << "4 ingest threads ended with another model than 1";
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // fl-bench-ingest: how many model updates per second the aggregator accepts.
 //
-// Runs the real server (one thread: receive, bound, digest check, decode,
-// validate, accumulate) against a load generator holding K client connections
+// Runs the real server (receive; bound, digest check, signature check, decode
+// and validate on --ingest-threads threads; log and accumulate on the server's
+// thread) against a load generator holding K client connections
 // that answer every TASK at once with a prebuilt dense fp32 UPDATE of the
 // model's size. Reports, per round, accepted updates divided by the server's
 // ingest window (first UPDATE received to last accepted), and rounds per
@@ -184,6 +185,10 @@ int Main(int argc, char** argv) {
                "Enrolled clients sign every message; the server checks each signature");
   bool curve = false;
   app.add_flag("--curve", curve, "CURVE-encrypted connections (implies --signed)");
+  int ingest_threads = 0;
+  app.add_option("--ingest-threads", ingest_threads,
+                 "Server threads that verify, decode and check updates (0 = one per core)")
+      ->check(CLI::Range(0, 64));
   std::string out_dir;
   app.add_option("--out", out_dir,
                  "Server output folder: checkpoints and a durable round log (group commit: an "
@@ -226,6 +231,7 @@ int Main(int argc, char** argv) {
   so.verbose = false;
   so.sparsity = sparsity;
   so.insecure = !curve;
+  so.ingest_threads = ingest_threads;
   so.train.uplink_bits = bits;
   so.out_dir = out_dir;
   // --signed: one identity per connection, all enrolled with the server.
@@ -275,18 +281,20 @@ int Main(int argc, char** argv) {
   const double update_mb = QuantEncodedSize(params, bits, 256) / 1e6;
   std::printf(
       "fl-bench-ingest: %s, sparsity %.2f (%lld kept values), %d-bit uplink "
-      "(%.3f MB per update), %d clients, %d rounds, %s, round log %s\n",
+      "(%.3f MB per update), %d clients, %d rounds, %s, %d ingest thread(s), round log %s\n",
       model.c_str(), sparsity, static_cast<long long>(params), bits, update_mb, clients, rounds,
       mode == "async"
           ? ("async (FedBuff), " + std::to_string(so.async.buffer) + " updates a step").c_str()
           : "sync",
+      IngestThreads(ingest_threads),
       out_dir.empty() ? "not synced (no --out)" : ("durable in " + out_dir).c_str());
-  // handle_us: server time per UPDATE from receive to reply; auth_us: of it,
-  // the payload SHA-256 and the signature check; auth_share = auth / handle.
+  // handle_us: the server threads' time per UPDATE, receive to reply, summed
+  // over the threads that worked on it; auth_us: of it, the payload SHA-256
+  // and the signature check; auth_share = auth / handle.
   std::printf("%5s %9s %10s %12s %10s %10s %9s %10s\n", "round", "accepted", "ingest_s",
               "updates/s", "MB/s", "handle_us", "auth_us", "auth_share");
   double total_updates = 0, total_seconds = 0, total_handle = 0, total_auth = 0;
-  int64_t total_received = 0;
+  int64_t total_received = 0, total_together = 0;
   double first_round_end = 0, last_round_end = 0;
   auto sum = (*server)->Run(nullptr, [&](const RoundMetrics& r) {
     const double ups = r.ingest_seconds > 0 ? (r.participants - 1) / r.ingest_seconds : 0;
@@ -305,6 +313,7 @@ int Main(int argc, char** argv) {
       total_handle += r.update_handle_seconds;
       total_auth += r.update_auth_seconds;
       total_received += r.updates_received;
+      total_together += r.updates_prepared_together;
     }
   });
   stop = true;
@@ -315,9 +324,11 @@ int Main(int argc, char** argv) {
   }
   std::printf(
       "mean over rounds 2..%d: %.1f updates/s accepted; per update %.1f us handled, "
-      "%.1f us of it hashing and verifying (%.1f%%); %.2f rounds/s (%s)\n",
+      "%.1f us of it hashing and verifying (%.1f%%); %.1f%% prepared in batches; %.2f rounds/s "
+      "(%s)\n",
       rounds, total_updates / total_seconds, 1e6 * total_handle / total_received,
       1e6 * total_auth / total_received, 100 * total_auth / total_handle,
+      100.0 * total_together / std::max<int64_t>(1, total_received),
       (rounds - 1) / std::max(1e-9, last_round_end - first_round_end),
       mode == "async" ? "server steps, each after its buffer" : "rounds, selection to checkpoint");
   if (!enroll_dir.empty()) std::system(("rm -rf '" + enroll_dir + "'").c_str());

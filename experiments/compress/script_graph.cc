@@ -43,8 +43,8 @@ std::shared_ptr<torch::jit::Graph> EvalGraph(const torch::jit::Module& module) {
 }
 
 // The top-level nodes the graph's output is computed from. What else is left
-// (input checks that raise, such as BatchNorm's on the input's rank) does
-// not compute the logits, and the export leaves it out.
+// must be an input check that raises (BatchNorm's on the input's rank) and
+// what it is computed from: OutsideSliceIsChecksOnly.
 std::set<const torch::jit::Node*> OutputSlice(const torch::jit::Graph& graph) {
   std::set<const torch::jit::Node*> slice;
   std::vector<const torch::jit::Node*> todo;
@@ -56,6 +56,43 @@ std::set<const torch::jit::Node*> OutputSlice(const torch::jit::Graph& graph) {
     for (const torch::jit::Value* v : n->inputs()) todo.push_back(v->node());
   }
   return slice;
+}
+
+// True when `n` (outside the output's slice) only checks: reads the input's
+// rank or size, compares, formats a message or raises. Anything else there,
+// an in-place operation above all, would change what the model computes
+// without being in the chain the export writes.
+bool OnlyChecks(const torch::jit::Node* n) {
+  static const std::set<std::string> kChecks = {"prim::Constant",
+                                                "prim::GetAttr",
+                                                "prim::ListConstruct",
+                                                "prim::RaiseException",
+                                                "prim::If",
+                                                "aten::dim",
+                                                "aten::size",
+                                                "aten::len",
+                                                "aten::format",
+                                                "aten::eq",
+                                                "aten::ne",
+                                                "aten::lt",
+                                                "aten::le",
+                                                "aten::gt",
+                                                "aten::ge",
+                                                "aten::__not__",
+                                                "aten::__and__",
+                                                "aten::__or__",
+                                                "prim::NumToTensor",
+                                                "aten::Int",
+                                                "aten::Bool",
+                                                "aten::Float",
+                                                "prim::Uninitialized"};
+  if (!kChecks.count(n->kind().toQualString())) return false;
+  for (const torch::jit::Block* b : n->blocks()) {
+    for (const torch::jit::Node* inner : b->nodes()) {
+      if (!OnlyChecks(inner)) return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
@@ -106,8 +143,13 @@ Result<OnnxGraph> ReadScriptGraph(const std::string& path, const std::vector<int
                                                "Flatten and Dropout in a chain");
     };
     for (torch::jit::Node* n : graph->nodes()) {
-      if (!slice.count(n)) continue;
       const std::string kind = n->kind().toQualString();
+      if (!slice.count(n)) {
+        if (OnlyChecks(n)) continue;
+        return refuse(kind,
+                      "an operation whose result the output does not use (an in-place "
+                      "operation?), which the export cannot represent");
+      }
       if (kind == "prim::GetAttr") {
         auto it = attr.find(n->input(0));
         if (it == attr.end()) continue;

@@ -350,6 +350,7 @@ Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, dou
   // What does not change the model may change: length, reporting, pacing.
   before.rounds = c.rounds;
   before.workers = c.workers;
+  before.ingest_threads = c.ingest_threads;
   before.out = c.out;
   before.targets = c.targets;
   before.stop_at_target = c.stop_at_target;
@@ -385,7 +386,7 @@ int Main(int argc, char** argv) {
   CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
   app.add_option("--config", config_path, "TOML experiment config (see experiments/configs/)");
   // Overrides; each replaces the config file's value when given.
-  int rounds = 0, clients = 0, workers = -1, epochs = 0, bits = 0;
+  int rounds = 0, clients = 0, workers = -1, epochs = 0, bits = 0, ingest_threads = -1;
   double sparsity = 0;
   std::string downlink;
   double fraction = 0, lr = 0, alpha = 0;
@@ -402,6 +403,9 @@ int Main(int argc, char** argv) {
   auto* o_seed = app.add_option("--seed", seed, "Seed");
   auto* o_out = app.add_option("--out", out, "Results folder");
   auto* o_workers = app.add_option("--workers", workers, "Worker threads (0 = one per core)");
+  auto* o_ingest = app.add_option("--ingest-threads", ingest_threads,
+                                  "The server's threads that verify, decode and check updates "
+                                  "([sim] ingest_threads; 0 = one per core)");
   auto* o_epochs = app.add_option("--epochs,-E", epochs, "Local epochs");
   auto* o_lr = app.add_option("--lr", lr, "Client learning rate");
   auto* o_partition = app.add_option(
@@ -466,7 +470,8 @@ int Main(int argc, char** argv) {
   app.add_flag("--resume", resume,
                "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
                "(the config must be the one the run was made with; only rounds, targets, "
-               "stop_at_target, eval_every, round_deadline, heartbeat and workers may differ)");
+               "stop_at_target, eval_every, round_deadline, heartbeat, workers and "
+               "ingest_threads may differ)");
   CLI11_PARSE(app, argc, argv);
 
   if (!config_path.empty()) {
@@ -483,6 +488,7 @@ int Main(int argc, char** argv) {
   if (*o_seed) c.seed = seed;
   if (*o_out) c.out = out;
   if (*o_workers) c.workers = workers;
+  if (*o_ingest) c.ingest_threads = ingest_threads;
   if (*o_epochs) c.epochs = epochs;
   if (*o_lr) c.lr = lr;
   if (*o_partition) c.partition = partition;
@@ -656,6 +662,7 @@ int Main(int argc, char** argv) {
   so.async.staleness_exponent = c.staleness_exponent;
   so.async.max_staleness = c.max_staleness;
   so.round_deadline_seconds = c.round_deadline;
+  so.ingest_threads = c.ingest_threads;
   so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
   so.train.epochs = c.epochs;
   so.train.batch_size = c.batch;

@@ -200,6 +200,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
 
   TableReader sim(root["sim"].as_table(), "sim.");
   sim.Get("workers", &c->workers);
+  sim.Get("ingest_threads", &c->ingest_threads);
   sim.Get("out", &c->out);
   sim.Get("heartbeat", &c->heartbeat);
 
@@ -282,6 +283,9 @@ Status ValidateSimConfig(const SimConfig& c) {
     return bad("compression.downlink", "must be \"fp32\" or \"fp16\"");
   }
   if (c.workers < 0) return bad("sim.workers", "must be >= 0");
+  if (c.ingest_threads < 0 || c.ingest_threads > 64) {
+    return bad("sim.ingest_threads", "must be in 0..64");
+  }
   if (!(c.heartbeat > 0)) return bad("sim.heartbeat", "must be > 0");
   for (double t : c.targets) {
     if (!(t > 0 && t <= 1)) return bad("targets", "values must be accuracies in (0, 1]");
@@ -358,7 +362,10 @@ std::string SimConfigToToml(const SimConfig& c) {
                                   {"stochastic_rounding", c.stochastic_rounding},
                                   {"error_feedback", c.error_feedback},
                                   {"downlink", c.downlink}}},
-      {"sim", toml::table{{"workers", c.workers}, {"out", c.out}, {"heartbeat", c.heartbeat}}},
+      {"sim", toml::table{{"workers", c.workers},
+                          {"ingest_threads", c.ingest_threads},
+                          {"out", c.out},
+                          {"heartbeat", c.heartbeat}}},
       {"security", toml::table{{"secure", c.secure}}},
   };
   std::ostringstream os;

@@ -24,7 +24,8 @@
 //                "same_value"), scale (experiments/sim/adversary.h)
 //   [devices]    slowdown_sigma, straggler_fraction, straggler_slowdown, dropout
 //                (heterogeneous devices: DeviceSlowdowns below)
-//   [sim]        workers (0 = one per core), out, heartbeat
+//   [sim]        workers (0 = one per core), ingest_threads (the server's; 0 = one per
+//                core), out, heartbeat
 //   [security]   secure (false: plaintext loopback; true: a generated identity per
 //                virtual client, CURVE transport, enrolled and signed, as deployed)
 //
@@ -152,6 +153,8 @@ struct SimConfig {
   // [sim] worker threads hosting the virtual clients (0 = one per core),
   // results folder, client heartbeat interval.
   int workers{0};
+  // The server's --ingest-threads (0 = one per core).
+  int ingest_threads{0};
   std::string out{"runs/sim"};
   double heartbeat{5.0};
 
