@@ -26,6 +26,7 @@ PACKAGES=(
   libcli11-dev libspdlog-dev libtomlplusplus-dev
   libonnx-dev                # ONNX protobuf schema and checker (fl-compress export)
   libstb-dev                 # stb_image: class folders of PNG/JPEG/BMP/PGM images as data
+  openmpi-bin libopenmpi-dev # mpirun -np N fl-sim: virtual clients over several processes
   clang libclang-rt-14-dev   # libFuzzer + AddressSanitizer for the decoder fuzzer
 )
 

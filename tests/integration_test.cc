@@ -327,6 +327,49 @@ TEST(IntegrationTest, SecureSimulationWithManyClientsIsReproducible) {
   EXPECT_FL_OK(ReadModelFile(dir.path() + "/a/global.flm", &server->signing));
 }
 
+// mpirun -np 3 fl-sim spreads the virtual clients over 3 processes (rank 0
+// also runs the server; the others reach it over ZeroMQ, CURVE and signed
+// messages as deployed devices do) and ends with the model, byte for byte,
+// of the same simulation in one process. Skipped where Open MPI's mpirun is
+// not installed (scripts/setup.sh installs it).
+TEST(IntegrationTest, MpiRunEndsWithTheSingleProcessModel) {
+  std::string mpirun;
+  if (FILE* p = popen("command -v mpirun", "r")) {
+    char path[512] = {};
+    if (std::fgets(path, sizeof(path), p)) mpirun = path;
+    pclose(p);
+  }
+  while (!mpirun.empty() && std::isspace(static_cast<unsigned char>(mpirun.back()))) {
+    mpirun.pop_back();
+  }
+  if (mpirun.empty()) GTEST_SKIP() << "no mpirun";
+  // Open MPI refuses root unless told (CI runs as root).
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  test::TempDir dir;
+  const std::vector<std::string> args = {
+      "--model", "mnist_2nn", "--clients", "30",     "--fraction",     "0.5",     "--rounds",
+      "2",       "--epochs",  "1",         "--data", test::MnistDir(), "--secure"};
+  auto one = args;
+  one.insert(one.end(), {"--out", dir.path() + "/one"});
+  test::Process single(kSim, one, dir.path() + "/one.log");
+  ASSERT_EQ(single.Wait(180), 0) << single.Log();
+  std::vector<std::string> three = {"--oversubscribe", "-np", "3", kSim};
+  three.insert(three.end(), args.begin(), args.end());
+  three.insert(three.end(), {"--out", dir.path() + "/three"});
+  test::Process mpi(mpirun, three, dir.path() + "/three.log");
+  ASSERT_EQ(mpi.Wait(180), 0) << mpi.Log();
+  EXPECT_NE(mpi.Log().find("MPI: 3 ranks"), std::string::npos) << mpi.Log();
+  const auto rows = test::ReadRoundsCsv(dir.path() + "/three/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u) << mpi.Log();
+  EXPECT_EQ(rows[1].participants, 15);
+  auto a = ReadFile(dir.path() + "/one/global.flm");
+  auto b = ReadFile(dir.path() + "/three/global.flm");
+  ASSERT_FL_OK(a);
+  ASSERT_FL_OK(b);
+  EXPECT_TRUE(*a == *b) << "3 ranks ended with another model than 1 process";
+}
+
 // fl-sim with attackers and a robust rule, and with central DP, as a user
 // runs them: 20% of 10 virtual clients flip and scale their deltas by 10 each
 // round. Plain FedAvg is wrecked; the coordinate-wise median is not. A private

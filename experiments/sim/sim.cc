@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -39,6 +40,7 @@
 #include "crypto/identity.h"
 #include "crypto/sha256.h"
 #include "experiments/sim/adversary.h"
+#include "experiments/sim/mpi_world.h"
 #include "experiments/sim/sim_config.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
@@ -380,7 +382,37 @@ Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, dou
   return Status::OK();
 }
 
-int Main(int argc, char** argv) {
+// A rank other than 0 of an MPI run: hosts the virtual clients `hosted` on
+// `nworkers` threads against the server at `endpoint` until rank 0 says the
+// run is over. 0, or 1 when a worker failed (its error printed).
+int HostClients(const SimConfig& c, const Dataset& train, const Partition& parts,
+                const Adversaries& adversaries, const SimIdentities* identities,
+                const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
+                const std::vector<int>& hosted, int nworkers, MpiWorld& world) {
+  std::vector<Worker> workers(static_cast<size_t>(nworkers));
+  for (size_t i = 0; i < hosted.size(); ++i) workers[i % workers.size()].ids.push_back(hosted[i]);
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> threads;
+  for (auto& w : workers) {
+    threads.emplace_back([&, w = &w] {
+      RunWorker(c, train, parts, adversaries, identities, endpoint, ctx, w);
+      if (!w->status.ok()) failed = true;
+    });
+  }
+  world.Wait([&] { return failed.load(); });
+  g_stop = true;
+  for (auto& t : threads) t.join();
+  for (const auto& w : workers) {
+    if (!w.status.ok()) {
+      std::fprintf(stderr, "error: rank %d: worker: %s\n", world.rank(),
+                   w.status.ToString().c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv, MpiWorld& world) {
   SimConfig c;
   std::string config_path;
   CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
@@ -525,13 +557,26 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int nworkers = std::min(c.clients, c.workers > 0 ? c.workers : cores);
+  // Under mpirun, rank r hosts virtual clients r, r + N, r + 2N, ... and rank
+  // 0 also runs the server; the other ranks print nothing but errors.
+  const int rank = world.rank(), ranks = world.size();
+  const bool lead = rank == 0;
+  if (!lead) quiet = true;
+  if (!lead && !std::freopen("/dev/null", "w", stdout)) return 1;
+  std::vector<int> hosted;
+  for (int k = rank; k < c.clients; k += ranks) hosted.push_back(k);
+  // The ranks of one machine share its cores.
+  const int nworkers =
+      std::max(1, std::min(static_cast<int>(hosted.size()),
+                           c.workers > 0 ? c.workers : std::max(1, cores / std::max(1, ranks))));
   spdlog::set_level(spdlog::level::warn);
   RaiseFileLimit();
 
   // Rounds an earlier run in --out evaluated: (round, test accuracy).
   std::vector<std::pair<uint64_t, double>> earlier;
-  if (resume) {
+  if (!lead) {
+    // Rank 0 owns --out.
+  } else if (resume) {
     st = CheckResumableRun(c, &earlier);
   } else {
     // A fresh run replaces earlier results in the same folder.
@@ -541,7 +586,7 @@ int Main(int argc, char** argv) {
       std::remove((c.out + f).c_str());
     }
   }
-  if (st.ok()) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
+  if (st.ok() && lead) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 1;
@@ -561,6 +606,12 @@ int Main(int argc, char** argv) {
       c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
+  if (ranks > 1) {
+    std::printf(
+        "        MPI: %d ranks; rank r hosts virtual clients r, r + %d, ... (%zu on rank 0), "
+        "rank 0 the server\n",
+        ranks, ranks, hosted.size());
+  }
   if (c.slowdown_sigma > 0 || c.straggler_fraction > 0 || c.dropout > 0) {
     std::vector<double> slow = DeviceSlowdowns(c);
     std::sort(slow.begin(), slow.end());
@@ -692,9 +743,27 @@ int Main(int argc, char** argv) {
   so.done_linger_seconds = 1.0;
   so.verbose = false;
   SimIdentities identities;
+  // The keys follow from the seed: ranks other than 0 make theirs in a
+  // folder of their own, removed at the end.
+  std::string keys_dir = c.out + "/keys";
+  struct RemoveOnExit {
+    std::string dir;
+    ~RemoveOnExit() {
+      std::error_code ignored;
+      if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
+    }
+  } rank_keys;
+  if (c.secure && !lead) {
+    char tmpl[] = "/tmp/fl-sim-keys-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      std::fprintf(stderr, "error: rank %d: no temporary folder for its keys\n", rank);
+      return 1;
+    }
+    keys_dir = rank_keys.dir = tmpl;
+  }
   if (c.secure) {
     const double t_keys = NowSeconds();
-    st = MakeIdentities(c.clients, c.seed, c.out + "/keys", &identities);
+    st = MakeIdentities(c.clients, c.seed, keys_dir, &identities);
     if (!st.ok()) {
       std::fprintf(stderr, "error: making identities: %s\n", st.ToString().c_str());
       return 1;
@@ -711,12 +780,30 @@ int Main(int argc, char** argv) {
   // Per virtual client: its DEALER, and with CURVE a handshake monitor (two
   // sockets inside ZeroMQ); plus the server's.
   auto ctx = transport::CreateZmqContext(std::max(1024, 4 * c.clients + 64));
-  auto server = Server::Create(so, ctx, TorchRuntime());
-  if (!server.ok()) {
-    std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
-    return 1;
+  // Ranks all on rank 0's machine reach the server on 127.0.0.1; otherwise it
+  // listens on every interface and they reach it by rank 0's host name.
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string lead_host = world.Broadcast(host);
+  const bool one_host = world.AllTrue(lead_host == host);
+  if (!one_host) so.bind = "tcp://*:*";
+  Result<std::unique_ptr<Server>> server = Status::Internal("the server runs on rank 0");
+  std::string endpoint;
+  if (lead) {
+    server = Server::Create(so, ctx, TorchRuntime());
+    if (!server.ok()) {
+      std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
+      return 1;
+    }
+    endpoint = (*server)->endpoint();
+    const std::string any = "tcp://0.0.0.0:";
+    if (endpoint.rfind(any, 0) == 0)
+      endpoint = "tcp://" + lead_host + ":" + endpoint.substr(any.size());
   }
-  const std::string endpoint = (*server)->endpoint();
+  endpoint = world.Broadcast(endpoint);
+  if (!lead)
+    return HostClients(c, *train, *parts, adversaries, c.secure ? &identities : nullptr, endpoint,
+                       ctx, hosted, nworkers, world);
   const uint64_t first_round = (*server)->first_round();
   if (resume && first_round > static_cast<uint64_t>(c.rounds)) {
     std::fprintf(stderr,
@@ -729,7 +816,7 @@ int Main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::vector<Worker> workers_v(nworkers);
-  for (int k = 0; k < c.clients; ++k) workers_v[k % nworkers].ids.push_back(k);
+  for (size_t i = 0; i < hosted.size(); ++i) workers_v[i % nworkers].ids.push_back(hosted[i]);
   std::vector<std::thread> threads;
   for (auto& w : workers_v) {
     threads.emplace_back([&, w = &w] {
@@ -767,6 +854,7 @@ int Main(int argc, char** argv) {
   });
   g_stop = true;  // release workers whose clients missed DONE
   for (auto& t : threads) t.join();
+  world.Release();  // and the other ranks'
   if (!summary.ok()) {
     std::fprintf(stderr, "error: server: %s\n", summary.status().ToString().c_str());
     return 1;
@@ -891,4 +979,19 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace fl
 
-int main(int argc, char** argv) { return fl::Main(argc, argv); }
+int main(int argc, char** argv) {
+  const char* launched = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (!fl::MpiWorld::Built() && launched && std::atoi(launched) > 1) {
+    std::fprintf(stderr,
+                 "error: started by mpirun with %s ranks, but this fl-sim was built without MPI "
+                 "(apt-get install libopenmpi-dev, then rebuild); each rank would run the whole "
+                 "simulation into the same --out\n",
+                 launched);
+    return 2;
+  }
+  fl::MpiWorld world(&argc, &argv);
+  const int rc = fl::Main(argc, argv, world);
+  // A rank that stops early would leave the others waiting for it.
+  if (rc != 0 && world.size() > 1) world.Abort(rc);
+  return rc;
+}
