@@ -1,5 +1,7 @@
 #include "common/worker_pool.h"
 
+#include <utility>
+
 namespace fl {
 
 WorkerPool::WorkerPool(int threads) {
@@ -34,6 +36,7 @@ void WorkerPool::Run(size_t n, const std::function<void(size_t, int)>& fn) {
   std::unique_lock<std::mutex> lock(mu_);
   done_.wait(lock, [&] { return finished_ == n_; });
   fn_ = nullptr;
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 void WorkerPool::Drain(int thread) {
@@ -42,8 +45,19 @@ void WorkerPool::Drain(int thread) {
     const size_t i = next_++;
     const auto* fn = fn_;
     lock.unlock();
-    (*fn)(i, thread);
+    std::exception_ptr error;
+    try {
+      (*fn)(i, thread);
+    } catch (...) {
+      error = std::current_exception();
+    }
     lock.lock();
+    if (error) {
+      // The items no thread has taken count as done: the loop ends.
+      if (!error_) error_ = error;
+      finished_ += n_ - next_;
+      next_ = n_;
+    }
     if (++finished_ == n_) done_.notify_all();
   }
 }

@@ -9,6 +9,7 @@
 
 #include <condition_variable>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -28,7 +29,9 @@ class WorkerPool {
 
   // Calls fn(i, thread) for i in [0, n), thread in [0, threads()), each i
   // once; items are taken in order by whichever thread is free. One item (or
-  // one thread) runs on the caller alone, without waking anyone.
+  // one thread) runs on the caller alone, without waking anyone. An exception
+  // from fn stops the loop taking new items and is rethrown here once every
+  // call under way has returned.
   void Run(size_t n, const std::function<void(size_t, int)>& fn);
 
  private:
@@ -44,6 +47,7 @@ class WorkerPool {
   size_t next_{0};      // the next item to take
   size_t finished_{0};  // items whose call returned
   uint64_t generation_{0};
+  std::exception_ptr error_;  // the loop's first exception
   bool stop_{false};
 };
 

@@ -746,9 +746,16 @@ struct Server::Impl {
     in->verified = Authenticate(in->rx.frame_count, &in->rx.frames, in->rx.peer_key, ingress,
                                 &in->auth_seconds);
     const auto* msg = std::get_if<VerifiedMessage>(&*in->verified);
-    if (!msg || finished || msg->envelope().type != wire::MessageType::kUpdate) return;
+    if (!msg || finished || !collecting || msg->envelope().type != wire::MessageType::kUpdate) {
+      return;
+    }
+    // Only an update the round waits for is decoded ahead: one the handler
+    // will refuse (not selected, already answered, a replay) costs its hash
+    // and signature alone, as before.
     const std::string& who = msg->envelope().sender;
-    const UpdateBounds b = BoundsFor(who, async_tasks ? async_tasks->Find(who) : nullptr);
+    const AsyncTasks::Task* task = async_tasks ? async_tasks->Find(who) : nullptr;
+    if (async_tasks ? task == nullptr : pending.count(who) == 0) return;
+    const UpdateBounds b = BoundsFor(who, task);
     in->checked_base = b.base;
     in->checked_registered = b.registered;
     in->checked = CheckUpdate(*msg, b, scratch);
@@ -1210,6 +1217,7 @@ struct Server::Impl {
       }
     }
     std::vector<float>().swap(delta);  // until the next round's first update
+    for (auto& scratch : ingest_scratch) std::vector<float>().swap(scratch);
     const int count = aggregator->count();
     m.clipped = aggregator->clipped();
     // All or nothing: a step with a value out of range is not committed.

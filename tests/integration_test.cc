@@ -347,6 +347,16 @@ TEST(IntegrationTest, MpiRunEndsWithTheSingleProcessModel) {
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
   test::TempDir dir;
+  test::Process help(kSim, {"--help"}, dir.path() + "/help.log");
+  ASSERT_EQ(help.Wait(30), 0);
+  if (help.Log().find("built without MPI") != std::string::npos) {
+    GTEST_SKIP() << "fl-sim was built without MPI";
+  }
+  test::Process version(mpirun, {"--version"}, dir.path() + "/version.log");
+  ASSERT_EQ(version.Wait(30), 0);
+  if (version.Log().find("Open MPI") == std::string::npos) {
+    GTEST_SKIP() << "not Open MPI's mpirun (the test uses --oversubscribe)";
+  }
   const std::vector<std::string> args = {
       "--model", "mnist_2nn", "--clients", "30",     "--fraction",     "0.5",     "--rounds",
       "2",       "--epochs",  "1",         "--data", test::MnistDir(), "--secure"};

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -53,6 +54,23 @@ TEST(WorkerPoolTest, ThreadsRunItemsAtOnce) {
     threads_seen.insert(thread);
   });
   EXPECT_EQ(threads_seen.size(), 3u);
+}
+
+// An exception from an item reaches the caller once every call under way has
+// returned, and the pool runs the next loop as before.
+TEST(WorkerPoolTest, AnExceptionReachesTheCallerAndThePoolGoesOn) {
+  WorkerPool pool(2);
+  std::atomic<int> ran{0};
+  EXPECT_THROW(pool.Run(50,
+                        [&](size_t i, int) {
+                          ran++;
+                          if (i == 3) throw std::runtime_error("item 3");
+                        }),
+               std::runtime_error);
+  EXPECT_GE(ran.load(), 4);
+  std::atomic<int> after{0};
+  pool.Run(20, [&](size_t, int) { after++; });
+  EXPECT_EQ(after.load(), 20);
 }
 
 }  // namespace

@@ -24,10 +24,13 @@ MpiWorld::MpiWorld(int* argc, char*** argv) {
   // Started by mpirun (Open MPI, or a PMIx launcher): join. A plain start
   // stays a world of one without touching MPI (a singleton MPI_Init would
   // start Open MPI's runtime for nothing).
-  if (std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr && std::getenv("PMIX_RANK") == nullptr) {
+  if (std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr && std::getenv("PMIX_RANK") == nullptr &&
+      std::getenv("PMI_SIZE") == nullptr) {
     return;
   }
-  MPI_Init(argc, argv);
+  // Threads (workers, the server's) run beside MPI; only the main thread calls it.
+  int provided = 0;
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
   joined_ = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
@@ -43,14 +46,33 @@ MpiWorld::~MpiWorld() {
 #endif
 }
 
+#ifdef FL_HAVE_MPI
+namespace {
+
+// Waits for `request` looking every 5 ms: a blocking MPI call spins a core,
+// which the ranks of one small machine need for training.
+void Await(MPI_Request* request) {
+  for (int done = 0;;) {
+    MPI_Test(request, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+}  // namespace
+#endif
+
 std::string MpiWorld::Broadcast(const std::string& value) {
 #ifdef FL_HAVE_MPI
   if (size_ > 1) {
     int n = static_cast<int>(value.size());
-    MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Request request;
+    MPI_Ibcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD, &request);
+    Await(&request);
     std::vector<char> bytes(value.begin(), value.end());
     bytes.resize(static_cast<size_t>(n));
-    MPI_Bcast(bytes.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD);
+    MPI_Ibcast(bytes.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD, &request);
+    Await(&request);
     return std::string(bytes.begin(), bytes.end());
   }
 #endif

@@ -504,7 +504,16 @@ int Main(int argc, char** argv, MpiWorld& world) {
                "(the config must be the one the run was made with; only rounds, targets, "
                "stop_at_target, eval_every, round_deadline, heartbeat, workers and "
                "ingest_threads may differ)");
+  app.footer(MpiWorld::Built()
+                 ? "MPI: built with MPI; mpirun -np N fl-sim ... spreads the virtual clients over "
+                   "N processes (rank 0 runs the server)"
+                 : "MPI: built without MPI (install libopenmpi-dev and rebuild for mpirun -np N "
+                   "fl-sim)");
   CLI11_PARSE(app, argc, argv);
+  // Every rank stops on Ctrl-C (mpirun passes it on): rank 0's server ends
+  // the run, checkpointed, and releases the others.
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
 
   if (!config_path.empty()) {
     Status st = LoadSimConfig(config_path, &c);
@@ -746,20 +755,14 @@ int Main(int argc, char** argv, MpiWorld& world) {
   // The keys follow from the seed: ranks other than 0 make theirs in a
   // folder of their own, removed at the end.
   std::string keys_dir = c.out + "/keys";
-  struct RemoveOnExit {
-    std::string dir;
-    ~RemoveOnExit() {
-      std::error_code ignored;
-      if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
-    }
-  } rank_keys;
+  std::error_code ignored_error;
   if (c.secure && !lead) {
     char tmpl[] = "/tmp/fl-sim-keys-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) {
       std::fprintf(stderr, "error: rank %d: no temporary folder for its keys\n", rank);
       return 1;
     }
-    keys_dir = rank_keys.dir = tmpl;
+    keys_dir = tmpl;
   }
   if (c.secure) {
     const double t_keys = NowSeconds();
@@ -774,6 +777,8 @@ int Main(int argc, char** argv, MpiWorld& world) {
         "        secure: %d client identities (derived from the seed) enrolled in %s/keys "
         "(%.1f s); CURVE transport, signed messages\n",
         c.clients, c.out.c_str(), NowSeconds() - t_keys);
+    // Another rank's copy of the keys is only needed in memory.
+    if (!lead) std::filesystem::remove_all(keys_dir, ignored_error);
   } else {
     so.insecure = true;
   }
@@ -786,6 +791,12 @@ int Main(int argc, char** argv, MpiWorld& world) {
   ::gethostname(host, sizeof(host) - 1);
   const std::string lead_host = world.Broadcast(host);
   const bool one_host = world.AllTrue(lead_host == host);
+  if (!one_host && !c.secure) {
+    std::fprintf(stderr,
+                 "error: ranks on other machines than rank 0 reach its server over the network: "
+                 "run with --secure (CURVE, enrolled and signing clients), not in plaintext\n");
+    return 2;
+  }
   if (!one_host) so.bind = "tcp://*:*";
   Result<std::unique_ptr<Server>> server = Status::Internal("the server runs on rank 0");
   std::string endpoint;
@@ -813,8 +824,6 @@ int Main(int argc, char** argv, MpiWorld& world) {
     return 2;
   }
 
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
   std::vector<Worker> workers_v(nworkers);
   for (size_t i = 0; i < hosted.size(); ++i) workers_v[i % nworkers].ids.push_back(hosted[i]);
   std::vector<std::thread> threads;
@@ -981,6 +990,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
 
 int main(int argc, char** argv) {
   const char* launched = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (!launched) launched = std::getenv("PMI_SIZE");
   if (!fl::MpiWorld::Built() && launched && std::atoi(launched) > 1) {
     std::fprintf(stderr,
                  "error: started by mpirun with %s ranks, but this fl-sim was built without MPI "
@@ -991,7 +1001,8 @@ int main(int argc, char** argv) {
   }
   fl::MpiWorld world(&argc, &argv);
   const int rc = fl::Main(argc, argv, world);
-  // A rank that stops early would leave the others waiting for it.
-  if (rc != 0 && world.size() > 1) world.Abort(rc);
+  // A rank that stops early would leave the others waiting for it (130:
+  // rank 0 interrupted, after releasing them).
+  if (rc != 0 && rc != 130 && world.size() > 1) world.Abort(rc);
   return rc;
 }
