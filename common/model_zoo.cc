@@ -114,6 +114,16 @@ class ScriptModel final : public Model {
     torch::nn::Module::train(on);
     script_.train(on);
   }
+  void EvalModulesOf(const std::vector<std::string>& names) override {
+    for (const std::string& name : names) {
+      torch::jit::Module owner = script_;
+      size_t start = 0;
+      for (size_t dot; (dot = name.find('.', start)) != std::string::npos; start = dot + 1) {
+        owner = owner.attr(name.substr(start, dot - start)).toModule();
+      }
+      owner.train(false);
+    }
+  }
 
  private:
   void Register(const std::string& dotted, const torch::Tensor& value, bool buffer) {

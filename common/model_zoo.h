@@ -37,6 +37,13 @@ class Model : public torch::nn::Module {
   // layout between layers and converts its weights once instead of per batch.
   virtual InferenceFn PrepareInference();
 
+  // Puts the modules holding the running statistics `names` (state tensor
+  // names, "bn1.running_mean") in eval mode until the next train(): a frozen
+  // BatchNorm normalises with its running statistics in training as it will
+  // when the model serves, and leaves them as they are. The built-in models
+  // have none.
+  virtual void EvalModulesOf(const std::vector<std::string>& names) { (void)names; }
+
   // What this model's states carry as their architecture (ModelArchitecture
   // of the name it was created from), set by CreateModel.
   std::string architecture;

@@ -160,8 +160,14 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   }
   // A frozen running statistic leaves as it came, like a frozen weight.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen_stats;  // tensor, its values
-  for (size_t i = params.size(); i < options.frozen.size(); ++i) {
-    if (options.frozen[i]) frozen_stats.emplace_back(state[i], state[i].detach().clone());
+  std::vector<std::string> frozen_stat_names;
+  {
+    const auto named = NamedStateTensors(model);
+    for (size_t i = params.size(); i < options.frozen.size(); ++i) {
+      if (!options.frozen[i]) continue;
+      frozen_stats.emplace_back(state[i], state[i].detach().clone());
+      frozen_stat_names.push_back(named[i].key());
+    }
   }
   // BatchNorm cannot train on a batch of one: a shard's last batch of one
   // sample is left out when the model has running statistics.
@@ -200,6 +206,8 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
   const double t0 = NowSeconds();
   try {
     model.train();
+    // A frozen BatchNorm normalises as it serves: with its running statistics.
+    if (!frozen_stat_names.empty()) model.EvalModulesOf(frozen_stat_names);
     torch::optim::SGD optimizer(trained, torch::optim::SGDOptions(options.lr)
                                              .momentum(options.momentum)
                                              .weight_decay(options.weight_decay));

@@ -308,6 +308,76 @@ TEST_F(ScriptModelTest, BatchNormStatisticsAreStateThatTrainingMoves) {
   EXPECT_EQ(stats->steps, 2);
 }
 
+// On-device transfer learning of a model with BatchNorm: with only the head
+// trainable, the frozen BatchNorm normalises with its running statistics in
+// training too (as it will when the model serves), so training sees the
+// features inference sees: the logits of the model as training left it equal
+// its eval-mode logits, and the running statistics did not move.
+TEST_F(ScriptModelTest, AFrozenBatchNormTrainsAsItServes) {
+  // As torch.nn modules script: the BatchNorm a module of its own, on its
+  // own `training` flag.
+  torch::manual_seed(3);
+  auto holder = [](const std::string& name, torch::Tensor w, torch::Tensor b) {
+    torch::jit::Module m(name);
+    m.register_parameter("weight", w, false);
+    m.register_parameter("bias", b, false);
+    return m;
+  };
+  torch::jit::Module bn =
+      holder("FrozenBn_bn", 1 + 0.1 * torch::randn({16}), 0.1 * torch::randn({16}));
+  bn.register_buffer("running_mean", 0.5 * torch::randn({16}));
+  bn.register_buffer("running_var", torch::full({16}, 2.0));
+  bn.register_attribute("training", c10::BoolType::get(), true);
+  bn.define(R"(
+def forward(self, x):
+    return torch.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training, 0.1, 1e-05, False)
+)");
+  torch::jit::Module root("FrozenBn");
+  root.register_module("fc",
+                       holder("FrozenBn_fc", 0.05 * torch::randn({16, 784}), torch::zeros({16})));
+  root.register_module("bn", bn);
+  root.register_module("head",
+                       holder("FrozenBn_head", 0.1 * torch::randn({10, 16}), torch::zeros({10})));
+  root.register_attribute("training", c10::BoolType::get(), true);
+  root.define(R"(
+def forward(self, x):
+    h = torch.linear(torch.flatten(x, 1), self.fc.weight, self.fc.bias)
+    return torch.linear(torch.relu(self.bn.forward(h)), self.head.weight, self.head.bias)
+)");
+  const std::string pt = dir_.path() + "/frozen_bn.pt";
+  root.save(pt);
+  auto model = CreateModel(pt, 0);
+  ASSERT_FL_OK(model);
+  const ModelState before = GetModelState("", **model);
+  auto which = MatchTrainable(before, "head.*");
+  ASSERT_FL_OK(which);
+  TrainOptions to;
+  to.lr = 0.05;
+  for (uint8_t w : *which) to.frozen.push_back(!w);
+  ASSERT_FL_OK(TrainLocal(**model, *shard_, to).status());
+  const ModelState after = GetModelState("", **model);
+  for (size_t i = 0; i < after.tensors.size(); ++i) {
+    const bool head = after.tensors[i].name.rfind("head.", 0) == 0;
+    EXPECT_EQ(after.tensors[i].values != before.tensors[i].values, head) << after.tensors[i].name;
+  }
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x = shard_->images.slice(0, 0, 50);
+    const torch::Tensor as_left = (*model)->forward(x);  // the mode training left it in
+    ASSERT_TRUE((*model)->is_training());
+    (*model)->eval();
+    const torch::Tensor served = (*model)->forward(x);
+    (*model)->train();
+    EXPECT_LE((as_left - served).abs().max().item<double>(), 1e-6);
+  }
+  // Unfrozen, the same BatchNorm trains on batch statistics and moves them.
+  to.frozen.clear();
+  ASSERT_FL_OK(TrainLocal(**model, *shard_, to).status());
+  const ModelState unfrozen = GetModelState("", **model);
+  ASSERT_EQ(unfrozen.tensors[6].name, "bn.running_mean");
+  EXPECT_NE(unfrozen.tensors[6].values, before.tensors[6].values);
+}
+
 // The architecture a script's state carries is its content, not its path:
 // the same file anywhere gives the same id, another file another.
 TEST_F(ScriptModelTest, ArchitectureIsTheFilesContent) {

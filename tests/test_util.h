@@ -15,15 +15,17 @@
 #include "common/status.h"
 
 // Asserts that a Status (or Result) is OK, printing it otherwise.
+// The status is copied out of `expr` at once: `expr` may be a member of a
+// temporary (TrainLocal(...).status()), which is gone after this statement.
 #define ASSERT_FL_OK(expr)                                             \
   do {                                                                 \
-    const auto& fl_s_ = (expr);                                        \
-    ASSERT_TRUE(fl_s_.ok()) << ::fl::test::StatusOf(fl_s_).ToString(); \
+    const ::fl::Status fl_s_ = ::fl::test::StatusOf((expr));           \
+    ASSERT_TRUE(fl_s_.ok()) << fl_s_.ToString();                       \
   } while (0)
 #define EXPECT_FL_OK(expr)                                             \
   do {                                                                 \
-    const auto& fl_s_ = (expr);                                        \
-    EXPECT_TRUE(fl_s_.ok()) << ::fl::test::StatusOf(fl_s_).ToString(); \
+    const ::fl::Status fl_s_ = ::fl::test::StatusOf((expr));           \
+    EXPECT_TRUE(fl_s_.ok()) << fl_s_.ToString();                       \
   } while (0)
 
 namespace fl {
