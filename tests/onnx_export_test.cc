@@ -358,7 +358,9 @@ TEST(OnnxExportTest, AFederatedBatchNormModelRunsInOnnxRuntime) {
     double moved = 0;
     for (float v : t.values) {
       moved = std::max(moved, std::fabs(v - (var ? 1.0 : 0.0)));
-      if (var) EXPECT_GT(v, 0.0f) << t.name;
+      if (var) {
+        EXPECT_GT(v, 0.0f) << t.name;
+      }
     }
     EXPECT_GT(moved, 1e-3) << t.name << " is still its initial value";
   }
