@@ -62,10 +62,14 @@ TEST(OnnxExportTest, CheckerPassesForEveryArchitectureAndStorage) {
           payload += static_cast<double>(kept * (vb + (s ? 8 : 0))) + (q ? 4.0 * t.shape[0] : 0);
         }
         EXPECT_EQ(stats.stored_values, stored);
-        if (sparse) EXPECT_LT(stored, m.NumParameters());
+        if (sparse) {
+          EXPECT_LT(stored, m.NumParameters());
+        }
         EXPECT_GE(static_cast<double>(stats.bytes), payload);
         EXPECT_LT(static_cast<double>(stats.bytes), payload * 1.02 + 4096);
-        if (sparse || int8) EXPECT_LT(stats.bytes, dense_bytes);
+        if (sparse || int8) {
+          EXPECT_LT(stats.bytes, dense_bytes);
+        }
       }
     }
   }
@@ -170,7 +174,9 @@ TEST(OnnxExportTest, ExportChecksTheSignatureItIsGiven) {
         {"export", file, "--signer", dir.path() + "/server.pub", "--out", dir.path() + "/out.onnx"},
         dir.path() + "/export.log");
     EXPECT_EQ(p.Wait(60) == 0, ok) << p.Log();
-    if (!ok) EXPECT_NE(p.Log().find("forged.flm"), std::string::npos) << p.Log();
+    if (!ok) {
+      EXPECT_NE(p.Log().find("forged.flm"), std::string::npos) << p.Log();
+    }
   }
 }
 
