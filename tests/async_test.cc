@@ -114,6 +114,21 @@ std::vector<StepRow> ReadSteps(const std::string& path) {
   return rows;
 }
 
+// Four fl-client processes c0..c3 on 1/100 of MNIST each, against `ep`; c`slow`
+// trains `slowdown` times slower (--slowdown). Logs in `dir`/cK.log.
+std::vector<std::unique_ptr<test::Process>> StartDevices(const std::string& ep, int slow,
+                                                         const std::string& slowdown,
+                                                         const std::string& dir) {
+  std::vector<std::unique_ptr<test::Process>> clients;
+  for (int k = 0; k < 4; ++k) {
+    std::vector<std::string> args = test::ClientArgs(ep, k, 100);
+    if (k == slow) args.insert(args.end(), {"--slowdown", slowdown});
+    clients.push_back(std::make_unique<test::Process>(test::BinPath("fl-client"), args,
+                                                      dir + "/c" + std::to_string(k) + ".log"));
+  }
+  return clients;
+}
+
 // Four fl-client processes, one of them 3x slower (--slowdown) and one
 // killed while it trains; the server, evaluating every step, kills itself
 // after its 5th acknowledged update (in the middle of step 3's buffer) and is
@@ -166,13 +181,7 @@ TEST(AsyncTest, SlowDevicesAKilledDeviceAndAServerRestart) {
                                                 dir.path() + "/server0.log");
   const std::string ep = test::StartedEndpoint(*server);
   ASSERT_FALSE(ep.empty()) << server->Log();
-  std::vector<std::unique_ptr<test::Process>> clients;
-  for (int k = 0; k < 4; ++k) {
-    std::vector<std::string> args = test::ClientArgs(ep, k, 100);
-    if (k == 2) args.insert(args.end(), {"--slowdown", "3"});
-    clients.push_back(std::make_unique<test::Process>(
-        test::BinPath("fl-client"), args, dir.path() + "/c" + std::to_string(k) + ".log"));
-  }
+  auto clients = StartDevices(ep, /*slow=*/2, "3", dir.path());
   EXPECT_EQ(server->Wait(120), 128 + SIGKILL) << server->Log();
   const std::string first = server->Log();
   const int trained_before = test::CountOf(clients[3]->Log(), "training");
@@ -251,14 +260,8 @@ TEST(AsyncTest, ATaskTooStaleToCountIsGivenUpAtOnce) {
                        dir.path() + "/server.log");
   const std::string ep = test::StartedEndpoint(server);
   ASSERT_FALSE(ep.empty()) << server.Log();
-  std::vector<std::unique_ptr<test::Process>> clients;
-  for (int k = 0; k < 4; ++k) {
-    std::vector<std::string> args = test::ClientArgs(ep, k, 100);
-    // c3 takes far longer than two steps of the others.
-    if (k == 3) args.insert(args.end(), {"--slowdown", "100"});
-    clients.push_back(std::make_unique<test::Process>(
-        test::BinPath("fl-client"), args, dir.path() + "/c" + std::to_string(k) + ".log"));
-  }
+  // c3 takes far longer than two steps of the others.
+  auto clients = StartDevices(ep, /*slow=*/3, "100", dir.path());
   ASSERT_EQ(server.Wait(120), 0) << server.Log();
   EXPECT_NE(server.Log().find("c3 is more than --max-staleness 1 steps behind"), std::string::npos)
       << server.Log();

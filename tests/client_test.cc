@@ -93,6 +93,21 @@ class ClientSessionTest : public ::testing::Test {
 
   void Send(const SealedMessage& m) { ASSERT_FL_OK(server_->Send(peer_, {m.envelope, m.payload})); }
 
+  // Sends the server's reply `code` about a message of type `about`: an ACK
+  // ("granted" about a READY) or a REJECT ("not_needed" about a TASK), under
+  // the task's envelope with `nonce`.
+  void SendReply(wire::MessageType type, wire::MessageType about, const std::string& code,
+                 const std::array<uint8_t, wire::kNonceBytes>& nonce) {
+    wire::Envelope e = env_;
+    e.type = type;
+    e.nonce = nonce;
+    Send(SealMessage(e, wire::Encode(wire::Reply{static_cast<uint8_t>(about), code, ""}),
+                     server_key_.get()));
+  }
+  void Grant() {
+    SendReply(wire::MessageType::kAck, wire::MessageType::kReady, "granted", env_.nonce);
+  }
+
   // Sends `m` and expects the session to drop it without training.
   void ExpectDropped(const SealedMessage& m, const std::string& what) {
     const int64_t before = session_->stats().bad_messages;
@@ -284,12 +299,7 @@ TEST_F(ClientSessionTest, AskBeforeUploadHoldsTheUpdateUntilTheGrant) {
               Pump([&] { return count(wire::MessageType::kReady, 1) == 2; }));
   EXPECT_EQ(session_->stats().rounds_trained, 1);
   EXPECT_EQ(count(wire::MessageType::kUpdate, 1), 0);
-  wire::Envelope grant = env_;
-  grant.type = wire::MessageType::kAck;
-  Send(SealMessage(
-      grant,
-      wire::Encode(wire::Reply{static_cast<uint8_t>(wire::MessageType::kReady), "granted", ""}),
-      server_key_.get()));
+  Grant();
   ASSERT_TRUE(Pump([&] { return count(wire::MessageType::kUpdate, 1) == 1; }));
   for (const auto& rx : from_client_) {
     auto e = OpenMessage(rx.frames[0], rx.frames[1], 64 << 20);
@@ -320,13 +330,7 @@ TEST_F(ClientSessionTest, OnlyAWithdrawalNamingTheTasksNonceDropsItsUpdate) {
   };
   ASSERT_TRUE(Pump([&] { return readies() == 1; }));
   auto withdraw = [&](const std::array<uint8_t, wire::kNonceBytes>& nonce) {
-    wire::Envelope e = env_;
-    e.type = wire::MessageType::kReject;
-    e.nonce = nonce;
-    Send(SealMessage(
-        e,
-        wire::Encode(wire::Reply{static_cast<uint8_t>(wire::MessageType::kTask), "not_needed", ""}),
-        server_key_.get()));
+    SendReply(wire::MessageType::kReject, wire::MessageType::kTask, "not_needed", nonce);
   };
   const int64_t bad = session_->stats().bad_messages;
   withdraw(RandomNonce());  // another task's
@@ -335,12 +339,7 @@ TEST_F(ClientSessionTest, OnlyAWithdrawalNamingTheTasksNonceDropsItsUpdate) {
   withdraw(env_.nonce);  // this task's
   ASSERT_TRUE(Pump([&] { return session_->stats().withdrawn == 1; }));
   // Withdrawn: a grant now sends nothing.
-  wire::Envelope grant = env_;
-  grant.type = wire::MessageType::kAck;
-  Send(SealMessage(
-      grant,
-      wire::Encode(wire::Reply{static_cast<uint8_t>(wire::MessageType::kReady), "granted", ""}),
-      server_key_.get()));
+  Grant();
   Pump([] { return false; });
   for (const auto& rx : from_client_) {
     auto e = wire::DecodeEnvelope(rx.frames[0]);

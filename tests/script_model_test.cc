@@ -167,40 +167,30 @@ TEST_F(ScriptModelTest, WhatCannotBeFederatedIsRefusedByName) {
       << st.ToString();
   EXPECT_FL_OK(CheckModelFitsData(**cnn, "mnist_cnn", {1, 28, 28}, 10, "MNIST"));
 
+  // A linear model holding one buffer, its forward `body`, saved as `name`.pt.
+  auto with_buffer = [&](const std::string& name, const std::string& buffer,
+                         const torch::Tensor& value, const std::string& body) {
+    torch::jit::Module m(name);
+    m.register_parameter("w", torch::ones({10, 784}), false);
+    m.register_buffer(buffer, value);
+    m.define("def forward(self, x):\n" + body);
+    const std::string path = dir_.path() + "/" + name + ".pt";
+    m.save(path);
+    return path;
+  };
   // Buffers other than BatchNorm's would not be federated.
-  torch::jit::Module buf("WithBuffer");
-  buf.register_parameter("w", torch::ones({10, 784}), false);
-  buf.register_buffer("offset", torch::zeros({10}));
-  buf.define(R"(
-def forward(self, x):
-    return torch.linear(torch.flatten(x, 1), self.w) - self.offset
-)");
-  const std::string with_buffer = dir_.path() + "/buffer.pt";
-  buf.save(with_buffer);
-  refused(with_buffer, "buffer 'offset' (Float) would not be federated");
-  torch::jit::Module half_bn("HalfBn");
-  half_bn.register_parameter("w", torch::ones({10, 784}), false);
-  half_bn.register_buffer("running_mean", torch::zeros({10}, torch::kFloat64));
-  half_bn.define(R"(
-def forward(self, x):
-    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean.float()
-)");
-  const std::string double_stats = dir_.path() + "/double_stats.pt";
-  half_bn.save(double_stats);
-  refused(double_stats, "buffer 'running_mean' (Double) would not be federated");
-
+  refused(with_buffer("WithBuffer", "offset", torch::zeros({10}),
+                      "    return torch.linear(torch.flatten(x, 1), self.w) - self.offset\n"),
+          "buffer 'offset' (Float) would not be federated");
+  refused(with_buffer("HalfBn", "running_mean", torch::zeros({10}, torch::kFloat64),
+                      "    return torch.linear(torch.flatten(x, 1), self.w) - "
+                      "self.running_mean.float()\n"),
+          "buffer 'running_mean' (Double) would not be federated");
   // A forward that replaces a tensor instead of updating it in place.
-  torch::jit::Module assigns("Assigns");
-  assigns.register_parameter("w", torch::ones({10, 784}), false);
-  assigns.register_buffer("running_mean", torch::zeros({10}));
-  assigns.define(R"(
-def forward(self, x):
-    self.running_mean = self.running_mean * 0.9
-    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean
-)");
-  const std::string assigning = dir_.path() + "/assigns.pt";
-  assigns.save(assigning);
-  refused(assigning, "its forward assigns 'running_mean'");
+  refused(with_buffer("Assigns", "running_mean", torch::zeros({10}),
+                      "    self.running_mean = self.running_mean * 0.9\n"
+                      "    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean\n"),
+          "its forward assigns 'running_mean'");
 
   torch::jit::Module dbl("Double");
   dbl.register_parameter("w", torch::ones({10, 784}, torch::kFloat64), false);

@@ -382,6 +382,52 @@ Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, dou
   return Status::OK();
 }
 
+// The virtual clients `hosted`, spread over `nworkers` threads that each run
+// RunWorker against the server at `endpoint`. A worker that fails sets
+// `failed` and g_stop.
+class WorkerFleet {
+ public:
+  WorkerFleet(const SimConfig& c, const Dataset& train, const Partition& parts,
+              const Adversaries& adversaries, const SimIdentities* identities,
+              const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
+              const std::vector<int>& hosted, int nworkers)
+      : workers_(static_cast<size_t>(nworkers)) {
+    for (size_t i = 0; i < hosted.size(); ++i) {
+      workers_[i % workers_.size()].ids.push_back(hosted[i]);
+    }
+    for (auto& w : workers_) {
+      threads_.emplace_back(
+          [this, &c, &train, &parts, &adversaries, identities, endpoint, ctx, w = &w] {
+            RunWorker(c, train, parts, adversaries, identities, endpoint, ctx, w);
+            // Its clients are gone: the run stops rather than wait for them.
+            if (!w->status.ok()) {
+              failed = true;
+              g_stop = true;
+            }
+          });
+    }
+  }
+  // Stops the workers (g_stop) and waits for them; the first worker's error.
+  Status Join() {
+    Stop();
+    for (const auto& w : workers_) FL_RETURN_IF_ERROR(w.status);
+    return Status::OK();
+  }
+  ~WorkerFleet() { Stop(); }
+
+  std::atomic<bool> failed{false};
+
+ private:
+  void Stop() {
+    g_stop = true;
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  std::vector<Worker> workers_;
+  std::vector<std::thread> threads_;
+};
+
 // A rank other than 0 of an MPI run: hosts the virtual clients `hosted` on
 // `nworkers` threads against the server at `endpoint` until rank 0 says the
 // run is over. 0, or 1 when a worker failed (its error printed).
@@ -389,25 +435,11 @@ int HostClients(const SimConfig& c, const Dataset& train, const Partition& parts
                 const Adversaries& adversaries, const SimIdentities* identities,
                 const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
                 const std::vector<int>& hosted, int nworkers, MpiWorld& world) {
-  std::vector<Worker> workers(static_cast<size_t>(nworkers));
-  for (size_t i = 0; i < hosted.size(); ++i) workers[i % workers.size()].ids.push_back(hosted[i]);
-  std::atomic<bool> failed{false};
-  std::vector<std::thread> threads;
-  for (auto& w : workers) {
-    threads.emplace_back([&, w = &w] {
-      RunWorker(c, train, parts, adversaries, identities, endpoint, ctx, w);
-      if (!w->status.ok()) failed = true;
-    });
-  }
-  world.Wait([&] { return failed.load(); });
-  g_stop = true;
-  for (auto& t : threads) t.join();
-  for (const auto& w : workers) {
-    if (!w.status.ok()) {
-      std::fprintf(stderr, "error: rank %d: worker: %s\n", world.rank(),
-                   w.status.ToString().c_str());
-      return 1;
-    }
+  WorkerFleet fleet(c, train, parts, adversaries, identities, endpoint, ctx, hosted, nworkers);
+  world.Wait([&] { return fleet.failed.load(); });
+  if (Status st = fleet.Join(); !st.ok()) {
+    std::fprintf(stderr, "error: rank %d: worker: %s\n", world.rank(), st.ToString().c_str());
+    return 1;
   }
   return 0;
 }
@@ -583,19 +615,19 @@ int Main(int argc, char** argv, MpiWorld& world) {
 
   // Rounds an earlier run in --out evaluated: (round, test accuracy).
   std::vector<std::pair<uint64_t, double>> earlier;
-  if (!lead) {
-    // Rank 0 owns --out.
-  } else if (resume) {
-    st = CheckResumableRun(c, &earlier);
-  } else {
-    // A fresh run replaces earlier results in the same folder.
-    st = CreateDirectories(c.out);
-    std::remove((c.out + "/rounds.csv").c_str());
-    for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
-      std::remove((c.out + f).c_str());
+  if (lead) {  // rank 0 owns --out
+    if (resume) {
+      st = CheckResumableRun(c, &earlier);
+    } else {
+      // A fresh run replaces earlier results in the same folder.
+      st = CreateDirectories(c.out);
+      std::remove((c.out + "/rounds.csv").c_str());
+      for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
+        std::remove((c.out + f).c_str());
+      }
     }
+    if (st.ok()) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
   }
-  if (st.ok() && lead) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 1;
@@ -824,17 +856,8 @@ int Main(int argc, char** argv, MpiWorld& world) {
     return 2;
   }
 
-  std::vector<Worker> workers_v(nworkers);
-  for (size_t i = 0; i < hosted.size(); ++i) workers_v[i % nworkers].ids.push_back(hosted[i]);
-  std::vector<std::thread> threads;
-  for (auto& w : workers_v) {
-    threads.emplace_back([&, w = &w] {
-      RunWorker(c, *train, *parts, adversaries, c.secure ? &identities : nullptr, endpoint, ctx, w);
-      // A worker that failed takes its clients with it: stop the run instead of
-      // letting the server wait for them.
-      if (!w->status.ok()) g_stop = true;
-    });
-  }
+  WorkerFleet fleet(c, *train, *parts, adversaries, c.secure ? &identities : nullptr, endpoint, ctx,
+                    hosted, nworkers);
 
   std::vector<RoundMetrics> history;
   uint64_t delta_bytes = 0, updates = 0;
@@ -861,18 +884,16 @@ int Main(int argc, char** argv, MpiWorld& world) {
         m.mask_changed ? ("  mask -> " + Percent(m.sparsity) + " sparse").c_str() : "");
     std::fflush(stdout);
   });
-  g_stop = true;  // release workers whose clients missed DONE
-  for (auto& t : threads) t.join();
-  world.Release();  // and the other ranks'
+  // Workers whose clients missed DONE are released, and the other ranks'.
+  const Status workers_status = fleet.Join();
+  world.Release();
   if (!summary.ok()) {
     std::fprintf(stderr, "error: server: %s\n", summary.status().ToString().c_str());
     return 1;
   }
-  for (const auto& w : workers_v) {
-    if (!w.status.ok()) {
-      std::fprintf(stderr, "error: worker: %s\n", w.status.ToString().c_str());
-      return 1;
-    }
+  if (!workers_status.ok()) {
+    std::fprintf(stderr, "error: worker: %s\n", workers_status.ToString().c_str());
+    return 1;
   }
   const double wall = NowSeconds() - t_start;
 
