@@ -75,6 +75,17 @@ TEST(AggregatorTest, RunningStatisticsAreAveragedAndVariancesKeptNonNegative) {
   EXPECT_EQ(m.tensors[2].values[0], 0.0f);
 }
 
+// One device pushing a running variance to zero: under the coordinate-wise
+// median it moves nothing, as for a weight (two honest devices of three).
+TEST(AggregatorTest, TheMedianResistsADevicePushingARunningVariance) {
+  ModelState m = Model(1, 0.5f);
+  m.tensors.push_back({"bn.running_var", {1}, {1.0f}, {}});
+  auto median = Make("median");
+  ASSERT_FL_OK(Round(median.get(), &m, {{1, {0.1f, 0.2f}}, {1, {0.1f, 0.3f}}, {1, {0.1f, -1e4f}}}));
+  EXPECT_FLOAT_EQ(m.tensors[1].values[0], 1.2f);
+  EXPECT_EQ(ClampRunningVariances(&m), 0);
+}
+
 TEST(AggregatorTest, PrunedWeightsStayZero) {
   ModelState m = Model(4, 1.0f);
   m.tensors[0].mask = {1, 0, 1, 0};
