@@ -24,6 +24,7 @@
 #include "common/dataset.h"
 #include "common/memory.h"
 #include "common/partition.h"
+#include "common/text.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
 
@@ -53,7 +54,9 @@ int main(int argc, char** argv) {
   co.id = std::string(host).substr(0, 20) + "-" + std::to_string(getpid());
 
   CLI::App app{"fl-client: federated learning edge client (trains locally, sends deltas)"};
-  app.add_option("--server", co.server, "Aggregator endpoint, e.g. tcp://10.0.0.5:5555")
+  app.add_option("--server", co.server,
+                 "Aggregator endpoint, e.g. tcp://10.0.0.5:5555; several, comma-separated "
+                 "(relay aggregators): the device fails over to the next when one goes silent")
       ->required();
   app.add_option("--id", co.id, "Client id, 1-32 printable characters (default: host-pid)")
       ->capture_default_str();
@@ -116,7 +119,8 @@ int main(int argc, char** argv) {
                  "authenticates the encrypted connection; its node id becomes the client id");
   app.add_option("--server-key", server_key_path,
                  "The server's NAME.pub: the connection must reach this server, and only "
-                 "models and messages it signed are accepted");
+                 "models and messages it signed are accepted (with several --server endpoints, "
+                 "one key each, comma-separated, in the same order)");
   app.add_option("--model-cache", co.model_cache_dir,
                  "Without --model: take the server's TorchScript file (signed by --server-key, "
                  "checked before it is loaded) and keep it in this folder");
@@ -155,15 +159,34 @@ int main(int argc, char** argv) {
       co.curve.public_key = fl::KeyBytes(id->curve->public_key);
     }
   }
-  if (!server_key_path.empty()) {
-    auto pub = insecure ? fl::LoadPublicIdentity(server_key_path)
-                        : fl::LoadPublicIdentityWithCurve(server_key_path);
+  // --server a,b,c (failover) with --server-key a.pub,b.pub,c.pub.
+  const std::vector<std::string> endpoints = fl::SplitList(co.server, ',');
+  const std::vector<std::string> key_paths = fl::SplitList(server_key_path, ',');
+  if (endpoints.empty()) {
+    spdlog::error("--server: no endpoint given");
+    return 2;
+  }
+  if (!key_paths.empty() && key_paths.size() != endpoints.size()) {
+    spdlog::error("--server names {} endpoint(s) but --server-key {} key(s): one key per server",
+                  endpoints.size(), key_paths.size());
+    return 2;
+  }
+  co.server = endpoints[0];
+  for (size_t i = 1; i < endpoints.size(); ++i) co.alternates.push_back({endpoints[i], {}, {}});
+  for (size_t i = 0; i < key_paths.size(); ++i) {
+    auto pub = insecure ? fl::LoadPublicIdentity(key_paths[i])
+                        : fl::LoadPublicIdentityWithCurve(key_paths[i]);
     if (!pub.ok()) {
       spdlog::error("--server-key: {}", pub.status().ToString());
       return 2;
     }
-    co.server_key = pub->signing;
-    if (!insecure) co.curve.server_key = fl::KeyBytes(*pub->curve);
+    if (i == 0) {
+      co.server_key = pub->signing;
+      if (!insecure) co.curve.server_key = fl::KeyBytes(*pub->curve);
+    } else {
+      co.alternates[i - 1].server_key = pub->signing;
+      if (!insecure) co.alternates[i - 1].curve_server_key = fl::KeyBytes(*pub->curve);
+    }
   }
   auto splits = fl::LoadData(data, /*need_train=*/true, /*need_test=*/false);
   if (!splits.ok()) {

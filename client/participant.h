@@ -45,6 +45,17 @@ struct FitIns {
   // The federation's class names by label index (empty: the device keeps its
   // own numbering).
   std::vector<std::string> class_names;
+  // What a relay aggregator hands on to its own devices unchanged: the
+  // parent's round, its seed for the round (before this participant's id is
+  // mixed into `seed`), how deltas are encoded, and the seconds the parent
+  // waits for the answer.
+  uint64_t round{0};
+  uint64_t round_seed{1};
+  int uplink_bits{32};
+  uint32_t block{256};
+  bool stochastic_rounding{true};
+  bool error_feedback{true};
+  double deadline_seconds{60};
 };
 
 // Result of one round of local training.
@@ -58,6 +69,10 @@ struct FitRes {
   double last_epoch_loss{0};
   // Wall time of local training.
   double seconds{0};
+  // Devices whose updates `parameters` averages: 1 for a device, more for a
+  // relay aggregator's partial aggregate (its UPDATE then says how many, and
+  // the parent bounds its weight by that).
+  int64_t contributors{1};
 };
 
 // Per-epoch progress: (epoch, mean loss, training accuracy, seconds).

@@ -73,7 +73,14 @@ struct ClientSession::Impl {
   size_t task_limit{std::numeric_limits<size_t>::max()};
   // Bound and authenticate (set by Start): the TASK limit, and with a pinned
   // server key, its signature on every message.
-  std::optional<Ed25519Verifier> server_verifier;
+  // The pinned key of each server (`o.server`, then `o.alternates`), and the
+  // one this connection goes to.
+  std::vector<Ed25519Verifier> server_verifiers;
+  size_t at{0};
+  const std::string& Endpoint() const { return at == 0 ? o.server : o.alternates[at - 1].endpoint; }
+  const std::optional<std::array<uint8_t, 32>>& ServerKey() const {
+    return at == 0 ? o.server_key : o.alternates[at - 1].server_key;
+  }
   IngressPolicy ingress;
   // A refusal that retrying cannot fix: Step() returns it and the client ends.
   Status fatal;
@@ -126,6 +133,15 @@ struct ClientSession::Impl {
   void DropAndBackOff(double now) {
     sock.reset();
     stats.reconnects++;
+    if (!o.alternates.empty()) {
+      // The next server at once; the backoff grows once all were tried.
+      at = (at + 1) % (o.alternates.size() + 1);
+      if (at != 0) {
+        reconnect_at = now + o.backoff_initial_seconds;
+        spdlog::warn("[{}] failing over to {}", o.id, Endpoint());
+        return;
+      }
+    }
     reconnect_at = now + backoff;
     backoff = std::min(2 * backoff, o.backoff_max_seconds);
   }
@@ -134,7 +150,8 @@ struct ClientSession::Impl {
     transport::SocketOptions so;
     so.max_frame_bytes = o.max_frame_bytes;
     so.curve = o.curve;
-    auto s = ctx->Connect(o.server, so);
+    if (at > 0) so.curve.server_key = o.alternates[at - 1].curve_server_key;
+    auto s = ctx->Connect(Endpoint(), so);
     if (!s.ok()) return s.status();
     sock = std::move(s).value();
     awaiting_since = -1;
@@ -215,7 +232,7 @@ struct ClientSession::Impl {
   // in the cache folder and handed to the participant.
   Status AdoptModelCode(const wire::Task& task) {
     if (!TakesModelCode()) return Status::InvalidArgument("a TASK carries a model file unasked");
-    FL_RETURN_IF_ERROR(VerifyModelCode(task.model_code, task.model_code_signature, *o.server_key,
+    FL_RETURN_IF_ERROR(VerifyModelCode(task.model_code, task.model_code_signature, *ServerKey(),
                                        task.model.architecture));
     FL_RETURN_IF_ERROR(CreateDirectories(o.model_cache_dir));
     const std::string path = o.model_cache_dir + "/" +
@@ -314,6 +331,13 @@ struct ClientSession::Impl {
     // Each client shuffles differently within a round: mix its id into the
     // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
     ins.seed = task.config.seed ^ IdHash();
+    ins.round = env.round;
+    ins.round_seed = task.config.seed;
+    ins.uplink_bits = task.config.uplink_bits;
+    ins.block = task.config.block;
+    ins.stochastic_rounding = task.config.stochastic_rounding;
+    ins.error_feedback = task.config.error_feedback;
+    ins.deadline_seconds = task.config.deadline_seconds;
     QuantOptions q;
     q.bits = task.config.uplink_bits;
     q.block = task.config.block;
@@ -368,6 +392,7 @@ struct ClientSession::Impl {
     u.train_loss = res->last_epoch_loss;
     u.train_seconds = res->seconds;
     u.codec = wire::kCodecQuant;
+    u.contributors = res->contributors;
     // A model that diverged gives a delta that is not finite. It is sent with
     // a training loss that is not finite either, which the server refuses
     // whatever the codec made of the values (quantization maps NaN to a
@@ -591,14 +616,24 @@ Status ClientSession::Start() {
   s->ingress.payload_limit = [s](wire::MessageType t) {
     return t == wire::MessageType::kTask ? s->task_limit : wire::kMaxSmallPayloadBytes;
   };
+  for (const auto& alt : s->o.alternates) {
+    if (alt.server_key.has_value() != s->o.server_key.has_value()) {
+      return Status::InvalidArgument("pin the key of every server or of none (" + alt.endpoint +
+                                     ")");
+    }
+  }
   if (s->o.server_key) {
-    auto verifier = Ed25519Verifier::Create(*s->o.server_key);
-    if (!verifier.ok()) return verifier.status().WithContext("the server's key");
-    s->server_verifier = *verifier;
-    // Whatever the sender calls itself, the pinned key must have signed it.
+    for (size_t i = 0; i <= s->o.alternates.size(); ++i) {
+      const auto& key = i == 0 ? *s->o.server_key : *s->o.alternates[i - 1].server_key;
+      auto verifier = Ed25519Verifier::Create(key);
+      if (!verifier.ok()) return verifier.status().WithContext("the server's key");
+      s->server_verifiers.push_back(*verifier);
+    }
+    // Whatever the sender calls itself, the pinned key of the server this
+    // connection reaches must have signed it.
     s->ingress.sender = [s](const std::string&) -> std::optional<KnownSender> {
       KnownSender k;
-      k.verifier = &*s->server_verifier;
+      k.verifier = &s->server_verifiers[s->at];
       return k;
     };
   }
@@ -611,7 +646,7 @@ Status ClientSession::Step() {
   if (s.done) return Status::OK();
   if (!s.sock) {
     if (NowSeconds() < s.reconnect_at) return Status::OK();
-    spdlog::info("[{}] reconnecting to {}", s.o.id, s.o.server);
+    spdlog::info("[{}] reconnecting to {}", s.o.id, s.Endpoint());
     return s.Connect();
   }
   for (int i = 0; i < 64 && !s.done; ++i) {  // bounded so one peer cannot starve the rest
@@ -629,7 +664,7 @@ Status ClientSession::Step() {
     // backoff (the device may be enrolled by then).
     s.stats.handshake_failures++;
     if (handshake != s.last_handshake_error) {
-      spdlog::error("[{}] {} ({}); retrying with backoff", s.o.id, handshake, s.o.server);
+      spdlog::error("[{}] {} ({}); retrying with backoff", s.o.id, handshake, s.Endpoint());
       s.last_handshake_error = handshake;
     }
     s.DropAndBackOff(NowSeconds());
@@ -671,7 +706,7 @@ Status ClientSession::Step() {
   }
   if (s.awaiting_since >= 0 && now - s.awaiting_since > s.o.server_timeout_seconds) {
     spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
-                 s.o.server, now - s.awaiting_since, s.backoff);
+                 s.Endpoint(), now - s.awaiting_since, s.backoff);
     s.DropAndBackOff(now);
     return Status::OK();
   }

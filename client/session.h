@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "client/participant.h"
 #include "common/status.h"
@@ -78,6 +79,18 @@ struct ClientOptions {
   // Encrypted transport: this device's CURVE key pair and the server's CURVE
   // public key (from the identity files). Empty secret = plaintext (--insecure).
   transport::CurveOptions curve;
+  // Failover (a device under several relay aggregators, docs/relays.md):
+  // further servers, tried in turn, each with its own pinned keys as
+  // `server_key` and `curve.server_key` are for `server`. The session moves
+  // to the next one when the current one leaves a message unanswered for
+  // server_timeout or refuses the handshake, and back to `server` after the
+  // last.
+  struct Alternate {
+    std::string endpoint;
+    std::optional<std::array<uint8_t, 32>> server_key;
+    std::string curve_server_key;
+  };
+  std::vector<Alternate> alternates;
 };
 
 // Counters a session keeps for reports and tests.

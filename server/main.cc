@@ -3,19 +3,26 @@
 //   fl-server --bind tcp://*:5555 --model mnist_cnn --rounds 50 --fraction 0.1
 //             --min-clients 10 --data data/mnist --out runs/prod
 //   fl-server ... --resume        # continue from runs/prod/checkpoint.fl
+//   fl-server --parent tcp://root:5555 --server-key root.pub --key relay.key
+//             --clients devices/ --bind tcp://*:6000     # a relay aggregator
+//   Root of relays: --relays relays/ (their public keys) --relay-devices 100.
 //   Encrypted (CURVE) and enrolled by default: --key server.key --clients enrolled/;
 //   --insecure for local experiments. See README "Deploying to a fleet".
 //
 // SIGINT/SIGTERM abandon the round in progress, keep the last checkpoint and exit 0.
 // SIGHUP re-reads the enrollment folder (--clients) at once.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
+#include <memory>
 
 #include "common/data_flags.h"
 #include "common/memory.h"
+#include "server/relay.h"
+#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -281,8 +288,38 @@ int main(int argc, char** argv) {
                  "round's selected devices (0 = no relative cap)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  // Tiers of aggregators (docs/relays.md).
+  fl::RelayUplinkOptions relay;
+  app.add_option("--parent", relay.parent,
+                 "Run as a relay aggregator under this parent (tcp://root:5555): a server to its "
+                 "own devices (--bind, --clients), a participant to the parent, which it sends one "
+                 "signed partial aggregate a round; rounds and hyperparameters come from the "
+                 "parent (--rounds, --lr, ... are the parent's)")
+      ->group("Relays");
+  app.add_option("--server-key", relay.parent_key_path,
+                 "With --parent: the parent's NAME.pub (the connection must reach it; only "
+                 "what it signed is taken)")
+      ->group("Relays");
+  app.add_option("--relays", o.relays_dir,
+                 "Root (or a relay with relays below): folder of the relays' public keys "
+                 "(NAME.pub); they are admitted like devices and may send partial aggregates. "
+                 "'any' with --insecure: any participant may")
+      ->group("Relays");
+  app.add_option("--relay-devices", o.relay_devices,
+                 "Most devices one relay's partial aggregate may average; a partial weighs at "
+                 "most its devices x --max-examples (else refused: relay_weight)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber)
+      ->group("Relays");
+  app.add_option("--debug-relay-weight-factor", relay.debug_weight_factor,
+                 "With --parent: claim this many times the partials' true weight (testing the "
+                 "parent's check)")
+      ->group("");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   CLI11_PARSE(app, argc, argv);
+  const bool is_relay = !relay.parent.empty();
+  // A relay evaluates nothing unless asked: the root does.
+  if (is_relay && app.count("--data") == 0) no_eval = true;
   if (quiet) spdlog::set_level(spdlog::level::warn);
   if (!crash_at.empty()) {
     const size_t colon = crash_at.find(':');
@@ -315,12 +352,32 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGHUP, OnHangup);  // re-read the enrollment folder now
   o.reload_enrollment = &g_reload;
-  auto server = fl::Server::Create(o, fl::transport::CreateZmqContext(), fl::TorchRuntime());
+  fl::RelayLink link;
+  if (is_relay) o.parent = &link;
+  auto ctx = fl::transport::CreateZmqContext();
+  auto server = fl::Server::Create(o, ctx, fl::TorchRuntime());
   if (!server.ok()) {
     spdlog::error("{}", server.status().ToString());
     return 1;
   }
+  std::unique_ptr<fl::RelayUplink> uplink;
+  if (is_relay) {
+    relay.key_path = o.key_path;
+    relay.insecure = o.insecure;
+    relay.verbose = !quiet;
+    char host[64] = "relay";
+    gethostname(host, sizeof host - 1);
+    relay.id = "relay-" + std::string(host).substr(0, 16) + "-" + std::to_string(getpid());
+    auto up = fl::RelayUplink::Start(relay, ctx, &link);
+    if (!up.ok()) {
+      spdlog::error("{}", up.status().ToString());
+      return 2;
+    }
+    uplink = std::move(up).value();
+    spdlog::info("relay {}: parent {}", uplink->id(), relay.parent);
+  }
   auto sum = (*server)->Run(&g_stop, nullptr);
+  uplink.reset();
   if (!sum.ok()) {
     spdlog::error("{}", sum.status().ToString());
     return 1;

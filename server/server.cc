@@ -40,6 +40,7 @@
 #include "server/enrollment.h"
 #include "server/evaluator.h"
 #include "server/registry.h"
+#include "server/relay_link.h"
 #include "server/run_store.h"
 #include "server/transfer_window.h"
 #include "server/update_check.h"
@@ -499,7 +500,8 @@ struct Server::Impl {
     registered_at_selection.clear();
     std::vector<int64_t> registered;
     for (const auto& id : selected) {
-      registered.push_back(clients[id].num_examples);
+      // (A relay's claim is many devices': it is bounded apart.)
+      if (!IsRelay(id)) registered.push_back(clients[id].num_examples);
       registered_at_selection[id] = clients[id].num_examples;
     }
     SetBounds(std::move(registered));
@@ -631,11 +633,23 @@ struct Server::Impl {
       task.model_code_signature = model_code_signature;
       variant -= 2;
     }
-    task.config = o.train;
-    task.config.lr = RoundLearningRate(o, static_cast<int>(r));
-    task.config.seed = seed;
+    task.config = o.train;  // (a relay's: the parent's, whole)
+    if (!o.parent) {
+      task.config.lr = RoundLearningRate(o, static_cast<int>(r));
+      task.config.seed = seed;
+    } else {
+      task.config.seed = relay_seed;
+    }
     task.config.deadline_seconds = o.round_deadline_seconds;
-    if (variant >= 1) {
+    if (variant == 0) {
+      // Optional fields, which a device older than them cannot read.
+      task.config.trainable.clear();
+      task.config.proximal_mu = 0;
+      task.config.normalize_mean.clear();
+      task.config.normalize_std.clear();
+      task.config.class_names.clear();
+    }
+    if (variant >= 1 && !o.parent) {
       task.config.trainable = trainable;
       task.config.proximal_mu = aggregator->proximal_mu();
       task.config.normalize_mean = normalization.mean;
@@ -1094,6 +1108,10 @@ struct Server::Impl {
       bounds.registered = it->second;
     }
     bounds.weight_cap = weight_cap;
+    if (IsRelay(who)) {
+      bounds.relay_devices = o.relay_devices;
+      bounds.device_cap = o.max_examples;
+    }
     bounds.norm_bound = norm_bound;
     bounds.norm_bound_source = o.max_update_norm > 0
                                    ? "--max-update-norm"
@@ -1143,6 +1161,7 @@ struct Server::Impl {
       return;
     }
     wal_entries.push_back(*entry);
+    if (u.contributors > 1) round_contributors[who] = u.contributors;
     pending.erase(who);
     if (task) async_tasks->Close(who);  // its slot is free: the next tick hands it on
     unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
@@ -1343,11 +1362,30 @@ struct Server::Impl {
     // they need time to notice the server is back.
     if (reopened_round) return;
     const double now = NowSeconds();
+    // A relay works on its round for as long as its devices train, in
+    // silence like a device; unlike a device's, its loss costs many
+    // updates. Once a second it is sent a welcome (which it takes as a
+    // heartbeat's answer): the send fails once its connection has closed (a
+    // killed relay), and the round stops waiting for it after client_timeout.
+    for (const auto& id : pending) {
+      ClientEntry& c = clients[id];
+      if (!IsRelay(id) || !c.reachable) continue;
+      double& probed = relay_probed[id];
+      if (now - probed < 1.0) continue;
+      probed = now;
+      wire::Reply welcome;
+      welcome.in_reply_to = static_cast<uint8_t>(wire::MessageType::kHello);
+      welcome.reason = "welcome";
+      if (!Send(c.peer, wire::MessageType::kAck, current_round, wire::Encode(welcome), {}).ok()) {
+        spdlog::warn("round {}: relay {} closed its connection", current_round, id);
+        MarkUnreachable(&c);
+      }
+    }
     for (auto it = pending.begin(); it != pending.end();) {
       const ClientEntry& c = clients[*it];
       if (!c.reachable && now - c.unreachable_since > o.client_timeout_seconds) {
         spdlog::warn(
-            "round {}: {} did not reconnect within {:.0f} s of a failed TASK; not "
+            "round {}: {} did not reconnect within {:.0f} s of losing its connection; not "
             "waiting for it",
             current_round, *it, o.client_timeout_seconds);
         const std::string id = *it++;
@@ -1704,6 +1742,21 @@ struct Server::Impl {
 
   // Enrollment files already reported as unusable.
   std::set<std::string> skipped;
+  // The enrolled relays' node ids (--relays), and when each was last probed
+  // during a round (GiveUpOnVanished).
+  std::set<std::string> relay_ids;
+  std::map<std::string, double> relay_probed;
+  // The open round's accepted partial aggregates: devices each averages (a
+  // relay above counts these, not its relays, as its contributors).
+  std::map<std::string, int64_t> round_contributors;
+  // True when `id`'s updates may be relays' partial aggregates.
+  bool IsRelay(const std::string& id) const {
+    return o.relays_dir == "any" ? o.insecure : relay_ids.count(id) > 0;
+  }
+  // Relay mode: the parent's seed of the open round, handed to the devices;
+  // the time by which the round must be done.
+  uint64_t relay_seed{0};
+  double relay_until{std::numeric_limits<double>::infinity()};
 
   // Re-reads the enrollment folder: every *.pub file is a device. A file that
   // does not parse is logged and skipped; the others stay enrolled.
@@ -1712,6 +1765,20 @@ struct Server::Impl {
     auto read = ReadEnrollment(o.clients_dir, /*with_curve=*/!o.insecure, &skipped);
     if (!read.ok()) return read.status();
     std::map<std::string, EnrolledDevice> keys = std::move(read).value();
+    if (!o.relays_dir.empty() && o.relays_dir != "any") {
+      // Relays are admitted like devices; their updates may be partials.
+      auto relays = ReadEnrollment(o.relays_dir, /*with_curve=*/!o.insecure, &skipped);
+      if (!relays.ok()) return relays.status();
+      std::set<std::string> ids;
+      for (auto& [id, relay] : *relays) {
+        ids.insert(id);
+        keys.insert_or_assign(id, std::move(relay));
+      }
+      if (ids != relay_ids && o.verbose) {
+        spdlog::info("enrollment: {} relay(s) in {}", ids.size(), o.relays_dir);
+      }
+      relay_ids = std::move(ids);
+    }
     std::set<std::string> curve_keys;
     for (const auto& [id, device] : keys) {
       if (device.curve) curve_keys.insert(KeyBytes(*device.curve));
@@ -1762,6 +1829,11 @@ struct Server::Impl {
         *abandoned = true;
         return Status::OK();
       }
+      if (NowSeconds() >= relay_until) {
+        spdlog::warn("round {}: {} of {} devices live at the parent's deadline; running with them",
+                     r, ActiveClients(nullptr), o.min_clients);
+        break;
+      }
       if (NowSeconds() >= next_log) {
         spdlog::info("round {}: waiting for clients ({} of {} live)", r, ActiveClients(nullptr),
                      o.min_clients);
@@ -1778,6 +1850,7 @@ struct Server::Impl {
     const bool reopened = resumed_wal && resumed_wal->header.round == r;
     train_loss_sum = 0;
     wal_entries.clear();
+    round_contributors.clear();
     if (reopened) {
       FL_RETURN_IF_ERROR(ReopenRound());
       active.assign(pending.begin(), pending.end());
@@ -1848,7 +1921,7 @@ struct Server::Impl {
                    ShortVersion(version));
     }
     // 4. Collect.
-    const double deadline = t0 + o.round_deadline_seconds;
+    const double deadline = std::min(t0 + o.round_deadline_seconds, relay_until);
     FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] {
       GiveUpOnVanished();
       return pending.empty() || wal_entries.size() >= round_target;
@@ -1892,6 +1965,86 @@ struct Server::Impl {
     // 5. Aggregate (from the log, in sender order), persist, evaluate in the
     // background.
     return FinishRound(r, t0);
+  }
+
+  // --- relay mode (server/relay_link.h) ---------------------------------------
+
+  // Rounds as the parent hands them over, until it ends the federation or
+  // `*stop`; the server answers its devices meanwhile. `*abandoned` when
+  // stopped.
+  Status RelayRounds(const std::atomic<bool>* stop, bool* abandoned) {
+    RelayLink& link = *o.parent;
+    const auto publish = [&] {
+      // The relay's claim to its parent: what its live devices registered with.
+      int64_t sum = 0;
+      const double now = NowSeconds();
+      for (const auto& [id, c] : clients) {
+        if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) sum += c.num_examples;
+      }
+      link.SetRegistered(std::max<int64_t>(1, sum));
+    };
+    for (;;) {
+      FL_RETURN_IF_ERROR(Pump(std::numeric_limits<double>::infinity(), stop, [&] {
+        publish();
+        return link.Ready();
+      }));
+      if (stop && stop->load()) {
+        *abandoned = true;
+        return Status::OK();
+      }
+      std::optional<RelayTask> task = link.TakeTask();
+      if (!task) return Status::OK();  // the parent is done
+      const uint64_t r = task->round;
+      if (r <= round) {
+        link.Deliver(r, Status::InvalidArgument("round " + std::to_string(r) +
+                                                " is not after this relay's round " +
+                                                std::to_string(round)));
+        continue;
+      }
+      // The parent's model and hyperparameters become this round's. The
+      // relay answers within 80% of the parent's deadline, leaving the rest
+      // for its own upload.
+      const wire::TrainConfig& tc = task->config;
+      global = std::move(task->parameters);
+      trainable = tc.trainable;
+      o.train = tc;
+      relay_seed = tc.seed;
+      o.round_deadline_seconds = std::max(0.5, 0.8 * tc.deadline_seconds);
+      relay_until = NowSeconds() + o.round_deadline_seconds;
+      SetGlobal();
+      if (reference_norm == 0 || round == 0) {
+        reference_norm = KeptNorm(SelectTensors(global, trainable));
+      }
+      bool stopped = false;
+      Status st = RunRound(r, stop, &stopped);
+      relay_until = std::numeric_limits<double>::infinity();
+      if (!st.ok()) {
+        link.Deliver(r, st);
+        return st;
+      }
+      if (stopped) {
+        link.Deliver(r, Status::Unavailable("the relay is stopping"));
+        *abandoned = true;
+        return Status::OK();
+      }
+      RelayResult res;
+      res.round = r;
+      for (const auto& e : wal_entries) res.weight += e.weight;
+      for (const auto& e : wal_entries) {
+        const auto it = round_contributors.find(e.sender);
+        res.contributors += it == round_contributors.end() ? 1 : it->second;
+      }
+      res.train_loss = m.mean_train_loss;
+      if (res.contributors == 0 || !m.committed) {
+        link.Deliver(r, Status::Unavailable("round " + std::to_string(r) + ": " +
+                                            (res.contributors == 0
+                                                 ? std::string("no device of this relay answered")
+                                                 : "the step was not committed")));
+        continue;
+      }
+      res.parameters = global;
+      link.Deliver(r, std::move(res));
+    }
   }
 
   // The end of round (or step) `r`, begun at `t0`: its logged updates become
@@ -1972,6 +2125,44 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
   }
   if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
+  if (o.relays_dir == "any" && !o.insecure) {
+    return Status::InvalidArgument(
+        "--relays any (partial aggregates from any participant) is for --insecure experiments; "
+        "enroll relays with --relays DIR");
+  }
+  if (o.relay_devices < 1) return Status::InvalidArgument("--relay-devices must be >= 1");
+  if (!o.relays_dir.empty() && o.privacy.enabled()) {
+    // A partial is many devices' mean: clipping it and noising the sum would
+    // protect a relay's group of devices, not one device, and the epsilon
+    // reported would not be a device's.
+    return Status::InvalidArgument(
+        "central DP (--dp-noise-multiplier) is per device; with --relays the root sees "
+        "relays' partial aggregates, not devices' updates (docs/relays.md)");
+  }
+  if (o.parent) {
+    // A relay hands its parent the weighted mean of its devices' deltas (or
+    // a robust rule's aggregate of them); server optimizers, privacy, pruning
+    // and asynchronous rounds belong to the root, which applies them to the
+    // relays' partials (docs/relays.md).
+    const std::string& name = o.strategy.name;
+    if (name != "fedavg" && name != "median" && name != "trimmed_mean" && name != "krum" &&
+        name != "multikrum") {
+      return Status::InvalidArgument(
+          "a relay (--parent) aggregates with fedavg, median, trimmed_mean, krum or multikrum; "
+          "--strategy " +
+          name + " belongs on the root");
+    }
+    if (o.strategy.server_lr != 0 && o.strategy.server_lr != 1) {
+      return Status::InvalidArgument(
+          "a relay (--parent) hands up its devices' mean; --server-lr belongs on the root");
+    }
+    if (o.privacy.enabled() || o.mode != "sync" || o.prune_to > 0 || o.resume ||
+        o.over_selection > 1) {
+      return Status::InvalidArgument(
+          "a relay (--parent) takes its rounds from the parent: --dp-*, --mode async, "
+          "--prune-to, --over-selection and --resume belong on the root");
+    }
+  }
   if (!(o.over_selection >= 1 && o.over_selection <= 10)) {
     return Status::InvalidArgument("--over-selection must be in [1, 10]");
   }
@@ -2180,7 +2371,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   if (impl->normalization.empty()) {
     if (o.data.normalize == "none") {
       impl->normalization = Normalization{{0.0f}, {1.0f}};  // none, said explicitly to devices
-    } else {
+    } else if (!o.parent) {                                 // (a relay hands on its parent's)
       spdlog::warn(
           "no test data and no --normalize: each device normalises its data with its own "
           "statistics; give --normalize mean,std[,...] so that they agree");
@@ -2494,6 +2685,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
       impl->RestorePendingRows(owed_rows, last_row);
     }
   }
+  if (o.parent) o.parent->SetModel(impl->global);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -2512,7 +2704,10 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
       s.summary = nullptr;
     }
   } detach{s};
-  if (s.o.verbose) {
+  if (s.o.verbose && s.o.parent) {
+    spdlog::info("relaying {} on {}: rounds from the parent, C={}, min_clients={}, strategy {}",
+                 s.o.model, endpoint(), s.o.fraction, s.o.min_clients, s.aggregator->name());
+  } else if (s.o.verbose) {
     spdlog::info(
         "serving {} on {}: rounds {}..{}, C={}, min_clients={}, deadline {} s, strategy {}{}",
         s.o.model, endpoint(), s.round + 1, s.o.rounds, s.o.fraction, s.o.min_clients,
@@ -2540,7 +2735,13 @@ Result<ServerSummary> Server::Run(const std::atomic<bool>* stop, const RoundCall
     if (!rs.ok()) spdlog::error("writing the rows of finished rounds: {}", rs.ToString());
     return st;
   };
-  for (uint64_t r = s.round + 1; r <= static_cast<uint64_t>(s.o.rounds); ++r) {
+  if (s.o.parent) {
+    bool abandoned = false;
+    Status st = s.RelayRounds(stop, &abandoned);
+    if (!st.ok()) return fail(st);
+    sum.interrupted = abandoned;
+  }
+  for (uint64_t r = s.round + 1; !s.o.parent && r <= static_cast<uint64_t>(s.o.rounds); ++r) {
     bool abandoned = false;
     Status st = s.async_tasks ? s.RunStep(r, stop, &abandoned) : s.RunRound(r, stop, &abandoned);
     if (!st.ok()) return fail(st);

@@ -49,6 +49,8 @@
 
 namespace fl {
 
+class RelayLink;
+
 // Defaults of the update checks (see ServerOptions and docs/protocol.md).
 constexpr double kDefaultUpdateNormFactor = 10.0;
 constexpr int64_t kDefaultMaxExamples = 1000000;
@@ -209,6 +211,20 @@ struct ServerOptions {
   // every message and model file the server sends or writes, and its CURVE key
   // encrypts the transport.
   std::string key_path;
+  // Relay aggregator (server/relay_link.h): the rounds come from a parent
+  // aggregator through this link, not from `rounds`: each is the parent's
+  // round, model and hyperparameters, run for this server's devices, and its
+  // result (base + weighted mean delta, total weight, devices) goes back up.
+  // Null: a root. Not owned.
+  RelayLink* parent{nullptr};
+  // Root (or a relay with relays below it): a folder of enrolled relay
+  // aggregators' public keys (NAME.pub, admitted like --clients); their
+  // UPDATEs may be partial aggregates. "any" (with `insecure` only): any
+  // participant may send one. Empty: no relays.
+  std::string relays_dir;
+  // Most devices one relay's partial aggregate may average; its weight is at
+  // most that many times max_examples.
+  int relay_devices{100};
   // Plaintext, unauthenticated transport (no CURVE). Off by default: a server
   // then needs `key_path` (with a CURVE key) and `clients_dir`, and admits a
   // connection only from a CURVE key that an enrolled device's .pub lists.

@@ -65,9 +65,31 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   if (u.codec != wire::kCodecQuant) {
     return Refuse(msg, "bad_codec", "codec '" + Printable(u.codec) + "' not supported");
   }
-  // The weight: what the device trained on, never more than it registered
-  // with (its HELLO), and capped by the round.
-  if (u.num_examples <= 0 || u.num_examples > b.registered) {
+  // A relay's partial aggregate: at most --relay-devices devices, each
+  // counting at most --max-examples examples, from an enrolled relay only.
+  const bool partial = u.contributors > 1;
+  if (partial && b.relay_devices <= 0) {
+    return Refuse(msg, "relay_weight",
+                  "a partial aggregate of " + std::to_string(u.contributors) +
+                      " devices from a participant that is not an enrolled relay (--relays)");
+  }
+  if (partial && static_cast<int64_t>(u.contributors) > b.relay_devices) {
+    return Refuse(msg, "relay_weight",
+                  "a partial aggregate of " + std::to_string(u.contributors) +
+                      " devices; a relay aggregates at most " + std::to_string(b.relay_devices) +
+                      " (--relay-devices)");
+  }
+  if (b.relay_devices > 0) {
+    const int64_t most = static_cast<int64_t>(u.contributors) * b.device_cap;
+    if (u.num_examples <= 0 || u.num_examples > most) {
+      return Refuse(msg, "relay_weight",
+                    "weight " + std::to_string(u.num_examples) + " is not in 1.." +
+                        std::to_string(most) + " (" + std::to_string(u.contributors) +
+                        " device(s) x --max-examples " + std::to_string(b.device_cap) + ")");
+    }
+  } else if (u.num_examples <= 0 || u.num_examples > b.registered) {
+    // The weight: what the device trained on, never more than it registered
+    // with (its HELLO), and capped by the round.
     return Refuse(msg, "bad_weight",
                   "num_examples " + std::to_string(u.num_examples) + " is not in 1.." +
                       std::to_string(b.registered) + " (what it registered with when selected)");
@@ -111,11 +133,12 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
     }
   }
   AcceptedUpdate a;
-  a.weight = std::min(u.num_examples, b.weight_cap);
+  a.weight = b.relay_devices > 0 ? u.num_examples : std::min(u.num_examples, b.weight_cap);
   a.train_loss = u.train_loss;
   a.train_seconds = u.train_seconds;
   a.norm = norm;
   a.encoded_delta = std::move(u.data);
+  a.contributors = u.contributors;
   return a;
 }
 

@@ -37,6 +37,13 @@ struct UpdateBounds {
   // Examples the device registered with when selected, and the round's cap.
   int64_t registered{0};
   int64_t weight_cap{0};
+  // > 0 when the sender is an enrolled relay aggregator: its partial
+  // aggregate may average at most this many devices (--relay-devices), and
+  // weighs at most its contributors x `device_cap` (--max-examples) examples.
+  // A relay's weight is bounded by these, not by `registered` (its devices
+  // come and go) or `weight_cap` (a cap for one device).
+  int64_t relay_devices{0};
+  int64_t device_cap{0};
   // Bound on the delta's L2 norm (0 = none), and the flag that set it (for
   // the refusal's message).
   double norm_bound{0};
@@ -59,6 +66,8 @@ struct AcceptedUpdate {
   double train_seconds{0};
   double norm{0};
   std::string encoded_delta;
+  // Devices the delta averages (1; more for a relay's partial aggregate).
+  int64_t contributors{1};
 };
 
 // Checks `msg` (an UPDATE) against `bounds`; decodes the delta into `*delta`

@@ -20,26 +20,36 @@ inline std::string BinPath(const char* name) { return std::string(FL_TEST_BIN_DI
 // that any silence of the server shows at once. No --model: the client takes
 // the architecture from the server's TASK. Element 3 is the client id.
 inline std::vector<std::string> ClientArgs(const std::string& endpoint, int index, int partitions) {
-  return {"--server",          endpoint,
-          "--id",              "c" + std::to_string(index),
-          "--data",            MnistDir(),
-          "--partition",       "iid",
-          "--num-partitions",  std::to_string(partitions),
-          "--partition-index", std::to_string(index),
-          "--heartbeat",       "0.3",
-          "--server-timeout",  "2",
-          "--backoff-max",     "1",
+  return {"--server",
+          endpoint,
+          "--id",
+          "c" + std::to_string(index),
+          "--data",
+          MnistDir(),
+          "--partition",
+          "iid",
+          "--num-partitions",
+          std::to_string(partitions),
+          "--partition-index",
+          std::to_string(index),
+          "--heartbeat",
+          "0.3",
+          "--server-timeout",
+          "2",
+          "--backoff-max",
+          "1",
           "--insecure"};
 }
 
 // The endpoint an fl-server started with --bind tcp://127.0.0.1:* logged
 // ("" if it did not come up within 60 s): the kernel picks the port, so no two
 // tests collide on one.
-inline std::string StartedEndpoint(const Process& server) {
-  if (!server.WaitForLog("serving ", 60)) return "";
+// A relay logs "relaying " where a root logs "serving ".
+inline std::string StartedEndpoint(const Process& server, const std::string& what = "serving ") {
+  if (!server.WaitForLog(what, 60)) return "";
   const std::string log = server.Log();
   const std::string marker = " on tcp://127.0.0.1:";
-  const size_t at = log.find(marker, log.find("serving "));
+  const size_t at = log.find(marker, log.find(what));
   if (at == std::string::npos) return "";
   size_t end = at + marker.size();
   while (end < log.size() && std::isdigit(static_cast<unsigned char>(log[end]))) ++end;

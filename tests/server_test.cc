@@ -23,6 +23,7 @@
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
+#include "server/relay_link.h"
 #include "server/torch_runtime.h"
 #include "server/wal.h"
 #include "tests/federation_util.h"
@@ -376,6 +377,49 @@ TEST_F(ServerTest, RefusesATrainingConfigurationClientsWouldRefuse) {
   server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
   ASSERT_FALSE(server.ok());
   EXPECT_NE(server.status().message().find("--lr-min"), std::string::npos);
+}
+
+// A relay (ServerOptions::parent) aggregates its devices with a rule whose
+// result is their mean (or a robust rule's aggregate, applied per relay);
+// server optimizers, privacy and asynchronous rounds belong to the root,
+// which refuses central DP over relays' partials (docs/relays.md).
+TEST_F(ServerTest, RelayAndRootRefuseWhatDoesNotComposeWithPartials) {
+  test::TempDir out;
+  RelayLink link;
+  const auto refused = [&](ServerOptions so, const std::string& says) {
+    auto server = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
+    ASSERT_FALSE(server.ok()) << says;
+    EXPECT_NE(server.status().message().find(says), std::string::npos)
+        << server.status().ToString();
+  };
+  ServerOptions so = BaseOptions(out.path());
+  so.parent = &link;
+  so.strategy.name = "fedadam";
+  refused(so, "--strategy fedadam belongs on the root");
+  so.strategy.name = "fedavg";
+  so.strategy.server_lr = 0.5;
+  refused(so, "--server-lr belongs on the root");
+  so.strategy.server_lr = 0;
+  so.mode = "async";
+  refused(so, "--mode async");
+  so = BaseOptions(out.path());
+  so.relays_dir = "any";
+  so.privacy.noise_multiplier = 1;
+  so.privacy.clip = 1;
+  refused(so, "central DP (--dp-noise-multiplier) is per device");
+  so = BaseOptions(out.path());
+  so.relays_dir = "any";
+  so.insecure = false;
+  refused(so, "--relays any");
+  // What composes is accepted: a median relay with per-device clipping.
+  so = BaseOptions(out.path());
+  so.parent = &link;
+  so.strategy.name = "median";
+  so.strategy.clip = 1;
+  auto relay = Server::Create(so, transport::CreateZmqContext(), TorchRuntime());
+  ASSERT_FL_OK(relay.status());
+  EXPECT_EQ(link.architecture(), so.model);  // what the relay tells its parent it trains
+  EXPECT_FALSE(link.layout().empty());
 }
 
 // The client learning-rate schedule: lr x decay^(r-1), floored at lr_min and

@@ -17,15 +17,15 @@
 // Asserts that a Status (or Result) is OK, printing it otherwise.
 // The status is copied out of `expr` at once: `expr` may be a member of a
 // temporary (TrainLocal(...).status()), which is gone after this statement.
-#define ASSERT_FL_OK(expr)                                             \
-  do {                                                                 \
-    const ::fl::Status fl_s_ = ::fl::test::StatusOf((expr));           \
-    ASSERT_TRUE(fl_s_.ok()) << fl_s_.ToString();                       \
+#define ASSERT_FL_OK(expr)                                   \
+  do {                                                       \
+    const ::fl::Status fl_s_ = ::fl::test::StatusOf((expr)); \
+    ASSERT_TRUE(fl_s_.ok()) << fl_s_.ToString();             \
   } while (0)
-#define EXPECT_FL_OK(expr)                                             \
-  do {                                                                 \
-    const ::fl::Status fl_s_ = ::fl::test::StatusOf((expr));           \
-    EXPECT_TRUE(fl_s_.ok()) << fl_s_.ToString();                       \
+#define EXPECT_FL_OK(expr)                                   \
+  do {                                                       \
+    const ::fl::Status fl_s_ = ::fl::test::StatusOf((expr)); \
+    EXPECT_TRUE(fl_s_.ok()) << fl_s_.ToString();             \
   } while (0)
 
 namespace fl {
@@ -50,7 +50,10 @@ class TempDir {
     const char* p = ::mkdtemp(tmpl);
     path_ = p ? p : "/tmp";
   }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  // FL_KEEP_TEST_DIRS=1 keeps them (logs of a failing process test).
+  ~TempDir() {
+    if (!std::getenv("FL_KEEP_TEST_DIRS")) std::system(("rm -rf '" + path_ + "'").c_str());
+  }
   const std::string& path() const { return path_; }
 
  private:

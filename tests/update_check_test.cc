@@ -34,11 +34,14 @@ class UpdateCheckTest : public ::testing::Test {
     bounds_.value_limit = 100;
   }
 
-  // An UPDATE of `delta` (32-bit) claiming `examples`, from `base`.
-  void Make(std::vector<float> delta, int64_t examples = 80, std::string codec = "q") {
+  // An UPDATE of `delta` (32-bit) claiming `examples`, from `base`; from a
+  // relay when `contributors` > 1 (a partial aggregate of that many devices).
+  void Make(std::vector<float> delta, int64_t examples = 80, std::string codec = "q",
+            uint32_t contributors = 1) {
     QuantOptions q;
     q.bits = 32;
     wire::Update u{examples, 0.5, 2.0, codec, QuantEncode(delta.data(), delta.size(), q)};
+    u.contributors = contributors;
     wire::Envelope env;
     env.type = wire::MessageType::kUpdate;
     env.sender = "dev";
@@ -136,6 +139,36 @@ TEST_F(UpdateCheckTest, EachRefusalHasItsReason) {
   envelope_ = m.envelope;
   payload_ = m.payload;
   EXPECT_EQ(Check(), "bad_payload");
+}
+
+// A relay's partial aggregate: refused from a participant that is not an
+// enrolled relay, with more devices than --relay-devices, or weighing more
+// than its devices x --max-examples; otherwise it counts with its whole
+// weight (a sum of devices' weights, not one device's, so neither what it
+// registered with nor the per-device cap applies).
+TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
+  base_ = bounds_.base;
+  Make({0.1f, 0.2f, 0.3f}, 3000, "q", 4);
+  EXPECT_EQ(Check(), "relay_weight");  // not a relay
+  EXPECT_NE(message_.find("not an enrolled relay"), std::string::npos) << message_;
+  bounds_.relay_devices = 3;
+  bounds_.device_cap = 1000;
+  EXPECT_EQ(Check(), "relay_weight");  // 4 devices > 3
+  EXPECT_NE(message_.find("--relay-devices"), std::string::npos) << message_;
+  bounds_.relay_devices = 100;
+  Make({0.1f, 0.2f, 0.3f}, 4001, "q", 4);
+  EXPECT_EQ(Check(), "relay_weight");  // 4001 > 4 x 1000
+  EXPECT_NE(message_.find("4 device(s) x --max-examples 1000"), std::string::npos) << message_;
+  Make({0.1f, 0.2f, 0.3f}, 4000, "q", 4);
+  AcceptedUpdate a;
+  EXPECT_EQ(Check(&a), "");
+  EXPECT_EQ(a.weight, 4000);  // above registered (100) and weight_cap (50)
+  // One device behind the relay: no contributors field, the same bound.
+  Make({0.1f, 0.2f, 0.3f}, 1001);
+  EXPECT_EQ(Check(), "relay_weight");
+  Make({0.1f, 0.2f, 0.3f}, 1000);
+  EXPECT_EQ(Check(&a), "");
+  EXPECT_EQ(a.weight, 1000);
 }
 
 TEST_F(UpdateCheckTest, IngressRefusesBeforeAnythingIsDecoded) {

@@ -170,6 +170,15 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
   wire::Update u2;
   ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
   EXPECT_EQ(u2.data, u.data);
+  EXPECT_EQ(u2.contributors, 1u);
+  // A relay's partial aggregate says how many devices it averages; a device's
+  // update carries no such field (byte for byte what older peers send).
+  const size_t device_bytes = wire::Encode(u).size();
+  u.contributors = 40;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
+  EXPECT_EQ(u2.contributors, 40u);
+  EXPECT_GT(wire::Encode(u).size(), device_bytes);
+  u.contributors = 1;
 
   wire::Reply r{3, "stale_round", "round 2 is closed"};
   wire::Reply r2;

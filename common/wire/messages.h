@@ -48,6 +48,10 @@ constexpr uint16_t kTaskModelCode = 5;
 // its bytes. Critical: a device that could not renumber its classes by them
 // must refuse the TASK, not train with its own numbering.
 constexpr uint16_t kTaskClassNames = kCriticalExtension | 6;
+// UPDATE: Update::contributors, for a partial aggregate of a relay. Value:
+// u32 little-endian, > 1. Critical: a parent that does not know relays must
+// refuse the update rather than weigh many devices' average as one device.
+constexpr uint16_t kUpdateContributors = kCriticalExtension | 1;
 // HELLO: the device has no model of its own and takes the server's
 // TorchScript file, signed, in its TASK. Value: empty.
 constexpr uint16_t kHelloTakesModelCode = 1;
@@ -138,6 +142,11 @@ struct Update {
   std::string codec;
   // The encoded delta (see codec.h).
   std::string data;
+  // Devices the delta averages: 1 for a device's own update; more for a
+  // relay aggregator's partial aggregate (the weighted mean of that many
+  // devices' deltas, with num_examples their total weight). Optional
+  // (extension kUpdateContributors, sent only when > 1).
+  uint32_t contributors{1};
 };
 
 // Server -> client: ACK (accepted) or REJECT (refused). `reason` is a short

@@ -371,7 +371,23 @@ void serialize(Archive& ar, Ready& m) {
 template <class Archive>
 void serialize(Archive& ar, Update& m) {
   ar(m.num_examples, m.train_loss, m.train_seconds, m.codec, m.data);
-  NoExtensions(ar);
+  std::vector<ExtensionRecord> ext;
+  if (m.contributors > 1) {
+    std::string value;
+    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(m.contributors >> (8 * i)));
+    ext.push_back({kUpdateContributors, std::move(value)});
+  }
+  Extensions(ar, ext, {kUpdateContributors});
+  if constexpr (Archive::is_loading::value) {
+    m.contributors = 1;
+    for (const auto& e : ext) {
+      if (e.value.size() != 4) throw cereal::Exception("contributors extension is not 4 bytes");
+      uint32_t n = 0;
+      for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
+      if (n < 2) throw cereal::Exception("contributors extension below 2");
+      m.contributors = n;
+    }
+  }
 }
 template <class Archive>
 void serialize(Archive& ar, Reply& m) {

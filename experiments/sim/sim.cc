@@ -42,6 +42,8 @@
 #include "experiments/sim/adversary.h"
 #include "experiments/sim/mpi_world.h"
 #include "experiments/sim/sim_config.h"
+#include "server/relay.h"
+#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -81,6 +83,9 @@ struct SimIdentities {
   std::vector<CurveKeyPair> curve;
   Ed25519PublicKey server_signing{};
   CurveKey server_curve{};
+  // [topology] relays: each relay's public keys, which its clients pin.
+  std::vector<Ed25519PublicKey> relay_signing;
+  std::vector<CurveKey> relay_curve;
 };
 
 // 32 key bytes derived from the run's seed: SHA-256("fedge-sim" | what | seed | index).
@@ -109,9 +114,24 @@ Result<CurveKeyPair> SimCurveKey(uint64_t seed, int index) {
 }
 
 // Makes the server's identity (out/keys/server.key, .pub) and one per virtual
-// client, enrolling each client's public keys in out/keys/enrolled. Index -1 is
-// the server.
-Status MakeIdentities(int clients, uint64_t seed, const std::string& dir, SimIdentities* ids) {
+// client, enrolling each client's public keys in out/keys/enrolled, and one per
+// relay (out/keys/relay-J.key), enrolled at the server in out/keys/relays.
+// Index -1 is the server, -2 - J relay J.
+Status MakeIdentities(int clients, int relays, uint64_t seed, const std::string& dir,
+                      SimIdentities* ids) {
+  if (relays > 0) FL_RETURN_IF_ERROR(CreateDirectories(dir + "/relays"));
+  for (int j = 0; j < relays; ++j) {
+    auto key = SimSigningKey(seed, -2 - j);
+    if (!key.ok()) return key.status();
+    auto curve = SimCurveKey(seed, -2 - j);
+    if (!curve.ok()) return curve.status();
+    const std::string name = "relay-" + std::to_string(j);
+    std::remove((dir + "/" + name + ".key").c_str());
+    FL_RETURN_IF_ERROR(
+        SaveIdentity(dir + "/" + name + ".key", dir + "/relays/" + name + ".pub", *key, *curve));
+    ids->relay_signing.push_back(key->public_key());
+    ids->relay_curve.push_back(curve->public_key);
+  }
   FL_RETURN_IF_ERROR(CreateDirectories(dir + "/enrolled"));
   auto server = SimSigningKey(seed, -1);
   if (!server.ok()) return server.status();
@@ -157,9 +177,11 @@ struct Adversaries {
   bool Has(int k) const { return std::binary_search(ids.begin(), ids.end(), k); }
 };
 
+// Virtual client k reaches endpoints[k mod size] (the server, or its relay).
 void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
                const Adversaries& adversaries, const SimIdentities* identities,
-               const std::string& endpoint, std::shared_ptr<transport::Context> ctx, Worker* w) {
+               const std::vector<std::string>& endpoints, std::shared_ptr<transport::Context> ctx,
+               Worker* w) {
   auto shared = NewSharedModel(c.model);
   if (!shared.ok()) {
     w->status = shared.status();
@@ -182,7 +204,8 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
                                                              adversaries.kind, adversaries.scale);
     }
     ClientOptions co;
-    co.server = endpoint;
+    const size_t at = static_cast<size_t>(k) % endpoints.size();
+    co.server = endpoints[at];
     char id[32];
     std::snprintf(id, sizeof(id), "sim-%05d", k);
     co.id = id;
@@ -191,10 +214,12 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
       const SigningKey& key = identities->signing[k];
       co.key = &key;
       co.id = NodeId(key.public_key());
-      co.server_key = identities->server_signing;
+      const bool relayed = !identities->relay_signing.empty();
+      co.server_key = relayed ? identities->relay_signing[at] : identities->server_signing;
       co.curve.secret_key = KeyBytes(identities->curve[k].secret_key);
       co.curve.public_key = KeyBytes(identities->curve[k].public_key);
-      co.curve.server_key = KeyBytes(identities->server_curve);
+      co.curve.server_key =
+          KeyBytes(relayed ? identities->relay_curve[at] : identities->server_curve);
     }
     co.heartbeat_seconds = c.heartbeat;
     // Heterogeneous devices ([devices]): held-back updates and dropouts.
@@ -389,7 +414,7 @@ class WorkerFleet {
  public:
   WorkerFleet(const SimConfig& c, const Dataset& train, const Partition& parts,
               const Adversaries& adversaries, const SimIdentities* identities,
-              const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
+              const std::vector<std::string>& endpoints, std::shared_ptr<transport::Context> ctx,
               const std::vector<int>& hosted, int nworkers)
       : workers_(static_cast<size_t>(nworkers)) {
     for (size_t i = 0; i < hosted.size(); ++i) {
@@ -397,8 +422,8 @@ class WorkerFleet {
     }
     for (auto& w : workers_) {
       threads_.emplace_back(
-          [this, &c, &train, &parts, &adversaries, identities, endpoint, ctx, w = &w] {
-            RunWorker(c, train, parts, adversaries, identities, endpoint, ctx, w);
+          [this, &c, &train, &parts, &adversaries, identities, endpoints, ctx, w = &w] {
+            RunWorker(c, train, parts, adversaries, identities, endpoints, ctx, w);
             // Its clients are gone: the run stops rather than wait for them.
             if (!w->status.ok()) {
               failed = true;
@@ -433,9 +458,9 @@ class WorkerFleet {
 // run is over. 0, or 1 when a worker failed (its error printed).
 int HostClients(const SimConfig& c, const Dataset& train, const Partition& parts,
                 const Adversaries& adversaries, const SimIdentities* identities,
-                const std::string& endpoint, std::shared_ptr<transport::Context> ctx,
+                const std::vector<std::string>& endpoints, std::shared_ptr<transport::Context> ctx,
                 const std::vector<int>& hosted, int nworkers, MpiWorld& world) {
-  WorkerFleet fleet(c, train, parts, adversaries, identities, endpoint, ctx, hosted, nworkers);
+  WorkerFleet fleet(c, train, parts, adversaries, identities, endpoints, ctx, hosted, nworkers);
   world.Wait([&] { return fleet.failed.load(); });
   if (Status st = fleet.Join(); !st.ok()) {
     std::fprintf(stderr, "error: rank %d: worker: %s\n", world.rank(), st.ToString().c_str());
@@ -443,6 +468,81 @@ int HostClients(const SimConfig& c, const Dataset& train, const Partition& parts
   }
   return 0;
 }
+
+// [topology] relays: R relay aggregators in this process, each a Server for
+// its clients (k mod R) on a thread of its own and a RelayUplink to the
+// server, as fl-server --parent runs them.
+class Relays {
+ public:
+  Status Start(const SimConfig& c, const ServerOptions& base, const std::string& keys_dir,
+               const std::string& parent, std::shared_ptr<transport::Context> ctx) {
+    const int everyone = base.min_clients;
+    for (int j = 0; j < c.relays; ++j) {
+      links_.push_back(std::make_unique<RelayLink>());
+      ServerOptions ro = base;
+      ro.parent = links_.back().get();
+      ro.out_dir.clear();
+      ro.resume = false;
+      ro.data.path.clear();  // the server evaluates
+      ro.privacy = PrivacyOptions();
+      ro.strategy.name = c.relay_strategy;
+      ro.strategy.server_lr = 0;
+      const int share = (c.clients - j + c.relays - 1) / c.relays;
+      ro.min_clients = std::max(1, static_cast<int>(std::ceil(static_cast<double>(everyone) *
+                                                              share / std::max(1, c.clients))));
+      ro.min_clients = std::min(ro.min_clients, share);
+      ro.relay_devices = share;
+      const std::string name = "relay-" + std::to_string(j);
+      if (c.secure) ro.key_path = keys_dir + "/" + name + ".key";
+      auto server = Server::Create(ro, ctx, TorchRuntime());
+      if (!server.ok()) return server.status().WithContext(name);
+      endpoints_.push_back((*server)->endpoint());
+      RelayUplinkOptions up;
+      up.parent = parent;
+      up.key_path = ro.key_path;
+      up.parent_key_path = c.secure ? keys_dir + "/server.pub" : "";
+      up.insecure = !c.secure;
+      up.id = name;
+      up.verbose = false;
+      auto uplink = RelayUplink::Start(up, ctx, links_.back().get());
+      if (!uplink.ok()) return uplink.status().WithContext(name);
+      uplinks_.push_back(std::move(uplink).value());
+      servers_.push_back(std::move(server).value());
+      statuses_.push_back(Status::OK());
+    }
+    for (size_t j = 0; j < servers_.size(); ++j) {
+      threads_.emplace_back([this, j] {
+        auto sum = servers_[j]->Run(&g_stop, nullptr);
+        if (!sum.ok()) {
+          statuses_[j] = sum.status();
+          g_stop = true;
+        }
+      });
+    }
+    return Status::OK();
+  }
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
+  // Waits for the relays (they end with the server's DONE, or g_stop).
+  Status Join() {
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    uplinks_.clear();
+    for (const auto& st : statuses_) FL_RETURN_IF_ERROR(st);
+    return Status::OK();
+  }
+  ~Relays() {
+    g_stop = true;
+    (void)Join();
+  }
+
+ private:
+  std::vector<std::unique_ptr<RelayLink>> links_;
+  std::vector<std::unique_ptr<Server>> servers_;
+  std::vector<std::unique_ptr<RelayUplink>> uplinks_;
+  std::vector<std::thread> threads_;
+  std::vector<Status> statuses_;
+  std::vector<std::string> endpoints_;
+};
 
 int Main(int argc, char** argv, MpiWorld& world) {
   SimConfig c;
@@ -485,6 +585,10 @@ int Main(int argc, char** argv, MpiWorld& world) {
   auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2");
   auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
   bool secure = false;
+  int relay_count = -1;
+  auto* o_relays = app.add_option("--relays", relay_count,
+                                  "Relay aggregators between the server and the clients "
+                                  "([topology] relays; 0 = none)");
   auto* o_secure = app.add_flag("--secure", secure,
                                 "Identities per virtual client, CURVE transport, signed messages "
                                 "([security] secure)");
@@ -578,6 +682,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
   if (*o_bits) c.uplink_bits = bits;
   if (*o_downlink) c.downlink = downlink;
   if (*o_secure) c.secure = secure;
+  if (*o_relays) c.relays = relay_count;
   if (*o_strategy) c.strategy.name = strategy;
   if (*o_dp_noise) c.privacy.noise_multiplier = dp_noise;
   if (*o_clip) c.strategy.clip = clip;
@@ -798,7 +903,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
   }
   if (c.secure) {
     const double t_keys = NowSeconds();
-    st = MakeIdentities(c.clients, c.seed, keys_dir, &identities);
+    st = MakeIdentities(c.clients, c.relays, c.seed, keys_dir, &identities);
     if (!st.ok()) {
       std::fprintf(stderr, "error: making identities: %s\n", st.ToString().c_str());
       return 1;
@@ -830,23 +935,46 @@ int Main(int argc, char** argv, MpiWorld& world) {
     return 2;
   }
   if (!one_host) so.bind = "tcp://*:*";
+  // [topology] relays: the relays run the sim's federation settings for their
+  // clients; the server selects every relay each round and averages them.
+  const ServerOptions relay_base = so;
+  if (c.relays > 0) {
+    so.relays_dir = c.secure ? c.out + "/keys/relays" : "any";
+    so.min_clients = c.relays;
+    so.fraction = 1;
+    so.relay_devices = (c.clients + c.relays - 1) / c.relays;
+  }
   Result<std::unique_ptr<Server>> server = Status::Internal("the server runs on rank 0");
-  std::string endpoint;
+  Relays relays;
+  std::string endpoints;  // the clients': the server's, or the relays', comma-separated
+  const auto reachable = [&](std::string e) {
+    const std::string any = "tcp://0.0.0.0:";
+    return e.rfind(any, 0) == 0 ? "tcp://" + lead_host + ":" + e.substr(any.size()) : e;
+  };
   if (lead) {
     server = Server::Create(so, ctx, TorchRuntime());
     if (!server.ok()) {
       std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
       return 1;
     }
-    endpoint = (*server)->endpoint();
-    const std::string any = "tcp://0.0.0.0:";
-    if (endpoint.rfind(any, 0) == 0)
-      endpoint = "tcp://" + lead_host + ":" + endpoint.substr(any.size());
+    endpoints = reachable((*server)->endpoint());
+    if (c.relays > 0) {
+      st = relays.Start(c, relay_base, keys_dir, endpoints, ctx);
+      if (!st.ok()) {
+        std::fprintf(stderr, "error: relays: %s\n", st.ToString().c_str());
+        return 1;
+      }
+      endpoints.clear();
+      for (const auto& e : relays.endpoints())
+        endpoints += (endpoints.empty() ? "" : ",") + reachable(e);
+      std::printf("        topology: %d relay aggregators (%s), clients k under relay k mod %d\n",
+                  c.relays, c.relay_strategy.c_str(), c.relays);
+    }
   }
-  endpoint = world.Broadcast(endpoint);
+  const std::vector<std::string> client_endpoints = SplitList(world.Broadcast(endpoints), ',');
   if (!lead)
-    return HostClients(c, *train, *parts, adversaries, c.secure ? &identities : nullptr, endpoint,
-                       ctx, hosted, nworkers, world);
+    return HostClients(c, *train, *parts, adversaries, c.secure ? &identities : nullptr,
+                       client_endpoints, ctx, hosted, nworkers, world);
   const uint64_t first_round = (*server)->first_round();
   if (resume && first_round > static_cast<uint64_t>(c.rounds)) {
     std::fprintf(stderr,
@@ -856,8 +984,8 @@ int Main(int argc, char** argv, MpiWorld& world) {
     return 2;
   }
 
-  WorkerFleet fleet(c, *train, *parts, adversaries, c.secure ? &identities : nullptr, endpoint, ctx,
-                    hosted, nworkers);
+  WorkerFleet fleet(c, *train, *parts, adversaries, c.secure ? &identities : nullptr,
+                    client_endpoints, ctx, hosted, nworkers);
 
   std::vector<RoundMetrics> history;
   uint64_t delta_bytes = 0, updates = 0;
@@ -886,7 +1014,12 @@ int Main(int argc, char** argv, MpiWorld& world) {
   });
   // Workers whose clients missed DONE are released, and the other ranks'.
   const Status workers_status = fleet.Join();
+  const Status relays_status = relays.Join();
   world.Release();
+  if (!relays_status.ok()) {
+    std::fprintf(stderr, "error: relay: %s\n", relays_status.ToString().c_str());
+    return 1;
+  }
   if (!summary.ok()) {
     std::fprintf(stderr, "error: server: %s\n", summary.status().ToString().c_str());
     return 1;

@@ -113,7 +113,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   top.GetList("targets", &c->targets);
   top.Get("stop_at_target", &c->stop_at_target);
   for (const char* t : {"data", "model", "federation", "strategy", "privacy", "adversary", "client",
-                        "compression", "sim", "security", "devices"}) {
+                        "compression", "sim", "security", "devices", "topology"}) {
     top.Table(t);
   }
 
@@ -207,8 +207,12 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   TableReader security(root["security"].as_table(), "security.");
   security.Get("secure", &c->secure);
 
+  TableReader topology(root["topology"].as_table(), "topology.");
+  topology.Get("relays", &c->relays);
+  topology.Get("relay_strategy", &c->relay_strategy);
+
   for (TableReader* r : {&top, &data, &model, &fed, &strat, &priv, &devices, &adv, &client, &comp,
-                         &sim, &security}) {
+                         &sim, &security, &topology}) {
     Status st = r->Finish();
     if (!st.ok()) return st.WithContext(path);
   }
@@ -287,6 +291,21 @@ Status ValidateSimConfig(const SimConfig& c) {
     return bad("sim.ingest_threads", "must be in 0..64");
   }
   if (!(c.heartbeat > 0)) return bad("sim.heartbeat", "must be > 0");
+  if (c.relays < 0 || c.relays > c.clients) {
+    return bad("topology.relays", "must be in 0..clients");
+  }
+  if (c.relay_strategy != "fedavg" && c.relay_strategy != "median" &&
+      c.relay_strategy != "trimmed_mean" && c.relay_strategy != "krum" &&
+      c.relay_strategy != "multikrum") {
+    return bad("topology.relay_strategy",
+               "must be \"fedavg\", \"median\", \"trimmed_mean\", \"krum\" or \"multikrum\"");
+  }
+  if (c.relays > 0 && (c.mode != "sync" || c.privacy.noise_multiplier > 0 || c.prune_to > 0 ||
+                       c.over_selection > 1)) {
+    return bad("topology.relays",
+               "relays take the server's rounds as they come: not with federation.mode async, "
+               "privacy, compression.prune_to or federation.over_selection");
+  }
   for (double t : c.targets) {
     if (!(t > 0 && t <= 1)) return bad("targets", "values must be accuracies in (0, 1]");
   }
@@ -367,6 +386,7 @@ std::string SimConfigToToml(const SimConfig& c) {
                           {"out", c.out},
                           {"heartbeat", c.heartbeat}}},
       {"security", toml::table{{"secure", c.secure}}},
+      {"topology", toml::table{{"relays", c.relays}, {"relay_strategy", c.relay_strategy}}},
   };
   std::ostringstream os;
   os << root << "\n";

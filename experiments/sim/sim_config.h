@@ -28,6 +28,10 @@
 //                core), out, heartbeat
 //   [security]   secure (false: plaintext loopback; true: a generated identity per
 //                virtual client, CURVE transport, enrolled and signed, as deployed)
+//   [topology]   relays (0 = every client at the server; R: R relay aggregators
+//                under the server, client k under relay k mod R; docs/relays.md),
+//                relay_strategy (the relays' rule: "fedavg", or a robust rule
+//                applied per relay: "median", "trimmed_mean", "krum", "multikrum")
 //
 // Unknown keys and wrong types are errors naming the key, so a typo cannot be
 // silently ignored. Every run writes its effective config next to its results.
@@ -157,6 +161,12 @@ struct SimConfig {
   int ingest_threads{0};
   std::string out{"runs/sim"};
   double heartbeat{5.0};
+
+  // [topology] relay aggregators between the server and the clients: the
+  // server selects every relay each round ([federation] fraction then applies
+  // to each relay's clients), and averages their partial aggregates.
+  int relays{0};
+  std::string relay_strategy{"fedavg"};
 
   // [security] Run as a deployment does: the server and every virtual client
   // get a generated identity (written under out/keys), the server enrolls all

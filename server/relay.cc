@@ -1,0 +1,130 @@
+#include "server/relay.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "common/wire/limits.h"
+#include "crypto/ed25519.h"
+#include "crypto/identity.h"
+
+namespace fl {
+
+RelayParticipant::RelayParticipant(RelayLink* link, double weight_factor)
+    : link_(link), weight_factor_(weight_factor), architecture_(link->architecture()) {
+  for (auto& [name, shape] : link->layout()) layout_.push_back({name, shape});
+}
+
+Result<std::vector<TensorLayout>> RelayParticipant::Layout(const std::string& architecture) {
+  if (architecture != architecture_) {
+    return Status::InvalidArgument("this relay aggregates '" + architecture_ + "', the task is '" +
+                                   architecture + "' (start the relay with --model " +
+                                   architecture + ")");
+  }
+  return layout_;
+}
+
+size_t RelayParticipant::TaskPayloadLimit() const {
+  size_t values = 0;
+  for (const auto& t : layout_) {
+    size_t n = 1;
+    for (int64_t d : t.shape) n *= static_cast<size_t>(d);
+    values += n;
+  }
+  return wire::TaskPayloadLimit(values, layout_.size());
+}
+
+Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*on_epoch*/) {
+  RelayTask task;
+  task.round = ins.round;
+  task.parameters = ins.parameters;
+  wire::TrainConfig& c = task.config;
+  c.epochs = ins.epochs;
+  c.batch_size = ins.batch_size;
+  c.lr = ins.lr;
+  c.momentum = ins.momentum;
+  c.weight_decay = ins.weight_decay;
+  c.seed = ins.round_seed;
+  c.deadline_seconds = ins.deadline_seconds;
+  c.uplink_bits = ins.uplink_bits;
+  c.block = ins.block;
+  c.stochastic_rounding = ins.stochastic_rounding;
+  c.error_feedback = ins.error_feedback;
+  c.proximal_mu = ins.proximal_mu;
+  c.normalize_mean = ins.normalization.mean;
+  c.normalize_std = ins.normalization.std;
+  c.trainable = ins.trainable;
+  c.class_names = ins.class_names;
+  const double t0 = NowSeconds();
+  auto res = link_->Run(std::move(task), ins.deadline_seconds);
+  if (!res.ok()) return res.status();
+  FitRes out;
+  out.parameters = std::move(res->parameters);
+  out.num_examples = static_cast<int64_t>(static_cast<double>(res->weight) * weight_factor_);
+  out.first_epoch_loss = out.last_epoch_loss = res->train_loss;
+  out.seconds = NowSeconds() - t0;
+  out.contributors = res->contributors;
+  return out;
+}
+
+Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions& o,
+                                                        std::shared_ptr<transport::Context> ctx,
+                                                        RelayLink* link) {
+  std::unique_ptr<RelayUplink> up(new RelayUplink());
+  ClientOptions co;
+  co.server = o.parent;
+  co.id = o.id;
+  co.verbose = o.verbose;
+  if (!o.insecure && (o.key_path.empty() || o.parent_key_path.empty())) {
+    return Status::InvalidArgument(
+        "a relay's connection to its parent is encrypted and authenticated: give the relay's "
+        "identity (--key) and the parent's public key (--server-key PARENT.pub), or --insecure");
+  }
+  if (!o.key_path.empty()) {
+    auto id = o.insecure ? LoadIdentity(o.key_path) : LoadIdentityWithCurve(o.key_path);
+    if (!id.ok()) return Status::InvalidArgument("--key", id.status().ToString());
+    up->key_ = std::make_unique<SigningKey>(std::move(id->signing));
+    co.key = up->key_.get();
+    co.id = NodeId(up->key_->public_key());
+    if (!o.insecure) {
+      co.curve.secret_key = KeyBytes(id->curve->secret_key);
+      co.curve.public_key = KeyBytes(id->curve->public_key);
+    }
+  }
+  if (!o.parent_key_path.empty()) {
+    auto pub = o.insecure ? LoadPublicIdentity(o.parent_key_path)
+                          : LoadPublicIdentityWithCurve(o.parent_key_path);
+    if (!pub.ok()) return Status::InvalidArgument("--server-key", pub.status().ToString());
+    co.server_key = pub->signing;
+    if (!o.insecure) co.curve.server_key = KeyBytes(*pub->curve);
+  }
+  if (co.id.empty()) return Status::InvalidArgument("a relay without --key needs an id");
+  up->link_ = link;
+  up->participant_ = std::make_unique<RelayParticipant>(link, o.debug_weight_factor);
+  up->session_ = std::make_unique<ClientSession>(co, ctx, up->participant_.get());
+  Status st = up->session_->Start();
+  if (!st.ok()) return st;
+  RelayUplink* self = up.get();
+  up->thread_ = std::thread([self, ctx, link, verbose = o.verbose] {
+    Status run = RunClient(self->session_.get(), ctx, &self->stop_);
+    if (!run.ok()) {
+      spdlog::error("relay: the parent refused this relay: {}", run.ToString());
+      link->Finish(run.ToString());
+      return;
+    }
+    if (self->session_->done()) {
+      if (verbose) spdlog::info("relay: the parent says: {}", self->session_->done_message());
+      link->Finish(self->session_->done_message());
+      return;
+    }
+    link->Finish("stopped");
+  });
+  return up;
+}
+
+RelayUplink::~RelayUplink() {
+  stop_.store(true);
+  link_->Finish("stopping");  // wakes a Fit that waits for the relay's round
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace fl

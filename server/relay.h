@@ -1,0 +1,99 @@
+// A relay aggregator's upward half (fl-server --parent): the participant that
+// stands for the relay's devices in the parent's rounds, and the session that
+// carries it to the parent. The downward half is the relay's own Server,
+// which runs each round the parent hands it (server/relay_link.h).
+//
+// To the parent a relay is one participant: it registers (HELLO) with the
+// examples its live devices registered with, takes the parent's TASK,
+// verifies it like any device would (the parent's signature, the model's
+// version), and answers with one UPDATE, signed with the relay's key: the
+// delta from the parent's model to base + the weighted mean of its devices'
+// deltas, their total weight as num_examples, and the number of devices as
+// its contributors (wire::kUpdateContributors). The parent's FedAvg over the
+// relays' partials is then its FedAvg over all their devices.
+#ifndef FEDGE_SERVER_RELAY_H_
+#define FEDGE_SERVER_RELAY_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "client/participant.h"
+#include "client/session.h"
+#include "common/status.h"
+#include "server/relay_link.h"
+#include "transport/transport.h"
+
+namespace fl {
+
+class RelayParticipant final : public Participant {
+ public:
+  // `link` must outlive it; its model must be set (Server::Create does).
+  // `weight_factor` != 1 is a test hook: a relay that lies about the weight
+  // of its partials by that factor.
+  explicit RelayParticipant(RelayLink* link, double weight_factor = 1);
+
+  const std::string& architecture() const override { return architecture_; }
+  int64_t num_examples() const override { return link_->registered(); }
+  Result<std::vector<TensorLayout>> Layout(const std::string& architecture) override;
+  size_t TaskPayloadLimit() const override;
+  // Runs one round for the relay's devices; Unavailable when none answered.
+  Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) override;
+
+ private:
+  RelayLink* link_;
+  double weight_factor_;
+  std::string architecture_;
+  std::vector<TensorLayout> layout_;
+};
+
+// Where the relay's parent is and who the relay is to it.
+struct RelayUplinkOptions {
+  // The parent's endpoint (tcp://root:5555).
+  std::string parent;
+  // The relay's identity (NAME.key): signs its UPDATEs, its CURVE key is
+  // what the parent admits (enrolled in the parent's --relays folder).
+  std::string key_path;
+  // The parent's NAME.pub: the connection must reach it, and only what it
+  // signed (TASKs, the model) is taken.
+  std::string parent_key_path;
+  // Plaintext to the parent (local experiments).
+  bool insecure{false};
+  // The relay's id with --insecure and no key.
+  std::string id;
+  bool verbose{true};
+  // Test hook (fl-server --debug-relay-weight-factor): claim this many times
+  // the partials' true weight, as a lying relay would.
+  double debug_weight_factor{1};
+};
+
+// The session to the parent, on a thread of its own, until the parent's DONE
+// (or `*stop`, or an error it cannot recover from); then it finishes `link`,
+// which ends the relay's Server::Run.
+class RelayUplink final {
+ public:
+  static Result<std::unique_ptr<RelayUplink>> Start(const RelayUplinkOptions& options,
+                                                    std::shared_ptr<transport::Context> context,
+                                                    RelayLink* link);
+  // Stops the session (if it still runs) and joins its thread.
+  ~RelayUplink();
+  RelayUplink(const RelayUplink&) = delete;
+  RelayUplink& operator=(const RelayUplink&) = delete;
+
+  const ClientStats& stats() const { return session_->stats(); }
+  const std::string& id() const { return session_->id(); }
+
+ private:
+  RelayUplink() = default;
+  RelayLink* link_{nullptr};
+  std::unique_ptr<SigningKey> key_;
+  std::unique_ptr<RelayParticipant> participant_;
+  std::unique_ptr<ClientSession> session_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace fl
+
+#endif  // FEDGE_SERVER_RELAY_H_

@@ -1,0 +1,112 @@
+// The hand-off inside a relay aggregator (fl-server --parent): between the
+// session that is a participant to the parent (client/session.h, on its own
+// thread) and the server that is an aggregator to the relay's devices
+// (server/server.h, on the thread that calls Server::Run).
+//
+// A round, from the relay's side:
+//   1. the parent's TASK reaches the session, whose participant (RelayParticipant,
+//      server/relay.h) hands it over as a RelayTask and waits;
+//   2. the server, which answers its devices meanwhile, takes the task: the
+//      parent's model becomes its global model, the parent's round, seed and
+//      hyperparameters its own; it runs one round for its devices;
+//   3. it hands back its new global model (the base plus the weighted mean of
+//      its devices' deltas), their total weight and how many devices answered:
+//      what the parent needs of them, as one partial aggregate;
+//   4. the session sends that up as the relay's UPDATE (signed by the relay).
+// The parent's DONE ends the session; the server then tells its devices.
+//
+// Thread-safe; free of LibTorch and of the client library.
+#ifndef FEDGE_SERVER_RELAY_LINK_H_
+#define FEDGE_SERVER_RELAY_LINK_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/model_state.h"
+#include "common/status.h"
+#include "common/wire/messages.h"
+
+namespace fl {
+
+// One round the parent asked for.
+struct RelayTask {
+  // The parent's round (the relay's round for its devices too).
+  uint64_t round{0};
+  // The parent's global model (with its masks).
+  ModelState parameters;
+  // The parent's hyperparameters, handed on: config.seed is the parent's seed
+  // of the round and config.deadline_seconds the time the parent waits.
+  wire::TrainConfig config;
+};
+
+// What the relay's devices made of it.
+struct RelayResult {
+  uint64_t round{0};
+  // The relay's new global model: the task's plus its rule's step (the
+  // weighted mean of the accepted deltas under FedAvg).
+  ModelState parameters;
+  // Total weight (examples) of the accepted updates, and how many there were.
+  int64_t weight{0};
+  int64_t contributors{0};
+  // Mean last-epoch training loss of the contributors.
+  double train_loss{0};
+};
+
+class RelayLink {
+ public:
+  // --- the session's side (the participant's Fit) ---
+
+  // Hands `task` to the server and waits for its result, at most
+  // `timeout_seconds`. Unavailable when no device answered, the wait timed
+  // out or the relay is stopping (the parent then goes without this relay's
+  // devices this round).
+  Result<RelayResult> Run(RelayTask task, double timeout_seconds);
+
+  // The parent ended the federation (DONE) or the session ended for good.
+  void Finish(const std::string& why);
+
+  // Examples the relay's live devices registered with (its HELLO's claim to
+  // the parent, at least 1), and the relay's model as the parent must send
+  // it: its architecture and its tensors' names and shapes.
+  int64_t registered() const { return registered_.load(); }
+  std::string architecture() const;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> layout() const;
+
+  // --- the server's side ---
+
+  // Set once, when the relay's server is created.
+  void SetModel(const ModelState& model);
+  void SetRegistered(int64_t examples) { registered_.store(examples); }
+
+  // A task is waiting, or the link is finished: the server should look.
+  bool Ready() const;
+  // Takes the waiting task; nullopt when there is none.
+  std::optional<RelayTask> TakeTask();
+  // The result of the round of `result.round` (or, with `error`, why it has
+  // none). A result for a task the session gave up on is dropped.
+  void Deliver(uint64_t round, Result<RelayResult> result);
+  bool finished() const;
+  std::string finish_reason() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<RelayTask> task_;
+  std::optional<Result<RelayResult>> result_;
+  uint64_t waiting_round_{0};  // the round Run waits for (0: none)
+  bool finished_{false};
+  std::string finish_reason_;
+  std::string architecture_;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> layout_;
+  std::atomic<int64_t> registered_{1};
+};
+
+}  // namespace fl
+
+#endif  // FEDGE_SERVER_RELAY_LINK_H_

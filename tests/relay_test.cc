@@ -1,0 +1,268 @@
+// Relay aggregators as separate processes over tcp://127.0.0.1: one root
+// fl-server, two relays (fl-server --parent) and eight fl-client devices.
+//   - The root's model after 3 rounds equals the flat run's (the same eight
+//     devices straight at one server, same seed) within float rounding.
+//   - A relay killed mid-round loses its devices' updates for that round only;
+//     its devices, pointed at both relays, fail over and train under the other.
+//   - A relay that claims ten times its devices' weight is refused
+//     (relay_weight) every round, and the root carries on with the honest one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "crypto/model_file.h"
+#include "server/checkpoint.h"
+#include "tests/federation_util.h"
+
+namespace fl {
+namespace {
+
+const std::string kServer = test::BinPath("fl-server");
+const std::string kClient = test::BinPath("fl-client");
+constexpr int kDevices = 8;
+
+std::vector<std::string> Join(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// The federation's settings, shared by the flat server and the root.
+std::vector<std::string> RootArgs(const std::string& out, int rounds, int min_clients) {
+  return {"--bind",
+          "tcp://127.0.0.1:*",
+          "--model",
+          "mnist_2nn",
+          "--rounds",
+          std::to_string(rounds),
+          "--min-clients",
+          std::to_string(min_clients),
+          "--fraction",
+          "1",
+          "--lr",
+          "0.01",
+          "--uplink-bits",
+          "32",
+          "--seed",
+          "7",
+          "--deadline",
+          "60",
+          "--client-timeout",
+          "3",
+          "--no-eval",
+          "--out",
+          out,
+          "--linger",
+          "2",
+          "--insecure"};
+}
+
+std::vector<std::string> RelayArgs(const std::string& parent) {
+  return {"--parent",         parent,      "--bind",        "tcp://127.0.0.1:*",
+          "--model",          "mnist_2nn", "--min-clients", "4",
+          "--fraction",       "1",         "--linger",      "2",
+          "--client-timeout", "3",         "--insecure"};
+}
+
+// Device `i` of eight at `servers` (comma-separated: failover).
+std::unique_ptr<test::Process> Device(const std::string& servers, int i, const std::string& dir) {
+  return std::make_unique<test::Process>(kClient, test::ClientArgs(servers, i, kDevices),
+                                         dir + "/c" + std::to_string(i) + ".log");
+}
+
+// The participants column of rounds.csv, one entry per row.
+std::vector<int> Participants(const std::string& csv_path) {
+  std::ifstream in(csv_path);
+  std::string line;
+  std::vector<int> out;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream row(line);
+    std::string round, participants;
+    std::getline(row, round, ',');
+    std::getline(row, participants, ',');
+    out.push_back(std::stoi(participants));
+  }
+  return out;
+}
+
+// A root and two relays; returns the relays' endpoints (empty on failure).
+struct Tier {
+  std::unique_ptr<test::Process> root;
+  std::vector<std::unique_ptr<test::Process>> relays;
+  std::vector<std::string> endpoints;
+};
+
+Tier StartTier(const std::string& dir, int rounds, int min_clients,
+               const std::vector<std::string>& root_extra,
+               const std::vector<std::vector<std::string>>& relay_extra) {
+  Tier t;
+  t.root = std::make_unique<test::Process>(
+      kServer,
+      Join(RootArgs(dir + "/root", rounds, min_clients), Join({"--relays", "any"}, root_extra)),
+      dir + "/root.log");
+  const std::string parent = test::StartedEndpoint(*t.root);
+  if (parent.empty()) return t;
+  for (size_t k = 0; k < relay_extra.size(); ++k) {
+    t.relays.push_back(
+        std::make_unique<test::Process>(kServer, Join(RelayArgs(parent), relay_extra[k]),
+                                        dir + "/relay" + std::to_string(k) + ".log"));
+    t.endpoints.push_back(test::StartedEndpoint(*t.relays.back(), "relaying "));
+  }
+  // Both relays registered with the root before any device connects, so the
+  // root's first round selects both.
+  for (int i = 0; i < 600 && test::CountOf(t.root->Log(), "registered") < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return t;
+}
+
+// Largest |a - b| over two models' values (and the largest |a|).
+double LargestDifference(const ModelState& a, const ModelState& b, double* scale) {
+  double largest = 0;
+  *scale = 0;
+  EXPECT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < std::min(a.tensors.size(), b.tensors.size()); ++i) {
+    const auto& x = a.tensors[i].values;
+    const auto& y = b.tensors[i].values;
+    EXPECT_EQ(x.size(), y.size());
+    for (size_t k = 0; k < std::min(x.size(), y.size()); ++k) {
+      largest = std::max(largest, std::fabs(double{x[k]} - double{y[k]}));
+      *scale = std::max(*scale, std::fabs(double{x[k]}));
+    }
+  }
+  return largest;
+}
+
+// Runs the flat federation and the tiered one with the root's `strategy`
+// flags; returns the largest difference of their round-1 and round-2 models
+// in `*one` and `*two` (and the largest value of round 1 in `*scale`).
+void RunFlatAndRelayed(const std::vector<std::string>& strategy, double* one, double* two,
+                       double* scale) {
+  test::TempDir dir;
+  constexpr int kRounds = 2;
+  {
+    test::Process flat(kServer, Join(RootArgs(dir.path() + "/flat", kRounds, kDevices), strategy),
+                       dir.path() + "/flat.log");
+    const std::string endpoint = test::StartedEndpoint(flat);
+    ASSERT_FALSE(endpoint.empty()) << flat.Log();
+    std::vector<std::unique_ptr<test::Process>> devices;
+    for (int i = 0; i < kDevices; ++i) devices.push_back(Device(endpoint, i, dir.path()));
+    ASSERT_EQ(flat.Wait(240), 0) << flat.Log();
+  }
+  {
+    Tier t = StartTier(dir.path(), kRounds, 2, strategy, {{}, {}});
+    ASSERT_EQ(t.endpoints.size(), 2u);
+    ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
+    std::vector<std::unique_ptr<test::Process>> devices;
+    for (int i = 0; i < kDevices; ++i) devices.push_back(Device(t.endpoints[i / 4], i, dir.path()));
+    ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
+    for (auto& r : t.relays) EXPECT_EQ(r->Wait(30), 0) << r->Log();
+    EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 2));
+  }
+  auto flat1 = ReadCheckpoint(dir.path() + "/flat/checkpoint.fl.1");
+  auto tiered1 = ReadCheckpoint(dir.path() + "/root/checkpoint.fl.1");
+  ASSERT_FL_OK(flat1.status());
+  ASSERT_FL_OK(tiered1.status());
+  ASSERT_EQ(flat1->round, 1u);
+  ASSERT_EQ(tiered1->round, 1u);
+  *one = LargestDifference(flat1->model, tiered1->model, scale);
+  auto flat = ReadModelFile(dir.path() + "/flat/global.flm");
+  auto tiered = ReadModelFile(dir.path() + "/root/global.flm");
+  ASSERT_FL_OK(flat.status());
+  ASSERT_FL_OK(tiered.status());
+  double unused = 0;
+  *two = LargestDifference(*flat, *tiered, &unused);
+  std::printf("%s: round 1: largest |flat - relayed| %.3g (largest |value| %.3g); round 2: %.3g\n",
+              strategy.empty() ? "fedavg" : strategy.back().c_str(), *one, *scale, *two);
+}
+
+// Round 1: the same devices trained the same model with the same seeds; the
+// root's mean of the relays' means is the flat mean summed in another order
+// and rounded to float once more (each relay's model, then its delta from the
+// base): at most a float ulp or two of the largest value. Round 2 starts from
+// models that differ by that rounding, and 750 steps of local SGD carry it on
+// (measured 1.4e-5 at --lr 0.01, docs/relays.md), as they would for any two
+// runs whose sums differ in order.
+TEST(RelayTest, TwoRelaysEndWhereTheFlatRunEnds) {
+  double one = 1, two = 1, scale = 0;
+  RunFlatAndRelayed({}, &one, &two, &scale);
+  EXPECT_GT(scale, 0.1);                       // a trained model, not two empty ones
+  EXPECT_LE(one, 2 * std::ldexp(scale, -23));  // 2 ulps of the largest value
+  EXPECT_LT(two, 1e-4);
+}
+
+// A server optimizer on the root steps with the mean delta, which relays
+// leave as it is: FedAdam over two relays is FedAdam over their eight devices.
+// Its step divides by sqrt(v) + tau (tau = 1e-3), so a coordinate whose
+// mean is near 0 turns the mean's rounding into up to lr / tau = 10 times as
+// much.
+TEST(RelayTest, FedAdamOnTheRootComposesWithRelays) {
+  double one = 1, two = 1, scale = 0;
+  RunFlatAndRelayed({"--strategy", "fedadam"}, &one, &two, &scale);
+  EXPECT_GT(scale, 0.05);  // (FedAdam's first step is small: lr 0.01)
+  EXPECT_LE(one, 20 * std::ldexp(scale, -23));
+  EXPECT_LT(two, 1e-3);
+}
+
+TEST(RelayTest, AKilledRelayLosesItsDevicesForThatRoundOnly) {
+  test::TempDir dir;
+  constexpr int kRounds = 5;
+  // The root goes on with whoever is live (one relay will be). Its first
+  // round may start before the second relay registered; from round 2 on both
+  // are in.
+  Tier t = StartTier(dir.path(), kRounds, 1, {}, {{}, {}});
+  ASSERT_EQ(t.endpoints.size(), 2u);
+  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
+  std::vector<std::unique_ptr<test::Process>> devices;
+  // Relay 1's devices know relay 0 too.
+  for (int i = 0; i < kDevices; ++i) {
+    devices.push_back(
+        Device(i < 4 ? t.endpoints[0] : t.endpoints[1] + "," + t.endpoints[0], i, dir.path()));
+  }
+  // Mid-round 3: relay 1 has its TASK and its devices are training.
+  ASSERT_TRUE(t.relays[1]->WaitForLog("round 3: selected", 120)) << t.relays[1]->Log();
+  t.relays[1]->Signal(SIGKILL);
+  ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
+  const std::vector<int> rows = Participants(dir.path() + "/root/rounds.csv");
+  ASSERT_EQ(rows.size(), static_cast<size_t>(kRounds));
+  EXPECT_EQ(rows[1], 2);
+  EXPECT_EQ(rows[2], 1);  // relay 0's partial; relay 1's devices lost this round
+  EXPECT_EQ(rows[4], 1);
+  const std::string log = t.root->Log();
+  // The root noticed the closed connection, not the 60 s deadline.
+  EXPECT_NE(log.find("closed its connection"), std::string::npos) << log;
+  EXPECT_EQ(log.find("missed the 60 s deadline"), std::string::npos) << log;
+  // Its devices failed over: relay 0 averaged all eight by the last round.
+  EXPECT_NE(t.relays[0]->Log().find("round 5: 8/8 updates"), std::string::npos)
+      << t.relays[0]->Log();
+  EXPECT_GE(test::CountOf(devices[5]->Log(), "failing over to " + t.endpoints[0]), 1)
+      << devices[5]->Log();
+}
+
+TEST(RelayTest, ARelayLyingAboutItsWeightIsRefused) {
+  test::TempDir dir;
+  constexpr int kRounds = 2;
+  // 7,500 examples per device: a partial of 4 weighs 30,000, within 4 x 8,000;
+  // the liar's 300,000 is not.
+  Tier t = StartTier(dir.path(), kRounds, 2, {"--max-examples", "8000"},
+                     {{}, {"--debug-relay-weight-factor", "10"}});
+  ASSERT_EQ(t.endpoints.size(), 2u);
+  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
+  std::vector<std::unique_ptr<test::Process>> devices;
+  for (int i = 0; i < kDevices; ++i) devices.push_back(Device(t.endpoints[i / 4], i, dir.path()));
+  ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
+  EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 1));
+  const std::string log = t.root->Log();
+  EXPECT_NE(log.find("weight 300000 is not in 1..32000 (4 device(s) x --max-examples 8000)"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("relay_weight=2"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace fl
