@@ -149,6 +149,7 @@ struct ClientSession::Impl {
   Status Connect() {
     transport::SocketOptions so;
     so.max_frame_bytes = o.max_frame_bytes;
+    if (!o.transport_heartbeats) so.heartbeat_ms = 0;
     so.curve = o.curve;
     if (at > 0) so.curve.server_key = o.alternates[at - 1].curve_server_key;
     auto s = ctx->Connect(Endpoint(), so);

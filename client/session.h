@@ -76,6 +76,12 @@ struct ClientOptions {
   // (Participant::AdoptModelFile). Empty: such a device follows built-in
   // models only.
   std::string model_cache_dir;
+  // ZeroMQ's own heartbeats on the connection (transport::SocketOptions):
+  // they find a connection whose peer vanished without closing it. A
+  // simulation on one machine turns them off: each costs a timer in ZeroMQ's
+  // I/O thread, and with thousands of connections re-arming them is most of
+  // its work.
+  bool transport_heartbeats{true};
   // Encrypted transport: this device's CURVE key pair and the server's CURVE
   // public key (from the identity files). Empty secret = plaintext (--insecure).
   transport::CurveOptions curve;

@@ -384,6 +384,13 @@ int main(int argc, char** argv) {
   }
   std::string rej;
   for (const auto& [reason, n] : sum->rejected) rej += " " + reason + "=" + std::to_string(n);
+  if (is_relay) {
+    // (A relay evaluates nothing: the root reports the accuracy.)
+    spdlog::info("relay {} after round {}: {} bytes from its devices, {} to them; refused:{}",
+                 sum->interrupted ? "stopped" : "finished", sum->rounds_completed,
+                 sum->upload_bytes, sum->download_bytes, rej.empty() ? " none" : rej);
+    return 0;
+  }
   spdlog::info(
       "{} after {} rounds: final test accuracy {:.2f}%, {} bytes up, {} down; "
       "refused:{}",

@@ -1749,6 +1749,10 @@ struct Server::Impl {
   // The open round's accepted partial aggregates: devices each averages (a
   // relay above counts these, not its relays, as its contributors).
   std::map<std::string, int64_t> round_contributors;
+  // An enrollment folder of devices (--clients) or of relays (--relays DIR).
+  bool Enrolling() const {
+    return !o.clients_dir.empty() || (!o.relays_dir.empty() && o.relays_dir != "any");
+  }
   // True when `id`'s updates may be relays' partial aggregates.
   bool IsRelay(const std::string& id) const {
     return o.relays_dir == "any" ? o.insecure : relay_ids.count(id) > 0;
@@ -1761,10 +1765,13 @@ struct Server::Impl {
   // Re-reads the enrollment folder: every *.pub file is a device. A file that
   // does not parse is logged and skipped; the others stay enrolled.
   Status LoadEnrollment() {
-    if (o.clients_dir.empty()) return Status::OK();
-    auto read = ReadEnrollment(o.clients_dir, /*with_curve=*/!o.insecure, &skipped);
-    if (!read.ok()) return read.status();
-    std::map<std::string, EnrolledDevice> keys = std::move(read).value();
+    if (!Enrolling()) return Status::OK();
+    std::map<std::string, EnrolledDevice> keys;
+    if (!o.clients_dir.empty()) {
+      auto read = ReadEnrollment(o.clients_dir, /*with_curve=*/!o.insecure, &skipped);
+      if (!read.ok()) return read.status();
+      keys = std::move(read).value();
+    }
     if (!o.relays_dir.empty() && o.relays_dir != "any") {
       // Relays are admitted like devices; their updates may be partials.
       auto relays = ReadEnrollment(o.relays_dir, /*with_curve=*/!o.insecure, &skipped);
@@ -2603,11 +2610,11 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         st.message());
   }
 
-  if (!o.insecure && (o.key_path.empty() || o.clients_dir.empty())) {
+  if (!o.insecure && (o.key_path.empty() || !impl->Enrolling())) {
     return Status::InvalidArgument(
         "encrypted transport needs the server's identity (--key, from fl-keygen) and an "
-        "enrollment folder (--clients); for a local experiment on a trusted network, pass "
-        "--insecure");
+        "enrollment folder (--clients, or --relays for a root of relays only); for a local "
+        "experiment on a trusted network, pass --insecure");
   }
   FL_RETURN_IF_ERROR(impl->LoadEnrollment());
   {
@@ -2616,7 +2623,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     impl->ingest_pool = std::make_unique<WorkerPool>(IngestThreads(o.ingest_threads));
     impl->ingest_scratch.resize(static_cast<size_t>(impl->ingest_pool->threads()));
     impl->ingress.payload_limit = [s](wire::MessageType t) { return s->PayloadLimit(t); };
-    if (!o.clients_dir.empty()) {
+    if (impl->Enrolling()) {
       impl->ingress.sender = [s](const std::string& id) -> std::optional<KnownSender> {
         auto it = s->enrolled.find(id);
         if (it == s->enrolled.end()) return std::nullopt;
@@ -2630,13 +2637,14 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   }
   transport::SocketOptions so;
   so.max_frame_bytes = o.max_frame_bytes;
+  if (!o.transport_heartbeats) so.heartbeat_ms = 0;
   so.max_connections = impl->connection_cap = ConnectionCap(o.max_connections);
   if (o.insecure) {
     spdlog::warn(
         "INSECURE TRANSPORT: no encryption and no transport authentication on {}. "
         "Anyone who can reach it can read the models{}. Use this for local experiments only.",
         o.bind,
-        o.clients_dir.empty() ? " and send updates" : " (updates still need enrolled signatures)");
+        !impl->Enrolling() ? " and send updates" : " (updates still need enrolled signatures)");
   } else {
     so.curve.secret_key = KeyBytes(curve->secret_key);
     so.curve.public_key = KeyBytes(curve->public_key);

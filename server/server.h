@@ -225,6 +225,9 @@ struct ServerOptions {
   // Most devices one relay's partial aggregate may average; its weight is at
   // most that many times max_examples.
   int relay_devices{100};
+  // ZeroMQ's own heartbeats on every connection (ClientOptions::
+  // transport_heartbeats says why a simulation turns them off).
+  bool transport_heartbeats{true};
   // Plaintext, unauthenticated transport (no CURVE). Off by default: a server
   // then needs `key_path` (with a CURVE key) and `clients_dir`, and admits a
   // connection only from a CURVE key that an enrolled device's .pub lists.

@@ -380,30 +380,36 @@ TEST(IntegrationTest, MpiRunEndsWithTheSingleProcessModel) {
   EXPECT_TRUE(*a == *b) << "3 ranks ended with another model than 1 process";
 }
 
+// Runs fl-sim on 10 virtual clients of mnist_2nn for 3 rounds with `extra`
+// flags into DIR/NAME; returns its summary.json ("" when it failed).
+std::string RunSmallSim(const std::string& dir, const std::string& name,
+                        const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {
+      "--model", "mnist_2nn", "--clients",      "10",    "--rounds",       "3",      "--epochs",
+      "1",       "--data",    test::MnistDir(), "--out", dir + "/" + name, "--quiet"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  test::Process sim(kSim, args, dir + "/" + name + ".log");
+  EXPECT_EQ(sim.Wait(180), 0) << sim.Log();
+  auto summary = ReadFile(dir + "/" + name + "/summary.json");
+  return summary.ok() ? *summary : std::string();
+}
+
+// The final test accuracy a summary.json reports (-1 when it has none).
+double FinalAccuracy(const std::string& summary) {
+  const size_t at = summary.find("\"final_accuracy\": ");
+  return at == std::string::npos ? -1.0 : std::atof(summary.c_str() + at + 19);
+}
+
 // fl-sim with attackers and a robust rule, and with central DP, as a user
 // runs them: 20% of 10 virtual clients flip and scale their deltas by 10 each
 // round. Plain FedAvg is wrecked; the coordinate-wise median is not. A private
 // run reports the accountant's epsilon in summary.json and rounds.csv.
 TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   test::TempDir dir;
-  auto run = [&](const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--model",   "mnist_2nn",
-                                     "--clients", "10",
-                                     "--rounds",  "3",
-                                     "--epochs",  "1",
-                                     "--data",    test::MnistDir(),
-                                     "--out",     dir.path() + "/" + name,
-                                     "--quiet"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    test::Process sim(kSim, args, dir.path() + "/" + name + ".log");
-    EXPECT_EQ(sim.Wait(180), 0) << sim.Log();
-    auto summary = ReadFile(dir.path() + "/" + name + "/summary.json");
-    return summary.ok() ? *summary : std::string();
+  auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
+    return RunSmallSim(dir.path(), name, extra);
   };
-  auto accuracy = [](const std::string& summary) {
-    const size_t at = summary.find("\"final_accuracy\": ");
-    return at == std::string::npos ? -1.0 : std::atof(summary.c_str() + at + 19);
-  };
+  const auto accuracy = FinalAccuracy;
   const std::vector<std::string> attack = {
       "--fraction", "1", "--adversary-fraction", "0.2", "--adversary-kind", "sign_flip"};
   std::vector<std::string> median = attack;
@@ -426,6 +432,37 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   const auto rows = test::ReadRoundsCsv(dir.path() + "/private/rounds.csv");
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_FALSE(rows[2].epsilon.empty());
+}
+
+// fl-sim with [topology] relays: two relay aggregators, five virtual clients
+// each, two of the ten poisoning (sign flip x 10). Relays that average hand
+// the poison up and the model is wrecked; relays that take the median of
+// their clients' deltas hand up clean partials (robust rules run where the
+// individual updates are, docs/relays.md). The server sees two partials a
+// round. The median run is secure: relays have identities of their own.
+TEST(IntegrationTest, SimulatedRelaysApplyRobustRulesToTheirClients) {
+  test::TempDir dir;
+  auto run = [&](const std::string& name, const std::string& relay_rule, bool secure) {
+    std::vector<std::string> extra = {
+        "--fraction", "1", "--adversary-fraction", "0.2",     "--adversary-kind", "sign_flip",
+        "--relays",   "2", "--relay-strategy",     relay_rule};
+    if (secure) extra.push_back("--secure");
+    return RunSmallSim(dir.path(), name, extra);
+  };
+  const auto accuracy = FinalAccuracy;
+  const std::string attacked = run("fedavg", "fedavg", false);
+  // As deployed: each relay with its own identity, enrolled at the server,
+  // its clients pinning its key over CURVE.
+  const std::string defended = run("median", "median", true);
+  EXPECT_NE(defended.find("\"secure\": true"), std::string::npos) << defended;
+  EXPECT_NE(defended.find("\"topology\": {\"relays\": 2, \"relay_strategy\": \"median\"}"),
+            std::string::npos)
+      << defended;
+  EXPECT_LT(accuracy(attacked), 0.5) << attacked;
+  EXPECT_GT(accuracy(defended), 0.85) << defended;
+  const auto rows = test::ReadRoundsCsv(dir.path() + "/median/rounds.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  for (const auto& row : rows) EXPECT_EQ(row.participants, 2);  // one partial per relay
 }
 
 // A long experiment stopped part-way continues with fl-sim --resume: the

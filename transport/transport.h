@@ -61,6 +61,12 @@ struct SocketOptions {
   // handshake within `handshake_ms` is closed (0 = ZeroMQ's default, 30 s).
   int max_connections{0};
   int handshake_ms{10000};
+  // Listening sockets: connections the kernel queues before they are
+  // accepted (listen(2)'s backlog; the kernel caps it at net.core.somaxconn).
+  // ZeroMQ's default of 100 overflows when thousands of devices connect at
+  // once (a server restart, a simulation starting): their SYNs are dropped and
+  // retried after 1, 3, 7, ... s.
+  int backlog{4096};
   // Reconnect backoff of a connecting socket: first retry and cap (ms).
   int reconnect_ms{100};
   int reconnect_max_ms{5000};

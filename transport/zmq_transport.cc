@@ -475,6 +475,10 @@ class ZmqContext final : public Context {
     if (st.ok() && zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof(one)) != 0) {
       st = ZmqError("ZMQ_ROUTER_MANDATORY");
     }
+    if (st.ok() && options.backlog > 0 &&
+        zmq_setsockopt(s, ZMQ_BACKLOG, &options.backlog, sizeof(int)) != 0) {
+      st = ZmqError("ZMQ_BACKLOG");
+    }
     // A connection that has not finished its handshake by then is closed.
     if (st.ok() && options.handshake_ms > 0 &&
         zmq_setsockopt(s, ZMQ_HANDSHAKE_IVL, &options.handshake_ms, sizeof(int)) != 0) {

@@ -8,6 +8,14 @@
 // ingest window (first UPDATE received to last accepted), and rounds per
 // second. --mode async runs the server as FedBuff (every connection holds a
 // task at all times, --buffer updates a step); a step is then a "round".
+//
+// Relays (docs/relays.md): --relays R puts R relay aggregators (the same
+// Server with a parent, and its uplink) between the connections and the
+// root, connection i under relay i mod R; a round is then the root's, and
+// its device updates per second are the connections' updates over the
+// root's collect time (selection to the last partial accepted).
+// --as-relays N makes every connection an enrolled relay whose UPDATE is a
+// partial aggregate of N devices: the root's ingest of partials.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -15,9 +23,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "common/clock.h"
+#include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
@@ -27,6 +38,8 @@
 #include "crypto/identity.h"
 #include "crypto/message.h"
 #include "crypto/sha256.h"
+#include "server/relay.h"
+#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -41,9 +54,11 @@ struct LoadKeys {
 };
 
 // Load generator: K DEALER connections that register and answer each TASK.
-void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoint,
-              const std::string& model, int k, int64_t kept, int bits, LoadKeys* load,
-              std::atomic<bool>* stop, Status* status) {
+// Connection i reaches endpoints[i mod size]; with `partial_of` > 1 its
+// UPDATEs are partial aggregates of that many devices.
+void Generate(std::shared_ptr<transport::Context> ctx, const std::vector<std::string>& endpoints,
+              const std::string& model, int k, int64_t kept, int bits, int partial_of,
+              LoadKeys* load, std::atomic<bool>* stop, Status* status) {
   std::vector<SigningKey>* keys = &load->signing;
   // One UPDATE payload for everyone: its digest is computed once, so the
   // generator spends its time sending, not hashing.
@@ -53,6 +68,10 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
   QuantOptions q;
   q.bits = bits;
   wire::Update u{600, 0.1, 1.0, wire::kCodecQuant, QuantEncode(delta.data(), delta.size(), q)};
+  if (partial_of > 1) {
+    u.num_examples = 600 * partial_of;
+    u.contributors = static_cast<uint32_t>(partial_of);
+  }
   const std::string payload = wire::Encode(u);
   const Sha256Digest digest = Sha256(payload);
   wire::Hello hello{600, model, {wire::kCodecQuant}, 1.0};
@@ -72,7 +91,7 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::string& endpoi
       so.curve.public_key = KeyBytes(load->curve[i].public_key);
       so.curve.server_key = KeyBytes(load->server_curve);
     }
-    auto s = ctx->Connect(endpoint, so);
+    auto s = ctx->Connect(endpoints[static_cast<size_t>(i) % endpoints.size()], so);
     if (!s.ok()) {
       *status = s.status();
       return;
@@ -194,8 +213,25 @@ int Main(int argc, char** argv) {
                  "Server output folder: checkpoints and a durable round log (group commit: an "
                  "fdatasync per batch of updates before their ACKs). Without it the round log "
                  "is an unlinked temporary file that is never synced");
+  int relays = 0, as_relays = 0;
+  app.add_option("--relays", relays,
+                 "Relay aggregators between the connections and the root (connection i under "
+                 "relay i mod R): device updates per second through them")
+      ->check(CLI::Range(0, 64));
+  app.add_option("--as-relays", as_relays,
+                 "Every connection is an enrolled relay whose UPDATE is a partial aggregate of "
+                 "this many devices: the root's ingest of partials")
+      ->check(CLI::Range(0, 1000000));
   CLI11_PARSE(app, argc, argv);
   signed_updates |= curve;
+  if ((relays > 0 || as_relays > 0) && (curve || mode != "sync")) {
+    std::fprintf(stderr, "error: --relays and --as-relays run sync rounds, without --curve\n");
+    return 2;
+  }
+  if (relays > 0 && as_relays > 0) {
+    std::fprintf(stderr, "error: --relays or --as-relays, not both\n");
+    return 2;
+  }
   spdlog::set_level(spdlog::level::warn);
 
   auto m = CreateModel(model, 1);
@@ -269,14 +305,93 @@ int Main(int argc, char** argv) {
     keys.server_curve = server_curve->public_key;
   }
   so.clients_dir = enroll_dir;
+  ServerOptions relay_base = so;  // a relay's: the connections are its devices
+  if (as_relays > 0) {
+    // The connections are relays: enrolled as such (or any, unsigned).
+    so.clients_dir.clear();
+    so.relays_dir = signed_updates ? enroll_dir : "any";
+    so.relay_devices = as_relays;
+  }
+  // --relays: their identities (signed: enrolled at the root), the root's
+  // settings for them, and the relays themselves.
+  std::vector<std::string> relay_keys;
+  if (relays > 0) {
+    so.clients_dir.clear();
+    so.min_clients = relays;
+    so.relay_devices = (clients + relays - 1) / relays;
+    so.relays_dir = signed_updates ? enroll_dir + "/relays" : "any";
+    for (int j = 0; signed_updates && j < relays; ++j) {
+      auto key = SigningKey::Generate();
+      auto ck = GenerateCurveKeyPair();
+      Status st = !key.ok() ? key.status() : !ck.ok() ? ck.status() : Status::OK();
+      if (st.ok()) st = CreateDirectories(so.relays_dir);
+      const std::string name = "relay-" + std::to_string(j);
+      if (st.ok()) {
+        st = SaveIdentity(enroll_dir + "/" + name + ".key", so.relays_dir + "/" + name + ".pub",
+                          *key, *ck);
+      }
+      if (!st.ok()) {
+        std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+        return 1;
+      }
+      relay_keys.push_back(enroll_dir + "/" + name + ".key");
+    }
+  }
   auto server = Server::Create(so, ctx, TorchRuntime());
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
     return 1;
   }
   std::atomic<bool> stop{false};
+  std::vector<std::string> endpoints = {(*server)->endpoint()};
+  // Device updates each relay accepted, by round.
+  std::mutex relayed_mu;
+  std::map<uint64_t, int64_t> relayed;
+  std::vector<std::unique_ptr<RelayLink>> links;
+  std::vector<std::unique_ptr<Server>> relay_servers;
+  std::vector<std::unique_ptr<RelayUplink>> uplinks;
+  std::vector<std::thread> relay_threads;
+  if (relays > 0) {
+    endpoints.clear();
+    for (int j = 0; j < relays; ++j) {
+      links.push_back(std::make_unique<RelayLink>());
+      ServerOptions ro = relay_base;
+      ro.parent = links.back().get();
+      ro.out_dir.clear();
+      ro.min_clients = (clients - j + relays - 1) / relays;
+      if (signed_updates) ro.key_path = relay_keys[static_cast<size_t>(j)];
+      auto relay = Server::Create(ro, ctx, TorchRuntime());
+      if (!relay.ok()) {
+        std::fprintf(stderr, "error: relay %d: %s\n", j, relay.status().ToString().c_str());
+        return 1;
+      }
+      endpoints.push_back((*relay)->endpoint());
+      RelayUplinkOptions up;
+      up.parent = (*server)->endpoint();
+      up.key_path = ro.key_path;
+      up.insecure = true;
+      up.id = "relay-" + std::to_string(j);
+      up.verbose = false;
+      auto uplink = RelayUplink::Start(up, ctx, links.back().get());
+      if (!uplink.ok()) {
+        std::fprintf(stderr, "error: relay %d: %s\n", j, uplink.status().ToString().c_str());
+        return 1;
+      }
+      uplinks.push_back(std::move(uplink).value());
+      relay_servers.push_back(std::move(relay).value());
+    }
+    for (auto& relay : relay_servers) {
+      relay_threads.emplace_back([&, r = relay.get()] {
+        auto sum = r->Run(&stop, [&](const RoundMetrics& m) {
+          std::lock_guard<std::mutex> lock(relayed_mu);
+          relayed[m.round] += m.participants;
+        });
+        if (!sum.ok()) std::fprintf(stderr, "error: relay: %s\n", sum.status().ToString().c_str());
+      });
+    }
+  }
   Status gen_status;
-  std::thread gen(Generate, ctx, (*server)->endpoint(), model, clients, params, bits, &keys, &stop,
+  std::thread gen(Generate, ctx, endpoints, model, clients, params, bits, as_relays, &keys, &stop,
                   &gen_status);
   const double update_mb = QuantEncodedSize(params, bits, 256) / 1e6;
   std::printf(
@@ -288,26 +403,50 @@ int Main(int argc, char** argv) {
           : "sync",
       IngestThreads(ingest_threads),
       out_dir.empty() ? "not synced (no --out)" : ("durable in " + out_dir).c_str());
+  if (relays > 0) {
+    std::printf(
+        "through %d relay aggregator(s), %d-%d devices each; the root sees one partial "
+        "per relay a round\n",
+        relays, clients / relays, (clients + relays - 1) / relays);
+  }
+  if (as_relays > 0) {
+    std::printf("every connection is a relay: each UPDATE a partial aggregate of %d devices\n",
+                as_relays);
+  }
   // handle_us: the server threads' time per UPDATE, receive to reply, summed
   // over the threads that worked on it; auth_us: of it, the payload SHA-256
   // and the signature check; auth_share = auth / handle.
-  std::printf("%5s %9s %10s %12s %10s %10s %9s %10s\n", "round", "accepted", "ingest_s",
-              "updates/s", "MB/s", "handle_us", "auth_us", "auth_share");
+  // devices: the device updates the round averaged (through relays: what the
+  // relays accepted); dev/s: those over the root's collect time, selection to
+  // the last update accepted (TASKs out, training, upload, and through relays
+  // their rounds too).
+  std::printf("%5s %9s %10s %12s %10s %10s %9s %10s %9s %10s\n", "round", "accepted", "ingest_s",
+              "updates/s", "MB/s", "handle_us", "auth_us", "auth_share", "devices", "dev/s");
   double total_updates = 0, total_seconds = 0, total_handle = 0, total_auth = 0;
   int64_t total_received = 0, total_together = 0;
   double first_round_end = 0, last_round_end = 0;
+  double total_devices = 0, total_collect = 0;
   auto sum = (*server)->Run(nullptr, [&](const RoundMetrics& r) {
     const double ups = r.ingest_seconds > 0 ? (r.participants - 1) / r.ingest_seconds : 0;
     const double n = std::max<int64_t>(1, r.updates_received);
-    std::printf("%5llu %9d %10.3f %12.1f %10.1f %10.1f %9.1f %9.1f%%%s\n",
+    int64_t devices = r.participants;
+    if (as_relays > 0) devices *= as_relays;
+    if (relays > 0) {
+      std::lock_guard<std::mutex> lock(relayed_mu);
+      devices = relayed[r.round];
+    }
+    const double dev_rate = r.collect_seconds > 0 ? devices / r.collect_seconds : 0;
+    std::printf("%5llu %9d %10.3f %12.1f %10.1f %10.1f %9.1f %9.1f%% %9lld %10.1f%s\n",
                 static_cast<unsigned long long>(r.round), r.participants, r.ingest_seconds, ups,
                 ups * update_mb, 1e6 * r.update_handle_seconds / n, 1e6 * r.update_auth_seconds / n,
                 100 * r.update_auth_seconds / std::max(1e-12, r.update_handle_seconds),
-                r.round == 1 ? "  (warm-up)" : "");
+                static_cast<long long>(devices), dev_rate, r.round == 1 ? "  (warm-up)" : "");
     std::fflush(stdout);
     last_round_end = NowSeconds();
     if (r.round == 1) first_round_end = last_round_end;
     if (r.round > 1) {
+      total_devices += static_cast<double>(devices);
+      total_collect += r.collect_seconds;
       total_updates += r.participants - 1;
       total_seconds += r.ingest_seconds;
       total_handle += r.update_handle_seconds;
@@ -318,6 +457,8 @@ int Main(int argc, char** argv) {
   });
   stop = true;
   gen.join();
+  for (auto& t : relay_threads) t.join();
+  uplinks.clear();
   if (!sum.ok() || !gen_status.ok()) {
     std::fprintf(stderr, "error: %s\n", (!sum.ok() ? sum.status() : gen_status).ToString().c_str());
     return 1;
@@ -331,6 +472,8 @@ int Main(int argc, char** argv) {
       100.0 * total_together / std::max<int64_t>(1, total_received),
       (rounds - 1) / std::max(1e-9, last_round_end - first_round_end),
       mode == "async" ? "server steps, each after its buffer" : "rounds, selection to checkpoint");
+  std::printf("device updates per second over the root's collect time (rounds 2..%d): %.1f\n",
+              rounds, total_devices / std::max(1e-9, total_collect));
   if (!enroll_dir.empty()) std::system(("rm -rf '" + enroll_dir + "'").c_str());
   return 0;
 }

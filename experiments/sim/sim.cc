@@ -229,6 +229,10 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
     // A worker trains its clients one after another, so a client can stay
     // silent for many rounds' worth of training; never give up on the server.
     co.server_timeout_seconds = 1e9;
+    // One machine, loopback: a peer cannot vanish without closing its
+    // connection, so ZeroMQ's heartbeats would find nothing; each costs a
+    // timer in ZeroMQ's I/O thread, thousands of them here.
+    co.transport_heartbeats = false;
     co.verbose = false;
     clients.push_back(std::move(participant));
     sessions.push_back(std::make_unique<ClientSession>(co, ctx, clients.back().get()));
@@ -586,9 +590,14 @@ int Main(int argc, char** argv, MpiWorld& world) {
   auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
   bool secure = false;
   int relay_count = -1;
+  std::string relay_strategy;
   auto* o_relays = app.add_option("--relays", relay_count,
                                   "Relay aggregators between the server and the clients "
                                   "([topology] relays; 0 = none)");
+  auto* o_relay_strategy =
+      app.add_option("--relay-strategy", relay_strategy,
+                     "The relays' rule ([topology] relay_strategy): fedavg, or a robust rule "
+                     "applied per relay (median, trimmed_mean, krum, multikrum)");
   auto* o_secure = app.add_flag("--secure", secure,
                                 "Identities per virtual client, CURVE transport, signed messages "
                                 "([security] secure)");
@@ -683,6 +692,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
   if (*o_downlink) c.downlink = downlink;
   if (*o_secure) c.secure = secure;
   if (*o_relays) c.relays = relay_count;
+  if (*o_relay_strategy) c.relay_strategy = relay_strategy;
   if (*o_strategy) c.strategy.name = strategy;
   if (*o_dp_noise) c.privacy.noise_multiplier = dp_noise;
   if (*o_clip) c.strategy.clip = clip;
@@ -861,6 +871,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
   so.round_deadline_seconds = c.round_deadline;
   so.ingest_threads = c.ingest_threads;
   so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
+  so.transport_heartbeats = false;  // see RunWorker
   so.train.epochs = c.epochs;
   so.train.batch_size = c.batch;
   so.train.lr = c.lr;
@@ -1101,6 +1112,8 @@ int Main(int argc, char** argv, MpiWorld& world) {
      << "  \"uplink_bits\": " << c.uplink_bits << ",\n"
      << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
      << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"
+     << "  \"topology\": {\"relays\": " << c.relays
+     << ", \"relay_strategy\": " << JsonString(c.relay_strategy) << "},\n"
      << "  \"strategy\": " << JsonString(c.strategy.name) << ",\n"
      << (c.privacy.enabled() ? "  \"epsilon\": " + JsonNumber(summary->epsilon) +
                                    ", \"delta\": " + JsonNumber(c.privacy.delta) + ",\n"
