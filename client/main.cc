@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
                  "The server's NAME.pub: the connection must reach this server, and only "
                  "models and messages it signed are accepted (with several --server endpoints, "
                  "one key each, comma-separated, in the same order)");
+  std::string root_key_path;
+  app.add_option("--root-key", root_key_path,
+                 "Under relay aggregators: the root's NAME.pub; a TASK is trained on only when "
+                 "the root signed its model (the relay forwards the root's signed envelope)");
   app.add_option("--model-cache", co.model_cache_dir,
                  "Without --model: take the server's TorchScript file (signed by --server-key, "
                  "checked before it is loaded) and keep it in this folder");
@@ -187,6 +191,14 @@ int main(int argc, char** argv) {
       co.alternates[i - 1].server_key = pub->signing;
       if (!insecure) co.alternates[i - 1].curve_server_key = fl::KeyBytes(*pub->curve);
     }
+  }
+  if (!root_key_path.empty()) {
+    auto root = fl::LoadPublicIdentity(root_key_path);
+    if (!root.ok()) {
+      spdlog::error("--root-key: {}", root.status().ToString());
+      return 2;
+    }
+    co.root_key = root->signing;
   }
   auto splits = fl::LoadData(data, /*need_train=*/true, /*need_test=*/false);
   if (!splits.ok()) {

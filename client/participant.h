@@ -56,6 +56,12 @@ struct FitIns {
   bool stochastic_rounding{true};
   bool error_feedback{true};
   double deadline_seconds{60};
+  // The root's signed TASK envelope for this round and model (the TASK's own
+  // when it came from the root), which a relay attaches to its TASKs so its
+  // devices can check the model is the root's; and the format the model came
+  // in (0 fp32, 1 fp16: wire::ValueFormat), which the relay keeps.
+  std::string root_endorsement;
+  int model_format{0};
 };
 
 // Result of one round of local training.

@@ -251,7 +251,30 @@ struct ClientSession::Impl {
   // Takes the payload to free it as soon as it is decoded: a device holds as
   // few copies of the model at once as it can (RSS is measured in
   // experiments/BENCHMARKS.md).
-  Status HandleTask(const wire::Envelope& env, VerifiedMessage& msg) {
+  // With a pinned root key (a device under relays): true when the TASK's
+  // model is the root's: its own envelope (`raw`) is the root's, or it
+  // carries the root's signed envelope for its round and model. Otherwise
+  // says why and returns false.
+  bool ModelIsTheRoots(const wire::Envelope& env, const std::string& raw, const wire::Task& task) {
+    if (!o.root_key) return true;
+    if (VerifyMessageSignature(raw, *o.root_key).ok()) return true;  // from the root itself
+    const char* why = nullptr;
+    auto root = wire::DecodeEnvelope(task.root_endorsement);
+    if (task.root_endorsement.empty()) {
+      why = "it carries no endorsement by the root";
+    } else if (!root.ok() || !VerifyMessageSignature(task.root_endorsement, *o.root_key).ok()) {
+      why = "its endorsement is not signed by the root";
+    } else if (root->type != wire::MessageType::kTask || root->round != env.round ||
+               root->model_version != env.model_version) {
+      why = "the root's endorsement is for another round or model";
+    }
+    if (!why) return true;
+    Bad(std::string("TASK refused: its model is not the root's (--root-key): ") + why);
+    return false;
+  }
+
+  Status HandleTask(const wire::Envelope& env, const std::string& raw_envelope,
+                    VerifiedMessage& msg) {
     const double received_at = NowSeconds();
     if (held && held->round == env.round) {
       return Status::OK();  // trained already: its update waits for the grant
@@ -278,6 +301,7 @@ struct ClientSession::Impl {
       Bad("TASK model does not match the version in its envelope");
       return Status::OK();
     }
+    if (!ModelIsTheRoots(env, raw_envelope, task)) return Status::OK();
     // Nothing is allocated for the model before its configuration and layout
     // are known to be sane: a hostile server's block of 2^32 or shape of 2^34
     // values ends here.
@@ -313,6 +337,10 @@ struct ClientSession::Impl {
     }
 
     FitIns ins;
+    // What a relay hands on: the root's endorsement (this TASK's own envelope
+    // when it came from the root) and the model's format.
+    ins.root_endorsement = task.root_endorsement.empty() ? raw_envelope : task.root_endorsement;
+    ins.model_format = static_cast<int>(task.model.format);
     st = wire::Expand(task.model, &ins.parameters);
     task.model = wire::CompactModel();
     if (!st.ok()) {
@@ -467,7 +495,7 @@ struct ClientSession::Impl {
         // An allocation that fails on a small device ends this TASK, not the
         // client: it says so and stays available for the next round.
         try {
-          return HandleTask(*env, msg);
+          return HandleTask(*env, r.frames[0], msg);
         } catch (const std::bad_alloc&) {
           Bad("out of memory handling the TASK of round " + std::to_string(env->round));
           return Status::OK();

@@ -71,6 +71,11 @@ struct ClientOptions {
   // The server's pinned public key; when set, every message from the server
   // must carry a valid signature by it, or it is dropped before decoding.
   std::optional<std::array<uint8_t, 32>> server_key;
+  // The root aggregator's key, for a device under relay aggregators: every
+  // TASK must carry the root's signed envelope for its round and model
+  // (wire::kTaskRootEndorsement), or come from the root itself; otherwise it
+  // is dropped unread. Unset: the server's signature is all that is checked.
+  std::optional<std::array<uint8_t, 32>> root_key;
   // A device started without a model, with `server_key` pinned: the folder
   // where the server's TorchScript file is kept once its signature checks out
   // (Participant::AdoptModelFile). Empty: such a device follows built-in

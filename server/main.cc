@@ -311,6 +311,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber)
       ->group("Relays");
+  app.add_flag("--debug-relay-tamper-model", relay.debug_tamper_model,
+               "With --parent: change the parent's model before the devices get it (testing "
+               "the devices' --root-key check)")
+      ->group("");
   app.add_option("--debug-relay-weight-factor", relay.debug_weight_factor,
                  "With --parent: claim this many times the partials' true weight (testing the "
                  "parent's check)")

@@ -9,8 +9,11 @@
 
 namespace fl {
 
-RelayParticipant::RelayParticipant(RelayLink* link, double weight_factor)
-    : link_(link), weight_factor_(weight_factor), architecture_(link->architecture()) {
+RelayParticipant::RelayParticipant(RelayLink* link, double weight_factor, bool tamper)
+    : link_(link),
+      weight_factor_(weight_factor),
+      tamper_(tamper),
+      architecture_(link->architecture()) {
   for (auto& [name, shape] : link->layout()) layout_.push_back({name, shape});
 }
 
@@ -37,6 +40,12 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   RelayTask task;
   task.round = ins.round;
   task.parameters = ins.parameters;
+  task.root_endorsement = ins.root_endorsement;
+  task.format = ins.model_format == 1 ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
+  if (tamper_ && !task.parameters.tensors.empty() && !task.parameters.tensors[0].values.empty()) {
+    task.parameters.tensors[0].values[0] += 0.01f;
+    task.debug_endorse_anyway = true;
+  }
   wire::TrainConfig& c = task.config;
   c.epochs = ins.epochs;
   c.batch_size = ins.batch_size;
@@ -99,7 +108,8 @@ Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions
   }
   if (co.id.empty()) return Status::InvalidArgument("a relay without --key needs an id");
   up->link_ = link;
-  up->participant_ = std::make_unique<RelayParticipant>(link, o.debug_weight_factor);
+  up->participant_ =
+      std::make_unique<RelayParticipant>(link, o.debug_weight_factor, o.debug_tamper_model);
   up->session_ = std::make_unique<ClientSession>(co, ctx, up->participant_.get());
   Status st = up->session_->Start();
   if (!st.ok()) return st;
@@ -107,13 +117,13 @@ Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions
   up->thread_ = std::thread([self, ctx, link, verbose = o.verbose] {
     Status run = RunClient(self->session_.get(), ctx, &self->stop_);
     if (!run.ok()) {
-      spdlog::error("relay: the parent refused this relay: {}", run.ToString());
-      link->Finish(run.ToString());
+      spdlog::error("relay: the session to the parent ended: {}", run.ToString());
+      link->Finish("the session to the parent ended: " + run.ToString());
       return;
     }
     if (self->session_->done()) {
       if (verbose) spdlog::info("relay: the parent says: {}", self->session_->done_message());
-      link->Finish(self->session_->done_message());
+      link->Finish(self->session_->done_message(), /*parent_done=*/true);
       return;
     }
     link->Finish("stopped");

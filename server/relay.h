@@ -30,9 +30,10 @@ namespace fl {
 class RelayParticipant final : public Participant {
  public:
   // `link` must outlive it; its model must be set (Server::Create does).
-  // `weight_factor` != 1 is a test hook: a relay that lies about the weight
-  // of its partials by that factor.
-  explicit RelayParticipant(RelayLink* link, double weight_factor = 1);
+  // Test hooks: `weight_factor` != 1, a relay that lies about the weight of
+  // its partials by that factor; `tamper`, one that changes the parent's
+  // model before its devices get it.
+  explicit RelayParticipant(RelayLink* link, double weight_factor = 1, bool tamper = false);
 
   const std::string& architecture() const override { return architecture_; }
   int64_t num_examples() const override { return link_->registered(); }
@@ -44,6 +45,7 @@ class RelayParticipant final : public Participant {
  private:
   RelayLink* link_;
   double weight_factor_;
+  bool tamper_;
   std::string architecture_;
   std::vector<TensorLayout> layout_;
 };
@@ -66,6 +68,9 @@ struct RelayUplinkOptions {
   // Test hook (fl-server --debug-relay-weight-factor): claim this many times
   // the partials' true weight, as a lying relay would.
   double debug_weight_factor{1};
+  // Test hook (fl-server --debug-relay-tamper-model): change the parent's
+  // model (its first kept value + 0.01) before the devices get it.
+  bool debug_tamper_model{false};
 };
 
 // The session to the parent, on a thread of its own, until the parent's DONE

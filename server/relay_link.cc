@@ -25,9 +25,12 @@ Result<RelayResult> RelayLink::Run(RelayTask task, double timeout_seconds) {
   return out;
 }
 
-void RelayLink::Finish(const std::string& why) {
+void RelayLink::Finish(const std::string& why, bool parent_done) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!finished_) finish_reason_ = why;
+  if (!finished_) {
+    finish_reason_ = why;
+    parent_done_ = parent_done;
+  }
   finished_ = true;
   cv_.notify_all();
 }
@@ -71,6 +74,11 @@ void RelayLink::Deliver(uint64_t round, Result<RelayResult> result) {
 bool RelayLink::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
   return finished_;
+}
+
+bool RelayLink::parent_done() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return parent_done_;
 }
 
 std::string RelayLink::finish_reason() const {

@@ -30,6 +30,7 @@
 
 #include "common/model_state.h"
 #include "common/status.h"
+#include "common/wire/compact.h"
 #include "common/wire/messages.h"
 
 namespace fl {
@@ -43,6 +44,15 @@ struct RelayTask {
   // The parent's hyperparameters, handed on: config.seed is the parent's seed
   // of the round and config.deadline_seconds the time the parent waits.
   wire::TrainConfig config;
+  // The root's signed TASK envelope for this round and model, which the
+  // relay's TASKs carry (wire::kTaskRootEndorsement), and the format the
+  // model came in (the relay sends it in the same one, so its version is the
+  // root's).
+  std::string root_endorsement;
+  wire::ValueFormat format{wire::ValueFormat::kFp32};
+  // Test hook: attach the endorsement even to a model it does not match (a
+  // relay that changed the model and hides it).
+  bool debug_endorse_anyway{false};
 };
 
 // What the relay's devices made of it.
@@ -68,8 +78,10 @@ class RelayLink {
   // devices this round).
   Result<RelayResult> Run(RelayTask task, double timeout_seconds);
 
-  // The parent ended the federation (DONE) or the session ended for good.
-  void Finish(const std::string& why);
+  // The session ended for good: `parent_done` when the parent ended the
+  // federation (DONE); otherwise the relay stops with `why` as its error
+  // and does not tell its devices the federation is over.
+  void Finish(const std::string& why, bool parent_done = false);
 
   // Examples the relay's live devices registered with (its HELLO's claim to
   // the parent, at least 1), and the relay's model as the parent must send
@@ -92,6 +104,7 @@ class RelayLink {
   // none). A result for a task the session gave up on is dropped.
   void Deliver(uint64_t round, Result<RelayResult> result);
   bool finished() const;
+  bool parent_done() const;
   std::string finish_reason() const;
 
  private:
@@ -101,6 +114,7 @@ class RelayLink {
   std::optional<Result<RelayResult>> result_;
   uint64_t waiting_round_{0};  // the round Run waits for (0: none)
   bool finished_{false};
+  bool parent_done_{false};
   std::string finish_reason_;
   std::string architecture_;
   std::vector<std::pair<std::string, std::vector<int64_t>>> layout_;

@@ -657,6 +657,7 @@ struct Server::Impl {
       task.config.class_names = class_names;
     }
     task.ask_before_upload = variant == 2;
+    if (variant >= 1) task.root_endorsement = relay_endorsement;
     // Built for this TASK and dropped with it: between rounds only the
     // encoded TASK holds the model in its wire form.
     task.model = wire::Compact(global, o.downlink);
@@ -1108,9 +1109,10 @@ struct Server::Impl {
       bounds.registered = it->second;
     }
     bounds.weight_cap = weight_cap;
-    if (IsRelay(who)) {
+    if (MaySendPartials(who)) {
       bounds.relay_devices = o.relay_devices;
       bounds.device_cap = o.max_examples;
+      bounds.relay = IsRelay(who);
     }
     bounds.norm_bound = norm_bound;
     bounds.norm_bound_source = o.max_update_norm > 0
@@ -1161,7 +1163,10 @@ struct Server::Impl {
       return;
     }
     wal_entries.push_back(*entry);
-    if (u.contributors > 1) round_contributors[who] = u.contributors;
+    if (u.contributors > 1) {
+      round_contributors[who] = u.contributors;
+      partial_senders.insert(who);
+    }
     pending.erase(who);
     if (task) async_tasks->Close(who);  // its slot is free: the next tick hands it on
     unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
@@ -1376,7 +1381,9 @@ struct Server::Impl {
       wire::Reply welcome;
       welcome.in_reply_to = static_cast<uint8_t>(wire::MessageType::kHello);
       welcome.reason = "welcome";
-      if (!Send(c.peer, wire::MessageType::kAck, current_round, wire::Encode(welcome), {}).ok()) {
+      // (A full queue is a relay busy with its round, not a closed one.)
+      if (Send(c.peer, wire::MessageType::kAck, current_round, wire::Encode(welcome), {})
+              .IsNotFound()) {
         spdlog::warn("round {}: relay {} closed its connection", current_round, id);
         MarkUnreachable(&c);
       }
@@ -1755,12 +1762,22 @@ struct Server::Impl {
   }
   // True when `id`'s updates may be relays' partial aggregates.
   bool IsRelay(const std::string& id) const {
-    return o.relays_dir == "any" ? o.insecure : relay_ids.count(id) > 0;
+    return o.relays_dir == "any" ? o.insecure && partial_senders.count(id) > 0
+                                 : relay_ids.count(id) > 0;
+  }
+  // May `id` send partial aggregates at all.
+  bool MaySendPartials(const std::string& id) const {
+    return (o.relays_dir == "any" && o.insecure) || relay_ids.count(id) > 0;
   }
   // Relay mode: the parent's seed of the open round, handed to the devices;
   // the time by which the round must be done.
   uint64_t relay_seed{0};
+  std::string relay_endorsement;
   double relay_until{std::numeric_limits<double>::infinity()};
+  double relay_end{std::numeric_limits<double>::infinity()};
+  // Participants that sent a partial aggregate (with --relays any, what
+  // makes one a relay).
+  std::set<std::string> partial_senders;
 
   // Re-reads the enrollment folder: every *.pub file is a device. A file that
   // does not parse is logged and skipped; the others stay enrolled.
@@ -1837,8 +1854,9 @@ struct Server::Impl {
         return Status::OK();
       }
       if (NowSeconds() >= relay_until) {
-        spdlog::warn("round {}: {} of {} devices live at the parent's deadline; running with them",
-                     r, ActiveClients(nullptr), o.min_clients);
+        spdlog::warn(
+            "round {}: {} of {} devices live halfway to the parent's deadline; running with them",
+            r, ActiveClients(nullptr), o.min_clients);
         break;
       }
       if (NowSeconds() >= next_log) {
@@ -1928,7 +1946,7 @@ struct Server::Impl {
                    ShortVersion(version));
     }
     // 4. Collect.
-    const double deadline = std::min(t0 + o.round_deadline_seconds, relay_until);
+    const double deadline = std::min(t0 + o.round_deadline_seconds, relay_end);
     FL_RETURN_IF_ERROR(Pump(deadline, stop, [&] {
       GiveUpOnVanished();
       return pending.empty() || wal_entries.size() >= round_target;
@@ -1986,7 +2004,10 @@ struct Server::Impl {
       int64_t sum = 0;
       const double now = NowSeconds();
       for (const auto& [id, c] : clients) {
-        if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) sum += c.num_examples;
+        if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) {
+          sum += std::min(c.num_examples, o.max_examples);  // (as the relay counts them)
+          sum = std::min<int64_t>(sum, int64_t{1} << 60);
+        }
       }
       link.SetRegistered(std::max<int64_t>(1, sum));
     };
@@ -2000,12 +2021,24 @@ struct Server::Impl {
         return Status::OK();
       }
       std::optional<RelayTask> task = link.TakeTask();
-      if (!task) return Status::OK();  // the parent is done
+      if (!task) {
+        if (!link.finished()) continue;  // (the session gave up on it meanwhile)
+        if (link.parent_done()) return Status::OK();
+        // The devices are not told the federation is over: it is not.
+        return Status::Unavailable("relay: " + link.finish_reason());
+      }
       const uint64_t r = task->round;
-      if (r <= round) {
-        link.Deliver(r, Status::InvalidArgument("round " + std::to_string(r) +
-                                                " is not after this relay's round " +
-                                                std::to_string(round)));
+      if (r < round) {
+        // A parent restarted without its checkpoint numbers its rounds anew.
+        spdlog::warn("round {} from the parent, after this relay's round {}: was it restarted?", r,
+                     round);
+      }
+      const wire::TrainConfig& given = task->config;
+      if (!given.trainable.empty() && given.trainable.size() != task->parameters.tensors.size()) {
+        link.Deliver(r, Status::InvalidArgument("the parent's trainable list names " +
+                                                std::to_string(given.trainable.size()) +
+                                                " tensors; the model has " +
+                                                std::to_string(task->parameters.tensors.size())));
         continue;
       }
       // The parent's model and hyperparameters become this round's. The
@@ -2017,14 +2050,30 @@ struct Server::Impl {
       o.train = tc;
       relay_seed = tc.seed;
       o.round_deadline_seconds = std::max(0.5, 0.8 * tc.deadline_seconds);
-      relay_until = NowSeconds() + o.round_deadline_seconds;
+      // Devices that are not live by half of it would not have time to train.
+      relay_until = NowSeconds() + 0.5 * o.round_deadline_seconds;
+      relay_end = NowSeconds() + o.round_deadline_seconds;
+      // The model goes down as it came (its encoding, so its version, is the
+      // root's), with the root's endorsement of it when that version matches.
+      o.downlink = task->format;
       SetGlobal();
+      relay_endorsement.clear();
+      if (auto root = wire::DecodeEnvelope(task->root_endorsement);
+          root.ok() &&
+          ((root->model_version == version && root->round == r) || task->debug_endorse_anyway)) {
+        relay_endorsement = std::move(task->root_endorsement);
+      } else if (!task->root_endorsement.empty()) {
+        spdlog::warn(
+            "round {}: the model is not the one the root signed (version {}); devices that "
+            "check the root's signature (--root-key) will refuse it",
+            r, ShortVersion(version));
+      }
       if (reference_norm == 0 || round == 0) {
         reference_norm = KeptNorm(SelectTensors(global, trainable));
       }
       bool stopped = false;
       Status st = RunRound(r, stop, &stopped);
-      relay_until = std::numeric_limits<double>::infinity();
+      relay_until = relay_end = std::numeric_limits<double>::infinity();
       if (!st.ok()) {
         link.Deliver(r, st);
         return st;
@@ -2138,6 +2187,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         "enroll relays with --relays DIR");
   }
   if (o.relay_devices < 1) return Status::InvalidArgument("--relay-devices must be >= 1");
+  if (!o.relays_dir.empty() && o.max_examples == kDefaultMaxExamples) {
+    spdlog::warn(
+        "--relays with the default --max-examples {}: a relay's partial may weigh up to its "
+        "devices x {}; set --max-examples (here and on the relays) to the most examples one "
+        "device may have",
+        o.max_examples, o.max_examples);
+  }
   if (!o.relays_dir.empty() && o.privacy.enabled()) {
     // A partial is many devices' mean: clipping it and noising the sum would
     // protect a relay's group of devices, not one device, and the epsilon

@@ -222,9 +222,10 @@ struct ServerOptions {
   // UPDATEs may be partial aggregates. "any" (with `insecure` only): any
   // participant may send one. Empty: no relays.
   std::string relays_dir;
-  // Most devices one relay's partial aggregate may average; its weight is at
-  // most that many times max_examples.
-  int relay_devices{100};
+  // Most devices one relay's partial aggregate may average (the default is
+  // the most a relay tracks, max_clients); its weight is at most its devices
+  // times max_examples.
+  int relay_devices{10000};
   // ZeroMQ's own heartbeats on every connection (ClientOptions::
   // transport_heartbeats says why a simulation turns them off).
   bool transport_heartbeats{true};

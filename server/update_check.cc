@@ -79,7 +79,8 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
                       " devices; a relay aggregates at most " + std::to_string(b.relay_devices) +
                       " (--relay-devices)");
   }
-  if (b.relay_devices > 0) {
+  const bool as_relay = b.relay_devices > 0 && (b.relay || partial);
+  if (as_relay) {
     const int64_t most = static_cast<int64_t>(u.contributors) * b.device_cap;
     if (u.num_examples <= 0 || u.num_examples > most) {
       return Refuse(msg, "relay_weight",
@@ -133,7 +134,7 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
     }
   }
   AcceptedUpdate a;
-  a.weight = b.relay_devices > 0 ? u.num_examples : std::min(u.num_examples, b.weight_cap);
+  a.weight = as_relay ? u.num_examples : std::min(u.num_examples, b.weight_cap);
   a.train_loss = u.train_loss;
   a.train_seconds = u.train_seconds;
   a.norm = norm;

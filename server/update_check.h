@@ -44,6 +44,10 @@ struct UpdateBounds {
   // come and go) or `weight_cap` (a cap for one device).
   int64_t relay_devices{0};
   int64_t device_cap{0};
+  // The sender is a relay (enrolled with --relays, or known to send partials
+  // under --relays any): each of its updates is judged as a partial, even one
+  // of a single device. Otherwise only one that says it averages several is.
+  bool relay{false};
   // Bound on the delta's L2 norm (0 = none), and the flag that set it (for
   // the refusal's message).
   double norm_bound{0};

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -262,6 +263,103 @@ TEST(RelayTest, ARelayLyingAboutItsWeightIsRefused) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find("relay_weight=2"), std::string::npos) << log;
+}
+
+// As deployed: CURVE, enrolled identities, signed messages; the root's relays
+// enrolled in a folder of their own (--relays DIR), every device pinning its
+// relay's key and the root's (--root-key). Relay 1 changes the root's model
+// before handing it down and attaches the root's endorsement anyway: its
+// devices refuse every TASK it sends, so its devices' updates never reach the
+// root, while relay 0's devices train on the root's model each round.
+TEST(RelayTest, DevicesTrainOnlyOnTheModelTheRootSigned) {
+  test::TempDir dir;
+  const std::string d = dir.path();
+  auto keygen = [&](const std::string& folder, const std::string& name) {
+    test::Process p(test::BinPath("fl-keygen"), {"--out", folder, "--name", name},
+                    d + "/keygen-" + name + ".log");
+    return p.Wait(30) == 0;
+  };
+  ASSERT_TRUE(keygen(d + "/keys", "root"));
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(keygen(d + "/relays", "relay" + std::to_string(k)));  // .pub enrolls it
+    ASSERT_TRUE(keygen(d + "/dev", "dev" + std::to_string(2 * k)));
+    ASSERT_TRUE(keygen(d + "/dev", "dev" + std::to_string(2 * k + 1)));
+    std::filesystem::create_directories(d + "/enrolled" + std::to_string(k));
+    for (int i : {2 * k, 2 * k + 1}) {
+      const std::string name = "/dev" + std::to_string(i) + ".pub";
+      std::filesystem::copy_file(d + "/dev" + name, d + "/enrolled" + std::to_string(k) + name);
+    }
+  }
+  const std::vector<std::string> common = {
+      "--model", "mnist_2nn", "--max-examples", "20000", "--client-timeout", "3", "--linger", "2"};
+  test::Process root(kServer,
+                     Join({"--bind", "tcp://127.0.0.1:*", "--key", d + "/keys/root.key", "--relays",
+                           d + "/relays", "--rounds", "2", "--min-clients", "2", "--fraction", "1",
+                           "--deadline", "10", "--no-eval", "--out", d + "/root"},
+                          common),
+                     d + "/root.log");
+  const std::string parent = test::StartedEndpoint(root);
+  ASSERT_FALSE(parent.empty()) << root.Log();
+  std::vector<std::unique_ptr<test::Process>> relays;
+  std::vector<std::string> endpoints;
+  for (int k = 0; k < 2; ++k) {
+    const std::string name = "relay" + std::to_string(k);
+    std::vector<std::string> args = {"--parent",      parent,
+                                     "--server-key",  d + "/keys/root.pub",
+                                     "--key",         d + "/relays/" + name + ".key",
+                                     "--bind",        "tcp://127.0.0.1:*",
+                                     "--clients",     d + "/enrolled" + std::to_string(k),
+                                     "--min-clients", "2",
+                                     "--fraction",    "1"};
+    if (k == 1) args.push_back("--debug-relay-tamper-model");
+    relays.push_back(
+        std::make_unique<test::Process>(kServer, Join(args, common), d + "/" + name + ".log"));
+    endpoints.push_back(test::StartedEndpoint(*relays.back(), "relaying "));
+    ASSERT_FALSE(endpoints.back().empty()) << relays.back()->Log();
+  }
+  // The relays' keys sit beside their .pub in relays/ here; fl-server reads
+  // only *.pub from an enrollment folder.
+  std::vector<std::unique_ptr<test::Process>> devices;
+  for (int i = 0; i < 4; ++i) {
+    const std::string relay = "relay" + std::to_string(i / 2);
+    devices.push_back(std::make_unique<test::Process>(
+        kClient,
+        std::vector<std::string>{"--server",
+                                 endpoints[i / 2],
+                                 "--server-key",
+                                 d + "/relays/" + relay + ".pub",
+                                 "--key",
+                                 d + "/dev/dev" + std::to_string(i) + ".key",
+                                 "--root-key",
+                                 d + "/keys/root.pub",
+                                 "--data",
+                                 test::MnistDir(),
+                                 "--partition",
+                                 "iid",
+                                 "--num-partitions",
+                                 "4",
+                                 "--partition-index",
+                                 std::to_string(i),
+                                 "--heartbeat",
+                                 "0.3",
+                                 "--server-timeout",
+                                 "5"},
+        d + "/c" + std::to_string(i) + ".log"));
+  }
+  ASSERT_EQ(root.Wait(120), 0) << root.Log();
+  EXPECT_EQ(Participants(d + "/root/rounds.csv"), std::vector<int>({1, 1}));
+  for (int i : {0, 1}) {
+    EXPECT_NE(devices[i]->Log().find("round 2: trained"), std::string::npos) << devices[i]->Log();
+    EXPECT_EQ(devices[i]->Log().find("not the root's"), std::string::npos) << devices[i]->Log();
+  }
+  for (int i : {2, 3}) {
+    const std::string log = devices[i]->Log();
+    EXPECT_NE(log.find("TASK refused: its model is not the root's (--root-key): the root's "
+                       "endorsement is for another round or model"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("trained in"), std::string::npos) << log;
+  }
 }
 
 }  // namespace

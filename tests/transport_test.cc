@@ -121,9 +121,13 @@ TEST_P(TcpTransportTest, OversizeFrameNeverDelivered) {
   EXPECT_EQ(r.frames[1], "small");
 }
 
+// A peer whose connection is gone (or never was) is NotFound, which a full
+// queue (Unavailable) is not: the server tells a closed connection from a
+// busy one by it.
 TEST_P(TransportTest, SendToUnknownPeerFails) {
   Status st = server_->Send("no-such-peer", {"x"});
   EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(st.IsNotFound()) << st.ToString();
 }
 
 // CURVE: an enrolled key gets through and is reported as the peer's key;

@@ -163,7 +163,17 @@ TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
   AcceptedUpdate a;
   EXPECT_EQ(Check(&a), "");
   EXPECT_EQ(a.weight, 4000);  // above registered (100) and weight_cap (50)
-  // One device behind the relay: no contributors field, the same bound.
+  // A participant that may send partials but is not known as a relay
+  // (--relays any, before its first partial): its one-device update is a
+  // device's, held to what it registered with and to the round's cap.
+  Make({0.1f, 0.2f, 0.3f}, 1000);
+  EXPECT_EQ(Check(), "bad_weight");
+  Make({0.1f, 0.2f, 0.3f}, 80);
+  EXPECT_EQ(Check(&a), "");
+  EXPECT_EQ(a.weight, 50);
+  // An enrolled relay with one device behind it this round: no contributors
+  // field, the relay's bound.
+  bounds_.relay = true;
   Make({0.1f, 0.2f, 0.3f}, 1001);
   EXPECT_EQ(Check(), "relay_weight");
   Make({0.1f, 0.2f, 0.3f}, 1000);

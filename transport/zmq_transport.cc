@@ -340,6 +340,8 @@ class ZmqSocket final : public Socket {
     }
     if (listening_) {
       if (zmq_send(sock_, peer.data(), peer.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        // (ZMQ_ROUTER_MANDATORY: a peer whose connection closed is unknown.)
+        if (zmq_errno() == EHOSTUNREACH) return Status::NotFound("peer", "its connection is gone");
         return ZmqError("send to peer");
       }
     }

@@ -6,6 +6,7 @@
 
 #include "common/quant_codec.h"
 #include "common/text.h"
+#include "common/wire/envelope.h"
 
 namespace fl {
 namespace wire {
@@ -33,9 +34,10 @@ size_t TaskPayloadLimit(size_t values, size_t tensors) {
   // the mask bits and the fp32 values.
   // Optional fields of this protocol's own: the normalisation (8 bytes a
   // channel), the trainable bitmap (a bit a tensor) and the class names.
-  return 1024 + kExtensionRoomBytes + 8 * kMaxNormalizationChannels + 4 + tensors / 8 + 1 + 4 +
-         kMaxClassNames * (2 + kMaxClassNameBytes) + tensors * (256 + 8 * 8 + 64) + values / 8 + 1 +
-         4 * values;
+  // A relay's root endorsement: one envelope.
+  return 1024 + kExtensionRoomBytes + kEnvelopeBytes + 8 * kMaxNormalizationChannels + 4 +
+         tensors / 8 + 1 + 4 + kMaxClassNames * (2 + kMaxClassNameBytes) +
+         tensors * (256 + 8 * 8 + 64) + values / 8 + 1 + 4 * values;
 }
 
 Status CheckTrainConfig(const TrainConfig& c) {

@@ -52,6 +52,11 @@ constexpr uint16_t kTaskClassNames = kCriticalExtension | 6;
 // u32 little-endian, > 1. Critical: a parent that does not know relays must
 // refuse the update rather than weigh many devices' average as one device.
 constexpr uint16_t kUpdateContributors = kCriticalExtension | 1;
+// TASK: a relay aggregator's proof that the model is the root's. Value: the
+// root's own TASK envelope (kEnvelopeBytes, signed by the root), whose round
+// and model version are this TASK's. A device that pins the root's key
+// (fl-client --root-key) checks it (docs/relays.md).
+constexpr uint16_t kTaskRootEndorsement = 7;
 // HELLO: the device has no model of its own and takes the server's
 // TorchScript file, signed, in its TASK. Value: empty.
 constexpr uint16_t kHelloTakesModelCode = 1;
@@ -124,6 +129,9 @@ struct Task {
   // model.architecture and the server's signature over it; empty otherwise.
   std::string model_code;
   std::array<uint8_t, 64> model_code_signature{};
+  // Optional (extension kTaskRootEndorsement): the root's signed TASK
+  // envelope for this round and model, from a relay; empty otherwise.
+  std::string root_endorsement;
 };
 
 // Client -> server, in a round whose TASK asked before upload: my UPDATE is

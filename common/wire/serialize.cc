@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/model_state.h"
+#include "common/wire/envelope.h"
 #include "common/wire/limits.h"
 
 // cereal's binary archive writes integers and floats in host byte order; the
@@ -293,9 +294,10 @@ void serialize(Archive& ar, Task& m) {
     value += m.model_code;
     ext.push_back({kTaskModelCode, std::move(value)});
   }
+  if (!m.root_endorsement.empty()) ext.push_back({kTaskRootEndorsement, m.root_endorsement});
   Extensions(ar, ext,
              {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable,
-              kTaskModelCode, kTaskClassNames});
+              kTaskModelCode, kTaskClassNames, kTaskRootEndorsement});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
       if (e.tag == kTaskAskBeforeUpload) {
@@ -323,6 +325,11 @@ void serialize(Archive& ar, Task& m) {
           m.config.normalize_mean.push_back(get(at));
           m.config.normalize_std.push_back(get(at + 4));
         }
+      } else if (e.tag == kTaskRootEndorsement) {
+        if (e.value.size() != kEnvelopeBytes) {
+          throw cereal::Exception("root endorsement is not one envelope");
+        }
+        m.root_endorsement = e.value;
       } else if (e.tag == kTaskModelCode) {
         if (e.value.size() <= m.model_code_signature.size()) {
           throw cereal::Exception("model code extension holds no file");
