@@ -210,6 +210,57 @@ TEST(RelayTest, FedAdamOnTheRootComposesWithRelays) {
   EXPECT_LT(two, 1e-3);
 }
 
+// Relays stack: root -> relay -> relay -> 4 devices. The middle relay takes
+// the lower one's partial (4 devices) as a participant that may send
+// partials, counts its devices as its own contributors, and hands the root
+// their mean; round 1 equals the flat run of the same four devices within
+// float rounding (two more roundings than one tier: 4 ulps allowed).
+TEST(RelayTest, StackedRelaysEndWhereTheFlatRunEnds) {
+  test::TempDir dir;
+  const std::string d = dir.path();
+  constexpr int kFour = 4;
+  auto device = [&](const std::string& server, int i, const std::string& tag) {
+    return std::make_unique<test::Process>(kClient, test::ClientArgs(server, i, kFour),
+                                           d + "/" + tag + std::to_string(i) + ".log");
+  };
+  {
+    test::Process flat(kServer, RootArgs(d + "/flat", 1, kFour), d + "/flat.log");
+    const std::string endpoint = test::StartedEndpoint(flat);
+    ASSERT_FALSE(endpoint.empty()) << flat.Log();
+    std::vector<std::unique_ptr<test::Process>> devices;
+    for (int i = 0; i < kFour; ++i) devices.push_back(device(endpoint, i, "f"));
+    ASSERT_EQ(flat.Wait(120), 0) << flat.Log();
+  }
+  test::Process root(kServer, Join(RootArgs(d + "/root", 1, 1), {"--relays", "any"}),
+                     d + "/root.log");
+  const std::string top = test::StartedEndpoint(root);
+  ASSERT_FALSE(top.empty()) << root.Log();
+  std::vector<std::string> mid_args = RelayArgs(top);
+  mid_args[std::find(mid_args.begin(), mid_args.end(), "--min-clients") - mid_args.begin() + 1] =
+      "1";
+  test::Process mid(kServer, Join(mid_args, {"--relays", "any"}), d + "/mid.log");
+  const std::string middle = test::StartedEndpoint(mid, "relaying ");
+  ASSERT_FALSE(middle.empty()) << mid.Log();
+  test::Process leaf(kServer, RelayArgs(middle), d + "/leaf.log");
+  const std::string bottom = test::StartedEndpoint(leaf, "relaying ");
+  ASSERT_FALSE(bottom.empty()) << leaf.Log();
+  std::vector<std::unique_ptr<test::Process>> devices;
+  for (int i = 0; i < kFour; ++i) devices.push_back(device(bottom, i, "c"));
+  ASSERT_EQ(root.Wait(120), 0) << root.Log();
+  EXPECT_NE(leaf.Log().find("round 1: 4/4 updates"), std::string::npos) << leaf.Log();
+  EXPECT_NE(mid.Log().find("round 1: 1/1 updates"), std::string::npos) << mid.Log();
+  auto flat = ReadModelFile(d + "/flat/global.flm");
+  auto stacked = ReadModelFile(d + "/root/global.flm");
+  ASSERT_FL_OK(flat.status());
+  ASSERT_FL_OK(stacked.status());
+  double scale = 0;
+  const double diff = LargestDifference(*flat, *stacked, &scale);
+  std::printf("stacked: round 1: largest |flat - relayed| %.3g (largest |value| %.3g)\n", diff,
+              scale);
+  EXPECT_GT(scale, 0.1);
+  EXPECT_LE(diff, 4 * std::ldexp(scale, -23));
+}
+
 TEST(RelayTest, AKilledRelayLosesItsDevicesForThatRoundOnly) {
   test::TempDir dir;
   constexpr int kRounds = 5;
