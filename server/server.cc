@@ -1157,16 +1157,14 @@ struct Server::Impl {
     // (FromTaskHolder checked it against --max-staleness.)
     const uint32_t staleness = task ? static_cast<uint32_t>(current_round - task->step) : 0;
     auto entry =
-        wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta, staleness);
+        wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta, staleness,
+                    static_cast<uint32_t>(std::max<int64_t>(1, u.contributors)));
     if (!entry.ok()) {
       wal_error = entry.status();
       return;
     }
     wal_entries.push_back(*entry);
-    if (u.contributors > 1) {
-      round_contributors[who] = u.contributors;
-      partial_senders.insert(who);
-    }
+    if (u.contributors > 1) partial_senders.insert(who);
     pending.erase(who);
     if (task) async_tasks->Close(who);  // its slot is free: the next tick hands it on
     unsynced_acks.push_back({peer, env.round, entry->offset + entry->length + kSha256DigestBytes});
@@ -1220,6 +1218,7 @@ struct Server::Impl {
     std::sort(order.begin(), order.end(), [](const WalEntry& a, const WalEntry& b) {
       return a.sender != b.sender ? a.sender < b.sender : a.offset < b.offset;
     });
+    CapPartials(&order);
     // Each buffer goes as soon as it is done with, so the model-sized ones
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
@@ -1279,6 +1278,37 @@ struct Server::Impl {
         "unchanged: {}",
         current_round, aggregator->name(), count, st.message());
     return Status::OK();
+  }
+
+  // Relays' partial aggregates: none counts more than max_weight_ratio times
+  // the (lower) median of the round's partials' weight per device, for each
+  // of its devices; a relay that claims its devices hold more than the
+  // others' is held to that. From the log alone (weights and contributors),
+  // so a resumed round caps as the uninterrupted one did.
+  void CapPartials(std::vector<WalEntry>* entries) {
+    if (!(o.max_weight_ratio > 0)) return;
+    std::vector<double> per_device;
+    for (const auto& e : *entries) {
+      if (e.contributors > 1) {
+        per_device.push_back(static_cast<double>(e.weight) / e.contributors);
+      }
+    }
+    if (per_device.size() < 2) return;
+    const size_t mid = (per_device.size() - 1) / 2;
+    std::nth_element(per_device.begin(), per_device.begin() + mid, per_device.end());
+    const double cap = std::max(1.0, o.max_weight_ratio * per_device[mid]);
+    for (auto& e : *entries) {
+      if (e.contributors <= 1) continue;
+      const auto most = static_cast<int64_t>(std::floor(cap * e.contributors));
+      if (e.weight <= most) continue;
+      spdlog::warn(
+          "round {}: {}'s partial aggregate claims {} examples for {} devices; counted as {} "
+          "(--max-weight-ratio {} x the median partial's {:.0f} per device)",
+          current_round, e.sender, e.weight, e.contributors, most, o.max_weight_ratio,
+          per_device[mid]);
+      m.partials_capped++;
+      e.weight = most;
+    }
   }
 
   static Checkpoint::Row RowOf(const RoundMetrics& rm) {
@@ -1698,7 +1728,7 @@ struct Server::Impl {
       SetStepBounds();
       WalHeader h{r, {}, version, weight_cap, norm_bound, {}, population};
       auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key,
-                                 /*with_staleness=*/true);
+                                 /*with_staleness=*/true, !o.relays_dir.empty());
       if (!w.ok()) return w.status();
       wal = std::move(w).value();
     }
@@ -1753,9 +1783,6 @@ struct Server::Impl {
   // during a round (GiveUpOnVanished).
   std::set<std::string> relay_ids;
   std::map<std::string, double> relay_probed;
-  // The open round's accepted partial aggregates: devices each averages (a
-  // relay above counts these, not its relays, as its contributors).
-  std::map<std::string, int64_t> round_contributors;
   // An enrollment folder of devices (--clients) or of relays (--relays DIR).
   bool Enrolling() const {
     return !o.clients_dir.empty() || (!o.relays_dir.empty() && o.relays_dir != "any");
@@ -1875,7 +1902,6 @@ struct Server::Impl {
     const bool reopened = resumed_wal && resumed_wal->header.round == r;
     train_loss_sum = 0;
     wal_entries.clear();
-    round_contributors.clear();
     if (reopened) {
       FL_RETURN_IF_ERROR(ReopenRound());
       active.assign(pending.begin(), pending.end());
@@ -1927,7 +1953,8 @@ struct Server::Impl {
       round_nonce = RandomNonce();
       WalHeader h{r,         round_nonce, version, weight_cap, norm_bound, registered_at_selection,
                   population};
-      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key);
+      auto w = WalWriter::Create(WalPath(), h, /*durable=*/!o.out_dir.empty(), wal_key,
+                                 /*with_staleness=*/false, !o.relays_dir.empty());
       if (!w.ok()) return w.status();
       wal = std::move(w).value();
     }
@@ -2086,10 +2113,8 @@ struct Server::Impl {
       RelayResult res;
       res.round = r;
       for (const auto& e : wal_entries) res.weight += e.weight;
-      for (const auto& e : wal_entries) {
-        const auto it = round_contributors.find(e.sender);
-        res.contributors += it == round_contributors.end() ? 1 : it->second;
-      }
+      // (A relay above counts the devices of the relays below it.)
+      for (const auto& e : wal_entries) res.contributors += e.contributors;
       res.train_loss = m.mean_train_loss;
       if (res.contributors == 0 || !m.committed) {
         link.Deliver(r, Status::Unavailable("round " + std::to_string(r) + ": " +

@@ -15,8 +15,9 @@
 //   records: body length u32 | body | tag (32): of the body, and in a keyed
 //            log of the tag before it (the header's, for the first record)
 //            body: sender length u16 | sender | weight i64 | train loss f64
-//                  | train seconds f64 | staleness u32 (versions 5 and 6)
-//                  | delta length u64 | encoded delta
+//                  | train seconds f64 | staleness u32 (versions 5 to 8)
+//                  | contributors u32 (versions 7 and 8) | delta length u64
+//                  | encoded delta
 // A record cut short or not matching its tag ends the log (a crash in the
 // middle of an append): its update was never acknowledged.
 //
@@ -80,6 +81,7 @@ struct WalRecord {
   // Asynchronous mode: server steps between the update's task and the step
   // it joins (0 in synchronous rounds).
   uint32_t staleness{0};
+  uint32_t contributors{1};
   std::string delta;  // the encoded delta (quant codec)
 };
 
@@ -90,6 +92,9 @@ struct WalEntry {
   uint64_t offset{0};  // of the body
   uint32_t length{0};
   uint32_t staleness{0};
+  // Devices the record averages (1; more for a relay's partial aggregate;
+  // versions 7 and 8 keep it).
+  uint32_t contributors{1};
 };
 
 // Appends from one thread; a thread of its own makes them durable
@@ -104,10 +109,13 @@ class WalWriter final {
   // a server without an output folder, nothing kept.
   // With a `key`, the log is authenticated (version 2).
   // `with_staleness`: records carry a staleness (versions 5 and 6, for
-  // asynchronous mode); else versions 3 and 4, which older servers read.
+  // asynchronous mode); `with_contributors`: a staleness and the devices each
+  // record averages (versions 7 and 8, for a server with relays); else
+  // versions 3 and 4, which older servers read.
   static Result<std::unique_ptr<WalWriter>> Create(const std::string& path, const WalHeader& header,
                                                    bool durable, const WalKey& key,
-                                                   bool with_staleness = false);
+                                                   bool with_staleness = false,
+                                                   bool with_contributors = false);
   // Continues the log at `path` after its last whole record (`contents` from
   // WalReadAll, with the same key): a torn tail is cut off.
   static Result<std::unique_ptr<WalWriter>> Reopen(const std::string& path,
@@ -121,7 +129,8 @@ class WalWriter final {
   // from where it is, without a copy. Returns its entry; the record ends at
   // entry.offset + entry.length + 32.
   Result<WalEntry> Append(const std::string& sender, int64_t weight, double train_loss,
-                          double train_seconds, std::string_view delta, uint32_t staleness = 0);
+                          double train_seconds, std::string_view delta, uint32_t staleness = 0,
+                          uint32_t contributors = 1);
   // Asks the sync thread to make everything appended so far durable, and
   // returns at once.
   void RequestSync();

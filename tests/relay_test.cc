@@ -316,6 +316,26 @@ TEST(RelayTest, ARelayLyingAboutItsWeightIsRefused) {
   EXPECT_NE(log.find("relay_weight=2"), std::string::npos) << log;
 }
 
+// Within the absolute bound (default --max-examples: 4 x 1,000,000), a relay
+// claiming 20 times its devices' weight is counted as --max-weight-ratio (10)
+// times the median partial's weight per device, for each of its devices: the
+// root treats relays' claims as it treats devices'.
+TEST(RelayTest, ALyingRelayCountsAtMostTenTimesTheMedianRelay) {
+  test::TempDir dir;
+  constexpr int kRounds = 2;
+  Tier t = StartTier(dir.path(), kRounds, 2, {}, {{}, {"--debug-relay-weight-factor", "20"}});
+  ASSERT_EQ(t.endpoints.size(), 2u);
+  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
+  std::vector<std::unique_ptr<test::Process>> devices;
+  for (int i = 0; i < kDevices; ++i) devices.push_back(Device(t.endpoints[i / 4], i, dir.path()));
+  ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
+  EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 2));
+  const std::string log = t.root->Log();
+  // 4 devices of 7,500 examples: 600,000 claimed, 10 x 7,500 x 4 counted.
+  EXPECT_EQ(test::CountOf(log, "claims 600000 examples for 4 devices; counted as 300000"), kRounds)
+      << log;
+}
+
 // As deployed: CURVE, enrolled identities, signed messages; the root's relays
 // enrolled in a folder of their own (--relays DIR), every device pinning its
 // relay's key and the root's (--root-key). Relay 1 changes the root's model

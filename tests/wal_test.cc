@@ -195,5 +195,42 @@ TEST(WalTest, EachRecordKeepsItsStaleness) {
   EXPECT_EQ(read->entries[0].staleness, 0u);
 }
 
+// A server with relays: each record keeps the devices it averages (versions
+// 7 and 8), so a round reopened after a crash caps relays' partials as the
+// uninterrupted round did (Server's CapPartials reads them from the log).
+TEST(WalTest, EachRecordKeepsItsContributors) {
+  test::TempDir dir;
+  for (const WalKey& key : {WalKey{}, KeyOf(3)}) {
+    const std::string path = dir.path() + "/relayed.wal";
+    auto w = WalWriter::Create(path, SampleHeader(), /*durable=*/false, key,
+                               /*with_staleness=*/false, /*with_contributors=*/true);
+    ASSERT_FL_OK(w);
+    auto a = (*w)->Append("relay0", 30000, 0.5, 1.0, "partial", 0, 4);
+    auto b = (*w)->Append("dev9", 600, 0.5, 1.0, "own", 0, 1);
+    ASSERT_FL_OK(a);
+    ASSERT_FL_OK(b);
+    EXPECT_EQ(a->contributors, 4u);
+    auto rec = (*w)->Read(*a);
+    ASSERT_FL_OK(rec);
+    EXPECT_EQ(rec->contributors, 4u);
+    EXPECT_EQ(rec->delta, "partial");
+    w->reset();
+    auto c = WalReadAll(path, key);
+    ASSERT_FL_OK(c);
+    EXPECT_EQ(c->header.format, key ? 8u : 7u);
+    ASSERT_EQ(c->entries.size(), 2u);
+    EXPECT_EQ(c->entries[0].contributors, 4u);
+    EXPECT_EQ(c->entries[1].contributors, 1u);
+    auto again = WalWriter::Reopen(path, *c, /*durable=*/false, key);
+    ASSERT_FL_OK(again);
+    ASSERT_FL_OK((*again)->Append("relay1", 20000, 0.5, 1.0, "later", 0, 3).status());
+    again->reset();
+    c = WalReadAll(path, key);
+    ASSERT_FL_OK(c);
+    ASSERT_EQ(c->entries.size(), 3u);
+    EXPECT_EQ(c->entries[2].contributors, 3u);
+  }
+}
+
 }  // namespace
 }  // namespace fl
