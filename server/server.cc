@@ -599,7 +599,8 @@ struct Server::Impl {
           "FedAvg); upgrade it to use --mu",
           id);
     }
-    if (!o.insecure && o.transfer_window_bytes > 0 && c.reads_extensions) {
+    if ((!o.insecure || o.window_plaintext_tasks) && o.transfer_window_bytes > 0 &&
+        c.reads_extensions) {
       const auto frames = TaskFor(id, c);
       if (!task_sends->Ask(id, frames[0]->size() + frames[1]->size(), NowSeconds())) return;
     }

@@ -186,6 +186,11 @@ struct ServerOptions {
   // TASK, do not all sit in memory at once. One transfer is always allowed.
   // 0 = off (every client gets its TASK and sends its UPDATE at once).
   size_t transfer_window_bytes{16u << 20};
+  // Plaintext TASKs through the transfer window too. A plaintext TASK is one
+  // buffer the server shares among its sends, so the server does not need
+  // it; a simulation does, where the receiving clients' copies are in the
+  // same machine's memory.
+  bool window_plaintext_tasks{false};
   // Connections the transport holds at once: a handshake past it is refused
   // (counted as connection_cap) and the connection closed. A connection that
   // has not finished its handshake within 10 s is closed. Lowered to fit the

@@ -872,6 +872,8 @@ int Main(int argc, char** argv, MpiWorld& world) {
   so.ingest_threads = c.ingest_threads;
   so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
   so.transport_heartbeats = false;  // see RunWorker
+  // The clients' copies of a TASK are in this machine's memory too.
+  so.window_plaintext_tasks = true;
   so.train.epochs = c.epochs;
   so.train.batch_size = c.batch;
   so.train.lr = c.lr;
