@@ -336,6 +336,26 @@ TEST(RelayTest, ALyingRelayCountsAtMostTenTimesTheMedianRelay) {
       << log;
 }
 
+// A relay its parent refuses for good (started for another model) exits with
+// an error naming the refusal, and does not tell its devices the federation
+// is over: they stay up, waiting for a server.
+TEST(RelayTest, ARelayItsParentRefusesFailsWithoutEndingItsDevices) {
+  test::TempDir dir;
+  test::Process root(kServer, RootArgs(dir.path() + "/root", 1, 1), dir.path() + "/root.log");
+  const std::string parent = test::StartedEndpoint(root);
+  ASSERT_FALSE(parent.empty()) << root.Log();
+  std::vector<std::string> args = RelayArgs(parent);
+  args[std::find(args.begin(), args.end(), "mnist_2nn") - args.begin()] = "mnist_cnn";
+  test::Process relay(kServer, args, dir.path() + "/relay.log");
+  const std::string endpoint = test::StartedEndpoint(relay, "relaying ");
+  ASSERT_FALSE(endpoint.empty()) << relay.Log();
+  auto device = Device(endpoint, 0, dir.path());
+  EXPECT_EQ(relay.Wait(60), 1) << relay.Log();
+  EXPECT_NE(relay.Log().find("wrong_architecture"), std::string::npos) << relay.Log();
+  EXPECT_EQ(device->Wait(1), -1) << device->Log();  // still up
+  EXPECT_EQ(device->Log().find("server says done"), std::string::npos) << device->Log();
+}
+
 // As deployed: CURVE, enrolled identities, signed messages; the root's relays
 // enrolled in a folder of their own (--relays DIR), every device pinning its
 // relay's key and the root's (--root-key). Relay 1 changes the root's model
