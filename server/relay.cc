@@ -67,6 +67,9 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   auto res = link_->Run(std::move(task), ins.deadline_seconds);
   if (!res.ok()) return res.status();
   FitRes out;
+  if (res->contributors == 0) {
+    spdlog::warn("relay: round {}: none of its devices answered; telling the parent", ins.round);
+  }
   out.parameters = std::move(res->parameters);
   out.num_examples = static_cast<int64_t>(static_cast<double>(res->weight) * weight_factor_);
   out.first_epoch_loss = out.last_epoch_loss = res->train_loss;

@@ -39,7 +39,9 @@ class RelayParticipant final : public Participant {
   int64_t num_examples() const override { return link_->registered(); }
   Result<std::vector<TensorLayout>> Layout(const std::string& architecture) override;
   size_t TaskPayloadLimit() const override;
-  // Runs one round for the relay's devices; Unavailable when none answered.
+  // Runs one round for the relay's devices. None answered: no examples and
+  // the parent's own parameters (the parent refuses it, relay_empty, and so
+  // stops waiting for this relay).
   Result<FitRes> Fit(const FitIns& ins, const EpochCallback& on_epoch = nullptr) override;
 
  private:

@@ -73,9 +73,9 @@ class RelayLink {
   // --- the session's side (the participant's Fit) ---
 
   // Hands `task` to the server and waits for its result, at most
-  // `timeout_seconds`. Unavailable when no device answered, the wait timed
-  // out or the relay is stopping (the parent then goes without this relay's
-  // devices this round).
+  // `timeout_seconds` (a result with no contributors when no device
+  // answered). Unavailable when the wait timed out or the relay is stopping
+  // (the parent then goes without this relay's devices this round).
   Result<RelayResult> Run(RelayTask task, double timeout_seconds);
 
   // The session ended for good: `parent_done` when the parent ended the

@@ -2117,13 +2117,13 @@ struct Server::Impl {
       // (A relay above counts the devices of the relays below it.)
       for (const auto& e : wal_entries) res.contributors += e.contributors;
       res.train_loss = m.mean_train_loss;
-      if (res.contributors == 0 || !m.committed) {
-        link.Deliver(r, Status::Unavailable("round " + std::to_string(r) + ": " +
-                                            (res.contributors == 0
-                                                 ? std::string("no device of this relay answered")
-                                                 : "the step was not committed")));
+      if (!m.committed) {
+        link.Deliver(
+            r, Status::Unavailable("round " + std::to_string(r) + ": the step was not committed"));
         continue;
       }
+      // No device answered: the relay says so at once (an empty partial, no
+      // weight), so that its parent does not wait for it until the deadline.
       res.parameters = global;
       link.Deliver(r, std::move(res));
     }

@@ -80,6 +80,10 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
                       " (--relay-devices)");
   }
   const bool as_relay = b.relay_devices > 0 && (b.relay || partial);
+  if (b.relay_devices > 0 && u.num_examples == 0) {
+    // (Refused, so the round counts the relay as answered and does not wait.)
+    return Refuse(msg, "relay_empty", "none of the relay's devices answered this round");
+  }
   if (as_relay) {
     const int64_t most = static_cast<int64_t>(u.contributors) * b.device_cap;
     if (u.num_examples <= 0 || u.num_examples > most) {

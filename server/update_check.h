@@ -76,8 +76,8 @@ struct AcceptedUpdate {
 
 // Checks `msg` (an UPDATE) against `bounds`; decodes the delta into `*delta`
 // (a reused buffer). A Refusal carries the REJECT reason: wrong_base,
-// bad_payload, bad_codec, bad_weight, bad_delta, wrong_codec, norm_too_large,
-// out_of_range.
+// bad_payload, bad_codec, bad_weight, relay_weight, relay_empty, bad_delta,
+// wrong_codec, norm_too_large, out_of_range.
 std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg,
                                                   const UpdateBounds& bounds,
                                                   std::vector<float>* delta);

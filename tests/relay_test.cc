@@ -32,6 +32,21 @@ std::vector<std::string> Join(std::vector<std::string> a, const std::vector<std:
   return a;
 }
 
+// `args` with the flag/value pairs of `pairs`: a flag already there gets the
+// new value, others are added.
+std::vector<std::string> With(std::vector<std::string> args,
+                              const std::vector<std::string>& pairs) {
+  for (size_t i = 0; i + 1 < pairs.size(); i += 2) {
+    auto at = std::find(args.begin(), args.end(), pairs[i]);
+    if (at != args.end() && at + 1 != args.end()) {
+      *(at + 1) = pairs[i + 1];
+    } else {
+      args.insert(args.end(), {pairs[i], pairs[i + 1]});
+    }
+  }
+  return args;
+}
+
 // The federation's settings, shared by the flat server and the root.
 std::vector<std::string> RootArgs(const std::string& out, int rounds, int min_clients) {
   return {"--bind",
@@ -104,13 +119,13 @@ Tier StartTier(const std::string& dir, int rounds, int min_clients,
   Tier t;
   t.root = std::make_unique<test::Process>(
       kServer,
-      Join(RootArgs(dir + "/root", rounds, min_clients), Join({"--relays", "any"}, root_extra)),
+      With(RootArgs(dir + "/root", rounds, min_clients), Join({"--relays", "any"}, root_extra)),
       dir + "/root.log");
   const std::string parent = test::StartedEndpoint(*t.root);
   if (parent.empty()) return t;
   for (size_t k = 0; k < relay_extra.size(); ++k) {
     t.relays.push_back(
-        std::make_unique<test::Process>(kServer, Join(RelayArgs(parent), relay_extra[k]),
+        std::make_unique<test::Process>(kServer, With(RelayArgs(parent), relay_extra[k]),
                                         dir + "/relay" + std::to_string(k) + ".log"));
     t.endpoints.push_back(test::StartedEndpoint(*t.relays.back(), "relaying "));
   }
@@ -334,6 +349,27 @@ TEST(RelayTest, ALyingRelayCountsAtMostTenTimesTheMedianRelay) {
   // 4 devices of 7,500 examples: 600,000 claimed, 10 x 7,500 x 4 counted.
   EXPECT_EQ(test::CountOf(log, "claims 600000 examples for 4 devices; counted as 300000"), kRounds)
       << log;
+}
+
+// A relay none of whose devices answers (here: it has none) tells its parent
+// at once with an empty partial, which the root refuses (relay_empty): the
+// round goes on with the other relay's partial instead of waiting for the
+// deadline.
+TEST(RelayTest, ARelayWithoutAnswersDoesNotHoldTheRoundUp) {
+  test::TempDir dir;
+  constexpr int kRounds = 2;
+  // Relay 1 waits for a device until half its window (0.8 x 20 s), then
+  // runs with none.
+  Tier t = StartTier(dir.path(), kRounds, 2, {"--deadline", "20"}, {{}, {}});
+  ASSERT_EQ(t.endpoints.size(), 2u);
+  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
+  std::vector<std::unique_ptr<test::Process>> devices;
+  for (int i = 0; i < 4; ++i) devices.push_back(Device(t.endpoints[0], i, dir.path()));
+  ASSERT_EQ(t.root->Wait(120), 0) << t.root->Log();
+  EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 1));
+  const std::string log = t.root->Log();
+  EXPECT_NE(log.find("relay_empty=2"), std::string::npos) << log;
+  EXPECT_EQ(log.find("missed the 20 s deadline"), std::string::npos) << log;
 }
 
 // A relay its parent refuses for good (started for another model) exits with

@@ -163,6 +163,10 @@ TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
   AcceptedUpdate a;
   EXPECT_EQ(Check(&a), "");
   EXPECT_EQ(a.weight, 4000);  // above registered (100) and weight_cap (50)
+  // None of its devices answered: an empty partial, refused so the round
+  // does not wait for it.
+  Make({0, 0, 0}, 0);
+  EXPECT_EQ(Check(), "relay_empty");
   // A participant that may send partials but is not known as a relay
   // (--relays any, before its first partial): its one-device update is a
   // device's, held to what it registered with and to the round's cap.
