@@ -18,6 +18,8 @@
 #include "common/dataset.h"
 #include "common/model_state.h"
 #include "common/status.h"
+#include "common/wire/compact.h"
+#include "common/wire/messages.h"
 
 namespace fl {
 
@@ -46,22 +48,15 @@ struct FitIns {
   // own numbering).
   std::vector<std::string> class_names;
   // What a relay aggregator hands on to its own devices unchanged: the
-  // parent's round, its seed for the round (before this participant's id is
-  // mixed into `seed`), how deltas are encoded, and the seconds the parent
-  // waits for the answer.
+  // parent's round, the TASK's whole configuration as sent (its seed before
+  // this participant's id is mixed into `seed`, its codec, its deadline), the
+  // root's signed TASK envelope for this round and model (the TASK's own when
+  // it came from the root), which lets its devices check the model is the
+  // root's, and the format the model came in.
   uint64_t round{0};
-  uint64_t round_seed{1};
-  int uplink_bits{32};
-  uint32_t block{256};
-  bool stochastic_rounding{true};
-  bool error_feedback{true};
-  double deadline_seconds{60};
-  // The root's signed TASK envelope for this round and model (the TASK's own
-  // when it came from the root), which a relay attaches to its TASKs so its
-  // devices can check the model is the root's; and the format the model came
-  // in (0 fp32, 1 fp16: wire::ValueFormat), which the relay keeps.
+  wire::TrainConfig config;
   std::string root_endorsement;
-  int model_format{0};
+  wire::ValueFormat model_format{wire::ValueFormat::kFp32};
 };
 
 // Result of one round of local training.

@@ -340,7 +340,7 @@ struct ClientSession::Impl {
     // What a relay hands on: the root's endorsement (this TASK's own envelope
     // when it came from the root) and the model's format.
     ins.root_endorsement = task.root_endorsement.empty() ? raw_envelope : task.root_endorsement;
-    ins.model_format = static_cast<int>(task.model.format);
+    ins.model_format = static_cast<wire::ValueFormat>(task.model.format);  // (Expand checks it)
     st = wire::Expand(task.model, &ins.parameters);
     task.model = wire::CompactModel();
     if (!st.ok()) {
@@ -361,12 +361,7 @@ struct ClientSession::Impl {
     // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
     ins.seed = task.config.seed ^ IdHash();
     ins.round = env.round;
-    ins.round_seed = task.config.seed;
-    ins.uplink_bits = task.config.uplink_bits;
-    ins.block = task.config.block;
-    ins.stochastic_rounding = task.config.stochastic_rounding;
-    ins.error_feedback = task.config.error_feedback;
-    ins.deadline_seconds = task.config.deadline_seconds;
+    ins.config = task.config;
     QuantOptions q;
     q.bits = task.config.uplink_bits;
     q.block = task.config.block;

@@ -5,7 +5,7 @@
 //   fl-server ... --resume        # continue from runs/prod/checkpoint.fl
 //   fl-server --parent tcp://root:5555 --server-key root.pub --key relay.key
 //             --clients devices/ --bind tcp://*:6000     # a relay aggregator
-//   Root of relays: --relays relays/ (their public keys) --relay-devices 100.
+//   Root of relays: --relays relays/ (their public keys) --max-examples N.
 //   Encrypted (CURVE) and enrolled by default: --key server.key --clients enrolled/;
 //   --insecure for local experiments. See README "Deploying to a fleet".
 //
@@ -22,7 +22,6 @@
 #include "common/data_flags.h"
 #include "common/memory.h"
 #include "server/relay.h"
-#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -356,32 +355,37 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGHUP, OnHangup);  // re-read the enrollment folder now
   o.reload_enrollment = &g_reload;
-  fl::RelayLink link;
-  if (is_relay) o.parent = &link;
   auto ctx = fl::transport::CreateZmqContext();
-  auto server = fl::Server::Create(o, ctx, fl::TorchRuntime());
-  if (!server.ok()) {
-    spdlog::error("{}", server.status().ToString());
-    return 1;
-  }
-  std::unique_ptr<fl::RelayUplink> uplink;
+  std::unique_ptr<fl::Server> server;
+  std::unique_ptr<fl::Relay> relayed;
   if (is_relay) {
+    auto r = fl::Relay::Create(o, ctx, fl::TorchRuntime());
+    if (!r.ok()) {
+      spdlog::error("{}", r.status().ToString());
+      return 1;
+    }
+    relayed = std::move(r).value();
     relay.key_path = o.key_path;
     relay.insecure = o.insecure;
     relay.verbose = !quiet;
     char host[64] = "relay";
     gethostname(host, sizeof host - 1);
     relay.id = "relay-" + std::string(host).substr(0, 16) + "-" + std::to_string(getpid());
-    auto up = fl::RelayUplink::Start(relay, ctx, &link);
-    if (!up.ok()) {
-      spdlog::error("{}", up.status().ToString());
+    if (fl::Status st = relayed->Connect(relay, ctx); !st.ok()) {
+      spdlog::error("{}", st.ToString());
       return 2;
     }
-    uplink = std::move(up).value();
-    spdlog::info("relay {}: parent {}", uplink->id(), relay.parent);
+    spdlog::info("relay {}: parent {}", relayed->id(), relay.parent);
+  } else {
+    auto s = fl::Server::Create(o, ctx, fl::TorchRuntime());
+    if (!s.ok()) {
+      spdlog::error("{}", s.status().ToString());
+      return 1;
+    }
+    server = std::move(s).value();
   }
-  auto sum = (*server)->Run(&g_stop, nullptr);
-  uplink.reset();
+  auto sum = relayed ? relayed->Run(&g_stop, nullptr) : server->Run(&g_stop, nullptr);
+  relayed.reset();
   if (!sum.ok()) {
     spdlog::error("{}", sum.status().ToString());
     return 1;

@@ -41,30 +41,14 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   task.round = ins.round;
   task.parameters = ins.parameters;
   task.root_endorsement = ins.root_endorsement;
-  task.format = ins.model_format == 1 ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
+  task.format = ins.model_format;
+  task.config = ins.config;
   if (tamper_ && !task.parameters.tensors.empty() && !task.parameters.tensors[0].values.empty()) {
     task.parameters.tensors[0].values[0] += 0.01f;
     task.debug_endorse_anyway = true;
   }
-  wire::TrainConfig& c = task.config;
-  c.epochs = ins.epochs;
-  c.batch_size = ins.batch_size;
-  c.lr = ins.lr;
-  c.momentum = ins.momentum;
-  c.weight_decay = ins.weight_decay;
-  c.seed = ins.round_seed;
-  c.deadline_seconds = ins.deadline_seconds;
-  c.uplink_bits = ins.uplink_bits;
-  c.block = ins.block;
-  c.stochastic_rounding = ins.stochastic_rounding;
-  c.error_feedback = ins.error_feedback;
-  c.proximal_mu = ins.proximal_mu;
-  c.normalize_mean = ins.normalization.mean;
-  c.normalize_std = ins.normalization.std;
-  c.trainable = ins.trainable;
-  c.class_names = ins.class_names;
   const double t0 = NowSeconds();
-  auto res = link_->Run(std::move(task), ins.deadline_seconds);
+  auto res = link_->Run(std::move(task), ins.config.deadline_seconds);
   if (!res.ok()) return res.status();
   FitRes out;
   if (res->contributors == 0) {
@@ -132,6 +116,50 @@ Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions
     link->Finish("stopped");
   });
   return up;
+}
+
+Result<std::unique_ptr<Relay>> Relay::Create(ServerOptions options,
+                                             std::shared_ptr<transport::Context> context,
+                                             const ModelRuntime& runtime) {
+  std::unique_ptr<Relay> relay(new Relay());
+  relay->link_ = std::make_unique<RelayLink>();
+  options.parent = relay->link_.get();
+  auto server = Server::Create(std::move(options), std::move(context), runtime);
+  if (!server.ok()) return server.status();
+  relay->server_ = std::move(server).value();
+  return relay;
+}
+
+Status Relay::Connect(const RelayUplinkOptions& uplink,
+                      std::shared_ptr<transport::Context> context) {
+  // (After the server: it told the link the model the uplink announces.)
+  auto up = RelayUplink::Start(uplink, std::move(context), link_.get());
+  if (!up.ok()) return up.status();
+  uplink_ = std::move(up).value();
+  return Status::OK();
+}
+
+Relay::~Relay() {
+  uplink_.reset();  // finishes the link: a Run still going returns
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<ServerSummary> Relay::Run(const std::atomic<bool>* stop, const RoundCallback& on_round) {
+  return server_->Run(stop, on_round);
+}
+
+void Relay::Start(const std::atomic<bool>* stop, RoundCallback on_round,
+                  std::atomic<bool>* failed) {
+  thread_ = std::thread([this, stop, on_round = std::move(on_round), failed] {
+    auto sum = server_->Run(stop, on_round);
+    status_ = sum.ok() ? Status::OK() : sum.status();
+    if (!sum.ok() && failed) failed->store(true);
+  });
+}
+
+Status Relay::Join() {
+  if (thread_.joinable()) thread_.join();
+  return status_;
 }
 
 RelayUplink::~RelayUplink() {

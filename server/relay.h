@@ -23,6 +23,7 @@
 #include "client/session.h"
 #include "common/status.h"
 #include "server/relay_link.h"
+#include "server/server.h"
 #include "transport/transport.h"
 
 namespace fl {
@@ -99,6 +100,46 @@ class RelayUplink final {
   std::unique_ptr<ClientSession> session_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+};
+
+// One relay aggregator in this process (fl-server --parent, fl-sim's
+// [topology] relays, fl-bench-ingest --relays): its Server, whose rounds come
+// through its own RelayLink, and the RelayUplink that carries them from the
+// parent.
+class Relay final {
+ public:
+  // The relay's server (`options.parent` is set here); Connect() then
+  // starts its uplink, before Run or Start.
+  static Result<std::unique_ptr<Relay>> Create(ServerOptions options,
+                                               std::shared_ptr<transport::Context> context,
+                                               const ModelRuntime& runtime);
+  Status Connect(const RelayUplinkOptions& uplink, std::shared_ptr<transport::Context> context);
+  // Stops the uplink, which ends Run, and joins a Start()ed thread.
+  ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  // The endpoint its devices connect to, and (once connected) its id at the
+  // parent.
+  std::string endpoint() const { return server_->endpoint(); }
+  const std::string& id() const { return uplink_->id(); }
+
+  // Runs its rounds until the parent's DONE (then its devices get DONE),
+  // `*stop`, or an error (its session to the parent ended otherwise).
+  Result<ServerSummary> Run(const std::atomic<bool>* stop, const RoundCallback& on_round);
+  // The same on a thread of its own, setting `*failed` (when given) if it
+  // ends in an error; Join() waits for it and returns its status.
+  void Start(const std::atomic<bool>* stop, RoundCallback on_round,
+             std::atomic<bool>* failed = nullptr);
+  Status Join();
+
+ private:
+  Relay() = default;
+  std::unique_ptr<RelayLink> link_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<RelayUplink> uplink_;
+  std::thread thread_;
+  Status status_;
 };
 
 }  // namespace fl

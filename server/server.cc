@@ -634,12 +634,10 @@ struct Server::Impl {
       task.model_code_signature = model_code_signature;
       variant -= 2;
     }
-    task.config = o.train;  // (a relay's: the parent's, whole)
+    task.config = o.train;  // (a relay's: the parent's, whole, its seed included)
     if (!o.parent) {
       task.config.lr = RoundLearningRate(o, static_cast<int>(r));
       task.config.seed = seed;
-    } else {
-      task.config.seed = relay_seed;
     }
     task.config.deadline_seconds = o.round_deadline_seconds;
     if (variant == 0) {
@@ -1307,7 +1305,6 @@ struct Server::Impl {
           "(--max-weight-ratio {} x the median partial's {:.0f} per device)",
           current_round, e.sender, e.weight, e.contributors, most, o.max_weight_ratio,
           per_device[mid]);
-      m.partials_capped++;
       e.weight = most;
     }
   }
@@ -1797,9 +1794,9 @@ struct Server::Impl {
   bool MaySendPartials(const std::string& id) const {
     return (o.relays_dir == "any" && o.insecure) || relay_ids.count(id) > 0;
   }
-  // Relay mode: the parent's seed of the open round, handed to the devices;
-  // the time by which the round must be done.
-  uint64_t relay_seed{0};
+  // Relay mode: the root's endorsement of the open round's model, handed to
+  // the devices; until when the round waits for devices to be live, and
+  // when it must be done.
   std::string relay_endorsement;
   double relay_until{std::numeric_limits<double>::infinity()};
   double relay_end{std::numeric_limits<double>::infinity()};
@@ -2027,10 +2024,15 @@ struct Server::Impl {
   // stopped.
   Status RelayRounds(const std::atomic<bool>* stop, bool* abandoned) {
     RelayLink& link = *o.parent;
+    double published = -1e18;
     const auto publish = [&] {
-      // The relay's claim to its parent: what its live devices registered with.
-      int64_t sum = 0;
+      // The relay's claim to its parent: what its live devices registered
+      // with. Its HELLOs read it every heartbeat: once a second is plenty,
+      // and spares the receive loop a pass over every device.
       const double now = NowSeconds();
+      if (now - published < 1.0) return;
+      published = now;
+      int64_t sum = 0;
       for (const auto& [id, c] : clients) {
         if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) {
           sum += std::min(c.num_examples, o.max_examples);  // (as the relay counts them)
@@ -2061,22 +2063,20 @@ struct Server::Impl {
         spdlog::warn("round {} from the parent, after this relay's round {}: was it restarted?", r,
                      round);
       }
-      const wire::TrainConfig& given = task->config;
-      if (!given.trainable.empty() && given.trainable.size() != task->parameters.tensors.size()) {
+      const wire::TrainConfig& tc = task->config;
+      if (!tc.trainable.empty() && tc.trainable.size() != task->parameters.tensors.size()) {
         link.Deliver(r, Status::InvalidArgument("the parent's trainable list names " +
-                                                std::to_string(given.trainable.size()) +
+                                                std::to_string(tc.trainable.size()) +
                                                 " tensors; the model has " +
                                                 std::to_string(task->parameters.tensors.size())));
         continue;
       }
-      // The parent's model and hyperparameters become this round's. The
-      // relay answers within 80% of the parent's deadline, leaving the rest
-      // for its own upload.
-      const wire::TrainConfig& tc = task->config;
+      // The parent's model and hyperparameters (its seed too) become this
+      // round's. The relay answers within 80% of the parent's deadline,
+      // leaving the rest for its own upload.
       global = std::move(task->parameters);
       trainable = tc.trainable;
       o.train = tc;
-      relay_seed = tc.seed;
       o.round_deadline_seconds = std::max(0.5, 0.8 * tc.deadline_seconds);
       // Devices that are not live by half of it would not have time to train.
       relay_until = NowSeconds() + 0.5 * o.round_deadline_seconds;
@@ -2096,9 +2096,7 @@ struct Server::Impl {
             "check the root's signature (--root-key) will refuse it",
             r, ShortVersion(version));
       }
-      if (reference_norm == 0 || round == 0) {
-        reference_norm = KeptNorm(SelectTensors(global, trainable));
-      }
+      if (round == 0) reference_norm = KeptNorm(SelectTensors(global, trainable));
       bool stopped = false;
       Status st = RunRound(r, stop, &stopped);
       relay_until = relay_end = std::numeric_limits<double>::infinity();
@@ -2113,9 +2111,10 @@ struct Server::Impl {
       }
       RelayResult res;
       res.round = r;
-      for (const auto& e : wal_entries) res.weight += e.weight;
-      // (A relay above counts the devices of the relays below it.)
-      for (const auto& e : wal_entries) res.contributors += e.contributors;
+      for (const auto& e : wal_entries) {
+        res.weight += e.weight;
+        res.contributors += e.contributors;  // (the devices of relays below it too)
+      }
       res.train_loss = m.mean_train_loss;
       if (!m.committed) {
         link.Deliver(

@@ -282,9 +282,6 @@ struct RoundMetrics {
   double max_delta_norm{0};
   // Deltas the strategy scaled down to its clipping norm (--clip, --dp-clip).
   int clipped{0};
-  // Relays' partial aggregates whose weight the round capped (relative to
-  // the median partial's weight per device; --max-weight-ratio).
-  int partials_capped{0};
   // Sparsity of the model's prunable tensors after the round, and whether
   // the round tightened the mask (federated pruning).
   double sparsity{0};

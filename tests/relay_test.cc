@@ -13,6 +13,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 
@@ -111,6 +112,19 @@ struct Tier {
   std::unique_ptr<test::Process> root;
   std::vector<std::unique_ptr<test::Process>> relays;
   std::vector<std::string> endpoints;
+  std::vector<std::unique_ptr<test::Process>> devices;
+  // The root and both relays came up.
+  bool Up() const {
+    return endpoints.size() == 2 && !endpoints[0].empty() && !endpoints[1].empty();
+  }
+  // Devices 0..n-1 of eight; device i under relay i / 4 unless `servers`
+  // says otherwise (comma-separated: failover).
+  void AddDevices(const std::string& dir, int n,
+                  const std::function<std::string(int)>& servers = nullptr) {
+    for (int i = 0; i < n; ++i) {
+      devices.push_back(Device(servers ? servers(i) : endpoints[i / 4], i, dir));
+    }
+  }
 };
 
 Tier StartTier(const std::string& dir, int rounds, int min_clients,
@@ -172,10 +186,8 @@ void RunFlatAndRelayed(const std::vector<std::string>& strategy, double* one, do
   }
   {
     Tier t = StartTier(dir.path(), kRounds, 2, strategy, {{}, {}});
-    ASSERT_EQ(t.endpoints.size(), 2u);
-    ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
-    std::vector<std::unique_ptr<test::Process>> devices;
-    for (int i = 0; i < kDevices; ++i) devices.push_back(Device(t.endpoints[i / 4], i, dir.path()));
+    ASSERT_TRUE(t.Up()) << t.root->Log();
+    t.AddDevices(dir.path(), kDevices);
     ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
     for (auto& r : t.relays) EXPECT_EQ(r->Wait(30), 0) << r->Log();
     EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 2));
@@ -283,14 +295,11 @@ TEST(RelayTest, AKilledRelayLosesItsDevicesForThatRoundOnly) {
   // round may start before the second relay registered; from round 2 on both
   // are in.
   Tier t = StartTier(dir.path(), kRounds, 1, {}, {{}, {}});
-  ASSERT_EQ(t.endpoints.size(), 2u);
-  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
-  std::vector<std::unique_ptr<test::Process>> devices;
+  ASSERT_TRUE(t.Up()) << t.root->Log();
   // Relay 1's devices know relay 0 too.
-  for (int i = 0; i < kDevices; ++i) {
-    devices.push_back(
-        Device(i < 4 ? t.endpoints[0] : t.endpoints[1] + "," + t.endpoints[0], i, dir.path()));
-  }
+  t.AddDevices(dir.path(), kDevices, [&](int i) {
+    return i < 4 ? t.endpoints[0] : t.endpoints[1] + "," + t.endpoints[0];
+  });
   // Mid-round 3: relay 1 has its TASK and its devices are training.
   ASSERT_TRUE(t.relays[1]->WaitForLog("round 3: selected", 120)) << t.relays[1]->Log();
   t.relays[1]->Signal(SIGKILL);
@@ -307,8 +316,8 @@ TEST(RelayTest, AKilledRelayLosesItsDevicesForThatRoundOnly) {
   // Its devices failed over: relay 0 averaged all eight by the last round.
   EXPECT_NE(t.relays[0]->Log().find("round 5: 8/8 updates"), std::string::npos)
       << t.relays[0]->Log();
-  EXPECT_GE(test::CountOf(devices[5]->Log(), "failing over to " + t.endpoints[0]), 1)
-      << devices[5]->Log();
+  EXPECT_GE(test::CountOf(t.devices[5]->Log(), "failing over to " + t.endpoints[0]), 1)
+      << t.devices[5]->Log();
 }
 
 TEST(RelayTest, ARelayLyingAboutItsWeightIsRefused) {
@@ -318,10 +327,8 @@ TEST(RelayTest, ARelayLyingAboutItsWeightIsRefused) {
   // the liar's 300,000 is not.
   Tier t = StartTier(dir.path(), kRounds, 2, {"--max-examples", "8000"},
                      {{}, {"--debug-relay-weight-factor", "10"}});
-  ASSERT_EQ(t.endpoints.size(), 2u);
-  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
-  std::vector<std::unique_ptr<test::Process>> devices;
-  for (int i = 0; i < kDevices; ++i) devices.push_back(Device(t.endpoints[i / 4], i, dir.path()));
+  ASSERT_TRUE(t.Up()) << t.root->Log();
+  t.AddDevices(dir.path(), kDevices);
   ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
   EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 1));
   const std::string log = t.root->Log();
@@ -339,10 +346,8 @@ TEST(RelayTest, ALyingRelayCountsAtMostTenTimesTheMedianRelay) {
   test::TempDir dir;
   constexpr int kRounds = 2;
   Tier t = StartTier(dir.path(), kRounds, 2, {}, {{}, {"--debug-relay-weight-factor", "20"}});
-  ASSERT_EQ(t.endpoints.size(), 2u);
-  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
-  std::vector<std::unique_ptr<test::Process>> devices;
-  for (int i = 0; i < kDevices; ++i) devices.push_back(Device(t.endpoints[i / 4], i, dir.path()));
+  ASSERT_TRUE(t.Up()) << t.root->Log();
+  t.AddDevices(dir.path(), kDevices);
   ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
   EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 2));
   const std::string log = t.root->Log();
@@ -361,10 +366,8 @@ TEST(RelayTest, ARelayWithoutAnswersDoesNotHoldTheRoundUp) {
   // Relay 1 waits for a device until half its window (0.8 x 20 s), then
   // runs with none.
   Tier t = StartTier(dir.path(), kRounds, 2, {"--deadline", "20"}, {{}, {}});
-  ASSERT_EQ(t.endpoints.size(), 2u);
-  ASSERT_FALSE(t.endpoints[0].empty() || t.endpoints[1].empty()) << t.root->Log();
-  std::vector<std::unique_ptr<test::Process>> devices;
-  for (int i = 0; i < 4; ++i) devices.push_back(Device(t.endpoints[0], i, dir.path()));
+  ASSERT_TRUE(t.Up()) << t.root->Log();
+  t.AddDevices(dir.path(), 4);  // all under relay 0
   ASSERT_EQ(t.root->Wait(120), 0) << t.root->Log();
   EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 1));
   const std::string log = t.root->Log();

@@ -39,7 +39,6 @@
 #include "crypto/message.h"
 #include "crypto/sha256.h"
 #include "server/relay.h"
-#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -347,48 +346,33 @@ int Main(int argc, char** argv) {
   // Device updates each relay accepted, by round.
   std::mutex relayed_mu;
   std::map<uint64_t, int64_t> relayed;
-  std::vector<std::unique_ptr<RelayLink>> links;
-  std::vector<std::unique_ptr<Server>> relay_servers;
-  std::vector<std::unique_ptr<RelayUplink>> uplinks;
-  std::vector<std::thread> relay_threads;
-  if (relays > 0) {
-    endpoints.clear();
-    for (int j = 0; j < relays; ++j) {
-      links.push_back(std::make_unique<RelayLink>());
-      ServerOptions ro = relay_base;
-      ro.parent = links.back().get();
-      ro.out_dir.clear();
-      ro.min_clients = (clients - j + relays - 1) / relays;
-      if (signed_updates) ro.key_path = relay_keys[static_cast<size_t>(j)];
-      auto relay = Server::Create(ro, ctx, TorchRuntime());
-      if (!relay.ok()) {
-        std::fprintf(stderr, "error: relay %d: %s\n", j, relay.status().ToString().c_str());
-        return 1;
-      }
-      endpoints.push_back((*relay)->endpoint());
-      RelayUplinkOptions up;
-      up.parent = (*server)->endpoint();
-      up.key_path = ro.key_path;
-      up.insecure = true;
-      up.id = "relay-" + std::to_string(j);
-      up.verbose = false;
-      auto uplink = RelayUplink::Start(up, ctx, links.back().get());
-      if (!uplink.ok()) {
-        std::fprintf(stderr, "error: relay %d: %s\n", j, uplink.status().ToString().c_str());
-        return 1;
-      }
-      uplinks.push_back(std::move(uplink).value());
-      relay_servers.push_back(std::move(relay).value());
+  std::vector<std::unique_ptr<Relay>> relay_servers;
+  for (int j = 0; j < relays; ++j) {
+    ServerOptions ro = relay_base;
+    ro.out_dir.clear();
+    ro.min_clients = (clients - j + relays - 1) / relays;
+    if (signed_updates) ro.key_path = relay_keys[static_cast<size_t>(j)];
+    auto relay = Relay::Create(ro, ctx, TorchRuntime());
+    RelayUplinkOptions up;
+    up.parent = (*server)->endpoint();
+    up.key_path = ro.key_path;
+    up.insecure = true;
+    up.id = "relay-" + std::to_string(j);
+    up.verbose = false;
+    const Status st = relay.ok() ? (*relay)->Connect(up, ctx) : relay.status();
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: relay %d: %s\n", j, st.ToString().c_str());
+      return 1;
     }
-    for (auto& relay : relay_servers) {
-      relay_threads.emplace_back([&, r = relay.get()] {
-        auto sum = r->Run(&stop, [&](const RoundMetrics& m) {
-          std::lock_guard<std::mutex> lock(relayed_mu);
-          relayed[m.round] += m.participants;
-        });
-        if (!sum.ok()) std::fprintf(stderr, "error: relay: %s\n", sum.status().ToString().c_str());
-      });
-    }
+    relay_servers.push_back(std::move(relay).value());
+  }
+  if (relays > 0) endpoints.clear();
+  for (auto& relay : relay_servers) {
+    endpoints.push_back(relay->endpoint());
+    relay->Start(&stop, [&](const RoundMetrics& m) {
+      std::lock_guard<std::mutex> lock(relayed_mu);
+      relayed[m.round] += m.participants;
+    });
   }
   Status gen_status;
   std::thread gen(Generate, ctx, endpoints, model, clients, params, bits, as_relays, &keys, &stop,
@@ -457,8 +441,12 @@ int Main(int argc, char** argv) {
   });
   stop = true;
   gen.join();
-  for (auto& t : relay_threads) t.join();
-  uplinks.clear();
+  for (auto& relay : relay_servers) {
+    if (Status st = relay->Join(); !st.ok()) {
+      std::fprintf(stderr, "error: relay: %s\n", st.ToString().c_str());
+    }
+  }
+  relay_servers.clear();
   if (!sum.ok() || !gen_status.ok()) {
     std::fprintf(stderr, "error: %s\n", (!sum.ok() ? sum.status() : gen_status).ToString().c_str());
     return 1;

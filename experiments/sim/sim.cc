@@ -43,7 +43,6 @@
 #include "experiments/sim/mpi_world.h"
 #include "experiments/sim/sim_config.h"
 #include "server/relay.h"
-#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -473,18 +472,16 @@ int HostClients(const SimConfig& c, const Dataset& train, const Partition& parts
   return 0;
 }
 
-// [topology] relays: R relay aggregators in this process, each a Server for
-// its clients (k mod R) on a thread of its own and a RelayUplink to the
-// server, as fl-server --parent runs them.
+// [topology] relays: R relay aggregators in this process (server/relay.h),
+// each on a thread of its own, with the sim's federation settings for its
+// clients (k mod R).
 class Relays {
  public:
   Status Start(const SimConfig& c, const ServerOptions& base, const std::string& keys_dir,
                const std::string& parent, std::shared_ptr<transport::Context> ctx) {
     const int everyone = base.min_clients;
     for (int j = 0; j < c.relays; ++j) {
-      links_.push_back(std::make_unique<RelayLink>());
       ServerOptions ro = base;
-      ro.parent = links_.back().get();
       ro.out_dir.clear();
       ro.resume = false;
       ro.data.path.clear();  // the server evaluates
@@ -498,9 +495,8 @@ class Relays {
       ro.relay_devices = share;
       const std::string name = "relay-" + std::to_string(j);
       if (c.secure) ro.key_path = keys_dir + "/" + name + ".key";
-      auto server = Server::Create(ro, ctx, TorchRuntime());
-      if (!server.ok()) return server.status().WithContext(name);
-      endpoints_.push_back((*server)->endpoint());
+      auto relay = Relay::Create(ro, ctx, TorchRuntime());
+      if (!relay.ok()) return relay.status().WithContext(name);
       RelayUplinkOptions up;
       up.parent = parent;
       up.key_path = ro.key_path;
@@ -508,31 +504,28 @@ class Relays {
       up.insecure = !c.secure;
       up.id = name;
       up.verbose = false;
-      auto uplink = RelayUplink::Start(up, ctx, links_.back().get());
-      if (!uplink.ok()) return uplink.status().WithContext(name);
-      uplinks_.push_back(std::move(uplink).value());
-      servers_.push_back(std::move(server).value());
-      statuses_.push_back(Status::OK());
+      FL_RETURN_IF_ERROR((*relay)->Connect(up, ctx).WithContext(name));
+      relays_.push_back(std::move(relay).value());
     }
-    for (size_t j = 0; j < servers_.size(); ++j) {
-      threads_.emplace_back([this, j] {
-        auto sum = servers_[j]->Run(&g_stop, nullptr);
-        if (!sum.ok()) {
-          statuses_[j] = sum.status();
-          g_stop = true;
-        }
-      });
-    }
+    // A relay that fails stops the run, as a failing worker does.
+    for (auto& relay : relays_) relay->Start(&g_stop, nullptr, &g_stop);
     return Status::OK();
   }
-  const std::vector<std::string>& endpoints() const { return endpoints_; }
-  // Waits for the relays (they end with the server's DONE, or g_stop).
+  std::vector<std::string> endpoints() const {
+    std::vector<std::string> out;
+    for (const auto& relay : relays_) out.push_back(relay->endpoint());
+    return out;
+  }
+  // Waits for the relays (they end with the server's DONE, or g_stop); the
+  // first one's error.
   Status Join() {
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-    uplinks_.clear();
-    for (const auto& st : statuses_) FL_RETURN_IF_ERROR(st);
-    return Status::OK();
+    Status first;
+    for (auto& relay : relays_) {
+      Status st = relay->Join();
+      if (!st.ok() && first.ok()) first = st;
+    }
+    relays_.clear();
+    return first;
   }
   ~Relays() {
     g_stop = true;
@@ -540,12 +533,7 @@ class Relays {
   }
 
  private:
-  std::vector<std::unique_ptr<RelayLink>> links_;
-  std::vector<std::unique_ptr<Server>> servers_;
-  std::vector<std::unique_ptr<RelayUplink>> uplinks_;
-  std::vector<std::thread> threads_;
-  std::vector<Status> statuses_;
-  std::vector<std::string> endpoints_;
+  std::vector<std::unique_ptr<Relay>> relays_;
 };
 
 int Main(int argc, char** argv, MpiWorld& world) {
