@@ -257,10 +257,10 @@ struct ClientSession::Impl {
   // says why and returns false.
   bool ModelIsTheRoots(const wire::Envelope& env, const std::string& raw, const wire::Task& task) {
     if (!o.root_key) return true;
-    if (VerifyMessageSignature(raw, *o.root_key).ok()) return true;  // from the root itself
     const char* why = nullptr;
     auto root = wire::DecodeEnvelope(task.root_endorsement);
     if (task.root_endorsement.empty()) {
+      if (VerifyMessageSignature(raw, *o.root_key).ok()) return true;  // from the root itself
       why = "it carries no endorsement by the root";
     } else if (!root.ok() || !VerifyMessageSignature(task.root_endorsement, *o.root_key).ok()) {
       why = "its endorsement is not signed by the root";

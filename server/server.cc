@@ -707,13 +707,18 @@ struct Server::Impl {
   void Reply(const std::string& peer, bool accepted, wire::MessageType about, uint64_t r,
              const std::string& reason, const std::string& message,
              const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
+    // A peer that is gone cannot be told; that is not an error for the server.
+    (void)SendReply(peer, accepted, about, r, reason, message, nonce);
+  }
+  Status SendReply(const std::string& peer, bool accepted, wire::MessageType about, uint64_t r,
+                   const std::string& reason, const std::string& message,
+                   const std::array<uint8_t, wire::kNonceBytes>& nonce = {}) {
     wire::Reply reply;
     reply.in_reply_to = static_cast<uint8_t>(about);
     reply.reason = reason;
     reply.message = message;
-    // A peer that is gone cannot be told; that is not an error for the server.
-    (void)Send(peer, accepted ? wire::MessageType::kAck : wire::MessageType::kReject, r,
-               wire::Encode(reply), nonce);
+    return Send(peer, accepted ? wire::MessageType::kAck : wire::MessageType::kReject, r,
+                wire::Encode(reply), nonce);
   }
 
   // Refuses a message: counter, throttled log line, REJECT to the sender.
@@ -1400,24 +1405,17 @@ struct Server::Impl {
     // updates. Once a second it is sent a welcome (which it takes as a
     // heartbeat's answer): the send fails once its connection has closed (a
     // killed relay), and the round stops waiting for it after client_timeout.
-    for (const auto& id : pending) {
-      ClientEntry& c = clients[id];
-      if (!IsRelay(id) || !c.reachable) continue;
-      double& probed = relay_probed[id];
-      if (now - probed < 1.0) continue;
-      probed = now;
-      wire::Reply welcome;
-      welcome.in_reply_to = static_cast<uint8_t>(wire::MessageType::kHello);
-      welcome.reason = "welcome";
-      // (A full queue is a relay busy with its round, not a closed one.)
-      if (Send(c.peer, wire::MessageType::kAck, current_round, wire::Encode(welcome), {})
-              .IsNotFound()) {
-        spdlog::warn("round {}: relay {} closed its connection", current_round, id);
-        MarkUnreachable(&c);
-      }
-    }
     for (auto it = pending.begin(); it != pending.end();) {
-      const ClientEntry& c = clients[*it];
+      ClientEntry& c = clients[*it];
+      if (c.reachable && IsRelay(*it) && now - relay_probed[*it] >= 1.0) {
+        relay_probed[*it] = now;
+        // (A full queue is a relay busy with its round, not a closed one.)
+        if (SendReply(c.peer, true, wire::MessageType::kHello, current_round, "welcome", "")
+                .IsNotFound()) {
+          spdlog::warn("round {}: relay {} closed its connection", current_round, *it);
+          MarkUnreachable(&c);
+        }
+      }
       if (!c.reachable && now - c.unreachable_since > o.client_timeout_seconds) {
         spdlog::warn(
             "round {}: {} did not reconnect within {:.0f} s of losing its connection; not "
