@@ -74,6 +74,9 @@ struct FitRes {
   // relay aggregator's partial aggregate (its UPDATE then says how many, and
   // the parent bounds its weight by that).
   int64_t contributors{1};
+  // A relay's private partial (its TASK carried dp_sampling_rate): how many
+  // contributors' deltas were within the clipping norm; -1 otherwise.
+  int64_t within_clip{-1};
 };
 
 // Per-epoch progress: (epoch, mean loss, training accuracy, seconds).
@@ -94,6 +97,10 @@ class Participant {
 
   // Examples it answers for (its HELLO's weight claim).
   virtual int64_t num_examples() const = 0;
+
+  // A relay aggregator: the live devices it serves (its HELLO's claim, a
+  // private round's population at the parent). 0 for a device.
+  virtual uint32_t devices() const { return 0; }
 
   // The names and shapes of the parameters of `architecture` in canonical
   // order. FailedPrecondition for an architecture it cannot handle at all;

@@ -209,6 +209,7 @@ struct ClientSession::Impl {
     h.codecs = {wire::kCodecQuant};
     h.heartbeat_seconds = o.heartbeat_seconds;
     h.takes_model_code = TakesModelCode();
+    h.devices = client->devices();
     last_hello = NowSeconds();
     // Freshness: a stamp newer than any this process sent before, even if the
     // wall clock steps back.
@@ -417,6 +418,7 @@ struct ClientSession::Impl {
     u.train_seconds = res->seconds;
     u.codec = wire::kCodecQuant;
     u.contributors = res->contributors;
+    u.within_clip = res->within_clip;
     // A model that diverged gives a delta that is not finite. It is sent with
     // a training loss that is not finite either, which the server refuses
     // whatever the codec made of the values (quantization maps NaN to a

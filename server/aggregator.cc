@@ -103,7 +103,7 @@ class StrategyAggregator final : public Aggregator {
       return Status::InvalidArgument("delta has " + std::to_string(delta->size()) +
                                      " values, model has " + std::to_string(n_));
     }
-    if (dp_.enabled()) {
+    if (dp_.clips()) {
       // Every device counts alike: its sensitivity is the clipping norm.
       weight = 1;
       if (ClipToNorm(delta, clip_) < 1.0) {
@@ -127,6 +127,37 @@ class StrategyAggregator final : public Aggregator {
     }
     total_ = total;
     ++count_;
+    return Status::OK();
+  }
+
+  Status AddPrivatePartial(int64_t devices, int64_t within_clip,
+                           std::vector<float>* mean) override {
+    if (!dp_.clips()) {
+      return Status::FailedPrecondition("a private partial aggregate for a server without privacy");
+    }
+    if (devices < 1 || within_clip < 0 || within_clip > devices) {
+      return Status::InvalidArgument("a private partial of " + std::to_string(devices) +
+                                     " devices, " + std::to_string(within_clip) +
+                                     " within the clip");
+    }
+    if (mean->size() != n_) {
+      return Status::InvalidArgument("delta has " + std::to_string(mean->size()) +
+                                     " values, model has " + std::to_string(n_));
+    }
+    int64_t total = 0;
+    if (__builtin_add_overflow(total_, devices, &total)) {
+      return Status::InvalidArgument("total weight overflows");
+    }
+    // The mean of clipped deltas is within the clip; a quantized one may be
+    // a rounding step beyond it, a lying relay's anywhere.
+    ClipToNorm(mean, clip_);
+    const double w = static_cast<double>(devices);
+    const float* d = mean->data();
+    for (size_t i = 0; i < n_; ++i) sum_[i] += w * d[i];
+    total_ = total;
+    count_ += static_cast<int>(devices);
+    within_clip_ += static_cast<int>(within_clip);
+    clipped_ += static_cast<int>(devices - within_clip);
     return Status::OK();
   }
 
@@ -632,7 +663,7 @@ Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& option
   FL_RETURN_IF_ERROR(CheckStrategyOptions(options));
   FL_RETURN_IF_ERROR(CheckPrivacyOptions(privacy));
   const StrategyKind& kind = *FindStrategy(options.name);
-  if (privacy.enabled()) {
+  if (privacy.clips()) {
     if (kind.rule != Rule::kMean) {
       return Status::InvalidArgument("--strategy " + options.name +
                                      " cannot be made differentially private here: DP-FedAvg "

@@ -151,7 +151,18 @@ class Aggregator {
   // InvalidArgument, and nothing added, on a size or weight mismatch.
   virtual Status Add(int64_t weight, std::vector<float>* delta) = 0;
 
-  // Updates added this round, and how many of them were clipped.
+  // Under privacy (or a relay's share of it, PrivacyOptions::relay): adds a
+  // relay's private partial aggregate, the mean of `devices` devices' deltas,
+  // each clipped and weighing one, `within_clip` of which were within the
+  // clip. It counts as `devices` updates (the mean is clipped to the norm
+  // once more, so that no relay's partial moves the sum by more than its
+  // devices could). FailedPrecondition without privacy; InvalidArgument, and
+  // nothing added, on a size or count mismatch.
+  virtual Status AddPrivatePartial(int64_t devices, int64_t within_clip,
+                                   std::vector<float>* mean) = 0;
+
+  // Updates added this round, and how many of them were clipped (under
+  // privacy: devices, a private partial's counting as its devices).
   virtual int count() const = 0;
   virtual int clipped() const = 0;
 

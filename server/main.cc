@@ -57,7 +57,9 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", o.rounds, "Rounds to run")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--min-clients", o.min_clients, "Active clients needed to start a round")
+  app.add_option("--min-clients", o.min_clients,
+                 "Active clients needed to start a round (with --dp-* and relays: devices, a relay "
+                 "counting as the devices it serves)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--fraction,-C", o.fraction, "Fraction of active clients selected per round")

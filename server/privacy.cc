@@ -74,7 +74,7 @@ Status CheckPrivacyOptions(const PrivacyOptions& o) {
   if (!(finite(o.noise_multiplier) && o.noise_multiplier >= 0)) {
     return Status::InvalidArgument("--dp-noise-multiplier must be a finite number >= 0");
   }
-  if (!o.enabled()) return Status::OK();
+  if (!o.clips()) return Status::OK();
   if (!(finite(o.clip) && o.clip > 0)) {
     return Status::InvalidArgument("--dp-clip must be a finite number > 0");
   }

@@ -44,8 +44,16 @@ struct PrivacyOptions {
   double clip_learning_rate{0.2};
   // The delta of the (epsilon, delta) guarantee reported.
   double delta{1e-5};
+  // A relay aggregator's share of its root's privacy (docs/relays.md): each
+  // device's delta is clipped to `clip` and weighs one, as under privacy, but
+  // no noise is added and nothing is accounted for: the aggregate is the mean
+  // of the clipped deltas, which the root noises. Not set by a flag: a relay
+  // takes it from its parent's TASK (wire::TrainConfig::dp_clip).
+  bool relay{false};
 
   bool enabled() const { return noise_multiplier > 0; }
+  // Deltas are clipped and weigh one: privacy, or a relay's share of it.
+  bool clips() const { return enabled() || relay; }
 };
 
 // InvalidArgument naming the --dp-* flag out of range.

@@ -59,6 +59,7 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   out.first_epoch_loss = out.last_epoch_loss = res->train_loss;
   out.seconds = NowSeconds() - t0;
   out.contributors = res->contributors;
+  out.within_clip = res->within_clip;
   return out;
 }
 

@@ -66,6 +66,9 @@ struct RelayResult {
   int64_t contributors{0};
   // Mean last-epoch training loss of the contributors.
   double train_loss{0};
+  // Under the root's privacy (the task's config.dp_sampling_rate > 0): the
+  // contributors' deltas within the clip before clipping; -1 otherwise.
+  int64_t within_clip{-1};
 };
 
 class RelayLink {
@@ -87,6 +90,9 @@ class RelayLink {
   // the parent, at least 1), and the relay's model as the parent must send
   // it: its architecture and its tensors' names and shapes.
   int64_t registered() const { return registered_.load(); }
+  // The live devices the relay serves, its own and its relays' (its HELLO's
+  // claim: a private round's population).
+  uint32_t devices() const { return devices_.load(); }
   std::string architecture() const;
   std::vector<std::pair<std::string, std::vector<int64_t>>> layout() const;
 
@@ -95,6 +101,7 @@ class RelayLink {
   // Set once, when the relay's server is created.
   void SetModel(const ModelState& model);
   void SetRegistered(int64_t examples) { registered_.store(examples); }
+  void SetDevices(uint32_t devices) { devices_.store(devices); }
 
   // A task is waiting, or the link is finished: the server should look.
   bool Ready() const;
@@ -119,6 +126,7 @@ class RelayLink {
   std::string architecture_;
   std::vector<std::pair<std::string, std::vector<int64_t>>> layout_;
   std::atomic<int64_t> registered_{1};
+  std::atomic<uint32_t> devices_{0};
 };
 
 }  // namespace fl

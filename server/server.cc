@@ -276,6 +276,17 @@ struct Server::Impl {
   int ActiveClients(std::vector<std::string>* ids) const {
     return registry.Live(NowSeconds(), ids);
   }
+  // What --min-clients counts: live participants; in private rounds, the
+  // devices they are (a relay counts as the devices it says it serves), the
+  // population the sampling rate applies to.
+  int64_t LiveForMinimum() const {
+    if (!PrivateRounds()) return ActiveClients(nullptr);
+    std::vector<std::string> ids;
+    ActiveClients(&ids);
+    int64_t n = 0;
+    for (const auto& id : ids) n += PopulationOf(id);
+    return n;
+  }
 
   // State of the round being collected (collecting == true).
   bool collecting{false};
@@ -657,6 +668,13 @@ struct Server::Impl {
     }
     task.ask_before_upload = variant == 2;
     if (variant >= 1) task.root_endorsement = relay_endorsement;
+    task.config.dp_sampling_rate = task.config.dp_clip = 0;
+    if (variant >= 1 && PrivateRounds()) {
+      // For the relays among the recipients (devices have nothing to do with
+      // it): sample at this rate and clip to this norm.
+      task.config.dp_sampling_rate = SamplingRate();
+      task.config.dp_clip = o.privacy.enabled() ? aggregator->dp_clip() : relay_dp_clip;
+    }
     // Built for this TASK and dropped with it: between rounds only the
     // encoded TASK holds the model in its wire form.
     task.model = wire::Compact(global, o.downlink);
@@ -933,6 +951,7 @@ struct Server::Impl {
     c.reads_extensions = (env.flags & wire::kFlagReadsExtensions) != 0;
     c.needs_model_code = sent_code;
     c.num_examples = h.num_examples;
+    c.devices = h.devices;
     c.last_seen = NowSeconds();
     if (is_new && o.verbose) {
       spdlog::info("client {} registered ({} examples); {} known", env.sender, h.num_examples,
@@ -1118,6 +1137,7 @@ struct Server::Impl {
       bounds.device_cap = o.max_examples;
       bounds.relay = IsRelay(who);
     }
+    bounds.private_partials = PrivateRounds();
     bounds.norm_bound = norm_bound;
     bounds.norm_bound_source = o.max_update_norm > 0
                                    ? "--max-update-norm"
@@ -1162,7 +1182,7 @@ struct Server::Impl {
     const uint32_t staleness = task ? static_cast<uint32_t>(current_round - task->step) : 0;
     auto entry =
         wal->Append(who, u.weight, u.train_loss, u.train_seconds, u.encoded_delta, staleness,
-                    static_cast<uint32_t>(std::max<int64_t>(1, u.contributors)));
+                    static_cast<uint32_t>(std::max<int64_t>(1, u.contributors)), u.within_clip);
     if (!entry.ok()) {
       wal_error = entry.status();
       return;
@@ -1227,7 +1247,7 @@ struct Server::Impl {
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
     Status st;
-    aggregator->Begin(kept_count, {o.fraction * population, NoiseSeed(current_round)});
+    aggregator->Begin(kept_count, {SamplingRate() * population, NoiseSeed(current_round)});
     {
       std::string buffer;
       for (const auto& e : order) {
@@ -1240,7 +1260,10 @@ struct Server::Impl {
               static_cast<float>(StalenessWeight(e.staleness, o.async.staleness_exponent));
           for (float& v : delta) v *= s;
         }
-        FL_RETURN_IF_ERROR(aggregator->Add(e.weight, &delta));
+        // (A relay's private partial: the mean of its devices' clipped deltas.)
+        FL_RETURN_IF_ERROR(e.within_clip >= 0 ? aggregator->AddPrivatePartial(e.contributors,
+                                                                              e.within_clip, &delta)
+                                              : aggregator->Add(e.weight, &delta));
       }
     }
     std::vector<float>().swap(delta);  // until the next round's first update
@@ -1290,7 +1313,8 @@ struct Server::Impl {
   // others' is held to that. From the log alone (weights and contributors),
   // so a resumed round caps as the uninterrupted one did.
   void CapPartials(std::vector<WalEntry>* entries) {
-    if (!(o.max_weight_ratio > 0)) return;
+    // (A private partial weighs one per device: there is nothing to cap.)
+    if (!(o.max_weight_ratio > 0) || PrivateRounds()) return;
     std::vector<double> per_device;
     for (const auto& e : *entries) {
       if (e.contributors > 1) {
@@ -1785,12 +1809,35 @@ struct Server::Impl {
   }
   // True when `id`'s updates may be relays' partial aggregates.
   bool IsRelay(const std::string& id) const {
-    return o.relays_dir == "any" ? o.insecure && partial_senders.count(id) > 0
-                                 : relay_ids.count(id) > 0;
+    if (o.relays_dir != "any") return relay_ids.count(id) > 0;
+    if (!o.insecure) return false;
+    const auto it = clients.find(id);
+    return partial_senders.count(id) > 0 || (it != clients.end() && it->second.devices > 0);
   }
   // May `id` send partial aggregates at all.
   bool MaySendPartials(const std::string& id) const {
     return (o.relays_dir == "any" && o.insecure) || relay_ids.count(id) > 0;
+  }
+  // Relay mode, under the root's central privacy (the parent's TASK carried
+  // wire::TrainConfig::dp_sampling_rate): this round's sampling rate and clip
+  // (0: not private), the aggregator of the round (the mean of clipped
+  // deltas, PrivacyOptions::relay) and the relay's own, kept meanwhile.
+  double relay_dp_rate{0};
+  double relay_dp_clip{0};
+  std::unique_ptr<Aggregator> relay_own_aggregator;
+  bool warned_relay_private_rule{false};
+  // The round samples devices (Poisson) and clips their deltas for central
+  // privacy: the root's own (--dp-noise-multiplier), or, on a relay, its
+  // root's; and the rate it samples them at.
+  bool PrivateRounds() const { return o.privacy.enabled() || relay_dp_rate > 0; }
+  double SamplingRate() const { return o.privacy.enabled() ? o.fraction : relay_dp_rate; }
+  // A participant's share of a private round's population: a relay's the
+  // devices it says it serves (at most --relay-devices), a device's 1.
+  uint32_t PopulationOf(const std::string& id) const {
+    if (!IsRelay(id)) return 1;
+    const auto it = clients.find(id);
+    const int64_t n = it == clients.end() ? 0 : it->second.devices;
+    return static_cast<uint32_t>(std::clamp<int64_t>(n, 0, o.relay_devices));
   }
   // Relay mode: the root's endorsement of the open round's model, handed to
   // the devices; until when the round waits for devices to be live, and
@@ -1871,7 +1918,7 @@ struct Server::Impl {
     // (A round reopened from its log with every device answered needs nobody.)
     const bool nothing_owed = resumed_wal && resumed_wal->header.round == r &&
                               resumed_wal->entries.size() >= resumed_wal->header.selected.size();
-    while (!nothing_owed && ActiveClients(nullptr) < o.min_clients) {
+    while (!nothing_owed && LiveForMinimum() < o.min_clients) {
       if (stop && stop->load()) {
         *abandoned = true;
         return Status::OK();
@@ -1879,12 +1926,13 @@ struct Server::Impl {
       if (NowSeconds() >= relay_until) {
         spdlog::warn(
             "round {}: {} of {} devices live halfway to the parent's deadline; running with them",
-            r, ActiveClients(nullptr), o.min_clients);
+            r, LiveForMinimum(), o.min_clients);
         break;
       }
       if (NowSeconds() >= next_log) {
-        spdlog::info("round {}: waiting for clients ({} of {} live)", r, ActiveClients(nullptr),
-                     o.min_clients);
+        spdlog::info("round {}: waiting for clients ({} of {} live{})", r, LiveForMinimum(),
+                     o.min_clients,
+                     PrivateRounds() && !o.relays_dir.empty() ? ", relays' devices counted" : "");
         next_log = NowSeconds() + 5;
       }
       FL_RETURN_IF_ERROR(Pump(NowSeconds() + 0.5, stop, nullptr));
@@ -1911,15 +1959,20 @@ struct Server::Impl {
       }
     } else {
       Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
-      if (o.privacy.enabled()) {
+      uint32_t members = static_cast<uint32_t>(live);
+      if (PrivateRounds()) {
         // Poisson sampling, as the privacy accountant assumes: each live
         // device independently with probability C (possibly none at all),
         // from a generator only the server can predict (its key), since the
         // amplification by sampling assumes nobody knows who was sampled.
+        // Relays are not sampled: each samples its own devices at that rate
+        // (docs/relays.md), and the population counts their devices.
         rng = Random(SecretSeed("sample", r));
         std::vector<std::string> sampled;
+        members = 0;
         for (const auto& id : active) {
-          if (rng.UniformDouble() < o.fraction) sampled.push_back(id);
+          members += PopulationOf(id);
+          if (IsRelay(id) || rng.UniformDouble() < SamplingRate()) sampled.push_back(id);
         }
         active = std::move(sampled);
       } else {
@@ -1930,19 +1983,19 @@ struct Server::Impl {
         active.resize(std::min<size_t>(active.size(), want));
         round_target = std::min<size_t>(active.size(), target);
       }
-      population = static_cast<uint32_t>(live);
-      if (o.privacy.enabled() && o.fraction * live < 20 && !warned_few_participants) {
+      population = members;
+      if (o.privacy.enabled() && o.fraction * members < 20 && !warned_few_participants) {
         warned_few_participants = true;
         spdlog::warn(
-            "differential privacy with {:.1f} expected participants a round ({} live x "
+            "differential privacy with {:.1f} expected participants a round ({} live devices x "
             "--fraction {}): the noise on the average has standard deviation {:.3g} x the clip "
             "per value and will swamp the updates; DP-FedAvg needs many devices a round "
             "(hundreds or more)",
-            o.fraction * live, live, o.fraction,
-            o.privacy.noise_multiplier / std::max(o.fraction * live, 1e-9));
+            o.fraction * members, members, o.fraction,
+            o.privacy.noise_multiplier / std::max(o.fraction * members, 1e-9));
       }
       selected = std::set<std::string>(active.begin(), active.end());
-      if (o.privacy.enabled()) round_target = selected.size();
+      if (PrivateRounds()) round_target = selected.size();
       pending = selected;
       m.selected = static_cast<int>(selected.size());
       SetRoundBounds();
@@ -2030,14 +2083,16 @@ struct Server::Impl {
       const double now = NowSeconds();
       if (now - published < 1.0) return;
       published = now;
-      int64_t sum = 0;
+      int64_t sum = 0, devices = 0;
       for (const auto& [id, c] : clients) {
         if (c.reachable && now - c.last_seen <= o.client_timeout_seconds) {
           sum += std::min(c.num_examples, o.max_examples);  // (as the relay counts them)
           sum = std::min<int64_t>(sum, int64_t{1} << 60);
+          devices += PopulationOf(id);
         }
       }
       link.SetRegistered(std::max<int64_t>(1, sum));
+      link.SetDevices(static_cast<uint32_t>(std::min<int64_t>(devices, UINT32_MAX)));
     };
     for (;;) {
       FL_RETURN_IF_ERROR(Pump(std::numeric_limits<double>::infinity(), stop, [&] {
@@ -2075,6 +2130,7 @@ struct Server::Impl {
       global = std::move(task->parameters);
       trainable = tc.trainable;
       o.train = tc;
+      FL_RETURN_IF_ERROR(TakePrivacyOf(r, &o.train));
       o.round_deadline_seconds = std::max(0.5, 0.8 * tc.deadline_seconds);
       // Devices that are not live by half of it would not have time to train.
       relay_until = NowSeconds() + 0.5 * o.round_deadline_seconds;
@@ -2113,6 +2169,12 @@ struct Server::Impl {
         res.weight += e.weight;
         res.contributors += e.contributors;  // (the devices of relays below it too)
       }
+      if (PrivateRounds()) {
+        // The mean of clipped deltas, each device weighing one, and how many
+        // were within the clip (the parent's adaptive clipping counts them).
+        res.weight = res.contributors;
+        res.within_clip = std::max<int64_t>(0, res.contributors - m.clipped);
+      }
       res.train_loss = m.mean_train_loss;
       if (!m.committed) {
         link.Deliver(
@@ -2124,6 +2186,48 @@ struct Server::Impl {
       res.parameters = global;
       link.Deliver(r, std::move(res));
     }
+  }
+
+  // Relay mode: takes the parent's privacy out of `*train` (the round's
+  // configuration, which goes on to the devices): under it, the round
+  // Poisson-samples the devices and hands up the mean of their clipped
+  // deltas, each weighing one, instead of running the relay's own rule; the
+  // root adds the noise (docs/relays.md, "Central differential privacy").
+  Status TakePrivacyOf(uint64_t r, wire::TrainConfig* train) {
+    const double rate = train->dp_sampling_rate, clip = train->dp_clip;
+    train->dp_sampling_rate = train->dp_clip = 0;
+    if (!(rate > 0)) {
+      relay_dp_rate = relay_dp_clip = 0;
+      if (relay_own_aggregator) aggregator = std::move(relay_own_aggregator);
+      return Status::OK();
+    }
+    if (rate == relay_dp_rate && clip == relay_dp_clip && relay_own_aggregator) {
+      return Status::OK();
+    }
+    PrivacyOptions share;
+    share.relay = true;
+    share.clip = clip;
+    auto agg = MakeAggregator(StrategyOptions{}, share);
+    if (!agg.ok()) return agg.status();
+    if (!relay_own_aggregator) relay_own_aggregator = std::move(aggregator);
+    aggregator = std::move(agg).value();
+    if (relay_dp_rate == 0 && o.verbose) {
+      spdlog::info(
+          "round {}: the root's rounds are private: devices Poisson-sampled at rate {}, each "
+          "delta clipped to {:.4g} and weighing one",
+          r, rate, clip);
+    }
+    relay_dp_rate = rate;
+    relay_dp_clip = clip;
+    if (o.strategy.name != "fedavg" && !warned_relay_private_rule) {
+      warned_relay_private_rule = true;
+      spdlog::warn(
+          "round {}: the root's rounds are private (central DP): this relay hands up the mean of "
+          "its devices' clipped deltas, which the root's noise is calibrated to; --strategy {} is "
+          "not applied in private rounds",
+          r, o.strategy.name);
+    }
+    return Status::OK();
   }
 
   // The end of round (or step) `r`, begun at `t0`: its logged updates become
@@ -2216,14 +2320,6 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         "devices x {}; set --max-examples (here and on the relays) to the most examples one "
         "device may have",
         o.max_examples, o.max_examples);
-  }
-  if (!o.relays_dir.empty() && o.privacy.enabled()) {
-    // A partial is many devices' mean: clipping it and noising the sum would
-    // protect a relay's group of devices, not one device, and the epsilon
-    // reported would not be a device's.
-    return Status::InvalidArgument(
-        "central DP (--dp-noise-multiplier) is per device; with --relays the root sees "
-        "relays' partial aggregates, not devices' updates (docs/relays.md)");
   }
   if (o.parent) {
     // A relay hands its parent the weighted mean of its devices' deltas (or

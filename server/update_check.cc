@@ -84,6 +84,33 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
     // (Refused, so the round counts the relay as answered and does not wait.)
     return Refuse(msg, "relay_empty", "none of the relay's devices answered this round");
   }
+  // Under central privacy a relay hands up the mean of its devices' clipped
+  // deltas, each weighing one, with the count the adaptive clip needs; any
+  // other partial would be weighed as no device's sensitivity allows.
+  if (u.within_clip >= 0 && !as_relay) {
+    return Refuse(msg, "relay_weight",
+                  "a private partial aggregate from a participant that is not an enrolled relay "
+                  "(--relays)");
+  }
+  if (u.within_clip >= 0 && !b.private_partials) {
+    return Refuse(msg, "relay_private",
+                  "a private partial aggregate (within-clip count), and this round is not "
+                  "private");
+  }
+  if (as_relay && b.private_partials) {
+    if (u.within_clip < 0) {
+      return Refuse(msg, "relay_private",
+                    "the round is private (central DP): a relay hands up the mean of its devices' "
+                    "clipped deltas with their within-clip count, and this partial has none (is "
+                    "the relay older than the root?)");
+    }
+    if (u.num_examples != static_cast<int64_t>(u.contributors)) {
+      return Refuse(msg, "relay_weight",
+                    "a private partial weighs one per device: weight " +
+                        std::to_string(u.num_examples) + " for " + std::to_string(u.contributors) +
+                        " device(s)");
+    }
+  }
   if (as_relay) {
     const int64_t most = static_cast<int64_t>(u.contributors) * b.device_cap;
     if (u.num_examples <= 0 || u.num_examples > most) {
@@ -144,6 +171,7 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   a.norm = norm;
   a.encoded_delta = std::move(u.data);
   a.contributors = u.contributors;
+  a.within_clip = u.within_clip;
   return a;
 }
 

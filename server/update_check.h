@@ -48,6 +48,10 @@ struct UpdateBounds {
   // under --relays any): each of its updates is judged as a partial, even one
   // of a single device. Otherwise only one that says it averages several is.
   bool relay{false};
+  // The round is private (central DP, server/privacy.h): a relay's partial
+  // must be a private one (wire::Update::within_clip, weight one per device);
+  // without it, none may be.
+  bool private_partials{false};
   // Bound on the delta's L2 norm (0 = none), and the flag that set it (for
   // the refusal's message).
   double norm_bound{0};
@@ -72,11 +76,14 @@ struct AcceptedUpdate {
   std::string encoded_delta;
   // Devices the delta averages (1; more for a relay's partial aggregate).
   int64_t contributors{1};
+  // A relay's private partial: its devices' deltas within the clip; -1
+  // otherwise.
+  int64_t within_clip{-1};
 };
 
 // Checks `msg` (an UPDATE) against `bounds`; decodes the delta into `*delta`
 // (a reused buffer). A Refusal carries the REJECT reason: wrong_base,
-// bad_payload, bad_codec, bad_weight, relay_weight, relay_empty, bad_delta,
+// bad_payload, bad_codec, bad_weight, relay_weight, relay_empty, relay_private, bad_delta,
 // wrong_codec, norm_too_large, out_of_range.
 std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg,
                                                   const UpdateBounds& bounds,

@@ -22,18 +22,24 @@ constexpr char kWalMagic[4] = {'F', 'L', 'W', 'L'};
 // Odd versions: SHA-256 tags; even ones: HMAC-SHA256 tags. 3 and up add the
 // population (after the selection); 5 and 6 a staleness per record (after
 // the train seconds), 7 and 8 also the devices a record averages (after the
-// staleness: relays' partial aggregates). Written: 3 or 4, 5 or 6 with
-// staleness, 7 or 8 with contributors; read: all eight.
+// staleness: relays' partial aggregates), 9 and 10 also a private partial's
+// count of deltas within the clip (after the contributors; kNoWithinClip for
+// any other record). Written: 3 or 4, 5 or 6 with staleness, 9 or 10 with
+// contributors; read: all ten.
 constexpr uint32_t kWalVersion = 3;
 constexpr uint32_t kWalKeyedVersion = 4;
 constexpr uint32_t kWalStalenessVersion = 5;
 constexpr uint32_t kWalKeyedStalenessVersion = 6;
 constexpr uint32_t kWalContributorsVersion = 7;
 constexpr uint32_t kWalKeyedContributorsVersion = 8;
-constexpr uint32_t kWalNewestVersion = 8;
+constexpr uint32_t kWalWithinClipVersion = 9;
+constexpr uint32_t kWalKeyedWithinClipVersion = 10;
+constexpr uint32_t kWalNewestVersion = 10;
+constexpr uint32_t kNoWithinClip = 0xFFFFFFFF;
 bool KeyedVersion(uint32_t v) { return v % 2 == 0; }
 bool HasStaleness(uint32_t v) { return v >= 5; }
 bool HasContributors(uint32_t v) { return v >= 7; }
+bool HasWithinClip(uint32_t v) { return v >= 9; }
 
 // The tag that ends the header and each record: HMAC-SHA256 under the key,
 // or a SHA-256 without one.
@@ -111,7 +117,7 @@ Sha256Digest RecordTag(const WalKey& key, const Sha256Digest& prev, const char* 
 }
 
 uint32_t FormatFor(const WalKey& key, bool with_staleness, bool with_contributors) {
-  if (with_contributors) return key ? kWalKeyedContributorsVersion : kWalContributorsVersion;
+  if (with_contributors) return key ? kWalKeyedWithinClipVersion : kWalWithinClipVersion;
   if (with_staleness) return key ? kWalKeyedStalenessVersion : kWalStalenessVersion;
   return key ? kWalKeyedVersion : kWalVersion;
 }
@@ -198,16 +204,19 @@ Status DecodeHeader(const std::string& bytes, WalHeader* h, size_t* size, const 
 Status DecodeBody(const char* p, size_t n, uint32_t format, WalRecord* rec) {
   wire::Reader r(p, n);
   uint64_t weight = 0, loss = 0, secs = 0, len = 0;
-  uint32_t staleness = 0, contributors = 1;
+  uint32_t staleness = 0, contributors = 1, within = kNoWithinClip;
   const uint8_t* data = nullptr;
   if (!GetId(&r, &rec->sender) || !r.GetU64(&weight) || !r.GetU64(&loss) || !r.GetU64(&secs) ||
       (HasStaleness(format) && !r.GetU32(&staleness)) ||
       (HasContributors(format) && (!r.GetU32(&contributors) || contributors < 1)) ||
+      (HasWithinClip(format) &&
+       (!r.GetU32(&within) || (within != kNoWithinClip && within > contributors))) ||
       !r.GetU64(&len) || len != r.remaining() || !r.Skip(len, &data)) {
     return Status::Corruption("round log record malformed");
   }
   rec->staleness = staleness;
   rec->contributors = contributors;
+  rec->within_clip = within == kNoWithinClip ? -1 : static_cast<int64_t>(within);
   rec->weight = static_cast<int64_t>(weight);
   rec->train_loss = BitsDouble(loss);
   rec->train_seconds = BitsDouble(secs);
@@ -327,7 +336,7 @@ Result<std::unique_ptr<WalWriter>> WalWriter::Reopen(const std::string& path,
 
 Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, double train_loss,
                                    double train_seconds, std::string_view delta, uint32_t staleness,
-                                   uint32_t contributors) {
+                                   uint32_t contributors, int64_t within_clip) {
   if (sender.size() > kMaxIdBytes) return Status::InvalidArgument("sender id too long");
   wire::Writer w;
   w.PutU32(0);  // the body's length, filled in below
@@ -337,6 +346,11 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
   w.PutU64(DoubleBits(train_seconds));
   if (HasStaleness(format_)) w.PutU32(staleness);
   if (HasContributors(format_)) w.PutU32(std::max<uint32_t>(1, contributors));
+  const bool has_within = HasWithinClip(format_) && within_clip >= 0;
+  if (HasWithinClip(format_)) {
+    w.PutU32(has_within ? static_cast<uint32_t>(std::min<int64_t>(within_clip, contributors))
+                        : kNoWithinClip);
+  }
   w.PutU64(delta.size());
   std::string prefix = w.Release();
   const uint64_t body = prefix.size() - 4 + delta.size();
@@ -356,7 +370,8 @@ Result<WalEntry> WalWriter::Append(const std::string& sender, int64_t weight, do
              end_ + 4,
              static_cast<uint32_t>(body),
              HasStaleness(format_) ? staleness : 0,
-             HasContributors(format_) ? std::max<uint32_t>(1, contributors) : 1};
+             HasContributors(format_) ? std::max<uint32_t>(1, contributors) : 1,
+             has_within ? std::min<int64_t>(within_clip, contributors) : -1};
   end_ = at;
   chain_ = d;
   if (!durable_) {
@@ -410,7 +425,8 @@ Status WalWriter::ReadDelta(const WalEntry& e, std::string* buffer, std::string_
   uint32_t skip32 = 0;
   if (!GetId(&r, &sender) || !r.GetU64(&skip) || !r.GetU64(&skip) || !r.GetU64(&skip) ||
       (HasStaleness(format_) && !r.GetU32(&skip32)) ||
-      (HasContributors(format_) && !r.GetU32(&skip32)) || !r.GetU64(&len) || len != r.remaining()) {
+      (HasContributors(format_) && !r.GetU32(&skip32)) ||
+      (HasWithinClip(format_) && !r.GetU32(&skip32)) || !r.GetU64(&len) || len != r.remaining()) {
     return Status::Corruption(path_, "round log record malformed");
   }
   *delta = std::string_view(buffer->data() + buffer->size() - len, len);
@@ -450,7 +466,8 @@ Result<WalContents> ParseWal(const std::string& b, const WalKey& key) {
     if (std::memcmp(d.data(), body + len, d.size()) != 0) break;
     WalRecord rec;
     if (!DecodeBody(body, len, c.header.format, &rec).ok()) break;
-    c.entries.push_back({rec.sender, rec.weight, pos + 4, len, rec.staleness, rec.contributors});
+    c.entries.push_back(
+        {rec.sender, rec.weight, pos + 4, len, rec.staleness, rec.contributors, rec.within_clip});
     c.chain = d;
     pos += 4 + len + kSha256DigestBytes;
     c.valid_bytes = pos;

@@ -16,7 +16,9 @@
 //            log of the tag before it (the header's, for the first record)
 //            body: sender length u16 | sender | weight i64 | train loss f64
 //                  | train seconds f64 | staleness u32 (versions 5 to 8)
-//                  | contributors u32 (versions 7 and 8) | delta length u64
+//                  | contributors u32 (versions 7 to 10) | within clip u32
+//                  (versions 9 and 10; all ones: not a private partial)
+//                  | delta length u64
 //                  | encoded delta
 // A record cut short or not matching its tag ends the log (a crash in the
 // middle of an append): its update was never acknowledged.
@@ -82,6 +84,9 @@ struct WalRecord {
   // it joins (0 in synchronous rounds).
   uint32_t staleness{0};
   uint32_t contributors{1};
+  // A relay's private partial: its contributors' deltas within the clip
+  // (versions 9 and 10); -1 for any other record.
+  int64_t within_clip{-1};
   std::string delta;  // the encoded delta (quant codec)
 };
 
@@ -93,8 +98,11 @@ struct WalEntry {
   uint32_t length{0};
   uint32_t staleness{0};
   // Devices the record averages (1; more for a relay's partial aggregate;
-  // versions 7 and 8 keep it).
+  // versions 7 to 10 keep it).
   uint32_t contributors{1};
+  // A relay's private partial: its devices' deltas within the clip (versions
+  // 9 and 10 keep it); -1 for any other record.
+  int64_t within_clip{-1};
 };
 
 // Appends from one thread; a thread of its own makes them durable
@@ -110,7 +118,8 @@ class WalWriter final {
   // With a `key`, the log is authenticated (version 2).
   // `with_staleness`: records carry a staleness (versions 5 and 6, for
   // asynchronous mode); `with_contributors`: a staleness and the devices each
-  // record averages (versions 7 and 8, for a server with relays); else
+  // record averages and, for a private partial, how many of them were
+  // within the clip (versions 9 and 10, for a server with relays); else
   // versions 3 and 4, which older servers read.
   static Result<std::unique_ptr<WalWriter>> Create(const std::string& path, const WalHeader& header,
                                                    bool durable, const WalKey& key,
@@ -130,7 +139,7 @@ class WalWriter final {
   // entry.offset + entry.length + 32.
   Result<WalEntry> Append(const std::string& sender, int64_t weight, double train_loss,
                           double train_seconds, std::string_view delta, uint32_t staleness = 0,
-                          uint32_t contributors = 1);
+                          uint32_t contributors = 1, int64_t within_clip = -1);
   // Asks the sync thread to make everything appended so far durable, and
   // returns at once.
   void RequestSync();

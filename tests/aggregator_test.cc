@@ -399,6 +399,68 @@ TEST(PrivateAggregatorTest, GaussianNoiseOnKeptCoordinatesOnly) {
   EXPECT_EQ(m2.tensors[0].values, m.tensors[0].values);
 }
 
+// Central privacy through relays: each relay's share clips its devices'
+// deltas and hands up their plain mean, each device weighing one, with no
+// noise; the root adds the relays' partials, each counting as its devices,
+// and releases the same noisy sum, the same clip count and the same epsilon
+// as a root that had the devices' deltas itself.
+TEST(PrivateAggregatorTest, RelaysSharesComposeToTheFlatPrivateRound) {
+  PrivacyOptions p;
+  p.noise_multiplier = 0.8;
+  p.clip = 1.0;
+  p.adaptive_clip = true;
+  const std::vector<std::vector<float>> devices = {
+      {3, 4}, {0.3f, 0.4f}, {0, 2}, {0.1f, 0}, {-6, 8}};  // norms 5, 0.5, 2, 0.1, 10
+  const RoundInfo info{100.0, 21};
+  // Flat: the root clips and sums every device's delta.
+  auto flat = MakePrivate("fedavg", p, 0.1);
+  ModelState flat_model = Model(2);
+  flat->Begin(2, info);
+  for (auto d : devices) ASSERT_FL_OK(flat->Add(7, &d));
+  ASSERT_FL_OK(flat->Finish(&flat_model, 1e9f));
+  // Relayed: devices 0-2 under one relay, 3-4 under another.
+  PrivacyOptions share;
+  share.relay = true;
+  share.clip = p.clip;
+  auto root = MakePrivate("fedavg", p, 0.1);
+  ModelState root_model = Model(2);
+  root->Begin(2, info);
+  for (const auto& [from, to] : {std::pair<size_t, size_t>{0, 3}, {3, 5}}) {
+    auto relay = MakePrivate("fedavg", share);
+    ModelState relay_model = Model(2);
+    relay->Begin(2);
+    for (size_t k = from; k < to; ++k) {
+      std::vector<float> d = devices[k];
+      ASSERT_FL_OK(relay->Add(1000, &d));  // its claimed weight does not count
+    }
+    ASSERT_FL_OK(relay->Finish(&relay_model, 1e9f));
+    EXPECT_TRUE(std::isnan(relay->epsilon()));  // a share accounts for nothing
+    const int64_t n = static_cast<int64_t>(to - from);
+    std::vector<float> mean = relay_model.tensors[0].values;
+    ASSERT_FL_OK(root->AddPrivatePartial(n, n - relay->clipped(), &mean));
+  }
+  ASSERT_FL_OK(root->Finish(&root_model, 1e9f));
+  EXPECT_EQ(root->clipped(), flat->clipped());
+  EXPECT_EQ(root->clipped(), 3);
+  EXPECT_EQ(root->epsilon(), flat->epsilon());
+  EXPECT_DOUBLE_EQ(root->dp_clip(), flat->dp_clip());  // the same clip count moved it
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_NEAR(root_model.tensors[0].values[i], flat_model.tensors[0].values[i], 1e-6);
+  }
+  // A relay's mean is clipped once more: a partial cannot move the sum by
+  // more than its devices could. Counts out of range are refused.
+  auto lying = MakePrivate("fedavg", p, 0.1);
+  ModelState lying_model = Model(2);
+  lying->Begin(2, {100.0, 21});
+  std::vector<float> huge = {300, 400};
+  ASSERT_FL_OK(lying->AddPrivatePartial(2, 2, &huge));
+  EXPECT_NEAR(huge[0], 0.6f, 1e-6);
+  std::vector<float> d = {0, 0};
+  EXPECT_TRUE(lying->AddPrivatePartial(2, 3, &d).IsInvalidArgument());
+  EXPECT_TRUE(lying->AddPrivatePartial(0, 0, &d).IsInvalidArgument());
+  EXPECT_FALSE(Make("fedavg")->AddPrivatePartial(2, 1, &d).ok());
+}
+
 TEST(PrivateAggregatorTest, EpsilonIsTheAccountants) {
   PrivacyOptions p;
   p.noise_multiplier = 1.1;

@@ -403,7 +403,8 @@ double FinalAccuracy(const std::string& summary) {
 // fl-sim with attackers and a robust rule, and with central DP, as a user
 // runs them: 20% of 10 virtual clients flip and scale their deltas by 10 each
 // round. Plain FedAvg is wrecked; the coordinate-wise median is not. A private
-// run reports the accountant's epsilon in summary.json and rounds.csv.
+// run reports the accountant's epsilon in summary.json and rounds.csv, and
+// through two relays the same epsilon.
 TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   test::TempDir dir;
   auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
@@ -432,6 +433,19 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   const auto rows = test::ReadRoundsCsv(dir.path() + "/private/rounds.csv");
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_FALSE(rows[2].epsilon.empty());
+
+  // The same privacy through two relays: the relays sample at the server's
+  // q and clip, the server noises the two partials' sum; the same epsilon
+  // after every round, one partial per relay.
+  const std::string relayed =
+      run("private_relays", {"--dp-noise-multiplier", "0.3", "--fraction", "0.5", "--relays", "2"});
+  EXPECT_NE(relayed.find("\"topology\": {\"relays\": 2"), std::string::npos) << relayed;
+  const auto relayed_rows = test::ReadRoundsCsv(dir.path() + "/private_relays/rounds.csv");
+  ASSERT_EQ(relayed_rows.size(), 3u);
+  for (size_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(relayed_rows[r].epsilon, rows[r].epsilon);
+    EXPECT_EQ(relayed_rows[r].participants, 2);
+  }
 }
 
 // fl-sim with [topology] relays: two relay aggregators, five virtual clients

@@ -34,10 +34,15 @@ std::vector<std::string> Join(std::vector<std::string> a, const std::vector<std:
 }
 
 // `args` with the flag/value pairs of `pairs`: a flag already there gets the
-// new value, others are added.
+// new value, others are added ("--flag=value" stands alone).
 std::vector<std::string> With(std::vector<std::string> args,
                               const std::vector<std::string>& pairs) {
-  for (size_t i = 0; i + 1 < pairs.size(); i += 2) {
+  for (size_t i = 0; i < pairs.size(); i += 2) {
+    if (pairs[i].find('=') != std::string::npos) {
+      args.push_back(pairs[i--]);
+      continue;
+    }
+    if (i + 1 >= pairs.size()) break;
     auto at = std::find(args.begin(), args.end(), pairs[i]);
     if (at != args.end() && at + 1 != args.end()) {
       *(at + 1) = pairs[i + 1];
@@ -171,8 +176,10 @@ double LargestDifference(const ModelState& a, const ModelState& b, double* scale
 // Runs the flat federation and the tiered one with the root's `strategy`
 // flags; returns the largest difference of their round-1 and round-2 models
 // in `*one` and `*two` (and the largest value of round 1 in `*scale`).
+// `*logs` (when given) gets the flat server's log and the root's.
 void RunFlatAndRelayed(const std::vector<std::string>& strategy, double* one, double* two,
-                       double* scale) {
+                       double* scale, int root_min_clients = 2,
+                       std::pair<std::string, std::string>* logs = nullptr) {
   test::TempDir dir;
   constexpr int kRounds = 2;
   {
@@ -183,13 +190,15 @@ void RunFlatAndRelayed(const std::vector<std::string>& strategy, double* one, do
     std::vector<std::unique_ptr<test::Process>> devices;
     for (int i = 0; i < kDevices; ++i) devices.push_back(Device(endpoint, i, dir.path()));
     ASSERT_EQ(flat.Wait(240), 0) << flat.Log();
+    if (logs) logs->first = flat.Log();
   }
   {
-    Tier t = StartTier(dir.path(), kRounds, 2, strategy, {{}, {}});
+    Tier t = StartTier(dir.path(), kRounds, root_min_clients, strategy, {{}, {}});
     ASSERT_TRUE(t.Up()) << t.root->Log();
     t.AddDevices(dir.path(), kDevices);
     ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
     for (auto& r : t.relays) EXPECT_EQ(r->Wait(30), 0) << r->Log();
+    if (logs) logs->second = t.root->Log() + t.relays[0]->Log();
     EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 2));
   }
   auto flat1 = ReadCheckpoint(dir.path() + "/flat/checkpoint.fl.1");
@@ -206,7 +215,10 @@ void RunFlatAndRelayed(const std::vector<std::string>& strategy, double* one, do
   double unused = 0;
   *two = LargestDifference(*flat, *tiered, &unused);
   std::printf("%s: round 1: largest |flat - relayed| %.3g (largest |value| %.3g); round 2: %.3g\n",
-              strategy.empty() ? "fedavg" : strategy.back().c_str(), *one, *scale, *two);
+              strategy.empty()              ? "fedavg"
+              : strategy[0] == "--strategy" ? strategy[1].c_str()
+                                            : "central DP",
+              *one, *scale, *two);
 }
 
 // Round 1: the same devices trained the same model with the same seeds; the
@@ -235,6 +247,42 @@ TEST(RelayTest, FedAdamOnTheRootComposesWithRelays) {
   EXPECT_GT(scale, 0.05);  // (FedAdam's first step is small: lr 0.01)
   EXPECT_LE(one, 20 * std::ldexp(scale, -23));
   EXPECT_LT(two, 1e-3);
+}
+
+// The privacy lines of a server's log ("privacy spent: epsilon E at delta D
+// (clip C)"), one per round.
+std::vector<std::string> PrivacyLines(const std::string& log) {
+  std::vector<std::string> out;
+  for (size_t at = log.find("privacy spent"); at != std::string::npos;
+       at = log.find("privacy spent", at + 1)) {
+    out.push_back(log.substr(at, log.find('\n', at) - at));
+  }
+  return out;
+}
+
+// Central DP through relays: each relay Poisson-samples its devices at the
+// root's rate (1 here, so every run samples everyone), clips each device's
+// delta to the root's clip and hands up their mean, each weighing one, with
+// the count within the clip; the root adds the relays' partials as their
+// devices and releases the noise (seeded from --seed: no key) over the
+// expected count, q x the devices the relays serve. So the relayed run
+// releases what the flat one does: the same epsilon, the same adaptive clip
+// (moved by the same noisy count), and round 1's model within float rounding
+// (each relay's mean is rounded to float once more, as under FedAvg).
+// Under privacy the root's --min-clients counts the relays' devices.
+TEST(RelayTest, CentralPrivacyThroughRelaysIsTheFlatPrivateRun) {
+  double one = 1, two = 1, scale = 0;
+  std::pair<std::string, std::string> logs;
+  RunFlatAndRelayed({"--dp-adaptive-clip=true", "--dp-noise-multiplier", "0.5", "--dp-clip", "0.5"},
+                    &one, &two, &scale, kDevices, &logs);
+  const std::vector<std::string> flat = PrivacyLines(logs.first);
+  const std::vector<std::string> relayed = PrivacyLines(logs.second);
+  ASSERT_EQ(flat.size(), 2u) << logs.first;
+  EXPECT_EQ(relayed, flat) << logs.second;
+  EXPECT_NE(logs.second.find("the root's rounds are private"), std::string::npos) << logs.second;
+  EXPECT_GT(scale, 0.1);
+  EXPECT_LE(one, 4 * std::ldexp(scale, -23));
+  EXPECT_LT(two, 1e-4);
 }
 
 // Relays stack: root -> relay -> relay -> 4 devices. The middle relay takes

@@ -381,8 +381,8 @@ TEST_F(ServerTest, RefusesATrainingConfigurationClientsWouldRefuse) {
 
 // A relay (ServerOptions::parent) aggregates its devices with a rule whose
 // result is their mean (or a robust rule's aggregate, applied per relay);
-// server optimizers, privacy and asynchronous rounds belong to the root,
-// which refuses central DP over relays' partials (docs/relays.md).
+// server optimizers, privacy and asynchronous rounds belong to the root. A
+// private root of relays is accepted (docs/relays.md).
 TEST_F(ServerTest, RelayAndRootRefuseWhatDoesNotComposeWithPartials) {
   test::TempDir out;
   RelayLink link;
@@ -402,11 +402,9 @@ TEST_F(ServerTest, RelayAndRootRefuseWhatDoesNotComposeWithPartials) {
   so.strategy.server_lr = 0;
   so.mode = "async";
   refused(so, "--mode async");
-  so = BaseOptions(out.path());
-  so.relays_dir = "any";
+  so.mode = "sync";
   so.privacy.noise_multiplier = 1;
-  so.privacy.clip = 1;
-  refused(so, "central DP (--dp-noise-multiplier) is per device");
+  refused(so, "--dp-*");  // a relay takes the root's privacy from its TASK
   so = BaseOptions(out.path());
   so.relays_dir = "any";
   so.insecure = false;
@@ -420,6 +418,12 @@ TEST_F(ServerTest, RelayAndRootRefuseWhatDoesNotComposeWithPartials) {
   ASSERT_FL_OK(relay.status());
   EXPECT_EQ(link.architecture(), so.model);  // what the relay tells its parent it trains
   EXPECT_FALSE(link.layout().empty());
+  // And a private root of relays (docs/relays.md, "Central differential privacy").
+  so = BaseOptions(out.path());
+  so.relays_dir = "any";
+  so.privacy.noise_multiplier = 1;
+  so.privacy.clip = 1;
+  ASSERT_FL_OK(Server::Create(so, transport::CreateZmqContext(), TorchRuntime()).status());
 }
 
 // The client learning-rate schedule: lr x decay^(r-1), floored at lr_min and

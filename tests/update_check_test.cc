@@ -36,12 +36,14 @@ class UpdateCheckTest : public ::testing::Test {
 
   // An UPDATE of `delta` (32-bit) claiming `examples`, from `base`; from a
   // relay when `contributors` > 1 (a partial aggregate of that many devices).
+  // `within_clip` >= 0 makes it a private partial.
   void Make(std::vector<float> delta, int64_t examples = 80, std::string codec = "q",
-            uint32_t contributors = 1) {
+            uint32_t contributors = 1, int64_t within_clip = -1) {
     QuantOptions q;
     q.bits = 32;
     wire::Update u{examples, 0.5, 2.0, codec, QuantEncode(delta.data(), delta.size(), q)};
     u.contributors = contributors;
+    u.within_clip = within_clip;
     wire::Envelope env;
     env.type = wire::MessageType::kUpdate;
     env.sender = "dev";
@@ -183,6 +185,40 @@ TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
   Make({0.1f, 0.2f, 0.3f}, 1000);
   EXPECT_EQ(Check(&a), "");
   EXPECT_EQ(a.weight, 1000);
+}
+
+// Under central privacy a relay's partial is the mean of its devices' clipped
+// deltas, each weighing one, with their within-clip count: one without the
+// count, or weighing other than its devices, is refused; a private partial
+// is refused from a device and in a round that is not private.
+TEST_F(UpdateCheckTest, APrivateRoundTakesOnlyPrivatePartialsFromRelays) {
+  base_ = bounds_.base;
+  bounds_.relay_devices = 100;
+  bounds_.device_cap = 1000;
+  bounds_.relay = true;
+  Make({0.1f, 0.2f, 0.3f}, 4, "q", 4, 3);
+  EXPECT_EQ(Check(), "relay_private");  // the round is not private
+  bounds_.private_partials = true;
+  AcceptedUpdate a;
+  EXPECT_EQ(Check(&a), "");
+  EXPECT_EQ(a.weight, 4);
+  EXPECT_EQ(a.contributors, 4);
+  EXPECT_EQ(a.within_clip, 3);
+  Make({0.1f, 0.2f, 0.3f}, 4000, "q", 4);  // a relay that does not take part
+  EXPECT_EQ(Check(), "relay_private");
+  EXPECT_NE(message_.find("within-clip count"), std::string::npos) << message_;
+  Make({0.1f, 0.2f, 0.3f}, 40, "q", 4, 3);  // weighs more than one per device
+  EXPECT_EQ(Check(), "relay_weight");
+  EXPECT_NE(message_.find("one per device"), std::string::npos) << message_;
+  // A device's own update in a private round is as ever; a device cannot
+  // send a private partial.
+  bounds_.relay = false;
+  bounds_.relay_devices = 0;
+  Make({0.1f, 0.2f, 0.3f}, 80);
+  EXPECT_EQ(Check(&a), "");
+  EXPECT_EQ(a.within_clip, -1);
+  Make({0.1f, 0.2f, 0.3f}, 1, "q", 1, 1);
+  EXPECT_EQ(Check(), "relay_weight");
 }
 
 TEST_F(UpdateCheckTest, IngressRefusesBeforeAnythingIsDecoded) {

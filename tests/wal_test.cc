@@ -207,9 +207,14 @@ TEST(WalTest, EachRecordKeepsItsContributors) {
     ASSERT_FL_OK(w);
     auto a = (*w)->Append("relay0", 30000, 0.5, 1.0, "partial", 0, 4);
     auto b = (*w)->Append("dev9", 600, 0.5, 1.0, "own", 0, 1);
+    // A private partial: 5 devices, 3 of whose deltas were within the clip.
+    auto p = (*w)->Append("relay2", 5, 0.5, 1.0, "private", 0, 5, 3);
     ASSERT_FL_OK(a);
     ASSERT_FL_OK(b);
+    ASSERT_FL_OK(p);
     EXPECT_EQ(a->contributors, 4u);
+    EXPECT_EQ(a->within_clip, -1);
+    EXPECT_EQ(p->within_clip, 3);
     auto rec = (*w)->Read(*a);
     ASSERT_FL_OK(rec);
     EXPECT_EQ(rec->contributors, 4u);
@@ -217,18 +222,23 @@ TEST(WalTest, EachRecordKeepsItsContributors) {
     w->reset();
     auto c = WalReadAll(path, key);
     ASSERT_FL_OK(c);
-    EXPECT_EQ(c->header.format, key ? 8u : 7u);
-    ASSERT_EQ(c->entries.size(), 2u);
+    EXPECT_EQ(c->header.format, key ? 10u : 9u);
+    ASSERT_EQ(c->entries.size(), 3u);
     EXPECT_EQ(c->entries[0].contributors, 4u);
     EXPECT_EQ(c->entries[1].contributors, 1u);
+    EXPECT_EQ(c->entries[0].within_clip, -1);
+    EXPECT_EQ(c->entries[1].within_clip, -1);
+    EXPECT_EQ(c->entries[2].contributors, 5u);
+    EXPECT_EQ(c->entries[2].within_clip, 3);
     auto again = WalWriter::Reopen(path, *c, /*durable=*/false, key);
     ASSERT_FL_OK(again);
     ASSERT_FL_OK((*again)->Append("relay1", 20000, 0.5, 1.0, "later", 0, 3).status());
     again->reset();
     c = WalReadAll(path, key);
     ASSERT_FL_OK(c);
-    ASSERT_EQ(c->entries.size(), 3u);
-    EXPECT_EQ(c->entries[2].contributors, 3u);
+    ASSERT_EQ(c->entries.size(), 4u);
+    EXPECT_EQ(c->entries[3].contributors, 3u);
+    EXPECT_EQ(c->entries[2].within_clip, 3);
   }
 }
 

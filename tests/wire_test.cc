@@ -178,7 +178,30 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
   ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
   EXPECT_EQ(u2.contributors, 40u);
   EXPECT_GT(wire::Encode(u).size(), device_bytes);
+  // A private partial also says how many of its devices' deltas were within
+  // the clip; a count above its devices is malformed.
+  u.within_clip = 25;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
+  EXPECT_EQ(u2.within_clip, 25);
+  u.within_clip = 41;
+  EXPECT_FALSE(wire::Decode(wire::Encode(u), &u2).ok());
+  u.within_clip = -1;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(u), &u2));
+  EXPECT_EQ(u2.within_clip, -1);
   u.contributors = 1;
+
+  // A relay's HELLO says how many devices it serves; a TASK to a relay under
+  // the root's privacy carries the sampling rate and the clip.
+  h.devices = 1234;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(h), &h2));
+  EXPECT_EQ(h2.devices, 1234u);
+  t.config.dp_sampling_rate = 0.25;
+  t.config.dp_clip = 0.75;
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &t2));
+  EXPECT_EQ(t2.config.dp_sampling_rate, 0.25);
+  EXPECT_EQ(t2.config.dp_clip, 0.75);
+  t.config.dp_sampling_rate = 1.5;  // not a rate
+  EXPECT_FALSE(wire::Decode(wire::Encode(t), &t2).ok());
 
   wire::Reply r{3, "stale_round", "round 2 is closed"};
   wire::Reply r2;

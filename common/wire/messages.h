@@ -60,6 +60,19 @@ constexpr uint16_t kTaskRootEndorsement = 7;
 // HELLO: the device has no model of its own and takes the server's
 // TorchScript file, signed, in its TASK. Value: empty.
 constexpr uint16_t kHelloTakesModelCode = 1;
+// HELLO: Hello::devices, from a relay aggregator. Value: u32 little-endian.
+constexpr uint16_t kHelloDevices = 2;
+// TASK: TrainConfig::dp_sampling_rate and dp_clip, to a relay aggregator
+// under the root's central differential privacy. Value: f64 rate, f64 clip,
+// little-endian. Not critical: a device has nothing to do with it, and a
+// relay that does not know it sends a partial the root refuses (it lacks
+// kUpdateWithinClip).
+constexpr uint16_t kTaskPrivacy = 8;
+// UPDATE: Update::within_clip, which makes the update a private partial
+// aggregate (the mean of its contributors' deltas, each clipped and weighing
+// one). Value: u32 little-endian, at most the contributors. Critical: a parent
+// that does not know it would weigh the mean by examples.
+constexpr uint16_t kUpdateWithinClip = kCriticalExtension | 2;
 
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
@@ -77,6 +90,10 @@ struct Hello {
   double heartbeat_seconds{0};
   // Optional (extension kHelloTakesModelCode): see there.
   bool takes_model_code{false};
+  // A relay aggregator: the live devices it serves, its own and those of the
+  // relays below it (a private round's population). Optional (extension
+  // kHelloDevices; 0 = a device, or a relay that does not say).
+  uint32_t devices{0};
 };
 
 // Hyperparameters of one round of local training.
@@ -114,6 +131,13 @@ struct TrainConfig {
   // class does not shift the others. Optional (extension kTaskClassNames;
   // empty: numeric labels, or each device numbers its classes itself).
   std::vector<std::string> class_names;
+  // To a relay aggregator, under the root's central differential privacy
+  // (server/privacy.h): the relay Poisson-samples its devices at this rate,
+  // clips each device's delta to this L2 norm and hands up their mean, each
+  // device weighing one; the root adds the noise. Optional (extension
+  // kTaskPrivacy; 0 = no privacy). Not for devices.
+  double dp_sampling_rate{0};
+  double dp_clip{0};
 };
 
 // Server -> client: train from this global model. The envelope's model version
@@ -155,6 +179,12 @@ struct Update {
   // devices' deltas, with num_examples their total weight). Optional
   // (extension kUpdateContributors, sent only when > 1).
   uint32_t contributors{1};
+  // A relay's private partial aggregate (the TASK carried dp_sampling_rate):
+  // how many of its contributors' deltas were within the clipping norm before
+  // clipping (adaptive clipping counts them), and the mark that the delta is
+  // the plain mean of clipped deltas. Optional (extension kUpdateWithinClip;
+  // -1 = not a private partial).
+  int64_t within_clip{-1};
 };
 
 // Server -> client: ACK (accepted) or REJECT (refused). `reason` is a short

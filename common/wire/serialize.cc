@@ -4,6 +4,7 @@
 #include <cereal/archives/binary.hpp>
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
@@ -213,14 +214,46 @@ void NoExtensions(Archive& ar) {
   Extensions(ar, none, {});
 }
 
+// Little-endian fixed-size values of extension records.
+static std::string LeU32(uint32_t v) {
+  std::string out;
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+  return out;
+}
+static std::string LeF64(double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  std::string out;
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(bits >> (8 * i)));
+  return out;
+}
+static uint32_t GetLeU32(const std::string& s, size_t at) {
+  uint32_t n = 0;
+  for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(s[at + i])} << (8 * i);
+  return n;
+}
+static double GetLeF64(const std::string& s, size_t at) {
+  uint64_t bits = 0;
+  for (int i = 0; i < 8; ++i) bits |= uint64_t{static_cast<uint8_t>(s[at + i])} << (8 * i);
+  double v;
+  std::memcpy(&v, &bits, 8);
+  return v;
+}
+
 template <class Archive>
 void serialize(Archive& ar, Hello& m) {
   ar(m.num_examples, m.architecture, m.codecs, m.heartbeat_seconds);
   std::vector<ExtensionRecord> ext;
   if (m.takes_model_code) ext.push_back({kHelloTakesModelCode, ""});
-  Extensions(ar, ext, {kHelloTakesModelCode});
+  if (m.devices > 0) ext.push_back({kHelloDevices, LeU32(m.devices)});
+  Extensions(ar, ext, {kHelloTakesModelCode, kHelloDevices});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
+      if (e.tag == kHelloDevices) {
+        if (e.value.size() != 4) throw cereal::Exception("devices extension is not 4 bytes");
+        m.devices = GetLeU32(e.value, 0);
+        continue;
+      }
       if (e.tag != kHelloTakesModelCode) continue;
       if (!e.value.empty()) throw cereal::Exception("takes-model-code extension has a value");
       m.takes_model_code = true;
@@ -295,12 +328,23 @@ void serialize(Archive& ar, Task& m) {
     ext.push_back({kTaskModelCode, std::move(value)});
   }
   if (!m.root_endorsement.empty()) ext.push_back({kTaskRootEndorsement, m.root_endorsement});
+  if (m.config.dp_sampling_rate > 0) {
+    ext.push_back({kTaskPrivacy, LeF64(m.config.dp_sampling_rate) + LeF64(m.config.dp_clip)});
+  }
   Extensions(ar, ext,
              {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable,
-              kTaskModelCode, kTaskClassNames, kTaskRootEndorsement});
+              kTaskModelCode, kTaskClassNames, kTaskRootEndorsement, kTaskPrivacy});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
-      if (e.tag == kTaskAskBeforeUpload) {
+      if (e.tag == kTaskPrivacy) {
+        if (e.value.size() != 16) throw cereal::Exception("privacy extension is not 16 bytes");
+        const double rate = GetLeF64(e.value, 0), clip = GetLeF64(e.value, 8);
+        if (!(rate > 0 && rate <= 1) || !(clip > 0 && std::isfinite(clip))) {
+          throw cereal::Exception("privacy extension's sampling rate or clip is out of range");
+        }
+        m.config.dp_sampling_rate = rate;
+        m.config.dp_clip = clip;
+      } else if (e.tag == kTaskAskBeforeUpload) {
         if (!e.value.empty()) throw cereal::Exception("ask-before-upload extension has a value");
         m.ask_before_upload = true;
       } else if (e.tag == kTaskProximalMu) {
@@ -379,20 +423,27 @@ template <class Archive>
 void serialize(Archive& ar, Update& m) {
   ar(m.num_examples, m.train_loss, m.train_seconds, m.codec, m.data);
   std::vector<ExtensionRecord> ext;
-  if (m.contributors > 1) {
-    std::string value;
-    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(m.contributors >> (8 * i)));
-    ext.push_back({kUpdateContributors, std::move(value)});
+  if (m.contributors > 1) ext.push_back({kUpdateContributors, LeU32(m.contributors)});
+  if (m.within_clip >= 0) {
+    ext.push_back({kUpdateWithinClip,
+                   LeU32(static_cast<uint32_t>(std::min<int64_t>(m.within_clip, UINT32_MAX)))});
   }
-  Extensions(ar, ext, {kUpdateContributors});
+  Extensions(ar, ext, {kUpdateContributors, kUpdateWithinClip});
   if constexpr (Archive::is_loading::value) {
     m.contributors = 1;
+    m.within_clip = -1;
     for (const auto& e : ext) {
-      if (e.value.size() != 4) throw cereal::Exception("contributors extension is not 4 bytes");
-      uint32_t n = 0;
-      for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
+      if (e.value.size() != 4) throw cereal::Exception("update extension is not 4 bytes");
+      const uint32_t n = GetLeU32(e.value, 0);
+      if (e.tag == kUpdateWithinClip) {
+        m.within_clip = n;
+        continue;
+      }
       if (n < 2) throw cereal::Exception("contributors extension below 2");
       m.contributors = n;
+    }
+    if (m.within_clip > static_cast<int64_t>(m.contributors)) {
+      throw cereal::Exception("within-clip count above the contributors");
     }
   }
 }

@@ -938,11 +938,16 @@ int Main(int argc, char** argv, MpiWorld& world) {
   if (!one_host) so.bind = "tcp://*:*";
   // [topology] relays: the relays run the sim's federation settings for their
   // clients; the server selects every relay each round and averages them.
+  // (Under [privacy] the server's fraction stays the devices' sampling rate,
+  // which the relays take from its TASK, and its min_clients counts devices:
+  // docs/relays.md.)
   const ServerOptions relay_base = so;
   if (c.relays > 0) {
     so.relays_dir = c.secure ? c.out + "/keys/relays" : "any";
-    so.min_clients = c.relays;
-    so.fraction = 1;
+    if (!c.privacy.enabled()) {
+      so.min_clients = c.relays;
+      so.fraction = 1;
+    }
     so.relay_devices = (c.clients + c.relays - 1) / c.relays;
   }
   Result<std::unique_ptr<Server>> server = Status::Internal("the server runs on rank 0");

@@ -300,11 +300,10 @@ Status ValidateSimConfig(const SimConfig& c) {
     return bad("topology.relay_strategy",
                "must be \"fedavg\", \"median\", \"trimmed_mean\", \"krum\" or \"multikrum\"");
   }
-  if (c.relays > 0 && (c.mode != "sync" || c.privacy.noise_multiplier > 0 || c.prune_to > 0 ||
-                       c.over_selection > 1)) {
+  if (c.relays > 0 && (c.mode != "sync" || c.prune_to > 0 || c.over_selection > 1)) {
     return bad("topology.relays",
                "relays take the server's rounds as they come: not with federation.mode async, "
-               "privacy, compression.prune_to or federation.over_selection");
+               "compression.prune_to or federation.over_selection");
   }
   for (double t : c.targets) {
     if (!(t > 0 && t <= 1)) return bad("targets", "values must be accuracies in (0, 1]");
