@@ -1881,8 +1881,8 @@ struct Server::Impl {
       std::lock_guard<std::mutex> lock(admission->mu);
       admission->keys = std::move(curve_keys);
     }
-    if (keys.size() != enrolled.size() && o.verbose) {
-      spdlog::info("enrollment: {} device(s) in {}", keys.size(), o.clients_dir);
+    if (keys.size() != enrolled.size() && o.verbose && !o.clients_dir.empty()) {
+      spdlog::info("enrollment: {} device(s) in {}", keys.size() - relay_ids.size(), o.clients_dir);
     }
     // A device removed from the folder is forgotten at once.
     for (auto it = clients.begin(); it != clients.end();) {

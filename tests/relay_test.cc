@@ -540,5 +540,91 @@ TEST(RelayTest, DevicesTrainOnlyOnTheModelTheRootSigned) {
   }
 }
 
+// The root's endorsement crosses two tiers, and an fp16 downlink with it:
+// root (fp16, --key, --relays DIR) -> relay -> relay -> 2 devices pinning the
+// root's key. Each relay sends the model down in the format it came in, so
+// its version is still the one the root signed, and the devices train both
+// rounds; as deployed, with CURVE and fl-keygen identities at every tier.
+TEST(RelayTest, TheRootsEndorsementCrossesTwoTiersWithAnFp16Downlink) {
+  test::TempDir dir;
+  const std::string d = dir.path();
+  auto keygen = [&](const std::string& folder, const std::string& name) {
+    test::Process p(test::BinPath("fl-keygen"), {"--out", folder, "--name", name},
+                    d + "/keygen-" + name + ".log");
+    return p.Wait(30) == 0;
+  };
+  ASSERT_TRUE(keygen(d + "/keys", "root"));
+  ASSERT_TRUE(keygen(d + "/mid-relays", "mid"));    // enrolled at the root
+  ASSERT_TRUE(keygen(d + "/leaf-relays", "leaf"));  // enrolled at the middle relay
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(keygen(d + "/devices", "dev" + std::to_string(i)));
+  const std::vector<std::string> common = {
+      "--model",          "mnist_2nn", "--max-examples", "40000", "--linger", "2",
+      "--client-timeout", "3",         "--fraction",     "1",     "--bind",   "tcp://127.0.0.1:*"};
+  test::Process root(kServer,
+                     Join({"--key", d + "/keys/root.key", "--relays", d + "/mid-relays",
+                           "--downlink", "fp16", "--rounds", "2", "--min-clients", "1",
+                           "--deadline", "20", "--no-eval", "--out", d + "/root"},
+                          common),
+                     d + "/root.log");
+  const std::string top = test::StartedEndpoint(root);
+  ASSERT_FALSE(top.empty()) << root.Log();
+  test::Process mid(
+      kServer,
+      Join({"--parent", top, "--server-key", d + "/keys/root.pub", "--key",
+            d + "/mid-relays/mid.key", "--relays", d + "/leaf-relays", "--min-clients", "1"},
+           common),
+      d + "/mid.log");
+  const std::string middle = test::StartedEndpoint(mid, "relaying ");
+  ASSERT_FALSE(middle.empty()) << mid.Log();
+  test::Process leaf(
+      kServer,
+      Join({"--parent", middle, "--server-key", d + "/mid-relays/mid.pub", "--key",
+            d + "/leaf-relays/leaf.key", "--clients", d + "/devices", "--min-clients", "2"},
+           common),
+      d + "/leaf.log");
+  const std::string bottom = test::StartedEndpoint(leaf, "relaying ");
+  ASSERT_FALSE(bottom.empty()) << leaf.Log();
+  std::vector<std::unique_ptr<test::Process>> devices;
+  for (int i = 0; i < 2; ++i) {
+    devices.push_back(std::make_unique<test::Process>(
+        kClient,
+        std::vector<std::string>{"--server",
+                                 bottom,
+                                 "--server-key",
+                                 d + "/leaf-relays/leaf.pub",
+                                 "--key",
+                                 d + "/devices/dev" + std::to_string(i) + ".key",
+                                 "--root-key",
+                                 d + "/keys/root.pub",
+                                 "--data",
+                                 test::MnistDir(),
+                                 "--partition",
+                                 "iid",
+                                 "--num-partitions",
+                                 "2",
+                                 "--partition-index",
+                                 std::to_string(i),
+                                 "--heartbeat",
+                                 "0.3",
+                                 "--server-timeout",
+                                 "5"},
+        d + "/c" + std::to_string(i) + ".log"));
+  }
+  ASSERT_EQ(root.Wait(120), 0) << root.Log();
+  EXPECT_EQ(Participants(d + "/root/rounds.csv"), std::vector<int>({1, 1}));
+  // fp16 at the root: 2 bytes a value of the 2NN's 199,210 (fp32 would be 796,840).
+  const auto rows = test::ReadRoundsCsv(d + "/root/rounds.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_LT(rows[0].download_bytes, 450000) << rows[0].download_bytes;
+  EXPECT_NE(leaf.Log().find("round 2: 2/2 updates"), std::string::npos) << leaf.Log();
+  for (auto& device : devices) {
+    const std::string log = device->Log();
+    EXPECT_NE(log.find("round 2: trained"), std::string::npos) << log;
+    EXPECT_EQ(log.find("not the root's"), std::string::npos) << log;
+  }
+  EXPECT_EQ(mid.Log().find("not the one the root signed"), std::string::npos) << mid.Log();
+  EXPECT_EQ(leaf.Log().find("not the one the root signed"), std::string::npos) << leaf.Log();
+}
+
 }  // namespace
 }  // namespace fl

@@ -86,6 +86,7 @@ struct RoundRow {
   double seconds{0};     // round_seconds
   double eval_seconds{0};
   std::string epsilon;  // the 10th column, when the run was private
+  int64_t download_bytes{0};
 };
 
 // Reads rounds.csv (kRoundsCsvHeader's columns); rows with too few fields are
@@ -102,7 +103,7 @@ inline std::vector<RoundRow> ReadRoundsCsv(const std::string& path) {
     while (std::getline(ss, cell, ',')) f.push_back(cell);
     if (f.size() < 8) continue;
     rows.push_back({std::stoi(f[0]), std::stoi(f[1]), f[2], std::stod(f[6]), std::stod(f[7]),
-                    f.size() > 9 ? f[9] : ""});
+                    f.size() > 9 ? f[9] : "", std::stoll(f[5])});
   }
   return rows;
 }
