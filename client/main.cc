@@ -170,6 +170,12 @@ int main(int argc, char** argv) {
     spdlog::error("--server: no endpoint given");
     return 2;
   }
+  for (const auto& endpoint : endpoints) {
+    if (fl::Status st = fl::transport::CheckConnectEndpoint(endpoint); !st.ok()) {
+      spdlog::error("--server: {}", st.message());
+      return 2;
+    }
+  }
   if (!key_paths.empty() && key_paths.size() != endpoints.size()) {
     spdlog::error("--server names {} endpoint(s) but --server-key {} key(s): one key per server",
                   endpoints.size(), key_paths.size());

@@ -77,6 +77,11 @@ struct FitRes {
   // A relay's private partial (its TASK carried dp_sampling_rate): how many
   // contributors' deltas were within the clipping norm; -1 otherwise.
   int64_t within_clip{-1};
+  // A participant that computed its delta itself (a relay's private partial:
+  // the mean of its devices' clipped deltas): the kept values sent as they
+  // are, not as `parameters` minus the task's model, whose float rounding is
+  // the weights' rather than the mean's. Empty otherwise.
+  std::vector<float> kept_delta;
 };
 
 // Per-epoch progress: (epoch, mean loss, training accuracy, seconds).
@@ -99,8 +104,8 @@ class Participant {
   virtual int64_t num_examples() const = 0;
 
   // A relay aggregator: the live devices it serves (its HELLO's claim, a
-  // private round's population at the parent). 0 for a device.
-  virtual uint32_t devices() const { return 0; }
+  // private round's population at the parent). -1 for a device.
+  virtual int64_t devices() const { return -1; }
 
   // The names and shapes of the parameters of `architecture` in canonical
   // order. FailedPrecondition for an architecture it cannot handle at all;

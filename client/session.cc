@@ -141,6 +141,8 @@ struct ClientSession::Impl {
         spdlog::warn("[{}] failing over to {}", o.id, Endpoint());
         return;
       }
+      spdlog::warn("[{}] all {} servers tried; back to {} in {:.1f} s", o.id,
+                   o.alternates.size() + 1, Endpoint(), backoff);
     }
     reconnect_at = now + backoff;
     backoff = std::min(2 * backoff, o.backoff_max_seconds);
@@ -405,10 +407,11 @@ struct ClientSession::Impl {
       return Status::OK();
     }
     // With a trainable subset, the delta covers its tensors only.
-    auto delta = ins.trainable.empty()
-                     ? KeptDifference(res->parameters, ins.parameters)
-                     : KeptDifference(SelectTensors(res->parameters, ins.trainable),
-                                      SelectTensors(ins.parameters, ins.trainable));
+    Result<std::vector<float>> delta =
+        !res->kept_delta.empty() ? Result<std::vector<float>>(std::move(res->kept_delta))
+        : ins.trainable.empty()  ? KeptDifference(res->parameters, ins.parameters)
+                                 : KeptDifference(SelectTensors(res->parameters, ins.trainable),
+                                                  SelectTensors(ins.parameters, ins.trainable));
     res->parameters = ModelState();
     ins.parameters = ModelState();
     if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
@@ -433,7 +436,14 @@ struct ClientSession::Impl {
           "the server to refuse",
           o.id, env.round);
     }
-    if (task.config.error_feedback && finite) {
+    if (u.within_clip >= 0) {
+      // A private partial goes up unquantized: its parent multiplies it by
+      // its devices, so a rounding step would count that many times, beyond
+      // what one device's clipped delta may move the sum (docs/relays.md).
+      QuantOptions raw;
+      raw.bits = 32;
+      u.data = QuantEncode(delta->data(), delta->size(), raw);
+    } else if (task.config.error_feedback && finite) {
       u.data = feedback.Encode(*delta, q);
     } else {
       feedback.Reset();
@@ -731,8 +741,10 @@ Status ClientSession::Step() {
     if (!st.ok() && st.code() != Status::Code::kUnavailable) return st;
   }
   if (s.awaiting_since >= 0 && now - s.awaiting_since > s.o.server_timeout_seconds) {
-    spdlog::warn("[{}] no answer from {} for {:.0f} s; reconnecting in {:.1f} s", s.o.id,
-                 s.Endpoint(), now - s.awaiting_since, s.backoff);
+    spdlog::warn("[{}] no answer from {} for {:.0f} s{}", s.o.id, s.Endpoint(),
+                 now - s.awaiting_since,
+                 s.o.alternates.empty() ? fmt::format("; reconnecting in {:.1f} s", s.backoff)
+                                        : std::string());
     s.DropAndBackOff(now);
     return Status::OK();
   }

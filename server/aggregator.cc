@@ -155,14 +155,25 @@ class StrategyAggregator final : public Aggregator {
     const float* d = mean->data();
     for (size_t i = 0; i < n_; ++i) sum_[i] += w * d[i];
     total_ = total;
-    count_ += static_cast<int>(devices);
-    within_clip_ += static_cast<int>(within_clip);
-    clipped_ += static_cast<int>(devices - within_clip);
+    count_ += devices;
+    within_clip_ += within_clip;
+    clipped_ += devices - within_clip;
     return Status::OK();
   }
 
-  int count() const override { return count_; }
-  int clipped() const override { return clipped_; }
+  int64_t count() const override { return count_; }
+  int64_t clipped() const override { return clipped_; }
+
+  Status FinishMean(std::vector<float>* mean) override {
+    if (!dp_.relay) return Status::FailedPrecondition("only a relay's share hands up its mean");
+    if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
+    const double inv = 1.0 / static_cast<double>(total_);
+    mean->resize(n_);
+    for (size_t i = 0; i < n_; ++i) (*mean)[i] = static_cast<float>(sum_[i] * inv);
+    sum_.clear();
+    sum_.shrink_to_fit();
+    return Status::OK();
+  }
 
   Status Finish(ModelState* model, float max_abs) override {
     if (dp_.enabled()) return FinishPrivate(model, max_abs);
@@ -322,8 +333,9 @@ class StrategyAggregator final : public Aggregator {
   }
 
   double convex_step_scale() const override {
-    // A private step is a noisy sum over an expected count, not a combination.
-    if (dp_.enabled()) return 0.0;
+    // A private step is a noisy sum over an expected count, not a combination
+    // (and a relay's share takes no step: it hands up its mean).
+    if (dp_.clips()) return 0.0;
     if (kind_.optimizer == ServerOptimizer::kSgd) return lr_;
     // With momentum the step is lr (beta m + D); a clipped delta mixes in the
     // momentum-only step, which no single update checks: then only the
@@ -448,9 +460,9 @@ class StrategyAggregator final : public Aggregator {
   RdpAccountant accountant_;  // privacy spent so far
   RoundInfo info_;
   size_t n_{0};
-  int count_{0};
-  int clipped_{0};
-  int within_clip_{0};
+  int64_t count_{0};
+  int64_t clipped_{0};
+  int64_t within_clip_{0};
   int64_t total_{0};
   std::vector<double> sum_;               // mean: sum_k n_k d_k
   std::vector<std::vector<float>> kept_;  // robust rules: the deltas

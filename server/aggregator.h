@@ -163,8 +163,8 @@ class Aggregator {
 
   // Updates added this round, and how many of them were clipped (under
   // privacy: devices, a private partial's counting as its devices).
-  virtual int count() const = 0;
-  virtual int clipped() const = 0;
+  virtual int64_t count() const = 0;
+  virtual int64_t clipped() const = 0;
 
   // Adds the round's step to `model`'s kept values, all or nothing: when a new
   // value would not be finite or exceed `max_abs`, InvalidArgument, and
@@ -172,6 +172,13 @@ class Aggregator {
   // nothing was added (with privacy, a round without updates still releases
   // noise: the accountant assumes every round does).
   virtual Status Finish(ModelState* model, float max_abs) = 0;
+
+  // A relay's share of privacy (PrivacyOptions::relay) instead of Finish:
+  // the mean of the round's clipped deltas, as floats, for its parent (no
+  // step: a range check here would drop all its devices for one device's
+  // delta). FailedPrecondition for any other aggregator or when nothing was
+  // added.
+  virtual Status FinishMean(std::vector<float>* mean) = 0;
 
   // The strategy's state between rounds (empty when it has none), and back.
   // LoadState refuses (InvalidArgument) a state of another strategy or model size.

@@ -22,8 +22,9 @@ struct ClientEntry {
   // Newest HELLO freshness stamp seen from this node (wire::HelloStampOf).
   uint64_t hello_stamp{0};
   int64_t num_examples{0};
-  // A relay's claim: the live devices it serves (its HELLO's; 0 otherwise).
-  uint32_t devices{0};
+  // A relay's claim: the live devices it serves (its HELLO's; -1 when the
+  // HELLO has none: a device).
+  int64_t devices{-1};
   double last_seen{0};
   // HELLO token bucket (kHelloBurst tokens, kHelloPerSecond refill).
   double hello_tokens{0};

@@ -60,12 +60,14 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   out.seconds = NowSeconds() - t0;
   out.contributors = res->contributors;
   out.within_clip = res->within_clip;
+  out.kept_delta = std::move(res->private_mean);
   return out;
 }
 
 Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions& o,
                                                         std::shared_ptr<transport::Context> ctx,
                                                         RelayLink* link) {
+  FL_RETURN_IF_ERROR(transport::CheckConnectEndpoint(o.parent).WithContext("--parent"));
   std::unique_ptr<RelayUplink> up(new RelayUplink());
   ClientOptions co;
   co.server = o.parent;

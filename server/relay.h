@@ -38,7 +38,7 @@ class RelayParticipant final : public Participant {
 
   const std::string& architecture() const override { return architecture_; }
   int64_t num_examples() const override { return link_->registered(); }
-  uint32_t devices() const override { return link_->devices(); }
+  int64_t devices() const override { return link_->devices(); }
   Result<std::vector<TensorLayout>> Layout(const std::string& architecture) override;
   size_t TaskPayloadLimit() const override;
   // Runs one round for the relay's devices. None answered: no examples and

@@ -69,6 +69,10 @@ struct RelayResult {
   // Under the root's privacy (the task's config.dp_sampling_rate > 0): the
   // contributors' deltas within the clip before clipping; -1 otherwise.
   int64_t within_clip{-1};
+  // Under the root's privacy: the mean of the contributors' clipped deltas
+  // (the kept values, in the order of a device's delta), sent up as it is
+  // and unquantized (`parameters` is then the task's model).
+  std::vector<float> private_mean;
 };
 
 class RelayLink {

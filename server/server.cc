@@ -343,6 +343,21 @@ struct Server::Impl {
     m.selected = static_cast<int>(selected.size());
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
+    for (const auto& e : c.entries) {
+      // A private round's partials are clipped means, weighing one per
+      // device; any other partial is a weighted mean: the two do not mix.
+      if (e.within_clip >= 0 && !o.privacy.enabled()) {
+        return Status::FailedPrecondition(
+            "the round log " + WalPath() +
+            " holds private partial aggregates (central DP): resume with the run's --dp-* "
+            "settings");
+      }
+      if (e.within_clip < 0 && e.contributors > 1 && o.privacy.enabled()) {
+        return Status::FailedPrecondition(
+            "the round log " + WalPath() +
+            " holds partial aggregates of a round without privacy: resume without --dp-*");
+      }
+    }
     auto w = WalWriter::Reopen(WalPath(), c, /*durable=*/true, wal_key);
     if (!w.ok()) return w.status();
     wal = std::move(w).value();
@@ -816,10 +831,14 @@ struct Server::Impl {
   }
 
   // The largest payload a message of `type` may have (wire/limits.h): an
-  // UPDATE exactly what the round's codec makes of the model's kept values.
+  // UPDATE exactly what the round's codec makes of the model's kept values
+  // (at 32 bits in private rounds with relays: their partials come
+  // unquantized; a device's is still held to the round's codec when checked).
   size_t PayloadLimit(wire::MessageType type) const {
     if (type == wire::MessageType::kUpdate) {
-      return wire::UpdatePayloadLimit(kept_count, o.train.uplink_bits, o.train.block);
+      const bool private_partials = PrivateRounds() && !o.relays_dir.empty();
+      return wire::UpdatePayloadLimit(kept_count, private_partials ? 32 : o.train.uplink_bits,
+                                      o.train.block);
     }
     return wire::kMaxSmallPayloadBytes;
   }
@@ -1243,6 +1262,8 @@ struct Server::Impl {
       return a.sender != b.sender ? a.sender < b.sender : a.offset < b.offset;
     });
     CapPartials(&order);
+    aggregated_weight = 0;
+    for (const auto& e : order) aggregated_weight += e.weight;
     // Each buffer goes as soon as it is done with, so the model-sized ones
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
@@ -1268,8 +1289,13 @@ struct Server::Impl {
     }
     std::vector<float>().swap(delta);  // until the next round's first update
     for (auto& scratch : ingest_scratch) std::vector<float>().swap(scratch);
-    const int count = aggregator->count();
+    const int64_t count = aggregator->count();
     m.clipped = aggregator->clipped();
+    if (relay_dp_rate > 0) {
+      // A relay's share of its root's privacy: the mean goes up as it is;
+      // the model stays the task's (the root steps, after its noise).
+      return aggregator->FinishMean(&relay_mean);
+    }
     // All or nothing: a step with a value out of range is not committed.
     if (trainable.empty()) {
       st = aggregator->Finish(&global, ValueLimit());
@@ -1715,6 +1741,21 @@ struct Server::Impl {
     SetStepOffset();
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
+    for (const auto& e : c.entries) {
+      // A private round's partials are clipped means, weighing one per
+      // device; any other partial is a weighted mean: the two do not mix.
+      if (e.within_clip >= 0 && !o.privacy.enabled()) {
+        return Status::FailedPrecondition(
+            "the round log " + WalPath() +
+            " holds private partial aggregates (central DP): resume with the run's --dp-* "
+            "settings");
+      }
+      if (e.within_clip < 0 && e.contributors > 1 && o.privacy.enabled()) {
+        return Status::FailedPrecondition(
+            "the round log " + WalPath() +
+            " holds partial aggregates of a round without privacy: resume without --dp-*");
+      }
+    }
     auto w = WalWriter::Reopen(WalPath(), c, /*durable=*/true, wal_key);
     if (!w.ok()) return w.status();
     wal = std::move(w).value();
@@ -1811,8 +1852,13 @@ struct Server::Impl {
   bool IsRelay(const std::string& id) const {
     if (o.relays_dir != "any") return relay_ids.count(id) > 0;
     if (!o.insecure) return false;
+    if (partial_senders.count(id) > 0) return true;
+    // In private rounds, also one whose HELLO says it serves devices: it is
+    // not sampled, and its devices count in the population. (Elsewhere the
+    // claim buys nothing: a participant is judged as a relay once it sends
+    // a partial.)
     const auto it = clients.find(id);
-    return partial_senders.count(id) > 0 || (it != clients.end() && it->second.devices > 0);
+    return PrivateRounds() && it != clients.end() && it->second.devices >= 0;
   }
   // May `id` send partial aggregates at all.
   bool MaySendPartials(const std::string& id) const {
@@ -1825,6 +1871,12 @@ struct Server::Impl {
   double relay_dp_rate{0};
   double relay_dp_clip{0};
   std::unique_ptr<Aggregator> relay_own_aggregator;
+  // The total weight of the updates the last aggregation used (partials as
+  // capped): a relay hands it up.
+  int64_t aggregated_weight{0};
+  // Relay mode, in a private round: the mean of the devices' clipped deltas
+  // (Aggregator::FinishMean), handed up as it is.
+  std::vector<float> relay_mean;
   bool warned_relay_private_rule{false};
   // The round samples devices (Poisson) and clips their deltas for central
   // privacy: the root's own (--dp-noise-multiplier), or, on a relay, its
@@ -1833,11 +1885,11 @@ struct Server::Impl {
   double SamplingRate() const { return o.privacy.enabled() ? o.fraction : relay_dp_rate; }
   // A participant's share of a private round's population: a relay's the
   // devices it says it serves (at most --relay-devices), a device's 1.
-  uint32_t PopulationOf(const std::string& id) const {
+  int64_t PopulationOf(const std::string& id) const {
     if (!IsRelay(id)) return 1;
     const auto it = clients.find(id);
     const int64_t n = it == clients.end() ? 0 : it->second.devices;
-    return static_cast<uint32_t>(std::clamp<int64_t>(n, 0, o.relay_devices));
+    return std::clamp<int64_t>(n, 0, o.relay_devices);
   }
   // Relay mode: the root's endorsement of the open round's model, handed to
   // the devices; until when the round waits for devices to be live, and
@@ -1959,7 +2011,7 @@ struct Server::Impl {
       }
     } else {
       Random rng(o.seed * 0x9E3779B97F4A7C15ULL + r);
-      uint32_t members = static_cast<uint32_t>(live);
+      int64_t members = live;
       if (PrivateRounds()) {
         // Poisson sampling, as the privacy accountant assumes: each live
         // device independently with probability C (possibly none at all),
@@ -1983,7 +2035,7 @@ struct Server::Impl {
         active.resize(std::min<size_t>(active.size(), want));
         round_target = std::min<size_t>(active.size(), target);
       }
-      population = members;
+      population = static_cast<uint32_t>(std::min<int64_t>(members, UINT32_MAX));
       if (o.privacy.enabled() && o.fraction * members < 20 && !warned_few_participants) {
         warned_few_participants = true;
         spdlog::warn(
@@ -2166,14 +2218,17 @@ struct Server::Impl {
       RelayResult res;
       res.round = r;
       for (const auto& e : wal_entries) {
-        res.weight += e.weight;
         res.contributors += e.contributors;  // (the devices of relays below it too)
       }
+      // (Its partials' weights as the round capped them, CapPartials.)
+      res.weight = wal_entries.empty() ? 0 : aggregated_weight;
       if (PrivateRounds()) {
         // The mean of clipped deltas, each device weighing one, and how many
         // were within the clip (the parent's adaptive clipping counts them).
         res.weight = res.contributors;
         res.within_clip = std::max<int64_t>(0, res.contributors - m.clipped);
+        res.private_mean = std::move(relay_mean);
+        relay_mean.clear();
       }
       res.train_loss = m.mean_train_loss;
       if (!m.committed) {

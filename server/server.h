@@ -281,7 +281,7 @@ struct RoundMetrics {
   // Largest L2 norm of an accepted delta, and the round's bound on it (0 = none).
   double max_delta_norm{0};
   // Deltas the strategy scaled down to its clipping norm (--clip, --dp-clip).
-  int clipped{0};
+  int64_t clipped{0};
   // Sparsity of the model's prunable tensors after the round, and whether
   // the round tightened the mask (federated pruning).
   double sparsity{0};

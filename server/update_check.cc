@@ -135,8 +135,17 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
     return Refuse(msg, "bad_delta", st.message());
   }
   const wire::TrainConfig& tc = *b.train;
-  if (qh.bits != tc.uplink_bits ||
-      (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding))) {
+  // (A private partial comes unquantized, whatever the round's codec: its
+  // parent multiplies it by its devices.)
+  const bool private_partial = u.within_clip >= 0;
+  if (private_partial && qh.bits != 32) {
+    return Refuse(msg, "wrong_codec",
+                  "a private partial aggregate is " +
+                      DescribeCodec(qh.bits, qh.block, qh.stochastic) + "; it must be 32-bit");
+  }
+  if (!private_partial &&
+      (qh.bits != tc.uplink_bits ||
+       (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding)))) {
     return Refuse(msg, "wrong_codec",
                   "delta is " + DescribeCodec(qh.bits, qh.block, qh.stochastic) +
                       "; the round asked for " +
@@ -149,7 +158,9 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   }
   float max_abs = 0;
   const double norm = NormAndMaxAbs(*delta, &max_abs);
-  if (b.norm_bound > 0 && !(norm <= b.norm_bound)) {
+  // (A private partial is clipped to the privacy clip instead: refusing it
+  // would drop all its devices for one device's delta.)
+  if (b.norm_bound > 0 && !(norm <= b.norm_bound) && !private_partial) {
     return Refuse(msg, "norm_too_large",
                   "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
                       std::to_string(b.norm_bound) + " (" + b.norm_bound_source + ")");

@@ -436,7 +436,8 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
 
   // The same privacy through two relays: the relays sample at the server's
   // q and clip, the server noises the two partials' sum; the same epsilon
-  // after every round, one partial per relay.
+  // after every round, at most one partial per relay (a relay none of whose
+  // five clients was sampled sends none).
   const std::string relayed =
       run("private_relays", {"--dp-noise-multiplier", "0.3", "--fraction", "0.5", "--relays", "2"});
   EXPECT_NE(relayed.find("\"topology\": {\"relays\": 2"), std::string::npos) << relayed;
@@ -444,7 +445,8 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   ASSERT_EQ(relayed_rows.size(), 3u);
   for (size_t r = 0; r < 3; ++r) {
     EXPECT_EQ(relayed_rows[r].epsilon, rows[r].epsilon);
-    EXPECT_EQ(relayed_rows[r].participants, 2);
+    EXPECT_GE(relayed_rows[r].participants, 1);
+    EXPECT_LE(relayed_rows[r].participants, 2);
   }
 }
 

@@ -183,7 +183,7 @@ void RunFlatAndRelayed(const std::vector<std::string>& strategy, double* one, do
   test::TempDir dir;
   constexpr int kRounds = 2;
   {
-    test::Process flat(kServer, Join(RootArgs(dir.path() + "/flat", kRounds, kDevices), strategy),
+    test::Process flat(kServer, With(RootArgs(dir.path() + "/flat", kRounds, kDevices), strategy),
                        dir.path() + "/flat.log");
     const std::string endpoint = test::StartedEndpoint(flat);
     ASSERT_FALSE(endpoint.empty()) << flat.Log();
@@ -268,12 +268,15 @@ std::vector<std::string> PrivacyLines(const std::string& log) {
 // expected count, q x the devices the relays serve. So the relayed run
 // releases what the flat one does: the same epsilon, the same adaptive clip
 // (moved by the same noisy count), and round 1's model within float rounding
-// (each relay's mean is rounded to float once more, as under FedAvg).
+// (each relay's mean is rounded to float once more). The devices send 8-bit
+// deltas; the relays' partials go up unquantized (a rounding step of a mean
+// of 4 would count 4 times at the root), so 8 bits do not widen the gap.
 // Under privacy the root's --min-clients counts the relays' devices.
 TEST(RelayTest, CentralPrivacyThroughRelaysIsTheFlatPrivateRun) {
   double one = 1, two = 1, scale = 0;
   std::pair<std::string, std::string> logs;
-  RunFlatAndRelayed({"--dp-adaptive-clip=true", "--dp-noise-multiplier", "0.5", "--dp-clip", "0.5"},
+  RunFlatAndRelayed({"--dp-adaptive-clip=true", "--dp-noise-multiplier", "0.5", "--dp-clip", "0.5",
+                     "--uplink-bits", "8"},
                     &one, &two, &scale, kDevices, &logs);
   const std::vector<std::string> flat = PrivacyLines(logs.first);
   const std::vector<std::string> relayed = PrivacyLines(logs.second);
@@ -624,6 +627,23 @@ TEST(RelayTest, TheRootsEndorsementCrossesTwoTiersWithAnFp16Downlink) {
   }
   EXPECT_EQ(mid.Log().find("not the one the root signed"), std::string::npos) << mid.Log();
   EXPECT_EQ(leaf.Log().find("not the one the root signed"), std::string::npos) << leaf.Log();
+}
+
+// A typo in a failover endpoint, or in a relay's --parent, is refused when
+// the process starts, naming it, not found when a device first fails over.
+TEST(RelayTest, AMalformedEndpointIsRefusedAtStart) {
+  test::TempDir dir;
+  test::Process device(kClient,
+                       With(test::ClientArgs("tcp://127.0.0.1:5555", 0, kDevices),
+                            {"--server", "tcp://127.0.0.1:5555,tcp://relay-b:60000x"}),
+                       dir.path() + "/device.log");
+  EXPECT_EQ(device.Wait(30), 2);
+  EXPECT_NE(device.Log().find("--server: endpoint 'tcp://relay-b:60000x': port '60000x'"),
+            std::string::npos)
+      << device.Log();
+  test::Process relay(kServer, RelayArgs("tcp://root"), dir.path() + "/relay.log");
+  EXPECT_NE(relay.Wait(30), 0);
+  EXPECT_NE(relay.Log().find("--parent: endpoint 'tcp://root'"), std::string::npos) << relay.Log();
 }
 
 }  // namespace

@@ -136,6 +136,23 @@ TEST_P(TransportTest, SendToUnknownPeerFails) {
 // A peer that completes the ZMTP handshake, starts a 32 MiB frame, sends half of
 // it and stalls (answering no heartbeat) is disconnected once the heartbeat
 // timeout passes: a half-sent frame cannot hold the receiver's memory.
+// Endpoints a participant connects to are checked before any connection:
+// ZeroMQ connects lazily, so a typo in a failover endpoint would otherwise
+// surface only when a device fails over to it.
+TEST(EndpointTest, ConnectEndpointsAreCheckedUpFront) {
+  for (const char* good : {"tcp://127.0.0.1:5555", "tcp://relay-a.example:6000", "tcp://[::1]:5555",
+                           "ipc:///tmp/fedge.sock", "inproc://server"}) {
+    EXPECT_TRUE(CheckConnectEndpoint(good).ok()) << good;
+  }
+  for (const char* bad : {"relay-a:6000", "tcp://relay-a", "tcp://relay-a:70000",
+                          "tcp://relay-a:", "tcp://relay-a:60x0", "udp://relay-a:6000",
+                          "tcp://*:5555", "tcp://:5555", "ipc://"}) {
+    const Status st = CheckConnectEndpoint(bad);
+    EXPECT_TRUE(st.IsInvalidArgument()) << bad;
+    EXPECT_NE(st.message().find(bad), std::string::npos) << st.message();
+  }
+}
+
 TEST(HeartbeatTest, StalledPeerWithAHalfSentFrameIsDisconnected) {
   auto ctx = transport::CreateZmqContext();
   transport::SocketOptions so;

@@ -210,6 +210,14 @@ TEST_F(UpdateCheckTest, APrivateRoundTakesOnlyPrivatePartialsFromRelays) {
   Make({0.1f, 0.2f, 0.3f}, 40, "q", 4, 3);  // weighs more than one per device
   EXPECT_EQ(Check(), "relay_weight");
   EXPECT_NE(message_.find("one per device"), std::string::npos) << message_;
+  // It comes unquantized whatever the round's codec, and beyond the norm
+  // bound it is not refused (the aggregator clips it to the privacy clip).
+  train_.uplink_bits = 8;
+  Make({30.0f, 0.2f, 0.3f}, 4, "q", 4, 3);
+  EXPECT_EQ(Check(&a), "");
+  Make({30.0f, 0.2f, 0.3f}, 4, "q", 4);  // (without the count: refused first)
+  EXPECT_EQ(Check(), "relay_private");
+  train_.uplink_bits = 32;
   // A device's own update in a private round is as ever; a device cannot
   // send a private partial.
   bounds_.relay = false;

@@ -192,9 +192,13 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
 
   // A relay's HELLO says how many devices it serves; a TASK to a relay under
   // the root's privacy carries the sampling rate and the clip.
+  EXPECT_EQ(h2.devices, -1);  // a device's HELLO carries no such field
+  h.devices = 0;              // a relay serving none yet still says it is one
+  ASSERT_FL_OK(wire::Decode(wire::Encode(h), &h2));
+  EXPECT_EQ(h2.devices, 0);
   h.devices = 1234;
   ASSERT_FL_OK(wire::Decode(wire::Encode(h), &h2));
-  EXPECT_EQ(h2.devices, 1234u);
+  EXPECT_EQ(h2.devices, 1234);
   t.config.dp_sampling_rate = 0.25;
   t.config.dp_clip = 0.75;
   ASSERT_FL_OK(wire::Decode(wire::Encode(t), &t2));

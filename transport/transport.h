@@ -145,6 +145,12 @@ class Context {
                            std::vector<bool>* ready) = 0;
 };
 
+// OK when `endpoint` is one a participant can connect to: tcp://HOST:PORT
+// (PORT 1..65535), ipc://PATH or inproc://NAME; InvalidArgument saying what is
+// wrong otherwise. (ZeroMQ connects lazily: a typo in a failover endpoint
+// would otherwise surface only when a device fails over to it.)
+Status CheckConnectEndpoint(const std::string& endpoint);
+
 // The ZeroMQ backend. `max_sockets` raises ZeroMQ's per-context socket limit
 // (simulations host one socket per virtual client).
 std::shared_ptr<Context> CreateZmqContext(int max_sockets = 1024);

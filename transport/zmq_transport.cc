@@ -655,6 +655,31 @@ class ZmqContext final : public Context {
 
 }  // namespace
 
+Status CheckConnectEndpoint(const std::string& endpoint) {
+  const auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument("endpoint '" + endpoint + "': " + why);
+  };
+  const size_t scheme = endpoint.find("://");
+  if (scheme == std::string::npos) return bad("expected tcp://HOST:PORT");
+  const std::string proto = endpoint.substr(0, scheme), rest = endpoint.substr(scheme + 3);
+  if (proto == "ipc" || proto == "inproc") {
+    return rest.empty() ? bad("no path after " + proto + "://") : Status::OK();
+  }
+  if (proto != "tcp") return bad("transport '" + proto + "' (tcp, ipc or inproc)");
+  const size_t colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("expected tcp://HOST:PORT");
+  const std::string port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+      std::stoi(port) > 65535) {
+    return bad("port '" + port + "' is not a number in 1..65535");
+  }
+  if (rest.substr(0, colon).find_first_of(" *") != std::string::npos) {
+    return bad("host '" + rest.substr(0, colon) + "' (a name or address to connect to)");
+  }
+  return Status::OK();
+}
+
 std::shared_ptr<Context> CreateZmqContext(int max_sockets) {
   return std::make_shared<ZmqContext>(max_sockets);
 }

@@ -91,9 +91,10 @@ struct Hello {
   // Optional (extension kHelloTakesModelCode): see there.
   bool takes_model_code{false};
   // A relay aggregator: the live devices it serves, its own and those of the
-  // relays below it (a private round's population). Optional (extension
-  // kHelloDevices; 0 = a device, or a relay that does not say).
-  uint32_t devices{0};
+  // relays below it (a private round's population); the field's presence
+  // says the sender is a relay, even while it serves none. Optional
+  // (extension kHelloDevices; -1 = absent: a device).
+  int64_t devices{-1};
 };
 
 // Hyperparameters of one round of local training.

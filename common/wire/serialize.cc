@@ -245,9 +245,13 @@ void serialize(Archive& ar, Hello& m) {
   ar(m.num_examples, m.architecture, m.codecs, m.heartbeat_seconds);
   std::vector<ExtensionRecord> ext;
   if (m.takes_model_code) ext.push_back({kHelloTakesModelCode, ""});
-  if (m.devices > 0) ext.push_back({kHelloDevices, LeU32(m.devices)});
+  if (m.devices >= 0) {
+    ext.push_back(
+        {kHelloDevices, LeU32(static_cast<uint32_t>(std::min<int64_t>(m.devices, UINT32_MAX)))});
+  }
   Extensions(ar, ext, {kHelloTakesModelCode, kHelloDevices});
   if constexpr (Archive::is_loading::value) {
+    m.devices = -1;
     for (const auto& e : ext) {
       if (e.tag == kHelloDevices) {
         if (e.value.size() != 4) throw cereal::Exception("devices extension is not 4 bytes");

@@ -493,6 +493,9 @@ class Relays {
                                                               share / std::max(1, c.clients))));
       ro.min_clients = std::min(ro.min_clients, share);
       ro.relay_devices = share;
+      // Each relay its own seed: without keys, a private round's sampling is
+      // drawn from it, and relays must not sample their devices alike.
+      ro.seed = base.seed * 1000003ULL + static_cast<uint64_t>(j) + 1;
       const std::string name = "relay-" + std::to_string(j);
       if (c.secure) ro.key_path = keys_dir + "/" + name + ".key";
       auto relay = Relay::Create(ro, ctx, TorchRuntime());
