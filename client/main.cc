@@ -20,6 +20,7 @@
 
 #include "client/local_client.h"
 #include "client/session.h"
+#include "common/cli_config.h"
 #include "common/data_flags.h"
 #include "common/dataset.h"
 #include "common/memory.h"
@@ -131,8 +132,11 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", insecure,
                "Plaintext transport without CURVE (local experiments on a trusted network)");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
+  fl::AddConfigFile(&app);
   CLI11_PARSE(app, argc, argv);
   if (quiet) spdlog::set_level(spdlog::level::warn);
+  spdlog::info("effective configuration (--config FILE takes these keys):\n{}",
+               fl::EffectiveConfig(app));
   co.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));
 
   if (!insecure && (key_path.empty() || server_key_path.empty())) {

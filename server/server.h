@@ -50,6 +50,7 @@
 namespace fl {
 
 class RelayLink;
+class ServerMetrics;
 
 // Defaults of the update checks (see ServerOptions and docs/protocol.md).
 constexpr double kDefaultUpdateNormFactor = 10.0;
@@ -222,6 +223,9 @@ struct ServerOptions {
   // result (base + weighted mean delta, total weight, devices) goes back up.
   // Null: a root. Not owned.
   RelayLink* parent{nullptr};
+  // Prometheus metrics (server/metrics.h, fl-server --metrics-port) the
+  // server records into; null: none.
+  ServerMetrics* metrics{nullptr};
   // Root (or a relay with relays below it): a folder of enrolled relay
   // aggregators' public keys (NAME.pub, admitted like --clients); their
   // UPDATEs may be partial aggregates. "any" (with `insecure` only): any

@@ -1,0 +1,171 @@
+#include "common/cli_config.h"
+
+#include <toml++/toml.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <vector>
+
+#include "common/file_util.h"
+
+namespace fl {
+namespace {
+
+// Edit distance, for "did you mean".
+size_t Distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string Scalar(const toml::node& v) {
+  if (auto s = v.as_string()) return s->get();
+  if (auto i = v.as_integer()) return std::to_string(i->get());
+  if (auto f = v.as_floating_point()) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", f->get());
+    return buf;
+  }
+  if (auto b = v.as_boolean()) return b->get() ? "true" : "false";
+  return {};
+}
+
+// Reads a TOML file into CLI11's items: a key is a long flag name ('_' may
+// stand for '-'), a table's name prefixes its keys.
+class TomlConfig final : public CLI::Config {
+ public:
+  TomlConfig(const CLI::App* app, const CLI::Option* config) : app_(app), config_(config) {}
+
+  std::string to_config(const CLI::App* app, bool default_also, bool write_description,
+                        std::string prefix) const override {
+    return CLI::ConfigTOML().to_config(app, default_also, write_description, std::move(prefix));
+  }
+
+  std::vector<CLI::ConfigItem> from_config(std::istream& in) const override {
+    std::string path = "(config)";
+    if (config_->count() > 0) path = config_->results().front();
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    toml::table table;
+    try {
+      table = toml::parse(text, path);
+    } catch (const toml::parse_error& e) {
+      throw CLI::ConfigError("config file " + path + ", line " +
+                             std::to_string(e.source().begin.line) + ": " +
+                             std::string(e.description()));
+    }
+    std::vector<CLI::ConfigItem> items;
+    Flatten(table, "", path, &items);
+    return items;
+  }
+
+ private:
+  void Flatten(const toml::table& table, const std::string& prefix, const std::string& path,
+               std::vector<CLI::ConfigItem>* items) const {
+    for (const auto& [k, node] : table) {
+      std::string name = prefix + std::string(k.str());
+      std::replace(name.begin(), name.end(), '_', '-');
+      const std::string where =
+          "config file " + path + ", line " + std::to_string(node.source().begin.line);
+      if (const toml::table* sub = node.as_table()) {
+        Flatten(*sub, name + "-", path, items);
+        continue;
+      }
+      const CLI::Option* op = app_->get_option_no_throw("--" + name);
+      if (!op || op == config_ || name == "help") {
+        throw CLI::ConfigError(where + ": unknown key '" + name + "'" + Nearest(name) +
+                               " (a key is a flag's long name: run with --help)");
+      }
+      CLI::ConfigItem item;
+      item.name = name;
+      if (const toml::array* list = node.as_array()) {
+        for (const auto& element : *list) {
+          const std::string v = Scalar(element);
+          if (v.empty() && !element.is_string()) {
+            throw CLI::ConfigError(where + ": '" + name +
+                                   "' holds a value that is not a number, "
+                                   "string or boolean");
+          }
+          item.inputs.push_back(v);
+        }
+        if (op->get_items_expected_max() <= 1 && item.inputs.size() > 1) {
+          // A flag of one value that takes a list as "a,b,c".
+          std::string joined;
+          for (const auto& v : item.inputs) joined += (joined.empty() ? "" : ",") + v;
+          item.inputs = {joined};
+        }
+      } else {
+        const std::string v = Scalar(node);
+        if (v.empty() && !node.is_string()) {
+          throw CLI::ConfigError(where + ": '" + name +
+                                 "' is not a number, string, boolean or array of them");
+        }
+        item.inputs.push_back(v);
+      }
+      items->push_back(std::move(item));
+    }
+  }
+
+  // "; did you mean 'x'?" for the closest long flag name, when close.
+  std::string Nearest(const std::string& name) const {
+    std::string best;
+    size_t best_distance = 4;
+    for (const CLI::Option* op : app_->get_options()) {
+      for (const auto& l : op->get_lnames()) {
+        const size_t d = Distance(name, l);
+        if (d < best_distance) {
+          best_distance = d;
+          best = l;
+        }
+      }
+    }
+    return best.empty() ? "" : "; did you mean '" + best + "'?";
+  }
+
+  const CLI::App* app_;
+  const CLI::Option* config_;
+};
+
+}  // namespace
+
+void AddConfigFile(CLI::App* app, const std::string& default_path) {
+  CLI::Option* opt = app->set_config(
+      "--config", default_path,
+      "TOML file of settings: each key a flag's long name (min-clients = 10; a [dp] table "
+      "prefixes its keys: noise-multiplier = 1.1 is --dp-noise-multiplier); flags given here "
+      "override it");
+  app->allow_config_extras(CLI::config_extras_mode::error);
+  app->config_formatter(std::make_shared<TomlConfig>(app, opt));
+}
+
+std::string EffectiveConfig(const CLI::App& app) {
+  std::string out = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
+  // (CLI11 lists the --config option too: not a setting of the run.)
+  std::istringstream lines(out);
+  std::string line, kept;
+  while (std::getline(lines, line)) {
+    if (line.rfind("config=", 0) == 0 || line.rfind("config =", 0) == 0) continue;
+    kept += line + "\n";
+  }
+  return kept;
+}
+
+Status WriteEffectiveConfig(const CLI::App& app, const std::string& tool, const std::string& path) {
+  return WriteFileAtomic(path, "# the effective configuration of this " + tool +
+                                   " run (read back with " + tool + " --config " + path + ")\n" +
+                                   EffectiveConfig(app));
+}
+
+}  // namespace fl

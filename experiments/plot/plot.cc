@@ -1,0 +1,216 @@
+// fl-plot: test accuracy of one or more runs, against the round and against
+// the uplink bytes spent so far, drawn by gnuplot (Debian's gnuplot-nox) from
+// a script this program writes. Several runs are overlaid, each named, so a
+// compression trade-off (fewer bytes, the same accuracy?) is seen at a glance.
+//
+//   fl-plot runs/quick --out runs/quick/accuracy.png
+//   fl-plot runs/s90_q8 runs/s90_q32 --names "8-bit,32-bit" --out sweep.png
+//
+// A run is a folder with a rounds.csv (fl-server --out, fl-sim --out): its
+// columns round, test_accuracy and upload_bytes are used; rounds without an
+// evaluation are skipped on the accuracy axis but their bytes count.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/file_util.h"
+#include "common/status.h"
+#include "common/text.h"
+
+namespace {
+
+struct Point {
+  int round;
+  double accuracy_percent;
+  double uplink_mb;  // cumulative, through this round
+};
+
+struct Run {
+  std::string name;
+  std::vector<Point> points;
+  double total_mb{0};
+};
+
+// Reads RUN/rounds.csv by its header's column names.
+fl::Result<Run> ReadRun(const std::string& dir, const std::string& name) {
+  const std::string path = dir + "/rounds.csv";
+  std::ifstream in(path);
+  if (!in) return fl::Status::NotFound(path + " (a run folder of fl-server --out or fl-sim --out)");
+  std::string line;
+  if (!std::getline(in, line)) return fl::Status::InvalidArgument(path + " is empty");
+  const std::vector<std::string> header = fl::SplitList(line, ',');
+  int round_col = -1, acc_col = -1, up_col = -1;
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (header[i] == "round") round_col = static_cast<int>(i);
+    if (header[i] == "test_accuracy") acc_col = static_cast<int>(i);
+    if (header[i] == "upload_bytes") up_col = static_cast<int>(i);
+  }
+  if (round_col < 0 || acc_col < 0 || up_col < 0) {
+    return fl::Status::InvalidArgument(path + ": no round, test_accuracy and upload_bytes columns");
+  }
+  Run run;
+  run.name = name;
+  double bytes = 0;
+  int row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) f.push_back(cell);
+    // (An empty last field is not read back as one: an absent cell is empty.)
+    if (f.size() <= static_cast<size_t>(std::max(round_col, up_col))) {
+      return fl::Status::InvalidArgument(path + ", line " + std::to_string(row) + ": " +
+                                         std::to_string(f.size()) + " fields");
+    }
+    bytes += std::strtod(f[up_col].c_str(), nullptr);
+    const std::string acc = static_cast<size_t>(acc_col) < f.size() ? f[acc_col] : "";
+    if (acc.empty()) continue;  // not evaluated this round
+    run.points.push_back(
+        {std::atoi(f[round_col].c_str()), 100 * std::atof(acc.c_str()), bytes / 1e6});
+  }
+  run.total_mb = bytes / 1e6;
+  return run;
+}
+
+// gnuplot's string quoting: single quotes, a quote doubled.
+std::string Quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> dirs;
+  std::string out = "accuracy.png", names_list, title, script_path;
+  int width = 1200, height = 480;
+  CLI::App app{
+      "fl-plot: test accuracy against the round and against cumulative uplink bytes, one "
+      "line per run, drawn with gnuplot"};
+  app.add_option("runs", dirs, "Run folders, each with a rounds.csv")->required();
+  app.add_option("--out", out, "PNG to write")->capture_default_str();
+  app.add_option("--names", names_list,
+                 "Comma-separated names of the runs (default: folder names)");
+  app.add_option("--title", title, "Title over both panels");
+  app.add_option("--width", width, "Image width in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(300, 8000));
+  app.add_option("--height", height, "Image height in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(200, 8000));
+  app.add_option("--script", script_path, "Also keep the gnuplot script (and its data) here");
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::string> names = fl::SplitList(names_list, ',');
+  if (!names.empty() && names.size() != dirs.size()) {
+    std::fprintf(stderr, "error: --names has %zu name(s) for %zu run(s)\n", names.size(),
+                 dirs.size());
+    return 2;
+  }
+  std::vector<Run> runs;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    std::string name = names.empty() ? dirs[i] : names[i];
+    if (names.empty()) {
+      while (name.size() > 1 && name.back() == '/') name.pop_back();
+      name = name.substr(name.find_last_of('/') + 1);
+    }
+    auto run = ReadRun(dirs[i], name);
+    if (!run.ok()) {
+      std::fprintf(stderr, "error: %s\n", run.status().ToString().c_str());
+      return 1;
+    }
+    if (run->points.empty()) {
+      std::fprintf(stderr, "warning: %s has no evaluated round; left out\n", dirs[i].c_str());
+      continue;
+    }
+    runs.push_back(std::move(run).value());
+  }
+  if (runs.empty()) {
+    std::fprintf(stderr, "error: no run with an evaluated round to plot\n");
+    return 1;
+  }
+
+  // The data (one file per run) and the script, in a folder of their own.
+  std::string dir = script_path.empty() ? "" : script_path + ".d";
+  if (dir.empty()) {
+    char tmpl[] = "/tmp/fl-plot.XXXXXX";
+    if (!mkdtemp(tmpl)) {
+      std::perror("mkdtemp");
+      return 1;
+    }
+    dir = tmpl;
+  } else if (fl::Status st = fl::CreateDirectories(dir); !st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  std::string script = "set terminal pngcairo size " + std::to_string(width) + "," +
+                       std::to_string(height) + " font 'sans,10'\nset output " + Quote(out) +
+                       "\nset datafile separator ','\nset key bottom right\nset grid\n"
+                       "set multiplot layout 1,2" +
+                       (title.empty() ? "" : " title " + Quote(title)) + "\n";
+  std::string round_plot = "plot ", bytes_plot = "plot ";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const std::string data = dir + "/run" + std::to_string(i) + ".csv";
+    std::string rows;
+    for (const auto& p : runs[i].points) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%d,%.4f,%.6f\n", p.round, p.accuracy_percent, p.uplink_mb);
+      rows += buf;
+    }
+    if (fl::Status st = fl::WriteFileAtomic(data, rows); !st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    const std::string sep = i == 0 ? "" : ", ";
+    round_plot += sep + Quote(data) + " using 1:2 with linespoints title " + Quote(runs[i].name);
+    bytes_plot += sep + Quote(data) + " using 3:2 with linespoints title " + Quote(runs[i].name);
+  }
+  script += "set xlabel 'round'\nset ylabel 'test accuracy (%)'\n" + round_plot + "\n";
+  script += "set xlabel 'uplink (MB, cumulative)'\nset ylabel 'test accuracy (%)'\n" + bytes_plot +
+            "\nunset multiplot\n";
+  const std::string script_file = script_path.empty() ? dir + "/plot.gp" : script_path;
+  if (fl::Status st = fl::WriteFileAtomic(script_file, script); !st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execlp("gnuplot", "gnuplot", script_file.c_str(), static_cast<char*>(nullptr));
+    std::fprintf(stderr,
+                 "error: cannot run gnuplot (%s): install it (Debian: apt-get install "
+                 "gnuplot-nox; scripts/setup.sh does)\n",
+                 std::strerror(errno));
+    _exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "error: gnuplot failed on %s\n", script_file.c_str());
+    return 1;
+  }
+  if (script_path.empty()) {
+    std::remove(script_file.c_str());
+    for (size_t i = 0; i < runs.size(); ++i) {
+      std::remove((dir + "/run" + std::to_string(i) + ".csv").c_str());
+    }
+    rmdir(dir.c_str());
+  }
+  for (const auto& r : runs) {
+    const Point& last = r.points.back();
+    std::printf("%s: %zu evaluated round(s), last %d at %.2f%%, %.1f MB up in all\n",
+                r.name.c_str(), r.points.size(), last.round, last.accuracy_percent, r.total_mb);
+  }
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
