@@ -260,6 +260,7 @@ Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch
       on_epoch(e.epoch, e.mean_loss, e.accuracy, e.seconds);
     };
   }
+  opts.on_step = ins.on_progress;
   auto stats = TrainLocal(model, impl_->shard, opts);
   if (!stats.ok()) return stats.status();
   FitRes res;

@@ -88,6 +88,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat", co.heartbeat_seconds, "Seconds between HELLOs while idle")
       ->capture_default_str();
+  app.add_option("--progress-every", co.progress_seconds,
+                 "Seconds between progress lines of a training round (percent done, ETA); 0: none")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--server-timeout", co.server_timeout_seconds,
                  "Seconds of server silence before reconnecting")
       ->capture_default_str();

@@ -37,6 +37,9 @@ struct FitIns {
   double weight_decay{0.0};
   // FedProx proximal term mu (0 = plain local SGD).
   double proximal_mu{0.0};
+  // Called as training goes with the fraction of the round's work done (for
+  // progress lines); may be empty.
+  std::function<void(double)> on_progress;
   // Seed for this round's shuffle order.
   uint64_t seed{1};
   // The federation's input normalisation (empty: keep the device's own).

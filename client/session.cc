@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/progress.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
 #include "common/text.h"
@@ -375,6 +376,16 @@ struct ClientSession::Impl {
                    ins.epochs, ins.batch_size, ins.lr,
                    ins.proximal_mu > 0 ? fmt::format(" mu={}", ins.proximal_mu) : std::string(),
                    client->num_examples());
+    }
+    Progress progress(o.progress_seconds);
+    if (o.verbose && o.progress_seconds > 0) {
+      // A training round of minutes shows where it is, every few seconds.
+      ins.on_progress = [&](double done) {
+        std::string line;
+        if (progress.Due(done, &line)) {
+          spdlog::info("[{}] round {}: training, {}", o.id, env.round, line);
+        }
+      };
     }
     auto res = client->Fit(ins);
     if (res.ok() && o.debug_train_delay_seconds > 0) {

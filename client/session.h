@@ -45,6 +45,9 @@ struct ClientOptions {
   double heartbeat_seconds{2.0};
   // Seconds a message to the server may go unanswered before reconnecting.
   double server_timeout_seconds{15.0};
+  // Seconds between the progress lines of a training round (with
+  // `verbose`); 0: none.
+  double progress_seconds{5.0};
   // Test hook: seconds added to every local training (a slow device).
   double debug_train_delay_seconds{0};
   // A device this many times slower than this machine (>= 1): a training

@@ -272,6 +272,10 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
         // rounds do not ask for it, so they skip the argmax.
         if (options.on_epoch) correct += logits.argmax(1).eq(y).sum().item<int64_t>();
         stats.steps++;
+        if (options.on_step) {
+          options.on_step((static_cast<double>(epoch - 1) * n + end) /
+                          (static_cast<double>(options.epochs) * n));
+        }
       }
       stats.samples_seen += n;
       const double mean = loss_sum / n;

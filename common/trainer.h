@@ -77,6 +77,10 @@ struct TrainOptions {
   int threads{1};
   // Called after every epoch, when set.
   std::function<void(const EpochStats&)> on_epoch;
+  // Called after every optimizer step, when set, with the fraction of the
+  // whole call's work done (epochs x examples): for progress lines, which
+  // the caller throttles (common/progress.h).
+  std::function<void(double)> on_step;
   // Sparse masks, one per state tensor (StateTensors order: the parameters,
   // then any running statistics, which are never masked): an
   // undefined tensor leaves that parameter dense; otherwise a bool (or float)

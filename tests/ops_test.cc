@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include "common/cli_config.h"
 #include "common/file_util.h"
+#include "common/progress.h"
 #include "tests/federation_util.h"
 
 namespace fl {
@@ -220,8 +222,11 @@ TEST(MetricsTest, ALiveRunIsScrapedAndPassesPromtool) {
   httplib::Client http("127.0.0.1", std::stoi(port[1]));
   std::vector<std::unique_ptr<test::Process>> devices;
   for (int i = 0; i < 2; ++i) {
+    // (Progress lines every 0.1 s: a round of this size takes most of a second.)
+    auto args = test::ClientArgs(endpoint, i, 2);
+    args.insert(args.end(), {"--progress-every", "0.1"});
     devices.push_back(std::make_unique<test::Process>(
-        kClient, test::ClientArgs(endpoint, i, 2), dir.path() + "/c" + std::to_string(i) + ".log"));
+        kClient, args, dir.path() + "/c" + std::to_string(i) + ".log"));
   }
   // A device started for another model: refused at its HELLO.
   auto wrong = test::ClientArgs(endpoint, 2, 3);
@@ -260,6 +265,27 @@ TEST(MetricsTest, ALiveRunIsScrapedAndPassesPromtool) {
   EXPECT_GT(SampleOf(b, "fedge_upload_bytes_total"), SampleOf(a, "fedge_upload_bytes_total"));
   EXPECT_EQ(Promtool(b, dir.path(), &lint), 0) << lint << "\n" << b;
   EXPECT_EQ(server.Wait(120), 0) << server.Log();
+  // The devices said how far each round's training was, with an estimate.
+  const std::string device_log = devices[0]->Log();
+  EXPECT_TRUE(std::regex_search(device_log, std::regex("round 1: training, [0-9]+%, ETA [0-9]+ s")))
+      << device_log;
+}
+
+// Progress lines: none before the interval, then the fraction done and the
+// time the rest takes at the pace so far.
+TEST(ProgressTest, LinesAreThrottledAndEstimateTheRest) {
+  Progress p(0.2);
+  std::string line;
+  EXPECT_FALSE(p.Due(0.1, &line));  // too soon
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_FALSE(p.Due(0, &line));  // nothing done: no estimate
+  ASSERT_TRUE(p.Due(0.25, &line));
+  // 0.25 of the work in >= 0.25 s: the rest at least 0.75 s, rounded up (a
+  // busy machine may take longer, never less).
+  std::smatch eta;
+  ASSERT_TRUE(std::regex_match(line, eta, std::regex("25%, ETA ([0-9]+) s"))) << line;
+  EXPECT_GE(std::stoi(eta[1]), 1) << line;
+  EXPECT_FALSE(p.Due(0.5, &line));  // within the interval again
 }
 
 // fl-plot draws several runs into one PNG with gnuplot, and says what it drew.

@@ -24,6 +24,7 @@
 #include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/onnx_export.h"
+#include "common/progress.h"
 #include "common/text.h"
 #include "common/trainer.h"
 #include "crypto/identity.h"
@@ -103,6 +104,22 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
       to.temperature = o.temperature;
       to.distill_alpha = o.alpha;
     }
+    // Fine-tuning epochs of minutes show where they are, every 5 s: this
+    // step's share and the whole schedule's.
+    Progress progress;
+    to.on_epoch = [&](const EpochStats& e) {
+      std::printf("    step %d/%d epoch %d/%d: train loss %.4f, %.0f s\n", t, steps, e.epoch,
+                  o.finetune_epochs, e.mean_loss, e.seconds);
+      std::fflush(stdout);
+    };
+    to.on_step = [&](double done) {
+      std::string line;
+      if (progress.Due(done, &line)) {
+        std::printf("    step %d/%d: fine-tuning %s (schedule %.0f%% done)\n", t, steps,
+                    line.c_str(), 100 * ((t - 1) + done) / steps);
+        std::fflush(stdout);
+      }
+    };
     const double t0 = NowSeconds();
     auto st = TrainLocal(**student, train, to);
     if (!st.ok()) return st.status();
@@ -189,6 +206,14 @@ int RunPrune(const PruneOptions& o) {
       std::printf("  teacher epoch %d/%d: train loss %.4f, %.0f s\n", e.epoch, o.teacher_epochs,
                   e.mean_loss, e.seconds);
       std::fflush(stdout);
+    };
+    Progress progress;
+    to.on_step = [&](double done) {
+      std::string line;
+      if (progress.Due(done, &line)) {
+        std::printf("  teacher: %s\n", line.c_str());
+        std::fflush(stdout);
+      }
     };
     auto st = TrainLocal(**teacher, train, to);
     if (!st.ok()) {
