@@ -16,13 +16,19 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <cstring>
+#include <thread>
 
 #include "client/local_client.h"
+#include "client/schedule.h"
 #include "client/session.h"
 #include "common/cli_config.h"
 #include "common/data_flags.h"
 #include "common/dataset.h"
+#include "common/file_util.h"
 #include "common/memory.h"
 #include "common/partition.h"
 #include "common/text.h"
@@ -135,6 +141,23 @@ int main(int argc, char** argv) {
                  "checked before it is loaded) and keep it in this folder");
   app.add_flag("--insecure", insecure,
                "Plaintext transport without CURVE (local experiments on a trusted network)");
+  app.add_option("--state-dir", co.state_dir,
+                 "Keep the device's error-feedback residual, counters and effective configuration "
+                 "here across restarts (the service: /var/lib/fedge/client)");
+  std::string schedule_hours;
+  app.add_option("--schedule-hours", schedule_hours,
+                 "Train only in this daily window of local time, START-END (22-6: overnight); "
+                 "outside it the device leaves the federation once its round is done, and "
+                 "comes back when the window opens");
+  int nice_level = 0;
+  app.add_option("--schedule-nice", nice_level,
+                 "Lower this process's CPU priority by this much (0-19; the service's unit also "
+                 "sets Nice= and CPUQuota=)")
+      ->check(CLI::Range(0, 19));
+  std::string debug_window_file;
+  app.add_option("--debug-window-open-while", debug_window_file,
+                 "Test hook: the training window is open while this file exists")
+      ->group("");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
   fl::AddConfigFile(&app);
   CLI11_PARSE(app, argc, argv);
@@ -256,17 +279,70 @@ int main(int argc, char** argv) {
   spdlog::info("client {}: {} training samples, model {}, server {}", co.id, indices.size(),
                model.empty() ? "from the server" : model, co.server);
 
+  if (!co.state_dir.empty()) {
+    fl::Status st = fl::CreateDirectories(co.state_dir);
+    if (st.ok()) st = fl::WriteEffectiveConfig(app, "fl-client", co.state_dir + "/fl-client.toml");
+    if (!st.ok()) {
+      spdlog::error("--state-dir: {}", st.ToString());
+      return 2;
+    }
+  }
+  if (nice_level > 0) {
+    errno = 0;
+    if (nice(nice_level) == -1 && errno != 0) {
+      spdlog::warn("--schedule-nice {}: {}", nice_level, std::strerror(errno));
+    } else {
+      spdlog::info("CPU priority lowered by {} (nice)", nice_level);
+    }
+  }
+  auto window = fl::ParseTrainingWindow(schedule_hours);
+  if (!window.ok()) {
+    spdlog::error("{}", window.status().message());
+    return 2;
+  }
+  const auto in_window = [&] {
+    if (!debug_window_file.empty()) return access(debug_window_file.c_str(), F_OK) == 0;
+    return window->Contains(fl::LocalHour());
+  };
+
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   auto ctx = fl::transport::CreateZmqContext();
-  fl::ClientSession session(co, ctx, client->get());
-  fl::Status st = session.Start();
-  if (st.ok()) st = fl::RunClient(&session, ctx, &g_stop);
-  if (!st.ok()) {
-    spdlog::error("client {}: {}", co.id, st.ToString());
-    return st.code() == fl::Status::Code::kFailedPrecondition ? 3 : 1;
+  fl::ClientStats s;
+  // One session per stay in the training window: outside it the device is
+  // gone from the federation (the server stops counting it live), and what
+  // it must keep across the gap is in --state-dir.
+  while (!g_stop.load()) {
+    if (!in_window()) {
+      spdlog::info("outside the training window ({}); waiting for it",
+                   debug_window_file.empty() ? window->ToString() + " local time"
+                                             : "--debug-window-open-while " + debug_window_file);
+      while (!g_stop.load() && !in_window())
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      if (g_stop.load()) break;
+      spdlog::info("the training window is open; joining");
+    }
+    fl::ClientSession session(co, ctx, client->get());
+    fl::Status st = session.Start();
+    if (st.ok()) st = fl::RunClient(&session, ctx, &g_stop, [&] { return !in_window(); });
+    if (!st.ok()) {
+      spdlog::error("client {}: {}", co.id, st.ToString());
+      return st.code() == fl::Status::Code::kFailedPrecondition ? 3 : 1;
+    }
+    const fl::ClientStats& run = session.stats();
+    s.rounds_trained += run.rounds_trained;
+    s.updates_accepted += run.updates_accepted;
+    s.updates_rejected += run.updates_rejected;
+    s.reconnects += run.reconnects;
+    s.handshake_failures += run.handshake_failures;
+    s.bytes_sent += run.bytes_sent;
+    s.bytes_received += run.bytes_received;
+    s.train_seconds += run.train_seconds;
+    s.dropped_out += run.dropped_out;
+    if (session.done() || g_stop.load()) break;
+    spdlog::info("client {}: the training window closed; leaving the federation until it opens",
+                 co.id);
   }
-  const auto& s = session.stats();
   spdlog::info(
       "client {} exiting: {} rounds trained, {} updates accepted, {} rejected, "
       "{} reconnects, {} failed handshakes, {} bytes sent, {} received, {:.2f} s training{}",

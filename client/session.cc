@@ -10,6 +10,7 @@
 #include <thread>
 #include <variant>
 
+#include "client/device_state.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/progress.h"
@@ -96,6 +97,56 @@ struct ClientSession::Impl {
   std::string last_handshake_error;
   // Quantization residual carried between rounds (error feedback).
   ErrorFeedback feedback;
+  // An UPDATE sent and not yet answered (ACK or REJECT).
+  bool update_unanswered{false};
+  // --state-dir: the device's totals before this run (client/device_state.h).
+  DeviceState saved;
+  uint64_t last_round_trained{0};
+
+  // Loads what an earlier run of this device kept (--state-dir).
+  void LoadSaved() {
+    if (o.state_dir.empty()) return;
+    if (Status st = CreateDirectories(o.state_dir); !st.ok()) {
+      spdlog::warn("[{}] --state-dir: {}; nothing is kept across restarts", o.id, st.ToString());
+      return;
+    }
+    if (auto s = LoadDeviceState(o.state_dir); s.ok()) {
+      saved = *s;
+      spdlog::info("[{}] state in {}: {} round(s) trained before, the last round {} for {}", o.id,
+                   o.state_dir, saved.rounds_trained, saved.last_round, saved.server);
+    }
+    uint64_t round = 0;
+    auto residual = LoadResidual(o.state_dir, o.server, &round);
+    if (residual.ok()) {
+      if (!residual->empty()) {
+        spdlog::info("[{}] error-feedback residual of {} values restored (from round {})", o.id,
+                     residual->size(), round);
+      }
+      feedback.Restore(std::move(residual).value());
+    } else if (residual.status().code() != Status::Code::kNotFound) {
+      spdlog::warn("[{}] error-feedback residual not restored: {}", o.id,
+                   residual.status().ToString());
+    }
+  }
+  // Keeps the residual and the totals (--state-dir); a failure to write is
+  // said, not fatal: the device trains on.
+  void SaveResidualOf(uint64_t round) {
+    if (o.state_dir.empty()) return;
+    if (Status st = SaveResidual(o.state_dir, o.server, round, feedback.residual()); !st.ok()) {
+      spdlog::warn("[{}] keeping the error-feedback residual: {}", o.id, st.ToString());
+    }
+  }
+  void SaveState() {
+    if (o.state_dir.empty()) return;
+    DeviceState s = saved;
+    s.server = o.server;
+    s.rounds_trained += stats.rounds_trained;
+    s.updates_accepted += stats.updates_accepted;
+    if (last_round_trained > 0) s.last_round = last_round_trained;
+    if (Status st = SaveDeviceState(o.state_dir, s); !st.ok()) {
+      spdlog::warn("[{}] keeping the device's state: {}", o.id, st.ToString());
+    }
+  }
   // An encoded UPDATE waiting for the server's grant (its TASK asked before
   // upload): sent on ACK "granted" for its round, asked for again after a
   // reconnect, dropped when the server refuses the READY or the round's
@@ -133,6 +184,7 @@ struct ClientSession::Impl {
   // doubles up to backoff_max until the server answers again.
   void DropAndBackOff(double now) {
     sock.reset();
+    update_unanswered = false;  // (it went with the connection)
     stats.reconnects++;
     if (!o.alternates.empty()) {
       // The next server at once; the backoff grows once all were tried.
@@ -198,6 +250,7 @@ struct ClientSession::Impl {
     SealedMessage m = SealMessage(env, std::move(payload), o.key);
     stats.bytes_sent += m.envelope.size() + m.payload.size();
     if (awaiting_since < 0) awaiting_since = NowSeconds();
+    if (type == wire::MessageType::kUpdate) update_unanswered = true;
     // Shared, not copied: an UPDATE is as large as the model.
     return sock->SendShared("", {std::make_shared<const std::string>(std::move(m.envelope)),
                                  std::make_shared<const std::string>(std::move(m.payload))});
@@ -460,6 +513,9 @@ struct ClientSession::Impl {
       feedback.Reset();
       u.data = QuantEncode(delta->data(), delta->size(), q);
     }
+    last_round_trained = env.round;
+    if (u.within_clip < 0) SaveResidualOf(env.round);
+    SaveState();
     if (o.verbose) {
       spdlog::info("[{}] round {}: trained in {:.2f} s{}, loss {:.4f}; sending update ({} bytes)",
                    o.id, env.round, compute_seconds,
@@ -523,6 +579,8 @@ struct ClientSession::Impl {
         if (msg.Decode(&reply).ok()) {
           if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
             stats.updates_accepted++;
+            update_unanswered = false;
+            SaveState();
           } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
             // "queued": the grant follows when there is room at the server.
             if (held && held->round == env->round) {
@@ -574,6 +632,7 @@ struct ClientSession::Impl {
         }
         if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
           stats.updates_rejected++;
+          update_unanswered = false;
         } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
           if (!held || held->round != env->round) return Status::OK();
           held.reset();  // the server will not take this update
@@ -646,6 +705,7 @@ Status ClientSession::Start() {
   }
   // The dropout's draws: per device, reproducible.
   impl_->faults = Random(impl_->o.fault_seed * 0x9E3779B97F4A7C15ULL ^ impl_->IdHash());
+  impl_->LoadSaved();
   if (!(impl_->o.slowdown >= 1 && impl_->o.slowdown <= 1000)) {
     return Status::InvalidArgument("--slowdown must be in [1, 1000]");
   }
@@ -781,14 +841,18 @@ double ClientSession::SecondsUntilDue() const {
 }
 
 bool ClientSession::done() const { return impl_->done; }
+bool ClientSession::idle() const {
+  return !impl_->held && !impl_->slow && !impl_->update_unanswered;
+}
 const std::string& ClientSession::done_message() const { return impl_->done_message; }
 const ClientStats& ClientSession::stats() const { return impl_->stats; }
 const std::string& ClientSession::id() const { return impl_->o.id; }
 
 Status RunClient(ClientSession* session, std::shared_ptr<transport::Context> context,
-                 const std::atomic<bool>* stop) {
+                 const std::atomic<bool>* stop, const std::function<bool()>& leave_when_idle) {
   std::vector<bool> ready;
-  while (!session->done() && !(stop && stop->load())) {
+  while (!session->done() && !(stop && stop->load()) &&
+         !(leave_when_idle && session->idle() && leave_when_idle())) {
     const int wait_ms = static_cast<int>(std::min(0.2, session->SecondsUntilDue()) * 1000) + 1;
     if (transport::Socket* s = session->socket()) {
       auto r = context->Poll({s}, wait_ms, &ready);

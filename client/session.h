@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,9 @@ struct ClientOptions {
   // Seconds between the progress lines of a training round (with
   // `verbose`); 0: none.
   double progress_seconds{5.0};
+  // Where the device keeps what a restart must not lose (client/device_state.h):
+  // its error-feedback residual and its counters. Empty: nothing kept.
+  std::string state_dir;
   // Test hook: seconds added to every local training (a slow device).
   double debug_train_delay_seconds{0};
   // A device this many times slower than this machine (>= 1): a training
@@ -150,6 +154,9 @@ class ClientSession final {
 
   // True once the server sent DONE.
   bool done() const;
+  // Nothing of a round in hand: no update trained and not yet sent or not
+  // yet answered. The moment a device may leave (a training window closed).
+  bool idle() const;
   // The server's closing message (valid when done()).
   const std::string& done_message() const;
 
@@ -161,9 +168,11 @@ class ClientSession final {
   std::unique_ptr<Impl> impl_;
 };
 
-// Runs `session` until DONE, `*stop` becomes true, or an unrecoverable error.
+// Runs `session` until DONE, `*stop` becomes true, `leave_when_idle` says so
+// while the session is idle(), or an unrecoverable error.
 Status RunClient(ClientSession* session, std::shared_ptr<transport::Context> context,
-                 const std::atomic<bool>* stop);
+                 const std::atomic<bool>* stop,
+                 const std::function<bool()>& leave_when_idle = nullptr);
 
 }  // namespace fl
 

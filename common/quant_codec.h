@@ -89,6 +89,8 @@ class ErrorFeedback final {
 
   const std::vector<float>& residual() const { return residual_; }
   void Reset() { residual_.clear(); }
+  // Continues from a residual kept across a restart (fl-client --state-dir).
+  void Restore(std::vector<float> residual) { residual_ = std::move(residual); }
 
  private:
   std::vector<float> residual_;

@@ -12,6 +12,8 @@
 #include <regex>
 #include <thread>
 
+#include "client/device_state.h"
+#include "client/schedule.h"
 #include "common/cli_config.h"
 #include "common/file_util.h"
 #include "common/progress.h"
@@ -327,6 +329,149 @@ TEST(PlotTest, RunsAreOverlaidInOnePng) {
                         dir.path() + "/missing.log");
   EXPECT_EQ(missing.Wait(30), 1);
   EXPECT_NE(missing.Log().find("nothing/rounds.csv"), std::string::npos) << missing.Log();
+}
+
+// fl-client --state-dir: the residual file round-trips exactly, belongs to
+// one server, and a damaged one is refused, never used.
+TEST(DeviceStateTest, TheResidualIsKeptExactlyAndCheckedOnLoad) {
+  test::TempDir dir;
+  const std::vector<float> residual = {0.5f, -1e-7f, 3.25f, 0.0f};
+  ASSERT_FL_OK(SaveResidual(dir.path(), "tcp://a:1", 7, residual));
+  uint64_t round = 0;
+  auto back = LoadResidual(dir.path(), "tcp://a:1", &round);
+  ASSERT_FL_OK(back.status());
+  EXPECT_EQ(*back, residual);
+  EXPECT_EQ(round, 7u);
+  EXPECT_EQ(LoadResidual(dir.path(), "tcp://b:2", &round).status().code(),
+            Status::Code::kFailedPrecondition);
+  auto bytes = ReadFile(dir.path() + "/residual.bin");
+  ASSERT_FL_OK(bytes.status());
+  std::string flipped = *bytes;
+  flipped[30] ^= 0x10;
+  ASSERT_FL_OK(WriteFileAtomic(dir.path() + "/residual.bin", flipped));
+  EXPECT_TRUE(LoadResidual(dir.path(), "tcp://a:1", &round).status().IsCorruption());
+  EXPECT_EQ(LoadResidual(dir.path() + "/none", "tcp://a:1", &round).status().code(),
+            Status::Code::kNotFound);
+  DeviceState st{"tcp://a:1", 12, 11, 40};
+  ASSERT_FL_OK(SaveDeviceState(dir.path(), st));
+  auto got = LoadDeviceState(dir.path());
+  ASSERT_FL_OK(got.status());
+  EXPECT_EQ(got->server, "tcp://a:1");
+  EXPECT_EQ(got->rounds_trained, 12);
+  EXPECT_EQ(got->updates_accepted, 11);
+  EXPECT_EQ(got->last_round, 40u);
+}
+
+TEST(DeviceStateTest, TrainingWindowsInLocalHours) {
+  auto night = ParseTrainingWindow("22-6");
+  ASSERT_FL_OK(night.status());
+  for (int h : {22, 23, 0, 5}) EXPECT_TRUE(night->Contains(h)) << h;
+  for (int h : {6, 12, 21}) EXPECT_FALSE(night->Contains(h)) << h;
+  auto day = ParseTrainingWindow("9-17");
+  ASSERT_FL_OK(day.status());
+  EXPECT_TRUE(day->Contains(9));
+  EXPECT_FALSE(day->Contains(17));
+  EXPECT_TRUE(ParseTrainingWindow("")->always());
+  for (const char* bad : {"5-5", "25-3", "9", "a-b", "9-17-3"}) {
+    EXPECT_TRUE(ParseTrainingWindow(bad).status().IsInvalidArgument()) << bad;
+  }
+}
+
+// The device as a service would run it: --state-dir, a training window.
+// When the window closes it finishes its round and leaves; the server goes
+// on waiting for it; when the window opens it rejoins with its error-feedback
+// residual (8-bit uplink) and the federation ends. A second start of the
+// device against another run continues its counters and residual; a damaged
+// residual file is said and not used.
+TEST(DeviceStateTest, TheDeviceLeavesOutsideItsWindowAndKeepsItsStateAcrossRestarts) {
+  test::TempDir dir;
+  const std::string state = dir.path() + "/state", window = dir.path() + "/window-open";
+  ASSERT_FL_OK(WriteFileAtomic(window, ""));
+  auto server_args = [&](const std::string& out, int rounds) {
+    return std::vector<std::string>{"--bind",
+                                    "tcp://127.0.0.1:*",
+                                    "--model",
+                                    "mnist_2nn",
+                                    "--rounds",
+                                    std::to_string(rounds),
+                                    "--min-clients",
+                                    "1",
+                                    "--fraction",
+                                    "1",
+                                    "--uplink-bits",
+                                    "8",
+                                    "--client-timeout",
+                                    "2",
+                                    "--no-eval",
+                                    "--insecure",
+                                    "--linger",
+                                    "2",
+                                    "--out",
+                                    out};
+  };
+  auto device_args = [&](const std::string& endpoint) {
+    auto a = test::ClientArgs(endpoint, 0, 4);
+    a.insert(a.end(), {"--state-dir", state, "--debug-window-open-while", window});
+    return a;
+  };
+  {
+    test::Process server(kServer, server_args(dir.path() + "/run1", 4), dir.path() + "/s1.log");
+    const std::string endpoint = test::StartedEndpoint(server);
+    ASSERT_FALSE(endpoint.empty()) << server.Log();
+    test::Process device(kClient, device_args(endpoint), dir.path() + "/d1.log");
+    ASSERT_TRUE(server.WaitForLog("round 1: 1/1 updates", 120)) << server.Log();
+    std::remove(window.c_str());  // the window closes
+    ASSERT_TRUE(device.WaitForLog("the training window closed; leaving", 60)) << device.Log();
+    ASSERT_TRUE(server.WaitForLog("waiting for clients (0 of 1 live)", 60)) << server.Log();
+    ASSERT_FL_OK(WriteFileAtomic(window, ""));  // and opens again
+    ASSERT_EQ(server.Wait(120), 0) << server.Log();
+    EXPECT_EQ(device.Wait(30), 0) << device.Log();
+    const std::string log = device.Log();
+    EXPECT_NE(log.find("the training window is open; joining"), std::string::npos) << log;
+    EXPECT_NE(log.find("error-feedback residual of 199210 values restored"), std::string::npos)
+        << log;
+    EXPECT_EQ(test::ReadRoundsCsv(dir.path() + "/run1/rounds.csv").size(), 4u);
+  }
+  auto kept = LoadDeviceState(state);
+  ASSERT_FL_OK(kept.status());
+  EXPECT_EQ(kept->rounds_trained, 4);
+  EXPECT_EQ(kept->updates_accepted, 4);
+  EXPECT_EQ(kept->last_round, 4u);
+  auto config = ReadFile(state + "/fl-client.toml");
+  ASSERT_FL_OK(config.status());
+  EXPECT_NE(config->find("state-dir=\"" + state + "\""), std::string::npos) << *config;
+  {
+    // Another start: its totals go on, its residual is back. (The new run's
+    // endpoint differs: the residual is the first server's, not used.)
+    test::Process server(kServer, server_args(dir.path() + "/run2", 1), dir.path() + "/s2.log");
+    const std::string endpoint = test::StartedEndpoint(server);
+    ASSERT_FALSE(endpoint.empty()) << server.Log();
+    test::Process device(kClient, device_args(endpoint), dir.path() + "/d2.log");
+    ASSERT_EQ(server.Wait(120), 0) << server.Log();
+    EXPECT_EQ(device.Wait(30), 0) << device.Log();
+    EXPECT_NE(device.Log().find("4 round(s) trained before, the last round 4"), std::string::npos)
+        << device.Log();
+    EXPECT_NE(device.Log().find("not restored"), std::string::npos) << device.Log();
+  }
+  kept = LoadDeviceState(state);
+  ASSERT_FL_OK(kept.status());
+  EXPECT_EQ(kept->rounds_trained, 5);
+  // A damaged residual is refused by its digest; the device trains anyway.
+  auto bytes = ReadFile(state + "/residual.bin");
+  ASSERT_FL_OK(bytes.status());
+  std::string damaged = *bytes;
+  damaged[damaged.size() / 2] ^= 0x01;
+  ASSERT_FL_OK(WriteFileAtomic(state + "/residual.bin", damaged));
+  {
+    test::Process server(kServer, server_args(dir.path() + "/run3", 1), dir.path() + "/s3.log");
+    const std::string endpoint = test::StartedEndpoint(server);
+    ASSERT_FALSE(endpoint.empty()) << server.Log();
+    test::Process device(kClient, device_args(endpoint), dir.path() + "/d3.log");
+    ASSERT_EQ(server.Wait(120), 0) << server.Log();
+    EXPECT_EQ(device.Wait(30), 0) << device.Log();
+    EXPECT_NE(device.Log().find("digest does not match"), std::string::npos) << device.Log();
+    EXPECT_NE(device.Log().find("round 1: trained"), std::string::npos) << device.Log();
+  }
 }
 
 }  // namespace
