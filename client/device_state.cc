@@ -108,7 +108,11 @@ Result<DeviceState> LoadDeviceState(const std::string& dir) {
     if (line.empty() || line[0] == '#' || eq == std::string::npos) continue;
     const std::string key = line.substr(0, eq), value = line.substr(eq + 3);
     if (key == "server" && value.size() >= 2) {
-      s.server = value.substr(1, value.size() - 2);
+      const std::string quoted = value.substr(1, value.size() - 2);
+      for (size_t i = 0; i < quoted.size(); ++i) {
+        if (quoted[i] == '\\' && i + 1 < quoted.size()) ++i;  // (Quoted's escapes)
+        s.server += quoted[i];
+      }
     } else if (key == "rounds_trained") {
       s.rounds_trained = std::strtoll(value.c_str(), nullptr, 10);
     } else if (key == "updates_accepted") {

@@ -300,6 +300,11 @@ int main(int argc, char** argv) {
     spdlog::error("{}", window.status().message());
     return 2;
   }
+  if (!window->always() && co.state_dir.empty()) {
+    spdlog::warn(
+        "--schedule-hours without --state-dir: the error-feedback residual is not kept while "
+        "the device is away; it starts from none each time the window opens");
+  }
   const auto in_window = [&] {
     if (!debug_window_file.empty()) return access(debug_window_file.c_str(), F_OK) == 0;
     return window->Contains(fl::LocalHour());

@@ -1,6 +1,9 @@
 #include "client/session.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -103,12 +106,19 @@ struct ClientSession::Impl {
   DeviceState saved;
   uint64_t last_round_trained{0};
 
-  // Loads what an earlier run of this device kept (--state-dir).
-  void LoadSaved() {
-    if (o.state_dir.empty()) return;
+  // Loads what an earlier run of this device kept (--state-dir), and holds
+  // the folder's lock: two devices in one folder would overwrite each
+  // other's residual.
+  Status LoadSaved() {
+    if (o.state_dir.empty()) return Status::OK();
     if (Status st = CreateDirectories(o.state_dir); !st.ok()) {
-      spdlog::warn("[{}] --state-dir: {}; nothing is kept across restarts", o.id, st.ToString());
-      return;
+      return Status::InvalidArgument("--state-dir", st.ToString());
+    }
+    const std::string lock = o.state_dir + "/lock";
+    state_lock = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (state_lock < 0 || ::flock(state_lock, LOCK_EX | LOCK_NB) != 0) {
+      return Status::FailedPrecondition("--state-dir " + o.state_dir +
+                                        " is in use by another fl-client (its lock file is held)");
     }
     if (auto s = LoadDeviceState(o.state_dir); s.ok()) {
       saved = *s;
@@ -127,13 +137,19 @@ struct ClientSession::Impl {
       spdlog::warn("[{}] error-feedback residual not restored: {}", o.id,
                    residual.status().ToString());
     }
+    return Status::OK();
   }
+  int state_lock{-1};
   // Keeps the residual and the totals (--state-dir); a failure to write is
   // said, not fatal: the device trains on.
   void SaveResidualOf(uint64_t round) {
     if (o.state_dir.empty()) return;
     if (Status st = SaveResidual(o.state_dir, o.server, round, feedback.residual()); !st.ok()) {
-      spdlog::warn("[{}] keeping the error-feedback residual: {}", o.id, st.ToString());
+      // An older residual left in place would be added again after a
+      // restart: better none.
+      std::remove((o.state_dir + "/residual.bin").c_str());
+      spdlog::warn("[{}] keeping the error-feedback residual: {}; the kept one is removed", o.id,
+                   st.ToString());
     }
   }
   void SaveState() {
@@ -696,7 +712,9 @@ ClientSession::ClientSession(ClientOptions options, std::shared_ptr<transport::C
   impl_->backoff = impl_->o.backoff_initial_seconds;
 }
 
-ClientSession::~ClientSession() = default;
+ClientSession::~ClientSession() {
+  if (impl_->state_lock >= 0) ::close(impl_->state_lock);  // (the lock goes with it)
+}
 
 Status ClientSession::Start() {
   if (!wire::IsValidSenderId(impl_->o.id)) {
@@ -705,7 +723,7 @@ Status ClientSession::Start() {
   }
   // The dropout's draws: per device, reproducible.
   impl_->faults = Random(impl_->o.fault_seed * 0x9E3779B97F4A7C15ULL ^ impl_->IdHash());
-  impl_->LoadSaved();
+  FL_RETURN_IF_ERROR(impl_->LoadSaved());
   if (!(impl_->o.slowdown >= 1 && impl_->o.slowdown <= 1000)) {
     return Status::InvalidArgument("--slowdown must be in [1, 1000]");
   }

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -35,8 +36,13 @@ std::string Scalar(const toml::node& v) {
   if (auto s = v.as_string()) return s->get();
   if (auto i = v.as_integer()) return std::to_string(i->get());
   if (auto f = v.as_floating_point()) {
+    // The shortest text that reads back as the same double (0.1, not
+    // 0.10000000000000001).
     char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", f->get());
+    for (int digits = 15; digits <= 17; ++digits) {
+      std::snprintf(buf, sizeof buf, "%.*g", digits, f->get());
+      if (std::strtod(buf, nullptr) == f->get()) break;
+    }
     return buf;
   }
   if (auto b = v.as_boolean()) return b->get() ? "true" : "false";
@@ -87,6 +93,16 @@ class TomlConfig final : public CLI::Config {
       if (!op || op == config_ || name == "help") {
         throw CLI::ConfigError(where + ": unknown key '" + name + "'" + Nearest(name) +
                                " (a key is a flag's long name: run with --help)");
+      }
+      if (op->get_group().empty()) {
+        throw CLI::ConfigError(where + ": '" + name +
+                               "' is a test hook; it is not taken from a config file");
+      }
+      // (min_clients and min-clients are one key: given twice, which would win?)
+      for (const auto& earlier : *items) {
+        if (earlier.name == name) {
+          throw CLI::ConfigError(where + ": '" + name + "' is set twice in the file");
+        }
       }
       CLI::ConfigItem item;
       item.name = name;
@@ -150,16 +166,71 @@ void AddConfigFile(CLI::App* app, const std::string& default_path) {
   app->config_formatter(std::make_shared<TomlConfig>(app, opt));
 }
 
-std::string EffectiveConfig(const CLI::App& app) {
-  std::string out = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
-  // (CLI11 lists the --config option too: not a setting of the run.)
-  std::istringstream lines(out);
-  std::string line, kept;
-  while (std::getline(lines, line)) {
-    if (line.rfind("config=", 0) == 0 || line.rfind("config =", 0) == 0) continue;
-    kept += line + "\n";
+namespace {
+
+// A value as TOML: true/false and numbers as they are, anything else a basic
+// string with its quotes, backslashes and control characters escaped.
+std::string TomlValue(const std::string& v) {
+  if (v == "true" || v == "false") return v;
+  if (!v.empty()) {
+    char* end = nullptr;
+    std::strtod(v.c_str(), &end);
+    const bool plain = v.find_first_not_of("0123456789+-.eE") == std::string::npos;
+    if (end == v.c_str() + v.size() && plain) return v;
   }
-  return kept;
+  std::string out = "\"";
+  for (unsigned char c : v) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string EffectiveConfig(const CLI::App& app) {
+  // Every setting with a value (given, or a default the program recorded);
+  // one without is left out, so that reading the file back leaves it as
+  // the program would. Test hooks (options without a group) and --config
+  // itself are not settings of the run.
+  std::string out;
+  for (const CLI::Option* op : app.get_options()) {
+    if (op->get_lnames().empty() || op->get_group().empty()) continue;
+    const std::string& name = op->get_lnames().front();
+    if (name == "config" || name == "help") continue;
+    std::vector<std::string> values = op->results();
+    const bool flag = op->get_type_size() == 0;
+    if (flag) {
+      // A flag: set or not (a false default is recorded as nothing).
+      const std::string v = op->count() > 0 ? op->as<std::string>() : op->get_default_str();
+      out += name + " = " +
+             (v == "true" || v == "1" || (op->count() > 0 && v.empty()) ? std::string("true")
+                                                                        : std::string("false")) +
+             "\n";
+      continue;
+    }
+    if (values.empty()) {
+      const std::string d = op->get_default_str();
+      if (d.empty()) continue;
+      values = {d};
+    }
+    if (op->get_items_expected_max() > 1 && values.size() > 1) {
+      std::string list;
+      for (const auto& v : values) list += (list.empty() ? "" : ", ") + TomlValue(v);
+      out += name + " = [" + list + "]\n";
+    } else {
+      out += name + " = " + TomlValue(values.front()) + "\n";
+    }
+  }
+  return out;
 }
 
 Status WriteEffectiveConfig(const CLI::App& app, const std::string& tool, const std::string& path) {

@@ -387,13 +387,14 @@ int main(int argc, char** argv) {
   std::unique_ptr<fl::MetricsEndpoint> metrics_endpoint;
   if (metrics_port >= 0) {
     auto e = fl::MetricsEndpoint::Start(&metrics, metrics_bind, metrics_port);
-    if (!e.ok()) {
-      spdlog::error("--metrics-port: {}", e.status().ToString());
-      return 2;
+    if (e.ok()) {
+      metrics_endpoint = std::move(e).value();
+      o.metrics = &metrics;
+      spdlog::info("metrics on http://{}:{}/metrics", metrics_bind, metrics_endpoint->port());
+    } else {
+      // Monitoring does not take the federation down: the server runs on.
+      spdlog::error("--metrics-port: {}; running without metrics", e.status().ToString());
     }
-    metrics_endpoint = std::move(e).value();
-    o.metrics = &metrics;
-    spdlog::info("metrics on http://{}:{}/metrics", metrics_bind, metrics_endpoint->port());
   }
   auto ctx = fl::transport::CreateZmqContext();
   std::unique_ptr<fl::Server> server;

@@ -1,7 +1,10 @@
 #include "server/metrics_endpoint.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 namespace fl {
@@ -9,6 +12,7 @@ namespace fl {
 struct MetricsEndpoint::Impl {
   httplib::Server http;
   std::thread thread;
+  std::atomic<bool> exited{false};
   int port{0};
 };
 
@@ -29,6 +33,12 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const ServerMetr
   }
   std::unique_ptr<MetricsEndpoint> e(new MetricsEndpoint());
   Impl& s = *e->impl_;
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a
+  // second server would share the port and take half the scrapes.
+  s.http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   s.http.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics->Render(), "text/plain; version=0.0.4; charset=utf-8");
   });
@@ -45,7 +55,15 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const ServerMetr
     }
     s.port = port;
   }
-  s.thread = std::thread([&s] { s.http.listen_after_bind(); });
+  s.thread = std::thread([&s] {
+    s.http.listen_after_bind();
+    s.exited = true;
+  });
+  // (Listening before returning: a stop() that came first would not stop it.)
+  for (int i = 0; i < 5000 && !s.http.is_running() && !s.exited; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!s.http.is_running()) return Status::IOError("metrics: the HTTP server did not start");
   return e;
 }
 

@@ -41,6 +41,7 @@ struct Tool {
     app.add_flag("--insecure", insecure, "");
     app.add_option("--server", server, "")->capture_default_str();
     app.add_option("--classes", classes, "");
+    app.add_option("--debug-hook", rounds, "")->group("");  // a test hook
     AddConfigFile(&app);
   }
   // Parses `args` (after the program name); the error's message, or "".
@@ -86,7 +87,10 @@ TEST(ConfigFileTest, KeysAreFlagsAndFlagsOverrideTheFile) {
   EXPECT_DOUBLE_EQ(t.noise, 1.25);
   // The effective configuration, read back, is the same run.
   const std::string effective = EffectiveConfig(t.app);
-  EXPECT_NE(effective.find("rounds=3"), std::string::npos) << effective;
+  EXPECT_NE(effective.find("rounds = 3\n"), std::string::npos) << effective;
+  EXPECT_NE(effective.find("server = \"tcp://a:1,tcp://b:2\"\n"), std::string::npos) << effective;
+  EXPECT_NE(effective.find("classes = [\"cat\", \"dog\"]\n"), std::string::npos) << effective;
+  EXPECT_NE(effective.find("insecure = true\n"), std::string::npos) << effective;
   EXPECT_EQ(effective.find("config"), std::string::npos) << effective;
   const std::string again = WriteConfig(dir, "effective.toml", effective);
   Tool u;
@@ -120,6 +124,16 @@ TEST(ConfigFileTest, MistakesAreNamed) {
   Tool d;
   error = d.Parse({"--config", dir.path() + "/missing.toml"});
   EXPECT_NE(error.find("missing.toml"), std::string::npos) << error;
+  // One key under its two spellings: which would win? Neither.
+  Tool e;
+  const std::string twice = WriteConfig(dir, "twice.toml", "min_clients = 1\nmin-clients = 2\n");
+  error = e.Parse({"--config", twice});
+  EXPECT_NE(error.find("'min-clients' is set twice"), std::string::npos) << error;
+  // Test hooks are flags only.
+  Tool f;
+  const std::string hook = WriteConfig(dir, "hook.toml", "debug-hook = 1\n");
+  error = f.Parse({"--config", hook});
+  EXPECT_NE(error.find("'debug-hook' is a test hook"), std::string::npos) << error;
 }
 
 // fl-server and fl-client as users run them: a config file, a flag over it;
@@ -142,10 +156,27 @@ TEST(ConfigFileTest, TheServerAndTheClientReadTheirFiles) {
   EXPECT_NE(server.Log().find("rounds 1..2"), std::string::npos) << server.Log();
   auto written = ReadFile(dir.path() + "/run/fl-server.toml");
   ASSERT_FL_OK(written);
-  EXPECT_NE(written->find("rounds=2"), std::string::npos) << *written;
-  EXPECT_NE(written->find("model=\"mnist_2nn\""), std::string::npos) << *written;
+  EXPECT_NE(written->find("\nrounds = 2\n"), std::string::npos) << *written;
+  EXPECT_NE(written->find("\nmodel = \"mnist_2nn\"\n"), std::string::npos) << *written;
+  EXPECT_EQ(written->find("debug-"), std::string::npos) << *written;  // (test hooks are not)
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(30), 0) << server.Log();
+  // The written file is a config file of the same run: read back (another
+  // --out only), it starts the same server and is written back the same.
+  test::Process again(
+      kServer, {"--config", dir.path() + "/run/fl-server.toml", "--out", dir.path() + "/again"},
+      dir.path() + "/again.log");
+  ASSERT_FALSE(test::StartedEndpoint(again).empty()) << again.Log();
+  auto rewritten = ReadFile(dir.path() + "/again/fl-server.toml");
+  ASSERT_FL_OK(rewritten);
+  std::string expected = *written;
+  const std::string out_line = "out = \"" + dir.path() + "/run\"";
+  ASSERT_NE(expected.find(out_line), std::string::npos) << expected;
+  expected.replace(expected.find(out_line), out_line.size(), "out = \"" + dir.path() + "/again\"");
+  // (The first line names the file itself.)
+  EXPECT_EQ(rewritten->substr(rewritten->find('\n')), expected.substr(expected.find('\n')));
+  again.Signal(SIGTERM);
+  EXPECT_EQ(again.Wait(30), 0) << again.Log();
 
   const std::string typo = WriteConfig(dir, "typo.toml", "rounds = 2\nmin-client = 1\n");
   test::Process refused(kServer, {"--config", typo}, dir.path() + "/refused.log");
@@ -222,6 +253,17 @@ TEST(MetricsTest, ALiveRunIsScrapedAndPassesPromtool) {
   ASSERT_TRUE(std::regex_search(log, port, std::regex("metrics on http://127\\.0\\.0\\.1:(\\d+)")))
       << log;
   httplib::Client http("127.0.0.1", std::stoi(port[1]));
+  {
+    // The port taken: a server says so and runs without metrics.
+    test::Process other(kServer,
+                        {"--bind", "tcp://127.0.0.1:*", "--model", "mnist_2nn", "--insecure",
+                         "--metrics-port", port[1].str()},
+                        dir.path() + "/other.log");
+    EXPECT_FALSE(test::StartedEndpoint(other).empty()) << other.Log();
+    EXPECT_NE(other.Log().find("running without metrics"), std::string::npos) << other.Log();
+    other.Signal(SIGTERM);
+    EXPECT_EQ(other.Wait(30), 0) << other.Log();
+  }
   std::vector<std::unique_ptr<test::Process>> devices;
   for (int i = 0; i < 2; ++i) {
     // (Progress lines every 0.1 s: a round of this size takes most of a second.)
@@ -264,7 +306,9 @@ TEST(MetricsTest, ALiveRunIsScrapedAndPassesPromtool) {
   EXPECT_EQ(SampleOf(b, "fedge_round"), 3) << b;
   EXPECT_EQ(SampleOf(b, "fedge_rounds_completed_total"), 3) << b;
   EXPECT_EQ(SampleOf(b, "fedge_updates_accepted_total"), 6) << b;
-  EXPECT_GT(SampleOf(b, "fedge_upload_bytes_total"), SampleOf(a, "fedge_upload_bytes_total"));
+  // (Counters only go up; the first scrape may have come after the last round.)
+  EXPECT_GE(SampleOf(b, "fedge_upload_bytes_total"), SampleOf(a, "fedge_upload_bytes_total"));
+  EXPECT_GT(SampleOf(b, "fedge_upload_bytes_total"), 6 * 199210) << b;  // six 8-bit updates
   EXPECT_EQ(Promtool(b, dir.path(), &lint), 0) << lint << "\n" << b;
   EXPECT_EQ(server.Wait(120), 0) << server.Log();
   // The devices said how far each round's training was, with an estimate.
@@ -325,6 +369,15 @@ TEST(PlotTest, RunsAreOverlaidInOnePng) {
   auto data = ReadFile(dir.path() + "/plot.gp.d/run0.csv");
   ASSERT_FL_OK(data);
   EXPECT_EQ(*data, "1,80.0000,1.000000\n3,90.0000,3.000000\n");
+  // A name that would end gnuplot's string and start a command is refused.
+  const std::string pwned = dir.path() + "/PWNED";
+  test::Process injected(test::BinPath("fl-plot"),
+                         {dir.path() + "/q8", "--names",
+                          "a'\nsystem(\"touch " + pwned + "\")\nprint 'b", "--out", png},
+                         dir.path() + "/injected.log");
+  EXPECT_EQ(injected.Wait(30), 2) << injected.Log();
+  EXPECT_NE(injected.Log().find("control character"), std::string::npos) << injected.Log();
+  EXPECT_FALSE(ReadFile(pwned).ok());
   test::Process missing(test::BinPath("fl-plot"), {dir.path() + "/nothing", "--out", png},
                         dir.path() + "/missing.log");
   EXPECT_EQ(missing.Wait(30), 1);
@@ -439,7 +492,23 @@ TEST(DeviceStateTest, TheDeviceLeavesOutsideItsWindowAndKeepsItsStateAcrossResta
   EXPECT_EQ(kept->last_round, 4u);
   auto config = ReadFile(state + "/fl-client.toml");
   ASSERT_FL_OK(config.status());
-  EXPECT_NE(config->find("state-dir=\"" + state + "\""), std::string::npos) << *config;
+  EXPECT_NE(config->find("state-dir = \"" + state + "\""), std::string::npos) << *config;
+  {
+    // The written file starts the same device (it loads its data and waits
+    // for the server, which is gone).
+    test::Process again(kClient, {"--config", state + "/fl-client.toml"},
+                        dir.path() + "/again.log");
+    EXPECT_TRUE(again.WaitForLog("15000 training samples", 60)) << again.Log();
+    // A second device in the same folder would overwrite its residual: it
+    // is refused.
+    test::Process second(kClient, {"--config", state + "/fl-client.toml"},
+                         dir.path() + "/second.log");
+    EXPECT_EQ(second.Wait(60), 3) << second.Log();
+    EXPECT_NE(second.Log().find("is in use by another fl-client"), std::string::npos)
+        << second.Log();
+    again.Signal(SIGTERM);
+    EXPECT_EQ(again.Wait(30), 0) << again.Log();
+  }
   {
     // Another start: its totals go on, its residual is back. (The new run's
     // endpoint differs: the residual is the first server's, not used.)

@@ -116,6 +116,25 @@ int main(int argc, char** argv) {
                "A linear uplink axis (default: logarithmic, so runs 10x apart in bytes both show)");
   CLI11_PARSE(app, argc, argv);
 
+  // Names, the title and paths go into the gnuplot script inside quotes: a
+  // control character (a newline) would end the string and start a command.
+  for (const std::string* text : {&names_list, &title, &out, &script_path}) {
+    for (unsigned char c : *text) {
+      if (c < 0x20 || c == 0x7f) {
+        std::fprintf(stderr, "error: '%s' holds a control character; it cannot be plotted\n",
+                     text->c_str());
+        return 2;
+      }
+    }
+  }
+  for (const auto& d : dirs) {
+    for (unsigned char c : d) {
+      if (c < 0x20 || c == 0x7f) {
+        std::fprintf(stderr, "error: the run folder name holds a control character\n");
+        return 2;
+      }
+    }
+  }
   std::vector<std::string> names = fl::SplitList(names_list, ',');
   if (!names.empty() && names.size() != dirs.size()) {
     std::fprintf(stderr, "error: --names has %zu name(s) for %zu run(s)\n", names.size(),

@@ -67,7 +67,9 @@ set(CPACK_DEBIAN_COMMON_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
 set(CPACK_DEBIAN_SERVER_PACKAGE_NAME fedge-server)
 set(CPACK_COMPONENT_SERVER_DESCRIPTION
     "fedge federated learning aggregator (fl-server) as a systemd service\nVerifies signed, quantized updates from enrolled devices over ZeroMQ/CURVE, aggregates\nthem and redistributes the signed global model; Prometheus metrics; fl-plot.")
-set(CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS "fedge-common (= ${PROJECT_VERSION}), gnuplot-nox | gnuplot")
+set(CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS "fedge-common (= ${PROJECT_VERSION})")
+# fl-plot draws with gnuplot; the aggregator itself does not need it.
+set(CPACK_DEBIAN_SERVER_PACKAGE_RECOMMENDS "gnuplot-nox | gnuplot")
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA
     "${FL_DEB_DIR}/fedge-server/postinst;${FL_DEB_DIR}/fedge-server/prerm;${FL_DEB_DIR}/fedge-server/conffiles")
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
