@@ -280,9 +280,7 @@ int main(int argc, char** argv) {
                model.empty() ? "from the server" : model, co.server);
 
   if (!co.state_dir.empty()) {
-    fl::Status st = fl::CreateDirectories(co.state_dir);
-    if (st.ok()) st = fl::WriteEffectiveConfig(app, "fl-client", co.state_dir + "/fl-client.toml");
-    if (!st.ok()) {
+    if (fl::Status st = fl::WriteEffectiveConfig(app, "fl-client", co.state_dir); !st.ok()) {
       spdlog::error("--state-dir: {}", st.ToString());
       return 2;
     }

@@ -367,9 +367,7 @@ int main(int argc, char** argv) {
                fl::EffectiveConfig(app));
   if (!o.out_dir.empty()) {
     // Next to the run's outputs, so that the run can be told and repeated.
-    fl::Status st = fl::CreateDirectories(o.out_dir);
-    if (st.ok()) st = fl::WriteEffectiveConfig(app, "fl-server", o.out_dir + "/fl-server.toml");
-    if (!st.ok()) {
+    if (fl::Status st = fl::WriteEffectiveConfig(app, "fl-server", o.out_dir); !st.ok()) {
       spdlog::error("--out: {}", st.ToString());
       return 1;
     }
