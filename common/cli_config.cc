@@ -233,7 +233,9 @@ std::string EffectiveConfig(const CLI::App& app) {
   return out;
 }
 
-Status WriteEffectiveConfig(const CLI::App& app, const std::string& tool, const std::string& path) {
+Status WriteEffectiveConfig(const CLI::App& app, const std::string& tool, const std::string& dir) {
+  FL_RETURN_IF_ERROR(CreateDirectories(dir));
+  const std::string path = dir + "/" + tool + ".toml";
   return WriteFileAtomic(path, "# the effective configuration of this " + tool +
                                    " run (read back with " + tool + " --config " + path + ")\n" +
                                    EffectiveConfig(app));

@@ -42,9 +42,9 @@ void AddConfigFile(CLI::App* app, const std::string& default_path = "");
 // TOML, flags at their defaults included.
 std::string EffectiveConfig(const CLI::App& app);
 
-// Writes EffectiveConfig(app) to `path` (atomically), with a header comment
-// naming the tool ("fl-server").
-Status WriteEffectiveConfig(const CLI::App& app, const std::string& tool, const std::string& path);
+// Writes EffectiveConfig(app) to DIR/TOOL.toml (atomically; DIR made when
+// missing), with a header comment naming the tool ("fl-server").
+Status WriteEffectiveConfig(const CLI::App& app, const std::string& tool, const std::string& dir);
 
 }  // namespace fl
 
