@@ -1901,11 +1901,14 @@ struct Server::Impl {
   double SamplingRate() const { return o.privacy.enabled() ? o.fraction : relay_dp_rate; }
   // A participant's share of a private round's population: a relay's the
   // devices it says it serves (at most --relay-devices), a device's 1.
+  // (A participant that may send partials and whose HELLO says how many
+  // devices it serves counts as those even before this server's first
+  // private round: a middle relay's claim to its own parent comes first.)
   int64_t PopulationOf(const std::string& id) const {
-    if (!IsRelay(id)) return 1;
     const auto it = clients.find(id);
-    const int64_t n = it == clients.end() ? 0 : it->second.devices;
-    return std::clamp<int64_t>(n, 0, o.relay_devices);
+    const int64_t claim = it == clients.end() ? -1 : it->second.devices;
+    if (!IsRelay(id) && !(MaySendPartials(id) && claim >= 0)) return 1;
+    return std::clamp<int64_t>(claim, 0, o.relay_devices);
   }
   // Relay mode: the root's endorsement of the open round's model, handed to
   // the devices; until when the round waits for devices to be live, and

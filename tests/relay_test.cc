@@ -288,12 +288,12 @@ TEST(RelayTest, CentralPrivacyThroughRelaysIsTheFlatPrivateRun) {
   EXPECT_LT(two, 1e-4);
 }
 
-// Relays stack: root -> relay -> relay -> 4 devices. The middle relay takes
-// the lower one's partial (4 devices) as a participant that may send
-// partials, counts its devices as its own contributors, and hands the root
-// their mean; round 1 equals the flat run of the same four devices within
-// float rounding (two more roundings than one tier: 4 ulps allowed).
-TEST(RelayTest, StackedRelaysEndWhereTheFlatRunEnds) {
+// Root -> relay -> relay -> four devices against the flat run of the same
+// four devices, one round, with the root's `extra` flags: the largest
+// difference of the two models (and the largest value in `*scale`); the
+// flat server's and the three tiers' logs in `*flat_log` and `*tiers_log`.
+double RunStackedAndFlat(const std::vector<std::string>& extra, double* scale,
+                         std::string* flat_log, std::string* tiers_log) {
   test::TempDir dir;
   const std::string d = dir.path();
   constexpr int kFour = 4;
@@ -302,39 +302,82 @@ TEST(RelayTest, StackedRelaysEndWhereTheFlatRunEnds) {
                                            d + "/" + tag + std::to_string(i) + ".log");
   };
   {
-    test::Process flat(kServer, RootArgs(d + "/flat", 1, kFour), d + "/flat.log");
+    test::Process flat(kServer, With(RootArgs(d + "/flat", 1, kFour), extra), d + "/flat.log");
     const std::string endpoint = test::StartedEndpoint(flat);
-    ASSERT_FALSE(endpoint.empty()) << flat.Log();
+    EXPECT_FALSE(endpoint.empty()) << flat.Log();
+    if (endpoint.empty()) return 1;
     std::vector<std::unique_ptr<test::Process>> devices;
     for (int i = 0; i < kFour; ++i) devices.push_back(device(endpoint, i, "f"));
-    ASSERT_EQ(flat.Wait(120), 0) << flat.Log();
+    EXPECT_EQ(flat.Wait(120), 0) << flat.Log();
+    *flat_log = flat.Log();
   }
-  test::Process root(kServer, Join(RootArgs(d + "/root", 1, 1), {"--relays", "any"}),
-                     d + "/root.log");
+  // (Under privacy the root's --min-clients counts devices: the four.)
+  const bool private_run =
+      std::find(extra.begin(), extra.end(), "--dp-noise-multiplier") != extra.end();
+  test::Process root(
+      kServer,
+      With(RootArgs(d + "/root", 1, private_run ? kFour : 1), Join({"--relays", "any"}, extra)),
+      d + "/root.log");
   const std::string top = test::StartedEndpoint(root);
-  ASSERT_FALSE(top.empty()) << root.Log();
-  std::vector<std::string> mid_args = RelayArgs(top);
-  mid_args[std::find(mid_args.begin(), mid_args.end(), "--min-clients") - mid_args.begin() + 1] =
-      "1";
-  test::Process mid(kServer, Join(mid_args, {"--relays", "any"}), d + "/mid.log");
+  EXPECT_FALSE(top.empty()) << root.Log();
+  if (top.empty()) return 1;
+  test::Process mid(kServer, With(RelayArgs(top), {"--min-clients", "1", "--relays", "any"}),
+                    d + "/mid.log");
   const std::string middle = test::StartedEndpoint(mid, "relaying ");
-  ASSERT_FALSE(middle.empty()) << mid.Log();
+  EXPECT_FALSE(middle.empty()) << mid.Log();
+  if (middle.empty()) return 1;
   test::Process leaf(kServer, RelayArgs(middle), d + "/leaf.log");
   const std::string bottom = test::StartedEndpoint(leaf, "relaying ");
-  ASSERT_FALSE(bottom.empty()) << leaf.Log();
+  EXPECT_FALSE(bottom.empty()) << leaf.Log();
+  if (bottom.empty()) return 1;
   std::vector<std::unique_ptr<test::Process>> devices;
   for (int i = 0; i < kFour; ++i) devices.push_back(device(bottom, i, "c"));
-  ASSERT_EQ(root.Wait(120), 0) << root.Log();
+  EXPECT_EQ(root.Wait(120), 0) << root.Log();
   EXPECT_NE(leaf.Log().find("round 1: 4/4 updates"), std::string::npos) << leaf.Log();
   EXPECT_NE(mid.Log().find("round 1: 1/1 updates"), std::string::npos) << mid.Log();
+  *tiers_log = root.Log() + mid.Log() + leaf.Log();
   auto flat = ReadModelFile(d + "/flat/global.flm");
   auto stacked = ReadModelFile(d + "/root/global.flm");
-  ASSERT_FL_OK(flat.status());
-  ASSERT_FL_OK(stacked.status());
+  EXPECT_FL_OK(flat.status());
+  EXPECT_FL_OK(stacked.status());
+  if (!flat.ok() || !stacked.ok()) return 1;
+  return LargestDifference(*flat, *stacked, scale);
+}
+
+// Relays stack: root -> relay -> relay -> 4 devices. The middle relay takes
+// the lower one's partial (4 devices) as a participant that may send
+// partials, counts its devices as its own contributors, and hands the root
+// their mean; round 1 equals the flat run of the same four devices within
+// float rounding (two more roundings than one tier: 4 ulps allowed).
+TEST(RelayTest, StackedRelaysEndWhereTheFlatRunEnds) {
   double scale = 0;
-  const double diff = LargestDifference(*flat, *stacked, &scale);
+  std::string flat_log, tiers_log;
+  const double diff = RunStackedAndFlat({}, &scale, &flat_log, &tiers_log);
   std::printf("stacked: round 1: largest |flat - relayed| %.3g (largest |value| %.3g)\n", diff,
               scale);
+  EXPECT_GT(scale, 0.1);
+  EXPECT_LE(diff, 4 * std::ldexp(scale, -23));
+}
+
+// Central DP through two tiers: the middle relay takes the lower relay's
+// private partial (the mean of its four clipped deltas, their count, the
+// count within the clip) as four devices and hands up the same; the lower
+// relay's device count reaches the root through the middle one's HELLO.
+// The root releases what the flat private run does: the same epsilon and
+// adaptive clip, the model within float rounding.
+TEST(RelayTest, CentralPrivacyThroughStackedRelaysIsTheFlatPrivateRun) {
+  double scale = 0;
+  std::string flat_log, tiers_log;
+  const double diff = RunStackedAndFlat(
+      {"--dp-adaptive-clip=true", "--dp-noise-multiplier", "0.3", "--dp-clip", "0.5"}, &scale,
+      &flat_log, &tiers_log);
+  std::printf(
+      "stacked, central DP: round 1: largest |flat - relayed| %.3g (largest |value| %.3g)\n", diff,
+      scale);
+  const std::vector<std::string> flat = PrivacyLines(flat_log);
+  ASSERT_EQ(flat.size(), 1u) << flat_log;
+  EXPECT_EQ(PrivacyLines(tiers_log), flat) << tiers_log;
+  EXPECT_EQ(test::CountOf(tiers_log, "the root's rounds are private"), 2) << tiers_log;
   EXPECT_GT(scale, 0.1);
   EXPECT_LE(diff, 4 * std::ldexp(scale, -23));
 }
