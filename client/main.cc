@@ -332,16 +332,7 @@ int main(int argc, char** argv) {
       spdlog::error("client {}: {}", co.id, st.ToString());
       return st.code() == fl::Status::Code::kFailedPrecondition ? 3 : 1;
     }
-    const fl::ClientStats& run = session.stats();
-    s.rounds_trained += run.rounds_trained;
-    s.updates_accepted += run.updates_accepted;
-    s.updates_rejected += run.updates_rejected;
-    s.reconnects += run.reconnects;
-    s.handshake_failures += run.handshake_failures;
-    s.bytes_sent += run.bytes_sent;
-    s.bytes_received += run.bytes_received;
-    s.train_seconds += run.train_seconds;
-    s.dropped_out += run.dropped_out;
+    s.Add(session.stats());
     if (session.done() || g_stop.load()) break;
     spdlog::info("client {}: the training window closed; leaving the federation until it opens",
                  co.id);

@@ -125,6 +125,22 @@ struct ClientStats {
   double last_train_seconds{0};
   int64_t dropped_out{0};  // tasks trained but not answered (ClientOptions::dropout)
   int64_t withdrawn{0};    // tasks the server withdrew (over-selection closed the round)
+
+  // Adds another session's counts (a device that left and rejoined).
+  void Add(const ClientStats& o) {
+    rounds_trained += o.rounds_trained;
+    updates_accepted += o.updates_accepted;
+    updates_rejected += o.updates_rejected;
+    reconnects += o.reconnects;
+    bad_messages += o.bad_messages;
+    handshake_failures += o.handshake_failures;
+    bytes_sent += o.bytes_sent;
+    bytes_received += o.bytes_received;
+    train_seconds += o.train_seconds;
+    last_train_seconds = o.last_train_seconds;
+    dropped_out += o.dropped_out;
+    withdrawn += o.withdrawn;
+  }
 };
 
 class ClientSession final {

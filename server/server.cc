@@ -328,6 +328,26 @@ struct Server::Impl {
   // Takes the round the log reopened (resumed_wal): its nonce, selection and
   // bounds, and the updates it had acknowledged, whose devices are not asked
   // again.
+  // A reopened log's partials were aggregated as this run aggregates them: a
+  // private round's are clipped means weighing one per device, any other a
+  // weighted mean, and the two do not mix.
+  Status CheckLoggedPartials(const WalContents& c) const {
+    for (const auto& e : c.entries) {
+      if (e.within_clip >= 0 && !o.privacy.enabled()) {
+        return Status::FailedPrecondition(
+            "the round log " + WalPath() +
+            " holds private partial aggregates (central DP): resume with the run's --dp-* "
+            "settings");
+      }
+      if (e.within_clip < 0 && e.contributors > 1 && o.privacy.enabled()) {
+        return Status::FailedPrecondition(
+            "the round log " + WalPath() +
+            " holds partial aggregates of a round without privacy: resume without --dp-*");
+      }
+    }
+    return Status::OK();
+  }
+
   Status ReopenRound() {
     WalContents c = std::move(*resumed_wal);
     resumed_wal.reset();
@@ -344,21 +364,7 @@ struct Server::Impl {
     m.selected = static_cast<int>(selected.size());
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
-    for (const auto& e : c.entries) {
-      // A private round's partials are clipped means, weighing one per
-      // device; any other partial is a weighted mean: the two do not mix.
-      if (e.within_clip >= 0 && !o.privacy.enabled()) {
-        return Status::FailedPrecondition(
-            "the round log " + WalPath() +
-            " holds private partial aggregates (central DP): resume with the run's --dp-* "
-            "settings");
-      }
-      if (e.within_clip < 0 && e.contributors > 1 && o.privacy.enabled()) {
-        return Status::FailedPrecondition(
-            "the round log " + WalPath() +
-            " holds partial aggregates of a round without privacy: resume without --dp-*");
-      }
-    }
+    FL_RETURN_IF_ERROR(CheckLoggedPartials(c));
     auto w = WalWriter::Reopen(WalPath(), c, /*durable=*/true, wal_key);
     if (!w.ok()) return w.status();
     wal = std::move(w).value();
@@ -1757,21 +1763,7 @@ struct Server::Impl {
     SetStepOffset();
     m.weight_cap = weight_cap;
     m.update_norm_bound = norm_bound;
-    for (const auto& e : c.entries) {
-      // A private round's partials are clipped means, weighing one per
-      // device; any other partial is a weighted mean: the two do not mix.
-      if (e.within_clip >= 0 && !o.privacy.enabled()) {
-        return Status::FailedPrecondition(
-            "the round log " + WalPath() +
-            " holds private partial aggregates (central DP): resume with the run's --dp-* "
-            "settings");
-      }
-      if (e.within_clip < 0 && e.contributors > 1 && o.privacy.enabled()) {
-        return Status::FailedPrecondition(
-            "the round log " + WalPath() +
-            " holds partial aggregates of a round without privacy: resume without --dp-*");
-      }
-    }
+    FL_RETURN_IF_ERROR(CheckLoggedPartials(c));
     auto w = WalWriter::Reopen(WalPath(), c, /*durable=*/true, wal_key);
     if (!w.ok()) return w.status();
     wal = std::move(w).value();
@@ -1868,13 +1860,11 @@ struct Server::Impl {
   bool IsRelay(const std::string& id) const {
     if (o.relays_dir != "any") return relay_ids.count(id) > 0;
     if (!o.insecure) return false;
-    if (partial_senders.count(id) > 0) return true;
-    // In private rounds, also one whose HELLO says it serves devices: it is
-    // not sampled, and its devices count in the population. (Elsewhere the
-    // claim buys nothing: a participant is judged as a relay once it sends
-    // a partial.)
+    // One that sent a partial, or whose HELLO says how many devices it
+    // serves. (Under --relays any a participant may send partials anyway:
+    // the claim grants nothing a partial would not.)
     const auto it = clients.find(id);
-    return PrivateRounds() && it != clients.end() && it->second.devices >= 0;
+    return partial_senders.count(id) > 0 || (it != clients.end() && it->second.devices >= 0);
   }
   // May `id` send partial aggregates at all.
   bool MaySendPartials(const std::string& id) const {
@@ -1901,13 +1891,10 @@ struct Server::Impl {
   double SamplingRate() const { return o.privacy.enabled() ? o.fraction : relay_dp_rate; }
   // A participant's share of a private round's population: a relay's the
   // devices it says it serves (at most --relay-devices), a device's 1.
-  // (A participant that may send partials and whose HELLO says how many
-  // devices it serves counts as those even before this server's first
-  // private round: a middle relay's claim to its own parent comes first.)
   int64_t PopulationOf(const std::string& id) const {
+    if (!IsRelay(id)) return 1;
     const auto it = clients.find(id);
-    const int64_t claim = it == clients.end() ? -1 : it->second.devices;
-    if (!IsRelay(id) && !(MaySendPartials(id) && claim >= 0)) return 1;
+    const int64_t claim = it == clients.end() ? 0 : it->second.devices;
     return std::clamp<int64_t>(claim, 0, o.relay_devices);
   }
   // Relay mode: the root's endorsement of the open round's model, handed to

@@ -425,6 +425,19 @@ TEST(DeviceStateTest, TrainingWindowsInLocalHours) {
   EXPECT_TRUE(day->Contains(9));
   EXPECT_FALSE(day->Contains(17));
   EXPECT_TRUE(ParseTrainingWindow("")->always());
+  {
+    // A window (this hour's) without --state-dir: the device says its
+    // residual does not outlast a gap.
+    test::TempDir dir;
+    const int h = LocalHour();
+    auto args = test::ClientArgs("tcp://127.0.0.1:9", 0, 4);
+    args.insert(args.end(),
+                {"--schedule-hours", std::to_string(h) + "-" + std::to_string((h + 1) % 24)});
+    test::Process device(kClient, args, dir.path() + "/device.log");
+    EXPECT_TRUE(device.WaitForLog("--schedule-hours without --state-dir", 60)) << device.Log();
+    device.Signal(SIGTERM);
+    EXPECT_EQ(device.Wait(30), 0) << device.Log();
+  }
   for (const char* bad : {"5-5", "25-3", "9", "a-b", "9-17-3"}) {
     EXPECT_TRUE(ParseTrainingWindow(bad).status().IsInvalidArgument()) << bad;
   }

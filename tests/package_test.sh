@@ -57,6 +57,13 @@ for p in server client; do
     sh -n "$WORK/control-$p/$s" || fail "fedge-$p $s: syntax"
   done
 done
+for p in server client; do
+  # An upgrade restarts a running service; a purge leaves the identities and
+  # state (no postrm: README, "Operating fedge").
+  grep -q "systemctl try-restart fedge-$p.service" "$WORK/control-$p/postinst" ||
+    fail "fedge-$p postinst does not restart the service on upgrade"
+  [ ! -e "$WORK/control-$p/postrm" ] || fail "fedge-$p has a postrm"
+done
 dpkg-deb -e "$(ls "$WORK"/out/fedge-common_*.deb)" "$WORK/control-common"
 sh -n "$WORK/control-common/postinst" || fail "fedge-common postinst: syntax"
 grep -q 'adduser --system' "$WORK/control-common/postinst" || fail "no fedge system user"

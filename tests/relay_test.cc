@@ -96,6 +96,45 @@ std::unique_ptr<test::Process> Device(const std::string& servers, int i, const s
                                          dir + "/c" + std::to_string(i) + ".log");
 }
 
+// fl-keygen --out FOLDER --name NAME (its log in LOG_DIR); true when it made
+// the identity.
+bool Keygen(const std::string& folder, const std::string& name, const std::string& log_dir) {
+  test::Process p(test::BinPath("fl-keygen"), {"--out", folder, "--name", name},
+                  log_dir + "/keygen-" + name + ".log");
+  return p.Wait(30) == 0;
+}
+
+// A device as deployed under a relay: its own identity (`key`), the relay's
+// key pinned (`relay_pub`), trains only on the model the root signed
+// (`root_pub`); IID shard `i` of `n`.
+std::unique_ptr<test::Process> EnrolledDevice(const std::string& relay,
+                                              const std::string& relay_pub, const std::string& key,
+                                              const std::string& root_pub, int i, int n,
+                                              const std::string& log) {
+  return std::make_unique<test::Process>(kClient,
+                                         std::vector<std::string>{"--server",
+                                                                  relay,
+                                                                  "--server-key",
+                                                                  relay_pub,
+                                                                  "--key",
+                                                                  key,
+                                                                  "--root-key",
+                                                                  root_pub,
+                                                                  "--data",
+                                                                  test::MnistDir(),
+                                                                  "--partition",
+                                                                  "iid",
+                                                                  "--num-partitions",
+                                                                  std::to_string(n),
+                                                                  "--partition-index",
+                                                                  std::to_string(i),
+                                                                  "--heartbeat",
+                                                                  "0.3",
+                                                                  "--server-timeout",
+                                                                  "5"},
+                                         log);
+}
+
 // The participants column of rounds.csv, one entry per row.
 std::vector<int> Participants(const std::string& csv_path) {
   std::ifstream in(csv_path);
@@ -499,9 +538,7 @@ TEST(RelayTest, DevicesTrainOnlyOnTheModelTheRootSigned) {
   test::TempDir dir;
   const std::string d = dir.path();
   auto keygen = [&](const std::string& folder, const std::string& name) {
-    test::Process p(test::BinPath("fl-keygen"), {"--out", folder, "--name", name},
-                    d + "/keygen-" + name + ".log");
-    return p.Wait(30) == 0;
+    return Keygen(folder, name, d);
   };
   ASSERT_TRUE(keygen(d + "/keys", "root"));
   for (int k = 0; k < 2; ++k) {
@@ -546,29 +583,10 @@ TEST(RelayTest, DevicesTrainOnlyOnTheModelTheRootSigned) {
   std::vector<std::unique_ptr<test::Process>> devices;
   for (int i = 0; i < 4; ++i) {
     const std::string relay = "relay" + std::to_string(i / 2);
-    devices.push_back(std::make_unique<test::Process>(
-        kClient,
-        std::vector<std::string>{"--server",
-                                 endpoints[i / 2],
-                                 "--server-key",
-                                 d + "/relays/" + relay + ".pub",
-                                 "--key",
-                                 d + "/dev/dev" + std::to_string(i) + ".key",
-                                 "--root-key",
-                                 d + "/keys/root.pub",
-                                 "--data",
-                                 test::MnistDir(),
-                                 "--partition",
-                                 "iid",
-                                 "--num-partitions",
-                                 "4",
-                                 "--partition-index",
-                                 std::to_string(i),
-                                 "--heartbeat",
-                                 "0.3",
-                                 "--server-timeout",
-                                 "5"},
-        d + "/c" + std::to_string(i) + ".log"));
+    devices.push_back(EnrolledDevice(endpoints[i / 2], d + "/relays/" + relay + ".pub",
+                                     d + "/dev/dev" + std::to_string(i) + ".key",
+                                     d + "/keys/root.pub", i, 4,
+                                     d + "/c" + std::to_string(i) + ".log"));
   }
   ASSERT_EQ(root.Wait(120), 0) << root.Log();
   EXPECT_EQ(Participants(d + "/root/rounds.csv"), std::vector<int>({1, 1}));
@@ -595,9 +613,7 @@ TEST(RelayTest, TheRootsEndorsementCrossesTwoTiersWithAnFp16Downlink) {
   test::TempDir dir;
   const std::string d = dir.path();
   auto keygen = [&](const std::string& folder, const std::string& name) {
-    test::Process p(test::BinPath("fl-keygen"), {"--out", folder, "--name", name},
-                    d + "/keygen-" + name + ".log");
-    return p.Wait(30) == 0;
+    return Keygen(folder, name, d);
   };
   ASSERT_TRUE(keygen(d + "/keys", "root"));
   ASSERT_TRUE(keygen(d + "/mid-relays", "mid"));    // enrolled at the root
@@ -632,29 +648,9 @@ TEST(RelayTest, TheRootsEndorsementCrossesTwoTiersWithAnFp16Downlink) {
   ASSERT_FALSE(bottom.empty()) << leaf.Log();
   std::vector<std::unique_ptr<test::Process>> devices;
   for (int i = 0; i < 2; ++i) {
-    devices.push_back(std::make_unique<test::Process>(
-        kClient,
-        std::vector<std::string>{"--server",
-                                 bottom,
-                                 "--server-key",
-                                 d + "/leaf-relays/leaf.pub",
-                                 "--key",
-                                 d + "/devices/dev" + std::to_string(i) + ".key",
-                                 "--root-key",
-                                 d + "/keys/root.pub",
-                                 "--data",
-                                 test::MnistDir(),
-                                 "--partition",
-                                 "iid",
-                                 "--num-partitions",
-                                 "2",
-                                 "--partition-index",
-                                 std::to_string(i),
-                                 "--heartbeat",
-                                 "0.3",
-                                 "--server-timeout",
-                                 "5"},
-        d + "/c" + std::to_string(i) + ".log"));
+    devices.push_back(EnrolledDevice(
+        bottom, d + "/leaf-relays/leaf.pub", d + "/devices/dev" + std::to_string(i) + ".key",
+        d + "/keys/root.pub", i, 2, d + "/c" + std::to_string(i) + ".log"));
   }
   ASSERT_EQ(root.Wait(120), 0) << root.Log();
   EXPECT_EQ(Participants(d + "/root/rounds.csv"), std::vector<int>({1, 1}));
