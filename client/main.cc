@@ -31,6 +31,7 @@
 #include "common/file_util.h"
 #include "common/memory.h"
 #include "common/partition.h"
+#include "common/reproducible.h"
 #include "common/text.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
@@ -159,9 +160,18 @@ int main(int argc, char** argv) {
                  "Test hook: the training window is open while this file exists")
       ->group("");
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
+  bool reproducible = false;
+  app.add_flag("--reproducible", reproducible, fl::kReproducibleHelp);
   fl::AddConfigFile(&app);
   CLI11_PARSE(app, argc, argv);
+  if (reproducible) {
+    if (const fl::Status st = fl::BecomeReproducible(argv); !st.ok()) {
+      spdlog::error("{}", st.ToString());
+      return 2;
+    }
+  }
   if (quiet) spdlog::set_level(spdlog::level::warn);
+  if (reproducible) spdlog::info("reproducible: {}", fl::DescribeReproducibleSettings());
   spdlog::info("effective configuration (--config FILE takes these keys):\n{}",
                fl::EffectiveConfig(app));
   co.max_frame_bytes = static_cast<size_t>(max_frame_mb * (1 << 20));

@@ -80,11 +80,12 @@ struct FitRes {
   // A relay's private partial (its TASK carried dp_sampling_rate): how many
   // contributors' deltas were within the clipping norm; -1 otherwise.
   int64_t within_clip{-1};
-  // A participant that computed its delta itself (a relay's private partial:
-  // the mean of its devices' clipped deltas): the kept values sent as they
-  // are, not as `parameters` minus the task's model, whose float rounding is
-  // the weights' rather than the mean's. Empty otherwise.
-  std::vector<float> kept_delta;
+  // A relay aggregator's partial aggregate: the exact sum of its devices'
+  // weighted deltas and their total weight, encoded (common/fixed_point.h,
+  // codec "x"), sent as it is instead of `parameters` minus the task's
+  // model, and neither quantized nor carried in error feedback. Empty for a
+  // device.
+  std::string exact_sum;
 };
 
 // Per-epoch progress: (epoch, mean loss, training accuracy, seconds).

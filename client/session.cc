@@ -486,22 +486,29 @@ struct ClientSession::Impl {
       }
       return Status::OK();
     }
-    // With a trainable subset, the delta covers its tensors only.
-    Result<std::vector<float>> delta =
-        !res->kept_delta.empty() ? Result<std::vector<float>>(std::move(res->kept_delta))
-        : ins.trainable.empty()  ? KeptDifference(res->parameters, ins.parameters)
-                                 : KeptDifference(SelectTensors(res->parameters, ins.trainable),
-                                                  SelectTensors(ins.parameters, ins.trainable));
-    res->parameters = ModelState();
-    ins.parameters = ModelState();
-    if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
     wire::Update u;
     u.num_examples = res->num_examples;
     u.train_loss = res->last_epoch_loss;
     u.train_seconds = res->seconds;
-    u.codec = wire::kCodecQuant;
     u.contributors = res->contributors;
     u.within_clip = res->within_clip;
+    if (!res->exact_sum.empty()) {
+      // A relay's partial: its exact sum, as it is.
+      u.codec = wire::kCodecExactSum;
+      u.data = std::move(res->exact_sum);
+      return SendUpdate(env, task, received_at, compute_seconds, res->seconds,
+                        res->last_epoch_loss, std::move(u));
+    }
+    u.codec = wire::kCodecQuant;
+    // With a trainable subset, the delta covers its tensors only.
+    Result<std::vector<float>> delta =
+        ins.trainable.empty()
+            ? KeptDifference(res->parameters, ins.parameters)
+            : KeptDifference(SelectTensors(res->parameters, ins.trainable),
+                             SelectTensors(ins.parameters, ins.trainable));
+    res->parameters = ModelState();
+    ins.parameters = ModelState();
+    if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
     // A model that diverged gives a delta that is not finite. It is sent with
     // a training loss that is not finite either, which the server refuses
     // whatever the codec made of the values (quantization maps NaN to a
@@ -516,37 +523,39 @@ struct ClientSession::Impl {
           "the server to refuse",
           o.id, env.round);
     }
-    if (u.within_clip >= 0) {
-      // A private partial goes up unquantized: its parent multiplies it by
-      // its devices, so a rounding step would count that many times, beyond
-      // what one device's clipped delta may move the sum (docs/relays.md).
-      QuantOptions raw;
-      raw.bits = 32;
-      u.data = QuantEncode(delta->data(), delta->size(), raw);
-    } else if (task.config.error_feedback && finite) {
+    if (task.config.error_feedback && finite) {
       u.data = feedback.Encode(*delta, q);
     } else {
       feedback.Reset();
       u.data = QuantEncode(delta->data(), delta->size(), q);
     }
+    SaveResidualOf(env.round);
+    return SendUpdate(env, task, received_at, compute_seconds, res->seconds,
+                      res->last_epoch_loss, std::move(u));
+  }
+
+  // Sends (or holds back, for a slower device or the upload grant) the
+  // UPDATE `u` for `task`, trained in `compute_seconds` of the `seconds` it
+  // counts as.
+  Status SendUpdate(const wire::Envelope& env, const wire::Task& task, double received_at,
+                    double compute_seconds, double seconds, double loss, wire::Update u) {
     last_round_trained = env.round;
-    if (u.within_clip < 0) SaveResidualOf(env.round);
     SaveState();
     if (o.verbose) {
       spdlog::info("[{}] round {}: trained in {:.2f} s{}, loss {:.4f}; sending update ({} bytes)",
                    o.id, env.round, compute_seconds,
                    o.slowdown > 1 ? fmt::format(" ({:.2f} s as a device {}x slower; sent then)",
-                                                res->seconds, o.slowdown)
+                                                seconds, o.slowdown)
                                   : std::string(),
-                   res->last_epoch_loss, u.data.size());
+                   loss, u.data.size());
     }
     std::string encoded = wire::Encode(u);
     std::string().swap(u.data);
-    if (res->seconds > compute_seconds) {
+    if (seconds > compute_seconds) {
       // Held back until a device of this speed would have finished.
       slow = SlowUpdate{HeldUpdate{env.round, env.model_version, env.nonce, std::move(encoded),
                                    received_at + task.config.deadline_seconds},
-                        task.ask_before_upload, NowSeconds() + res->seconds - compute_seconds};
+                        task.ask_before_upload, NowSeconds() + seconds - compute_seconds};
       return Status::OK();
     }
     // The TASK's round nonce goes back under our signature: the update is bound

@@ -60,7 +60,9 @@ class MnistCnn final : public Model {
   // it then throws away. fl-bench-eval on an AMD EPYC, 10k MNIST test images,
   // batch 100, one thread: 1.18 s with this plan, 2.21 s with forward().
   InferenceFn PrepareInference() override {
-    if (!at::hasMKLDNN() || conv1_->weight.scalar_type() != torch::kFloat32) {
+    // (--reproducible switches oneDNN off: its kernels follow the CPU.)
+    if (!at::hasMKLDNN() || !at::globalContext().userEnabledMkldnn() ||
+        conv1_->weight.scalar_type() != torch::kFloat32) {
       return Model::PrepareInference();
     }
     torch::NoGradGuard no_grad;

@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/random.h"
+#include "common/reproducible.h"
 
 namespace fl {
 namespace {
@@ -27,6 +28,20 @@ class ThreadScope {
 };
 
 }  // namespace
+
+void UseDeterministicKernels() {
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  at::globalContext().setUserEnabledMkldnn(false);
+}
+
+Status BecomeReproducible(char** argv) {
+  if (!ReproducibleEnvironmentSet()) {
+    FL_RETURN_IF_ERROR(PinReproducibleEnvironment(argv));
+    // (Pinning runs the program again: reaching here, it is pinned already.)
+  }
+  UseDeterministicKernels();
+  return Status::OK();
+}
 
 namespace {
 

@@ -89,72 +89,128 @@ class StrategyAggregator final : public Aggregator {
     n_ = num_values;
     info_ = info;
     count_ = clipped_ = within_clip_ = 0;
-    total_ = 0;
-    sum_.clear();
+    sum_ = FixedSum();
     kept_.clear();
-    if (kind_.rule == Rule::kMean) sum_.assign(n_, 0.0);
+    if (kind_.rule == Rule::kMean) sum_.values.assign(n_, 0);
   }
 
   Status Add(int64_t weight, std::vector<float>* delta) override {
     if (weight <= 0) {
       return Status::InvalidArgument("update weight " + std::to_string(weight) + " (must be > 0)");
     }
-    if (delta->size() != n_) {
-      return Status::InvalidArgument("delta has " + std::to_string(delta->size()) +
-                                     " values, model has " + std::to_string(n_));
-    }
+    FL_RETURN_IF_ERROR(CheckSize(delta->size()));
     if (dp_.clips()) {
       // Every device counts alike: its sensitivity is the clipping norm.
       weight = 1;
+    }
+    if (weight > std::numeric_limits<int64_t>::max() - sum_.weight) {
+      return Status::InvalidArgument("total weight overflows");
+    }
+    // Clipping scales in place: nothing is clipped until the update is sure
+    // to be added (its values in the fixed-point range, checked on a copy's
+    // scale: clipping only shrinks them).
+    for (size_t i = 0; i < n_; ++i) {
+      if (!(std::fabs((*delta)[i]) < static_cast<float>(kFixedMaxAbs))) {
+        return Status::InvalidArgument("delta value " + std::to_string(i) + " is " +
+                                       std::to_string((*delta)[i]) +
+                                       ", outside the fixed-point range +-2^23");
+      }
+    }
+    if (dp_.clips()) {
       if (ClipToNorm(delta, clip_) < 1.0) {
         ++clipped_;
       } else {
         ++within_clip_;
       }
     }
-    int64_t total = 0;
-    if (__builtin_add_overflow(total_, weight, &total)) {
-      return Status::InvalidArgument("total weight overflows");
-    }
     if (ClipToNorm(delta, o_.clip) < 1.0) ++clipped_;
     if (kind_.rule == Rule::kMean) {
-      const double w = static_cast<double>(weight);
-      const float* d = delta->data();
-      for (size_t i = 0; i < n_; ++i) sum_[i] += w * d[i];
+      FL_RETURN_IF_ERROR(AddWeighted(&sum_, weight, delta->data(), n_));
     } else {
       kept_.emplace_back();
       kept_.back().swap(*delta);
+      sum_.weight += weight;
     }
-    total_ = total;
     ++count_;
     return Status::OK();
   }
 
-  Status AddPrivatePartial(int64_t devices, int64_t within_clip,
-                           std::vector<float>* mean) override {
+  Status AddPartial(int64_t weight, FixedSum* sum) override {
+    if (dp_.clips()) {
+      return Status::FailedPrecondition(
+          "a partial aggregate without privacy for a private round (a private partial is "
+          "needed)");
+    }
+    FL_RETURN_IF_ERROR(CheckSize(sum->values.size()));
+    if (weight <= 0 || weight > sum->weight) {
+      return Status::InvalidArgument("a partial aggregate of weight " +
+                                     std::to_string(sum->weight) + " counted as " +
+                                     std::to_string(weight));
+    }
+    if (weight > std::numeric_limits<int64_t>::max() - sum_.weight) {
+      return Status::InvalidArgument("total weight overflows");
+    }
+    if (weight < sum->weight) {
+      // Capped: the same mean at the weight allowed. (Only a relay that
+      // claims more than the others is; rounded once per value, in double.)
+      const double f = static_cast<double>(weight) / static_cast<double>(sum->weight);
+      for (FixedInt& x : sum->values) x = RoundFixed(static_cast<double>(x) * f);
+      sum->weight = weight;
+    }
+    if (o_.clip > 0 || kind_.rule != Rule::kMean) {
+      // Clipping and the robust rules work on deltas: the partial's mean.
+      std::vector<float> mean(n_);
+      for (size_t i = 0; i < n_; ++i) {
+        mean[i] = static_cast<float>(FixedMean(sum->values[i], sum->weight));
+      }
+      if (ClipToNorm(&mean, o_.clip) < 1.0) ++clipped_;
+      if (kind_.rule != Rule::kMean) {
+        kept_.push_back(std::move(mean));
+        sum_.weight += weight;
+        ++count_;
+        return Status::OK();
+      }
+      FL_RETURN_IF_ERROR(AddWeighted(&sum_, weight, mean.data(), n_));
+      ++count_;
+      return Status::OK();
+    }
+    FL_RETURN_IF_ERROR(AddSum(&sum_, *sum));
+    ++count_;
+    return Status::OK();
+  }
+
+  Status AddPrivatePartial(int64_t within_clip, FixedSum* sum) override {
     if (!dp_.clips()) {
       return Status::FailedPrecondition("a private partial aggregate for a server without privacy");
     }
+    const int64_t devices = sum->weight;
     if (devices < 1 || within_clip < 0 || within_clip > devices) {
       return Status::InvalidArgument("a private partial of " + std::to_string(devices) +
                                      " devices, " + std::to_string(within_clip) +
                                      " within the clip");
     }
-    if (mean->size() != n_) {
-      return Status::InvalidArgument("delta has " + std::to_string(mean->size()) +
-                                     " values, model has " + std::to_string(n_));
-    }
-    int64_t total = 0;
-    if (__builtin_add_overflow(total_, devices, &total)) {
+    FL_RETURN_IF_ERROR(CheckSize(sum->values.size()));
+    if (devices > std::numeric_limits<int64_t>::max() - sum_.weight) {
       return Status::InvalidArgument("total weight overflows");
     }
-    // The mean of clipped deltas is within the clip; a quantized one may be
-    // a rounding step beyond it, a lying relay's anywhere.
-    ClipToNorm(mean, clip_);
-    const double w = static_cast<double>(devices);
-    const float* d = mean->data();
-    for (size_t i = 0; i < n_; ++i) sum_[i] += w * d[i];
-    total_ = total;
+    // The mean of deltas clipped to C is within C, up to rounding: each
+    // clipped float is within C (1 + 2^-24), each term within half a unit
+    // (2^-41) per value, and the norm is summed in double (n 2^-53 relative).
+    // Beyond C (1 + 2^-20) + sqrt(n) 2^-41 it is no honest relay's: scaled
+    // to C, as if its devices had sent that much and no more.
+    double sq = 0;
+    for (const FixedInt& x : sum->values) {
+      const double v = FixedMean(x, devices);
+      sq += v * v;
+    }
+    const double norm = std::sqrt(sq);
+    const double allowed =
+        clip_ * (1 + std::ldexp(1.0, -20)) + std::sqrt(static_cast<double>(n_)) * std::ldexp(1.0, -41);
+    if (!(norm <= allowed)) {
+      const double f = norm > 0 && std::isfinite(norm) ? clip_ / norm : 0.0;
+      for (FixedInt& x : sum->values) x = RoundFixed(static_cast<double>(x) * f);
+    }
+    FL_RETURN_IF_ERROR(AddSum(&sum_, *sum));
     count_ += devices;
     within_clip_ += within_clip;
     clipped_ += devices - within_clip;
@@ -164,14 +220,24 @@ class StrategyAggregator final : public Aggregator {
   int64_t count() const override { return count_; }
   int64_t clipped() const override { return clipped_; }
 
-  Status FinishMean(std::vector<float>* mean) override {
-    if (!dp_.relay) return Status::FailedPrecondition("only a relay's share hands up its mean");
+  Status FinishSum(FixedSum* out) override {
     if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
-    const double inv = 1.0 / static_cast<double>(total_);
-    mean->resize(n_);
-    for (size_t i = 0; i < n_; ++i) (*mean)[i] = static_cast<float>(sum_[i] * inv);
-    sum_.clear();
-    sum_.shrink_to_fit();
+    if (kind_.rule == Rule::kMean) {
+      *out = std::move(sum_);
+    } else {
+      // A robust rule's aggregate D stands for the total weight of the
+      // deltas it was taken from.
+      const int64_t weight = sum_.weight;
+      const std::vector<double> d = Combine();
+      out->weight = weight;
+      out->values.resize(n_);
+      for (size_t i = 0; i < n_; ++i) {
+        out->values[i] = static_cast<FixedInt>(DoubleToFixed(d[i])) * weight;
+      }
+    }
+    sum_ = FixedSum();
+    kept_.clear();
+    kept_.shrink_to_fit();
     return Status::OK();
   }
 
@@ -183,8 +249,7 @@ class StrategyAggregator final : public Aggregator {
 
   // Applies the optimizer's step from pseudo-gradient `d`, all or nothing.
   Status Step(std::vector<double> d, ModelState* model, float max_abs) {
-    sum_.clear();
-    sum_.shrink_to_fit();
+    sum_ = FixedSum();
     kept_.clear();
     kept_.shrink_to_fit();
     if (kind_.optimizer == ServerOptimizer::kSgd) {
@@ -362,6 +427,12 @@ class StrategyAggregator final : public Aggregator {
   double dp_clip() const override { return dp_.enabled() ? clip_ : std::nan(""); }
 
  private:
+  Status CheckSize(size_t values) const {
+    if (values == n_) return Status::OK();
+    return Status::InvalidArgument("delta has " + std::to_string(values) + " values, model has " +
+                                   std::to_string(n_));
+  }
+
   // DP-FedAvg: the sum of the clipped deltas plus Gaussian noise of standard
   // deviation z_delta * C on every kept coordinate, over the expected
   // participants; then the optimizer's step. The round is charged to the
@@ -380,10 +451,16 @@ class StrategyAggregator final : public Aggregator {
       if (!zd.ok()) return zd.status();
       z = *zd;
     }
-    if (sum_.size() != n_) sum_.assign(n_, 0.0);
+    if (sum_.values.size() != n_) sum_.values.assign(n_, 0);
     Random rng(info_.noise_seed);
     const double sd = z * clip_;
-    for (double& x : sum_) x = (x + sd * rng.Normal()) / expected;
+    // The noise is added to the exact sum: the same release wherever the
+    // sum was put together (relays, threads, order).
+    std::vector<double> d(n_);
+    for (size_t i = 0; i < n_; ++i) {
+      const double x = std::ldexp(static_cast<double>(sum_.values[i]), -kFixedFractionBits);
+      d[i] = (x + sd * rng.Normal()) / expected;
+    }
     // The count of deltas within C, noised and used to move C (Andrew et al.
     // 2021, Alg. 1). Each device adds b - 1/2 (b = 1 when within C), so the
     // count's sensitivity is 1/2, which the split of the noise multiplier
@@ -392,8 +469,6 @@ class StrategyAggregator final : public Aggregator {
     const double shifted = within_clip_ - 0.5 * (within_clip_ + clipped_);
     const double within = std::clamp((shifted + sigma_b * rng.Normal()) / expected + 0.5, 0.0, 1.0);
     accountant_.Compose(q_, dp_.noise_multiplier);
-    std::vector<double> d = std::move(sum_);
-    sum_.clear();
     Status st = Step(std::move(d), model, max_abs);
     if (dp_.adaptive_clip) {
       // Kept within 10^-6..10^6 times the starting norm: devices sending
@@ -407,11 +482,8 @@ class StrategyAggregator final : public Aggregator {
   // The rule's pseudo-gradient.
   std::vector<double> Combine() {
     switch (kind_.rule) {
-      case Rule::kMean: {
-        const double inv = 1.0 / static_cast<double>(total_);
-        for (double& x : sum_) x *= inv;
-        return std::move(sum_);
-      }
+      case Rule::kMean:
+        return MeanOf(sum_);
       case Rule::kMedian:
         return CoordinateMedian(kept_);
       case Rule::kTrimmedMean: {
@@ -430,14 +502,12 @@ class StrategyAggregator final : public Aggregator {
                                                    : 1;
         }
         const std::vector<size_t> chosen = KrumSelect(kept_, o_.krum_f, std::min(m, k));
-        std::vector<double> mean(n_, 0.0);
+        // The chosen deltas' plain mean, summed exactly.
+        FixedSum mean;
         for (size_t i : chosen) {
-          const float* d = kept_[i].data();
-          for (size_t j = 0; j < n_; ++j) mean[j] += d[j];
+          if (!AddWeighted(&mean, 1, kept_[i].data(), n_).ok()) return {};
         }
-        const double inv = 1.0 / static_cast<double>(chosen.size());
-        for (double& x : mean) x *= inv;
-        return mean;
+        return MeanOf(mean);
       }
     }
     return {};
@@ -463,8 +533,7 @@ class StrategyAggregator final : public Aggregator {
   int64_t count_{0};
   int64_t clipped_{0};
   int64_t within_clip_{0};
-  int64_t total_{0};
-  std::vector<double> sum_;               // mean: sum_k n_k d_k
+  FixedSum sum_;  // mean: sum_k n_k d_k exactly (robust rules: the weight only)
   std::vector<std::vector<float>> kept_;  // robust rules: the deltas
   std::vector<float> m_, v_;              // optimizer moments
 };
@@ -565,12 +634,11 @@ std::vector<double> TrimmedMean(const std::vector<std::vector<float>>& deltas, s
   if (2 * trim >= k) trim = (k - 1) / 2;
   std::vector<double> out(n);
   std::vector<float> col(k);
-  const double inv = 1.0 / static_cast<double>(k - 2 * trim);
   for (size_t j = 0; j < n; ++j) {
     for (size_t i = 0; i < k; ++i) col[i] = deltas[i][j];
     // The `trim` smallest to the front and the `trim` largest to the back
-    // (in linear time for large K), then the middle is summed in the order
-    // left there, the same for the same input.
+    // (in linear time for large K), then the middle is summed exactly (fixed
+    // point), so its order does not matter.
     // (A few values sort faster than two selections.)
     if (k <= 32) {
       std::sort(col.begin(), col.end());
@@ -578,9 +646,9 @@ std::vector<double> TrimmedMean(const std::vector<std::vector<float>>& deltas, s
       std::nth_element(col.begin(), col.begin() + (trim - 1), col.end());
       std::nth_element(col.begin() + trim, col.end() - trim, col.end());
     }
-    double s = 0;
-    for (size_t i = trim; i < k - trim; ++i) s += col[i];
-    out[j] = s * inv;
+    FixedInt s = 0;
+    for (size_t i = trim; i < k - trim; ++i) s += ToFixed(col[i]);
+    out[j] = FixedMean(s, static_cast<int64_t>(k - 2 * trim));
   }
   return out;
 }
@@ -623,8 +691,13 @@ std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, in
   const std::vector<double> scores = KrumScores(deltas, neighbours);
   std::vector<size_t> idx(k);
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(),
-                   [&scores](size_t a, size_t b) { return scores[a] < scores[b]; });
+  // Ties go to the smaller delta (by value, lexicographically), so the
+  // choice does not depend on the order the deltas came in.
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    if (scores[a] != scores[b]) return scores[a] < scores[b];
+    return std::lexicographical_compare(deltas[a].begin(), deltas[a].end(), deltas[b].begin(),
+                                        deltas[b].end());
+  });
   idx.resize(std::min(std::max<size_t>(m, 1), k));
   return idx;
 }

@@ -5,8 +5,11 @@
 // A strategy is two parts, each a free function over plain vectors (so each
 // is tested against hand-computed examples, tests/aggregator_test.cc):
 //   the rule, which combines the round's deltas into one pseudo-gradient D:
-//     mean          sum_k n_k d_k / sum_k n_k (FedAvg, McMahan et al. 2017);
-//                   streams: one double accumulator, 8 bytes per kept value
+//     mean          sum_k n_k d_k / sum_k n_k (FedAvg, McMahan et al. 2017),
+//                   summed exactly in fixed point (common/fixed_point.h), so
+//                   D is the same in any order, grouping (relays' partial
+//                   sums), thread count or CPU; streams: one 128-bit integer
+//                   accumulator, 16 bytes per kept value
 //     median        coordinate-wise median of the K deltas (Yin et al. 2018)
 //     trimmed_mean  coordinate-wise mean after dropping the floor(beta K)
 //                   largest and smallest values (Yin et al. 2018)
@@ -14,8 +17,11 @@
 //                   (Blanchard et al. 2017); multikrum: mean of the m best
 //                   robust rules hold the K deltas (4 bytes per kept value each)
 //                   and weigh them equally: a device's claimed sample count
-//                   does not buy it influence
-//   the server optimizer, which turns D into the step added to the model:
+//                   does not buy it influence; what they average (trimmed_mean's
+//                   middle, multikrum's choice) is summed in fixed point too,
+//                   and krum's ties go to the smaller delta, not the first
+//   the server optimizer (in double, from the exact D: the same bits on
+//   every machine), which turns D into the step added to the model:
 //     sgd           x += lr D
 //     momentum      v = beta v + D; x += lr v (FedAvgM, Hsu et al. 2019)
 //     adagrad/adam/yogi  m = b1 m + (1-b1) D; v as in Reddi et al. 2021
@@ -38,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fixed_point.h"
 #include "common/model_state.h"
 #include "common/status.h"
 #include "server/privacy.h"
@@ -96,15 +103,17 @@ double ClipToNorm(std::vector<float>* delta, double clip);
 std::vector<double> CoordinateMedian(const std::vector<std::vector<float>>& deltas);
 
 // Coordinate-wise mean after dropping the `trim` largest and `trim` smallest
-// values of each coordinate; needs 2 * trim < deltas.size().
+// values of each coordinate, the rest summed exactly (fixed point: values
+// within +-2^23); needs 2 * trim < deltas.size().
 std::vector<double> TrimmedMean(const std::vector<std::vector<float>>& deltas, size_t trim);
 
 // Krum scores: for each delta, the sum of squared L2 distances to its
 // `neighbours` nearest other deltas (Blanchard et al. 2017 use n - f - 2).
 std::vector<double> KrumScores(const std::vector<std::vector<float>>& deltas, size_t neighbours);
 
-// Indexes of the `m` deltas with the lowest Krum score (ties: lower index
-// first), with neighbours = n - f - 2 clamped to [1, n - 1].
+// Indexes of the `m` deltas with the lowest Krum score (ties: the
+// lexicographically smaller delta first, whatever the order they came in),
+// with neighbours = n - f - 2 clamped to [1, n - 1].
 std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, int f, size_t m);
 
 // Server optimizers over a pseudo-gradient `d` (the rule's output).
@@ -151,15 +160,24 @@ class Aggregator {
   // InvalidArgument, and nothing added, on a size or weight mismatch.
   virtual Status Add(int64_t weight, std::vector<float>* delta) = 0;
 
+  // A relay's partial aggregate: the exact sum of its devices' weighted
+  // deltas and their total weight (`*sum`, common/fixed_point.h), counted as
+  // `weight` examples (at most sum->weight: the root's cap on what a relay
+  // may claim, which scales the sum by weight / sum->weight), one update.
+  // The mean rule adds the integers, so relayed rounds end where flat ones
+  // do, bit for bit; a robust rule takes the partial's mean as one delta.
+  // InvalidArgument, and nothing added, on a size or weight mismatch.
+  virtual Status AddPartial(int64_t weight, FixedSum* sum) = 0;
+
   // Under privacy (or a relay's share of it, PrivacyOptions::relay): adds a
-  // relay's private partial aggregate, the mean of `devices` devices' deltas,
-  // each clipped and weighing one, `within_clip` of which were within the
-  // clip. It counts as `devices` updates (the mean is clipped to the norm
-  // once more, so that no relay's partial moves the sum by more than its
-  // devices could). FailedPrecondition without privacy; InvalidArgument, and
-  // nothing added, on a size or count mismatch.
-  virtual Status AddPrivatePartial(int64_t devices, int64_t within_clip,
-                                   std::vector<float>* mean) = 0;
+  // relay's private partial aggregate, the exact sum of sum->weight devices'
+  // deltas, each clipped and weighing one, `within_clip` of which were within
+  // the clip. It counts as sum->weight updates. A partial whose mean is
+  // beyond the clip by more than rounding (a lying relay's) is scaled to it,
+  // so that no relay's partial moves the sum by more than its devices could.
+  // FailedPrecondition without privacy; InvalidArgument, and nothing added,
+  // on a size or count mismatch.
+  virtual Status AddPrivatePartial(int64_t within_clip, FixedSum* sum) = 0;
 
   // Updates added this round, and how many of them were clipped (under
   // privacy: devices, a private partial's counting as its devices).
@@ -173,12 +191,11 @@ class Aggregator {
   // noise: the accountant assumes every round does).
   virtual Status Finish(ModelState* model, float max_abs) = 0;
 
-  // A relay's share of privacy (PrivacyOptions::relay) instead of Finish:
-  // the mean of the round's clipped deltas, as floats, for its parent (no
-  // step: a range check here would drop all its devices for one device's
-  // delta). FailedPrecondition for any other aggregator or when nothing was
-  // added.
-  virtual Status FinishMean(std::vector<float>* mean) = 0;
+  // A relay, instead of Finish: the round's exact sum for its parent, no
+  // step. The mean rule (and a relay's share of privacy) hands up the sum as
+  // added; a robust rule its aggregate D as round(D * 2^40) times the total
+  // weight. FailedPrecondition when nothing was added.
+  virtual Status FinishSum(FixedSum* sum) = 0;
 
   // The strategy's state between rounds (empty when it has none), and back.
   // LoadState refuses (InvalidArgument) a state of another strategy or model size.
@@ -207,8 +224,9 @@ class Aggregator {
   virtual double proximal_mu() const = 0;
 
   // Bytes the rule holds per kept value of each added update until Finish:
-  // 0 for the mean (it streams), 4 for the robust rules (median,
-  // trimmed_mean, krum, multikrum keep every delta).
+  // 0 for the mean (it streams into 16 bytes per kept value, whatever the
+  // count), 4 for the robust rules (median, trimmed_mean, krum, multikrum
+  // keep every delta).
   virtual size_t held_bytes_per_value() const = 0;
 
   // With privacy: epsilon spent so far at the configured delta, and the

@@ -23,6 +23,7 @@
 #include "common/data_flags.h"
 #include "common/file_util.h"
 #include "common/memory.h"
+#include "common/reproducible.h"
 #include "server/metrics_endpoint.h"
 #include "server/relay.h"
 #include "server/server.h"
@@ -279,7 +280,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-param-value", o.max_param_value,
                  "Largest magnitude a global model parameter may take; an update that would move "
-                 "one beyond it is refused (at most 65504 with --downlink fp16)")
+                 "one beyond it is refused (at most 65504 with --downlink fp16, 4194304 = 2^22 in any case: "
+                 "the fixed-point range of exact aggregation)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-examples", o.max_examples,
@@ -335,8 +337,19 @@ int main(int argc, char** argv) {
                  "plain HTTP without authentication)")
       ->capture_default_str();
   app.add_flag("--quiet", quiet, "Log warnings and errors only");
+  bool reproducible = false;
+  app.add_flag("--reproducible", reproducible,
+               std::string(fl::kReproducibleHelp) +
+                   "; on the server: the starting model and the evaluation");
   fl::AddConfigFile(&app);
   CLI11_PARSE(app, argc, argv);
+  if (reproducible) {
+    if (const fl::Status st = fl::BecomeReproducible(argv); !st.ok()) {
+      spdlog::error("{}", st.ToString());
+      return 2;
+    }
+    spdlog::info("reproducible: {}", fl::DescribeReproducibleSettings());
+  }
   const bool is_relay = !relay.parent.empty();
   // A relay evaluates nothing unless asked: the root does.
   if (is_relay && app.count("--data") == 0) no_eval = true;

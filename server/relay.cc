@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "common/fixed_point.h"
 #include "common/wire/limits.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
@@ -54,13 +55,18 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   if (res->contributors == 0) {
     spdlog::warn("relay: round {}: none of its devices answered; telling the parent", ins.round);
   }
-  out.parameters = std::move(res->parameters);
-  out.num_examples = static_cast<int64_t>(static_cast<double>(res->weight) * weight_factor_);
+  FixedSum& sum = res->sum;
+  if (weight_factor_ != 1 && sum.weight > 0) {
+    // The lie told consistently: the same mean at factor times the weight.
+    sum.weight = static_cast<int64_t>(static_cast<double>(sum.weight) * weight_factor_);
+    for (FixedInt& x : sum.values) x = RoundFixed(static_cast<double>(x) * weight_factor_);
+  }
+  out.num_examples = sum.weight;
   out.first_epoch_loss = out.last_epoch_loss = res->train_loss;
   out.seconds = NowSeconds() - t0;
   out.contributors = res->contributors;
   out.within_clip = res->within_clip;
-  out.kept_delta = std::move(res->private_mean);
+  out.exact_sum = EncodeFixedSum(sum);
   return out;
 }
 

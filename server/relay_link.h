@@ -9,9 +9,9 @@
 //   2. the server, which answers its devices meanwhile, takes the task: the
 //      parent's model becomes its global model, the parent's round, seed and
 //      hyperparameters its own; it runs one round for its devices;
-//   3. it hands back its new global model (the base plus the weighted mean of
-//      its devices' deltas), their total weight and how many devices answered:
-//      what the parent needs of them, as one partial aggregate;
+//   3. it hands back the exact sum of its devices' weighted deltas (fixed
+//      point), their total weight and how many devices answered: what the
+//      parent needs of them, as one partial aggregate;
 //   4. the session sends that up as the relay's UPDATE (signed by the relay).
 // The parent's DONE ends the session; the server then tells its devices.
 //
@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fixed_point.h"
 #include "common/model_state.h"
 #include "common/status.h"
 #include "common/wire/compact.h"
@@ -58,21 +59,21 @@ struct RelayTask {
 // What the relay's devices made of it.
 struct RelayResult {
   uint64_t round{0};
-  // The relay's new global model: the task's plus its rule's step (the
-  // weighted mean of the accepted deltas under FedAvg).
-  ModelState parameters;
-  // Total weight (examples) of the accepted updates, and how many there were.
+  // The exact sum of the accepted deltas, each weighted by its (capped)
+  // examples, and their total weight (common/fixed_point.h): what the parent
+  // adds to its own sum as integers. Under the root's privacy (the task's
+  // config.dp_sampling_rate > 0): the sum of the contributors' clipped
+  // deltas, each weighing one. Empty when no device answered.
+  FixedSum sum;
+  // Total weight (examples) of the accepted updates (sum.weight), and how
+  // many devices they came from.
   int64_t weight{0};
   int64_t contributors{0};
   // Mean last-epoch training loss of the contributors.
   double train_loss{0};
-  // Under the root's privacy (the task's config.dp_sampling_rate > 0): the
-  // contributors' deltas within the clip before clipping; -1 otherwise.
+  // Under the root's privacy: the contributors' deltas within the clip
+  // before clipping; -1 otherwise.
   int64_t within_clip{-1};
-  // Under the root's privacy: the mean of the contributors' clipped deltas
-  // (the kept values, in the order of a device's delta), sent up as it is
-  // and unquantized (`parameters` is then the task's model).
-  std::vector<float> private_mean;
 };
 
 class RelayLink {

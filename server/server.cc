@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
+#include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
 #include "common/text.h"
@@ -840,14 +841,15 @@ struct Server::Impl {
   }
 
   // The largest payload a message of `type` may have (wire/limits.h): an
-  // UPDATE exactly what the round's codec makes of the model's kept values
-  // (at 32 bits in private rounds with relays: their partials come
-  // unquantized; a device's is still held to the round's codec when checked).
+  // UPDATE exactly what the round's codec makes of the model's kept values,
+  // or, where relays may answer, their exact partial sums (a device's is
+  // still held to the round's codec when checked).
   size_t PayloadLimit(wire::MessageType type) const {
     if (type == wire::MessageType::kUpdate) {
-      const bool private_partials = PrivateRounds() && !o.relays_dir.empty();
-      return wire::UpdatePayloadLimit(kept_count, private_partials ? 32 : o.train.uplink_bits,
-                                      o.train.block);
+      const size_t device =
+          wire::UpdatePayloadLimit(kept_count, o.train.uplink_bits, o.train.block);
+      return o.relays_dir.empty() ? device
+                                  : std::max(device, wire::ExactSumPayloadLimit(kept_count));
     }
     return wire::kMaxSmallPayloadBytes;
   }
@@ -1283,27 +1285,17 @@ struct Server::Impl {
       for (const auto& e : order) {
         std::string_view encoded;
         FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
-        FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
-        if (e.staleness > 0) {
-          // FedBuff: a stale delta counts s(tau) of a fresh one.
-          const float s =
-              static_cast<float>(StalenessWeight(e.staleness, o.async.staleness_exponent));
-          for (float& v : delta) v *= s;
-        }
-        // (A relay's private partial: the mean of its devices' clipped deltas.)
-        FL_RETURN_IF_ERROR(e.within_clip >= 0 ? aggregator->AddPrivatePartial(e.contributors,
-                                                                              e.within_clip, &delta)
-                                              : aggregator->Add(e.weight, &delta));
+        FL_RETURN_IF_ERROR(AddLogged(e, encoded));
       }
     }
     std::vector<float>().swap(delta);  // until the next round's first update
     for (auto& scratch : ingest_scratch) std::vector<float>().swap(scratch);
     const int64_t count = aggregator->count();
     m.clipped = aggregator->clipped();
-    if (relay_dp_rate > 0) {
-      // A relay's share of its root's privacy: the mean goes up as it is;
-      // the model stays the task's (the root steps, after its noise).
-      return aggregator->FinishMean(&relay_mean);
+    if (o.parent) {
+      // A relay: its exact sum goes up as it is; the model stays the task's
+      // (the root steps, after its noise when its rounds are private).
+      return aggregator->FinishSum(&relay_sum);
     }
     // All or nothing: a step with a value out of range is not committed.
     if (trainable.empty()) {
@@ -1340,6 +1332,35 @@ struct Server::Impl {
         "unchanged: {}",
         current_round, aggregator->name(), count, st.message());
     return Status::OK();
+  }
+
+  // Adds one logged update to the round's aggregate: a relay's exact partial
+  // sum as integers, a device's delta (FedBuff: a stale one counts s(tau) of
+  // a fresh one). (A log written before partials were exact holds a relay's
+  // mean as a 32-bit delta: a private one is made its devices' sum again.)
+  Status AddLogged(const WalEntry& e, std::string_view encoded) {
+    const double staleness =
+        e.staleness > 0 ? StalenessWeight(e.staleness, o.async.staleness_exponent) : 1.0;
+    if (LooksLikeFixedSum(encoded)) {
+      FixedSum part;
+      FL_RETURN_IF_ERROR(DecodeFixedSum(encoded, kept_count, &part));
+      if (e.within_clip >= 0) return aggregator->AddPrivatePartial(e.within_clip, &part);
+      if (staleness != 1.0) {
+        for (FixedInt& x : part.values) x = RoundFixed(static_cast<double>(x) * staleness);
+      }
+      return aggregator->AddPartial(e.weight, &part);
+    }
+    FL_RETURN_IF_ERROR(QuantDecode(encoded, kept_count, &delta));
+    if (e.within_clip >= 0) {
+      FixedSum part;
+      FL_RETURN_IF_ERROR(AddWeighted(&part, e.contributors, delta.data(), delta.size()));
+      return aggregator->AddPrivatePartial(e.within_clip, &part);
+    }
+    if (staleness != 1.0) {
+      const float s = static_cast<float>(staleness);
+      for (float& v : delta) v *= s;
+    }
+    return aggregator->Add(e.weight, &delta);
   }
 
   // Relays' partial aggregates: none counts more than max_weight_ratio times
@@ -1880,9 +1901,9 @@ struct Server::Impl {
   // The total weight of the updates the last aggregation used (partials as
   // capped): a relay hands it up.
   int64_t aggregated_weight{0};
-  // Relay mode, in a private round: the mean of the devices' clipped deltas
-  // (Aggregator::FinishMean), handed up as it is.
-  std::vector<float> relay_mean;
+  // Relay mode: the round's exact sum (Aggregator::FinishSum), handed up as
+  // it is (in a private round, of the devices' clipped deltas).
+  FixedSum relay_sum;
   bool warned_relay_private_rule{false};
   // The round samples devices (Poisson) and clips their deltas for central
   // privacy: the root's own (--dp-noise-multiplier), or, on a relay, its
@@ -2226,15 +2247,15 @@ struct Server::Impl {
       for (const auto& e : wal_entries) {
         res.contributors += e.contributors;  // (the devices of relays below it too)
       }
-      // (Its partials' weights as the round capped them, CapPartials.)
-      res.weight = wal_entries.empty() ? 0 : aggregated_weight;
+      // The exact sum and its weight (its partials' weights as the round
+      // capped them, CapPartials; in a private round one per device).
+      FixedSum sum = std::exchange(relay_sum, FixedSum());
+      if (!wal_entries.empty()) res.sum = std::move(sum);
+      res.weight = res.sum.weight;
       if (PrivateRounds()) {
-        // The mean of clipped deltas, each device weighing one, and how many
-        // were within the clip (the parent's adaptive clipping counts them).
-        res.weight = res.contributors;
+        // How many were within the clip (the parent's adaptive clipping
+        // counts them).
         res.within_clip = std::max<int64_t>(0, res.contributors - m.clipped);
-        res.private_mean = std::move(relay_mean);
-        relay_mean.clear();
       }
       res.train_loss = m.mean_train_loss;
       if (!m.committed) {
@@ -2244,7 +2265,6 @@ struct Server::Impl {
       }
       // No device answered: the relay says so at once (an empty partial, no
       // weight), so that its parent does not wait for it until the deadline.
-      res.parameters = global;
       link.Deliver(r, std::move(res));
     }
   }
@@ -2472,9 +2492,13 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     if (!agg.ok()) return agg.status();
     impl->aggregator = std::move(agg).value();
   }
+  // A delta between two models within the limit is within twice it, and
+  // aggregation sums deltas in fixed point up to 2^23 (common/fixed_point.h).
   if (!(std::isfinite(o.max_param_value) && o.max_param_value > 0 &&
-        o.max_param_value <= std::numeric_limits<float>::max())) {
-    return Status::InvalidArgument("--max-param-value must be a finite float > 0");
+        o.max_param_value <= kFixedMaxAbs / 2)) {
+    return Status::InvalidArgument(
+        "--max-param-value must be > 0 and at most 4194304 (2^22: deltas between models within "
+        "it must fit the aggregation's fixed-point range of +-2^23)");
   }
   if (o.max_examples < 1) return Status::InvalidArgument("--max-examples must be >= 1");
   if (!(o.lr_decay > 0 && o.lr_decay <= 1)) {

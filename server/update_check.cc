@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/text.h"
 #include "crypto/message.h"
@@ -62,7 +63,8 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   }
   wire::Update u;
   if (Status st = msg.Decode(&u); !st.ok()) return Refuse(msg, "bad_payload", st.message());
-  if (u.codec != wire::kCodecQuant) {
+  const bool exact_sum = u.codec == wire::kCodecExactSum;
+  if (u.codec != wire::kCodecQuant && !exact_sum) {
     return Refuse(msg, "bad_codec", "codec '" + Printable(u.codec) + "' not supported");
   }
   // A relay's partial aggregate: at most --relay-devices devices, each
@@ -84,7 +86,20 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
     // (Refused, so the round counts the relay as answered and does not wait.)
     return Refuse(msg, "relay_empty", "none of the relay's devices answered this round");
   }
-  // Under central privacy a relay hands up the mean of its devices' clipped
+  // A relay hands up the exact sum of its devices' deltas (codec "x"), so
+  // that its parent adds integers; nobody else does.
+  if (exact_sum && !as_relay) {
+    return Refuse(msg, "relay_weight",
+                  "an exact partial sum (codec x) from a participant that is not an enrolled "
+                  "relay (--relays)");
+  }
+  if (as_relay && !exact_sum) {
+    return Refuse(msg, "wrong_codec",
+                  "a relay hands up the exact sum of its devices' deltas (codec x); this one "
+                  "sent codec '" +
+                      Printable(u.codec) + "' (is the relay older than the root?)");
+  }
+  // Under central privacy a relay hands up the exact sum of its devices' clipped
   // deltas, each weighing one, with the count the adaptive clip needs; any
   // other partial would be weighed as no device's sensitivity allows.
   if (u.within_clip >= 0 && !as_relay) {
@@ -129,32 +144,42 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   if (!std::isfinite(u.train_loss) || !std::isfinite(u.train_seconds)) {
     return Refuse(msg, "bad_payload", "train loss or time is not finite");
   }
-  // The codec the TASK asked for, and nothing else.
-  QuantHeader qh;
-  if (Status st = QuantPeek(u.data, &qh); !st.ok()) {
-    return Refuse(msg, "bad_delta", st.message());
-  }
   const wire::TrainConfig& tc = *b.train;
-  // (A private partial comes unquantized, whatever the round's codec: its
-  // parent multiplies it by its devices.)
   const bool private_partial = u.within_clip >= 0;
-  if (private_partial && qh.bits != 32) {
-    return Refuse(msg, "wrong_codec",
-                  "a private partial aggregate is " +
-                      DescribeCodec(qh.bits, qh.block, qh.stochastic) + "; it must be 32-bit");
-  }
-  if (!private_partial &&
-      (qh.bits != tc.uplink_bits ||
-       (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding)))) {
-    return Refuse(msg, "wrong_codec",
-                  "delta is " + DescribeCodec(qh.bits, qh.block, qh.stochastic) +
-                      "; the round asked for " +
-                      DescribeCodec(tc.uplink_bits, tc.block, tc.stochastic_rounding));
-  }
-  // Values at the kept positions only: the mask is shared state. Decoded
-  // values are finite (QuantDecode bounds every scale).
-  if (Status st = QuantDecode(u.data, b.kept_count, delta); !st.ok()) {
-    return Refuse(msg, "bad_delta", st.message());
+  if (exact_sum) {
+    // The partial's checks below are those of its mean, what it moves the
+    // model by per example.
+    FixedSum sum;
+    if (Status st = DecodeFixedSum(u.data, b.kept_count, &sum); !st.ok()) {
+      return Refuse(msg, "bad_delta", st.message());
+    }
+    if (sum.weight != u.num_examples) {
+      return Refuse(msg, "relay_weight",
+                    "the partial sum is of weight " + std::to_string(sum.weight) +
+                        " and its UPDATE claims " + std::to_string(u.num_examples));
+    }
+    delta->resize(b.kept_count);
+    for (size_t i = 0; i < b.kept_count; ++i) {
+      (*delta)[i] = static_cast<float>(FixedMean(sum.values[i], sum.weight));
+    }
+  } else {
+    // The codec the TASK asked for, and nothing else.
+    QuantHeader qh;
+    if (Status st = QuantPeek(u.data, &qh); !st.ok()) {
+      return Refuse(msg, "bad_delta", st.message());
+    }
+    if (qh.bits != tc.uplink_bits ||
+        (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding))) {
+      return Refuse(msg, "wrong_codec",
+                    "delta is " + DescribeCodec(qh.bits, qh.block, qh.stochastic) +
+                        "; the round asked for " +
+                        DescribeCodec(tc.uplink_bits, tc.block, tc.stochastic_rounding));
+    }
+    // Values at the kept positions only: the mask is shared state. Decoded
+    // values are finite (QuantDecode bounds every scale).
+    if (Status st = QuantDecode(u.data, b.kept_count, delta); !st.ok()) {
+      return Refuse(msg, "bad_delta", st.message());
+    }
   }
   float max_abs = 0;
   const double norm = NormAndMaxAbs(*delta, &max_abs);
@@ -164,6 +189,13 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
     return Refuse(msg, "norm_too_large",
                   "delta L2 norm " + std::to_string(norm) + " exceeds the round's bound " +
                       std::to_string(b.norm_bound) + " (" + b.norm_bound_source + ")");
+  }
+  // Aggregation sums in fixed point (common/fixed_point.h): a value it
+  // cannot hold is refused here, not at the round's end.
+  if (!(max_abs < static_cast<float>(kFixedMaxAbs))) {
+    return Refuse(msg, "out_of_range",
+                  "a delta value of magnitude " + std::to_string(max_abs) +
+                      " is beyond the aggregation's fixed-point range (+-2^23 = 8388608)");
   }
   // |g + s (o + d)| <= max|g| + s (max|o| + max|d|): only an update that
   // could reach the limit is checked value by value.

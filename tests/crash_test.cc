@@ -255,8 +255,10 @@ TEST(CrashTest, PrivacyStateSurvivesACrash) {
   for (size_t r = 0; r < reference.csv_epsilon.size(); ++r) {
     accountant.Compose(1.0, 0.25);
     ASSERT_FALSE(reference.csv_epsilon[r].empty());
+    // The same accountant code on the same inputs; rounds.csv prints %.6g
+    // (run_store.cc), which is within 5e-6 relative.
     EXPECT_NEAR(std::stod(reference.csv_epsilon[r]), accountant.Epsilon(1e-5),
-                1e-5 * accountant.Epsilon(1e-5));
+                5e-6 * accountant.Epsilon(1e-5));
   }
   ExpectSameAfterCrashes(reference, dp, {"checkpoint:1", "ack:5"}, 121);
 }
@@ -274,6 +276,9 @@ TEST(CrashTest, FederatedPruningSurvivesACrash) {
   EXPECT_EQ(test::CountOf(reference.logs, "mask tightened"), 2) << reference.logs;
   auto model = ReadModelFile(base.path() + "/out/global.flm");
   ASSERT_FL_OK(model);
+  // Global pruning to llround(0.8 * 198,800) = 159,040 values: exactly the
+  // double 0.8, unless kept weights are exactly 0 and tie with the pruned
+  // ones (nth_element may then take either; each tie adds 5e-6).
   EXPECT_NEAR(PrunableSparsity(*model), 0.8, 0.001);
   // Every device trained on every mask.
   EXPECT_EQ(reference.csv_participants, (std::vector<int>{3, 3, 3})) << reference.logs;

@@ -30,11 +30,12 @@ TEST(FedAvgTest, WeightedByExampleCount) {
   o.updates = &ups;
   auto r = FedAvg(o);
   ASSERT_FL_OK(r);
-  // new = old + 0.25 * d1 + 0.75 * d2
-  EXPECT_FLOAT_EQ(r->tensors[0].values[0], 1.25f);
-  EXPECT_FLOAT_EQ(r->tensors[0].values[1], 5.0f);
-  EXPECT_FLOAT_EQ(r->tensors[0].values[2], 3.0f);
-  EXPECT_FLOAT_EQ(r->tensors[1].values[0], -1.0f);
+  // new = old + 0.25 * d1 + 0.75 * d2: integer sums, and quotients by 400
+  // that are exact, so every value is exact.
+  EXPECT_EQ(r->tensors[0].values[0], 1.25f);
+  EXPECT_EQ(r->tensors[0].values[1], 5.0f);
+  EXPECT_EQ(r->tensors[0].values[2], 3.0f);
+  EXPECT_EQ(r->tensors[1].values[0], -1.0f);
 }
 
 TEST(FedAvgTest, ManyClientsClosedForm) {
@@ -51,14 +52,17 @@ TEST(FedAvgTest, ManyClientsClosedForm) {
   o.updates = &ups;
   auto r = FedAvg(o);
   ASSERT_FL_OK(r);
+  // The weighted sum (333,300) and the total weight (5,050) are exact
+  // integers and their quotient is 66, so the model is exact too.
   const double expected = 2.0 * (K - 1) / 3.0;
-  for (float v : r->tensors[0].values) EXPECT_NEAR(v, 0.5 + expected, 1e-4);
-  EXPECT_NEAR(r->tensors[1].values[0], expected, 1e-4);
+  ASSERT_EQ(expected, 66.0);
+  for (float v : r->tensors[0].values) EXPECT_EQ(v, 66.5f);
+  EXPECT_EQ(r->tensors[1].values[0], 66.0f);
   // Server learning rate scales the step.
   o.server_lr = 0.5;
   auto half = FedAvg(o);
   ASSERT_FL_OK(half);
-  EXPECT_NEAR(half->tensors[1].values[0], expected / 2, 1e-4);
+  EXPECT_EQ(half->tensors[1].values[0], 33.0f);
 }
 
 TEST(FedAvgTest, DifferenceRoundTrip) {
@@ -129,10 +133,25 @@ TEST(FedAvgTest, OutOfRangeAverageLeavesTheModelUnchanged) {
   EXPECT_TRUE(st.IsInvalidArgument());
   EXPECT_NE(st.message().find("'w'"), std::string::npos) << st.ToString();
   EXPECT_EQ(global.tensors[0].values, before.tensors[0].values);
-  // fp32: a server learning rate that pushes past FLT_MAX is refused too (a
-  // double beyond FLT_MAX is never narrowed to float).
-  auto big = round(2.0, {0, std::numeric_limits<float>::max(), 0, 0});
-  EXPECT_TRUE(big->Finish(&global, std::numeric_limits<float>::max()).IsInvalidArgument());
+  // A delta beyond the fixed-point range (+-2^23, common/fixed_point.h) is
+  // refused when added, and nothing of it counts (a server refuses it on
+  // arrival, out_of_range).
+  {
+    StrategyOptions o;
+    auto big = std::move(MakeAggregator(o)).value();
+    big->Begin(4);
+    std::vector<float> huge = {0, std::numeric_limits<float>::max(), 0, 0};
+    EXPECT_TRUE(big->Add(1, &huge).IsInvalidArgument());
+    std::vector<float> edge = {0, 8388608.0f, 0, 0};
+    EXPECT_TRUE(big->Add(1, &edge).IsInvalidArgument());
+    EXPECT_EQ(big->count(), 0);
+    EXPECT_EQ(big->Finish(&global, std::numeric_limits<float>::max()).code(),
+              Status::Code::kFailedPrecondition);
+  }
+  // fp32: a step that pushes a value past what the server allows is refused
+  // too (the step is computed in double and never narrowed past the limit).
+  auto big = round(1e6, {0, 8e6f, 0, 0});
+  EXPECT_TRUE(big->Finish(&global, 1e12f).IsInvalidArgument());
   EXPECT_EQ(global.tensors[0].values, before.tensors[0].values);
   acc = round(1.0, {1, 70000, 1, 0});
   ASSERT_FL_OK(acc->Finish(&global, std::numeric_limits<float>::max()));  // within fp32

@@ -428,8 +428,10 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   accountant.Compose(0.5, 0.3, 3);
   const size_t at = priv.find("\"epsilon\": ");
   ASSERT_NE(at, std::string::npos) << priv;
+  // summary.json prints %.10g (JsonNumber in sim.cc): within 5e-10 relative,
+  // and the server composes round by round (a few ulps).
   EXPECT_NEAR(std::atof(priv.c_str() + at + 11), accountant.Epsilon(1e-5),
-              1e-6 * accountant.Epsilon(1e-5));
+              1e-9 * accountant.Epsilon(1e-5));
   const auto rows = test::ReadRoundsCsv(dir.path() + "/private/rounds.csv");
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_FALSE(rows[2].epsilon.empty());
@@ -474,6 +476,7 @@ TEST(IntegrationTest, SimulatedRelaysApplyRobustRulesToTheirClients) {
   EXPECT_NE(defended.find("\"topology\": {\"relays\": 2, \"relay_strategy\": \"median\"}"),
             std::string::npos)
       << defended;
+  // Observed: 9.8% and 95.7% (docs/relays.md; AMD EPYC, 2026-11-29).
   EXPECT_LT(accuracy(attacked), 0.5) << attacked;
   EXPECT_GT(accuracy(defended), 0.85) << defended;
   const auto rows = test::ReadRoundsCsv(dir.path() + "/median/rounds.csv");

@@ -84,7 +84,7 @@ TEST(ConfigFileTest, KeysAreFlagsAndFlagsOverrideTheFile) {
   EXPECT_TRUE(t.insecure);
   EXPECT_EQ(t.server, "tcp://a:1,tcp://b:2");  // one value: the list joined
   EXPECT_EQ(t.classes, (std::vector<std::string>{"cat", "dog"}));
-  EXPECT_DOUBLE_EQ(t.noise, 1.25);
+  EXPECT_EQ(t.noise, 1.25);  // a decimal a double holds exactly
   // The effective configuration, read back, is the same run.
   const std::string effective = EffectiveConfig(t.app);
   EXPECT_NE(effective.find("rounds = 3\n"), std::string::npos) << effective;
@@ -100,7 +100,7 @@ TEST(ConfigFileTest, KeysAreFlagsAndFlagsOverrideTheFile) {
   EXPECT_TRUE(u.insecure);
   EXPECT_EQ(u.server, t.server);
   EXPECT_EQ(u.classes, t.classes);
-  EXPECT_DOUBLE_EQ(u.noise, 1.25);
+  EXPECT_EQ(u.noise, 1.25);
 }
 
 // A key that names no flag is an error naming the key, its line, the file

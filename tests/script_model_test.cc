@@ -95,6 +95,10 @@ TEST_F(ScriptModelTest, ScriptCopyOfTheCnnTrainsLikeTheBuiltIn) {
   ASSERT_FL_OK(a);
   ASSERT_FL_OK(b);
   EXPECT_LT(b->last_epoch_loss, std::log(10.0));  // learning: below chance
+  // The same forward (bit for bit, above), but two backward passes: autograd
+  // through the C++ module and through the TorchScript graph, which may sum
+  // gradients in other orders, chosen by the CPU. Not derived; the difference
+  // was not recorded (README.md quotes the tolerance, not a measurement).
   EXPECT_NEAR(a->last_epoch_loss, b->last_epoch_loss, 1e-5);
   const ModelState ta = GetModelState("mnist_cnn", **builtin);
   const ModelState tb = GetModelState(*arch, **script);
@@ -105,7 +109,7 @@ TEST_F(ScriptModelTest, ScriptCopyOfTheCnnTrainsLikeTheBuiltIn) {
           std::max<double>(max_diff, std::fabs(ta.tensors[i].values[k] - tb.tensors[i].values[k]));
     }
   }
-  EXPECT_LT(max_diff, 1e-5) << "60 SGD steps from the same weights";
+  EXPECT_LT(max_diff, 1e-5) << "60 SGD steps from the same weights";  // as the loss above
 }
 
 // Masks, pruning and nested names work on any script: pruned weights stay
@@ -123,10 +127,11 @@ TEST_F(ScriptModelTest, PrunedScriptKeepsItsMask) {
   ASSERT_FL_OK(SetModelState(**model, s));
   TrainOptions o;
   o.lr = 0.1;
+  o.epochs = 2;  // (with one, the first epoch's loss is the last's)
   o.masks = MasksOf(s);
   auto stats = TrainLocal(**model, *shard_, o);
   ASSERT_FL_OK(stats);
-  EXPECT_LT(stats->last_epoch_loss, stats->first_epoch_loss + 1e-9);
+  EXPECT_LT(stats->last_epoch_loss, stats->first_epoch_loss);
   const ModelState after = GetModelState("x", **model);
   int64_t moved = 0;
   for (size_t i = 0; i < s.tensors.size(); ++i) {
@@ -358,6 +363,9 @@ def forward(self, x):
     (*model)->eval();
     const torch::Tensor served = (*model)->forward(x);
     (*model)->train();
+    // Both normalise with the running statistics, through the same batch_norm
+    // in one process: likely the same bits, but that is not checked; 1e-6 is
+    // not derived, and the difference was not recorded.
     EXPECT_LE((as_left - served).abs().max().item<double>(), 1e-6);
   }
   // Unfrozen, the same BatchNorm trains on batch statistics and moves them.
@@ -411,6 +419,11 @@ TEST_F(ScriptModelTest, FlSimFederatesTheScriptCopyLikeTheBuiltIn) {
   const std::string b = run(path, dir_.path() + "/script");
   ASSERT_FALSE(a.empty());
   EXPECT_GT(std::stod(b), 0.9);
+  // The aggregation is exact; what differs is the training (autograd of the
+  // C++ module or of the script, see ScriptCopyOfTheCnnTrainsLikeTheBuiltIn)
+  // and the evaluation (the built-in's oneDNN inference plan, the script's
+  // forward). 0.002, 20 of the 10,000 test images, is not derived, and the
+  // difference was not recorded.
   EXPECT_NEAR(std::stod(a), std::stod(b), 0.002) << "built-in " << a << ", TorchScript " << b;
 }
 

@@ -40,8 +40,12 @@ Dataset* TrainerTest::test_ = nullptr;
 
 TEST_F(TrainerTest, NormalisationMatchesMnistStatistics) {
   auto all = ToTensors(*train_);
-  EXPECT_NEAR(all.images.mean().item<double>(), 0.0, 0.01);
-  EXPECT_NEAR(all.images.std().item<double>(), 1.0, 0.01);
+  // Normalised with the published statistics, which are rounded to 4 decimals
+  // (<= 5e-5): the mean is then within 5e-5 / 0.3081 = 1.6e-4 of 0 and the
+  // std of 1 (MNIST's own: -1.28e-4 and +2.5e-5). ATen's float reductions over
+  // 47M values add ~1e-6.
+  EXPECT_NEAR(all.images.mean().item<double>(), 0.0, 5e-4);
+  EXPECT_NEAR(all.images.std().item<double>(), 1.0, 5e-4);
   EXPECT_EQ(all.labels.dtype(), torch::kInt64);
 }
 
@@ -61,6 +65,10 @@ TEST_F(TrainerTest, EvaluationPathsAgree) {
       (*model)->eval();
       auto x = test.images.slice(0, 0, 64);
       auto plan = (*model)->PrepareInference();
+      // Two kernels for the CNN: the plan's oneDNN convolutions in blocked
+      // layout (model_zoo.cc) and module forward's ATen convolution, which sum
+      // in other orders, chosen by the CPU's ISA. Not derived; the largest
+      // difference was not recorded. (The 2NN's plan is its forward.)
       EXPECT_TRUE(torch::allclose(plan(x), (*model)->forward(x), 1e-5, 1e-5)) << info.name;
       (*model)->train();
     }
@@ -73,6 +81,9 @@ TEST_F(TrainerTest, EvaluationPathsAgree) {
     ASSERT_FL_OK(on_floats);
     ASSERT_FL_OK(on_bytes);
     EXPECT_EQ(on_floats->accuracy, on_bytes->accuracy) << info.name;
+    // Batches of 1000 and of 100: the kernels may block another way and the
+    // batch losses are summed in other groups, so the last bits differ. Not
+    // derived; the difference was not recorded.
     EXPECT_NEAR(on_floats->mean_loss, on_bytes->mean_loss, 1e-5) << info.name;
     EXPECT_GT(on_bytes->accuracy, 0.5) << info.name;
     // A second model bound to the first one's weights evaluates the same.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
@@ -36,12 +37,24 @@ class UpdateCheckTest : public ::testing::Test {
 
   // An UPDATE of `delta` (32-bit) claiming `examples`, from `base`; from a
   // relay when `contributors` > 1 (a partial aggregate of that many devices).
-  // `within_clip` >= 0 makes it a private partial.
+  // `within_clip` >= 0 makes it a private partial. Codec "x": a relay's exact
+  // sum, `delta` being its mean, of `sum_weight` (-1: `examples`).
   void Make(std::vector<float> delta, int64_t examples = 80, std::string codec = "q",
-            uint32_t contributors = 1, int64_t within_clip = -1) {
+            uint32_t contributors = 1, int64_t within_clip = -1, int64_t sum_weight = -1) {
     QuantOptions q;
     q.bits = 32;
-    wire::Update u{examples, 0.5, 2.0, codec, QuantEncode(delta.data(), delta.size(), q)};
+    std::string data = QuantEncode(delta.data(), delta.size(), q);
+    if (codec == "x") {
+      FixedSum sum;
+      const int64_t w = sum_weight >= 0 ? sum_weight : examples;
+      if (w > 0) {
+        EXPECT_FL_OK(AddWeighted(&sum, w, delta.data(), delta.size()));
+      } else {
+        sum.values.assign(delta.size(), 0);
+      }
+      data = EncodeFixedSum(sum);
+    }
+    wire::Update u{examples, 0.5, 2.0, codec, data};
     u.contributors = contributors;
     u.within_clip = within_clip;
     wire::Envelope env;
@@ -150,7 +163,7 @@ TEST_F(UpdateCheckTest, EachRefusalHasItsReason) {
 // registered with nor the per-device cap applies).
 TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
   base_ = bounds_.base;
-  Make({0.1f, 0.2f, 0.3f}, 3000, "q", 4);
+  Make({0.1f, 0.2f, 0.3f}, 3000, "x", 4);
   EXPECT_EQ(Check(), "relay_weight");  // not a relay
   EXPECT_NE(message_.find("not an enrolled relay"), std::string::npos) << message_;
   bounds_.relay_devices = 3;
@@ -158,16 +171,30 @@ TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
   EXPECT_EQ(Check(), "relay_weight");  // 4 devices > 3
   EXPECT_NE(message_.find("--relay-devices"), std::string::npos) << message_;
   bounds_.relay_devices = 100;
-  Make({0.1f, 0.2f, 0.3f}, 4001, "q", 4);
+  Make({0.1f, 0.2f, 0.3f}, 4001, "x", 4);
   EXPECT_EQ(Check(), "relay_weight");  // 4001 > 4 x 1000
   EXPECT_NE(message_.find("4 device(s) x --max-examples 1000"), std::string::npos) << message_;
-  Make({0.1f, 0.2f, 0.3f}, 4000, "q", 4);
+  Make({0.1f, 0.2f, 0.3f}, 4000, "x", 4);
   AcceptedUpdate a;
   EXPECT_EQ(Check(&a), "");
   EXPECT_EQ(a.weight, 4000);  // above registered (100) and weight_cap (50)
+  // The checks saw its mean, what it moves the model by per example.
+  ASSERT_EQ(delta_.size(), 3u);
+  EXPECT_EQ(delta_[2], 0.3f);
+  // A relay hands up its exact sum, and the sum's weight is what it claims.
+  Make({0.1f, 0.2f, 0.3f}, 4000, "q", 4);
+  EXPECT_EQ(Check(), "wrong_codec");
+  EXPECT_NE(message_.find("is the relay older than the root?"), std::string::npos) << message_;
+  Make({0.1f, 0.2f, 0.3f}, 4000, "x", 4, -1, 400);
+  EXPECT_EQ(Check(), "relay_weight");
+  EXPECT_NE(message_.find("the partial sum is of weight 400 and its UPDATE claims 4000"),
+            std::string::npos)
+      << message_;
+  Make({0.1f, 0.2f}, 4000, "x", 4);  // two values for three kept
+  EXPECT_EQ(Check(), "bad_delta");
   // None of its devices answered: an empty partial, refused so the round
   // does not wait for it.
-  Make({0, 0, 0}, 0);
+  Make({0, 0, 0}, 0, "x");
   EXPECT_EQ(Check(), "relay_empty");
   // A participant that may send partials but is not known as a relay
   // (--relays any, before its first partial): its one-device update is a
@@ -177,26 +204,30 @@ TEST_F(UpdateCheckTest, ARelaysPartialIsBoundedByItsDevices) {
   Make({0.1f, 0.2f, 0.3f}, 80);
   EXPECT_EQ(Check(&a), "");
   EXPECT_EQ(a.weight, 50);
+  // ... and it cannot send an exact sum as a device.
+  Make({0.1f, 0.2f, 0.3f}, 80, "x");
+  EXPECT_EQ(Check(), "relay_weight");
   // An enrolled relay with one device behind it this round: no contributors
   // field, the relay's bound.
   bounds_.relay = true;
-  Make({0.1f, 0.2f, 0.3f}, 1001);
+  Make({0.1f, 0.2f, 0.3f}, 1001, "x");
   EXPECT_EQ(Check(), "relay_weight");
-  Make({0.1f, 0.2f, 0.3f}, 1000);
+  Make({0.1f, 0.2f, 0.3f}, 1000, "x");
   EXPECT_EQ(Check(&a), "");
   EXPECT_EQ(a.weight, 1000);
 }
 
-// Under central privacy a relay's partial is the mean of its devices' clipped
-// deltas, each weighing one, with their within-clip count: one without the
-// count, or weighing other than its devices, is refused; a private partial
-// is refused from a device and in a round that is not private.
+// Under central privacy a relay's partial is the exact sum of its devices'
+// clipped deltas, each weighing one, with their within-clip count: one
+// without the count, or weighing other than its devices, is refused; a
+// private partial is refused from a device and in a round that is not
+// private.
 TEST_F(UpdateCheckTest, APrivateRoundTakesOnlyPrivatePartialsFromRelays) {
   base_ = bounds_.base;
   bounds_.relay_devices = 100;
   bounds_.device_cap = 1000;
   bounds_.relay = true;
-  Make({0.1f, 0.2f, 0.3f}, 4, "q", 4, 3);
+  Make({0.1f, 0.2f, 0.3f}, 4, "x", 4, 3);
   EXPECT_EQ(Check(), "relay_private");  // the round is not private
   bounds_.private_partials = true;
   AcceptedUpdate a;
@@ -204,18 +235,18 @@ TEST_F(UpdateCheckTest, APrivateRoundTakesOnlyPrivatePartialsFromRelays) {
   EXPECT_EQ(a.weight, 4);
   EXPECT_EQ(a.contributors, 4);
   EXPECT_EQ(a.within_clip, 3);
-  Make({0.1f, 0.2f, 0.3f}, 4000, "q", 4);  // a relay that does not take part
+  Make({0.1f, 0.2f, 0.3f}, 4000, "x", 4);  // a relay that does not take part
   EXPECT_EQ(Check(), "relay_private");
   EXPECT_NE(message_.find("within-clip count"), std::string::npos) << message_;
-  Make({0.1f, 0.2f, 0.3f}, 40, "q", 4, 3);  // weighs more than one per device
+  Make({0.1f, 0.2f, 0.3f}, 40, "x", 4, 3);  // weighs more than one per device
   EXPECT_EQ(Check(), "relay_weight");
   EXPECT_NE(message_.find("one per device"), std::string::npos) << message_;
-  // It comes unquantized whatever the round's codec, and beyond the norm
-  // bound it is not refused (the aggregator clips it to the privacy clip).
+  // It is exact whatever the round's codec, and beyond the norm bound it is
+  // not refused (the aggregator clips it to the privacy clip).
   train_.uplink_bits = 8;
-  Make({30.0f, 0.2f, 0.3f}, 4, "q", 4, 3);
+  Make({30.0f, 0.2f, 0.3f}, 4, "x", 4, 3);
   EXPECT_EQ(Check(&a), "");
-  Make({30.0f, 0.2f, 0.3f}, 4, "q", 4);  // (without the count: refused first)
+  Make({30.0f, 0.2f, 0.3f}, 4, "x", 4);  // (without the count: refused first)
   EXPECT_EQ(Check(), "relay_private");
   train_.uplink_bits = 32;
   // A device's own update in a private round is as ever; a device cannot
@@ -227,6 +258,20 @@ TEST_F(UpdateCheckTest, APrivateRoundTakesOnlyPrivatePartialsFromRelays) {
   EXPECT_EQ(a.within_clip, -1);
   Make({0.1f, 0.2f, 0.3f}, 1, "q", 1, 1);
   EXPECT_EQ(Check(), "relay_weight");
+}
+
+// Aggregation sums in fixed point, up to 2^23 a value: a delta beyond it is
+// refused on arrival (out_of_range), even where no per-update range check
+// applies (step_scale 0, norm bound off).
+TEST_F(UpdateCheckTest, ADeltaBeyondTheFixedPointRangeIsRefused) {
+  base_ = bounds_.base;
+  bounds_.norm_bound = 0;
+  bounds_.step_scale = 0;
+  Make({8388607.0f, 0, 0});
+  EXPECT_EQ(Check(), "");
+  Make({0, -8388608.0f, 0});
+  EXPECT_EQ(Check(), "out_of_range");
+  EXPECT_NE(message_.find("fixed-point range"), std::string::npos) << message_;
 }
 
 TEST_F(UpdateCheckTest, IngressRefusesBeforeAnythingIsDecoded) {

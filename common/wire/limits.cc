@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <string>
 
+#include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/text.h"
 #include "common/wire/envelope.h"
@@ -27,6 +28,10 @@ Status OutOfRange(const char* field, const std::string& value, const std::string
 
 size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block) {
   return kUpdateOverheadBytes + kExtensionRoomBytes + QuantEncodedSize(kept_values, bits, block);
+}
+
+size_t ExactSumPayloadLimit(size_t kept_values) {
+  return kUpdateOverheadBytes + kExtensionRoomBytes + FixedSumEncodedSize(kept_values, 16);
 }
 
 size_t TaskPayloadLimit(size_t values, size_t tensors) {

@@ -48,6 +48,9 @@ constexpr size_t kUpdateOverheadBytes = 64;
 // is not refused as too large. (The 4 KiB of the small payloads leave more.)
 constexpr size_t kExtensionRoomBytes = 1024;
 size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block);
+// A relay's UPDATE: its exact partial sum (codec "x") of `kept_values`
+// values at the widest encoding, 16 bytes each (common/fixed_point.h).
+size_t ExactSumPayloadLimit(size_t kept_values);
 // A TASK carrying a model of `values` parameters in `tensors` tensors (fp32,
 // every mask present, tensor names up to 256 bytes). Both include
 // kExtensionRoomBytes.

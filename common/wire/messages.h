@@ -77,6 +77,10 @@ constexpr uint16_t kUpdateWithinClip = kCriticalExtension | 2;
 // Name of the delta codec: block-quantized values at the kept positions in
 // canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
 constexpr char kCodecQuant[] = "q";
+// Name of a relay's partial aggregate: the exact sum of its devices' weighted
+// deltas in fixed point, with their total weight (common/fixed_point.h), so
+// its parent adds integers and a relayed round ends where a flat one does.
+constexpr char kCodecExactSum[] = "x";
 
 // Client -> server: registration, repeated as a heartbeat while idle.
 struct Hello {

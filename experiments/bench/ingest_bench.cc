@@ -29,6 +29,7 @@
 
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/fixed_point.h"
 #include "common/model_zoo.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
@@ -68,8 +69,15 @@ void Generate(std::shared_ptr<transport::Context> ctx, const std::vector<std::st
   q.bits = bits;
   wire::Update u{600, 0.1, 1.0, wire::kCodecQuant, QuantEncode(delta.data(), delta.size(), q)};
   if (partial_of > 1) {
+    // A relay's partial: the exact sum of its devices' deltas (each the same
+    // one here) and their weight.
     u.num_examples = 600 * partial_of;
     u.contributors = static_cast<uint32_t>(partial_of);
+    u.codec = wire::kCodecExactSum;
+    FixedSum sum;
+    *status = AddWeighted(&sum, u.num_examples, delta.data(), delta.size());
+    if (!status->ok()) return;
+    u.data = EncodeFixedSum(sum);
   }
   const std::string payload = wire::Encode(u);
   const Sha256Digest digest = Sha256(payload);

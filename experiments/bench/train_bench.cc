@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/dataset.h"
 #include "common/model_zoo.h"
+#include "common/reproducible.h"
 #include "common/trainer.h"
 #include "experiments/bench/bench_util.h"
 #include "experiments/bench/script_models.h"
@@ -60,11 +61,21 @@ int main(int argc, char** argv) {
   for (const auto& info : fl::ListModels()) models.push_back(info.name);
   app.add_option("--model", models, "Models to measure: zoo names or TorchScript files (.pt)")
       ->capture_default_str();
+  bool reproducible = false;
+  app.add_flag("--reproducible", reproducible,
+               "Train as fl-sim --reproducible does (pinned kernels, oneDNN off, deterministic "
+               "algorithms): what reproducibility costs");
   bool script_copies = false;
   app.add_flag("--script-copies", script_copies,
                "Also measure a TorchScript copy of each zoo model (same weights and operations), "
                "to compare TorchScript with C++ modules");
   CLI11_PARSE(app, argc, argv);
+  if (reproducible) {
+    if (const fl::Status st = fl::BecomeReproducible(argv); !st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
   if (script_copies) {
     const std::vector<std::string> zoo = models;
     for (const auto& name : zoo) {
@@ -93,6 +104,8 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency());
   std::printf("LibTorch:   %s, intra-op threads %d\n", TORCH_VERSION, torch::get_num_threads());
   std::printf("BLAS:       %s\n", LoadedBlas().c_str());
+  std::printf("Kernels:    %s\n", reproducible ? fl::DescribeReproducibleSettings().c_str()
+                                               : "as the libraries picked them");
 #ifndef NDEBUG
   std::printf("WARNING: Assertions are enabled; benchmarks unnecessarily slow\n");
 #endif

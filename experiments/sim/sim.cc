@@ -35,6 +35,7 @@
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/partition.h"
+#include "common/reproducible.h"
 #include "common/text.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
@@ -539,6 +540,29 @@ class Relays {
   std::vector<std::unique_ptr<Relay>> relays_;
 };
 
+// True when the command line asks for --reproducible, itself or through its
+// --config file's [sim] reproducible (read here before anything starts;
+// errors in the file are Main's to report).
+bool WantsReproducible(int argc, char** argv) {
+  std::string config;
+  bool wanted = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reproducible" || a == "--reproducible=true" || a == "--reproducible=1") {
+      wanted = true;
+    } else if (a == "--reproducible=false" || a == "--reproducible=0") {
+      return false;
+    } else if (a == "--config" && i + 1 < argc) {
+      config = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      config = a.substr(9);
+    }
+  }
+  if (wanted || config.empty()) return wanted;
+  SimConfig c;
+  return LoadSimConfig(config, &c).ok() && c.reproducible;
+}
+
 int Main(int argc, char** argv, MpiWorld& world) {
   SimConfig c;
   std::string config_path;
@@ -634,6 +658,10 @@ int Main(int argc, char** argv, MpiWorld& world) {
   auto* o_stop = app.add_flag("--stop-at-target", stop_at_target,
                               "End the run once a round reaches the highest of the targets "
                               "(stop_at_target; resumable)");
+  bool reproducible = false;
+  auto* o_reproducible =
+      app.add_flag("--reproducible", reproducible,
+                   std::string(kReproducibleHelp) + " ([sim] reproducible)");
   app.add_flag("--quiet", quiet, "Print only the final table");
   app.add_flag("--resume", resume,
                "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
@@ -690,10 +718,20 @@ int Main(int argc, char** argv, MpiWorld& world) {
   if (*o_adv_fraction) c.adversary_fraction = adversary_fraction;
   if (*o_adv_kind) c.adversary_kind = adversary_kind;
   if (*o_adv_scale) c.adversary_scale = adversary_scale;
+  if (*o_reproducible) c.reproducible = reproducible;
   Status st = ValidateSimConfig(c);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 2;
+  }
+  if (c.reproducible) {
+    // (main() ran this process again with the pinned environment, before
+    // MPI started, when the flag or the config asked for it.)
+    st = BecomeReproducible(argv);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 2;
+    }
   }
   const bool folders = c.partition == "folders";
   const bool by_column = c.partition == "column";
@@ -753,6 +791,9 @@ int Main(int argc, char** argv, MpiWorld& world) {
       c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
+  if (c.reproducible) {
+    std::printf("        reproducible: %s\n", DescribeReproducibleSettings().c_str());
+  }
   if (ranks > 1) {
     std::printf(
         "        MPI: %d ranks; rank r hosts virtual clients r, r + %d, ... (%zu on rank 0), "
@@ -1102,6 +1143,11 @@ int Main(int argc, char** argv, MpiWorld& world) {
      << "  \"config\": " << JsonString(c.out + "/config.toml") << ",\n"
      << "  \"config_file\": " << JsonString(config_path) << ",\n"
      << "  \"seed\": " << c.seed << ",\n"
+     << "  \"reproducible\": " << (c.reproducible ? "true" : "false") << ",\n"
+     << "  \"kernels\": "
+     << JsonString(c.reproducible ? DescribeReproducibleSettings()
+                                  : "as this machine's libraries picked them (not --reproducible)")
+     << ",\n"
      << "  \"model\": " << JsonString(c.model) << ",\n"
      << "  \"clients\": " << c.clients << ",\n"
      << "  \"fraction\": " << JsonNumber(c.fraction) << ",\n"
@@ -1162,6 +1208,13 @@ int main(int argc, char** argv) {
                  "(apt-get install libopenmpi-dev, then rebuild); each rank would run the whole "
                  "simulation into the same --out\n",
                  launched);
+    return 2;
+  }
+  // --reproducible pins an environment that libraries read as they load:
+  // this process runs itself again with it, before MPI starts.
+  if (fl::WantsReproducible(argc, argv) && !fl::ReproducibleEnvironmentSet()) {
+    const fl::Status st = fl::PinReproducibleEnvironment(argv);  // returns only on failure
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 2;
   }
   fl::MpiWorld world(&argc, &argv);

@@ -203,6 +203,7 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   sim.Get("ingest_threads", &c->ingest_threads);
   sim.Get("out", &c->out);
   sim.Get("heartbeat", &c->heartbeat);
+  sim.Get("reproducible", &c->reproducible);
 
   TableReader security(root["security"].as_table(), "security.");
   security.Get("secure", &c->secure);
@@ -383,7 +384,8 @@ std::string SimConfigToToml(const SimConfig& c) {
       {"sim", toml::table{{"workers", c.workers},
                           {"ingest_threads", c.ingest_threads},
                           {"out", c.out},
-                          {"heartbeat", c.heartbeat}}},
+                          {"heartbeat", c.heartbeat},
+                          {"reproducible", c.reproducible}}},
       {"security", toml::table{{"secure", c.secure}}},
       {"topology", toml::table{{"relays", c.relays}, {"relay_strategy", c.relay_strategy}}},
   };

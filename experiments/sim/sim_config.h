@@ -25,7 +25,8 @@
 //   [devices]    slowdown_sigma, straggler_fraction, straggler_slowdown, dropout
 //                (heterogeneous devices: DeviceSlowdowns below)
 //   [sim]        workers (0 = one per core), ingest_threads (the server's; 0 = one per
-//                core), out, heartbeat
+//                core), out, heartbeat, reproducible (common/reproducible.h: the
+//                same seed gives the same model on any x86-64 machine with AVX2)
 //   [security]   secure (false: plaintext loopback; true: a generated identity per
 //                virtual client, CURVE transport, enrolled and signed, as deployed)
 //   [topology]   relays (0 = every client at the server; R: R relay aggregators
@@ -161,6 +162,10 @@ struct SimConfig {
   int ingest_threads{0};
   std::string out{"runs/sim"};
   double heartbeat{5.0};
+  // Pins the kernels and threads that differ between CPUs, and deterministic
+  // algorithms (common/reproducible.h); trains slower (README, "Reproducible
+  // runs").
+  bool reproducible{false};
 
   // [topology] relay aggregators between the server and the clients: the
   // server selects every relay each round ([federation] fraction then applies

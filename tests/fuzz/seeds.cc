@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/file_util.h"
+#include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/random.h"
 #include "common/wire/compact.h"
@@ -65,6 +66,15 @@ int Main(int argc, char** argv) {
     put("quant", "bits" + std::to_string(bits), enc);
     put("update", "bits" + std::to_string(bits),
         wire::Encode(wire::Update{600, 0.5, 1.0, wire::kCodecQuant, enc}));
+  }
+  {
+    FixedSum sum;
+    if (!AddWeighted(&sum, 2400, delta.data(), delta.size()).ok()) return 1;
+    const std::string enc = EncodeFixedSum(sum);
+    put("exact_sum", "w2400", enc);
+    wire::Update u{2400, 0.5, 1.0, wire::kCodecExactSum, enc};
+    u.contributors = 4;
+    put("update", "exact_sum", wire::Encode(u));
   }
   put("hello", "hello", wire::Encode(wire::Hello{600, "mnist_cnn", {wire::kCodecQuant}, 2.0}));
   put("hello", "hello_any", wire::Encode(wire::Hello{1, "", {"q", "x"}, 0.3}));

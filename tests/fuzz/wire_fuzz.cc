@@ -1,6 +1,6 @@
 // libFuzzer target for everything that parses bytes from the network or disk:
 // the envelope, every payload type, the compact model in a TASK, quantized
-// deltas and model files. Each must return an error, never crash, hang or
+// deltas, relays' exact sums and model files. Each must return an error, never crash, hang or
 // read out of bounds (AddressSanitizer).
 //
 //   cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DFL_BUILD_FUZZERS=ON
@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/wire/compact.h"
 #include "common/wire/envelope.h"
@@ -58,6 +59,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (float v : values) {
         if (!std::isfinite(v)) __builtin_trap();
       }
+    }
+  }
+  // A relay's exact sum on its own, with the count its header claims
+  // (bounded). Whatever it accepts is within range: its mean of every value
+  // is within +-2^23, and adding it to another such sum cannot overflow.
+  if (size >= fl::kFixedSumHeaderBytes) {
+    uint64_t count = 0;
+    for (int i = 0; i < 8; ++i) count |= static_cast<uint64_t>(data[16 + i]) << (8 * i);
+    fl::FixedSum sum;
+    if (count < (1u << 22) && fl::DecodeFixedSum(bytes, count, &sum).ok()) {
+      if (!fl::CheckSumRange(sum).ok()) __builtin_trap();
+      for (fl::FixedInt x : sum.values) {
+        if (!(std::fabs(fl::FixedMean(x, sum.weight)) <= fl::kFixedMaxAbs)) __builtin_trap();
+      }
+      fl::FixedSum twice = sum;
+      if (!fl::AddSum(&twice, sum).ok() && sum.weight <= INT64_MAX / 2) __builtin_trap();
     }
   }
   // A model file (the digest gate is checked first; the fuzzer also reaches the
