@@ -165,6 +165,11 @@ int main(int argc, char** argv) {
   fl::AddConfigFile(&app);
   CLI11_PARSE(app, argc, argv);
   if (reproducible) {
+    if (threads != 1) {
+      // (Several threads split a sum in another order.)
+      spdlog::error("--reproducible trains on one thread; drop --threads {}", threads);
+      return 2;
+    }
     if (const fl::Status st = fl::BecomeReproducible(argv); !st.ok()) {
       spdlog::error("{}", st.ToString());
       return 2;

@@ -17,7 +17,8 @@
 //          is computed, within 2^-52 relative of the exact quotient.
 // Rounding a value to 2^-40 is below a float's own rounding for |v| >= 2^-17
 // (7.6e-6): there the term is the float's exact value. The error of a mean is
-// at most 2^-41 per value (half a unit), whatever the number of terms.
+// at most 2^-41 per value (half a unit), whatever the number of terms, plus
+// the mean's own rounding to double (2^-52 relative).
 //
 // A relay's partial aggregate goes up as its exact sum (S, W): its parent adds
 // the integers, and a tree of relays ends where one server would.
@@ -66,6 +67,12 @@ int64_t DoubleToFixed(double v);
 // `x`, a number of units (|x| < 2^126), rounded to the nearest integer, ties
 // to even (a scaled sum: a capped relay's, a clipped private partial's).
 FixedInt RoundFixed(double x);
+
+// x as the nearest double (one instruction when it fits 64 bits).
+inline double FixedToDouble(FixedInt x) {
+  const auto narrow = static_cast<int64_t>(x);
+  return narrow == x ? static_cast<double>(narrow) : static_cast<double>(x);
+}
 
 // S / W / 2^40 in double (W > 0): double(S) / double(W), then scaled by
 // 2^-40; within 2^-52 relative of the exact value.

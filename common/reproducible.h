@@ -48,9 +48,8 @@ std::string DescribeReproducibleSettings();
 // environment is already pinned, returns OK; otherwise sets it and runs this
 // program again with `argv` (does not return on success). FailedPrecondition
 // on an x86-64 CPU without AVX2 and FMA (the pinned kernels need them);
-// Internal when the program cannot be run again. On other architectures the
-// environment is pinned the same way (threads, no oneDNN), and the kernels
-// are that architecture's: the same among its machines of one kind.
+// Internal when the program cannot be run again. FailedPrecondition on other
+// architectures: the pinned kernels are x86-64's.
 Status PinReproducibleEnvironment(char** argv);
 
 // The torch side: deterministic algorithms only (an op without one fails,

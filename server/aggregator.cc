@@ -162,6 +162,12 @@ class StrategyAggregator final : public Aggregator {
       std::vector<float> mean(n_);
       for (size_t i = 0; i < n_; ++i) {
         mean[i] = static_cast<float>(FixedMean(sum->values[i], sum->weight));
+        // (A mean a hair below 2^23 may round to it as a float: refused, as
+        // a device's value there would be.)
+        if (!(std::fabs(mean[i]) < static_cast<float>(kFixedMaxAbs))) {
+          return Status::InvalidArgument("value " + std::to_string(i) +
+                                         " of a partial's mean is beyond the fixed-point range");
+        }
       }
       if (ClipToNorm(&mean, o_.clip) < 1.0) ++clipped_;
       if (kind_.rule != Rule::kMean) {
@@ -229,6 +235,7 @@ class StrategyAggregator final : public Aggregator {
       // deltas it was taken from.
       const int64_t weight = sum_.weight;
       const std::vector<double> d = Combine();
+      if (d.size() != n_) return Status::Internal("the rule's aggregate has the wrong size");
       out->weight = weight;
       out->values.resize(n_);
       for (size_t i = 0; i < n_; ++i) {
@@ -399,7 +406,7 @@ class StrategyAggregator final : public Aggregator {
 
   double convex_step_scale() const override {
     // A private step is a noisy sum over an expected count, not a combination
-    // (and a relay's share takes no step: it hands up its mean).
+    // (and a relay's share takes no step: it hands up its sum).
     if (dp_.clips()) return 0.0;
     if (kind_.optimizer == ServerOptimizer::kSgd) return lr_;
     // With momentum the step is lr (beta m + D); a clipped delta mixes in the
@@ -691,12 +698,14 @@ std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, in
   const std::vector<double> scores = KrumScores(deltas, neighbours);
   std::vector<size_t> idx(k);
   std::iota(idx.begin(), idx.end(), 0);
-  // Ties go to the smaller delta (by value, lexicographically), so the
-  // choice does not depend on the order the deltas came in.
+  // Ties go to the delta whose bits compare lower (a total order: -0 and +0
+  // differ), so the choice does not depend on the order the deltas came in;
+  // only identical deltas stay tied, and either of them is the same choice.
   std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
     if (scores[a] != scores[b]) return scores[a] < scores[b];
-    return std::lexicographical_compare(deltas[a].begin(), deltas[a].end(), deltas[b].begin(),
-                                        deltas[b].end());
+    const size_t n = std::min(deltas[a].size(), deltas[b].size());
+    const int c = std::memcmp(deltas[a].data(), deltas[b].data(), n * sizeof(float));
+    return c != 0 ? c < 0 : deltas[a].size() < deltas[b].size();
   });
   idx.resize(std::min(std::max<size_t>(m, 1), k));
   return idx;

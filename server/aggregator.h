@@ -111,8 +111,8 @@ std::vector<double> TrimmedMean(const std::vector<std::vector<float>>& deltas, s
 // `neighbours` nearest other deltas (Blanchard et al. 2017 use n - f - 2).
 std::vector<double> KrumScores(const std::vector<std::vector<float>>& deltas, size_t neighbours);
 
-// Indexes of the `m` deltas with the lowest Krum score (ties: the
-// lexicographically smaller delta first, whatever the order they came in),
+// Indexes of the `m` deltas with the lowest Krum score (ties: the delta
+// whose bytes compare lower first, whatever the order they came in),
 // with neighbours = n - f - 2 clamped to [1, n - 1].
 std::vector<size_t> KrumSelect(const std::vector<std::vector<float>>& deltas, int f, size_t m);
 

@@ -280,8 +280,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-param-value", o.max_param_value,
                  "Largest magnitude a global model parameter may take; an update that would move "
-                 "one beyond it is refused (at most 65504 with --downlink fp16, 4194304 = 2^22 in any case: "
-                 "the fixed-point range of exact aggregation)")
+                 "one beyond it is refused (at most 65504 with --downlink fp16; below 4194304 = "
+                 "2^22 in any case: the fixed-point range of exact aggregation)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-examples", o.max_examples,

@@ -46,8 +46,8 @@ struct PrivacyOptions {
   double delta{1e-5};
   // A relay aggregator's share of its root's privacy (docs/relays.md): each
   // device's delta is clipped to `clip` and weighs one, as under privacy, but
-  // no noise is added and nothing is accounted for: the aggregate is the mean
-  // of the clipped deltas, which the root noises. Not set by a flag: a relay
+  // no noise is added and nothing is accounted for: the aggregate is the
+  // exact sum of the clipped deltas, which the root noises. Not set by a flag: a relay
   // takes it from its parent's TASK (wire::TrainConfig::dp_clip).
   bool relay{false};
 

@@ -7,10 +7,11 @@
 // examples its live devices registered with, takes the parent's TASK,
 // verifies it like any device would (the parent's signature, the model's
 // version), and answers with one UPDATE, signed with the relay's key: the
-// delta from the parent's model to base + the weighted mean of its devices'
-// deltas, their total weight as num_examples, and the number of devices as
-// its contributors (wire::kUpdateContributors). The parent's FedAvg over the
-// relays' partials is then its FedAvg over all their devices.
+// exact sum of its devices' weighted deltas (codec "x", common/fixed_point.h),
+// their total weight as num_examples, and the number of devices as its
+// contributors (wire::kUpdateContributors). The parent adds the integers, so
+// its FedAvg over the relays' partials is its FedAvg over all their devices,
+// bit for bit.
 #ifndef FEDGE_SERVER_RELAY_H_
 #define FEDGE_SERVER_RELAY_H_
 

@@ -330,8 +330,8 @@ struct Server::Impl {
   // bounds, and the updates it had acknowledged, whose devices are not asked
   // again.
   // A reopened log's partials were aggregated as this run aggregates them: a
-  // private round's are clipped means weighing one per device, any other a
-  // weighted mean, and the two do not mix.
+  // private round's are sums of clipped deltas weighing one per device, any
+  // other a weighted sum, and the two do not mix.
   Status CheckLoggedPartials(const WalContents& c) const {
     for (const auto& e : c.entries) {
       if (e.within_clip >= 0 && !o.privacy.enabled()) {
@@ -1273,8 +1273,6 @@ struct Server::Impl {
       return a.sender != b.sender ? a.sender < b.sender : a.offset < b.offset;
     });
     CapPartials(&order);
-    aggregated_weight = 0;
-    for (const auto& e : order) aggregated_weight += e.weight;
     // Each buffer goes as soon as it is done with, so the model-sized ones
     // that follow (the new version's encoding, the checkpoint, the next TASK)
     // reuse its memory rather than add to the server's peak.
@@ -1285,7 +1283,15 @@ struct Server::Impl {
       for (const auto& e : order) {
         std::string_view encoded;
         FL_RETURN_IF_ERROR(wal->ReadDelta(e, &buffer, &encoded));
-        FL_RETURN_IF_ERROR(AddLogged(e, encoded));
+        // An update its checks passed and the rule still cannot take (a
+        // partial's mean that rounds onto the fixed-point range's edge) is
+        // left out, the same way in a resumed run; the round goes on.
+        if (Status add = AddLogged(e, encoded); !add.ok()) {
+          spdlog::error("round {}: {}'s update is left out of the aggregate: {}", current_round,
+                        e.sender, add.message());
+          m.rejected["aggregation_refused"]++;
+          totals_rejected["aggregation_refused"]++;
+        }
       }
     }
     std::vector<float>().swap(delta);  // until the next round's first update
@@ -1294,8 +1300,10 @@ struct Server::Impl {
     m.clipped = aggregator->clipped();
     if (o.parent) {
       // A relay: its exact sum goes up as it is; the model stays the task's
-      // (the root steps, after its noise when its rounds are private).
-      return aggregator->FinishSum(&relay_sum);
+      // (the root steps, after its noise when its rounds are private). None
+      // left: an empty partial, which its parent refuses (relay_empty).
+      relay_sum = FixedSum();
+      return count == 0 ? Status::OK() : aggregator->FinishSum(&relay_sum);
     }
     // All or nothing: a step with a value out of range is not committed.
     if (trainable.empty()) {
@@ -1893,14 +1901,11 @@ struct Server::Impl {
   }
   // Relay mode, under the root's central privacy (the parent's TASK carried
   // wire::TrainConfig::dp_sampling_rate): this round's sampling rate and clip
-  // (0: not private), the aggregator of the round (the mean of clipped
+  // (0: not private), the aggregator of the round (the sum of clipped
   // deltas, PrivacyOptions::relay) and the relay's own, kept meanwhile.
   double relay_dp_rate{0};
   double relay_dp_clip{0};
   std::unique_ptr<Aggregator> relay_own_aggregator;
-  // The total weight of the updates the last aggregation used (partials as
-  // capped): a relay hands it up.
-  int64_t aggregated_weight{0};
   // Relay mode: the round's exact sum (Aggregator::FinishSum), handed up as
   // it is (in a private round, of the devices' clipped deltas).
   FixedSum relay_sum;
@@ -2403,8 +2408,8 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         o.max_examples, o.max_examples);
   }
   if (o.parent) {
-    // A relay hands its parent the weighted mean of its devices' deltas (or
-    // a robust rule's aggregate of them); server optimizers, privacy, pruning
+    // A relay hands its parent the exact weighted sum of its devices' deltas
+    // (or a robust rule's aggregate of them, as a sum); server optimizers, privacy, pruning
     // and asynchronous rounds belong to the root, which applies them to the
     // relays' partials (docs/relays.md).
     const std::string& name = o.strategy.name;
@@ -2493,12 +2498,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
     impl->aggregator = std::move(agg).value();
   }
   // A delta between two models within the limit is within twice it, and
-  // aggregation sums deltas in fixed point up to 2^23 (common/fixed_point.h).
+  // aggregation sums deltas in fixed point below 2^23 (common/fixed_point.h).
   if (!(std::isfinite(o.max_param_value) && o.max_param_value > 0 &&
-        o.max_param_value <= kFixedMaxAbs / 2)) {
+        o.max_param_value < kFixedMaxAbs / 2)) {
     return Status::InvalidArgument(
-        "--max-param-value must be > 0 and at most 4194304 (2^22: deltas between models within "
-        "it must fit the aggregation's fixed-point range of +-2^23)");
+        "--max-param-value must be > 0 and below 4194304 (2^22: deltas between models within "
+        "it must fit the aggregation's fixed-point range, below 2^23)");
   }
   if (o.max_examples < 1) return Status::InvalidArgument("--max-examples must be >= 1");
   if (!(o.lr_decay > 0 && o.lr_decay <= 1)) {

@@ -220,7 +220,8 @@ struct ServerOptions {
   // Relay aggregator (server/relay_link.h): the rounds come from a parent
   // aggregator through this link, not from `rounds`: each is the parent's
   // round, model and hyperparameters, run for this server's devices, and its
-  // result (base + weighted mean delta, total weight, devices) goes back up.
+  // result (the exact sum of the devices' weighted deltas, their total
+  // weight and count) goes back up.
   // Null: a root. Not owned.
   RelayLink* parent{nullptr};
   // Prometheus metrics (server/metrics.h, fl-server --metrics-port) the

@@ -99,9 +99,9 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
                   "sent codec '" +
                       Printable(u.codec) + "' (is the relay older than the root?)");
   }
-  // Under central privacy a relay hands up the exact sum of its devices' clipped
-  // deltas, each weighing one, with the count the adaptive clip needs; any
-  // other partial would be weighed as no device's sensitivity allows.
+  // Under central privacy a relay hands up the exact sum of its devices'
+  // clipped deltas, each weighing one, with the count the adaptive clip needs;
+  // any other partial would be weighed as no device's sensitivity allows.
   if (u.within_clip >= 0 && !as_relay) {
     return Refuse(msg, "relay_weight",
                   "a private partial aggregate from a participant that is not an enrolled relay "
@@ -115,7 +115,7 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   if (as_relay && b.private_partials) {
     if (u.within_clip < 0) {
       return Refuse(msg, "relay_private",
-                    "the round is private (central DP): a relay hands up the mean of its devices' "
+                    "the round is private (central DP): a relay hands up the sum of its devices' "
                     "clipped deltas with their within-clip count, and this partial has none (is "
                     "the relay older than the root?)");
     }
@@ -158,6 +158,8 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
                     "the partial sum is of weight " + std::to_string(sum.weight) +
                         " and its UPDATE claims " + std::to_string(u.num_examples));
     }
+    // (The aggregation's own arithmetic, FixedMean, so that what passes
+    // here is what a robust rule or clipping is later given.)
     delta->resize(b.kept_count);
     for (size_t i = 0; i < b.kept_count; ++i) {
       (*delta)[i] = static_cast<float>(FixedMean(sum.values[i], sum.weight));

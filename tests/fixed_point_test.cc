@@ -183,12 +183,42 @@ TEST(FixedPointTest, TheEncodingIsSizedExactlyAndTheDecoderRefusesEveryBadField)
   big[kFixedSumHeaderBytes + 8] = 0;
   big[kFixedSumHeaderBytes + 9] = 1;  // 2^72
   EXPECT_TRUE(DecodeFixedSum(big, 1, &out).IsCorruption());
+  // The most negative 128-bit value (whose negation overflows) is out of
+  // range for any weight, and refused.
+  std::string most_negative(kFixedSumHeaderBytes + 16, '\0');
+  most_negative[0] = static_cast<char>(kFixedSumMagic);
+  most_negative[1] = 16;
+  most_negative[2] = 40;
+  most_negative[8] = 1;   // weight 1
+  most_negative[16] = 1;  // one value
+  most_negative[kFixedSumHeaderBytes + 15] = static_cast<char>(0x80);
+  EXPECT_TRUE(DecodeFixedSum(most_negative, 1, &out).IsCorruption());
   // Negative values sign-extend from any width.
   FixedSum neg;
   const std::vector<float> n = {-1e-12f, -7.0f};
   ASSERT_FL_OK(AddWeighted(&neg, 1, n.data(), n.size()));
   ASSERT_FL_OK(DecodeFixedSum(EncodeFixedSum(neg), 2, &out));
   EXPECT_TRUE(out.values == neg.values);
+}
+
+// Every width from 1 to 16 bytes round-trips, at both ends of its range.
+TEST(FixedPointTest, EveryWidthRoundTrips) {
+  for (int width = 1; width <= 16; ++width) {
+    // (At 16 bytes, the range check's bound: |S| < W * 2^63, W = 2^63 - 1.)
+    const FixedInt bound =
+        static_cast<FixedInt>(std::numeric_limits<int64_t>::max()) << 63;
+    const FixedInt top =
+        width == 16 ? bound - 1 : (static_cast<FixedInt>(1) << (8 * width - 1)) - 1;
+    const FixedInt bottom = width == 16 ? -bound + 1 : -top - 1;
+    FixedSum s;
+    s.weight = std::numeric_limits<int64_t>::max();
+    s.values = {top, bottom, 0, -1, 1};
+    const std::string enc = EncodeFixedSum(s);
+    ASSERT_EQ(static_cast<uint8_t>(enc[1]), width) << width;
+    FixedSum back;
+    ASSERT_FL_OK(DecodeFixedSum(enc, 5, &back));
+    EXPECT_TRUE(back.values == s.values) << width;
+  }
 }
 
 }  // namespace

@@ -1054,24 +1054,25 @@ TEST_F(PoisoningTest, AnUpdateThatWouldPushAValueOutOfRangeIsRefused) {
   };
   Check({"fp32_out_of_range", 600, 600, 1, huge,
          [](ServerOptions* so) { so->update_norm_factor = 0; }, "out_of_range"});
-  // fp16: even with --max-param-value raised (to its most, 2^22), 65504 holds.
+  // fp16: even with --max-param-value raised (to its most, below 2^22), 65504
+  // holds.
   Check({"fp16_out_of_range", 600, 600, 1, huge,
          [](ServerOptions* so) {
            so->downlink = wire::ValueFormat::kFp16;
            so->update_norm_factor = 0;
-           so->max_param_value = 4194304;
+           so->max_param_value = 4194303;
          },
          "out_of_range"});
   // Aggregation sums in fixed point: a value beyond its range (+-2^23) is
   // refused on arrival, not at the round's end, even with the parameter
-  // range at its most (2^22). (UpdateCheckTest.ADeltaBeyondTheFixedPointRange-
+  // range at its most (below 2^22). (UpdateCheckTest.ADeltaBeyondTheFixedPointRange-
   // IsRefused: where no per-update range check applies at all.)
   auto beyond = [](size_t n, const wire::TrainConfig& c) {
     return CraftedQuantDelta(n, c, 1e5f, 254);  // every value 1.27e7
   };
   Check({"beyond_fixed_point_range", 600, 600, 1, beyond,
          [](ServerOptions* so) {
-           so->max_param_value = 4194304;
+           so->max_param_value = 4194303;
            so->update_norm_factor = 0;
          },
          "out_of_range"});

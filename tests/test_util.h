@@ -72,7 +72,7 @@ inline std::string MnistDir() {
 }
 
 // A split of MNIST, normalised with its published statistics (what the tools'
-// --normalize auto computes, within 1e-4).
+// --normalize auto computes, within their 4-decimal rounding, 5e-5).
 inline Result<Dataset> LoadMnist(Split split) {
   auto d = LoadMnistFolder(MnistDir(), split);
   if (d.ok()) d->normalization = MnistNormalization();

@@ -4,8 +4,8 @@
 // values (1,663,370 dense, or 10% of them at 90% sparsity) are added and the
 // step applied, as the server does from its round log. Google Benchmark
 // reports time per round and updates/s (items_per_second). DP variants add the
-// Gaussian noise and the accountant. Memory: the mean rules hold one double
-// per kept value, the robust ones K floats per kept value, the adaptive
+// Gaussian noise and the accountant. Memory: the mean rules hold one 128-bit
+// integer (exact sum) per kept value, the robust ones K floats per kept value, the adaptive
 // optimizers two more floats.
 //
 //   fl-bench-aggregate [--benchmark_filter=...]

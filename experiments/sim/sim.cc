@@ -545,20 +545,22 @@ class Relays {
 // errors in the file are Main's to report).
 bool WantsReproducible(int argc, char** argv) {
   std::string config;
-  bool wanted = false;
+  int flag = -1;  // the last --reproducible[=VALUE] given: 1, 0; -1: none
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--reproducible" || a == "--reproducible=true" || a == "--reproducible=1") {
-      wanted = true;
-    } else if (a == "--reproducible=false" || a == "--reproducible=0") {
-      return false;
+    if (a == "--reproducible") {
+      flag = 1;
+    } else if (a.rfind("--reproducible=", 0) == 0) {
+      // CLI11's words for a flag's value.
+      const std::string v = a.substr(15);
+      flag = v == "false" || v == "0" || v == "no" || v == "off" || v == "disable" ? 0 : 1;
     } else if (a == "--config" && i + 1 < argc) {
       config = argv[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       config = a.substr(9);
     }
   }
-  if (wanted || config.empty()) return wanted;
+  if (flag >= 0 || config.empty()) return flag == 1;
   SimConfig c;
   return LoadSimConfig(config, &c).ok() && c.reproducible;
 }
@@ -725,13 +727,16 @@ int Main(int argc, char** argv, MpiWorld& world) {
     return 2;
   }
   if (c.reproducible) {
-    // (main() ran this process again with the pinned environment, before
-    // MPI started, when the flag or the config asked for it.)
-    st = BecomeReproducible(argv);
-    if (!st.ok()) {
-      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    // main() ran this process again with the pinned environment, before MPI
+    // started, when the flag or the config asked for it; it is not run again
+    // from here, after MPI started.
+    if (!ReproducibleEnvironmentSet()) {
+      std::fprintf(stderr,
+                   "error: --reproducible was not seen before the start (give it as "
+                   "--reproducible or [sim] reproducible = true)\n");
       return 2;
     }
+    UseDeterministicKernels();
   }
   const bool folders = c.partition == "folders";
   const bool by_column = c.partition == "column";
