@@ -330,8 +330,8 @@ TEST(IntegrationTest, SecureSimulationWithManyClientsIsReproducible) {
 // mpirun -np 3 fl-sim spreads the virtual clients over 3 processes (rank 0
 // also runs the server; the others reach it over ZeroMQ, CURVE and signed
 // messages as deployed devices do) and ends with the model, byte for byte,
-// of the same simulation in one process. Skipped where Open MPI's mpirun is
-// not installed (scripts/setup.sh installs it).
+// of the same simulation in one process, both with --reproducible. Skipped
+// where Open MPI's mpirun is not installed (scripts/setup.sh installs it).
 TEST(IntegrationTest, MpiRunEndsWithTheSingleProcessModel) {
   std::string mpirun;
   if (FILE* p = popen("command -v mpirun", "r")) {
@@ -357,9 +357,17 @@ TEST(IntegrationTest, MpiRunEndsWithTheSingleProcessModel) {
   if (version.Log().find("Open MPI") == std::string::npos) {
     GTEST_SKIP() << "not Open MPI's mpirun (the test uses --oversubscribe)";
   }
-  const std::vector<std::string> args = {
+  std::vector<std::string> args = {
       "--model", "mnist_2nn", "--clients", "30",     "--fraction",     "0.5",     "--rounds",
       "2",       "--epochs",  "1",         "--data", test::MnistDir(), "--secure"};
+  // --reproducible too, where the CPU takes it (AVX2 and FMA): each rank
+  // runs itself again with the pinned kernels before MPI starts.
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    args.push_back("--reproducible");
+  }
+#endif
   auto one = args;
   one.insert(one.end(), {"--out", dir.path() + "/one"});
   test::Process single(kSim, one, dir.path() + "/one.log");

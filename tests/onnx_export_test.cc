@@ -4,9 +4,11 @@
 #include "common/onnx_export.h"
 
 #include <gtest/gtest.h>
+
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "common/file_util.h"
@@ -402,10 +404,14 @@ TEST(OnnxExportTest, AFederatedBatchNormModelRunsInOnnxRuntime) {
   ASSERT_FL_OK(cpp_model);
   ASSERT_FL_OK(SetModelState(**cpp_model, as_cpp));
   // Two TorchScript graphs (scripted in PyTorch, written in C++) in one
-  // process, calling the same ATen operators in the same order: likely the
-  // same bits, but that is not checked; 1e-5 is not derived, and the largest
-  // difference was not recorded.
-  EXPECT_LE((FedgeLogits(**cpp_model, *t10k) - fedge).abs().max().item<double>(), 1e-5);
+  // process, calling the same ATen operators in the same order: measured
+  // (printed) 0 on an AMD EPYC, 2026-12-07; 1e-5 is not derived, and leaves
+  // room for a CPU whose kernels the two graphs reach otherwise.
+  const double cpp_vs_scripted =
+      (FedgeLogits(**cpp_model, *t10k) - fedge).abs().max().item<double>();
+  std::printf("C++-written vs scripted BatchNorm CNN: largest logit difference %.3g\n",
+              cpp_vs_scripted);
+  EXPECT_LE(cpp_vs_scripted, 1e-5);
 
   for (const auto& [flm, script] :
        {std::pair<std::string, std::string>{dir.path() + "/run/global.flm", pt},
