@@ -184,57 +184,70 @@ size_t LocalClient::TaskPayloadLimit() const {
   return largest;
 }
 
-Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
+Status LocalClient::Adopt(const FitIns& ins) {
   FL_RETURN_IF_ERROR(Prepare(ins.parameters.architecture));
-  const Normalization& want = ins.normalization;
-  if (!want.empty() &&
-      (want.mean != impl_->raw.normalization.mean || want.std != impl_->raw.normalization.std)) {
-    FL_RETURN_IF_ERROR(CheckNormalization(impl_->raw, want, "the TASK's normalisation"));
-    spdlog::info("normalising this device's data as the federation does: {} (was {})",
-                 want.ToString(),
-                 impl_->raw.normalization.empty() ? std::string("none")
-                                                  : impl_->raw.normalization.ToString());
-    impl_->raw.normalization = want;
-    try {
-      impl_->shard = ToTensors(impl_->raw);
-    } catch (const c10::Error& e) {
-      return Status::Internal("normalising the client's shard", e.what_without_backtrace());
-    }
+  FL_RETURN_IF_ERROR(AdoptNormalization(ins.normalization));
+  return AdoptClassNames(ins.class_names);
+}
+
+Status LocalClient::AdoptNormalization(const Normalization& want) {
+  if (want.empty() ||
+      (want.mean == impl_->raw.normalization.mean && want.std == impl_->raw.normalization.std)) {
+    return Status::OK();
   }
-  if (!ins.class_names.empty() && !impl_->raw.class_names.empty() &&
-      ins.class_names != impl_->raw.class_names) {
-    // A device that lacks a class (or lists them in another order) numbers
-    // its classes as the federation does. One whose class the federation does
-    // not have cannot take part: FailedPrecondition stops it with the reason.
-    // Renumbered on a copy, kept only when the model takes it.
-    Dataset renumbered = impl_->raw;
-    if (Status st = UseClassNames(&renumbered, ins.class_names, "this device's data"); !st.ok()) {
-      return Status::FailedPrecondition(st.message());
-    }
-    if (Status st =
-            CheckModelFitsData(*impl_->model->model, impl_->architecture, impl_->sample_shape,
-                               renumbered.num_classes, "the federation's classes");
-        !st.ok()) {
-      return Status::FailedPrecondition(st.message());
-    }
-    const std::vector<std::string> had = std::move(impl_->raw.class_names);
-    impl_->raw = std::move(renumbered);
-    std::string mapping;
-    for (size_t i = 0; i < had.size(); ++i) {
-      const size_t to =
-          static_cast<size_t>(std::find(ins.class_names.begin(), ins.class_names.end(), had[i]) -
-                              ins.class_names.begin());
-      mapping += (i ? ", " : "") + Printable(had[i]) + " " + std::to_string(to);
-    }
-    spdlog::info("numbering this device's classes as the federation does ({} classes): {}",
-                 ins.class_names.size(), mapping);
-    impl_->num_classes = impl_->raw.num_classes;
-    try {
-      impl_->shard = ToTensors(impl_->raw);
-    } catch (const c10::Error& e) {
-      return Status::Internal("relabelling the client's shard", e.what_without_backtrace());
-    }
+  FL_RETURN_IF_ERROR(CheckNormalization(impl_->raw, want, "the TASK's normalisation"));
+  spdlog::info("normalising this device's data as the federation does: {} (was {})",
+               want.ToString(),
+               impl_->raw.normalization.empty() ? std::string("none")
+                                                : impl_->raw.normalization.ToString());
+  impl_->raw.normalization = want;
+  try {
+    impl_->shard = ToTensors(impl_->raw);
+  } catch (const c10::Error& e) {
+    return Status::Internal("normalising the client's shard", e.what_without_backtrace());
   }
+  return Status::OK();
+}
+
+// A device that lacks a class (or lists them in another order) numbers its
+// classes as the federation does. One whose class the federation does not
+// have cannot take part: FailedPrecondition stops it with the reason.
+// Renumbered on a copy, kept only when the model takes it.
+Status LocalClient::AdoptClassNames(const std::vector<std::string>& names) {
+  if (names.empty() || impl_->raw.class_names.empty() || names == impl_->raw.class_names) {
+    return Status::OK();
+  }
+  Dataset renumbered = impl_->raw;
+  if (Status st = UseClassNames(&renumbered, names, "this device's data"); !st.ok()) {
+    return Status::FailedPrecondition(st.message());
+  }
+  if (Status st = CheckModelFitsData(*impl_->model->model, impl_->architecture,
+                                     impl_->sample_shape, renumbered.num_classes,
+                                     "the federation's classes");
+      !st.ok()) {
+    return Status::FailedPrecondition(st.message());
+  }
+  const std::vector<std::string> had = std::move(impl_->raw.class_names);
+  impl_->raw = std::move(renumbered);
+  std::string mapping;
+  for (size_t i = 0; i < had.size(); ++i) {
+    const size_t to =
+        static_cast<size_t>(std::find(names.begin(), names.end(), had[i]) - names.begin());
+    mapping += (i ? ", " : "") + Printable(had[i]) + " " + std::to_string(to);
+  }
+  spdlog::info("numbering this device's classes as the federation does ({} classes): {}",
+               names.size(), mapping);
+  impl_->num_classes = impl_->raw.num_classes;
+  try {
+    impl_->shard = ToTensors(impl_->raw);
+  } catch (const c10::Error& e) {
+    return Status::Internal("relabelling the client's shard", e.what_without_backtrace());
+  }
+  return Status::OK();
+}
+
+Result<FitRes> LocalClient::Fit(const FitIns& ins, const EpochCallback& on_epoch) {
+  FL_RETURN_IF_ERROR(Adopt(ins));
   Model& model = *impl_->model->model;
   FL_RETURN_IF_ERROR(SetModelState(model, ins.parameters));
   TrainOptions opts;

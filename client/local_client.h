@@ -90,6 +90,11 @@ class LocalClient final : public Participant {
  private:
   // Makes the model `architecture` (see Layout for the errors).
   Status Prepare(const std::string& architecture);
+  // What a TASK changed, adopted before training: the architecture, the
+  // federation's normalisation and its class numbering.
+  Status Adopt(const FitIns& ins);
+  Status AdoptNormalization(const Normalization& want);
+  Status AdoptClassNames(const std::vector<std::string>& names);
 
   struct Impl;
   explicit LocalClient(std::unique_ptr<Impl> impl);

@@ -14,10 +14,11 @@
 #include <variant>
 
 #include "client/device_state.h"
+#include "client/result_filters.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/progress.h"
-#include "common/quant_codec.h"
+#include "common/codec.h"
 #include "common/random.h"
 #include "common/text.h"
 #include "common/wire/envelope.h"
@@ -98,8 +99,10 @@ struct ClientSession::Impl {
   std::string last_hello_reject;
   // Last CURVE handshake failure (logged once until it changes).
   std::string last_handshake_error;
-  // Quantization residual carried between rounds (error feedback).
+  // Quantization residual carried between rounds (error feedback), and the
+  // filters on each result (client/result_filters.h), made by Start.
   ErrorFeedback feedback;
+  FilterChain filters;
   // An UPDATE sent and not yet answered (ACK or REJECT).
   bool update_unanswered{false};
   // --state-dir: the device's totals before this run (client/device_state.h).
@@ -183,8 +186,6 @@ struct ClientSession::Impl {
     double due{0};
   };
   std::optional<SlowUpdate> slow;
-  // Draws of the dropout (seeded in Start, per device).
-  Random faults{1};
   // FNV-1a of the client id: mixed into seeds so that devices draw apart.
   uint64_t IdHash() const {
     uint64_t h = 1469598103934665603ULL;
@@ -278,7 +279,7 @@ struct ClientSession::Impl {
     wire::Hello h;
     h.num_examples = client->num_examples();
     h.architecture = client->architecture();
-    h.codecs = {wire::kCodecQuant};
+    h.codecs = CodecNames();
     h.heartbeat_seconds = o.heartbeat_seconds;
     h.takes_model_code = TakesModelCode();
     h.devices = client->devices();
@@ -346,192 +347,159 @@ struct ClientSession::Impl {
     return false;
   }
 
-  Status HandleTask(const wire::Envelope& env, const std::string& raw_envelope,
-                    VerifiedMessage& msg) {
-    const double received_at = NowSeconds();
-    if (held && held->round == env.round) {
-      return Status::OK();  // trained already: its update waits for the grant
+  // Whether a TASK of this round is one to train: not one trained already
+  // (its update held back or waiting for the grant), not a replay.
+  bool WantsTask(const wire::Envelope& env) {
+    if ((held && held->round == env.round) || (slow && slow->update.round == env.round)) {
+      return false;  // trained already
     }
     if (env.round < task_round_floor) {
       Bad("TASK for round " + std::to_string(env.round) + ", the server is at round " +
           std::to_string(task_round_floor) + " (a replay)");
-      return Status::OK();
-    }
-    if (slow && slow->update.round == env.round) {
-      return Status::OK();  // trained already: its update is held back by the slowdown
+      return false;
     }
     if (slow && env.round > slow->update.round) {
       slow.reset();  // an update held for an earlier round is of no use now
     }
+    return true;
+  }
+
+  // Decodes and checks a TASK: its model is the one its envelope names (and,
+  // with a pinned root key, the root's), its configuration is sane, a model
+  // file it carries is adopted, and its layout is this participant's.
+  // Nothing is allocated for the model before its configuration and layout
+  // are known to be sane: a hostile server's block of 2^32 or shape of 2^34
+  // values ends here. Nullopt (said why, or `fatal` set) otherwise.
+  std::optional<wire::Task> ReadTask(const wire::Envelope& env, const std::string& raw,
+                                     VerifiedMessage& msg) {
     wire::Task task;
     Status st = msg.Decode(&task);
     msg.ReleasePayload();
-    if (!st.ok()) {
-      Bad(st.ToString());
-      return Status::OK();
-    }
+    if (!st.ok()) return Refused(st.ToString());
     if (ModelVersion(task.model) != env.model_version) {
-      Bad("TASK model does not match the version in its envelope");
-      return Status::OK();
+      return Refused("TASK model does not match the version in its envelope");
     }
-    if (!ModelIsTheRoots(env, raw_envelope, task)) return Status::OK();
-    // Nothing is allocated for the model before its configuration and layout
-    // are known to be sane: a hostile server's block of 2^32 or shape of 2^34
-    // values ends here.
-    st = wire::CheckTrainConfig(task.config);
-    if (!st.ok()) {
-      Bad("TASK refused: " + st.message());
-      return Status::OK();
+    if (!ModelIsTheRoots(env, raw, task)) return std::nullopt;
+    if (st = wire::CheckTrainConfig(task.config); !st.ok()) {
+      return Refused("TASK refused: " + st.message());
     }
     // The file comes with every TASK until the server hears that this device
     // has it; once adopted, later copies are dropped unread.
     if (!task.model_code.empty() && client->architecture() != task.model.architecture) {
       st = AdoptModelCode(task);
-      task.model_code.clear();
-      if (st.code() == Status::Code::kFailedPrecondition) {
-        fatal = st;
-        return Status::OK();
-      }
-      if (!st.ok()) {
-        Bad("TASK's model file refused: " + st.ToString());
-        return Status::OK();
-      }
+      if (st.code() == Status::Code::kFailedPrecondition) return Fatal(st);
+      if (!st.ok()) return Refused("TASK's model file refused: " + st.ToString());
     }
     task.model_code.clear();
     auto layout = client->Layout(task.model.architecture);
     if (!layout.ok() && layout.status().code() == Status::Code::kFailedPrecondition) {
-      fatal = layout.status();
-      return Status::OK();
+      return Fatal(layout.status());
     }
     st = layout.ok() ? CheckLayout(task.model, *layout) : layout.status();
-    if (!st.ok()) {
-      Bad("TASK model refused: " + st.message());
-      return Status::OK();
-    }
+    if (!st.ok()) return Refused("TASK model refused: " + st.message());
+    return task;
+  }
+  std::nullopt_t Refused(const std::string& why) {
+    Bad(why);
+    return std::nullopt;
+  }
+  std::nullopt_t Fatal(Status st) {
+    fatal = std::move(st);
+    return std::nullopt;
+  }
 
+  // The training instructions of `task` (its model expanded: the TASK's
+  // compact copy is freed).
+  std::optional<FitIns> FitInsOf(const wire::Envelope& env, const std::string& raw,
+                                 wire::Task* task) {
     FitIns ins;
     // What a relay hands on: the root's endorsement (this TASK's own envelope
     // when it came from the root) and the model's format.
-    ins.root_endorsement = task.root_endorsement.empty() ? raw_envelope : task.root_endorsement;
-    ins.model_format = static_cast<wire::ValueFormat>(task.model.format);  // (Expand checks it)
-    st = wire::Expand(task.model, &ins.parameters);
-    task.model = wire::CompactModel();
-    if (!st.ok()) {
-      Bad("TASK model: " + st.ToString());
-      return Status::OK();
-    }
-    ins.epochs = task.config.epochs;
-    ins.batch_size = task.config.batch_size;
-    ins.lr = task.config.lr;
-    ins.momentum = task.config.momentum;
-    ins.weight_decay = task.config.weight_decay;
-    ins.proximal_mu = task.config.proximal_mu;
-    ins.trainable = task.config.trainable;
-    ins.class_names = task.config.class_names;
-    ins.normalization.mean = task.config.normalize_mean;
-    ins.normalization.std = task.config.normalize_std;
+    ins.root_endorsement = task->root_endorsement.empty() ? raw : task->root_endorsement;
+    ins.model_format = static_cast<wire::ValueFormat>(task->model.format);  // (Expand checks it)
+    Status st = wire::Expand(task->model, &ins.parameters);
+    task->model = wire::CompactModel();
+    if (!st.ok()) return Refused("TASK model: " + st.ToString());
+    const wire::TrainConfig& c = task->config;
+    ins.epochs = c.epochs;
+    ins.batch_size = c.batch_size;
+    ins.lr = c.lr;
+    ins.momentum = c.momentum;
+    ins.weight_decay = c.weight_decay;
+    ins.proximal_mu = c.proximal_mu;
+    ins.trainable = c.trainable;
+    ins.class_names = c.class_names;
+    ins.normalization.mean = c.normalize_mean;
+    ins.normalization.std = c.normalize_std;
     // Each client shuffles differently within a round: mix its id into the
     // round's seed (FNV-1a), so runs stay reproducible given the server's seed.
-    ins.seed = task.config.seed ^ IdHash();
+    ins.seed = c.seed ^ IdHash();
     ins.round = env.round;
-    ins.config = task.config;
-    QuantOptions q;
-    q.bits = task.config.uplink_bits;
-    q.block = task.config.block;
-    q.stochastic = task.config.stochastic_rounding;
-    q.seed = ins.seed;
+    ins.config = c;
+    return ins;
+  }
+
+  // Trains `ins` into `out->res`. False (said why, or `fatal` set) when the
+  // participant cannot.
+  bool Train(const wire::Envelope& env, FitIns* ins, Outgoing* out) {
     if (o.verbose) {
       spdlog::info("[{}] round {}: training E={} B={} lr={}{} on {} samples", o.id, env.round,
-                   ins.epochs, ins.batch_size, ins.lr,
-                   ins.proximal_mu > 0 ? fmt::format(" mu={}", ins.proximal_mu) : std::string(),
+                   ins->epochs, ins->batch_size, ins->lr,
+                   ins->proximal_mu > 0 ? fmt::format(" mu={}", ins->proximal_mu) : std::string(),
                    client->num_examples());
     }
     Progress progress(o.progress_seconds);
     if (o.verbose && o.progress_seconds > 0) {
       // A training round of minutes shows where it is, every few seconds.
-      ins.on_progress = [&](double done) {
+      ins->on_progress = [&](double done) {
         std::string line;
         if (progress.Due(done, &line)) {
           spdlog::info("[{}] round {}: training, {}", o.id, env.round, line);
         }
       };
     }
-    auto res = client->Fit(ins);
-    if (res.ok() && o.debug_train_delay_seconds > 0) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(o.debug_train_delay_seconds));
-      res->seconds += o.debug_train_delay_seconds;
-    }
+    auto res = client->Fit(*ins);
+    ins->on_progress = nullptr;
     if (!res.ok() && res.status().code() == Status::Code::kFailedPrecondition) {
       fatal = res.status();
-      return Status::OK();
+      return false;
     }
     if (!res.ok()) {
       // A task this client cannot run (wrong architecture, bad hyperparameters)
       // is the server's mistake, not a reason to stop; say so and stay available.
       Bad("cannot train this task: " + res.status().ToString());
-      return Status::OK();
+      return false;
     }
+    out->round = env.round;
+    out->ins = ins;
+    out->res = std::move(res).value();
+    out->compute_seconds = out->res.seconds;
+    return true;
+  }
+
+  // A TASK: checked, trained, its result through the filters, its UPDATE sent.
+  Status HandleTask(const wire::Envelope& env, const std::string& raw_envelope,
+                    VerifiedMessage& msg) {
+    const double received_at = NowSeconds();
+    if (!WantsTask(env)) return Status::OK();
+    std::optional<wire::Task> task = ReadTask(env, raw_envelope, msg);
+    if (!task) return Status::OK();
+    std::optional<FitIns> ins = FitInsOf(env, raw_envelope, &*task);
+    Outgoing out;
+    if (!ins || !Train(env, &*ins, &out)) return Status::OK();
     stats.rounds_trained++;
-    // A slower device: the same work, slowdown times the time.
-    const double compute_seconds = res->seconds;
-    res->seconds *= std::max(1.0, o.slowdown);
-    stats.train_seconds += res->seconds;
-    stats.last_train_seconds = res->seconds;
-    if (o.dropout > 0 && faults.UniformDouble() < o.dropout) {
+    FL_RETURN_IF_ERROR(filters.Apply(&out));
+    ins->parameters = ModelState();
+    stats.train_seconds += out.res.seconds;
+    stats.last_train_seconds = out.res.seconds;
+    if (out.dropped) {
       stats.dropped_out++;
       slow.reset();
-      if (o.verbose) {
-        spdlog::info("[{}] round {}: dropping out of this task (--dropout {}); no update", o.id,
-                     env.round, o.dropout);
-      }
       return Status::OK();
     }
-    wire::Update u;
-    u.num_examples = res->num_examples;
-    u.train_loss = res->last_epoch_loss;
-    u.train_seconds = res->seconds;
-    u.contributors = res->contributors;
-    u.within_clip = res->within_clip;
-    if (!res->exact_sum.empty()) {
-      // A relay's partial: its exact sum, as it is.
-      u.codec = wire::kCodecExactSum;
-      u.data = std::move(res->exact_sum);
-      return SendUpdate(env, task, received_at, compute_seconds, res->seconds,
-                        res->last_epoch_loss, std::move(u));
-    }
-    u.codec = wire::kCodecQuant;
-    // With a trainable subset, the delta covers its tensors only.
-    Result<std::vector<float>> delta =
-        ins.trainable.empty()
-            ? KeptDifference(res->parameters, ins.parameters)
-            : KeptDifference(SelectTensors(res->parameters, ins.trainable),
-                             SelectTensors(ins.parameters, ins.trainable));
-    res->parameters = ModelState();
-    ins.parameters = ModelState();
-    if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
-    // A model that diverged gives a delta that is not finite. It is sent with
-    // a training loss that is not finite either, which the server refuses
-    // whatever the codec made of the values (quantization maps NaN to a
-    // finite level), so the round does not wait for this device; and it is
-    // not carried into the next round's error feedback.
-    const bool finite =
-        std::all_of(delta->begin(), delta->end(), [](float v) { return std::isfinite(v); });
-    if (!finite) {
-      u.train_loss = std::nan("");
-      spdlog::warn(
-          "[{}] round {}: training diverged (the update is not finite); sending it for "
-          "the server to refuse",
-          o.id, env.round);
-    }
-    if (task.config.error_feedback && finite) {
-      u.data = feedback.Encode(*delta, q);
-    } else {
-      feedback.Reset();
-      u.data = QuantEncode(delta->data(), delta->size(), q);
-    }
-    SaveResidualOf(env.round);
-    return SendUpdate(env, task, received_at, compute_seconds, res->seconds,
-                      res->last_epoch_loss, std::move(u));
+    if (out.update.codec != wire::kCodecExactSum) SaveResidualOf(env.round);
+    return SendUpdate(env, *task, received_at, out.compute_seconds, out.res.seconds,
+                      out.res.last_epoch_loss, std::move(out.update));
   }
 
   // Sends (or holds back, for a slower device or the upload grant) the
@@ -569,6 +537,115 @@ struct ClientSession::Impl {
     return SendReady();
   }
 
+  Status HandleAck(const wire::Envelope& env, const VerifiedMessage& msg) {
+    wire::Reply reply;
+    if (!msg.Decode(&reply).ok()) return Status::OK();
+    if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
+      stats.updates_accepted++;
+      update_unanswered = false;
+      SaveState();
+    } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
+      // "queued": the grant follows when there is room at the server.
+      if (held && held->round == env.round) {
+        ready_answered = true;
+        if (reply.reason == "granted") return SendHeld();
+      }
+    } else {
+      last_hello_reject.clear();
+      task_round_floor = env.round;  // a welcome names the server's round
+    }
+    return Status::OK();
+  }
+
+  // Over-selection: the round closed without this device's update (or,
+  // asynchronous mode, the task was given up at its deadline). One still
+  // held back (slowdown, or waiting for a grant) stays home. A withdrawal
+  // naming a nonce applies to the task with that nonce only: a copy of one
+  // sent for an earlier task withdraws nothing.
+  void HandleWithdrawal(const wire::Envelope& env) {
+    static const std::array<uint8_t, wire::kNonceBytes> kNone{};
+    auto names = [&](uint64_t round, const std::array<uint8_t, wire::kNonceBytes>& nonce) {
+      return round == env.round && (env.nonce == kNone || env.nonce == nonce);
+    };
+    const bool slow_named = slow && names(slow->update.round, slow->update.nonce);
+    const bool held_named = held && names(held->round, held->nonce);
+    if (!slow_named && !held_named && env.nonce != kNone &&
+        ((slow && slow->update.round == env.round) || (held && held->round == env.round))) {
+      Bad("a withdrawal of another task of round " + std::to_string(env.round) +
+          " (a replay); the update stays");
+      return;
+    }
+    const bool had = slow_named || held_named;
+    if (slow_named) slow.reset();
+    if (held_named) held.reset();
+    stats.withdrawn++;
+    if (o.verbose) {
+      spdlog::info("[{}] round {}: the server closed the round without this task{}", o.id,
+                   env.round, had ? "; the update is not sent" : "");
+    }
+  }
+
+  Status HandleReject(const wire::Envelope& env, const VerifiedMessage& msg) {
+    wire::Reply reply;
+    if (Status st = msg.Decode(&reply); !st.ok()) {
+      Bad(st.ToString());
+      return Status::OK();
+    }
+    const auto about = static_cast<wire::MessageType>(reply.in_reply_to);
+    if (about == wire::MessageType::kTask && reply.reason == "not_needed") {
+      HandleWithdrawal(env);
+      return Status::OK();
+    }
+    if (about == wire::MessageType::kUpdate) {
+      stats.updates_rejected++;
+      update_unanswered = false;
+    } else if (about == wire::MessageType::kReady) {
+      if (!held || held->round != env.round) return Status::OK();
+      held.reset();  // the server will not take this update
+      stats.updates_rejected++;
+    } else if (IsPermanentRefusal(reply.reason)) {
+      std::string hint;
+      if (reply.reason == "wrong_architecture" && client->architecture().empty()) {
+        hint =
+            " (this server predates clients that take the architecture from it: start "
+            "fl-client with --model and the name the server trains)";
+      }
+      fatal = Status::FailedPrecondition("the server refuses this client (" +
+                                         Printable(reply.reason) +
+                                         "): " + Printable(reply.message, 512) + hint);
+      return Status::OK();
+    } else if (reply.reason == last_hello_reject) {
+      return Status::OK();  // a refused heartbeat repeats; say it once
+    } else {
+      last_hello_reject = reply.reason;
+    }
+    spdlog::warn("[{}] server rejected our {} (round {}): {}: {}", o.id,
+                 wire::MessageTypeName(about), env.round, Printable(reply.reason),
+                 Printable(reply.message, 512));
+    return Status::OK();
+  }
+
+  // A DONE echoes the freshness stamp of a HELLO this connection sent: a
+  // DONE captured from another connection or run cannot stop the client.
+  void HandleDone(const wire::Envelope& env, const VerifiedMessage& msg) {
+    const uint64_t echoed = wire::HelloStampOf(env.nonce);
+    if (connection_stamp == 0 || echoed < connection_stamp) {
+      Bad("DONE does not answer this connection's HELLO (a replay)");
+      return;
+    }
+    wire::Done d;
+    if (Status st = msg.Decode(&d); !st.ok()) {
+      Bad(st.ToString());
+      return;
+    }
+    done = true;
+    done_message = Printable(d.message, 512);
+    if (o.verbose) {
+      spdlog::info("[{}] server says done after {} rounds: {}", o.id, d.rounds_completed,
+                   done_message);
+    }
+  }
+
   // May take r.frames (a TASK's payload is moved out).
   Status Handle(transport::Received& r) {
     stats.bytes_received += r.bytes;
@@ -599,112 +676,13 @@ struct ClientSession::Impl {
           Bad("out of memory handling the TASK of round " + std::to_string(env->round));
           return Status::OK();
         }
-      case wire::MessageType::kAck: {
-        wire::Reply reply;
-        if (msg.Decode(&reply).ok()) {
-          if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
-            stats.updates_accepted++;
-            update_unanswered = false;
-            SaveState();
-          } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
-            // "queued": the grant follows when there is room at the server.
-            if (held && held->round == env->round) {
-              ready_answered = true;
-              if (reply.reason == "granted") return SendHeld();
-            }
-          } else {
-            last_hello_reject.clear();
-            task_round_floor = env->round;  // a welcome names the server's round
-          }
-        }
+      case wire::MessageType::kAck:
+        return HandleAck(*env, msg);
+      case wire::MessageType::kReject:
+        return HandleReject(*env, msg);
+      case wire::MessageType::kDone:
+        HandleDone(*env, msg);
         return Status::OK();
-      }
-      case wire::MessageType::kReject: {
-        wire::Reply reply;
-        Status st = msg.Decode(&reply);
-        if (!st.ok()) {
-          Bad(st.ToString());
-          return Status::OK();
-        }
-        if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kTask) &&
-            reply.reason == "not_needed") {
-          // Over-selection: the round closed without this device's update
-          // (or, asynchronous mode, the task was given up at its deadline).
-          // One still held back (slowdown, or waiting for a grant) stays home.
-          // A withdrawal naming a nonce applies to the task with that nonce
-          // only: a copy of one sent for an earlier task withdraws nothing.
-          static const std::array<uint8_t, wire::kNonceBytes> kNone{};
-          auto names = [&](uint64_t round, const std::array<uint8_t, wire::kNonceBytes>& nonce) {
-            return round == env->round && (env->nonce == kNone || env->nonce == nonce);
-          };
-          const bool slow_named = slow && names(slow->update.round, slow->update.nonce);
-          const bool held_named = held && names(held->round, held->nonce);
-          if (!slow_named && !held_named && env->nonce != kNone &&
-              ((slow && slow->update.round == env->round) || (held && held->round == env->round))) {
-            Bad("a withdrawal of another task of round " + std::to_string(env->round) +
-                " (a replay); the update stays");
-            return Status::OK();
-          }
-          const bool had = slow_named || held_named;
-          if (slow_named) slow.reset();
-          if (held_named) held.reset();
-          stats.withdrawn++;
-          if (o.verbose) {
-            spdlog::info("[{}] round {}: the server closed the round without this task{}", o.id,
-                         env->round, had ? "; the update is not sent" : "");
-          }
-          return Status::OK();
-        }
-        if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kUpdate)) {
-          stats.updates_rejected++;
-          update_unanswered = false;
-        } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
-          if (!held || held->round != env->round) return Status::OK();
-          held.reset();  // the server will not take this update
-          stats.updates_rejected++;
-        } else if (IsPermanentRefusal(reply.reason)) {
-          std::string hint;
-          if (reply.reason == "wrong_architecture" && client->architecture().empty()) {
-            hint =
-                " (this server predates clients that take the architecture from it: start "
-                "fl-client with --model and the name the server trains)";
-          }
-          fatal = Status::FailedPrecondition("the server refuses this client (" +
-                                             Printable(reply.reason) +
-                                             "): " + Printable(reply.message, 512) + hint);
-          return Status::OK();
-        } else if (reply.reason == last_hello_reject) {
-          return Status::OK();  // a refused heartbeat repeats; say it once
-        } else {
-          last_hello_reject = reply.reason;
-        }
-        spdlog::warn("[{}] server rejected our {} (round {}): {}: {}", o.id,
-                     wire::MessageTypeName(static_cast<wire::MessageType>(reply.in_reply_to)),
-                     env->round, Printable(reply.reason), Printable(reply.message, 512));
-        return Status::OK();
-      }
-      case wire::MessageType::kDone: {
-        // A DONE echoes the freshness stamp of a HELLO this connection sent: a
-        // DONE captured from another connection or run cannot stop the client.
-        const uint64_t echoed = wire::HelloStampOf(env->nonce);
-        if (connection_stamp == 0 || echoed < connection_stamp) {
-          Bad("DONE does not answer this connection's HELLO (a replay)");
-          return Status::OK();
-        }
-        wire::Done d;
-        Status st = msg.Decode(&d);
-        if (!st.ok()) {
-          Bad(st.ToString());
-          return Status::OK();
-        }
-        done = true;
-        done_message = Printable(d.message, 512);
-        if (o.verbose) {
-          spdlog::info("[{}] server says done after {} rounds: {}", o.id, d.rounds_completed,
-                       done_message);
-        }
-        return Status::OK();
-      }
       default:
         Bad(std::string("unexpected ") + wire::MessageTypeName(env->type) + " from server");
         return Status::OK();
@@ -730,15 +708,23 @@ Status ClientSession::Start() {
     return Status::InvalidArgument("client id '" + impl_->o.id +
                                    "' must be 1-32 printable ASCII characters without spaces");
   }
-  // The dropout's draws: per device, reproducible.
-  impl_->faults = Random(impl_->o.fault_seed * 0x9E3779B97F4A7C15ULL ^ impl_->IdHash());
   FL_RETURN_IF_ERROR(impl_->LoadSaved());
-  if (!(impl_->o.slowdown >= 1 && impl_->o.slowdown <= 1000)) {
+  const ClientOptions& o = impl_->o;
+  if (!(o.slowdown >= 1 && o.slowdown <= 1000)) {
     return Status::InvalidArgument("--slowdown must be in [1, 1000]");
   }
-  if (!(impl_->o.dropout >= 0 && impl_->o.dropout < 1)) {
+  if (!(o.dropout >= 0 && o.dropout < 1)) {
     return Status::InvalidArgument("--dropout must be in [0, 1)");
   }
+  FilterOptions f;
+  f.train_delay_seconds = o.debug_train_delay_seconds;
+  f.slowdown = o.slowdown;
+  f.dropout = o.dropout;
+  // The dropout's draws: per device, reproducible.
+  f.fault_seed = o.fault_seed * 0x9E3779B97F4A7C15ULL ^ impl_->IdHash();
+  f.id = o.id;
+  f.verbose = o.verbose;
+  impl_->filters = DeviceFilters(f, &impl_->feedback);
   // Every TASK is bounded before it is hashed or decoded: by the model this
   // client trains, or the largest one it could be asked to.
   impl_->task_limit = impl_->client->TaskPayloadLimit();

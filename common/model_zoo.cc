@@ -10,8 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/content_id.h"
 #include "common/file_util.h"
-#include "crypto/model_code.h"
 
 namespace fl {
 namespace {
@@ -232,7 +232,7 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
     return Status::InvalidArgument(path, "the module has no parameters");
   }
   // What it takes and gives is checked against the data (CheckModelFitsData).
-  model->architecture = ModelCodeId(*bytes);
+  model->architecture = ScriptModelId(*bytes);
   return ModelPtr(model);
 }
 
@@ -273,7 +273,7 @@ Result<std::string> ModelArchitecture(const std::string& name) {
   if (!IsScriptModelPath(name)) return name;
   auto bytes = ReadFile(name);
   if (!bytes.ok()) return bytes.status();
-  return ModelCodeId(*bytes);
+  return ScriptModelId(*bytes);
 }
 
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {

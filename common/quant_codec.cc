@@ -1,7 +1,6 @@
 #include "common/quant_codec.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -317,31 +316,57 @@ Status QuantDecode(std::string_view data, size_t expected_count, std::vector<flo
   return Status::OK();
 }
 
-std::string ErrorFeedback::Encode(const std::vector<float>& delta, const QuantOptions& options) {
-  if (options.bits == 32) {
-    // Lossless: nothing is left over, so no residual is kept (one copy of the
-    // model's size less on the device). A residual left by an earlier,
-    // quantized round still goes out with this delta.
-    std::string enc;
-    if (residual_.size() == delta.size()) {
-      for (size_t i = 0; i < delta.size(); ++i) residual_[i] += delta[i];
-      enc = QuantEncode(residual_.data(), residual_.size(), options);
-    } else {
-      enc = QuantEncode(delta.data(), delta.size(), options);
-    }
-    std::vector<float>().swap(residual_);
-    return enc;
+namespace {
+
+std::string DescribeQuant(const CodecParams& p) {
+  if (p.bits == 32) return "32-bit";
+  return std::to_string(p.bits) + "-bit, blocks of " + std::to_string(p.block) + ", " +
+         (p.stochastic ? "stochastic" : "nearest") + " rounding";
+}
+
+class Quant final : public Codec {
+ public:
+  const char* name() const override { return "q"; }
+  uint8_t magic() const override { return kQuantMagic; }
+  Status Check(const CodecParams& p) const override {
+    QuantOptions o;
+    o.bits = p.bits;
+    o.block = p.block;
+    return ValidateQuantOptions(o);
   }
-  if (residual_.size() != delta.size()) residual_.assign(delta.size(), 0.0f);
-  for (size_t i = 0; i < delta.size(); ++i) residual_[i] += delta[i];
-  std::string enc = QuantEncode(residual_.data(), residual_.size(), options);
-  std::vector<float> sent;
-  // Our own encoding always decodes; the check guards the invariant.
-  Status st = QuantDecode(enc, residual_.size(), &sent);
-  assert(st.ok());
-  (void)st;
-  for (size_t i = 0; i < delta.size(); ++i) residual_[i] -= sent[i];
-  return enc;
+  size_t EncodedSize(size_t count, const CodecParams& p) const override {
+    return QuantEncodedSize(count, p.bits, p.block);
+  }
+  std::string Encode(const float* values, size_t count, const CodecParams& p) const override {
+    QuantOptions o;
+    static_cast<CodecParams&>(o) = p;
+    return QuantEncode(values, count, o);
+  }
+  Status Decode(std::string_view data, size_t expected, std::vector<float>* out) const override {
+    return QuantDecode(data, expected, out);
+  }
+  Status Peek(std::string_view data, CodecParams* p, uint64_t* count) const override {
+    QuantHeader h;
+    FL_RETURN_IF_ERROR(QuantPeek(data, &h));
+    p->bits = h.bits;
+    p->block = h.block;
+    p->stochastic = h.stochastic;
+    *count = h.count;
+    return Status::OK();
+  }
+  bool SameFormat(const CodecParams& sent, const CodecParams& asked) const override {
+    return sent.bits == asked.bits &&
+           (sent.bits == 32 || (sent.block == asked.block && sent.stochastic == asked.stochastic));
+  }
+  std::string Describe(const CodecParams& p) const override { return DescribeQuant(p); }
+  bool Lossless(const CodecParams& p) const override { return p.bits == 32; }
+};
+
+}  // namespace
+
+const Codec& QuantCodec() {
+  static const Quant kCodec;
+  return kCodec;
 }
 
 }  // namespace fl

@@ -1,7 +1,7 @@
-// Block-quantized delta codec: values at 8, 4 or 2 bits with one fp32 scale per
-// block, stochastic (unbiased) or nearest rounding. 32 bits means no
-// quantization (raw fp32) and keeps the same header, so every encoded delta is
-// self-describing.
+// Block-quantized delta codec ("q", the default of common/codec.h): values at
+// 8, 4 or 2 bits with one fp32 scale per block, stochastic (unbiased) or
+// nearest rounding. 32 bits means no quantization (raw fp32) and keeps the
+// same header, so every encoded delta is self-describing.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
 //   header (24 bytes): magic 'Q' (1) | bits u8 (1) | flags u8 (1) | reserved u8 (1)
@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/codec.h"
 #include "common/status.h"
 
 namespace fl {
@@ -33,15 +34,10 @@ namespace fl {
 constexpr size_t kQuantHeaderBytes = 24;
 constexpr uint8_t kQuantMagic = 'Q';
 
-struct QuantOptions {
-  // 32 (raw fp32), 8, 4 or 2.
-  int bits{8};
-  // Values per scale.
-  uint32_t block{256};
-  // Stochastic (unbiased) rounding; false = round to nearest.
-  bool stochastic{true};
-  // Seed of the rounding noise.
-  uint64_t seed{1};
+// The codec's parameters (common/codec.h), 8 bits by default.
+struct QuantOptions : CodecParams {
+  QuantOptions(int bits_ = 8, uint32_t block_ = 256, bool stochastic_ = true, uint64_t seed_ = 1)
+      : CodecParams{bits_, block_, stochastic_, seed_} {}
 };
 
 // Checks bits in {32, 8, 4, 2} and block >= 1.
@@ -76,25 +72,6 @@ struct QuantHeader {
 // Reads just the header. Corruption when it is truncated, has a bad magic, or
 // names bits or a block ValidateQuantOptions refuses.
 Status QuantPeek(std::string_view data, QuantHeader* header);
-
-// Error feedback (Seide et al. 2014; Karimireddy et al. 2019): a client keeps
-// what quantization dropped and adds it to its next delta, so the error does
-// not accumulate over rounds: the sum of what was sent equals the sum of the
-// true deltas minus the current residual.
-class ErrorFeedback final {
- public:
-  // Encodes delta + residual and keeps (delta + residual) - decode(result) as the
-  // new residual. A delta of a different length than the residual resets it.
-  std::string Encode(const std::vector<float>& delta, const QuantOptions& options);
-
-  const std::vector<float>& residual() const { return residual_; }
-  void Reset() { residual_.clear(); }
-  // Continues from a residual kept across a restart (fl-client --state-dir).
-  void Restore(std::vector<float> residual) { residual_ = std::move(residual); }
-
- private:
-  std::vector<float> residual_;
-};
 
 }  // namespace fl
 

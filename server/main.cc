@@ -20,12 +20,13 @@
 #include <memory>
 
 #include "common/cli_config.h"
+#include "common/codec.h"
 #include "common/data_flags.h"
 #include "common/file_util.h"
 #include "common/memory.h"
 #include "common/reproducible.h"
 #include "server/metrics_endpoint.h"
-#include "server/relay.h"
+#include "relay/relay.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -190,8 +191,16 @@ int main(int argc, char** argv) {
   app.add_option("--prune-rounds", o.prune_rounds,
                  "Federated pruning: reach --prune-to after this many rounds")
       ->capture_default_str();
-  app.add_option("--uplink-bits", o.train.uplink_bits, "Client delta bits per value: 32, 8, 4, 2")
-      ->capture_default_str();
+  app.add_option("--codec", o.train.codec,
+                 "Client delta codec: q (block-quantized, --uplink-bits 32, 8, 4 or 2) or sign "
+                 "(1 bit per value and a scale per --block values; use it with error feedback)")
+      ->capture_default_str()
+      ->check(CLI::IsMember(fl::CodecNames()));
+  auto* uplink_bits =
+      app.add_option("--uplink-bits", o.train.uplink_bits,
+                     "Client delta bits per value: 32, 8, 4, 2 (codec q); 1 (codec sign, its "
+                     "default)")
+          ->capture_default_str();
   app.add_option("--block", o.train.block, "Values per quantization scale")->capture_default_str();
   app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16")
       ->capture_default_str();
@@ -360,6 +369,7 @@ int main(int argc, char** argv) {
     o.debug_crash_count = colon == std::string::npos ? 1 : std::stoull(crash_at.substr(colon + 1));
   }
   if (no_eval) o.data.path.clear();
+  if (o.train.codec == "sign" && uplink_bits->count() == 0) o.train.uplink_bits = 1;
   o.train.error_feedback = !no_ef;
   o.train.stochastic_rounding = !nearest;
   auto format = fl::wire::ParseValueFormat(downlink);

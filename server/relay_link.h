@@ -5,7 +5,7 @@
 //
 // A round, from the relay's side:
 //   1. the parent's TASK reaches the session, whose participant (RelayParticipant,
-//      server/relay.h) hands it over as a RelayTask and waits;
+//      relay/relay.h) hands it over as a RelayTask and waits;
 //   2. the server, which answers its devices meanwhile, takes the task: the
 //      parent's model becomes its global model, the parent's round, seed and
 //      hyperparameters its own; it runs one round for its devices;

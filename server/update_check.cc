@@ -4,7 +4,8 @@
 #include <cmath>
 
 #include "common/fixed_point.h"
-#include "common/quant_codec.h"
+#include "common/codec.h"
+#include "common/wire/limits.h"
 #include "common/text.h"
 #include "crypto/message.h"
 
@@ -13,12 +14,6 @@ namespace {
 
 Refusal Refuse(const VerifiedMessage& msg, std::string reason, std::string message) {
   return Refusal{std::move(reason), std::move(message), msg.envelope()};
-}
-
-std::string DescribeCodec(int bits, uint32_t block, bool stochastic) {
-  return bits == 32 ? std::string("32-bit")
-                    : std::to_string(bits) + "-bit, blocks of " + std::to_string(block) +
-                          (stochastic ? ", stochastic" : ", nearest") + " rounding";
 }
 
 // The L2 norm of `v` (summed in double) and its largest magnitude. Eight
@@ -63,9 +58,14 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   }
   wire::Update u;
   if (Status st = msg.Decode(&u); !st.ok()) return Refuse(msg, "bad_payload", st.message());
+  const wire::TrainConfig& tc = *b.train;
   const bool exact_sum = u.codec == wire::kCodecExactSum;
-  if (u.codec != wire::kCodecQuant && !exact_sum) {
-    return Refuse(msg, "bad_codec", "codec '" + Printable(u.codec) + "' not supported");
+  // The codec the TASK asked for, and nothing else (a relay's exact sum apart).
+  const Codec* codec = FindCodec(tc.codec);
+  if (!exact_sum && (!codec || u.codec != codec->name())) {
+    return Refuse(msg, "bad_codec",
+                  "codec '" + Printable(u.codec) + "' is not the round's ('" +
+                      (codec ? codec->name() : "?") + "')");
   }
   // A relay's partial aggregate: at most --relay-devices devices, each
   // counting at most --max-examples examples, from an enrolled relay only.
@@ -144,7 +144,6 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
   if (!std::isfinite(u.train_loss) || !std::isfinite(u.train_seconds)) {
     return Refuse(msg, "bad_payload", "train loss or time is not finite");
   }
-  const wire::TrainConfig& tc = *b.train;
   const bool private_partial = u.within_clip >= 0;
   if (exact_sum) {
     // The partial's checks below are those of its mean, what it moves the
@@ -165,21 +164,21 @@ std::variant<AcceptedUpdate, Refusal> CheckUpdate(const VerifiedMessage& msg, co
       (*delta)[i] = static_cast<float>(FixedMean(sum.values[i], sum.weight));
     }
   } else {
-    // The codec the TASK asked for, and nothing else.
-    QuantHeader qh;
-    if (Status st = QuantPeek(u.data, &qh); !st.ok()) {
+    // In the format the TASK asked for, and nothing else.
+    CodecParams sent;
+    uint64_t count = 0;
+    if (Status st = codec->Peek(u.data, &sent, &count); !st.ok()) {
       return Refuse(msg, "bad_delta", st.message());
     }
-    if (qh.bits != tc.uplink_bits ||
-        (qh.bits != 32 && (qh.block != tc.block || qh.stochastic != tc.stochastic_rounding))) {
+    const CodecParams asked = wire::CodecParamsOf(tc);
+    if (!codec->SameFormat(sent, asked)) {
       return Refuse(msg, "wrong_codec",
-                    "delta is " + DescribeCodec(qh.bits, qh.block, qh.stochastic) +
-                        "; the round asked for " +
-                        DescribeCodec(tc.uplink_bits, tc.block, tc.stochastic_rounding));
+                    "delta is " + codec->Describe(sent) + "; the round asked for " +
+                        codec->Describe(asked));
     }
     // Values at the kept positions only: the mask is shared state. Decoded
-    // values are finite (QuantDecode bounds every scale).
-    if (Status st = QuantDecode(u.data, b.kept_count, delta); !st.ok()) {
+    // values are finite (every codec's decoder bounds its scales).
+    if (Status st = codec->Decode(u.data, b.kept_count, delta); !st.ok()) {
       return Refuse(msg, "bad_delta", st.message());
     }
   }

@@ -755,7 +755,7 @@ TEST_F(HostileTest, OversizedPayloadsAreRefusedBeforeTheyAreHashedOrDecoded) {
   QuantHeader qh;
   ASSERT_FL_OK(QuantPeek(u.data, &qh));
   const size_t limit =
-      wire::UpdatePayloadLimit(static_cast<size_t>(qh.count), so.train.uplink_bits, so.train.block);
+      wire::UpdatePayloadLimit(static_cast<size_t>(qh.count), so.train);
   std::string padded = good.payload;
   padded.resize(limit + 1, 'x');
   wire::Envelope e = task_env;

@@ -1,6 +1,8 @@
 // Known-answer tests for SHA-256 from a data file (FIPS 180-4 / NIST CAVP vectors).
 #include "crypto/sha256.h"
 
+#include "common/content_id.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,6 +50,27 @@ TEST(Sha256Test, KnownAnswers) {
     for (size_t i = 0; i < v.repeat; ++i) msg += v.message;
     EXPECT_EQ(ToHex(Sha256(msg)), v.digest) << "message of " << msg.size() << " bytes";
   }
+}
+
+// common/content_id.h computes SHA-256 without OpenSSL (common/ is below
+// crypto/): the same known answers, and the same digest as OpenSSL's for
+// every length around the block and padding boundaries.
+TEST(Sha256Test, ContentHashIsOpenSslsSha256) {
+  auto vectors = LoadVectors();
+  ASSERT_GE(vectors.size(), 5u) << "sha256_kat.txt missing or short";
+  for (const auto& v : vectors) {
+    std::string msg;
+    for (size_t i = 0; i < v.repeat; ++i) msg += v.message;
+    const std::array<uint8_t, 32> d = ContentSha256(msg);
+    EXPECT_EQ(ToHex(Sha256Digest(d)), v.digest) << "message of " << msg.size() << " bytes";
+  }
+  std::string msg;
+  for (size_t n = 0; n <= 300; ++n) {
+    const std::array<uint8_t, 32> d = ContentSha256(msg);
+    ASSERT_EQ(Sha256Digest(d), Sha256(msg)) << n << " bytes";
+    msg.push_back(static_cast<char>(n * 31 + 7));
+  }
+  EXPECT_EQ(ScriptModelId("abc"), "torchscript:" + ToHex(Sha256(std::string("abc"))).substr(0, 16));
 }
 
 TEST(Sha256Test, IncrementalMatchesOneShot) {

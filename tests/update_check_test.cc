@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "common/codec.h"
 #include "common/fixed_point.h"
 #include "common/quant_codec.h"
 #include "common/wire/serialize.h"
@@ -44,6 +45,12 @@ class UpdateCheckTest : public ::testing::Test {
     QuantOptions q;
     q.bits = 32;
     std::string data = QuantEncode(delta.data(), delta.size(), q);
+    if (codec == "sign") {
+      CodecParams p;
+      p.bits = 1;
+      p.block = train_.block;
+      data = FindCodec("sign")->Encode(delta.data(), delta.size(), p);
+    }
     if (codec == "x") {
       FixedSum sum;
       const int64_t w = sum_weight >= 0 ? sum_weight : examples;
@@ -154,6 +161,27 @@ TEST_F(UpdateCheckTest, EachRefusalHasItsReason) {
   envelope_ = m.envelope;
   payload_ = m.payload;
   EXPECT_EQ(Check(), "bad_payload");
+}
+
+// The codec is the one the TASK named: in a round of 1-bit signs an update
+// in signs is taken (each value its block's mean magnitude, signed), one in
+// another codec or another block size is refused.
+TEST_F(UpdateCheckTest, ARoundOfSignsTakesSignsOnly) {
+  base_ = bounds_.base;
+  train_.codec = "sign";
+  train_.uplink_bits = 1;
+  train_.block = 2;
+  Make({3, -1, 0.5f}, 80, "sign");
+  AcceptedUpdate a;
+  ASSERT_EQ(Check(&a), "") << message_;
+  EXPECT_EQ(delta_, (std::vector<float>{2, -2, 0.5f}));  // blocks {3, -1} and {0.5}
+  Make({3, -1, 0.5f}, 80, "q");
+  EXPECT_EQ(Check(), "bad_codec");
+  EXPECT_NE(message_.find("('sign')"), std::string::npos) << message_;
+  Make({3, -1, 0.5f}, 80, "sign");  // blocks of 2
+  train_.block = 4;                 // and the round asks for 4
+  EXPECT_EQ(Check(), "wrong_codec");
+  EXPECT_NE(message_.find("1-bit signs, a scale per 4 values"), std::string::npos) << message_;
 }
 
 // A relay's partial aggregate: refused from a participant that is not an

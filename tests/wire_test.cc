@@ -164,6 +164,20 @@ TEST(PayloadTest, AllMessagesRoundTrip) {
   ModelState back;
   ASSERT_FL_OK(wire::Expand(t2.model, &back));
   EXPECT_EQ(back.tensors[1].values, SampleModel().tensors[1].values);
+  // The codec goes as an optional field only when it is not the default "q"
+  // (a TASK without it is byte for byte what older servers send), and is
+  // critical: a peer that does not know the tag refuses the TASK.
+  EXPECT_TRUE(t2.config.codec.empty());
+  const size_t default_bytes = wire::Encode(t).size();
+  t.config.codec = "q";
+  EXPECT_EQ(wire::Encode(t).size(), default_bytes);
+  t.config.codec = "sign";
+  ASSERT_FL_OK(wire::Decode(wire::Encode(t), &t2));
+  EXPECT_EQ(t2.config.codec, "sign");
+  EXPECT_EQ(wire::Encode(t).size(), default_bytes + 2 + 2 + 8 + 4);
+  t.config.codec = std::string(24, 'c');
+  EXPECT_FALSE(wire::Decode(wire::Encode(t), &t2).ok());
+  t.config.codec.clear();
 
   const std::vector<float> delta = {1.5f, -2.0f};
   wire::Update u{600, 0.25, 3.5, wire::kCodecQuant, QuantEncode(delta.data(), 2, QuantOptions{})};

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "common/fixed_point.h"
-#include "common/quant_codec.h"
+#include "common/codec.h"
 #include "common/text.h"
 #include "common/wire/envelope.h"
 
@@ -26,8 +26,19 @@ Status OutOfRange(const char* field, const std::string& value, const std::string
 
 }  // namespace
 
-size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block) {
-  return kUpdateOverheadBytes + kExtensionRoomBytes + QuantEncodedSize(kept_values, bits, block);
+size_t UpdatePayloadLimit(size_t kept_values, const TrainConfig& c) {
+  const Codec* codec = FindCodec(c.codec);
+  const size_t encoded = codec ? codec->EncodedSize(kept_values, CodecParamsOf(c)) : 0;
+  return kUpdateOverheadBytes + kExtensionRoomBytes + encoded;
+}
+
+CodecParams CodecParamsOf(const TrainConfig& c, uint64_t seed) {
+  CodecParams p;
+  p.bits = c.uplink_bits;
+  p.block = c.block;
+  p.stochastic = c.stochastic_rounding;
+  p.seed = seed;
+  return p;
 }
 
 size_t ExactSumPayloadLimit(size_t kept_values) {
@@ -66,12 +77,23 @@ Status CheckTrainConfig(const TrainConfig& c) {
     return OutOfRange("deadline", Num(c.deadline_seconds) + " s",
                       "(0, " + Num(kMaxDeadlineSeconds) + "] s");
   }
-  if (c.uplink_bits != 32 && c.uplink_bits != 8 && c.uplink_bits != 4 && c.uplink_bits != 2) {
-    return OutOfRange("uplink bits", std::to_string(c.uplink_bits), "{32, 8, 4, 2}");
+  const Codec* codec = FindCodec(c.codec);
+  if (!codec) {
+    std::string known;
+    for (const auto& n : CodecNames()) known += (known.empty() ? "" : ", ") + n;
+    return Status::InvalidArgument("training configuration: codec '" + Printable(c.codec) +
+                                   "' is not one of " + known);
+  }
+  if (c.uplink_bits != 32 && c.uplink_bits != 8 && c.uplink_bits != 4 && c.uplink_bits != 2 &&
+      c.uplink_bits != 1) {
+    return OutOfRange("uplink bits", std::to_string(c.uplink_bits), "{32, 8, 4, 2, 1}");
   }
   if (c.block < 1 || c.block > kMaxQuantBlock) {
     return OutOfRange("quantization block", std::to_string(c.block),
                       "1.." + std::to_string(kMaxQuantBlock));
+  }
+  if (Status st = codec->Check(CodecParamsOf(c)); !st.ok()) {
+    return Status::InvalidArgument("training configuration: " + st.message());
   }
   if (!(c.proximal_mu >= 0 && c.proximal_mu <= kMaxProximalMu)) {
     return OutOfRange("proximal mu", Num(c.proximal_mu), "[0, " + Num(kMaxProximalMu) + "]");

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "common/status.h"
+#include "common/codec.h"
 #include "common/wire/messages.h"
 
 namespace fl {
@@ -47,7 +48,7 @@ constexpr size_t kUpdateOverheadBytes = 64;
 // "Optional fields"): a newer peer's extension block of up to this many bytes
 // is not refused as too large. (The 4 KiB of the small payloads leave more.)
 constexpr size_t kExtensionRoomBytes = 1024;
-size_t UpdatePayloadLimit(size_t kept_values, int bits, uint32_t block);
+size_t UpdatePayloadLimit(size_t kept_values, const TrainConfig& c);
 // A relay's UPDATE: its exact partial sum (codec "x") of `kept_values`
 // values at the widest encoding, 16 bytes each (common/fixed_point.h).
 size_t ExactSumPayloadLimit(size_t kept_values);
@@ -59,12 +60,16 @@ size_t TaskPayloadLimit(size_t values, size_t tensors);
 // OK when every field of `c` is within the bounds above: epochs in
 // [1, kMaxEpochs], batch in [0, kMaxBatchSize], lr in (0, kMaxLearningRate],
 // momentum in [0, 1), weight decay in [0, kMaxWeightDecay], deadline in
-// (0, kMaxDeadlineSeconds], uplink bits 32, 8, 4 or 2, block in
+// (0, kMaxDeadlineSeconds], a registered codec (common/codec.h) that takes
+// the uplink bits (32, 8, 4 or 2 for "q", 1 for "sign"), block in
 // [1, kMaxQuantBlock], proximal mu in [0, kMaxProximalMu], at most
 // kMaxNormalizationChannels normalisation pairs with std > 0, at most
 // kMaxClassNames distinct class names of 1..kMaxClassNameBytes bytes; all finite. InvalidArgument
 // naming the field otherwise.
 Status CheckTrainConfig(const TrainConfig& c);
+
+// What `c` asks of its codec; `seed` seeds its rounding.
+CodecParams CodecParamsOf(const TrainConfig& c, uint64_t seed = 1);
 
 }  // namespace wire
 }  // namespace fl

@@ -74,8 +74,15 @@ constexpr uint16_t kTaskPrivacy = 8;
 // that does not know it would weigh the mean by examples.
 constexpr uint16_t kUpdateWithinClip = kCriticalExtension | 2;
 
-// Name of the delta codec: block-quantized values at the kept positions in
-// canonical order (common/quant_codec.h); 32 bits is the unquantized baseline.
+// TASK: TrainConfig::codec, the round's uplink codec when it is not the
+// default "q". Value: its name (1..kMaxCodecNameBytes bytes). Critical: a
+// device that cannot encode with it must refuse the TASK, not send "q".
+constexpr uint16_t kTaskCodec = kCriticalExtension | 9;
+constexpr size_t kMaxCodecNameBytes = 23;
+
+// Name of the default delta codec: block-quantized values at the kept
+// positions in canonical order (common/quant_codec.h); 32 bits is the
+// unquantized baseline. The others: common/codec.h.
 constexpr char kCodecQuant[] = "q";
 // Name of a relay's partial aggregate: the exact sum of its devices' weighted
 // deltas in fixed point, with their total weight (common/fixed_point.h), so
@@ -119,6 +126,9 @@ struct TrainConfig {
   uint32_t block{256};
   bool stochastic_rounding{true};
   bool error_feedback{true};
+  // The codec (common/codec.h) the values go up in; "" = the default "q".
+  // Optional (extension kTaskCodec).
+  std::string codec;
   // FedProx (Li et al. 2020): the client adds (mu / 2) ||w - w_global||^2 to
   // its loss. Optional (extension kTaskProximalMu of the TASK; 0 = none).
   double proximal_mu{0};

@@ -335,12 +335,20 @@ void serialize(Archive& ar, Task& m) {
   if (m.config.dp_sampling_rate > 0) {
     ext.push_back({kTaskPrivacy, LeF64(m.config.dp_sampling_rate) + LeF64(m.config.dp_clip)});
   }
+  if (!m.config.codec.empty() && m.config.codec != kCodecQuant) {
+    ext.push_back({kTaskCodec, m.config.codec});
+  }
   Extensions(ar, ext,
              {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable,
-              kTaskModelCode, kTaskClassNames, kTaskRootEndorsement, kTaskPrivacy});
+              kTaskModelCode, kTaskClassNames, kTaskRootEndorsement, kTaskPrivacy, kTaskCodec});
   if constexpr (Archive::is_loading::value) {
     for (const auto& e : ext) {
-      if (e.tag == kTaskPrivacy) {
+      if (e.tag == kTaskCodec) {
+        if (e.value.empty() || e.value.size() > kMaxCodecNameBytes) {
+          throw cereal::Exception("codec extension's name is empty or too long");
+        }
+        m.config.codec = e.value;
+      } else if (e.tag == kTaskPrivacy) {
         if (e.value.size() != 16) throw cereal::Exception("privacy extension is not 16 bytes");
         const double rate = GetLeF64(e.value, 0), clip = GetLeF64(e.value, 8);
         if (!(rate > 0 && rate <= 1) || !(clip > 0 && std::isfinite(clip))) {

@@ -39,7 +39,7 @@
 #include "crypto/identity.h"
 #include "crypto/message.h"
 #include "crypto/sha256.h"
-#include "server/relay.h"
+#include "relay/relay.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 

@@ -31,6 +31,7 @@
 #include "client/local_client.h"
 #include "client/session.h"
 #include "common/clock.h"
+#include "common/codec.h"
 #include "common/data_loader.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
@@ -43,7 +44,7 @@
 #include "experiments/sim/adversary.h"
 #include "experiments/sim/mpi_world.h"
 #include "experiments/sim/sim_config.h"
-#include "server/relay.h"
+#include "relay/relay.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 
@@ -473,7 +474,7 @@ int HostClients(const SimConfig& c, const Dataset& train, const Partition& parts
   return 0;
 }
 
-// [topology] relays: R relay aggregators in this process (server/relay.h),
+// [topology] relays: R relay aggregators in this process (relay/relay.h),
 // each on a thread of its own, with the sim's federation settings for its
 // clients (k mod R).
 class Relays {
@@ -603,7 +604,12 @@ int Main(int argc, char** argv, MpiWorld& world) {
   std::string model_file;
   auto* o_model_file = app.add_option("--model-file", model_file, "Start from this .flm file");
   auto* o_sparsity = app.add_option("--sparsity", sparsity, "Prune the initial model to this");
-  auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2");
+  std::string codec;
+  auto* o_codec = app.add_option("--codec", codec,
+                                 "Delta codec: q (quantized at --uplink-bits) | sign (1 bit a "
+                                 "value, a scale per block)")
+                      ->check(CLI::IsMember(CodecNames()));
+  auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2 (q), 1 (sign)");
   auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
   bool secure = false;
   int relay_count = -1;
@@ -709,6 +715,10 @@ int Main(int argc, char** argv, MpiWorld& world) {
   if (*o_model) c.model = model;
   if (*o_sparsity) c.sparsity = sparsity;
   if (*o_model_file) c.model_file = model_file;
+  if (*o_codec) {
+    c.codec = codec;
+    if (codec == "sign") c.uplink_bits = 1;
+  }
   if (*o_bits) c.uplink_bits = bits;
   if (*o_downlink) c.downlink = downlink;
   if (*o_secure) c.secure = secure;
@@ -790,9 +800,9 @@ int Main(int argc, char** argv, MpiWorld& world) {
                                 ? "sparsity " + std::to_string(c.sparsity).substr(0, 4)
                                 : "model file " + c.model_file;
   std::printf(
-      "        %s, uplink %d-bit (block %d, %s rounding, error feedback %s), "
+      "        %s, uplink codec %s %d-bit (block %d, %s rounding, error feedback %s), "
       "downlink %s\n",
-      start.c_str(), c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
+      start.c_str(), c.codec.c_str(), c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
       c.error_feedback ? "on" : "off", c.downlink.c_str());
   std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
               c.out.c_str());
@@ -926,6 +936,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
   so.erk = c.erk;
   so.prune_to = c.prune_to;
   so.prune_rounds = c.prune_rounds;
+  so.train.codec = c.codec;
   so.train.uplink_bits = c.uplink_bits;
   so.train.block = static_cast<uint32_t>(c.block);
   so.train.stochastic_rounding = c.stochastic_rounding;
@@ -1158,6 +1169,7 @@ int Main(int argc, char** argv, MpiWorld& world) {
      << "  \"fraction\": " << JsonNumber(c.fraction) << ",\n"
      << "  \"partition\": " << JsonString(c.partition) << ",\n"
      << "  \"sparsity\": " << JsonNumber(c.sparsity) << ",\n"
+     << "  \"codec\": \"" << c.codec << "\",\n"
      << "  \"uplink_bits\": " << c.uplink_bits << ",\n"
      << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
      << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/codec.h"
 #include "common/random.h"
 #include "experiments/sim/adversary.h"
 
@@ -192,6 +193,8 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   comp.Get("erk", &c->erk);
   comp.Get("prune_to", &c->prune_to);
   comp.Get("prune_rounds", &c->prune_rounds);
+  comp.Get("codec", &c->codec);
+  if (c->codec == "sign") c->uplink_bits = 1;
   comp.Get("uplink_bits", &c->uplink_bits);
   comp.Get("block", &c->block);
   comp.Get("stochastic_rounding", &c->stochastic_rounding);
@@ -276,9 +279,16 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (!(c.lr_decay > 0 && c.lr_decay <= 1)) return bad("client.lr_decay", "must be in (0, 1]");
   if (!(c.lr_min >= 0 && c.lr_min <= c.lr)) return bad("client.lr_min", "must be in [0, lr]");
   if (!(c.sparsity >= 0 && c.sparsity < 1)) return bad("compression.sparsity", "must be in [0, 1)");
-  if (c.uplink_bits != 32 && c.uplink_bits != 8 && c.uplink_bits != 4 && c.uplink_bits != 2) {
-    return bad("compression.uplink_bits", "must be 32, 8, 4 or 2");
+  const Codec* codec = FindCodec(c.codec);
+  if (!codec) {
+    std::string names;
+    for (const auto& n : CodecNames()) names += (names.empty() ? "" : ", ") + n;
+    return bad("compression.codec", "must be one of " + names);
   }
+  CodecParams p;
+  p.bits = c.uplink_bits;
+  p.block = static_cast<uint32_t>(std::max(c.block, 1));
+  if (Status st = codec->Check(p); !st.ok()) return bad("compression.uplink_bits", st.message());
   if (c.block < 1) return bad("compression.block", "must be >= 1");
   if (!(c.prune_to >= 0 && c.prune_to < 1)) return bad("compression.prune_to", "must be in [0, 1)");
   if (c.prune_to > 0 && c.prune_rounds < 1) {
@@ -376,6 +386,7 @@ std::string SimConfigToToml(const SimConfig& c) {
                                   {"erk", c.erk},
                                   {"prune_to", c.prune_to},
                                   {"prune_rounds", c.prune_rounds},
+                                  {"codec", c.codec},
                                   {"uplink_bits", c.uplink_bits},
                                   {"block", c.block},
                                   {"stochastic_rounding", c.stochastic_rounding},

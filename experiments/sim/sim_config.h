@@ -15,7 +15,7 @@
 //   [strategy]   name, server_lr, momentum, beta1, beta2, tau, mu, trim_fraction,
 //                krum_f, krum_m, clip (server/aggregator.h)
 //   [client]     epochs, batch, lr, lr_decay, lr_min, momentum, weight_decay
-//   [compression] sparsity, global_pruning, erk, prune_to, prune_rounds, uplink_bits, block,
+//   [compression] sparsity, global_pruning, erk, prune_to, prune_rounds, codec, uplink_bits, block,
 //                stochastic_rounding,
 //                error_feedback, downlink ("fp32" | "fp16")
 //   [privacy]    noise_multiplier (0 = off), clip, adaptive_clip, target_quantile,
@@ -123,6 +123,9 @@ struct SimConfig {
   bool erk{false};
   double prune_to{0.0};
   int prune_rounds{0};
+  // The codec (common/codec.h): "q" (quantized at `uplink_bits`) or "sign"
+  // (1 bit per value; `uplink_bits` then defaults to 1).
+  std::string codec{"q"};
   int uplink_bits{32};
   int block{256};
   bool stochastic_rounding{true};

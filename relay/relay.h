@@ -12,8 +12,8 @@
 // contributors (wire::kUpdateContributors). The parent adds the integers, so
 // its FedAvg over the relays' partials is its FedAvg over all their devices,
 // bit for bit.
-#ifndef FEDGE_SERVER_RELAY_H_
-#define FEDGE_SERVER_RELAY_H_
+#ifndef FEDGE_RELAY_RELAY_H_
+#define FEDGE_RELAY_RELAY_H_
 
 #include <atomic>
 #include <memory>
@@ -146,4 +146,4 @@ class Relay final {
 
 }  // namespace fl
 
-#endif  // FEDGE_SERVER_RELAY_H_
+#endif  // FEDGE_RELAY_RELAY_H_

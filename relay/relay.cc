@@ -1,4 +1,4 @@
-#include "server/relay.h"
+#include "relay/relay.h"
 
 #include <spdlog/spdlog.h>
 
