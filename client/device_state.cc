@@ -1,5 +1,8 @@
 #include "client/device_state.h"
 
+#include <toml++/toml.h>
+
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -17,16 +20,6 @@ constexpr uint64_t kMaxResidualValues = uint64_t{1} << 28;
 
 std::string ResidualPath(const std::string& dir) { return dir + "/residual.bin"; }
 std::string StatePath(const std::string& dir) { return dir + "/state.toml"; }
-
-// A TOML basic string: quotes and backslashes escaped, control bytes dropped.
-std::string Quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20) out += c;
-  }
-  return out + "\"";
-}
 
 }  // namespace
 
@@ -88,39 +81,31 @@ Result<std::vector<float>> LoadResidual(const std::string& dir, const std::strin
 }
 
 Status SaveDeviceState(const std::string& dir, const DeviceState& s) {
+  const toml::table state{{"server", s.server},
+                          {"rounds_trained", s.rounds_trained},
+                          {"updates_accepted", s.updates_accepted},
+                          {"last_round", static_cast<int64_t>(s.last_round)}};
   std::ostringstream out;
   out << "# fl-client's state: written after every round, read at start (--state-dir)\n"
-      << "server = " << Quoted(s.server) << "\n"
-      << "rounds_trained = " << s.rounds_trained << "\n"
-      << "updates_accepted = " << s.updates_accepted << "\n"
-      << "last_round = " << s.last_round << "\n";
+      << state << "\n";
   return WriteFileAtomic(StatePath(dir), out.str(), 0600);
 }
 
 Result<DeviceState> LoadDeviceState(const std::string& dir) {
-  auto text = ReadFile(StatePath(dir));
+  const std::string path = StatePath(dir);
+  auto text = ReadFile(path);
   if (!text.ok()) return text.status();
-  DeviceState s;
-  std::istringstream in(*text);
-  std::string line;
-  while (std::getline(in, line)) {
-    const size_t eq = line.find(" = ");
-    if (line.empty() || line[0] == '#' || eq == std::string::npos) continue;
-    const std::string key = line.substr(0, eq), value = line.substr(eq + 3);
-    if (key == "server" && value.size() >= 2) {
-      const std::string quoted = value.substr(1, value.size() - 2);
-      for (size_t i = 0; i < quoted.size(); ++i) {
-        if (quoted[i] == '\\' && i + 1 < quoted.size()) ++i;  // (Quoted's escapes)
-        s.server += quoted[i];
-      }
-    } else if (key == "rounds_trained") {
-      s.rounds_trained = std::strtoll(value.c_str(), nullptr, 10);
-    } else if (key == "updates_accepted") {
-      s.updates_accepted = std::strtoll(value.c_str(), nullptr, 10);
-    } else if (key == "last_round") {
-      s.last_round = std::strtoull(value.c_str(), nullptr, 10);
-    }
+  toml::table t;
+  try {
+    t = toml::parse(*text, path);
+  } catch (const toml::parse_error& e) {
+    return Status::Corruption(path, std::string(e.description()));
   }
+  DeviceState s;
+  s.server = t["server"].value_or(std::string());
+  s.rounds_trained = t["rounds_trained"].value_or(int64_t{0});
+  s.updates_accepted = t["updates_accepted"].value_or(int64_t{0});
+  s.last_round = static_cast<uint64_t>(std::max<int64_t>(0, t["last_round"].value_or(int64_t{0})));
   return s;
 }
 

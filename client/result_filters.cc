@@ -100,7 +100,10 @@ class Delta final : public ResultFilter {
             ? KeptDifference(out->res.parameters, ins.parameters)
             : KeptDifference(SelectTensors(out->res.parameters, ins.trainable),
                              SelectTensors(ins.parameters, ins.trainable));
+    // A device holds as few copies of the model at once as it can: both
+    // go before the delta is encoded.
     out->res.parameters = ModelState();
+    out->ins->parameters = ModelState();
     if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
     out->delta = std::move(delta).value();
     out->finite = std::all_of(out->delta.begin(), out->delta.end(),

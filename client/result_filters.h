@@ -25,7 +25,7 @@ namespace fl {
 struct Outgoing {
   // The task: its round, configuration and what training started from.
   uint64_t round{0};
-  const FitIns* ins{nullptr};
+  FitIns* ins{nullptr};
   // What training gave; `res.seconds` is what it counts as (a slower
   // device's), `compute_seconds` what this machine took.
   FitRes res;

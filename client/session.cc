@@ -127,6 +127,8 @@ struct ClientSession::Impl {
       saved = *s;
       spdlog::info("[{}] state in {}: {} round(s) trained before, the last round {} for {}", o.id,
                    o.state_dir, saved.rounds_trained, saved.last_round, saved.server);
+    } else if (!s.status().IsNotFound()) {
+      spdlog::warn("[{}] the device's counters start afresh: {}", o.id, s.status().ToString());
     }
     uint64_t round = 0;
     auto residual = LoadResidual(o.state_dir, o.server, &round);
@@ -350,14 +352,13 @@ struct ClientSession::Impl {
   // Whether a TASK of this round is one to train: not one trained already
   // (its update held back or waiting for the grant), not a replay.
   bool WantsTask(const wire::Envelope& env) {
-    if ((held && held->round == env.round) || (slow && slow->update.round == env.round)) {
-      return false;  // trained already
-    }
+    if (held && held->round == env.round) return false;  // trained: waits for the grant
     if (env.round < task_round_floor) {
       Bad("TASK for round " + std::to_string(env.round) + ", the server is at round " +
           std::to_string(task_round_floor) + " (a replay)");
       return false;
     }
+    if (slow && slow->update.round == env.round) return false;  // trained: held back
     if (slow && env.round > slow->update.round) {
       slow.reset();  // an update held for an earlier round is of no use now
     }
@@ -451,9 +452,9 @@ struct ClientSession::Impl {
     Progress progress(o.progress_seconds);
     if (o.verbose && o.progress_seconds > 0) {
       // A training round of minutes shows where it is, every few seconds.
-      ins->on_progress = [&](double done) {
+      ins->on_progress = [&](double fraction) {
         std::string line;
-        if (progress.Due(done, &line)) {
+        if (progress.Due(fraction, &line)) {
           spdlog::info("[{}] round {}: training, {}", o.id, env.round, line);
         }
       };

@@ -260,6 +260,38 @@ Result<CsvTable> ReadCsv(const std::string& path) {
   return t;
 }
 
+// How a CSV's labels become class indexes: integers >= 0 as they are
+// (`*numeric`, `*values`), else text mapped to classes: the training split's
+// `classes` when given, else the distinct labels in sorted order
+// (`ds->class_names`, `*index`).
+Status CsvLabels(const std::string& path, const CsvTable& table, int label,
+                 const std::vector<std::string>* classes, bool numeric_labels, Dataset* ds,
+                 bool* numeric, std::vector<double>* values, std::map<std::string, int>* index) {
+  *numeric = classes == nullptr || classes->empty();
+  values->assign(table.rows.size(), 0);
+  for (size_t r = 0; *numeric && r < table.rows.size(); ++r) {
+    double v;
+    *numeric = ParseNumber(table.rows[r][label], &v) && v >= 0 && v == std::floor(v);
+    (*values)[r] = v;
+  }
+  if (!*numeric && numeric_labels) {
+    return Status::InvalidArgument(path, "has a label that is not an integer >= 0, where the "
+                                         "training data's labels are integers");
+  }
+  if (*numeric) return Status::OK();
+  if (classes && !classes->empty()) {
+    ds->class_names = *classes;
+  } else {
+    std::map<std::string, int> seen;
+    for (const auto& row : table.rows) seen[row[label]] = 0;
+    for (const auto& [name, i] : seen) ds->class_names.push_back(name);
+  }
+  for (size_t i = 0; i < ds->class_names.size(); ++i) {
+    (*index)[ds->class_names[i]] = static_cast<int>(i);
+  }
+  return Status::OK();
+}
+
 // Reads a CSV file. `classes`: the training split's class names when this is a
 // test file whose labels are text. `group_names` is filled (and extended) with
 // the group column's values when `group_column` is set.
@@ -289,32 +321,11 @@ Result<Dataset> LoadCsv(const std::string& path, const DataOptions& o,
   ds.shape = {features};
   ds.count = static_cast<int64_t>(table->rows.size());
   ds.features.reserve(static_cast<size_t>(ds.count) * features);
-  // Labels: integers >= 0, else text mapped to classes in sorted order.
-  bool numeric = classes == nullptr || classes->empty();
-  const bool must_be_numeric = numeric_labels;
-  std::vector<double> label_values(table->rows.size());
-  for (size_t r = 0; numeric && r < table->rows.size(); ++r) {
-    double v;
-    numeric = ParseNumber(table->rows[r][*label], &v) && v >= 0 && v == std::floor(v);
-    label_values[r] = v;
-  }
-  if (!numeric && must_be_numeric) {
-    return Status::InvalidArgument(path, "has a label that is not an integer >= 0, where the "
-                                         "training data's labels are integers");
-  }
+  bool numeric = true;
+  std::vector<double> label_values;
   std::map<std::string, int> class_index;
-  if (!numeric) {
-    if (classes && !classes->empty()) {
-      ds.class_names = *classes;
-    } else {
-      for (const auto& row : table->rows) class_index[row[*label]] = 0;
-      for (const auto& [name, i] : class_index) ds.class_names.push_back(name);
-    }
-    class_index.clear();
-    for (size_t i = 0; i < ds.class_names.size(); ++i) {
-      class_index[ds.class_names[i]] = static_cast<int>(i);
-    }
-  }
+  FL_RETURN_IF_ERROR(CsvLabels(path, *table, *label, classes, numeric_labels, &ds, &numeric,
+                               &label_values, &class_index));
   std::map<std::string, int> group_index;
   for (size_t r = 0; r < table->rows.size(); ++r) {
     const auto& row = table->rows[r];
@@ -461,6 +472,93 @@ bool IsDataFolder(const std::string& dir) {
   return IsDir(dir + "/train") || (!IsDir(dir + "/test") && !SubFolders(dir).empty());
 }
 
+namespace {
+
+// The test split when it is carved out of the training split
+// (--test-fraction) or read on its own (`path`'s, or --test-data), into
+// `out->test`; `*train` loses what is carved.
+Status ReadTestSplit(const DataOptions& o, bool need_test, bool auto_norm,
+                     Result<Dataset>* train, DataSplits* out) {
+  if (train->ok() && o.test_fraction > 0) {
+    Dataset all = std::move(*train).value();
+    Dataset carved_train, carved_test;
+    Carve(all, o.test_fraction, &carved_train, &carved_test);
+    if (carved_test.count == 0 || carved_train.count == 0) {
+      return Status::InvalidArgument(o.path, "--test-fraction " + std::to_string(o.test_fraction) +
+                                                 " of " + std::to_string(all.count) +
+                                                 " samples leaves an empty split");
+    }
+    *train = std::move(carved_train);
+    out->test = std::move(carved_test);
+    return Status::OK();
+  }
+  if (!(need_test || (auto_norm && !train->ok()))) return Status::OK();
+  const bool given = !o.test_path.empty();
+  const std::string test_from = given ? o.test_path : o.path;
+  const std::vector<std::string>* classes =
+      train->ok() && !(*train)->class_names.empty() ? &(*train)->class_names : nullptr;
+  // Integer training labels: the test labels must be integers too (text
+  // would be numbered on its own).
+  const bool numeric = train->ok() && (*train)->floats && (*train)->class_names.empty();
+  auto test = LoadSplit(test_from, Split::kTest, o, classes, given, numeric);
+  if (test.ok()) {
+    out->test = std::move(test).value();
+  } else if (need_test) {
+    return test.status().IsNotFound()
+               ? Status::NotFound(test_from, test.status().message() +
+                                                 ": no test split; give one with --test-data "
+                                                 "or carve it with --test-fraction")
+               : test.status();
+  }
+  return Status::OK();
+}
+
+// Class names (text labels, class folders) from the test data alone would
+// shift every index after a class it lacks: they come from the training
+// split of `path` when there is one of the same kind.
+Status ClassNamesFromTraining(const DataOptions& o, DataSplits* out) {
+  if (out->test.class_names.empty()) return Status::OK();
+  auto names_from = LoadSplit(o.path, Split::kTrain, o, nullptr, /*whole=*/false);
+  if (names_from.ok() && names_from->shape == out->test.shape &&
+      names_from->class_names != out->test.class_names) {
+    auto again = LoadSplit(o.test_path, Split::kTest, o, &names_from->class_names, true);
+    if (!again.ok()) return again.status();
+    out->test = std::move(again).value();
+  } else if (!names_from.ok()) {
+    out->note = "class names from the test data alone (give --data with the training data if "
+                "the test data lacks a class)";
+  }
+  return Status::OK();
+}
+
+// The normalisation (--normalize: none, given, or computed from the training
+// split, else the test split), set on both splits.
+Status Normalize(const DataOptions& o, bool auto_norm, DataSplits* out) {
+  Normalization norm;
+  if (o.normalize == "none") {
+    out->normalization_source = "none (--normalize none)";
+  } else if (!auto_norm) {
+    auto parsed = ParseNormalization(o.normalize);
+    if (!parsed.ok()) return parsed.status();
+    norm = *parsed;
+    out->normalization_source = "--normalize";
+  } else if (out->train.count > 0) {
+    norm = ComputeNormalization(out->train);
+    out->normalization_source = "computed from the training split";
+  } else if (out->test.count > 0) {
+    norm = ComputeNormalization(out->test);
+    out->normalization_source = "computed from the test split (no training split here)";
+  }
+  for (Dataset* d : {&out->train, &out->test}) {
+    if (d->count == 0) continue;
+    FL_RETURN_IF_ERROR(CheckNormalization(*d, norm, "--normalize " + o.normalize));
+    d->normalization = norm;
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_test) {
   if (o.path.empty()) return Status::InvalidArgument("--data", "is empty");
   if (!(o.test_fraction >= 0 && o.test_fraction < 1)) {
@@ -474,10 +572,9 @@ Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_tes
   DataSplits out;
   const bool auto_norm = o.normalize.empty() || o.normalize == "auto";
   // The training split: when asked for, to carve the test split, or to
-  // compute the normalisation.
+  // compute the normalisation. A process that only evaluates, given its test
+  // data, reads nothing else (auto then computes from that test data).
   Result<Dataset> train = Status::NotFound(o.path, "not read");
-  // A process that only evaluates, given its test data, reads nothing else
-  // (auto then computes from that test data).
   const bool test_only = !need_train && !o.test_path.empty() && o.test_fraction == 0;
   const bool want_train = need_train || o.test_fraction > 0 || (auto_norm && !test_only);
   if (want_train) {
@@ -486,51 +583,8 @@ Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_tes
       return train.status();
     }
   }
-  if (train.ok() && o.test_fraction > 0) {
-    Dataset all = std::move(train).value();
-    Dataset carved_train, carved_test;
-    Carve(all, o.test_fraction, &carved_train, &carved_test);
-    if (carved_test.count == 0 || carved_train.count == 0) {
-      return Status::InvalidArgument(o.path, "--test-fraction " + std::to_string(o.test_fraction) +
-                                                 " of " + std::to_string(all.count) +
-                                                 " samples leaves an empty split");
-    }
-    train = std::move(carved_train);
-    out.test = std::move(carved_test);
-  } else if (need_test || (auto_norm && !train.ok())) {
-    const bool given = !o.test_path.empty();
-    const std::string test_from = given ? o.test_path : o.path;
-    const std::vector<std::string>* classes =
-        train.ok() && !train->class_names.empty() ? &train->class_names : nullptr;
-    // Integer training labels: the test labels must be integers too (text
-    // would be numbered on its own).
-    const bool numeric = train.ok() && train->floats && train->class_names.empty();
-    auto test = LoadSplit(test_from, Split::kTest, o, classes, given, numeric);
-    if (test.ok()) {
-      out.test = std::move(test).value();
-    } else if (need_test) {
-      return test.status().IsNotFound()
-                 ? Status::NotFound(test_from, test.status().message() +
-                                                   ": no test split; give one with --test-data "
-                                                   "or carve it with --test-fraction")
-                 : test.status();
-    }
-  }
-  // Class names (text labels, class folders) from the test data alone would
-  // shift every index after a class it lacks: take them from the training
-  // split of `path` when there is one of the same kind.
-  if (test_only && !out.test.class_names.empty()) {
-    auto names_from = LoadSplit(o.path, Split::kTrain, o, nullptr, /*whole=*/false);
-    if (names_from.ok() && names_from->shape == out.test.shape &&
-        names_from->class_names != out.test.class_names) {
-      auto again = LoadSplit(o.test_path, Split::kTest, o, &names_from->class_names, true);
-      if (!again.ok()) return again.status();
-      out.test = std::move(again).value();
-    } else if (!names_from.ok()) {
-      out.note = "class names from the test data alone (give --data with the training data "
-                 "if the test data lacks a class)";
-    }
-  }
+  FL_RETURN_IF_ERROR(ReadTestSplit(o, need_test, auto_norm, &train, &out));
+  if (test_only) FL_RETURN_IF_ERROR(ClassNamesFromTraining(o, &out));
   if (train.ok()) out.train = std::move(train).value();
   // One class count and shape for both splits.
   if (out.train.count > 0 && out.test.count > 0) {
@@ -539,27 +593,7 @@ Result<DataSplits> LoadData(const DataOptions& o, bool need_train, bool need_tes
     const int classes = std::max(out.train.num_classes, out.test.num_classes);
     out.train.num_classes = out.test.num_classes = classes;
   }
-  // The normalisation.
-  Normalization norm;
-  if (o.normalize == "none") {
-    out.normalization_source = "none (--normalize none)";
-  } else if (!auto_norm) {
-    auto parsed = ParseNormalization(o.normalize);
-    if (!parsed.ok()) return parsed.status();
-    norm = *parsed;
-    out.normalization_source = "--normalize";
-  } else if (out.train.count > 0) {
-    norm = ComputeNormalization(out.train);
-    out.normalization_source = "computed from the training split";
-  } else if (out.test.count > 0) {
-    norm = ComputeNormalization(out.test);
-    out.normalization_source = "computed from the test split (no training split here)";
-  }
-  for (Dataset* d : {&out.train, &out.test}) {
-    if (d->count == 0) continue;
-    FL_RETURN_IF_ERROR(CheckNormalization(*d, norm, "--normalize " + o.normalize));
-    d->normalization = norm;
-  }
+  FL_RETURN_IF_ERROR(Normalize(o, auto_norm, &out));
   if (!need_train) out.train = Dataset();
   if (!need_test) out.test = Dataset();
   return out;

@@ -32,6 +32,13 @@ inline int64_t RoundToInt(double x) { return static_cast<int64_t>(RoundToIntegra
 
 inline bool InRange(float v) { return std::fabs(v) < static_cast<float>(kFixedMaxAbs); }
 
+// |v|'s bits: the float's bits without the sign.
+inline int32_t AbsBits(float f) {
+  int32_t b;
+  std::memcpy(&b, &f, 4);
+  return b & 0x7fffffff;
+}
+
 // W * 2^63, the bound on |S_i| (W < 2^63, so it is below 2^126).
 FixedInt SumBound(int64_t weight) { return static_cast<FixedInt>(weight) << 63; }
 
@@ -108,27 +115,8 @@ Status AddWeighted(FixedSum* sum, int64_t weight, const float* v, size_t n) {
   if (weight > kMaxWeight - sum->weight) {
     return Status::InvalidArgument("the total weight would exceed 2^63 - 1");
   }
-  // Range checks on the floats' bits, which the compiler vectorizes: |v| is
-  // the bits without the sign, and an integer compare orders finite floats
-  // (infinity and NaN, exponent all ones, above every finite one).
-  constexpr int32_t kRangeBits = 0x4b000000;  // 2^23
+  FL_RETURN_IF_ERROR(CheckFixedRange(v, n));
   constexpr int32_t kSmallBits = 0x45000000;  // 2^11
-  const auto abs_bits = [](float f) {
-    int32_t b;
-    std::memcpy(&b, &f, 4);
-    return b & 0x7fffffff;
-  };
-  int32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) bad |= abs_bits(v[i]) >= kRangeBits;
-  if (bad) {
-    for (size_t i = 0; i < n; ++i) {
-      if (!InRange(v[i])) {
-        return Status::InvalidArgument("delta value " + std::to_string(i) + " is " +
-                                       std::to_string(v[i]) +
-                                       ", outside the fixed-point range +-2^23 (8388608)");
-      }
-    }
-  }
   if (sum->values.empty()) sum->values.assign(n, 0);
   FixedInt* s = sum->values.data();
   // In blocks: the terms first (vectorized for a block whose values are all
@@ -140,7 +128,7 @@ Status AddWeighted(FixedSum* sum, int64_t weight, const float* v, size_t n) {
     const size_t m = std::min(kBlock, n - b);
     const float* x = v + b;
     int32_t large = 0;
-    for (size_t i = 0; i < m; ++i) large |= abs_bits(x[i]) >= kSmallBits;
+    for (size_t i = 0; i < m; ++i) large |= AbsBits(x[i]) >= kSmallBits;
     if (!large) {
       constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
       int64_t magic_bits;
@@ -157,6 +145,24 @@ Status AddWeighted(FixedSum* sum, int64_t weight, const float* v, size_t n) {
     for (size_t i = 0; i < m; ++i) s[b + i] += static_cast<FixedInt>(weight) * q[i];
   }
   sum->weight += weight;
+  return Status::OK();
+}
+
+Status CheckFixedRange(const float* v, size_t n) {
+  // On the floats' bits, which the compiler vectorizes: |v| is the bits
+  // without the sign, and an integer compare orders finite floats (infinity
+  // and NaN, exponent all ones, above every finite one).
+  constexpr int32_t kRangeBits = 0x4b000000;  // 2^23
+  int32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad |= AbsBits(v[i]) >= kRangeBits;
+  if (!bad) return Status::OK();
+  for (size_t i = 0; i < n; ++i) {
+    if (!InRange(v[i])) {
+      return Status::InvalidArgument("delta value " + std::to_string(i) + " is " +
+                                     std::to_string(v[i]) +
+                                     ", outside the fixed-point range +-2^23 (8388608)");
+    }
+  }
   return Status::OK();
 }
 

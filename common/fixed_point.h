@@ -84,6 +84,13 @@ struct FixedSum {
   std::vector<FixedInt> values;
 };
 
+// OK when each of `n` values is finite and within +-kFixedMaxAbs; otherwise
+// InvalidArgument naming the first that is not.
+Status CheckFixedRange(const float* v, size_t n);
+inline Status CheckFixedRange(const std::vector<float>& v) {
+  return CheckFixedRange(v.data(), v.size());
+}
+
 // Adds weight * round(v * 2^40) of each of `n` values to `sum` (sized to `n`
 // when empty). InvalidArgument, and nothing added, when `weight` <= 0, the
 // total weight would exceed INT64_MAX, the sizes differ, or a value is not

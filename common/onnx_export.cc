@@ -266,8 +266,11 @@ std::vector<std::string> OnnxExportableArchitectures() {
   return out;
 }
 
-Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions& options,
-                               OnnxExportStats* stats) {
+namespace {
+
+// The layer graph of `model`'s architecture: the one given, or the known one.
+Result<const ArchitectureGraph*> GraphOf(const ModelState& model,
+                                         const OnnxExportOptions& options) {
   FL_RETURN_IF_ERROR(CheckModelState(model));
   FL_RETURN_IF_ERROR(CheckValueRange(model));
   for (size_t i = 0; i < model.tensors.size(); ++i) {
@@ -293,6 +296,143 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
         "ONNX export does not know the layers of architecture '" + model.architecture + "'",
         "it exports " + known);
   }
+  return arch;
+}
+
+// Normalisation, as the trainer does it in float: x / 255 (byte samples),
+// - mean, / std. Returns the normalised value's name.
+Result<std::string> AddNormalization(GraphBuilder* b, const std::string& input,
+                                     const ArchitectureGraph& arch, const ModelState& model,
+                                     const OnnxExportOptions& options) {
+  std::string x = input;
+  if (options.byte_input) {
+    x = b->Value("scaled");
+    b->Node("Div", {input, b->Scalar("norm.scale", 255.0f)}, x);
+  }
+  std::string y = b->Value("centred");
+  const Normalization& norm = options.normalization;
+  if (norm.mean.size() != 1 && static_cast<int64_t>(norm.mean.size()) != arch.input[0]) {
+    return Status::InvalidArgument("ONNX export: --normalize gives " +
+                                   std::to_string(norm.mean.size()) + " mean/std pairs; '" +
+                                   model.architecture + "' takes " +
+                                   std::to_string(arch.input[0]) + " channel(s)");
+  }
+  b->Node("Sub", {x, b->PerChannel("norm.mean", norm.mean, arch.input.size())}, y);
+  x = b->Value("input");
+  b->Node("Div", {y, b->PerChannel("norm.std", norm.std, arch.input.size())}, x);
+  return x;
+}
+
+// A layer with parameters: its node from `x` into `out`, and the shape (per
+// example) after it in `*shape`.
+Status AddLinear(GraphBuilder* b, const LayerSpec& layer, const std::string& x, const std::string& out,
+                 std::vector<int64_t>* shape) {
+  const int64_t outs = layer.outputs;
+  auto w = b->Parameter(layer.name + ".weight", {outs, (*shape)[0]});
+  if (!w.ok()) return w.status();
+  auto bias = b->Parameter(layer.name + ".bias", {outs});
+  if (!bias.ok()) return bias.status();
+  IntAttr(b->Node("Gemm", {x, *w, *bias}, out), "transB", 1);
+  *shape = {outs};
+  return Status::OK();
+}
+
+// Eval mode: (x - running_mean) / sqrt(running_var + eps) * weight + bias per
+// channel (dimension 1 of [N, C] or [N, C, H, W]).
+Status AddBatchNorm(GraphBuilder* b, const LayerSpec& layer, const std::string& x,
+                    const std::string& out, const std::vector<int64_t>& shape) {
+  const std::vector<int64_t> c = {shape[0]};
+  if (layer.outputs != shape[0]) {
+    return Status::InvalidArgument("ONNX export: BatchNorm '" + layer.name + "' has " +
+                                   std::to_string(layer.outputs) + " channels, its input " +
+                                   std::to_string(shape[0]));
+  }
+  std::vector<std::string> inputs = {x};
+  for (const char* role : {".weight", ".bias", ".running_mean", ".running_var"}) {
+    auto t = b->Parameter(layer.name + role, c);
+    if (!t.ok()) return t.status();
+    inputs.push_back(*t);
+  }
+  FloatAttr(b->Node("BatchNormalization", inputs, out), "epsilon",
+            static_cast<float>(layer.epsilon));
+  return Status::OK();
+}
+
+Status AddConv(GraphBuilder* b, const LayerSpec& layer, const std::string& x, const std::string& out,
+               std::vector<int64_t>* shape) {
+  const int64_t outs = layer.outputs, kh = layer.kernel, kw = layer.kernel;
+  auto w = b->Parameter(layer.name + ".weight", {outs, (*shape)[0], kh, kw});
+  if (!w.ok()) return w.status();
+  auto bias = b->Parameter(layer.name + ".bias", {outs});
+  if (!bias.ok()) return bias.status();
+  onnx::NodeProto* n = b->Node("Conv", {x, *w, *bias}, out);
+  IntsAttr(n, "kernel_shape", {kh, kw});
+  IntsAttr(n, "pads", {layer.pad, layer.pad, layer.pad, layer.pad});
+  const std::vector<int64_t> in = *shape;
+  *shape = {outs, in[1] + 2 * layer.pad - kh + 1, in[2] + 2 * layer.pad - kw + 1};
+  return Status::OK();
+}
+
+// One layer's node from `x` into `out`; `*shape` follows it.
+Status AddLayer(GraphBuilder* b, const LayerSpec& layer, const std::string& x, const std::string& out,
+                std::vector<int64_t>* shape) {
+  switch (layer.kind) {
+    case Layer::kFlatten: {
+      int64_t n = 1;
+      for (int64_t d : *shape) n *= d;
+      *shape = {n};
+      IntAttr(b->Node("Flatten", {x}, out), "axis", 1);
+      return Status::OK();
+    }
+    case Layer::kRelu:
+      b->Node("Relu", {x}, out);
+      return Status::OK();
+    case Layer::kIdentity:
+      b->Node("Identity", {x}, out);
+      return Status::OK();
+    case Layer::kMaxPool2: {
+      onnx::NodeProto* n = b->Node("MaxPool", {x}, out);
+      IntsAttr(n, "kernel_shape", {2, 2});
+      IntsAttr(n, "strides", {2, 2});
+      *shape = {(*shape)[0], (*shape)[1] / 2, (*shape)[2] / 2};
+      return Status::OK();
+    }
+    case Layer::kLinear:
+      return AddLinear(b, layer, x, out, shape);
+    case Layer::kBatchNorm:
+      return AddBatchNorm(b, layer, x, out, *shape);
+    case Layer::kConv:
+      return AddConv(b, layer, x, out, shape);
+  }
+  return Status::Internal("ONNX export: a layer of unknown kind");
+}
+
+// What the model is, for whoever loads the file.
+void AddMetadata(onnx::ModelProto* m, const ModelState& model, const OnnxExportOptions& options) {
+  Metadata(m, "fedge.architecture", model.architecture);
+  Metadata(m, "fedge.input",
+           options.byte_input ? "pixels: raw values 0..255 as float; normalised in the graph"
+                              : "features: raw float values; normalised in the graph");
+  if (options.byte_input) Metadata(m, "fedge.normalize_scale", "255");
+  Metadata(m, "fedge.normalize", options.normalization.ToString());
+  if (!options.class_names.empty()) {
+    std::string classes;
+    for (const auto& c : options.class_names) classes += (classes.empty() ? "" : ",") + c;
+    Metadata(m, "fedge.classes", classes);
+  }
+  Metadata(m, "fedge.sparsity", Number(model.Sparsity()));
+  Metadata(m, "fedge.weights",
+           options.int8 ? "int8 weights, one scale per output channel; fp32 biases" : "fp32");
+  if (!options.model_version.empty()) Metadata(m, "fedge.model_version", options.model_version);
+}
+
+}  // namespace
+
+Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions& options,
+                               OnnxExportStats* stats) {
+  auto found = GraphOf(model, options);
+  if (!found.ok()) return found.status();
+  const ArchitectureGraph* arch = *found;
   OnnxExportStats local;
   if (!stats) stats = &local;
   *stats = OnnxExportStats{};
@@ -313,93 +453,14 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   const std::string input = options.byte_input ? "pixels" : "features";
   SetShape(graph->add_input(), input, arch->input);
   GraphBuilder b(model, options, graph, stats);
-
-  // Normalisation, as the trainer does it in float: x / 255 (byte samples),
-  // - mean, / std.
-  std::string x = input;
-  if (options.byte_input) {
-    x = b.Value("scaled");
-    b.Node("Div", {input, b.Scalar("norm.scale", 255.0f)}, x);
-  }
-  std::string y = b.Value("centred");
-  const Normalization& norm = options.normalization;
-  if (norm.mean.size() != 1 && static_cast<int64_t>(norm.mean.size()) != arch->input[0]) {
-    return Status::InvalidArgument("ONNX export: --normalize gives " +
-                                   std::to_string(norm.mean.size()) + " mean/std pairs; '" +
-                                   model.architecture + "' takes " +
-                                   std::to_string(arch->input[0]) + " channel(s)");
-  }
-  b.Node("Sub", {x, b.PerChannel("norm.mean", norm.mean, arch->input.size())}, y);
-  x = b.Value("input");
-  b.Node("Div", {y, b.PerChannel("norm.std", norm.std, arch->input.size())}, x);
-
+  auto normalized = AddNormalization(&b, input, *arch, model, options);
+  if (!normalized.ok()) return normalized.status();
   // Shapes through the layers, to know each parameter's expected shape.
+  std::string x = *normalized;
   std::vector<int64_t> shape = arch->input;  // per example
   for (const auto& layer : arch->layers) {
     const std::string out = b.Value(layer.name.empty() ? "x" : layer.name);
-    switch (layer.kind) {
-      case Layer::kFlatten: {
-        int64_t n = 1;
-        for (int64_t d : shape) n *= d;
-        shape = {n};
-        IntAttr(b.Node("Flatten", {x}, out), "axis", 1);
-        break;
-      }
-      case Layer::kRelu:
-        b.Node("Relu", {x}, out);
-        break;
-      case Layer::kIdentity:
-        b.Node("Identity", {x}, out);
-        break;
-      case Layer::kMaxPool2: {
-        onnx::NodeProto* n = b.Node("MaxPool", {x}, out);
-        IntsAttr(n, "kernel_shape", {2, 2});
-        IntsAttr(n, "strides", {2, 2});
-        shape = {shape[0], shape[1] / 2, shape[2] / 2};
-        break;
-      }
-      case Layer::kLinear: {
-        const int64_t outs = layer.outputs;
-        auto w = b.Parameter(layer.name + ".weight", {outs, shape[0]});
-        if (!w.ok()) return w.status();
-        auto bias = b.Parameter(layer.name + ".bias", {outs});
-        if (!bias.ok()) return bias.status();
-        IntAttr(b.Node("Gemm", {x, *w, *bias}, out), "transB", 1);
-        shape = {outs};
-        break;
-      }
-      case Layer::kBatchNorm: {
-        // Eval mode: (x - running_mean) / sqrt(running_var + eps) * weight + bias
-        // per channel (dimension 1 of [N, C] or [N, C, H, W]).
-        const std::vector<int64_t> c = {shape[0]};
-        if (layer.outputs != shape[0]) {
-          return Status::InvalidArgument("ONNX export: BatchNorm '" + layer.name + "' has " +
-                                         std::to_string(layer.outputs) + " channels, its input " +
-                                         std::to_string(shape[0]));
-        }
-        std::vector<std::string> inputs = {x};
-        for (const char* role : {".weight", ".bias", ".running_mean", ".running_var"}) {
-          auto t = b.Parameter(layer.name + role, c);
-          if (!t.ok()) return t.status();
-          inputs.push_back(*t);
-        }
-        FloatAttr(b.Node("BatchNormalization", inputs, out), "epsilon",
-                  static_cast<float>(layer.epsilon));
-        break;
-      }
-      case Layer::kConv: {
-        const int64_t outs = layer.outputs, kh = layer.kernel, kw = layer.kernel;
-        auto w = b.Parameter(layer.name + ".weight", {outs, shape[0], kh, kw});
-        if (!w.ok()) return w.status();
-        auto bias = b.Parameter(layer.name + ".bias", {outs});
-        if (!bias.ok()) return bias.status();
-        onnx::NodeProto* n = b.Node("Conv", {x, *w, *bias}, out);
-        IntsAttr(n, "kernel_shape", {kh, kw});
-        IntsAttr(n, "pads", {layer.pad, layer.pad, layer.pad, layer.pad});
-        shape = {outs, shape[1] + 2 * layer.pad - kh + 1, shape[2] + 2 * layer.pad - kw + 1};
-        break;
-      }
-    }
+    FL_RETURN_IF_ERROR(AddLayer(&b, layer, x, out, &shape));
     x = out;
   }
   if (shape != std::vector<int64_t>{arch->classes}) {
@@ -413,23 +474,7 @@ Result<std::string> ExportOnnx(const ModelState& model, const OnnxExportOptions&
   // The graph's output is the last layer's value, renamed.
   graph->mutable_node(graph->node_size() - 1)->set_output(0, "logits");
   SetShape(graph->add_output(), "logits", {arch->classes});
-
-  Metadata(&m, "fedge.architecture", model.architecture);
-  Metadata(&m, "fedge.input",
-           options.byte_input ? "pixels: raw values 0..255 as float; normalised in the graph"
-                              : "features: raw float values; normalised in the graph");
-  if (options.byte_input) Metadata(&m, "fedge.normalize_scale", "255");
-  Metadata(&m, "fedge.normalize", norm.ToString());
-  if (!options.class_names.empty()) {
-    std::string classes;
-    for (const auto& c : options.class_names) classes += (classes.empty() ? "" : ",") + c;
-    Metadata(&m, "fedge.classes", classes);
-  }
-  Metadata(&m, "fedge.sparsity", Number(model.Sparsity()));
-  Metadata(&m, "fedge.weights",
-           options.int8 ? "int8 weights, one scale per output channel; fp32 biases" : "fp32");
-  if (!options.model_version.empty()) Metadata(&m, "fedge.model_version", options.model_version);
-
+  AddMetadata(&m, model, options);
   std::string bytes;
   if (!m.SerializeToString(&bytes)) return Status::Internal("ONNX export: serialization failed");
   stats->bytes = static_cast<int64_t>(bytes.size());

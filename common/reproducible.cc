@@ -28,8 +28,8 @@ const char kReproducibleHelp[] =
     "pins ATen's kernels to AVX2 and OpenBLAS's to Haswell, switches oneDNN off, one thread "
     "per op, deterministic algorithms (the process runs itself again with that environment). "
     "Costs speed: on an AMD EPYC a 3-round fl-sim CNN run took 63-72 s instead of 44 s "
-    "(evaluation without oneDNN, training 10-30% slower); the MLP trains no slower (README, "
-    "\"Exact aggregation and reproducible runs\")";
+    "(evaluation without oneDNN, training 10-30% slower); the MLP trains no slower "
+    "(docs/simulations.md, \"Exact aggregation and reproducible runs\")";
 
 const std::vector<std::pair<std::string, std::string>>& ReproducibleEnvironment() {
   // (FEDGE_REPRODUCIBLE marks a process that was run again with these: the

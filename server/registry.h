@@ -34,6 +34,8 @@ struct ClientEntry {
   bool reads_extensions{false};
   // It has no model of its own: its TASKs carry the signed TorchScript file.
   bool needs_model_code{false};
+  // The delta codecs its HELLO lists (common/codec.h).
+  std::vector<std::string> codecs;
 };
 
 class ClientRegistry {

@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "common/file_util.h"
 #include "crypto/model_file.h"
@@ -23,42 +25,59 @@ std::string RunStore::RowsPath() const { return dir_ + "/rounds.csv"; }
 
 Status RunStore::Prepare() const { return writes() ? CreateDirectories(dir_) : Status::OK(); }
 
-Status RunStore::AppendRow(const RoundMetrics& rm) const {
-  if (!writes()) return Status::OK();
-  const std::string path = RowsPath();
-  struct stat st;
-  const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
-  FILE* f = std::fopen(path.c_str(), "a");
-  if (!f) return Status::IOError(path, "cannot open for append");
-  if (!exists) std::fprintf(f, "%s\n", RoundsCsvHeader(privacy_, async_).c_str());
+namespace {
+
+// One row of rounds.csv (RoundsCsvHeader's columns), with its newline.
+std::string RowText(const RoundMetrics& rm, bool privacy, bool async) {
+  char buf[256];
   // Rounds without evaluation leave the accuracy and loss fields empty.
   char acc_s[32] = "", loss_s[32] = "";
   if (!std::isnan(rm.test_accuracy)) {
     std::snprintf(acc_s, sizeof(acc_s), "%.6f", rm.test_accuracy);
     std::snprintf(loss_s, sizeof(loss_s), "%.6f", rm.test_loss);
   }
-  std::fprintf(f, "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f,%.6g",
-               static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
-               static_cast<unsigned long long>(rm.upload_bytes),
-               static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
-               rm.eval_seconds, rm.max_delta_norm);
-  if (privacy_) {
+  std::snprintf(buf, sizeof(buf), "%llu,%d,%s,%s,%llu,%llu,%.3f,%.3f,%.6g",
+                static_cast<unsigned long long>(rm.round), rm.participants, acc_s, loss_s,
+                static_cast<unsigned long long>(rm.upload_bytes),
+                static_cast<unsigned long long>(rm.download_bytes), rm.round_seconds,
+                rm.eval_seconds, rm.max_delta_norm);
+  std::string row = buf;
+  if (privacy) {
     // Empty for a row restored without it (its round's accountant is gone).
-    if (std::isnan(rm.epsilon)) {
-      std::fprintf(f, ",");
-    } else {
-      std::fprintf(f, ",%.6g", rm.epsilon);
-    }
+    if (!std::isnan(rm.epsilon)) std::snprintf(buf, sizeof(buf), ",%.6g", rm.epsilon);
+    row += std::isnan(rm.epsilon) ? "," : buf;
   }
-  if (async_) {
-    std::fprintf(f, ",%d,%.3f,%u,%d", rm.selected, rm.mean_staleness, rm.max_staleness, rm.expired);
+  if (async) {
+    std::snprintf(buf, sizeof(buf), ",%d,%.3f,%u,%d", rm.selected, rm.mean_staleness,
+                  rm.max_staleness, rm.expired);
+    row += buf;
   }
-  std::fprintf(f, "\n");
-  std::fflush(f);
-  ::fsync(fileno(f));
-  std::fclose(f);
+  return row + "\n";
+}
+
+}  // namespace
+
+Status RunStore::AppendRow(const RoundMetrics& rm) const {
+  if (!writes()) return Status::OK();
+  const std::string path = RowsPath();
+  struct stat st;
+  const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+  std::string text = exists ? "" : RoundsCsvHeader(privacy_, async_) + "\n";
+  text += RowText(rm, privacy_, async_);
+  FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) return Status::IOError(path, std::string("cannot open for append: ") + std::strerror(errno));
+  // The row is durable before the round is reported done.
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok = std::fflush(f) == 0 && ok;
+  ok = ::fsync(fileno(f)) == 0 && ok;
+  const int saved = errno;
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    return Status::IOError(path, std::string("writing a row failed: ") + std::strerror(saved));
+  }
   return Status::OK();
 }
+
 uint64_t RunStore::ReconcileRows(uint64_t checkpoint_round) const {
   if (!writes()) return 0;
   const std::string path = RowsPath();

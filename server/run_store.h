@@ -18,7 +18,7 @@
 #include "common/status.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
-#include "server/server.h"
+#include "server/round_metrics.h"
 
 namespace fl {
 

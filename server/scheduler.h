@@ -107,6 +107,8 @@ class SchedulerHost {
   virtual Aggregator& rule() = 0;
   virtual const ClientRegistry& registry() const = 0;
   virtual uint64_t completed() const = 0;
+  // With central privacy: the clipping norm this round uses (0 without).
+  virtual double dp_clip() const = 0;
   // Evaluations still queued or running.
   virtual size_t evaluations_outstanding() const = 0;
 };

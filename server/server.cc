@@ -441,7 +441,8 @@ Status Conductor::LoadEnrollment() {
       ++it;
       continue;
     }
-    EndTurn(it->first);  // its round or task is over: nothing from it is accepted now
+    // Its round or task is over: nothing from it is accepted now.
+    if (scheduler_) EndTurn(it->first);
     it = clients.erase(it);
   }
   return Status::OK();
@@ -659,7 +660,8 @@ std::optional<std::string> Conductor::HelloRefusal(const std::string& peer,
     *reason = "bad_payload";
     return "num_examples must be > 0, got " + std::to_string(h.num_examples);
   }
-  const std::string codec = FindCodec(plan().train.codec)->name();
+  const Codec* round_codec = FindCodec(plan().train.codec);
+  const std::string codec = round_codec ? round_codec->name() : kDefaultCodec;
   if (std::find(h.codecs.begin(), h.codecs.end(), codec) == h.codecs.end()) {
     *reason = "no_common_codec";
     return "server needs codec '" + codec + "'";
@@ -728,6 +730,7 @@ void Conductor::HandleHello(const std::string& peer, const wire::Envelope& env,
   c.needs_model_code = sent_code;
   c.num_examples = h.num_examples;
   c.devices = h.devices;
+  c.codecs = h.codecs;
   c.last_seen = NowSeconds();
   if (is_new && o_.verbose) {
     spdlog::info("client {} registered ({} examples); {} known", env.sender, h.num_examples,

@@ -1,9 +1,13 @@
 // The aggregator: client registry, rounds, FedAvg, evaluation, checkpoints.
 //
-// One thread (the caller of Run) owns the listening socket and does receive,
-// verify, aggregate and checkpoint; it never stops answering for longer than
-// one of those steps takes (milliseconds). Evaluation runs on a thread of its
-// own (BackgroundEvaluator), overlapping the next round. A round:
+// Threads: the caller of Run owns the listening socket and does receive,
+// handling, aggregation and checkpoints; it never stops answering for longer
+// than one of those steps takes (milliseconds). The ingest threads
+// (--ingest-threads) authenticate, decode and check received messages in
+// batches beside it; the round log syncs on a thread of its own (group
+// commit); evaluation runs on its own thread (BackgroundEvaluator),
+// overlapping the next round. How rounds happen is a scheduler's
+// (server/scheduler.h, docs/architecture.md). A synchronous round:
 //   1. wait until at least min_clients clients are live: heard from within
 //      client_timeout on a connection the server can still reach (messages
 //      waiting in the socket are read first, so a client that reconnected is

@@ -138,8 +138,10 @@ Status Conductor::ApplyStep(int64_t count) {
   RoundMetrics& m = open().m;
   Aggregator& agg = rule();
   const Status st = model_.Step(&agg, model_.ValueLimit(o_.max_param_value));
-  m.epsilon = agg.epsilon();
-  m.dp_clip = agg.dp_clip();
+  if (privacy_) {
+    m.epsilon = privacy_->epsilon();
+    m.dp_clip = privacy_->dp_clip();
+  }
   if (st.ok()) {
     if (const int64_t n = ClampRunningVariances(&model_.state())) {
       // Honest devices' variances average to one >= 0; below it, a quantized
@@ -177,11 +179,11 @@ Status Conductor::AddLogged(const WalEntry& e, std::string_view encoded,
   if (LooksLikeFixedSum(encoded)) {
     FixedSum part;
     FL_RETURN_IF_ERROR(DecodeFixedSum(encoded, kept, &part));
-    if (e.within_clip >= 0) return agg.AddPrivatePartial(e.within_clip, &part);
+    if (e.within_clip >= 0) return agg.Add({part.weight, nullptr, &part, e.within_clip});
     if (staleness != 1.0) {
       for (FixedInt& x : part.values) x = RoundFixed(static_cast<double>(x) * staleness);
     }
-    return agg.AddPartial(e.weight, &part);
+    return agg.Add({e.weight, nullptr, &part});
   }
   const Codec* codec = CodecOfBytes(encoded);
   if (!codec) return Status::Corruption("a logged delta in no codec this server knows");
@@ -189,7 +191,7 @@ Status Conductor::AddLogged(const WalEntry& e, std::string_view encoded,
   if (e.within_clip >= 0) {
     FixedSum part;
     FL_RETURN_IF_ERROR(AddWeighted(&part, e.contributors, delta->data(), delta->size()));
-    return agg.AddPrivatePartial(e.within_clip, &part);
+    return agg.Add({part.weight, nullptr, &part, e.within_clip});
   }
   if (staleness != 1.0) {
     const float s = static_cast<float>(staleness);
@@ -262,7 +264,7 @@ void Conductor::RestorePendingRows(const std::vector<Checkpoint::Row>& rows, uin
     rm.round_seconds = row.round_seconds;
     rm.max_delta_norm = row.max_delta_norm;
     rm.test_accuracy = rm.test_loss = std::nan("");
-    if (row.round == round_) rm.epsilon = aggregator_->epsilon();
+    if (row.round == round_ && privacy_) rm.epsilon = privacy_->epsilon();
     const bool eval = evaluator_ && row.round == round_;
     if (eval) evaluator_->Submit(row.round, model_.state());
     spdlog::warn("rounds.csv has no row for round {}; writing it from the checkpoint{}",

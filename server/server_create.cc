@@ -257,15 +257,29 @@ Result<std::unique_ptr<Conductor>> MakeConductor(ServerOptions options,
                                                  std::shared_ptr<transport::Context> context,
                                                  const ModelRuntime& runtime) {
   FL_RETURN_IF_ERROR(CheckRanges(options));
-  auto agg = MakeAggregator(options.strategy, options.privacy, options.fraction);
-  if (!agg.ok()) return agg.status();
-  FL_RETURN_IF_ERROR(CheckOptions(options, (*agg)->proximal_mu()));
+  // The strategy, wrapped in central privacy when asked for. (The --dp-*
+  // values are checked either way: a negative or NaN noise multiplier is a
+  // mistake, not privacy switched off.)
+  FL_RETURN_IF_ERROR(CheckPrivacyOptions(options.privacy));
+  std::unique_ptr<Aggregator> agg;
+  const PrivateAggregator* privacy = nullptr;
+  if (options.privacy.enabled()) {
+    auto p = MakePrivateAggregator(options.strategy, options.privacy, options.fraction);
+    if (!p.ok()) return p.status();
+    privacy = p->get();
+    agg = std::move(p).value();
+  } else {
+    auto a = MakeAggregator(options.strategy);
+    if (!a.ok()) return a.status();
+    agg = std::move(a).value();
+  }
+  FL_RETURN_IF_ERROR(CheckOptions(options, agg->proximal_mu()));
   std::optional<ModelState> from_file;
   ModelFileMeta meta;  // its normalisation and class names, when recorded
   FL_RETURN_IF_ERROR(ReadModelFileOf(&options, &from_file, &meta));
   if (options.model.empty()) return Status::InvalidArgument("no model architecture given");
   auto conductor = std::make_unique<Conductor>(std::move(options));
-  FL_RETURN_IF_ERROR(conductor->Start(std::move(context), runtime, std::move(agg).value(),
+  FL_RETURN_IF_ERROR(conductor->Start(std::move(context), runtime, std::move(agg), privacy,
                                       std::move(from_file), meta));
   return conductor;
 }
@@ -280,9 +294,10 @@ Conductor::Conductor(ServerOptions options)
 }
 
 Status Conductor::Start(std::shared_ptr<transport::Context> context, const ModelRuntime& runtime,
-                        std::unique_ptr<Aggregator> aggregator,
+                        std::unique_ptr<Aggregator> aggregator, const PrivateAggregator* privacy,
                         std::optional<ModelState> from_file, const ModelFileMeta& meta) {
   aggregator_ = std::move(aggregator);
+  privacy_ = privacy;
   ctx_ = std::move(context);
   if (!runtime.initial_model) return Status::InvalidArgument("the server was given no model runtime");
   auto initial = runtime.initial_model(o_.model, o_.seed);
@@ -314,10 +329,12 @@ Status Conductor::Start(std::shared_ptr<transport::Context> context, const Model
         "enrollment folder (--clients, or --relays for a root of relays only); for a local "
         "experiment on a trusted network, pass --insecure");
   }
+  FL_RETURN_IF_ERROR(OpenTransport(curve));
+  // Once the socket is bound: a round log found open is reopened, a spent
+  // one set aside, global.flm rewritten.
   auto open_round = FindOpenRound(resumed, last_row, owed);
   if (!open_round.ok()) return open_round.status();
   scheduler_ = MakeScheduler(o_, this, BasePlan(), std::move(open_round).value());
-  FL_RETURN_IF_ERROR(OpenTransport(curve));
   if (o_.parent) o_.parent->SetModel(model_.state());
   return Status::OK();
 }

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "common/clock.h"
+#include "common/codec.h"
 #include "crypto/message.h"
 #include "server/aggregator.h"
 #include "server/global_model.h"
@@ -24,12 +25,11 @@ const int kDrainBeforeSelection = 4096;
 const size_t kMaxEvaluationsQueued = 2;
 }  // namespace
 
-RoundPlan RootPlan(const RoundPlan& base, const ServerOptions& o, uint64_t r,
-                   const Aggregator& rule) {
+RoundPlan RootPlan(const RoundPlan& base, const ServerOptions& o, uint64_t r, double dp_clip) {
   RoundPlan plan = base;
   plan.train.lr = RoundLearningRate(o, static_cast<int>(r));
   plan.train.seed = o.seed * 1000003ULL + r;
-  if (plan.private_round()) plan.dp_clip = rule.dp_clip();
+  if (plan.private_round()) plan.dp_clip = dp_clip;
   return plan;
 }
 
@@ -174,6 +174,20 @@ Result<std::vector<std::string>> RoundCollector::Select(uint64_t r, int* live) {
     }
     return std::vector<std::string>(round_.pending.begin(), round_.pending.end());
   }
+  // A relay's parent may name a codec its devices did not register for: those
+  // that cannot encode with it are not asked.
+  const Codec* codec = FindCodec(plan_.train.codec);
+  const std::string name = codec ? codec->name() : kDefaultCodec;
+  const auto& clients = host_.registry().entries();
+  active.erase(std::remove_if(active.begin(), active.end(),
+                              [&](const std::string& id) {
+                                const auto it = clients.find(id);
+                                return it != clients.end() &&
+                                       std::find(it->second.codecs.begin(),
+                                                 it->second.codecs.end(),
+                                                 name) == it->second.codecs.end();
+                              }),
+               active.end());
   Selection s = (plan_.private_round() ? poisson_ : uniform_)->Select(std::move(active), r);
   round_.limits.population = static_cast<uint32_t>(std::min<int64_t>(s.population, UINT32_MAX));
   if (o_.privacy.enabled() && o_.fraction * s.population < 20 && !warned_few_participants_) {
@@ -195,7 +209,6 @@ Result<std::vector<std::string>> RoundCollector::Select(uint64_t r, int* live) {
   // claim is many devices': it is bounded apart.)
   round_.limits.registered.clear();
   std::vector<int64_t> registered;
-  const auto& clients = host_.registry().entries();
   for (const auto& id : round_.selected) {
     const auto it = clients.find(id);
     const int64_t n = it == clients.end() ? 0 : it->second.num_examples;
@@ -279,7 +292,7 @@ Status RoundCollector::RunRound(uint64_t r, const std::atomic<bool>* stop, bool*
 
 Status SyncRounds::Run(const std::atomic<bool>* stop, bool* abandoned) {
   for (uint64_t r = host_.completed() + 1; r <= static_cast<uint64_t>(o_.rounds); ++r) {
-    plan_ = RootPlan(base_, o_, r, host_.rule());
+    plan_ = RootPlan(base_, o_, r, host_.dp_clip());
     FL_RETURN_IF_ERROR(RunRound(r, stop, abandoned));
     if (*abandoned) break;
   }

@@ -64,9 +64,8 @@ class SyncRounds final : public RoundCollector {
 };
 
 // The plan of a root's round (or step) `r`: `base` (the run's TASK fields,
-// deadline and privacy) with the round's learning rate, seed and clip.
-RoundPlan RootPlan(const RoundPlan& base, const ServerOptions& o, uint64_t r,
-                   const Aggregator& rule);
+// deadline and privacy) with the round's learning rate, seed and privacy clip.
+RoundPlan RootPlan(const RoundPlan& base, const ServerOptions& o, uint64_t r, double dp_clip);
 
 }  // namespace fl
 

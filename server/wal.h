@@ -7,24 +7,28 @@
 // ends with the bit-identical model of an uninterrupted one.
 //
 // Layout (little-endian), as LevelDB's log_format.h:
+// Versions 1 to 10, each pair an unkeyed (odd) and a keyed (even) one; a
+// writer uses 3/4 (synchronous rounds), 5/6 (asynchronous steps) or 9/10 (a
+// server with relays), and every version is read.
 //   header:  magic "FLWL" (4) | version u32 (4) | round u64 | nonce (16)
 //            | model version (32) | weight cap i64 | norm bound f64
 //            | selected count u32 | per selected device: id length u16, id,
-//              registered examples i64 | population u32 (versions 3 and 4)
+//              registered examples i64 | population u32 (versions 3 and up)
 //            | tag of the header's preceding bytes (32)
 //   records: body length u32 | body | tag (32): of the body, and in a keyed
 //            log of the tag before it (the header's, for the first record)
 //            body: sender length u16 | sender | weight i64 | train loss f64
-//                  | train seconds f64 | staleness u32 (versions 5 to 8)
-//                  | contributors u32 (versions 7 to 10) | within clip u32
+//                  | train seconds f64 | staleness u32 (versions 5 and up)
+//                  | contributors u32 (versions 7 and up) | within clip u32
 //                  (versions 9 and 10; all ones: not a private partial)
 //                  | delta length u64
-//                  | encoded delta
+//                  | encoded delta (its first byte names its codec,
+//                    common/codec.h, or a relay's exact sum)
 // A record cut short or not matching its tag ends the log (a crash in the
 // middle of an append): its update was never acknowledged.
 //
 // Tags: odd versions, a SHA-256 (integrity only: a server without a key);
-// even versions (2, 4, 6), HMAC-SHA256 under the server's log key (WalKeyFor), so a log
+// even versions, HMAC-SHA256 under the server's log key (WalKeyFor), so a log
 // written, altered or extended by anyone without the server's identity is not
 // resumed: its header is refused, and a record of its, or one copied from
 // another log of the same server or moved within the log (a keyed record's
@@ -87,7 +91,7 @@ struct WalRecord {
   // A relay's private partial: its contributors' deltas within the clip
   // (versions 9 and 10); -1 for any other record.
   int64_t within_clip{-1};
-  std::string delta;  // the encoded delta (quant codec)
+  std::string delta;  // the encoded delta (common/codec.h) or exact sum
 };
 
 // Where a record's body is in the file, for reading it back at the round's end.
@@ -115,7 +119,7 @@ class WalWriter final {
   // Creates (truncates) `path` and writes `header`, durably when `durable`.
   // An empty `path` logs to an unlinked temporary file: the same code path for
   // a server without an output folder, nothing kept.
-  // With a `key`, the log is authenticated (version 2).
+  // With a `key`, the log is authenticated (an even version).
   // `with_staleness`: records carry a staleness (versions 5 and 6, for
   // asynchronous mode); `with_contributors`: a staleness and the devices each
   // record averages and, for a private partial, how many of them were

@@ -36,7 +36,7 @@
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
-#include "server/fedavg.h"
+#include "tests/fedavg_oracle.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
 #include "tests/test_util.h"

@@ -1,5 +1,7 @@
 // fl-server and fl-client as separate processes over tcp://127.0.0.1.
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <stb/stb_image_write.h>
 
 #include <algorithm>
@@ -438,8 +440,9 @@ std::string RunSmallSim(const std::string& dir, const std::string& name,
 
 // The final test accuracy a summary.json reports (-1 when it has none).
 double FinalAccuracy(const std::string& summary) {
-  const size_t at = summary.find("\"final_accuracy\": ");
-  return at == std::string::npos ? -1.0 : std::atof(summary.c_str() + at + 19);
+  const auto j = nlohmann::json::parse(summary, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j["final_accuracy"].is_number() ? j["final_accuracy"].get<double>()
+                                                          : -1.0;
 }
 
 // fl-sim with attackers and a robust rule, and with central DP, as a user
@@ -460,7 +463,9 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   const std::string attacked = run("fedavg", attack);
   const std::string defended = run("median", median);
   EXPECT_NE(defended.find("\"strategy\": \"median\""), std::string::npos) << defended;
-  EXPECT_NE(defended.find("\"count\": 2, \"kind\": \"sign_flip\""), std::string::npos) << defended;
+  const auto adversaries = nlohmann::json::parse(defended)["adversaries"];
+  EXPECT_EQ(adversaries["count"], 2) << defended;
+  EXPECT_EQ(adversaries["kind"], "sign_flip") << defended;
   EXPECT_LT(accuracy(attacked), 0.5) << attacked;
   EXPECT_GT(accuracy(defended), 0.85) << defended;
 
@@ -470,8 +475,8 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   accountant.Compose(0.5, 0.3, 3);
   const size_t at = priv.find("\"epsilon\": ");
   ASSERT_NE(at, std::string::npos) << priv;
-  // summary.json prints %.10g (JsonNumber in sim.cc): within 5e-10 relative,
-  // and the server composes round by round (a few ulps).
+  // summary.json holds the double (17 digits); the server composes round by
+  // round, the reference all at once (a few ulps apart).
   EXPECT_NEAR(std::atof(priv.c_str() + at + 11), accountant.Epsilon(1e-5),
               1e-9 * accountant.Epsilon(1e-5));
   const auto rows = test::ReadRoundsCsv(dir.path() + "/private/rounds.csv");
@@ -484,7 +489,7 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   // five clients was sampled sends none).
   const std::string relayed =
       run("private_relays", {"--dp-noise-multiplier", "0.3", "--fraction", "0.5", "--relays", "2"});
-  EXPECT_NE(relayed.find("\"topology\": {\"relays\": 2"), std::string::npos) << relayed;
+  EXPECT_EQ(nlohmann::json::parse(relayed)["topology"]["relays"], 2) << relayed;
   const auto relayed_rows = test::ReadRoundsCsv(dir.path() + "/private_relays/rounds.csv");
   ASSERT_EQ(relayed_rows.size(), 3u);
   for (size_t r = 0; r < 3; ++r) {
@@ -515,9 +520,9 @@ TEST(IntegrationTest, SimulatedRelaysApplyRobustRulesToTheirClients) {
   // its clients pinning its key over CURVE.
   const std::string defended = run("median", "median", true);
   EXPECT_NE(defended.find("\"secure\": true"), std::string::npos) << defended;
-  EXPECT_NE(defended.find("\"topology\": {\"relays\": 2, \"relay_strategy\": \"median\"}"),
-            std::string::npos)
-      << defended;
+  const auto topology = nlohmann::json::parse(defended)["topology"];
+  EXPECT_EQ(topology["relays"], 2) << defended;
+  EXPECT_EQ(topology["relay_strategy"], "median") << defended;
   // Observed: 9.8% and 95.7% (docs/relays.md; AMD EPYC, 2026-11-29).
   EXPECT_LT(accuracy(attacked), 0.5) << attacked;
   EXPECT_GT(accuracy(defended), 0.85) << defended;
@@ -837,9 +842,16 @@ TEST(IntegrationTest, DevicesLackingAClassNumberTheirClassesAsTheFederation) {
   test::Process inspect(test::BinPath("fl-compress"), {"inspect", dir.path() + "/out/global.flm"},
                         dir.path() + "/inspect.log");
   ASSERT_EQ(inspect.Wait(60), 0) << inspect.Log();
-  EXPECT_NE(inspect.Log().find("\"classes\": [\"clover\", \"fern\", \"moss\"]"), std::string::npos)
+  // (The JSON document, without log lines around it.)
+  const std::string out = inspect.Log();
+  const size_t open = out.find('{'), close = out.rfind('}');
+  ASSERT_TRUE(open != std::string::npos && close != std::string::npos) << out;
+  const auto inspected =
+      nlohmann::json::parse(out.substr(open, close + 1 - open), nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(inspected.is_discarded()) << inspect.Log();
+  EXPECT_EQ(inspected["classes"], (std::vector<std::string>{"clover", "fern", "moss"}))
       << inspect.Log();
-  EXPECT_EQ(inspect.Log().find("\"normalize\": null"), std::string::npos) << inspect.Log();
+  EXPECT_FALSE(inspected["normalize"].is_null()) << inspect.Log();
   const std::string onnx = dir.path() + "/species.onnx";
   test::Process exported(test::BinPath("fl-compress"),
                          {"export", dir.path() + "/out/global.flm", "--script", model,
@@ -1236,7 +1248,9 @@ TEST(IntegrationTest, SimulationTakesDevicesLackingAClass) {
       if (std::string(name) != "dark") {
         ASSERT_NO_FATAL_FAILURE(image(dir.path() + "/devices/c0" + file, shade));
       }
-      if (i < 20) ASSERT_NO_FATAL_FAILURE(image(dir.path() + "/test" + file, shade));
+      if (i < 20) {
+        ASSERT_NO_FATAL_FAILURE(image(dir.path() + "/test" + file, shade));
+      }
     }
   }
   const std::string model = dir.path() + "/mlp.pt";

@@ -413,6 +413,17 @@ TEST(DeviceStateTest, TheResidualIsKeptExactlyAndCheckedOnLoad) {
   EXPECT_EQ(got->rounds_trained, 12);
   EXPECT_EQ(got->updates_accepted, 11);
   EXPECT_EQ(got->last_round, 40u);
+  // The state file is TOML: any server string round-trips, and a damaged
+  // file is refused, naming it.
+  st.server = "tcp://[::1]:5555 \"quoted\" \\ back\tslash";
+  ASSERT_FL_OK(SaveDeviceState(dir.path(), st));
+  got = LoadDeviceState(dir.path());
+  ASSERT_FL_OK(got.status());
+  EXPECT_EQ(got->server, st.server);
+  ASSERT_FL_OK(WriteFileAtomic(dir.path() + "/state.toml", "server = \"unterminated\n"));
+  const Status damaged = LoadDeviceState(dir.path()).status();
+  EXPECT_TRUE(damaged.IsCorruption()) << damaged.ToString();
+  EXPECT_NE(damaged.ToString().find("state.toml"), std::string::npos) << damaged.ToString();
 }
 
 TEST(DeviceStateTest, TrainingWindowsInLocalHours) {

@@ -36,6 +36,8 @@ expect_file server /etc/fedge/server.toml
 expect_file server /etc/fedge/clients/
 expect_file server /usr/share/doc/fedge-server/fl-server--help.txt
 expect_file server /usr/share/doc/fedge-server/README.md
+expect_file server /usr/share/doc/fedge-server/docs/operating.md
+expect_file client /usr/share/doc/fedge-client/docs/deploying.md
 expect_file client /usr/bin/fl-client
 expect_file client /usr/lib/systemd/system/fedge-client.service
 expect_file client /etc/fedge/client.toml
@@ -59,7 +61,7 @@ for p in server client; do
 done
 for p in server client; do
   # An upgrade restarts a running service; a purge leaves the identities and
-  # state (no postrm: README, "Operating fedge").
+  # state (no postrm: docs/operating.md, "Packages").
   grep -q "systemctl try-restart fedge-$p.service" "$WORK/control-$p/postinst" ||
     fail "fedge-$p postinst does not restart the service on upgrade"
   [ ! -e "$WORK/control-$p/postrm" ] || fail "fedge-$p has a postrm"

@@ -101,7 +101,7 @@ TEST_F(ScriptModelTest, ScriptCopyOfTheCnnTrainsLikeTheBuiltIn) {
   // through the C++ module and through the TorchScript graph, which may sum
   // gradients in other orders, chosen by the CPU. Not derived; measured
   // (printed) equal losses and a largest weight difference of 0 on an AMD
-  // EPYC, 2026-12-07 (README.md quotes the tolerance).
+  // EPYC, 2026-12-07 (docs/your-model.md quotes the tolerance).
   std::printf("built-in vs TorchScript: last-epoch loss %.9g vs %.9g\n", a->last_epoch_loss,
               b->last_epoch_loss);
   EXPECT_NEAR(a->last_epoch_loss, b->last_epoch_loss, 1e-5);

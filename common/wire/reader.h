@@ -31,6 +31,33 @@ class Reader {
   bool GetU16(uint16_t* out) { return GetLe(out, 2); }
   bool GetU32(uint32_t* out) { return GetLe(out, 4); }
   bool GetU64(uint64_t* out) { return GetLe(out, 8); }
+  // IEEE 754 binary32 / binary64, little-endian (any value, NaN included:
+  // the caller checks the range it needs).
+  bool GetF32(float* out) {
+    uint32_t bits;
+    if (!GetU32(&bits)) return false;
+    std::memcpy(out, &bits, 4);
+    return true;
+  }
+  bool GetF64(double* out) {
+    uint64_t bits;
+    if (!GetU64(&bits)) return false;
+    std::memcpy(out, &bits, 8);
+    return true;
+  }
+  // A string of u16 length and its bytes, at most `max` bytes; false (and
+  // nothing consumed) when longer or truncated.
+  bool GetString16(std::string* out, size_t max) {
+    uint16_t n;
+    if (left_ < 2) return false;
+    Reader peek = *this;
+    peek.GetU16(&n);
+    if (n > max || n > peek.left_) return false;
+    out->assign(reinterpret_cast<const char*>(peek.p_), n);
+    p_ = peek.p_ + n;
+    left_ = peek.left_ - n;
+    return true;
+  }
   // Points `out` at the next n bytes without copying.
   bool Skip(size_t n, const uint8_t** out = nullptr) {
     if (n > left_) return false;
@@ -63,6 +90,21 @@ class Writer {
   void PutU16(uint16_t v) { PutLe(v, 2); }
   void PutU32(uint32_t v) { PutLe(v, 4); }
   void PutU64(uint64_t v) { PutLe(v, 8); }
+  void PutF32(float v) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    PutU32(bits);
+  }
+  void PutF64(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, 8);
+    PutU64(bits);
+  }
+  // u16 length and the bytes (at most 65535 of them: the caller bounds it).
+  void PutString16(const std::string& s) {
+    PutU16(static_cast<uint16_t>(s.size()));
+    PutBytes(s.data(), s.size());
+  }
   std::string Release() { return std::move(buf_); }
   size_t size() const { return buf_.size(); }
 

@@ -13,6 +13,7 @@
 #include "common/model_state.h"
 #include "common/wire/envelope.h"
 #include "common/wire/limits.h"
+#include "common/wire/reader.h"
 
 // cereal's binary archive writes integers and floats in host byte order; the
 // wire format is little-endian (docs/protocol.md), so a big-endian host would
@@ -216,27 +217,13 @@ void NoExtensions(Archive& ar) {
 
 // Little-endian fixed-size values of extension records.
 static std::string LeU32(uint32_t v) {
-  std::string out;
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
-  return out;
+  Writer w;
+  w.PutU32(v);
+  return w.Release();
 }
-static std::string LeF64(double v) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, 8);
-  std::string out;
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(bits >> (8 * i)));
-  return out;
-}
-static uint32_t GetLeU32(const std::string& s, size_t at) {
-  uint32_t n = 0;
-  for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(s[at + i])} << (8 * i);
-  return n;
-}
-static double GetLeF64(const std::string& s, size_t at) {
-  uint64_t bits = 0;
-  for (int i = 0; i < 8; ++i) bits |= uint64_t{static_cast<uint8_t>(s[at + i])} << (8 * i);
-  double v;
-  std::memcpy(&v, &bits, 8);
+static uint32_t GetLeU32(const std::string& s) {
+  uint32_t v = 0;
+  Reader(s.data(), s.size()).GetU32(&v);
   return v;
 }
 
@@ -255,7 +242,7 @@ void serialize(Archive& ar, Hello& m) {
     for (const auto& e : ext) {
       if (e.tag == kHelloDevices) {
         if (e.value.size() != 4) throw cereal::Exception("devices extension is not 4 bytes");
-        m.devices = GetLeU32(e.value, 0);
+        m.devices = GetLeU32(e.value);
         continue;
       }
       if (e.tag != kHelloTakesModelCode) continue;
@@ -282,148 +269,160 @@ template <class Archive>
 void serialize(Archive& ar, CompactModel& m) {
   ar(m.architecture, m.format, m.tensors);
 }
+// The trainable bitmap: tensor count u32, then that many bits (PackMask).
+static void ReadTrainable(const std::string& v, TrainConfig* c) {
+  Reader r(v.data(), v.size());
+  uint32_t n = 0;
+  if (!r.GetU32(&n)) throw cereal::Exception("trainable extension is too short");
+  if (n == 0 || n > kMaxTrainableTensors) {
+    throw cereal::Exception("trainable tensor count out of range");
+  }
+  auto kept = UnpackMask(v.data() + 4, v.size() - 4, n, &c->trainable);
+  if (!kept.ok() || *kept == 0) {
+    throw cereal::Exception("trainable bitmap is malformed or names no tensor");
+  }
+}
+
+// The class names: count u32, then per name its length u16 and its bytes.
+static void ReadClassNames(const std::string& v, TrainConfig* c) {
+  Reader r(v.data(), v.size());
+  uint32_t n = 0;
+  if (!r.GetU32(&n)) throw cereal::Exception("class names extension is too short");
+  if (n == 0 || n > kMaxClassNames) throw cereal::Exception("class count out of range");
+  for (uint32_t k = 0; k < n; ++k) {
+    std::string name;
+    if (!r.GetString16(&name, kMaxClassNameBytes) || name.empty()) {
+      throw cereal::Exception("class name length out of range");
+    }
+    c->class_names.push_back(std::move(name));
+  }
+  if (r.remaining() != 0) throw cereal::Exception("class names extension has trailing bytes");
+}
+
+// A TASK's optional fields (messages.h), those it has.
+static std::vector<ExtensionRecord> TaskExtensions(const Task& m) {
+  std::vector<ExtensionRecord> ext;
+  const TrainConfig& c = m.config;
+  auto record = [&ext](uint16_t tag, const std::function<void(Writer*)>& put) {
+    Writer w;
+    put(&w);
+    ext.push_back({tag, w.Release()});
+  };
+  if (m.ask_before_upload) ext.push_back({kTaskAskBeforeUpload, ""});
+  if (c.proximal_mu != 0) record(kTaskProximalMu, [&](Writer* w) { w->PutF64(c.proximal_mu); });
+  if (!c.normalize_mean.empty()) {
+    record(kTaskNormalization, [&](Writer* w) {
+      for (size_t i = 0; i < c.normalize_mean.size(); ++i) {
+        w->PutF32(c.normalize_mean[i]);
+        w->PutF32(i < c.normalize_std.size() ? c.normalize_std[i] : 0.0f);
+      }
+    });
+  }
+  if (!c.trainable.empty()) {
+    record(kTaskTrainable, [&](Writer* w) {
+      w->PutU32(static_cast<uint32_t>(c.trainable.size()));
+      const std::string bits = PackMask(c.trainable);
+      w->PutBytes(bits.data(), bits.size());
+    });
+  }
+  if (!c.class_names.empty()) {
+    record(kTaskClassNames, [&](Writer* w) {
+      w->PutU32(static_cast<uint32_t>(c.class_names.size()));
+      for (const auto& name : c.class_names) w->PutString16(name);
+    });
+  }
+  if (!m.model_code.empty()) {
+    std::string value(m.model_code_signature.begin(), m.model_code_signature.end());
+    ext.push_back({kTaskModelCode, value + m.model_code});
+  }
+  if (!m.root_endorsement.empty()) ext.push_back({kTaskRootEndorsement, m.root_endorsement});
+  if (c.dp_sampling_rate > 0) {
+    record(kTaskPrivacy, [&](Writer* w) {
+      w->PutF64(c.dp_sampling_rate);
+      w->PutF64(c.dp_clip);
+    });
+  }
+  if (!c.codec.empty() && c.codec != kCodecQuant) ext.push_back({kTaskCodec, c.codec});
+  return ext;
+}
+
+// Reads a TASK's optional field; throws (cereal::Exception) on a malformed one.
+static void ReadTaskExtension(const ExtensionRecord& e, Task* m) {
+  TrainConfig& c = m->config;
+  Reader r(e.value.data(), e.value.size());
+  auto fail = [](const char* what) { throw cereal::Exception(what); };
+  switch (e.tag) {
+    case kTaskCodec:
+      if (e.value.empty() || e.value.size() > kMaxCodecNameBytes) {
+        fail("codec extension's name is empty or too long");
+      }
+      c.codec = e.value;
+      return;
+    case kTaskPrivacy: {
+      double rate = 0, clip = 0;
+      if (!r.GetF64(&rate) || !r.GetF64(&clip) || r.remaining() != 0) {
+        fail("privacy extension is not 16 bytes");
+      }
+      if (!(rate > 0 && rate <= 1) || !(clip > 0 && std::isfinite(clip))) {
+        fail("privacy extension's sampling rate or clip is out of range");
+      }
+      c.dp_sampling_rate = rate;
+      c.dp_clip = clip;
+      return;
+    }
+    case kTaskAskBeforeUpload:
+      if (!e.value.empty()) fail("ask-before-upload extension has a value");
+      m->ask_before_upload = true;
+      return;
+    case kTaskProximalMu:
+      if (!r.GetF64(&c.proximal_mu) || r.remaining() != 0) {
+        fail("proximal mu extension is not 8 bytes");
+      }
+      return;
+    case kTaskNormalization:
+      if (e.value.empty() || e.value.size() % 8 != 0) {
+        fail("normalization extension is not a whole number of pairs");
+      }
+      while (r.remaining() > 0) {
+        float mean = 0, sd = 0;
+        r.GetF32(&mean);
+        r.GetF32(&sd);
+        c.normalize_mean.push_back(mean);
+        c.normalize_std.push_back(sd);
+      }
+      return;
+    case kTaskRootEndorsement:
+      if (e.value.size() != kEnvelopeBytes) fail("root endorsement is not one envelope");
+      m->root_endorsement = e.value;
+      return;
+    case kTaskModelCode:
+      if (e.value.size() <= m->model_code_signature.size()) {
+        fail("model code extension holds no file");
+      }
+      std::copy(e.value.begin(), e.value.begin() + 64, m->model_code_signature.begin());
+      m->model_code = e.value.substr(64);
+      return;
+    case kTaskTrainable:
+      ReadTrainable(e.value, &c);
+      return;
+    case kTaskClassNames:
+      ReadClassNames(e.value, &c);
+      return;
+    default:
+      return;  // (Extensions keeps only the known tags)
+  }
+}
+
 template <class Archive>
 void serialize(Archive& ar, Task& m) {
   ar(m.config, m.model);
   std::vector<ExtensionRecord> ext;
-  if (m.ask_before_upload) ext.push_back({kTaskAskBeforeUpload, ""});
-  if (m.config.proximal_mu != 0) {
-    uint64_t bits;
-    std::memcpy(&bits, &m.config.proximal_mu, 8);
-    std::string value(8, '\0');
-    for (int i = 0; i < 8; ++i) value[i] = static_cast<char>(bits >> (8 * i));
-    ext.push_back({kTaskProximalMu, std::move(value)});
-  }
-  if (!m.config.normalize_mean.empty()) {
-    std::string value;
-    auto put = [&](float f) {
-      uint32_t bits;
-      std::memcpy(&bits, &f, 4);
-      for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(bits >> (8 * i)));
-    };
-    for (size_t c = 0; c < m.config.normalize_mean.size(); ++c) {
-      put(m.config.normalize_mean[c]);
-      put(c < m.config.normalize_std.size() ? m.config.normalize_std[c] : 0.0f);
-    }
-    ext.push_back({kTaskNormalization, std::move(value)});
-  }
-  if (!m.config.trainable.empty()) {
-    const auto n = static_cast<uint32_t>(m.config.trainable.size());
-    std::string value;
-    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(n >> (8 * i)));
-    value += PackMask(m.config.trainable);
-    ext.push_back({kTaskTrainable, std::move(value)});
-  }
-  if (!m.config.class_names.empty()) {
-    const auto n = static_cast<uint32_t>(m.config.class_names.size());
-    std::string value;
-    for (int i = 0; i < 4; ++i) value.push_back(static_cast<char>(n >> (8 * i)));
-    for (const auto& name : m.config.class_names) {
-      const auto len = static_cast<uint16_t>(name.size());
-      value.push_back(static_cast<char>(len & 0xff));
-      value.push_back(static_cast<char>(len >> 8));
-      value += name;
-    }
-    ext.push_back({kTaskClassNames, std::move(value)});
-  }
-  if (!m.model_code.empty()) {
-    std::string value(m.model_code_signature.begin(), m.model_code_signature.end());
-    value += m.model_code;
-    ext.push_back({kTaskModelCode, std::move(value)});
-  }
-  if (!m.root_endorsement.empty()) ext.push_back({kTaskRootEndorsement, m.root_endorsement});
-  if (m.config.dp_sampling_rate > 0) {
-    ext.push_back({kTaskPrivacy, LeF64(m.config.dp_sampling_rate) + LeF64(m.config.dp_clip)});
-  }
-  if (!m.config.codec.empty() && m.config.codec != kCodecQuant) {
-    ext.push_back({kTaskCodec, m.config.codec});
-  }
+  if constexpr (!Archive::is_loading::value) ext = TaskExtensions(m);
   Extensions(ar, ext,
              {kTaskAskBeforeUpload, kTaskProximalMu, kTaskNormalization, kTaskTrainable,
               kTaskModelCode, kTaskClassNames, kTaskRootEndorsement, kTaskPrivacy, kTaskCodec});
   if constexpr (Archive::is_loading::value) {
-    for (const auto& e : ext) {
-      if (e.tag == kTaskCodec) {
-        if (e.value.empty() || e.value.size() > kMaxCodecNameBytes) {
-          throw cereal::Exception("codec extension's name is empty or too long");
-        }
-        m.config.codec = e.value;
-      } else if (e.tag == kTaskPrivacy) {
-        if (e.value.size() != 16) throw cereal::Exception("privacy extension is not 16 bytes");
-        const double rate = GetLeF64(e.value, 0), clip = GetLeF64(e.value, 8);
-        if (!(rate > 0 && rate <= 1) || !(clip > 0 && std::isfinite(clip))) {
-          throw cereal::Exception("privacy extension's sampling rate or clip is out of range");
-        }
-        m.config.dp_sampling_rate = rate;
-        m.config.dp_clip = clip;
-      } else if (e.tag == kTaskAskBeforeUpload) {
-        if (!e.value.empty()) throw cereal::Exception("ask-before-upload extension has a value");
-        m.ask_before_upload = true;
-      } else if (e.tag == kTaskProximalMu) {
-        if (e.value.size() != 8) throw cereal::Exception("proximal mu extension is not 8 bytes");
-        uint64_t bits = 0;
-        for (int i = 0; i < 8; ++i) bits |= uint64_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
-        std::memcpy(&m.config.proximal_mu, &bits, 8);
-      } else if (e.tag == kTaskNormalization) {
-        if (e.value.empty() || e.value.size() % 8 != 0) {
-          throw cereal::Exception("normalization extension is not a whole number of pairs");
-        }
-        auto get = [&](size_t at) {
-          uint32_t bits = 0;
-          for (int i = 0; i < 4; ++i) {
-            bits |= uint32_t{static_cast<uint8_t>(e.value[at + i])} << (8 * i);
-          }
-          float f;
-          std::memcpy(&f, &bits, 4);
-          return f;
-        };
-        for (size_t at = 0; at < e.value.size(); at += 8) {
-          m.config.normalize_mean.push_back(get(at));
-          m.config.normalize_std.push_back(get(at + 4));
-        }
-      } else if (e.tag == kTaskRootEndorsement) {
-        if (e.value.size() != kEnvelopeBytes) {
-          throw cereal::Exception("root endorsement is not one envelope");
-        }
-        m.root_endorsement = e.value;
-      } else if (e.tag == kTaskModelCode) {
-        if (e.value.size() <= m.model_code_signature.size()) {
-          throw cereal::Exception("model code extension holds no file");
-        }
-        std::copy(e.value.begin(), e.value.begin() + 64, m.model_code_signature.begin());
-        m.model_code = e.value.substr(64);
-      } else if (e.tag == kTaskTrainable) {
-        if (e.value.size() < 4) throw cereal::Exception("trainable extension is too short");
-        uint32_t n = 0;
-        for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(e.value[i])} << (8 * i);
-        if (n == 0 || n > kMaxTrainableTensors) {
-          throw cereal::Exception("trainable tensor count out of range");
-        }
-        auto kept = UnpackMask(e.value.data() + 4, e.value.size() - 4, n, &m.config.trainable);
-        if (!kept.ok() || *kept == 0) {
-          throw cereal::Exception("trainable bitmap is malformed or names no tensor");
-        }
-      } else if (e.tag == kTaskClassNames) {
-        const std::string& v = e.value;
-        if (v.size() < 4) throw cereal::Exception("class names extension is too short");
-        uint32_t n = 0;
-        for (int i = 0; i < 4; ++i) n |= uint32_t{static_cast<uint8_t>(v[i])} << (8 * i);
-        if (n == 0 || n > kMaxClassNames) throw cereal::Exception("class count out of range");
-        size_t at = 4;
-        for (uint32_t k = 0; k < n; ++k) {
-          if (v.size() - at < 2) throw cereal::Exception("class names extension is truncated");
-          const size_t len =
-              static_cast<uint8_t>(v[at]) | (size_t{static_cast<uint8_t>(v[at + 1])} << 8);
-          at += 2;
-          if (len == 0 || len > kMaxClassNameBytes || v.size() - at < len) {
-            throw cereal::Exception("class name length out of range");
-          }
-          m.config.class_names.push_back(v.substr(at, len));
-          at += len;
-        }
-        if (at != v.size()) throw cereal::Exception("class names extension has trailing bytes");
-      }
-    }
+    for (const auto& e : ext) ReadTaskExtension(e, &m);
   }
 }
 template <class Archive>
@@ -446,7 +445,7 @@ void serialize(Archive& ar, Update& m) {
     m.within_clip = -1;
     for (const auto& e : ext) {
       if (e.value.size() != 4) throw cereal::Exception("update extension is not 4 bytes");
-      const uint32_t n = GetLeU32(e.value, 0);
+      const uint32_t n = GetLeU32(e.value);
       if (e.tag == kUpdateWithinClip) {
         m.within_clip = n;
         continue;

@@ -62,6 +62,55 @@ double Median(int repeats, F&& f) {
   return t[t.size() / 2];
 }
 
+// The three measurements, model by model: the old path first (before
+// fl::Evaluate tunes the allocator), fl::Evaluate at each batch size, and the
+// module's forward alone at fl::Evaluate's batch. False when one failed.
+bool MeasureAll(const std::vector<fl::ModelPtr>& models, const std::vector<std::string>& names,
+                const fl::Dataset& test, const fl::TensorDataset& tensors, int repeats) {
+  // 1. The old path first, before fl::Evaluate tunes the allocator.
+  std::printf("\n%-10s %-34s %8s %10s %9s\n", "model", "path", "batch", "seconds", "accuracy");
+  for (size_t i = 0; i < models.size(); ++i) {
+    LegacyEvaluate(*models[i], tensors, 1000);  // warm-up
+    double acc = 0;
+    const double s = Median(repeats, [&] { acc = LegacyEvaluate(*models[i], tensors, 1000); });
+    std::printf("%-10s %-34s %8d %10.3f %8.2f%%\n", names[i].c_str(), "before (forward, float set)",
+                1000, s, 100 * acc);
+    std::fflush(stdout);
+  }
+  // 2. fl::Evaluate.
+  for (size_t i = 0; i < models.size(); ++i) {
+    for (int64_t batch : {50, 100, 200, 500, 1000}) {
+      for (int raw = 0; raw < 2; ++raw) {
+        double acc = 0;
+        bool ok = true;
+        auto run = [&] {
+          auto r = raw ? fl::Evaluate(*models[i], test, batch)
+                       : fl::Evaluate(*models[i], tensors, batch);
+          ok = ok && r.ok();
+          if (r.ok()) acc = r->accuracy;
+        };
+        run();  // warm-up
+        const double s = Median(repeats, run);
+        if (!ok) return false;
+        std::printf("%-10s %-34s %8lld %10.3f %8.2f%%\n", names[i].c_str(),
+                    raw ? "fl::Evaluate (raw bytes, server)" : "fl::Evaluate (float set)",
+                    static_cast<long long>(batch), s, 100 * acc);
+        std::fflush(stdout);
+      }
+    }
+  }
+  // 3. What the inference plan alone is worth: module forward at the same
+  // batch size, with the allocator already tuned by the calls above.
+  for (size_t i = 0; i < models.size(); ++i) {
+    double acc = 0;
+    const double s =
+        Median(repeats, [&] { acc = LegacyEvaluate(*models[i], tensors, fl::kEvalBatch); });
+    std::printf("%-10s %-34s %8lld %10.3f %8.2f%%\n", names[i].c_str(),
+                "module forward (float set)", static_cast<long long>(fl::kEvalBatch), s, 100 * acc);
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,47 +150,7 @@ int main(int argc, char** argv) {
     models.push_back(*m);
     names.push_back(info.name);
   }
-  // 1. The old path first, before fl::Evaluate tunes the allocator.
-  std::printf("\n%-10s %-34s %8s %10s %9s\n", "model", "path", "batch", "seconds", "accuracy");
-  for (size_t i = 0; i < models.size(); ++i) {
-    LegacyEvaluate(*models[i], tensors, 1000);  // warm-up
-    double acc = 0;
-    const double s = Median(repeats, [&] { acc = LegacyEvaluate(*models[i], tensors, 1000); });
-    std::printf("%-10s %-34s %8d %10.3f %8.2f%%\n", names[i].c_str(), "before (forward, float set)",
-                1000, s, 100 * acc);
-    std::fflush(stdout);
-  }
-  // 2. fl::Evaluate.
-  for (size_t i = 0; i < models.size(); ++i) {
-    for (int64_t batch : {50, 100, 200, 500, 1000}) {
-      for (int raw = 0; raw < 2; ++raw) {
-        double acc = 0;
-        bool ok = true;
-        auto run = [&] {
-          auto r = raw ? fl::Evaluate(*models[i], *test, batch)
-                       : fl::Evaluate(*models[i], tensors, batch);
-          ok = ok && r.ok();
-          if (r.ok()) acc = r->accuracy;
-        };
-        run();  // warm-up
-        const double s = Median(repeats, run);
-        if (!ok) return 1;
-        std::printf("%-10s %-34s %8lld %10.3f %8.2f%%\n", names[i].c_str(),
-                    raw ? "fl::Evaluate (raw bytes, server)" : "fl::Evaluate (float set)",
-                    static_cast<long long>(batch), s, 100 * acc);
-        std::fflush(stdout);
-      }
-    }
-  }
-  // 3. What the inference plan alone is worth: module forward at the same
-  // batch size, with the allocator already tuned by the calls above.
-  for (size_t i = 0; i < models.size(); ++i) {
-    double acc = 0;
-    const double s =
-        Median(repeats, [&] { acc = LegacyEvaluate(*models[i], tensors, fl::kEvalBatch); });
-    std::printf("%-10s %-34s %8lld %10.3f %8.2f%%\n", names[i].c_str(),
-                "module forward (float set)", static_cast<long long>(fl::kEvalBatch), s, 100 * acc);
-  }
+  if (!MeasureAll(models, names, *test, tensors, repeats)) return 1;
   std::printf("\npeak RSS of this process: %.0f MiB\n", PeakRssMiB());
   return 0;
 }

@@ -14,6 +14,7 @@
 // 2015) mixes the loss on the dense teacher's soft targets at temperature T with
 // the hard-label loss: alpha * T^2 * KL + (1 - alpha) * CE.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -140,154 +141,126 @@ Result<std::pair<ModelState, double>> PruneAndFinetune(const PruneOptions& o,
   return std::make_pair(std::move(state), acc);
 }
 
-int RunPrune(const PruneOptions& o) {
-  if (!(o.sparsity > 0 && o.sparsity < 1)) {
-    Fail(Status::InvalidArgument("--sparsity must be in (0, 1)"));
-    return 2;
-  }
-  if (o.schedule != "gradual" && o.schedule != "oneshot") {
-    Fail(Status::InvalidArgument("--schedule must be gradual or oneshot"));
-    return 2;
-  }
-  if (o.out.empty()) {
-    Fail(Status::InvalidArgument("--out FILE is required"));
-    return 2;
-  }
-  auto splits = LoadData(o.data, /*need_train=*/true, /*need_test=*/true);
-  if (!splits.ok()) {
-    Fail(splits.status());
-    return 1;
-  }
-  std::printf("data %s: %s\n", o.data.path.c_str(), DescribeData(*splits).c_str());
-  const Dataset* train_raw = &splits->train;
-  const Dataset* test_raw = &splits->test;
-  TensorDataset train = ToTensors(*train_raw);
-  if (o.train_samples > 0 && o.train_samples < train.size()) {
-    train.images = train.images.slice(0, 0, o.train_samples).contiguous();
-    train.labels = train.labels.slice(0, 0, o.train_samples).contiguous();
-  }
-  const TensorDataset test = ToTensors(*test_raw);
-  std::printf(
-      "fl-compress prune: %s to %.0f%% sparsity (%s, %s%s), %lld training samples, seed %llu\n",
-      o.model.c_str(), 100 * o.sparsity, o.schedule.c_str(), o.per_layer ? "per layer" : "global",
-      o.distill || o.compare ? ", distillation" : "", static_cast<long long>(train.size()),
-      static_cast<unsigned long long>(o.seed));
-
-  // 1. The dense teacher.
-  auto teacher = CreateModel(o.model, o.seed);
-  if (!teacher.ok()) {
-    Fail(teacher.status());
-    return 2;
-  }
-  if (Status st = CheckModelFitsData(**teacher, o.model, *train_raw, o.data.path); !st.ok()) {
-    Fail(st);
-    return 2;
+// The dense teacher: the zoo model of --model, loaded from --teacher or
+// trained. 0, or the exit code when it cannot be had.
+int MakeTeacher(const PruneOptions& o, const Dataset& train_raw, const TensorDataset& train,
+                ModelPtr* teacher) {
+  auto made = CreateModel(o.model, o.seed);
+  if (!made.ok()) return Fail(made.status()), 2;
+  *teacher = *made;
+  if (Status st = CheckModelFitsData(**teacher, o.model, train_raw, o.data.path); !st.ok()) {
+    return Fail(st), 2;
   }
   if (!o.teacher.empty()) {
     auto t = ReadModelFile(o.teacher);
-    if (!t.ok()) {
-      Fail(t.status());
-      return 1;
-    }
-    Status st = SetModelState(**teacher, *t);
-    if (!st.ok()) {
-      Fail(st.WithContext(o.teacher));
-      return 1;
+    if (!t.ok()) return Fail(t.status()), 1;
+    if (Status st = SetModelState(**teacher, *t); !st.ok()) {
+      return Fail(st.WithContext(o.teacher)), 1;
     }
     std::printf("teacher: loaded %s\n", o.teacher.c_str());
-  } else {
-    TrainOptions to;
-    to.epochs = o.teacher_epochs;
-    to.batch_size = o.batch;
-    to.lr = o.lr;
-    to.momentum = o.momentum;
-    to.seed = o.seed;
-    to.on_epoch = [&](const EpochStats& e) {
-      std::printf("  teacher epoch %d/%d: train loss %.4f, %.0f s\n", e.epoch, o.teacher_epochs,
-                  e.mean_loss, e.seconds);
+    return 0;
+  }
+  TrainOptions to;
+  to.epochs = o.teacher_epochs;
+  to.batch_size = o.batch;
+  to.lr = o.lr;
+  to.momentum = o.momentum;
+  to.seed = o.seed;
+  to.on_epoch = [&](const EpochStats& e) {
+    std::printf("  teacher epoch %d/%d: train loss %.4f, %.0f s\n", e.epoch, o.teacher_epochs,
+                e.mean_loss, e.seconds);
+    std::fflush(stdout);
+  };
+  Progress progress;
+  to.on_step = [&](double done) {
+    std::string line;
+    if (progress.Due(done, &line)) {
+      std::printf("  teacher: %s\n", line.c_str());
       std::fflush(stdout);
-    };
-    Progress progress;
-    to.on_step = [&](double done) {
-      std::string line;
-      if (progress.Due(done, &line)) {
-        std::printf("  teacher: %s\n", line.c_str());
-        std::fflush(stdout);
-      }
-    };
-    auto st = TrainLocal(**teacher, train, to);
-    if (!st.ok()) {
-      Fail(st.status());
-      return 1;
     }
-  }
-  auto dense_eval = Evaluate(**teacher, test);
-  if (!dense_eval.ok()) {
-    Fail(dense_eval.status());
-    return 1;
-  }
-  const ModelState dense = GetModelState((*teacher)->architecture, **teacher);
-  std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n", 100 * dense_eval->accuracy,
-              static_cast<long long>(dense.NumParameters()));
+  };
+  auto st = TrainLocal(**teacher, train, to);
+  if (!st.ok()) return Fail(st.status()), 1;
+  return 0;
+}
 
-  // 2. Prune + fine-tune, with and/or without distillation.
-  std::vector<bool> variants;
-  if (o.compare) {
-    variants = {false, true};
-  } else {
-    variants = {o.distill};
-  }
-  ModelState chosen;
-  double acc_plain = std::nan(""), acc_kd = std::nan("");
-  for (bool kd : variants) {
-    auto r = PruneAndFinetune(o, dense, teacher->get(), kd, train, test);
-    if (!r.ok()) {
-      Fail(r.status());
-      return 1;
-    }
-    (kd ? acc_kd : acc_plain) = r->second;
-    if (kd == (o.distill || o.compare)) chosen = std::move(r->first);
-  }
-  // 3. Save.
+// Writes the chosen model to --out, signed with --key when given, with what
+// it was trained with (its normalisation and classes).
+Status SavePruned(const PruneOptions& o, const ModelState& chosen, const Dataset& train_raw) {
   ModelFileOptions fo;
   fo.value_bits = o.int8 ? 8 : 32;
-  // What the model was trained with, so that the federation and the export
-  // use the same without being told.
-  fo.meta.normalization = train_raw->normalization;
-  fo.meta.class_names = train_raw->class_names;
+  fo.meta.normalization = train_raw.normalization;
+  fo.meta.class_names = train_raw.class_names;
   std::unique_ptr<SigningKey> signer;
   if (!o.key.empty()) {
     auto id = LoadIdentity(o.key);
-    if (!id.ok()) {
-      Fail(id.status());
-      return 1;
-    }
+    if (!id.ok()) return id.status();
     signer = std::make_unique<SigningKey>(std::move(id->signing));
   }
-  Status st = WriteModelFile(o.out, chosen, fo, signer.get());
-  if (!st.ok()) {
-    Fail(st);
-    return 1;
-  }
+  return WriteModelFile(o.out, chosen, fo, signer.get());
+}
+
+void PrintPruned(const PruneOptions& o, double dense, double plain, double kd,
+                 const ModelState& chosen) {
   auto bytes = ReadFile(o.out);
+  const std::string pruned = "pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "%";
   std::printf("\n%-34s %8s\n", "model", "test acc");
-  std::printf("%-34s %7.2f%%\n", "dense teacher", 100 * dense_eval->accuracy);
-  if (!std::isnan(acc_plain)) {
-    std::printf("%-34s %7.2f%%\n",
-                ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "%").c_str(),
-                100 * acc_plain);
-  }
-  if (!std::isnan(acc_kd)) {
-    std::printf(
-        "%-34s %7.2f%%\n",
-        ("pruned " + std::to_string(static_cast<int>(100 * o.sparsity)) + "% + distillation")
-            .c_str(),
-        100 * acc_kd);
+  std::printf("%-34s %7.2f%%\n", "dense teacher", 100 * dense);
+  if (!std::isnan(plain)) std::printf("%-34s %7.2f%%\n", pruned.c_str(), 100 * plain);
+  if (!std::isnan(kd)) {
+    std::printf("%-34s %7.2f%%\n", (pruned + " + distillation").c_str(), 100 * kd);
   }
   std::printf("wrote %s: %lld of %lld parameters kept (%.1f%% sparse), %zu bytes%s\n",
               o.out.c_str(), static_cast<long long>(chosen.KeptCount()),
               static_cast<long long>(chosen.NumParameters()), 100 * chosen.Sparsity(),
               bytes.ok() ? bytes->size() : 0, o.int8 ? ", int8 values" : "");
+}
+
+int RunPrune(const PruneOptions& o) {
+  if (!(o.sparsity > 0 && o.sparsity < 1)) {
+    return Fail(Status::InvalidArgument("--sparsity must be in (0, 1)")), 2;
+  }
+  if (o.schedule != "gradual" && o.schedule != "oneshot") {
+    return Fail(Status::InvalidArgument("--schedule must be gradual or oneshot")), 2;
+  }
+  if (o.out.empty()) return Fail(Status::InvalidArgument("--out FILE is required")), 2;
+  auto splits = LoadData(o.data, /*need_train=*/true, /*need_test=*/true);
+  if (!splits.ok()) return Fail(splits.status()), 1;
+  std::printf("data %s: %s\n", o.data.path.c_str(), DescribeData(*splits).c_str());
+  const Dataset& train_raw = splits->train;
+  TensorDataset train = ToTensors(train_raw);
+  if (o.train_samples > 0 && o.train_samples < train.size()) {
+    train.images = train.images.slice(0, 0, o.train_samples).contiguous();
+    train.labels = train.labels.slice(0, 0, o.train_samples).contiguous();
+  }
+  const TensorDataset test = ToTensors(splits->test);
+  std::printf(
+      "fl-compress prune: %s to %.0f%% sparsity (%s, %s%s), %lld training samples, seed %llu\n",
+      o.model.c_str(), 100 * o.sparsity, o.schedule.c_str(), o.per_layer ? "per layer" : "global",
+      o.distill || o.compare ? ", distillation" : "", static_cast<long long>(train.size()),
+      static_cast<unsigned long long>(o.seed));
+  // 1. The dense teacher.
+  ModelPtr teacher;
+  if (const int code = MakeTeacher(o, train_raw, train, &teacher); code != 0) return code;
+  auto dense_eval = Evaluate(*teacher, test);
+  if (!dense_eval.ok()) return Fail(dense_eval.status()), 1;
+  const ModelState dense = GetModelState(teacher->architecture, *teacher);
+  std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n", 100 * dense_eval->accuracy,
+              static_cast<long long>(dense.NumParameters()));
+  // 2. Prune + fine-tune, with and/or without distillation.
+  const std::vector<bool> variants = o.compare ? std::vector<bool>{false, true}
+                                               : std::vector<bool>{o.distill};
+  ModelState chosen;
+  double acc_plain = std::nan(""), acc_kd = std::nan("");
+  for (bool kd : variants) {
+    auto r = PruneAndFinetune(o, dense, teacher.get(), kd, train, test);
+    if (!r.ok()) return Fail(r.status()), 1;
+    (kd ? acc_kd : acc_plain) = r->second;
+    if (kd == (o.distill || o.compare)) chosen = std::move(r->first);
+  }
+  // 3. Save.
+  if (Status st = SavePruned(o, chosen, train_raw); !st.ok()) return Fail(st), 1;
+  PrintPruned(o, dense_eval->accuracy, acc_plain, acc_kd, chosen);
   return 0;
 }
 
@@ -315,104 +288,46 @@ struct ExportArgs {
 };
 
 // fl-compress export: a model file as ONNX for on-device runtimes.
-int RunExport(const ExportArgs& a) {
-  if (a.format != "onnx") {
-    Fail(Status::InvalidArgument("--format " + a.format + " is not supported (onnx)"));
-    return 2;
-  }
-  std::string bytes;
-  ModelFileMeta meta;
-  auto m = LoadVerified(a.model_path, a.signer_pub, &bytes, &meta);
-  if (!m.ok()) {
-    Fail(m.status());
-    return 1;
-  }
-  auto version = ModelFileVersion(bytes);
-  OnnxExportOptions o;
-  o.class_names = meta.class_names;
-  // The normalisation: --normalize, else the one the model file records (a
-  // run's global.flm, fl-compress prune's output), else MNIST's.
-  const std::string normalize = !a.normalize.empty() || meta.normalization.empty()
-                                    ? a.normalize
-                                    : meta.normalization.ToString();
-  o.byte_input = !a.float_input;
-  // A TorchScript model: its layers are read from the file it was federated
-  // as, which must be the one the model file names.
-  Result<OnnxGraph> script_graph = Status::NotFound("none");
-  if (m->architecture.rfind("torchscript:", 0) == 0) {
-    if (normalize.empty()) {
-      Fail(Status::InvalidArgument(a.model_path,
+// A TorchScript model's layers, read from the file it was federated as
+// (--script, which must be the one the model file names), for an example of
+// --input-shape. InvalidArgument naming what is missing or wrong.
+Result<OnnxGraph> ScriptGraphOf(const ExportArgs& a, const ModelState& m,
+                                const std::string& normalize) {
+  if (normalize.empty()) {
+    return Status::InvalidArgument(a.model_path,
                                    "is a TorchScript model and records no normalisation: give the "
                                    "one its federation used with --normalize mean,std[,...] (the "
-                                   "server logs it; '0,1' for none)"));
-      return 2;
-    }
-    if (a.script.empty() || a.input_shape.empty()) {
-      Fail(Status::InvalidArgument(
-          a.model_path, "is a TorchScript model (" + m->architecture +
-                            "): give its file with --script FILE.pt and one example's shape "
-                            "with --input-shape C,H,W (or F)"));
-      return 2;
-    }
-    auto code = ReadFile(a.script);
-    if (!code.ok()) {
-      Fail(code.status());
-      return 1;
-    }
-    if (ModelCodeId(*code) != m->architecture) {
-      Fail(Status::InvalidArgument(
-          a.script, "is " + ModelCodeId(*code) + ", the model file is " + m->architecture));
-      return 2;
-    }
-    std::vector<int64_t> shape;
-    for (const std::string& size : SplitList(a.input_shape, ',')) {
-      shape.push_back(std::atoll(size.c_str()));
-      if (shape.back() <= 0) {
-        Fail(Status::InvalidArgument("--input-shape " + a.input_shape, "needs positive sizes"));
-        return 2;
-      }
-    }
-    script_graph = ReadScriptGraph(a.script, shape, *m);
-    if (!script_graph.ok()) {
-      Fail(script_graph.status());
-      return 2;
-    }
-    o.graph = &*script_graph;
+                                   "server logs it; '0,1' for none)");
   }
-  if (!normalize.empty()) {
-    auto n = ParseNormalization(normalize);
-    if (!n.ok()) {
-      Fail(n.status());
-      return 2;
+  if (a.script.empty() || a.input_shape.empty()) {
+    return Status::InvalidArgument(
+        a.model_path, "is a TorchScript model (" + m.architecture +
+                          "): give its file with --script FILE.pt and one example's shape "
+                          "with --input-shape C,H,W (or F)");
+  }
+  auto code = ReadFile(a.script);
+  if (!code.ok()) return code.status();
+  if (ModelCodeId(*code) != m.architecture) {
+    return Status::InvalidArgument(
+        a.script, "is " + ModelCodeId(*code) + ", the model file is " + m.architecture);
+  }
+  std::vector<int64_t> shape;
+  for (const std::string& size : SplitList(a.input_shape, ',')) {
+    shape.push_back(std::atoll(size.c_str()));
+    if (shape.back() <= 0) {
+      return Status::InvalidArgument("--input-shape " + a.input_shape, "needs positive sizes");
     }
-    o.normalization = *n;
   }
-  o.sparse = !a.dense;
-  o.int8 = a.int8;
-  o.producer_version = "fl-compress";
-  o.model_version = version.ok() ? ToHex(*version) : "";
-  OnnxExportStats stats, dense_stats;
-  auto onnx = ExportOnnx(*m, o, &stats);
-  OnnxExportOptions plain = o;
-  plain.sparse = false;
-  plain.int8 = false;
-  auto dense = ExportOnnx(*m, plain, &dense_stats);
-  if (!onnx.ok() || !dense.ok()) {
-    Fail(onnx.ok() ? dense.status() : onnx.status());
-    return 1;
-  }
-  if (Status st = CheckOnnxModel(*onnx); !st.ok()) {
-    Fail(st);
-    return 1;
-  }
-  if (Status st = WriteFileAtomic(a.out, *onnx); !st.ok()) {
-    Fail(st);
-    return 1;
-  }
+  return ReadScriptGraph(a.script, shape, m);
+}
+
+void PrintExported(const ExportArgs& a, const ModelState& m, const OnnxExportOptions& o,
+                   const OnnxExportStats& stats, const OnnxExportStats& dense_stats,
+                   const std::string& normalize) {
   std::printf(
       "wrote %s: ONNX opset %d, %s, %.1f%% sparse (%lld of %lld values stored%s), %lld bytes; "
       "the dense fp32 export is %lld bytes (%.2fx); ONNX checker passed\n",
-      a.out.c_str(), kOnnxOpset, m->architecture.c_str(), 100 * m->Sparsity(),
+      a.out.c_str(), kOnnxOpset, m.architecture.c_str(), 100 * m.Sparsity(),
       static_cast<long long>(stats.stored_values), static_cast<long long>(stats.parameters),
       a.int8 ? ", weights int8 per output channel" : "", static_cast<long long>(stats.bytes),
       static_cast<long long>(dense_stats.bytes),
@@ -434,6 +349,54 @@ int RunExport(const ExportArgs& a) {
                              "--normalize)"
                            : " (recorded in the model file)",
       classes.c_str());
+}
+
+int RunExport(const ExportArgs& a) {
+  if (a.format != "onnx") {
+    return Fail(Status::InvalidArgument("--format " + a.format + " is not supported (onnx)")), 2;
+  }
+  std::string bytes;
+  ModelFileMeta meta;
+  auto m = LoadVerified(a.model_path, a.signer_pub, &bytes, &meta);
+  if (!m.ok()) return Fail(m.status()), 1;
+  auto version = ModelFileVersion(bytes);
+  OnnxExportOptions o;
+  o.class_names = meta.class_names;
+  // The normalisation: --normalize, else the one the model file records (a
+  // run's global.flm, fl-compress prune's output), else MNIST's.
+  const std::string normalize = !a.normalize.empty() || meta.normalization.empty()
+                                    ? a.normalize
+                                    : meta.normalization.ToString();
+  o.byte_input = !a.float_input;
+  Result<OnnxGraph> script_graph = Status::NotFound("none");
+  if (m->architecture.rfind("torchscript:", 0) == 0) {
+    script_graph = ScriptGraphOf(a, *m, normalize);
+    if (!script_graph.ok()) {
+      // (The script's file unreadable: 1; anything the user must fix: 2.)
+      const Status& st = script_graph.status();
+      return Fail(st), st.IsIOError() || st.IsNotFound() ? 1 : 2;
+    }
+    o.graph = &*script_graph;
+  }
+  if (!normalize.empty()) {
+    auto n = ParseNormalization(normalize);
+    if (!n.ok()) return Fail(n.status()), 2;
+    o.normalization = *n;
+  }
+  o.sparse = !a.dense;
+  o.int8 = a.int8;
+  o.producer_version = "fl-compress";
+  o.model_version = version.ok() ? ToHex(*version) : "";
+  OnnxExportStats stats, dense_stats;
+  auto onnx = ExportOnnx(*m, o, &stats);
+  OnnxExportOptions plain = o;
+  plain.sparse = false;
+  plain.int8 = false;
+  auto dense = ExportOnnx(*m, plain, &dense_stats);
+  if (!onnx.ok() || !dense.ok()) return Fail(onnx.ok() ? dense.status() : onnx.status()), 1;
+  if (Status st = CheckOnnxModel(*onnx); !st.ok()) return Fail(st), 1;
+  if (Status st = WriteFileAtomic(a.out, *onnx); !st.ok()) return Fail(st), 1;
+  PrintExported(a, *m, o, stats, dense_stats, normalize);
   return 0;
 }
 
@@ -445,34 +408,32 @@ int RunInspect(const std::string& path, const std::string& signer_pub) {
     Fail(m.status());
     return 1;
   }
-  const std::string* bytes = &file;
-  std::string classes;
-  for (const auto& c : meta.class_names) classes += (classes.empty() ? "" : ", ") + JsonString(c);
-  auto version = ModelFileVersion(*bytes);
-  auto signer = ModelFileSigner(*bytes);
-  std::ostringstream js;
-  js << "{\n  \"file\": \"" << path << "\",\n  \"architecture\": \"" << m->architecture << "\",\n"
-     << "  \"version\": \"" << ToHex(*version) << "\",\n"
-     << "  \"signed_by\": "
-     << (signer.ok() && signer->has_value() ? "\"" + NodeId(**signer) + "\"" : "null") << ",\n"
-     << "  \"bytes_on_disk\": " << bytes->size() << ",\n"
-     << "  \"parameters\": " << m->NumParameters() << ",\n"
-     << "  \"kept\": " << m->KeptCount() << ",\n"
-     << "  \"sparsity\": " << m->Sparsity() << ",\n"
-     << "  \"normalize\": "
-     << (meta.normalization.empty() ? "null" : JsonString(meta.normalization.ToString())) << ",\n"
-     << "  \"classes\": [" << classes << "],\n  \"tensors\": [\n";
-  for (size_t i = 0; i < m->tensors.size(); ++i) {
-    const auto& t = m->tensors[i];
-    js << "    {\"name\": \"" << t.name << "\", \"shape\": [";
-    for (size_t d = 0; d < t.shape.size(); ++d) js << (d ? ", " : "") << t.shape[d];
+  auto version = ModelFileVersion(file);
+  auto signer = ModelFileSigner(file);
+  nlohmann::ordered_json j;
+  j["file"] = path;
+  j["architecture"] = m->architecture;
+  j["version"] = version.ok() ? ToHex(*version) : "";
+  j["signed_by"] = signer.ok() && signer->has_value() ? nlohmann::ordered_json(NodeId(**signer))
+                                                      : nlohmann::ordered_json(nullptr);
+  j["bytes_on_disk"] = file.size();
+  j["parameters"] = m->NumParameters();
+  j["kept"] = m->KeptCount();
+  j["sparsity"] = m->Sparsity();
+  j["normalize"] = meta.normalization.empty()
+                       ? nlohmann::ordered_json(nullptr)
+                       : nlohmann::ordered_json(meta.normalization.ToString());
+  j["classes"] = meta.class_names;
+  j["tensors"] = nlohmann::ordered_json::array();
+  for (const auto& t : m->tensors) {
     const int64_t n = static_cast<int64_t>(t.values.size());
-    js << "], \"kept\": " << t.KeptCount()
-       << ", \"sparsity\": " << (n ? 1.0 - static_cast<double>(t.KeptCount()) / n : 0.0) << "}"
-       << (i + 1 < m->tensors.size() ? "," : "") << "\n";
+    j["tensors"].push_back({{"name", t.name},
+                            {"shape", t.shape},
+                            {"kept", t.KeptCount()},
+                            {"sparsity", n ? 1.0 - static_cast<double>(t.KeptCount()) / n : 0.0}});
   }
-  js << "  ]\n}\n";
-  std::fputs(js.str().c_str(), stdout);
+  const std::string js = j.dump(2) + "\n";
+  std::fputs(js.c_str(), stdout);
   return 0;
 }
 

@@ -90,99 +90,66 @@ std::string Quote(const std::string& s) {
   return out + "'";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+struct PlotOptions {
   std::vector<std::string> dirs;
   std::string out = "accuracy.png", names_list, title, script_path;
   int width = 1200, height = 480;
-  CLI::App app{
-      "fl-plot: test accuracy against the round and against cumulative uplink bytes, one "
-      "line per run, drawn with gnuplot"};
-  app.add_option("runs", dirs, "Run folders, each with a rounds.csv")->required();
-  app.add_option("--out", out, "PNG to write")->capture_default_str();
-  app.add_option("--names", names_list,
-                 "Comma-separated names of the runs (default: folder names)");
-  app.add_option("--title", title, "Title over both panels");
-  app.add_option("--width", width, "Image width in pixels")
-      ->capture_default_str()
-      ->check(CLI::Range(300, 8000));
-  app.add_option("--height", height, "Image height in pixels")
-      ->capture_default_str()
-      ->check(CLI::Range(200, 8000));
-  app.add_option("--script", script_path, "Also keep the gnuplot script (and its data) here");
   bool linear_bytes = false;
-  app.add_flag("--linear-bytes", linear_bytes,
-               "A linear uplink axis (default: logarithmic, so runs 10x apart in bytes both show)");
-  CLI11_PARSE(app, argc, argv);
+};
 
-  // Names, the title and paths go into the gnuplot script inside quotes: a
-  // control character (a newline) would end the string and start a command.
-  for (const std::string* text : {&names_list, &title, &out, &script_path}) {
+// Names, the title and paths go into the gnuplot script inside quotes: a
+// control character (a newline) would end the string and start a command.
+fl::Status CheckText(const PlotOptions& o) {
+  for (const std::string* text : {&o.names_list, &o.title, &o.out, &o.script_path}) {
     for (unsigned char c : *text) {
       if (c < 0x20 || c == 0x7f) {
-        std::fprintf(stderr, "error: '%s' holds a control character; it cannot be plotted\n",
-                     text->c_str());
-        return 2;
+        return fl::Status::InvalidArgument("'" + *text +
+                                           "' holds a control character; it cannot be plotted");
       }
     }
   }
-  for (const auto& d : dirs) {
+  for (const auto& d : o.dirs) {
     for (unsigned char c : d) {
       if (c < 0x20 || c == 0x7f) {
-        std::fprintf(stderr, "error: the run folder name holds a control character\n");
-        return 2;
+        return fl::Status::InvalidArgument("the run folder name holds a control character");
       }
     }
   }
-  std::vector<std::string> names = fl::SplitList(names_list, ',');
-  if (!names.empty() && names.size() != dirs.size()) {
-    std::fprintf(stderr, "error: --names has %zu name(s) for %zu run(s)\n", names.size(),
-                 dirs.size());
-    return 2;
-  }
+  return fl::Status::OK();
+}
+
+// The runs with an evaluated round, named by --names or their folders.
+fl::Result<std::vector<Run>> ReadRuns(const PlotOptions& o) {
+  const std::vector<std::string> names = fl::SplitList(o.names_list, ',');
   std::vector<Run> runs;
-  for (size_t i = 0; i < dirs.size(); ++i) {
-    std::string name = names.empty() ? dirs[i] : names[i];
+  for (size_t i = 0; i < o.dirs.size(); ++i) {
+    std::string name = names.empty() ? o.dirs[i] : names[i];
     if (names.empty()) {
       while (name.size() > 1 && name.back() == '/') name.pop_back();
       name = name.substr(name.find_last_of('/') + 1);
     }
-    auto run = ReadRun(dirs[i], name);
-    if (!run.ok()) {
-      std::fprintf(stderr, "error: %s\n", run.status().ToString().c_str());
-      return 1;
-    }
+    auto run = ReadRun(o.dirs[i], name);
+    if (!run.ok()) return run.status();
     if (run->points.empty()) {
-      std::fprintf(stderr, "warning: %s has no evaluated round; left out\n", dirs[i].c_str());
+      std::fprintf(stderr, "warning: %s has no evaluated round; left out\n", o.dirs[i].c_str());
       continue;
     }
     runs.push_back(std::move(run).value());
   }
-  if (runs.empty()) {
-    std::fprintf(stderr, "error: no run with an evaluated round to plot\n");
-    return 1;
-  }
+  if (runs.empty()) return fl::Status::NotFound("no run with an evaluated round to plot");
+  return runs;
+}
 
-  // The data (one file per run) and the script, in a folder of their own.
-  std::string dir = script_path.empty() ? "" : script_path + ".d";
-  if (dir.empty()) {
-    char tmpl[] = "/tmp/fl-plot.XXXXXX";
-    if (!mkdtemp(tmpl)) {
-      std::perror("mkdtemp");
-      return 1;
-    }
-    dir = tmpl;
-  } else if (fl::Status st = fl::CreateDirectories(dir); !st.ok()) {
-    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-    return 1;
-  }
+// Writes each run's points into `dir` and returns the gnuplot script that
+// draws both panels from them.
+fl::Result<std::string> WriteScript(const PlotOptions& o, const std::vector<Run>& runs,
+                                    const std::string& dir) {
   // (noenhanced: a name such as mnist_cnn is text, not a subscript.)
-  std::string script = "set terminal pngcairo noenhanced size " + std::to_string(width) + "," +
-                       std::to_string(height) + " font 'sans,10'\nset output " + Quote(out) +
+  std::string script = "set terminal pngcairo noenhanced size " + std::to_string(o.width) + "," +
+                       std::to_string(o.height) + " font 'sans,10'\nset output " + Quote(o.out) +
                        "\nset datafile separator ','\nset key bottom right\nset grid\n"
                        "set multiplot layout 1,2" +
-                       (title.empty() ? "" : " title " + Quote(title)) + "\n";
+                       (o.title.empty() ? "" : " title " + Quote(o.title)) + "\n";
   std::string round_plot = "plot ", bytes_plot = "plot ";
   int last_round = 1;
   for (const auto& r : runs) last_round = std::max(last_round, r.points.back().round);
@@ -194,10 +161,7 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, "%d,%.4f,%.6f\n", p.round, p.accuracy_percent, p.uplink_mb);
       rows += buf;
     }
-    if (fl::Status st = fl::WriteFileAtomic(data, rows); !st.ok()) {
-      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-      return 1;
-    }
+    FL_RETURN_IF_ERROR(fl::WriteFileAtomic(data, rows));
     const std::string sep = i == 0 ? "" : ", ";
     round_plot += sep + Quote(data) + " using 1:2 with linespoints title " + Quote(runs[i].name);
     // (The colours are the same in both panels: one key is enough.)
@@ -208,14 +172,13 @@ int main(int argc, char** argv) {
             "\nset xrange [1:" + std::to_string(std::max(2, last_round)) + "]\n";
   script += "set xlabel 'round'\nset ylabel 'test accuracy (%)'\n" + round_plot + "\n";
   script += "set xtics autofreq\nset xrange [*:*]\n";
-  script += std::string(linear_bytes ? "" : "set logscale x 10\n") +
-            "set xlabel 'uplink (MB, cumulative" + (linear_bytes ? "" : ", log scale") +
+  script += std::string(o.linear_bytes ? "" : "set logscale x 10\n") +
+            "set xlabel 'uplink (MB, cumulative" + (o.linear_bytes ? "" : ", log scale") +
             ")'\nset ylabel 'test accuracy (%)'\n" + bytes_plot + "\nunset multiplot\n";
-  const std::string script_file = script_path.empty() ? dir + "/plot.gp" : script_path;
-  if (fl::Status st = fl::WriteFileAtomic(script_file, script); !st.ok()) {
-    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-    return 1;
-  }
+  return script;
+}
+
+fl::Status RunGnuplot(const std::string& script_file) {
   const pid_t pid = fork();
   if (pid == 0) {
     execlp("gnuplot", "gnuplot", script_file.c_str(), static_cast<char*>(nullptr));
@@ -227,21 +190,83 @@ int main(int argc, char** argv) {
   }
   int status = 0;
   if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "error: gnuplot failed on %s\n", script_file.c_str());
-    return 1;
+    return fl::Status::Internal("gnuplot failed on " + script_file);
   }
-  if (script_path.empty()) {
+  return fl::Status::OK();
+}
+
+// The data (one file per run) and the script, in a folder of their own:
+// --script's, or a temporary one removed afterwards.
+fl::Status Plot(const PlotOptions& o, const std::vector<Run>& runs) {
+  std::string dir = o.script_path.empty() ? "" : o.script_path + ".d";
+  if (dir.empty()) {
+    char tmpl[] = "/tmp/fl-plot.XXXXXX";
+    if (!mkdtemp(tmpl)) return fl::Status::IOError("mkdtemp", std::strerror(errno));
+    dir = tmpl;
+  } else {
+    FL_RETURN_IF_ERROR(fl::CreateDirectories(dir));
+  }
+  auto script = WriteScript(o, runs, dir);
+  if (!script.ok()) return script.status();
+  const std::string script_file = o.script_path.empty() ? dir + "/plot.gp" : o.script_path;
+  FL_RETURN_IF_ERROR(fl::WriteFileAtomic(script_file, *script));
+  FL_RETURN_IF_ERROR(RunGnuplot(script_file));
+  if (o.script_path.empty()) {
     std::remove(script_file.c_str());
     for (size_t i = 0; i < runs.size(); ++i) {
       std::remove((dir + "/run" + std::to_string(i) + ".csv").c_str());
     }
     rmdir(dir.c_str());
   }
-  for (const auto& r : runs) {
+  return fl::Status::OK();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  PlotOptions o;
+  CLI::App app{
+      "fl-plot: test accuracy against the round and against cumulative uplink bytes, one "
+      "line per run, drawn with gnuplot"};
+  app.add_option("runs", o.dirs, "Run folders, each with a rounds.csv")->required();
+  app.add_option("--out", o.out, "PNG to write")->capture_default_str();
+  app.add_option("--names", o.names_list,
+                 "Comma-separated names of the runs (default: folder names)");
+  app.add_option("--title", o.title, "Title over both panels");
+  app.add_option("--width", o.width, "Image width in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(300, 8000));
+  app.add_option("--height", o.height, "Image height in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(200, 8000));
+  app.add_option("--script", o.script_path, "Also keep the gnuplot script (and its data) here");
+  app.add_flag("--linear-bytes", o.linear_bytes,
+               "A linear uplink axis (default: logarithmic, so runs 10x apart in bytes both show)");
+  CLI11_PARSE(app, argc, argv);
+  if (fl::Status st = CheckText(o); !st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.message().c_str());
+    return 2;
+  }
+  const size_t names = fl::SplitList(o.names_list, ',').size();
+  if (names > 0 && names != o.dirs.size()) {
+    std::fprintf(stderr, "error: --names has %zu name(s) for %zu run(s)\n", names,
+                 o.dirs.size());
+    return 2;
+  }
+  auto runs = ReadRuns(o);
+  if (!runs.ok()) {
+    std::fprintf(stderr, "error: %s\n", runs.status().ToString().c_str());
+    return 1;
+  }
+  if (fl::Status st = Plot(o, *runs); !st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  for (const auto& r : *runs) {
     const Point& last = r.points.back();
     std::printf("%s: %zu evaluated round(s), last %d at %.2f%%, %.1f MB up in all\n",
                 r.name.c_str(), r.points.size(), last.round, last.accuracy_percent, r.total_mb);
   }
-  std::printf("wrote %s\n", out.c_str());
+  std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }

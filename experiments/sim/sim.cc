@@ -44,6 +44,7 @@
 #include "experiments/sim/adversary.h"
 #include "experiments/sim/mpi_world.h"
 #include "experiments/sim/sim_config.h"
+#include "experiments/sim/sim_report.h"
 #include "relay/relay.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
@@ -61,20 +62,6 @@ void RaiseFileLimit() {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-}
-
-// "98.62%", or "-" for a round that was not evaluated.
-std::string Percent(double v) {
-  if (std::isnan(v)) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2f%%", 100 * v);
-  return buf;
-}
-
-std::string Mb(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f", bytes / 1e6);
-  return buf;
 }
 
 // Identities of a secure simulation: one per virtual client, plus the server's
@@ -277,13 +264,6 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
     w->train_seconds += s->stats().train_seconds;
     w->rounds_trained += s->stats().rounds_trained;
   }
-}
-
-std::string JsonNumber(double v) {
-  if (std::isnan(v) || std::isinf(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.10g", v);
-  return buf;
 }
 
 std::vector<std::string> Split(const std::string& line, char sep) {
@@ -1094,122 +1074,23 @@ int Main(int argc, char** argv, MpiWorld& world) {
     std::fprintf(stderr, "error: worker: %s\n", workers_status.ToString().c_str());
     return 1;
   }
-  const double wall = NowSeconds() - t_start;
-
-  // Final table.
-  // max_train_s: the slowest participant's training wall time; overhead: round
-  // time over it (1.0 = the round took exactly as long as its slowest client).
-  std::printf("\n%5s %12s %9s %9s %10s %12s %8s %11s %8s\n", "round", "participants", "test_acc",
-              "test_loss", "upload_MB", "download_MB", "seconds", "max_train_s", "overhead");
-  for (const auto& m : history) {
-    std::printf("%5llu %12d %9s %9.4f %10s %12s %8.1f %11.1f %8.2f\n",
-                static_cast<unsigned long long>(m.round), m.participants,
-                Percent(m.test_accuracy).c_str(), m.test_loss, Mb(m.upload_bytes).c_str(),
-                Mb(m.download_bytes).c_str(), m.round_seconds, m.max_train_seconds,
-                m.max_train_seconds > 0 ? m.round_seconds / m.max_train_seconds : 0.0);
-  }
-  std::string targets_json, seconds_json, bytes_json;
-  for (double t : c.targets) {
-    std::string reached = "null";
-    for (const auto& [round, accuracy] : earlier) {
-      if (round < first_round && accuracy >= t) {
-        reached = std::to_string(round);
-        break;
-      }
-    }
-    // Wall time (the rounds' own, evaluation overlapping them) and uplink
-    // bytes until the target; this invocation's rounds only (null when it
-    // was reached before a --resume).
-    std::string seconds = "null", bytes = "null";
-    double sum_seconds = 0;
-    uint64_t sum_bytes = 0;
-    for (const auto& m : history) {
-      if (reached != "null") break;
-      sum_seconds += m.round_seconds;
-      sum_bytes += m.upload_bytes;
-      if (m.test_accuracy >= t) {
-        reached = std::to_string(m.round);
-        seconds = JsonNumber(sum_seconds);
-        bytes = std::to_string(sum_bytes);
-        break;
-      }
-    }
-    const std::string sep = targets_json.empty() ? "" : ", ";
-    targets_json += sep + "\"" + JsonNumber(t) + "\": " + reached;
-    seconds_json += sep + "\"" + JsonNumber(t) + "\": " + seconds;
-    bytes_json += sep + "\"" + JsonNumber(t) + "\": " + bytes;
-    std::printf("rounds to %.2f%% test accuracy: %s\n", 100 * t,
-                reached == "null" ? "not reached" : reached.c_str());
-  }
-  std::printf("final test accuracy %.2f%%, %s MB up, %s MB down, wall time %.1f s%s\n",
-              100 * summary->final_accuracy, Mb(summary->upload_bytes).c_str(),
-              Mb(summary->download_bytes).c_str(), wall,
-              reached_target         ? " (stopped at the target)"
-              : summary->interrupted ? " (interrupted)"
-                                     : "");
-  const double per_update = updates ? static_cast<double>(delta_bytes) / updates : 0.0;
-  std::printf("encoded delta per client update: %.0f bytes (%llu updates)\n", per_update,
-              static_cast<unsigned long long>(updates));
-  std::string rejected;
-  for (const auto& [reason, n] : summary->rejected) {
-    rejected += (rejected.empty() ? "" : ", ") + JsonString(reason) + ": " + std::to_string(n);
-  }
-  std::ostringstream js;
-  js << "{\n"
-     << "  \"config\": " << JsonString(c.out + "/config.toml") << ",\n"
-     << "  \"config_file\": " << JsonString(config_path) << ",\n"
-     << "  \"seed\": " << c.seed << ",\n"
-     << "  \"reproducible\": " << (c.reproducible ? "true" : "false") << ",\n"
-     << "  \"kernels\": "
-     << JsonString(c.reproducible ? DescribeReproducibleSettings()
-                                  : "as this machine's libraries picked them (not --reproducible)")
-     << ",\n"
-     << "  \"model\": " << JsonString(c.model) << ",\n"
-     << "  \"clients\": " << c.clients << ",\n"
-     << "  \"fraction\": " << JsonNumber(c.fraction) << ",\n"
-     << "  \"partition\": " << JsonString(c.partition) << ",\n"
-     << "  \"sparsity\": " << JsonNumber(c.sparsity) << ",\n"
-     << "  \"codec\": \"" << c.codec << "\",\n"
-     << "  \"uplink_bits\": " << c.uplink_bits << ",\n"
-     << "  \"downlink\": " << JsonString(c.downlink) << ",\n"
-     << "  \"secure\": " << (c.secure ? "true" : "false") << ",\n"
-     << "  \"topology\": {\"relays\": " << c.relays
-     << ", \"relay_strategy\": " << JsonString(c.relay_strategy) << "},\n"
-     << "  \"strategy\": " << JsonString(c.strategy.name) << ",\n"
-     << (c.privacy.enabled() ? "  \"epsilon\": " + JsonNumber(summary->epsilon) +
-                                   ", \"delta\": " + JsonNumber(c.privacy.delta) + ",\n"
-                             : std::string())
-     << "  \"adversaries\": {\"fraction\": " << JsonNumber(c.adversary_fraction)
-     << ", \"count\": " << adversaries.ids.size()
-     << ", \"kind\": " << JsonString(c.adversary_fraction > 0 ? c.adversary_kind : "none")
-     << ", \"scale\": " << JsonNumber(c.adversary_scale) << "},\n"
-     << "  \"rounds_completed\": " << summary->rounds_completed << ",\n"
-     << "  \"resumed_after_round\": " << first_round - 1 << ",\n"
-     << "  \"interrupted\": " << (summary->interrupted && !reached_target ? "true" : "false")
-     << ",\n"
-     << "  \"stopped_at_target\": " << (reached_target ? "true" : "false") << ",\n"
-     << "  \"final_accuracy\": " << JsonNumber(summary->final_accuracy) << ",\n"
-     << "  \"final_loss\": " << JsonNumber(summary->final_loss) << ",\n"
-     << "  \"rounds_to_target\": {" << targets_json << "},\n"
-     << "  \"wall_seconds_to_target\": {" << seconds_json << "},\n"
-     << "  \"upload_bytes_to_target\": {" << bytes_json << "},\n"
-     << "  \"devices\": {\"slowdown_sigma\": " << JsonNumber(c.slowdown_sigma)
-     << ", \"straggler_fraction\": " << JsonNumber(c.straggler_fraction)
-     << ", \"straggler_slowdown\": " << JsonNumber(c.straggler_slowdown)
-     << ", \"dropout\": " << JsonNumber(c.dropout) << "},\n"
-     << "  \"upload_bytes\": " << summary->upload_bytes << ",\n"
-     << "  \"download_bytes\": " << summary->download_bytes << ",\n"
-     << "  \"delta_bytes_per_update\": " << JsonNumber(per_update) << ",\n"
-     << "  \"rejected\": {" << rejected << "},\n"
-     << "  \"wall_seconds\": " << JsonNumber(wall) << "\n"
-     << "}\n";
-  st = WriteFileAtomic(c.out + "/summary.json", js.str());
+  SimOutcome outcome;
+  outcome.config = &c;
+  outcome.config_path = config_path;
+  outcome.history = std::move(history);
+  outcome.earlier = std::move(earlier);
+  outcome.first_round = first_round;
+  outcome.summary = *summary;
+  outcome.delta_bytes = delta_bytes;
+  outcome.updates = updates;
+  outcome.wall_seconds = NowSeconds() - t_start;
+  outcome.reached_target = reached_target;
+  outcome.adversaries = adversaries.ids.size();
+  st = ReportSimRun(outcome);
   if (!st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 1;
   }
-  std::printf("wrote %s/rounds.csv, %s/summary.json, %s/config.toml\n", c.out.c_str(),
-              c.out.c_str(), c.out.c_str());
   return summary->interrupted && !reached_target ? 130 : 0;
 }
 

@@ -166,8 +166,8 @@ struct SimConfig {
   std::string out{"runs/sim"};
   double heartbeat{5.0};
   // Pins the kernels and threads that differ between CPUs, and deterministic
-  // algorithms (common/reproducible.h); trains slower (README, "Reproducible
-  // runs").
+  // algorithms (common/reproducible.h); trains slower (docs/simulations.md,
+  // "Exact aggregation and reproducible runs").
   bool reproducible{false};
 
   // [topology] relay aggregators between the server and the clients: the

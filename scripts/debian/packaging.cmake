@@ -6,7 +6,7 @@
 #   fedge-client  fl-client, fedge-client.service, /etc/fedge/client.toml, the
 #                 device's identity (made at install)
 # Library dependencies come from dpkg-shlibdeps. Each package's --help output
-# and the README go to /usr/share/doc/<package>/.
+# and the README with its guides (docs/) go to /usr/share/doc/<package>/.
 set(FL_DEB_DIR ${PROJECT_SOURCE_DIR}/scripts/debian)
 
 install(TARGETS fl-keygen RUNTIME DESTINATION bin COMPONENT common)
@@ -31,6 +31,9 @@ foreach(pair "server;fl-server" "client;fl-client" "common;fl-keygen")
   endif()
   install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION share/doc/fedge-${component}
           COMPONENT ${component})
+  # The guides the README links to (docs/*.md), beside it as in the source tree.
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs DESTINATION share/doc/fedge-${component}
+          COMPONENT ${component} FILES_MATCHING PATTERN "*.md")
   install(CODE "
     set(doc \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/share/doc/fedge-${component}\")
     file(MAKE_DIRECTORY \"\${doc}\")

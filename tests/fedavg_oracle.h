@@ -1,14 +1,18 @@
-// Federated averaging (McMahan et al. 2017) over whole models, as a free
-// function over an options value in the style of Gloo's collectives; the
-// arithmetic is the server's fedavg aggregator (server/aggregator.h).
+// A test oracle: federated averaging (McMahan et al. 2017) over whole models,
+// computed from its definition in docs/protocol.md ("Exact sums") and not
+// with the server's code, so that tests can hold the server's aggregate to
+// it bit for bit:
 //
 //   new = old + server_lr * sum_k (n_k / n) * delta_k,   n = sum_k n_k
 //
-// where delta_k = (client k's parameters after local training) - old. With
-// server_lr = 1 this equals the sample-weighted mean of the client models.
-// Only the global model's kept positions move: pruned weights stay 0.
-#ifndef FEDGE_SERVER_FEDAVG_H_
-#define FEDGE_SERVER_FEDAVG_H_
+// where delta_k = (client k's parameters after local training) - old: each
+// delta value rounded to a multiple of 2^-40 (to nearest, ties to even), the
+// weighted sum kept in 128-bit integers, the mean S / n / 2^40 in double, and
+// the new value old + server_lr * mean in double, rounded to float. With
+// server_lr = 1 this is the sample-weighted mean of the client models. Only
+// the global model's kept positions move: pruned weights stay 0.
+#ifndef FEDGE_TESTS_FEDAVG_ORACLE_H_
+#define FEDGE_TESTS_FEDAVG_ORACLE_H_
 
 #include <cstdint>
 #include <vector>
@@ -44,4 +48,4 @@ Result<ModelState> Difference(const ModelState& after, const ModelState& before)
 
 }  // namespace fl
 
-#endif  // FEDGE_SERVER_FEDAVG_H_
+#endif  // FEDGE_TESTS_FEDAVG_ORACLE_H_

@@ -1,9 +1,7 @@
-#include "server/fedavg.h"
+#include "tests/fedavg_oracle.h"
 
-#include <limits>
+#include <cmath>
 #include <string>
-
-#include "server/aggregator.h"
 
 namespace fl {
 namespace {
@@ -40,28 +38,35 @@ Result<ModelState> FedAvg(const FedAvgOptions& options) {
     FL_RETURN_IF_ERROR(
         CheckSameLayout(updates[k].delta, *options.global, "update " + std::to_string(k)));
   }
-  // The same arithmetic as a round on the server: its fedavg aggregator, fed
-  // each delta's values at the global model's kept positions.
+  // Per kept value: S = sum_k n_k round(d_k 2^40), n = sum_k n_k.
   const ModelState& global = *options.global;
-  StrategyOptions so;
-  so.server_lr = options.server_lr;
-  auto agg = MakeAggregator(so);
-  if (!agg.ok()) return agg.status();
-  (*agg)->Begin(static_cast<size_t>(global.KeptCount()));
-  std::vector<float> kept;
+  std::vector<__int128> sum;
+  __int128 total = 0;
   for (const auto& u : updates) {
-    kept.clear();
+    size_t j = 0;
     for (size_t t = 0; t < global.tensors.size(); ++t) {
       const auto& mask = global.tensors[t].mask;
       const auto& d = u.delta.tensors[t].values;
       for (size_t i = 0; i < d.size(); ++i) {
-        if (mask.empty() || mask[i]) kept.push_back(d[i]);
+        if (!mask.empty() && !mask[i]) continue;
+        if (j == sum.size()) sum.push_back(0);
+        const double scaled = std::ldexp(static_cast<double>(d[i]), 40);  // exact
+        sum[j++] += static_cast<__int128>(u.num_examples) *
+                    static_cast<__int128>(std::nearbyint(scaled));  // ties to even
       }
     }
-    FL_RETURN_IF_ERROR((*agg)->Add(u.num_examples, &kept));
+    total += u.num_examples;
   }
   ModelState out = global;
-  FL_RETURN_IF_ERROR((*agg)->Finish(&out, std::numeric_limits<float>::max()));
+  size_t j = 0;
+  for (auto& t : out.tensors) {
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      if (!t.mask.empty() && !t.mask[i]) continue;
+      const double mean =
+          static_cast<double>(sum[j++]) / static_cast<double>(total) * std::ldexp(1.0, -40);
+      t.values[i] = static_cast<float>(t.values[i] + options.server_lr * mean);
+    }
+  }
   return out;
 }
 
