@@ -10,7 +10,6 @@
 #include <limits>
 #include <set>
 
-#include "common/clock.h"
 #include "common/random.h"
 #include "crypto/message.h"
 #include "server/async_tasks.h"
@@ -64,10 +63,10 @@ class BufferedAsync final : public Scheduler {
     const AsyncTasks::Task* t = tasks_.Find(id);
     if (t && t->step != round_.round) {
       tasks_.Issue(id, round_.round, RandomNonce(), host_.model().version(), t->registered,
-                   NowSeconds());
+                   host_.Now());
     }
   }
-  void Sent(const std::string& id) override { tasks_.Sent(id, NowSeconds()); }
+  void Sent(const std::string& id) override { tasks_.Sent(id, host_.Now()); }
   void Closed(const std::string& id) override { tasks_.Close(id); }
   void Tick() override;
   // A step's buffer takes exactly --buffer updates: the next ones wait in the
@@ -165,7 +164,7 @@ void BufferedAsync::GiveUpExpired(double now, std::set<std::string>* given_up) {
 // Gives up on tasks past the deadline, and hands tasks to idle live devices
 // until `concurrency` are out.
 void BufferedAsync::Tick() {
-  const double now = NowSeconds();
+  const double now = host_.Now();
   std::set<std::string> given_up;
   GiveUpExpired(now, &given_up);
   if (tasks_.Wanted() == 0) return;
@@ -231,7 +230,7 @@ Status BufferedAsync::OpenStep(uint64_t r) {
 // are handed out as devices free up, across steps), then commit.
 Status BufferedAsync::RunStep(uint64_t r, const std::atomic<bool>* stop, bool* abandoned) {
   FL_RETURN_IF_ERROR(host_.BeginRound(r));
-  const double t0 = NowSeconds();
+  const double t0 = host_.Now();
   FL_RETURN_IF_ERROR(OpenStep(r));
   // The step is open from here: updates that arrive while the server waits
   // for its evaluations join it.
@@ -239,13 +238,13 @@ Status BufferedAsync::RunStep(uint64_t r, const std::atomic<bool>* stop, bool* a
   round_.collecting = true;
   round_.started = round_.last_accept_time = t0;
   round_.first_update_time = 0;
-  double next_log = NowSeconds() + 10;
+  double next_log = host_.Now() + 10;
   FL_RETURN_IF_ERROR(host_.Pump(std::numeric_limits<double>::infinity(), stop, [&] {
-    if (NowSeconds() >= next_log) {
+    if (host_.Now() >= next_log) {
       spdlog::info("step {}: {} of {} updates in; {} task(s) out, {} device(s) live", r,
                    round_.entries.size(), o_.async.buffer, tasks_.outstanding(),
                    host_.Live(nullptr));
-      next_log = NowSeconds() + 10;
+      next_log = host_.Now() + 10;
     }
     return StepFull();
   }));

@@ -18,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/data_loader.h"
 #include "common/worker_pool.h"
 #include "crypto/identity.h"
@@ -86,6 +87,7 @@ class Conductor final : public SchedulerHost {
   explicit Conductor(ServerOptions options);
 
   // --- SchedulerHost ---
+  double Now() const override { return NowSeconds(); }
   Status Pump(double until, const std::atomic<bool>* stop,
               const std::function<bool()>& done_when) override;
   Status Drain(int max) override;

@@ -8,7 +8,6 @@
 #include <limits>
 #include <utility>
 
-#include "common/clock.h"
 #include "common/wire/envelope.h"
 #include "crypto/message.h"
 #include "server/aggregator.h"
@@ -58,7 +57,7 @@ class ParentRounds final : public RoundCollector {
 };
 
 void ParentRounds::Publish() {
-  const double now = NowSeconds();
+  const double now = host_.Now();
   if (now - published_ < 1.0) return;
   published_ = now;
   int64_t sum = 0, devices = 0;
@@ -132,8 +131,8 @@ Result<bool> ParentRounds::Adopt(RelayTask* task) {
   FL_RETURN_IF_ERROR(TakePrivacy(r));
   plan_.deadline_seconds = std::max(0.5, 0.8 * tc.deadline_seconds);
   // Devices that are not live by half of it would not have time to train.
-  plan_.live_by = NowSeconds() + 0.5 * plan_.deadline_seconds;
-  plan_.end = NowSeconds() + plan_.deadline_seconds;
+  plan_.live_by = host_.Now() + 0.5 * plan_.deadline_seconds;
+  plan_.end = host_.Now() + plan_.deadline_seconds;
   // The model goes down as it came (its encoding, so its version, is the
   // root's), with the root's endorsement of it when that version matches.
   GlobalModel& model = host_.model();

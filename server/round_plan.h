@@ -20,9 +20,9 @@ struct RoundPlan {
   wire::TrainConfig train;
   // Seconds the round waits for updates (the TASK's deadline).
   double deadline_seconds{0};
-  // NowSeconds() times: until when the round waits for --min-clients live
-  // devices before it runs with those it has, and when it must be done (a
-  // relay's parent's deadline). Infinity: no limit.
+  // Times on the server's clock (SchedulerHost::Now()): until when the round
+  // waits for --min-clients live devices before it runs with those it has,
+  // and when it must be done (a relay's parent's deadline). Infinity: none.
   double live_by{std::numeric_limits<double>::infinity()};
   double end{std::numeric_limits<double>::infinity()};
   // Central differential privacy of the round (the root's own, or on a relay

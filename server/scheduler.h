@@ -41,8 +41,13 @@ class SchedulerHost {
  public:
   virtual ~SchedulerHost() = default;
 
+  // The server's clock, in seconds: NowSeconds() on a running server; a
+  // test's own (simulated) time in tests/scheduler_test.cc. Every time a
+  // scheduler reads or passes on (deadlines, Pump's `until`) is on it.
+  virtual double Now() const = 0;
+
   // --- the verbs ---
-  // Receives and handles messages until NowSeconds() reaches `until`,
+  // Receives and handles messages until Now() reaches `until`,
   // `*stop` is set or `done_when` (may be empty) returns true.
   virtual Status Pump(double until, const std::atomic<bool>* stop,
                       const std::function<bool()>& done_when) = 0;

@@ -55,14 +55,14 @@ Status Conductor::WriteCheckpoint(uint64_t r) {
   if (!store_->writes()) return Status::OK();
   OpenRound& open_round = open();
   open_round.m.round_seconds = NowSeconds() - open_round.started;
-  Checkpoint c{round_,
-               o_.seed,
-               model_.state(),
-               model_.reference_norm(),
-               {},
-               aggregator_->name(),
-               aggregator_->SaveState(),
-               pruning_.Describe()};
+  Checkpoint c;
+  c.round = round_;
+  c.seed = o_.seed;
+  c.model = model_.state();
+  c.reference_norm = model_.reference_norm();
+  c.strategy = aggregator_->name();
+  c.strategy_state = aggregator_->SaveState();
+  c.pruning = pruning_.Describe();
   c.settings = RunSettings();
   c.pending_rows = reporter_->PendingRows();
   c.pending_rows.push_back(RoundReporter::RowOf(open_round.m));

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <limits>
 
-#include "common/clock.h"
 #include "common/codec.h"
 #include "crypto/message.h"
 #include "server/aggregator.h"
@@ -118,7 +117,7 @@ Status RoundCollector::WaitForEvaluations(const std::atomic<bool>* stop, bool* a
       *abandoned = true;
       return Status::OK();
     }
-    FL_RETURN_IF_ERROR(host_.Pump(NowSeconds() + 0.05, stop, nullptr));
+    FL_RETURN_IF_ERROR(host_.Pump(host_.Now() + 0.05, stop, nullptr));
   }
   return Status::OK();
 }
@@ -128,7 +127,7 @@ Status RoundCollector::WaitForLive(uint64_t r, const std::atomic<bool>* stop, bo
   // check): a client that reconnected is then known by its new connection,
   // not by the one it dropped.
   FL_RETURN_IF_ERROR(host_.Drain(kDrainBeforeSelection));
-  double next_log = NowSeconds();
+  double next_log = host_.Now();
   // (A round reopened from its log with every device answered needs nobody.)
   const bool nothing_owed = resumed_ && resumed_->header.round == r &&
                             resumed_->entries.size() >= resumed_->header.selected.size();
@@ -137,20 +136,20 @@ Status RoundCollector::WaitForLive(uint64_t r, const std::atomic<bool>* stop, bo
       *abandoned = true;
       return Status::OK();
     }
-    if (NowSeconds() >= plan_.live_by) {
+    if (host_.Now() >= plan_.live_by) {
       spdlog::warn(
           "round {}: {} of {} devices live halfway to the parent's deadline; running with them",
           r, LiveForMinimum(), o_.min_clients);
       break;
     }
-    if (NowSeconds() >= next_log) {
+    if (host_.Now() >= next_log) {
       spdlog::info("round {}: waiting for clients ({} of {} live{})", r, LiveForMinimum(),
                    o_.min_clients,
                    plan_.private_round() && !o_.relays_dir.empty() ? ", relays' devices counted"
                                                                    : "");
-      next_log = NowSeconds() + 5;
+      next_log = host_.Now() + 5;
     }
-    FL_RETURN_IF_ERROR(host_.Pump(NowSeconds() + 0.5, stop, nullptr));
+    FL_RETURN_IF_ERROR(host_.Pump(host_.Now() + 0.5, stop, nullptr));
     FL_RETURN_IF_ERROR(host_.Drain(kDrainBeforeSelection));
   }
   return Status::OK();
@@ -247,7 +246,7 @@ Status RoundCollector::RunRound(uint64_t r, const std::atomic<bool>* stop, bool*
   if (*abandoned) return Status::OK();
   FL_RETURN_IF_ERROR(WaitForLive(r, stop, abandoned));
   if (*abandoned) return Status::OK();
-  const double t0 = NowSeconds();
+  const double t0 = host_.Now();
   int live = 0;
   auto ask = Select(r, &live);
   if (!ask.ok()) return ask.status();
@@ -279,7 +278,7 @@ Status RoundCollector::RunRound(uint64_t r, const std::atomic<bool>* stop, bool*
     return Status::OK();
   }
   RoundMetrics& m = round_.m;
-  m.collect_seconds = (round_.pending.empty() ? round_.last_accept_time : NowSeconds()) - t0;
+  m.collect_seconds = (round_.pending.empty() ? round_.last_accept_time : host_.Now()) - t0;
   if (m.participants >= 2) m.ingest_seconds = round_.last_accept_time - round_.first_update_time;
   for (const auto& id : round_.pending) {
     spdlog::warn("round {}: {} missed the {:.0f} s deadline", r, id, plan_.deadline_seconds);

@@ -165,7 +165,75 @@ struct Adversaries {
   bool Has(int k) const { return std::binary_search(ids.begin(), ids.end(), k); }
 };
 
-// Virtual client k reaches endpoints[k mod size] (the server, or its relay).
+// Virtual client k's session options: it reaches endpoints[k mod size] (the
+// server, or its relay); with identities, as a deployed device.
+ClientOptions ClientOptionsFor(const SimConfig& c, int k, const SimIdentities* identities,
+                               const std::vector<std::string>& endpoints, double slowdown) {
+  ClientOptions co;
+  const size_t at = static_cast<size_t>(k) % endpoints.size();
+  co.server = endpoints[at];
+  char id[32];
+  std::snprintf(id, sizeof(id), "sim-%05d", k);
+  co.id = id;
+  if (identities) {
+    // Its own keys, the server's (or its relay's) pinned.
+    const SigningKey& key = identities->signing[k];
+    co.key = &key;
+    co.id = NodeId(key.public_key());
+    const bool relayed = !identities->relay_signing.empty();
+    co.server_key = relayed ? identities->relay_signing[at] : identities->server_signing;
+    co.curve.secret_key = KeyBytes(identities->curve[k].secret_key);
+    co.curve.public_key = KeyBytes(identities->curve[k].public_key);
+    co.curve.server_key = KeyBytes(relayed ? identities->relay_curve[at] : identities->server_curve);
+  }
+  co.heartbeat_seconds = c.heartbeat;
+  // Heterogeneous devices ([devices]): held-back updates and dropouts.
+  co.slowdown = slowdown;
+  co.dropout = c.dropout;
+  co.fault_seed = c.seed;
+  // A worker trains its clients one after another, so a client can stay
+  // silent for many rounds' worth of training; never give up on the server.
+  co.server_timeout_seconds = 1e9;
+  // One machine, loopback: a peer cannot vanish without closing its
+  // connection, so ZeroMQ's heartbeats would find nothing; each costs a
+  // timer in ZeroMQ's I/O thread, thousands of them here.
+  co.transport_heartbeats = false;
+  co.verbose = false;
+  return co;
+}
+
+// Steps every session whose socket is readable or whose timer is due, until
+// each has its DONE (or the run is stopped).
+Status DriveSessions(const std::vector<std::unique_ptr<ClientSession>>& sessions,
+                     transport::Context& ctx) {
+  std::vector<transport::Socket*> socks;
+  std::vector<size_t> index;
+  std::vector<bool> ready;
+  while (!g_stop) {
+    socks.clear();
+    index.clear();
+    double due = 0.2;
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      if (sessions[i]->done() || !sessions[i]->socket()) continue;
+      socks.push_back(sessions[i]->socket());
+      index.push_back(i);
+      due = std::min(due, sessions[i]->SecondsUntilDue());
+    }
+    if (socks.empty()) break;  // every client got DONE
+    auto r = ctx.Poll(socks, static_cast<int>(due * 1000) + 1, &ready);
+    if (!r.ok()) return r.status();
+    for (size_t j = 0; j < socks.size(); ++j) {
+      ClientSession* s = sessions[index[j]].get();
+      if (ready[j] || s->SecondsUntilDue() <= 0) {
+        Status st = s->Step();
+        if (!st.ok()) return st.WithContext(s->id());
+      }
+    }
+  }
+  return Status::OK();
+}
+
+// One worker thread: its virtual clients' sessions, driven to the end.
 void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
                const Adversaries& adversaries, const SimIdentities* identities,
                const std::vector<std::string>& endpoints, std::shared_ptr<transport::Context> ctx,
@@ -191,75 +259,17 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
       participant = std::make_unique<AdversarialParticipant>(std::move(participant),
                                                              adversaries.kind, adversaries.scale);
     }
-    ClientOptions co;
-    const size_t at = static_cast<size_t>(k) % endpoints.size();
-    co.server = endpoints[at];
-    char id[32];
-    std::snprintf(id, sizeof(id), "sim-%05d", k);
-    co.id = id;
-    if (identities) {
-      // As a deployed device: its own keys, the server's pinned.
-      const SigningKey& key = identities->signing[k];
-      co.key = &key;
-      co.id = NodeId(key.public_key());
-      const bool relayed = !identities->relay_signing.empty();
-      co.server_key = relayed ? identities->relay_signing[at] : identities->server_signing;
-      co.curve.secret_key = KeyBytes(identities->curve[k].secret_key);
-      co.curve.public_key = KeyBytes(identities->curve[k].public_key);
-      co.curve.server_key =
-          KeyBytes(relayed ? identities->relay_curve[at] : identities->server_curve);
-    }
-    co.heartbeat_seconds = c.heartbeat;
-    // Heterogeneous devices ([devices]): held-back updates and dropouts.
-    co.slowdown = slowdowns[static_cast<size_t>(k)];
-    co.dropout = c.dropout;
-    co.fault_seed = c.seed;
-    // A worker trains its clients one after another, so a client can stay
-    // silent for many rounds' worth of training; never give up on the server.
-    co.server_timeout_seconds = 1e9;
-    // One machine, loopback: a peer cannot vanish without closing its
-    // connection, so ZeroMQ's heartbeats would find nothing; each costs a
-    // timer in ZeroMQ's I/O thread, thousands of them here.
-    co.transport_heartbeats = false;
-    co.verbose = false;
     clients.push_back(std::move(participant));
-    sessions.push_back(std::make_unique<ClientSession>(co, ctx, clients.back().get()));
-    Status st = sessions.back()->Start();
-    if (!st.ok()) {
+    sessions.push_back(std::make_unique<ClientSession>(
+        ClientOptionsFor(c, k, identities, endpoints, slowdowns[static_cast<size_t>(k)]), ctx,
+        clients.back().get()));
+    if (Status st = sessions.back()->Start(); !st.ok()) {
       w->status = st;
       return;
     }
   }
-  std::vector<transport::Socket*> socks;
-  std::vector<size_t> index;
-  std::vector<bool> ready;
-  while (!g_stop) {
-    socks.clear();
-    index.clear();
-    double due = 0.2;
-    for (size_t i = 0; i < sessions.size(); ++i) {
-      if (sessions[i]->done() || !sessions[i]->socket()) continue;
-      socks.push_back(sessions[i]->socket());
-      index.push_back(i);
-      due = std::min(due, sessions[i]->SecondsUntilDue());
-    }
-    if (socks.empty()) break;  // every client got DONE
-    auto r = ctx->Poll(socks, static_cast<int>(due * 1000) + 1, &ready);
-    if (!r.ok()) {
-      w->status = r.status();
-      return;
-    }
-    for (size_t j = 0; j < socks.size(); ++j) {
-      ClientSession* s = sessions[index[j]].get();
-      if (ready[j] || s->SecondsUntilDue() <= 0) {
-        Status st = s->Step();
-        if (!st.ok()) {
-          w->status = st.WithContext(s->id());
-          return;
-        }
-      }
-    }
-  }
+  w->status = DriveSessions(sessions, *ctx);
+  if (!w->status.ok()) return;
   for (const auto& s : sessions) {
     w->train_seconds += s->stats().train_seconds;
     w->rounds_trained += s->stats().rounds_trained;
@@ -521,11 +531,25 @@ class Relays {
   std::vector<std::unique_ptr<Relay>> relays_;
 };
 
+// The --config FILE among the arguments, read before they are parsed: the
+// file's values are the flags' defaults.
+std::string ConfigArgument(int argc, char** argv) {
+  std::string config;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      config = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      config = a.substr(9);
+    }
+  }
+  return config;
+}
+
 // True when the command line asks for --reproducible, itself or through its
 // --config file's [sim] reproducible (read here before anything starts;
 // errors in the file are Main's to report).
 bool WantsReproducible(int argc, char** argv) {
-  std::string config;
   int flag = -1;  // the last --reproducible[=VALUE] given: 1, 0; -1: none
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -535,123 +559,114 @@ bool WantsReproducible(int argc, char** argv) {
       // CLI11's words for a flag's value.
       const std::string v = a.substr(15);
       flag = v == "false" || v == "0" || v == "no" || v == "off" || v == "disable" ? 0 : 1;
-    } else if (a == "--config" && i + 1 < argc) {
-      config = argv[++i];
-    } else if (a.rfind("--config=", 0) == 0) {
-      config = a.substr(9);
     }
   }
+  const std::string config = ConfigArgument(argc, argv);
   if (flag >= 0 || config.empty()) return flag == 1;
   SimConfig c;
   return LoadSimConfig(config, &c).ok() && c.reproducible;
 }
 
-int Main(int argc, char** argv, MpiWorld& world) {
-  SimConfig c;
+// What the command line adds to the config file.
+struct SimFlags {
   std::string config_path;
+  bool quiet = false;
+  bool resume = false;
+};
+
+// The run: federation, clients, rounds; each flag replaces the config
+// file's value when given (the file's values are the defaults).
+void AddRunFlags(CLI::App& app, SimConfig& c) {
+  app.add_option("--rounds", c.rounds, "Rounds to run");
+  app.add_option("--clients,-K", c.clients, "Number of virtual clients K");
+  app.add_option("--fraction,-C", c.fraction, "Fraction of clients per round");
+  app.add_option("--data", c.data_dir,
+                 "Training data: an IDX folder (MNIST's file names), a CSV file, class folders "
+                 "of images, or with --partition folders a folder of device folders");
+  app.add_option("--seed", c.seed, "Seed");
+  app.add_option("--out", c.out, "Results folder");
+  app.add_option("--workers", c.workers, "Worker threads (0 = one per core)");
+  app.add_option("--ingest-threads", c.ingest_threads,
+                 "The server's threads that verify, decode and check updates ([sim] "
+                 "ingest_threads; 0 = one per core)");
+  app.add_option("--epochs,-E", c.epochs, "Local epochs");
+  app.add_option("--lr", c.lr, "Client learning rate");
+  app.add_option("--partition", c.partition,
+                 "iid | shards | dirichlet | folders (one sub-folder of --data per client) | "
+                 "column (a CSV column naming each sample's device: [data] group_column)");
+  app.add_option("--alpha", c.alpha, "Dirichlet concentration");
+  app.add_option("--model", c.model, "Model zoo architecture or TorchScript file (.pt)");
+  app.add_option("--model-file", c.model_file, "Start from this .flm file");
+  app.add_option("--sparsity", c.sparsity, "Prune the initial model to this");
+  app.add_option("--codec", c.codec,
+                 "Delta codec: q (quantized at --uplink-bits) | sign (1 bit a value, a scale per "
+                 "block)")
+      ->check(CLI::IsMember(CodecNames()));
+  app.add_option("--uplink-bits", c.uplink_bits, "Delta bits per value: 32, 8, 4, 2 (q), 1 (sign)");
+  app.add_option("--downlink", c.downlink, "Model values in TASKs: fp32 | fp16");
+  app.add_option("--trainable", c.trainable,
+                 "Patterns of the tensors that train, e.g. 'fc2.*' ([model] trainable; default "
+                 "all)");
+  app.add_flag("--stop-at-target", c.stop_at_target,
+               "End the run once a round reaches the highest of the targets (stop_at_target; "
+               "resumable)");
+  app.add_flag("--reproducible", c.reproducible,
+               std::string(kReproducibleHelp) + " ([sim] reproducible)");
+}
+
+// Data, topology, security, strategy and attackers.
+void AddSetupFlags(CLI::App& app, SimConfig& c) {
+  app.add_option("--test-data", c.test_dir,
+                 "Test split the server evaluates on: an IDX folder (its t10k files), a CSV file "
+                 "or class folders ([data] test_dir; default the test split of --data)");
+  app.add_option("--test-fraction", c.test_fraction,
+                 "Hold out this fraction of --data as the test split ([data] test_fraction)");
+  app.add_option("--label-column", c.label_column,
+                 "CSV data: the label column, by name or 0-based index ([data] label_column; "
+                 "default the last)");
+  app.add_option("--normalize", c.normalize,
+                 "mean,std[,mean,std...], auto (from the training split; default) or none ([data] "
+                 "normalize)");
+  app.add_option("--relays", c.relays,
+                 "Relay aggregators between the server and the clients ([topology] relays; 0 = "
+                 "none)");
+  app.add_option("--relay-strategy", c.relay_strategy,
+                 "The relays' rule ([topology] relay_strategy): fedavg, or a robust rule applied "
+                 "per relay (median, trimmed_mean, krum, multikrum)");
+  app.add_flag("--secure", c.secure,
+               "Identities per virtual client, CURVE transport, signed messages ([security] "
+               "secure)");
+  app.add_option("--strategy", c.strategy.name,
+                 "Aggregation strategy ([strategy] name): fedavg, fedavgm, fedadagrad, fedadam, "
+                 "fedyogi, fedprox, median, trimmed_mean, krum, multikrum");
+  app.add_option("--clip", c.strategy.clip, "Clip each delta to this L2 norm ([strategy] clip)");
+  app.add_option("--adversary-fraction", c.adversary_fraction,
+                 "Fraction of malicious clients ([adversary] fraction)");
+  app.add_option("--adversary-kind", c.adversary_kind,
+                 "sign_flip | scale | noise | label_flip | same_value ([adversary] kind)");
+  app.add_option("--adversary-scale", c.adversary_scale, "Attack scale s ([adversary] scale)");
+  app.add_option("--dp-noise-multiplier", c.privacy.noise_multiplier,
+                 "DP-FedAvg noise multiplier ([privacy] noise_multiplier)");
+}
+
+// The config file, then the flags over it, then the checks. 0, or the exit
+// code of a run that cannot start.
+int ParseSim(int argc, char** argv, SimConfig* c, SimFlags* f) {
+  f->config_path = ConfigArgument(argc, argv);
+  if (!f->config_path.empty()) {
+    Status st = LoadSimConfig(f->config_path, c);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
   CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
-  app.add_option("--config", config_path, "TOML experiment config (see experiments/configs/)");
-  // Overrides; each replaces the config file's value when given.
-  int rounds = 0, clients = 0, workers = -1, epochs = 0, bits = 0, ingest_threads = -1;
-  double sparsity = 0;
-  std::string downlink;
-  double fraction = 0, lr = 0, alpha = 0;
-  uint64_t seed = 0;
-  std::string data, out, partition, model;
-  bool quiet = false, resume = false;
-  auto* o_rounds = app.add_option("--rounds", rounds, "Rounds to run");
-  auto* o_clients = app.add_option("--clients,-K", clients, "Number of virtual clients K");
-  auto* o_fraction = app.add_option("--fraction,-C", fraction, "Fraction of clients per round");
-  auto* o_data = app.add_option(
-      "--data", data,
-      "Training data: an IDX folder (MNIST's file names), a CSV file, class folders of images, "
-      "or with --partition folders a folder of device folders");
-  auto* o_seed = app.add_option("--seed", seed, "Seed");
-  auto* o_out = app.add_option("--out", out, "Results folder");
-  auto* o_workers = app.add_option("--workers", workers, "Worker threads (0 = one per core)");
-  auto* o_ingest = app.add_option("--ingest-threads", ingest_threads,
-                                  "The server's threads that verify, decode and check updates "
-                                  "([sim] ingest_threads; 0 = one per core)");
-  auto* o_epochs = app.add_option("--epochs,-E", epochs, "Local epochs");
-  auto* o_lr = app.add_option("--lr", lr, "Client learning rate");
-  auto* o_partition = app.add_option(
-      "--partition", partition,
-      "iid | shards | dirichlet | folders (one sub-folder of --data per client) | column "
-      "(a CSV column naming each sample's device: [data] group_column)");
-  auto* o_alpha = app.add_option("--alpha", alpha, "Dirichlet concentration");
-  auto* o_model =
-      app.add_option("--model", model, "Model zoo architecture or TorchScript file (.pt)");
-  std::string model_file;
-  auto* o_model_file = app.add_option("--model-file", model_file, "Start from this .flm file");
-  auto* o_sparsity = app.add_option("--sparsity", sparsity, "Prune the initial model to this");
-  std::string codec;
-  auto* o_codec = app.add_option("--codec", codec,
-                                 "Delta codec: q (quantized at --uplink-bits) | sign (1 bit a "
-                                 "value, a scale per block)")
-                      ->check(CLI::IsMember(CodecNames()));
-  auto* o_bits = app.add_option("--uplink-bits", bits, "Delta bits per value: 32, 8, 4, 2 (q), 1 (sign)");
-  auto* o_downlink = app.add_option("--downlink", downlink, "Model values in TASKs: fp32 | fp16");
-  bool secure = false;
-  int relay_count = -1;
-  std::string relay_strategy;
-  auto* o_relays = app.add_option("--relays", relay_count,
-                                  "Relay aggregators between the server and the clients "
-                                  "([topology] relays; 0 = none)");
-  auto* o_relay_strategy =
-      app.add_option("--relay-strategy", relay_strategy,
-                     "The relays' rule ([topology] relay_strategy): fedavg, or a robust rule "
-                     "applied per relay (median, trimmed_mean, krum, multikrum)");
-  auto* o_secure = app.add_flag("--secure", secure,
-                                "Identities per virtual client, CURVE transport, signed messages "
-                                "([security] secure)");
-  std::string strategy, adversary_kind;
-  double clip = 0, adversary_fraction = 0, adversary_scale = 0;
-  auto* o_strategy = app.add_option("--strategy", strategy,
-                                    "Aggregation strategy ([strategy] name): fedavg, fedavgm, "
-                                    "fedadagrad, fedadam, fedyogi, fedprox, median, "
-                                    "trimmed_mean, krum, multikrum");
-  auto* o_clip =
-      app.add_option("--clip", clip, "Clip each delta to this L2 norm ([strategy] clip)");
-  auto* o_adv_fraction = app.add_option("--adversary-fraction", adversary_fraction,
-                                        "Fraction of malicious clients ([adversary] fraction)");
-  auto* o_adv_kind =
-      app.add_option("--adversary-kind", adversary_kind,
-                     "sign_flip | scale | noise | label_flip | same_value ([adversary] kind)");
-  auto* o_adv_scale =
-      app.add_option("--adversary-scale", adversary_scale, "Attack scale s ([adversary] scale)");
-  double dp_noise = 0;
-  auto* o_dp_noise = app.add_option("--dp-noise-multiplier", dp_noise,
-                                    "DP-FedAvg noise multiplier ([privacy] noise_multiplier)");
-  std::string test_data;
-  auto* o_test_data = app.add_option(
-      "--test-data", test_data,
-      "Test split the server evaluates on: an IDX folder (its t10k files), a CSV file or class "
-      "folders ([data] test_dir; default the test split of --data)");
-  double test_fraction = 0;
-  auto* o_test_fraction =
-      app.add_option("--test-fraction", test_fraction,
-                     "Hold out this fraction of --data as the test split ([data] test_fraction)");
-  std::string label_column, normalize;
-  auto* o_label = app.add_option("--label-column", label_column,
-                                 "CSV data: the label column, by name or 0-based index ([data] "
-                                 "label_column; default the last)");
-  auto* o_normalize = app.add_option("--normalize", normalize,
-                                     "mean,std[,mean,std...], auto (from the training split; "
-                                     "default) or none ([data] normalize)");
-  std::string trainable;
-  auto* o_trainable = app.add_option(
-      "--trainable", trainable,
-      "Patterns of the tensors that train, e.g. 'fc2.*' ([model] trainable; default all)");
-  bool stop_at_target = false;
-  auto* o_stop = app.add_flag("--stop-at-target", stop_at_target,
-                              "End the run once a round reaches the highest of the targets "
-                              "(stop_at_target; resumable)");
-  bool reproducible = false;
-  auto* o_reproducible =
-      app.add_flag("--reproducible", reproducible,
-                   std::string(kReproducibleHelp) + " ([sim] reproducible)");
-  app.add_flag("--quiet", quiet, "Print only the final table");
-  app.add_flag("--resume", resume,
+  app.option_defaults()->always_capture_default();  // --help shows the config file's values
+  app.add_option("--config", f->config_path, "TOML experiment config (see experiments/configs/)");
+  AddRunFlags(app, *c);
+  AddSetupFlags(app, *c);
+  app.add_flag("--quiet", f->quiet, "Print only the final table");
+  app.add_flag("--resume", f->resume,
                "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
                "(the config must be the one the run was made with; only rounds, targets, "
                "stop_at_target, eval_every, round_deadline, heartbeat, workers and "
@@ -661,62 +676,21 @@ int Main(int argc, char** argv, MpiWorld& world) {
                    "N processes (rank 0 runs the server)"
                  : "MPI: built without MPI (install libopenmpi-dev and rebuild for mpirun -np N "
                    "fl-sim)");
-  CLI11_PARSE(app, argc, argv);
-  // Every rank stops on Ctrl-C (mpirun passes it on): rank 0's server ends
-  // the run, checkpointed, and releases the others.
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-
-  if (!config_path.empty()) {
-    Status st = LoadSimConfig(config_path, &c);
-    if (!st.ok()) {
-      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-      return 2;
-    }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? -1 : rc;  // (-1: --help, done)
   }
-  if (*o_rounds) c.rounds = rounds;
-  if (*o_clients) c.clients = clients;
-  if (*o_fraction) c.fraction = fraction;
-  if (*o_data) c.data_dir = data;
-  if (*o_seed) c.seed = seed;
-  if (*o_out) c.out = out;
-  if (*o_workers) c.workers = workers;
-  if (*o_ingest) c.ingest_threads = ingest_threads;
-  if (*o_epochs) c.epochs = epochs;
-  if (*o_lr) c.lr = lr;
-  if (*o_partition) c.partition = partition;
-  if (*o_test_data) c.test_dir = test_data;
-  if (*o_test_fraction) c.test_fraction = test_fraction;
-  if (*o_label) c.label_column = label_column;
-  if (*o_normalize) c.normalize = normalize;
-  if (*o_stop) c.stop_at_target = stop_at_target;
-  if (*o_trainable) c.trainable = trainable;
-  if (*o_alpha) c.alpha = alpha;
-  if (*o_model) c.model = model;
-  if (*o_sparsity) c.sparsity = sparsity;
-  if (*o_model_file) c.model_file = model_file;
-  if (*o_codec) {
-    c.codec = codec;
-    if (codec == "sign") c.uplink_bits = 1;
+  // --codec sign sends 1 bit a value unless --uplink-bits says otherwise.
+  if (app.count("--codec") && c->codec == "sign" && !app.count("--uplink-bits")) {
+    c->uplink_bits = 1;
   }
-  if (*o_bits) c.uplink_bits = bits;
-  if (*o_downlink) c.downlink = downlink;
-  if (*o_secure) c.secure = secure;
-  if (*o_relays) c.relays = relay_count;
-  if (*o_relay_strategy) c.relay_strategy = relay_strategy;
-  if (*o_strategy) c.strategy.name = strategy;
-  if (*o_dp_noise) c.privacy.noise_multiplier = dp_noise;
-  if (*o_clip) c.strategy.clip = clip;
-  if (*o_adv_fraction) c.adversary_fraction = adversary_fraction;
-  if (*o_adv_kind) c.adversary_kind = adversary_kind;
-  if (*o_adv_scale) c.adversary_scale = adversary_scale;
-  if (*o_reproducible) c.reproducible = reproducible;
-  Status st = ValidateSimConfig(c);
-  if (!st.ok()) {
+  if (Status st = ValidateSimConfig(*c); !st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 2;
   }
-  if (c.reproducible) {
+  if (c->reproducible) {
     // main() ran this process again with the pinned environment, before MPI
     // started, when the flag or the config asked for it; it is not run again
     // from here, after MPI started.
@@ -728,370 +702,444 @@ int Main(int argc, char** argv, MpiWorld& world) {
     }
     UseDeterministicKernels();
   }
-  const bool folders = c.partition == "folders";
-  const bool by_column = c.partition == "column";
-  auto scheme = folders || by_column ? Result<PartitionScheme>(PartitionScheme::kIid)
-                                     : ParsePartitionScheme(c.partition);
-  if (!scheme.ok()) {
-    std::fprintf(stderr, "error: data.partition: %s\n", scheme.status().message().c_str());
-    return 2;
+  return 0;
+}
+// One fl-sim run, step by step; every step returns 0 or the exit code.
+class SimRun {
+ public:
+  SimRun(const SimConfig& c, SimFlags f, MpiWorld& world)
+      : c_(c), f_(std::move(f)), world_(world), lead_(world.rank() == 0) {}
+
+  int Go() {
+    int rc = Place();
+    if (rc == 0) rc = PrepareOut();
+    if (rc != 0) return rc;
+    PrintHeader();
+    t_start_ = NowSeconds();
+    rc = LoadTraining();
+    if (rc == 0) rc = Partition();
+    if (rc != 0) return rc;
+    ChooseAdversaries();
+    rc = StartServer();
+    if (rc != 0) return rc;
+    const std::vector<std::string> clients = SplitList(world_.Broadcast(endpoints_), ',');
+    if (!lead_) {
+      return HostClients(c_, *train_, *parts_, adversaries_,
+                         c_.secure ? &identities_ : nullptr, clients, ctx_, hosted_, nworkers_,
+                         world_);
+    }
+    return RunRounds(clients);
   }
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+ private:
   // Under mpirun, rank r hosts virtual clients r, r + N, r + 2N, ... and rank
   // 0 also runs the server; the other ranks print nothing but errors.
-  const int rank = world.rank(), ranks = world.size();
-  const bool lead = rank == 0;
-  if (!lead) quiet = true;
-  if (!lead && !std::freopen("/dev/null", "w", stdout)) return 1;
-  std::vector<int> hosted;
-  for (int k = rank; k < c.clients; k += ranks) hosted.push_back(k);
-  // The ranks of one machine share its cores.
-  const int nworkers =
-      std::max(1, std::min(static_cast<int>(hosted.size()),
-                           c.workers > 0 ? c.workers : std::max(1, cores / std::max(1, ranks))));
-  spdlog::set_level(spdlog::level::warn);
-  RaiseFileLimit();
+  int Place() {
+    const int rank = world_.rank(), ranks = world_.size();
+    if (!lead_) f_.quiet = true;
+    if (!lead_ && !std::freopen("/dev/null", "w", stdout)) return 1;
+    for (int k = rank; k < c_.clients; k += ranks) hosted_.push_back(k);
+    // The ranks of one machine share its cores.
+    cores_ = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    nworkers_ = std::max(1, std::min(static_cast<int>(hosted_.size()),
+                                     c_.workers > 0 ? c_.workers
+                                                    : std::max(1, cores_ / std::max(1, ranks))));
+    spdlog::set_level(spdlog::level::warn);
+    RaiseFileLimit();
+    return 0;
+  }
 
-  // Rounds an earlier run in --out evaluated: (round, test accuracy).
-  std::vector<std::pair<uint64_t, double>> earlier;
-  if (lead) {  // rank 0 owns --out
-    if (resume) {
-      st = CheckResumableRun(c, &earlier);
+  // Rank 0 owns --out: a resumed run's rounds so far (round, accuracy), or a
+  // fresh run replacing earlier results; config.toml either way.
+  int PrepareOut() {
+    if (!lead_) return 0;
+    Status st;
+    if (f_.resume) {
+      st = CheckResumableRun(c_, &earlier_);
     } else {
-      // A fresh run replaces earlier results in the same folder.
-      st = CreateDirectories(c.out);
-      std::remove((c.out + "/rounds.csv").c_str());
+      st = CreateDirectories(c_.out);
+      std::remove((c_.out + "/rounds.csv").c_str());
       for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
-        std::remove((c.out + f).c_str());
+        std::remove((c_.out + f).c_str());
       }
     }
-    if (st.ok()) st = WriteFileAtomic(c.out + "/config.toml", SimConfigToToml(c));
-  }
-  if (!st.ok()) {
-    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-    return 1;
+    if (st.ok()) st = WriteFileAtomic(c_.out + "/config.toml", SimConfigToToml(c_));
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    return 0;
   }
 
-  std::printf("fl-sim: %s, K=%d clients (%s), C=%.2f, E=%d, B=%lld, lr=%g, %d rounds, seed %llu\n",
-              c.model.c_str(), c.clients, c.partition.c_str(), c.fraction, c.epochs,
-              static_cast<long long>(c.batch), c.lr, c.rounds,
-              static_cast<unsigned long long>(c.seed));
-  const std::string start = c.model_file.empty()
-                                ? "sparsity " + std::to_string(c.sparsity).substr(0, 4)
-                                : "model file " + c.model_file;
-  std::printf(
-      "        %s, uplink codec %s %d-bit (block %d, %s rounding, error feedback %s), "
-      "downlink %s\n",
-      start.c_str(), c.codec.c_str(), c.uplink_bits, c.block, c.stochastic_rounding ? "stochastic" : "nearest",
-      c.error_feedback ? "on" : "off", c.downlink.c_str());
-  std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers, cores,
-              c.out.c_str());
-  if (c.reproducible) {
-    std::printf("        reproducible: %s\n", DescribeReproducibleSettings().c_str());
-  }
-  if (ranks > 1) {
+  void PrintHeader() const {
+    std::printf("fl-sim: %s, K=%d clients (%s), C=%.2f, E=%d, B=%lld, lr=%g, %d rounds, seed %llu\n",
+                c_.model.c_str(), c_.clients, c_.partition.c_str(), c_.fraction, c_.epochs,
+                static_cast<long long>(c_.batch), c_.lr, c_.rounds,
+                static_cast<unsigned long long>(c_.seed));
+    const std::string start = c_.model_file.empty()
+                                  ? "sparsity " + std::to_string(c_.sparsity).substr(0, 4)
+                                  : "model file " + c_.model_file;
     std::printf(
-        "        MPI: %d ranks; rank r hosts virtual clients r, r + %d, ... (%zu on rank 0), "
-        "rank 0 the server\n",
-        ranks, ranks, hosted.size());
-  }
-  if (c.slowdown_sigma > 0 || c.straggler_fraction > 0 || c.dropout > 0) {
-    std::vector<double> slow = DeviceSlowdowns(c);
-    std::sort(slow.begin(), slow.end());
-    std::printf(
-        "        devices: slowdown median %.2fx, 90th percentile %.2fx, slowest %.2fx "
-        "(sigma %g, %.0f%% stragglers x%g); each drops out of a task with probability %g\n",
-        slow[slow.size() / 2], slow[slow.size() * 9 / 10], slow.back(), c.slowdown_sigma,
-        100 * c.straggler_fraction, c.straggler_slowdown, c.dropout);
-  }
-  const double t_start = NowSeconds();
-  Result<Dataset> train = Status::Internal("not loaded");
-  Result<std::vector<std::vector<int64_t>>> parts = Status::Internal("not partitioned");
-  DataOptions data_options;
-  data_options.path = c.data_dir;
-  data_options.test_path = c.test_dir;
-  data_options.test_fraction = c.test_fraction;
-  data_options.label_column = c.label_column;
-  data_options.group_column = c.group_column;
-  data_options.normalize = c.normalize;
-  std::string normalization_source;
-  if (folders) {
-    std::vector<std::vector<int64_t>> by_device;
-    train = LoadDeviceFolders(c.data_dir, data_options, c.clients, &by_device);
-    parts = std::move(by_device);
-    if (train.ok() && (c.normalize.empty() || c.normalize == "auto")) {
-      train->normalization = ComputeNormalization(*train);
-      normalization_source = "computed from the devices' training data";
-    } else if (train.ok() && c.normalize != "none") {
-      auto n = ParseNormalization(c.normalize);
-      Status fits = n.ok() ? CheckNormalization(*train, *n, "data_options.normalize") : n.status();
-      if (fits.ok()) train->normalization = *n;
-      if (!fits.ok()) train = fits;
-      normalization_source = "data_options.normalize";
+        "        %s, uplink codec %s %d-bit (block %d, %s rounding, error feedback %s), "
+        "downlink %s\n",
+        start.c_str(), c_.codec.c_str(), c_.uplink_bits, c_.block,
+        c_.stochastic_rounding ? "stochastic" : "nearest", c_.error_feedback ? "on" : "off",
+        c_.downlink.c_str());
+    std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers_, cores_,
+                c_.out.c_str());
+    if (c_.reproducible) {
+      std::printf("        reproducible: %s\n", DescribeReproducibleSettings().c_str());
     }
-  } else {
-    auto splits = LoadData(data_options, /*need_train=*/true, /*need_test=*/false);
-    if (splits.ok()) {
-      normalization_source = splits->normalization_source;
-      train = std::move(splits->train);
+    if (world_.size() > 1) {
+      std::printf(
+          "        MPI: %d ranks; rank r hosts virtual clients r, r + %d, ... (%zu on rank 0), "
+          "rank 0 the server\n",
+          world_.size(), world_.size(), hosted_.size());
+    }
+    if (c_.slowdown_sigma > 0 || c_.straggler_fraction > 0 || c_.dropout > 0) {
+      std::vector<double> slow = DeviceSlowdowns(c_);
+      std::sort(slow.begin(), slow.end());
+      std::printf(
+          "        devices: slowdown median %.2fx, 90th percentile %.2fx, slowest %.2fx "
+          "(sigma %g, %.0f%% stragglers x%g); each drops out of a task with probability %g\n",
+          slow[slow.size() / 2], slow[slow.size() * 9 / 10], slow.back(), c_.slowdown_sigma,
+          100 * c_.straggler_fraction, c_.straggler_slowdown, c_.dropout);
+    }
+  }
+
+  // The devices' training data: a folder per device, or one set to partition.
+  int LoadTraining() {
+    data_options_.path = c_.data_dir;
+    data_options_.test_path = c_.test_dir;
+    data_options_.test_fraction = c_.test_fraction;
+    data_options_.label_column = c_.label_column;
+    data_options_.group_column = c_.group_column;
+    data_options_.normalize = c_.normalize;
+    std::string normalization_source;
+    if (c_.partition == "folders") {
+      std::vector<std::vector<int64_t>> by_device;
+      train_ = LoadDeviceFolders(c_.data_dir, data_options_, c_.clients, &by_device);
+      parts_ = std::move(by_device);
+      if (train_.ok() && (c_.normalize.empty() || c_.normalize == "auto")) {
+        train_->normalization = ComputeNormalization(*train_);
+        normalization_source = "computed from the devices' training data";
+      } else if (train_.ok() && c_.normalize != "none") {
+        auto n = ParseNormalization(c_.normalize);
+        Status fits =
+            n.ok() ? CheckNormalization(*train_, *n, "data_options.normalize") : n.status();
+        if (fits.ok()) train_->normalization = *n;
+        if (!fits.ok()) train_ = fits;
+        normalization_source = "data_options.normalize";
+      }
     } else {
-      train = splits.status();
+      auto splits = LoadData(data_options_, /*need_train=*/true, /*need_test=*/false);
+      if (splits.ok()) {
+        normalization_source = splits->normalization_source;
+        train_ = std::move(splits->train);
+      } else {
+        train_ = splits.status();
+      }
     }
-  }
-  if (!train.ok()) {
-    std::fprintf(stderr, "error: %s\n", train.status().ToString().c_str());
-    return 1;
-  }
-  {
+    if (!train_.ok()) {
+      std::fprintf(stderr, "error: %s\n", train_.status().ToString().c_str());
+      return 1;
+    }
     DataSplits described;
-    described.train = *train;
+    described.train = *train_;
     described.normalization_source = normalization_source;
-    std::printf("        data %s: %s\n", c.data_dir.c_str(), DescribeData(described).c_str());
-    Status fits = CheckModelFitsData(c.model, *train, c.data_dir);
-    if (!fits.ok()) {
+    std::printf("        data %s: %s\n", c_.data_dir.c_str(), DescribeData(described).c_str());
+    if (Status fits = CheckModelFitsData(c_.model, *train_, c_.data_dir); !fits.ok()) {
       std::fprintf(stderr, "error: %s\n", fits.ToString().c_str());
       return 2;
     }
-  }
-  // The server evaluates with the clients' normalisation.
-  data_options.normalize = train->normalization.empty() ? "none" : train->normalization.ToString();
-  PartitionOptions po;
-  po.scheme = *scheme;
-  po.clients = c.clients;
-  po.shards_per_client = c.shards_per_client;
-  po.alpha = c.alpha;
-  po.seed = c.seed;
-  if (by_column) {
-    parts = PartitionByGroup(train->groups, static_cast<int>(train->group_names.size()), c.clients);
-  } else if (!folders) {
-    parts = MakePartition(train->labels, train->num_classes, po);
-  }
-  if (!parts.ok()) {
-    std::fprintf(stderr, "error: partition: %s\n", parts.status().ToString().c_str());
-    return 2;
+    // The server evaluates with the clients' normalisation.
+    data_options_.normalize =
+        train_->normalization.empty() ? "none" : train_->normalization.ToString();
+    return 0;
   }
 
-  Adversaries adversaries;
-  if (c.adversary_fraction > 0) {
-    adversaries.ids = ChooseAdversaries(c.clients, c.adversary_fraction, c.seed);
-    adversaries.kind = *ParseAdversaryKind(c.adversary_kind);
-    adversaries.scale = c.adversary_scale;
-    if (adversaries.kind == AdversaryKind::kLabelFlip) adversaries.flipped = FlipLabels(*train);
+  int Partition() {
+    const bool folders = c_.partition == "folders", by_column = c_.partition == "column";
+    auto scheme = folders || by_column ? Result<PartitionScheme>(PartitionScheme::kIid)
+                                       : ParsePartitionScheme(c_.partition);
+    if (!scheme.ok()) {
+      std::fprintf(stderr, "error: data.partition: %s\n", scheme.status().message().c_str());
+      return 2;
+    }
+    PartitionOptions po;
+    po.scheme = *scheme;
+    po.clients = c_.clients;
+    po.shards_per_client = c_.shards_per_client;
+    po.alpha = c_.alpha;
+    po.seed = c_.seed;
+    if (by_column) {
+      parts_ = PartitionByGroup(train_->groups, static_cast<int>(train_->group_names.size()),
+                                c_.clients);
+    } else if (!folders) {
+      parts_ = MakePartition(train_->labels, train_->num_classes, po);
+    }
+    if (!parts_.ok()) {
+      std::fprintf(stderr, "error: partition: %s\n", parts_.status().ToString().c_str());
+      return 2;
+    }
+    return 0;
+  }
+
+  void ChooseAdversaries() {
+    if (!(c_.adversary_fraction > 0)) return;
+    adversaries_.ids = fl::ChooseAdversaries(c_.clients, c_.adversary_fraction, c_.seed);
+    adversaries_.kind = *ParseAdversaryKind(c_.adversary_kind);
+    adversaries_.scale = c_.adversary_scale;
+    if (adversaries_.kind == AdversaryKind::kLabelFlip) adversaries_.flipped = FlipLabels(*train_);
     std::printf(
         "        adversaries: %zu of %d virtual clients, %s (scale %g), enrolled and signing\n",
-        adversaries.ids.size(), c.clients, c.adversary_kind.c_str(), c.adversary_scale);
+        adversaries_.ids.size(), c_.clients, c_.adversary_kind.c_str(), c_.adversary_scale);
   }
 
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = c.model;
-  so.seed = c.seed;
-  so.rounds = c.rounds;
-  so.min_clients = c.min_clients > 0 ? c.min_clients : c.clients;
-  so.fraction = c.fraction;
-  so.over_selection = c.over_selection;
-  so.mode = c.mode;
-  so.async.concurrency = c.concurrency;
-  so.async.buffer = c.buffer;
-  so.async.staleness_exponent = c.staleness_exponent;
-  so.async.max_staleness = c.max_staleness;
-  so.round_deadline_seconds = c.round_deadline;
-  so.ingest_threads = c.ingest_threads;
-  so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
-  so.transport_heartbeats = false;  // see RunWorker
-  // The clients' copies of a TASK are in this machine's memory too.
-  so.window_plaintext_tasks = true;
-  so.train.epochs = c.epochs;
-  so.train.batch_size = c.batch;
-  so.train.lr = c.lr;
-  so.lr_decay = c.lr_decay;
-  so.lr_min = c.lr_min;
-  so.train.momentum = c.momentum;
-  so.train.weight_decay = c.weight_decay;
-  so.strategy = c.strategy;
-  so.privacy = c.privacy;
-  so.sparsity = c.sparsity;
-  so.model_file = c.model_file;
-  so.global_pruning = c.global_pruning;
-  so.erk = c.erk;
-  so.prune_to = c.prune_to;
-  so.prune_rounds = c.prune_rounds;
-  so.train.codec = c.codec;
-  so.train.uplink_bits = c.uplink_bits;
-  so.train.block = static_cast<uint32_t>(c.block);
-  so.train.stochastic_rounding = c.stochastic_rounding;
-  so.train.error_feedback = c.error_feedback;
-  so.downlink = c.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
-  so.data = data_options;
-  so.trainable = c.trainable;
-  so.eval_every = c.eval_every;
-  so.out_dir = c.out;
-  so.resume = resume;
-  so.done_linger_seconds = 1.0;
-  so.verbose = false;
-  SimIdentities identities;
-  // The keys follow from the seed: ranks other than 0 make theirs in a
-  // folder of their own, removed at the end.
-  std::string keys_dir = c.out + "/keys";
-  std::error_code ignored_error;
-  if (c.secure && !lead) {
-    char tmpl[] = "/tmp/fl-sim-keys-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) {
-      std::fprintf(stderr, "error: rank %d: no temporary folder for its keys\n", rank);
-      return 1;
-    }
-    keys_dir = tmpl;
+  // The server's options from the sim's config.
+  ServerOptions ServerOptionsOf() const {
+    ServerOptions so;
+    so.bind = "tcp://127.0.0.1:*";
+    so.model = c_.model;
+    so.seed = c_.seed;
+    so.rounds = c_.rounds;
+    so.min_clients = c_.min_clients > 0 ? c_.min_clients : c_.clients;
+    so.fraction = c_.fraction;
+    so.over_selection = c_.over_selection;
+    so.mode = c_.mode;
+    so.async.concurrency = c_.concurrency;
+    so.async.buffer = c_.buffer;
+    so.async.staleness_exponent = c_.staleness_exponent;
+    so.async.max_staleness = c_.max_staleness;
+    so.round_deadline_seconds = c_.round_deadline;
+    so.ingest_threads = c_.ingest_threads;
+    so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
+    so.transport_heartbeats = false;  // see RunWorker
+    // The clients' copies of a TASK are in this machine's memory too.
+    so.window_plaintext_tasks = true;
+    so.train.epochs = c_.epochs;
+    so.train.batch_size = c_.batch;
+    so.train.lr = c_.lr;
+    so.lr_decay = c_.lr_decay;
+    so.lr_min = c_.lr_min;
+    so.train.momentum = c_.momentum;
+    so.train.weight_decay = c_.weight_decay;
+    so.strategy = c_.strategy;
+    so.privacy = c_.privacy;
+    so.sparsity = c_.sparsity;
+    so.model_file = c_.model_file;
+    so.global_pruning = c_.global_pruning;
+    so.erk = c_.erk;
+    so.prune_to = c_.prune_to;
+    so.prune_rounds = c_.prune_rounds;
+    so.train.codec = c_.codec;
+    so.train.uplink_bits = c_.uplink_bits;
+    so.train.block = static_cast<uint32_t>(c_.block);
+    so.train.stochastic_rounding = c_.stochastic_rounding;
+    so.train.error_feedback = c_.error_feedback;
+    so.downlink = c_.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
+    so.data = data_options_;
+    so.trainable = c_.trainable;
+    so.eval_every = c_.eval_every;
+    so.out_dir = c_.out;
+    so.resume = f_.resume;
+    so.done_linger_seconds = 1.0;
+    so.verbose = false;
+    return so;
   }
-  if (c.secure) {
+
+  // --secure: the identities (from the seed) and the server's enrollment.
+  // The keys of ranks other than 0 go to a folder of their own, removed once
+  // made (they are needed in memory only).
+  int MakeKeys(ServerOptions* so) {
+    keys_dir_ = c_.out + "/keys";
+    if (!c_.secure) {
+      so->insecure = true;
+      return 0;
+    }
+    if (!lead_) {
+      char tmpl[] = "/tmp/fl-sim-keys-XXXXXX";
+      if (::mkdtemp(tmpl) == nullptr) {
+        std::fprintf(stderr, "error: rank %d: no temporary folder for its keys\n", world_.rank());
+        return 1;
+      }
+      keys_dir_ = tmpl;
+    }
     const double t_keys = NowSeconds();
-    st = MakeIdentities(c.clients, c.relays, c.seed, keys_dir, &identities);
-    if (!st.ok()) {
+    if (Status st = MakeIdentities(c_.clients, c_.relays, c_.seed, keys_dir_, &identities_);
+        !st.ok()) {
       std::fprintf(stderr, "error: making identities: %s\n", st.ToString().c_str());
       return 1;
     }
-    so.key_path = c.out + "/keys/server.key";
-    so.clients_dir = c.out + "/keys/enrolled";
+    so->key_path = c_.out + "/keys/server.key";
+    so->clients_dir = c_.out + "/keys/enrolled";
     std::printf(
         "        secure: %d client identities (derived from the seed) enrolled in %s/keys "
         "(%.1f s); CURVE transport, signed messages\n",
-        c.clients, c.out.c_str(), NowSeconds() - t_keys);
-    // Another rank's copy of the keys is only needed in memory.
-    if (!lead) std::filesystem::remove_all(keys_dir, ignored_error);
-  } else {
-    so.insecure = true;
+        c_.clients, c_.out.c_str(), NowSeconds() - t_keys);
+    std::error_code ignored_error;
+    if (!lead_) std::filesystem::remove_all(keys_dir_, ignored_error);
+    return 0;
   }
-  // Per virtual client: its DEALER, and with CURVE a handshake monitor (two
-  // sockets inside ZeroMQ); plus the server's.
-  auto ctx = transport::CreateZmqContext(std::max(1024, 4 * c.clients + 64));
-  // Ranks all on rank 0's machine reach the server on 127.0.0.1; otherwise it
-  // listens on every interface and they reach it by rank 0's host name.
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  const std::string lead_host = world.Broadcast(host);
-  const bool one_host = world.AllTrue(lead_host == host);
-  if (!one_host && !c.secure) {
-    std::fprintf(stderr,
-                 "error: ranks on other machines than rank 0 reach its server over the network: "
-                 "run with --secure (CURVE, enrolled and signing clients), not in plaintext\n");
-    return 2;
-  }
-  if (!one_host) so.bind = "tcp://*:*";
-  // [topology] relays: the relays run the sim's federation settings for their
-  // clients; the server selects every relay each round and averages them.
-  // (Under [privacy] the server's fraction stays the devices' sampling rate,
-  // which the relays take from its TASK, and its min_clients counts devices:
-  // docs/relays.md.)
-  const ServerOptions relay_base = so;
-  if (c.relays > 0) {
-    so.relays_dir = c.secure ? c.out + "/keys/relays" : "any";
-    if (!c.privacy.enabled()) {
-      so.min_clients = c.relays;
-      so.fraction = 1;
+
+  // Rank 0's server (and [topology] relays between it and the clients), and
+  // the endpoints the clients reach: the server's, or the relays'.
+  int StartServer() {
+    ServerOptions so = ServerOptionsOf();
+    if (const int rc = MakeKeys(&so); rc != 0) return rc;
+    // Per virtual client: its DEALER, and with CURVE a handshake monitor (two
+    // sockets inside ZeroMQ); plus the server's.
+    ctx_ = transport::CreateZmqContext(std::max(1024, 4 * c_.clients + 64));
+    // Ranks all on rank 0's machine reach the server on 127.0.0.1; otherwise
+    // it listens on every interface and they reach it by rank 0's host name.
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    lead_host_ = world_.Broadcast(host);
+    const bool one_host = world_.AllTrue(lead_host_ == host);
+    if (!one_host && !c_.secure) {
+      std::fprintf(stderr,
+                   "error: ranks on other machines than rank 0 reach its server over the "
+                   "network: run with --secure (CURVE, enrolled and signing clients), not in "
+                   "plaintext\n");
+      return 2;
     }
-    so.relay_devices = (c.clients + c.relays - 1) / c.relays;
-  }
-  Result<std::unique_ptr<Server>> server = Status::Internal("the server runs on rank 0");
-  Relays relays;
-  std::string endpoints;  // the clients': the server's, or the relays', comma-separated
-  const auto reachable = [&](std::string e) {
-    const std::string any = "tcp://0.0.0.0:";
-    return e.rfind(any, 0) == 0 ? "tcp://" + lead_host + ":" + e.substr(any.size()) : e;
-  };
-  if (lead) {
-    server = Server::Create(so, ctx, TorchRuntime());
-    if (!server.ok()) {
-      std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
+    if (!one_host) so.bind = "tcp://*:*";
+    // [topology] relays: the relays run the sim's federation settings for
+    // their clients; the server selects every relay each round and averages
+    // them. (Under [privacy] the server's fraction stays the devices'
+    // sampling rate, which the relays take from its TASK, and its min_clients
+    // counts devices: docs/relays.md.)
+    const ServerOptions relay_base = so;
+    if (c_.relays > 0) {
+      so.relays_dir = c_.secure ? c_.out + "/keys/relays" : "any";
+      if (!c_.privacy.enabled()) {
+        so.min_clients = c_.relays;
+        so.fraction = 1;
+      }
+      so.relay_devices = (c_.clients + c_.relays - 1) / c_.relays;
+    }
+    if (!lead_) return 0;
+    server_ = Server::Create(so, ctx_, TorchRuntime());
+    if (!server_.ok()) {
+      std::fprintf(stderr, "error: %s\n", server_.status().ToString().c_str());
       return 1;
     }
-    endpoints = reachable((*server)->endpoint());
-    if (c.relays > 0) {
-      st = relays.Start(c, relay_base, keys_dir, endpoints, ctx);
-      if (!st.ok()) {
-        std::fprintf(stderr, "error: relays: %s\n", st.ToString().c_str());
-        return 1;
+    endpoints_ = Reachable((*server_)->endpoint());
+    if (c_.relays == 0) return 0;
+    if (Status st = relays_.Start(c_, relay_base, keys_dir_, endpoints_, ctx_); !st.ok()) {
+      std::fprintf(stderr, "error: relays: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    endpoints_.clear();
+    for (const auto& e : relays_.endpoints()) {
+      endpoints_ += (endpoints_.empty() ? "" : ",") + Reachable(e);
+    }
+    std::printf("        topology: %d relay aggregators (%s), clients k under relay k mod %d\n",
+                c_.relays, c_.relay_strategy.c_str(), c_.relays);
+    return 0;
+  }
+
+  std::string Reachable(const std::string& e) const {
+    const std::string any = "tcp://0.0.0.0:";
+    return e.rfind(any, 0) == 0 ? "tcp://" + lead_host_ + ":" + e.substr(any.size()) : e;
+  }
+
+  // Rank 0: the rounds, with a line each, then the report.
+  int RunRounds(const std::vector<std::string>& clients) {
+    const uint64_t first_round = (*server_)->first_round();
+    if (f_.resume && first_round > static_cast<uint64_t>(c_.rounds)) {
+      std::fprintf(stderr,
+                   "error: the run in %s already has %llu rounds; --resume with --rounds above "
+                   "that to run more\n",
+                   c_.out.c_str(), static_cast<unsigned long long>(first_round - 1));
+      return 2;
+    }
+    WorkerFleet fleet(c_, *train_, *parts_, adversaries_, c_.secure ? &identities_ : nullptr,
+                      clients, ctx_, hosted_, nworkers_);
+    SimOutcome o;
+    o.config = &c_;
+    o.config_path = f_.config_path;
+    o.earlier = earlier_;
+    o.first_round = first_round;
+    o.adversaries = adversaries_.ids.size();
+    const double t_rounds = NowSeconds();
+    auto summary = (*server_)->Run(&g_stop, [&](const RoundMetrics& m) {
+      o.history.push_back(m);
+      o.delta_bytes += m.delta_bytes;
+      o.updates += m.participants;
+      if (c_.stop_at_target && !c_.targets.empty() &&
+          m.test_accuracy >= *std::max_element(c_.targets.begin(), c_.targets.end())) {
+        o.reached_target = true;
+        g_stop = true;  // the server ends the run after this round, checkpointed
       }
-      endpoints.clear();
-      for (const auto& e : relays.endpoints())
-        endpoints += (endpoints.empty() ? "" : ",") + reachable(e);
-      std::printf("        topology: %d relay aggregators (%s), clients k under relay k mod %d\n",
-                  c.relays, c.relay_strategy.c_str(), c.relays);
+      if (!f_.quiet) PrintRound(m, NowSeconds() - t_rounds, o.history.size());
+    });
+    // Workers whose clients missed DONE are released, and the other ranks'.
+    const Status workers_status = fleet.Join();
+    const Status relays_status = relays_.Join();
+    world_.Release();
+    const Status failed = !relays_status.ok()    ? relays_status.WithContext("relay")
+                          : !summary.ok()        ? summary.status().WithContext("server")
+                          : !workers_status.ok() ? workers_status.WithContext("worker")
+                                                 : Status::OK();
+    if (!failed.ok()) {
+      std::fprintf(stderr, "error: %s\n", failed.ToString().c_str());
+      return 1;
     }
-  }
-  const std::vector<std::string> client_endpoints = SplitList(world.Broadcast(endpoints), ',');
-  if (!lead)
-    return HostClients(c, *train, *parts, adversaries, c.secure ? &identities : nullptr,
-                       client_endpoints, ctx, hosted, nworkers, world);
-  const uint64_t first_round = (*server)->first_round();
-  if (resume && first_round > static_cast<uint64_t>(c.rounds)) {
-    std::fprintf(stderr,
-                 "error: the run in %s already has %llu rounds; --resume with --rounds above that "
-                 "to run more\n",
-                 c.out.c_str(), static_cast<unsigned long long>(first_round - 1));
-    return 2;
+    o.summary = *summary;
+    o.wall_seconds = NowSeconds() - t_start_;
+    if (Status st = ReportSimRun(o); !st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    return summary->interrupted && !o.reached_target ? 130 : 0;
   }
 
-  WorkerFleet fleet(c, *train, *parts, adversaries, c.secure ? &identities : nullptr,
-                    client_endpoints, ctx, hosted, nworkers);
-
-  std::vector<RoundMetrics> history;
-  uint64_t delta_bytes = 0, updates = 0;
-  const double t_rounds = NowSeconds();
-  bool reached_target = false;
-  auto summary = (*server)->Run(&g_stop, [&](const RoundMetrics& m) {
-    history.push_back(m);
-    delta_bytes += m.delta_bytes;
-    updates += m.participants;
-    if (c.stop_at_target && !c.targets.empty() &&
-        m.test_accuracy >= *std::max_element(c.targets.begin(), c.targets.end())) {
-      reached_target = true;
-      g_stop = true;  // the server ends the run after this round, checkpointed
-    }
-    if (quiet) return;
-    const double elapsed = NowSeconds() - t_rounds;
-    const double eta = elapsed / history.size() * (c.rounds - static_cast<int>(m.round));
+  void PrintRound(const RoundMetrics& m, double elapsed, size_t done) const {
+    const double eta = elapsed / done * (c_.rounds - static_cast<int>(m.round));
     std::printf(
         "round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
         "%.1f s  [elapsed %.0f s, eta %.0f s]%s\n",
-        static_cast<unsigned long long>(m.round), c.rounds, Percent(m.test_accuracy).c_str(),
+        static_cast<unsigned long long>(m.round), c_.rounds, Percent(m.test_accuracy).c_str(),
         m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
         Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta,
         m.mask_changed ? ("  mask -> " + Percent(m.sparsity) + " sparse").c_str() : "");
     std::fflush(stdout);
-  });
-  // Workers whose clients missed DONE are released, and the other ranks'.
-  const Status workers_status = fleet.Join();
-  const Status relays_status = relays.Join();
-  world.Release();
-  if (!relays_status.ok()) {
-    std::fprintf(stderr, "error: relay: %s\n", relays_status.ToString().c_str());
-    return 1;
   }
-  if (!summary.ok()) {
-    std::fprintf(stderr, "error: server: %s\n", summary.status().ToString().c_str());
-    return 1;
-  }
-  if (!workers_status.ok()) {
-    std::fprintf(stderr, "error: worker: %s\n", workers_status.ToString().c_str());
-    return 1;
-  }
-  SimOutcome outcome;
-  outcome.config = &c;
-  outcome.config_path = config_path;
-  outcome.history = std::move(history);
-  outcome.earlier = std::move(earlier);
-  outcome.first_round = first_round;
-  outcome.summary = *summary;
-  outcome.delta_bytes = delta_bytes;
-  outcome.updates = updates;
-  outcome.wall_seconds = NowSeconds() - t_start;
-  outcome.reached_target = reached_target;
-  outcome.adversaries = adversaries.ids.size();
-  st = ReportSimRun(outcome);
-  if (!st.ok()) {
-    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-    return 1;
-  }
-  return summary->interrupted && !reached_target ? 130 : 0;
+
+  const SimConfig& c_;
+  SimFlags f_;
+  MpiWorld& world_;
+  const bool lead_;
+  std::vector<int> hosted_;
+  int cores_{1};
+  int nworkers_{1};
+  std::vector<std::pair<uint64_t, double>> earlier_;
+  double t_start_{0};
+  DataOptions data_options_;
+  Result<Dataset> train_ = Status::Internal("not loaded");
+  Result<std::vector<std::vector<int64_t>>> parts_ = Status::Internal("not partitioned");
+  Adversaries adversaries_;
+  SimIdentities identities_;
+  std::string keys_dir_;
+  std::shared_ptr<transport::Context> ctx_;
+  std::string lead_host_;
+  Result<std::unique_ptr<Server>> server_ = Status::Internal("the server runs on rank 0");
+  Relays relays_;
+  std::string endpoints_;  // the clients': the server's, or the relays', comma-separated
+};
+
+int Main(int argc, char** argv, MpiWorld& world) {
+  SimConfig c;
+  SimFlags f;
+  const int rc = ParseSim(argc, argv, &c, &f);
+  if (rc != 0) return rc < 0 ? 0 : rc;
+  // Every rank stops on Ctrl-C (mpirun passes it on): rank 0's server ends
+  // the run, checkpointed, and releases the others.
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  SimRun run(c, std::move(f), world);
+  return run.Go();
 }
 
 }  // namespace

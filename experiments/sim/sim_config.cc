@@ -223,10 +223,66 @@ Status LoadSimConfig(const std::string& path, SimConfig* c) {
   return Status::OK();
 }
 
+namespace {
+
+Status Bad(const std::string& key, const std::string& why) {
+  return Status::InvalidArgument("config key '" + key + "' " + why);
+}
+
+// [compression]: the codec and its parameters, pruning, the downlink.
+Status ValidateCompression(const SimConfig& c) {
+  const auto& bad = Bad;
+  if (!(c.sparsity >= 0 && c.sparsity < 1)) return bad("compression.sparsity", "must be in [0, 1)");
+  const Codec* codec = FindCodec(c.codec);
+  if (!codec) {
+    std::string names;
+    for (const auto& n : CodecNames()) names += (names.empty() ? "" : ", ") + n;
+    return bad("compression.codec", "must be one of " + names);
+  }
+  CodecParams p;
+  p.bits = c.uplink_bits;
+  p.block = static_cast<uint32_t>(std::max(c.block, 1));
+  if (Status st = codec->Check(p); !st.ok()) return bad("compression.uplink_bits", st.message());
+  if (c.block < 1) return bad("compression.block", "must be >= 1");
+  if (!(c.prune_to >= 0 && c.prune_to < 1)) return bad("compression.prune_to", "must be in [0, 1)");
+  if (c.prune_to > 0 && c.prune_rounds < 1) {
+    return bad("compression.prune_rounds", "must be >= 1 with compression.prune_to");
+  }
+  if (c.downlink != "fp32" && c.downlink != "fp16") {
+    return bad("compression.downlink", "must be \"fp32\" or \"fp16\"");
+  }
+  return Status::OK();
+}
+
+// [devices] and [adversary]: the simulated fleet's faults and attackers.
+Status ValidateFleet(const SimConfig& c) {
+  const auto& bad = Bad;
+  if (!(c.slowdown_sigma >= 0 && c.slowdown_sigma <= 3)) {
+    return bad("devices.slowdown_sigma", "must be in [0, 3]");
+  }
+  if (!(c.straggler_fraction >= 0 && c.straggler_fraction <= 1)) {
+    return bad("devices.straggler_fraction", "must be in [0, 1]");
+  }
+  if (!(c.straggler_slowdown >= 1 && c.straggler_slowdown <= 100)) {
+    return bad("devices.straggler_slowdown", "must be in [1, 100]");
+  }
+  if (!(c.dropout >= 0 && c.dropout < 1)) return bad("devices.dropout", "must be in [0, 1)");
+  if (!(c.adversary_fraction >= 0 && c.adversary_fraction < 1)) {
+    return bad("adversary.fraction", "must be in [0, 1)");
+  }
+  if (Status st = ParseAdversaryKind(c.adversary_kind).status(); !st.ok()) {
+    return bad("adversary.kind", st.message());
+  }
+  if (!(std::isfinite(c.adversary_scale) && c.adversary_scale >= 0)) {
+    return bad("adversary.scale", "must be a finite number >= 0");
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Status ValidateSimConfig(const SimConfig& c) {
-  auto bad = [](const std::string& key, const std::string& why) {
-    return Status::InvalidArgument("config key '" + key + "' " + why);
-  };
+  const auto& bad = Bad;
   if (c.rounds < 1) return bad("rounds", "must be >= 1");
   if (c.clients < 1) return bad("federation.clients", "must be >= 1");
   if (!(c.fraction > 0 && c.fraction <= 1)) return bad("federation.fraction", "must be in (0, 1]");
@@ -253,50 +309,12 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (c.mode == "async" && !(c.buffer >= 1 && c.buffer <= c.concurrency)) {
     return bad("federation.buffer", "must be in [1, concurrency]");
   }
-  if (!(c.slowdown_sigma >= 0 && c.slowdown_sigma <= 3)) {
-    return bad("devices.slowdown_sigma", "must be in [0, 3]");
-  }
-  if (!(c.straggler_fraction >= 0 && c.straggler_fraction <= 1)) {
-    return bad("devices.straggler_fraction", "must be in [0, 1]");
-  }
-  if (!(c.straggler_slowdown >= 1 && c.straggler_slowdown <= 100)) {
-    return bad("devices.straggler_slowdown", "must be in [1, 100]");
-  }
-  if (!(c.dropout >= 0 && c.dropout < 1)) {
-    return bad("devices.dropout", "must be in [0, 1)");
-  }
-  if (!(c.adversary_fraction >= 0 && c.adversary_fraction < 1)) {
-    return bad("adversary.fraction", "must be in [0, 1)");
-  }
-  if (Status st = ParseAdversaryKind(c.adversary_kind).status(); !st.ok()) {
-    return bad("adversary.kind", st.message());
-  }
-  if (!(std::isfinite(c.adversary_scale) && c.adversary_scale >= 0)) {
-    return bad("adversary.scale", "must be a finite number >= 0");
-  }
+  if (Status st = ValidateFleet(c); !st.ok()) return st;
   if (c.epochs < 1) return bad("client.epochs", "must be >= 1");
   if (!(c.lr > 0)) return bad("client.lr", "must be > 0");
   if (!(c.lr_decay > 0 && c.lr_decay <= 1)) return bad("client.lr_decay", "must be in (0, 1]");
   if (!(c.lr_min >= 0 && c.lr_min <= c.lr)) return bad("client.lr_min", "must be in [0, lr]");
-  if (!(c.sparsity >= 0 && c.sparsity < 1)) return bad("compression.sparsity", "must be in [0, 1)");
-  const Codec* codec = FindCodec(c.codec);
-  if (!codec) {
-    std::string names;
-    for (const auto& n : CodecNames()) names += (names.empty() ? "" : ", ") + n;
-    return bad("compression.codec", "must be one of " + names);
-  }
-  CodecParams p;
-  p.bits = c.uplink_bits;
-  p.block = static_cast<uint32_t>(std::max(c.block, 1));
-  if (Status st = codec->Check(p); !st.ok()) return bad("compression.uplink_bits", st.message());
-  if (c.block < 1) return bad("compression.block", "must be >= 1");
-  if (!(c.prune_to >= 0 && c.prune_to < 1)) return bad("compression.prune_to", "must be in [0, 1)");
-  if (c.prune_to > 0 && c.prune_rounds < 1) {
-    return bad("compression.prune_rounds", "must be >= 1 with compression.prune_to");
-  }
-  if (c.downlink != "fp32" && c.downlink != "fp16") {
-    return bad("compression.downlink", "must be \"fp32\" or \"fp16\"");
-  }
+  if (Status st = ValidateCompression(c); !st.ok()) return st;
   if (c.workers < 0) return bad("sim.workers", "must be >= 0");
   if (c.ingest_threads < 0 || c.ingest_threads > 64) {
     return bad("sim.ingest_threads", "must be in 0..64");
