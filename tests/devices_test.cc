@@ -98,4 +98,21 @@ TEST(DeviceSlowdownsTest, AsyncConfigKeysAndTheirBounds) {
 }
 
 }  // namespace
+// A mistyped partition is refused when the config is checked, before a run
+// touches its --out folder; the schemes fl-sim knows pass.
+TEST(SimConfigTest, AnUnknownPartitionIsRefusedByTheCheck) {
+  for (const char* ok : {"iid", "shards", "dirichlet", "folders", "column"}) {
+    SimConfig c;
+    c.partition = ok;
+    SCOPED_TRACE(ok);
+    EXPECT_FL_OK(ValidateSimConfig(c));
+  }
+  SimConfig c;
+  c.partition = "shard";
+  const Status st = ValidateSimConfig(c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.ToString().find("data.partition"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find("'shard'"), std::string::npos) << st.ToString();
+}
+
 }  // namespace fl

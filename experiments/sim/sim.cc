@@ -21,6 +21,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -567,6 +568,13 @@ bool WantsReproducible(int argc, char** argv) {
   return LoadSimConfig(config, &c).ok() && c.reproducible;
 }
 
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+  }
+  return false;
+}
+
 // What the command line adds to the config file.
 struct SimFlags {
   std::string config_path;
@@ -655,13 +663,15 @@ int ParseSim(int argc, char** argv, SimConfig* c, SimFlags* f) {
   f->config_path = ConfigArgument(argc, argv);
   if (!f->config_path.empty()) {
     Status st = LoadSimConfig(f->config_path, c);
-    if (!st.ok()) {
+    // (--help is shown even when the file has a mistake.)
+    if (!st.ok() && !AsksForHelp(argc, argv)) {
       std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
       return 2;
     }
   }
   CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
-  app.option_defaults()->always_capture_default();  // --help shows the config file's values
+  // --help shows each option's value: the config file's, else the default.
+  app.option_defaults()->always_capture_default();
   app.add_option("--config", f->config_path, "TOML experiment config (see experiments/configs/)");
   AddRunFlags(app, *c);
   AddSetupFlags(app, *c);
@@ -682,9 +692,11 @@ int ParseSim(int argc, char** argv, SimConfig* c, SimFlags* f) {
     const int rc = app.exit(e);
     return rc == 0 ? -1 : rc;  // (-1: --help, done)
   }
-  // --codec sign sends 1 bit a value unless --uplink-bits says otherwise.
-  if (app.count("--codec") && c->codec == "sign" && !app.count("--uplink-bits")) {
-    c->uplink_bits = 1;
+  // --codec sign sends 1 bit a value unless --uplink-bits says otherwise;
+  // --codec q over a file's sign codec, the default width (q has no 1 bit).
+  if (app.count("--codec") && !app.count("--uplink-bits")) {
+    if (c->codec == "sign") c->uplink_bits = 1;
+    if (c->codec != "sign" && c->uplink_bits == 1) c->uplink_bits = SimConfig().uplink_bits;
   }
   if (Status st = ValidateSimConfig(*c); !st.ok()) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
@@ -1078,12 +1090,12 @@ class SimRun {
     const Status workers_status = fleet.Join();
     const Status relays_status = relays_.Join();
     world_.Release();
-    const Status failed = !relays_status.ok()    ? relays_status.WithContext("relay")
-                          : !summary.ok()        ? summary.status().WithContext("server")
-                          : !workers_status.ok() ? workers_status.WithContext("worker")
-                                                 : Status::OK();
-    if (!failed.ok()) {
-      std::fprintf(stderr, "error: %s\n", failed.ToString().c_str());
+    // (The first failure, named by where it happened.)
+    const std::pair<const char*, Status> failures[] = {
+        {"relay", relays_status}, {"server", summary.status()}, {"worker", workers_status}};
+    for (const auto& [where, st] : failures) {
+      if (st.ok()) continue;
+      std::fprintf(stderr, "error: %s: %s\n", where, st.ToString().c_str());
       return 1;
     }
     o.summary = *summary;

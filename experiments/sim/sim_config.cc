@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/codec.h"
+#include "common/partition.h"
 #include "common/random.h"
 #include "experiments/sim/adversary.h"
 
@@ -284,6 +285,11 @@ Status ValidateFleet(const SimConfig& c) {
 Status ValidateSimConfig(const SimConfig& c) {
   const auto& bad = Bad;
   if (c.rounds < 1) return bad("rounds", "must be >= 1");
+  if (c.partition != "folders" && c.partition != "column" &&
+      !ParsePartitionScheme(c.partition).ok()) {
+    return bad("data.partition",
+               "must be iid, shards, dirichlet, folders or column, not '" + c.partition + "'");
+  }
   if (c.clients < 1) return bad("federation.clients", "must be >= 1");
   if (!(c.fraction > 0 && c.fraction <= 1)) return bad("federation.fraction", "must be in (0, 1]");
   if (c.min_clients < 0 || c.min_clients > c.clients) {
