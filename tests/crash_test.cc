@@ -9,8 +9,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -125,15 +127,37 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
   return out;
 }
 
+// Runs `trial(i, folder)` for i in 0..n-1, three at a time, each in a fresh
+// folder: every trial has its own server, clients, port and folder, and most
+// of one is waiting (for a restart, for reconnects).
+std::vector<Outcome> RunTrials(size_t n,
+                               const std::function<Outcome(size_t, const std::string&)>& trial) {
+  std::vector<Outcome> outcomes(n);
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < n;) {
+      test::TempDir dir;
+      outcomes[i] = trial(i, dir.path());
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 3; ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+  return outcomes;
+}
+
 // Runs the federation with `extra` server flags, killed at each of `points`
 // and resumed, and expects each to end as `reference` did: the same model and
 // the same epsilon column.
 void ExpectSameAfterCrashes(const Outcome& reference, const std::vector<std::string>& extra,
                             const std::vector<const char*>& points, int trial) {
-  for (const char* point : points) {
-    SCOPED_TRACE(point);
-    test::TempDir dir;
-    const Outcome o = RunFederation(dir.path(), point, 0, trial++, extra);
+  const std::vector<Outcome> outcomes =
+      RunTrials(points.size(), [&](size_t i, const std::string& dir) {
+        return RunFederation(dir, points[i], 0, trial + static_cast<int>(i), extra);
+      });
+  for (size_t i = 0; i < points.size(); ++i) {
+    SCOPED_TRACE(points[i]);
+    const Outcome& o = outcomes[i];
     EXPECT_EQ(o.restarts, 1) << o.logs;
     ASSERT_FALSE(o.model.empty()) << o.logs;
     EXPECT_TRUE(o.model == reference.model) << "the final model differs\n" << o.logs;
@@ -155,16 +179,20 @@ TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
   // Within the first round or two: the run takes 2-3 s from round 1 on.
   std::uniform_real_distribution<double> when(0.05, 1.2);
   const int kRandom = 3;
+  const size_t trials = points.size() + kRandom;
+  std::vector<double> kill_after(trials, 0);
+  for (size_t i = points.size(); i < trials; ++i) kill_after[i] = when(rng);
+  const std::vector<Outcome> outcomes = RunTrials(trials, [&](size_t i, const std::string& dir) {
+    return RunFederation(dir, i < points.size() ? points[i] : "", kill_after[i],
+                         static_cast<int>(i) + 1);
+  });
   int identical = 0, reopened = 0, kept = 0;
-  for (size_t i = 0; i < points.size() + kRandom; ++i) {
+  for (size_t i = 0; i < trials; ++i) {
     const bool random = i >= points.size();
-    const double kill_after = random ? when(rng) : 0;
     const std::string name =
-        random ? "SIGKILL after " + std::to_string(kill_after) + " s" : points[i];
+        random ? "SIGKILL after " + std::to_string(kill_after[i]) + " s" : points[i];
     SCOPED_TRACE(name);
-    test::TempDir dir;
-    const Outcome o =
-        RunFederation(dir.path(), random ? "" : points[i], kill_after, static_cast<int>(i) + 1);
+    const Outcome& o = outcomes[i];
     if (!random) {
       EXPECT_EQ(o.restarts, 1) << "the server did not crash at " << name << "\n" << o.logs;
     }
@@ -198,7 +226,7 @@ TEST(CrashTest, KilledAnywhereTheResumedRunEndsWithTheSameModel) {
   std::printf(
       "%d of %zu interrupted runs ended with the reference model; %d reopened their "
       "round from the log, keeping %d acknowledged updates\n",
-      identical, points.size() + kRandom, reopened, kept);
+      identical, trials, reopened, kept);
   EXPECT_GE(reopened, kClients * kRounds);  // at least every ack:k
 }
 

@@ -340,7 +340,7 @@ TEST(IntegrationTest, SecureSimulationWithManyClientsIsReproducible) {
     test::Process sim(
         kSim,
         {"--model", "mnist_2nn", "--clients", "600", "--fraction", "0.01", "--rounds", "2",
-         "--epochs", "1", "--data", test::MnistDir(), "--secure", "--out", out, "--quiet"},
+         "--epochs", "1", "--data", test::SmallMnistDir(), "--secure", "--out", out, "--quiet"},
         dir.path() + "/sim.log");
     EXPECT_EQ(sim.Wait(120), 0) << sim.Log();
     return sim.Log();
@@ -395,7 +395,7 @@ TEST(IntegrationTest, MpiRunEndsWithTheSingleProcessModel) {
   }
   std::vector<std::string> args = {
       "--model", "mnist_2nn", "--clients", "30",     "--fraction",     "0.5",     "--rounds",
-      "2",       "--epochs",  "1",         "--data", test::MnistDir(), "--secure"};
+      "2",       "--epochs",  "1",         "--data", test::SmallMnistDir(), "--secure"};
   // --reproducible too, where the CPU takes it (AVX2 and FMA): each rank
   // runs itself again with the pinned kernels before MPI starts.
 #if defined(__x86_64__)
@@ -430,7 +430,7 @@ std::string RunSmallSim(const std::string& dir, const std::string& name,
                         const std::vector<std::string>& extra) {
   std::vector<std::string> args = {
       "--model", "mnist_2nn", "--clients",      "10",    "--rounds",       "3",      "--epochs",
-      "1",       "--data",    test::MnistDir(), "--out", dir + "/" + name, "--quiet"};
+      "1",       "--data",    test::SmallMnistDir(), "--out", dir + "/" + name, "--quiet"};
   args.insert(args.end(), extra.begin(), extra.end());
   test::Process sim(kSim, args, dir + "/" + name + ".log");
   EXPECT_EQ(sim.Wait(180), 0) << sim.Log();
@@ -541,7 +541,7 @@ TEST(IntegrationTest, SimulationResumesWhereItStopped) {
                  std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"--model",    "mnist_2nn", "--clients", "6",
                                      "--fraction", "0.5",       "--rounds",  rounds,
-                                     "--epochs",   "1",         "--data",    test::MnistDir(),
+                                     "--epochs",   "1",         "--data",    test::SmallMnistDir(),
                                      "--out",      out,         "--quiet"};
     args.insert(args.end(), extra.begin(), extra.end());
     test::Process sim(kSim, args, out + ".log");
@@ -580,7 +580,7 @@ TEST(IntegrationTest, SimulationStopsAtItsTarget) {
       WriteFileAtomic(config, "rounds = 4\ntargets = [0.2, 0.3]\nstop_at_target = true\n"));
   test::Process sim(kSim,
                     {"--config", config, "--model", "mnist_2nn", "--clients", "4", "--fraction",
-                     "0.5", "--epochs", "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
+                     "0.5", "--epochs", "1", "--data", test::SmallMnistDir(), "--out", out, "--quiet"},
                     out + ".log");
   ASSERT_EQ(sim.Wait(120), 0) << sim.Log();
   const auto rows = test::ReadRoundsCsv(out + "/rounds.csv");
@@ -618,7 +618,7 @@ TEST(IntegrationTest, SimulationInAsyncMode) {
             (strategy == "fedavgm" ? "[security]\nsecure = true\n" : "")));
     test::Process sim(kSim,
                       {"--config", config, "--model", "mnist_2nn", "--clients", "6", "--epochs",
-                       "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
+                       "1", "--data", test::SmallMnistDir(), "--out", out, "--quiet"},
                       out + ".log");
     ASSERT_EQ(sim.Wait(180), 0) << sim.Log();
     auto csv = ReadFile(out + "/rounds.csv");
@@ -1027,7 +1027,7 @@ TEST(IntegrationTest, TrainableSubsetFreezesTheRestAndShrinksTheUplink) {
     test::Process sim(kSim,
                       {"--model", "mnist_2nn", "--clients", "4", "--fraction", "0.5", "--rounds",
                        rounds, "--epochs", "1", "--uplink-bits", "32", "--trainable", trainable,
-                       "--data", test::MnistDir(), "--out", dir.path() + "/" + out, "--quiet"},
+                       "--data", test::SmallMnistDir(), "--out", dir.path() + "/" + out, "--quiet"},
                       dir.path() + "/" + out + ".log");
     const int rc = sim.Wait(180);
     return std::pair{rc, sim.Log()};
@@ -1066,7 +1066,7 @@ TEST(IntegrationTest, TrainableSubsetFreezesTheRestAndShrinksTheUplink) {
                                      "--epochs",    "1",
                                      "--trainable", "fc3.*",
                                      "--strategy",  "fedavgm",
-                                     "--data",      test::MnistDir(),
+                                     "--data",      test::SmallMnistDir(),
                                      "--out",       dir.path() + "/momentum",
                                      "--quiet"};
     if (resume) args.push_back("--resume");

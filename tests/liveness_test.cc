@@ -20,7 +20,7 @@ std::vector<std::string> ClientArgs(const std::string& ep, int index) {
 
 TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) {
   test::TempDir dir;
-  const int kClients = 5, kRounds = 5;
+  const int kClients = 5, kRounds = 3;
   // Evaluation takes >= 3 s (hook), longer than the clients' 2 s server
   // timeout; the slow device trains >= 5 s, longer than the server's 3 s
   // client timeout and its own 2 s server timeout.

@@ -40,8 +40,11 @@ TEST(ModelFileTest, Fp32RoundTripIsExact) {
 
 TEST(ModelFileTest, Int8IsSmallerAndClose) {
   const ModelState m = Sample();
-  const std::string f32 = EncodeModelFile(m, {32, 64});
-  const std::string i8 = EncodeModelFile(m, {8, 64});
+  ModelFileOptions fp32, int8;
+  fp32.block = int8.block = 64;
+  int8.value_bits = 8;
+  const std::string f32 = EncodeModelFile(m, fp32);
+  const std::string i8 = EncodeModelFile(m, int8);
   EXPECT_LT(i8.size() * 2, f32.size());
   auto back = DecodeModelFile("x.flm", i8);
   ASSERT_FL_OK(back);

@@ -25,9 +25,17 @@ class Process {
   Process(const std::string& binary, const std::vector<std::string>& args,
           const std::string& log_path)
       : log_(log_path) {
+    // Everything the child needs is built before fork: a test may start
+    // processes from several threads, and the child must not allocate.
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(binary.c_str()));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
     const pid_t parent = getpid();
     pid_ = fork();
     if (pid_ == 0) {
+      // (The death signal follows the forking thread: a thread that starts a
+      // process waits for it before it ends.)
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);  // parent already gone
       const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -36,10 +44,6 @@ class Process {
         dup2(fd, 2);
         close(fd);
       }
-      std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(binary.c_str()));
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
       execv(binary.c_str(), argv.data());
       _exit(127);
     }

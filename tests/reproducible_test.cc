@@ -67,13 +67,13 @@ struct SimRun {
   std::string log;
 };
 
-// fl-sim: mnist_cnn, 60 clients of 1,000 examples, 2 a round, 3 rounds,
+// fl-sim: mnist_cnn, 240 clients of 250 examples, 2 a round, 3 rounds,
 // seed 7, evaluated on DIR/test (WriteSmallTestSplit), under the environment
 // `isa`, into DIR/NAME.
 SimRun RunSim(const std::string& dir, const std::string& name, const std::vector<std::string>& isa,
               const std::vector<std::string>& extra) {
   std::vector<std::string> args = isa;
-  args.insert(args.end(), {kSim, "--model", "mnist_cnn", "--clients", "60", "--fraction", "0.034",
+  args.insert(args.end(), {kSim, "--model", "mnist_cnn", "--clients", "240", "--fraction", "0.0084",
                            "--rounds", "3", "--epochs", "1", "--seed", "7", "--data",
                            test::MnistDir(), "--test-data", dir + "/test", "--out",
                            dir + "/" + name, "--quiet"});
@@ -97,7 +97,7 @@ TEST(ReproducibleTest, TheSameSeedGivesTheSameCnnUnderEitherIsa) {
   if (!CpuHasAvx2AndFma()) GTEST_SKIP() << "this CPU has no AVX2 or FMA";
   test::TempDir dir;
   ASSERT_TRUE(std::filesystem::create_directories(dir.path() + "/test"));
-  WriteSmallTestSplit(dir.path() + "/test", 2000);
+  WriteSmallTestSplit(dir.path() + "/test", 500);
   const std::string config = dir.path() + "/repro.toml";
   {
     std::ofstream out(config);

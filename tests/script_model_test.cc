@@ -417,7 +417,7 @@ TEST_F(ScriptModelTest, FlSimFederatesTheScriptCopyLikeTheBuiltIn) {
   ScriptCnn(GetModelState("mnist_cnn", **builtin)).save(path);
   auto run = [&](const std::string& model, const std::string& out) {
     test::Process sim(std::string(FL_TEST_BIN_DIR) + "/fl-sim",
-                      {"--model", model, "--clients", "20", "--fraction", "0.1", "--rounds", "2",
+                      {"--model", model, "--clients", "60", "--fraction", "0.034", "--rounds", "2",
                        "--epochs", "1", "--data", test::MnistDir(), "--out", out, "--quiet"},
                       out + ".log");
     EXPECT_EQ(sim.Wait(300), 0) << sim.Log();
@@ -432,7 +432,8 @@ TEST_F(ScriptModelTest, FlSimFederatesTheScriptCopyLikeTheBuiltIn) {
   // C++ module or of the script, see ScriptCopyOfTheCnnTrainsLikeTheBuiltIn)
   // and the evaluation (the built-in's oneDNN inference plan, the script's
   // forward). 0.002, 20 of the 10,000 test images, is not derived; measured
-  // (printed) 97.25% for both on an AMD EPYC, 2026-12-07.
+  // (printed) 94.04% for both on an AMD EPYC, 2026-12-07, 2 of 60 clients a
+  // round (97.25% for both with 2 of 20).
   std::printf("fl-sim accuracy: built-in %s, TorchScript %s\n", a.c_str(), b.c_str());
   EXPECT_NEAR(std::stod(a), std::stod(b), 0.002) << "built-in " << a << ", TorchScript " << b;
 }

@@ -33,6 +33,18 @@
 namespace fl {
 namespace {
 
+// A checkpoint of `round` with `seed` and `model`, its other fields at their
+// defaults.
+Checkpoint CheckpointAt(uint64_t round, uint64_t seed, ModelState model,
+                        double reference_norm = 0) {
+  Checkpoint c;
+  c.round = round;
+  c.seed = seed;
+  c.model = std::move(model);
+  c.reference_norm = reference_norm;
+  return c;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -304,7 +316,7 @@ TEST_F(ServerTest, ResumeMovesAnOldFormatRoundsCsvAside) {
   auto model = CreateModel("mnist_2nn", 1);
   ASSERT_FL_OK(model);
   ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl",
-                               Checkpoint{2, 1, GetModelState("mnist_2nn", **model)}));
+                               CheckpointAt(2, 1, GetModelState("mnist_2nn", **model))));
   const std::string old_csv =
       "round,participants,test_accuracy,test_loss,upload_bytes,download_bytes,round_seconds\n"
       "1,2,0.9,0.3,10,10,1.0\n2,2,0.91,0.29,10,10,1.0\n";
@@ -329,10 +341,10 @@ TEST_F(ServerTest, ResumeSkipsAnUnusableCheckpoint) {
   ASSERT_FL_OK(model);
   const ModelState good = GetModelState("mnist_2nn", **model);
   const std::string path = out.path() + "/checkpoint.fl";
-  ASSERT_FL_OK(WriteCheckpoint(path, Checkpoint{3, 1, good}));
+  ASSERT_FL_OK(WriteCheckpoint(path, CheckpointAt(3, 1, good)));
   ModelState poisoned = good;
   poisoned.tensors[0].values[7] = INFINITY;
-  ASSERT_FL_OK(WriteCheckpoint(path, Checkpoint{4, 1, poisoned}));
+  ASSERT_FL_OK(WriteCheckpoint(path, CheckpointAt(4, 1, poisoned)));
   // rounds.csv has a row for round 4, whose model is the unusable one.
   std::string csv = std::string(kRoundsCsvHeader) + "\n";
   for (int r = 1; r <= 4; ++r) csv += std::to_string(r) + ",2,0.9,0.3,10,10,1.000,0.000,1\n";
@@ -461,7 +473,7 @@ TEST_F(ServerTest, SwappedCheckpointIsRefused) {
   ASSERT_NO_FATAL_FAILURE(so = KeyedResumeOptions(out.path(), *server_key));
   auto model = CreateModel("mnist_2nn", 3);
   ASSERT_FL_OK(model);
-  const Checkpoint c{4, so.seed, GetModelState("mnist_2nn", **model), 10.0};
+  const Checkpoint c = CheckpointAt(4, so.seed, GetModelState("mnist_2nn", **model), 10.0);
   const std::string path = so.out_dir + "/checkpoint.fl";
   auto write = [&](const SigningKey* key) {
     for (const char* g : {"", ".1", ".2"}) std::remove((path + g).c_str());
@@ -496,7 +508,7 @@ TEST_F(ServerTest, RoundLogWrittenWithoutTheServersKeyIsNotReopened) {
   auto model = CreateModel("mnist_2nn", 3);
   ASSERT_FL_OK(model);
   const ModelState state = GetModelState("mnist_2nn", **model);
-  ASSERT_FL_OK(WriteCheckpoint(so.out_dir + "/checkpoint.fl", Checkpoint{4, so.seed, state, 10.0},
+  ASSERT_FL_OK(WriteCheckpoint(so.out_dir + "/checkpoint.fl", CheckpointAt(4, so.seed, state, 10.0),
                                &*server_key));
   // A log for round 5 from the checkpoint's model, with one poisoned update.
   WalHeader h;
@@ -539,7 +551,7 @@ TEST_F(ServerTest, ResumeRefusesAnotherSeed) {
   auto model = CreateModel("mnist_2nn", 1);
   ASSERT_FL_OK(model);
   ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl",
-                               Checkpoint{2, 99, GetModelState("mnist_2nn", **model), 1.0}));
+                               CheckpointAt(2, 99, GetModelState("mnist_2nn", **model), 1.0)));
   ServerOptions so = BaseOptions(out.path());
   so.resume = true;
   so.seed = 98;
@@ -560,7 +572,7 @@ TEST_F(ServerTest, ResumeRefusesAnotherPruningSchedule) {
   test::TempDir out;
   auto model = CreateModel("mnist_2nn", 1);
   ASSERT_FL_OK(model);
-  Checkpoint c{2, 1, GetModelState("mnist_2nn", **model), 1.0};
+  Checkpoint c = CheckpointAt(2, 1, GetModelState("mnist_2nn", **model), 1.0);
   c.pruning = "from 0 to 0.5 over rounds 1..3, global";
   ASSERT_FL_OK(WriteCheckpoint(out.path() + "/checkpoint.fl", c));
   // A rounds.csv an older fl-server wrote: a resume that goes ahead moves it

@@ -247,7 +247,9 @@ TEST_F(TrainerTest, ProximalTermPullsTowardTheStart) {
   for (size_t t = 0; t < prox.tensors.size(); ++t) {
     const auto& mask = start.tensors[t].mask;
     for (size_t i = 0; i < mask.size(); ++i) {
-      if (!mask[i]) ASSERT_EQ(prox.tensors[t].values[i], 0.0f);
+      if (!mask[i]) {
+        ASSERT_EQ(prox.tensors[t].values[i], 0.0f);
+      }
     }
   }
 }

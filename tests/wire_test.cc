@@ -366,7 +366,7 @@ TEST(PayloadExtensionTest, TrainableTensorsAreAnOptionalTaskField) {
   wire::Task back;
   ASSERT_FL_OK(wire::Decode(with, &back));
   EXPECT_EQ(back.config.trainable, t.config.trainable);
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string("\x03\0\0\0", 4), std::string("\x03\0\0\0\x0e", 5),
         std::string("\x03\0\0\0\0", 5), std::string("\0\0\0\0", 4), std::string("\x03\0", 2)}) {
     EXPECT_FALSE(wire::Decode(plain + ExtensionBlock({{wire::kTaskTrainable, bad}}), &back).ok());
@@ -390,7 +390,7 @@ TEST(PayloadExtensionTest, ClassNamesAreAnOptionalTaskField) {
   EXPECT_FL_OK(wire::CheckTrainConfig(back.config));
   // Critical: a device that cannot renumber its classes refuses the TASK.
   EXPECT_NE(wire::kTaskClassNames & wire::kCriticalExtension, 0);
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string("\x02\0\0\0\x03\0cat", 9), std::string("\0\0\0\0", 4),
         std::string("\x01\0\0\0\0\0", 6), std::string("\x01\0\0\0\x03\0catX", 10),
         std::string("\x01\0\0\0\x00\x01", 6), std::string("\x01\0", 2),
