@@ -1,23 +1,27 @@
 // The schedulers in simulated time: a SchedulerHost whose clock is the
 // test's own and whose devices answer after scripted delays. Deadlines,
-// over-selection, the wait for live devices and asynchronous tasks given up
-// at their deadline run in the server's time, to the exact second, with no
-// sockets and no sleeps.
+// over-selection, the wait for live devices, asynchronous tasks given up at
+// their deadline and a relay's rounds within its parent's deadline run in
+// the server's time, to the exact second, with no sockets and no sleeps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server/aggregator.h"
 #include "server/buffered_async.h"
 #include "server/global_model.h"
+#include "server/parent_rounds.h"
 #include "server/registry.h"
+#include "server/relay_link.h"
 #include "server/server.h"
 #include "server/sync_rounds.h"
 
@@ -67,8 +71,18 @@ class SimulatedHost final : public SchedulerHost {
   Status Pump(double until, const std::atomic<bool>* stop,
               const std::function<bool()>& done_when) override {
     pumps_++;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (!(stop && stop->load()) && !(done_when && done_when())) {
       if (until - now_ <= 0) break;
+      if (until == kNever && due_.empty()) {
+        // Waiting for something outside the fleet (a relay's parent, on
+        // its own thread): the server's time stands still meanwhile.
+        if (std::chrono::steady_clock::now() > give_up) {
+          return Status::Unavailable("nothing happened for 60 s of real time");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
       if (scheduler_->round().collecting) scheduler_->Tick();
       // The next answer due among the devices holding a task.
       std::string next;
@@ -353,6 +367,65 @@ TEST(SchedulerTest, AsyncTasksPastTheDeadlineAreGivenUpAndHandedOnInServerTime) 
   EXPECT_EQ(a_sent[0], 1000);
   EXPECT_GT(a_sent[1], host.withdrawn_at()[0]);
   EXPECT_EQ(host.sent("c"), (std::vector<double>{1000, 1025}));
+  EXPECT_TRUE(host.refused().empty());
+}
+
+// A relay's rounds come from its parent (a thread here, as the relay's
+// session to its parent is): each runs within 80% of the parent's deadline,
+// counted from the parent's task, and waits for --min-clients live devices
+// at most half of that. Parent's deadline 50 s: the relay's rounds end 40 s
+// after each task at the latest, and start by 20 s.
+TEST(SchedulerTest, ARelaysRoundsEndWithinItsParentsDeadline) {
+  // c never answers; d comes online 30 s into the run. --min-clients 4 is
+  // never met: each round starts with who is live halfway.
+  SimulatedHost host(
+      {{"a", {0, 5}}, {"b", {0, 12}}, {"c", {0, kNever}}, {"d", {1030, 3}}});
+  RelayLink link;
+  ServerOptions o = SyncOptions(/*rounds=*/0, /*min_clients=*/4, /*deadline=*/600);
+  o.parent = &link;
+  auto relay = MakeParentRounds(o, &host, PlanOf(o));
+  host.set_scheduler(relay.get());
+  std::vector<Result<RelayResult>> results;
+  std::thread parent([&] {
+    for (uint64_t r = 1; r <= 2; ++r) {
+      RelayTask task;
+      task.round = r;
+      task.parameters.architecture = "test";
+      task.parameters.tensors.push_back({"w", {4}, {0.5f, -0.25f, 1, 2}, {}});
+      task.config.deadline_seconds = 50;
+      results.push_back(link.Run(std::move(task), /*timeout_seconds=*/600));
+    }
+    link.Finish("the federation is over", /*parent_done=*/true);
+  });
+  std::atomic<bool> stop{false};
+  bool abandoned = false;
+  const Status st = relay->Run(&stop, &abandoned);
+  parent.join();
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_FALSE(abandoned);
+  ASSERT_EQ(host.commits().size(), 2u);
+  ASSERT_EQ(results.size(), 2u);
+  // Round 1, the task at 1000: a, b and c live, the round starts at 1020
+  // without a fourth; a and b answer, c does not: the round ends at 1040,
+  // 40 s after the task (not 40 s after the TASKs left).
+  EXPECT_EQ(host.sent("a"), (std::vector<double>{1020, 1040 + 20}));
+  EXPECT_EQ(host.sent("c"), std::vector<double>{1020});
+  EXPECT_EQ(host.commits()[0].selected, 3);
+  EXPECT_EQ(host.commits()[0].participants, 2);
+  EXPECT_EQ(host.commits()[0].at, 1040);
+  EXPECT_EQ(host.missed(), std::vector<std::string>{"c"});
+  ASSERT_TRUE(results[0].ok()) << results[0].status().message();
+  EXPECT_EQ(results[0]->round, 1u);
+  EXPECT_EQ(results[0]->contributors, 2);
+  // Round 2, the task at 1040: a, b and d (c not heard from), from 1060;
+  // everyone answers by 1072, and the round ends then.
+  EXPECT_EQ(host.sent("d"), std::vector<double>{1060});
+  EXPECT_EQ(host.commits()[1].selected, 3);
+  EXPECT_EQ(host.commits()[1].participants, 3);
+  EXPECT_EQ(host.commits()[1].at, 1072);
+  ASSERT_TRUE(results[1].ok()) << results[1].status().message();
+  EXPECT_EQ(results[1]->round, 2u);
+  EXPECT_EQ(results[1]->contributors, 3);
   EXPECT_TRUE(host.refused().empty());
 }
 
