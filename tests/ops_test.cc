@@ -242,7 +242,7 @@ TEST(MetricsTest, ALiveRunIsScrapedAndPassesPromtool) {
                         "--metrics-port",
                         "0",
                         "--linger",
-                        "10",
+                        "5",
                         "--out",
                         dir.path() + "/run"},
                        dir.path() + "/server.log");
@@ -266,8 +266,9 @@ TEST(MetricsTest, ALiveRunIsScrapedAndPassesPromtool) {
   }
   std::vector<std::unique_ptr<test::Process>> devices;
   for (int i = 0; i < 2; ++i) {
-    // (Progress lines every 0.1 s: a round of this size takes most of a second.)
-    auto args = test::ClientArgs(endpoint, i, 2);
+    // (Progress lines every 0.1 s: a round of 6,000 examples takes most of a
+    // second.)
+    auto args = test::ClientArgs(endpoint, i, 10);
     args.insert(args.end(), {"--progress-every", "0.1"});
     devices.push_back(std::make_unique<test::Process>(
         kClient, args, dir.path() + "/c" + std::to_string(i) + ".log"));
@@ -487,7 +488,7 @@ TEST(DeviceStateTest, TheDeviceLeavesOutsideItsWindowAndKeepsItsStateAcrossResta
                                     out};
   };
   auto device_args = [&](const std::string& endpoint) {
-    auto a = test::ClientArgs(endpoint, 0, 4);
+    auto a = test::ClientArgs(endpoint, 0, 20);  // 3,000 examples
     a.insert(a.end(), {"--state-dir", state, "--debug-window-open-while", window});
     return a;
   };
@@ -522,7 +523,7 @@ TEST(DeviceStateTest, TheDeviceLeavesOutsideItsWindowAndKeepsItsStateAcrossResta
     // for the server, which is gone).
     test::Process again(kClient, {"--config", state + "/fl-client.toml"},
                         dir.path() + "/again.log");
-    EXPECT_TRUE(again.WaitForLog("15000 training samples", 60)) << again.Log();
+    EXPECT_TRUE(again.WaitForLog("3000 training samples", 60)) << again.Log();
     // A second device in the same folder would overwrite its residual: it
     // is refused.
     test::Process second(kClient, {"--config", state + "/fl-client.toml"},
