@@ -25,6 +25,7 @@
 #include "client/local_client.h"
 #include "client/schedule.h"
 #include "client/session.h"
+#include "common/cli_checks.h"
 #include "common/cli_config.h"
 #include "common/data_flags.h"
 #include "common/dataset.h"
@@ -111,21 +112,21 @@ void AddTrainingFlags(CLI::App& app, Cli& c) {
       ->capture_default_str();
   app.add_option("--num-partitions", c.num_partitions, "Shards --data is split into")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(fl::cli::Positive());
   app.add_option("--partition-index", c.partition_index, "Which shard this client holds")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(fl::cli::NonNegative());
   app.add_option("--alpha", c.alpha, "Dirichlet concentration (--partition dirichlet)")
       ->capture_default_str();
   app.add_option("--seed", c.seed, "Partition seed (must match the other clients')")
       ->capture_default_str();
   app.add_option("--threads", c.threads, "Intra-op threads for training")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(fl::cli::Positive());
   app.add_option("--progress-every", c.co.progress_seconds,
                  "Seconds between progress lines of a training round (percent done, ETA); 0: none")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(fl::cli::NonNegative());
 }
 
 // The device as a service: its state, its window, its priority; and the

@@ -53,7 +53,8 @@ std::string Scalar(const toml::node& v) {
 // stand for '-'), a table's name prefixes its keys.
 class TomlConfig final : public CLI::Config {
  public:
-  TomlConfig(const CLI::App* app, const CLI::Option* config) : app_(app), config_(config) {}
+  TomlConfig(const CLI::App* app, const CLI::Option* config, RenamedKeys renamed)
+      : app_(app), config_(config), renamed_(std::move(renamed)) {}
 
   std::string to_config(const CLI::App* app, bool default_also, bool write_description,
                         std::string prefix) const override {
@@ -72,24 +73,31 @@ class TomlConfig final : public CLI::Config {
                              std::to_string(e.source().begin.line) + ": " +
                              std::string(e.description()));
     }
-    std::vector<CLI::ConfigItem> items;
-    Flatten(table, "", path, &items);
-    return items;
+    std::vector<CLI::ConfigItem> out;
+    Flatten(table, "", "", path, &out);
+    return out;
   }
 
  private:
-  void Flatten(const toml::table& table, const std::string& prefix, const std::string& path,
-               std::vector<CLI::ConfigItem>* items) const {
+  // `prefix`: the tables' names as a flag's ("dp-"); `dotted`: as TOML
+  // writes them ("dp.").
+  void Flatten(const toml::table& table, const std::string& prefix, const std::string& dotted,
+               const std::string& path, std::vector<CLI::ConfigItem>* out) const {
     for (const auto& [k, node] : table) {
+      const std::string key = dotted + std::string(k.str());
       std::string name = prefix + std::string(k.str());
       std::replace(name.begin(), name.end(), '_', '-');
       const std::string where =
           "config file " + path + ", line " + std::to_string(node.source().begin.line);
       if (const toml::table* sub = node.as_table()) {
-        Flatten(*sub, name + "-", path, items);
+        Flatten(*sub, name + "-", key + ".", path, out);
         continue;
       }
       const CLI::Option* op = app_->get_option_no_throw("--" + name);
+      if (const auto renamed = renamed_.find(key); renamed != renamed_.end() && !op) {
+        throw CLI::ConfigError(where + ": '" + key + "' is now " + renamed->second +
+                               " (a key is a flag's long name: run with --help)");
+      }
       if (!op || op == config_ || name == "help") {
         throw CLI::ConfigError(where + ": unknown key '" + name + "'" + Nearest(name) +
                                " (a key is a flag's long name: run with --help)");
@@ -99,7 +107,7 @@ class TomlConfig final : public CLI::Config {
                                "' is a test hook; it is not taken from a config file");
       }
       // (min_clients and min-clients are one key: given twice, which would win?)
-      for (const auto& earlier : *items) {
+      for (const auto& earlier : *out) {
         if (earlier.name == name) {
           throw CLI::ConfigError(where + ": '" + name + "' is set twice in the file");
         }
@@ -130,7 +138,7 @@ class TomlConfig final : public CLI::Config {
         }
         item.inputs.push_back(v);
       }
-      items->push_back(std::move(item));
+      out->push_back(std::move(item));
     }
   }
 
@@ -152,18 +160,19 @@ class TomlConfig final : public CLI::Config {
 
   const CLI::App* app_;
   const CLI::Option* config_;
+  const RenamedKeys renamed_;
 };
 
 }  // namespace
 
-void AddConfigFile(CLI::App* app, const std::string& default_path) {
+void AddConfigFile(CLI::App* app, const std::string& default_path, RenamedKeys renamed) {
   CLI::Option* opt = app->set_config(
       "--config", default_path,
       "TOML file of settings: each key a flag's long name (min-clients = 10; a [dp] table "
       "prefixes its keys: noise-multiplier = 1.1 is --dp-noise-multiplier); flags given here "
       "override it");
   app->allow_config_extras(CLI::config_extras_mode::error);
-  app->config_formatter(std::make_shared<TomlConfig>(app, opt));
+  app->config_formatter(std::make_shared<TomlConfig>(app, opt, std::move(renamed)));
 }
 
 namespace {
@@ -174,9 +183,24 @@ std::string TomlValue(const std::string& v) {
   if (v == "true" || v == "false") return v;
   if (!v.empty()) {
     char* end = nullptr;
-    std::strtod(v.c_str(), &end);
+    const double d = std::strtod(v.c_str(), &end);
     const bool plain = v.find_first_not_of("0123456789+-.eE") == std::string::npos;
-    if (end == v.c_str() + v.size() && plain) return v;
+    if (end == v.c_str() + v.size() && plain) {
+      // A number, in one spelling whatever the command line's ("1.0", ".05",
+      // "007"), and one TOML reads: an integer as its digits (a 64-bit seed
+      // stays exact), any other as the shortest text of the same double.
+      const size_t digits = v[0] == '-' || v[0] == '+' ? 1 : 0;
+      if (v.size() > digits && v.find_first_not_of("0123456789", digits) == std::string::npos) {
+        const size_t first = std::min(v.find_first_not_of('0', digits), v.size() - 1);
+        return (v[0] == '-' ? "-" : "") + v.substr(first);
+      }
+      char b[32];
+      for (int precision = 6; precision <= 17; ++precision) {
+        std::snprintf(b, sizeof(b), "%.*g", precision, d);
+        if (std::strtod(b, nullptr) == d) break;
+      }
+      return b;
+    }
   }
   std::string out = "\"";
   for (unsigned char c : v) {
@@ -207,7 +231,7 @@ std::string EffectiveConfig(const CLI::App& app) {
     const std::string& name = op->get_lnames().front();
     if (name == "config" || name == "help") continue;
     std::vector<std::string> values = op->results();
-    const bool flag = op->get_type_size() == 0;
+    const bool flag = op->get_expected_min() == 0;
     if (flag) {
       // A flag: set or not (a false default is recorded as nothing).
       const std::string v = op->count() > 0 ? op->as<std::string>() : op->get_default_str();

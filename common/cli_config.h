@@ -22,6 +22,7 @@
 #ifndef FEDGE_COMMON_CLI_CONFIG_H_
 #define FEDGE_COMMON_CLI_CONFIG_H_
 
+#include <map>
 #include <string>
 
 #include "common/status.h"
@@ -32,10 +33,17 @@ class App;
 
 namespace fl {
 
+// Keys a tool's config files once had, by their TOML path ("federation.
+// round_deadline"), and what to write now ("'deadline'", quoted as the
+// message shows it): a file that still has one is refused with that in the
+// message.
+using RenamedKeys = std::map<std::string, std::string>;
+
 // Adds `--config FILE` to `app` (call after its other options; parse as
 // usual, e.g. CLI11_PARSE). `default_path`, when given, is read if it exists
 // and no --config was given.
-void AddConfigFile(CLI::App* app, const std::string& default_path = "");
+void AddConfigFile(CLI::App* app, const std::string& default_path = "",
+                   RenamedKeys renamed = {});
 
 // The effective configuration of a parsed `app`: every option with a long
 // name (other than --config and --help), one `key = value` line each, in

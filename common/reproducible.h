@@ -1,6 +1,6 @@
-// --reproducible ([sim] reproducible): the same seed gives the same model on
-// any x86-64 machine with AVX2 and FMA (Intel since Haswell, 2013; every AMD
-// Zen).
+// --reproducible (or a config file's reproducible = true): the same seed
+// gives the same model on any x86-64 machine with AVX2 and FMA (Intel since
+// Haswell, 2013; every AMD Zen).
 //
 // Aggregation is exact everywhere (common/fixed_point.h); what still differs
 // from one CPU to the next is which kernels the libraries under LibTorch pick

@@ -25,29 +25,21 @@ for z in $NOISES; do
 seed = 1
 rounds = $ROUNDS
 targets = [0.90, 0.95]
-[data]
-dir = "$ROOT/data/mnist"
+data = "$ROOT/data/mnist"
 partition = "iid"
-[model]
-name = "mnist_2nn"
-[federation]
+model = "mnist_2nn"
 clients = 1000
 fraction = 0.1
-round_deadline = 600
-[strategy]
-name = "fedavg"
-[privacy]
-noise_multiplier = $z
-clip = 0.5
-adaptive_clip = true
-delta = 1e-5
-[client]
+deadline = 600
+strategy = "fedavg"
+dp-noise-multiplier = $z
+dp-clip = 0.5
+dp-adaptive-clip = true
+dp-delta = 1e-5
 epochs = 1
 batch = 10
 lr = 0.1
-[sim]
 out = "$dir"
-[security]
 secure = false
 TOML
   "$SIM" --config "$dir.toml" --quiet > "$dir.log" 2>&1 || { echo "run z=$z failed (see $dir.log)"; exit 1; }

@@ -36,7 +36,7 @@ PORT="${PORT:-27555}"
 # 1. A folder of 600 training images per client: the first 10 of 100 IID
 # shards of MNIST's 60k training images (fl-partition, seed 1).
 if [ ! -f "$OUT/data/c$((CLIENTS - 1))/train-labels-idx1-ubyte" ]; then
-  "$BIN/fl-partition" --data "$MNIST" --scheme iid --clients $((60000 / PER_CLIENT)) \
+  "$BIN/fl-partition" --data "$MNIST" --partition iid --clients $((60000 / PER_CLIENT)) \
     --only $CLIENTS --seed 1 --out "$OUT/data" >/dev/null
 fi
 

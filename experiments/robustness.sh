@@ -50,34 +50,25 @@ run() {  # kind fraction rule
 seed = 1
 rounds = $ROUNDS
 targets = [0.97, 0.98, 0.99]
-[data]
-dir = "$ROOT/data/mnist"
+data = "$ROOT/data/mnist"
 partition = "iid"
-[model]
-name = "mnist_cnn"
-[federation]
+model = "mnist_cnn"
 clients = 100
 fraction = 0.1
-round_deadline = 60
-[strategy]
-name = "$strategy"
+deadline = 60
+strategy = "$strategy"
 clip = $clip
-trim_fraction = $trim
-krum_f = $f
-[adversary]
-fraction = $frac
-kind = "$tkind"
-scale = 10
-[client]
+trim-fraction = $trim
+krum-f = $f
+adversary-fraction = $frac
+adversary-kind = "$tkind"
+adversary-scale = 10
 epochs = 1
 batch = 10
 lr = 0.05
-[compression]
 sparsity = 0.9
-uplink_bits = 8
-[sim]
+uplink-bits = 8
 out = "$dir"
-[security]
 secure = false
 TOML
   local t0; t0=$(date +%s)

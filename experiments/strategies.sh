@@ -40,30 +40,23 @@ for part in $PARTITIONS; do
 seed = 1
 rounds = $ROUNDS
 targets = [0.97, 0.98, 0.99]
-stop_at_target = true
-[data]
-dir = "$ROOT/data/mnist"
+stop-at-target = true
+data = "$ROOT/data/mnist"
 partition = "$part"
-shards_per_client = 2
-[model]
-name = "mnist_cnn"
-[federation]
+shards-per-client = 2
+model = "mnist_cnn"
 clients = 100
 fraction = 0.1
-round_deadline = 600
-[strategy]
-name = "$strategy"
-server_lr = $server_lr
+deadline = 600
+strategy = "$strategy"
+server-lr = $server_lr
 mu = 0.01
-krum_f = 1
-[client]
+krum-f = 1
 epochs = 5
 batch = 10
 lr = $lr
-[compression]
 sparsity = 0.9
-uplink_bits = 8
-[sim]
+uplink-bits = 8
 out = "$dir"
 TOML
     resume=()

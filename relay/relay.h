@@ -105,7 +105,7 @@ class RelayUplink final {
 };
 
 // One relay aggregator in this process (fl-server --parent, fl-sim's
-// [topology] relays, fl-bench-ingest --relays): its Server, whose rounds come
+// --relays, fl-bench-ingest --relays): its Server, whose rounds come
 // through its own RelayLink, and the RelayUplink that carries them from the
 // parent.
 class Relay final {

@@ -51,7 +51,7 @@
 
 namespace fl {
 
-// What `fl-server --strategy ...` and fl-sim's [strategy] table set.
+// What `--strategy ...` sets (fl-server and fl-sim alike, server/flags.h).
 struct StrategyOptions {
   // fedavg, fedavgm, fedadagrad, fedadam, fedyogi, fedprox, median,
   // trimmed_mean, krum, multikrum.

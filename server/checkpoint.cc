@@ -24,9 +24,12 @@ constexpr uint32_t kMaxStrategyName = 64;
 constexpr uint32_t kMaxPruningText = 1024;
 // Settings added to the run settings after format 6 first shipped, with the
 // value a run had before it could set them.
-const std::array<std::pair<const char*, const char*>, 2> kSettingDefaults = {{
+// (--codec was written only when not q, before the options schema wrote
+// every run setting.)
+const std::array<std::pair<const char*, const char*>, 3> kSettingDefaults = {{
     {"--over-selection", "1"},
     {"--mode", "sync"},
+    {"--codec", "q"},
 }};
 // Longest run settings text a checkpoint may carry.
 constexpr uint32_t kMaxSettingsText = 1u << 20;

@@ -67,10 +67,10 @@ struct Checkpoint {
   std::string pruning;
   bool has_pruning{true};
   // The settings that shape the run's trajectory and the meaning of the
-  // strategy's state, one "--flag=value" per line (server/server.cc
-  // RunSettingsOf), so --resume refuses a run that would continue the same
-  // model under other hyperparameters. Empty: unknown (format 5 and older),
-  // not checked.
+  // strategy's state, one "--flag=value" per line (the options schema's run
+  // settings, server/flags.h RunSettingsText), so --resume refuses a run that
+  // would continue the same model under other hyperparameters. Empty: unknown
+  // (format 5 and older), not checked.
   std::string settings;
 };
 

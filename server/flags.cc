@@ -1,7 +1,13 @@
 #include "server/flags.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <type_traits>
+
 #include <CLI/CLI.hpp>
 
+#include "common/cli_checks.h"
 #include "common/codec.h"
 #include "common/data_flags.h"
 #include "common/wire/compact.h"
@@ -10,9 +16,56 @@ namespace fl {
 
 namespace {
 
+using Applies = std::function<bool(const ServerOptions&)>;
+
+bool Always(const ServerOptions&) { return true; }
+bool Sync(const ServerOptions& o) { return o.mode != "async"; }
+bool Async(const ServerOptions& o) { return o.mode == "async"; }
+bool Private(const ServerOptions& o) { return o.privacy.enabled(); }
+bool AdaptivelyClipped(const ServerOptions& o) {
+  return o.privacy.enabled() && o.privacy.adaptive_clip;
+}
+Applies StrategyIs(std::vector<std::string> names) {
+  return [names = std::move(names)](const ServerOptions& o) {
+    return std::find(names.begin(), names.end(), o.strategy.name) != names.end();
+  };
+}
+
+// A setting's value as a checkpoint records it: numbers in the shortest text
+// that reads back as the same value, booleans as true/false.
+template <typename T>
+std::string SettingText(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v ? "true" : "false";
+  } else if constexpr (std::is_integral_v<T>) {
+    return std::to_string(v);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    char b[32];
+    for (int digits = 6; digits <= 17; ++digits) {
+      std::snprintf(b, sizeof(b), "%.*g", digits, static_cast<double>(v));
+      if (std::strtod(b, nullptr) == static_cast<double>(v)) break;
+    }
+    return b;
+  } else {
+    return std::string(v);
+  }
+}
+
+// Declares the flag `opt`, bound to `value`, a run setting (flags.h) when
+// `applies`.
+template <typename T>
+CLI::Option* Setting(ServerFlags& f, CLI::Option* opt, const T& value, Applies applies = Always) {
+  f.settings.push_back({"--" + opt->get_lnames().front(), [&value] { return SettingText(value); },
+                        std::move(applies)});
+  return opt;
+}
+
 // Rounds: who takes part, when a round starts and ends, the scheduler.
-void AddRoundFlags(CLI::App& app, ServerOptions& o) {
-  app.add_option("--bind", o.bind, "Endpoint to listen on")->capture_default_str();
+void AddRoundFlags(CLI::App& app, ServerFlags& f, ServerFlagSet set) {
+  ServerOptions& o = f.o;
+  if (set == ServerFlagSet::kServer) {
+    app.add_option("--bind", o.bind, "Endpoint to listen on")->capture_default_str();
+  }
   app.add_option("--model", o.model,
                  "Architecture of the global model: a model zoo name, a TorchScript file (.pt; "
                  "its weights are the starting point), or a compressed model file (.flm from "
@@ -20,144 +73,210 @@ void AddRoundFlags(CLI::App& app, ServerOptions& o) {
       ->capture_default_str();
   app.add_option("--rounds", o.rounds, "Rounds to run")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::Positive());
   app.add_option("--min-clients", o.min_clients,
                  "Active clients needed to start a round (with --dp-* and relays: devices, a relay "
                  "counting as the devices it serves)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--fraction,-C", o.fraction, "Fraction of active clients selected per round")
-      ->capture_default_str()
-      ->check(CLI::Range(1e-9, 1.0));
-  app.add_option("--over-selection", o.over_selection,
-                 "Select this many times the devices a round needs and close it when --fraction "
-                 "x live updates are in; the rest are told their work is not needed (1 = off)")
-      ->capture_default_str();
+      // (fl-sim: 0 = every virtual client.)
+      ->check(set == ServerFlagSet::kServer ? cli::Positive() : cli::NonNegative());
+  Setting(f,
+          app.add_option("--fraction,-C", o.fraction,
+                         "Fraction of active clients selected per round")
+              ->capture_default_str()
+              ->check(CLI::Range(1e-9, 1.0)),
+          o.fraction, Sync);
+  Setting(f,
+          app.add_option("--over-selection", o.over_selection,
+                         "Select this many times the devices a round needs and close it when "
+                         "--fraction x live updates are in; the rest are told their work is not "
+                         "needed (1 = off)")
+              ->capture_default_str(),
+          o.over_selection, Sync);
   app.add_option("--deadline", o.round_deadline_seconds,
                  "Seconds a round waits for updates (async: a task is given up after this long)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--client-timeout", o.client_timeout_seconds,
-                 "Seconds of silence after which a client is not selected")
-      ->capture_default_str();
+      ->check(cli::Positive());
+  if (set == ServerFlagSet::kServer) {
+    app.add_option("--client-timeout", o.client_timeout_seconds,
+                   "Seconds of silence after which a client is not selected")
+        ->capture_default_str();
+  }
   app.add_option("--seed", o.seed, "Seed of the initial model and client selection")
       ->capture_default_str();
 }
 
 // Buffered asynchronous rounds (FedBuff).
-void AddAsyncFlags(CLI::App& app, ServerOptions& o) {
-  app.add_option("--mode", o.mode,
-                 "sync: rounds of --fraction of the live devices; async: buffered asynchronous FL "
-                 "(FedBuff): --concurrency devices train at all times and the model steps every "
-                 "--buffer updates (a step is a round of --rounds and rounds.csv)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"sync", "async"}));
-  app.add_option("--concurrency", o.async.concurrency,
-                 "async: tasks out on devices at once; an answer frees a slot for an idle device")
-      ->capture_default_str();
-  app.add_option("--buffer", o.async.buffer, "async: accepted updates per server step (K)")
-      ->capture_default_str();
-  app.add_option("--staleness-exponent", o.async.staleness_exponent,
-                 "async: an update tau steps behind counts 1/(1+tau)^a of a fresh one")
-      ->capture_default_str();
-  app.add_option(
-         "--max-staleness", o.async.max_staleness,
-         "async: updates more than this many steps behind are refused (too_stale); tasks that "
-         "old are given up and their slots handed on (low values pay with stragglers)")
-      ->capture_default_str();
+void AddAsyncFlags(CLI::App& app, ServerFlags& f) {
+  ServerOptions& o = f.o;
+  Setting(f,
+          app.add_option("--mode", o.mode,
+                         "sync: rounds of --fraction of the live devices; async: buffered "
+                         "asynchronous FL (FedBuff): --concurrency devices train at all times and "
+                         "the model steps every --buffer updates (a step is a round of --rounds "
+                         "and rounds.csv)")
+              ->capture_default_str()
+              ->check(CLI::IsMember({"sync", "async"})),
+          o.mode);
+  Setting(f,
+          app.add_option("--concurrency", o.async.concurrency,
+                         "async: tasks out on devices at once; an answer frees a slot for an idle "
+                         "device")
+              ->capture_default_str(),
+          o.async.concurrency, Async);
+  Setting(f,
+          app.add_option("--buffer", o.async.buffer, "async: accepted updates per server step (K)")
+              ->capture_default_str(),
+          o.async.buffer, Async);
+  Setting(f,
+          app.add_option("--staleness-exponent", o.async.staleness_exponent,
+                         "async: an update tau steps behind counts 1/(1+tau)^a of a fresh one")
+              ->capture_default_str(),
+          o.async.staleness_exponent, Async);
+  Setting(f,
+          app.add_option("--max-staleness", o.async.max_staleness,
+                         "async: updates more than this many steps behind are refused "
+                         "(too_stale); tasks that old are given up and their slots handed on (low "
+                         "values pay with stragglers)")
+              ->capture_default_str(),
+          o.async.max_staleness, Async);
 }
 
-// What devices train with (every TASK carries it).
-void AddTrainingFlags(CLI::App& app, ServerOptions& o) {
-  app.add_option("--epochs,-E", o.train.epochs, "Local epochs")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--batch,-B", o.train.batch_size, "Local batch size (0 = whole shard)")
-      ->capture_default_str();
-  app.add_option("--lr", o.train.lr, "Client SGD learning rate")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--lr-decay", o.lr_decay,
-                 "Client learning rate of round r: lr x lr-decay^(r-1), sent in the TASK")
-      ->capture_default_str();
-  app.add_option("--lr-min", o.lr_min, "Floor of the decayed client learning rate")
-      ->capture_default_str();
-  app.add_option("--momentum", o.train.momentum, "Client SGD momentum")->capture_default_str();
-  app.add_option("--weight-decay", o.train.weight_decay, "Client L2 weight decay")
-      ->capture_default_str();
-}
-
-// Aggregation (server/aggregator.h).
-void AddStrategyFlags(CLI::App& app, StrategyOptions& so) {
-  std::string names;
-  for (const auto& n : StrategyNames()) names += (names.empty() ? "" : " | ") + n;
-  app.add_option("--strategy", so.name, "Aggregation strategy: " + names)
-      ->capture_default_str()
-      ->group("Strategy");
+// What devices train with (every TASK carries it): run settings all.
+void AddTrainingFlags(CLI::App& app, ServerFlags& f) {
+  ServerOptions& o = f.o;
+  Setting(f,
+          app.add_option("--epochs,-E", o.train.epochs, "Local epochs")
+              ->capture_default_str()
+              ->check(cli::Positive()),
+          o.train.epochs);
+  Setting(f,
+          app.add_option("--batch,-B", o.train.batch_size, "Local batch size (0 = whole shard)")
+              ->capture_default_str(),
+          o.train.batch_size);
+  Setting(f,
+          app.add_option("--lr", o.train.lr, "Client SGD learning rate")
+              ->capture_default_str()
+              ->check(cli::Positive()),
+          o.train.lr);
   const struct {
     const char* flag;
     double* value;
     const char* help;
   } flags[] = {
-      {"--server-lr", &so.server_lr,
+      {"--lr-decay", &o.lr_decay,
+       "Client learning rate of round r: lr x lr-decay^(r-1), sent in the TASK"},
+      {"--lr-min", &o.lr_min, "Floor of the decayed client learning rate"},
+      {"--momentum", &o.train.momentum, "Client SGD momentum"},
+      {"--weight-decay", &o.train.weight_decay, "Client L2 weight decay"},
+  };
+  for (const auto& d : flags) {
+    Setting(f, app.add_option(d.flag, *d.value, d.help)->capture_default_str(), *d.value);
+  }
+}
+
+// Aggregation (server/aggregator.h): the strategy's parameters are run
+// settings where the strategy uses them.
+void AddStrategyFlags(CLI::App& app, ServerFlags& f) {
+  StrategyOptions& so = f.o.strategy;
+  std::string names;
+  for (const auto& n : StrategyNames()) names += (names.empty() ? "" : " | ") + n;
+  app.add_option("--strategy", so.name, "Aggregation strategy: " + names)
+      ->capture_default_str()
+      ->group("Strategy");
+  const Applies adaptive = StrategyIs({"fedadagrad", "fedadam", "fedyogi"});
+  const struct {
+    const char* flag;
+    double* value;
+    Applies applies;
+    const char* help;
+  } flags[] = {
+      {"--server-lr", &so.server_lr, Always,
        "Server learning rate (0 = the strategy's default: 1; fedadagrad 0.1; fedadam, fedyogi "
        "0.01)"},
-      {"--server-momentum", &so.momentum, "fedavgm: server momentum beta"},
-      {"--beta1", &so.beta1, "fedadagrad/fedadam/fedyogi: first moment decay"},
-      {"--beta2", &so.beta2, "fedadam/fedyogi: second moment decay"},
-      {"--tau", &so.tau, "fedadagrad/fedadam/fedyogi: adaptivity tau"},
-      {"--mu", &so.mu, "fedprox: proximal term mu sent to clients"},
-      {"--trim-fraction", &so.trim_fraction,
+      {"--server-momentum", &so.momentum, StrategyIs({"fedavgm"}),
+       "fedavgm: server momentum beta"},
+      {"--beta1", &so.beta1, adaptive, "fedadagrad/fedadam/fedyogi: first moment decay"},
+      {"--beta2", &so.beta2, StrategyIs({"fedadam", "fedyogi"}),
+       "fedadam/fedyogi: second moment decay"},
+      {"--tau", &so.tau, adaptive, "fedadagrad/fedadam/fedyogi: adaptivity tau"},
+      {"--mu", &so.mu, StrategyIs({"fedprox"}), "fedprox: proximal term mu sent to clients"},
+      {"--trim-fraction", &so.trim_fraction, StrategyIs({"trimmed_mean"}),
        "trimmed_mean: fraction beta dropped at each end of every coordinate"},
-      {"--clip", &so.clip,
+      {"--clip", &so.clip, Always,
        "Scale each update's delta to at most this L2 norm before aggregating, with any strategy "
        "(0 = off)"},
   };
-  for (const auto& f : flags) {
-    app.add_option(f.flag, *f.value, f.help)->capture_default_str()->group("Strategy");
+  for (const auto& d : flags) {
+    Setting(f, app.add_option(d.flag, *d.value, d.help)->capture_default_str()->group("Strategy"),
+            *d.value, d.applies);
   }
-  app.add_option("--krum-f", so.krum_f, "krum/multikrum: Byzantine devices tolerated (f)")
-      ->capture_default_str()
-      ->group("Strategy");
-  app.add_option("--krum-m", so.krum_m, "multikrum: updates averaged (0 = K - f)")
-      ->capture_default_str()
-      ->group("Strategy");
+  const Applies krum = StrategyIs({"krum", "multikrum"});
+  Setting(f,
+          app.add_option("--krum-f", so.krum_f, "krum/multikrum: Byzantine devices tolerated (f)")
+              ->capture_default_str()
+              ->group("Strategy"),
+          so.krum_f, krum);
+  Setting(f,
+          app.add_option("--krum-m", so.krum_m, "multikrum: updates averaged (0 = K - f)")
+              ->capture_default_str()
+              ->group("Strategy"),
+          so.krum_m, krum);
 }
 
 // Central differential privacy (server/privacy.h).
-void AddPrivacyFlags(CLI::App& app, PrivacyOptions& dp) {
-  app.add_option("--dp-noise-multiplier", dp.noise_multiplier,
-                 "DP-FedAvg noise multiplier z: Gaussian noise of sd z x clip on the sum of "
-                 "clipped deltas; devices are Poisson-sampled at rate --fraction (0 = no privacy)")
-      ->capture_default_str()
-      ->group("Privacy");
-  app.add_option("--dp-clip", dp.clip, "Clipping norm C of each delta (the start, when adaptive)")
-      ->capture_default_str()
-      ->group("Privacy");
-  app.add_flag("--dp-adaptive-clip", dp.adaptive_clip,
-               "Move the clipping norm toward --dp-target-quantile of the deltas' norms "
-               "(Andrew et al. 2021)")
-      ->group("Privacy");
-  app.add_option("--dp-target-quantile", dp.target_quantile,
-                 "Adaptive clipping: the quantile of delta norms to clip at")
-      ->capture_default_str()
-      ->group("Privacy");
+void AddPrivacyFlags(CLI::App& app, ServerFlags& f) {
+  PrivacyOptions& dp = f.o.privacy;
+  Setting(f,
+          app.add_option("--dp-noise-multiplier", dp.noise_multiplier,
+                         "DP-FedAvg noise multiplier z: Gaussian noise of sd z x clip on the sum "
+                         "of clipped deltas; devices are Poisson-sampled at rate --fraction (0 = "
+                         "no privacy)")
+              ->capture_default_str()
+              ->group("Privacy"),
+          dp.noise_multiplier);
+  Setting(f,
+          app.add_option("--dp-clip", dp.clip,
+                         "Clipping norm C of each delta (the start, when adaptive)")
+              ->capture_default_str()
+              ->group("Privacy"),
+          dp.clip, Private);
+  Setting(f,
+          app.add_flag("--dp-adaptive-clip", dp.adaptive_clip,
+                       "Move the clipping norm toward --dp-target-quantile of the deltas' norms "
+                       "(Andrew et al. 2021)")
+              ->group("Privacy"),
+          dp.adaptive_clip, Private);
+  Setting(f,
+          app.add_option("--dp-target-quantile", dp.target_quantile,
+                         "Adaptive clipping: the quantile of delta norms to clip at")
+              ->capture_default_str()
+              ->group("Privacy"),
+          dp.target_quantile, AdaptivelyClipped);
   app.add_option("--dp-delta", dp.delta, "delta of the (epsilon, delta) guarantee reported")
       ->capture_default_str()
       ->group("Privacy");
 }
 
 // The model's starting point and pruning.
-void AddModelFlags(CLI::App& app, ServerOptions& o) {
+void AddModelFlags(CLI::App& app, ServerFlags& f) {
+  ServerOptions& o = f.o;
   app.add_option("--model-file", o.model_file, "Start from this compressed model (fl-compress)");
   app.add_option("--model-signer", o.model_signer,
                  "Refuse the model file unless this identity (NAME.pub) signed it "
                  "(fl-compress prune --key)");
   app.add_option("--sparsity", o.sparsity, "Prune the initial model by magnitude to this")
       ->capture_default_str();
-  app.add_option("--trainable", o.trainable,
-                 "On-device transfer learning: comma-separated patterns of the tensors that train "
-                 "(e.g. 'fc2.*'); the others are frozen and deltas carry the trainable ones only");
+  Setting(f,
+          app.add_option("--trainable", o.trainable,
+                         "On-device transfer learning: comma-separated patterns of the tensors "
+                         "that train (e.g. 'fc2.*'); the others are frozen and deltas carry the "
+                         "trainable ones only"),
+          o.trainable);
+  app.add_option("--global-pruning", o.global_pruning,
+                 "Prune by magnitude across all layers at once (true), or each layer to the same "
+                 "sparsity (false); --erk sets the layers' sparsities itself")
+      ->default_str(o.global_pruning ? "true" : "false");
   app.add_flag("--erk", o.erk,
                "Layer-wise sparsity by Erdos-Renyi-Kernel (at initialisation and when pruning)");
   app.add_option("--prune-to", o.prune_to,
@@ -172,47 +291,68 @@ void AddModelFlags(CLI::App& app, ServerOptions& o) {
 // What goes over the wire: the uplink codec, the TASK's model format.
 void AddCompressionFlags(CLI::App& app, ServerFlags& f) {
   ServerOptions& o = f.o;
-  app.add_option("--codec", o.train.codec,
-                 "Client delta codec: q (block-quantized, --uplink-bits 32, 8, 4 or 2) or sign "
-                 "(1 bit per value and a scale per --block values; use it with error feedback)")
-      ->capture_default_str()
-      ->check(CLI::IsMember(CodecNames()));
-  f.uplink_bits = app.add_option("--uplink-bits", o.train.uplink_bits,
-                                 "Client delta bits per value: 32, 8, 4, 2 (codec q); 1 (codec "
-                                 "sign, its default)")
-                      ->capture_default_str();
-  app.add_option("--block", o.train.block, "Values per quantization scale")->capture_default_str();
-  app.add_option("--downlink", f.downlink, "Model values in TASKs: fp32 | fp16")
-      ->capture_default_str();
-  app.add_flag("--no-error-feedback", f.no_error_feedback,
-               "Clients do not carry the quantization residual");
-  app.add_flag("--nearest-rounding", f.nearest_rounding,
-               "Round to nearest instead of stochastically");
+  Setting(f,
+          app.add_option("--codec", o.train.codec,
+                         "Client delta codec: q (block-quantized, --uplink-bits 32, 8, 4 or 2) or "
+                         "sign (1 bit per value and a scale per --block values; use it with error "
+                         "feedback)")
+              ->capture_default_str()
+              ->check(CLI::IsMember(CodecNames())),
+          o.train.codec);
+  f.uplink_bits = Setting(f,
+                          app.add_option("--uplink-bits", o.train.uplink_bits,
+                                         "Client delta bits per value: 32, 8, 4, 2 (codec q); 1 "
+                                         "(codec sign, its default)")
+                              ->capture_default_str(),
+                          o.train.uplink_bits);
+  Setting(f,
+          app.add_option("--block", o.train.block, "Values per quantization scale")
+              ->capture_default_str(),
+          o.train.block);
+  Setting(f,
+          app.add_option("--downlink", f.downlink, "Model values in TASKs: fp32 | fp16")
+              ->capture_default_str(),
+          f.downlink);
+  Setting(f,
+          app.add_flag("--no-error-feedback", f.no_error_feedback,
+                       "Clients do not carry the quantization residual"),
+          f.no_error_feedback);
+  Setting(f,
+          app.add_flag("--nearest-rounding", f.nearest_rounding,
+                       "Round to nearest instead of stochastically"),
+          f.nearest_rounding);
 }
 
 // The evaluation, and the run's output.
-void AddEvaluationFlags(CLI::App& app, ServerFlags& f) {
+void AddEvaluationFlags(CLI::App& app, ServerFlags& f, ServerFlagSet set) {
   ServerOptions& o = f.o;
   app.add_option("--data", o.data.path,
                  "Data whose test split evaluates the model: an IDX folder (MNIST's file names), "
                  "a CSV file, or class folders of images")
       ->capture_default_str();
   AddDataFormatFlags(app, &o.data);
-  app.add_option("--classes", o.class_names,
-                 "The federation's class names by label index, comma-separated (class folders, "
-                 "CSV text labels): sent to devices, which number theirs alike, so a device that "
-                 "lacks a class still trains. Default: the test data's");
+  // What devices' inputs and labels mean: a resumed model trained on other
+  // ones would be fed other inputs, or its outputs read as other classes.
+  Setting(f, app.get_option("--normalize")->capture_default_str(), o.data.normalize);
+  Setting(f,
+          app.add_option("--classes", o.class_names,
+                         "The federation's class names by label index, comma-separated (class "
+                         "folders, CSV text labels): sent to devices, which number theirs alike, "
+                         "so a device that lacks a class still trains. Default: the test data's"),
+          o.class_names);
   app.add_flag("--no-eval", f.no_eval, "Do not evaluate the global model");
   app.add_option("--eval-every", o.eval_every, "Evaluate every N rounds")->capture_default_str();
   app.add_option("--eval-threads", o.eval_threads,
                  "LibTorch threads of the evaluation thread (it runs beside the receive thread, "
                  "overlapping the next round)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--out", o.out_dir, "Folder for rounds.csv, checkpoint.fl and round.wal");
+      ->check(cli::Positive());
+  app.add_option("--out", o.out_dir, "Folder for rounds.csv, checkpoint.fl and round.wal")
+      ->capture_default_str();
   app.add_flag("--resume", o.resume, "Continue from the checkpoint in --out");
   app.add_option("--linger", o.done_linger_seconds, "Seconds to answer stragglers after DONE")
       ->capture_default_str();
+  if (set != ServerFlagSet::kServer) return;
   // Test hooks: a slow server, a crash at a named point.
   app.add_option("--debug-eval-delay", o.debug_eval_delay_seconds,
                  "Seconds added to every evaluation (testing a slow server)")
@@ -243,7 +383,7 @@ void AddSecurityFlags(CLI::App& app, ServerOptions& o) {
                  "Most devices one relay's partial aggregate may average; a partial weighs at "
                  "most its devices x --max-examples (else refused: relay_weight)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive())
       ->group("Relays");
 }
 
@@ -256,23 +396,23 @@ void AddUpdateBoundFlags(CLI::App& app, ServerOptions& o) {
   app.add_option("--update-norm-factor", o.update_norm_factor,
                  "The derived bound on a delta's L2 norm, as a multiple of the L2 norm of the "
                  "run's starting model (0 with --max-update-norm 0 = no bound)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::NonNegative())
       ->capture_default_str();
   app.add_option("--max-param-value", o.max_param_value,
                  "Largest magnitude a global model parameter may take; an update that would move "
                  "one beyond it is refused (at most 65504 with --downlink fp16; below 4194304 = "
                  "2^22 in any case: the fixed-point range of exact aggregation)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive())
       ->capture_default_str();
   app.add_option("--max-examples", o.max_examples,
                  "Most examples an update counts with in the average (its weight), whatever "
                  "the device claims")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive())
       ->capture_default_str();
   app.add_option("--max-weight-ratio", o.max_weight_ratio,
                  "An update counts with at most this many times the median examples of the "
                  "round's selected devices (0 = no relative cap)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::NonNegative())
       ->capture_default_str();
 }
 
@@ -285,7 +425,7 @@ void AddCapacityFlags(CLI::App& app, ServerFlags& f) {
                  "Update bytes, and over CURVE TASK bytes, that may be on their way at once "
                  "(MiB): clients wait their turn, so transfers that happen together do not all "
                  "sit in the server's memory; one is always allowed. 0 = off")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::NonNegative())
       ->capture_default_str();
   app.add_option_function<double>(
          "--max-aggregation-mb",
@@ -298,12 +438,12 @@ void AddCapacityFlags(CLI::App& app, ServerFlags& f) {
                  "Connections held at once; a handshake past it is refused (connection_cap). "
                  "Lowered to fit the open-file limit (raised to its hard limit); 0 = that limit "
                  "(no cap if it is unlimited)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::NonNegative())
       ->capture_default_str();
   app.add_option("--max-clients", o.max_clients,
                  "Devices tracked at once; a new one past it replaces the least recently heard "
                  "one that is not live, or is refused (registry_full)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive())
       ->capture_default_str();
   app.add_option("--ingest-threads", o.ingest_threads,
                  "Threads that verify, decode and check received updates, the server's own "
@@ -314,16 +454,16 @@ void AddCapacityFlags(CLI::App& app, ServerFlags& f) {
 
 }  // namespace
 
-void AddServerFlags(CLI::App* app, ServerFlags* f) {
-  AddRoundFlags(*app, f->o);
-  AddAsyncFlags(*app, f->o);
-  AddTrainingFlags(*app, f->o);
-  AddStrategyFlags(*app, f->o.strategy);
-  AddPrivacyFlags(*app, f->o.privacy);
-  AddModelFlags(*app, f->o);
+void AddServerFlags(CLI::App* app, ServerFlags* f, ServerFlagSet set) {
+  AddRoundFlags(*app, *f, set);
+  AddAsyncFlags(*app, *f);
+  AddTrainingFlags(*app, *f);
+  AddStrategyFlags(*app, *f);
+  AddPrivacyFlags(*app, *f);
+  AddModelFlags(*app, *f);
   AddCompressionFlags(*app, *f);
-  AddEvaluationFlags(*app, *f);
-  AddSecurityFlags(*app, f->o);
+  AddEvaluationFlags(*app, *f, set);
+  if (set == ServerFlagSet::kServer) AddSecurityFlags(*app, f->o);
   AddUpdateBoundFlags(*app, f->o);
   AddCapacityFlags(*app, *f);
 }
@@ -353,6 +493,24 @@ Status FinishServerFlags(ServerFlags* f) {
     o.model.clear();
   }
   return Status::OK();
+}
+
+std::string RunSettingsText(const ServerOptions& o) {
+  // The schema's own binding, over a copy of `o`: each setting reads the
+  // value its flag would have given.
+  ServerFlags f;
+  f.o = o;
+  if (f.o.train.codec.empty()) f.o.train.codec = "q";
+  f.downlink = wire::ValueFormatName(o.downlink);
+  f.no_error_feedback = !o.train.error_feedback;
+  f.nearest_rounding = !o.train.stochastic_rounding;
+  CLI::App app;
+  AddServerFlags(&app, &f);
+  std::string text;
+  for (const RunSetting& s : f.settings) {
+    if (s.applies(f.o)) text += s.flag + "=" + s.value() + "\n";
+  }
+  return text;
 }
 
 }  // namespace fl

@@ -31,7 +31,7 @@
 
 namespace fl {
 
-// What `fl-server --dp-*` and fl-sim's [privacy] table set.
+// What the `--dp-*` flags set (fl-server and fl-sim alike, server/flags.h).
 struct PrivacyOptions {
   // z: noise standard deviation over the clipping norm. 0 = privacy off.
   double noise_multiplier{0};

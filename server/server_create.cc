@@ -19,6 +19,7 @@
 #include "crypto/model_code.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
+#include "server/flags.h"
 #include "server/conductor.h"
 #include "server/relay_link.h"
 
@@ -168,83 +169,23 @@ Result<std::vector<std::string>> ClassesOf(const ServerOptions& o, const ModelFi
 }
 
 // The settings that make a run what it is, as "--flag=value" lines (kept in
-// its checkpoints): what clients train with, how updates are compressed and
-// aggregated, the privacy mechanism and what trains. A resumed run with any of
-// them changed would continue the same model as another run (and a strategy's
-// or accountant's state under parameters it was not built with). Not in it:
-// --rounds (extending a run is what --resume is for), deadlines, timeouts,
-// evaluation and the update checks, which an operator may need to change on a
-// live fleet. The seed, strategy name and pruning schedule are checked apart.
-std::string RunSettingsOf(const ServerOptions& o, const Normalization& normalization,
+// its checkpoints): the flags the options schema declares run settings
+// (server/flags.cc), with what devices normalise with, the federation's
+// classes and the strategy's server learning rate as this run resolved them.
+// A resumed run with any of them changed would continue the same model as
+// another run (and a strategy's or accountant's state under parameters it was
+// not built with). Not in it: --rounds (extending a run is what --resume is
+// for), deadlines, timeouts, evaluation and the update checks, which an
+// operator may need to change on a live fleet. The seed, strategy name and
+// pruning schedule are checked apart.
+std::string RunSettingsOf(ServerOptions o, const Normalization& normalization,
                           const std::vector<std::string>& class_names) {
-  std::string text;
-  auto put = [&text](const char* flag, const std::string& value) {
-    text += std::string(flag) + "=" + value + "\n";
-  };
-  auto num = [](double v) {  // the shortest text that reads back as v
-    char b[32];
-    for (int digits = 6; digits <= 17; ++digits) {
-      std::snprintf(b, sizeof(b), "%.*g", digits, v);
-      if (std::strtod(b, nullptr) == v) break;
-    }
-    return std::string(b);
-  };
-  const StrategyOptions& s = o.strategy;
-  put("--mode", o.mode);
-  if (o.mode == "async") {
-    put("--concurrency", std::to_string(o.async.concurrency));
-    put("--buffer", std::to_string(o.async.buffer));
-    put("--staleness-exponent", num(o.async.staleness_exponent));
-    put("--max-staleness", std::to_string(o.async.max_staleness));
-  } else {
-    put("--fraction", num(o.fraction));
-    put("--over-selection", num(o.over_selection));
-  }
-  put("--epochs", std::to_string(o.train.epochs));
-  put("--batch", std::to_string(o.train.batch_size));
-  put("--lr", num(o.train.lr));
-  put("--lr-decay", num(o.lr_decay));
-  put("--lr-min", num(o.lr_min));
-  put("--momentum", num(o.train.momentum));
-  put("--weight-decay", num(o.train.weight_decay));
-  if (!o.train.codec.empty() && o.train.codec != "q") put("--codec", o.train.codec);
-  put("--uplink-bits", std::to_string(o.train.uplink_bits));
-  put("--block", std::to_string(o.train.block));
-  put("--no-error-feedback", o.train.error_feedback ? "false" : "true");
-  put("--nearest-rounding", o.train.stochastic_rounding ? "false" : "true");
-  put("--downlink", ValueFormatName(o.downlink));
-  put("--trainable", o.trainable);
-  // What devices' inputs and labels mean: a resumed model trained on other
-  // ones would be fed other inputs, or its outputs read as other classes.
-  put("--normalize", normalization.empty() ? "none" : normalization.ToString());
-  std::string classes;
-  for (const auto& name : class_names) classes += (classes.empty() ? "" : ",") + name;
-  put("--classes", classes);
-  put("--server-lr", num(s.server_lr > 0 ? s.server_lr : DefaultServerLr(s.name)));
-  if (s.name == "fedavgm") put("--server-momentum", num(s.momentum));
-  const bool adaptive = s.name == "fedadagrad" || s.name == "fedadam" || s.name == "fedyogi";
-  if (adaptive) {
-    put("--beta1", num(s.beta1));
-    put("--tau", num(s.tau));
-  }
-  if (s.name == "fedadam" || s.name == "fedyogi") put("--beta2", num(s.beta2));
-  if (s.name == "fedprox") put("--mu", num(s.mu));
-  if (s.name == "trimmed_mean") put("--trim-fraction", num(s.trim_fraction));
-  if (s.name == "krum" || s.name == "multikrum") {
-    put("--krum-f", std::to_string(s.krum_f));
-    put("--krum-m", std::to_string(s.krum_m));
-  }
-  put("--clip", num(s.clip));
-  const PrivacyOptions& p = o.privacy;
-  put("--dp-noise-multiplier", num(p.noise_multiplier));
-  if (p.enabled()) {
-    put("--dp-clip", num(p.clip));
-    put("--dp-adaptive-clip", p.adaptive_clip ? "true" : "false");
-    if (p.adaptive_clip) {
-      put("--dp-target-quantile", num(p.target_quantile));
-    }
-  }
-  return text;
+  o.data.normalize = normalization.empty() ? "none" : normalization.ToString();
+  o.class_names.clear();
+  for (const auto& name : class_names) o.class_names += (o.class_names.empty() ? "" : ",") + name;
+  StrategyOptions& s = o.strategy;
+  if (!(s.server_lr > 0)) s.server_lr = DefaultServerLr(s.name);
+  return RunSettingsText(o);
 }
 
 }  // namespace
@@ -605,8 +546,8 @@ Status Conductor::PruneInitialModel() {
       return Status::InvalidArgument(
           "--sparsity " + std::to_string(o_.sparsity),
           "pruning the initial model keeps no weight of '" + t.name +
-              "', so no signal would pass through it; prune by ERK (--erk, [compression] erk = "
-              "true) or layer by layer ([compression] global_pruning = false)");
+              "', so no signal would pass through it; prune by ERK (--erk) or layer by layer "
+              "(--global-pruning false)");
     }
   }
   spdlog::info("pruned the initial model to {:.1f}% sparsity{} ({} of {} parameters kept)",

@@ -68,31 +68,32 @@ TEST(AdversaryTest, ConfigKeysAreChecked) {
   test::TempDir dir;
   const std::string path = dir.path() + "/c.toml";
   test::WriteFile(path,
-                  "[adversary]\nfraction = 0.2\nkind = \"same_value\"\nscale = 3\n"
-                  "[strategy]\nname = \"multikrum\"\nkrum_f = 2\nclip = 4.5\n");
-  SimConfig c;
-  ASSERT_FL_OK(LoadSimConfig(path, &c));
+                  "strategy = \"multikrum\"\nkrum-f = 2\nclip = 4.5\n"
+                  "[adversary]\nfraction = 0.2\nkind = \"same_value\"\nscale = 3\n");
+  SimCommandLine line;
+  ASSERT_FL_OK(ParseSimFlags({"--config", path}, &line));
+  const SimConfig& c = line.config;
   EXPECT_EQ(c.adversary_fraction, 0.2);
   EXPECT_EQ(c.adversary_kind, "same_value");
   EXPECT_EQ(c.adversary_scale, 3);
-  EXPECT_EQ(c.strategy.name, "multikrum");
-  EXPECT_EQ(c.strategy.krum_f, 2);
-  EXPECT_EQ(c.strategy.clip, 4.5);
-  ASSERT_FL_OK(ValidateSimConfig(c));
+  EXPECT_EQ(c.server.strategy.name, "multikrum");
+  EXPECT_EQ(c.server.strategy.krum_f, 2);
+  EXPECT_EQ(c.server.strategy.clip, 4.5);
   // The effective config round-trips.
-  test::WriteFile(path, SimConfigToToml(c));
-  SimConfig back;
-  ASSERT_FL_OK(LoadSimConfig(path, &back));
-  EXPECT_EQ(back.adversary_kind, "same_value");
-  EXPECT_EQ(back.strategy.krum_f, 2);
-  c.adversary_kind = "bribery";
-  Status st = ValidateSimConfig(c);
-  EXPECT_NE(st.message().find("adversary.kind"), std::string::npos) << st.ToString();
-  c.adversary_kind = "scale";
-  c.strategy.name = "fedsgd";
-  EXPECT_FALSE(ValidateSimConfig(c).ok());
+  test::WriteFile(path, line.effective);
+  SimCommandLine back;
+  ASSERT_FL_OK(ParseSimFlags({"--config", path}, &back));
+  EXPECT_EQ(back.config.adversary_kind, "same_value");
+  EXPECT_EQ(back.config.server.strategy.krum_f, 2);
+  Status st = ParseSimFlags({"--adversary-kind", "bribery"}, &back);
+  EXPECT_NE(st.message().find("--adversary-kind"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(ParseSimFlags({"--strategy", "fedsgd"}, &back).ok());
   test::WriteFile(path, "[adversary]\nfracton = 0.2\n");
-  EXPECT_FALSE(LoadSimConfig(path, &back).ok());  // a typo is an error
+  st = ParseSimFlags({"--config", path}, &back);  // a typo is an error
+  EXPECT_NE(st.message().find("unknown key 'adversary-fracton'"), std::string::npos)
+      << st.ToString();
+  EXPECT_NE(st.message().find("did you mean 'adversary-fraction'"), std::string::npos)
+      << st.ToString();
 }
 
 }  // namespace

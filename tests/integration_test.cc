@@ -499,7 +499,7 @@ TEST(IntegrationTest, SimulatedAttackersRobustRulesAndPrivacy) {
   }
 }
 
-// fl-sim with [topology] relays: two relay aggregators, five virtual clients
+// fl-sim with --relays: two relay aggregators, five virtual clients
 // each, two of the ten poisoning (sign flip x 10). Relays that average hand
 // the poison up and the model is wrecked; relays that take the median of
 // their clients' deltas hand up clean partials (robust rules run where the
@@ -570,14 +570,14 @@ TEST(IntegrationTest, SimulationResumesWhereItStopped) {
   EXPECT_TRUE(*a == *b) << "the resumed run ends with another model";
 }
 
-// stop_at_target: a rounds-to-accuracy sweep ends the run after the first
+// --stop-at-target: a rounds-to-accuracy sweep ends the run after the first
 // round at the highest target, exit code 0, checkpointed so that --resume can
 // take it further.
 TEST(IntegrationTest, SimulationStopsAtItsTarget) {
   test::TempDir dir;
   const std::string config = dir.path() + "/stop.toml", out = dir.path() + "/run";
   ASSERT_FL_OK(
-      WriteFileAtomic(config, "rounds = 4\ntargets = [0.2, 0.3]\nstop_at_target = true\n"));
+      WriteFileAtomic(config, "rounds = 4\ntargets = [0.2, 0.3]\nstop-at-target = true\n"));
   test::Process sim(kSim,
                     {"--config", config, "--model", "mnist_2nn", "--clients", "4", "--fraction",
                      "0.5", "--epochs", "1", "--data", test::SmallMnistDir(), "--out", out, "--quiet"},
@@ -610,12 +610,11 @@ TEST(IntegrationTest, SimulationInAsyncMode) {
     const std::string config = dir.path() + "/async.toml", out = dir.path() + "/run";
     ASSERT_FL_OK(WriteFileAtomic(
         config,
-        "rounds = 6\n[federation]\nmode = \"async\"\nconcurrency = 3\nbuffer = 2\n"
-        "[strategy]\nname = \"" +
-            strategy + "\"\n[devices]\nstraggler_fraction = 0.34\nstraggler_slowdown = 3.0\n" +
+        "rounds = 6\nmode = \"async\"\nconcurrency = 3\nbuffer = 2\nstrategy = \"" + strategy +
+            "\"\nstraggler-fraction = 0.34\nstraggler_slowdown = 3.0\n" +
             // The second run as deployed: CURVE, enrolled signed devices, the
             // TASK window (every task's envelope signed for it).
-            (strategy == "fedavgm" ? "[security]\nsecure = true\n" : "")));
+            (strategy == "fedavgm" ? "secure = true\n" : "")));
     // (The whole of MNIST: on 12,000 examples FedAvgM's stale steps can
     // overshoot, and which updates are stale depends on the timing.)
     test::Process sim(kSim,
@@ -643,7 +642,7 @@ TEST(IntegrationTest, SimulationInAsyncMode) {
     EXPECT_GT(std::stod(rows.back().accuracy), 0.5) << strategy << "\n" << *csv;
     auto effective = ReadFile(out + "/config.toml");
     ASSERT_FL_OK(effective);
-    EXPECT_NE(effective->find("mode = 'async'"), std::string::npos) << *effective;
+    EXPECT_NE(effective->find("mode = \"async\""), std::string::npos) << *effective;
     EXPECT_EQ(effective->find("secure = true") != std::string::npos, strategy == "fedavgm")
         << *effective;
   }
@@ -983,9 +982,9 @@ TEST(IntegrationTest, SimulationOnCsvWithItsNaturalSplit) {
   const std::string model = dir.path() + "/mlp.pt";
   ASSERT_NO_FATAL_FAILURE(MakeMlp(model, "4,32,3"));
   ASSERT_FL_OK(WriteFileAtomic(dir.path() + "/sim.toml",
-                               "rounds = 3\n[data]\npartition = \"column\"\n"
-                               "group_column = \"user\"\nlabel_column = \"species\"\n"
-                               "test_fraction = 0.25\n[client]\nepochs = 2\nlr = 0.1\n"));
+                               "rounds = 3\npartition = \"column\"\n"
+                               "group-column = \"user\"\nlabel-column = \"species\"\n"
+                               "test-fraction = 0.25\nepochs = 2\nlr = 0.1\n"));
   auto run = [&](const std::string& clients, const std::string& out) {
     test::Process sim(kSim,
                       {"--config", dir.path() + "/sim.toml", "--data", dir.path() + "/train.csv",

@@ -2,8 +2,8 @@
 // fl-server + fl-client as separate processes:
 //   - a 3-round fl-sim CNN run ends with the same global.flm under two ISA
 //     settings of the environment (what an AVX2 machine's libraries pick, and
-//     what an older ISA's would), from the flag and from [sim] reproducible,
-//     and writes its seed and kernels into summary.json;
+//     what an older ISA's would), from the flag and from a config file's
+//     `reproducible = true`, and writes its seed and kernels into summary.json;
 //   - without --reproducible the same two settings end with other models: the
 //     settings do change the kernels, so the equality above is the pinning's;
 //   - fl-server and fl-client with --reproducible (flags or --config key)
@@ -101,7 +101,7 @@ TEST(ReproducibleTest, TheSameSeedGivesTheSameCnnUnderEitherIsa) {
   const std::string config = dir.path() + "/repro.toml";
   {
     std::ofstream out(config);
-    out << "[sim]\nreproducible = true\n";
+    out << "reproducible = true\n";
   }
   const SimRun a = RunSim(dir.path(), "repro-a", kIsaA, {"--reproducible"});
   const SimRun b = RunSim(dir.path(), "repro-b", kIsaB, {"--config", config});

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Time to accuracy on a heterogeneous fleet: MNIST CNN, IID, K=100, C=0.1,
 # E=5, B=10, lr 0.15; 30% of the devices 10x slower than this machine, every
-# device dropping out of 10% of its tasks ([devices] in fl-sim). Runs: sync
+# device dropping out of 10% of its tasks (fl-sim --straggler-fraction, --dropout). Runs: sync
 # FedAvg, sync FedAvg with over-selection 1.3 (Bonawitz et al. 2019), and
 # FedBuff (mode async: 10 devices training at all times, as many as a sync
 # round selects; a server step every BUFFER updates, default 3; staleness
 # exponent 0.5; tasks more than MAX_STALENESS steps old given up, default 2;
 # STRATEGY and SERVER_LR set the server's rule, default fedavg at 1.0), each
-# until 97% test accuracy (stop_at_target) or ROUNDS rounds (server steps in
+# until 97% test accuracy (--stop-at-target) or ROUNDS rounds (server steps in
 # async).
 # SPARSE=1: 90% sparse at initialisation (ERK) with 8-bit uplink deltas (EF=0: without
 # error feedback).
@@ -37,39 +37,33 @@ for mode in $MODES; do
   over=1
   [ "$mode" = over_selection ] && over=1.3
   scheduler=$'mode = "sync"'
-  [ "$mode" = async ] && scheduler=$'mode = "async"\nconcurrency = 10\nbuffer = '"$BUFFER"$'\nstaleness_exponent = 0.5\nmax_staleness = '"$MAX_STALENESS"
+  [ "$mode" = async ] && scheduler=$'mode = "async"\nconcurrency = 10\nbuffer = '"$BUFFER"$'\nstaleness-exponent = 0.5\nmax-staleness = '"$MAX_STALENESS"
   steps=$ROUNDS
   [ "$mode" = async ] && steps=$((ROUNDS * 10 / BUFFER))
   compression=""
-  [ "$sparse" = 1 ] && compression=$'[compression]\nsparsity = 0.9\nerk = true\nuplink_bits = 8'
-  [ "$sparse" = 1 ] && [ "${EF:-1}" = 0 ] && compression+=$'\nerror_feedback = false'
+  [ "$sparse" = 1 ] && compression=$'sparsity = 0.9\nerk = true\nuplink-bits = 8'
+  [ "$sparse" = 1 ] && [ "${EF:-1}" = 0 ] && compression+=$'\nno-error-feedback = true'
   dir="$OUT/${mode}_sparse${sparse}_$STRATEGY"
   cat > "$dir.toml" <<TOML
 seed = 1
 rounds = $steps
 targets = [0.97]
-stop_at_target = true
-[data]
-dir = "$ROOT/data/mnist"
+stop-at-target = true
+data = "$ROOT/data/mnist"
 partition = "iid"
-[model]
-name = "mnist_cnn"
-[federation]
+model = "mnist_cnn"
 clients = 100
 fraction = 0.1
-round_deadline = 60
-over_selection = $over
+deadline = 60
+over-selection = $over
 $scheduler
-[strategy]
-name = "$STRATEGY"
-server_lr = $SERVER_LR
-[client]
+strategy = "$STRATEGY"
+server-lr = $SERVER_LR
 epochs = 5
 batch = 10
 lr = 0.15
-[devices]
-straggler_fraction = 0.3
-straggler_slowdown = 10.0
+straggler-fraction = 0.3
+straggler-slowdown = 10.0
 dropout = 0.1
 $compression
 TOML

@@ -46,10 +46,9 @@ for task in mlp cnn; do
   echo "$task,central (50 epochs),,$acc,,,,,$(( $(date +%s) - t0 ))"
   # Pruned at initialisation by ERK: ranked globally, the MLP's classifier
   # (smaller initial weights) would lose every weight, which fl-sim refuses.
-  printf '[compression]\nerk = true\n' > "$OUT/erk.toml"
   for run in dense sparse90_q8; do
     extra=(--uplink-bits 32)
-    [ $run = sparse90_q8 ] && extra=(--config "$OUT/erk.toml" --uplink-bits 8 --sparsity 0.9)
+    [ $run = sparse90_q8 ] && extra=(--erk --uplink-bits 8 --sparsity 0.9)
     dir="$OUT/${task}_$run"
     t0=$(date +%s)
     "$BIN/fl-sim" --data "$data" --test-fraction 0.2 --model "$model" --clients 10 \

@@ -12,7 +12,7 @@ OUT="${1:?usage: trainable.sh OUT_DIR [ROUNDS]}"
 ROUNDS="${2:-3}"
 BIN="$ROOT/build/bin"
 mkdir -p "$OUT"
-[ -d "$OUT/devices/c0" ] || "$BIN/fl-partition" --data "$ROOT/data/mnist" --scheme iid \
+[ -d "$OUT/devices/c0" ] || "$BIN/fl-partition" --data "$ROOT/data/mnist" --partition iid \
   --clients 100 --only 1 --out "$OUT/devices" > /dev/null
 echo "trainable,parameters_trained,train_seconds_per_round,client_peak_rss_MiB,update_bytes"
 for trainable in all 'fc2.*'; do

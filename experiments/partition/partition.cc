@@ -6,7 +6,7 @@
 // train-* IDX files of its own folder, ready for fl-client --data. With
 // --test, every folder also gets the test split (for clients that evaluate).
 //
-//   fl-partition --data data/mnist --scheme iid --clients 100 --only 10 --out runs/devices
+//   fl-partition --data data/mnist --partition iid --clients 100 --only 10 --out runs/devices
 //   -> runs/devices/c0 ... runs/devices/c9, 600 images each
 #include "common/partition.h"
 
@@ -48,12 +48,12 @@ int main(int argc, char** argv) {
   app.add_option("--data", data.path,
                  "Data to split (its training split): an IDX folder, a CSV file or class folders")
       ->capture_default_str();
-  app.add_option("--scheme", scheme,
+  app.add_option("--partition,--scheme", scheme,
                  "iid | shards | dirichlet | column (a CSV column naming each sample's device: "
-                 "--group-column)")
+                 "--group-column); fl-sim's and fl-client's --partition")
       ->capture_default_str();
   app.add_option("--group-column", data.group_column,
-                 "CSV data, --scheme column: the column naming each sample's device (name or "
+                 "CSV data, --partition column: the column naming each sample's device (name or "
                  "0-based index)");
   app.add_option("--test-data", data.test_path, "With --test: where the test split comes from");
   app.add_option("--test-fraction", data.test_fraction,
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   app.add_option("--only", only, "Write only the first N shards (0: all)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--alpha", alpha, "Dirichlet concentration (--scheme dirichlet)")
+  app.add_option("--alpha", alpha, "Dirichlet concentration (--partition dirichlet)")
       ->capture_default_str();
   app.add_option("--seed", seed, "Partition seed")->capture_default_str();
   app.add_flag("--test", with_test, "Also copy the test split into every folder");

@@ -26,6 +26,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -39,6 +40,7 @@
 #include "common/partition.h"
 #include "common/reproducible.h"
 #include "common/text.h"
+#include "common/wire/compact.h"
 #include "crypto/ed25519.h"
 #include "crypto/identity.h"
 #include "crypto/sha256.h"
@@ -191,7 +193,7 @@ ClientOptions ClientOptionsFor(const SimConfig& c, int k, const SimIdentities* i
   // Heterogeneous devices ([devices]): held-back updates and dropouts.
   co.slowdown = slowdown;
   co.dropout = c.dropout;
-  co.fault_seed = c.seed;
+  co.fault_seed = c.server.seed;
   // A worker trains its clients one after another, so a client can stay
   // silent for many rounds' worth of training; never give up on the server.
   co.server_timeout_seconds = 1e9;
@@ -239,7 +241,7 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
                const Adversaries& adversaries, const SimIdentities* identities,
                const std::vector<std::string>& endpoints, std::shared_ptr<transport::Context> ctx,
                Worker* w) {
-  auto shared = NewSharedModel(c.model);
+  auto shared = NewSharedModel(c.server.model);
   if (!shared.ok()) {
     w->status = shared.status();
     return;
@@ -250,7 +252,7 @@ void RunWorker(const SimConfig& c, const Dataset& train, const Partition& parts,
   for (int k : w->ids) {
     const bool poisons = adversaries.Has(k);
     const Dataset& data = poisons && adversaries.flipped ? *adversaries.flipped : train;
-    auto lc = LocalClient::Create(c.model, data, parts[k], /*threads=*/1, *shared);
+    auto lc = LocalClient::Create(c.server.model, data, parts[k], /*threads=*/1, *shared);
     if (!lc.ok()) {
       w->status = lc.status().WithContext("virtual client " + std::to_string(k));
       return;
@@ -362,35 +364,54 @@ Result<Dataset> LoadDeviceFolders(const std::string& dir, const DataOptions& dat
   return all;
 }
 
-// --resume: the run in c.out was made with this config (rounds and workers
-// aside), and the accuracy of each round its rounds.csv holds.
-Status CheckResumableRun(const SimConfig& c, std::vector<std::pair<uint64_t, double>>* earlier) {
-  SimConfig before;
-  const std::string path = c.out + "/config.toml";
-  if (Status st = LoadSimConfig(path, &before); !st.ok()) {
-    return Status::InvalidArgument("--resume: no run to continue in " + c.out, st.message());
+// The "key = value" lines of an effective configuration (comments and
+// blank lines dropped), but for the keys a resumed run may change: its
+// length, reporting and pacing, which do not change the model.
+std::vector<std::string> ComparedSettings(const std::string& toml) {
+  static const std::set<std::string> may_differ = {
+      "rounds",   "workers", "ingest-threads", "out",       "targets",      "stop-at-target",
+      "eval-every", "deadline", "heartbeat",  "resume",    "quiet",        "eval-threads",
+      "linger",   "no-eval"};
+  std::vector<std::string> out;
+  std::istringstream in(toml);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (may_differ.count(line.substr(0, line.find(" = ")))) continue;
+    out.push_back(line);
   }
-  // What does not change the model may change: length, reporting, pacing.
-  before.rounds = c.rounds;
-  before.workers = c.workers;
-  before.ingest_threads = c.ingest_threads;
-  before.out = c.out;
-  before.targets = c.targets;
-  before.stop_at_target = c.stop_at_target;
-  before.eval_every = c.eval_every;
-  before.round_deadline = c.round_deadline;
-  before.heartbeat = c.heartbeat;
-  const std::string was = SimConfigToToml(before), now = SimConfigToToml(c);
-  if (was != now) {
-    std::istringstream a(was), b(now);
-    std::string la, lb;
-    while (std::getline(a, la) && std::getline(b, lb) && la == lb) {
-    }
+  return out;
+}
+
+// --resume: the run in --out was made with these settings (`effective`,
+// pacing and reporting aside), and the accuracy of each round its
+// rounds.csv holds.
+Status CheckResumableRun(const SimConfig& c, const std::string& effective,
+                         std::vector<std::pair<uint64_t, double>>* earlier) {
+  const std::string path = c.server.out_dir + "/config.toml";
+  auto before = ReadFile(path);
+  if (!before.ok()) {
+    return Status::InvalidArgument("--resume: no run to continue in " + c.server.out_dir,
+                                   before.status().message());
+  }
+  // An older fl-sim wrote its keys in tables: its checkpoint's run settings
+  // (which the server compares as it resumes) are the check then.
+  const bool older = before->find("\n[") != std::string::npos;
+  if (older) {
+    std::printf("        %s is an older fl-sim's; the checkpoint's run settings are checked\n",
+                path.c_str());
+  }
+  const std::vector<std::string> was = ComparedSettings(*before), now = ComparedSettings(effective);
+  if (!older && was != now) {
+    size_t i = 0;
+    while (i < was.size() && i < now.size() && was[i] == now[i]) ++i;
     return Status::InvalidArgument(
-        path, "--resume continues a run with the config it was made with; it had '" + la +
-                  "', this one has '" + lb + "'");
+        path, "--resume continues a run with the settings it was made with; it had '" +
+                  (i < was.size() ? was[i] : std::string("nothing more")) +
+                  "', this one has '" + (i < now.size() ? now[i] : std::string("nothing more")) +
+                  "'");
   }
-  std::ifstream in(c.out + "/rounds.csv");
+  std::ifstream in(c.server.out_dir + "/rounds.csv");
   std::string line;
   std::vector<std::string> header;
   if (std::getline(in, line)) header = Split(line, ',');
@@ -532,184 +553,42 @@ class Relays {
   std::vector<std::unique_ptr<Relay>> relays_;
 };
 
-// The --config FILE among the arguments, read before they are parsed: the
-// file's values are the flags' defaults.
-std::string ConfigArgument(int argc, char** argv) {
-  std::string config;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) {
-      config = argv[++i];
-    } else if (a.rfind("--config=", 0) == 0) {
-      config = a.substr(9);
-    }
-  }
-  return config;
-}
-
 // True when the command line asks for --reproducible, itself or through its
-// --config file's [sim] reproducible (read here before anything starts;
-// errors in the file are Main's to report).
+// --config file (read here before anything starts; errors are Main's to
+// report).
 bool WantsReproducible(int argc, char** argv) {
-  int flag = -1;  // the last --reproducible[=VALUE] given: 1, 0; -1: none
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--reproducible") {
-      flag = 1;
-    } else if (a.rfind("--reproducible=", 0) == 0) {
-      // CLI11's words for a flag's value.
-      const std::string v = a.substr(15);
-      flag = v == "false" || v == "0" || v == "no" || v == "off" || v == "disable" ? 0 : 1;
-    }
-  }
-  const std::string config = ConfigArgument(argc, argv);
-  if (flag >= 0 || config.empty()) return flag == 1;
-  SimConfig c;
-  return LoadSimConfig(config, &c).ok() && c.reproducible;
+  SimCommandLine line;
+  return ParseSimFlags(std::vector<std::string>(argv + 1, argv + argc), &line).ok() &&
+         line.config.reproducible;
 }
 
-bool AsksForHelp(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+// The flags (and the config file under them), then the checks. 0, or the
+// exit code of a run that cannot start (-1: --help was shown).
+int ParseSim(int argc, char** argv, SimCommandLine* line) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (std::find(args.begin(), args.end(), "--help") != args.end() ||
+      std::find(args.begin(), args.end(), "-h") != args.end()) {
+    std::printf("%s\n%s\n", SimHelp().c_str(),
+                MpiWorld::Built()
+                    ? "MPI: built with MPI; mpirun -np N fl-sim ... spreads the virtual clients "
+                      "over N processes (rank 0 runs the server)"
+                    : "MPI: built without MPI (install libopenmpi-dev and rebuild for mpirun -np "
+                      "N fl-sim)");
+    return -1;
   }
-  return false;
-}
-
-// What the command line adds to the config file.
-struct SimFlags {
-  std::string config_path;
-  bool quiet = false;
-  bool resume = false;
-};
-
-// The run: federation, clients, rounds; each flag replaces the config
-// file's value when given (the file's values are the defaults).
-void AddRunFlags(CLI::App& app, SimConfig& c) {
-  app.add_option("--rounds", c.rounds, "Rounds to run");
-  app.add_option("--clients,-K", c.clients, "Number of virtual clients K");
-  app.add_option("--fraction,-C", c.fraction, "Fraction of clients per round");
-  app.add_option("--data", c.data_dir,
-                 "Training data: an IDX folder (MNIST's file names), a CSV file, class folders "
-                 "of images, or with --partition folders a folder of device folders");
-  app.add_option("--seed", c.seed, "Seed");
-  app.add_option("--out", c.out, "Results folder");
-  app.add_option("--workers", c.workers, "Worker threads (0 = one per core)");
-  app.add_option("--ingest-threads", c.ingest_threads,
-                 "The server's threads that verify, decode and check updates ([sim] "
-                 "ingest_threads; 0 = one per core)");
-  app.add_option("--epochs,-E", c.epochs, "Local epochs");
-  app.add_option("--lr", c.lr, "Client learning rate");
-  app.add_option("--partition", c.partition,
-                 "iid | shards | dirichlet | folders (one sub-folder of --data per client) | "
-                 "column (a CSV column naming each sample's device: [data] group_column)");
-  app.add_option("--alpha", c.alpha, "Dirichlet concentration");
-  app.add_option("--model", c.model, "Model zoo architecture or TorchScript file (.pt)");
-  app.add_option("--model-file", c.model_file, "Start from this .flm file");
-  app.add_option("--sparsity", c.sparsity, "Prune the initial model to this");
-  app.add_option("--codec", c.codec,
-                 "Delta codec: q (quantized at --uplink-bits) | sign (1 bit a value, a scale per "
-                 "block)")
-      ->check(CLI::IsMember(CodecNames()));
-  app.add_option("--uplink-bits", c.uplink_bits, "Delta bits per value: 32, 8, 4, 2 (q), 1 (sign)");
-  app.add_option("--downlink", c.downlink, "Model values in TASKs: fp32 | fp16");
-  app.add_option("--trainable", c.trainable,
-                 "Patterns of the tensors that train, e.g. 'fc2.*' ([model] trainable; default "
-                 "all)");
-  app.add_flag("--stop-at-target", c.stop_at_target,
-               "End the run once a round reaches the highest of the targets (stop_at_target; "
-               "resumable)");
-  app.add_flag("--reproducible", c.reproducible,
-               std::string(kReproducibleHelp) + " ([sim] reproducible)");
-}
-
-// Data, topology, security, strategy and attackers.
-void AddSetupFlags(CLI::App& app, SimConfig& c) {
-  app.add_option("--test-data", c.test_dir,
-                 "Test split the server evaluates on: an IDX folder (its t10k files), a CSV file "
-                 "or class folders ([data] test_dir; default the test split of --data)");
-  app.add_option("--test-fraction", c.test_fraction,
-                 "Hold out this fraction of --data as the test split ([data] test_fraction)");
-  app.add_option("--label-column", c.label_column,
-                 "CSV data: the label column, by name or 0-based index ([data] label_column; "
-                 "default the last)");
-  app.add_option("--normalize", c.normalize,
-                 "mean,std[,mean,std...], auto (from the training split; default) or none ([data] "
-                 "normalize)");
-  app.add_option("--relays", c.relays,
-                 "Relay aggregators between the server and the clients ([topology] relays; 0 = "
-                 "none)");
-  app.add_option("--relay-strategy", c.relay_strategy,
-                 "The relays' rule ([topology] relay_strategy): fedavg, or a robust rule applied "
-                 "per relay (median, trimmed_mean, krum, multikrum)");
-  app.add_flag("--secure", c.secure,
-               "Identities per virtual client, CURVE transport, signed messages ([security] "
-               "secure)");
-  app.add_option("--strategy", c.strategy.name,
-                 "Aggregation strategy ([strategy] name): fedavg, fedavgm, fedadagrad, fedadam, "
-                 "fedyogi, fedprox, median, trimmed_mean, krum, multikrum");
-  app.add_option("--clip", c.strategy.clip, "Clip each delta to this L2 norm ([strategy] clip)");
-  app.add_option("--adversary-fraction", c.adversary_fraction,
-                 "Fraction of malicious clients ([adversary] fraction)");
-  app.add_option("--adversary-kind", c.adversary_kind,
-                 "sign_flip | scale | noise | label_flip | same_value ([adversary] kind)");
-  app.add_option("--adversary-scale", c.adversary_scale, "Attack scale s ([adversary] scale)");
-  app.add_option("--dp-noise-multiplier", c.privacy.noise_multiplier,
-                 "DP-FedAvg noise multiplier ([privacy] noise_multiplier)");
-}
-
-// The config file, then the flags over it, then the checks. 0, or the exit
-// code of a run that cannot start.
-int ParseSim(int argc, char** argv, SimConfig* c, SimFlags* f) {
-  f->config_path = ConfigArgument(argc, argv);
-  if (!f->config_path.empty()) {
-    Status st = LoadSimConfig(f->config_path, c);
-    // (--help is shown even when the file has a mistake.)
-    if (!st.ok() && !AsksForHelp(argc, argv)) {
-      std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
-      return 2;
-    }
-  }
-  CLI::App app{"fl-sim: a federated learning experiment with K virtual clients on one machine"};
-  // --help shows each option's value: the config file's, else the default.
-  app.option_defaults()->always_capture_default();
-  app.add_option("--config", f->config_path, "TOML experiment config (see experiments/configs/)");
-  AddRunFlags(app, *c);
-  AddSetupFlags(app, *c);
-  app.add_flag("--quiet", f->quiet, "Print only the final table");
-  app.add_flag("--resume", f->resume,
-               "Continue the run in --out from its last checkpoint, up to --rounds rounds in all "
-               "(the config must be the one the run was made with; only rounds, targets, "
-               "stop_at_target, eval_every, round_deadline, heartbeat, workers and "
-               "ingest_threads may differ)");
-  app.footer(MpiWorld::Built()
-                 ? "MPI: built with MPI; mpirun -np N fl-sim ... spreads the virtual clients over "
-                   "N processes (rank 0 runs the server)"
-                 : "MPI: built without MPI (install libopenmpi-dev and rebuild for mpirun -np N "
-                   "fl-sim)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? -1 : rc;  // (-1: --help, done)
-  }
-  // --codec sign sends 1 bit a value unless --uplink-bits says otherwise;
-  // --codec q over a file's sign codec, the default width (q has no 1 bit).
-  if (app.count("--codec") && !app.count("--uplink-bits")) {
-    if (c->codec == "sign") c->uplink_bits = 1;
-    if (c->codec != "sign" && c->uplink_bits == 1) c->uplink_bits = SimConfig().uplink_bits;
-  }
-  if (Status st = ValidateSimConfig(*c); !st.ok()) {
-    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+  if (Status st = ParseSimFlags(args, line); !st.ok()) {
+    std::fprintf(stderr, "error: %s\nRun with --help for more information.\n",
+                 st.message().c_str());
     return 2;
   }
-  if (c->reproducible) {
+  if (line->config.reproducible) {
     // main() ran this process again with the pinned environment, before MPI
     // started, when the flag or the config asked for it; it is not run again
     // from here, after MPI started.
     if (!ReproducibleEnvironmentSet()) {
       std::fprintf(stderr,
                    "error: --reproducible was not seen before the start (give it as "
-                   "--reproducible or [sim] reproducible = true)\n");
+                   "--reproducible or reproducible = true in the --config file)\n");
       return 2;
     }
     UseDeterministicKernels();
@@ -719,8 +598,8 @@ int ParseSim(int argc, char** argv, SimConfig* c, SimFlags* f) {
 // One fl-sim run, step by step; every step returns 0 or the exit code.
 class SimRun {
  public:
-  SimRun(const SimConfig& c, SimFlags f, MpiWorld& world)
-      : c_(c), f_(std::move(f)), world_(world), lead_(world.rank() == 0) {}
+  SimRun(const SimCommandLine& line, MpiWorld& world)
+      : c_(line.config), f_(line), world_(world), lead_(world.rank() == 0) {}
 
   int Go() {
     int rc = Place();
@@ -766,16 +645,21 @@ class SimRun {
   int PrepareOut() {
     if (!lead_) return 0;
     Status st;
-    if (f_.resume) {
-      st = CheckResumableRun(c_, &earlier_);
+    if (c_.server.resume) {
+      st = CheckResumableRun(c_, f_.effective, &earlier_);
     } else {
-      st = CreateDirectories(c_.out);
-      std::remove((c_.out + "/rounds.csv").c_str());
+      st = CreateDirectories(c_.server.out_dir);
+      std::remove((c_.server.out_dir + "/rounds.csv").c_str());
       for (const char* f : {"/checkpoint.fl", "/checkpoint.fl.1", "/checkpoint.fl.2"}) {
-        std::remove((c_.out + f).c_str());
+        std::remove((c_.server.out_dir + f).c_str());
       }
     }
-    if (st.ok()) st = WriteFileAtomic(c_.out + "/config.toml", SimConfigToToml(c_));
+    if (st.ok()) {
+      st = WriteFileAtomic(c_.server.out_dir + "/config.toml",
+                           "# the effective configuration of this fl-sim run (read back with "
+                           "fl-sim --config " +
+                               c_.server.out_dir + "/config.toml)\n" + f_.effective);
+    }
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
       return 1;
@@ -785,20 +669,20 @@ class SimRun {
 
   void PrintHeader() const {
     std::printf("fl-sim: %s, K=%d clients (%s), C=%.2f, E=%d, B=%lld, lr=%g, %d rounds, seed %llu\n",
-                c_.model.c_str(), c_.clients, c_.partition.c_str(), c_.fraction, c_.epochs,
-                static_cast<long long>(c_.batch), c_.lr, c_.rounds,
-                static_cast<unsigned long long>(c_.seed));
-    const std::string start = c_.model_file.empty()
-                                  ? "sparsity " + std::to_string(c_.sparsity).substr(0, 4)
-                                  : "model file " + c_.model_file;
+                c_.server.model.c_str(), c_.clients, c_.partition.c_str(), c_.server.fraction, c_.server.train.epochs,
+                static_cast<long long>(c_.server.train.batch_size), c_.server.train.lr, c_.server.rounds,
+                static_cast<unsigned long long>(c_.server.seed));
+    const std::string start = c_.server.model_file.empty()
+                                  ? "sparsity " + std::to_string(c_.server.sparsity).substr(0, 4)
+                                  : "model file " + c_.server.model_file;
     std::printf(
         "        %s, uplink codec %s %d-bit (block %d, %s rounding, error feedback %s), "
         "downlink %s\n",
-        start.c_str(), c_.codec.c_str(), c_.uplink_bits, c_.block,
-        c_.stochastic_rounding ? "stochastic" : "nearest", c_.error_feedback ? "on" : "off",
-        c_.downlink.c_str());
+        start.c_str(), c_.server.train.codec.c_str(), c_.server.train.uplink_bits, c_.server.train.block,
+        c_.server.train.stochastic_rounding ? "stochastic" : "nearest", c_.server.train.error_feedback ? "on" : "off",
+        wire::ValueFormatName(c_.server.downlink));
     std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers_, cores_,
-                c_.out.c_str());
+                c_.server.out_dir.c_str());
     if (c_.reproducible) {
       std::printf("        reproducible: %s\n", DescribeReproducibleSettings().c_str());
     }
@@ -821,22 +705,17 @@ class SimRun {
 
   // The devices' training data: a folder per device, or one set to partition.
   int LoadTraining() {
-    data_options_.path = c_.data_dir;
-    data_options_.test_path = c_.test_dir;
-    data_options_.test_fraction = c_.test_fraction;
-    data_options_.label_column = c_.label_column;
-    data_options_.group_column = c_.group_column;
-    data_options_.normalize = c_.normalize;
+    data_options_ = c_.server.data;
     std::string normalization_source;
     if (c_.partition == "folders") {
       std::vector<std::vector<int64_t>> by_device;
-      train_ = LoadDeviceFolders(c_.data_dir, data_options_, c_.clients, &by_device);
+      train_ = LoadDeviceFolders(c_.server.data.path, data_options_, c_.clients, &by_device);
       parts_ = std::move(by_device);
-      if (train_.ok() && (c_.normalize.empty() || c_.normalize == "auto")) {
+      if (train_.ok() && (c_.server.data.normalize.empty() || c_.server.data.normalize == "auto")) {
         train_->normalization = ComputeNormalization(*train_);
         normalization_source = "computed from the devices' training data";
-      } else if (train_.ok() && c_.normalize != "none") {
-        auto n = ParseNormalization(c_.normalize);
+      } else if (train_.ok() && c_.server.data.normalize != "none") {
+        auto n = ParseNormalization(c_.server.data.normalize);
         Status fits =
             n.ok() ? CheckNormalization(*train_, *n, "data_options.normalize") : n.status();
         if (fits.ok()) train_->normalization = *n;
@@ -859,8 +738,8 @@ class SimRun {
     DataSplits described;
     described.train = *train_;
     described.normalization_source = normalization_source;
-    std::printf("        data %s: %s\n", c_.data_dir.c_str(), DescribeData(described).c_str());
-    if (Status fits = CheckModelFitsData(c_.model, *train_, c_.data_dir); !fits.ok()) {
+    std::printf("        data %s: %s\n", c_.server.data.path.c_str(), DescribeData(described).c_str());
+    if (Status fits = CheckModelFitsData(c_.server.model, *train_, c_.server.data.path); !fits.ok()) {
       std::fprintf(stderr, "error: %s\n", fits.ToString().c_str());
       return 2;
     }
@@ -883,7 +762,7 @@ class SimRun {
     po.clients = c_.clients;
     po.shards_per_client = c_.shards_per_client;
     po.alpha = c_.alpha;
-    po.seed = c_.seed;
+    po.seed = c_.server.seed;
     if (by_column) {
       parts_ = PartitionByGroup(train_->groups, static_cast<int>(train_->group_names.size()),
                                 c_.clients);
@@ -899,7 +778,7 @@ class SimRun {
 
   void ChooseAdversaries() {
     if (!(c_.adversary_fraction > 0)) return;
-    adversaries_.ids = fl::ChooseAdversaries(c_.clients, c_.adversary_fraction, c_.seed);
+    adversaries_.ids = fl::ChooseAdversaries(c_.clients, c_.adversary_fraction, c_.server.seed);
     adversaries_.kind = *ParseAdversaryKind(c_.adversary_kind);
     adversaries_.scale = c_.adversary_scale;
     if (adversaries_.kind == AdversaryKind::kLabelFlip) adversaries_.flipped = FlipLabels(*train_);
@@ -910,52 +789,23 @@ class SimRun {
 
   // The server's options from the sim's config.
   ServerOptions ServerOptionsOf() const {
-    ServerOptions so;
+    ServerOptions so = c_.server;
     so.bind = "tcp://127.0.0.1:*";
-    so.model = c_.model;
-    so.seed = c_.seed;
-    so.rounds = c_.rounds;
-    so.min_clients = c_.min_clients > 0 ? c_.min_clients : c_.clients;
-    so.fraction = c_.fraction;
-    so.over_selection = c_.over_selection;
-    so.mode = c_.mode;
-    so.async.concurrency = c_.concurrency;
-    so.async.buffer = c_.buffer;
-    so.async.staleness_exponent = c_.staleness_exponent;
-    so.async.max_staleness = c_.max_staleness;
-    so.round_deadline_seconds = c_.round_deadline;
-    so.ingest_threads = c_.ingest_threads;
+    if (so.min_clients == 0) so.min_clients = c_.clients;
     so.client_timeout_seconds = 1e9;  // see RunWorker: silent while their worker trains others
     so.transport_heartbeats = false;  // see RunWorker
     // The clients' copies of a TASK are in this machine's memory too.
     so.window_plaintext_tasks = true;
-    so.train.epochs = c_.epochs;
-    so.train.batch_size = c_.batch;
-    so.train.lr = c_.lr;
-    so.lr_decay = c_.lr_decay;
-    so.lr_min = c_.lr_min;
-    so.train.momentum = c_.momentum;
-    so.train.weight_decay = c_.weight_decay;
-    so.strategy = c_.strategy;
-    so.privacy = c_.privacy;
-    so.sparsity = c_.sparsity;
-    so.model_file = c_.model_file;
-    so.global_pruning = c_.global_pruning;
-    so.erk = c_.erk;
-    so.prune_to = c_.prune_to;
-    so.prune_rounds = c_.prune_rounds;
-    so.train.codec = c_.codec;
-    so.train.uplink_bits = c_.uplink_bits;
-    so.train.block = static_cast<uint32_t>(c_.block);
-    so.train.stochastic_rounding = c_.stochastic_rounding;
-    so.train.error_feedback = c_.error_feedback;
-    so.downlink = c_.downlink == "fp16" ? wire::ValueFormat::kFp16 : wire::ValueFormat::kFp32;
     so.data = data_options_;
-    so.trainable = c_.trainable;
-    so.eval_every = c_.eval_every;
-    so.out_dir = c_.out;
-    so.resume = f_.resume;
-    so.done_linger_seconds = 1.0;
+    if (!c_.evaluate) {  // --no-eval
+      so.data.path.clear();
+      // The classes a checkpoint records come from the test data otherwise.
+      if (so.class_names.empty()) {
+        for (const auto& name : train_->class_names) {
+          so.class_names += (so.class_names.empty() ? "" : ",") + name;
+        }
+      }
+    }
     so.verbose = false;
     return so;
   }
@@ -964,7 +814,7 @@ class SimRun {
   // The keys of ranks other than 0 go to a folder of their own, removed once
   // made (they are needed in memory only).
   int MakeKeys(ServerOptions* so) {
-    keys_dir_ = c_.out + "/keys";
+    keys_dir_ = c_.server.out_dir + "/keys";
     if (!c_.secure) {
       so->insecure = true;
       return 0;
@@ -978,17 +828,17 @@ class SimRun {
       keys_dir_ = tmpl;
     }
     const double t_keys = NowSeconds();
-    if (Status st = MakeIdentities(c_.clients, c_.relays, c_.seed, keys_dir_, &identities_);
+    if (Status st = MakeIdentities(c_.clients, c_.relays, c_.server.seed, keys_dir_, &identities_);
         !st.ok()) {
       std::fprintf(stderr, "error: making identities: %s\n", st.ToString().c_str());
       return 1;
     }
-    so->key_path = c_.out + "/keys/server.key";
-    so->clients_dir = c_.out + "/keys/enrolled";
+    so->key_path = c_.server.out_dir + "/keys/server.key";
+    so->clients_dir = c_.server.out_dir + "/keys/enrolled";
     std::printf(
         "        secure: %d client identities (derived from the seed) enrolled in %s/keys "
         "(%.1f s); CURVE transport, signed messages\n",
-        c_.clients, c_.out.c_str(), NowSeconds() - t_keys);
+        c_.clients, c_.server.out_dir.c_str(), NowSeconds() - t_keys);
     std::error_code ignored_error;
     if (!lead_) std::filesystem::remove_all(keys_dir_, ignored_error);
     return 0;
@@ -1023,8 +873,8 @@ class SimRun {
     // counts devices: docs/relays.md.)
     const ServerOptions relay_base = so;
     if (c_.relays > 0) {
-      so.relays_dir = c_.secure ? c_.out + "/keys/relays" : "any";
-      if (!c_.privacy.enabled()) {
+      so.relays_dir = c_.secure ? c_.server.out_dir + "/keys/relays" : "any";
+      if (!c_.server.privacy.enabled()) {
         so.min_clients = c_.relays;
         so.fraction = 1;
       }
@@ -1059,11 +909,11 @@ class SimRun {
   // Rank 0: the rounds, with a line each, then the report.
   int RunRounds(const std::vector<std::string>& clients) {
     const uint64_t first_round = (*server_)->first_round();
-    if (f_.resume && first_round > static_cast<uint64_t>(c_.rounds)) {
+    if (c_.server.resume && first_round > static_cast<uint64_t>(c_.server.rounds)) {
       std::fprintf(stderr,
                    "error: the run in %s already has %llu rounds; --resume with --rounds above "
                    "that to run more\n",
-                   c_.out.c_str(), static_cast<unsigned long long>(first_round - 1));
+                   c_.server.out_dir.c_str(), static_cast<unsigned long long>(first_round - 1));
       return 2;
     }
     WorkerFleet fleet(c_, *train_, *parts_, adversaries_, c_.secure ? &identities_ : nullptr,
@@ -1108,11 +958,11 @@ class SimRun {
   }
 
   void PrintRound(const RoundMetrics& m, double elapsed, size_t done) const {
-    const double eta = elapsed / done * (c_.rounds - static_cast<int>(m.round));
+    const double eta = elapsed / done * (c_.server.rounds - static_cast<int>(m.round));
     std::printf(
         "round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
         "%.1f s  [elapsed %.0f s, eta %.0f s]%s\n",
-        static_cast<unsigned long long>(m.round), c_.rounds, Percent(m.test_accuracy).c_str(),
+        static_cast<unsigned long long>(m.round), c_.server.rounds, Percent(m.test_accuracy).c_str(),
         m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
         Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta,
         m.mask_changed ? ("  mask -> " + Percent(m.sparsity) + " sparse").c_str() : "");
@@ -1120,7 +970,7 @@ class SimRun {
   }
 
   const SimConfig& c_;
-  SimFlags f_;
+  SimCommandLine f_;
   MpiWorld& world_;
   const bool lead_;
   std::vector<int> hosted_;
@@ -1142,15 +992,14 @@ class SimRun {
 };
 
 int Main(int argc, char** argv, MpiWorld& world) {
-  SimConfig c;
-  SimFlags f;
-  const int rc = ParseSim(argc, argv, &c, &f);
+  SimCommandLine line;
+  const int rc = ParseSim(argc, argv, &line);
   if (rc != 0) return rc < 0 ? 0 : rc;
   // Every rank stops on Ctrl-C (mpirun passes it on): rank 0's server ends
   // the run, checkpointed, and releases the others.
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  SimRun run(c, std::move(f), world);
+  SimRun run(line, world);
   return run.Go();
 }
 

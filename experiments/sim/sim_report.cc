@@ -6,6 +6,7 @@
 
 #include "common/file_util.h"
 #include "common/reproducible.h"
+#include "common/wire/compact.h"
 
 namespace fl {
 
@@ -70,26 +71,26 @@ Json Summary(const SimOutcome& o, double per_update) {
   const SimConfig& c = *o.config;
   const ServerSummary& s = o.summary;
   Json j;
-  j["config"] = c.out + "/config.toml";
+  j["config"] = c.server.out_dir + "/config.toml";
   j["config_file"] = o.config_path;
-  j["seed"] = c.seed;
+  j["seed"] = c.server.seed;
   j["reproducible"] = c.reproducible;
   j["kernels"] = c.reproducible ? DescribeReproducibleSettings()
                                 : "as this machine's libraries picked them (not --reproducible)";
-  j["model"] = c.model;
+  j["model"] = c.server.model;
   j["clients"] = c.clients;
-  j["fraction"] = c.fraction;
+  j["fraction"] = c.server.fraction;
   j["partition"] = c.partition;
-  j["sparsity"] = c.sparsity;
-  j["codec"] = c.codec;
-  j["uplink_bits"] = c.uplink_bits;
-  j["downlink"] = c.downlink;
+  j["sparsity"] = c.server.sparsity;
+  j["codec"] = c.server.train.codec;
+  j["uplink_bits"] = c.server.train.uplink_bits;
+  j["downlink"] = wire::ValueFormatName(c.server.downlink);
   j["secure"] = c.secure;
   j["topology"] = {{"relays", c.relays}, {"relay_strategy", c.relay_strategy}};
-  j["strategy"] = c.strategy.name;
-  if (c.privacy.enabled()) {
+  j["strategy"] = c.server.strategy.name;
+  if (c.server.privacy.enabled()) {
     j["epsilon"] = Number(s.epsilon);
-    j["delta"] = c.privacy.delta;
+    j["delta"] = c.server.privacy.delta;
   }
   j["adversaries"] = {{"fraction", c.adversary_fraction},
                       {"count", o.adversaries},
@@ -149,9 +150,9 @@ Status ReportSimRun(const SimOutcome& o) {
   j["rejected"] = Json::object();
   for (const auto& [reason, n] : s.rejected) j["rejected"][reason] = n;
   j["wall_seconds"] = o.wall_seconds;
-  FL_RETURN_IF_ERROR(WriteFileAtomic(c.out + "/summary.json", j.dump(2) + "\n"));
-  std::printf("wrote %s/rounds.csv, %s/summary.json, %s/config.toml\n", c.out.c_str(),
-              c.out.c_str(), c.out.c_str());
+  FL_RETURN_IF_ERROR(WriteFileAtomic(c.server.out_dir + "/summary.json", j.dump(2) + "\n"));
+  std::printf("wrote %s/rounds.csv, %s/summary.json, %s/config.toml\n", c.server.out_dir.c_str(),
+              c.server.out_dir.c_str(), c.server.out_dir.c_str());
   return Status::OK();
 }
 
