@@ -251,6 +251,12 @@ struct ServerOptions {
   bool insecure{false};
 };
 
+// The checks Server::Create makes of `o` that need nothing but `o` (ranges,
+// the modes that combine, the strategy's and privacy's parameters): a tool
+// refuses bad settings with them before it reads any data (fl-sim).
+// InvalidArgument naming the flag.
+Status CheckServerOptions(const ServerOptions& o);
+
 class Server final {
  public:
   // Binds the socket, builds or resumes the global model, loads the test set.

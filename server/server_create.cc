@@ -57,12 +57,13 @@ int CapConnections(int wanted) {
 }
 
 Status CheckRanges(const ServerOptions& o) {
-  if (o.rounds < 1) return Status::InvalidArgument("rounds must be >= 1");
-  if (o.min_clients < 1) return Status::InvalidArgument("min_clients must be >= 1");
+  if (o.rounds < 1) return Status::InvalidArgument("--rounds must be >= 1");
+  if (o.min_clients < 1) return Status::InvalidArgument("--min-clients must be >= 1");
   if (!(o.fraction > 0 && o.fraction <= 1)) {
-    return Status::InvalidArgument("fraction must be in (0, 1], got " + std::to_string(o.fraction));
+    return Status::InvalidArgument("--fraction must be in (0, 1], got " +
+                                   std::to_string(o.fraction));
   }
-  if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("round deadline must be > 0");
+  if (!(o.round_deadline_seconds > 0)) return Status::InvalidArgument("--deadline must be > 0");
   if (o.relays_dir == "any" && !o.insecure) {
     return Status::InvalidArgument(
         "--relays any (partial aggregates from any participant) is for --insecure experiments; "
@@ -189,6 +190,13 @@ std::string RunSettingsOf(ServerOptions o, const Normalization& normalization,
 }
 
 }  // namespace
+
+Status CheckServerOptions(const ServerOptions& o) {
+  FL_RETURN_IF_ERROR(CheckRanges(o));
+  FL_RETURN_IF_ERROR(CheckStrategyOptions(o.strategy));
+  FL_RETURN_IF_ERROR(CheckPrivacyOptions(o.privacy));
+  return CheckOptions(o, o.strategy.name == "fedprox" ? o.strategy.mu : 0);
+}
 
 std::string Conductor::RunSettings() const {
   return RunSettingsOf(o_, normalization_, class_names_);

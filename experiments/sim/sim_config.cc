@@ -11,9 +11,7 @@
 #include "common/random.h"
 #include "common/reproducible.h"
 #include "crypto/model_file.h"
-#include "server/aggregator.h"
 #include "server/flags.h"
-#include "server/privacy.h"
 #include "experiments/sim/adversary.h"
 
 namespace fl {
@@ -274,9 +272,10 @@ Status ValidateSimConfig(const SimConfig& c) {
   if (c.partition == "column" && s.data.group_column.empty()) {
     return bad("--partition column", "needs --group-column");
   }
-  // (The server checks these as it starts; here, before any data is read.)
-  FL_RETURN_IF_ERROR(CheckStrategyOptions(s.strategy));
-  FL_RETURN_IF_ERROR(CheckPrivacyOptions(s.privacy));
+  // The server's own checks, as it will make them, before any data is read.
+  ServerOptions as_run = s;
+  if (as_run.min_clients == 0) as_run.min_clients = c.clients;
+  FL_RETURN_IF_ERROR(CheckServerOptions(as_run));
   if (s.min_clients > c.clients) return bad("--min-clients", "must be at most --clients");
   if (s.mode == "async" && s.async.concurrency > c.clients) {
     return bad("--concurrency", "must be at most --clients");
