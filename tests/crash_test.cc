@@ -1,8 +1,9 @@
-// Crash safety of a real federation: fl-server and 3 fl-client processes over
-// tcp://127.0.0.1. The server is killed (SIGKILL, as kill -9 does) at 21
-// points: after each of the 9 ACKs of a 3-round run, right after each round's
-// checkpoint, after its round log is removed, after its model file is written,
-// and at 3 random moments. It is then started again with --resume on the same
+// Crash safety of a real federation: an fl-server process and 3 devices
+// (fl-client's session and trainer, as threads of the test:
+// tests/device_threads.h) over tcp://127.0.0.1. The server is killed
+// (SIGKILL, as kill -9 does) at 21 points: after each of the 9 ACKs of a
+// 3-round run, right after each round's checkpoint, after its round log is
+// removed, after its model file is written, and at 3 random moments. It is then started again with --resume on the same
 // port while the clients keep running. Every interrupted run must end with the
 // bit-identical global model of the uninterrupted run, and no device that had
 // its update acknowledged is asked for it again.
@@ -19,13 +20,13 @@
 #include "common/file_util.h"
 #include "crypto/model_file.h"
 #include "server/privacy.h"
+#include "tests/device_threads.h"
 #include "tests/federation_util.h"
 
 namespace fl {
 namespace {
 
 const std::string kServer = test::BinPath("fl-server");
-const std::string kClient = test::BinPath("fl-client");
 constexpr int kClients = 3, kRounds = 3;
 
 std::vector<std::string> ServerArgs(const std::string& bind, const std::string& out,
@@ -94,11 +95,7 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
     out.logs = server->Log();
     return out;
   }
-  std::vector<std::unique_ptr<test::Process>> clients;
-  for (int k = 0; k < kClients; ++k) {
-    clients.push_back(std::make_unique<test::Process>(kClient, test::ClientArgs(ep, k, 100),
-                                                      dir + "/c" + std::to_string(k) + ".log"));
-  }
+  test::DeviceThreads devices(ep, 0, kClients, 100);
   if (kill_after > 0) {
     server->WaitForLog("round 1: selected", 60);
     std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(kill_after * 1000)));
@@ -115,7 +112,8 @@ Outcome RunFederation(const std::string& dir, const std::string& crash_at, doubl
     out.logs += "\n--- restarted ---\n" + server->Log();
     out.restarts = 1;
   }
-  for (auto& c : clients) c->Wait(30);
+  devices.WaitDone(30);
+  if (Status st = devices.Join(); !st.ok()) out.logs += "\n--- devices ---\n" + st.ToString();
   if (code != 0) return out;
   auto model = ReadFile(out_dir + "/global.flm");
   if (model.ok()) out.model = *model;

@@ -1,5 +1,8 @@
 // Relay aggregators as separate processes over tcp://127.0.0.1: one root
-// fl-server, two relays (fl-server --parent) and eight fl-client devices.
+// fl-server, two relays (fl-server --parent) and eight devices: fl-client
+// processes, or where the devices are not what a test is about (the exact
+// sums) fl-client's session and trainer as threads of the test
+// (tests/device_threads.h).
 //   - The root's model after 2 rounds is the flat run's (the same eight
 //     devices straight at one server, same seed), bit for bit: relays hand
 //     up exact sums (common/fixed_point.h).
@@ -22,6 +25,7 @@
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
+#include "tests/device_threads.h"
 #include "tests/federation_util.h"
 
 namespace fl {
@@ -179,6 +183,14 @@ struct Tier {
       devices.push_back(Device(servers ? servers(i) : endpoints[i / 4], i, dir));
     }
   }
+  // Devices 0..n-1 of eight as threads of the test, device i under relay i / 4.
+  void AddDeviceThreads(int n) {
+    for (int first = 0; first < n; first += 4) {
+      device_threads.push_back(std::make_unique<test::DeviceThreads>(
+          endpoints[static_cast<size_t>(first / 4)], first, std::min(4, n - first), kShards));
+    }
+  }
+  std::vector<std::unique_ptr<test::DeviceThreads>> device_threads;
 };
 
 Tier StartTier(const std::string& dir, int rounds, int min_clients,
@@ -244,8 +256,7 @@ FlatAndRelayed RunFlatAndRelayed(const std::vector<std::string>& strategy,
     const std::string endpoint = test::StartedEndpoint(flat);
     EXPECT_FALSE(endpoint.empty()) << flat.Log();
     if (endpoint.empty()) return out;
-    std::vector<std::unique_ptr<test::Process>> devices;
-    for (int i = 0; i < kDevices; ++i) devices.push_back(Device(endpoint, i, dir.path()));
+    test::DeviceThreads devices(endpoint, 0, kDevices, kShards);
     EXPECT_EQ(flat.Wait(240), 0) << flat.Log();
     if (logs) logs->first = flat.Log();
   }
@@ -253,7 +264,9 @@ FlatAndRelayed RunFlatAndRelayed(const std::vector<std::string>& strategy,
     Tier t = StartTier(dir.path(), kRounds, root_min_clients, strategy, {{}, {}});
     EXPECT_TRUE(t.Up()) << t.root->Log();
     if (!t.Up()) return out;
-    t.AddDevices(dir.path(), kDevices);
+    // Device i under relay i / 4.
+    test::DeviceThreads first(t.endpoints[0], 0, kDevices / 2, kShards);
+    test::DeviceThreads second(t.endpoints[1], kDevices / 2, kDevices / 2, kShards);
     EXPECT_EQ(t.root->Wait(240), 0) << t.root->Log();
     for (auto& r : t.relays) EXPECT_EQ(r->Wait(30), 0) << r->Log();
     if (logs) logs->second = t.root->Log() + t.relays[0]->Log();
@@ -357,17 +370,12 @@ bool RunStackedAndFlat(const std::vector<std::string>& extra, double* scale,
   test::TempDir dir;
   const std::string d = dir.path();
   constexpr int kFour = 4;
-  auto device = [&](const std::string& server, int i, const std::string& tag) {
-    return std::make_unique<test::Process>(kClient, test::ClientArgs(server, i, kShards),
-                                           d + "/" + tag + std::to_string(i) + ".log");
-  };
   {
     test::Process flat(kServer, With(RootArgs(d + "/flat", 1, kFour), extra), d + "/flat.log");
     const std::string endpoint = test::StartedEndpoint(flat);
     EXPECT_FALSE(endpoint.empty()) << flat.Log();
     if (endpoint.empty()) return false;
-    std::vector<std::unique_ptr<test::Process>> devices;
-    for (int i = 0; i < kFour; ++i) devices.push_back(device(endpoint, i, "f"));
+    test::DeviceThreads devices(endpoint, 0, kFour, kShards);
     EXPECT_EQ(flat.Wait(120), 0) << flat.Log();
     *flat_log = flat.Log();
   }
@@ -390,8 +398,7 @@ bool RunStackedAndFlat(const std::vector<std::string>& extra, double* scale,
   const std::string bottom = test::StartedEndpoint(leaf, "relaying ");
   EXPECT_FALSE(bottom.empty()) << leaf.Log();
   if (bottom.empty()) return false;
-  std::vector<std::unique_ptr<test::Process>> devices;
-  for (int i = 0; i < kFour; ++i) devices.push_back(device(bottom, i, "c"));
+  test::DeviceThreads devices(bottom, 0, kFour, kShards);
   EXPECT_EQ(root.Wait(120), 0) << root.Log();
   EXPECT_NE(leaf.Log().find("round 1: 4/4 updates"), std::string::npos) << leaf.Log();
   EXPECT_NE(mid.Log().find("round 1: 1/1 updates"), std::string::npos) << mid.Log();
@@ -479,7 +486,7 @@ TEST(RelayTest, ARelayLyingAboutItsWeightIsRefused) {
   Tier t = StartTier(dir.path(), kRounds, 2, {"--max-examples", "1000"},
                      {{}, {"--debug-relay-weight-factor", "10"}});
   ASSERT_TRUE(t.Up()) << t.root->Log();
-  t.AddDevices(dir.path(), kDevices);
+  t.AddDeviceThreads(kDevices);
   ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
   EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 1));
   const std::string log = t.root->Log();
@@ -498,7 +505,7 @@ TEST(RelayTest, ALyingRelayCountsAtMostTenTimesTheMedianRelay) {
   constexpr int kRounds = 2;
   Tier t = StartTier(dir.path(), kRounds, 2, {}, {{}, {"--debug-relay-weight-factor", "20"}});
   ASSERT_TRUE(t.Up()) << t.root->Log();
-  t.AddDevices(dir.path(), kDevices);
+  t.AddDeviceThreads(kDevices);
   ASSERT_EQ(t.root->Wait(240), 0) << t.root->Log();
   EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 2));
   const std::string log = t.root->Log();
@@ -519,7 +526,7 @@ TEST(RelayTest, ARelayWithoutAnswersDoesNotHoldTheRoundUp) {
   // runs with none.
   Tier t = StartTier(dir.path(), kRounds, 2, {"--deadline", "20"}, {{}, {}});
   ASSERT_TRUE(t.Up()) << t.root->Log();
-  t.AddDevices(dir.path(), 4);  // all under relay 0
+  t.AddDeviceThreads(4);  // all under relay 0
   ASSERT_EQ(t.root->Wait(120), 0) << t.root->Log();
   EXPECT_EQ(Participants(dir.path() + "/root/rounds.csv"), std::vector<int>(kRounds, 1));
   const std::string log = t.root->Log();
