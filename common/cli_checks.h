@@ -6,10 +6,9 @@
 #ifndef FEDGE_COMMON_CLI_CHECKS_H_
 #define FEDGE_COMMON_CLI_CHECKS_H_
 
+#include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 namespace fl {
 namespace cli {
@@ -24,8 +23,7 @@ inline CLI::Validator Above(double floor, bool or_equal, const std::string& name
         if (number && (or_equal ? v >= floor : v > floor)) return "";
         char bound[32];
         std::snprintf(bound, sizeof(bound), "%g", floor);
-        return std::string("must be ") + (or_equal ? ">= " : "> ") + bound + ", not '" + text +
-               "'";
+        return std::string("must be ") + (or_equal ? ">= " : "> ") + bound + ", not '" + text + "'";
       },
       name);
 }

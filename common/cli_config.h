@@ -42,8 +42,7 @@ using RenamedKeys = std::map<std::string, std::string>;
 // Adds `--config FILE` to `app` (call after its other options; parse as
 // usual, e.g. CLI11_PARSE). `default_path`, when given, is read if it exists
 // and no --config was given.
-void AddConfigFile(CLI::App* app, const std::string& default_path = "",
-                   RenamedKeys renamed = {});
+void AddConfigFile(CLI::App* app, const std::string& default_path = "", RenamedKeys renamed = {});
 
 // The effective configuration of a parsed `app`: every option with a long
 // name (other than --config and --help), one `key = value` line each, in

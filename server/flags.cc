@@ -1,11 +1,10 @@
 #include "server/flags.h"
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>
-
-#include <CLI/CLI.hpp>
 
 #include "common/cli_checks.h"
 #include "common/codec.h"
@@ -80,12 +79,12 @@ void AddRoundFlags(CLI::App& app, ServerFlags& f, ServerFlagSet set) {
       ->capture_default_str()
       // (fl-sim: 0 = every virtual client.)
       ->check(set == ServerFlagSet::kServer ? cli::Positive() : cli::NonNegative());
-  Setting(f,
-          app.add_option("--fraction,-C", o.fraction,
-                         "Fraction of active clients selected per round")
-              ->capture_default_str()
-              ->check(CLI::Range(1e-9, 1.0)),
-          o.fraction, Sync);
+  Setting(
+      f,
+      app.add_option("--fraction,-C", o.fraction, "Fraction of active clients selected per round")
+          ->capture_default_str()
+          ->check(CLI::Range(1e-9, 1.0)),
+      o.fraction, Sync);
   Setting(f,
           app.add_option("--over-selection", o.over_selection,
                          "Select this many times the devices a round needs and close it when "
@@ -194,8 +193,7 @@ void AddStrategyFlags(CLI::App& app, ServerFlags& f) {
       {"--server-lr", &so.server_lr, Always,
        "Server learning rate (0 = the strategy's default: 1; fedadagrad 0.1; fedadam, fedyogi "
        "0.01)"},
-      {"--server-momentum", &so.momentum, StrategyIs({"fedavgm"}),
-       "fedavgm: server momentum beta"},
+      {"--server-momentum", &so.momentum, StrategyIs({"fedavgm"}), "fedavgm: server momentum beta"},
       {"--beta1", &so.beta1, adaptive, "fedadagrad/fedadam/fedyogi: first moment decay"},
       {"--beta2", &so.beta2, StrategyIs({"fedadam", "fedyogi"}),
        "fedadam/fedyogi: second moment decay"},

@@ -3,8 +3,8 @@
 // tests/device_threads.h) over tcp://127.0.0.1. The server is killed
 // (SIGKILL, as kill -9 does) at 21 points: after each of the 9 ACKs of a
 // 3-round run, right after each round's checkpoint, after its round log is
-// removed, after its model file is written, and at 3 random moments. It is then started again with --resume on the same
-// port while the clients keep running. Every interrupted run must end with the
+// removed, after its model file is written, and at 3 random moments. It is then started again with
+// --resume on the same port while the clients keep running. Every interrupted run must end with the
 // bit-identical global model of the uninterrupted run, and no device that had
 // its update acknowledged is asked for it again.
 #include <gtest/gtest.h>

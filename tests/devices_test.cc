@@ -121,10 +121,29 @@ TEST(DeviceSlowdownsTest, AsyncConfigKeysAndTheirBounds) {
 // the server's options fl-sim builds are the ones its flags say.
 TEST(SimConfigTest, TheServersFlagsAreFlSims) {
   SimCommandLine line;
-  ASSERT_FL_OK(Parse({"--strategy", "fedadam", "--beta1", "0.8", "--lr-decay", "0.9",
-                      "--no-error-feedback", "--downlink", "fp16", "--dp-noise-multiplier", "0.5",
-                      "--dp-adaptive-clip", "--deadline", "30", "--codec", "sign", "--partition",
-                      "column", "--group-column", "user", "--no-eval", "--data", "rows.csv"},
+  ASSERT_FL_OK(Parse({"--strategy",
+                      "fedadam",
+                      "--beta1",
+                      "0.8",
+                      "--lr-decay",
+                      "0.9",
+                      "--no-error-feedback",
+                      "--downlink",
+                      "fp16",
+                      "--dp-noise-multiplier",
+                      "0.5",
+                      "--dp-adaptive-clip",
+                      "--deadline",
+                      "30",
+                      "--codec",
+                      "sign",
+                      "--partition",
+                      "column",
+                      "--group-column",
+                      "user",
+                      "--no-eval",
+                      "--data",
+                      "rows.csv"},
                      &line, "[dp]\nclip = 2.0\n"));
   const ServerOptions& s = line.config.server;
   EXPECT_EQ(s.strategy.name, "fedadam");
@@ -142,9 +161,9 @@ TEST(SimConfigTest, TheServersFlagsAreFlSims) {
   EXPECT_FALSE(line.config.evaluate);
   EXPECT_EQ(s.data.path, "rows.csv");
   const std::string settings = RunSettingsText(s);
-  for (const char* line_of : {"--beta1=0.8\n", "--lr-decay=0.9\n", "--no-error-feedback=true\n",
-                              "--downlink=fp16\n", "--dp-clip=2\n", "--dp-adaptive-clip=true\n",
-                              "--codec=sign\n", "--uplink-bits=1\n"}) {
+  for (const char* line_of :
+       {"--beta1=0.8\n", "--lr-decay=0.9\n", "--no-error-feedback=true\n", "--downlink=fp16\n",
+        "--dp-clip=2\n", "--dp-adaptive-clip=true\n", "--codec=sign\n", "--uplink-bits=1\n"}) {
     EXPECT_NE(settings.find(line_of), std::string::npos) << line_of << " in\n" << settings;
   }
   EXPECT_EQ(settings.find("--krum-f"), std::string::npos) << settings;  // not fedadam's

@@ -568,6 +568,17 @@ TEST(IntegrationTest, SimulationResumesWhereItStopped) {
   ASSERT_FL_OK(a);
   ASSERT_FL_OK(b);
   EXPECT_TRUE(*a == *b) << "the resumed run ends with another model";
+  // A run an older fl-sim made (its config.toml in tables) is held to the run
+  // settings its checkpoint records.
+  ASSERT_FL_OK(WriteFileAtomic(parts + "/config.toml", "seed = 1\n[client]\nlr = 0.05\n"));
+  auto older = run(parts, "4", {"--resume", "--lr", "0.2"});
+  EXPECT_NE(older.first, 0);
+  EXPECT_NE(older.second.find("--lr: 0.05 in the checkpoint, 0.2 in this run"), std::string::npos)
+      << older.second;
+  auto continued = run(parts, "4", {"--resume"});
+  EXPECT_EQ(continued.first, 0) << continued.second;
+  EXPECT_NE(continued.second.find("an older fl-sim's"), std::string::npos) << continued.second;
+  EXPECT_EQ(test::ReadRoundsCsv(parts + "/rounds.csv").size(), 4u);
 }
 
 // --stop-at-target: a rounds-to-accuracy sweep ends the run after the first

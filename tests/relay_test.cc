@@ -244,8 +244,7 @@ struct FlatAndRelayed {
 
 // Runs the flat federation and the tiered one with the root's `strategy`
 // flags. `*logs` (when given) gets the flat server's log and the root's.
-FlatAndRelayed RunFlatAndRelayed(const std::vector<std::string>& strategy,
-                                 int root_min_clients = 2,
+FlatAndRelayed RunFlatAndRelayed(const std::vector<std::string>& strategy, int root_min_clients = 2,
                                  std::pair<std::string, std::string>* logs = nullptr) {
   FlatAndRelayed out;
   test::TempDir dir;
@@ -346,10 +345,9 @@ std::vector<std::string> PrivacyLines(const std::string& log) {
 // Under privacy the root's --min-clients counts the relays' devices.
 TEST(RelayTest, CentralPrivacyThroughRelaysIsTheFlatPrivateRun) {
   std::pair<std::string, std::string> logs;
-  const FlatAndRelayed r =
-      RunFlatAndRelayed({"--dp-adaptive-clip=true", "--dp-noise-multiplier", "0.5", "--dp-clip",
-                         "0.5", "--uplink-bits", "8"},
-                        kDevices, &logs);
+  const FlatAndRelayed r = RunFlatAndRelayed({"--dp-adaptive-clip=true", "--dp-noise-multiplier",
+                                              "0.5", "--dp-clip", "0.5", "--uplink-bits", "8"},
+                                             kDevices, &logs);
   const std::vector<std::string> flat = PrivacyLines(logs.first);
   const std::vector<std::string> relayed = PrivacyLines(logs.second);
   ASSERT_EQ(flat.size(), 2u) << logs.first;
@@ -365,8 +363,8 @@ TEST(RelayTest, CentralPrivacyThroughRelaysIsTheFlatPrivateRun) {
 // models are the same version (their largest difference is printed, and the
 // largest value goes in `*scale`); the flat server's and the three tiers'
 // logs in `*flat_log` and `*tiers_log`.
-bool RunStackedAndFlat(const std::vector<std::string>& extra, double* scale,
-                         std::string* flat_log, std::string* tiers_log) {
+bool RunStackedAndFlat(const std::vector<std::string>& extra, double* scale, std::string* flat_log,
+                       std::string* tiers_log) {
   test::TempDir dir;
   const std::string d = dir.path();
   constexpr int kFour = 4;

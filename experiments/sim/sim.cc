@@ -187,7 +187,8 @@ ClientOptions ClientOptionsFor(const SimConfig& c, int k, const SimIdentities* i
     co.server_key = relayed ? identities->relay_signing[at] : identities->server_signing;
     co.curve.secret_key = KeyBytes(identities->curve[k].secret_key);
     co.curve.public_key = KeyBytes(identities->curve[k].public_key);
-    co.curve.server_key = KeyBytes(relayed ? identities->relay_curve[at] : identities->server_curve);
+    co.curve.server_key =
+        KeyBytes(relayed ? identities->relay_curve[at] : identities->server_curve);
   }
   co.heartbeat_seconds = c.heartbeat;
   // Heterogeneous devices ([devices]): held-back updates and dropouts.
@@ -369,9 +370,9 @@ Result<Dataset> LoadDeviceFolders(const std::string& dir, const DataOptions& dat
 // length, reporting and pacing, which do not change the model.
 std::vector<std::string> ComparedSettings(const std::string& toml) {
   static const std::set<std::string> may_differ = {
-      "rounds",   "workers", "ingest-threads", "out",       "targets",      "stop-at-target",
-      "eval-every", "deadline", "heartbeat",  "resume",    "quiet",        "eval-threads",
-      "linger",   "no-eval"};
+      "rounds",         "workers",      "ingest-threads", "out",       "targets",
+      "stop-at-target", "eval-every",   "deadline",       "heartbeat", "resume",
+      "quiet",          "eval-threads", "linger",         "no-eval"};
   std::vector<std::string> out;
   std::istringstream in(toml);
   std::string line;
@@ -407,9 +408,8 @@ Status CheckResumableRun(const SimConfig& c, const std::string& effective,
     while (i < was.size() && i < now.size() && was[i] == now[i]) ++i;
     return Status::InvalidArgument(
         path, "--resume continues a run with the settings it was made with; it had '" +
-                  (i < was.size() ? was[i] : std::string("nothing more")) +
-                  "', this one has '" + (i < now.size() ? now[i] : std::string("nothing more")) +
-                  "'");
+                  (i < was.size() ? was[i] : std::string("nothing more")) + "', this one has '" +
+                  (i < now.size() ? now[i] : std::string("nothing more")) + "'");
   }
   std::ifstream in(c.server.out_dir + "/rounds.csv");
   std::string line;
@@ -613,11 +613,16 @@ class SimRun {
     ChooseAdversaries();
     rc = StartServer();
     if (rc != 0) return rc;
+    if (lead_ && c_.server.resume) {
+      if (Status st = WriteConfig(); !st.ok()) {
+        std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+        return 1;
+      }
+    }
     const std::vector<std::string> clients = SplitList(world_.Broadcast(endpoints_), ',');
     if (!lead_) {
-      return HostClients(c_, *train_, *parts_, adversaries_,
-                         c_.secure ? &identities_ : nullptr, clients, ctx_, hosted_, nworkers_,
-                         world_);
+      return HostClients(c_, *train_, *parts_, adversaries_, c_.secure ? &identities_ : nullptr,
+                         clients, ctx_, hosted_, nworkers_, world_);
     }
     return RunRounds(clients);
   }
@@ -632,9 +637,9 @@ class SimRun {
     for (int k = rank; k < c_.clients; k += ranks) hosted_.push_back(k);
     // The ranks of one machine share its cores.
     cores_ = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    nworkers_ = std::max(1, std::min(static_cast<int>(hosted_.size()),
-                                     c_.workers > 0 ? c_.workers
-                                                    : std::max(1, cores_ / std::max(1, ranks))));
+    nworkers_ = std::max(
+        1, std::min(static_cast<int>(hosted_.size()),
+                    c_.workers > 0 ? c_.workers : std::max(1, cores_ / std::max(1, ranks))));
     spdlog::set_level(spdlog::level::warn);
     RaiseFileLimit();
     return 0;
@@ -654,12 +659,9 @@ class SimRun {
         std::remove((c_.server.out_dir + f).c_str());
       }
     }
-    if (st.ok()) {
-      st = WriteFileAtomic(c_.server.out_dir + "/config.toml",
-                           "# the effective configuration of this fl-sim run (read back with "
-                           "fl-sim --config " +
-                               c_.server.out_dir + "/config.toml)\n" + f_.effective);
-    }
+    // (A resumed run's once its server took the checkpoint: a refused
+    // --resume leaves the run's config.toml as it was.)
+    if (st.ok() && !c_.server.resume) st = WriteConfig();
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
       return 1;
@@ -667,20 +669,30 @@ class SimRun {
     return 0;
   }
 
+  // OUT/config.toml: the run's effective configuration.
+  Status WriteConfig() const {
+    const std::string path = c_.server.out_dir + "/config.toml";
+    return WriteFileAtomic(path,
+                           "# the effective configuration of this fl-sim run (read back with "
+                           "fl-sim --config " +
+                               path + ")\n" + f_.effective);
+  }
+
   void PrintHeader() const {
-    std::printf("fl-sim: %s, K=%d clients (%s), C=%.2f, E=%d, B=%lld, lr=%g, %d rounds, seed %llu\n",
-                c_.server.model.c_str(), c_.clients, c_.partition.c_str(), c_.server.fraction, c_.server.train.epochs,
-                static_cast<long long>(c_.server.train.batch_size), c_.server.train.lr, c_.server.rounds,
-                static_cast<unsigned long long>(c_.server.seed));
+    std::printf(
+        "fl-sim: %s, K=%d clients (%s), C=%.2f, E=%d, B=%lld, lr=%g, %d rounds, seed %llu\n",
+        c_.server.model.c_str(), c_.clients, c_.partition.c_str(), c_.server.fraction,
+        c_.server.train.epochs, static_cast<long long>(c_.server.train.batch_size),
+        c_.server.train.lr, c_.server.rounds, static_cast<unsigned long long>(c_.server.seed));
     const std::string start = c_.server.model_file.empty()
                                   ? "sparsity " + std::to_string(c_.server.sparsity).substr(0, 4)
                                   : "model file " + c_.server.model_file;
     std::printf(
         "        %s, uplink codec %s %d-bit (block %d, %s rounding, error feedback %s), "
         "downlink %s\n",
-        start.c_str(), c_.server.train.codec.c_str(), c_.server.train.uplink_bits, c_.server.train.block,
-        c_.server.train.stochastic_rounding ? "stochastic" : "nearest", c_.server.train.error_feedback ? "on" : "off",
-        wire::ValueFormatName(c_.server.downlink));
+        start.c_str(), c_.server.train.codec.c_str(), c_.server.train.uplink_bits,
+        c_.server.train.block, c_.server.train.stochastic_rounding ? "stochastic" : "nearest",
+        c_.server.train.error_feedback ? "on" : "off", wire::ValueFormatName(c_.server.downlink));
     std::printf("        %d worker thread(s) on %d core(s); results in %s\n", nworkers_, cores_,
                 c_.server.out_dir.c_str());
     if (c_.reproducible) {
@@ -738,8 +750,10 @@ class SimRun {
     DataSplits described;
     described.train = *train_;
     described.normalization_source = normalization_source;
-    std::printf("        data %s: %s\n", c_.server.data.path.c_str(), DescribeData(described).c_str());
-    if (Status fits = CheckModelFitsData(c_.server.model, *train_, c_.server.data.path); !fits.ok()) {
+    std::printf("        data %s: %s\n", c_.server.data.path.c_str(),
+                DescribeData(described).c_str());
+    if (Status fits = CheckModelFitsData(c_.server.model, *train_, c_.server.data.path);
+        !fits.ok()) {
       std::fprintf(stderr, "error: %s\n", fits.ToString().c_str());
       return 2;
     }
@@ -962,9 +976,9 @@ class SimRun {
     std::printf(
         "round %3llu/%d  acc %7s  loss %.4f  clients %d/%d  up %s MB  down %s MB  "
         "%.1f s  [elapsed %.0f s, eta %.0f s]%s\n",
-        static_cast<unsigned long long>(m.round), c_.server.rounds, Percent(m.test_accuracy).c_str(),
-        m.test_loss, m.participants, m.selected, Mb(m.upload_bytes).c_str(),
-        Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta,
+        static_cast<unsigned long long>(m.round), c_.server.rounds,
+        Percent(m.test_accuracy).c_str(), m.test_loss, m.participants, m.selected,
+        Mb(m.upload_bytes).c_str(), Mb(m.download_bytes).c_str(), m.round_seconds, elapsed, eta,
         m.mask_changed ? ("  mask -> " + Percent(m.sparsity) + " sparse").c_str() : "");
     std::fflush(stdout);
   }

@@ -1,7 +1,6 @@
 #include "experiments/sim/sim_config.h"
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -11,8 +10,8 @@
 #include "common/random.h"
 #include "common/reproducible.h"
 #include "crypto/model_file.h"
-#include "server/flags.h"
 #include "experiments/sim/adversary.h"
+#include "server/flags.h"
 
 namespace fl {
 
@@ -37,44 +36,80 @@ namespace {
 RenamedKeys SimRenames() {
   const std::pair<const char*, std::vector<std::pair<const char*, const char*>>> tables[] = {
       {"data",
-       {{"dir", "data"}, {"partition", "partition"}, {"test_dir", "test-data"},
-        {"alpha", "alpha"}, {"shards_per_client", "shards-per-client"},
-        {"test_fraction", "test-fraction"}, {"label_column", "label-column"},
-        {"group_column", "group-column"}, {"normalize", "normalize"}}},
+       {{"dir", "data"},
+        {"partition", "partition"},
+        {"test_dir", "test-data"},
+        {"alpha", "alpha"},
+        {"shards_per_client", "shards-per-client"},
+        {"test_fraction", "test-fraction"},
+        {"label_column", "label-column"},
+        {"group_column", "group-column"},
+        {"normalize", "normalize"}}},
       {"model", {{"name", "model"}, {"trainable", "trainable"}}},
       {"federation",
-       {{"clients", "clients"}, {"fraction", "fraction"}, {"min_clients", "min-clients"},
-        {"round_deadline", "deadline"}, {"server_lr", "server-lr"}, {"eval_every", "eval-every"},
-        {"over_selection", "over-selection"}, {"mode", "mode"}, {"concurrency", "concurrency"},
-        {"buffer", "buffer"}, {"staleness_exponent", "staleness-exponent"},
+       {{"clients", "clients"},
+        {"fraction", "fraction"},
+        {"min_clients", "min-clients"},
+        {"round_deadline", "deadline"},
+        {"server_lr", "server-lr"},
+        {"eval_every", "eval-every"},
+        {"over_selection", "over-selection"},
+        {"mode", "mode"},
+        {"concurrency", "concurrency"},
+        {"buffer", "buffer"},
+        {"staleness_exponent", "staleness-exponent"},
         {"max_staleness", "max-staleness"}}},
       {"strategy",
-       {{"name", "strategy"}, {"server_lr", "server-lr"}, {"momentum", "server-momentum"},
-        {"beta1", "beta1"}, {"beta2", "beta2"}, {"tau", "tau"}, {"mu", "mu"},
-        {"trim_fraction", "trim-fraction"}, {"krum_f", "krum-f"}, {"krum_m", "krum-m"},
+       {{"name", "strategy"},
+        {"server_lr", "server-lr"},
+        {"momentum", "server-momentum"},
+        {"beta1", "beta1"},
+        {"beta2", "beta2"},
+        {"tau", "tau"},
+        {"mu", "mu"},
+        {"trim_fraction", "trim-fraction"},
+        {"krum_f", "krum-f"},
+        {"krum_m", "krum-m"},
         {"clip", "clip"}}},
       {"privacy",
-       {{"noise_multiplier", "dp-noise-multiplier"}, {"clip", "dp-clip"},
-        {"adaptive_clip", "dp-adaptive-clip"}, {"target_quantile", "dp-target-quantile"},
+       {{"noise_multiplier", "dp-noise-multiplier"},
+        {"clip", "dp-clip"},
+        {"adaptive_clip", "dp-adaptive-clip"},
+        {"target_quantile", "dp-target-quantile"},
         {"delta", "dp-delta"}}},
       {"client",
-       {{"epochs", "epochs"}, {"batch", "batch"}, {"lr", "lr"}, {"lr_decay", "lr-decay"},
-        {"lr_min", "lr-min"}, {"momentum", "momentum"}, {"weight_decay", "weight-decay"}}},
+       {{"epochs", "epochs"},
+        {"batch", "batch"},
+        {"lr", "lr"},
+        {"lr_decay", "lr-decay"},
+        {"lr_min", "lr-min"},
+        {"momentum", "momentum"},
+        {"weight_decay", "weight-decay"}}},
       {"compression",
-       {{"sparsity", "sparsity"}, {"global_pruning", "global-pruning"}, {"erk", "erk"},
-        {"prune_to", "prune-to"}, {"prune_rounds", "prune-rounds"}, {"codec", "codec"},
-        {"uplink_bits", "uplink-bits"}, {"block", "block"},
+       {{"sparsity", "sparsity"},
+        {"global_pruning", "global-pruning"},
+        {"erk", "erk"},
+        {"prune_to", "prune-to"},
+        {"prune_rounds", "prune-rounds"},
+        {"codec", "codec"},
+        {"uplink_bits", "uplink-bits"},
+        {"block", "block"},
         {"stochastic_rounding",
          "'nearest-rounding', inverted (stochastic_rounding = false is nearest-rounding = true)"},
         {"error_feedback",
          "'no-error-feedback', inverted (error_feedback = false is no-error-feedback = true)"},
         {"downlink", "downlink"}}},
       {"devices",
-       {{"slowdown_sigma", "slowdown-sigma"}, {"straggler_fraction", "straggler-fraction"},
-        {"straggler_slowdown", "straggler-slowdown"}, {"dropout", "dropout"}}},
+       {{"slowdown_sigma", "slowdown-sigma"},
+        {"straggler_fraction", "straggler-fraction"},
+        {"straggler_slowdown", "straggler-slowdown"},
+        {"dropout", "dropout"}}},
       {"sim",
-       {{"workers", "workers"}, {"ingest_threads", "ingest-threads"}, {"out", "out"},
-        {"heartbeat", "heartbeat"}, {"reproducible", "reproducible"}}},
+       {{"workers", "workers"},
+        {"ingest_threads", "ingest-threads"},
+        {"out", "out"},
+        {"heartbeat", "heartbeat"},
+        {"reproducible", "reproducible"}}},
       {"security", {{"secure", "secure"}}},
       {"topology", {{"relays", "relays"}, {"relay_strategy", "relay-strategy"}}},
   };
@@ -158,7 +193,8 @@ void AddSimulationFlags(CLI::App* app, SimConfig* c) {
        "Fraction of the clients that poison their updates", CLI::Range(0.0, 0.999999)},
       {"--adversary-scale", &c->adversary_scale, "The attack's scale s", cli::NonNegative()},
       {"--slowdown-sigma", &c->slowdown_sigma,
-       "Devices slower than this machine by exp(sigma x z), z standard normal", CLI::Range(0.0, 3.0)},
+       "Devices slower than this machine by exp(sigma x z), z standard normal",
+       CLI::Range(0.0, 3.0)},
       {"--straggler-fraction", &c->straggler_fraction,
        "Fraction of the devices that are stragglers", CLI::Range(0.0, 1.0)},
       {"--straggler-slowdown", &c->straggler_slowdown, "How many times slower a straggler is",
@@ -192,9 +228,10 @@ void BindSim(CLI::App& app, ServerFlags& server, SimCommandLine& line) {
   app.get_option("--out")->description(
       "Results folder: rounds.csv, summary.json, config.toml (the effective configuration), "
       "checkpoints");
-  app.get_option("--resume")->description(
-      "Continue the run in --out from its last checkpoint, up to --rounds rounds in all (with "
-      "the settings it was made with; pacing, reporting and --rounds may differ)");
+  app.get_option("--resume")
+      ->description(
+          "Continue the run in --out from its last checkpoint, up to --rounds rounds in all (with "
+          "the settings it was made with; pacing, reporting and --rounds may differ)");
   AddSimulationFlags(&app, &line.config);
   // (A server setting fl-server has no flag for: the clients' data only.)
   app.add_option("--group-column", server.o.data.group_column,

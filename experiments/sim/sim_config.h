@@ -26,7 +26,6 @@
 #include "common/status.h"
 #include "server/server.h"
 
-
 namespace fl {
 
 struct SimConfig {
