@@ -599,7 +599,7 @@ int ParseSim(int argc, char** argv, SimCommandLine* line) {
 class SimRun {
  public:
   SimRun(const SimCommandLine& line, MpiWorld& world)
-      : c_(line.config), f_(line), world_(world), lead_(world.rank() == 0) {}
+      : c_(line.config), f_(line), quiet_(line.quiet), world_(world), lead_(world.rank() == 0) {}
 
   int Go() {
     int rc = Place();
@@ -632,7 +632,7 @@ class SimRun {
   // 0 also runs the server; the other ranks print nothing but errors.
   int Place() {
     const int rank = world_.rank(), ranks = world_.size();
-    if (!lead_) f_.quiet = true;
+    if (!lead_) quiet_ = true;
     if (!lead_ && !std::freopen("/dev/null", "w", stdout)) return 1;
     for (int k = rank; k < c_.clients; k += ranks) hosted_.push_back(k);
     // The ranks of one machine share its cores.
@@ -948,7 +948,7 @@ class SimRun {
         o.reached_target = true;
         g_stop = true;  // the server ends the run after this round, checkpointed
       }
-      if (!f_.quiet) PrintRound(m, NowSeconds() - t_rounds, o.history.size());
+      if (!quiet_) PrintRound(m, NowSeconds() - t_rounds, o.history.size());
     });
     // Workers whose clients missed DONE are released, and the other ranks'.
     const Status workers_status = fleet.Join();
@@ -984,7 +984,8 @@ class SimRun {
   }
 
   const SimConfig& c_;
-  SimCommandLine f_;
+  const SimCommandLine& f_;  // (Main's, which outlives the run)
+  bool quiet_;
   MpiWorld& world_;
   const bool lead_;
   std::vector<int> hosted_;
