@@ -17,9 +17,9 @@ namespace {
 // Test hook: the training took this much longer (the thread sleeps).
 class TrainDelay final : public ResultFilter {
  public:
-  explicit TrainDelay(double seconds) : seconds_(seconds) {}
+  TrainDelay(double seconds, const Clock* clock) : seconds_(seconds), clock_(clock) {}
   Status Apply(Outgoing* out) override {
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds_));
+    clock_->SleepFor(seconds_);
     out->res.seconds += seconds_;
     out->compute_seconds = out->res.seconds;
     return Status::OK();
@@ -27,6 +27,7 @@ class TrainDelay final : public ResultFilter {
 
  private:
   const double seconds_;
+  const Clock* clock_;
 };
 
 // A slower device: the same work, slowdown times the time (the session holds
@@ -96,18 +97,17 @@ class Delta final : public ResultFilter {
   Status Apply(Outgoing* out) override {
     const FitIns& ins = *out->ins;
     Result<std::vector<float>> delta =
-        ins.trainable.empty()
-            ? KeptDifference(out->res.parameters, ins.parameters)
-            : KeptDifference(SelectTensors(out->res.parameters, ins.trainable),
-                             SelectTensors(ins.parameters, ins.trainable));
+        ins.trainable.empty() ? KeptDifference(out->res.parameters, ins.parameters)
+                              : KeptDifference(SelectTensors(out->res.parameters, ins.trainable),
+                                               SelectTensors(ins.parameters, ins.trainable));
     // A device holds as few copies of the model at once as it can: both
     // go before the delta is encoded.
     out->res.parameters = ModelState();
     out->ins->parameters = ModelState();
     if (!delta.ok()) return delta.status();  // same model in and out: cannot differ
     out->delta = std::move(delta).value();
-    out->finite = std::all_of(out->delta.begin(), out->delta.end(),
-                              [](float v) { return std::isfinite(v); });
+    out->finite =
+        std::all_of(out->delta.begin(), out->delta.end(), [](float v) { return std::isfinite(v); });
     if (!out->finite) {
       out->update.train_loss = std::nan("");
       spdlog::warn(
@@ -152,7 +152,10 @@ class Encode final : public ResultFilter {
 
 FilterChain DeviceFilters(const FilterOptions& o, ErrorFeedback* feedback) {
   FilterChain chain;
-  if (o.train_delay_seconds > 0) chain.Add(std::make_unique<TrainDelay>(o.train_delay_seconds));
+  if (o.train_delay_seconds > 0) {
+    chain.Add(
+        std::make_unique<TrainDelay>(o.train_delay_seconds, o.clock ? o.clock : SystemClock()));
+  }
   if (o.slowdown > 1) chain.Add(std::make_unique<Slowdown>(o.slowdown));
   if (o.dropout > 0) {
     chain.Add(std::make_unique<Dropout>(o.dropout, o.fault_seed, o.id, o.verbose));

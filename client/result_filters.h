@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "client/participant.h"
+#include "common/clock.h"
 #include "common/codec.h"
 #include "common/random.h"
 #include "common/status.h"
@@ -66,8 +67,10 @@ class FilterChain {
 
 // What the chain of a device needs to know.
 struct FilterOptions {
-  // Test hook: seconds added to every local training (a slow device).
+  // Test hook: seconds added to every local training (a slow device), slept
+  // on `clock` (null: the steady clock).
   double train_delay_seconds{0};
+  const Clock* clock{nullptr};
   // A device this many times slower (>= 1): the training counts as
   // slowdown x its time.
   double slowdown{1};

@@ -16,9 +16,9 @@
 #include "client/device_state.h"
 #include "client/result_filters.h"
 #include "common/clock.h"
+#include "common/codec.h"
 #include "common/file_util.h"
 #include "common/progress.h"
-#include "common/codec.h"
 #include "common/random.h"
 #include "common/text.h"
 #include "common/wire/envelope.h"
@@ -177,10 +177,10 @@ struct ClientSession::Impl {
     std::array<uint8_t, 32> version{};
     std::array<uint8_t, wire::kNonceBytes> nonce{};
     std::string payload;  // the encoded wire::Update
-    double expires{0};    // NowSeconds() after which the server no longer waits
+    double expires{0};    // the clock's time after which the server no longer waits
   };
   std::optional<HeldUpdate> held;
-  // An update held back by the slowdown until `due` (NowSeconds()), and
+  // An update held back by the slowdown until `due` (the clock's time), and
   // whether the server asked for a READY before it.
   struct SlowUpdate {
     HeldUpdate update;
@@ -242,7 +242,7 @@ struct ClientSession::Impl {
   }
 
   Status SendReady() {
-    ready_sent_at = NowSeconds();
+    ready_sent_at = o.clock->Now();
     ready_answered = false;
     wire::Ready ready;
     ready.update_bytes = held->payload.size();
@@ -268,7 +268,7 @@ struct ClientSession::Impl {
     env.nonce = nonce;
     SealedMessage m = SealMessage(env, std::move(payload), o.key);
     stats.bytes_sent += m.envelope.size() + m.payload.size();
-    if (awaiting_since < 0) awaiting_since = NowSeconds();
+    if (awaiting_since < 0) awaiting_since = o.clock->Now();
     if (type == wire::MessageType::kUpdate) update_unanswered = true;
     // Shared, not copied: an UPDATE is as large as the model.
     return sock->SendShared("", {std::make_shared<const std::string>(std::move(m.envelope)),
@@ -285,7 +285,7 @@ struct ClientSession::Impl {
     h.heartbeat_seconds = o.heartbeat_seconds;
     h.takes_model_code = TakesModelCode();
     h.devices = client->devices();
-    last_hello = NowSeconds();
+    last_hello = o.clock->Now();
     // Freshness: a stamp newer than any this process sent before, even if the
     // wall clock steps back.
     const uint64_t wall =
@@ -481,7 +481,7 @@ struct ClientSession::Impl {
   // A TASK: checked, trained, its result through the filters, its UPDATE sent.
   Status HandleTask(const wire::Envelope& env, const std::string& raw_envelope,
                     VerifiedMessage& msg) {
-    const double received_at = NowSeconds();
+    const double received_at = o.clock->Now();
     if (!WantsTask(env)) return Status::OK();
     std::optional<wire::Task> task = ReadTask(env, raw_envelope, msg);
     if (!task) return Status::OK();
@@ -524,7 +524,7 @@ struct ClientSession::Impl {
       // Held back until a device of this speed would have finished.
       slow = SlowUpdate{HeldUpdate{env.round, env.model_version, env.nonce, std::move(encoded),
                                    received_at + task.config.deadline_seconds},
-                        task.ask_before_upload, NowSeconds() + seconds - compute_seconds};
+                        task.ask_before_upload, o.clock->Now() + seconds - compute_seconds};
       return Status::OK();
     }
     // The TASK's round nonce goes back under our signature: the update is bound
@@ -611,9 +611,9 @@ struct ClientSession::Impl {
             " (this server predates clients that take the architecture from it: start "
             "fl-client with --model and the name the server trains)";
       }
-      fatal = Status::FailedPrecondition("the server refuses this client (" +
-                                         Printable(reply.reason) +
-                                         "): " + Printable(reply.message, 512) + hint);
+      fatal =
+          Status::FailedPrecondition("the server refuses this client (" + Printable(reply.reason) +
+                                     "): " + Printable(reply.message, 512) + hint);
       return Status::OK();
     } else if (reply.reason == last_hello_reject) {
       return Status::OK();  // a refused heartbeat repeats; say it once
@@ -695,6 +695,7 @@ ClientSession::ClientSession(ClientOptions options, std::shared_ptr<transport::C
                              Participant* client)
     : impl_(new Impl) {
   impl_->o = std::move(options);
+  if (!impl_->o.clock) impl_->o.clock = SystemClock();
   impl_->ctx = std::move(context);
   impl_->client = client;
   impl_->backoff = impl_->o.backoff_initial_seconds;
@@ -719,6 +720,7 @@ Status ClientSession::Start() {
   }
   FilterOptions f;
   f.train_delay_seconds = o.debug_train_delay_seconds;
+  f.clock = o.clock;
   f.slowdown = o.slowdown;
   f.dropout = o.dropout;
   // The dropout's draws: per device, reproducible.
@@ -766,7 +768,7 @@ Status ClientSession::Step() {
   if (!s.fatal.ok()) return s.fatal;
   if (s.done) return Status::OK();
   if (!s.sock) {
-    if (NowSeconds() < s.reconnect_at) return Status::OK();
+    if (s.o.clock->Now() < s.reconnect_at) return Status::OK();
     spdlog::info("[{}] reconnecting to {}", s.o.id, s.Endpoint());
     return s.Connect();
   }
@@ -788,10 +790,10 @@ Status ClientSession::Step() {
       spdlog::error("[{}] {} ({}); retrying with backoff", s.o.id, handshake, s.Endpoint());
       s.last_handshake_error = handshake;
     }
-    s.DropAndBackOff(NowSeconds());
+    s.DropAndBackOff(s.o.clock->Now());
     return Status::OK();
   }
-  const double now = NowSeconds();
+  const double now = s.o.clock->Now();
   if (s.slow && now >= s.slow->due) {
     // The slowdown's wait is over: the update goes out as it would have,
     // unless the round's deadline passed meanwhile (the server would refuse
@@ -845,7 +847,7 @@ transport::Socket* ClientSession::socket() const { return impl_->sock.get(); }
 
 double ClientSession::SecondsUntilDue() const {
   const Impl& s = *impl_;
-  const double now = NowSeconds();
+  const double now = s.o.clock->Now();
   if (!s.sock) return std::max(0.0, s.reconnect_at - now);
   const double hb = s.last_hello + s.o.heartbeat_seconds - now;
   const double slow = s.slow ? s.slow->due - now : hb;
@@ -860,6 +862,7 @@ bool ClientSession::idle() const {
 }
 const std::string& ClientSession::done_message() const { return impl_->done_message; }
 const ClientStats& ClientSession::stats() const { return impl_->stats; }
+const Clock& ClientSession::clock() const { return *impl_->o.clock; }
 const std::string& ClientSession::id() const { return impl_->o.id; }
 
 Status RunClient(ClientSession* session, std::shared_ptr<transport::Context> context,
@@ -872,7 +875,7 @@ Status RunClient(ClientSession* session, std::shared_ptr<transport::Context> con
       auto r = context->Poll({s}, wait_ms, &ready);
       if (!r.ok()) return r.status();
     } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+      session->clock().SleepFor(wait_ms / 1000.0);
     }
     FL_RETURN_IF_ERROR(session->Step());
   }

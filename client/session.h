@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "client/participant.h"
+#include "common/clock.h"
 #include "common/status.h"
 #include "transport/transport.h"
 
@@ -109,6 +110,10 @@ struct ClientOptions {
     std::string curve_server_key;
   };
   std::vector<Alternate> alternates;
+  // The session's time: heartbeats, timeouts, backoff, slowdowns. Null: the
+  // steady clock. A federation in simulated time passes its
+  // transport::SimulatedNetwork. Not owned.
+  const Clock* clock{nullptr};
 };
 
 // Counters a session keeps for reports and tests.
@@ -167,6 +172,9 @@ class ClientSession final {
 
   // Seconds until Step() has timed work to do (heartbeat, reconnect).
   double SecondsUntilDue() const;
+
+  // The session's time (ClientOptions::clock).
+  const Clock& clock() const;
 
   // True once the server sent DONE.
   bool done() const;

@@ -1,4 +1,5 @@
-// Monotonic wall time, for durations and deadlines.
+// Time, for durations and deadlines: the steady clock, or a simulated one a
+// test drives (transport/simulated_network.h), injected where time is read.
 #ifndef FEDGE_COMMON_CLOCK_H_
 #define FEDGE_COMMON_CLOCK_H_
 
@@ -10,6 +11,28 @@ namespace fl {
 inline double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// A source of time. Every thread that reads it may also wait on it.
+//
+// A simulated clock moves only when every thread taking part in the
+// simulation waits (on the clock or on a simulated transport's Poll): it then
+// jumps to the earliest deadline among them. Work a thread does between its
+// waits takes no simulated time, unless it is work another thread hands over:
+// such work is begun with BeginWork() by the handing thread and ended with
+// EndWork() by the one doing it, and the clock stands still in between.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // Seconds; only differences mean anything.
+  virtual double Now() const = 0;
+  // Blocks the calling thread for `seconds` of this clock's time.
+  virtual void SleepFor(double seconds) const = 0;
+  virtual void BeginWork() const {}
+  virtual void EndWork() const {}
+};
+
+// The steady clock. Never null; lives for the whole process.
+const Clock* SystemClock();
 
 }  // namespace fl
 

@@ -23,15 +23,15 @@
 #include "common/worker_pool.h"
 #include "crypto/identity.h"
 #include "crypto/ingress.h"
+#include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "crypto/sha256.h"
-#include "crypto/message.h"
 #include "server/aggregator.h"
-#include "server/private_aggregator.h"
 #include "server/checkpoint.h"
 #include "server/enrollment.h"
 #include "server/evaluator.h"
 #include "server/global_model.h"
+#include "server/private_aggregator.h"
 #include "server/registry.h"
 #include "server/round_reporter.h"
 #include "server/run_store.h"
@@ -87,7 +87,7 @@ class Conductor final : public SchedulerHost {
   explicit Conductor(ServerOptions options);
 
   // --- SchedulerHost ---
-  double Now() const override { return NowSeconds(); }
+  double Now() const override { return o_.clock->Now(); }
   Status Pump(double until, const std::atomic<bool>* stop,
               const std::function<bool()>& done_when) override;
   Status Drain(int max) override;
@@ -178,7 +178,7 @@ class Conductor final : public SchedulerHost {
                      uint64_t r, const std::string& reason, const std::string& message);
   void RefuseAnswer(const std::string& peer, const std::string& who, uint64_t r,
                     const std::string& reason, const std::string& message);
-  static void MarkUnreachable(ClientEntry* c);
+  void MarkUnreachable(ClientEntry* c) const;
   void MaybeCrash(const char* point, uint64_t n) const;
 
   // The end of a round (server_commit.cc).

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "common/clock.h"
 #include "common/data_loader.h"
 #include "common/model_state.h"
 #include "common/status.h"
@@ -60,10 +61,13 @@ struct ModelRuntime {
 // Runs an Evaluator on a worker thread of its own.
 class BackgroundEvaluator final {
  public:
-  // Starts the worker. `delay_seconds` is added to every evaluation (a test
-  // hook standing in for a slow machine).
+  // Starts the worker. `delay_seconds` of `clock`'s time are added to every
+  // evaluation (a test hook standing in for a slow machine): its result is
+  // taken no sooner. The worker's own work is handed over on `clock`
+  // (Clock::BeginWork), so simulated time waits for it.
   static std::unique_ptr<BackgroundEvaluator> Create(std::unique_ptr<Evaluator> evaluator,
-                                                     double delay_seconds);
+                                                     double delay_seconds,
+                                                     const Clock* clock = SystemClock());
   // Finishes the evaluation in progress, drops queued ones, joins the worker.
   ~BackgroundEvaluator();
   BackgroundEvaluator(const BackgroundEvaluator&) = delete;
@@ -72,7 +76,7 @@ class BackgroundEvaluator final {
   // Queues `model` (the global model after `round`) for evaluation.
   void Submit(uint64_t round, ModelState model);
 
-  // The oldest finished evaluation, if any.
+  // The oldest finished evaluation, if any (and its delay is over).
   std::optional<Evaluation> TryTake();
 
   // Blocks until the oldest submitted evaluation is finished and returns it

@@ -18,7 +18,7 @@ struct ClientEntry {
   // False once a send to `peer` failed (the connection is gone); true again
   // when the client speaks on a connection.
   bool reachable{true};
-  double unreachable_since{0};  // NowSeconds() of the failed send
+  double unreachable_since{0};  // the server clock's time of the failed send
   // Newest HELLO freshness stamp seen from this node (wire::HelloStampOf).
   uint64_t hello_stamp{0};
   int64_t num_examples{0};

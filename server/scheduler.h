@@ -41,7 +41,7 @@ class SchedulerHost {
  public:
   virtual ~SchedulerHost() = default;
 
-  // The server's clock, in seconds: NowSeconds() on a running server; a
+  // The server's clock, in seconds: ServerOptions::clock on a running server; a
   // test's own (simulated) time in tests/scheduler_test.cc. Every time a
   // scheduler reads or passes on (deadlines, Pump's `until`) is on it.
   virtual double Now() const = 0;

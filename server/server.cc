@@ -57,7 +57,7 @@ Status Conductor::BeginRound(uint64_t r) {
   return LoadEnrollment();
 }
 
-// Receives and handles messages until `until` (a NowSeconds() time) or `*stop`.
+// Receives and handles messages until `until` (a Now() time) or `*stop`.
 // Returns early when `done_when` says so.
 Status Conductor::Pump(double until, const std::atomic<bool>* stop,
                        const std::function<bool()>& done_when) {
@@ -67,7 +67,7 @@ Status Conductor::Pump(double until, const std::atomic<bool>* stop,
       Status st = LoadEnrollment();
       if (!st.ok()) spdlog::error("reloading enrollment: {}", st.ToString());
     }
-    const double left = until - NowSeconds();
+    const double left = until - Now();
     if (left <= 0) break;
     // Freed task slots are handed out before the wait for messages (the
     // devices they go to are what the server would wait for).
@@ -110,8 +110,8 @@ void Conductor::CountRefusedConnections() {
 // --metrics-port: what changes between rounds, once a second (the round's
 // own numbers go in as each round is reported).
 void Conductor::PublishMetrics() {
-  if (!o_.metrics || NowSeconds() - metrics_published_ < 1.0) return;
-  metrics_published_ = NowSeconds();
+  if (!o_.metrics || Now() - metrics_published_ < 1.0) return;
+  metrics_published_ = Now();
   o_.metrics->SetClients(Live(nullptr), static_cast<int64_t>(registry_.entries().size()));
   o_.metrics->SetRefused(totals_rejected_);
   o_.metrics->SetModelVersion(ToHex(model_.version()));
@@ -180,8 +180,7 @@ void Conductor::SendTask(const std::string& id) {
     if (task) {
       const OpenRound& r = open();
       const auto frames = tasks_->For(c, *task, r.round, r.nonce, model_, plan());
-      if (!frames.empty() &&
-          !task_sends_->Ask(id, frames[0]->size() + frames[1]->size(), NowSeconds())) {
+      if (!frames.empty() && !task_sends_->Ask(id, frames[0]->size() + frames[1]->size(), Now())) {
         return;
       }
     }
@@ -273,7 +272,7 @@ void Conductor::GiveUpOnVanished() {
   // A round reopened after a crash waits for its devices until the deadline:
   // they need time to notice the server is back.
   if (r.reopened) return;
-  const double now = NowSeconds();
+  const double now = Now();
   // A relay works on its round for as long as its devices train, in silence
   // like a device; unlike a device's, its loss costs many updates. Once a
   // second it is sent a welcome (which it takes as a heartbeat's answer): the
@@ -284,8 +283,7 @@ void Conductor::GiveUpOnVanished() {
     if (c.reachable && IsRelay(*it) && now - r.relay_probed[*it] >= 1.0) {
       r.relay_probed[*it] = now;
       // (A full queue is a relay busy with its round, not a closed one.)
-      if (SendReply(c.peer, true, wire::MessageType::kHello, r.round, "welcome", "")
-              .IsNotFound()) {
+      if (SendReply(c.peer, true, wire::MessageType::kHello, r.round, "welcome", "").IsNotFound()) {
         spdlog::warn("round {}: relay {} closed its connection", r.round, *it);
         MarkUnreachable(&c);
       }
@@ -303,9 +301,7 @@ void Conductor::GiveUpOnVanished() {
   }
 }
 
-int Conductor::Live(std::vector<std::string>* ids) const {
-  return registry_.Live(NowSeconds(), ids);
-}
+int Conductor::Live(std::vector<std::string>* ids) const { return registry_.Live(Now(), ids); }
 
 bool Conductor::IsRelay(const std::string& id) const {
   const auto it = registry_.entries().find(id);
@@ -370,8 +366,8 @@ void Conductor::SetStepOffset() {
   }
   if (l.step_offset) {
     for (float v : *l.step_offset) {
-      l.step_offset_max_abs = std::max(l.step_offset_max_abs,
-                                       std::fabs(l.step_offset_factor * static_cast<double>(v)));
+      l.step_offset_max_abs =
+          std::max(l.step_offset_max_abs, std::fabs(l.step_offset_factor * static_cast<double>(v)));
     }
   }
 }
@@ -512,9 +508,9 @@ void Conductor::RefuseAnswer(const std::string& peer, const std::string& who, ui
 
 // A send to the client's connection failed: it is gone until the client
 // speaks again (a HELLO on a new connection).
-void Conductor::MarkUnreachable(ClientEntry* c) {
+void Conductor::MarkUnreachable(ClientEntry* c) const {
   c->reachable = false;
-  c->unreachable_since = NowSeconds();
+  c->unreachable_since = Now();
 }
 
 // Test hook: `--debug-crash-at POINT:N` kills the process (SIGKILL, as kill -9
@@ -539,8 +535,7 @@ void Conductor::Prepare(Inbound* in, std::vector<float>* scratch) const {
   in->verified = Authenticate(in->rx.frame_count, &in->rx.frames, in->rx.peer_key, ingress_,
                               &in->auth_seconds);
   const auto* msg = std::get_if<VerifiedMessage>(&*in->verified);
-  if (msg && !done_ && open().collecting &&
-      msg->envelope().type == wire::MessageType::kUpdate &&
+  if (msg && !done_ && open().collecting && msg->envelope().type == wire::MessageType::kUpdate &&
       open().pending.count(msg->envelope().sender)) {
     const std::string& who = msg->envelope().sender;
     const UpdateBounds b = BoundsFor(who, scheduler_->TaskOf(who));
@@ -579,9 +574,8 @@ size_t Conductor::PayloadLimit(wire::MessageType type) const {
   if (type != wire::MessageType::kUpdate) return wire::kMaxSmallPayloadBytes;
   const wire::TrainConfig& train = plan().train;
   const size_t device = wire::UpdatePayloadLimit(model_.kept_count(), train);
-  return o_.relays_dir.empty()
-             ? device
-             : std::max(device, wire::ExactSumPayloadLimit(model_.kept_count()));
+  return o_.relays_dir.empty() ? device
+                               : std::max(device, wire::ExactSumPayloadLimit(model_.kept_count()));
 }
 
 // Returns the type of the message if its envelope decoded, else kUnknownType.
@@ -594,8 +588,7 @@ wire::MessageType Conductor::Dispatch(Inbound* in) {
   if (auto* refusal = std::get_if<Refusal>(&verified)) {
     if (!refusal->envelope) {
       // No usable sender id: a name for the log line.
-      RefuseMessage(rx.peer,
-                    "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000),
+      RefuseMessage(rx.peer, "peer#" + std::to_string(std::hash<std::string>()(rx.peer) % 100000),
                     kUnknownType, 0, refusal->reason, refusal->message);
       return kUnknownType;
     }
@@ -613,7 +606,7 @@ wire::MessageType Conductor::Dispatch(Inbound* in) {
     case wire::MessageType::kHello:
     case wire::MessageType::kReady:
       // Both are small and answered at once: one token bucket bounds them.
-      if (!registry_.AllowHello(env.sender, NowSeconds())) {
+      if (!registry_.AllowHello(env.sender, Now())) {
         open().m.rejected["rate_limited"]++;
         if (totals_rejected_["rate_limited"]++ % 1000 == 0) {
           spdlog::warn(
@@ -641,9 +634,8 @@ wire::MessageType Conductor::Dispatch(Inbound* in) {
 
 // Why a decoded HELLO cannot register (`*reason`, and the message), if it cannot.
 std::optional<std::string> Conductor::HelloRefusal(const std::string& peer,
-                                                   const wire::Envelope& env,
-                                                   const wire::Hello& h, bool sent_code,
-                                                   std::string* reason) const {
+                                                   const wire::Envelope& env, const wire::Hello& h,
+                                                   bool sent_code, std::string* reason) const {
   const std::string& arch = model_.state().architecture;
   const bool script = arch.rfind("torchscript:", 0) == 0;
   if (!sent_code && (!h.architecture.empty() || script) && h.architecture != arch) {
@@ -670,8 +662,8 @@ std::optional<std::string> Conductor::HelloRefusal(const std::string& peer,
   const auto it = clients.find(env.sender);
   const uint64_t stamp = wire::HelloStampOf(env.nonce);
   if (it != clients.end() && it->second.peer != peer && stamp != 0 &&
-      stamp <= it->second.hello_stamp &&
-      it->second.reachable && NowSeconds() - it->second.last_seen <= o_.client_timeout_seconds) {
+      stamp <= it->second.hello_stamp && it->second.reachable &&
+      Now() - it->second.last_seen <= o_.client_timeout_seconds) {
     // A HELLO no newer than one already seen, from another connection, while
     // the node's own connection is live: a replay (or a clock that stepped
     // back across a restart, which heals once the old connection times out).
@@ -703,7 +695,7 @@ void Conductor::HandleHello(const std::string& peer, const wire::Envelope& env,
   const bool is_new = it == clients.end();
   std::string reason;
   std::optional<std::string> why = HelloRefusal(peer, env, h, sent_code, &reason);
-  if (!why && is_new && !registry_.MakeRoom(NowSeconds(), [this](const std::string& id) {
+  if (!why && is_new && !registry_.MakeRoom(Now(), [this](const std::string& id) {
         return open().selected.count(id) > 0 || open().pending.count(id) > 0;
       })) {
     reason = "registry_full";
@@ -715,7 +707,7 @@ void Conductor::HandleHello(const std::string& peer, const wire::Envelope& env,
     return;
   }
   ClientEntry& c = clients[env.sender];
-  if (is_new) ClientRegistry::StartHelloBucket(&c, NowSeconds());
+  if (is_new) ClientRegistry::StartHelloBucket(&c, Now());
   c.hello_stamp = std::max(c.hello_stamp, wire::HelloStampOf(env.nonce));
   // A HELLO naming the open round says the device has its TASK: the receipt
   // of a TASK just sent, or a device that reconnected with its update for
@@ -731,7 +723,7 @@ void Conductor::HandleHello(const std::string& peer, const wire::Envelope& env,
   c.num_examples = h.num_examples;
   c.devices = h.devices;
   c.codecs = h.codecs;
-  c.last_seen = NowSeconds();
+  c.last_seen = Now();
   if (is_new && o_.verbose) {
     spdlog::info("client {} registered ({} examples); {} known", env.sender, h.num_examples,
                  clients.size());
@@ -762,7 +754,7 @@ bool Conductor::FromPendingParticipant(const std::string& peer, const wire::Enve
   }
   // The route stays: only a HELLO moves a client to another connection (in
   // plaintext, a replayed UPDATE passes authentication from any connection).
-  it->second.last_seen = NowSeconds();
+  it->second.last_seen = Now();
   return scheduler_->Admit(peer, env, env.type == wire::MessageType::kReady ? "READY" : "update");
 }
 
@@ -783,7 +775,7 @@ void Conductor::HandleReady(const std::string& peer, const wire::Envelope& env,
                       " bytes; this round's updates are at most " + std::to_string(limit));
     return;
   }
-  const bool now = uploads_->Ask(env.sender, ready.update_bytes, NowSeconds());
+  const bool now = uploads_->Ask(env.sender, ready.update_bytes, Now());
   // (The round of the device's task: in asynchronous mode an earlier step.)
   Reply(peer, true, wire::MessageType::kReady, env.round, now ? "granted" : "queued", "");
 }
@@ -792,7 +784,7 @@ void Conductor::HandleReady(const std::string& peer, const wire::Envelope& env,
 // those whose turn it is to download.
 void Conductor::GrantTransfers() {
   if (!open().collecting) return;
-  const double now = NowSeconds();
+  const double now = Now();
   auto& clients = registry_.entries();
   for (const auto& id : uploads_->Pump(now)) {
     auto it = clients.find(id);
@@ -843,7 +835,7 @@ UpdateBounds Conductor::BoundsFor(const std::string& who,
 void Conductor::HandleUpdate(const std::string& peer, const wire::Envelope& env,
                              const VerifiedMessage& msg, Inbound* in) {
   OpenRound& r = open();
-  if (r.collecting && r.first_update_time == 0) r.first_update_time = NowSeconds();
+  if (r.collecting && r.first_update_time == 0) r.first_update_time = Now();
   const std::string who = env.sender;
   if (!FromPendingParticipant(peer, env)) return;
   // Its bytes are here: the next device may start sending (Handle grants).
@@ -856,8 +848,7 @@ void Conductor::HandleUpdate(const std::string& peer, const wire::Envelope& env,
   // The ingest threads' check stands when it used these bounds (the round's
   // other bounds do not change while a batch is handled).
   std::variant<AcceptedUpdate, Refusal> checked =
-      in->checked && in->checked_base == bounds.base &&
-              in->checked_registered == bounds.registered
+      in->checked && in->checked_base == bounds.base && in->checked_registered == bounds.registered
           ? std::move(*in->checked)
           : CheckUpdate(msg, bounds, &ingest_.delta);
   if (auto* refusal = std::get_if<Refusal>(&checked)) {
@@ -886,7 +877,7 @@ void Conductor::HandleUpdate(const std::string& peer, const wire::Envelope& env,
   m.delta_bytes += u.encoded_delta.size();
   m.max_train_seconds = std::max(m.max_train_seconds, u.train_seconds);
   r.train_loss_sum += u.train_loss;
-  r.last_accept_time = NowSeconds();
+  r.last_accept_time = Now();
 }
 
 // Acknowledges the logged updates that are durable: an ACKed update
@@ -907,7 +898,7 @@ Status Conductor::CommitAcks(bool wait) {
     const OpenRound::UnsyncedAck a = std::move(r.unsynced_acks.front());
     r.unsynced_acks.pop_front();
     // From a device's view its update is accepted now, when it is durable.
-    r.last_accept_time = NowSeconds();
+    r.last_accept_time = Now();
     Reply(a.peer, true, wire::MessageType::kUpdate, a.round, "accepted", "");
     ++acks_sent_;
     MaybeCrash("ack", acks_sent_);
@@ -915,8 +906,7 @@ Status Conductor::CommitAcks(bool wait) {
   return Status::OK();
 }
 
-Result<ServerSummary> Conductor::Run(const std::atomic<bool>* stop,
-                                     const RoundCallback& on_round) {
+Result<ServerSummary> Conductor::Run(const std::atomic<bool>* stop, const RoundCallback& on_round) {
   LogServing();
   ServerSummary sum;
   reporter_->Attach(&on_round, &sum);
@@ -954,7 +944,7 @@ Result<ServerSummary> Conductor::Run(const std::atomic<bool>* stop,
     done_->final_accuracy = sum.final_accuracy;
     done_->message = "federation finished after " + std::to_string(round_) + " rounds";
     for (const auto& [id, c] : registry_.entries()) SendDone(c.peer, id, nullptr);
-    FL_RETURN_IF_ERROR(Pump(NowSeconds() + o_.done_linger_seconds, stop, nullptr));
+    FL_RETURN_IF_ERROR(Pump(Now() + o_.done_linger_seconds, stop, nullptr));
   }
   sum.rejected = totals_rejected_;
   return sum;

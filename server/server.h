@@ -43,6 +43,7 @@
 #include <memory>
 #include <string>
 
+#include "common/clock.h"
 #include "common/data_loader.h"
 #include "common/status.h"
 #include "common/wire/messages.h"
@@ -232,6 +233,10 @@ struct ServerOptions {
   // Prometheus metrics (server/metrics.h, fl-server --metrics-port) the
   // server records into; null: none.
   ServerMetrics* metrics{nullptr};
+  // The server's time: deadlines, timeouts, windows, the evaluation delay.
+  // Null: the steady clock. A test of a whole federation in simulated time
+  // passes its transport::SimulatedNetwork. Not owned.
+  const Clock* clock{nullptr};
   // Root (or a relay with relays below it): a folder of enrolled relay
   // aggregators' public keys (NAME.pub, admitted like --clients); their
   // UPDATEs may be partial aggregates. "any" (with `insecure` only): any

@@ -41,7 +41,7 @@ Status Conductor::Commit(bool may_skip_eval) {
   round_ = r;
   open_round.log.reset();
   FL_RETURN_IF_ERROR(WriteCheckpoint(r));
-  m.round_seconds = NowSeconds() - open_round.started;
+  m.round_seconds = Now() - open_round.started;
   m.test_accuracy = m.test_loss = std::nan("");
   const bool eval = ShouldEvaluate(r, may_skip_eval);
   if (eval) evaluator_->Submit(r, model_.state());
@@ -54,7 +54,7 @@ Status Conductor::Commit(bool may_skip_eval) {
 Status Conductor::WriteCheckpoint(uint64_t r) {
   if (!store_->writes()) return Status::OK();
   OpenRound& open_round = open();
-  open_round.m.round_seconds = NowSeconds() - open_round.started;
+  open_round.m.round_seconds = Now() - open_round.started;
   Checkpoint c;
   c.round = round_;
   c.seed = o_.seed;

@@ -10,17 +10,17 @@
 #include <cstdlib>
 #include <limits>
 
+#include "common/dataset.h"
+#include "common/file_util.h"
 #include "common/fixed_point.h"
 #include "common/text.h"
-#include "common/file_util.h"
 #include "common/wire/limits.h"
-#include "common/dataset.h"
 #include "crypto/identity.h"
 #include "crypto/model_code.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
-#include "server/flags.h"
 #include "server/conductor.h"
+#include "server/flags.h"
 #include "server/relay_link.h"
 
 namespace fl {
@@ -233,8 +233,15 @@ Result<std::unique_ptr<Conductor>> MakeConductor(ServerOptions options,
   return conductor;
 }
 
+namespace {
+ServerOptions WithClock(ServerOptions o) {
+  if (!o.clock) o.clock = SystemClock();
+  return o;
+}
+}  // namespace
+
 Conductor::Conductor(ServerOptions options)
-    : o_(std::move(options)),
+    : o_(WithClock(std::move(options))),
       enrollment_(o_.clients_dir, o_.relays_dir, o_.insecure, o_.verbose),
       uploads_(std::make_unique<TransferWindow>(o_.transfer_window_bytes, kTransferHoldSeconds)),
       task_sends_(
@@ -248,7 +255,8 @@ Status Conductor::Start(std::shared_ptr<transport::Context> context, const Model
   aggregator_ = std::move(aggregator);
   privacy_ = privacy;
   ctx_ = std::move(context);
-  if (!runtime.initial_model) return Status::InvalidArgument("the server was given no model runtime");
+  if (!runtime.initial_model)
+    return Status::InvalidArgument("the server was given no model runtime");
   auto initial = runtime.initial_model(o_.model, o_.seed);
   if (!initial.ok()) return initial.status();
   model_.Set(std::move(initial).value(), {}, o_.downlink);
@@ -379,8 +387,8 @@ Status Conductor::LoadTestSet(const ModelRuntime& runtime, const ModelFileMeta& 
   class_names_ = splits->test.class_names;
   auto evaluator = runtime.make_evaluator(o_.model, std::move(splits->test), o_.eval_threads);
   if (!evaluator.ok()) return evaluator.status();
-  evaluator_ =
-      BackgroundEvaluator::Create(std::move(evaluator).value(), o_.debug_eval_delay_seconds);
+  evaluator_ = BackgroundEvaluator::Create(std::move(evaluator).value(),
+                                           o_.debug_eval_delay_seconds, o_.clock);
   return Status::OK();
 }
 
@@ -499,9 +507,9 @@ Status Conductor::PrepareModel(std::optional<ModelState> from_file, bool resumed
   ModelState& global = model_.state();
   if (!resumed && from_file) {
     if (!SameLayout(*from_file, global)) {
-      return Status::InvalidArgument(o_.model_file, "holds a '" + from_file->architecture +
-                                                        "' model, this run trains '" + o_.model +
-                                                        "'");
+      return Status::InvalidArgument(
+          o_.model_file,
+          "holds a '" + from_file->architecture + "' model, this run trains '" + o_.model + "'");
     }
     global = std::move(*from_file);
     spdlog::info("starting from {}: {:.1f}% sparse, {} of {} parameters kept", o_.model_file,
@@ -529,8 +537,8 @@ Status Conductor::PrepareModel(std::optional<ModelState> from_file, bool resumed
     model_.SetTrainable(std::move(which).value());
   }
   model_.Changed();
-  FL_RETURN_IF_ERROR(CheckAggregationFits(
-      o_, aggregator_->held_bytes_per_value() * model_.kept_count()));
+  FL_RETURN_IF_ERROR(
+      CheckAggregationFits(o_, aggregator_->held_bytes_per_value() * model_.kept_count()));
   model_.InitReferenceNorm();
   if (Status st = CheckValueRange(global, model_.ValueLimit(o_.max_param_value)); !st.ok()) {
     return Status::InvalidArgument(
@@ -583,10 +591,10 @@ Result<std::optional<WalContents>> Conductor::FindOpenRound(
   } else if (!log.status().IsNotFound()) {
     // Spent (its round is in the checkpoint) or damaged: kept aside, not lost.
     const std::string aside = path + ".old";
-    spdlog::warn("{}: {}; it is not reopened and is kept as {}", path,
-                 log.ok() ? "its round is not the one after the checkpoint"
-                          : log.status().ToString(),
-                 aside);
+    spdlog::warn(
+        "{}: {}; it is not reopened and is kept as {}", path,
+        log.ok() ? "its round is not the one after the checkpoint" : log.status().ToString(),
+        aside);
     std::rename(path.c_str(), aside.c_str());
   }
   if (resumed) {
@@ -622,7 +630,8 @@ Status Conductor::OpenTransport(const std::optional<CurveKeyPair>& curve) {
         "INSECURE TRANSPORT: no encryption and no transport authentication on {}. Anyone who "
         "can reach it can read the models{}. Use this for local experiments only.",
         o_.bind,
-        !enrollment_.enrolling() ? " and send updates" : " (updates still need enrolled signatures)");
+        !enrollment_.enrolling() ? " and send updates"
+                                 : " (updates still need enrolled signatures)");
   } else {
     so.curve.secret_key = KeyBytes(curve->secret_key);
     so.curve.public_key = KeyBytes(curve->public_key);

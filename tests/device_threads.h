@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "common/partition.h"
 #include "common/text.h"
 #include "tests/test_util.h"
+#include "transport/simulated_network.h"
 #include "transport/transport.h"
 
 namespace fl {
@@ -48,12 +50,21 @@ class DeviceThreads {
   // fl-client --id ck --partition iid --num-partitions P --partition-index k
   // does (seed 1). Insecure, heartbeats every 0.3 s, the server given up after
   // 2 s of silence, reconnects at most 1 s apart.
-  DeviceThreads(const std::string& servers, int first, int count, int partitions) {
+  //
+  // With `net`, the devices talk over that simulated network and live in its
+  // time (transport/simulated_network.h): each takes part from before its
+  // thread starts until it ends. `tweak`, when set, adjusts device k's options
+  // (a slower one, a training delay).
+  DeviceThreads(const std::string& servers, int first, int count, int partitions,
+                std::shared_ptr<transport::SimulatedNetwork> net = nullptr,
+                const std::function<void(int, ClientOptions*)>& tweak = nullptr)
+      : net_(std::move(net)) {
     const Dataset& train = MnistTrain();
     PartitionOptions po;
     po.clients = partitions;
     auto parts = MakePartition(train.labels, train.num_classes, po);
     status_.resize(static_cast<size_t>(count));
+    stats_.resize(static_cast<size_t>(count));
     if (train.count == 0 || !parts.ok()) {
       for (auto& st : status_) st = Status::NotFound("MNIST training split", MnistDir());
       return;
@@ -68,9 +79,13 @@ class DeviceThreads {
       co.server_timeout_seconds = 2;
       co.backoff_max_seconds = 1;
       co.verbose = false;
+      if (net_) co.clock = net_.get();
+      if (tweak) tweak(first + i, &co);
       const std::vector<int64_t>& shard = (*parts)[static_cast<size_t>(first + i)];
+      if (net_) net_->Join();  // left when the thread ends
       threads_.emplace_back([this, co, &train, shard, at = static_cast<size_t>(i)] {
-        status_[at] = Run(co, train, shard);
+        status_[at] = Run(co, train, shard, &stats_[at]);
+        if (net_) net_->Leave();
         ++finished_;
       });
     }
@@ -90,6 +105,9 @@ class DeviceThreads {
     return finished_.load() == status_.size();
   }
 
+  // Device `first + i`'s counts, once Join() returned.
+  const ClientStats& stats(int i) const { return stats_[static_cast<size_t>(i)]; }
+
   // Stops them and waits; the first device's error.
   Status Join() {
     stop_ = true;
@@ -102,19 +120,24 @@ class DeviceThreads {
   }
 
  private:
-  Status Run(const ClientOptions& co, const Dataset& train, const std::vector<int64_t>& shard) {
+  Status Run(const ClientOptions& co, const Dataset& train, const std::vector<int64_t>& shard,
+             ClientStats* stats) {
     auto client = LocalClient::Create("", train, shard, /*threads=*/1);
     if (!client.ok()) return client.status().WithContext(co.id);
-    auto ctx = transport::CreateZmqContext();
+    std::shared_ptr<transport::Context> ctx = net_;
+    if (!ctx) ctx = transport::CreateZmqContext();
     ClientSession session(co, ctx, client->get());
     Status st = session.Start();
     if (st.ok()) st = RunClient(&session, ctx, &stop_);
+    *stats = session.stats();
     return st.WithContext(co.id);
   }
 
+  const std::shared_ptr<transport::SimulatedNetwork> net_;
   std::atomic<bool> stop_{false};
   std::atomic<size_t> finished_{0};
   std::vector<Status> status_;
+  std::vector<ClientStats> stats_;  // each device's, once its thread ended
   std::vector<std::thread> threads_;
 };
 

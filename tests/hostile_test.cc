@@ -36,9 +36,9 @@
 #include "crypto/message.h"
 #include "crypto/model_file.h"
 #include "server/checkpoint.h"
-#include "tests/fedavg_oracle.h"
 #include "server/server.h"
 #include "server/torch_runtime.h"
+#include "tests/fedavg_oracle.h"
 #include "tests/test_util.h"
 
 namespace fl {
@@ -68,8 +68,12 @@ struct AttackReport {
   int sent{0};
   int rejected{0};
   int unanswered{0};
+  int in_flight{0};  // sent, REJECT not yet awaited
   std::map<std::string, int> reasons;
 };
+
+// Variants sent before their REJECTs are awaited.
+constexpr int kWindow = 64;
 
 class HostileTest : public ::testing::Test {
  protected:
@@ -270,22 +274,29 @@ class HostileTest : public ::testing::Test {
     return SealMessage(e, wire::Encode(u), n.key.get());
   }
 
-  // Sends one variant and waits for the REJECT it must get.
+  // Sends one variant. Its REJECT is awaited with the others in flight, once
+  // kWindow of them are (the server handles them in the order they came).
   void Try(transport::Context* ctx, transport::Socket* s, const std::vector<std::string>& frames,
            AttackReport* report, bool expect_reply = true) {
     report->sent++;
     EXPECT_FL_OK(s->Send("", frames));
-    if (!expect_reply) return;
-    wire::Envelope env;
-    std::string payload;
-    if (!Await(ctx, s, wire::MessageType::kReject, &env, &payload, 5000)) {
-      report->unanswered++;
-      return;
-    }
-    wire::Reply reply;
-    if (wire::Decode(payload, &reply).ok()) {
-      report->rejected++;
-      report->reasons[reply.reason]++;
+    if (expect_reply && ++report->in_flight >= kWindow) Collect(ctx, s, report);
+  }
+
+  // Waits for the REJECT of every variant in flight.
+  void Collect(transport::Context* ctx, transport::Socket* s, AttackReport* report) {
+    for (; report->in_flight > 0; report->in_flight--) {
+      wire::Envelope env;
+      std::string payload;
+      if (!Await(ctx, s, wire::MessageType::kReject, &env, &payload, 5000)) {
+        report->unanswered++;
+        continue;
+      }
+      wire::Reply reply;
+      if (wire::Decode(payload, &reply).ok()) {
+        report->rejected++;
+        report->reasons[reply.reason]++;
+      }
     }
   }
 
@@ -326,6 +337,7 @@ class HostileTest : public ::testing::Test {
     Try(ctx, a, {"", ""}, report);
     Try(ctx, a, {pending.envelope, pending.payload, "extra"}, report);
     Try(ctx, a, {"1", "2", "3", "4", "5", "6", "7"}, report);
+    Collect(ctx, a, report);
   }
 
   void Round2Attack(transport::Context* ctx, transport::Socket* a, const SealedMessage& old,
@@ -340,6 +352,7 @@ class HostileTest : public ::testing::Test {
     env.nonce = old_nonce;
     SealedMessage renonced = SealMessage(env, pending.payload, honest_[1].key.get());
     Try(ctx, a, {renonced.envelope, renonced.payload}, report);
+    Collect(ctx, a, report);
     // An oversize frame: the transport drops the connection before reading it,
     // so no REJECT comes back; the server carries on.
     Try(ctx, a, {pending.envelope, std::string(2 << 20, 'x')}, report, false);
@@ -754,8 +767,7 @@ TEST_F(HostileTest, OversizedPayloadsAreRefusedBeforeTheyAreHashedOrDecoded) {
   ASSERT_FL_OK(wire::Decode(good.payload, &u));
   QuantHeader qh;
   ASSERT_FL_OK(QuantPeek(u.data, &qh));
-  const size_t limit =
-      wire::UpdatePayloadLimit(static_cast<size_t>(qh.count), so.train);
+  const size_t limit = wire::UpdatePayloadLimit(static_cast<size_t>(qh.count), so.train);
   std::string padded = good.payload;
   padded.resize(limit + 1, 'x');
   wire::Envelope e = task_env;

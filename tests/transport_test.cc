@@ -17,6 +17,7 @@
 
 #include "crypto/identity.h"
 #include "tests/test_util.h"
+#include "transport/simulated_network.h"
 
 namespace fl {
 namespace transport {
@@ -42,11 +43,18 @@ int ConnectTcp(const std::string& ep) {
 class TransportTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    ctx_ = CreateZmqContext();
+    // "sim": the simulated network, this thread its one participant.
+    if (GetParam() == "sim") {
+      sim_ = std::make_shared<SimulatedNetwork>();
+      sim_->Join();
+      ctx_ = sim_;
+    } else {
+      ctx_ = CreateZmqContext();
+    }
     SocketOptions so;
     so.max_frame_bytes = 1 << 16;
     so.max_frames = 4;
-    auto l = ctx_->Listen(GetParam(), so);
+    auto l = ctx_->Listen(GetParam() == "sim" ? "tcp://127.0.0.1:*" : GetParam(), so);
     ASSERT_FL_OK(l);
     server_ = std::move(l).value();
     auto c = ctx_->Connect(server_->endpoint(), so);
@@ -68,6 +76,7 @@ class TransportTest : public ::testing::TestWithParam<std::string> {
     return false;
   }
 
+  std::shared_ptr<SimulatedNetwork> sim_;
   std::shared_ptr<Context> ctx_;
   std::unique_ptr<Socket> server_;
   std::unique_ptr<Socket> client_;
@@ -337,8 +346,134 @@ TEST(CurveTransportTest, ListeningWithoutAuthorizerIsRefused) {
   EXPECT_FALSE(ctx->Listen("tcp://127.0.0.1:*", lo).ok());
 }
 
+// The simulated network's clock moves only when every participant waits, and
+// then to the earliest deadline among them.
+TEST(SimulatedNetworkTest, TheClockJumpsToTheEarliestDeadlineOnceEveryoneWaits) {
+  SimulatedNetwork net;
+  const double t0 = net.Now();
+  double woke[2] = {0, 0};
+  net.Join();
+  net.Join();
+  std::thread a([&] {
+    net.SleepFor(3);
+    woke[0] = net.Now();
+    net.Leave();
+  });
+  std::thread b([&] {
+    net.SleepFor(5);
+    woke[1] = net.Now();
+    net.Leave();
+  });
+  a.join();
+  b.join();
+  EXPECT_EQ(woke[0], t0 + 3);
+  EXPECT_EQ(woke[1], t0 + 5);
+  EXPECT_EQ(net.Now(), t0 + 5);
+}
+
+// A participant that works (here: sleeps on the machine's clock) holds the
+// simulated one still; a message it sends wakes the waiting receiver before
+// any time passes, however long the receiver's timeout.
+TEST(SimulatedNetworkTest, WorkTakesNoTimeAndAMessageWakesItsReceiverAtOnce) {
+  auto net = std::make_shared<SimulatedNetwork>();
+  SocketOptions so;
+  auto server = net->Listen("tcp://127.0.0.1:*", so);
+  ASSERT_FL_OK(server);
+  auto client = net->Connect((*server)->endpoint(), so);
+  ASSERT_FL_OK(client);
+  const double t0 = net->Now();
+  net->Join();  // the receiver (this thread)
+  net->Join();  // the sender
+  std::thread sender([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // work
+    EXPECT_FL_OK((*client)->Send("", {"hello"}));
+    net->SleepFor(60);  // then waits, a deadline far beyond the receiver's
+    net->Leave();
+  });
+  std::vector<bool> ready;
+  auto n = net->Poll({server->get()}, 10000, &ready);
+  ASSERT_FL_OK(n);
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(net->Now(), t0) << "time passed while a participant worked";
+  net->Leave();
+  sender.join();
+  EXPECT_EQ(net->Now(), t0 + 60);
+  // Work handed over to a thread outside (BeginWork/EndWork) holds it too.
+  net->Join();
+  net->BeginWork();
+  std::thread worker([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    net->EndWork();
+  });
+  net->SleepFor(1);
+  EXPECT_EQ(net->Now(), t0 + 61);
+  worker.join();
+  net->Leave();
+}
+
+// CURVE in simulation: a key decides who may talk, as the handshake would.
+TEST(SimulatedNetworkTest, CurveKeysDecideWhoGetsThrough) {
+  SimulatedNetwork net;
+  net.Join();
+  SocketOptions ls;
+  ls.curve.secret_key = std::string(32, 's');
+  ls.curve.public_key = std::string(32, 'S');
+  ls.curve.authorize = [](const std::string& key) { return key == std::string(32, 'A'); };
+  auto server = net.Listen("tcp://127.0.0.1:*", ls);
+  ASSERT_FL_OK(server);
+  auto device = [&](char pub, const std::string& pinned) {
+    SocketOptions cs;
+    cs.curve.secret_key = std::string(32, 'd');
+    cs.curve.public_key = std::string(32, pub);
+    cs.curve.server_key = pinned;
+    auto c = net.Connect((*server)->endpoint(), cs);
+    EXPECT_FL_OK(c);
+    return std::move(c).value();
+  };
+  auto enrolled = device('A', std::string(32, 'S'));
+  auto stranger = device('B', std::string(32, 'S'));
+  auto misled = device('A', std::string(32, 'X'));
+  for (auto* c : {enrolled.get(), stranger.get(), misled.get()}) {
+    ASSERT_FL_OK(c->Send("", {"hello"}));
+  }
+  Received rx;
+  ASSERT_TRUE(*(*server)->TryReceive(&rx));
+  EXPECT_EQ(rx.peer_key, std::string(32, 'A'));
+  EXPECT_FALSE(*(*server)->TryReceive(&rx));
+  EXPECT_EQ(enrolled->TakeHandshakeError(), "");
+  EXPECT_NE(stranger->TakeHandshakeError().find("refused this device's CURVE key"),
+            std::string::npos);
+  EXPECT_NE(misled->TakeHandshakeError().find("not the one pinned"), std::string::npos);
+  EXPECT_EQ(net.dropped(), 2);
+  net.Leave();
+}
+
+// A restarted server on the same endpoint gets the connecting sockets'
+// messages, as ZeroMQ reconnects; while nobody listens they are dropped.
+TEST(SimulatedNetworkTest, AServerRestartedOnItsEndpointIsReachedAgain) {
+  SimulatedNetwork net;
+  net.Join();
+  SocketOptions so;
+  auto first = net.Listen("inproc://restart", so);
+  ASSERT_FL_OK(first);
+  auto device = net.Connect("inproc://restart", so);
+  ASSERT_FL_OK(device);
+  first->reset();
+  ASSERT_FL_OK((*device)->Send("", {"lost"}));
+  EXPECT_EQ(net.dropped(), 1);
+  auto second = net.Listen("inproc://restart", so);
+  ASSERT_FL_OK(second);
+  EXPECT_FALSE(net.Listen("inproc://restart", so).ok()) << "two listeners on one endpoint";
+  ASSERT_FL_OK((*device)->Send("", {"found"}));
+  Received rx;
+  ASSERT_TRUE(*(*second)->TryReceive(&rx));
+  EXPECT_EQ(rx.frames, std::vector<std::string>{"found"});
+  net.Leave();
+}
+
 INSTANTIATE_TEST_SUITE_P(Inproc, TransportTest, ::testing::Values("inproc://fedge-transport-test"));
 INSTANTIATE_TEST_SUITE_P(Tcp, TransportTest, ::testing::Values("tcp://127.0.0.1:*"));
+INSTANTIATE_TEST_SUITE_P(Simulated, TransportTest, ::testing::Values("sim"));
 INSTANTIATE_TEST_SUITE_P(Tcp, TcpTransportTest, ::testing::Values("tcp://127.0.0.1:*"));
 
 // Receives on any of `sockets` until `ms` pass; returns the payloads (frame 1)
