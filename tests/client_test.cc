@@ -20,6 +20,7 @@
 #include "crypto/message.h"
 #include "experiments/bench/script_models.h"
 #include "tests/test_util.h"
+#include "transport/simulated_network.h"
 
 namespace fl {
 namespace {
@@ -41,7 +42,11 @@ class ClientSessionTest : public ::testing::Test {
     ASSERT_FL_OK(device_key);
     server_key_ = std::make_unique<SigningKey>(std::move(server_key).value());
     device_key_ = std::make_unique<SigningKey>(std::move(device_key).value());
-    ctx_ = transport::CreateZmqContext();
+    // In simulated time (transport/simulated_network.h), this thread the one
+    // participant: a wait for a heartbeat or a timeout takes none of the
+    // machine's.
+    net_->Join();
+    ctx_ = net_;
     auto listen = ctx_->Listen("tcp://127.0.0.1:*", transport::SocketOptions());
     ASSERT_FL_OK(listen);
     server_ = std::move(listen).value();
@@ -51,6 +56,7 @@ class ClientSessionTest : public ::testing::Test {
     co.key = device_key_.get();
     co.server_key = server_key_->public_key();
     co.verbose = false;
+    co.clock = net_.get();
     session_ = std::make_unique<ClientSession>(co, ctx_, local_.get());
     ASSERT_FL_OK(session_->Start());
     ASSERT_TRUE(Pump([&] { return !from_client_.empty(); }));  // the HELLO
@@ -68,11 +74,14 @@ class ClientSessionTest : public ::testing::Test {
     env_.nonce = RandomNonce();
   }
 
-  // Drives the session and the scripted server until `until` holds (5 s at most).
+  void TearDown() override { net_->Leave(); }
+
+  // Drives the session and the scripted server until `until` holds (5 s of
+  // simulated time at most).
   bool Pump(const std::function<bool()>& until) {
     std::vector<bool> ready;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!until() && std::chrono::steady_clock::now() < deadline) {
+    const double deadline = net_->Now() + 5;
+    while (!until() && net_->Now() < deadline) {
       EXPECT_TRUE(ctx_->Poll({server_.get(), session_->socket()}, 20, &ready).ok());
       EXPECT_FL_OK(session_->Step());
       transport::Received rx;
@@ -143,6 +152,8 @@ class ClientSessionTest : public ::testing::Test {
 
   std::unique_ptr<LocalClient> local_;
   std::unique_ptr<SigningKey> server_key_, device_key_;
+  const std::shared_ptr<transport::SimulatedNetwork> net_ =
+      std::make_shared<transport::SimulatedNetwork>();
   std::shared_ptr<transport::Context> ctx_;
   std::unique_ptr<transport::Socket> server_;
   std::unique_ptr<ClientSession> session_;

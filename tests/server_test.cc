@@ -29,6 +29,7 @@
 #include "tests/federation_util.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
+#include "transport/simulated_network.h"
 
 namespace fl {
 namespace {
@@ -701,25 +702,50 @@ struct RawPeer {
   }
 };
 
+// This test's thread and the servers it starts in simulated time
+// (transport/simulated_network.h): the thread takes part while `Simulated`
+// lives, its peers' waits are the network's, and a deadline passes when
+// everyone waits for it, not when the machine gets round to it.
+struct Simulated {
+  Simulated() { net->Join(); }
+  ~Simulated() { net->Leave(); }
+  Simulated(const Simulated&) = delete;
+  Simulated& operator=(const Simulated&) = delete;
+  const std::shared_ptr<transport::SimulatedNetwork> net =
+      std::make_shared<transport::SimulatedNetwork>();
+};
+
 // A server started with `so` and running on a thread of its own, collecting
-// each round's metrics.
+// each round's metrics. Over a simulated network (the calling thread taking
+// part, see Simulated), in its time.
 struct RunningServer {
-  RunningServer(const ServerOptions& so, std::shared_ptr<transport::Context> ctx) {
+  RunningServer(ServerOptions so, std::shared_ptr<transport::Context> ctx)
+      : sim(std::dynamic_pointer_cast<transport::SimulatedNetwork>(ctx)) {
+    if (sim) so.clock = sim.get();
     auto s = Server::Create(so, std::move(ctx), TorchRuntime());
     EXPECT_FL_OK(s);
     if (!s.ok()) return;
     server = std::move(s).value();
     endpoint = server->endpoint();
+    if (sim) sim->Join();  // the server's thread, from before it starts
     thread = std::thread([this] {
       summary = server->Run(nullptr, [this](const RoundMetrics& rm) { rounds.push_back(rm); });
+      if (sim) sim->Leave();
     });
   }
   ~RunningServer() {
-    if (thread.joinable()) thread.join();
+    if (thread.joinable()) Join();
   }
   bool ok() const { return server != nullptr; }
-  // Waits for the run to end.
-  void Join() { thread.join(); }
+  // Waits for the run to end (in simulated time, the calling thread waits
+  // as a participant would: the clock may move meanwhile).
+  void Join() {
+    if (sim) sim->Leave();
+    thread.join();
+    if (sim) sim->Join();
+  }
+
+  const std::shared_ptr<transport::SimulatedNetwork> sim;
 
   std::unique_ptr<Server> server;
   std::string endpoint;
@@ -735,7 +761,8 @@ struct RunningServer {
 // and its direct UPDATE is taken as before; so is an UPDATE sent without a
 // grant (the window is cooperation, not a control).
 TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 1;
@@ -785,7 +812,8 @@ TEST_F(ServerTest, UploadAdmissionGrantsInTurnAndOlderClientsStillUpload) {
 // Each round's TASK carries that round's learning rate under --lr-decay, as a
 // device receives it.
 TEST_F(ServerTest, EachTaskCarriesTheRoundsDecayedLearningRate) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 3;
@@ -814,7 +842,8 @@ TEST_F(ServerTest, EachTaskCarriesTheRoundsDecayedLearningRate) {
 // fields gets none (it keeps its own). A normalisation the wire cannot carry
 // is refused at start.
 TEST_F(ServerTest, TasksCarryTheFederationsNormalisation) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   for (bool evaluates : {true, false}) {
     test::TempDir out;
     ServerOptions so = BaseOptions(out.path());
@@ -863,7 +892,8 @@ TEST_F(ServerTest, TasksCarryTheFederationsNormalisation) {
 // What devices' inputs and labels mean is part of the run: a resume under
 // another normalisation or class list is refused, naming both values.
 TEST_F(ServerTest, ResumeRefusesAnotherNormalisationOrClassList) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 1;
@@ -907,7 +937,8 @@ TEST_F(ServerTest, ResumeRefusesAnotherNormalisationOrClassList) {
 // --over-selection 1.5 selects 3, closes the round when 2 are in, and tells
 // the third (REJECT "not_needed" about its TASK) not to upload.
 TEST_F(ServerTest, OverSelectionClosesTheRoundAtItsTarget) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 1;
@@ -944,7 +975,8 @@ TEST_F(ServerTest, OverSelectionClosesTheRoundAtItsTarget) {
 // writes them): the federation uses them, over the test data's computed
 // statistics, sends them in the TASK, and global.flm records them again.
 TEST_F(ServerTest, AModelFilesNormalisationAndClassesAreTheFederations) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   auto model = CreateModel("mnist_2nn", 5);
   ASSERT_FL_OK(model);
@@ -980,7 +1012,8 @@ TEST_F(ServerTest, AModelFilesNormalisationAndClassesAreTheFederations) {
 // the whole model (to move the frozen layers) is refused by its size,
 // counted, and the device's right-sized update is then taken.
 TEST_F(ServerTest, TrainableFederationRefusesAFullModelDelta) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 1;
@@ -1032,7 +1065,8 @@ TEST_F(ServerTest, TrainableFederationRefusesAFullModelDelta) {
 // than --max-aggregation-mb holds, and refuses to start when that is fewer
 // than it needs to resist anything; the mean is not capped.
 TEST_F(ServerTest, RobustRulesSelectWhatTheAggregationMemoryHolds) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   // mnist_2nn keeps 199,210 values: 796,840 B a delta.
   const size_t delta_bytes = 199210 * 4;
   {
@@ -1110,7 +1144,8 @@ TEST_F(ServerTest, ConnectionsPastTheCapAreRefusedAndCounted) {
 // asks for its upload on the new connection. One that reconnects without
 // (HELLO round 0) gets the TASK again, once.
 TEST_F(ServerTest, ReconnectWithTheUpdateInHandDoesNotFetchTheTaskAgain) {
-  auto ctx = transport::CreateZmqContext();
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
   test::TempDir out;
   ServerOptions so = BaseOptions(out.path());
   so.rounds = 1;
