@@ -26,6 +26,7 @@
 #include "server/relay_link.h"
 #include "server/torch_runtime.h"
 #include "server/wal.h"
+#include "tests/device_threads.h"
 #include "tests/federation_util.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
@@ -729,7 +730,10 @@ struct RunningServer {
     endpoint = server->endpoint();
     if (sim) sim->Join();  // the server's thread, from before it starts
     thread = std::thread([this] {
-      summary = server->Run(nullptr, [this](const RoundMetrics& rm) { rounds.push_back(rm); });
+      summary = server->Run(nullptr, [this](const RoundMetrics& rm) {
+        rounds.push_back(rm);
+        if (this->sim) ended_at.push_back(this->sim->Now());
+      });
       if (sim) sim->Leave();
     });
   }
@@ -750,6 +754,7 @@ struct RunningServer {
   std::unique_ptr<Server> server;
   std::string endpoint;
   std::vector<RoundMetrics> rounds;
+  std::vector<double> ended_at;  // simulated time each round was reported
   Result<ServerSummary> summary = Status::Internal("not run");
   std::thread thread;
 };
@@ -969,6 +974,113 @@ TEST_F(ServerTest, OverSelectionClosesTheRoundAtItsTarget) {
   EXPECT_EQ(run.rounds[0].selected, 3);
   EXPECT_EQ(run.rounds[0].participants, 2);
   EXPECT_EQ(run.rounds[0].withdrawn, 1);
+}
+
+// Deadlines in the server's own time: a selected device that never answers
+// holds the round up for exactly the deadline, then the round closes with
+// the others' updates. (In real time this test would wait 30 s.)
+TEST_F(ServerTest, ASilentDeviceHoldsTheRoundForItsDeadlineAndNoLonger) {
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 3;
+  so.round_deadline_seconds = 30;
+  so.client_timeout_seconds = 600;  // the deadline, not liveness, decides
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  for (int i = 0; i < 3; ++i) {
+    peers.push_back(std::make_unique<RawPeer>(
+        RawPeer{"p" + std::to_string(i), wire::kFlagReadsExtensions, nullptr, {}, {}}));
+    peers.back()->Connect(ctx.get(), run.endpoint);
+  }
+  for (auto& p : peers) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
+  for (int i = 0; i < 2; ++i) {
+    peers[i]->Send(wire::MessageType::kUpdate, peers[i]->task_env.round, peers[i]->ZeroUpdate());
+    EXPECT_EQ(peers[i]->NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  }
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_EQ(run.rounds[0].selected, 3);
+  EXPECT_EQ(run.rounds[0].participants, 2);
+  EXPECT_GE(run.rounds[0].round_seconds, 30.0);
+  EXPECT_LT(run.rounds[0].round_seconds, 30.5);
+}
+
+// FedBuff's tasks expire in the server's own time: with 2 tasks out and a
+// buffer of 1, device a answers step 1 at once and then goes quiet with b;
+// at the 20 s deadline both their tasks are given up (expired) and handed
+// out again, and a's answer to its new one makes step 2.
+TEST_F(ServerTest, AsyncTasksWithoutAnAnswerAreGivenUpAtTheirDeadline) {
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.mode = "async";
+  so.async.concurrency = 2;
+  so.async.buffer = 1;
+  so.rounds = 2;
+  so.min_clients = 2;
+  so.round_deadline_seconds = 20;
+  so.client_timeout_seconds = 600;
+  RunningServer run(so, ctx);
+  ASSERT_TRUE(run.ok());
+  RawPeer a{"a", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  RawPeer b{"b", wire::kFlagReadsExtensions, nullptr, {}, {}};
+  for (RawPeer* p : {&a, &b}) p->Connect(ctx.get(), run.endpoint);
+  for (RawPeer* p : {&a, &b}) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
+  const double t0 = sim.net->Now();
+  a.Send(wire::MessageType::kUpdate, a.task_env.round, a.ZeroUpdate());
+  EXPECT_EQ(a.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  ASSERT_TRUE(a.TakeTask(ctx.get()));  // step 2's
+  const auto first_nonce = a.task_env.nonce;
+  // Quiet past the deadline: the next TASK a gets is the re-issued one.
+  ASSERT_TRUE(a.TakeTask(ctx.get()));
+  EXPECT_NE(a.task_env.nonce, first_nonce);
+  EXPECT_GE(sim.net->Now() - t0, 20.0);
+  a.Send(wire::MessageType::kUpdate, a.task_env.round, a.ZeroUpdate());
+  EXPECT_EQ(a.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  run.Join();
+  ASSERT_FL_OK(run.summary);
+  ASSERT_EQ(run.rounds.size(), 2u);
+  EXPECT_EQ(run.rounds[0].participants, 1);
+  EXPECT_EQ(run.rounds[1].participants, 1);
+  EXPECT_EQ(run.rounds[0].expired + run.rounds[1].expired, 2);
+  EXPECT_GE(run.rounds[1].round_seconds, 20.0);
+}
+
+// Failover in simulated time: a device whose first server leaves its HELLO
+// unanswered moves on to its alternate after its 2 s server timeout, and
+// trains there.
+TEST_F(ServerTest, ADeviceMovesToItsAlternateWhenItsServerIsSilent) {
+  Simulated sim;
+  std::shared_ptr<transport::Context> ctx = sim.net;
+  auto silent = sim.net->Listen("inproc://silent", transport::SocketOptions{});
+  ASSERT_FL_OK(silent);
+  test::TempDir out;
+  ServerOptions so = BaseOptions(out.path());
+  so.rounds = 1;
+  so.min_clients = 1;
+  RunningServer alternate(so, ctx);
+  ASSERT_TRUE(alternate.ok());
+  const double t0 = sim.net->Now();
+  test::DeviceThreads device("inproc://silent," + alternate.endpoint, 0, 1, 100, sim.net);
+  alternate.Join();
+  ASSERT_FL_OK(device.Join());
+  ASSERT_FL_OK(alternate.summary);
+  ASSERT_EQ(alternate.rounds.size(), 1u);
+  EXPECT_EQ(alternate.rounds[0].participants, 1);
+  // The device spoke to the silent server first, then gave it 2 s.
+  transport::Received rx;
+  EXPECT_TRUE(*(*silent)->TryReceive(&rx));
+  ASSERT_EQ(alternate.ended_at.size(), 1u);
+  EXPECT_GE(alternate.ended_at[0] - t0, 2.0);
+  EXPECT_LT(alternate.ended_at[0] - t0, 10.0);
+  EXPECT_GE(device.stats(0).reconnects, 1);
+  EXPECT_EQ(device.stats(0).updates_accepted, 1);
 }
 
 // A model file that records its normalisation and classes (fl-compress prune
