@@ -4,7 +4,6 @@
 #include "common/onnx_export.h"
 
 #include <gtest/gtest.h>
-
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
@@ -214,7 +213,7 @@ torch::Tensor OrtLogits(const std::string& onnx, int64_t count) {
   return torch::from_blob(bytes->data(), {count, 10}, torch::kFloat32).clone();
 }
 
-// A CNN trained for one epoch on 6,000 MNIST images, pruned to 90% and
+// A CNN trained for one epoch on 3,000 MNIST images, pruned to 90% and
 // trained one more epoch on the mask, written as a .flm (as fl-compress or a
 // federation would), exported with fl-compress export (sparse, --dense and
 // --int8), and run in ONNX Runtime on the 10,000 test images. fp32: the same
@@ -225,8 +224,8 @@ TEST(OnnxExportTest, OnnxRuntimePredictsWhatFedgePredicts) {
   auto t10k = test::LoadMnist(Split::kTest);
   ASSERT_FL_OK(train);
   ASSERT_FL_OK(t10k);
-  std::vector<int64_t> head(6000);
-  for (int64_t i = 0; i < 6000; ++i) head[i] = i;
+  std::vector<int64_t> head(3000);
+  for (int64_t i = 0; i < 3000; ++i) head[i] = i;
   auto shard = Subset(ToTensors(*train), head);
   ASSERT_FL_OK(shard);
   auto model = CreateModel("mnist_cnn", 3);
