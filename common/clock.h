@@ -4,6 +4,7 @@
 #define FEDGE_COMMON_CLOCK_H_
 
 #include <chrono>
+#include <functional>
 
 namespace fl {
 
@@ -29,6 +30,12 @@ class Clock {
   virtual void SleepFor(double seconds) const = 0;
   virtual void BeginWork() const {}
   virtual void EndWork() const {}
+  // Waits until `ready()` holds or `seconds` of this clock's time passed;
+  // returns whether it holds. `ready` is checked at the start and after each
+  // Notify(); it takes its own locks (the caller must hold none of them), and
+  // whoever changes what it reads calls Notify() after releasing them.
+  virtual bool WaitFor(double seconds, const std::function<bool()>& ready) const = 0;
+  virtual void Notify() const = 0;
 };
 
 // The steady clock. Never null; lives for the whole process.

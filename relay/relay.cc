@@ -48,7 +48,7 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
     task.parameters.tensors[0].values[0] += 0.01f;
     task.debug_endorse_anyway = true;
   }
-  const double t0 = NowSeconds();
+  const double t0 = link_->clock()->Now();
   auto res = link_->Run(std::move(task), ins.config.deadline_seconds);
   if (!res.ok()) return res.status();
   FitRes out;
@@ -63,7 +63,7 @@ Result<FitRes> RelayParticipant::Fit(const FitIns& ins, const EpochCallback& /*o
   }
   out.num_examples = sum.weight;
   out.first_epoch_loss = out.last_epoch_loss = res->train_loss;
-  out.seconds = NowSeconds() - t0;
+  out.seconds = link_->clock()->Now() - t0;
   out.contributors = res->contributors;
   out.within_clip = res->within_clip;
   out.exact_sum = EncodeFixedSum(sum);
@@ -79,6 +79,7 @@ Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions
   co.server = o.parent;
   co.id = o.id;
   co.verbose = o.verbose;
+  co.clock = link->clock();
   if (!o.insecure && (o.key_path.empty() || o.parent_key_path.empty())) {
     return Status::InvalidArgument(
         "a relay's connection to its parent is encrypted and authenticated: give the relay's "
@@ -110,19 +111,19 @@ Result<std::unique_ptr<RelayUplink>> RelayUplink::Start(const RelayUplinkOptions
   Status st = up->session_->Start();
   if (!st.ok()) return st;
   RelayUplink* self = up.get();
+  link->clock()->BeginWork();  // the session's thread takes part in the clock's time
   up->thread_ = std::thread([self, ctx, link, verbose = o.verbose] {
     Status run = RunClient(self->session_.get(), ctx, &self->stop_);
     if (!run.ok()) {
       spdlog::error("relay: the session to the parent ended: {}", run.ToString());
       link->Finish("the session to the parent ended: " + run.ToString());
-      return;
-    }
-    if (self->session_->done()) {
+    } else if (self->session_->done()) {
       if (verbose) spdlog::info("relay: the parent says: {}", self->session_->done_message());
       link->Finish(self->session_->done_message(), /*parent_done=*/true);
-      return;
+    } else {
+      link->Finish("stopped");
     }
-    link->Finish("stopped");
+    link->clock()->EndWork();
   });
   return up;
 }
@@ -131,7 +132,7 @@ Result<std::unique_ptr<Relay>> Relay::Create(ServerOptions options,
                                              std::shared_ptr<transport::Context> context,
                                              const ModelRuntime& runtime) {
   std::unique_ptr<Relay> relay(new Relay());
-  relay->link_ = std::make_unique<RelayLink>();
+  relay->link_ = std::make_unique<RelayLink>(options.clock ? options.clock : SystemClock());
   options.parent = relay->link_.get();
   auto server = Server::Create(std::move(options), std::move(context), runtime);
   if (!server.ok()) return server.status();
@@ -159,10 +160,12 @@ Result<ServerSummary> Relay::Run(const std::atomic<bool>* stop, const RoundCallb
 
 void Relay::Start(const std::atomic<bool>* stop, RoundCallback on_round,
                   std::atomic<bool>* failed) {
+  link_->clock()->BeginWork();  // the server's thread takes part in the clock's time
   thread_ = std::thread([this, stop, on_round = std::move(on_round), failed] {
     auto sum = server_->Run(stop, on_round);
     status_ = sum.ok() ? Status::OK() : sum.status();
     if (!sum.ok() && failed) failed->store(true);
+    link_->clock()->EndWork();
   });
 }
 

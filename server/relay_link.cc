@@ -11,8 +11,12 @@ Result<RelayResult> RelayLink::Run(RelayTask task, double timeout_seconds) {
   waiting_round_ = round;
   result_.reset();
   task_ = std::move(task);
-  const bool got = cv_.wait_for(lock, std::chrono::duration<double>(timeout_seconds),
-                                [this] { return result_.has_value() || finished_; });
+  lock.unlock();
+  const bool got = clock_->WaitFor(timeout_seconds, [this] {
+    std::lock_guard<std::mutex> l(mu_);
+    return result_.has_value() || finished_;
+  });
+  lock.lock();
   waiting_round_ = 0;
   task_.reset();  // (not taken yet: the server never starts it)
   if (!got) {
@@ -26,13 +30,15 @@ Result<RelayResult> RelayLink::Run(RelayTask task, double timeout_seconds) {
 }
 
 void RelayLink::Finish(const std::string& why, bool parent_done) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!finished_) {
-    finish_reason_ = why;
-    parent_done_ = parent_done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!finished_) {
+      finish_reason_ = why;
+      parent_done_ = parent_done;
+    }
+    finished_ = true;
   }
-  finished_ = true;
-  cv_.notify_all();
+  clock_->Notify();
 }
 
 std::string RelayLink::architecture() const {
@@ -65,10 +71,12 @@ std::optional<RelayTask> RelayLink::TakeTask() {
 }
 
 void RelayLink::Deliver(uint64_t round, Result<RelayResult> result) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (waiting_round_ != round) return;  // the session gave up on it
-  result_ = std::move(result);
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (waiting_round_ != round) return;  // the session gave up on it
+    result_ = std::move(result);
+  }
+  clock_->Notify();
 }
 
 bool RelayLink::finished() const {

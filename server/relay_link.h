@@ -20,7 +20,6 @@
 #define FEDGE_SERVER_RELAY_LINK_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -28,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/fixed_point.h"
 #include "common/model_state.h"
 #include "common/status.h"
@@ -78,6 +78,10 @@ struct RelayResult {
 
 class RelayLink {
  public:
+  // Run's wait is on `clock` (the relay server's, ServerOptions::clock).
+  explicit RelayLink(const Clock* clock = SystemClock()) : clock_(clock) {}
+  const Clock* clock() const { return clock_; }
+
   // --- the session's side (the participant's Fit) ---
 
   // Hands `task` to the server and waits for its result, at most
@@ -120,8 +124,8 @@ class RelayLink {
   std::string finish_reason() const;
 
  private:
+  const Clock* const clock_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::optional<RelayTask> task_;
   std::optional<Result<RelayResult>> result_;
   uint64_t waiting_round_{0};  // the round Run waits for (0: none)

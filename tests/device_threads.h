@@ -23,6 +23,7 @@
 #include "common/data_loader.h"
 #include "common/partition.h"
 #include "common/text.h"
+#include "server/server.h"
 #include "tests/test_util.h"
 #include "transport/simulated_network.h"
 #include "transport/transport.h"
@@ -139,6 +140,51 @@ class DeviceThreads {
   std::vector<Status> status_;
   std::vector<ClientStats> stats_;  // each device's, once its thread ended
   std::vector<std::thread> threads_;
+};
+
+// The options of an in-process server over `net`, in its time, as
+// fl-server --bind tcp://127.0.0.1:* --model MODEL --rounds ROUNDS
+// --min-clients N --fraction 1 --insecure sets them, quiet.
+inline ServerOptions SimulatedServerOptions(transport::SimulatedNetwork* net,
+                                            const std::string& model, int rounds, int min_clients) {
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.model = model;
+  so.rounds = rounds;
+  so.min_clients = min_clients;
+  so.fraction = 1;
+  so.insecure = true;
+  so.verbose = false;
+  so.clock = net;
+  return so;
+}
+
+// Runs `server` to its end on a thread that takes part in `net`'s time from
+// the constructor on.
+class ServerThread {
+ public:
+  ServerThread(Server* server, transport::SimulatedNetwork* net) : net_(net) {
+    net_->Join();
+    thread_ = std::thread([this, server] {
+      summary_ = server->Run(nullptr, nullptr);
+      net_->Leave();
+    });
+  }
+  ~ServerThread() {
+    if (thread_.joinable()) thread_.join();
+  }
+  ServerThread(const ServerThread&) = delete;
+  ServerThread& operator=(const ServerThread&) = delete;
+  // Waits for the run's end (the caller must not take part meanwhile).
+  Result<ServerSummary> Join() {
+    thread_.join();
+    return summary_;
+  }
+
+ private:
+  transport::SimulatedNetwork* const net_;
+  Result<ServerSummary> summary_ = Status::Internal("not run");
+  std::thread thread_;
 };
 
 }  // namespace test

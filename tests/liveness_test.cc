@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -31,12 +32,7 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
   test::TempDir dir;
   const int kClients = 5, kRounds = 3;
   auto net = std::make_shared<transport::SimulatedNetwork>();
-  ServerOptions so;
-  so.bind = "tcp://127.0.0.1:*";
-  so.model = "mnist_2nn";
-  so.rounds = kRounds;
-  so.min_clients = kClients;
-  so.fraction = 1;
+  ServerOptions so = test::SimulatedServerOptions(net.get(), "mnist_2nn", kRounds, kClients);
   so.train.epochs = 1;
   so.train.lr = 0.05;
   so.round_deadline_seconds = 60;
@@ -46,14 +42,11 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
   so.debug_eval_delay_seconds = 3;
   so.out_dir = dir.path() + "/out";
   so.done_linger_seconds = 2;
-  so.insecure = true;
-  so.verbose = false;
-  so.clock = net.get();
   auto server = Server::Create(so, net, TorchRuntime());
   ASSERT_FL_OK(server);
   const double t0 = net->Now();
-  // The server's thread takes part from before anything starts, so the clock
-  // cannot move while this thread sets up the devices.
+  // This thread takes part while it sets up, so the clock cannot move before
+  // the devices and the server run.
   net->Join();
   // 600 IID samples per device (100 shards), as fl-client --partition iid
   // --num-partitions 100 --partition-index k would hold.
@@ -61,12 +54,9 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
                               [](int k, ClientOptions* co) {
                                 if (k == 0) co->debug_train_delay_seconds = 5;
                               });
-  Result<ServerSummary> summary = Status::Internal("not run");
-  std::thread server_thread([&] {
-    summary = (*server)->Run(nullptr, nullptr);
-    net->Leave();
-  });
-  server_thread.join();
+  test::ServerThread run(server->get(), net.get());
+  net->Leave();
+  const Result<ServerSummary> summary = run.Join();
   ASSERT_FL_OK(summary);
   ASSERT_FL_OK(devices.Join());
   const double elapsed = net->Now() - t0;
@@ -96,6 +86,54 @@ TEST(LivenessTest, EveryRoundHasEveryClientDespiteSlowEvaluationAndASlowDevice) 
   std::printf("%d rounds in %.1f s of simulated time; %lld messages delivered, %lld dropped\n",
               kRounds, elapsed, static_cast<long long>(net->delivered()),
               static_cast<long long>(net->dropped()));
+}
+
+// Slow and flaky devices in simulated time: --slowdown 20 holds the update
+// back until a device 20x slower would have finished, so the round lasts at
+// least 19x the training itself; --dropout 0.99 trains but never answers, so
+// the round closes at its 3 s deadline without it.
+TEST(LivenessTest, ASlowDeviceHoldsTheRoundAndADroppedOneMissesItsDeadline) {
+  test::TempDir dir;
+  auto net = std::make_shared<transport::SimulatedNetwork>();
+  auto federate = [&](const std::string& name, double deadline,
+                      const std::function<void(int, ClientOptions*)>& tweak, ClientStats* stats) {
+    ServerOptions so = test::SimulatedServerOptions(net.get(), "mnist_2nn", 1, 1);
+    so.round_deadline_seconds = deadline;
+    so.out_dir = dir.path() + "/" + name;
+    so.done_linger_seconds = 0.5;
+    auto server = Server::Create(so, net, TorchRuntime());
+    EXPECT_FL_OK(server);
+    if (!server.ok()) return std::vector<test::RoundRow>();
+    net->Join();  // (as above)
+    // 6,000 samples (an IID tenth of MNIST), as fl-client --num-partitions 10.
+    test::DeviceThreads device((*server)->endpoint(), 0, 1, 10, net, tweak);
+    test::ServerThread run(server->get(), net.get());
+    net->Leave();
+    const Result<ServerSummary> summary = run.Join();
+    EXPECT_FL_OK(summary);
+    EXPECT_FL_OK(device.Join());
+    *stats = device.stats(0);
+    return test::ReadRoundsCsv(so.out_dir + "/rounds.csv");
+  };
+  ClientStats slow, flaky;
+  const auto slow_rows = federate(
+      "slow", 120, [](int, ClientOptions* co) { co->slowdown = 20; }, &slow);
+  ASSERT_EQ(slow_rows.size(), 1u);
+  EXPECT_EQ(slow_rows[0].participants, 1);
+  EXPECT_EQ(slow.updates_accepted, 1);
+  // train_seconds counts the slowdown: 20x the training; the round waited for
+  // the other 19x (rounds.csv rounds to 1 ms).
+  EXPECT_GT(slow.train_seconds, 0);
+  EXPECT_GE(slow_rows[0].seconds, 19.0 / 20.0 * slow.train_seconds - 0.001);
+
+  const auto flaky_rows = federate(
+      "flaky", 3, [](int, ClientOptions* co) { co->dropout = 0.99; }, &flaky);
+  ASSERT_EQ(flaky_rows.size(), 1u);
+  EXPECT_EQ(flaky_rows[0].participants, 0);
+  EXPECT_EQ(flaky.dropped_out, 1);
+  EXPECT_EQ(flaky.rounds_trained, 1);
+  EXPECT_GE(flaky_rows[0].seconds, 3.0);
+  EXPECT_LT(flaky_rows[0].seconds, 3.5);
 }
 
 // A client that can never succeed ends at once with exit code 3 and says what

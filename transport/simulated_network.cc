@@ -207,9 +207,33 @@ void SimulatedNetwork::EndWork() const {
   MaybeAdvance();
 }
 
+bool SimulatedNetwork::WaitFor(double seconds, const std::function<bool()>& ready) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  const double deadline = now_ + std::max(0.0, seconds);
+  while (true) {
+    if (ready()) return true;
+    if (now_ >= deadline) return false;
+    Wait(&lock, deadline, {}, &ready);
+  }
+}
+
+void SimulatedNetwork::Notify() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool woke = false;
+  for (Waiter* w : waiters_) {
+    if (!w->woken && w->ready && (*w->ready)()) {
+      w->woken = true;
+      busy_++;
+      woke = true;
+    }
+  }
+  if (woke) cv_.notify_all();
+}
+
 void SimulatedNetwork::Wait(std::unique_lock<std::mutex>* lock, double deadline,
-                            std::vector<const SimSocket*> sockets) const {
-  Waiter w{deadline, std::move(sockets)};
+                            std::vector<const SimSocket*> sockets,
+                            const std::function<bool()>* ready) const {
+  Waiter w{deadline, std::move(sockets), ready};
   waiters_.push_back(&w);
   busy_--;  // the caller's participation waits
   MaybeAdvance();

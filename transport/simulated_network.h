@@ -28,6 +28,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -64,6 +65,8 @@ class SimulatedNetwork final : public Context, public Clock {
   void SleepFor(double seconds) const override;
   void BeginWork() const override;
   void EndWork() const override;
+  bool WaitFor(double seconds, const std::function<bool()>& ready) const override;
+  void Notify() const override;
 
   // Participants (see above).
   void Join() { BeginWork(); }
@@ -88,12 +91,14 @@ class SimulatedNetwork final : public Context, public Clock {
   struct Waiter {
     double deadline;
     std::vector<const SimSocket*> sockets;
+    const std::function<bool()>* ready{nullptr};  // WaitFor's
     bool woken{false};
   };
 
   // All with mu_ held.
   void Wait(std::unique_lock<std::mutex>* lock, double deadline,
-            std::vector<const SimSocket*> sockets) const;
+            std::vector<const SimSocket*> sockets,
+            const std::function<bool()>* ready = nullptr) const;
   void MaybeAdvance() const;
   void Deliver(SimSocket* to, Received rx);
   Status SendFrom(SimSocket* from, const std::string& peer, std::vector<std::string> frames);
