@@ -32,8 +32,9 @@ class Clock {
   virtual void EndWork() const {}
   // Waits until `ready()` holds or `seconds` of this clock's time passed;
   // returns whether it holds. `ready` is checked at the start and after each
-  // Notify(); it takes its own locks (the caller must hold none of them), and
-  // whoever changes what it reads calls Notify() after releasing them.
+  // Notify(), under the clock's own lock: it may take its own locks (the
+  // caller must hold none of them) but must not call the clock. Whoever
+  // changes what it reads calls Notify() after releasing them.
   virtual bool WaitFor(double seconds, const std::function<bool()>& ready) const = 0;
   virtual void Notify() const = 0;
 };

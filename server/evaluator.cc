@@ -57,7 +57,9 @@ struct BackgroundEvaluator::Impl {
       lock.lock();
       finished.push_back(std::move(f));
       cv.notify_all();
+      lock.unlock();
       clock->EndWork();  // begun by Submit
+      lock.lock();
     }
   }
 

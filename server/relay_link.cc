@@ -12,11 +12,13 @@ Result<RelayResult> RelayLink::Run(RelayTask task, double timeout_seconds) {
   result_.reset();
   task_ = std::move(task);
   lock.unlock();
-  const bool got = clock_->WaitFor(timeout_seconds, [this] {
+  (void)clock_->WaitFor(timeout_seconds, [this] {
     std::lock_guard<std::mutex> l(mu_);
     return result_.has_value() || finished_;
   });
   lock.lock();
+  // Decided under the lock: a result may have come since the wait ended.
+  const bool got = result_.has_value() || finished_;
   waiting_round_ = 0;
   task_.reset();  // (not taken yet: the server never starts it)
   if (!got) {

@@ -376,6 +376,7 @@ Status Conductor::OpenLog(const WalHeader& header, bool with_staleness) {
   auto w = WalWriter::Create(store_->WalPath(), header, /*durable=*/!o_.out_dir.empty(), wal_key_,
                              with_staleness, !o_.relays_dir.empty());
   if (!w.ok()) return w.status();
+  (*w)->set_clock(o_.clock);
   open().log = std::move(w).value();
   return Status::OK();
 }
@@ -403,6 +404,7 @@ Status Conductor::ReopenLog(WalContents c, bool selection) {
   FL_RETURN_IF_ERROR(CheckLoggedPartials(c));
   auto w = WalWriter::Reopen(store_->WalPath(), c, /*durable=*/true, wal_key_);
   if (!w.ok()) return w.status();
+  (*w)->set_clock(o_.clock);
   r.log = std::move(w).value();
   for (const auto& e : c.entries) {
     auto rec = r.log->Read(e);

@@ -256,6 +256,7 @@ WalWriter::~WalWriter() {
     cv_.notify_all();
     syncer_.join();
   }
+  if (owing_) clock_->EndWork();  // a sync the stopped thread never did
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -273,7 +274,15 @@ void WalWriter::SyncLoop() {
       error_ = Status::IOError("fdatasync " + path_, std::strerror(err));
     }
     if (rc == 0) synced_ = std::max(synced_, target);
+    const bool done = rc != 0 || synced_ >= requested_;
+    const bool ended = done && owing_;
+    if (ended) owing_ = false;
     cv_.notify_all();
+    if (ended) {
+      lock.unlock();
+      clock_->EndWork();  // begun by RequestSync
+      lock.lock();
+    }
     if (rc != 0) return;
   }
 }
@@ -387,6 +396,10 @@ void WalWriter::RequestSync() {
     std::lock_guard<std::mutex> lock(mu_);
     if (end_ <= requested_) return;
     requested_ = end_;
+    if (!owing_ && error_.ok()) {
+      owing_ = true;
+      clock_->BeginWork();  // ended by the sync thread
+    }
   }
   cv_.notify_all();
 }

@@ -48,6 +48,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace fl {
@@ -144,6 +145,10 @@ class WalWriter final {
   Result<WalEntry> Append(const std::string& sender, int64_t weight, double train_loss,
                           double train_seconds, std::string_view delta, uint32_t staleness = 0,
                           uint32_t contributors = 1, int64_t within_clip = -1);
+  // A sync the sync thread owes is work handed over on `clock`
+  // (Clock::BeginWork): simulated time waits for it. Set before the first
+  // RequestSync; the steady clock until then.
+  void set_clock(const Clock* clock) { clock_ = clock; }
   // Asks the sync thread to make everything appended so far durable, and
   // returns at once.
   void RequestSync();
@@ -177,6 +182,8 @@ class WalWriter final {
   uint64_t requested_{0};  // end_ at the latest RequestSync
   uint64_t synced_{0};     // durable bytes
   bool stopping_{false};
+  bool owing_{false};  // a sync is requested and not done: work begun on clock_
+  const Clock* clock_{SystemClock()};
   Status error_;
   std::thread syncer_;
 };

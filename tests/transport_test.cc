@@ -398,17 +398,64 @@ TEST(SimulatedNetworkTest, WorkTakesNoTimeAndAMessageWakesItsReceiverAtOnce) {
   net->Leave();
   sender.join();
   EXPECT_EQ(net->Now(), t0 + 60);
-  // Work handed over to a thread outside (BeginWork/EndWork) holds it too.
+  // Work handed over to a thread outside (BeginWork/EndWork) holds it too:
+  // the sleep below ends only after the work did, with no time passed during it.
   net->Join();
   net->BeginWork();
+  std::atomic<bool> worked{false};
   std::thread worker([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(net->Now(), t0 + 60);
+    worked = true;
     net->EndWork();
   });
   net->SleepFor(1);
+  EXPECT_TRUE(worked.load());
   EXPECT_EQ(net->Now(), t0 + 61);
   worker.join();
   net->Leave();
+}
+
+// WaitFor ends when Notify finds its condition true, or at its deadline
+// exactly; a Notify with the condition false wakes nothing.
+TEST(SimulatedNetworkTest, WaitForEndsOnANotifiedConditionOrAtItsDeadline) {
+  SimulatedNetwork net;
+  const double t0 = net.Now();
+  std::atomic<bool> flag{false};
+  net.Join();
+  net.Join();
+  double woke = 0;
+  bool got = false;
+  std::thread waiter([&] {
+    got = net.WaitFor(10, [&] { return flag.load(); });
+    woke = net.Now();
+    net.Leave();
+  });
+  net.SleepFor(2);
+  net.Notify();  // false: the waiter waits on
+  net.SleepFor(1);
+  flag = true;
+  net.Notify();
+  waiter.join();
+  EXPECT_TRUE(got);
+  EXPECT_EQ(woke, t0 + 3);
+  EXPECT_FALSE(net.WaitFor(4, [] { return false; }));
+  EXPECT_EQ(net.Now(), t0 + 7);
+  net.Leave();
+}
+
+// The steady clock's WaitFor: woken by Notify once its condition holds.
+TEST(SteadyClockTest, WaitForIsWokenByNotify) {
+  const Clock* clock = SystemClock();
+  std::atomic<bool> flag{false};
+  std::thread notifier([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    flag = true;
+    clock->Notify();
+  });
+  EXPECT_TRUE(clock->WaitFor(60, [&] { return flag.load(); }));
+  notifier.join();
+  EXPECT_FALSE(clock->WaitFor(0.05, [] { return false; }));
 }
 
 // CURVE in simulation: a key decides who may talk, as the handshake would.
@@ -475,6 +522,7 @@ INSTANTIATE_TEST_SUITE_P(Inproc, TransportTest, ::testing::Values("inproc://fedg
 INSTANTIATE_TEST_SUITE_P(Tcp, TransportTest, ::testing::Values("tcp://127.0.0.1:*"));
 INSTANTIATE_TEST_SUITE_P(Simulated, TransportTest, ::testing::Values("sim"));
 INSTANTIATE_TEST_SUITE_P(Tcp, TcpTransportTest, ::testing::Values("tcp://127.0.0.1:*"));
+INSTANTIATE_TEST_SUITE_P(Simulated, TcpTransportTest, ::testing::Values("sim"));
 
 // Receives on any of `sockets` until `ms` pass; returns the payloads (frame 1)
 // of what arrived.

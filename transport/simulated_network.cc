@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <utility>
 
@@ -204,7 +206,16 @@ void SimulatedNetwork::BeginWork() const {
 void SimulatedNetwork::EndWork() const {
   std::lock_guard<std::mutex> lock(mu_);
   busy_--;
+  CheckBusy();
   MaybeAdvance();
+}
+
+void SimulatedNetwork::CheckBusy() const {
+  if (busy_ >= 0) return;
+  std::fprintf(stderr,
+               "SimulatedNetwork: a thread waited or ended work without taking part "
+               "(Join or BeginWork first)\n");
+  std::abort();
 }
 
 bool SimulatedNetwork::WaitFor(double seconds, const std::function<bool()>& ready) const {
@@ -236,6 +247,7 @@ void SimulatedNetwork::Wait(std::unique_lock<std::mutex>* lock, double deadline,
   Waiter w{deadline, std::move(sockets), ready};
   waiters_.push_back(&w);
   busy_--;  // the caller's participation waits
+  CheckBusy();
   MaybeAdvance();
   cv_.wait(*lock, [&w] { return w.woken; });  // whoever woke it counted it busy again
   waiters_.remove(&w);

@@ -16,11 +16,15 @@
 // Semantics the server and devices rely on, as ZeroMQ has them: a listening
 // socket routes by the id of each connecting socket; a connecting socket
 // reaches whatever listens on its endpoint now (a restarted server on the same
-// endpoint gets its messages); a message to nobody is dropped; a frame over the
-// receiver's max_frame_bytes drops the message; with CURVE on the listening
-// side, a connecting socket must pin that side's key and be authorized, and
-// receives the handshake error ZeroMQ's monitor would give otherwise. Nothing
-// is encrypted: the keys only decide who may talk.
+// endpoint gets its messages); a frame over the receiver's max_frame_bytes
+// drops the message; with CURVE on the listening side, a connecting socket
+// must pin that side's key and be authorized, and receives the handshake
+// error ZeroMQ's monitor would give otherwise. Nothing is encrypted: the keys
+// only decide who may talk. One difference: a message sent while nothing
+// listens on its endpoint is dropped (ZeroMQ queues it until a server binds).
+// Notify() wakes WaitFor's waiters only, not Poll's: a thread that polls
+// sees a change of state at its next timeout (the server's Pump looks every
+// 0.2 s).
 //
 // Thread-safe: one mutex guards the network and its clock.
 #ifndef FEDGE_TRANSPORT_SIMULATED_NETWORK_H_
@@ -100,6 +104,7 @@ class SimulatedNetwork final : public Context, public Clock {
             std::vector<const SimSocket*> sockets,
             const std::function<bool()>* ready = nullptr) const;
   void MaybeAdvance() const;
+  void CheckBusy() const;  // aborts, naming the misuse, when busy_ < 0
   void Deliver(SimSocket* to, Received rx);
   Status SendFrom(SimSocket* from, const std::string& peer, std::vector<std::string> frames);
   void Remove(SimSocket* s);
