@@ -75,7 +75,7 @@ std::vector<std::string> ServerArgs(const std::string& endpoint, const std::stri
           "--out",
           out,
           "--linger",
-          "2",
+          "0.5",
           "--insecure"};
 }
 
@@ -713,7 +713,7 @@ std::vector<std::string> SpeciesServerArgs(const std::string& dir, const std::st
           "--test-data",    dir + "/test.csv",
           "--label-column", "species",
           "--out",          dir + "/out",
-          "--linger",       "2"};
+          "--linger",       "0.5"};
 }
 
 // Someone else's model on someone else's data, as separate processes: a

@@ -99,14 +99,14 @@ std::vector<std::string> RootArgs(const std::string& out, int rounds, int min_cl
           "--out",
           out,
           "--linger",
-          "2",
+          "0.5",
           "--insecure"};
 }
 
 std::vector<std::string> RelayArgs(const std::string& parent) {
   return {"--parent",         parent,      "--bind",        "tcp://127.0.0.1:*",
           "--model",          "mnist_2nn", "--min-clients", "4",
-          "--fraction",       "1",         "--linger",      "2",
+          "--fraction",       "1",         "--linger",      "0.5",
           "--client-timeout", "3",         "--insecure"};
 }
 
@@ -626,7 +626,7 @@ TEST(RelayTest, DevicesTrainOnlyOnTheModelTheRootSigned) {
     }
   }
   const std::vector<std::string> common = {
-      "--model", "mnist_2nn", "--max-examples", "20000", "--client-timeout", "3", "--linger", "2"};
+      "--model", "mnist_2nn", "--max-examples", "20000", "--client-timeout", "3", "--linger", "0.5"};
   test::Process root(kServer,
                      Join({"--bind", "tcp://127.0.0.1:*", "--key", d + "/keys/root.key", "--relays",
                            d + "/relays", "--rounds", "2", "--min-clients", "2", "--fraction", "1",
@@ -694,7 +694,7 @@ TEST(RelayTest, TheRootsEndorsementCrossesTwoTiersWithAnFp16Downlink) {
   ASSERT_TRUE(keygen(d + "/leaf-relays", "leaf"));  // enrolled at the middle relay
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(keygen(d + "/devices", "dev" + std::to_string(i)));
   const std::vector<std::string> common = {
-      "--model",          "mnist_2nn", "--max-examples", "40000", "--linger", "2",
+      "--model",          "mnist_2nn", "--max-examples", "40000", "--linger", "0.5",
       "--client-timeout", "3",         "--fraction",     "1",     "--bind",   "tcp://127.0.0.1:*"};
   test::Process root(kServer,
                      Join({"--key", d + "/keys/root.key", "--relays", d + "/mid-relays",
