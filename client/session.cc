@@ -194,10 +194,9 @@ struct ClientSession::Impl {
     for (char c : o.id) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ULL;
     return h;
   }
-  // When the last READY went out, and whether the server has answered it
-  // (granted or queued); an unanswered READY is sent again.
-  double ready_sent_at{0};
-  bool ready_answered{false};
+  // When the last READY went out, while the server has not answered it
+  // (granted or queued): an unanswered READY is sent again.
+  std::optional<double> ready_unanswered_since;
 
   // Closes the connection; Step() opens a new one after the backoff, which
   // doubles up to backoff_max until the server answers again.
@@ -242,8 +241,7 @@ struct ClientSession::Impl {
   }
 
   Status SendReady() {
-    ready_sent_at = o.clock->Now();
-    ready_answered = false;
+    ready_unanswered_since = o.clock->Now();
     wire::Ready ready;
     ready.update_bytes = held->payload.size();
     return Send(wire::MessageType::kReady, held->round, held->version, wire::Encode(ready),
@@ -548,7 +546,7 @@ struct ClientSession::Impl {
     } else if (reply.in_reply_to == static_cast<uint8_t>(wire::MessageType::kReady)) {
       // "queued": the grant follows when there is room at the server.
       if (held && held->round == env.round) {
-        ready_answered = true;
+        ready_unanswered_since.reset();
         if (reply.reason == "granted") return SendHeld();
       }
     } else {
@@ -822,7 +820,8 @@ Status ClientSession::Step() {
         s.o.id, s.held->round);
     s.held.reset();
   }
-  if (s.held && !s.ready_answered && now - s.ready_sent_at > 2 * s.o.heartbeat_seconds) {
+  if (s.held && s.ready_unanswered_since &&
+      now - *s.ready_unanswered_since > 2 * s.o.heartbeat_seconds) {
     // The server drops messages over its rate limit unanswered: ask again.
     Status st = s.SendReady();
     if (!st.ok() && st.code() != Status::Code::kUnavailable) return st;

@@ -691,6 +691,25 @@ struct RawPeer {
     return "(none)";
   }
 
+  // Answers the TASK it holds with a zero UPDATE; the server's reply.
+  std::string AnswerTask(transport::Context* ctx) {
+    Send(wire::MessageType::kUpdate, task_env.round, ZeroUpdate());
+    return NextReply(ctx, wire::MessageType::kUpdate);
+  }
+
+  // `n` peers "p0", "p1", ... that read payload extensions, connected to
+  // `endpoint` and registered.
+  static std::vector<std::unique_ptr<RawPeer>> Connected(int n, transport::Context* ctx,
+                                                         const std::string& endpoint) {
+    std::vector<std::unique_ptr<RawPeer>> peers;
+    for (int i = 0; i < n; ++i) {
+      peers.push_back(std::make_unique<RawPeer>(
+          RawPeer{"p" + std::to_string(i), wire::kFlagReadsExtensions, nullptr, {}, {}}));
+      peers.back()->Connect(ctx, endpoint);
+    }
+    return peers;
+  }
+
   // An UPDATE of the open round: a zero delta, 32-bit.
   std::string ZeroUpdate() const {
     ModelState m;
@@ -833,8 +852,7 @@ TEST_F(ServerTest, EachTaskCarriesTheRoundsDecayedLearningRate) {
     // The TASK carries the double; 0.05 times a power of two (see
     // RoundLearningRateTest for why 4 ulps).
     EXPECT_DOUBLE_EQ(peer.task.config.lr, 0.05 * std::pow(0.5, r - 1)) << "round " << r;
-    peer.Send(wire::MessageType::kUpdate, peer.task_env.round, peer.ZeroUpdate());
-    EXPECT_EQ(peer.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+    EXPECT_EQ(peer.AnswerTask(ctx.get()), "accepted");
   }
   run.Join();
   ASSERT_FL_OK(run.summary);
@@ -952,20 +970,14 @@ TEST_F(ServerTest, OverSelectionClosesTheRoundAtItsTarget) {
   so.over_selection = 1.5;
   RunningServer run(so, ctx);
   ASSERT_TRUE(run.ok());
-  std::vector<std::unique_ptr<RawPeer>> peers;
-  for (int i = 0; i < 4; ++i) {
-    peers.push_back(std::make_unique<RawPeer>(
-        RawPeer{"p" + std::to_string(i), wire::kFlagReadsExtensions, nullptr, {}, {}}));
-    peers.back()->Connect(ctx.get(), run.endpoint);
-  }
+  auto peers = RawPeer::Connected(4, ctx.get(), run.endpoint);
   std::vector<RawPeer*> tasked;
   for (auto& p : peers) {
     if (p->TakeTask(ctx.get(), 50)) tasked.push_back(p.get());
   }
   ASSERT_EQ(tasked.size(), 3u);
   for (int i = 0; i < 2; ++i) {
-    tasked[i]->Send(wire::MessageType::kUpdate, tasked[i]->task_env.round, tasked[i]->ZeroUpdate());
-    EXPECT_EQ(tasked[i]->NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+    EXPECT_EQ(tasked[i]->AnswerTask(ctx.get()), "accepted");
   }
   EXPECT_EQ(tasked[2]->NextReply(ctx.get(), wire::MessageType::kTask), "REJECT not_needed");
   run.Join();
@@ -990,16 +1002,10 @@ TEST_F(ServerTest, ASilentDeviceHoldsTheRoundForItsDeadlineAndNoLonger) {
   so.client_timeout_seconds = 600;  // the deadline, not liveness, decides
   RunningServer run(so, ctx);
   ASSERT_TRUE(run.ok());
-  std::vector<std::unique_ptr<RawPeer>> peers;
-  for (int i = 0; i < 3; ++i) {
-    peers.push_back(std::make_unique<RawPeer>(
-        RawPeer{"p" + std::to_string(i), wire::kFlagReadsExtensions, nullptr, {}, {}}));
-    peers.back()->Connect(ctx.get(), run.endpoint);
-  }
+  auto peers = RawPeer::Connected(3, ctx.get(), run.endpoint);
   for (auto& p : peers) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
   for (int i = 0; i < 2; ++i) {
-    peers[i]->Send(wire::MessageType::kUpdate, peers[i]->task_env.round, peers[i]->ZeroUpdate());
-    EXPECT_EQ(peers[i]->NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+    EXPECT_EQ(peers[i]->AnswerTask(ctx.get()), "accepted");
   }
   run.Join();
   ASSERT_FL_OK(run.summary);
@@ -1033,16 +1039,14 @@ TEST_F(ServerTest, AsyncTasksWithoutAnAnswerAreGivenUpAtTheirDeadline) {
   for (RawPeer* p : {&a, &b}) p->Connect(ctx.get(), run.endpoint);
   for (RawPeer* p : {&a, &b}) ASSERT_TRUE(p->TakeTask(ctx.get())) << p->id;
   const double t0 = sim.net->Now();
-  a.Send(wire::MessageType::kUpdate, a.task_env.round, a.ZeroUpdate());
-  EXPECT_EQ(a.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  EXPECT_EQ(a.AnswerTask(ctx.get()), "accepted");
   ASSERT_TRUE(a.TakeTask(ctx.get()));  // step 2's
   const auto first_nonce = a.task_env.nonce;
   // Quiet past the deadline: the next TASK a gets is the re-issued one.
   ASSERT_TRUE(a.TakeTask(ctx.get()));
   EXPECT_NE(a.task_env.nonce, first_nonce);
   EXPECT_GE(sim.net->Now() - t0, 20.0);
-  a.Send(wire::MessageType::kUpdate, a.task_env.round, a.ZeroUpdate());
-  EXPECT_EQ(a.NextReply(ctx.get(), wire::MessageType::kUpdate), "accepted");
+  EXPECT_EQ(a.AnswerTask(ctx.get()), "accepted");
   run.Join();
   ASSERT_FL_OK(run.summary);
   ASSERT_EQ(run.rounds.size(), 2u);
