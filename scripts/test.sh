@@ -11,8 +11,11 @@ echo "[test] building in $BUILD_DIR"
 BUILD_DIR="$BUILD_DIR" bash scripts/build.sh
 echo "[test] running ctest"
 # --no-tests=error: a run that finds no test is a failure, not a pass.
+# Three at a time on two cores: most process tests spend part of their time
+# waiting (deadlines, restarts, reconnects), so a third keeps both cores busy
+# (experiments/BENCHMARKS.md, "The test suite's time"). CTEST_JOBS overrides it.
 cd "$BUILD_DIR"
-ctest --output-on-failure --no-tests=error -j2 --timeout 600
+ctest --output-on-failure --no-tests=error -j"${CTEST_JOBS:-3}" --timeout 600
 cd "$ROOT"
 
 # Fuzz the wire and file decoders for a bounded time when clang (libFuzzer) is here.
