@@ -270,13 +270,14 @@ Status CsvLabels(const std::string& path, const CsvTable& table, int label,
   *numeric = classes == nullptr || classes->empty();
   values->assign(table.rows.size(), 0);
   for (size_t r = 0; *numeric && r < table.rows.size(); ++r) {
-    double v;
+    double v = 0;
     *numeric = ParseNumber(table.rows[r][label], &v) && v >= 0 && v == std::floor(v);
     (*values)[r] = v;
   }
   if (!*numeric && numeric_labels) {
-    return Status::InvalidArgument(path, "has a label that is not an integer >= 0, where the "
-                                         "training data's labels are integers");
+    return Status::InvalidArgument(path,
+                                   "has a label that is not an integer >= 0, where the "
+                                   "training data's labels are integers");
   }
   if (*numeric) return Status::OK();
   if (classes && !classes->empty()) {
@@ -477,8 +478,8 @@ namespace {
 // The test split when it is carved out of the training split
 // (--test-fraction) or read on its own (`path`'s, or --test-data), into
 // `out->test`; `*train` loses what is carved.
-Status ReadTestSplit(const DataOptions& o, bool need_test, bool auto_norm,
-                     Result<Dataset>* train, DataSplits* out) {
+Status ReadTestSplit(const DataOptions& o, bool need_test, bool auto_norm, Result<Dataset>* train,
+                     DataSplits* out) {
   if (train->ok() && o.test_fraction > 0) {
     Dataset all = std::move(*train).value();
     Dataset carved_train, carved_test;
@@ -525,8 +526,9 @@ Status ClassNamesFromTraining(const DataOptions& o, DataSplits* out) {
     if (!again.ok()) return again.status();
     out->test = std::move(again).value();
   } else if (!names_from.ok()) {
-    out->note = "class names from the test data alone (give --data with the training data if "
-                "the test data lacks a class)";
+    out->note =
+        "class names from the test data alone (give --data with the training data if "
+        "the test data lacks a class)";
   }
   return Status::OK();
 }

@@ -25,6 +25,7 @@
 #define FEDGE_COMMON_DATA_LOADER_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/dataset.h"
@@ -45,6 +46,13 @@ struct DataOptions {
   // "mean,std[,mean,std...]".
   std::string normalize;
 };
+
+// Options that read `path`, every other setting at its default.
+inline DataOptions DataAt(std::string path) {
+  DataOptions o;
+  o.path = std::move(path);
+  return o;
+}
 
 struct DataSplits {
   Dataset train;  // empty when not asked for

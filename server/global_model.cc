@@ -75,15 +75,15 @@ bool PruningSchedule::Tighten(uint64_t r, GlobalModel* model, Aggregator* aggreg
   // The schedule reaches its end at round `rounds`: later rounds keep the
   // mask (pruning to a count rounded down would "tighten" it again).
   if (!(to > 0) || r > static_cast<uint64_t>(rounds)) return false;
-  ModelState& global = model->state();
+  ModelState& state = model->state();
   const double target = GradualSparsity(from, to, static_cast<int>(r), rounds);
-  if (target <= PrunableSparsity(global) + 1e-9) return false;
-  const ModelState before = global;
-  Status st = erk ? PruneErk(&global, target) : PruneByMagnitude(&global, target, this->global);
+  if (target <= PrunableSparsity(state) + 1e-9) return false;
+  const ModelState before = state;
+  Status st = erk ? PruneErk(&state, target) : PruneByMagnitude(&state, target, this->global);
   if (!st.ok()) {
     spdlog::error("round {}: pruning to {:.1f}% failed, the mask stays: {}", r, 100 * target,
                   st.message());
-    global = before;
+    state = before;
     return false;
   }
   // Which of the previously kept values remain: the strategy's per-value
@@ -92,14 +92,14 @@ bool PruningSchedule::Tighten(uint64_t r, GlobalModel* model, Aggregator* aggreg
   still_kept.reserve(model->kept_count());
   for (size_t t = 0; t < before.tensors.size(); ++t) {
     const auto& old_mask = before.tensors[t].mask;
-    const auto& new_mask = global.tensors[t].mask;
+    const auto& new_mask = state.tensors[t].mask;
     for (size_t i = 0; i < before.tensors[t].values.size(); ++i) {
       if (!old_mask.empty() && !old_mask[i]) continue;
       still_kept.push_back(new_mask.empty() || new_mask[i] ? 1 : 0);
     }
   }
   if (std::find(still_kept.begin(), still_kept.end(), 0) == still_kept.end()) {
-    global = before;  // nothing pruned: the mask stays as it was
+    state = before;  // nothing pruned: the mask stays as it was
     return false;
   }
   aggregator->KeepOnly(still_kept);
@@ -108,7 +108,7 @@ bool PruningSchedule::Tighten(uint64_t r, GlobalModel* model, Aggregator* aggreg
   spdlog::info(
       "round {}: mask tightened to {:.1f}% sparsity ({} -> {} kept values); the next TASK "
       "carries it",
-      r, 100 * PrunableSparsity(global), before_kept, model->kept_count());
+      r, 100 * PrunableSparsity(state), before_kept, model->kept_count());
   return true;
 }
 

@@ -14,9 +14,9 @@
 // 2015) mixes the loss on the dense teacher's soft targets at temperature T with
 // the hard-label loss: alpha * T^2 * KL + (1 - alpha) * CE.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/clock.h"
@@ -66,7 +66,7 @@ struct PruneOptions {
   double momentum = 0.9;
   int64_t batch = 64;
   uint64_t seed = 1;
-  DataOptions data{FL_DEFAULT_DATA_DIR};
+  DataOptions data = DataAt(FL_DEFAULT_DATA_DIR);
   std::string out;
   // Identity (NAME.key) to sign the written file with; empty = unsigned.
   std::string key;
@@ -248,8 +248,8 @@ int RunPrune(const PruneOptions& o) {
   std::printf("dense teacher: test accuracy %.2f%% (%lld parameters)\n", 100 * dense_eval->accuracy,
               static_cast<long long>(dense.NumParameters()));
   // 2. Prune + fine-tune, with and/or without distillation.
-  const std::vector<bool> variants = o.compare ? std::vector<bool>{false, true}
-                                               : std::vector<bool>{o.distill};
+  const std::vector<bool> variants =
+      o.compare ? std::vector<bool>{false, true} : std::vector<bool>{o.distill};
   ModelState chosen;
   double acc_plain = std::nan(""), acc_kd = std::nan("");
   for (bool kd : variants) {

@@ -21,7 +21,7 @@ namespace {
 // Flags, one per field, with their defaults.
 struct Options {
   // Folder with the four MNIST-format IDX files.
-  fl::DataOptions data{FL_DEFAULT_DATA_DIR};
+  fl::DataOptions data = fl::DataAt(FL_DEFAULT_DATA_DIR);
   std::string trainable;
   // Model zoo architecture.
   std::string model = "mnist_cnn";

@@ -36,7 +36,7 @@ std::string DeviceNames(const fl::Dataset& data, const fl::Partition& parts, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  fl::DataOptions data{FL_DEFAULT_DATA_DIR};
+  fl::DataOptions data = fl::DataAt(FL_DEFAULT_DATA_DIR);
   std::string scheme = "iid";
   std::string out;
   int clients = 100;
