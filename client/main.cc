@@ -32,6 +32,7 @@
 #include "common/file_util.h"
 #include "common/memory.h"
 #include "common/partition.h"
+#include "common/process_exit.h"
 #include "common/reproducible.h"
 #include "common/text.h"
 #include "crypto/ed25519.h"
@@ -317,7 +318,7 @@ int CheckFlags(const Cli& c, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int ClientMain(int argc, char** argv) {
   fl::UseOneMallocArena();
   Cli c;
   c.data.path = FL_DEFAULT_DATA_DIR;
@@ -391,3 +392,6 @@ int main(int argc, char** argv) {
   }
   return RunInWindows(c, *window, client->get());
 }
+
+// LibTorch's static teardown is skipped: common/process_exit.h.
+int main(int argc, char** argv) { fl::ExitWithoutStaticTeardown(ClientMain(argc, argv)); }

@@ -22,6 +22,7 @@
 #include "common/cli_config.h"
 #include "common/file_util.h"
 #include "common/memory.h"
+#include "common/process_exit.h"
 #include "common/reproducible.h"
 #include "relay/relay.h"
 #include "server/flags.h"
@@ -121,8 +122,8 @@ void LogEnd(const fl::ServerSummary& sum, bool relay, bool evaluated) {
   if (relay) {
     // (A relay evaluates nothing: the root reports the accuracy.)
     spdlog::info("relay {} after round {}: {} bytes from its devices, {} to them; refused:{}",
-                 sum.interrupted ? "stopped" : "finished", sum.rounds_completed,
-                 sum.upload_bytes, sum.download_bytes, rej.empty() ? " none" : rej);
+                 sum.interrupted ? "stopped" : "finished", sum.rounds_completed, sum.upload_bytes,
+                 sum.download_bytes, rej.empty() ? " none" : rej);
     return;
   }
   spdlog::info("{} after {} rounds: {}, {} bytes up, {} down; refused:{}",
@@ -134,7 +135,7 @@ void LogEnd(const fl::ServerSummary& sum, bool relay, bool evaluated) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int ServerMain(int argc, char** argv) {
   fl::UseOneMallocArena();
   fl::ServerFlags f;
   f.o.data.path = FL_DEFAULT_DATA_DIR;
@@ -208,3 +209,6 @@ int main(int argc, char** argv) {
   LogEnd(*sum, is_relay, !f.no_eval);
   return 0;
 }
+
+// LibTorch's static teardown is skipped: common/process_exit.h.
+int main(int argc, char** argv) { fl::ExitWithoutStaticTeardown(ServerMain(argc, argv)); }

@@ -25,6 +25,7 @@
 #include "common/file_util.h"
 #include "common/model_zoo.h"
 #include "common/onnx_export.h"
+#include "common/process_exit.h"
 #include "common/progress.h"
 #include "common/text.h"
 #include "common/trainer.h"
@@ -440,7 +441,7 @@ int RunInspect(const std::string& path, const std::string& signer_pub) {
 }  // namespace
 }  // namespace fl
 
-int main(int argc, char** argv) {
+static int CompressMain(int argc, char** argv) {
   fl::PruneOptions o;
   std::string inspect_path;
   CLI::App app{
@@ -518,3 +519,6 @@ int main(int argc, char** argv) {
   if (*exp) return fl::RunExport(ex);
   return fl::RunInspect(inspect_path, signer_pub);
 }
+
+// LibTorch's static teardown is skipped: common/process_exit.h.
+int main(int argc, char** argv) { fl::ExitWithoutStaticTeardown(CompressMain(argc, argv)); }

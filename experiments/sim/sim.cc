@@ -38,6 +38,7 @@
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/partition.h"
+#include "common/process_exit.h"
 #include "common/reproducible.h"
 #include "common/text.h"
 #include "common/wire/compact.h"
@@ -1039,10 +1040,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
     return 2;
   }
-  fl::MpiWorld world(&argc, &argv);
-  const int rc = fl::Main(argc, argv, world);
-  // A rank that stops early would leave the others waiting for it (130:
-  // rank 0 interrupted, after releasing them).
-  if (rc != 0 && rc != 130 && world.size() > 1) world.Abort(rc);
-  return rc;
+  int rc = 0;
+  {
+    fl::MpiWorld world(&argc, &argv);
+    rc = fl::Main(argc, argv, world);
+    // A rank that stops early would leave the others waiting for it (130:
+    // rank 0 interrupted, after releasing them).
+    if (rc != 0 && rc != 130 && world.size() > 1) world.Abort(rc);
+  }
+  // MPI has finished; LibTorch's static teardown is skipped
+  // (common/process_exit.h).
+  fl::ExitWithoutStaticTeardown(rc);
 }
