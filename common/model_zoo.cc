@@ -1,17 +1,15 @@
 #include "common/model_zoo.h"
 
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/csrc/jit/runtime/graph_iterator.h>
 #include <torch/script.h>
 
 #include <functional>
 #include <map>
 #include <mutex>
-#include <set>
 #include <sstream>
 
 #include "common/content_id.h"
 #include "common/file_util.h"
+#include "common/script_check.h"
 
 namespace fl {
 namespace {
@@ -200,28 +198,12 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
                     "running_mean and running_var");
     }
   }
-  // A forward that assigns one of its tensors (self.running_mean = ...)
-  // replaces the tensor fedge reads, writes and federates: refused.
-  std::set<std::string> tensors;  // last parts of the state's names
-  for (const auto& [impl, name] : seen) tensors.insert(name.substr(name.rfind('.') + 1));
-  try {
-    auto graph = script.get_method("forward").graph()->copy();
-    torch::jit::Inline(*graph);
-    torch::jit::DepthFirstGraphNodeIterator it(graph);
-    for (torch::jit::Node* n = it.next(); n != nullptr; n = it.next()) {
-      if (n->kind() != c10::prim::SetAttr) continue;
-      const std::string name = n->s(c10::Symbol::attr("name"));
-      if (tensors.count(name)) {
-        return Status::InvalidArgument(path,
-                                       "its forward assigns '" + name + "' (self." + name +
-                                           " = ...): fedge trains and federates the tensor the "
-                                           "module holds, so it must be updated in place (" +
-                                           name + ".copy_(...))");
-      }
-    }
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(path, "no forward method: " + What(e));
+  // Its code: tensor operations only, no writes to the module's own state,
+  // bounded loops (common/script_check.h).
+  if (Status st = CheckScriptCode(script); !st.ok()) {
+    return Status::InvalidArgument(path, st.message());
   }
+  if (!script.find_method("forward")) return Status::InvalidArgument(path, "no forward method");
   std::shared_ptr<ScriptModel> model;
   try {
     model = std::make_shared<ScriptModel>(script);

@@ -5,10 +5,13 @@
 // a genuine TASK is trained on and answered with an UPDATE that carries the
 // round nonce under the device's signature.
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <functional>
+#include <sstream>
 
 #include "client/local_client.h"
 #include "client/session.h"
@@ -18,6 +21,7 @@
 #include "common/wire/serialize.h"
 #include "crypto/ed25519.h"
 #include "crypto/message.h"
+#include "crypto/model_code.h"
 #include "experiments/bench/script_models.h"
 #include "tests/test_util.h"
 #include "transport/simulated_network.h"
@@ -50,16 +54,7 @@ class ClientSessionTest : public ::testing::Test {
     auto listen = ctx_->Listen("tcp://127.0.0.1:*", transport::SocketOptions());
     ASSERT_FL_OK(listen);
     server_ = std::move(listen).value();
-    ClientOptions co;
-    co.server = server_->endpoint();
-    co.id = NodeId(device_key_->public_key());
-    co.key = device_key_.get();
-    co.server_key = server_key_->public_key();
-    co.verbose = false;
-    co.clock = net_.get();
-    session_ = std::make_unique<ClientSession>(co, ctx_, local_.get());
-    ASSERT_FL_OK(session_->Start());
-    ASSERT_TRUE(Pump([&] { return !from_client_.empty(); }));  // the HELLO
+    ASSERT_NO_FATAL_FAILURE(StartSession(""));
 
     auto model = CreateModel("mnist_2nn", 3);
     ASSERT_FL_OK(model);
@@ -75,6 +70,24 @@ class ClientSessionTest : public ::testing::Test {
   }
 
   void TearDown() override { net_->Leave(); }
+
+  // A new session (the fixture's replaced), with `model_cache_dir` (empty:
+  // none), up to its HELLO.
+  void StartSession(const std::string& model_cache_dir) {
+    session_.reset();
+    from_client_.clear();
+    ClientOptions co;
+    co.server = server_->endpoint();
+    co.id = NodeId(device_key_->public_key());
+    co.key = device_key_.get();
+    co.server_key = server_key_->public_key();
+    co.model_cache_dir = model_cache_dir;
+    co.verbose = false;
+    co.clock = net_.get();
+    session_ = std::make_unique<ClientSession>(co, ctx_, local_.get());
+    ASSERT_FL_OK(session_->Start());
+    ASSERT_TRUE(Pump([&] { return !from_client_.empty(); }));  // the HELLO
+  }
 
   // Drives the session and the scripted server until `until` holds (5 s of
   // simulated time at most).
@@ -176,6 +189,33 @@ TEST_F(ClientSessionTest, OnlyGenuineSignedModelsAreTrainedOn) {
   env.model_version[0] ^= 0xFF;
   ExpectDropped(SealMessage(env, wire::Encode(task_), server_key_.get()), "version hash mismatch");
   EXPECT_EQ(session_->stats().bad_messages, 4);
+  ExpectTrainedOn(task_);
+}
+
+// A model file from the server, signed with the pinned key, whose code writes
+// the device's data to a file: refused before any of it runs
+// (common/script_check.h). The device drops the TASK, says why, never trains,
+// and carries on to the genuine TASK that follows.
+TEST_F(ClientSessionTest, ASignedHostileModelFileIsRefusedBeforeItRuns) {
+  test::TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(StartSession(dir.path() + "/cache"));
+  const std::string leak = dir.path() + "/leaked.pt";
+  torch::jit::Module leaky("Leaky");
+  leaky.register_parameter("w", torch::zeros({10, 784}), false);
+  leaky.define("def forward(self, x):\n    torch.save(x, \"" + leak +
+               "\")\n    return torch.linear(torch.flatten(x, 1), self.w)\n");
+  std::ostringstream file;
+  leaky.save(file);
+  wire::Task task = task_;
+  task.model_code = file.str();
+  task.model_code_signature = SignModelCode(task.model_code, *server_key_);
+  ModelState state;
+  state.architecture = ModelCodeId(task.model_code);
+  state.tensors.push_back({"w", {10, 784}, std::vector<float>(7840, 0.0f), {}});
+  task.model = wire::Compact(state, wire::ValueFormat::kFp32);
+  ExpectDropped(Sealed(task, server_key_.get()), "a signed model file that saves its input");
+  EXPECT_FALSE(std::filesystem::exists(leak)) << "the refused script ran";
+  EXPECT_EQ(session_->stats().bad_messages, 1);
   ExpectTrainedOn(task_);
 }
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "common/file_util.h"
 #include "common/model_zoo.h"
@@ -200,7 +201,7 @@ TEST_F(ScriptModelTest, WhatCannotBeFederatedIsRefusedByName) {
   refused(with_buffer("Assigns", "running_mean", torch::zeros({10}),
                       "    self.running_mean = self.running_mean * 0.9\n"
                       "    return torch.linear(torch.flatten(x, 1), self.w) - self.running_mean\n"),
-          "its forward assigns 'running_mean'");
+          "its code assigns 'running_mean'");
 
   torch::jit::Module dbl("Double");
   dbl.register_parameter("w", torch::ones({10, 784}, torch::kFloat64), false);
@@ -487,6 +488,129 @@ TEST_F(ScriptModelTest, ServerAndDevicesRunTheSameScriptAsProcesses) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[1].participants, 2);
   EXPECT_GT(std::stod(rows[1].accuracy), 0.8) << server.Log();
+}
+
+// A linear model whose forward runs `body` (then returns its logits), saved
+// in `dir` as `name`.pt: the hostile scripts below, as a server key holder
+// could send them.
+std::string HostileScript(const std::string& dir, const std::string& name,
+                          const std::string& body) {
+  torch::jit::Module m(name);
+  m.register_parameter("w", torch::zeros({10, 784}), false);
+  m.define("def forward(self, x):\n" + body +
+           "    return torch.linear(torch.flatten(x, 1), self.w)\n");
+  const std::string path = dir + "/" + name + ".pt";
+  m.save(path);
+  return path;
+}
+
+// A model's code may run tensor operations only (common/script_check.h):
+// what reads or writes files, prints, reseeds the generator, writes the
+// device's data into a weight, or loops without a bound is refused when the
+// file is loaded, before any of it runs, naming the operation and the line.
+TEST_F(ScriptModelTest, HostileCodeIsRefusedByNameAndLine) {
+  const std::string leak = dir_.path() + "/leaked.pt";
+  struct Case {
+    const char* name;
+    std::string body;
+    const char* says;  // in the refusal, after the file's name
+  };
+  const std::vector<Case> cases = {
+      {"Save", "    torch.save(x, \"" + leak + "\")\n", "it uses aten::save"},
+      {"ReadFile",
+       "    y = torch.from_file(\"/etc/passwd\", False, 64, dtype=0)\n"
+       "    x = x + y.float().sum() * 0\n",
+       "it uses aten::from_file"},
+      {"Print", "    print(x)\n", "it uses prim::Print"},
+      {"Reseed", "    torch.manual_seed(0)\n", "it uses aten::manual_seed"},
+      // The device's images copied into a weight: the delta would carry them.
+      {"CopyIntoWeight", "    self.w.copy_(torch.flatten(x, 1)[0:10])\n",
+       "its code writes into the module's own state with aten::copy_"},
+      {"AddIntoAView", "    self.w[0].add_(torch.flatten(x, 1)[0])\n",
+       "its code writes into the module's own state with aten::add_"},
+      {"Assign", "    self.w = self.w * 2\n", "its code assigns 'w'"},
+      {"WhileLoop", "    i = 0\n    while i >= 0:\n        i = i + 1\n",
+       "a loop's trip count is not bounded"},
+      {"HugeRange", "    for i in range(1000000000):\n        x = x * 1.0\n",
+       "a loop's trip count is not bounded"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = HostileScript(dir_.path(), c.name, c.body);
+    auto m = CreateModel(path, 0);
+    ASSERT_FALSE(m.ok());
+    const std::string why = m.status().ToString();
+    EXPECT_NE(why.find(path + ": __torch__." + std::string(c.name) + ".forward: " + c.says),
+              std::string::npos)
+        << why;
+    EXPECT_NE(why.find(" at line "), std::string::npos) << why;  // and the line itself
+    std::printf("%s\n", why.c_str());
+  }
+  EXPECT_FALSE(std::filesystem::exists(leak)) << "the refused script ran";
+  // A helper the forward calls is checked as part of it.
+  torch::jit::Module helper("Helper");
+  helper.register_parameter("w", torch::zeros({10, 784}), false);
+  helper.define(R"(
+def keep(self, x):
+    torch.save(x, "/tmp/fedge_helper_leak.pt")
+    return x
+
+def forward(self, x):
+    return torch.linear(torch.flatten(self.keep(x), 1), self.w)
+)");
+  helper.save(dir_.path() + "/helper.pt");
+  auto h = CreateModel(dir_.path() + "/helper.pt", 0);
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().ToString().find("it uses aten::save"), std::string::npos)
+      << h.status().ToString();
+  // A module with __setstate__ (which torch::jit::load runs as it unpickles).
+  torch::jit::Module stateful("Stateful");
+  stateful.register_parameter("w", torch::zeros({10, 784}), false);
+  stateful.define(R"(
+def __getstate__(self):
+    return (self.w, True)
+
+def __setstate__(self, state: Tuple[Tensor, bool]):
+    self.w = state[0]
+
+def forward(self, x):
+    return torch.linear(torch.flatten(x, 1), self.w)
+)");
+  stateful.save(dir_.path() + "/stateful.pt");
+  auto st = CreateModel(dir_.path() + "/stateful.pt", 0);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.status().ToString().find("__torch__.Stateful defines __setstate__"),
+            std::string::npos)
+      << st.status().ToString();
+  // What ordinary models do stays allowed: loops over the data's sizes,
+  // in-place operations on the forward's own values.
+  const std::string fine = HostileScript(dir_.path(), "Fine",
+                                         "    for i in range(x.size(0)):\n"
+                                         "        x = x * 1.0\n"
+                                         "    y = torch.relu(x)\n"
+                                         "    y.mul_(2.0)\n");
+  EXPECT_FL_OK(CreateModel(fine, 0).status());
+}
+
+// As deployed: an fl-server given a hostile script refuses to start and names
+// the operation; so does an fl-client given one with --model. Neither runs it.
+TEST_F(ScriptModelTest, ServerAndDeviceRefuseHostileScriptsAsProcesses) {
+  const std::string leak = dir_.path() + "/leaked.pt";
+  const std::string pt =
+      HostileScript(dir_.path(), "Leaky", "    torch.save(x, \"" + leak + "\")\n");
+  test::Process server(
+      test::BinPath("fl-server"),
+      {"--bind", "tcp://127.0.0.1:*", "--model", pt, "--rounds", "1", "--min-clients", "1",
+       "--no-eval", "--insecure", "--out", dir_.path() + "/run"},
+      dir_.path() + "/server.log");
+  EXPECT_NE(server.Wait(60), 0) << server.Log();
+  EXPECT_NE(server.Log().find("it uses aten::save"), std::string::npos) << server.Log();
+  auto args = test::ClientArgs("tcp://127.0.0.1:9", 0, 20);
+  args.insert(args.end(), {"--model", pt});
+  test::Process device(test::BinPath("fl-client"), args, dir_.path() + "/device.log");
+  EXPECT_NE(device.Wait(60), 0) << device.Log();
+  EXPECT_NE(device.Log().find("it uses aten::save"), std::string::npos) << device.Log();
+  EXPECT_FALSE(std::filesystem::exists(leak)) << "the refused script ran";
 }
 
 }  // namespace

@@ -1,0 +1,292 @@
+#include "common/script_check.h"
+
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_iterator.h>
+#include <torch/script.h>
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <unordered_set>
+
+namespace fl {
+namespace {
+
+using torch::jit::Node;
+using torch::jit::Value;
+
+// Tensor and scalar operations a model may use, by name without overload
+// (aten::add covers add.Tensor, add.Scalar and add.int). An in-place variant
+// (relu_, add_) is allowed where its name is, on the function's own values.
+const std::unordered_set<std::string>& AllowedAten() {
+  static const auto* ops = new std::unordered_set<std::string>{
+      // arithmetic and elementwise functions
+      "add", "sub", "rsub", "mul", "div", "neg", "abs", "pow", "sqrt", "rsqrt", "exp", "log",
+      "log2", "log10", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sigmoid", "erf",
+      "reciprocal", "square", "sign", "round", "floor", "ceil", "trunc", "frac", "remainder",
+      "fmod", "floordiv", "floor_divide", "true_divide", "lerp", "clamp", "clamp_min", "clamp_max",
+      "clip", "maximum", "minimum", "where", "masked_fill", "addcmul", "addcdiv",
+      // activations
+      "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardtanh",
+      "hardsigmoid", "hardswish", "softplus", "softsign", "prelu", "glu", "threshold", "softmax",
+      "log_softmax", "logsigmoid",
+      // reductions and comparisons
+      "sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "std", "var", "norm",
+      "linalg_vector_norm", "logsumexp", "cumsum", "cumprod", "topk", "sort", "all", "any", "eq",
+      "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or", "logical_not", "logical_xor",
+      "isnan", "isfinite", "__and__", "__or__", "__xor__", "__not__", "__is__", "__isnot__",
+      "__contains__", "is_floating_point",
+      // linear algebra and layers
+      "matmul", "mm", "bmm", "addmm", "addmv", "baddbmm", "linear", "bilinear", "einsum", "conv1d",
+      "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "_convolution", "convolution",
+      "batch_norm", "instance_norm", "layer_norm", "group_norm", "dropout", "feature_dropout",
+      "alpha_dropout", "embedding", "one_hot", "max_pool1d", "max_pool2d", "max_pool3d",
+      "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+      "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "upsample_nearest1d",
+      "upsample_nearest2d", "upsample_bilinear2d", "__interpolate", "pixel_shuffle", "pad",
+      "constant_pad_nd", "reflection_pad2d", "replication_pad2d", "cross_entropy", "nll_loss",
+      "mse_loss", "l1_loss", "smooth_l1_loss", "binary_cross_entropy",
+      "binary_cross_entropy_with_logits",
+      // shapes, views and copies
+      "flatten", "unflatten", "view", "view_as", "reshape", "reshape_as", "permute", "transpose",
+      "t", "contiguous", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "tile", "cat",
+      "concat", "stack", "hstack", "vstack", "split", "split_with_sizes", "chunk", "unbind",
+      "narrow", "select", "slice", "index", "index_select", "gather", "masked_select", "flip",
+      "roll", "movedim", "detach", "clone", "to", "type_as", "float", "double", "half", "long",
+      "int", "bool", "size", "dim", "numel", "len", "__getitem__", "_set_item", "list", "append",
+      "__range_length", "__derive_index", "Int", "Float", "Bool", "ScalarImplicit", "format", "str",
+      // new tensors (the model's generator draws; nothing reseeds it)
+      "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "empty_like", "arange",
+      "tensor", "scalar_tensor", "rand", "randn", "randint", "rand_like", "randn_like", "bernoulli",
+      "normal", "multinomial",
+      // in-place operations without an out-of-place name of their own
+      "copy_", "fill_", "zero_", "uniform_", "normal_", "index_put_", "masked_fill_"};
+  return *ops;
+}
+
+// Graph plumbing and control flow; prim::Print, prim::fork, prim::Enter,
+// prim::PythonOp and every call that inlining left behind are not here.
+const std::unordered_set<std::string>& AllowedPrim() {
+  static const auto* ops = new std::unordered_set<std::string>{"Constant",
+                                                               "GetAttr",
+                                                               "ListConstruct",
+                                                               "ListUnpack",
+                                                               "TupleConstruct",
+                                                               "TupleUnpack",
+                                                               "TupleIndex",
+                                                               "TupleSlice",
+                                                               "DictConstruct",
+                                                               "If",
+                                                               "Loop",
+                                                               "NumToTensor",
+                                                               "ImplicitTensorToNum",
+                                                               "device",
+                                                               "dtype",
+                                                               "layout",
+                                                               "unchecked_cast",
+                                                               "Uninitialized",
+                                                               "RaiseException",
+                                                               "min",
+                                                               "max",
+                                                               "abs",
+                                                               "shape",
+                                                               "is_cuda",
+                                                               "requires_grad",
+                                                               "data",
+                                                               "isinstance"};
+  return *ops;
+}
+
+// A loop's trip count may be a constant up to this, or follow from the sizes
+// of the values it runs on.
+constexpr int64_t kMaxConstantTrips = int64_t{1} << 16;
+
+// " at line N: <the line>" of the script, when the node kept its source.
+std::string Where(const Node* n) {
+  // A node the file's code does not place (prim::SetAttr after loading) is
+  // found by the value it takes.
+  for (size_t i = 0; !n->sourceRange().source() && i < n->inputs().size(); ++i) {
+    if (n->input(i)->node()->sourceRange().source()) n = n->input(i)->node();
+  }
+  const auto& range = n->sourceRange();
+  const auto& source = range.source();
+  if (!source) return "";
+  const size_t line = source->lineno_for_offset(range.start());
+  const std::string text = source->text_str().str();
+  const size_t from = source->offset_for_line(line);
+  size_t to = text.find('\n', from);
+  if (to == std::string::npos) to = text.size();
+  std::string code = text.substr(from, to - from);
+  code.erase(0, code.find_first_not_of(" \t"));
+  if (code.size() > 100) code = code.substr(0, 97) + "...";
+  const auto file = range.file_line_col();
+  const std::string name = file && !std::get<0>(*file).empty() ? " of " + std::get<0>(*file) : "";
+  return " at line " + std::to_string(source->lineno_to_source_lineno(line) + 1) + name + ": " +
+         code;
+}
+
+// The name of an operation with its namespace ("aten::save").
+std::string OpName(const Node* n) { return n->kind().toQualString(); }
+
+// The method's values that are the module's own state or views of it: self,
+// what GetAttr reads from it, and what aliases those.
+std::set<const Value*> StateValues(std::shared_ptr<torch::jit::Graph> graph) {
+  std::set<const Value*> state;
+  if (graph->inputs().empty()) return state;
+  state.insert(graph->inputs()[0]);  // self
+  // Block outputs feed their node's outputs after the node is visited:
+  // repeat until nothing new is marked.
+  for (bool changed = true; changed;) {
+    changed = false;
+    auto mark = [&](const Value* v) { changed |= state.insert(v).second; };
+    torch::jit::DepthFirstGraphNodeIterator it(graph);
+    for (Node* n = it.next(); n != nullptr; n = it.next()) {
+      bool from_state = false;
+      for (const Value* in : n->inputs()) from_state |= state.count(in) > 0;
+      for (const auto* block : n->blocks()) {
+        for (const Value* out : block->outputs()) from_state |= state.count(out) > 0;
+      }
+      if (!from_state) continue;
+      const auto* schema = n->maybeSchema();
+      for (size_t i = 0; i < n->outputs().size(); ++i) {
+        // An operator's result is state when it may alias an input; a
+        // graph node without a schema (lists, tuples, If) passes it on.
+        const bool aliases = schema == nullptr || i >= schema->returns().size() ||
+                             schema->returns()[i].alias_info() != nullptr;
+        if (aliases) mark(n->outputs()[i]);
+      }
+      for (const auto* block : n->blocks()) {
+        // A loop's carried values start as the node's inputs.
+        for (size_t i = 0; i < block->inputs().size() && i + 1 < n->inputs().size(); ++i) {
+          if (n->kind() == c10::prim::Loop && state.count(n->inputs()[i + 1])) {
+            mark(block->inputs()[i]);
+          }
+        }
+      }
+    }
+  }
+  return state;
+}
+
+// True when `v`, an int, is bounded by constants and the sizes of values.
+bool Bounded(const Value* v, int depth = 0) {
+  if (depth > 8) return false;
+  const Node* n = v->node();
+  const std::string op = OpName(n);
+  if (n->kind() == c10::prim::Constant) {
+    auto c = torch::jit::toIValue(v);
+    return c && c->isInt() && c->toInt() >= 0 && c->toInt() <= kMaxConstantTrips;
+  }
+  if (op == "aten::size" || op == "aten::len" || op == "aten::dim" || op == "aten::numel") {
+    return true;
+  }
+  if (op == "prim::ListUnpack" || op == "aten::__getitem__" || op == "prim::TupleIndex") {
+    const std::string from = OpName(n->input(0)->node());
+    return from == "aten::size" || from == "prim::shape";
+  }
+  static const std::set<std::string> arithmetic = {
+      "aten::add",   "aten::sub", "aten::mul", "aten::floordiv",  "aten::__range_length",
+      "prim::min",   "prim::max", "aten::Int", "aten::remainder", "aten::__derive_index",
+      "aten::floor", "aten::ceil"};
+  if (!arithmetic.count(op)) return false;
+  for (const Value* in : n->inputs()) {
+    if (!Bounded(in, depth + 1)) return false;
+  }
+  return true;
+}
+
+// torch.nn.BatchNorm's own counter (self.num_batches_tracked.add_(1)): an
+// int64 that stays on the device (common/model_zoo.h), never in a delta.
+bool IsBatchCounter(const Value* v) {
+  const Node* n = v->node();
+  return n->kind() == c10::prim::GetAttr &&
+         n->s(c10::Symbol::attr("name")) == "num_batches_tracked";
+}
+
+Status Refuse(const std::string& what, const Node* n) {
+  return Status::InvalidArgument(what + Where(n));
+}
+
+Status CheckNode(const Node* n, const std::set<const Value*>& state) {
+  const std::string ns = n->kind().ns().toUnqualString();
+  const std::string name = n->kind().toUnqualString();
+  if (n->kind() == c10::prim::SetAttr) {
+    const std::string attr = n->s(c10::Symbol::attr("name"));
+    return Refuse("its code assigns '" + attr + "' (self." + attr +
+                      " = ...): a model's code may not change the module; fedge trains and "
+                      "federates the tensors the module holds, and BatchNorm's running "
+                      "statistics move through torch.batch_norm",
+                  n);
+  }
+  const bool in_place = name.size() > 1 && name.back() == '_' && name[name.size() - 2] != '_';
+  const bool allowed =
+      (ns == "prim" && AllowedPrim().count(name)) ||
+      (ns == "aten" && (AllowedAten().count(name) ||
+                        (in_place && AllowedAten().count(name.substr(0, name.size() - 1)))));
+  if (!allowed) {
+    return Refuse("it uses " + OpName(n) +
+                      ", which a model may not: fedge runs tensor operations only (no file, "
+                      "print, RPC, fork, process or random-seed operation, no call left "
+                      "uninlined)",
+                  n);
+  }
+  if (const auto* schema = n->maybeSchema()) {
+    const auto& args = schema->arguments();
+    for (size_t i = 0; i < args.size() && i < n->inputs().size(); ++i) {
+      if (args[i].alias_info() && args[i].alias_info()->isWrite() && state.count(n->input(i)) &&
+          !IsBatchCounter(n->input(i))) {
+        return Refuse("its code writes into the module's own state with " + OpName(n) +
+                          ": a model's code may not change its parameters, buffers or "
+                          "attributes (training does)",
+                      n);
+      }
+    }
+  }
+  if (n->kind() == c10::prim::Loop && !Bounded(n->input(0))) {
+    return Refuse(
+        "a loop's trip count is not bounded by the sizes of the data (a while loop, "
+        "or a range over more than " +
+            std::to_string(kMaxConstantTrips) + ")",
+        n);
+  }
+  return Status::OK();
+}
+
+Status CheckGraph(std::shared_ptr<torch::jit::Graph> graph) {
+  const std::set<const Value*> state = StateValues(graph);
+  torch::jit::DepthFirstGraphNodeIterator it(graph);
+  for (Node* n = it.next(); n != nullptr; n = it.next()) {
+    FL_RETURN_IF_ERROR(CheckNode(n, state));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status CheckScriptCode(const torch::jit::Module& module) {
+  try {
+    for (const auto& m : module.modules()) {
+      const std::string type = m.type()->name() ? m.type()->name()->qualifiedName() : "a module";
+      for (const char* hook : {"__setstate__", "__getstate__"}) {
+        if (m.type()->findMethod(hook) != nullptr) {
+          return Status::InvalidArgument(type + " defines " + hook +
+                                         ": code that runs while the file loads or saves");
+        }
+      }
+      for (const auto& method : m.get_methods()) {
+        auto graph = method.graph()->copy();
+        torch::jit::Inline(*graph);
+        if (Status st = CheckGraph(graph); !st.ok()) {
+          return st.WithContext(type + "." + method.name());
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+    return Status::InvalidArgument("its code cannot be checked: " +
+                                   std::string(c10 ? c10->what_without_backtrace() : e.what()));
+  }
+  return Status::OK();
+}
+
+}  // namespace fl
