@@ -106,8 +106,20 @@ class ScriptModel final : public Model {
     // The input is a view of the caller's data set: a script that writes into
     // it would change the data under training and evaluation.
     const auto version = x._version();
+    // Nor may it write into its own tensors (a way to hand the device's data
+    // to the server in the delta): every in-place write, through any alias,
+    // moves the tensor's version, which no forward of an honest model does
+    // (torch.batch_norm moves running statistics without it).
+    std::vector<int64_t> versions;
+    versions.reserve(federated_.size());
+    for (const auto& named : federated_) versions.push_back(named.second._version());
     torch::Tensor out = script_.forward({x}).toTensor();
     TORCH_CHECK(x._version() == version, "the script modifies its input in place");
+    for (size_t i = 0; i < federated_.size(); ++i) {
+      TORCH_CHECK(federated_[i].second._version() == versions[i],
+                  "the script writes into its own '", federated_[i].first,
+                  "': a model's code may not change its parameters or running statistics");
+    }
     return out;
   }
   void train(bool on) override {
@@ -127,6 +139,7 @@ class ScriptModel final : public Model {
 
  private:
   void Register(const std::string& dotted, const torch::Tensor& value, bool buffer) {
+    federated_.emplace_back(dotted, value);
     torch::nn::Module* at = this;
     size_t start = 0;
     for (size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
@@ -145,6 +158,7 @@ class ScriptModel final : public Model {
   }
 
   torch::jit::Module script_;
+  std::vector<std::pair<std::string, torch::Tensor>> federated_;  // the state, by name
 };
 
 // The message of an exception from LibTorch, without its C++ backtrace.
@@ -160,6 +174,10 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
   // Read once: the id and the module come from the same bytes.
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
+  // Nothing of it runs before its code has been read (common/script_check.h).
+  if (Status st = CheckScriptArchive(*bytes); !st.ok()) {
+    return Status::InvalidArgument(path, st.message());
+  }
   torch::jit::Module script;
   try {
     std::istringstream in(*bytes);

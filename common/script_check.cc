@@ -1,11 +1,13 @@
 #include "common/script_check.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/runtime/graph_iterator.h>
 #include <torch/script.h>
 
 #include <cstdint>
 #include <set>
+#include <sstream>
 #include <string>
 #include <unordered_set>
 
@@ -46,7 +48,11 @@ const std::unordered_set<std::string>& AllowedAten() {
       "upsample_nearest2d", "upsample_bilinear2d", "__interpolate", "pixel_shuffle", "pad",
       "constant_pad_nd", "reflection_pad2d", "replication_pad2d", "cross_entropy", "nll_loss",
       "mse_loss", "l1_loss", "smooth_l1_loss", "binary_cross_entropy",
-      "binary_cross_entropy_with_logits",
+      "binary_cross_entropy_with_logits", "upsample_nearest3d", "_upsample_nearest_exact1d",
+      "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d",
+      "upsample_trilinear3d", "upsample_bicubic2d", "_upsample_bilinear2d_aa",
+      "_upsample_bicubic2d_aa", "lstm", "gru", "rnn_tanh", "rnn_relu",
+      "_native_multi_head_attention", "is_grad_enabled", "warn",
       // shapes, views and copies
       "flatten", "unflatten", "view", "view_as", "reshape", "reshape_as", "permute", "transpose",
       "t", "contiguous", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "tile", "cat",
@@ -57,43 +63,25 @@ const std::unordered_set<std::string>& AllowedAten() {
       "__range_length", "__derive_index", "Int", "Float", "Bool", "ScalarImplicit", "format", "str",
       // new tensors (the model's generator draws; nothing reseeds it)
       "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "empty_like", "arange",
-      "tensor", "scalar_tensor", "rand", "randn", "randint", "rand_like", "randn_like", "bernoulli",
-      "normal", "multinomial",
+      "empty", "new_zeros", "new_ones", "new_full", "new_empty", "tensor", "scalar_tensor", "rand",
+      "randn", "randint", "rand_like", "randn_like", "bernoulli", "normal", "multinomial",
       // in-place operations without an out-of-place name of their own
       "copy_", "fill_", "zero_", "uniform_", "normal_", "index_put_", "masked_fill_"};
   return *ops;
 }
 
 // Graph plumbing and control flow; prim::Print, prim::fork, prim::Enter,
-// prim::PythonOp and every call that inlining left behind are not here.
+// prim::PythonOp, every call that inlining left behind, and prim::data (a
+// tensor on a parameter's memory that does not share its version counter,
+// which ScriptModel::forward watches) are not here.
 const std::unordered_set<std::string>& AllowedPrim() {
-  static const auto* ops = new std::unordered_set<std::string>{"Constant",
-                                                               "GetAttr",
-                                                               "ListConstruct",
-                                                               "ListUnpack",
-                                                               "TupleConstruct",
-                                                               "TupleUnpack",
-                                                               "TupleIndex",
-                                                               "TupleSlice",
-                                                               "DictConstruct",
-                                                               "If",
-                                                               "Loop",
-                                                               "NumToTensor",
-                                                               "ImplicitTensorToNum",
-                                                               "device",
-                                                               "dtype",
-                                                               "layout",
-                                                               "unchecked_cast",
-                                                               "Uninitialized",
-                                                               "RaiseException",
-                                                               "min",
-                                                               "max",
-                                                               "abs",
-                                                               "shape",
-                                                               "is_cuda",
-                                                               "requires_grad",
-                                                               "data",
-                                                               "isinstance"};
+  static const auto* ops = new std::unordered_set<std::string>{
+      "Constant", "GetAttr", "ListConstruct", "ListUnpack", "TupleConstruct", "TupleUnpack",
+      "TupleIndex", "TupleSlice", "DictConstruct", "If", "Loop", "NumToTensor",
+      "ImplicitTensorToNum", "device", "dtype", "layout", "unchecked_cast", "Uninitialized",
+      "RaiseException", "min", "max", "abs", "shape", "is_cuda", "requires_grad", "isinstance",
+      // the ends of an empty graph or block (a method that returns its input)
+      "Param", "Return"};
   return *ops;
 }
 
@@ -185,9 +173,9 @@ bool Bounded(const Value* v, int depth = 0) {
     return from == "aten::size" || from == "prim::shape";
   }
   static const std::set<std::string> arithmetic = {
-      "aten::add",   "aten::sub", "aten::mul", "aten::floordiv",  "aten::__range_length",
-      "prim::min",   "prim::max", "aten::Int", "aten::remainder", "aten::__derive_index",
-      "aten::floor", "aten::ceil"};
+      "aten::add",   "aten::sub",  "aten::mul", "aten::floordiv",  "aten::__range_length",
+      "prim::min",   "prim::max",  "aten::Int", "aten::remainder", "aten::__derive_index",
+      "aten::floor", "aten::ceil", "aten::div"};
   if (!arithmetic.count(op)) return false;
   for (const Value* in : n->inputs()) {
     if (!Bounded(in, depth + 1)) return false;
@@ -195,11 +183,13 @@ bool Bounded(const Value* v, int depth = 0) {
   return true;
 }
 
-// torch.nn.BatchNorm's own counter (self.num_batches_tracked.add_(1)): an
-// int64 that stays on the device (common/model_zoo.h), never in a delta.
-bool IsBatchCounter(const Value* v) {
+// `op` adds a constant to torch.nn.BatchNorm's own counter
+// (self.num_batches_tracked.add_(1)): an int64 that stays on the device
+// (common/model_zoo.h), never in a delta.
+bool IsBatchCount(const Node* op, const Value* v) {
   const Node* n = v->node();
-  return n->kind() == c10::prim::GetAttr &&
+  return OpName(op) == "aten::add_" && op->inputs().size() >= 2 &&
+         op->input(1)->node()->kind() == c10::prim::Constant && n->kind() == c10::prim::GetAttr &&
          n->s(c10::Symbol::attr("name")) == "num_batches_tracked";
 }
 
@@ -234,7 +224,7 @@ Status CheckNode(const Node* n, const std::set<const Value*>& state) {
     const auto& args = schema->arguments();
     for (size_t i = 0; i < args.size() && i < n->inputs().size(); ++i) {
       if (args[i].alias_info() && args[i].alias_info()->isWrite() && state.count(n->input(i)) &&
-          !IsBatchCounter(n->input(i))) {
+          !IsBatchCount(n, n->input(i))) {
         return Refuse("its code writes into the module's own state with " + OpName(n) +
                           ": a model's code may not change its parameters, buffers or "
                           "attributes (training does)",
@@ -284,6 +274,32 @@ Status CheckScriptCode(const torch::jit::Module& module) {
   } catch (const std::exception& e) {
     const auto* c10 = dynamic_cast<const c10::Error*>(&e);
     return Status::InvalidArgument("its code cannot be checked: " +
+                                   std::string(c10 ? c10->what_without_backtrace() : e.what()));
+  }
+  return Status::OK();
+}
+
+Status CheckScriptArchive(const std::string& bytes) {
+  try {
+    std::istringstream in(bytes);
+    caffe2::serialize::PyTorchStreamReader reader(&in);
+    for (const std::string& name : reader.getAllRecords()) {
+      // Record names are relative to the archive's folder: code/__torch__/....py
+      const bool code = (name.rfind("code/", 0) == 0 || name.find("/code/") != std::string::npos) &&
+                        name.size() > 3 && name.compare(name.size() - 3, 3, ".py") == 0;
+      if (!code) continue;
+      auto [data, size] = reader.getRecord(name);
+      const std::string text(static_cast<const char*>(data.get()), size);
+      if (text.find("__setstate__") != std::string::npos) {
+        return Status::InvalidArgument(
+            name +
+            " defines __setstate__: code that torch::jit::load would run while the file "
+            "loads; a model's file may hold tensor code only");
+      }
+    }
+  } catch (const std::exception& e) {
+    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+    return Status::InvalidArgument("not a TorchScript model: " +
                                    std::string(c10 ? c10->what_without_backtrace() : e.what()));
   }
   return Status::OK();

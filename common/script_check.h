@@ -13,10 +13,20 @@
 // sizes of the data and small constants. The refusal names the operation and
 // the line of the script.
 //
-// It runs on a loaded module: what runs while torch::jit::load unpickles the
-// archive (a scripted __setstate__) is refused on sight, but has run by then.
+// CheckScriptArchive runs first, on the file's bytes, before torch::jit::load
+// runs anything of it: a __setstate__ (which loading would run as it
+// unpickles) is refused there.
+//
+// What this cannot close: writes that alias analysis does not see are caught
+// when forward runs (common/model_zoo.cc: a parameter or running statistic
+// whose version moved refuses the step before any delta is made);
+// torch.batch_norm moves running statistics towards the batch it is given,
+// and gradients carry information about the data, as in any federation:
+// secure aggregation and differential privacy are the answers to those.
 #ifndef FEDGE_COMMON_SCRIPT_CHECK_H_
 #define FEDGE_COMMON_SCRIPT_CHECK_H_
+
+#include <string>
 
 #include "common/status.h"
 
@@ -30,6 +40,10 @@ namespace fl {
 
 // OK, or InvalidArgument naming the first operation refused and where it is.
 Status CheckScriptCode(const torch::jit::Module& module);
+
+// The archive `bytes` of a TorchScript file, before it is loaded: OK, or
+// InvalidArgument naming the code file that defines __setstate__.
+Status CheckScriptArchive(const std::string& bytes);
 
 }  // namespace fl
 

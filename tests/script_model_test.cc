@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <regex>
 
 #include "common/file_util.h"
 #include "common/model_zoo.h"
@@ -566,22 +567,63 @@ def forward(self, x):
   // A module with __setstate__ (which torch::jit::load runs as it unpickles).
   torch::jit::Module stateful("Stateful");
   stateful.register_parameter("w", torch::zeros({10, 784}), false);
-  stateful.define(R"(
+  stateful.define(std::regex_replace(R"(
 def __getstate__(self):
     return (self.w, True)
 
 def __setstate__(self, state: Tuple[Tensor, bool]):
+    torch.save(state[0], "LEAK")
     self.w = state[0]
 
 def forward(self, x):
     return torch.linear(torch.flatten(x, 1), self.w)
-)");
+)",
+                                     std::regex("LEAK"), leak));
   stateful.save(dir_.path() + "/stateful.pt");
+  // (its __setstate__ writes `leak` if it ever runs)
   auto st = CreateModel(dir_.path() + "/stateful.pt", 0);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.status().ToString().find("__torch__.Stateful defines __setstate__"),
-            std::string::npos)
+  EXPECT_NE(st.status().ToString().find(".py defines __setstate__"), std::string::npos)
       << st.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(leak)) << "__setstate__ ran";
+  // Writes the static check cannot see (through a list, through type_as,
+  // which may hand back its own tensor) are caught by the first forward,
+  // before any step: the model loads, and its forward fails naming the
+  // tensor, or the weight is untouched.
+  for (const std::string& body :
+       {std::string("    l: List[Tensor] = []\n    l.append(self.w)\n"
+                    "    l[0].copy_(torch.flatten(x, 1)[0:10])\n"),
+        std::string("    self.w.type_as(x).copy_(torch.flatten(x, 1)[0:10])\n")}) {
+    SCOPED_TRACE(body);
+    const std::string path = HostileScript(dir_.path(), "Laundering", body);
+    auto m = CreateModel(path, 0);
+    ASSERT_FL_OK(m);
+    torch::NoGradGuard no_grad;
+    bool caught = false;
+    try {
+      (*m)->forward(torch::ones({10, 1, 28, 28}));
+      const ModelState after = GetModelState("", **m);
+      for (float v : after.tensors[0].values) ASSERT_EQ(v, 0.0f) << "the write went through";
+    } catch (const c10::Error& e) {
+      caught = true;
+      EXPECT_NE(std::string(e.what()).find("the script writes into its own 'w'"), std::string::npos)
+          << e.what();
+    }
+    // The list hands the weight itself to copy_.
+    if (body.find("l.append") != std::string::npos) {
+      EXPECT_TRUE(caught);
+    }
+  }
+  // A submodule whose forward only returns its input (nn.Identity).
+  torch::jit::Module with_identity("WithIdentity"), id("WithIdentity_id");
+  id.define("def forward(self, x):\n    return x\n");
+  with_identity.register_module("id", id);
+  with_identity.register_parameter("w", torch::zeros({10, 784}), false);
+  with_identity.define(
+      "def forward(self, x):\n    return torch.linear(torch.flatten(self.id.forward(x), 1), "
+      "self.w)\n");
+  with_identity.save(dir_.path() + "/identity.pt");
+  EXPECT_FL_OK(CreateModel(dir_.path() + "/identity.pt", 0).status());
   // What ordinary models do stays allowed: loops over the data's sizes,
   // in-place operations on the forward's own values.
   const std::string fine = HostileScript(dir_.path(), "Fine",
