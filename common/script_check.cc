@@ -5,7 +5,9 @@
 #include <torch/csrc/jit/runtime/graph_iterator.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -86,8 +88,12 @@ const std::unordered_set<std::string>& AllowedPrim() {
 }
 
 // A loop's trip count may be a constant up to this, or follow from the sizes
-// of the values it runs on.
+// of the values it runs on; loops nested in each other may not take more
+// constant trips than this all together.
 constexpr int64_t kMaxConstantTrips = int64_t{1} << 16;
+// The most elements a tensor made from a constant shape may have (zeros,
+// full, expand, repeat...): 2^26, 256 MiB of float32.
+constexpr int64_t kMaxConstantElements = int64_t{1} << 26;
 
 // " at line N: <the line>" of the script, when the node kept its source.
 std::string Where(const Node* n) {
@@ -197,6 +203,76 @@ Status Refuse(const std::string& what, const Node* n) {
   return Status::InvalidArgument(what + Where(n));
 }
 
+// The constant value of `v`, if it is one.
+std::optional<int64_t> ConstantInt(const Value* v) {
+  if (v->node()->kind() != c10::prim::Constant) return std::nullopt;
+  auto c = torch::jit::toIValue(v);
+  if (!c || !c->isInt()) return std::nullopt;
+  return c->toInt();
+}
+
+// The product of the constant trip counts of `loop` and the loops around it
+// (a trip count from the data's sizes counts 1: the data bounds it).
+int64_t ConstantTrips(const Node* loop) {
+  int64_t trips = 1;
+  for (const Node* n = loop; n != nullptr;
+       n = n->owningBlock() ? n->owningBlock()->owningNode() : nullptr) {
+    if (n->kind() != c10::prim::Loop) continue;
+    const auto c = ConstantInt(n->input(0));
+    if (c && *c > 0)
+      trips = std::min(trips * std::min(*c, kMaxConstantTrips + 1), kMaxConstantTrips + 1);
+  }
+  return trips;
+}
+
+// Operations that make a tensor of a shape they are given.
+bool TakesShape(const std::string& op) {
+  static const std::set<std::string> ops = {
+      "aten::zeros",    "aten::ones",     "aten::full",      "aten::empty",
+      "aten::rand",     "aten::randn",    "aten::randint",   "aten::new_zeros",
+      "aten::new_ones", "aten::new_full", "aten::new_empty", "aten::expand",
+      "aten::repeat",   "aten::tile",     "aten::view",      "aten::reshape"};
+  return ops.count(op) > 0;
+}
+
+// A tensor made from a shape of constants may not exceed kMaxConstantElements
+// (the memory and time of what a model does with the data's own sizes are the
+// data's).
+Status CheckConstantShapes(const Node* n) {
+  const std::string op = OpName(n);
+  if (!TakesShape(op)) return Status::OK();
+  for (const Value* in : n->inputs()) {
+    const Node* list = in->node();
+    int64_t elements = 1;
+    bool constant = false;
+    if (list->kind() == c10::prim::ListConstruct) {
+      constant = !list->inputs().empty();
+      for (const Value* d : list->inputs()) {
+        const auto c = ConstantInt(d);
+        if (!c) {
+          constant = false;
+          break;
+        }
+        elements = std::min(elements * std::max<int64_t>(*c, 1), kMaxConstantElements + 1);
+      }
+    } else if (list->kind() == c10::prim::Constant) {
+      auto c = torch::jit::toIValue(in);
+      if (c && c->isIntList()) {
+        constant = true;
+        for (int64_t d : c->toIntVector()) {
+          elements = std::min(elements * std::max<int64_t>(d, 1), kMaxConstantElements + 1);
+        }
+      }
+    }
+    if (constant && elements > kMaxConstantElements) {
+      return Refuse(op + " makes a tensor of more than " + std::to_string(kMaxConstantElements) +
+                        " elements from a constant shape",
+                    n);
+    }
+  }
+  return Status::OK();
+}
+
 Status CheckNode(const Node* n, const std::set<const Value*>& state) {
   const std::string ns = n->kind().ns().toUnqualString();
   const std::string name = n->kind().toUnqualString();
@@ -232,12 +308,18 @@ Status CheckNode(const Node* n, const std::set<const Value*>& state) {
       }
     }
   }
+  if (Status st = CheckConstantShapes(n); !st.ok()) return st;
   if (n->kind() == c10::prim::Loop && !Bounded(n->input(0))) {
     return Refuse(
         "a loop's trip count is not bounded by the sizes of the data (a while loop, "
         "or a range over more than " +
             std::to_string(kMaxConstantTrips) + ")",
         n);
+  }
+  if (n->kind() == c10::prim::Loop && ConstantTrips(n) > kMaxConstantTrips) {
+    return Refuse("loops nested in each other take more than " + std::to_string(kMaxConstantTrips) +
+                      " constant trips together",
+                  n);
   }
   return Status::OK();
 }

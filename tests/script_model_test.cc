@@ -534,6 +534,13 @@ TEST_F(ScriptModelTest, HostileCodeIsRefusedByNameAndLine) {
        "a loop's trip count is not bounded"},
       {"HugeRange", "    for i in range(1000000000):\n        x = x * 1.0\n",
        "a loop's trip count is not bounded"},
+      {"NestedLoops",
+       "    for i in range(60000):\n        for j in range(60000):\n            x = x * 1.0\n",
+       "loops nested in each other take more than 65536 constant trips together"},
+      {"HugeZeros", "    x = x + torch.zeros([1 << 20, 1 << 20]).sum()\n",
+       "aten::zeros makes a tensor of more than 67108864 elements from a constant shape"},
+      {"HugeExpand", "    x = x + torch.ones(1).expand(1 << 20, 1 << 20).sum()\n",
+       "aten::expand makes a tensor of more than 67108864 elements from a constant shape"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
