@@ -641,6 +641,36 @@ def forward(self, x):
   EXPECT_FL_OK(CreateModel(fine, 0).status());
 }
 
+// The same refusals for files PyTorch itself scripted (tests/data, made by
+// tests/data/make_hostile_scripts.py with Debian's python3-torch): saving the
+// input to a file, reading one, copying the input into a weight, a loop
+// without end, and a __setstate__ that would write a file while loading. None
+// of them runs. An ordinary model with nn.LSTM, nn.Identity and
+// F.interpolate, scripted the same way, loads and fits MNIST.
+TEST_F(ScriptModelTest, HostileScriptsMadeByPyTorchAreRefused) {
+  const std::string leak = "/tmp/fedge_hostile_leak.pt";  // where they would write
+  std::filesystem::remove(leak);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"hostile_save", "it uses aten::save"},
+      {"hostile_read", "it uses aten::from_file"},
+      {"hostile_copy", "its code writes into the module's own state with aten::copy_"},
+      {"hostile_loop", "a loop's trip count is not bounded"},
+      {"hostile_setstate", "defines __setstate__"}};
+  for (const auto& [name, says] : cases) {
+    SCOPED_TRACE(name);
+    const std::string path = std::string(FL_TEST_DATA_DIR) + "/" + name + ".pt";
+    auto m = CreateModel(path, 0);
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().ToString().find(says), std::string::npos) << m.status().ToString();
+    std::printf("%s\n", m.status().ToString().c_str());
+  }
+  EXPECT_FALSE(std::filesystem::exists(leak)) << "a refused script ran";
+  const std::string rnn = std::string(FL_TEST_DATA_DIR) + "/rnn_mixed.pt";
+  auto ok = CreateModel(rnn, 0);
+  ASSERT_FL_OK(ok);
+  EXPECT_FL_OK(CheckModelFitsData(**ok, rnn, {1, 28, 28}, 10, "MNIST"));
+}
+
 // As deployed: an fl-server given a hostile script refuses to start and names
 // the operation; so does an fl-client given one with --model. Neither runs it.
 TEST_F(ScriptModelTest, ServerAndDeviceRefuseHostileScriptsAsProcesses) {
