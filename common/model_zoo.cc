@@ -161,12 +161,6 @@ class ScriptModel final : public Model {
   std::vector<std::pair<std::string, torch::Tensor>> federated_;  // the state, by name
 };
 
-// The message of an exception from LibTorch, without its C++ backtrace.
-std::string What(const std::exception& e) {
-  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
-  return c10 ? c10->what_without_backtrace() : e.what();
-}
-
 // Loads and checks a TorchScript model file: float32 parameters, no tied
 // weights, and no buffers but BatchNorm's (float32 running statistics,
 // federated with the parameters, and an int64 num_batches_tracked, kept local).
@@ -183,7 +177,7 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
     std::istringstream in(*bytes);
     script = torch::jit::load(in, torch::kCPU);
   } catch (const std::exception& e) {
-    return Status::InvalidArgument(path, "not a TorchScript model: " + What(e));
+    return Status::InvalidArgument(path, "not a TorchScript model: " + TorchMessage(e));
   }
   std::map<const void*, std::string> seen;  // tensor -> its first name
   for (const auto& p : script.named_parameters(/*recurse=*/true)) {
@@ -226,7 +220,7 @@ Result<ModelPtr> LoadScriptModel(const std::string& path) {
   try {
     model = std::make_shared<ScriptModel>(script);
   } catch (const std::exception& e) {
-    return Status::InvalidArgument(path, What(e));
+    return Status::InvalidArgument(path, TorchMessage(e));
   }
   if (model->parameters().empty()) {
     return Status::InvalidArgument(path, "the module has no parameters");
@@ -274,6 +268,11 @@ Result<std::string> ModelArchitecture(const std::string& name) {
   auto bytes = ReadFile(name);
   if (!bytes.ok()) return bytes.status();
   return ScriptModelId(*bytes);
+}
+
+std::string TorchMessage(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  return c10 ? c10->what_without_backtrace() : e.what();
 }
 
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed) {

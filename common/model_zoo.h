@@ -74,6 +74,10 @@ std::vector<ModelInfo> ListModels();
 // (CheckModelFitsData in common/trainer.h).
 Result<ModelPtr> CreateModel(const std::string& name, uint64_t seed);
 
+// The message of an exception from LibTorch (or any std::exception), without
+// c10's C++ backtrace.
+std::string TorchMessage(const std::exception& e);
+
 // True when `name` names a TorchScript model file (it ends in ".pt").
 bool IsScriptModelPath(const std::string& name);
 

@@ -13,6 +13,8 @@
 #include <string>
 #include <unordered_set>
 
+#include "common/model_zoo.h"
+
 namespace fl {
 namespace {
 
@@ -162,14 +164,22 @@ std::set<const Value*> StateValues(std::shared_ptr<torch::jit::Graph> graph) {
   return state;
 }
 
+// The constant value of `v`, if it is one.
+std::optional<int64_t> ConstantInt(const Value* v) {
+  if (v->node()->kind() != c10::prim::Constant) return std::nullopt;
+  auto c = torch::jit::toIValue(v);
+  if (!c || !c->isInt()) return std::nullopt;
+  return c->toInt();
+}
+
 // True when `v`, an int, is bounded by constants and the sizes of values.
 bool Bounded(const Value* v, int depth = 0) {
   if (depth > 8) return false;
   const Node* n = v->node();
   const std::string op = OpName(n);
   if (n->kind() == c10::prim::Constant) {
-    auto c = torch::jit::toIValue(v);
-    return c && c->isInt() && c->toInt() >= 0 && c->toInt() <= kMaxConstantTrips;
+    const auto c = ConstantInt(v);
+    return c && *c >= 0 && *c <= kMaxConstantTrips;
   }
   if (op == "aten::size" || op == "aten::len" || op == "aten::dim" || op == "aten::numel") {
     return true;
@@ -201,14 +211,6 @@ bool IsBatchCount(const Node* op, const Value* v) {
 
 Status Refuse(const std::string& what, const Node* n) {
   return Status::InvalidArgument(what + Where(n));
-}
-
-// The constant value of `v`, if it is one.
-std::optional<int64_t> ConstantInt(const Value* v) {
-  if (v->node()->kind() != c10::prim::Constant) return std::nullopt;
-  auto c = torch::jit::toIValue(v);
-  if (!c || !c->isInt()) return std::nullopt;
-  return c->toInt();
 }
 
 // The product of the constant trip counts of `loop` and the loops around it
@@ -354,9 +356,7 @@ Status CheckScriptCode(const torch::jit::Module& module) {
       }
     }
   } catch (const std::exception& e) {
-    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
-    return Status::InvalidArgument("its code cannot be checked: " +
-                                   std::string(c10 ? c10->what_without_backtrace() : e.what()));
+    return Status::InvalidArgument("its code cannot be checked: " + TorchMessage(e));
   }
   return Status::OK();
 }
@@ -380,9 +380,7 @@ Status CheckScriptArchive(const std::string& bytes) {
       }
     }
   } catch (const std::exception& e) {
-    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
-    return Status::InvalidArgument("not a TorchScript model: " +
-                                   std::string(c10 ? c10->what_without_backtrace() : e.what()));
+    return Status::InvalidArgument("not a TorchScript model: " + TorchMessage(e));
   }
   return Status::OK();
 }

@@ -97,8 +97,7 @@ Status CheckModelFitsData(Model& model, const std::string& model_name,
     model.train(was_training);
     out_shape = out.sizes().vec();
   } catch (const std::exception& e) {
-    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
-    std::string what = c10 ? c10->what_without_backtrace() : e.what();
+    std::string what = TorchMessage(e);
     if (what.size() > 300) what = what.substr(0, 300) + "...";
     return Status::InvalidArgument(
         model_name, "does not take the samples of " + data_name + " (a batch " + in + "): " + what);
@@ -361,8 +360,9 @@ Result<TrainStats> TrainLocal(Model& model, const TensorDataset& data,
     if (options.proximal_mu > 0) {
       for (const auto& p : params) anchor.push_back(p.detach().clone());
     }
-    EpochRun run{model,  data,      options, params, pruned, anchor, optimizer, batch,
-                 state.size() > params.size()};
+    EpochRun run{model,     data,   options,
+                 params,    pruned, anchor,
+                 optimizer, batch,  state.size() > params.size()};
     Random rng(options.seed);
     std::vector<int64_t> order(n);
     for (int epoch = 1; epoch <= options.epochs; ++epoch) run.Run(epoch, &rng, &order, &stats);
